@@ -1,0 +1,3 @@
+//! Receive → verify → store. Never imports `mapping` or `deliver`.
+pub mod source;
+pub mod verify;

@@ -1,0 +1,21 @@
+//! hookgate: a webhook gateway.
+//!
+//! Data flows one way: receive → verify → store → map → deliver; publish → store → deliver.
+//! Leaves (`config`, `error`, `action`, `ip_policy`, `secret`, `jsonpath`) import nothing of ours;
+//! only `app` imports everything, and nothing imports `app`.
+
+pub mod action;
+pub mod admin;
+pub mod app;
+pub mod catalog;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod inbound;
+pub mod ip_policy;
+pub mod jsonpath;
+pub mod mapping;
+pub mod secret;
+pub mod server;
+pub mod stream;
+pub mod telemetry;
