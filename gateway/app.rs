@@ -1,2 +1,159 @@
-//! (stub)
-pub fn serve(_c: crate::config::Config) -> anyhow::Result<()> { Ok(()) }
+//! Wiring only: Redis, routers, workers, shutdown. `run` takes bound listeners so tests start the real app.
+
+use crate::admin::{self, Readiness};
+use crate::config::{Config, Role};
+use crate::inbound::{self, InboundState, SourceRegistry};
+use crate::ip_policy::CidrList;
+use crate::server::{self, ConnLimits};
+use crate::stream::Store;
+use anyhow::Context;
+use axum::Router;
+use http::header;
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+/// The listeners a process serves on.
+pub struct Listeners {
+    pub inbound: TcpListener,
+    pub admin: TcpListener,
+}
+
+/// Bind, run until SIGTERM or SIGINT, shut down gracefully.
+pub fn serve(cfg: Config) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let inbound = TcpListener::bind(&cfg.listen)
+            .await
+            .with_context(|| format!("listen {}", cfg.listen))?;
+        let admin = TcpListener::bind(&cfg.admin_listen)
+            .await
+            .with_context(|| format!("admin_listen {}", cfg.admin_listen))?;
+        run(cfg, Listeners { inbound, admin }, shutdown_signal()).await
+    })
+}
+
+/// Start everything on the given listeners; return when `shutdown` resolves and work has drained.
+pub async fn run(
+    cfg: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let _ = crate::telemetry::metrics();
+    let store = Store::connect(
+        &cfg.redis_url,
+        &cfg.key_prefix,
+        cfg.redis.response_timeout,
+        cfg.redis.connect_timeout,
+    )
+    .context("redis_url")?;
+    let catalog = crate::catalog::load(&cfg.mappings_dir).map_err(|problems| {
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        anyhow::anyhow!("mappings are not valid:\n{}", text.join("\n"))
+    })?;
+    let sources = Arc::new(SourceRegistry::default());
+    if catalog.inbound.is_empty() {
+        tracing::warn!(dir = %cfg.mappings_dir.display(), "no source files found; /readyz stays unready");
+    }
+    sources.replace(catalog.inbound);
+    tracing::info!(sources = sources.len(), role = ?cfg.role, "hookgate starting");
+
+    let ready = Arc::new(Readiness {
+        store: store.clone(),
+        sources: sources.clone(),
+        shutting_down: Default::default(),
+    });
+    let limits = ConnLimits {
+        header_read_timeout: cfg.limits.header_read_timeout,
+        max_headers: cfg.limits.max_headers,
+        grace: cfg.shutdown_grace,
+    };
+
+    // One shutdown signal fans out: readiness fails first, then both listeners stop accepting.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let ready_flag = ready.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        ready_flag.shutting_down.store(true, Ordering::Relaxed);
+        let _ = stop_tx.send(true);
+    });
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let admin_app = layered(admin::router(ready), &cfg);
+    let admin_task = tokio::spawn(server::serve(
+        listeners.admin,
+        admin_app,
+        limits,
+        stopped(stop_rx.clone()),
+    ));
+    if cfg.role != Role::Worker {
+        let state = Arc::new(InboundState {
+            sources,
+            store,
+            trusted_proxies: CidrList::new(&cfg.trusted_proxies),
+            default_max_body: cfg.limits.max_body.as_u64(),
+            max_json_depth: cfg.limits.max_json_depth,
+        });
+        let app = layered(inbound::router(state), &cfg);
+        server::serve(listeners.inbound, app, limits, stopped(stop_rx)).await;
+    } else {
+        drop(listeners.inbound);
+        stopped(stop_rx).await;
+    }
+    let _ = admin_task.await;
+    tracing::info!("hookgate stopped");
+    Ok(())
+}
+
+/// The cross-cutting concerns every route gets, as tower layers.
+fn layered(router: Router, cfg: &Config) -> Router {
+    router.layer(
+        ServiceBuilder::new()
+            .layer(SetSensitiveRequestHeadersLayer::new([
+                header::AUTHORIZATION,
+                header::PROXY_AUTHORIZATION,
+                header::COOKIE,
+            ]))
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(TraceLayer::new_for_http().make_span_with(|req: &http::Request<_>| {
+                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(CatchPanicLayer::new())
+            .layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, cfg.limits.request_timeout)),
+    )
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}

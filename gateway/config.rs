@@ -1,9 +1,493 @@
-//! (stub) Config.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
-pub enum Role { Api, Worker, All }
-#[derive(Debug, Default)]
-pub struct LogConfig;
-pub struct Config { pub log: LogConfig }
+//! The gateway's configuration: a YAML file, overridden key by key from `HOOKGATE_<KEY>` env vars
+//! (nested keys joined with `__`). Every field has a default so an empty file is a working dev setup.
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Which parts of the gateway this process runs, so ingestion and workers scale apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Inbound listener and admin API only.
+    Api,
+    /// Workers only (plus the admin listener for health and metrics).
+    Worker,
+    /// Everything.
+    #[default]
+    All,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `hookgate=debug,info`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Limits on what a sender may make us do; every one has a safe default.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Default body limit per request; a source may set its own `max_body`.
+    pub max_body: bytesize::ByteSize,
+    /// Most request headers accepted (HTTP/1).
+    pub max_headers: usize,
+    /// Deepest JSON nesting accepted.
+    pub max_json_depth: usize,
+    /// Time allowed to receive the request head; slow-loris guard.
+    #[serde(with = "humantime_serde_compat")]
+    pub header_read_timeout: Duration,
+    /// Time allowed for a whole request, body included.
+    #[serde(with = "humantime_serde_compat")]
+    pub request_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body: bytesize::ByteSize::mib(1),
+            max_headers: 100,
+            max_json_depth: 64,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Redis connection tuning.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisConfig {
+    /// How long one command may take before the request is answered 503 (the client default is 500 ms).
+    #[serde(with = "humantime_serde_compat")]
+    pub response_timeout: Duration,
+    /// How long connecting may take.
+    #[serde(with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            response_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The platform's contacts API that inbound actions are delivered to.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Upstream {
+    pub url: String,
+    /// Extra headers; values may be secret references (`${env:BREVO_API_KEY}`).
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self {
+            url: "http://contacts.internal".into(),
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+/// Where outbound deliveries may connect.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Egress {
+    /// CIDRs opened as exceptions to the default deny of private ranges.
+    pub allow: Vec<IpNet>,
+    /// CIDRs denied in addition.
+    pub deny: Vec<IpNet>,
+    /// Allow plain-HTTP subscriber URLs.
+    pub allow_http: bool,
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Inbound webhooks listener.
+    pub listen: String,
+    /// Admin API, /metrics, /healthz, /readyz.
+    pub admin_listen: String,
+    pub redis_url: String,
+    /// Prefix of every Redis key; use a hash tag such as `{hookgate}` on Redis Cluster.
+    pub key_prefix: String,
+    /// Directory of source/mapping files (a ConfigMap mount on Kubernetes).
+    pub mappings_dir: PathBuf,
+    /// CIDRs of proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    pub upstream: Upstream,
+    pub egress: Egress,
+    pub limits: Limits,
+    pub redis: RedisConfig,
+    pub log: LogConfig,
+    /// Time in-flight work gets to finish after SIGTERM.
+    #[serde(with = "humantime_serde_compat")]
+    pub shutdown_grace: Duration,
+    /// Set from `--role`, not from the file.
+    #[serde(skip)]
+    pub role: Role,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            admin_listen: "0.0.0.0:9090".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "hookgate".into(),
+            mappings_dir: PathBuf::from("mappings"),
+            trusted_proxies: Vec::new(),
+            upstream: Upstream::default(),
+            egress: Egress::default(),
+            limits: Limits::default(),
+            redis: RedisConfig::default(),
+            log: LogConfig::default(),
+            shutdown_grace: Duration::from_secs(30),
+            role: Role::All,
+        }
+    }
+}
+
+/// Env vars that are read elsewhere and are not config keys.
+const NOT_KEYS: &[&str] = &["HOOKGATE_ADMIN_TOKEN", "HOOKGATE_ADMIN_TOKEN_FILE"];
+
 impl Config {
-    pub fn load(_p: Option<&std::path::Path>, _r: Role) -> Result<Config, Vec<String>> { Ok(Config { log: LogConfig }) }
+    /// Load `path` (or defaults), apply env overrides, validate. Every problem is returned, each saying where.
+    pub fn load(path: Option<&Path>, role: Role) -> Result<Config, Vec<String>> {
+        let env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("HOOKGATE_") && !NOT_KEYS.contains(&k.as_str()))
+            .collect();
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| vec![format!("{}: cannot read: {e}", p.display())])?,
+            None => String::new(),
+        };
+        let name = path.map_or("<defaults>".to_string(), |p| p.display().to_string());
+        let mut cfg = Self::from_sources(&name, &text, &env)?;
+        cfg.role = role;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parse YAML `text` (named `name` in errors) and apply `env` overrides; pure, for tests.
+    pub fn from_sources(
+        name: &str,
+        text: &str,
+        env: &[(String, String)],
+    ) -> Result<Config, Vec<String>> {
+        let cfg: Config = if text.trim().is_empty() {
+            Config::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e| {
+                let at = e
+                    .location()
+                    .map(|l| format!("{name}:{}:{}", l.line(), l.column()))
+                    .unwrap_or_else(|| name.to_string());
+                vec![format!("{at}: {}", first_line(&e.to_string()))]
+            })?
+        };
+        if env.is_empty() {
+            return Ok(cfg);
+        }
+        let mut tree = serde_json::to_value(&cfg).map_err(|e| vec![format!("config: {e}")])?;
+        let mut problems = Vec::new();
+        for (key, raw) in env {
+            let path: Vec<String> = key["HOOKGATE_".len()..]
+                .split("__")
+                .map(|s| s.to_ascii_lowercase())
+                .collect();
+            if let Err(p) = set_path(&mut tree, &path, env_value(raw)) {
+                problems.push(format!("env {key}: {p}"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        serde_path_to_error::deserialize(tree).map_err(|e| {
+            let key = format!(
+                "HOOKGATE_{}",
+                e.path().to_string().to_ascii_uppercase().replace('.', "__")
+            );
+            vec![format!("env {key}: {}", e.inner())]
+        })
+    }
+
+    /// Every semantic problem at once, each naming its key.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut p = Vec::new();
+        for (key, v) in [
+            ("listen", &self.listen),
+            ("admin_listen", &self.admin_listen),
+        ] {
+            if v.parse::<SocketAddr>().is_err() {
+                p.push(format!(
+                    "{key}: `{v}` is not an address such as 0.0.0.0:8080"
+                ));
+            }
+        }
+        if self.listen == self.admin_listen {
+            p.push("admin_listen: must differ from listen (the admin API is never exposed with webhooks)".into());
+        }
+        match url::Url::parse(&self.redis_url) {
+            Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "unix" | "redis+unix") => {}
+            _ => p.push(format!(
+                "redis_url: `{}` is not a redis:// or rediss:// URL",
+                redact_url(&self.redis_url)
+            )),
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
+            p.push("key_prefix: must be non-empty without spaces".into());
+        }
+        match url::Url::parse(&self.upstream.url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+            _ => p.push(format!(
+                "upstream.url: `{}` is not an http(s) URL",
+                self.upstream.url
+            )),
+        }
+        let l = &self.limits;
+        if l.max_body.as_u64() == 0 {
+            p.push("limits.max_body: must be above 0".into());
+        }
+        if l.max_json_depth == 0 || l.max_json_depth > 1024 {
+            p.push("limits.max_json_depth: must be between 1 and 1024".into());
+        }
+        if l.max_headers < 8 {
+            p.push("limits.max_headers: must be at least 8".into());
+        }
+        for (key, d) in [
+            ("limits.header_read_timeout", l.header_read_timeout),
+            ("limits.request_timeout", l.request_timeout),
+            ("redis.response_timeout", self.redis.response_timeout),
+            ("redis.connect_timeout", self.redis.connect_timeout),
+        ] {
+            if d.is_zero() {
+                p.push(format!("{key}: must be above 0"));
+            }
+        }
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    }
+
+    /// The admin bearer token: `HOOKGATE_ADMIN_TOKEN`, or the file named by `HOOKGATE_ADMIN_TOKEN_FILE`.
+    pub fn admin_token() -> Option<String> {
+        if let Ok(t) = std::env::var("HOOKGATE_ADMIN_TOKEN") {
+            return Some(t).filter(|t| !t.is_empty());
+        }
+        let path = std::env::var("HOOKGATE_ADMIN_TOKEN_FILE").ok()?;
+        std::fs::read_to_string(path)
+            .ok()
+            .map(|t| t.trim_end_matches(['\r', '\n']).to_string())
+            .filter(|t| !t.is_empty())
+    }
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or(s)
+}
+
+/// Hide a password in a URL before it is shown in an error.
+fn redact_url(s: &str) -> String {
+    match url::Url::parse(s) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// An env value is read as a YAML scalar or flow collection (`8080`, `true`, `[10.0.0.0/8]`), else as text.
+fn env_value(raw: &str) -> Value {
+    serde_saphyr::from_str::<Value>(raw)
+        .ok()
+        .filter(|v| !v.is_null() || raw.trim().is_empty())
+        .unwrap_or_else(|| Value::String(raw.to_string()))
+}
+
+fn set_path(tree: &mut Value, path: &[String], value: Value) -> Result<(), String> {
+    let Some((last, parents)) = path.split_last() else {
+        return Err("empty key".into());
+    };
+    let mut node = tree;
+    for (i, seg) in parents.iter().enumerate() {
+        let obj = node
+            .as_object_mut()
+            .ok_or_else(|| format!("`{}` is not a section", parents[..i].join(".")))?;
+        if !obj.contains_key(seg) {
+            return Err(format!("unknown key `{}`", path[..=i].join(".")));
+        }
+        node = obj
+            .entry(seg.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+    }
+    let obj = node
+        .as_object_mut()
+        .ok_or_else(|| format!("`{}` is not a section", parents.join(".")))?;
+    // Maps such as upstream.headers take new keys; structs only known ones.
+    let is_open_map = parents.last().is_some_and(|p| p == "headers");
+    if !obj.contains_key(last) && !is_open_map {
+        return Err(format!("unknown key `{}`", path.join(".")));
+    }
+    obj.insert(last.clone(), value);
+    Ok(())
+}
+
+/// Durations written as `30s`, `5m`, `72h` (humantime), serialised the same way.
+mod humantime_serde_compat {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("`{s}`: {e} (write e.g. 30s, 5m, 72h)")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults() {
+        let c = Config::from_sources("x.yaml", "", &[]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:8080");
+        assert_eq!(c.limits.max_body.as_u64(), 1024 * 1024);
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_line() {
+        let e =
+            Config::from_sources("hg.yaml", "listen: 127.0.0.1:1\nredis_ur: x\n", &[]).unwrap_err();
+        assert!(e[0].starts_with("hg.yaml:2:"), "{e:?}");
+        assert!(e[0].contains("redis_ur"), "{e:?}");
+    }
+
+    #[test]
+    fn duplicate_keys_are_rejected() {
+        assert!(Config::from_sources("hg.yaml", "listen: a\nlisten: b\n", &[]).is_err());
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_and_parses_scalars() {
+        let env = vec![
+            (
+                "HOOKGATE_REDIS_URL".to_string(),
+                "redis://10.0.0.5:6380".to_string(),
+            ),
+            (
+                "HOOKGATE_UPSTREAM__URL".to_string(),
+                "https://api.brevo.com/v3".to_string(),
+            ),
+            (
+                "HOOKGATE_UPSTREAM__HEADERS__API-KEY".to_string(),
+                "${env:BREVO_API_KEY}".to_string(),
+            ),
+            (
+                "HOOKGATE_EGRESS__ALLOW_HTTP".to_string(),
+                "true".to_string(),
+            ),
+            (
+                "HOOKGATE_LIMITS__MAX_JSON_DEPTH".to_string(),
+                "32".to_string(),
+            ),
+            (
+                "HOOKGATE_TRUSTED_PROXIES".to_string(),
+                "[10.0.0.0/8, fd00::/8]".to_string(),
+            ),
+        ];
+        let c = Config::from_sources("hg.yaml", "listen: 127.0.0.1:1\n", &env).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:1");
+        assert_eq!(c.redis_url, "redis://10.0.0.5:6380");
+        assert_eq!(c.upstream.url, "https://api.brevo.com/v3");
+        assert_eq!(c.upstream.headers["api-key"], "${env:BREVO_API_KEY}");
+        assert!(c.egress.allow_http);
+        assert_eq!(c.limits.max_json_depth, 32);
+        assert_eq!(c.trusted_proxies.len(), 2);
+    }
+
+    #[test]
+    fn env_errors_name_the_variable() {
+        let env = vec![(
+            "HOOKGATE_LIMITS__MAX_HEADERS".to_string(),
+            "lots".to_string(),
+        )];
+        let e = Config::from_sources("hg.yaml", "", &env).unwrap_err();
+        assert!(e[0].contains("HOOKGATE_LIMITS__MAX_HEADERS"), "{e:?}");
+        let env = vec![("HOOKGATE_NOPE".to_string(), "1".to_string())];
+        let e = Config::from_sources("hg.yaml", "", &env).unwrap_err();
+        assert!(
+            e[0].contains("HOOKGATE_NOPE") && e[0].contains("unknown key"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn validate_reports_every_problem() {
+        let c = Config::from_sources(
+            "hg.yaml",
+            "listen: nowhere\nadmin_listen: nowhere\nredis_url: http://x\nupstream: { url: ftp://x }\nlimits: { max_json_depth: 0 }\n",
+            &[],
+        )
+        .unwrap();
+        let p = c.validate().unwrap_err();
+        for key in [
+            "listen:",
+            "admin_listen:",
+            "redis_url:",
+            "upstream.url:",
+            "limits.max_json_depth:",
+        ] {
+            assert!(
+                p.iter().any(|m| m.starts_with(key)),
+                "{key} missing in {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn redis_password_is_not_echoed() {
+        let c = Config::from_sources("hg.yaml", "redis_url: http://u:hunter2@x\n", &[]).unwrap();
+        let p = c.validate().unwrap_err();
+        assert!(!p.iter().any(|m| m.contains("hunter2")), "{p:?}");
+    }
 }

@@ -1,1 +1,75 @@
-//! (stub)
+//! The one error type of the HTTP surface, and the only place errors become responses:
+//! a precise status and a one-line reason, as JSON `{"error": code, "message": reason}`.
+
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown source `{0}`")]
+    UnknownSource(String),
+    #[error("address {0} is not allowed for this source")]
+    IpNotAllowed(std::net::IpAddr),
+    #[error("body larger than the {0} byte limit")]
+    TooLarge(u64),
+    #[error("unsupported content type `{0}`; send application/json or application/x-www-form-urlencoded")]
+    UnsupportedType(String),
+    #[error("malformed body: {0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("storage unavailable, retry later")]
+    Unavailable,
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::UnknownSource(_) | Error::NotFound => StatusCode::NOT_FOUND,
+            Error::IpNotAllowed(_) => StatusCode::FORBIDDEN,
+            Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::Malformed(_) => StatusCode::BAD_REQUEST,
+            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code, also the metrics label.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::UnknownSource(_) => "unknown_source",
+            Error::NotFound => "not_found",
+            Error::IpNotAllowed(_) => "ip_not_allowed",
+            Error::TooLarge(_) => "too_large",
+            Error::UnsupportedType(_) => "unsupported_type",
+            Error::Malformed(_) => "malformed",
+            Error::Unauthorized(_) => "bad_signature",
+            Error::Unavailable => "unavailable",
+            Error::Internal(_) => "internal",
+        }
+    }
+}
+
+/// Seconds a sender should wait after a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        let mut resp = (status, axum::Json(body)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        resp
+    }
+}

@@ -1,1 +1,169 @@
-//! (stub)
+//! Typed access to hookgate's Redis streams. Key names live here and nowhere else.
+//!
+//! Storing an inbound event is one round trip: a script that checks the dedup key, XADDs the event and
+//! remembers the id, atomically. Redis Cluster needs both keys in one slot: give `key_prefix` a hash tag.
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{RedisError, Script};
+use std::time::Duration;
+
+/// Redis key names, all under the configured prefix.
+pub mod keys {
+    /// Raw inbound events, oldest first.
+    pub fn inbound(prefix: &str) -> String {
+        format!("{prefix}:inbound")
+    }
+    /// Remembers a sender's event id for the dedup window; its value is the stream id stored.
+    pub fn dedup(prefix: &str, source: &str, id: &str) -> String {
+        format!("{prefix}:dedup:{source}:{id}")
+    }
+}
+
+/// Field names of an inbound stream entry: what the mapper workers and auditors read.
+pub mod fields {
+    pub const SOURCE: &str = "source";
+    pub const RECEIVED_AT: &str = "received_at";
+    pub const CONTENT_TYPE: &str = "content_type";
+    pub const CLIENT_IP: &str = "client_ip";
+    pub const REQUEST_ID: &str = "request_id";
+    pub const EVENT_ID: &str = "event_id";
+    pub const HEADERS: &str = "headers";
+    pub const BODY: &str = "body";
+}
+
+/// KEYS: [dedup key,] stream. ARGV: ttl ms, then field/value pairs.
+const STORE_SCRIPT: &str = r#"
+local stream = KEYS[#KEYS]
+if #KEYS == 2 then
+  local prev = redis.call('GET', KEYS[1])
+  if prev then return {0, prev} end
+end
+local id = redis.call('XADD', stream, '*', unpack(ARGV, 2))
+if #KEYS == 2 then redis.call('SET', KEYS[1], id, 'PX', ARGV[1]) end
+return {1, id}
+"#;
+
+/// One received webhook, as stored.
+pub struct InboundRecord<'a> {
+    pub source: &'a str,
+    pub received_at_ms: u64,
+    pub content_type: &'a str,
+    pub client_ip: String,
+    pub request_id: &'a str,
+    /// The sender's event id, when the source has dedup.
+    pub event_id: Option<&'a str>,
+    /// JSON object of the kept request headers.
+    pub headers_json: String,
+    pub body: &'a [u8],
+}
+
+/// The result of storing: new, or a redelivery of an id seen within the window.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Stored {
+    New(String),
+    Duplicate(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("redis: {0}")]
+pub struct StoreError(#[from] RedisError);
+
+/// Short commands on one multiplexed, self-reconnecting connection.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    prefix: String,
+    script: Script,
+}
+
+impl Store {
+    /// Connects lazily: the gateway starts (and reports not ready) while Redis is down.
+    pub fn connect(
+        url: &str,
+        prefix: &str,
+        response_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)?;
+        let cfg = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(response_timeout))
+            .set_connection_timeout(Some(connect_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, cfg)?;
+        Ok(Self {
+            conn,
+            prefix: prefix.to_string(),
+            script: Script::new(STORE_SCRIPT),
+        })
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Whether Redis answers.
+    pub async fn ping(&self) -> bool {
+        let mut c = self.conn.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut c)
+            .await
+            .is_ok()
+    }
+
+    /// Dedup and XADD in one round trip. A command that failed because the connection dropped is sent once
+    /// more: if the first one did land, the dedup key turns the second into `Duplicate` of the same id,
+    /// which the caller answers like `New`.
+    pub async fn store_inbound(
+        &self,
+        rec: &InboundRecord<'_>,
+        dedup_ttl: Duration,
+    ) -> Result<Stored, StoreError> {
+        match self.store_once(rec, dedup_ttl).await {
+            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+                tracing::warn!(error = %e, "redis connection dropped while storing; retrying once");
+                match self.store_once(rec, dedup_ttl).await? {
+                    Stored::Duplicate(id) => Ok(Stored::New(id)),
+                    fresh => Ok(fresh),
+                }
+            }
+            other => Ok(other?),
+        }
+    }
+
+    async fn store_once(
+        &self,
+        rec: &InboundRecord<'_>,
+        dedup_ttl: Duration,
+    ) -> Result<Stored, RedisError> {
+        let mut inv = self.script.prepare_invoke();
+        if let Some(id) = rec.event_id {
+            inv.key(keys::dedup(&self.prefix, rec.source, id));
+        }
+        inv.key(keys::inbound(&self.prefix));
+        inv.arg(dedup_ttl.as_millis().max(1) as u64)
+            .arg(fields::SOURCE)
+            .arg(rec.source)
+            .arg(fields::RECEIVED_AT)
+            .arg(rec.received_at_ms)
+            .arg(fields::CONTENT_TYPE)
+            .arg(rec.content_type)
+            .arg(fields::CLIENT_IP)
+            .arg(&rec.client_ip)
+            .arg(fields::REQUEST_ID)
+            .arg(rec.request_id)
+            .arg(fields::EVENT_ID)
+            .arg(rec.event_id.unwrap_or(""))
+            .arg(fields::HEADERS)
+            .arg(&rec.headers_json)
+            .arg(fields::BODY)
+            .arg(rec.body);
+        let mut c = self.conn.clone();
+        let (fresh, id): (i64, String) = inv.invoke_async(&mut c).await?;
+        Ok(if fresh == 1 {
+            Stored::New(id)
+        } else {
+            Stored::Duplicate(id)
+        })
+    }
+}

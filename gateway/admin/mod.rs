@@ -1,1 +1,49 @@
-//! (stub)
+//! The admin listener: health, readiness and metrics (unauthenticated), and the admin API.
+
+use crate::inbound::SourceRegistry;
+use crate::stream::Store;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use http::{header, StatusCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What readiness depends on.
+pub struct Readiness {
+    pub store: Store,
+    pub sources: Arc<SourceRegistry>,
+    /// Set first on SIGTERM so load balancers stop sending before connections close.
+    pub shutting_down: AtomicBool,
+}
+
+pub fn router(ready: Arc<Readiness>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(ready)
+}
+
+/// Ready when Redis answers, mappings are loaded and we are not shutting down; otherwise 503 with why.
+async fn readyz(State(r): State<Arc<Readiness>>) -> impl IntoResponse {
+    if r.shutting_down.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+    }
+    if r.sources.is_empty() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no sources loaded\n");
+    }
+    match tokio::time::timeout(Duration::from_secs(1), r.store.ping()).await {
+        Ok(true) => (StatusCode::OK, "ready\n"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "redis not answering\n"),
+    }
+}
+
+async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::telemetry::metrics().render(),
+    )
+}

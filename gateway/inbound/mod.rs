@@ -1,3 +1,8 @@
 //! Receive → verify → store. Never imports `mapping` or `deliver`.
+pub mod body;
+pub mod handler;
 pub mod source;
 pub mod verify;
+
+pub use handler::{router, InboundState};
+pub use source::{InboundSource, SourceRegistry};

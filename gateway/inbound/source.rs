@@ -38,3 +38,175 @@ pub struct DedupSpec {
     #[serde(default)]
     pub ttl: Option<Spanned<String>>,
 }
+
+use crate::ip_policy::IpAllowlist;
+use crate::jsonpath::JsonPath;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::verify::{Preset, Verifier};
+
+/// How long a sender's event id is remembered when the file does not say.
+pub const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(72 * 3600);
+
+/// Where a source's event id comes from.
+#[derive(Debug)]
+pub enum DedupKey {
+    Path(JsonPath),
+    Header(http::HeaderName),
+}
+
+/// A head problem, at a place in the file (line 0: the place is the `source:` key).
+#[derive(Debug, Clone)]
+pub struct HeadProblem {
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+}
+
+/// A source ready to receive: secrets resolved, paths compiled.
+#[derive(Debug)]
+pub struct InboundSource {
+    pub name: String,
+    pub verifier: Option<Verifier>,
+    pub allow: IpAllowlist,
+    pub dedup: Option<(DedupKey, Duration)>,
+    pub max_body: Option<u64>,
+    /// Headers that carry a credential and are never stored.
+    pub secret_headers: Vec<http::HeaderName>,
+}
+
+/// Headers that are credentials whatever the source.
+const ALWAYS_SECRET: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+
+impl InboundSource {
+    /// Compile a head for serving: secrets are resolved here (`hookgate check` never calls this).
+    pub fn build(spec: &SourceSpec) -> Result<Self, Vec<HeadProblem>> {
+        let mut problems = Vec::new();
+        let at = |loc: &serde_saphyr::Location, message: String| HeadProblem {
+            line: loc.line() as u32,
+            column: loc.column() as u32,
+            message,
+        };
+        let name = spec.name.value.clone();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            problems.push(at(
+                &spec.name.referenced,
+                format!("source `{name}`: use letters, digits, `-` and `_` only (it is a URL path segment)"),
+            ));
+        }
+        if spec.verify.is_none() && spec.allow_ips.is_empty() {
+            problems.push(at(
+                &spec.name.referenced,
+                format!("source `{name}` has neither `verify` nor `allow_ips`: unauthenticated webhooks are refused"),
+            ));
+        }
+        let verifier = match spec.verify.as_ref().map(|v| v.build()) {
+            Some(Ok(v)) => Some(v),
+            Some(Err(errs)) => {
+                problems.extend(
+                    errs.into_iter()
+                        .map(|m| at(&spec.name.referenced, format!("verify: {m}"))),
+                );
+                None
+            }
+            None => None,
+        };
+        let mut secret_headers: Vec<http::HeaderName> = ALWAYS_SECRET
+            .iter()
+            .map(|h| http::HeaderName::from_static(h))
+            .collect();
+        if let Some(v) = &spec.verify {
+            if v.preset == Preset::Token {
+                if let Some(h) = v
+                    .header
+                    .as_deref()
+                    .and_then(|h| http::HeaderName::try_from(h).ok())
+                {
+                    secret_headers.push(h);
+                }
+            }
+        }
+        let dedup = spec.dedup.as_ref().and_then(|d| {
+            let key = match (&d.id, &d.header) {
+                (Some(p), None) => match JsonPath::compile(&p.value) {
+                    Ok(path) => Some(DedupKey::Path(path)),
+                    Err(e) => {
+                        problems.push(at(&p.referenced, format!("dedup.id: {}", e.message)));
+                        None
+                    }
+                },
+                (None, Some(h)) => match http::HeaderName::try_from(h.as_str()) {
+                    Ok(h) => Some(DedupKey::Header(h)),
+                    Err(_) => {
+                        problems.push(at(
+                            &spec.name.referenced,
+                            format!("dedup.header: `{h}` is not a header name"),
+                        ));
+                        None
+                    }
+                },
+                _ => {
+                    problems.push(at(
+                        &spec.name.referenced,
+                        "dedup: give exactly one of `id` (a JSONPath) or `header`".into(),
+                    ));
+                    None
+                }
+            };
+            let ttl = match &d.ttl {
+                None => DEFAULT_DEDUP_TTL,
+                Some(t) => match humantime::parse_duration(&t.value) {
+                    Ok(ttl) if !ttl.is_zero() => ttl,
+                    _ => {
+                        problems.push(at(
+                            &t.referenced,
+                            format!("dedup.ttl: `{}` is not a duration such as 72h", t.value),
+                        ));
+                        DEFAULT_DEDUP_TTL
+                    }
+                },
+            };
+            key.map(|k| (k, ttl))
+        });
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(Self {
+            name,
+            verifier,
+            allow: IpAllowlist::new(&spec.allow_ips),
+            dedup,
+            max_body: spec.max_body.map(|b| b.as_u64()),
+            secret_headers,
+        })
+    }
+}
+
+/// The sources being served, swapped whole on reload so a request sees one consistent set.
+#[derive(Default)]
+pub struct SourceRegistry(ArcSwap<HashMap<String, Arc<InboundSource>>>);
+
+impl SourceRegistry {
+    pub fn get(&self, name: &str) -> Option<Arc<InboundSource>> {
+        self.0.load().get(name).cloned()
+    }
+
+    pub fn replace(&self, sources: HashMap<String, Arc<InboundSource>>) {
+        self.0.store(Arc::new(sources));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.load().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

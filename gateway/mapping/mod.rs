@@ -20,7 +20,12 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub fn new(file: impl Into<String>, line: u32, column: u32, message: impl Into<String>) -> Self {
+    pub fn new(
+        file: impl Into<String>,
+        line: u32,
+        column: u32,
+        message: impl Into<String>,
+    ) -> Self {
         Self {
             file: file.into(),
             line,
@@ -33,7 +38,11 @@ impl Diagnostic {
 
 impl std::fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )?;
         if let Some(h) = &self.hint {
             write!(f, " (hint: {h})")?;
         }
@@ -48,6 +57,7 @@ pub struct Mapping;
 /// A parsed and compiled source file.
 #[derive(Debug)]
 pub struct SourceFile {
+    pub path: std::path::PathBuf,
     pub head: SourceSpec,
     pub mapping: Mapping,
 }
@@ -80,9 +90,15 @@ pub fn parse_source_file(path: &Path, text: &str) -> Result<SourceFile, Vec<Diag
             .location()
             .map(|l| (l.line(), l.column()))
             .unwrap_or((1, 1));
-        vec![Diagnostic::new(&file, line as u32, col as u32, e.to_string())]
+        vec![Diagnostic::new(
+            &file,
+            line as u32,
+            col as u32,
+            e.to_string(),
+        )]
     })?;
     Ok(SourceFile {
+        path: path.to_path_buf(),
         head: SourceSpec {
             name: raw.source,
             verify: raw.verify,
@@ -92,4 +108,43 @@ pub fn parse_source_file(path: &Path, text: &str) -> Result<SourceFile, Vec<Diag
         },
         mapping: Mapping,
     })
+}
+
+/// Expand directories to their `*.yaml` files (top level, dot entries skipped), parse every file, and
+/// return what parsed along with every problem of every file.
+pub fn load_files(paths: &[std::path::PathBuf]) -> (Vec<SourceFile>, Vec<Diagnostic>) {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(p) {
+                let mut v: Vec<_> = rd
+                    .filter_map(|e| e.ok().map(|e| e.path()))
+                    .filter(|f| {
+                        let n = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                        !n.starts_with('.') && (n.ends_with(".yaml") || n.ends_with(".yml"))
+                    })
+                    .collect();
+                v.sort();
+                files.extend(v);
+            }
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let (mut ok, mut errs) = (Vec::new(), Vec::new());
+    for f in files {
+        match std::fs::read_to_string(&f) {
+            Ok(t) => match parse_source_file(&f, &t) {
+                Ok(sf) => ok.push(sf),
+                Err(d) => errs.extend(d),
+            },
+            Err(e) => errs.push(Diagnostic::new(
+                f.display().to_string(),
+                1,
+                1,
+                e.to_string(),
+            )),
+        }
+    }
+    (ok, errs)
 }

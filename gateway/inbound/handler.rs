@@ -1,0 +1,224 @@
+//! `POST /webhooks/{source}`: allowlist → limits → verify → dedup → XADD → 202. Nothing is answered 2xx
+//! before the event is in Redis.
+
+use super::body::{self, BodyKind};
+use super::source::{DedupKey, InboundSource, SourceRegistry};
+use super::verify::SignedRequest;
+use crate::error::Error;
+use crate::ip_policy::{client_ip, CidrList};
+use crate::stream::{InboundRecord, Store, Stored};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Json, Router};
+use bytes::Bytes;
+use http::{header, HeaderMap, Method, StatusCode, Uri};
+use http_body_util::{BodyExt, Limited};
+use serde_json::{json, Map, Value};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What the receive path needs.
+pub struct InboundState {
+    pub sources: Arc<SourceRegistry>,
+    pub store: Store,
+    pub trusted_proxies: CidrList,
+    pub default_max_body: u64,
+    pub max_json_depth: usize,
+}
+
+pub fn router(state: Arc<InboundState>) -> Router {
+    Router::new()
+        .route("/webhooks/{source}", post(receive))
+        .with_state(state)
+}
+
+async fn receive(
+    State(st): State<Arc<InboundState>>,
+    Path(name): Path<String>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = std::time::Instant::now();
+    let source = st.sources.get(&name);
+    // Unknown names share one label so a scan cannot blow up the metric's cardinality.
+    let label = source
+        .as_ref()
+        .map_or_else(|| "unknown".to_string(), |s| s.name.clone());
+    let result = match source {
+        None => Err(Error::UnknownSource(name)),
+        Some(src) => accept(&st, &src, peer, &method, &uri, &headers, body).await,
+    };
+    let resp = match result {
+        Ok(r) => r,
+        Err(e) => {
+            if let Error::Unauthorized(_) = &e {
+                tracing::info!(source = %label, reason = %e, "verification failed");
+            } else if e.status().is_server_error() {
+                tracing::warn!(source = %label, error = %e, "inbound event not stored");
+            } else {
+                tracing::debug!(source = %label, error = %e, "inbound request refused");
+            }
+            e.into_response()
+        }
+    };
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("hookgate_inbound_requests_total", "source" => label.clone(), "status" => status).increment(1);
+    metrics::histogram!("hookgate_inbound_duration_seconds", "source" => label)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn accept(
+    st: &InboundState,
+    src: &InboundSource,
+    peer: SocketAddr,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Error> {
+    let client = client_ip(peer.ip(), headers, &st.trusted_proxies);
+    if !src.allow.allows(client) {
+        return Err(Error::IpNotAllowed(client));
+    }
+    let limit = src.max_body.unwrap_or(st.default_max_body);
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Error::TooLarge(limit));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let kind = BodyKind::from_content_type(content_type)?;
+    let raw = read_limited(body, limit).await?;
+
+    if let Some(verifier) = &src.verifier {
+        let url = signed_url(peer, headers, uri, &st.trusted_proxies);
+        let req = SignedRequest {
+            method: method.as_str(),
+            url: &url,
+            headers,
+            body: &raw,
+        };
+        if let Err(e) = verifier.verify(&req, SystemTime::now()) {
+            metrics::counter!("hookgate_verify_failures_total", "source" => src.name.clone(), "reason" => e.reason())
+                .increment(1);
+            return Err(Error::Unauthorized(e.to_string()));
+        }
+    }
+    let value = body::parse(kind, &raw, st.max_json_depth)?;
+    let (event_id, ttl) = match &src.dedup {
+        Some((key, ttl)) => (dedup_id(key, &value, headers), *ttl),
+        None => (None, super::source::DEFAULT_DEDUP_TTL),
+    };
+    let rec = InboundRecord {
+        source: &src.name,
+        received_at_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+        content_type: content_type.unwrap_or(""),
+        client_ip: client.to_string(),
+        request_id: headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+        event_id: event_id.as_deref(),
+        headers_json: kept_headers(headers, &src.secret_headers),
+        body: &raw,
+    };
+    match st.store.store_inbound(&rec, ttl).await {
+        Ok(Stored::New(id)) => {
+            Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())
+        }
+        Ok(Stored::Duplicate(id)) => {
+            Ok((StatusCode::OK, Json(json!({ "id": id, "duplicate": true }))).into_response())
+        }
+        Err(e) => {
+            tracing::warn!(source = %src.name, error = %e, "redis did not take the event");
+            Err(Error::Unavailable)
+        }
+    }
+}
+
+async fn read_limited(body: Body, limit: u64) -> Result<Bytes, Error> {
+    match Limited::new(body, limit as usize).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::TooLarge(limit)),
+        Err(e) => {
+            // axum wraps the limit error; look through it before calling it a broken upload.
+            let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
+            while let Some(s) = src {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return Err(Error::TooLarge(limit));
+                }
+                src = s.source();
+            }
+            Err(Error::Malformed(format!("could not read the body: {e}")))
+        }
+    }
+}
+
+/// The URL as the sender addressed it, for schemes that sign it (twilio, hubspot). The scheme comes from
+/// `X-Forwarded-Proto` only when the peer is a trusted proxy.
+fn signed_url(peer: SocketAddr, headers: &HeaderMap, uri: &Uri, trusted: &CidrList) -> String {
+    let proto = if trusted.contains(peer.ip()) {
+        headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .filter(|p| *p == "https" || *p == "http")
+            .unwrap_or("http")
+    } else {
+        "http"
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("localhost");
+    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("{proto}://{host}{pq}")
+}
+
+fn dedup_id(key: &DedupKey, value: &Value, headers: &HeaderMap) -> Option<String> {
+    let id = match key {
+        DedupKey::Path(p) => match p.first(value)? {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return None,
+        },
+        DedupKey::Header(h) => headers.get(h)?.to_str().ok()?.to_string(),
+    };
+    // Ids are sender-chosen: bound them before they become part of a Redis key.
+    (!id.is_empty() && id.len() <= 256).then_some(id)
+}
+
+/// The request headers worth keeping for mapping and audit, as a JSON object; credentials are dropped and
+/// repeated headers joined with `, `.
+fn kept_headers(headers: &HeaderMap, secret: &[http::HeaderName]) -> String {
+    let mut out = Map::new();
+    for (name, value) in headers {
+        if secret.contains(name) {
+            continue;
+        }
+        let v = String::from_utf8_lossy(value.as_bytes());
+        match out.get_mut(name.as_str()) {
+            Some(Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(&v);
+            }
+            _ => {
+                out.insert(name.as_str().to_string(), Value::String(v.into_owned()));
+            }
+        }
+    }
+    Value::Object(out).to_string()
+}
