@@ -1,0 +1,243 @@
+//! Test harness: a real `redis-server` per test on a free loopback port, and the real gateway (`app::run`)
+//! on loopback listeners. Nothing here mocks Redis or HTTP.
+#![allow(dead_code)]
+
+use hookgate::app::{self, Listeners};
+use hookgate::config::Config;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// A redis-server of our own. `durable` turns on the append-only file with fsync on every write, so that
+/// what Redis acknowledged survives a restart.
+pub struct Redis {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    durable: bool,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    pub fn start_durable() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Self {
+        let mut r = Redis {
+            port: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            durable,
+            child: None,
+        };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Start (again) on the same port and directory.
+    pub fn restart(&mut self) {
+        let aof = if self.durable { "yes" } else { "no" };
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", aof, "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(c) = redis::Client::open(self.url()) {
+                if let Ok(mut conn) = c.get_connection() {
+                    if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                        return;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+
+    /// Stop abruptly (SIGKILL): no chance to flush anything that was not already written.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .and_then(|c| c.get_connection())
+            .expect("connect to test redis")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running gateway with its own mappings directory.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub mappings: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Gateway {
+    /// Start with these `(file name, yaml)` mapping files and config `yaml` (listeners, Redis and
+    /// mappings_dir are filled in).
+    pub async fn start(redis: &Redis, files: &[(&str, &str)], yaml: &str) -> Self {
+        Self::start_on(redis, files, yaml, "127.0.0.1:0").await
+    }
+
+    pub async fn start_on(redis: &Redis, files: &[(&str, &str)], yaml: &str, bind: &str) -> Self {
+        let mappings = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            std::fs::write(mappings.path().join(name), text).expect("write mapping");
+        }
+        let inbound = TcpListener::bind(bind).await.expect("bind inbound");
+        let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
+        let (addr, admin_addr) = (inbound.local_addr().unwrap(), admin.local_addr().unwrap());
+        let mut cfg = Config::from_sources("test.yaml", yaml, &[]).expect("test config parses");
+        cfg.redis_url = redis.url();
+        cfg.mappings_dir = mappings.path().to_path_buf();
+        cfg.listen = addr.to_string();
+        cfg.admin_listen = admin_addr.to_string();
+        cfg.shutdown_grace = Duration::from_secs(2);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app::run(cfg, Listeners { inbound, admin }, async move {
+            let _ = rx.await;
+        }));
+        let gw = Gateway {
+            addr,
+            admin: admin_addr,
+            mappings,
+            stop: Some(tx),
+            task: Some(task),
+        };
+        gw.wait_healthy().await;
+        gw
+    }
+
+    async fn wait_healthy(&self) {
+        let url = format!("http://{}/healthz", self.admin);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(r) = reqwest::get(&url).await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("gateway not healthy within 10 s");
+    }
+
+    pub fn url(&self, source: &str) -> String {
+        format!("http://{}/webhooks/{source}", self.addr)
+    }
+
+    pub fn mappings_dir(&self) -> &Path {
+        self.mappings.path()
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        match self.task.take() {
+            Some(t) => t.await?,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .pool_max_idle_per_host(512)
+        .build()
+        .expect("http client")
+}
+
+/// Every entry of the inbound stream as (id, fields).
+pub fn inbound_entries(redis: &Redis, prefix: &str) -> Vec<(String, std::collections::HashMap<String, Vec<u8>>)> {
+    let mut c = redis.conn();
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(format!("{prefix}:inbound"))
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .expect("XRANGE");
+    reply
+        .ids
+        .into_iter()
+        .map(|e| {
+            let fields = e
+                .map
+                .into_iter()
+                .map(|(k, v)| (k, redis::from_redis_value::<Vec<u8>>(v).unwrap_or_default()))
+                .collect();
+            (e.id, fields)
+        })
+        .collect()
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A Stripe-Signature header computed as Stripe documents it (HMAC-SHA256 over `t.body`, key = the whole
+/// `whsec_` string). Used where a test is about storage, not about signatures; signature correctness is
+/// tested against Stripe's own library in `tests/verify_presets.rs`.
+pub fn stripe_header(secret: &str, body: &[u8], t: u64) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
+    mac.update(format!("{t}.").as_bytes());
+    mac.update(body);
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A stripe source whose secret is read from a file next to the test's mappings.
+pub fn stripe_source(secret_file: &Path) -> String {
+    format!(
+        "source: stripe\nverify: {{ preset: stripe, secret: \"${{file:{}}}\" }}\ndedup: {{ id: $.id, ttl: 1h }}\n",
+        secret_file.display()
+    )
+}

@@ -1,0 +1,234 @@
+//! The inbound contract over real HTTP against a real Redis: statuses, limits, body types, IP policy, dedup.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+
+const OPEN: &str = "source: open\nallow_ips: [127.0.0.0/8, \"::1/128\"]\ndedup: { id: $.id }\n";
+
+async fn post(c: &reqwest::Client, url: &str, ct: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
+    let r = c.post(url).header("content-type", ct).body(body).send().await.expect("request");
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn statuses_and_one_line_reasons() {
+    let redis = Redis::start();
+    let small = "source: small\nallow_ips: [127.0.0.0/8]\nmax_body: 1KiB\n";
+    let gw = Gateway::start(&redis, &[("open.yaml", OPEN), ("small.yaml", small)], "").await;
+    let c = client();
+
+    let (s, b) = post(&c, &gw.url("nope"), "application/json", "{}").await;
+    assert_eq!((s, b["error"].as_str()), (404, Some("unknown_source")));
+    assert!(b["message"].as_str().unwrap().contains("nope"));
+
+    let (s, b) = post(&c, &gw.url("open"), "text/plain", "hi").await;
+    assert_eq!((s, b["error"].as_str()), (415, Some("unsupported_type")));
+    let r = c.post(gw.url("open")).body("{}").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 415, "no content type at all");
+
+    let (s, b) = post(&c, &gw.url("open"), "application/json", "{\"id\": ").await;
+    assert_eq!((s, b["error"].as_str()), (400, Some("malformed")));
+    assert!(!b["message"].as_str().unwrap().contains('\n'), "one line");
+
+    let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+    let (s, b) = post(&c, &gw.url("open"), "application/json", deep).await;
+    assert_eq!(s, 400);
+    assert!(b["message"].as_str().unwrap().contains("deeper than 64"), "{b}");
+    let ok_depth = format!("{{\"id\":\"deep64\",\"a\":{}{}}}", "[".repeat(63), "]".repeat(63));
+    assert_eq!(post(&c, &gw.url("open"), "application/json", ok_depth).await.0, 202);
+
+    // 1 MiB default: declared too large, and streamed too large without a length
+    let big = vec![b' '; 1024 * 1024 + 1];
+    let (s, b) = post(&c, &gw.url("open"), "application/json", big.clone()).await;
+    assert_eq!((s, b["error"].as_str()), (413, Some("too_large")));
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let stream = reqwest::Body::wrap_stream(futures_stream(chunks));
+    let (s, _) = post(&c, &gw.url("open"), "application/json", stream).await;
+    assert_eq!(s, 413, "streamed body over the limit");
+    // per-source override
+    let (s, _) = post(&c, &gw.url("small"), "application/json", format!("{{\"p\":\"{}\"}}", "x".repeat(1100))).await;
+    assert_eq!(s, 413);
+    assert_eq!(post(&c, &gw.url("small"), "application/json", "{\"p\":1}").await.0, 202);
+
+    // too many headers
+    let mut req = c.post(gw.url("open")).header("content-type", "application/json");
+    for i in 0..120 {
+        req = req.header(format!("x-h{i}"), "v");
+    }
+    let r = req.body("{}").send().await;
+    assert!(r.map(|r| r.status().as_u16() == 431).unwrap_or(true), "header flood refused");
+
+    // every refusal counted by status
+    let m = c.get(format!("http://{}/metrics", gw.admin)).send().await.unwrap().text().await.unwrap();
+    for status in ["404", "415", "400", "413", "202"] {
+        assert!(m.contains(&format!("status=\"{status}\"")), "metrics lack status {status}:\n{m}");
+    }
+    gw.stop().await.unwrap();
+}
+
+fn futures_stream(
+    items: Vec<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static {
+    tokio_stream::iter(items)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stored_entry_keeps_raw_body_and_drops_credentials() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[("open.yaml", OPEN)], "").await;
+    let body = "{\"id\":\"evt_raw\",  \"spacing\" : [1,2 ,3]}";
+    let r = client()
+        .post(gw.url("open"))
+        .header("content-type", "application/json")
+        .header("authorization", "Bearer sekrit")
+        .header("x-shopify-topic", "orders/create")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let entries = inbound_entries(&redis, "hookgate");
+    assert_eq!(entries.len(), 1);
+    let (eid, f) = &entries[0];
+    assert_eq!(eid, &id, "202 returns the stream id");
+    assert_eq!(f["body"], body.as_bytes(), "raw bytes, not a re-serialisation");
+    assert_eq!(f["source"], b"open");
+    assert_eq!(f["event_id"], b"evt_raw");
+    assert_eq!(f["client_ip"], b"127.0.0.1");
+    let headers: Value = serde_json::from_slice(&f["headers"]).unwrap();
+    assert_eq!(headers["x-shopify-topic"], "orders/create");
+    assert!(headers.get("authorization").is_none(), "credentials never stored: {headers}");
+    assert!(!f["request_id"].is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn form_bodies_with_bracket_keys_are_parsed() {
+    let redis = Redis::start();
+    let ac = "source: ac\nallow_ips: [127.0.0.0/8]\ndedup: { id: $.contact.fields.order_ref }\n";
+    let gw = Gateway::start(&redis, &[("ac.yaml", ac)], "").await;
+    let c = client();
+    let form = "type=subscribe&contact[email]=ada%40example.org&contact[fields][order_ref]=A-17&tags[]=x&tags[]=y";
+    let ct = "application/x-www-form-urlencoded";
+    assert_eq!(post(&c, &gw.url("ac"), ct, form).await.0, 202);
+    // the nested field was found: a redelivery with other tags is a duplicate
+    let (s, b) = post(&c, &gw.url("ac"), ct, form.replace("tags[]=y", "tags[]=z")).await;
+    assert_eq!((s, &b["duplicate"]), (200, &json!(true)));
+    let (s, _) = post(&c, &gw.url("ac"), ct, "a[b]=1&a[]=2").await;
+    assert_eq!(s, 400, "a key that is both map and list is malformed");
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redelivered_id_is_stored_once_even_concurrently() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[("open.yaml", OPEN)], "").await;
+    let c = client();
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (c, url) = (c.clone(), gw.url("open"));
+        tasks.push(tokio::spawn(async move { post(&c, &url, "application/json", "{\"id\":\"evt_same\"}").await }));
+    }
+    let mut statuses = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    for t in tasks {
+        let (s, b) = t.await.unwrap();
+        statuses.push(s);
+        ids.insert(b["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 49);
+    assert_eq!(ids.len(), 1, "duplicates answer with the original id");
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn source_ip_allowlist() {
+    let redis = Redis::start();
+    let ten = "source: ten\nallow_ips: [10.0.0.0/8]\n";
+    let v6 = "source: v6only\nallow_ips: [\"::1/128\"]\n";
+    let v4 = "source: v4only\nallow_ips: [127.0.0.1/32]\n";
+    let files = [("ten.yaml", ten), ("v6.yaml", v6), ("v4.yaml", v4)];
+    let c = client();
+    let ct = "application/json";
+
+    // no trusted proxies: X-Forwarded-For is the sender's word and is ignored
+    let gw = Gateway::start(&redis, &files, "").await;
+    let (s, b) = post(&c, &gw.url("ten"), ct, "{}").await;
+    assert_eq!((s, b["error"].as_str()), (403, Some("ip_not_allowed")));
+    let r = c.post(gw.url("ten")).header("content-type", ct).header("x-forwarded-for", "10.1.1.1").body("{}").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 403, "spoofed X-Forwarded-For from an untrusted peer");
+    assert_eq!(post(&c, &gw.url("v4only"), ct, "{}").await.0, 202);
+    assert_eq!(post(&c, &gw.url("v6only"), ct, "{}").await.0, 403, "IPv4 client, IPv6-only list");
+    // over IPv6 loopback
+    let v6url = format!("http://[::1]:{}/webhooks/", gw.addr.port());
+    drop(gw);
+
+    // a trusted proxy chain: the right-most address that is not a trusted proxy is the client
+    let gw = Gateway::start(&redis, &files, "trusted_proxies: [127.0.0.0/8, 10.9.0.0/16]\n").await;
+    let r = c
+        .post(gw.url("ten"))
+        .header("content-type", ct)
+        .header("x-forwarded-for", "10.66.0.1, 10.1.2.3, 10.9.0.7")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let last = inbound_entries(&redis, "hookgate").pop().unwrap();
+    assert_eq!(last.1["client_ip"], b"10.1.2.3");
+    let r = c.post(gw.url("ten")).header("content-type", ct).header("x-forwarded-for", "10.1.2.3, 8.8.8.8").body("{}").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 403, "an untrusted hop after the claimed client wins");
+    drop(gw);
+
+    // IPv6 and IPv4-mapped: a dual-stack listener sees 127.0.0.1 as ::ffff:127.0.0.1
+    let gw = Gateway::start_on(&redis, &files, "", "[::]:0").await;
+    let base = format!("http://127.0.0.1:{}/webhooks/", gw.addr.port());
+    let (s, _) = post(&c, &format!("{base}v4only"), ct, "{}").await;
+    assert_eq!(s, 202, "IPv4-mapped peer matches an IPv4 CIDR");
+    let last = inbound_entries(&redis, "hookgate").pop().unwrap();
+    assert_eq!(last.1["client_ip"], b"127.0.0.1", "stored canonical");
+    let base6 = format!("http://[::1]:{}/webhooks/", gw.addr.port());
+    assert_eq!(post(&c, &format!("{base6}v6only"), ct, "{}").await.0, 202);
+    assert_eq!(post(&c, &format!("{base6}v4only"), ct, "{}").await.0, 403);
+    let _ = v6url;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_follows_redis() {
+    let mut redis = Redis::start();
+    let gw = Gateway::start(&redis, &[("open.yaml", OPEN)], "").await;
+    let c = client();
+    let ready = format!("http://{}/readyz", gw.admin);
+    assert_eq!(c.get(&ready).send().await.unwrap().status().as_u16(), 200);
+    redis.kill();
+    assert_eq!(c.get(&ready).send().await.unwrap().status().as_u16(), 503);
+    assert_eq!(c.get(format!("http://{}/healthz", gw.admin)).send().await.unwrap().status().as_u16(), 200);
+    redis.restart();
+    let mut ok = false;
+    for _ in 0..50 {
+        if c.get(&ready).send().await.unwrap().status().as_u16() == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ok, "ready again once Redis is back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_without_any_authentication_is_refused_at_load() {
+    let problems = match hookgate::catalog::load(&{
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("bare.yaml"), "source: bare\n").unwrap();
+        d.keep()
+    }) {
+        Err(p) => p,
+        Ok(_) => panic!("a source with neither verify nor allow_ips loaded"),
+    };
+    let text = problems[0].to_string();
+    assert!(text.contains("bare.yaml:1:") && text.contains("unauthenticated"), "{text}");
+}
