@@ -5,7 +5,9 @@
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// Redis key names, all under the configured prefix.
 pub mod keys {
@@ -65,8 +67,12 @@ pub enum Stored {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("redis: {0}")]
-pub struct StoreError(#[from] RedisError);
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] RedisError),
+    #[error("too many commands waiting for redis")]
+    Busy,
+}
 
 /// Short commands on one multiplexed, self-reconnecting connection.
 #[derive(Clone)]
@@ -74,7 +80,14 @@ pub struct Store {
     conn: ConnectionManager,
     prefix: String,
     script: Script,
+    /// Caps commands in flight on the connection. Without it a burst queues thousands of commands inside
+    /// the multiplexer, where the response timeout runs on our backlog instead of on Redis.
+    inflight: Arc<Semaphore>,
+    wait: Duration,
 }
+
+/// Commands in flight at once; pipelining this many saturates one Redis core.
+const MAX_IN_FLIGHT: usize = 512;
 
 impl Store {
     /// Connects lazily: the gateway starts (and reports not ready) while Redis is down.
@@ -95,6 +108,8 @@ impl Store {
             conn,
             prefix: prefix.to_string(),
             script: Script::new(STORE_SCRIPT),
+            inflight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            wait: response_timeout,
         })
     }
 

@@ -51,8 +51,8 @@ async fn ten_thousand_concurrent_signed_requests_are_all_stored() {
     }
     let mut accepted = 0;
     for t in tasks {
-        let (s, _) = t.await.unwrap().expect("every request answered");
-        assert_eq!(s, 202);
+        let (s, b) = t.await.unwrap().expect("every request answered");
+        assert_eq!(s, 202, "{b}");
         accepted += 1;
     }
     assert_eq!(accepted, 10_000);
