@@ -583,3 +583,102 @@ fn basic_and_token_with_requests() {
         );
     }
 }
+
+/// In-process checks that need no peers: the crates.io `standardwebhooks` signer over arbitrary
+/// bodies, and arbitrary signature headers for every preset (never a panic, never an accept).
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn sw_verifier() -> Verifier {
+        std::env::set_var("HG_PROP_SW", SW_SECRET);
+        VerifySpec {
+            preset: Preset::StandardWebhooks,
+            secret: Some("${env:HG_PROP_SW}".to_owned()),
+            ..Default::default()
+        }
+        .build()
+        .unwrap_or_else(|p| panic!("{p:?}"))
+    }
+
+    fn sw_headers(id: &str, ts: i64, sig: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("webhook-id", id.to_owned()),
+            ("webhook-timestamp", ts.to_string()),
+            ("webhook-signature", sig.to_owned()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(n, v);
+            }
+        }
+        h
+    }
+
+    proptest! {
+        #[test]
+        fn standard_webhooks_crate_signatures_verify(
+            body in any::<String>(),
+            id in "msg_[A-Za-z0-9]{1,32}",
+            skew in -300i64..=300,
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let v = sw_verifier();
+            let peer = standardwebhooks::Webhook::new(SW_SECRET)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let ts = NOW + skew;
+            let sig = peer.sign(&id, ts, body.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            let headers = sw_headers(&id, ts, &sig);
+            let req = SignedRequest { method: "POST", url: "http://h/w", headers: &headers, body: body.as_bytes() };
+            prop_assert_eq!(v.verify(&req, now()), Ok(()));
+
+            // Any single changed byte is refused.
+            let mut changed = body.clone().into_bytes();
+            if !changed.is_empty() {
+                let i = flip.index(changed.len());
+                changed[i] ^= 0x01;
+                let req = SignedRequest { body: &changed, ..req };
+                prop_assert_eq!(v.verify(&req, now()).map_err(|e| e.reason()), Err("mismatch"));
+            }
+        }
+
+        #[test]
+        fn arbitrary_signature_headers_are_refused_without_panic(
+            value in "[ -~]{0,200}",
+            ts in "[0-9]{0,25}",
+        ) {
+            let cases: [(Preset, &[&str]); 9] = [
+                (Preset::Stripe, &["Stripe-Signature"]),
+                (Preset::Calendly, &["Calendly-Webhook-Signature"]),
+                (Preset::StandardWebhooks, &["webhook-signature", "webhook-id"]),
+                (Preset::Github, &["X-Hub-Signature-256"]),
+                (Preset::Shopify, &["X-Shopify-Hmac-Sha256"]),
+                (Preset::Typeform, &["Typeform-Signature"]),
+                (Preset::Slack, &["X-Slack-Signature"]),
+                (Preset::Hubspot, &["X-HubSpot-Signature-v3"]),
+                (Preset::Twilio, &["X-Twilio-Signature", "X-Twilio-Webhooks-Signature-Settings"]),
+            ];
+            std::env::set_var("HG_PROP_ANY", SW_SECRET);
+            for (preset, names) in cases {
+                let v = VerifySpec { preset, secret: Some("${env:HG_PROP_ANY}".to_owned()), ..Default::default() }
+                    .build()
+                    .unwrap_or_else(|p| panic!("{p:?}"));
+                let mut headers = HeaderMap::new();
+                for name in names {
+                    if let (Ok(n), Ok(val)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+                        headers.insert(n, val);
+                    }
+                }
+                for name in ["webhook-timestamp", "x-slack-request-timestamp", "x-hubspot-request-timestamp"] {
+                    if let Ok(val) = HeaderValue::from_str(&ts) {
+                        headers.insert(name, val);
+                    }
+                }
+                let req = SignedRequest { method: "POST", url: "https://h/w?bodySHA256=00", headers: &headers, body: b"{}" };
+                prop_assert!(v.verify(&req, now()).is_err(), "{} accepted {:?}", preset.name(), value);
+            }
+        }
+    }
+}
