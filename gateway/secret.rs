@@ -8,7 +8,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// A resolved secret. `Debug` and `Display` print `***`; use [`Secret::expose`] at the point of use.
-#[derive(Clone, PartialEq, Eq)]
+/// No `PartialEq`: comparing secrets must go through a constant-time comparison.
+#[derive(Clone)]
 pub struct Secret(String);
 
 impl fmt::Debug for Secret {
@@ -24,7 +25,7 @@ impl fmt::Display for Secret {
 }
 
 /// Why a secret reference could not be resolved. Messages name the reference, never a value.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SecretError {
     /// The value is not a `${...}` reference. The value itself is not echoed: it may be a pasted secret.
     #[error("a literal secret is not allowed; write ${{env:NAME}} or ${{file:/path}}")]
@@ -50,12 +51,19 @@ pub enum SecretError {
     FileEmpty(PathBuf),
 }
 
-impl Secret {
-    /// Resolve `${env:NAME}` (the variable's value, as is) or `${file:/path}` (the file's content
-    /// without trailing newlines, which Kubernetes Secret files and editors often add).
-    /// Anything else, including a literal value, is an error; empty secrets are refused too, since
-    /// an empty HMAC key or token would accept forged requests.
-    pub fn resolve(reference: &str) -> Result<Secret, SecretError> {
+/// A parsed secret reference, not yet read. Parsing needs no secret, so `hookgate check` can
+/// validate references on a machine that has none.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretRef {
+    /// `${env:NAME}`: the variable's value, as is.
+    Env(String),
+    /// `${file:/path}`: the file's content without trailing newlines.
+    File(PathBuf),
+}
+
+impl SecretRef {
+    /// Parse `${env:NAME}` or `${file:/path}`. Anything else, including a literal value, is an error.
+    pub fn parse(reference: &str) -> Result<SecretRef, SecretError> {
         let inner = reference
             .trim()
             .strip_prefix("${")
@@ -63,10 +71,39 @@ impl Secret {
             .ok_or(SecretError::Literal)?;
         let (kind, name) = inner.split_once(':').ok_or(SecretError::Literal)?;
         match kind {
-            "env" => resolve_env(name),
-            "file" => resolve_file(name),
+            "env" if name.is_empty() => Err(SecretError::EmptyName("env")),
+            "env" => Ok(SecretRef::Env(name.to_owned())),
+            "file" if name.is_empty() => Err(SecretError::EmptyName("file")),
+            "file" => Ok(SecretRef::File(PathBuf::from(name))),
             other => Err(SecretError::UnknownKind(truncate_for_message(other))),
         }
+    }
+
+    /// Read the secret. Empty secrets are refused: an empty HMAC key or token would accept
+    /// forged requests.
+    pub fn resolve(&self) -> Result<Secret, SecretError> {
+        match self {
+            SecretRef::Env(name) => resolve_env(name),
+            SecretRef::File(path) => resolve_file(path),
+        }
+    }
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretRef::Env(name) => write!(f, "${{env:{name}}}"),
+            SecretRef::File(path) => write!(f, "${{file:{}}}", path.display()),
+        }
+    }
+}
+
+impl Secret {
+    /// Resolve `${env:NAME}` (the variable's value, as is) or `${file:/path}` (the file's content
+    /// without trailing newlines, which Kubernetes Secret files and editors often add).
+    /// Anything else, including a literal value, is an error; so is an empty secret.
+    pub fn resolve(reference: &str) -> Result<Secret, SecretError> {
+        SecretRef::parse(reference)?.resolve()
     }
 
     /// The secret value. Call it only where the value is used (HMAC key, comparison), never for output.
@@ -76,9 +113,6 @@ impl Secret {
 }
 
 fn resolve_env(name: &str) -> Result<Secret, SecretError> {
-    if name.is_empty() {
-        return Err(SecretError::EmptyName("env"));
-    }
     match std::env::var(name) {
         Ok(value) if value.is_empty() => Err(SecretError::EnvEmpty(name.to_owned())),
         Ok(value) => Ok(Secret(value)),
@@ -87,19 +121,16 @@ fn resolve_env(name: &str) -> Result<Secret, SecretError> {
     }
 }
 
-fn resolve_file(path: &str) -> Result<Secret, SecretError> {
-    if path.is_empty() {
-        return Err(SecretError::EmptyName("file"));
-    }
-    let path = PathBuf::from(path);
-    let bytes = std::fs::read(&path).map_err(|e| SecretError::FileUnreadable {
-        path: path.clone(),
+fn resolve_file(path: &std::path::Path) -> Result<Secret, SecretError> {
+    let bytes = std::fs::read(path).map_err(|e| SecretError::FileUnreadable {
+        path: path.to_owned(),
         kind: e.kind(),
     })?;
-    let text = String::from_utf8(bytes).map_err(|_| SecretError::FileNotUnicode(path.clone()))?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| SecretError::FileNotUnicode(path.to_owned()))?;
     let value = text.trim_end_matches(['\n', '\r']);
     if value.is_empty() {
-        return Err(SecretError::FileEmpty(path));
+        return Err(SecretError::FileEmpty(path.to_owned()));
     }
     Ok(Secret(value.to_owned()))
 }
@@ -117,7 +148,7 @@ mod tests {
 
     #[test]
     fn env_reference_resolves() {
-        // SAFETY-free: each test uses its own variable name, so parallel tests do not race on it.
+        // Each test uses its own variable, so parallel tests do not race on the environment.
         std::env::set_var("HOOKGATE_TEST_SECRET_ENV_OK", "s3cr3t-value");
         let s = Secret::resolve("${env:HOOKGATE_TEST_SECRET_ENV_OK}").unwrap();
         assert_eq!(s.expose(), "s3cr3t-value");
@@ -191,6 +222,19 @@ mod tests {
             Secret::resolve("${env:}").unwrap_err(),
             SecretError::EmptyName("env")
         ));
+    }
+
+    #[test]
+    fn references_parse_without_reading() {
+        assert_eq!(
+            SecretRef::parse("${env:STRIPE_WEBHOOK_SECRET}").map(|r| r.to_string()),
+            Ok("${env:STRIPE_WEBHOOK_SECRET}".to_owned())
+        );
+        assert_eq!(
+            SecretRef::parse(" ${file:/run/secrets/hook} "),
+            Ok(SecretRef::File(PathBuf::from("/run/secrets/hook")))
+        );
+        assert!(SecretRef::parse("plain").is_err());
     }
 
     #[test]

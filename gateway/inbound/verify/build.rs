@@ -5,7 +5,7 @@
 use super::credentials::{Basic, Token, TokenLocation};
 use super::twilio::Twilio;
 use super::{presets, Check, Preset, Verifier, VerifySpec};
-use crate::secret::Secret;
+use crate::secret::{Secret, SecretRef};
 use std::time::Duration;
 
 /// Replay window when `tolerance` is not set.
@@ -14,24 +14,48 @@ pub(crate) const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
 /// Problems found so far; each is one line.
 pub(crate) type Problems = Vec<String>;
 
+/// Whether compiling reads secrets (`build`) or only checks their references (`check`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Secrets {
+    Resolve,
+    SyntaxOnly,
+}
+
 impl VerifySpec {
     /// Resolve secrets and compile the verifier; every problem is returned.
     pub fn build(&self) -> Result<Verifier, Vec<String>> {
-        let mut problems = Problems::new();
-        self.check_applicable(&mut problems);
-        let check = match self.preset {
-            Preset::Twilio => self.twilio(&mut problems).map(Check::Twilio),
-            Preset::Basic => self.basic(&mut problems).map(Check::Basic),
-            Preset::Token => self.token(&mut problems).map(Check::Token),
-            _ => presets::mac_scheme(self, &mut problems).map(Check::Mac),
-        };
-        match check {
-            Some(check) if problems.is_empty() => Ok(Verifier {
+        match self.compile(Secrets::Resolve) {
+            (Some(check), problems) if problems.is_empty() => Ok(Verifier {
                 preset: self.preset,
                 check,
             }),
-            _ => Err(problems),
+            (_, problems) => Err(problems),
         }
+    }
+
+    /// Everything `build` checks except reading the secrets: options, and that each secret is a
+    /// well-formed `${env:..}`/`${file:..}` reference. For `hookgate check`, which runs without
+    /// secrets. (Checks that need the value, such as a Standard Webhooks secret being base64,
+    /// happen in `build` only.)
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let (_, problems) = self.compile(Secrets::SyntaxOnly);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn compile(&self, mode: Secrets) -> (Option<Check>, Problems) {
+        let mut problems = Problems::new();
+        self.check_applicable(&mut problems);
+        let check = match self.preset {
+            Preset::Twilio => self.twilio(mode, &mut problems).map(Check::Twilio),
+            Preset::Basic => self.basic(mode, &mut problems).map(Check::Basic),
+            Preset::Token => self.token(mode, &mut problems).map(Check::Token),
+            _ => presets::mac_scheme(self, mode, &mut problems).map(Check::Mac),
+        };
+        (check, problems)
     }
 
     /// Options set in the spec, by YAML name.
@@ -91,7 +115,7 @@ impl VerifySpec {
 
     /// All configured secrets (`secret` then `secrets`), at least one, each resolved.
     /// Returned with the option name each came from, for messages about its content.
-    pub(crate) fn secrets(&self, problems: &mut Problems) -> Vec<(String, Secret)> {
+    pub(crate) fn secrets(&self, mode: Secrets, problems: &mut Problems) -> Vec<(String, Secret)> {
         let references = self.secret.iter().map(|r| ("secret".to_owned(), r)).chain(
             self.secrets
                 .iter()
@@ -102,9 +126,8 @@ impl VerifySpec {
         let mut any = false;
         for (field, reference) in references {
             any = true;
-            match Secret::resolve(reference) {
-                Ok(secret) => resolved.push((field, secret)),
-                Err(e) => problems.push(format!("{field}: {e}")),
+            if let Some(secret) = secret(&field, reference, mode, problems) {
+                resolved.push((field, secret));
             }
         }
         if !any {
@@ -151,26 +174,22 @@ impl VerifySpec {
         Some(url.to_owned())
     }
 
-    fn twilio(&self, problems: &mut Problems) -> Option<Twilio> {
-        let keys = presets::utf8_keys(self.secrets(problems));
+    fn twilio(&self, mode: Secrets, problems: &mut Problems) -> Option<Twilio> {
+        let keys = presets::utf8_keys(self.secrets(mode, problems));
         let public_url = self.public_url(problems);
         Some(Twilio { keys, public_url })
     }
 
-    fn basic(&self, problems: &mut Problems) -> Option<Basic> {
+    fn basic(&self, mode: Secrets, problems: &mut Problems) -> Option<Basic> {
         let username = match self.username.as_deref() {
             None => {
                 problems.push("preset basic needs `username`".to_owned());
                 None
             }
             // A user name may be a reference too, but need not be: it is not a secret.
-            Some(r) if r.trim_start().starts_with("${") => match Secret::resolve(r) {
-                Ok(s) => Some(s.expose().to_owned()),
-                Err(e) => {
-                    problems.push(format!("username: {e}"));
-                    None
-                }
-            },
+            Some(r) if r.trim_start().starts_with("${") => {
+                secret("username", r, mode, problems).map(|s| s.expose().to_owned())
+            }
             Some(name) if name.contains(':') => {
                 problems.push("username: must not contain `:`".to_owned());
                 None
@@ -182,13 +201,7 @@ impl VerifySpec {
                 problems.push("preset basic needs `password`".to_owned());
                 None
             }
-            Some(r) => match Secret::resolve(r) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    problems.push(format!("password: {e}"));
-                    None
-                }
-            },
+            Some(r) => secret("password", r, mode, problems),
         };
         Some(Basic {
             username: username?,
@@ -196,8 +209,12 @@ impl VerifySpec {
         })
     }
 
-    fn token(&self, problems: &mut Problems) -> Option<Token> {
-        let tokens = self.secrets(problems).into_iter().map(|(_, s)| s).collect();
+    fn token(&self, mode: Secrets, problems: &mut Problems) -> Option<Token> {
+        let tokens = self
+            .secrets(mode, problems)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
         let location = match (&self.header, &self.param) {
             (Some(name), None) => Some(TokenLocation::Header {
                 name: header_name("header", name, problems)?,
@@ -225,6 +242,21 @@ impl VerifySpec {
             location: location?,
             tokens,
         })
+    }
+}
+
+/// Parse a secret reference and, in `Resolve` mode, read it. Problems are prefixed with the option.
+fn secret(field: &str, reference: &str, mode: Secrets, problems: &mut Problems) -> Option<Secret> {
+    let resolved = SecretRef::parse(reference).and_then(|r| match mode {
+        Secrets::Resolve => r.resolve().map(Some),
+        Secrets::SyntaxOnly => Ok(None),
+    });
+    match resolved {
+        Ok(secret) => secret,
+        Err(e) => {
+            problems.push(format!("{field}: {e}"));
+            None
+        }
     }
 }
 

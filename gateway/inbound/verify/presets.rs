@@ -2,7 +2,7 @@
 //! MAC and encoding, how the key is derived from the secret. The generic `hmac` preset builds the
 //! same data from the spec's options.
 
-use super::build::{header_name, Problems};
+use super::build::{header_name, Problems, Secrets};
 use super::crypto::{base64_decode, Algorithm, Encoding, Key, Mac};
 use super::mac::{Carrier, MacScheme, Part, Template, TimestampSource, UrlForm};
 use super::request::TimeUnit;
@@ -47,7 +47,11 @@ fn template(text: &'static str) -> Template {
 const HMAC_SHA256: Mac = Mac::Hmac(Algorithm::Sha256);
 
 /// Compile a MAC preset (everything except twilio, basic and token).
-pub(crate) fn mac_scheme(spec: &VerifySpec, problems: &mut Problems) -> Option<MacScheme> {
+pub(crate) fn mac_scheme(
+    spec: &VerifySpec,
+    mode: Secrets,
+    problems: &mut Problems,
+) -> Option<MacScheme> {
     let shape = match spec.preset {
         Preset::Stripe => Some(t_v1("Stripe-Signature")),
         Preset::Calendly => Some(t_v1("Calendly-Webhook-Signature")),
@@ -106,7 +110,7 @@ pub(crate) fn mac_scheme(spec: &VerifySpec, problems: &mut Problems) -> Option<M
         ));
     }
     let public_url = spec.public_url(problems);
-    let secrets = spec.secrets(problems);
+    let secrets = spec.secrets(mode, problems);
     let shape = shape?;
     if public_url.is_some() && !shape.template.uses(&Part::Url) {
         problems.push(format!(

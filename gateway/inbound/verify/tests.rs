@@ -916,3 +916,35 @@ fn yaml_spelling() {
     assert_eq!(spec.secrets.len(), 2);
     assert!(serde_saphyr::from_str::<VerifySpec>("preset: github\nsecret_ref: x\n").is_err());
 }
+
+#[test]
+fn check_validates_without_reading_secrets() {
+    std::env::remove_var("HG_T_CHECK_UNSET");
+    let spec = VerifySpec {
+        preset: Preset::Stripe,
+        secret: Some("${env:HG_T_CHECK_UNSET}".into()),
+        ..Default::default()
+    };
+    assert_eq!(spec.check(), Ok(()));
+    assert_eq!(
+        spec.build().err(),
+        Some(vec![
+            "secret: env var HG_T_CHECK_UNSET is not set".to_owned()
+        ])
+    );
+    let spec = VerifySpec {
+        preset: Preset::Basic,
+        username: Some("u".into()),
+        password: Some("literal".into()),
+        header: Some("X-Token".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        spec.check(),
+        Err(vec![
+            "`header` does not apply to preset basic".to_owned(),
+            "password: a literal secret is not allowed; write ${env:NAME} or ${file:/path}"
+                .to_owned(),
+        ])
+    );
+}
