@@ -8,6 +8,22 @@
 //! Layout: `crypto` (MACs, decoding, constant-time compare), `request` (headers, timestamps,
 //! signed URL), `mac` (the engine for every MAC scheme), `presets` (each preset as data for that
 //! engine), `twilio`, `credentials` (basic, token), `build` (validating a spec), `error`.
+//!
+//! ```yaml
+//! verify: { preset: stripe, secret: "${env:STRIPE_WEBHOOK_SECRET}" }            # tolerance: 300s
+//! verify: { preset: standard-webhooks, secrets: ["${file:/run/secrets/old}", "${file:/run/secrets/new}"] }
+//! verify: { preset: hubspot, version: v3, secret: "${env:HUBSPOT_CLIENT_SECRET}",
+//!           public_url: "https://hooks.example.com/webhooks/hubspot" }          # behind a proxy
+//! verify: { preset: twilio, secret: "${env:TWILIO_AUTH_TOKEN}", public_url: "https://hooks.example.com/webhooks/sms" }
+//! verify: { preset: hmac, header: X-Signature, prefix: "sha256=", algorithm: sha256, encoding: hex,
+//!           timestamp_header: X-Timestamp, signed_content: "{timestamp}.{body}", secret: "${env:S}" }
+//! verify: { preset: basic, username: brevo, password: "${env:BREVO_HOOK_PASSWORD}" }
+//! verify: { preset: token, header: Authorization, prefix: "Bearer ", secret: "${env:HOOK_TOKEN}" }
+//! ```
+//!
+//! The caller passes the raw body bytes, the method as sent (`POST`) and the full URL as received
+//! (`http://host/path?query`); schemes that sign the URL (twilio, hubspot v2/v3, hmac with `{url}`)
+//! need `public_url` whenever a proxy changes the scheme, host, port or path the sender used.
 
 mod build;
 mod credentials;

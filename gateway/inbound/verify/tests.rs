@@ -948,3 +948,37 @@ fn check_validates_without_reading_secrets() {
         ])
     );
 }
+
+#[test]
+fn module_doc_examples_parse_and_check() {
+    #[derive(serde::Deserialize)]
+    struct Source {
+        verify: VerifySpec,
+    }
+    let docs = include_str!("mod.rs");
+    let yaml: Vec<&str> = docs
+        .split("//! ```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("//! ```\n").next())
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
+        .collect();
+    let mut examples = Vec::new();
+    for line in yaml {
+        if line.starts_with("verify:") {
+            examples.push(line.to_owned());
+        } else if let Some(last) = examples.last_mut() {
+            last.push('\n');
+            last.push_str(line);
+        }
+    }
+    assert_eq!(examples.len(), 7);
+    for example in examples {
+        let source: Source = match serde_saphyr::from_str(&example) {
+            Ok(s) => s,
+            Err(e) => panic!("{example}: {e}"),
+        };
+        assert_eq!(source.verify.check(), Ok(()), "{example}");
+    }
+}
