@@ -10,7 +10,7 @@ use crate::secret::Secret;
 
 const AUTHORIZATION: &str = "Authorization";
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Basic {
     /// Not secret on its own, but compared like one so timing does not reveal it either.
     pub username: String,
@@ -48,7 +48,7 @@ impl Basic {
 }
 
 /// Where the token is carried.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum TokenLocation {
     /// A header, optionally after a prefix such as `Bearer ` (matched case-insensitively, as
     /// HTTP auth schemes are).
@@ -57,7 +57,7 @@ pub(crate) enum TokenLocation {
     Param(String),
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Token {
     pub location: TokenLocation,
     pub tokens: Vec<Secret>,

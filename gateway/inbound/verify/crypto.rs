@@ -96,9 +96,19 @@ impl Encoding {
     }
 }
 
-/// Decode base64 in either padding style (Standard Webhooks secrets, basic auth).
+/// Like [`BASE64`], and also lenient about non-zero trailing bits, as Python's decoder is: used
+/// for secrets (Standard Webhooks keys made by other tools) and basic-auth credentials, where
+/// refusing an encoding the sender's library accepts would only cause confusion.
+const BASE64_LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
+
+/// Decode base64 leniently (Standard Webhooks secrets, basic auth).
 pub(crate) fn base64_decode(text: &str) -> Option<Vec<u8>> {
-    BASE64.decode(text.trim()).ok()
+    BASE64_LENIENT.decode(text.trim()).ok()
 }
 
 /// SHA-256 of `data`.

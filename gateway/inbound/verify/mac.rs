@@ -121,7 +121,7 @@ pub(crate) enum UrlForm {
 }
 
 /// A compiled MAC scheme with its keys.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct MacScheme {
     pub mac: Mac,
     pub encoding: Encoding,

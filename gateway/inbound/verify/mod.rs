@@ -157,14 +157,14 @@ pub struct SignedRequest<'a> {
 }
 
 /// A verifier with its secrets resolved. Its `Debug` output never shows key material.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Verifier {
     preset: Preset,
     check: Check,
 }
 
 /// The compiled check behind a [`Verifier`].
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 enum Check {
     Mac(mac::MacScheme),
     Twilio(twilio::Twilio),

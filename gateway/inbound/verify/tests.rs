@@ -982,3 +982,10 @@ fn module_doc_examples_parse_and_check() {
         assert_eq!(source.verify.check(), Ok(()), "{example}");
     }
 }
+
+#[test]
+fn verifier_is_shareable_across_tasks() {
+    fn assert_send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync_clone::<Verifier>();
+    assert_send_sync_clone::<VerifyError>();
+}

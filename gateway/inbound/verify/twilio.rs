@@ -16,7 +16,7 @@ const SIGNATURE_HEADER: &str = "X-Twilio-Signature";
 const SETTINGS_HEADER: &str = "X-Twilio-Webhooks-Signature-Settings";
 const BODY_HASH_PARAM: &str = "bodySHA256";
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Twilio {
     pub keys: Vec<Key>,
     pub public_url: Option<String>,
