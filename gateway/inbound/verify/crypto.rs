@@ -39,6 +39,8 @@ impl Algorithm {
 pub(crate) enum Mac {
     Hmac(Algorithm),
     /// HubSpot v1/v2: a plain SHA-256 of `key || content` (not an HMAC, but what HubSpot sends).
+    /// It is open to length extension (a captured signature lets an attacker append bytes to the
+    /// body) and has no timestamp, which is why hubspot defaults to v3.
     KeyPrefixedSha256,
 }
 
