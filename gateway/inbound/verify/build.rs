@@ -1,0 +1,283 @@
+//! Compiling a [`VerifySpec`] into a [`Verifier`]: resolve secrets and validate options, collecting
+//! every problem so an operator fixes a source file in one pass. Messages are one line each and
+//! name options and references, never secret values.
+
+use super::credentials::{Basic, Token, TokenLocation};
+use super::twilio::Twilio;
+use super::{presets, Check, Preset, Verifier, VerifySpec};
+use crate::secret::{Secret, SecretRef};
+use std::time::Duration;
+
+/// Replay window when `tolerance` is not set.
+pub(crate) const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// Problems found so far; each is one line.
+pub(crate) type Problems = Vec<String>;
+
+/// Whether compiling reads secrets (`build`) or only checks their references (`check`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Secrets {
+    Resolve,
+    SyntaxOnly,
+}
+
+impl VerifySpec {
+    /// Resolve secrets and compile the verifier; every problem is returned.
+    pub fn build(&self) -> Result<Verifier, Vec<String>> {
+        match self.compile(Secrets::Resolve) {
+            (Some(check), problems) if problems.is_empty() => Ok(Verifier {
+                preset: self.preset,
+                check,
+            }),
+            (_, problems) => Err(problems),
+        }
+    }
+
+    /// Everything `build` checks except reading the secrets: options, and that each secret is a
+    /// well-formed `${env:..}`/`${file:..}` reference. For `hookgate check`, which runs without
+    /// secrets. (Checks that need the value, such as a Standard Webhooks secret being base64,
+    /// happen in `build` only.)
+    pub fn check(&self) -> Result<(), Vec<String>> {
+        let (_, problems) = self.compile(Secrets::SyntaxOnly);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    fn compile(&self, mode: Secrets) -> (Option<Check>, Problems) {
+        let mut problems = Problems::new();
+        self.check_applicable(&mut problems);
+        let check = match self.preset {
+            Preset::Twilio => self.twilio(mode, &mut problems).map(Check::Twilio),
+            Preset::Basic => self.basic(mode, &mut problems).map(Check::Basic),
+            Preset::Token => self.token(mode, &mut problems).map(Check::Token),
+            _ => presets::mac_scheme(self, mode, &mut problems).map(Check::Mac),
+        };
+        (check, problems)
+    }
+
+    /// Options set in the spec, by YAML name.
+    fn set_options(&self) -> [(&'static str, bool); 15] {
+        [
+            ("secret", self.secret.is_some()),
+            ("secrets", !self.secrets.is_empty()),
+            ("tolerance", self.tolerance.is_some()),
+            ("version", self.version.is_some()),
+            ("public_url", self.public_url.is_some()),
+            ("header", self.header.is_some()),
+            ("prefix", self.prefix.is_some()),
+            ("algorithm", self.algorithm.is_some()),
+            ("encoding", self.encoding.is_some()),
+            ("timestamp_header", self.timestamp_header.is_some()),
+            ("id_header", self.id_header.is_some()),
+            ("signed_content", self.signed_content.is_some()),
+            ("username", self.username.is_some()),
+            ("password", self.password.is_some()),
+            ("param", self.param.is_some()),
+        ]
+    }
+
+    /// Report options the preset never uses. Options that apply only in some configurations
+    /// (hubspot `tolerance` with v3, token `prefix` with `header`) are checked by the preset.
+    fn check_applicable(&self, problems: &mut Problems) {
+        const SECRETS: &[&str] = &["secret", "secrets"];
+        let extra: &[&str] = match self.preset {
+            Preset::Stripe | Preset::StandardWebhooks | Preset::Calendly | Preset::Slack => {
+                &["tolerance"]
+            }
+            Preset::Github | Preset::Shopify | Preset::Typeform => &[],
+            Preset::Hubspot => &["version", "public_url", "tolerance"],
+            Preset::Twilio => &["public_url"],
+            Preset::Hmac => &[
+                "tolerance",
+                "public_url",
+                "header",
+                "prefix",
+                "algorithm",
+                "encoding",
+                "timestamp_header",
+                "id_header",
+                "signed_content",
+            ],
+            Preset::Basic => &["username", "password"],
+            Preset::Token => &["header", "prefix", "param"],
+        };
+        let uses_secrets = self.preset != Preset::Basic;
+        for (name, set) in self.set_options() {
+            let applies = extra.contains(&name) || (uses_secrets && SECRETS.contains(&name));
+            if set && !applies {
+                problems.push(format!("`{name}` does not apply to preset {}", self.preset));
+            }
+        }
+    }
+
+    /// All configured secrets (`secret` then `secrets`), at least one, each resolved.
+    /// Returned with the option name each came from, for messages about its content.
+    pub(crate) fn secrets(&self, mode: Secrets, problems: &mut Problems) -> Vec<(String, Secret)> {
+        let references = self.secret.iter().map(|r| ("secret".to_owned(), r)).chain(
+            self.secrets
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("secrets[{i}]"), r)),
+        );
+        let mut resolved = Vec::new();
+        let mut any = false;
+        for (field, reference) in references {
+            any = true;
+            if let Some(secret) = secret(&field, reference, mode, problems) {
+                resolved.push((field, secret));
+            }
+        }
+        if !any {
+            problems.push(format!(
+                "preset {} needs `secret` or `secrets`",
+                self.preset
+            ));
+        }
+        resolved
+    }
+
+    /// The replay window: `tolerance` parsed as a duration (`300s`, `5m`), default 300 s.
+    pub(crate) fn tolerance(&self, problems: &mut Problems) -> Duration {
+        let Some(text) = &self.tolerance else {
+            return DEFAULT_TOLERANCE;
+        };
+        match humantime::parse_duration(text.trim()) {
+            Ok(d) if d.is_zero() => {
+                problems.push("tolerance: must be more than zero".to_owned());
+                DEFAULT_TOLERANCE
+            }
+            Ok(d) => d,
+            Err(_) => {
+                problems.push(format!(
+                    "tolerance: invalid duration `{}` (write e.g. 300s or 5m)",
+                    one_line(text)
+                ));
+                DEFAULT_TOLERANCE
+            }
+        }
+    }
+
+    /// `public_url`, checked to be an absolute http(s) URL without query or fragment (the
+    /// received query string is appended to it).
+    pub(crate) fn public_url(&self, problems: &mut Problems) -> Option<String> {
+        let url = self.public_url.as_ref()?.trim();
+        let scheme_ok = url.starts_with("https://") || url.starts_with("http://");
+        if !scheme_ok || url.contains(['?', '#']) || url.contains(char::is_whitespace) {
+            problems.push(
+                "public_url: must be an absolute http(s) URL without query or fragment".to_owned(),
+            );
+            return None;
+        }
+        Some(url.to_owned())
+    }
+
+    fn twilio(&self, mode: Secrets, problems: &mut Problems) -> Option<Twilio> {
+        let keys = presets::utf8_keys(self.secrets(mode, problems));
+        let public_url = self.public_url(problems);
+        Some(Twilio { keys, public_url })
+    }
+
+    fn basic(&self, mode: Secrets, problems: &mut Problems) -> Option<Basic> {
+        let username = match self.username.as_deref() {
+            None => {
+                problems.push("preset basic needs `username`".to_owned());
+                None
+            }
+            // A user name may be a reference too, but need not be: it is not a secret.
+            Some(r) if r.trim_start().starts_with("${") => {
+                secret("username", r, mode, problems).map(|s| s.expose().to_owned())
+            }
+            Some(name) if name.contains(':') => {
+                problems.push("username: must not contain `:`".to_owned());
+                None
+            }
+            Some(name) => Some(name.to_owned()),
+        };
+        let password = match self.password.as_deref() {
+            None => {
+                problems.push("preset basic needs `password`".to_owned());
+                None
+            }
+            Some(r) => secret("password", r, mode, problems),
+        };
+        Some(Basic {
+            username: username?,
+            passwords: vec![password?],
+        })
+    }
+
+    fn token(&self, mode: Secrets, problems: &mut Problems) -> Option<Token> {
+        let tokens = self
+            .secrets(mode, problems)
+            .into_iter()
+            .map(|(_, s)| s)
+            .collect();
+        let location = match (&self.header, &self.param) {
+            (Some(name), None) => Some(TokenLocation::Header {
+                name: header_name("header", name, problems)?,
+                prefix: self.prefix.clone().unwrap_or_default(),
+            }),
+            (None, Some(param)) => {
+                if self.prefix.is_some() {
+                    problems.push("`prefix` applies to preset token only with `header`".to_owned());
+                }
+                if param.is_empty() {
+                    problems.push("param: must not be empty".to_owned());
+                }
+                Some(TokenLocation::Param(param.clone()))
+            }
+            (Some(_), Some(_)) => {
+                problems.push("preset token takes `header` or `param`, not both".to_owned());
+                None
+            }
+            (None, None) => {
+                problems.push("preset token needs `header` or `param`".to_owned());
+                None
+            }
+        };
+        Some(Token {
+            location: location?,
+            tokens,
+        })
+    }
+}
+
+/// Parse a secret reference and, in `Resolve` mode, read it. Problems are prefixed with the option.
+fn secret(field: &str, reference: &str, mode: Secrets, problems: &mut Problems) -> Option<Secret> {
+    let resolved = SecretRef::parse(reference).and_then(|r| match mode {
+        Secrets::Resolve => r.resolve().map(Some),
+        Secrets::SyntaxOnly => Ok(None),
+    });
+    match resolved {
+        Ok(secret) => secret,
+        Err(e) => {
+            problems.push(format!("{field}: {e}"));
+            None
+        }
+    }
+}
+
+/// Validate a header name from the spec, keeping the spelling for messages.
+pub(crate) fn header_name(field: &str, name: &str, problems: &mut Problems) -> Option<String> {
+    let name = name.trim();
+    if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+        problems.push(format!(
+            "{field}: `{}` is not a valid header name",
+            one_line(name)
+        ));
+        return None;
+    }
+    Some(name.to_owned())
+}
+
+/// Echo a (non-secret) option value on one line and at a bounded length.
+pub(crate) fn one_line(text: &str) -> String {
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(60).collect();
+    if text.chars().count() > 60 {
+        out.push('…');
+    }
+    out
+}

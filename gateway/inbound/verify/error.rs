@@ -1,0 +1,106 @@
+//! Why a request failed verification: one precise line for the 401 body and a stable metrics label.
+//! Nothing here ever carries a secret, an expected signature or a received credential.
+
+use std::time::Duration;
+
+/// Why a request failed verification. `Display` is the one-line reason sent with the 401;
+/// [`VerifyError::reason`] is a short stable label for metrics.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// A header the scheme needs is absent.
+    #[error("missing header {0}")]
+    MissingHeader(String),
+    /// The token preset's query parameter is absent.
+    #[error("missing query parameter {0}")]
+    MissingParam(String),
+    /// A header (or parameter) is present but cannot be parsed. `problem` is a fixed description,
+    /// never the received value.
+    #[error("malformed {field}: {problem}")]
+    Malformed {
+        field: String,
+        problem: &'static str,
+    },
+    /// The signed timestamp is too old or too far in the future.
+    #[error("timestamp outside the {} window", format_window(*.0))]
+    Stale(Duration),
+    /// No configured secret produces any of the received signatures.
+    #[error("no signature matches")]
+    Mismatch,
+    /// Twilio JSON requests: the body's SHA-256 differs from the signed `bodySHA256` parameter.
+    #[error("body does not match the signed bodySHA256")]
+    BodyHashMismatch,
+    /// Basic auth or token presets: the credentials are wrong.
+    #[error("bad credentials")]
+    BadCredentials,
+}
+
+impl VerifyError {
+    /// A short stable label for metrics: `missing_header`, `malformed`, `stale`, `mismatch` or
+    /// `bad_credentials`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            VerifyError::MissingHeader(_) | VerifyError::MissingParam(_) => "missing_header",
+            VerifyError::Malformed { .. } => "malformed",
+            VerifyError::Stale(_) => "stale",
+            VerifyError::Mismatch | VerifyError::BodyHashMismatch => "mismatch",
+            VerifyError::BadCredentials => "bad_credentials",
+        }
+    }
+
+    pub(crate) fn malformed_header(header: &str, problem: &'static str) -> VerifyError {
+        VerifyError::Malformed {
+            field: format!("{header} header"),
+            problem,
+        }
+    }
+}
+
+/// `300 s`, or `1500 ms` for windows that are not whole seconds.
+pub(crate) fn format_window(window: Duration) -> String {
+    if window.subsec_millis() == 0 {
+        format!("{} s", window.as_secs())
+    } else {
+        format!("{} ms", window.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_and_reasons() {
+        let cases = [
+            (
+                VerifyError::MissingHeader("Stripe-Signature".into()),
+                "missing header Stripe-Signature",
+                "missing_header",
+            ),
+            (
+                VerifyError::malformed_header("Stripe-Signature", "no t= timestamp"),
+                "malformed Stripe-Signature header: no t= timestamp",
+                "malformed",
+            ),
+            (
+                VerifyError::Stale(Duration::from_secs(300)),
+                "timestamp outside the 300 s window",
+                "stale",
+            ),
+            (
+                VerifyError::Stale(Duration::from_millis(1500)),
+                "timestamp outside the 1500 ms window",
+                "stale",
+            ),
+            (VerifyError::Mismatch, "no signature matches", "mismatch"),
+            (
+                VerifyError::BadCredentials,
+                "bad credentials",
+                "bad_credentials",
+            ),
+        ];
+        for (err, message, reason) in cases {
+            assert_eq!(err.to_string(), message);
+            assert_eq!(err.reason(), reason);
+        }
+    }
+}

@@ -1,0 +1,991 @@
+//! Known-answer vectors (SIGNATURES.md and the providers' published examples), header parsing
+//! edge cases, rotation, and `build` diagnostics. Every test uses a fixed clock.
+
+use super::*;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::time::{Duration, SystemTime};
+
+/// Put `value` in a test-unique env var and return its reference.
+fn env_secret(var: &str, value: &str) -> String {
+    std::env::set_var(var, value);
+    format!("${{env:{var}}}")
+}
+
+fn at(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+}
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    for (name, value) in pairs {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            map.append(n, v);
+        }
+    }
+    map
+}
+
+fn build(spec: VerifySpec) -> Verifier {
+    match spec.build() {
+        Ok(v) => v,
+        Err(problems) => panic!("build failed: {problems:?}"),
+    }
+}
+
+fn preset(preset: Preset, var: &str, secret: &str) -> Verifier {
+    build(VerifySpec {
+        preset,
+        secret: Some(env_secret(var, secret)),
+        ..Default::default()
+    })
+}
+
+fn check(
+    v: &Verifier,
+    method: &str,
+    url: &str,
+    hdrs: &[(&str, &str)],
+    body: &str,
+    now: SystemTime,
+) -> Result<(), VerifyError> {
+    let map = headers(hdrs);
+    v.verify(
+        &SignedRequest {
+            method,
+            url,
+            headers: &map,
+            body: body.as_bytes(),
+        },
+        now,
+    )
+}
+
+fn reason(r: Result<(), VerifyError>) -> &'static str {
+    match r {
+        Ok(()) => "ok",
+        Err(e) => e.reason(),
+    }
+}
+
+const URL: &str = "http://127.0.0.1:8080/webhooks/test";
+
+// ---- Known-answer vectors from SIGNATURES.md ----
+
+#[test]
+fn kat_github() {
+    let v = preset(Preset::Github, "HG_T_GITHUB", "It's a Secret to Everybody");
+    let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    let ok = check(
+        &v,
+        "POST",
+        URL,
+        &[("X-Hub-Signature-256", sig)],
+        "Hello, World!",
+        at(0),
+    );
+    assert_eq!(ok, Ok(()));
+    // Upper-case hex is the same signature once decoded.
+    let upper = format!("sha256={}", sig["sha256=".len()..].to_ascii_uppercase());
+    let r = check(
+        &v,
+        "POST",
+        URL,
+        &[("x-hub-signature-256", &upper)],
+        "Hello, World!",
+        at(0),
+    );
+    assert_eq!(r, Ok(()));
+    let r = check(
+        &v,
+        "POST",
+        URL,
+        &[("X-Hub-Signature-256", sig)],
+        "Hello, World?",
+        at(0),
+    );
+    assert_eq!(r, Err(VerifyError::Mismatch));
+    let r = check(&v, "POST", URL, &[], "Hello, World!", at(0));
+    assert_eq!(
+        r.map_err(|e| e.to_string()),
+        Err("missing header X-Hub-Signature-256".into())
+    );
+    let bare = &sig["sha256=".len()..];
+    let r = check(
+        &v,
+        "POST",
+        URL,
+        &[("X-Hub-Signature-256", bare)],
+        "Hello, World!",
+        at(0),
+    );
+    assert_eq!(reason(r), "malformed");
+}
+
+#[test]
+fn kat_standard_webhooks_a_and_b() {
+    let vectors = [
+        (
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            r#"{"test": 2432232314}"#,
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+        ),
+        (
+            "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+            "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+            1649367553,
+            r#"{"email":"test@example.com","username":"test_user"}"#,
+            "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=",
+        ),
+    ];
+    for (i, (secret, id, ts, body, sig)) in vectors.into_iter().enumerate() {
+        let v = preset(Preset::StandardWebhooks, &format!("HG_T_SW_{i}"), secret);
+        let ts_text = ts.to_string();
+        let hdrs = [
+            ("webhook-id", id),
+            ("webhook-timestamp", ts_text.as_str()),
+            ("webhook-signature", sig),
+        ];
+        assert_eq!(
+            check(&v, "POST", URL, &hdrs, body, at(ts)),
+            Ok(()),
+            "vector {i}"
+        );
+        // Several entries, unknown versions ignored, the good one last.
+        let many = format!("v1a,AAAA v2,abcd v1,{} {sig}", "A".repeat(44));
+        let hdrs = [
+            ("webhook-id", id),
+            ("webhook-timestamp", ts_text.as_str()),
+            ("webhook-signature", many.as_str()),
+        ];
+        assert_eq!(check(&v, "POST", URL, &hdrs, body, at(ts)), Ok(()));
+        // The id is signed.
+        let hdrs = [
+            ("webhook-id", "msg_other"),
+            ("webhook-timestamp", ts_text.as_str()),
+            ("webhook-signature", sig),
+        ];
+        assert_eq!(
+            reason(check(&v, "POST", URL, &hdrs, body, at(ts))),
+            "mismatch"
+        );
+        // 300 s both ways.
+        let hdrs = [
+            ("webhook-id", id),
+            ("webhook-timestamp", ts_text.as_str()),
+            ("webhook-signature", sig),
+        ];
+        assert_eq!(check(&v, "POST", URL, &hdrs, body, at(ts + 300)), Ok(()));
+        assert_eq!(
+            reason(check(&v, "POST", URL, &hdrs, body, at(ts + 301))),
+            "stale"
+        );
+        assert_eq!(
+            reason(check(&v, "POST", URL, &hdrs, body, at(ts - 301))),
+            "stale"
+        );
+    }
+}
+
+#[test]
+fn standard_webhooks_only_unknown_versions_is_malformed() {
+    let v = preset(
+        Preset::StandardWebhooks,
+        "HG_T_SW_UNKNOWN",
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+    );
+    let hdrs = [
+        ("webhook-id", "msg_p5jXN8AQM9LWM0D4loKWxJek"),
+        ("webhook-timestamp", "1614265330"),
+        (
+            "webhook-signature",
+            "v2,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+        ),
+    ];
+    let r = check(
+        &v,
+        "POST",
+        URL,
+        &hdrs,
+        r#"{"test": 2432232314}"#,
+        at(1614265330),
+    );
+    assert_eq!(reason(r), "malformed");
+}
+
+#[test]
+fn kat_hubspot_v2_get_and_post() {
+    let v = build(VerifySpec {
+        preset: Preset::Hubspot,
+        secret: Some(env_secret(
+            "HG_T_HUBSPOT_V2",
+            "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy",
+        )),
+        version: Some("v2".into()),
+        ..Default::default()
+    });
+    let uri = "https://www.example.com/webhook_uri";
+    let get = "eee2dddcc73c94d699f5e395f4b9d454a069a6855fbfa152e91e88823087200e";
+    let post = "9569219f8ba981ffa6f6f16aa0f48637d35d728c7e4d93d0d52efaa512af7900";
+    let body = r#"{"example_field":"example_value"}"#;
+    assert_eq!(
+        check(&v, "GET", uri, &[("X-HubSpot-Signature", get)], "", at(0)),
+        Ok(())
+    );
+    assert_eq!(
+        check(
+            &v,
+            "POST",
+            uri,
+            &[("X-HubSpot-Signature", post)],
+            body,
+            at(0)
+        ),
+        Ok(())
+    );
+    // Method and URI are signed.
+    assert_eq!(
+        reason(check(
+            &v,
+            "POST",
+            uri,
+            &[("X-HubSpot-Signature", get)],
+            "",
+            at(0)
+        )),
+        "mismatch"
+    );
+    let other = "https://www.example.com/other";
+    assert_eq!(
+        reason(check(
+            &v,
+            "GET",
+            other,
+            &[("X-HubSpot-Signature", get)],
+            "",
+            at(0)
+        )),
+        "mismatch"
+    );
+}
+
+#[test]
+fn hubspot_v2_behind_a_proxy_uses_public_url() {
+    let v = build(VerifySpec {
+        preset: Preset::Hubspot,
+        secret: Some(env_secret(
+            "HG_T_HUBSPOT_PUB",
+            "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy",
+        )),
+        version: Some("v2".into()),
+        public_url: Some("https://www.example.com/webhook_uri".into()),
+        ..Default::default()
+    });
+    let get = "eee2dddcc73c94d699f5e395f4b9d454a069a6855fbfa152e91e88823087200e";
+    let r = check(
+        &v,
+        "GET",
+        "http://10.1.2.3:8080/webhooks/hs",
+        &[("X-HubSpot-Signature", get)],
+        "",
+        at(0),
+    );
+    assert_eq!(r, Ok(()));
+}
+
+#[test]
+fn kat_twilio() {
+    let v = preset(Preset::Twilio, "HG_T_TWILIO", "12345");
+    let url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+    let body = "CallSid=CA1234567890ABCDE&Caller=%2B12349013030&Digits=1234&From=%2B12349013030&To=%2B18005551212";
+    let sig = [("X-Twilio-Signature", "0/KCTR6DLpKmkAf8muzZqo1nDgQ=")];
+    assert_eq!(check(&v, "POST", url, &sig, body, at(0)), Ok(()));
+    // Parameter order in the body does not matter: Twilio signs them sorted.
+    let shuffled = "To=%2B18005551212&Digits=1234&CallSid=CA1234567890ABCDE&From=%2B12349013030&Caller=%2B12349013030";
+    assert_eq!(check(&v, "POST", url, &sig, shuffled, at(0)), Ok(()));
+    // The same URL with its default port, as some Twilio requests arrive.
+    let with_port = "https://mycompany.com:443/myapp.php?foo=1&bar=2";
+    assert_eq!(check(&v, "POST", with_port, &sig, body, at(0)), Ok(()));
+    // A changed parameter value, or a changed query string.
+    let changed = body.replace("Digits=1234", "Digits=1235");
+    assert_eq!(
+        reason(check(&v, "POST", url, &sig, &changed, at(0))),
+        "mismatch"
+    );
+    let other_query = "https://mycompany.com/myapp.php?foo=1&bar=3";
+    assert_eq!(
+        reason(check(&v, "POST", other_query, &sig, body, at(0))),
+        "mismatch"
+    );
+    assert_eq!(
+        reason(check(&v, "POST", url, &[], body, at(0))),
+        "missing_header"
+    );
+}
+
+#[test]
+fn twilio_json_body_is_bound_by_body_sha256() {
+    let v = preset(Preset::Twilio, "HG_T_TWILIO_JSON", "12345");
+    let body = r#"{"property": "value", "boolean": true}"#;
+    let hash = hex::encode(super::crypto::sha256(body.as_bytes()));
+    let url = format!("https://mycompany.com/myapp?bodySHA256={hash}");
+    // Python: base64(hmac_sha1(b"12345", url.encode())), computed independently below.
+    let mac = super::crypto::Mac::Hmac(super::crypto::Algorithm::Sha1)
+        .compute(b"12345", url.as_bytes())
+        .unwrap_or_default();
+    use base64::Engine as _;
+    let sig = base64::engine::general_purpose::STANDARD.encode(mac);
+    let hdrs = [("X-Twilio-Signature", sig.as_str())];
+    assert_eq!(check(&v, "POST", &url, &hdrs, body, at(0)), Ok(()));
+    let r = check(
+        &v,
+        "POST",
+        &url,
+        &hdrs,
+        &body.replace("true", "false"),
+        at(0),
+    );
+    assert_eq!(r, Err(VerifyError::BodyHashMismatch));
+    assert_eq!(VerifyError::BodyHashMismatch.reason(), "mismatch");
+}
+
+// ---- Published examples and vectors computed with Python's stdlib hmac ----
+
+#[test]
+fn kat_slack_published_example() {
+    let v = preset(
+        Preset::Slack,
+        "HG_T_SLACK",
+        "8f742231b10e8888abcd99yyyzzz85a5",
+    );
+    let body = "token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+    let hdrs = [
+        ("X-Slack-Request-Timestamp", "1531420618"),
+        (
+            "X-Slack-Signature",
+            "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503",
+        ),
+    ];
+    assert_eq!(check(&v, "POST", URL, &hdrs, body, at(1531420618)), Ok(()));
+    let r = check(&v, "POST", URL, &hdrs, body, at(1531420618 + 301));
+    assert_eq!(
+        r.map_err(|e| e.to_string()),
+        Err("timestamp outside the 300 s window".into())
+    );
+    assert_eq!(
+        reason(check(&v, "POST", URL, &hdrs[1..], body, at(1531420618))),
+        "missing_header"
+    );
+}
+
+const EVENT: &str = r#"{"id":"evt_1","object":"event"}"#;
+
+#[test]
+fn kat_stripe_and_header_variants() {
+    let v = preset(
+        Preset::Stripe,
+        "HG_T_STRIPE",
+        "whsec_test_secret_0123456789",
+    );
+    let good = "0f06c232d18bc676bfacfc5240a2cfe4559e99421aacd50637b2ba2c7262e338";
+    let bad = "1f8cf2eb0c0a941d90b724b8e04e8c9ae261f655055e707ce281fb4077fb2234";
+    let now = at(1_700_000_000);
+    for header in [
+        format!("t=1700000000,v1={good}"),
+        format!("t=1700000000,v1={bad},v1={good}"),
+        format!(" t=1700000000 , v0={bad} , v1={good} ,scheme=x"),
+        format!("v1={good},t=1700000000"),
+        format!("t=1700000000,v1=zz,v1={good}"),
+    ] {
+        let r = check(
+            &v,
+            "POST",
+            URL,
+            &[("Stripe-Signature", &header)],
+            EVENT,
+            now,
+        );
+        assert_eq!(r, Ok(()), "{header}");
+    }
+    let stripe = |h: &str, now| {
+        reason(check(
+            &v,
+            "POST",
+            URL,
+            &[("Stripe-Signature", h)],
+            EVENT,
+            now,
+        ))
+    };
+    assert_eq!(stripe(&format!("t=1700000000,v1={bad}"), now), "mismatch");
+    assert_eq!(stripe(&format!("t=1700000000,v0={good}"), now), "malformed");
+    assert_eq!(stripe(&format!("v1={good}"), now), "malformed");
+    assert_eq!(stripe(&format!("t=abc,v1={good}"), now), "malformed");
+    assert_eq!(stripe("t=1700000000,v1=zz", now), "malformed");
+    assert_eq!(
+        stripe(&format!("t=1700000000,v1={good}"), at(1_700_000_301)),
+        "stale"
+    );
+    // Far future is refused too.
+    assert_eq!(
+        stripe(&format!("t=1700000000,v1={good}"), at(1_699_999_699)),
+        "stale"
+    );
+}
+
+#[test]
+fn kat_calendly() {
+    let v = build(VerifySpec {
+        preset: Preset::Calendly,
+        secret: Some(env_secret("HG_T_CALENDLY", "calendly-signing-key")),
+        tolerance: Some("3m".into()),
+        ..Default::default()
+    });
+    let h = "t=1700000000,v1=1f8cf2eb0c0a941d90b724b8e04e8c9ae261f655055e707ce281fb4077fb2234";
+    let hdrs = [("Calendly-Webhook-Signature", h)];
+    assert_eq!(
+        check(&v, "POST", URL, &hdrs, EVENT, at(1_700_000_180)),
+        Ok(())
+    );
+    let r = check(&v, "POST", URL, &hdrs, EVENT, at(1_700_000_181));
+    assert_eq!(r, Err(VerifyError::Stale(Duration::from_secs(180))));
+}
+
+#[test]
+fn kat_typeform_and_shopify() {
+    let v = preset(Preset::Typeform, "HG_T_TYPEFORM", "typeform-secret");
+    let sig = "sha256=iZvK+TYopiYhhY0CX1aCohxZKRAffR0Fz5Jc0CqYcto=";
+    assert_eq!(
+        check(
+            &v,
+            "POST",
+            URL,
+            &[("Typeform-Signature", sig)],
+            EVENT,
+            at(0)
+        ),
+        Ok(())
+    );
+
+    let v = preset(Preset::Shopify, "HG_T_SHOPIFY", "shpss_secret");
+    let sig = "hX0Km2JYBoPr5JjBEPZJI6W5L2if3GGfalqTCBEN4tk=";
+    for name in ["X-Shopify-Hmac-Sha256", "shopify-hmac-sha256"] {
+        assert_eq!(
+            check(&v, "POST", URL, &[(name, sig)], EVENT, at(0)),
+            Ok(()),
+            "{name}"
+        );
+    }
+    let r = check(&v, "POST", URL, &[], EVENT, at(0));
+    assert_eq!(
+        r.map_err(|e| e.to_string()),
+        Err("missing header X-Shopify-Hmac-Sha256".into())
+    );
+    let r = check(
+        &v,
+        "POST",
+        URL,
+        &[("X-Shopify-Hmac-Sha256", "%%%")],
+        EVENT,
+        at(0),
+    );
+    assert_eq!(reason(r), "malformed");
+}
+
+#[test]
+fn kat_hubspot_v1_and_v3() {
+    let secret = "yyyyyyyy-yyyy-yyyy-yyyy-yyyyyyyyyyyy";
+    let body = r#"[{"eventId":1}]"#;
+    let v1 = build(VerifySpec {
+        preset: Preset::Hubspot,
+        secret: Some(env_secret("HG_T_HUBSPOT_V1", secret)),
+        version: Some("v1".into()),
+        ..Default::default()
+    });
+    let sig = "0a406da2f8a0f8cc89b59bfa3d27324309debbc007258c14d82be82474cc7bea";
+    assert_eq!(
+        check(
+            &v1,
+            "POST",
+            URL,
+            &[("X-HubSpot-Signature", sig)],
+            body,
+            at(0)
+        ),
+        Ok(())
+    );
+
+    // v3 is the default version. HubSpot signs the URI with `%3A` decoded to `:`.
+    let v3 = preset(Preset::Hubspot, "HG_T_HUBSPOT_V3", secret);
+    let hdrs = [
+        (
+            "X-HubSpot-Signature-v3",
+            "d6WEtGyYgCmsgk6vCYrSkUFXjyysYPC1tJF97seBOAw=",
+        ),
+        ("X-HubSpot-Request-Timestamp", "1700000000123"),
+    ];
+    let received = "https://hooks.example.com/webhooks/hub?x=a%3Ab";
+    assert_eq!(
+        check(&v3, "POST", received, &hdrs, body, at(1_700_000_000)),
+        Ok(())
+    );
+    let decoded = "https://hooks.example.com/webhooks/hub?x=a:b";
+    assert_eq!(
+        check(&v3, "POST", decoded, &hdrs, body, at(1_700_000_000)),
+        Ok(())
+    );
+    assert_eq!(
+        reason(check(&v3, "POST", received, &hdrs, body, at(1_700_000_301))),
+        "stale"
+    );
+    assert_eq!(
+        reason(check(
+            &v3,
+            "POST",
+            received,
+            &hdrs[..1],
+            body,
+            at(1_700_000_000)
+        )),
+        "missing_header"
+    );
+}
+
+#[test]
+fn generic_hmac_sha512_base64_with_template() {
+    let v = build(VerifySpec {
+        preset: Preset::Hmac,
+        secret: Some(env_secret("HG_T_HMAC512", "generic-secret")),
+        header: Some("X-Signature".into()),
+        prefix: Some("sig=".into()),
+        algorithm: Some("sha512".into()),
+        encoding: Some("base64".into()),
+        timestamp_header: Some("X-Timestamp".into()),
+        id_header: Some("X-Id".into()),
+        signed_content: Some("{id}:{timestamp}:{body}".into()),
+        tolerance: Some("60s".into()),
+        ..Default::default()
+    });
+    let sig = "sig=l0SNcIO2U87Fdb/7aQ0EWdpJZwnV+zL76YrqefVkoI+ywhrXInAVUE67wbMIoj4VN7bZL0OdjRmfstV6YekMow==";
+    let hdrs = [
+        ("X-Signature", sig),
+        ("X-Timestamp", "1700000000"),
+        ("X-Id", "msg_1"),
+    ];
+    assert_eq!(
+        check(&v, "POST", URL, &hdrs, EVENT, at(1_700_000_000)),
+        Ok(())
+    );
+    assert_eq!(
+        reason(check(&v, "POST", URL, &hdrs, EVENT, at(1_700_000_061))),
+        "stale"
+    );
+    assert_eq!(
+        reason(check(&v, "POST", URL, &hdrs[..2], EVENT, at(1_700_000_000))),
+        "missing_header"
+    );
+}
+
+#[test]
+fn generic_hmac_sha1_hex_defaults() {
+    let v = build(VerifySpec {
+        preset: Preset::Hmac,
+        secret: Some(env_secret("HG_T_HMAC1", "generic-secret")),
+        header: Some("X-Sig".into()),
+        algorithm: Some("sha1".into()),
+        ..Default::default()
+    });
+    let hdrs = [("X-Sig", "ba88e62d9f47b3e5eac1286bb40d29b0c0101756")];
+    assert_eq!(check(&v, "POST", URL, &hdrs, EVENT, at(0)), Ok(()));
+}
+
+// ---- Rotation ----
+
+#[test]
+fn rotation_any_secret_matches() {
+    let v = build(VerifySpec {
+        preset: Preset::Github,
+        secret: Some(env_secret("HG_T_ROT_OLD", "old secret")),
+        secrets: vec![env_secret("HG_T_ROT_NEW", "It's a Secret to Everybody")],
+        ..Default::default()
+    });
+    let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+    let r = check(
+        &v,
+        "POST",
+        URL,
+        &[("X-Hub-Signature-256", sig)],
+        "Hello, World!",
+        at(0),
+    );
+    assert_eq!(r, Ok(()));
+}
+
+// ---- basic and token ----
+
+#[test]
+fn basic_auth() {
+    let v = build(VerifySpec {
+        preset: Preset::Basic,
+        username: Some("brevo".into()),
+        password: Some(env_secret("HG_T_BASIC_PW", "pa:ss")),
+        ..Default::default()
+    });
+    use base64::Engine as _;
+    let enc = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let good = format!("Basic {}", enc("brevo:pa:ss"));
+    assert_eq!(
+        check(&v, "POST", URL, &[("Authorization", &good)], "", at(0)),
+        Ok(())
+    );
+    let lower = format!("basic {}", enc("brevo:pa:ss"));
+    assert_eq!(
+        check(&v, "POST", URL, &[("Authorization", &lower)], "", at(0)),
+        Ok(())
+    );
+    for wrong in ["brevo:pass", "other:pa:ss", "brevo:", ":pa:ss"] {
+        let h = format!("Basic {}", enc(wrong));
+        let r = check(&v, "POST", URL, &[("Authorization", &h)], "", at(0));
+        assert_eq!(r, Err(VerifyError::BadCredentials), "{wrong}");
+    }
+    let bearer = [("Authorization", "Bearer abc")];
+    assert_eq!(
+        reason(check(&v, "POST", URL, &bearer, "", at(0))),
+        "malformed"
+    );
+    assert_eq!(
+        reason(check(&v, "POST", URL, &[], "", at(0))),
+        "missing_header"
+    );
+}
+
+#[test]
+fn token_in_header_and_param() {
+    let v = build(VerifySpec {
+        preset: Preset::Token,
+        secret: Some(env_secret("HG_T_TOKEN_H", "tok-123")),
+        header: Some("Authorization".into()),
+        prefix: Some("Bearer ".into()),
+        ..Default::default()
+    });
+    let ok = [("Authorization", "Bearer tok-123")];
+    assert_eq!(check(&v, "POST", URL, &ok, "", at(0)), Ok(()));
+    let bad = [("Authorization", "Bearer tok-1234")];
+    assert_eq!(
+        check(&v, "POST", URL, &bad, "", at(0)),
+        Err(VerifyError::BadCredentials)
+    );
+    let no_prefix = [("Authorization", "tok-123")];
+    assert_eq!(
+        reason(check(&v, "POST", URL, &no_prefix, "", at(0))),
+        "malformed"
+    );
+
+    let v = build(VerifySpec {
+        preset: Preset::Token,
+        secrets: vec![
+            env_secret("HG_T_TOKEN_P1", "old"),
+            env_secret("HG_T_TOKEN_P2", "a b&c"),
+        ],
+        param: Some("key".into()),
+        ..Default::default()
+    });
+    let url = format!("{URL}?x=1&key=a+b%26c");
+    assert_eq!(check(&v, "POST", &url, &[], "", at(0)), Ok(()));
+    let url = format!("{URL}?key=wrong");
+    assert_eq!(
+        check(&v, "POST", &url, &[], "", at(0)),
+        Err(VerifyError::BadCredentials)
+    );
+    let r = check(&v, "POST", URL, &[], "", at(0));
+    assert_eq!(
+        r.map_err(|e| e.to_string()),
+        Err("missing query parameter key".into())
+    );
+}
+
+// ---- build diagnostics ----
+
+#[test]
+fn build_reports_every_problem_at_once() {
+    let problems = VerifySpec {
+        preset: Preset::Stripe,
+        prefix: Some("sha256=".into()),
+        username: Some("u".into()),
+        tolerance: Some("five minutes".into()),
+        ..Default::default()
+    }
+    .build()
+    .err()
+    .unwrap_or_default();
+    assert_eq!(
+        problems,
+        vec![
+            "`prefix` does not apply to preset stripe",
+            "`username` does not apply to preset stripe",
+            "tolerance: invalid duration `five minutes` (write e.g. 300s or 5m)",
+            "preset stripe needs `secret` or `secrets`",
+        ]
+    );
+}
+
+#[test]
+fn build_reports_secret_problems_without_values() {
+    std::env::remove_var("HG_T_UNSET_STRIPE_WEBHOOK_SECRET");
+    let problems = VerifySpec {
+        preset: Preset::StandardWebhooks,
+        secret: Some("whsec_literal_value_pasted_in".into()),
+        secrets: vec![
+            "${env:HG_T_UNSET_STRIPE_WEBHOOK_SECRET}".into(),
+            env_secret("HG_T_BAD_WHSEC", "whsec_not*base64"),
+        ],
+        ..Default::default()
+    }
+    .build()
+    .err()
+    .unwrap_or_default();
+    assert_eq!(
+        problems,
+        vec![
+            "secret: a literal secret is not allowed; write ${env:NAME} or ${file:/path}",
+            "secrets[0]: env var HG_T_UNSET_STRIPE_WEBHOOK_SECRET is not set",
+            "secrets[1]: not a Standard Webhooks secret (expected whsec_ followed by base64)",
+        ]
+    );
+    for p in &problems {
+        assert!(
+            !p.contains("literal_value") && !p.contains("not*base64"),
+            "{p}"
+        );
+    }
+}
+
+#[test]
+fn build_checks_preset_specific_options() {
+    let problems = |spec: VerifySpec| spec.build().err().unwrap_or_default();
+    let s = || Some(env_secret("HG_T_OPTS", "x"));
+    assert_eq!(
+        problems(VerifySpec {
+            preset: Preset::Hubspot,
+            secret: s(),
+            version: Some("v4".into()),
+            ..Default::default()
+        }),
+        vec!["version: must be v1, v2 or v3"]
+    );
+    assert_eq!(
+        problems(VerifySpec {
+            preset: Preset::Hubspot,
+            secret: s(),
+            version: Some("v1".into()),
+            tolerance: Some("1m".into()),
+            public_url: Some("https://x/y".into()),
+            ..Default::default()
+        }),
+        vec![
+            "`tolerance` applies to preset hubspot only with a signed timestamp",
+            "`public_url` applies to preset hubspot only when the URL is signed",
+        ]
+    );
+    assert_eq!(
+        problems(VerifySpec {
+            preset: Preset::Twilio,
+            secret: s(),
+            public_url: Some("ftp://x/?a".into()),
+            ..Default::default()
+        }),
+        vec!["public_url: must be an absolute http(s) URL without query or fragment"]
+    );
+    assert_eq!(
+        problems(VerifySpec {
+            preset: Preset::Hmac,
+            secret: s(),
+            algorithm: Some("md5".into()),
+            encoding: Some("b32".into()),
+            signed_content: Some("{timestamp}".into()),
+            ..Default::default()
+        }),
+        vec![
+            "preset hmac needs `header`",
+            "algorithm: must be sha1, sha256 or sha512",
+            "encoding: must be hex or base64",
+            "signed_content: must include {body}",
+            "signed_content: {timestamp} needs `timestamp_header`",
+        ]
+    );
+    assert_eq!(
+        problems(VerifySpec {
+            preset: Preset::Hmac,
+            secret: s(),
+            header: Some("X Bad".into()),
+            timestamp_header: Some("X-Ts".into()),
+            ..Default::default()
+        }),
+        vec![
+            "header: `X Bad` is not a valid header name",
+            "preset hmac needs `signed_content` when `timestamp_header` or `id_header` is set",
+        ]
+    );
+    assert_eq!(
+        problems(VerifySpec {
+            preset: Preset::Token,
+            secret: s(),
+            ..Default::default()
+        }),
+        vec!["preset token needs `header` or `param`"]
+    );
+    assert_eq!(
+        problems(VerifySpec {
+            preset: Preset::Token,
+            secret: s(),
+            param: Some("k".into()),
+            prefix: Some("Bearer ".into()),
+            ..Default::default()
+        }),
+        vec!["`prefix` applies to preset token only with `header`"]
+    );
+    assert_eq!(
+        problems(VerifySpec {
+            preset: Preset::Basic,
+            secret: s(),
+            password: Some("hunter2".into()),
+            ..Default::default()
+        }),
+        vec![
+            "`secret` does not apply to preset basic",
+            "preset basic needs `username`",
+            "password: a literal secret is not allowed; write ${env:NAME} or ${file:/path}",
+        ]
+    );
+    assert_eq!(
+        problems(VerifySpec {
+            preset: Preset::Slack,
+            secret: s(),
+            tolerance: Some("0s".into()),
+            ..Default::default()
+        }),
+        vec!["tolerance: must be more than zero"]
+    );
+}
+
+#[test]
+fn every_preset_builds_with_defaults() {
+    for p in [
+        Preset::Stripe,
+        Preset::StandardWebhooks,
+        Preset::Github,
+        Preset::Shopify,
+        Preset::Hubspot,
+        Preset::Typeform,
+        Preset::Calendly,
+        Preset::Slack,
+        Preset::Twilio,
+    ] {
+        let v = preset(p, "HG_T_EVERY", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+        assert_eq!(v.preset(), p);
+    }
+}
+
+#[test]
+fn verifier_debug_shows_no_secret() {
+    let v = preset(Preset::Stripe, "HG_T_DEBUG", "whsec_do_not_print_me");
+    let debug = format!("{v:?}");
+    assert!(!debug.contains("do_not_print_me"), "{debug}");
+    let v = build(VerifySpec {
+        preset: Preset::Basic,
+        username: Some("u".into()),
+        password: Some(env_secret("HG_T_DEBUG_PW", "pw_do_not_print_me")),
+        ..Default::default()
+    });
+    assert!(!format!("{v:?}").contains("do_not_print_me"));
+}
+
+#[test]
+fn yaml_spelling() {
+    let spec: VerifySpec = match serde_saphyr::from_str(
+        "preset: standard-webhooks\nsecrets: ['${env:A}', '${env:B}']\ntolerance: 5m\n",
+    ) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(spec.preset, Preset::StandardWebhooks);
+    assert_eq!(spec.secrets.len(), 2);
+    assert!(serde_saphyr::from_str::<VerifySpec>("preset: github\nsecret_ref: x\n").is_err());
+}
+
+#[test]
+fn check_validates_without_reading_secrets() {
+    std::env::remove_var("HG_T_CHECK_UNSET");
+    let spec = VerifySpec {
+        preset: Preset::Stripe,
+        secret: Some("${env:HG_T_CHECK_UNSET}".into()),
+        ..Default::default()
+    };
+    assert_eq!(spec.check(), Ok(()));
+    assert_eq!(
+        spec.build().err(),
+        Some(vec![
+            "secret: env var HG_T_CHECK_UNSET is not set".to_owned()
+        ])
+    );
+    let spec = VerifySpec {
+        preset: Preset::Basic,
+        username: Some("u".into()),
+        password: Some("literal".into()),
+        header: Some("X-Token".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        spec.check(),
+        Err(vec![
+            "`header` does not apply to preset basic".to_owned(),
+            "password: a literal secret is not allowed; write ${env:NAME} or ${file:/path}"
+                .to_owned(),
+        ])
+    );
+}
+
+#[test]
+fn module_doc_examples_parse_and_check() {
+    #[derive(serde::Deserialize)]
+    struct Source {
+        verify: VerifySpec,
+    }
+    let docs = include_str!("mod.rs");
+    let yaml: Vec<&str> = docs
+        .split("//! ```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("//! ```\n").next())
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
+        .collect();
+    let mut examples = Vec::new();
+    for line in yaml {
+        if line.starts_with("verify:") {
+            examples.push(line.to_owned());
+        } else if let Some(last) = examples.last_mut() {
+            last.push('\n');
+            last.push_str(line);
+        }
+    }
+    assert_eq!(examples.len(), 7);
+    for example in examples {
+        let source: Source = match serde_saphyr::from_str(&example) {
+            Ok(s) => s,
+            Err(e) => panic!("{example}: {e}"),
+        };
+        assert_eq!(source.verify.check(), Ok(()), "{example}");
+    }
+}
+
+#[test]
+fn verifier_is_shareable_across_tasks() {
+    fn assert_send_sync_clone<T: Send + Sync + Clone + 'static>() {}
+    assert_send_sync_clone::<Verifier>();
+    assert_send_sync_clone::<VerifyError>();
+}

@@ -1,0 +1,684 @@
+//! Every preset against an independent signer: the providers' own libraries (PyPI stripe,
+//! standardwebhooks, slack_sdk, twilio, hubspot-api-client; npm @octokit/webhooks-methods), or
+//! Python's stdlib where a provider publishes no signer (shopify, typeform, calendly, generic hmac)
+//! and `requests` for basic auth and tokens. Each preset must accept the peer's request and reject
+//! a wrong secret, one changed body byte, each missing header and (where the scheme has one) a
+//! timestamp outside the window.
+//!
+//! The peers live in `.peers/` (installed by `scripts/setup-peers`); without them these tests fail
+//! rather than skip, so a green run always means "checked against the real libraries".
+
+use hookgate::inbound::verify::{Preset, SignedRequest, Verifier, VerifySpec};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+const MISSING: &str = "peer libraries missing: run scripts/setup-peers";
+/// The fixed "now" of every test, in unix seconds.
+const NOW: i64 = 1_700_000_000;
+/// Outside the default 300 s window, in either direction.
+const SKEW: i64 = 400;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> String {
+    let path = root().join("tests/peers/fixtures").join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn now() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(NOW as u64)
+}
+
+/// Which independent implementation signs a case.
+#[derive(Clone, Copy)]
+enum Peer {
+    /// `tests/peers/sign.py` in `.peers/venv`.
+    Python,
+    /// `tests/peers/sign_github.mjs` with `.peers/node`.
+    Octokit,
+}
+
+/// A signed request as the peer produced it.
+struct Signed {
+    headers: Vec<(String, String)>,
+    /// The URL the peer signed, when it changes it (twilio JSON adds `bodySHA256`).
+    url: Option<String>,
+}
+
+impl Peer {
+    /// Sign a batch of requests (one process per batch: library imports are slow).
+    fn sign(self, requests: &[Value]) -> Vec<Signed> {
+        let mut command = match self {
+            Peer::Python => {
+                let python = root().join(".peers/venv/bin/python");
+                assert!(python.exists(), "{MISSING}");
+                let mut c = Command::new(python);
+                c.arg(root().join("tests/peers/sign.py"));
+                c
+            }
+            Peer::Octokit => {
+                let node_dir = root().join(".peers/node");
+                assert!(
+                    node_dir
+                        .join("node_modules/@octokit/webhooks-methods")
+                        .exists(),
+                    "{MISSING}"
+                );
+                let script = std::fs::read_to_string(root().join("tests/peers/sign_github.mjs"))
+                    .unwrap_or_else(|e| panic!("sign_github.mjs: {e}"));
+                let mut c = Command::new("node");
+                c.args(["--input-type=module", "-e", &script])
+                    .current_dir(node_dir);
+                c
+            }
+        };
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{MISSING} ({e})"));
+        let input = serde_json::to_vec(requests).unwrap_or_default();
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(&input)
+                .unwrap_or_else(|e| panic!("peer stdin: {e}"));
+        }
+        let out = child
+            .wait_with_output()
+            .unwrap_or_else(|e| panic!("peer: {e}"));
+        assert!(
+            out.status.success(),
+            "peer failed ({MISSING}?): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let results: Vec<Value> = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("peer output is not JSON: {e}"));
+        results
+            .into_iter()
+            .map(|r| Signed {
+                headers: r["headers"]
+                    .as_object()
+                    .map(|h| {
+                        h.iter()
+                            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                url: r["url"].as_str().map(str::to_owned),
+            })
+            .collect()
+    }
+}
+
+/// Unit of the signed timestamp, for schemes with a replay window.
+#[derive(Clone, Copy)]
+enum Window {
+    Seconds,
+    Millis,
+}
+
+/// One preset configuration and the request to sign.
+struct Case {
+    name: &'static str,
+    /// The source's `verify:` block; the secret comes from env var `HG_PEER_<NAME>`.
+    spec: VerifySpec,
+    peer: Peer,
+    /// Extra fields for the peer (preset, version, id, json, ...).
+    sign: Value,
+    secret: &'static str,
+    wrong_secret: &'static str,
+    method: &'static str,
+    /// The URL as hookgate receives it.
+    url: String,
+    /// The URL the peer is told the sender signs (defaults to `url`).
+    signed_url: Option<String>,
+    body: String,
+    /// Headers whose absence must be reported as `missing_header`.
+    required: &'static [&'static str],
+    window: Option<Window>,
+}
+
+impl Case {
+    fn new(name: &'static str, preset: Preset, peer: Peer, body: String) -> Case {
+        Case {
+            name,
+            spec: VerifySpec {
+                preset,
+                ..Default::default()
+            },
+            peer,
+            sign: json!({ "preset": preset.name() }),
+            secret: "peer-test-secret-0123456789",
+            wrong_secret: "peer-test-secret-0123456780",
+            method: "POST",
+            url: "http://127.0.0.1:8080/webhooks/peer".to_owned(),
+            signed_url: None,
+            body,
+            required: &[],
+            window: None,
+        }
+    }
+
+    fn signing_request(&self, secret: &str, ts_seconds: i64) -> Value {
+        let timestamp = match self.window {
+            Some(Window::Millis) => ts_seconds * 1000 + 123,
+            _ => ts_seconds,
+        };
+        let mut r = self.sign.clone();
+        r["secret"] = json!(secret);
+        r["body"] = json!(self.body);
+        r["method"] = json!(self.method);
+        r["url"] = json!(self.signed_url.as_deref().unwrap_or(&self.url));
+        r["timestamp"] = json!(timestamp);
+        r
+    }
+
+    /// Build the verifier with the secret in an env var, as in production.
+    fn verifier(&self) -> Verifier {
+        let var = format!(
+            "HG_PEER_{}",
+            self.name.to_ascii_uppercase().replace('-', "_")
+        );
+        std::env::set_var(&var, self.secret);
+        let mut spec = self.spec.clone();
+        if spec.password.is_none() {
+            spec.secret = Some(format!("${{env:{var}}}"));
+        } else {
+            spec.password = Some(format!("${{env:{var}}}"));
+        }
+        spec.build()
+            .unwrap_or_else(|p| panic!("{}: build failed: {p:?}", self.name))
+    }
+
+    fn verify(
+        &self,
+        v: &Verifier,
+        signed: &Signed,
+        body: &str,
+        skip_header: Option<&str>,
+    ) -> &'static str {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &signed.headers {
+            if Some(name.as_str()) == skip_header {
+                continue;
+            }
+            let (Ok(n), Ok(val)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) else {
+                panic!("{}: peer produced an invalid header {name}", self.name);
+            };
+            headers.append(n, val);
+        }
+        // Twilio JSON: the peer added bodySHA256 to the URL it signed; hookgate receives that URL.
+        let url = match (&signed.url, &self.signed_url) {
+            (Some(u), None) => u.clone(),
+            _ => self.url.clone(),
+        };
+        let req = SignedRequest {
+            method: self.method,
+            url: &url,
+            headers: &headers,
+            body: body.as_bytes(),
+        };
+        match v.verify(&req, now()) {
+            Ok(()) => "ok",
+            Err(e) => {
+                assert!(!e.to_string().contains(self.secret), "secret in error");
+                e.reason()
+            }
+        }
+    }
+
+    /// The full conformance run for one preset configuration.
+    fn run(self) {
+        let verifier = self.verifier();
+        let mut batch = vec![
+            self.signing_request(self.secret, NOW),
+            self.signing_request(self.wrong_secret, NOW),
+        ];
+        if self.window.is_some() {
+            batch.push(self.signing_request(self.secret, NOW - SKEW));
+            batch.push(self.signing_request(self.secret, NOW + SKEW));
+        }
+        let signed = self.peer.sign(&batch);
+        assert_eq!(
+            signed.len(),
+            batch.len(),
+            "{}: peer answered short",
+            self.name
+        );
+        let name = self.name;
+
+        assert_eq!(
+            self.verify(&verifier, &signed[0], &self.body, None),
+            "ok",
+            "{name}: genuine request"
+        );
+        assert_eq!(
+            self.verify(&verifier, &signed[1], &self.body, None),
+            "mismatch",
+            "{name}: wrong secret"
+        );
+        assert_eq!(
+            self.verify(&verifier, &signed[0], &change_one_byte(&self.body), None),
+            "mismatch",
+            "{name}: one changed body byte"
+        );
+        for header in self.required {
+            assert!(
+                signed[0]
+                    .headers
+                    .iter()
+                    .any(|(h, _)| h.eq_ignore_ascii_case(header)),
+                "{name}: the peer did not send {header}"
+            );
+            assert_eq!(
+                self.verify(&verifier, &signed[0], &self.body, Some(header)),
+                "missing_header",
+                "{name}: without {header}"
+            );
+        }
+        if self.window.is_some() {
+            assert_eq!(
+                self.verify(&verifier, &signed[2], &self.body, None),
+                "stale",
+                "{name}: too old"
+            );
+            assert_eq!(
+                self.verify(&verifier, &signed[3], &self.body, None),
+                "stale",
+                "{name}: too far in the future"
+            );
+        }
+    }
+}
+
+/// Change one alphanumeric byte in the middle of the body (keeps it valid UTF-8 and, for form
+/// bodies, keeps the structure: only a value changes).
+fn change_one_byte(body: &str) -> String {
+    let mut bytes = body.as_bytes().to_vec();
+    let mid = bytes.len() / 2;
+    let i = (mid..bytes.len())
+        .chain(0..mid)
+        .find(|&i| bytes[i].is_ascii_alphanumeric())
+        .unwrap_or_else(|| panic!("body without alphanumeric bytes"));
+    bytes[i] = if bytes[i] == b'a' { b'b' } else { b'a' };
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
+const FORM: &str = "AccountSid=AC123&Body=H%C3%A9llo+w%C3%B6rld+%2B+%F0%9F%91%8B&From=%2B15551234567&MediaUrl=https%3A%2F%2Fexample.com%2Fa&MediaUrl=https%3A%2F%2Fexample.com%2F0&To=%2B15557654321&Empty=";
+
+fn json_body() -> String {
+    // Unicode, escapes, whitespace and a trailing newline: signatures cover the raw bytes.
+    "{\n  \"event\": \"form_response\",\n  \"text\": \"caf\u{e9} \u{1f44b} \\\"quoted\\\"\",\n  \"n\": 1.50 \n}\n".to_owned()
+}
+
+#[test]
+fn stripe_with_stripe_python() {
+    let mut c = Case::new(
+        "stripe",
+        Preset::Stripe,
+        Peer::Python,
+        fixture("stripe-customer-event.json"),
+    );
+    c.secret = "whsec_test_6f1aB2cD3eF4gH5iJ6kL7mN8oP9qR0sT";
+    c.wrong_secret = "whsec_test_6f1aB2cD3eF4gH5iJ6kL7mN8oP9qR0sU";
+    c.required = &["Stripe-Signature"];
+    c.window = Some(Window::Seconds);
+    c.run();
+}
+
+#[test]
+fn standard_webhooks_with_standardwebhooks_python() {
+    let mut c = Case::new(
+        "standard-webhooks",
+        Preset::StandardWebhooks,
+        Peer::Python,
+        json_body(),
+    );
+    c.secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    c.wrong_secret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+    c.sign["id"] = json!("msg_2Lz8XyZ0aB1cD2eF3gH4iJ5kL6m");
+    c.required = &["webhook-id", "webhook-timestamp", "webhook-signature"];
+    c.window = Some(Window::Seconds);
+    c.run();
+}
+
+#[test]
+fn github_with_octokit_webhooks_methods() {
+    let mut c = Case::new("github", Preset::Github, Peer::Octokit, json_body());
+    c.required = &["X-Hub-Signature-256"];
+    c.run();
+}
+
+#[test]
+fn shopify_with_stdlib_hmac() {
+    let mut c = Case::new(
+        "shopify",
+        Preset::Shopify,
+        Peer::Python,
+        fixture("shopify-customer.json"),
+    );
+    c.required = &["X-Shopify-Hmac-Sha256"];
+    c.run();
+}
+
+#[test]
+fn typeform_with_stdlib_hmac() {
+    let mut c = Case::new("typeform", Preset::Typeform, Peer::Python, json_body());
+    c.required = &["Typeform-Signature"];
+    c.run();
+}
+
+#[test]
+fn calendly_with_stdlib_hmac() {
+    let mut c = Case::new("calendly", Preset::Calendly, Peer::Python, json_body());
+    c.required = &["Calendly-Webhook-Signature"];
+    c.window = Some(Window::Seconds);
+    c.run();
+}
+
+#[test]
+fn slack_with_slack_sdk() {
+    let mut c = Case::new(
+        "slack",
+        Preset::Slack,
+        Peer::Python,
+        "token=xyz&team_id=T1&command=%2Fweather&text=94070+%C3%A9".to_owned(),
+    );
+    c.required = &["X-Slack-Signature", "X-Slack-Request-Timestamp"];
+    c.window = Some(Window::Seconds);
+    c.run();
+}
+
+#[test]
+fn twilio_form_with_twilio_python() {
+    let mut c = Case::new("twilio-form", Preset::Twilio, Peer::Python, FORM.to_owned());
+    c.url = "https://hooks.example.com/webhooks/sms?tenant=a%20b&x=1".to_owned();
+    c.required = &["X-Twilio-Signature"];
+    c.run();
+}
+
+#[test]
+fn twilio_json_with_twilio_python() {
+    let mut c = Case::new("twilio-json", Preset::Twilio, Peer::Python, json_body());
+    c.url = "https://hooks.example.com/webhooks/flow".to_owned();
+    c.sign["json"] = json!(true);
+    c.required = &["X-Twilio-Signature"];
+    c.run();
+}
+
+#[test]
+fn twilio_behind_a_proxy_with_public_url() {
+    let mut c = Case::new(
+        "twilio-proxy",
+        Preset::Twilio,
+        Peer::Python,
+        FORM.to_owned(),
+    );
+    c.spec.public_url = Some("https://hooks.example.com/webhooks/sms".to_owned());
+    c.url = "http://10.0.0.7:8080/webhooks/sms?tenant=7".to_owned();
+    c.signed_url = Some("https://hooks.example.com/webhooks/sms?tenant=7".to_owned());
+    c.required = &["X-Twilio-Signature"];
+    c.run();
+}
+
+#[test]
+fn hubspot_v1_with_hubspot_api_client() {
+    let mut c = Case::new("hubspot-v1", Preset::Hubspot, Peer::Python, json_body());
+    c.spec.version = Some("v1".to_owned());
+    c.sign["version"] = json!("v1");
+    c.required = &["X-HubSpot-Signature"];
+    c.run();
+}
+
+#[test]
+fn hubspot_v2_with_hubspot_api_client() {
+    let mut c = Case::new("hubspot-v2", Preset::Hubspot, Peer::Python, json_body());
+    c.spec.version = Some("v2".to_owned());
+    c.sign["version"] = json!("v2");
+    c.url = "https://hooks.example.com/webhooks/hubspot?portal=62515".to_owned();
+    c.required = &["X-HubSpot-Signature"];
+    c.run();
+}
+
+#[test]
+fn hubspot_v3_with_hubspot_api_client() {
+    let mut c = Case::new("hubspot-v3", Preset::Hubspot, Peer::Python, json_body());
+    c.spec.public_url = Some("https://hooks.example.com/webhooks/hubspot".to_owned());
+    c.url = "http://127.0.0.1:8080/webhooks/hubspot?from=a%3Ab%40c&q=%20x".to_owned();
+    // HubSpot signs the URI with %3A, %40 (and the other listed escapes) decoded.
+    c.signed_url = Some("https://hooks.example.com/webhooks/hubspot?from=a:b@c&q=%20x".to_owned());
+    c.sign["version"] = json!("v3");
+    c.required = &["X-HubSpot-Signature-v3", "X-HubSpot-Request-Timestamp"];
+    c.window = Some(Window::Millis);
+    c.run();
+}
+
+#[test]
+fn generic_hmac_with_stdlib_hmac() {
+    for (name, algorithm, encoding) in [
+        ("hmac-sha256-hex", "sha256", "hex"),
+        ("hmac-sha512-base64", "sha512", "base64"),
+        ("hmac-sha1-hex", "sha1", "hex"),
+    ] {
+        let mut c = Case::new(
+            name,
+            Preset::Hmac,
+            Peer::Python,
+            fixture("brevo-delivered.json"),
+        );
+        c.spec.header = Some("X-Webhook-Signature".to_owned());
+        c.spec.prefix = Some(format!("{algorithm}="));
+        c.spec.algorithm = Some(algorithm.to_owned());
+        c.spec.encoding = Some(encoding.to_owned());
+        c.spec.timestamp_header = Some("X-Webhook-Timestamp".to_owned());
+        c.spec.id_header = Some("X-Webhook-Id".to_owned());
+        c.spec.signed_content = Some("{id}.{timestamp}.{method}.{body}".to_owned());
+        c.sign = json!({
+            "preset": "hmac", "header": "X-Webhook-Signature", "prefix": format!("{algorithm}="),
+            "algorithm": algorithm, "encoding": encoding, "timestamp_header": "X-Webhook-Timestamp",
+            "id_header": "X-Webhook-Id", "id": "evt_42",
+            "signed_content": "{id}.{timestamp}.{method}.{body}",
+        });
+        c.required = &["X-Webhook-Signature", "X-Webhook-Timestamp", "X-Webhook-Id"];
+        c.window = Some(Window::Seconds);
+        c.run();
+    }
+}
+
+/// Basic auth and tokens are not signatures: the "wrong secret" is a wrong password or token and
+/// the body is not covered, so these run their own checks with `requests` building the request.
+#[test]
+fn basic_and_token_with_requests() {
+    let body = fixture("brevo-delivered.json");
+    let batch = [
+        json!({"preset": "basic", "username": "brevo", "secret": "p@ss:w0rd é"}),
+        json!({"preset": "basic", "username": "brevo", "secret": "p@ss:w0rd e"}),
+        json!({"preset": "token", "header": "Authorization", "prefix": "Bearer ", "secret": "tok_9f8e7d"}),
+        json!({"preset": "token", "header": "Authorization", "prefix": "Bearer ", "secret": "tok_9f8e7e"}),
+        json!({"preset": "token", "param": "key", "secret": "k&y=1 +/é", "url": "https://hooks.example.com/webhooks/brevo?x=1"}),
+        json!({"preset": "token", "param": "key", "secret": "k&y=1 +/e", "url": "https://hooks.example.com/webhooks/brevo?x=1"}),
+    ];
+    let signed = Peer::Python.sign(&batch);
+    let check = |spec: VerifySpec, secret: &str, var: &str, s: &Signed| {
+        std::env::set_var(var, secret);
+        let mut spec = spec;
+        let reference = format!("${{env:{var}}}");
+        if spec.preset == Preset::Basic {
+            spec.password = Some(reference);
+        } else {
+            spec.secret = Some(reference);
+        }
+        let v = spec.build().unwrap_or_else(|p| panic!("{p:?}"));
+        let mut headers = HeaderMap::new();
+        for (n, val) in &s.headers {
+            if let (Ok(n), Ok(val)) = (
+                HeaderName::from_bytes(n.as_bytes()),
+                HeaderValue::from_str(val),
+            ) {
+                headers.append(n, val);
+            }
+        }
+        let url = s
+            .url
+            .clone()
+            .unwrap_or_else(|| "http://127.0.0.1/webhooks/brevo".to_owned());
+        let req = SignedRequest {
+            method: "POST",
+            url: &url,
+            headers: &headers,
+            body: body.as_bytes(),
+        };
+        let empty = HeaderMap::new();
+        let bare = SignedRequest {
+            method: "POST",
+            url: "http://127.0.0.1/webhooks/brevo",
+            headers: &empty,
+            body: body.as_bytes(),
+        };
+        (
+            v.verify(&req, now()).map_err(|e| e.reason()),
+            v.verify(&bare, now()).map_err(|e| e.reason()),
+        )
+    };
+    let basic = VerifySpec {
+        preset: Preset::Basic,
+        username: Some("brevo".to_owned()),
+        ..Default::default()
+    };
+    let header = VerifySpec {
+        preset: Preset::Token,
+        header: Some("Authorization".to_owned()),
+        prefix: Some("Bearer ".to_owned()),
+        ..Default::default()
+    };
+    let param = VerifySpec {
+        preset: Preset::Token,
+        param: Some("key".to_owned()),
+        ..Default::default()
+    };
+    for (spec, secret, var, i) in [
+        (basic, "p@ss:w0rd é", "HG_PEER_BASIC", 0),
+        (header, "tok_9f8e7d", "HG_PEER_TOKEN_HEADER", 2),
+        (param, "k&y=1 +/é", "HG_PEER_TOKEN_PARAM", 4),
+    ] {
+        assert_eq!(
+            check(spec.clone(), secret, var, &signed[i]),
+            (Ok(()), Err("missing_header")),
+            "{var}"
+        );
+        assert_eq!(
+            check(spec, secret, var, &signed[i + 1]).0,
+            Err("bad_credentials"),
+            "{var} wrong"
+        );
+    }
+}
+
+/// In-process checks that need no peers: the crates.io `standardwebhooks` signer over arbitrary
+/// bodies, and arbitrary signature headers for every preset (never a panic, never an accept).
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SW_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn sw_verifier() -> Verifier {
+        std::env::set_var("HG_PROP_SW", SW_SECRET);
+        VerifySpec {
+            preset: Preset::StandardWebhooks,
+            secret: Some("${env:HG_PROP_SW}".to_owned()),
+            ..Default::default()
+        }
+        .build()
+        .unwrap_or_else(|p| panic!("{p:?}"))
+    }
+
+    fn sw_headers(id: &str, ts: i64, sig: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            ("webhook-id", id.to_owned()),
+            ("webhook-timestamp", ts.to_string()),
+            ("webhook-signature", sig.to_owned()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(&v) {
+                h.insert(n, v);
+            }
+        }
+        h
+    }
+
+    proptest! {
+        #[test]
+        fn standard_webhooks_crate_signatures_verify(
+            body in any::<String>(),
+            id in "msg_[A-Za-z0-9]{1,32}",
+            skew in -300i64..=300,
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let v = sw_verifier();
+            let peer = standardwebhooks::Webhook::new(SW_SECRET)
+                .unwrap_or_else(|e| panic!("{e}"));
+            let ts = NOW + skew;
+            let sig = peer.sign(&id, ts, body.as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+            let headers = sw_headers(&id, ts, &sig);
+            let req = SignedRequest { method: "POST", url: "http://h/w", headers: &headers, body: body.as_bytes() };
+            prop_assert_eq!(v.verify(&req, now()), Ok(()));
+
+            // Any single changed byte is refused.
+            let mut changed = body.clone().into_bytes();
+            if !changed.is_empty() {
+                let i = flip.index(changed.len());
+                changed[i] ^= 0x01;
+                let req = SignedRequest { body: &changed, ..req };
+                prop_assert_eq!(v.verify(&req, now()).map_err(|e| e.reason()), Err("mismatch"));
+            }
+        }
+
+        #[test]
+        fn arbitrary_signature_headers_are_refused_without_panic(
+            value in "[ -~]{0,200}",
+            ts in "[0-9]{0,25}",
+        ) {
+            let cases: [(Preset, &[&str]); 9] = [
+                (Preset::Stripe, &["Stripe-Signature"]),
+                (Preset::Calendly, &["Calendly-Webhook-Signature"]),
+                (Preset::StandardWebhooks, &["webhook-signature", "webhook-id"]),
+                (Preset::Github, &["X-Hub-Signature-256"]),
+                (Preset::Shopify, &["X-Shopify-Hmac-Sha256"]),
+                (Preset::Typeform, &["Typeform-Signature"]),
+                (Preset::Slack, &["X-Slack-Signature"]),
+                (Preset::Hubspot, &["X-HubSpot-Signature-v3"]),
+                (Preset::Twilio, &["X-Twilio-Signature", "X-Twilio-Webhooks-Signature-Settings"]),
+            ];
+            std::env::set_var("HG_PROP_ANY", SW_SECRET);
+            for (preset, names) in cases {
+                let v = VerifySpec { preset, secret: Some("${env:HG_PROP_ANY}".to_owned()), ..Default::default() }
+                    .build()
+                    .unwrap_or_else(|p| panic!("{p:?}"));
+                let mut headers = HeaderMap::new();
+                for name in names {
+                    if let (Ok(n), Ok(val)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+                        headers.insert(n, val);
+                    }
+                }
+                for name in ["webhook-timestamp", "x-slack-request-timestamp", "x-hubspot-request-timestamp"] {
+                    if let Ok(val) = HeaderValue::from_str(&ts) {
+                        headers.insert(name, val);
+                    }
+                }
+                let req = SignedRequest { method: "POST", url: "https://h/w?bodySHA256=00", headers: &headers, body: b"{}" };
+                prop_assert!(v.verify(&req, now()).is_err(), "{} accepted {:?}", preset.name(), value);
+            }
+        }
+    }
+}
