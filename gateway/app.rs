@@ -49,7 +49,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let _ = crate::telemetry::metrics();
-    if std::env::var("HG_TEST_LOG").is_ok() { crate::telemetry::init(&cfg.log); }
+    if std::env::var("HG_TEST_LOG").is_ok() {
+        crate::telemetry::init(&cfg.log);
+    }
     let store = Store::connect(
         &cfg.redis_url,
         &cfg.key_prefix,

@@ -134,6 +134,10 @@ impl Store {
         rec: &InboundRecord<'_>,
         dedup_ttl: Duration,
     ) -> Result<Stored, StoreError> {
+        let _permit = tokio::time::timeout(self.wait, self.inflight.acquire())
+            .await
+            .map_err(|_| StoreError::Busy)?
+            .map_err(|_| StoreError::Busy)?;
         match self.store_once(rec, dedup_ttl).await {
             Err(e) if e.is_connection_dropped() || e.is_io_error() => {
                 tracing::warn!(error = %e, "redis connection dropped while storing; retrying once");

@@ -17,8 +17,14 @@ async fn stripe_gateway(redis: &Redis, cfg: &str) -> (Gateway, tempfile::TempDir
     (gw, secrets)
 }
 
-async fn send_signed(c: &reqwest::Client, url: &str, evt: &str) -> Result<(u16, Value), reqwest::Error> {
-    let body = format!(r#"{{"id":"{evt}","object":"event","type":"customer.created","data":{{"object":{{"email":"a@example.org"}}}}}}"#);
+async fn send_signed(
+    c: &reqwest::Client,
+    url: &str,
+    evt: &str,
+) -> Result<(u16, Value), reqwest::Error> {
+    let body = format!(
+        r#"{{"id":"{evt}","object":"event","type":"customer.created","data":{{"object":{{"email":"a@example.org"}}}}}}"#
+    );
     let sig = stripe_header(SECRET, body.as_bytes(), now_secs());
     let r = c
         .post(url)
@@ -47,7 +53,9 @@ async fn ten_thousand_concurrent_signed_requests_are_all_stored() {
     let mut tasks = Vec::with_capacity(10_000);
     for i in 0..10_000 {
         let (c, url) = (c.clone(), url.clone());
-        tasks.push(tokio::spawn(async move { send_signed(&c, &url, &format!("evt_{i:05}")).await }));
+        tasks.push(tokio::spawn(async move {
+            send_signed(&c, &url, &format!("evt_{i:05}")).await
+        }));
     }
     let mut accepted = 0;
     for t in tasks {
@@ -68,7 +76,11 @@ async fn ten_thousand_concurrent_signed_requests_are_all_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_down_answers_503_and_recovers_without_restart() {
     let mut redis = Redis::start();
-    let (gw, _s) = stripe_gateway(&redis, "redis: { response_timeout: 500ms, connect_timeout: 300ms }\n").await;
+    let (gw, _s) = stripe_gateway(
+        &redis,
+        "redis: { response_timeout: 500ms, connect_timeout: 300ms }\n",
+    )
+    .await;
     let c = client();
     let url = gw.url("stripe");
     assert_eq!(send_signed(&c, &url, "evt_before").await.unwrap().0, 202);
@@ -76,13 +88,19 @@ async fn redis_down_answers_503_and_recovers_without_restart() {
     let r = c
         .post(&url)
         .header("content-type", "application/json")
-        .header("stripe-signature", stripe_header(SECRET, b"{\"id\":\"evt_down\"}", now_secs()))
+        .header(
+            "stripe-signature",
+            stripe_header(SECRET, b"{\"id\":\"evt_down\"}", now_secs()),
+        )
         .body("{\"id\":\"evt_down\"}")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 503);
-    assert!(r.headers().get("retry-after").is_some(), "503 tells the sender when to retry");
+    assert!(
+        r.headers().get("retry-after").is_some(),
+        "503 tells the sender when to retry"
+    );
     redis.restart();
     let mut status = 0;
     for _ in 0..100 {
@@ -101,7 +119,11 @@ async fn redis_down_answers_503_and_recovers_without_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_killed_mid_run_loses_nothing_acknowledged() {
     let mut redis = Redis::start_durable();
-    let (gw, _s) = stripe_gateway(&redis, "redis: { response_timeout: 500ms, connect_timeout: 300ms }\n").await;
+    let (gw, _s) = stripe_gateway(
+        &redis,
+        "redis: { response_timeout: 500ms, connect_timeout: 300ms }\n",
+    )
+    .await;
     let c = client();
     let url = gw.url("stripe");
     let sent = Arc::new(tokio::sync::Semaphore::new(64));
@@ -137,8 +159,20 @@ async fn redis_killed_mid_run_loses_nothing_acknowledged() {
     }
     let stored: HashSet<String> = stored_event_ids(&redis).into_iter().collect();
     let lost: Vec<_> = ok.difference(&stored).collect();
-    assert!(lost.is_empty(), "{} acknowledged events missing after the restart: {:?}", lost.len(), &lost[..lost.len().min(5)]);
-    assert!(unavailable > 0, "the outage was not observed; the test proved nothing");
-    assert!(ok.len() > 800, "most requests succeeded ({} ok, {unavailable} 503)", ok.len());
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events missing after the restart: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert!(
+        unavailable > 0,
+        "the outage was not observed; the test proved nothing"
+    );
+    assert!(
+        ok.len() > 800,
+        "most requests succeeded ({} ok, {unavailable} 503)",
+        ok.len()
+    );
     println!("{} accepted, {unavailable} answered 503, 0 lost", ok.len());
 }

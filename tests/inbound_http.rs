@@ -6,11 +6,25 @@ use serde_json::{json, Value};
 
 const OPEN: &str = "source: open\nallow_ips: [127.0.0.0/8, \"::1/128\"]\ndedup: { id: $.id }\n";
 
-async fn post(c: &reqwest::Client, url: &str, ct: &str, body: impl Into<reqwest::Body>) -> (u16, Value) {
-    let r = c.post(url).header("content-type", ct).body(body).send().await.expect("request");
+async fn post(
+    c: &reqwest::Client,
+    url: &str,
+    ct: &str,
+    body: impl Into<reqwest::Body>,
+) -> (u16, Value) {
+    let r = c
+        .post(url)
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .expect("request");
     let status = r.status().as_u16();
     let text = r.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -36,35 +50,74 @@ async fn statuses_and_one_line_reasons() {
     let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
     let (s, b) = post(&c, &gw.url("open"), "application/json", deep).await;
     assert_eq!(s, 400);
-    assert!(b["message"].as_str().unwrap().contains("deeper than 64"), "{b}");
-    let ok_depth = format!("{{\"id\":\"deep64\",\"a\":{}{}}}", "[".repeat(63), "]".repeat(63));
-    assert_eq!(post(&c, &gw.url("open"), "application/json", ok_depth).await.0, 202);
+    assert!(
+        b["message"].as_str().unwrap().contains("deeper than 64"),
+        "{b}"
+    );
+    let ok_depth = format!(
+        "{{\"id\":\"deep64\",\"a\":{}{}}}",
+        "[".repeat(63),
+        "]".repeat(63)
+    );
+    assert_eq!(
+        post(&c, &gw.url("open"), "application/json", ok_depth)
+            .await
+            .0,
+        202
+    );
 
     // 1 MiB default: declared too large, and streamed too large without a length
     let big = vec![b' '; 1024 * 1024 + 1];
     let (s, b) = post(&c, &gw.url("open"), "application/json", big.clone()).await;
     assert_eq!((s, b["error"].as_str()), (413, Some("too_large")));
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
     let stream = reqwest::Body::wrap_stream(futures_stream(chunks));
     let (s, _) = post(&c, &gw.url("open"), "application/json", stream).await;
     assert_eq!(s, 413, "streamed body over the limit");
     // per-source override
-    let (s, _) = post(&c, &gw.url("small"), "application/json", format!("{{\"p\":\"{}\"}}", "x".repeat(1100))).await;
+    let (s, _) = post(
+        &c,
+        &gw.url("small"),
+        "application/json",
+        format!("{{\"p\":\"{}\"}}", "x".repeat(1100)),
+    )
+    .await;
     assert_eq!(s, 413);
-    assert_eq!(post(&c, &gw.url("small"), "application/json", "{\"p\":1}").await.0, 202);
+    assert_eq!(
+        post(&c, &gw.url("small"), "application/json", "{\"p\":1}")
+            .await
+            .0,
+        202
+    );
 
     // too many headers
-    let mut req = c.post(gw.url("open")).header("content-type", "application/json");
+    let mut req = c
+        .post(gw.url("open"))
+        .header("content-type", "application/json");
     for i in 0..120 {
         req = req.header(format!("x-h{i}"), "v");
     }
     let r = req.body("{}").send().await;
-    assert!(r.map(|r| r.status().as_u16() == 431).unwrap_or(true), "header flood refused");
+    assert!(
+        r.map(|r| r.status().as_u16() == 431).unwrap_or(true),
+        "header flood refused"
+    );
 
     // every refusal counted by status
-    let m = c.get(format!("http://{}/metrics", gw.admin)).send().await.unwrap().text().await.unwrap();
+    let m = c
+        .get(format!("http://{}/metrics", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for status in ["404", "415", "400", "413", "202"] {
-        assert!(m.contains(&format!("status=\"{status}\"")), "metrics lack status {status}:\n{m}");
+        assert!(
+            m.contains(&format!("status=\"{status}\"")),
+            "metrics lack status {status}:\n{m}"
+        );
     }
     gw.stop().await.unwrap();
 }
@@ -90,18 +143,28 @@ async fn stored_entry_keeps_raw_body_and_drops_credentials() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 202);
-    let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let entries = inbound_entries(&redis, "hookgate");
     assert_eq!(entries.len(), 1);
     let (eid, f) = &entries[0];
     assert_eq!(eid, &id, "202 returns the stream id");
-    assert_eq!(f["body"], body.as_bytes(), "raw bytes, not a re-serialisation");
+    assert_eq!(
+        f["body"],
+        body.as_bytes(),
+        "raw bytes, not a re-serialisation"
+    );
     assert_eq!(f["source"], b"open");
     assert_eq!(f["event_id"], b"evt_raw");
     assert_eq!(f["client_ip"], b"127.0.0.1");
     let headers: Value = serde_json::from_slice(&f["headers"]).unwrap();
     assert_eq!(headers["x-shopify-topic"], "orders/create");
-    assert!(headers.get("authorization").is_none(), "credentials never stored: {headers}");
+    assert!(
+        headers.get("authorization").is_none(),
+        "credentials never stored: {headers}"
+    );
     assert!(!f["request_id"].is_empty());
 }
 
@@ -130,7 +193,9 @@ async fn redelivered_id_is_stored_once_even_concurrently() {
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let (c, url) = (c.clone(), gw.url("open"));
-        tasks.push(tokio::spawn(async move { post(&c, &url, "application/json", "{\"id\":\"evt_same\"}").await }));
+        tasks.push(tokio::spawn(async move {
+            post(&c, &url, "application/json", "{\"id\":\"evt_same\"}").await
+        }));
     }
     let mut statuses = Vec::new();
     let mut ids = std::collections::HashSet::new();
@@ -139,7 +204,11 @@ async fn redelivered_id_is_stored_once_even_concurrently() {
         statuses.push(s);
         ids.insert(b["id"].as_str().unwrap().to_string());
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 202).count(), 1, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 202).count(),
+        1,
+        "{statuses:?}"
+    );
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 49);
     assert_eq!(ids.len(), 1, "duplicates answer with the original id");
     assert_eq!(inbound_entries(&redis, "hookgate").len(), 1);
@@ -159,16 +228,36 @@ async fn source_ip_allowlist() {
     let gw = Gateway::start(&redis, &files, "").await;
     let (s, b) = post(&c, &gw.url("ten"), ct, "{}").await;
     assert_eq!((s, b["error"].as_str()), (403, Some("ip_not_allowed")));
-    let r = c.post(gw.url("ten")).header("content-type", ct).header("x-forwarded-for", "10.1.1.1").body("{}").send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 403, "spoofed X-Forwarded-For from an untrusted peer");
+    let r = c
+        .post(gw.url("ten"))
+        .header("content-type", ct)
+        .header("x-forwarded-for", "10.1.1.1")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        403,
+        "spoofed X-Forwarded-For from an untrusted peer"
+    );
     assert_eq!(post(&c, &gw.url("v4only"), ct, "{}").await.0, 202);
-    assert_eq!(post(&c, &gw.url("v6only"), ct, "{}").await.0, 403, "IPv4 client, IPv6-only list");
+    assert_eq!(
+        post(&c, &gw.url("v6only"), ct, "{}").await.0,
+        403,
+        "IPv4 client, IPv6-only list"
+    );
     // over IPv6 loopback
     let v6url = format!("http://[::1]:{}/webhooks/", gw.addr.port());
     drop(gw);
 
     // a trusted proxy chain: the right-most address that is not a trusted proxy is the client
-    let gw = Gateway::start(&redis, &files, "trusted_proxies: [127.0.0.0/8, 10.9.0.0/16]\n").await;
+    let gw = Gateway::start(
+        &redis,
+        &files,
+        "trusted_proxies: [127.0.0.0/8, 10.9.0.0/16]\n",
+    )
+    .await;
     let r = c
         .post(gw.url("ten"))
         .header("content-type", ct)
@@ -180,8 +269,19 @@ async fn source_ip_allowlist() {
     assert_eq!(r.status().as_u16(), 202);
     let last = inbound_entries(&redis, "hookgate").pop().unwrap();
     assert_eq!(last.1["client_ip"], b"10.1.2.3");
-    let r = c.post(gw.url("ten")).header("content-type", ct).header("x-forwarded-for", "10.1.2.3, 8.8.8.8").body("{}").send().await.unwrap();
-    assert_eq!(r.status().as_u16(), 403, "an untrusted hop after the claimed client wins");
+    let r = c
+        .post(gw.url("ten"))
+        .header("content-type", ct)
+        .header("x-forwarded-for", "10.1.2.3, 8.8.8.8")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        403,
+        "an untrusted hop after the claimed client wins"
+    );
     drop(gw);
 
     // IPv6 and IPv4-mapped: a dual-stack listener sees 127.0.0.1 as ::ffff:127.0.0.1
@@ -206,7 +306,15 @@ async fn readiness_follows_redis() {
     assert_eq!(c.get(&ready).send().await.unwrap().status().as_u16(), 200);
     redis.kill();
     assert_eq!(c.get(&ready).send().await.unwrap().status().as_u16(), 503);
-    assert_eq!(c.get(format!("http://{}/healthz", gw.admin)).send().await.unwrap().status().as_u16(), 200);
+    assert_eq!(
+        c.get(format!("http://{}/healthz", gw.admin))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
     redis.restart();
     let mut ok = false;
     for _ in 0..50 {
@@ -230,5 +338,8 @@ async fn a_source_without_any_authentication_is_refused_at_load() {
         Ok(_) => panic!("a source with neither verify nor allow_ips loaded"),
     };
     let text = problems[0].to_string();
-    assert!(text.contains("bare.yaml:1:") && text.contains("unauthenticated"), "{text}");
+    assert!(
+        text.contains("bare.yaml:1:") && text.contains("unauthenticated"),
+        "{text}"
+    );
 }

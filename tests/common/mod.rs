@@ -52,7 +52,14 @@ impl Redis {
     pub fn restart(&mut self) {
         let aof = if self.durable { "yes" } else { "no" };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
             .args(["--appendonly", aof, "--appendfsync", "always"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -191,7 +198,10 @@ pub fn client() -> reqwest::Client {
 }
 
 /// Every entry of the inbound stream as (id, fields).
-pub fn inbound_entries(redis: &Redis, prefix: &str) -> Vec<(String, std::collections::HashMap<String, Vec<u8>>)> {
+pub fn inbound_entries(
+    redis: &Redis,
+    prefix: &str,
+) -> Vec<(String, std::collections::HashMap<String, Vec<u8>>)> {
     let mut c = redis.conn();
     let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
         .arg(format!("{prefix}:inbound"))
