@@ -251,3 +251,36 @@ pub fn stripe_source(secret_file: &Path) -> String {
         secret_file.display()
     )
 }
+
+/// Sign requests with the providers' own libraries through `tests/peers/sign.py` (see that file for the
+/// request shape); fails, never skips, when the peers are not installed.
+pub fn peer_sign(requests: &serde_json::Value) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let python = repo_root().join(".peers/venv/bin/python");
+    assert!(
+        python.exists(),
+        "peer libraries missing: run scripts/setup-peers"
+    );
+    let mut child = Command::new(python)
+        .arg(repo_root().join("tests/peers/sign.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run sign.py");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(requests.to_string().as_bytes())
+        .expect("write to sign.py");
+    let out = child.wait_with_output().expect("sign.py output");
+    assert!(out.status.success(), "sign.py failed");
+    serde_json::from_slice(&out.stdout).expect("sign.py prints JSON")
+}
+
+/// Write `secret` to a file in `dir` and return the `${file:...}` reference to it.
+pub fn secret_file(dir: &Path, name: &str, secret: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, format!("{secret}\n")).expect("write secret");
+    format!("${{file:{}}}", p.display())
+}
