@@ -1,2 +1,4 @@
 //! (stub)
-pub fn serve(_c: crate::config::Config) -> anyhow::Result<()> { Ok(()) }
+pub fn serve(_c: crate::config::Config) -> anyhow::Result<()> {
+    Ok(())
+}

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "hookgate", version, about = "Webhook gateway: verify, store, map, deliver")]
+#[command(
+    name = "hookgate",
+    version,
+    about = "Webhook gateway: verify, store, map, deliver"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
