@@ -218,10 +218,13 @@ fn path_error(source: &str, e: jsonpath_rust::parser::errors::JsonPathError) -> 
                 pest::error::ErrorVariant::ParsingError { positives, .. }
                     if !positives.is_empty() =>
                 {
-                    let names: Vec<String> = positives
-                        .iter()
-                        .map(|r| format!("{r:?}").replace('_', " "))
-                        .collect();
+                    let mut names: Vec<&str> = Vec::new();
+                    for r in positives {
+                        let n = rule_name(&format!("{r:?}"));
+                        if !names.contains(&n) {
+                            names.push(n);
+                        }
+                    }
                     format!("expected {}", names.join(" or "))
                 }
                 pest::error::ErrorVariant::ParsingError { .. } => "unexpected character".to_owned(),
@@ -245,6 +248,25 @@ fn path_error(source: &str, e: jsonpath_rust::parser::errors::JsonPathError) -> 
         path: source.to_owned(),
         message,
         offset,
+    }
+}
+
+/// What a grammar rule of jsonpath-rust stands for, in words ops know.
+fn rule_name(rule: &str) -> &'static str {
+    match rule {
+        "EOI" => "the end of the path",
+        "ALPHA" | "name_first" | "member_name_shorthand" => "a member name",
+        "DIGIT" | "int" | "index_selector" | "safe_int" => "an index",
+        "segment" | "segments" | "child_segment" => "`.name` or `[...]`",
+        "wildcard_selector" => "`*`",
+        "selector" | "bracketed_selection" => "a selector (`'name'`, an index, `*`, a slice or `?filter`)",
+        "root" | "jp_query" | "main" => "`$`",
+        "string" | "name_selector" => "a quoted name",
+        "comp_op" => "a comparison (==, !=, <, <=, >, >=)",
+        "literal" | "comparable" => "a value",
+        "logical_expr" | "logical_expr_and" | "atom_expr" | "filter_selector" => "a filter expression",
+        "function_expr" => "a function",
+        _ => "valid JSONPath",
     }
 }
 

@@ -515,7 +515,9 @@ fn compile_path_at(
             let inner = e.offset.map_or(0, |o| s[..o.min(s.len())].chars().count());
             let col = loc.column + u32::from(loc.quoted) + (offset + inner) as u32;
             let d = ctx.error_at(loc.line, col, 1, format!("{what}: {}", e));
-            if !s.starts_with("$.") && !s.starts_with("$[") && !s.starts_with('@') && s != "$" {
+            if let Some(fix) = e.offset.and_then(|o| bracket_fix(s, o)) {
+                d.hint = Some(format!("a name with other characters than letters, digits and `_` needs brackets: {fix}"));
+            } else if !s.starts_with("$.") && !s.starts_with("$[") && !s.starts_with('@') && s != "$" {
                 d.hint = Some("to write text that starts with `$`, use { const: ... }".to_owned());
             } else if s.contains("[?(") || s.contains("?(@") {
                 d.hint = Some(
@@ -526,6 +528,22 @@ fn compile_path_at(
             None
         }
     }
+}
+
+/// `$.is-contact` → `$['is-contact']`, when the error is inside a dotted name.
+fn bracket_fix(path: &str, offset: usize) -> Option<String> {
+    let bad = path.get(offset..)?.chars().next()?;
+    if bad.is_alphanumeric() || matches!(bad, '.' | '[' | ']' | '_' | '\'' | '"' | '?') {
+        return None;
+    }
+    let dot = path.get(..offset)?.rfind('.')?;
+    let name_start = dot + 1;
+    if name_start == offset && !bad.is_ascii_digit() {
+        return None;
+    }
+    let end = path[offset..].find(['.', '[']).map_or(path.len(), |i| offset + i);
+    let name = &path[name_start..end];
+    Some(format!("{}['{}']{}", &path[..dot], name, &path[end..]))
 }
 
 fn compile_template(ctx: &mut Ctx, node: &Node, s: &str, what: &str, env: Env) -> Option<Source> {

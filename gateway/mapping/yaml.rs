@@ -146,7 +146,12 @@ fn unknown_name_hint(message: &str) -> Option<String> {
         .or_else(|| message.split_once("unknown variant `"))?
         .1;
     let (word, rest) = rest.split_once('`')?;
-    let candidates: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    let list = rest.split_once("expected one of")?.1;
+    let candidates: Vec<&str> = list
+        .split(',')
+        .map(|c| c.trim().trim_matches('`'))
+        .filter(|c| !c.is_empty())
+        .collect();
     did_you_mean(word, candidates.iter().copied()).map(|c| format!("did you mean `{c}`?"))
 }
 
