@@ -259,12 +259,16 @@ fn rule_name(rule: &str) -> &'static str {
         "DIGIT" | "int" | "index_selector" | "safe_int" => "an index",
         "segment" | "segments" | "child_segment" => "`.name` or `[...]`",
         "wildcard_selector" => "`*`",
-        "selector" | "bracketed_selection" => "a selector (`'name'`, an index, `*`, a slice or `?filter`)",
+        "selector" | "bracketed_selection" => {
+            "a selector (`'name'`, an index, `*`, a slice or `?filter`)"
+        }
         "root" | "jp_query" | "main" => "`$`",
         "string" | "name_selector" => "a quoted name",
         "comp_op" => "a comparison (==, !=, <, <=, >, >=)",
         "literal" | "comparable" => "a value",
-        "logical_expr" | "logical_expr_and" | "atom_expr" | "filter_selector" => "a filter expression",
+        "logical_expr" | "logical_expr_and" | "atom_expr" | "filter_selector" => {
+            "a filter expression"
+        }
         "function_expr" => "a function",
         _ => "valid JSONPath",
     }

@@ -27,7 +27,8 @@ const KNOWN_FAILURES: &[&str] = &[
 ];
 
 fn cts() -> Vec<Value> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus/jsonpath-cts/cts.json");
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/corpus/jsonpath-cts/cts.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let doc: Value = serde_json::from_str(&text).expect("cts.json is JSON");
     doc["tests"].as_array().expect("tests").clone()
@@ -43,10 +44,11 @@ fn passes(case: &Value) -> bool {
     }
     let Ok(path) = compiled else { return false };
     let doc = &case["document"];
-    let got: Vec<Value> = match std::panic::catch_unwind(|| path.query(doc).into_iter().cloned().collect()) {
-        Ok(g) => g,
-        Err(_) => return false,
-    };
+    let got: Vec<Value> =
+        match std::panic::catch_unwind(|| path.query(doc).into_iter().cloned().collect()) {
+            Ok(g) => g,
+            Err(_) => return false,
+        };
     let got = Value::Array(got);
     if let Some(alts) = case["results"].as_array() {
         alts.iter().any(|a| *a == got)
@@ -67,9 +69,19 @@ fn compliance_suite() {
     let known: BTreeSet<String> = KNOWN_FAILURES.iter().map(|s| s.to_string()).collect();
     let newly_failing: Vec<_> = failing.difference(&known).collect();
     let now_passing: Vec<_> = known.difference(&failing).collect();
-    println!("CTS: {} of {} pass", cases.len() - failing.len(), cases.len());
-    assert!(newly_failing.is_empty(), "newly failing CTS cases: {newly_failing:#?}");
-    assert!(now_passing.is_empty(), "now passing (remove from KNOWN_FAILURES): {now_passing:#?}");
+    println!(
+        "CTS: {} of {} pass",
+        cases.len() - failing.len(),
+        cases.len()
+    );
+    assert!(
+        newly_failing.is_empty(),
+        "newly failing CTS cases: {newly_failing:#?}"
+    );
+    assert!(
+        now_passing.is_empty(),
+        "now passing (remove from KNOWN_FAILURES): {now_passing:#?}"
+    );
     assert_eq!(cases.len() - failing.len(), EXPECTED_PASSES);
 }
 
@@ -77,8 +89,12 @@ fn compliance_suite() {
 fn direct_route_matches_jsonpath_rust() {
     let mut direct = 0;
     for case in cts() {
-        let Some(selector) = case["selector"].as_str() else { continue };
-        let Ok(path) = JsonPath::compile(selector) else { continue };
+        let Some(selector) = case["selector"].as_str() else {
+            continue;
+        };
+        let Ok(path) = JsonPath::compile(selector) else {
+            continue;
+        };
         if !path.is_direct() {
             continue;
         }
@@ -86,5 +102,8 @@ fn direct_route_matches_jsonpath_rust() {
         let doc = &case["document"];
         assert_eq!(path.query(doc), path.query_reference(doc), "{selector}");
     }
-    assert!(direct > 20, "only {direct} CTS selectors took the direct route");
+    assert!(
+        direct > 20,
+        "only {direct} CTS selectors took the direct route"
+    );
 }

@@ -60,8 +60,14 @@ fn try_maps_a_real_stripe_customer() {
     let out = try_cmd::try_event(&root().join("mappings/stripe.yaml"), &payload, &[]).unwrap();
     let actions: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(actions[0]["upsert_contact"]["email"], "ada@example.org");
-    assert_eq!(actions[0]["upsert_contact"]["attributes"]["FIRSTNAME"], "Ada");
-    assert_eq!(actions[0]["upsert_contact"]["attributes"]["LASTNAME"], "Lovelace");
+    assert_eq!(
+        actions[0]["upsert_contact"]["attributes"]["FIRSTNAME"],
+        "Ada"
+    );
+    assert_eq!(
+        actions[0]["upsert_contact"]["attributes"]["LASTNAME"],
+        "Lovelace"
+    );
     assert_eq!(actions[0]["rule"], "new customer");
 }
 
@@ -69,7 +75,11 @@ fn try_maps_a_real_stripe_customer() {
 fn try_reads_form_payloads_and_headers() {
     let dir = tempfile::tempdir().unwrap();
     let payload = dir.path().join("body");
-    std::fs::write(&payload, "type=subscribe&list=3&contact[id]=9&contact[email]=a%40b.co").unwrap();
+    std::fs::write(
+        &payload,
+        "type=subscribe&list=3&contact[id]=9&contact[email]=a%40b.co",
+    )
+    .unwrap();
     let mapping = root().join("mappings/activecampaign.yaml");
     let out = try_cmd::try_event(
         &mapping,

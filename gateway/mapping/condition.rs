@@ -70,6 +70,14 @@ pub enum Ordering {
 impl Condition {
     /// Compile a `when:` (or a part of one); every problem is reported in `ctx`.
     pub fn compile(ctx: &mut Ctx, node: &Node, env: Env) -> Option<Condition> {
+        if let Kind::Seq(_) = node.kind {
+            ctx.expected(node, "condition", "a map");
+            if let Some(d) = ctx.diags.last_mut() {
+                d.hint =
+                    Some("to require several conditions, write all: [ {...}, {...} ]".to_owned());
+            }
+            return None;
+        }
         let f = ctx.map(node, "condition", KEYS)?;
         let combinators: Vec<&str> = ["all", "any", "not"]
             .into_iter()
@@ -119,6 +127,7 @@ impl Condition {
         let tests: Vec<&str> = TESTS.iter().copied().filter(|k| f.has(k)).collect();
         let test = match tests.as_slice() {
             [one] => compile_test(ctx, one, f.get(one)?, f.has("header"), env),
+            [] if f.unknown => None,
             [] => {
                 ctx.error(node.loc, "condition: no test").hint =
                     Some(format!("add one of: {}", TESTS.join(", ")));

@@ -279,30 +279,34 @@ fn rules(ctx: &mut Ctx, node: Option<&Node>, env: Env) -> Vec<Rule> {
         ctx.expected(node, "rules", "a list of rules");
         return Vec::new();
     };
-    let mut out = Vec::with_capacity(items.len());
-    let mut seen: HashMap<String, u32> = HashMap::new();
-    for (i, item) in items.iter().enumerate() {
-        if let Some(rule) = Rule::compile(ctx, item, i, env) {
-            if let Some(line) = seen.get(&rule.name) {
-                let at = item
-                    .as_map()
-                    .and_then(|m| m.iter().find(|(k, _)| k.name == "name"))
-                    .map_or(item.loc, |(_, v)| v.loc);
-                ctx.error(
-                    at,
-                    format!("rule name `{}` is already used on line {line}", rule.name),
-                )
-                .hint = Some(
-                    "rule names must be unique: they are part of the actions' idempotency keys"
-                        .to_owned(),
-                );
-            } else {
-                seen.insert(rule.name.clone(), item.loc.line);
-            }
-            out.push(rule);
+    // Names are checked on the text, so a duplicate shows even when a rule has other problems.
+    let mut seen: HashMap<&str, u32> = HashMap::new();
+    for item in items {
+        let Some((_, name)) = item
+            .as_map()
+            .and_then(|m| m.iter().find(|(k, _)| k.name == "name"))
+        else {
+            continue;
+        };
+        let Some(text) = name.as_str() else { continue };
+        if let Some(line) = seen.get(text) {
+            ctx.error(
+                name.loc,
+                format!("rule name `{text}` is already used on line {line}"),
+            )
+            .hint = Some(
+                "rule names must be unique: they are part of the actions' idempotency keys"
+                    .to_owned(),
+            );
+        } else {
+            seen.insert(text, name.loc.line);
         }
     }
-    out
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| Rule::compile(ctx, item, i, env))
+        .collect()
 }
 
 /// Expand directories (their `*.yaml`/`*.yml` files, top level only, skipping dot names such as a

@@ -329,10 +329,13 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
     let event_properties = fields(ctx, "event_properties");
     let ids = match (f.has("email"), f.has("ext_id")) {
         (false, false) => {
-            ctx.error(
-                node.loc,
-                format!("{kind}: needs `email` or `ext_id` to identify the contact"),
-            );
+            // An unknown key (`emial`) already explains it.
+            if !f.unknown {
+                ctx.error(
+                    node.loc,
+                    format!("{kind}: needs `email` or `ext_id` to identify the contact"),
+                );
+            }
             ok = false;
             Ids { email, ext_id }
         }
@@ -347,7 +350,7 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
         },
         (true, true) => Ids { email, ext_id },
     };
-    if kind == "custom_event" && !f.has("event_name") {
+    if kind == "custom_event" && !f.has("event_name") && !f.unknown {
         ctx.error(node.loc, "custom_event: missing `event_name`");
         ok = false;
     }
@@ -384,7 +387,15 @@ fn lint_email(ctx: &mut Ctx, n: &Node, kind: &str) {
                 n.loc,
                 format!("{kind}.email: `{s}` is neither a path nor an email address"),
             )
-            .hint = Some(format!("did you mean `$.{s}`?"));
+            .hint = Some(
+                if s.chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+                {
+                    format!("did you mean `$.{s}`?")
+                } else {
+                    "write a path such as $.email, or an email address".to_owned()
+                },
+            );
         }
     }
 }

@@ -72,63 +72,80 @@ pub(super) fn compile(ctx: &mut Ctx, node: &Node) -> Vec<TestCase> {
 fn compile_one(ctx: &mut Ctx, node: &Node, i: usize) -> Option<TestCase> {
     let f = ctx.map(node, "test", KEYS)?;
     let name = match f.get("name") {
-        Some(n) => ctx.string(n, "name")?.to_owned(),
+        Some(n) => ctx.string(n, "name").unwrap_or_default().to_owned(),
         None => format!("test {}", i + 1),
     };
+    // Every part is checked even when an earlier one is wrong, so all problems show at once.
     let payload = match f.get("payload") {
         Some(n) => match &n.kind {
             Kind::Str(s) if s.trim_start().starts_with(['{', '[']) || s.contains('=') => {
-                Payload::Text(s.clone())
+                Some(Payload::Text(s.clone()))
             }
-            Kind::Str(s) => Payload::File(PathBuf::from(s)),
-            Kind::Map(_) | Kind::Seq(_) => Payload::Json(n.to_json()),
+            Kind::Str(s) => Some(Payload::File(PathBuf::from(s))),
+            Kind::Map(_) | Kind::Seq(_) => Some(Payload::Json(n.to_json())),
             _ => {
                 ctx.expected(n, "payload", "a file name, an inline map, or form text");
-                return None;
+                None
             }
         },
         None => {
             ctx.error(node.loc, format!("test `{name}`: missing `payload`"));
-            return None;
+            None
         }
     };
+    let mut ok = true;
     let form = match f.get("content_type") {
-        Some(n) => match ctx.string(n, "content_type")? {
-            "json" | "application/json" => Some(false),
-            "form" | "application/x-www-form-urlencoded" => Some(true),
-            other => {
+        Some(n) => match ctx.string(n, "content_type") {
+            Some("json" | "application/json") => Some(false),
+            Some("form" | "application/x-www-form-urlencoded") => Some(true),
+            Some(other) => {
                 ctx.error(
                     n.loc,
                     format!("content_type: `{other}` is neither json nor form"),
                 );
-                return None;
+                ok = false;
+                None
+            }
+            None => {
+                ok = false;
+                None
             }
         },
         None => None,
     };
     let mut headers = Vec::new();
     if let Some(n) = f.get("headers") {
-        let Some(entries) = n.as_map() else {
-            ctx.expected(n, "headers", "a map of header names to values");
-            return None;
-        };
-        for (k, v) in entries {
-            let value = match v.to_json() {
-                Value::String(s) => s,
-                other => other.to_string(),
-            };
-            headers.push((k.name.clone(), value));
+        match n.as_map() {
+            Some(entries) => {
+                for (k, v) in entries {
+                    let value = match v.to_json() {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    headers.push((k.name.clone(), value));
+                }
+            }
+            None => {
+                ctx.expected(n, "headers", "a map of header names to values");
+                ok = false;
+            }
         }
     }
     let expect = match (f.get("expect"), f.get("expect_error")) {
-        (Some(n), None) => Expect::Actions(expected_actions(ctx, n)?),
-        (None, Some(n)) => Expect::Error(ctx.string(n, "expect_error")?.to_owned()),
+        (Some(n), None) => expected_actions(ctx, n).map(Expect::Actions),
+        (None, Some(n)) => ctx
+            .string(n, "expect_error")
+            .map(|s| Expect::Error(s.to_owned())),
         _ => {
-            ctx.error(node.loc, format!("test `{name}`: give exactly one of `expect` (a list of actions, [] for none) or `expect_error`"));
-            return None;
+            ctx.error(
+                node.loc,
+                format!("test `{name}`: give exactly one of `expect` (a list of actions, [] for none) or `expect_error`"),
+            );
+            None
         }
     };
-    Some(TestCase {
+    let (payload, expect) = (payload?, expect?);
+    ok.then_some(TestCase {
         name,
         line: node.loc.line,
         payload,
@@ -172,7 +189,9 @@ fn expected_actions(ctx: &mut Ctx, node: &Node) -> Option<Vec<(Option<String>, A
             match serde_json::from_value::<Action>(json) {
                 Ok(a) => action = Some(a),
                 Err(e) => {
-                    ctx.error(v.loc, format!("expect: {}: {e}", k.name));
+                    let message = e.to_string();
+                    ctx.error(v.loc, format!("expect: {}: {message}", k.name))
+                        .hint = super::yaml::unknown_name_hint(&message);
                     ok = false;
                 }
             }

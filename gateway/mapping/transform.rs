@@ -472,9 +472,11 @@ pub fn compile(ctx: &mut Ctx, node: &Node, lookups: &Lookups) -> Option<Transfor
                         a.loc,
                         format!("lookup: no table `{table}` under `lookups:`"),
                     );
-                    d.hint =
-                        super::diagnostic::did_you_mean(table, lookups.keys().map(String::as_str))
-                            .map(|c| format!("did you mean `{c}`?"));
+                    let names = lookups.keys().map(String::as_str);
+                    d.hint = Some(match super::diagnostic::did_you_mean(table, names) {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None => format!("define it: lookups: {{ {table}: {{ key: value }} }}"),
+                    });
                     return None;
                 }
             }

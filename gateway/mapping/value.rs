@@ -181,6 +181,9 @@ impl ValueExpr {
         let given: Vec<&str> = SOURCE_KEYS.iter().copied().filter(|k| f.has(k)).collect();
         let valid_pair = given == ["object", "for_each"];
         if given.len() != 1 && !valid_pair {
+            if given.is_empty() && f.unknown {
+                return None;
+            }
             let msg = if given.is_empty() {
                 format!(
                     "{what}: a value needs one of: path, header, const, template, object, for_each"
@@ -517,7 +520,11 @@ fn compile_path_at(
             let d = ctx.error_at(loc.line, col, 1, format!("{what}: {}", e));
             if let Some(fix) = e.offset.and_then(|o| bracket_fix(s, o)) {
                 d.hint = Some(format!("a name with other characters than letters, digits and `_` needs brackets: {fix}"));
-            } else if !s.starts_with("$.") && !s.starts_with("$[") && !s.starts_with('@') && s != "$" {
+            } else if !s.starts_with("$.")
+                && !s.starts_with("$[")
+                && !s.starts_with('@')
+                && s != "$"
+            {
                 d.hint = Some("to write text that starts with `$`, use { const: ... }".to_owned());
             } else if s.contains("[?(") || s.contains("?(@") {
                 d.hint = Some(
@@ -541,7 +548,9 @@ fn bracket_fix(path: &str, offset: usize) -> Option<String> {
     if name_start == offset && !bad.is_ascii_digit() {
         return None;
     }
-    let end = path[offset..].find(['.', '[']).map_or(path.len(), |i| offset + i);
+    let end = path[offset..]
+        .find(['.', '['])
+        .map_or(path.len(), |i| offset + i);
     let name = &path[name_start..end];
     Some(format!("{}['{}']{}", &path[..dot], name, &path[end..]))
 }

@@ -128,7 +128,9 @@ pub fn serde_error(file: &str, text: &str, e: &serde_saphyr::Error) -> Diagnosti
         .source_line
         .as_deref()
         .and_then(|l| l.chars().nth(col as usize - 1));
-    if at == Some('@') {
+    if message.contains("flow mapping") || message.contains("flow sequence") {
+        d = d.with_hint("a `{` or `[` opened before this point is not closed");
+    } else if at == Some('@') {
         d = d.with_hint(
             "YAML cannot start a plain value with `@`: quote relative paths, e.g. '@.sku'",
         );
@@ -140,7 +142,7 @@ pub fn serde_error(file: &str, text: &str, e: &serde_saphyr::Error) -> Diagnosti
 
 /// serde says "unknown field `x`, expected one of `a`, `b`" (or "unknown variant"); turn that into
 /// a did-you-mean.
-fn unknown_name_hint(message: &str) -> Option<String> {
+pub(crate) fn unknown_name_hint(message: &str) -> Option<String> {
     let rest = message
         .split_once("unknown field `")
         .or_else(|| message.split_once("unknown variant `"))?
@@ -368,8 +370,10 @@ impl<'t> Ctx<'t> {
             self.expected(node, what, "a map");
             return None;
         };
+        let mut unknown = false;
         for (key, _) in entries {
             if !allowed.contains(&key.name.as_str()) {
+                unknown = true;
                 let d = self.error(key.loc, format!("{what}: unknown key `{}`", key.name));
                 let hint = match did_you_mean(&key.name, allowed.iter().copied()) {
                     Some(c) => format!("did you mean `{c}`?"),
@@ -378,7 +382,7 @@ impl<'t> Ctx<'t> {
                 d.hint = Some(hint);
             }
         }
-        Some(Fields { entries })
+        Some(Fields { entries, unknown })
     }
 
     /// A string value, reported when it is anything else.
@@ -404,6 +408,8 @@ impl<'t> Ctx<'t> {
 /// The entries of one map, looked up by key.
 pub struct Fields<'n> {
     pub entries: &'n [(Key, Node)],
+    /// An unknown key was reported: skip follow-up "missing key" errors it probably explains.
+    pub unknown: bool,
 }
 
 impl<'n> Fields<'n> {
