@@ -1,5 +1,10 @@
 //! The one door to JSONPath (RFC 9535) in hookgate: every path is compiled once, at load time,
 //! and nothing else in the crate calls `jsonpath-rust` directly.
+//!
+//! Most mapping paths are plain member chains (`$.data.object.email`). jsonpath-rust builds a
+//! normalized path string for every node it visits, which costs more than the lookup itself, so
+//! such paths take a direct route over `serde_json::Value`. The direct route is only taken for
+//! paths jsonpath-rust also accepts, and the tests check both routes return the same nodes.
 
 use jsonpath_rust::parser::model::JpQuery;
 use jsonpath_rust::parser::parse_json_path;
@@ -10,7 +15,22 @@ use serde_json::Value;
 #[derive(Clone, Debug)]
 pub struct JsonPath {
     source: String,
-    query: JpQuery,
+    relative: bool,
+    route: Route,
+}
+
+#[derive(Clone, Debug)]
+enum Route {
+    /// Member names and indexes only: at most one node, found without allocating.
+    Direct(Vec<Step>),
+    /// Anything else: evaluated by jsonpath-rust.
+    Full(Box<JpQuery>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Step {
+    Name(String),
+    Index(i64),
 }
 
 /// Why a path does not compile; `offset` is the byte position in the path when known.
@@ -23,34 +43,274 @@ pub struct PathError {
 }
 
 impl JsonPath {
+    /// Compile an absolute path (`$...`).
     pub fn compile(source: &str) -> Result<Self, PathError> {
-        match parse_json_path(source) {
-            Ok(query) => Ok(Self {
-                source: source.to_owned(),
-                query,
-            }),
-            Err(e) => Err(PathError {
-                path: source.to_owned(),
-                message: e.to_string(),
-                offset: None,
-            }),
-        }
+        Self::build(source, false)
+    }
+
+    /// Compile a path that may also be relative to a current node (`@...`, RFC 9535's current-node
+    /// identifier); see [`JsonPath::is_relative`]. Used by the mapping language inside `for_each`.
+    pub fn compile_relative(source: &str) -> Result<Self, PathError> {
+        Self::build(source, true)
+    }
+
+    fn build(source: &str, allow_relative: bool) -> Result<Self, PathError> {
+        let relative = allow_relative && source.starts_with('@');
+        // `@.x` is parsed as `$.x` and evaluated against the current node instead of the root.
+        let text: std::borrow::Cow<str> = if relative {
+            format!("${}", &source[1..]).into()
+        } else {
+            source.into()
+        };
+        let query = parse_json_path(&text).map_err(|e| path_error(source, e))?;
+        let route = match direct_steps(&text) {
+            Some(steps) => Route::Direct(steps),
+            None => Route::Full(Box::new(query)),
+        };
+        Ok(Self {
+            source: source.to_owned(),
+            relative,
+            route,
+        })
     }
 
     /// Every node the path selects, in document order.
     pub fn query<'a>(&self, value: &'a Value) -> Vec<&'a Value> {
-        match js_path_process(&self.query, value) {
-            Ok(refs) => refs.into_iter().map(|r| r.val()).collect(),
-            Err(_) => Vec::new(),
+        match &self.route {
+            Route::Direct(steps) => walk(steps, value).into_iter().collect(),
+            Route::Full(query) => full_query(query, value),
         }
     }
 
     /// The first node the path selects.
     pub fn first<'a>(&self, value: &'a Value) -> Option<&'a Value> {
-        self.query(value).into_iter().next()
+        match &self.route {
+            Route::Direct(steps) => walk(steps, value),
+            Route::Full(query) => full_query(query, value).into_iter().next(),
+        }
     }
 
+    /// The path as written.
     pub fn as_str(&self) -> &str {
         &self.source
+    }
+
+    /// True for `@...` paths: evaluate them against the current `for_each` element.
+    pub fn is_relative(&self) -> bool {
+        self.relative
+    }
+
+    /// True when the path takes the direct route (exposed for tests and benchmarks).
+    pub fn is_direct(&self) -> bool {
+        matches!(self.route, Route::Direct(_))
+    }
+
+    /// Evaluate with jsonpath-rust even when a direct route exists; tests compare the two.
+    #[doc(hidden)]
+    pub fn query_reference<'a>(&self, value: &'a Value) -> Vec<&'a Value> {
+        let text = if self.relative {
+            format!("${}", &self.source[1..])
+        } else {
+            self.source.clone()
+        };
+        match parse_json_path(&text) {
+            Ok(q) => full_query(&q, value),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+fn full_query<'a>(query: &JpQuery, value: &'a Value) -> Vec<&'a Value> {
+    match js_path_process(query, value) {
+        Ok(refs) => refs.into_iter().map(|r| r.val()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn walk<'a>(steps: &[Step], mut value: &'a Value) -> Option<&'a Value> {
+    for step in steps {
+        value = match (step, value) {
+            (Step::Name(name), Value::Object(map)) => map.get(name)?,
+            (Step::Index(i), Value::Array(items)) => {
+                let i = if *i < 0 {
+                    items.len().checked_sub(i.unsigned_abs() as usize)?
+                } else {
+                    usize::try_from(*i).ok()?
+                };
+                items.get(i)?
+            }
+            _ => return None,
+        };
+    }
+    Some(value)
+}
+
+/// The steps of a path made only of `.name`, `['name']` and `[index]` segments, or None.
+/// Deliberately conservative: anything unusual (escapes, spaces, leading zeros) goes the full route.
+fn direct_steps(path: &str) -> Option<Vec<Step>> {
+    let rest = path.strip_prefix('$')?;
+    let bytes = rest.as_bytes();
+    let mut steps = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'.' => {
+                let start = i + 1;
+                let mut end = start;
+                for (off, c) in rest[start..].char_indices() {
+                    let ok = if off == 0 {
+                        c == '_' || c.is_ascii_alphabetic() || (c as u32) >= 0x80
+                    } else {
+                        c == '_' || c.is_ascii_alphanumeric() || (c as u32) >= 0x80
+                    };
+                    if !ok {
+                        break;
+                    }
+                    end = start + off + c.len_utf8();
+                }
+                if end == start {
+                    return None;
+                }
+                steps.push(Step::Name(rest[start..end].to_owned()));
+                i = end;
+            }
+            b'[' => {
+                let close = rest[i..].find(']')? + i;
+                let inner = &rest[i + 1..close];
+                let quoted = inner.len() >= 2
+                    && ((inner.starts_with('\'') && inner.ends_with('\''))
+                        || (inner.starts_with('"') && inner.ends_with('"')));
+                if quoted {
+                    let name = &inner[1..inner.len() - 1];
+                    if name.contains(['\\', '\'', '"']) || name.chars().any(|c| c < ' ') {
+                        return None;
+                    }
+                    steps.push(Step::Name(name.to_owned()));
+                } else {
+                    let digits = inner.strip_prefix('-').unwrap_or(inner);
+                    let canonical = !digits.is_empty()
+                        && digits.bytes().all(|b| b.is_ascii_digit())
+                        && (digits == "0" || !digits.starts_with('0'))
+                        && inner != "-0"
+                        && digits.len() <= 15;
+                    if !canonical {
+                        return None;
+                    }
+                    steps.push(Step::Index(inner.parse().ok()?));
+                }
+                i = close + 1;
+            }
+            _ => return None,
+        }
+    }
+    Some(steps)
+}
+
+fn path_error(source: &str, e: jsonpath_rust::parser::errors::JsonPathError) -> PathError {
+    use jsonpath_rust::parser::errors::JsonPathError as E;
+    let (message, offset) = match &e {
+        E::PestError(pe) => {
+            let offset = match pe.location {
+                pest::error::InputLocation::Pos(p) => p,
+                pest::error::InputLocation::Span((s, _)) => s,
+            };
+            let message = match &pe.variant {
+                pest::error::ErrorVariant::ParsingError { positives, .. }
+                    if !positives.is_empty() =>
+                {
+                    let mut names: Vec<&str> = Vec::new();
+                    for r in positives {
+                        let n = rule_name(&format!("{r:?}"));
+                        if !names.contains(&n) {
+                            names.push(n);
+                        }
+                    }
+                    format!("expected {}", names.join(" or "))
+                }
+                pest::error::ErrorVariant::ParsingError { .. } => "unexpected character".to_owned(),
+                pest::error::ErrorVariant::CustomError { message } => message.clone(),
+            };
+            (message, Some(offset.min(source.len())))
+        }
+        other => (other.to_string(), None),
+    };
+    let message = match offset {
+        Some(o) => {
+            let found = source[o..].chars().next();
+            match found {
+                Some(c) => format!("{message} at position {}, found `{c}`", o + 1),
+                None => format!("{message} at the end of the path"),
+            }
+        }
+        None => message,
+    };
+    PathError {
+        path: source.to_owned(),
+        message,
+        offset,
+    }
+}
+
+/// What a grammar rule of jsonpath-rust stands for, in words ops know.
+fn rule_name(rule: &str) -> &'static str {
+    match rule {
+        "EOI" => "the end of the path",
+        "ALPHA" | "name_first" | "member_name_shorthand" => "a member name",
+        "DIGIT" | "int" | "index_selector" | "safe_int" => "an index",
+        "segment" | "segments" | "child_segment" => "`.name` or `[...]`",
+        "wildcard_selector" => "`*`",
+        "selector" | "bracketed_selection" => {
+            "a selector (`'name'`, an index, `*`, a slice or `?filter`)"
+        }
+        "root" | "jp_query" | "main" => "`$`",
+        "string" | "name_selector" => "a quoted name",
+        "comp_op" => "a comparison (==, !=, <, <=, >, >=)",
+        "literal" | "comparable" => "a value",
+        "logical_expr" | "logical_expr_and" | "atom_expr" | "filter_selector" => {
+            "a filter expression"
+        }
+        "function_expr" => "a function",
+        _ => "valid JSONPath",
+    }
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn direct_route_is_taken_for_member_chains() {
+        for p in ["$", "$.a", "$.a.b[0]", "$['a b'].c[-1]", "$.é"] {
+            assert!(JsonPath::compile(p).unwrap().is_direct(), "{p}");
+        }
+        for p in [
+            "$.a[*]",
+            "$..a",
+            "$.a[01]",
+            "$[?@.a]",
+            "$.a[0:1]",
+            "$ .a",
+            "$['a\\'b']",
+        ] {
+            match JsonPath::compile(p) {
+                Ok(jp) => assert!(!jp.is_direct(), "{p}"),
+                Err(_) => {}
+            }
+        }
+    }
+
+    #[test]
+    fn errors_carry_the_offset() {
+        let e = JsonPath::compile("$.[[?type").unwrap_err();
+        assert!(e.offset.is_some(), "{e:?}");
+    }
+
+    #[test]
+    fn relative_paths() {
+        let p = JsonPath::compile_relative("@.sku").unwrap();
+        assert!(p.is_relative());
+        assert_eq!(p.first(&json!({"sku": "x"})), Some(&json!("x")));
+        assert!(JsonPath::compile("@.sku").is_err());
     }
 }

@@ -1,8 +1,57 @@
-//! `hookgate try MAPPING --payload FILE [--header 'Name: value']...`. (Stub.)
+//! `hookgate try MAPPING --payload FILE [--header 'Name: value']...`: print the actions one event
+//! produces, as JSON. Exit 1 on a problem in the mapping or the payload, with the reason.
+//! The payload is a form body when the file ends in `.form`/`.txt`/`.urlencoded` or a
+//! `Content-Type: application/x-www-form-urlencoded` header is given; JSON otherwise.
+
+use crate::mapping::{parse_source_file, tests::parse_payload, Event};
 use std::path::Path;
 use std::process::ExitCode;
 
-pub fn run(_mapping: &Path, _payload: &Path, _headers: &[String]) -> ExitCode {
-    eprintln!("try: not implemented yet");
-    ExitCode::FAILURE
+pub fn run(mapping: &Path, payload: &Path, headers: &[String]) -> ExitCode {
+    match try_event(mapping, payload, headers) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(why) => {
+            eprintln!("{why}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The actions as pretty JSON, or the reason there are none.
+pub fn try_event(mapping: &Path, payload: &Path, headers: &[String]) -> Result<String, String> {
+    let text = std::fs::read_to_string(mapping)
+        .map_err(|e| format!("{}: cannot read: {e}", mapping.display()))?;
+    let file = parse_source_file(mapping, &text).map_err(|diags| {
+        diags
+            .iter()
+            .map(|d| d.render())
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    })?;
+    let mut event = Event::default();
+    let mut form = matches!(
+        payload.extension().and_then(|e| e.to_str()),
+        Some("form" | "txt" | "urlencoded")
+    );
+    for h in headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("--header {h:?}: expected 'Name: value'"))?;
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("content-type") {
+            form = value.starts_with("application/x-www-form-urlencoded");
+        }
+        event.headers.insert(name, value);
+    }
+    let bytes =
+        std::fs::read(payload).map_err(|e| format!("{}: cannot read: {e}", payload.display()))?;
+    event.body = parse_payload(&bytes, form).map_err(|e| format!("{}: {e}", payload.display()))?;
+    let actions = file
+        .mapping
+        .apply(&event)
+        .map_err(|e| format!("{}: the event cannot be mapped: {e}", mapping.display()))?;
+    serde_json::to_string_pretty(&actions).map_err(|e| e.to_string())
 }

@@ -1,150 +1,127 @@
-//! Mapping files: the declarative JSONPath language. Pure: no IO beyond what the caller hands in.
-//! (Stub: parses the head only; the mapping work replaces this with the real language.)
+//! Mapping files: the declarative JSONPath language that turns a verified webhook into contact
+//! actions. Everything here is compiled once at load (paths, regexes, templates, lookups) and
+//! checked with located diagnostics; applying a mapping is pure and never panics on any JSON.
+//!
+//! Module map: `yaml` (located tree) → `file` (a whole file, loading) → `rule` (rules, actions) →
+//! `condition` / `value` / `transform`; `diagnostic` for reports; `tests` runs a file's `tests:`.
+//! The language reference is `docs/mappings.md`.
 
-use crate::inbound::source::{DedupSpec, SourceSpec};
-use crate::inbound::verify::VerifySpec;
-use bytesize::ByteSize;
-use ipnet::IpNet;
-use serde::Deserialize;
-use serde_saphyr::Spanned;
-use std::path::Path;
+mod condition;
+mod diagnostic;
+mod file;
+mod form;
+mod rule;
+pub mod tests;
+mod transform;
+mod value;
+mod yaml;
 
-/// One problem in a file, shown as `file:line:col: message`.
-#[derive(Clone, Debug)]
-pub struct Diagnostic {
-    pub file: String,
-    pub line: u32,
-    pub column: u32,
-    pub message: String,
-    pub hint: Option<String>,
-}
+pub use diagnostic::Diagnostic;
+pub use file::{load_files, parse_source_file};
+pub use form::parse_form;
+pub use rule::MapError;
+pub use transform::NAMES as TRANSFORMS;
+pub use value::Headers;
 
-impl Diagnostic {
-    pub fn new(
-        file: impl Into<String>,
-        line: u32,
-        column: u32,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            file: file.into(),
-            line,
-            column,
-            message: message.into(),
-            hint: None,
-        }
-    }
-}
-
-impl std::fmt::Display for Diagnostic {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}:{}:{}: {}",
-            self.file, self.line, self.column, self.message
-        )?;
-        if let Some(h) = &self.hint {
-            write!(f, " (hint: {h})")?;
-        }
-        Ok(())
-    }
-}
+use crate::action::Action;
+use crate::inbound::source::SourceSpec;
+use serde::Serialize;
+use serde_json::Value;
+use std::path::PathBuf;
 
 /// The compiled rules of one source.
 #[derive(Debug, Default)]
-pub struct Mapping;
+pub struct Mapping {
+    rules: Vec<rule::Rule>,
+}
 
 /// A parsed and compiled source file.
 #[derive(Debug)]
 pub struct SourceFile {
-    pub path: std::path::PathBuf,
+    /// The file it came from (test payload paths are relative to its directory).
+    pub path: PathBuf,
     pub head: SourceSpec,
     pub mapping: Mapping,
+    pub tests: Vec<tests::TestCase>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    source: Spanned<String>,
-    #[serde(default)]
-    verify: Option<VerifySpec>,
-    #[serde(default)]
-    allow_ips: Vec<IpNet>,
-    #[serde(default)]
-    dedup: Option<DedupSpec>,
-    #[serde(default)]
-    max_body: Option<ByteSize>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    rules: Option<serde_json::Value>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    tests: Option<serde_json::Value>,
+/// One received event as the mapper sees it: the parsed body and the request headers.
+#[derive(Clone, Debug, Default)]
+pub struct Event {
+    pub body: Value,
+    pub headers: Headers,
 }
 
-/// Parse and compile one source file; every problem found is returned.
-pub fn parse_source_file(path: &Path, text: &str) -> Result<SourceFile, Vec<Diagnostic>> {
-    let file = path.display().to_string();
-    let raw: RawFile = serde_saphyr::from_str(text).map_err(|e| {
-        let (line, col) = e
-            .location()
-            .map(|l| (l.line(), l.column()))
-            .unwrap_or((1, 1));
-        vec![Diagnostic::new(
-            &file,
-            line as u32,
-            col as u32,
-            e.to_string(),
-        )]
-    })?;
-    Ok(SourceFile {
-        path: path.to_path_buf(),
-        head: SourceSpec {
-            name: raw.source,
-            verify: raw.verify,
-            allow_ips: raw.allow_ips,
-            dedup: raw.dedup,
-            max_body: raw.max_body,
-        },
-        mapping: Mapping,
-    })
+impl Event {
+    pub fn new(body: Value) -> Self {
+        Self {
+            body,
+            headers: Headers::new(),
+        }
+    }
+
+    pub fn with_header(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.headers.insert(name, value);
+        self
+    }
 }
 
-/// Expand directories to their `*.yaml` files (top level, dot entries skipped), parse every file, and
-/// return what parsed along with every problem of every file.
-pub fn load_files(paths: &[std::path::PathBuf]) -> (Vec<SourceFile>, Vec<Diagnostic>) {
-    let mut files = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(p) {
-                let mut v: Vec<_> = rd
-                    .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|f| {
-                        let n = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                        !n.starts_with('.') && (n.ends_with(".yaml") || n.ends_with(".yml"))
-                    })
-                    .collect();
-                v.sort();
-                files.extend(v);
+/// An action with where it came from: the delivery worker builds a stable Idempotency-Key from the
+/// event id, `rule` and `index` (the action's position among the rule's actions for this event).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MappedAction {
+    pub rule: String,
+    pub index: usize,
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+impl Mapping {
+    /// The actions one event produces: every matching rule in file order, until a matching rule
+    /// with `stop: true`. Any failure (a required value missing, a value of the wrong type) fails
+    /// the whole event, so it can go to the dead letters with the reason.
+    pub fn apply(&self, event: &Event) -> Result<Vec<MappedAction>, MapError> {
+        let scope = value::Scope {
+            root: &event.body,
+            item: None,
+            headers: &event.headers,
+        };
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            let Some(actions) = rule.apply(scope)? else {
+                continue;
+            };
+            out.extend(
+                actions
+                    .into_iter()
+                    .enumerate()
+                    .map(|(index, action)| MappedAction {
+                        rule: rule.name.clone(),
+                        index,
+                        action,
+                    }),
+            );
+            if rule.stop {
+                break;
             }
-        } else {
-            files.push(p.clone());
         }
+        Ok(out)
     }
-    let (mut ok, mut errs) = (Vec::new(), Vec::new());
-    for f in files {
-        match std::fs::read_to_string(&f) {
-            Ok(t) => match parse_source_file(&f, &t) {
-                Ok(sf) => ok.push(sf),
-                Err(d) => errs.extend(d),
-            },
-            Err(e) => errs.push(Diagnostic::new(
-                f.display().to_string(),
-                1,
-                1,
-                e.to_string(),
-            )),
-        }
+
+    /// The rule names, in file order.
+    pub fn rule_names(&self) -> impl Iterator<Item = &str> {
+        self.rules.iter().map(|r| r.name.as_str())
     }
-    (ok, errs)
+}
+
+/// The JSON type of a value, for messages.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
 }

@@ -1,0 +1,118 @@
+//! Problems in mapping files, reported the way ops read them: `file:line:col: message`, then the
+//! source line with a caret under the spot and a hint when one helps.
+
+use std::fmt;
+
+/// One problem in a file, shown as `file:line:col: message`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: String,
+    /// 1-based; 0 when the problem is about the file as a whole (e.g. it cannot be read).
+    pub line: u32,
+    /// 1-based, in characters.
+    pub column: u32,
+    pub message: String,
+    pub hint: Option<String>,
+    /// How many characters the caret underlines (at least 1).
+    pub width: u32,
+    /// The text of `line`, for [`Diagnostic::render`]; filled by the parser.
+    pub source_line: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(
+        file: impl Into<String>,
+        line: u32,
+        column: u32,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            file: file.into(),
+            line,
+            column,
+            message: message.into(),
+            hint: None,
+            width: 1,
+            source_line: None,
+        }
+    }
+
+    /// Add a hint (`did you mean ...?`, what was expected, ...).
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Underline `width` characters instead of one.
+    pub fn with_width(mut self, width: u32) -> Self {
+        self.width = width.max(1);
+        self
+    }
+
+    /// Attach the offending line from the file's text, so `render` can show it.
+    pub fn with_source(mut self, text: &str) -> Self {
+        if self.line > 0 {
+            self.source_line = text
+                .lines()
+                .nth(self.line as usize - 1)
+                .map(|l| l.trim_end_matches('\r').to_owned());
+        }
+        self
+    }
+
+    /// The full report: the `file:line:col: message` line, the source line with a caret under the
+    /// column, and the hint.
+    pub fn render(&self) -> String {
+        let mut out = self.to_string();
+        if let Some(src) = &self.source_line {
+            let num = self.line.to_string();
+            let pad = " ".repeat(num.len());
+            // Tabs are shown as one space so the caret lines up with the column (counted in chars).
+            let shown: String = src
+                .chars()
+                .map(|c| if c == '\t' { ' ' } else { c })
+                .collect();
+            let col = self.column.max(1) as usize - 1;
+            let avail = shown.chars().count().saturating_sub(col).max(1);
+            let width = (self.width as usize).min(avail).max(1);
+            out.push_str(&format!(
+                "\n{pad} |\n{num} | {shown}\n{pad} | {}{}",
+                " ".repeat(col),
+                "^".repeat(width)
+            ));
+        }
+        if let Some(h) = &self.hint {
+            out.push_str(&format!("\n  = hint: {h}"));
+        }
+        out
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )
+    }
+}
+
+/// The closest candidate to `word`, if it is close enough to be the intended one.
+pub(crate) fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let lower = word.to_lowercase();
+    candidates
+        .into_iter()
+        .map(|c| (strsim::jaro_winkler(&lower, c), c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// Sorts diagnostics by file, line and column (the order ops read them in).
+pub(crate) fn sort(diags: &mut [Diagnostic]) {
+    diags.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
+}

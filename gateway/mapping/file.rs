@@ -1,0 +1,396 @@
+//! One source file: the head (how to receive), `lookups`, `rules` and `tests`, compiled with every
+//! problem located; and loading a set of files or directories.
+
+use super::diagnostic::{self, Diagnostic};
+use super::rule::Rule;
+use super::tests as embedded;
+use super::transform::Lookups;
+use super::value::Env;
+use super::yaml::{self, Ctx, Kind, Node};
+use super::{Mapping, SourceFile};
+use crate::inbound::source::{DedupSpec, SourceSpec};
+use crate::inbound::verify::VerifySpec;
+use crate::jsonpath::JsonPath;
+use bytesize::ByteSize;
+use ipnet::IpNet;
+use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde_json::Map;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const TOP_KEYS: &[&str] = &[
+    "source",
+    "description",
+    "verify",
+    "allow_ips",
+    "dedup",
+    "max_body",
+    "lookups",
+    "rules",
+    "tests",
+];
+
+/// Parse and compile one source file; every problem found is returned.
+pub fn parse_source_file(path: &Path, text: &str) -> Result<SourceFile, Vec<Diagnostic>> {
+    let file = path.display().to_string();
+    let root = yaml::parse(&file, text).map_err(|d| vec![d])?;
+    let mut ctx = Ctx::new(file.clone(), text);
+    let Some(top) = ctx.map(&root, "file", TOP_KEYS) else {
+        return Err(ctx.diags);
+    };
+    if let Some(d) = top.get("description") {
+        ctx.string(d, "description");
+    }
+    let head = head(&mut ctx, &root, top.get("source"));
+    let lookups = lookups(&mut ctx, top.get("lookups"));
+    let env = Env {
+        lookups: &lookups,
+        in_for_each: false,
+    };
+    let rules = rules(&mut ctx, top.get("rules"), env);
+    let tests = match top.get("tests") {
+        Some(n) => embedded::compile(&mut ctx, n),
+        None => Vec::new(),
+    };
+    let mut diags = ctx.diags;
+    diagnostic::sort(&mut diags);
+    match (head, diags.is_empty()) {
+        (Some(head), true) => Ok(SourceFile {
+            path: path.to_path_buf(),
+            head,
+            mapping: Mapping { rules },
+            tests,
+        }),
+        _ => Err(diags),
+    }
+}
+
+/// The head keys, each deserialized on its own so that a problem in one does not hide the others.
+fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec> {
+    let text = ctx.text;
+    let mut ok = true;
+    let verify: Option<VerifySpec> = field(ctx, text, root, "verify", &mut ok);
+    let allow_ips: Option<Vec<IpNet>> = field(ctx, text, root, "allow_ips", &mut ok);
+    let dedup: Option<DedupSpec> = field(ctx, text, root, "dedup", &mut ok);
+    let max_body: Option<ByteSize> = field(ctx, text, root, "max_body", &mut ok);
+    let name: Option<serde_saphyr::Spanned<String>> = field(ctx, text, root, "source", &mut ok);
+    match (source, &name) {
+        (None, _) => {
+            ctx.error(
+                root.loc,
+                "missing `source:` (the name served at POST /webhooks/{source})",
+            );
+            ok = false;
+        }
+        (Some(n), Some(name)) => {
+            let valid = !name.value.is_empty()
+                && name
+                    .value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !valid {
+                ctx.error(n.loc, format!("source `{}`: use letters, digits, `-`, `_` and `.` only (it is part of a URL)", name.value));
+                ok = false;
+            }
+        }
+        _ => {}
+    }
+    let allow_ips = allow_ips.unwrap_or_default();
+    if source.is_some() && verify.is_none() && allow_ips.is_empty() && ok {
+        ctx.error(root.loc, "a source needs `verify:` (or at least `allow_ips:`): anyone could post to it otherwise")
+            .hint = Some("e.g. verify: { preset: token, header: Authorization, prefix: \"Bearer \", secret: \"${env:MY_TOKEN}\" }".to_owned());
+        ok = false;
+    }
+    if let Some(d) = &dedup {
+        ok &= check_dedup(ctx, root, d);
+    }
+    let name = name?;
+    ok.then_some(SourceSpec {
+        name,
+        verify,
+        allow_ips,
+        dedup,
+        max_body,
+    })
+}
+
+/// `dedup`: exactly one of `id` (a path that compiles) and `header`; `ttl` a duration.
+fn check_dedup(ctx: &mut Ctx, root: &Node, d: &DedupSpec) -> bool {
+    let at = root
+        .as_map()
+        .and_then(|m| m.iter().find(|(k, _)| k.name == "dedup"))
+        .map(|(k, _)| k.loc)
+        .unwrap_or(root.loc);
+    let mut ok = true;
+    if d.id.is_some() == d.header.is_some() {
+        ctx.error(
+            at,
+            "dedup: give exactly one of `id` (a JSONPath into the body) or `header`",
+        );
+        ok = false;
+    }
+    if let Some(id) = &d.id {
+        if let Err(e) = JsonPath::compile(&id.value) {
+            let (line, col) = (id.referenced.line() as u32, id.referenced.column() as u32);
+            let inner = e
+                .offset
+                .map_or(0, |o| id.value[..o.min(id.value.len())].chars().count())
+                as u32;
+            let quoted = ctx
+                .text
+                .lines()
+                .nth(line.saturating_sub(1) as usize)
+                .and_then(|l| l.chars().nth(col.saturating_sub(1) as usize))
+                .is_some_and(|c| c == '"' || c == '\'');
+            ctx.error_at(
+                line,
+                col + inner + u32::from(quoted),
+                1,
+                format!("dedup.id: {e}"),
+            );
+            ok = false;
+        }
+    }
+    if let Some(ttl) = &d.ttl {
+        if let Err(e) = humantime::parse_duration(&ttl.value) {
+            ctx.error_at(
+                ttl.referenced.line() as u32,
+                ttl.referenced.column() as u32,
+                ttl.value.chars().count() as u32,
+                format!("dedup.ttl: `{}` is not a duration: {e}", ttl.value),
+            )
+            .hint = Some("e.g. 72h, 30m, 7days".to_owned());
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// Deserialize one top-level key with serde-saphyr (the head types are serde types); its error is
+/// reported located, and the other keys are still checked.
+fn field<T: DeserializeOwned>(
+    ctx: &mut Ctx,
+    text: &str,
+    root: &Node,
+    key: &'static str,
+    ok: &mut bool,
+) -> Option<T> {
+    let present = root
+        .as_map()
+        .is_some_and(|m| m.iter().any(|(k, _)| k.name == key));
+    if !present {
+        return None;
+    }
+    let mut opts = serde_saphyr::Options::default();
+    opts.strict_booleans = true;
+    opts.with_snippet = false;
+    let seed = Pick::<T> {
+        key,
+        _t: PhantomData,
+    };
+    let result =
+        serde_saphyr::with_deserializer_from_str_with_options(text, opts, |d| seed.deserialize(d));
+    match result {
+        Ok(v) => v,
+        Err(e) => {
+            let mut d = yaml::serde_error(&ctx.file, text, &e);
+            d.message = format!("{key}: {}", d.message);
+            ctx.diags.push(d);
+            *ok = false;
+            None
+        }
+    }
+}
+
+/// Deserializes the value of one key of the top-level map and skips the rest.
+struct Pick<T> {
+    key: &'static str,
+    _t: PhantomData<T>,
+}
+
+impl<'de, T: DeserializeOwned> DeserializeSeed<'de> for Pick<T> {
+    type Value = Option<T>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<T>, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Visitor<'de> for Pick<T> {
+    type Value = Option<T>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Option<T>, A::Error> {
+        let mut found = None;
+        while let Some(k) = map.next_key::<String>()? {
+            if k == self.key {
+                found = Some(map.next_value::<T>()?);
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// `lookups: { table: { key: value, ... } }`: keys are matched as text.
+fn lookups(ctx: &mut Ctx, node: Option<&Node>) -> Lookups {
+    let mut out = HashMap::new();
+    let Some(node) = node else { return out };
+    let Some(tables) = node.as_map() else {
+        ctx.expected(node, "lookups", "a map of table names to tables");
+        return out;
+    };
+    for (name, table) in tables {
+        let Some(entries) = table.as_map() else {
+            ctx.expected(
+                table,
+                &format!("lookups.{}", name.name),
+                "a map of keys to values",
+            );
+            continue;
+        };
+        let mut map = Map::new();
+        for (k, v) in entries {
+            match v.kind {
+                Kind::Map(_) | Kind::Seq(_) | Kind::Null => {
+                    ctx.expected(
+                        v,
+                        &format!("lookups.{}.{}", name.name, k.name),
+                        "a constant",
+                    );
+                }
+                _ => {
+                    map.insert(k.name.clone(), v.to_json());
+                }
+            }
+        }
+        out.insert(name.name.clone(), Arc::new(map));
+    }
+    out
+}
+
+fn rules(ctx: &mut Ctx, node: Option<&Node>, env: Env) -> Vec<Rule> {
+    let Some(node) = node else { return Vec::new() };
+    let Kind::Seq(items) = &node.kind else {
+        ctx.expected(node, "rules", "a list of rules");
+        return Vec::new();
+    };
+    // Names are checked on the text, so a duplicate shows even when a rule has other problems.
+    let mut seen: HashMap<&str, u32> = HashMap::new();
+    for item in items {
+        let Some((_, name)) = item
+            .as_map()
+            .and_then(|m| m.iter().find(|(k, _)| k.name == "name"))
+        else {
+            continue;
+        };
+        let Some(text) = name.as_str() else { continue };
+        if let Some(line) = seen.get(text) {
+            ctx.error(
+                name.loc,
+                format!("rule name `{text}` is already used on line {line}"),
+            )
+            .hint = Some(
+                "rule names must be unique: they are part of the actions' idempotency keys"
+                    .to_owned(),
+            );
+        } else {
+            seen.insert(text, name.loc.line);
+        }
+    }
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| Rule::compile(ctx, item, i, env))
+        .collect()
+}
+
+/// Expand directories (their `*.yaml`/`*.yml` files, top level only, skipping dot names such as a
+/// ConfigMap's `..data`; symlinks are followed), parse every file, and check that source names are
+/// unique. Returns the files that compiled and every problem of every file.
+pub fn load_files(paths: &[PathBuf]) -> (Vec<SourceFile>, Vec<Diagnostic>) {
+    let mut files = Vec::new();
+    let mut diags = Vec::new();
+    for p in paths {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => match std::fs::read_dir(p) {
+                Ok(entries) => {
+                    let mut found: Vec<PathBuf> = entries
+                        .filter_map(Result::ok)
+                        .filter(|e| {
+                            let name = e.file_name();
+                            let name = name.to_string_lossy();
+                            !name.starts_with('.')
+                                && (name.ends_with(".yaml") || name.ends_with(".yml"))
+                        })
+                        .map(|e| e.path())
+                        .filter(|p| p.is_file())
+                        .collect();
+                    found.sort();
+                    files.extend(found);
+                }
+                Err(e) => diags.push(Diagnostic::new(
+                    p.display().to_string(),
+                    0,
+                    0,
+                    format!("cannot read directory: {e}"),
+                )),
+            },
+            Ok(_) => files.push(p.clone()),
+            Err(e) => diags.push(Diagnostic::new(
+                p.display().to_string(),
+                0,
+                0,
+                format!("cannot read: {e}"),
+            )),
+        }
+    }
+    let mut out: Vec<SourceFile> = Vec::new();
+    let mut seen = HashSet::new();
+    for path in files {
+        if !seen.insert(path.clone()) {
+            continue;
+        }
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                diags.push(Diagnostic::new(
+                    path.display().to_string(),
+                    0,
+                    0,
+                    format!("cannot read: {e}"),
+                ));
+                continue;
+            }
+        };
+        match parse_source_file(&path, &text) {
+            Ok(sf) => {
+                if let Some(other) = out.iter().find(|o| o.head.name.value == sf.head.name.value) {
+                    let at = &sf.head.name.referenced;
+                    diags.push(
+                        Diagnostic::new(
+                            path.display().to_string(),
+                            at.line() as u32,
+                            at.column() as u32,
+                            format!(
+                                "source `{}` is already defined in {}:{}",
+                                sf.head.name.value,
+                                other.path.display(),
+                                other.head.name.referenced.line()
+                            ),
+                        )
+                        .with_source(&text),
+                    );
+                } else {
+                    out.push(sf);
+                }
+            }
+            Err(d) => diags.extend(d),
+        }
+    }
+    (out, diags)
+}

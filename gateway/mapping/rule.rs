@@ -1,0 +1,576 @@
+//! Rules and their actions: compiled from the `rules:` list, applied to one event.
+//!
+//! A rule is `name`, an optional `when`, an optional `for_each` and one or more actions, written
+//! either as keys of the rule (`upsert_contact: {...}`, several kinds allowed) or as a list under
+//! `actions:`. Every matching rule fires, in file order, until one with `stop: true` matches.
+
+use super::condition::Condition;
+use super::value::{eval_object, Env, EvalError, Scope, ValueExpr};
+use super::yaml::{Ctx, Kind, Node};
+use crate::action::{Action, Contact, ContactUpdate, CustomEvent, Identifier, Identifiers};
+use crate::jsonpath::JsonPath;
+use serde_json::Value;
+use std::borrow::Cow;
+
+pub const ACTION_KINDS: &[&str] = &[
+    "create_contact",
+    "upsert_contact",
+    "update_contact",
+    "custom_event",
+];
+const RULE_KEYS: &[&str] = &[
+    "name",
+    "description",
+    "when",
+    "for_each",
+    "stop",
+    "actions",
+    "create_contact",
+    "upsert_contact",
+    "update_contact",
+    "custom_event",
+];
+const CONTACT_KEYS: &[&str] = &["email", "ext_id", "attributes", "list_ids"];
+const EVENT_KEYS: &[&str] = &[
+    "event_name",
+    "event_date",
+    "email",
+    "ext_id",
+    "contact_properties",
+    "event_properties",
+];
+
+#[derive(Debug)]
+pub struct Rule {
+    pub name: String,
+    when: Option<Condition>,
+    for_each: Option<JsonPath>,
+    pub stop: bool,
+    actions: Vec<ActionSpec>,
+}
+
+/// Named fields of an action (`attributes`, `event_properties`, ...).
+type Fields = Vec<(String, ValueExpr)>;
+
+#[derive(Debug)]
+enum ActionSpec {
+    Contact {
+        upsert: bool,
+        ids: Ids,
+        attributes: Fields,
+        list_ids: Option<ValueExpr>,
+    },
+    Update {
+        ids: Ids,
+        attributes: Fields,
+        list_ids: Option<ValueExpr>,
+    },
+    Event {
+        name: ValueExpr,
+        date: Option<ValueExpr>,
+        ids: Ids,
+        contact_properties: Fields,
+        event_properties: Fields,
+    },
+}
+
+/// `email` and/or `ext_id`: at least one must have a value.
+#[derive(Debug)]
+struct Ids {
+    email: Option<ValueExpr>,
+    ext_id: Option<ValueExpr>,
+}
+
+/// Why one event could not be mapped: which rule, which field, why.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("rule `{rule}`: {}{field}: {reason}", element.map(|i| format!("element {i}: ")).unwrap_or_default())]
+pub struct MapError {
+    pub rule: String,
+    /// The `for_each` element, when the rule has one.
+    pub element: Option<usize>,
+    pub field: String,
+    pub reason: String,
+}
+
+impl Rule {
+    pub fn compile(ctx: &mut Ctx, node: &Node, index: usize, env: Env) -> Option<Rule> {
+        let f = ctx.map(node, "rule", RULE_KEYS)?;
+        let mut ok = true;
+        let name = match f.get("name") {
+            Some(n) => match ctx.string(n, "name") {
+                Some("") => {
+                    ctx.error(n.loc, "a rule name cannot be empty");
+                    None
+                }
+                other => other.map(str::to_owned),
+            },
+            None => {
+                ctx.error(node.loc, format!("rule {}: missing `name`", index + 1))
+                    .hint = Some(
+                    "the name identifies the rule in errors and in idempotency keys".to_owned(),
+                );
+                None
+            }
+        };
+        let for_each = match f.get("for_each") {
+            Some(n) => match ctx.string(n, "for_each") {
+                Some(s) if s.starts_with('$') => {
+                    super::value::compile_path(ctx, n, s, "for_each", env)
+                }
+                Some(_) => {
+                    ctx.expected(n, "for_each", "a `$.` path to a list, such as $.line_items");
+                    None
+                }
+                None => None,
+            }
+            .map(Some)
+            .unwrap_or_else(|| {
+                ok = false;
+                None
+            }),
+            None => None,
+        };
+        let inner = Env {
+            in_for_each: for_each.is_some(),
+            ..env
+        };
+        let when = match f.get("when") {
+            Some(n) => {
+                let c = Condition::compile(ctx, n, inner);
+                ok &= c.is_some();
+                c
+            }
+            None => None,
+        };
+        let stop = match f.get("stop") {
+            Some(n) => ctx.bool(n, "stop").unwrap_or(false),
+            None => false,
+        };
+        let mut actions = Vec::new();
+        let direct: Vec<_> = f
+            .entries
+            .iter()
+            .filter(|(k, _)| ACTION_KINDS.contains(&k.name.as_str()))
+            .collect();
+        match (f.get("actions"), direct.is_empty()) {
+            (Some(list), true) => match &list.kind {
+                Kind::Seq(items) if !items.is_empty() => {
+                    for item in items {
+                        let Some(entries) = item.as_map().filter(|e| e.len() == 1) else {
+                            ctx.expected(
+                                item,
+                                "actions",
+                                "a one-key map such as upsert_contact: {...}",
+                            );
+                            ok = false;
+                            continue;
+                        };
+                        let (k, v) = &entries[0];
+                        if !ACTION_KINDS.contains(&k.name.as_str()) {
+                            let d = ctx.error(k.loc, format!("unknown action `{}`", k.name));
+                            d.hint = Some(
+                                match super::diagnostic::did_you_mean(
+                                    &k.name,
+                                    ACTION_KINDS.iter().copied(),
+                                ) {
+                                    Some(c) => format!("did you mean `{c}`?"),
+                                    None => format!("actions: {}", ACTION_KINDS.join(", ")),
+                                },
+                            );
+                            ok = false;
+                            continue;
+                        }
+                        match compile_action(ctx, &k.name, v, inner) {
+                            Some(a) => actions.push(a),
+                            None => ok = false,
+                        }
+                    }
+                }
+                _ => {
+                    ctx.expected(list, "actions", "a non-empty list of actions");
+                    ok = false;
+                }
+            },
+            (Some(list), false) => {
+                ctx.error(
+                    list.loc,
+                    "write the actions either as keys of the rule or under `actions:`, not both",
+                );
+                ok = false;
+            }
+            (None, false) => {
+                for (k, v) in direct {
+                    match compile_action(ctx, &k.name, v, inner) {
+                        Some(a) => actions.push(a),
+                        None => ok = false,
+                    }
+                }
+            }
+            (None, true) => {
+                ctx.error(
+                    node.loc,
+                    format!("rule `{}` has no action", name.as_deref().unwrap_or("?")),
+                )
+                .hint = Some(format!("add one of: {}", ACTION_KINDS.join(", ")));
+                ok = false;
+            }
+        }
+        let name = name?;
+        ok.then_some(Rule {
+            name,
+            when,
+            for_each,
+            stop,
+            actions,
+        })
+    }
+
+    /// Does this rule match, and if so, its actions in order. `Ok(None)`: it does not match.
+    pub fn apply(&self, scope: Scope<'_>) -> Result<Option<Vec<Action>>, MapError> {
+        let fail = |element: Option<usize>, e: EvalError| MapError {
+            rule: self.name.clone(),
+            element,
+            field: e.field,
+            reason: e.reason,
+        };
+        let Some(over) = &self.for_each else {
+            if let Some(when) = &self.when {
+                if !when.eval(scope).map_err(|e| fail(None, e))? {
+                    return Ok(None);
+                }
+            }
+            let mut out = Vec::with_capacity(self.actions.len());
+            for a in &self.actions {
+                out.push(a.build(scope).map_err(|e| fail(None, e))?);
+            }
+            return Ok(Some(out));
+        };
+        // With for_each, `when` is tested per element (it may use `@` paths).
+        let elements: &[Value] = match over.first(scope.root) {
+            None | Some(Value::Null) => &[],
+            Some(Value::Array(items)) => items,
+            Some(other) => {
+                return Err(fail(
+                    None,
+                    EvalError {
+                        field: "for_each".into(),
+                        reason: format!(
+                            "expected a list at {}, found {}",
+                            over.as_str(),
+                            super::json_kind(other)
+                        ),
+                    },
+                ))
+            }
+        };
+        let mut out = Vec::new();
+        let mut matched = false;
+        for (i, el) in elements.iter().enumerate() {
+            let inner = Scope {
+                item: Some(el),
+                ..scope
+            };
+            if let Some(when) = &self.when {
+                if !when.eval(inner).map_err(|e| fail(Some(i), e))? {
+                    continue;
+                }
+            }
+            matched = true;
+            for a in &self.actions {
+                out.push(a.build(inner).map_err(|e| fail(Some(i), e))?);
+            }
+        }
+        Ok(matched.then_some(out))
+    }
+}
+
+fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<ActionSpec> {
+    let allowed = if kind == "custom_event" {
+        EVENT_KEYS
+    } else {
+        CONTACT_KEYS
+    };
+    let f = ctx.map(node, kind, allowed)?;
+    let mut ok = true;
+    let mut value = |ctx: &mut Ctx, key: &str| -> Option<ValueExpr> {
+        let n = f.get(key)?;
+        let v = ValueExpr::compile(ctx, n, &format!("{kind}.{key}"), env);
+        ok &= v.is_some();
+        v
+    };
+    let email = value(ctx, "email");
+    let ext_id = value(ctx, "ext_id");
+    if let Some(n) = f.get("email") {
+        lint_email(ctx, n, kind);
+    }
+    let list_ids = value(ctx, "list_ids");
+    let date = value(ctx, "event_date");
+    let event_name = value(ctx, "event_name");
+    let mut fields = |ctx: &mut Ctx, key: &str| -> Fields {
+        let Some(n) = f.get(key) else {
+            return Vec::new();
+        };
+        let Some(entries) = n.as_map() else {
+            ctx.expected(n, &format!("{kind}.{key}"), "a map of names to values");
+            ok = false;
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(entries.len());
+        for (k, v) in entries {
+            match ValueExpr::compile(ctx, v, &format!("{kind}.{key}.{}", k.name), env) {
+                Some(e) => out.push((k.name.clone(), e)),
+                None => ok = false,
+            }
+        }
+        out
+    };
+    let attributes = fields(ctx, "attributes");
+    let contact_properties = fields(ctx, "contact_properties");
+    let event_properties = fields(ctx, "event_properties");
+    let ids = match (f.has("email"), f.has("ext_id")) {
+        (false, false) => {
+            // An unknown key (`emial`) already explains it.
+            if !f.unknown {
+                ctx.error(
+                    node.loc,
+                    format!("{kind}: needs `email` or `ext_id` to identify the contact"),
+                );
+            }
+            ok = false;
+            Ids { email, ext_id }
+        }
+        // A single identifier is required: the action cannot be sent without it.
+        (true, false) => Ids {
+            email: email.map(ValueExpr::require),
+            ext_id,
+        },
+        (false, true) => Ids {
+            email,
+            ext_id: ext_id.map(ValueExpr::require),
+        },
+        (true, true) => Ids { email, ext_id },
+    };
+    if kind == "custom_event" && !f.has("event_name") && !f.unknown {
+        ctx.error(node.loc, "custom_event: missing `event_name`");
+        ok = false;
+    }
+    if !ok {
+        return None;
+    }
+    Some(match kind {
+        "custom_event" => ActionSpec::Event {
+            name: event_name?.require(),
+            date,
+            ids,
+            contact_properties,
+            event_properties,
+        },
+        "update_contact" => ActionSpec::Update {
+            ids,
+            attributes,
+            list_ids,
+        },
+        _ => ActionSpec::Contact {
+            upsert: kind == "upsert_contact",
+            ids,
+            attributes,
+            list_ids,
+        },
+    })
+}
+
+/// A constant email without `@` is almost always a path written without `$.`.
+fn lint_email(ctx: &mut Ctx, n: &Node, kind: &str) {
+    if let Some(s) = n.as_str() {
+        if !s.starts_with('$') && !s.starts_with('@') && !s.contains("{{") && !s.contains('@') {
+            ctx.error(
+                n.loc,
+                format!("{kind}.email: `{s}` is neither a path nor an email address"),
+            )
+            .hint = Some(
+                if s.chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+                {
+                    format!("did you mean `$.{s}`?")
+                } else {
+                    "write a path such as $.email, or an email address".to_owned()
+                },
+            );
+        }
+    }
+}
+
+impl ActionSpec {
+    fn build(&self, scope: Scope<'_>) -> Result<Action, EvalError> {
+        Ok(match self {
+            ActionSpec::Contact {
+                upsert,
+                ids,
+                attributes,
+                list_ids,
+            } => {
+                let kind = if *upsert {
+                    "upsert_contact"
+                } else {
+                    "create_contact"
+                };
+                let (email, ext_id) = ids.eval(scope).map_err(|e| e.within(kind))?;
+                let contact = Contact {
+                    email,
+                    ext_id,
+                    attributes: eval_object(attributes, scope)
+                        .map_err(|e| e.within(&format!("{kind}.attributes")))?,
+                    list_ids: lists(list_ids, scope).map_err(|e| e.within(kind))?,
+                };
+                if *upsert {
+                    Action::UpsertContact(contact)
+                } else {
+                    Action::CreateContact(contact)
+                }
+            }
+            ActionSpec::Update {
+                ids,
+                attributes,
+                list_ids,
+            } => {
+                let kind = "update_contact";
+                let (email, ext_id) = ids.eval(scope).map_err(|e| e.within(kind))?;
+                let identifier = match (email, ext_id) {
+                    (Some(e), _) => Identifier::Email(e),
+                    (None, Some(id)) => Identifier::ExtId(id),
+                    (None, None) => unreachable_ids(kind)?,
+                };
+                Action::UpdateContact(ContactUpdate {
+                    identifier,
+                    attributes: eval_object(attributes, scope)
+                        .map_err(|e| e.within(&format!("{kind}.attributes")))?,
+                    list_ids: lists(list_ids, scope).map_err(|e| e.within(kind))?,
+                })
+            }
+            ActionSpec::Event {
+                name,
+                date,
+                ids,
+                contact_properties,
+                event_properties,
+            } => {
+                let kind = "custom_event";
+                let (email_id, ext_id) = ids.eval(scope).map_err(|e| e.within(kind))?;
+                let event_name = match name
+                    .eval(scope)
+                    .map_err(|e| e.within("custom_event.event_name"))?
+                {
+                    Some(v) => text(&v, "custom_event.event_name")?,
+                    None => String::new(),
+                };
+                let event_date = match date {
+                    Some(d) => match d
+                        .eval(scope)
+                        .map_err(|e| e.within("custom_event.event_date"))?
+                    {
+                        Some(v) => Some(text(&v, "custom_event.event_date")?),
+                        None => None,
+                    },
+                    None => None,
+                };
+                Action::CustomEvent(CustomEvent {
+                    event_name,
+                    event_date,
+                    identifiers: Identifiers { email_id, ext_id },
+                    contact_properties: eval_object(contact_properties, scope)
+                        .map_err(|e| e.within("custom_event.contact_properties"))?,
+                    event_properties: eval_object(event_properties, scope)
+                        .map_err(|e| e.within("custom_event.event_properties"))?,
+                })
+            }
+        })
+    }
+}
+
+fn unreachable_ids<T>(kind: &str) -> Result<T, EvalError> {
+    Err(EvalError {
+        field: kind.to_owned(),
+        reason: "no identifier: email and ext_id are both missing".to_owned(),
+    })
+}
+
+impl Ids {
+    /// Email and ext_id as text; an error when neither has a value.
+    fn eval(&self, scope: Scope<'_>) -> Result<(Option<String>, Option<String>), EvalError> {
+        let email = match &self.email {
+            Some(e) => match e.eval(scope).map_err(|e| e.within("email"))? {
+                Some(v) => Some(text(&v, "email")?),
+                None => None,
+            },
+            None => None,
+        };
+        let ext_id = match &self.ext_id {
+            Some(e) => match e.eval(scope).map_err(|e| e.within("ext_id"))? {
+                Some(Cow::Borrowed(Value::Number(n))) => Some(n.to_string()),
+                Some(Cow::Owned(Value::Number(n))) => Some(n.to_string()),
+                Some(v) => Some(text(&v, "ext_id")?),
+                None => None,
+            },
+            None => None,
+        };
+        if email.is_none() && ext_id.is_none() {
+            let mut missing = Vec::new();
+            if let Some(e) = &self.email {
+                missing.push(format!("email missing {}", e.describe()));
+            }
+            if let Some(e) = &self.ext_id {
+                missing.push(format!("ext_id missing {}", e.describe()));
+            }
+            return Err(EvalError {
+                field: String::new(),
+                reason: format!("no identifier: {}", missing.join(", ")),
+            });
+        }
+        Ok((email, ext_id))
+    }
+}
+
+fn text(v: &Value, field: &str) -> Result<String, EvalError> {
+    match v {
+        Value::String(s) if !s.is_empty() => Ok(s.clone()),
+        Value::String(_) => Err(EvalError {
+            field: field.to_owned(),
+            reason: "empty text".to_owned(),
+        }),
+        other => Err(EvalError {
+            field: field.to_owned(),
+            reason: format!("expected text, found {}", super::json_kind(other)),
+        }),
+    }
+}
+
+/// `list_ids`: numbers (or numeric text), possibly in nested lists.
+fn lists(expr: &Option<ValueExpr>, scope: Scope<'_>) -> Result<Vec<i64>, EvalError> {
+    let Some(expr) = expr else {
+        return Ok(Vec::new());
+    };
+    let Some(v) = expr.eval(scope).map_err(|e| e.within("list_ids"))? else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    collect_ids(&v, &mut out)?;
+    Ok(out)
+}
+
+fn collect_ids(v: &Value, out: &mut Vec<i64>) -> Result<(), EvalError> {
+    let bad = |v: &Value| EvalError {
+        field: "list_ids".to_owned(),
+        reason: format!("expected list ids (whole numbers), found {v}"),
+    };
+    match v {
+        Value::Array(items) => {
+            for i in items {
+                collect_ids(i, out)?;
+            }
+        }
+        Value::Number(n) => out.push(n.as_i64().ok_or_else(|| bad(v))?),
+        Value::String(s) => out.push(s.trim().parse().map_err(|_| bad(v))?),
+        other => return Err(bad(other)),
+    }
+    Ok(())
+}

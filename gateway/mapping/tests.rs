@@ -1,0 +1,362 @@
+//! A mapping file's own `tests:`: a payload (a file next to the mapping, or inline), optional
+//! headers, and the actions expected (or the error). `hookgate check` runs them; a mismatch is
+//! shown as a field-by-field diff.
+
+use super::condition::same;
+use super::yaml::{Ctx, Kind, Node};
+use super::{Event, SourceFile};
+use crate::action::Action;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const KEYS: &[&str] = &[
+    "name",
+    "payload",
+    "content_type",
+    "headers",
+    "expect",
+    "expect_error",
+];
+
+/// One embedded test, as compiled from the file.
+#[derive(Debug, Clone)]
+pub struct TestCase {
+    pub name: String,
+    /// Line of the test in the mapping file.
+    pub line: u32,
+    pub payload: Payload,
+    pub form: Option<bool>,
+    pub headers: Vec<(String, String)>,
+    pub expect: Expect,
+}
+
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A path relative to the mapping file's directory.
+    File(PathBuf),
+    /// Inline JSON (a YAML map or list).
+    Json(Value),
+    /// Inline text: a form body, or JSON text.
+    Text(String),
+}
+
+#[derive(Debug, Clone)]
+pub enum Expect {
+    /// The actions, each with the rule that must have produced it (when given).
+    Actions(Vec<(Option<String>, Action)>),
+    /// The event must fail with an error containing this text.
+    Error(String),
+}
+
+/// The result of one test.
+#[derive(Debug)]
+pub struct Outcome {
+    pub name: String,
+    pub line: u32,
+    /// None when it passed; otherwise what went wrong, ready to print.
+    pub failure: Option<String>,
+}
+
+pub(super) fn compile(ctx: &mut Ctx, node: &Node) -> Vec<TestCase> {
+    let Kind::Seq(items) = &node.kind else {
+        ctx.expected(node, "tests", "a list of tests");
+        return Vec::new();
+    };
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, item)| compile_one(ctx, item, i))
+        .collect()
+}
+
+fn compile_one(ctx: &mut Ctx, node: &Node, i: usize) -> Option<TestCase> {
+    let f = ctx.map(node, "test", KEYS)?;
+    let name = match f.get("name") {
+        Some(n) => ctx.string(n, "name").unwrap_or_default().to_owned(),
+        None => format!("test {}", i + 1),
+    };
+    // Every part is checked even when an earlier one is wrong, so all problems show at once.
+    let payload = match f.get("payload") {
+        Some(n) => match &n.kind {
+            Kind::Str(s) if s.trim_start().starts_with(['{', '[']) || s.contains('=') => {
+                Some(Payload::Text(s.clone()))
+            }
+            Kind::Str(s) => Some(Payload::File(PathBuf::from(s))),
+            Kind::Map(_) | Kind::Seq(_) => Some(Payload::Json(n.to_json())),
+            _ => {
+                ctx.expected(n, "payload", "a file name, an inline map, or form text");
+                None
+            }
+        },
+        None => {
+            ctx.error(node.loc, format!("test `{name}`: missing `payload`"));
+            None
+        }
+    };
+    let mut ok = true;
+    let form = match f.get("content_type") {
+        Some(n) => match ctx.string(n, "content_type") {
+            Some("json" | "application/json") => Some(false),
+            Some("form" | "application/x-www-form-urlencoded") => Some(true),
+            Some(other) => {
+                ctx.error(
+                    n.loc,
+                    format!("content_type: `{other}` is neither json nor form"),
+                );
+                ok = false;
+                None
+            }
+            None => {
+                ok = false;
+                None
+            }
+        },
+        None => None,
+    };
+    let mut headers = Vec::new();
+    if let Some(n) = f.get("headers") {
+        match n.as_map() {
+            Some(entries) => {
+                for (k, v) in entries {
+                    let value = match v.to_json() {
+                        Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    headers.push((k.name.clone(), value));
+                }
+            }
+            None => {
+                ctx.expected(n, "headers", "a map of header names to values");
+                ok = false;
+            }
+        }
+    }
+    let expect = match (f.get("expect"), f.get("expect_error")) {
+        (Some(n), None) => expected_actions(ctx, n).map(Expect::Actions),
+        (None, Some(n)) => ctx
+            .string(n, "expect_error")
+            .map(|s| Expect::Error(s.to_owned())),
+        _ => {
+            ctx.error(
+                node.loc,
+                format!("test `{name}`: give exactly one of `expect` (a list of actions, [] for none) or `expect_error`"),
+            );
+            None
+        }
+    };
+    let (payload, expect) = (payload?, expect?);
+    ok.then_some(TestCase {
+        name,
+        line: node.loc.line,
+        payload,
+        form,
+        headers,
+        expect,
+    })
+}
+
+fn expected_actions(ctx: &mut Ctx, node: &Node) -> Option<Vec<(Option<String>, Action)>> {
+    let Kind::Seq(items) = &node.kind else {
+        ctx.expected(node, "expect", "a list of actions ([] for none)");
+        return None;
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for item in items {
+        let Some(entries) = item.as_map() else {
+            ctx.expected(item, "expect", "an action such as upsert_contact: {...}");
+            ok = false;
+            continue;
+        };
+        let mut rule = None;
+        let mut action = None;
+        for (k, v) in entries {
+            if k.name == "rule" {
+                rule = v.as_str().map(str::to_owned);
+                continue;
+            }
+            if !super::rule::ACTION_KINDS.contains(&k.name.as_str()) {
+                let d = ctx.error(k.loc, format!("expect: unknown action `{}`", k.name));
+                d.hint = super::diagnostic::did_you_mean(
+                    &k.name,
+                    super::rule::ACTION_KINDS.iter().copied().chain(["rule"]),
+                )
+                .map(|c| format!("did you mean `{c}`?"));
+                ok = false;
+                continue;
+            }
+            let json = serde_json::json!({ k.name.clone(): v.to_json() });
+            match serde_json::from_value::<Action>(json) {
+                Ok(a) => action = Some(a),
+                Err(e) => {
+                    let message = e.to_string();
+                    ctx.error(v.loc, format!("expect: {}: {message}", k.name))
+                        .hint = super::yaml::unknown_name_hint(&message);
+                    ok = false;
+                }
+            }
+        }
+        match action {
+            Some(a) => out.push((rule, a)),
+            None if ok => {
+                ctx.error(
+                    item.loc,
+                    "expect: each item needs an action key (and optionally `rule`)",
+                );
+                ok = false;
+            }
+            None => {}
+        }
+    }
+    ok.then_some(out)
+}
+
+/// Read a test's payload. JSON unless the test says `content_type: form` or the file ends in
+/// `.form`/`.txt`/`.urlencoded` (or inline text that is not JSON).
+fn load_payload(case: &TestCase, dir: &Path) -> Result<Value, String> {
+    let (bytes, form_by_name) = match &case.payload {
+        Payload::Json(v) => return Ok(v.clone()),
+        Payload::Text(t) => (
+            t.clone().into_bytes(),
+            !t.trim_start().starts_with(['{', '[']),
+        ),
+        Payload::File(p) => {
+            let full = dir.join(p);
+            let bytes = std::fs::read(&full)
+                .map_err(|e| format!("cannot read payload {}: {e}", full.display()))?;
+            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
+            (bytes, matches!(ext, "form" | "txt" | "urlencoded"))
+        }
+    };
+    parse_payload(&bytes, case.form.unwrap_or(form_by_name))
+}
+
+/// A payload as the mapper sees it: JSON, or a form turned into JSON.
+pub fn parse_payload(bytes: &[u8], form: bool) -> Result<Value, String> {
+    if form {
+        super::parse_form(bytes)
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| format!("the payload is not valid JSON: {e}"))
+    }
+}
+
+/// Run every test of a file.
+pub fn run(file: &SourceFile) -> Vec<Outcome> {
+    let dir = file.path.parent().unwrap_or(Path::new("."));
+    file.tests
+        .iter()
+        .map(|case| Outcome {
+            name: case.name.clone(),
+            line: case.line,
+            failure: run_one(file, case, dir).err(),
+        })
+        .collect()
+}
+
+fn run_one(file: &SourceFile, case: &TestCase, dir: &Path) -> Result<(), String> {
+    let body = load_payload(case, dir)?;
+    let mut event = Event::new(body);
+    for (k, v) in &case.headers {
+        event.headers.insert(k, v.clone());
+    }
+    let result = file.mapping.apply(&event);
+    match (&case.expect, result) {
+        (Expect::Error(want), Err(e)) if e.to_string().contains(want.as_str()) => Ok(()),
+        (Expect::Error(want), Err(e)) => {
+            Err(format!("expected an error containing {want:?}, got: {e}"))
+        }
+        (Expect::Error(want), Ok(got)) => Err(format!(
+            "expected an error containing {want:?}, but the event mapped to {} action(s):\n{}",
+            got.len(),
+            pretty(&got)
+        )),
+        (Expect::Actions(_), Err(e)) => Err(format!("the event failed: {e}")),
+        (Expect::Actions(want), Ok(got)) => {
+            let mut lines = Vec::new();
+            for (i, (rule, action)) in want.iter().enumerate() {
+                let Some(g) = got.get(i) else {
+                    lines.push(format!(
+                        "action {}: expected {}, got nothing",
+                        i + 1,
+                        action.kind()
+                    ));
+                    continue;
+                };
+                if let Some(r) = rule {
+                    if *r != g.rule {
+                        lines.push(format!(
+                            "action {}: expected from rule `{r}`, got from rule `{}`",
+                            i + 1,
+                            g.rule
+                        ));
+                    }
+                }
+                let (w, gv) = (to_json(action), to_json(&g.action));
+                let mut diffs = Vec::new();
+                diff("", &w, &gv, &mut diffs);
+                if !diffs.is_empty() {
+                    lines.push(format!("action {} (rule `{}`):", i + 1, g.rule));
+                    lines.extend(diffs.into_iter().map(|d| format!("  {d}")));
+                }
+            }
+            for (i, g) in got.iter().enumerate().skip(want.len()) {
+                lines.push(format!(
+                    "action {}: unexpected {} from rule `{}`",
+                    i + 1,
+                    g.action.kind(),
+                    g.rule
+                ));
+            }
+            if lines.is_empty() {
+                Ok(())
+            } else {
+                lines.push(format!("got:\n{}", pretty(&got)));
+                Err(lines.join("\n"))
+            }
+        }
+    }
+}
+
+fn to_json(a: &Action) -> Value {
+    serde_json::to_value(a).unwrap_or(Value::Null)
+}
+
+fn pretty<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
+/// Field-by-field differences, as `path: expected X, got Y`.
+fn diff(path: &str, want: &Value, got: &Value, out: &mut Vec<String>) {
+    let at = |k: &str| {
+        if path.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match (want, got) {
+        (Value::Object(w), Value::Object(g)) => {
+            for (k, wv) in w {
+                match g.get(k) {
+                    Some(gv) => diff(&at(k), wv, gv, out),
+                    None => out.push(format!("{}: expected {wv}, missing", at(k))),
+                }
+            }
+            for (k, gv) in g {
+                if !w.contains_key(k) {
+                    out.push(format!("{}: not expected, got {gv}", at(k)));
+                }
+            }
+        }
+        (Value::Array(w), Value::Array(g)) if w.len() == g.len() => {
+            for (i, (wv, gv)) in w.iter().zip(g).enumerate() {
+                diff(&format!("{path}[{i}]"), wv, gv, out);
+            }
+        }
+        _ if same(want, got) => {}
+        _ => out.push(format!(
+            "{}: expected {want}, got {got}",
+            if path.is_empty() { "value" } else { path }
+        )),
+    }
+}

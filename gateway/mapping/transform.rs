@@ -1,0 +1,595 @@
+//! Transforms: the `then:` chain of a value. Each takes the value so far and returns the next one,
+//! `None` meaning missing (so `default` and `required` apply after the chain). A value of the wrong
+//! type is an error, never a silently different value. Text transforms given a list (from
+//! `all: true` or `split`) apply to each element.
+
+use super::yaml::{Ctx, Kind, Node};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use regex::Regex;
+use serde_json::{Map, Number, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Every transform name, for did-you-mean and the docs.
+pub const NAMES: &[&str] = &[
+    "lower",
+    "upper",
+    "trim",
+    "first_word",
+    "rest_words",
+    "split",
+    "join",
+    "replace",
+    "to_number",
+    "to_string",
+    "to_bool",
+    "divide",
+    "multiply",
+    "round",
+    "date",
+    "lookup",
+    "sha256",
+];
+
+/// The named tables of a file (`lookups:`), shared by the transforms that use them.
+pub type Lookups = HashMap<String, Arc<Map<String, Value>>>;
+
+#[derive(Debug)]
+pub enum Transform {
+    Lower,
+    Upper,
+    Trim,
+    FirstWord,
+    RestWords,
+    Split(String),
+    Join(String),
+    Replace { from: Pattern, to: String },
+    ToNumber,
+    ToString,
+    ToBool,
+    Divide(f64),
+    Multiply(f64),
+    Round(u32),
+    Date(DateInput),
+    Lookup(Arc<Map<String, Value>>),
+    Sha256,
+}
+
+#[derive(Debug)]
+pub enum Pattern {
+    Text(String),
+    Regex(Regex),
+}
+
+/// How `date` reads its input.
+#[derive(Debug, Clone)]
+pub enum DateInput {
+    /// ISO-8601 text, or a number of epoch seconds (milliseconds when 1e11 or more).
+    Auto,
+    Seconds,
+    Millis,
+    /// A chrono format such as `%d/%m/%Y %H:%M`; without a zone the time is UTC.
+    Format(String),
+}
+
+type Out = Result<Option<Value>, String>;
+
+impl Transform {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Transform::Lower => "lower",
+            Transform::Upper => "upper",
+            Transform::Trim => "trim",
+            Transform::FirstWord => "first_word",
+            Transform::RestWords => "rest_words",
+            Transform::Split(_) => "split",
+            Transform::Join(_) => "join",
+            Transform::Replace { .. } => "replace",
+            Transform::ToNumber => "to_number",
+            Transform::ToString => "to_string",
+            Transform::ToBool => "to_bool",
+            Transform::Divide(_) => "divide",
+            Transform::Multiply(_) => "multiply",
+            Transform::Round(_) => "round",
+            Transform::Date(_) => "date",
+            Transform::Lookup(_) => "lookup",
+            Transform::Sha256 => "sha256",
+        }
+    }
+
+    /// Apply to a present value; `Err` says what was wrong with the input.
+    pub fn apply(&self, v: Value) -> Out {
+        match (self, v) {
+            (Transform::Join(sep), Value::Array(items)) => join(sep, items),
+            (Transform::Join(_), v @ Value::String(_)) => Ok(Some(v)),
+            (_, Value::Null) => Ok(None),
+            (t, Value::Array(items)) if !matches!(t, Transform::ToString) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    if let Some(v) = t.apply(item)? {
+                        out.push(v);
+                    }
+                }
+                Ok(Some(Value::Array(out)))
+            }
+            (t, v) => t.apply_one(v),
+        }
+    }
+
+    fn apply_one(&self, v: Value) -> Out {
+        match self {
+            Transform::Lower => text(v, |s| s.to_lowercase()),
+            Transform::Upper => text(v, |s| s.to_uppercase()),
+            Transform::Trim => text(v, |s| s.trim().to_owned()),
+            Transform::FirstWord => {
+                let s = want_text(&v)?;
+                Ok(s.split_whitespace()
+                    .next()
+                    .map(|w| Value::String(w.to_owned())))
+            }
+            Transform::RestWords => {
+                let s = want_text(&v)?;
+                let rest: Vec<&str> = s.split_whitespace().skip(1).collect();
+                Ok((!rest.is_empty()).then(|| Value::String(rest.join(" "))))
+            }
+            Transform::Split(sep) => {
+                let s = want_text(&v)?;
+                let parts = s
+                    .split(sep.as_str())
+                    .filter(|p| !p.is_empty())
+                    .map(|p| Value::String(p.to_owned()))
+                    .collect();
+                Ok(Some(Value::Array(parts)))
+            }
+            Transform::Join(_) => Err(format!("expected a list or text, found {}", kind(&v))),
+            Transform::Replace { from, to } => {
+                let s = want_text(&v)?;
+                Ok(Some(Value::String(match from {
+                    Pattern::Text(f) => s.replace(f.as_str(), to),
+                    Pattern::Regex(re) => re.replace_all(s, to.as_str()).into_owned(),
+                })))
+            }
+            Transform::ToNumber => match &v {
+                Value::Number(_) => Ok(Some(v)),
+                Value::String(s) if s.trim().is_empty() => Ok(None),
+                Value::String(s) => parse_number(s.trim())
+                    .map(|n| Some(Value::Number(n)))
+                    .ok_or_else(|| format!("`{}` is not a number", clip(s))),
+                Value::Bool(b) => Ok(Some(Value::from(u8::from(*b)))),
+                other => Err(format!("expected text or a number, found {}", kind(other))),
+            },
+            Transform::ToString => Ok(Some(Value::String(match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            }))),
+            Transform::ToBool => to_bool(&v),
+            Transform::Divide(d) => arith(&v, |x| x / d),
+            Transform::Multiply(m) => arith(&v, |x| x * m),
+            Transform::Round(places) => {
+                let factor = 10f64.powi(*places as i32);
+                arith(&v, |x| {
+                    if *places == 0 {
+                        x.round()
+                    } else {
+                        (x * factor).round() / factor
+                    }
+                })
+            }
+            Transform::Date(input) => date(input, &v).map(|d| Some(Value::String(d))),
+            Transform::Lookup(table) => {
+                let key = match &v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(_) | Value::Bool(_) => v.to_string(),
+                    other => {
+                        return Err(format!("expected text or a number, found {}", kind(other)))
+                    }
+                };
+                Ok(table.get(&key).cloned())
+            }
+            Transform::Sha256 => {
+                let s = match &v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(_) | Value::Bool(_) => v.to_string(),
+                    other => return Err(format!("expected text, found {}", kind(other))),
+                };
+                Ok(Some(Value::String(hex::encode(Sha256::digest(
+                    s.as_bytes(),
+                )))))
+            }
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn clip(s: &str) -> String {
+    if s.chars().count() > 40 {
+        format!("{}...", s.chars().take(40).collect::<String>())
+    } else {
+        s.to_owned()
+    }
+}
+
+fn want_text(v: &Value) -> Result<&str, String> {
+    match v {
+        Value::String(s) => Ok(s),
+        Value::Number(_) | Value::Bool(_) => Err(format!(
+            "expected text, found {} (add to_string first)",
+            kind(v)
+        )),
+        other => Err(format!("expected text, found {}", kind(other))),
+    }
+}
+
+fn text(v: Value, f: impl Fn(&str) -> String) -> Out {
+    Ok(Some(Value::String(f(want_text(&v)?))))
+}
+
+fn join(sep: &str, items: Vec<Value>) -> Out {
+    let mut parts = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Value::Null => {}
+            Value::String(s) => parts.push(s),
+            v @ (Value::Number(_) | Value::Bool(_)) => parts.push(v.to_string()),
+            other => {
+                return Err(format!(
+                    "join: expected a list of text, found {} in it",
+                    kind(&other)
+                ))
+            }
+        }
+    }
+    Ok(Some(Value::String(parts.join(sep))))
+}
+
+/// Parse a number as JSON would: integers stay integers, anything else must be a finite float.
+pub fn parse_number(s: &str) -> Option<Number> {
+    if let Ok(i) = s.parse::<i64>() {
+        return Some(i.into());
+    }
+    if let Ok(u) = s.parse::<u64>() {
+        return Some(u.into());
+    }
+    let f: f64 = s.parse().ok()?;
+    float(f)
+}
+
+/// A float result as a JSON number; integral results within 2^53 become integers (20, not 20.0).
+fn float(f: f64) -> Option<Number> {
+    if !f.is_finite() {
+        return None;
+    }
+    if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+        return Some((f as i64).into());
+    }
+    Number::from_f64(f)
+}
+
+fn number_of(v: &Value) -> Result<f64, String> {
+    match v {
+        Value::Number(n) => n.as_f64().ok_or_else(|| "number out of range".to_owned()),
+        Value::String(s) => match parse_number(s.trim()) {
+            Some(n) => n.as_f64().ok_or_else(|| "number out of range".to_owned()),
+            None => Err(format!("`{}` is not a number", clip(s))),
+        },
+        other => Err(format!("expected a number, found {}", kind(other))),
+    }
+}
+
+fn arith(v: &Value, f: impl Fn(f64) -> f64) -> Out {
+    if matches!(v, Value::String(s) if s.trim().is_empty()) {
+        return Ok(None);
+    }
+    let x = number_of(v)?;
+    float(f(x))
+        .map(|n| Some(Value::Number(n)))
+        .ok_or_else(|| "the result is not a finite number".to_owned())
+}
+
+fn to_bool(v: &Value) -> Out {
+    let b = match v {
+        Value::Bool(b) => *b,
+        Value::Number(n) if n.as_f64() == Some(0.0) => false,
+        Value::Number(n) if n.as_f64() == Some(1.0) => true,
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "" => return Ok(None),
+            "true" | "yes" | "on" | "1" => true,
+            "false" | "no" | "off" | "0" => false,
+            _ => {
+                return Err(format!(
+                    "`{}` is not a boolean (true/false, yes/no, on/off, 1/0)",
+                    clip(s)
+                ))
+            }
+        },
+        other => {
+            return Err(format!(
+                "expected a boolean, text or 0/1, found {}",
+                kind(other)
+            ))
+        }
+    };
+    Ok(Some(Value::Bool(b)))
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn from_epoch(x: f64, millis: bool) -> Result<String, String> {
+    let ms = if millis { x } else { x * 1000.0 };
+    if !ms.is_finite() || ms.abs() > 8.0e15 {
+        return Err(format!("{x} is out of range for a date"));
+    }
+    DateTime::<Utc>::from_timestamp_millis(ms.round() as i64)
+        .map(rfc3339)
+        .ok_or_else(|| format!("{x} is out of range for a date"))
+}
+
+fn parse_iso(s: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for f in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z"] {
+        if let Ok(t) = DateTime::parse_from_str(s, f) {
+            return Some(t.with_timezone(&Utc));
+        }
+    }
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
+            return Some(t.and_utc());
+        }
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+}
+
+fn date(input: &DateInput, v: &Value) -> Result<String, String> {
+    match (input, v) {
+        (DateInput::Format(f), Value::String(s)) => {
+            if let Ok(t) = DateTime::parse_from_str(s, f) {
+                return Ok(rfc3339(t.with_timezone(&Utc)));
+            }
+            if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
+                return Ok(rfc3339(t.and_utc()));
+            }
+            NaiveDate::parse_from_str(s, f)
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| rfc3339(t.and_utc()))
+                .ok_or_else(|| format!("`{}` does not match the format `{f}`", clip(s)))
+        }
+        (DateInput::Seconds, v) => from_epoch(number_of(v)?, false),
+        (DateInput::Millis, v) => from_epoch(number_of(v)?, true),
+        (DateInput::Auto, Value::Number(n)) => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            from_epoch(x, x.abs() >= 1e11)
+        }
+        (DateInput::Auto, Value::String(s)) => {
+            let s = s.trim();
+            if let Some(n) = parse_number(s).and_then(|n| n.as_f64()) {
+                return from_epoch(n, n.abs() >= 1e11);
+            }
+            parse_iso(s)
+                .map(rfc3339)
+                .ok_or_else(|| format!("`{}` is not an ISO-8601 date or epoch time", clip(s)))
+        }
+        (_, other) => Err(format!(
+            "expected a date as text or a number, found {}",
+            kind(other)
+        )),
+    }
+}
+
+/// Compile one entry of a `then:` list: a name (`lower`) or a one-key map (`{ divide: 100 }`).
+pub fn compile(ctx: &mut Ctx, node: &Node, lookups: &Lookups) -> Option<Transform> {
+    let (name, name_loc, arg) = match &node.kind {
+        Kind::Str(s) => (s.as_str(), node.loc, None),
+        Kind::Map(entries) if entries.len() == 1 => (
+            entries[0].0.name.as_str(),
+            entries[0].0.loc,
+            Some(&entries[0].1),
+        ),
+        _ => {
+            ctx.error(
+                node.loc,
+                format!(
+                    "a transform is a name or a one-key map such as {{ divide: 100 }}, found {}",
+                    node.describe()
+                ),
+            )
+            .hint = Some(format!("transforms: {}", NAMES.join(", ")));
+            return None;
+        }
+    };
+    let needs_arg = |ctx: &mut Ctx, example: &str| {
+        ctx.error(name_loc, format!("transform `{name}` needs an argument"))
+            .hint = Some(format!("write it as {example}"));
+        None
+    };
+    let t = match (name, arg) {
+        ("lower", None) => Transform::Lower,
+        ("upper", None) => Transform::Upper,
+        ("trim", None) => Transform::Trim,
+        ("first_word", None) => Transform::FirstWord,
+        ("rest_words", None) => Transform::RestWords,
+        ("to_number", None) => Transform::ToNumber,
+        ("to_string", None) => Transform::ToString,
+        ("to_bool", None) => Transform::ToBool,
+        ("sha256", None) => Transform::Sha256,
+        ("round", None) => Transform::Round(0),
+        ("date", None) => Transform::Date(DateInput::Auto),
+        ("split", None) => return needs_arg(ctx, "{ split: \",\" }"),
+        ("join", None) => return needs_arg(ctx, "{ join: \", \" }"),
+        ("replace", None) => return needs_arg(ctx, "{ replace: { from: \"-\", to: \"\" } }"),
+        ("divide", None) => return needs_arg(ctx, "{ divide: 100 }"),
+        ("multiply", None) => return needs_arg(ctx, "{ multiply: 100 }"),
+        ("lookup", None) => return needs_arg(ctx, "{ lookup: TABLE } with TABLE under `lookups:`"),
+        ("split", Some(a)) => Transform::Split(nonempty_text(ctx, a, "split")?),
+        ("join", Some(a)) => Transform::Join(ctx.string(a, "join")?.to_owned()),
+        ("replace", Some(a)) => compile_replace(ctx, a)?,
+        ("divide", Some(a)) => {
+            let d = number_arg(ctx, a, "divide")?;
+            if d == 0.0 {
+                ctx.error(a.loc, "divide: cannot divide by zero");
+                return None;
+            }
+            Transform::Divide(d)
+        }
+        ("multiply", Some(a)) => Transform::Multiply(number_arg(ctx, a, "multiply")?),
+        ("round", Some(a)) => match a.kind {
+            Kind::Int(p) if (0..=15).contains(&p) => Transform::Round(p as u32),
+            Kind::UInt(p) if p <= 15 => Transform::Round(p as u32),
+            _ => {
+                ctx.expected(a, "round", "a number of decimal places from 0 to 15");
+                return None;
+            }
+        },
+        ("date", Some(a)) => Transform::Date(compile_date(ctx, a)?),
+        ("lookup", Some(a)) => {
+            let table = ctx.string(a, "lookup")?;
+            match lookups.get(table) {
+                Some(entries) => Transform::Lookup(entries.clone()),
+                None => {
+                    let d = ctx.error(
+                        a.loc,
+                        format!("lookup: no table `{table}` under `lookups:`"),
+                    );
+                    let names = lookups.keys().map(String::as_str);
+                    d.hint = Some(match super::diagnostic::did_you_mean(table, names) {
+                        Some(c) => format!("did you mean `{c}`?"),
+                        None => format!("define it: lookups: {{ {table}: {{ key: value }} }}"),
+                    });
+                    return None;
+                }
+            }
+        }
+        (known, Some(a)) if NAMES.contains(&known) => {
+            ctx.error(a.loc, format!("transform `{known}` takes no argument"))
+                .hint = Some(format!("write it as a plain name: {known}"));
+            return None;
+        }
+        (unknown, _) => {
+            let d = ctx.error(name_loc, format!("unknown transform `{unknown}`"));
+            d.hint = Some(
+                match super::diagnostic::did_you_mean(unknown, NAMES.iter().copied()) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None => format!("transforms: {}", NAMES.join(", ")),
+                },
+            );
+            return None;
+        }
+    };
+    Some(t)
+}
+
+fn nonempty_text(ctx: &mut Ctx, a: &Node, what: &str) -> Option<String> {
+    let s = ctx.string(a, what)?;
+    if s.is_empty() {
+        ctx.error(a.loc, format!("{what}: the separator cannot be empty"));
+        return None;
+    }
+    Some(s.to_owned())
+}
+
+fn number_arg(ctx: &mut Ctx, a: &Node, what: &str) -> Option<f64> {
+    match a.kind {
+        Kind::Int(i) => Some(i as f64),
+        Kind::UInt(u) => Some(u as f64),
+        Kind::Float(f) if f.is_finite() => Some(f),
+        _ => {
+            ctx.expected(a, what, "a number");
+            None
+        }
+    }
+}
+
+fn compile_replace(ctx: &mut Ctx, a: &Node) -> Option<Transform> {
+    let f = ctx.map(a, "replace", &["from", "regex", "to"])?;
+    let to = match f.get("to") {
+        Some(n) => ctx.string(n, "replace.to")?.to_owned(),
+        None => {
+            ctx.error(
+                a.loc,
+                "replace: missing `to` (the replacement text; \"\" to delete)",
+            );
+            return None;
+        }
+    };
+    let from = match (f.get("from"), f.get("regex")) {
+        (Some(n), None) => Pattern::Text(nonempty_text(ctx, n, "replace.from")?),
+        (None, Some(n)) => {
+            let src = ctx.string(n, "replace.regex")?;
+            match Regex::new(src) {
+                Ok(re) => Pattern::Regex(re),
+                Err(e) => {
+                    regex_error(ctx, n, &e);
+                    return None;
+                }
+            }
+        }
+        _ => {
+            ctx.error(
+                a.loc,
+                "replace: give exactly one of `from` (plain text) or `regex`",
+            );
+            return None;
+        }
+    };
+    Some(Transform::Replace { from, to })
+}
+
+/// Report a regex that does not compile, keeping the regex crate's pointer to the spot.
+pub fn regex_error(ctx: &mut Ctx, n: &Node, e: &regex::Error) {
+    let detail = e.to_string();
+    let last = detail
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim_start_matches("error: ")
+        .to_owned();
+    ctx.error(n.loc, format!("invalid regex: {last}"));
+}
+
+fn compile_date(ctx: &mut Ctx, a: &Node) -> Option<DateInput> {
+    let s = ctx.string(a, "date")?;
+    Some(match s {
+        "auto" | "iso" => DateInput::Auto,
+        "seconds" => DateInput::Seconds,
+        "millis" => DateInput::Millis,
+        f if f.contains('%') => {
+            let bad = chrono::format::StrftimeItems::new(f)
+                .any(|i| matches!(i, chrono::format::Item::Error));
+            if bad {
+                ctx.error(a.loc, format!("date: `{f}` is not a valid date format"))
+                    .hint =
+                    Some("use chrono's strftime syntax, e.g. \"%d/%m/%Y %H:%M\"".to_owned());
+                return None;
+            }
+            DateInput::Format(f.to_owned())
+        }
+        other => {
+            ctx.error(a.loc, format!("date: unknown input `{other}`"))
+                .hint =
+                Some("use auto, seconds, millis or a format such as \"%d/%m/%Y\"".to_owned());
+            return None;
+        }
+    })
+}

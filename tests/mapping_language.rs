@@ -1,0 +1,325 @@
+//! The language's semantics: conditions, rule order and `stop`, `for_each`, values, required and
+//! default, headers, and loading directories.
+
+use hookgate::mapping::{load_files, parse_source_file, Event, MappedAction};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+const HEAD: &str = "source: t\nverify: { preset: token, header: X-Token, secret: x }\n";
+
+fn compile(rules: &str) -> hookgate::mapping::SourceFile {
+    let text = format!("{HEAD}{rules}");
+    match parse_source_file(Path::new("t.yaml"), &text) {
+        Ok(f) => f,
+        Err(d) => panic!(
+            "{}",
+            d.iter().map(|d| d.render()).collect::<Vec<_>>().join("\n")
+        ),
+    }
+}
+
+fn apply(rules: &str, event: Event) -> Result<Vec<MappedAction>, String> {
+    compile(rules)
+        .mapping
+        .apply(&event)
+        .map_err(|e| e.to_string())
+}
+
+fn json_of(actions: &[MappedAction]) -> Value {
+    serde_json::to_value(actions).unwrap()
+}
+
+/// Which rules fire for `body` with a `when` per rule.
+fn fired(whens: &[&str], body: Value, headers: &[(&str, &str)]) -> Vec<String> {
+    let mut rules = String::from("rules:\n");
+    for (i, w) in whens.iter().enumerate() {
+        rules.push_str(&format!(
+            "  - name: r{i}\n    when: {w}\n    custom_event: {{ event_name: e, ext_id: x }}\n"
+        ));
+    }
+    let mut ev = Event::new(body);
+    for (k, v) in headers {
+        ev = ev.with_header(k, *v);
+    }
+    apply(&rules, ev)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.rule)
+        .collect()
+}
+
+#[test]
+fn conditions() {
+    let body = json!({"type": "a.b", "n": 5, "s": "5", "tags": ["x", "y"], "nul": null, "email": "Jo@Example.com",
+                      "items": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 3}]});
+    let cases: &[(&str, bool)] = &[
+        ("{ path: $.type, equals: a.b }", true),
+        ("{ path: $.type, equals: a.c }", false),
+        ("{ path: $.n, equals: 5 }", true),
+        ("{ path: $.n, equals: 5.0 }", true),
+        ("{ path: $.s, equals: 5 }", false),
+        ("{ path: $.s, equals: \"5\" }", true),
+        ("{ path: $.type, not_equals: a.c }", true),
+        ("{ path: $.missing, not_equals: x }", true),
+        ("{ path: $.type, in: [x, a.b] }", true),
+        ("{ path: $.nul, exists: true }", false),
+        ("{ path: $.nul, exists: false }", true),
+        ("{ path: $.n, exists: true }", true),
+        ("{ path: $.email, matches: '(?i)@example\\.com$' }", true),
+        ("{ path: $.n, matches: '^5$' }", true),
+        ("{ path: $.n, gt: 4 }", true),
+        ("{ path: $.n, gte: 5 }", true),
+        ("{ path: $.n, lt: 5 }", false),
+        ("{ path: $.s, lte: 5 }", true),
+        ("{ path: $.type, gt: a.a }", true),
+        ("{ path: '$.items[*].sku', equals: B }", true),
+        ("{ path: '$.items[?@.qty > 2].sku', equals: B }", true),
+        ("{ path: '$.items[*].sku', not_equals: B }", false),
+        (
+            "{ path: $.email, then: [lower], equals: jo@example.com }",
+            true,
+        ),
+        (
+            "{ all: [ { path: $.n, gt: 1 }, { path: $.type, equals: a.b } ] }",
+            true,
+        ),
+        (
+            "{ all: [ { path: $.n, gt: 1 }, { path: $.type, equals: zz } ] }",
+            false,
+        ),
+        (
+            "{ any: [ { path: $.n, gt: 10 }, { path: $.type, equals: a.b } ] }",
+            true,
+        ),
+        ("{ not: { path: $.type, equals: a.b } }", false),
+        ("{ header: X-Kind, equals: Star }", true),
+        ("{ header: x-kind, equals: star }", false),
+        ("{ header: X-Code, equals: 200 }", true),
+        ("{ header: X-None, exists: false }", true),
+    ];
+    for (when, want) in cases {
+        let got = !fired(
+            &[when],
+            body.clone(),
+            &[("x-kind", "Star"), ("X-CODE", "200")],
+        )
+        .is_empty();
+        assert_eq!(got, *want, "{when}");
+    }
+}
+
+#[test]
+fn every_matching_rule_fires_in_order_until_stop() {
+    let whens = [
+        "{ path: $.a, exists: true }",
+        "{ path: $.b, exists: true }",
+        "{ path: $.a, exists: true }",
+    ];
+    assert_eq!(
+        fired(&whens, json!({"a": 1, "b": 1}), &[]),
+        ["r0", "r1", "r2"]
+    );
+    assert_eq!(fired(&whens, json!({"a": 1}), &[]), ["r0", "r2"]);
+    let rules = "rules:\n  - name: first\n    stop: true\n    when: { path: $.a, exists: true }\n    custom_event: { event_name: e, ext_id: x }\n  - name: second\n    custom_event: { event_name: e, ext_id: x }\n";
+    let names = |body| {
+        apply(rules, Event::new(body))
+            .unwrap()
+            .into_iter()
+            .map(|a| a.rule)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(names(json!({"a": 1})), ["first"]);
+    assert_eq!(
+        names(json!({})),
+        ["second"],
+        "stop only applies when the rule matched"
+    );
+}
+
+#[test]
+fn several_actions_in_a_rule_are_indexed() {
+    let rules = "rules:\n  - name: both\n    upsert_contact: { email: $.e }\n    custom_event: { event_name: signed_up, email: $.e }\n  - name: listed\n    actions:\n      - update_contact: { ext_id: $.id, attributes: { A: 1 } }\n      - create_contact: { ext_id: $.id, list_ids: [1, \"2\"] }\n";
+    let got = apply(rules, Event::new(json!({"e": "a@b.c", "id": 7}))).unwrap();
+    let v = json_of(&got);
+    assert_eq!(
+        v,
+        json!([
+            {"rule": "both", "index": 0, "upsert_contact": {"email": "a@b.c"}},
+            {"rule": "both", "index": 1, "custom_event": {"event_name": "signed_up", "identifiers": {"email_id": "a@b.c"}}},
+            {"rule": "listed", "index": 0, "update_contact": {"identifier": {"ext_id": "7"}, "attributes": {"A": 1}}},
+            {"rule": "listed", "index": 1, "create_contact": {"ext_id": "7", "listIds": [1, 2]}}
+        ])
+    );
+}
+
+#[test]
+fn for_each_rule_with_relative_and_root_paths() {
+    let rules = r#"rules:
+  - name: items
+    for_each: $.items
+    when: { path: "@.qty", gt: 0 }
+    custom_event:
+      event_name: bought
+      email: $.email
+      event_properties: { sku: "@.sku", order: $.id, label: "{{ $.id }}/{{ @.sku }}" }
+"#;
+    let body = json!({"id": 9, "email": "a@b.c", "items": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 0}, {"sku": "C", "qty": 2}]});
+    let got = apply(rules, Event::new(body)).unwrap();
+    let v = json_of(&got);
+    assert_eq!(
+        v[0]["custom_event"]["event_properties"],
+        json!({"sku": "A", "order": 9, "label": "9/A"})
+    );
+    assert_eq!(v[1]["custom_event"]["event_properties"]["sku"], "C");
+    assert_eq!(
+        (v[0]["index"].clone(), v[1]["index"].clone()),
+        (json!(0), json!(1))
+    );
+    assert_eq!(got.len(), 2);
+    assert!(apply(rules, Event::new(json!({"email": "a@b.c"})))
+        .unwrap()
+        .is_empty());
+    let e = apply(rules, Event::new(json!({"items": {"sku": "A"}}))).unwrap_err();
+    assert_eq!(
+        e,
+        "rule `items`: for_each: expected a list at $.items, found an object"
+    );
+    let e = apply(rules, Event::new(json!({"items": [{"qty": 1}]}))).unwrap_err();
+    assert_eq!(
+        e,
+        "rule `items`: element 0: custom_event.email: required value missing at $.email"
+    );
+}
+
+#[test]
+fn values() {
+    let rules = r#"rules:
+  - name: v
+    custom_event:
+      event_name: e
+      ext_id: { template: "x-{{ $.id }}" }
+      event_properties:
+        const_num: 42
+        const_text: hello
+        quoted_const: { const: "$not a path" }
+        header: { header: x-source }
+        missing: $.nope
+        defaulted: { path: $.nope, default: fallback }
+        null_is_missing: { path: $.nul, default: was-null }
+        template: "{{ $.first }} {{ $.last }}"
+        template_missing: "{{ $.first }} {{ $.nope }}"
+        every: { path: "$.items[*].sku", all: true }
+        every_none: { path: "$.nope[*]", all: true }
+        typeform: "$.answers[?(@.field.ref=='email')].email"
+        list: [$.first, $.nope, 3]
+        object: { object: { a: $.first, b: $.nope } }
+        nested:
+          for_each: $.items
+          object: { sku: "@.sku", root: $.first }
+"#;
+    let body = json!({"id": 1, "first": "Ada", "last": "Lovelace", "nul": null,
+        "items": [{"sku": "A"}, {"sku": "B"}],
+        "answers": [{"field": {"ref": "name"}, "text": "x"}, {"field": {"ref": "email"}, "email": "t@f.io"}]});
+    let got = apply(rules, Event::new(body).with_header("X-Source", "crm")).unwrap();
+    let v = json_of(&got);
+    assert_eq!(
+        v[0]["custom_event"]["identifiers"],
+        json!({"ext_id": "x-1"})
+    );
+    assert_eq!(
+        v[0]["custom_event"]["event_properties"],
+        json!({
+            "const_num": 42, "const_text": "hello", "quoted_const": "$not a path", "header": "crm",
+            "defaulted": "fallback", "null_is_missing": "was-null", "template": "Ada Lovelace",
+            "every": ["A", "B"], "typeform": "t@f.io", "list": ["Ada", 3], "object": {"a": "Ada"},
+            "nested": [{"sku": "A", "root": "Ada"}, {"sku": "B", "root": "Ada"}]
+        })
+    );
+}
+
+#[test]
+fn required_values_fail_the_event_with_the_reason() {
+    let rules = "rules:\n  - name: new customer\n    upsert_contact:\n      email: $.data.object.email\n      attributes:\n        PLAN: { path: $.plan, required: true }\n";
+    let e = apply(rules, Event::new(json!({"plan": "x"}))).unwrap_err();
+    assert_eq!(
+        e,
+        "rule `new customer`: upsert_contact.email: required value missing at $.data.object.email"
+    );
+    let e = apply(
+        rules,
+        Event::new(json!({"data": {"object": {"email": "a@b.c"}}})),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        "rule `new customer`: upsert_contact.attributes.PLAN: required value missing at $.plan"
+    );
+    let e = apply(
+        rules,
+        Event::new(json!({"data": {"object": {"email": 5}}, "plan": 1})),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        "rule `new customer`: upsert_contact.email: expected text, found a number"
+    );
+    let rules = "rules:\n  - name: ev\n    custom_event: { event_name: $.kind, ext_id: x }\n";
+    let e = apply(rules, Event::new(json!({}))).unwrap_err();
+    assert_eq!(
+        e,
+        "rule `ev`: custom_event.event_name: required value missing at $.kind"
+    );
+}
+
+#[test]
+fn load_files_reads_directories_like_a_configmap_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("..2026_01_01_00_00_00.123");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(
+        data.join("a.yaml"),
+        format!("{HEAD}rules: []\n").replace("source: t", "source: a"),
+    )
+    .unwrap();
+    std::fs::write(
+        data.join("b.yml"),
+        format!("{HEAD}").replace("source: t", "source: a"),
+    )
+    .unwrap();
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(&data, dir.path().join("..data")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("..data/a.yaml"), dir.path().join("a.yaml"))
+            .unwrap();
+        std::os::unix::fs::symlink(dir.path().join("..data/b.yml"), dir.path().join("b.yml"))
+            .unwrap();
+    }
+    std::fs::write(dir.path().join("notes.txt"), "not a mapping").unwrap();
+    std::fs::write(dir.path().join(".hidden.yaml"), "garbage: [").unwrap();
+    let (files, diags) = load_files(&[dir.path().to_path_buf()]);
+    assert_eq!(files.len(), 1);
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    let d = diags[0].to_string();
+    let want = format!(
+        "b.yml:1:9: source `a` is already defined in {}:1",
+        dir.path().join("a.yaml").display()
+    );
+    assert!(d.ends_with(&want), "{d}");
+    let (files, diags) = load_files(&[PathBuf::from("/nonexistent/dir")]);
+    assert!(files.is_empty());
+    assert!(diags[0]
+        .to_string()
+        .starts_with("/nonexistent/dir:0:0: cannot read"));
+}
+
+#[test]
+fn diagnostics_display_and_render() {
+    let d = hookgate::mapping::Diagnostic::new("m.yaml", 3, 5, "bad thing")
+        .with_hint("did you mean `good`?")
+        .with_source("a: 1\nb: 2\nc:  xyz\n");
+    assert_eq!(d.to_string(), "m.yaml:3:5: bad thing");
+    assert_eq!(
+        d.render(),
+        "m.yaml:3:5: bad thing\n  |\n3 | c:  xyz\n  |     ^\n  = hint: did you mean `good`?"
+    );
+}

@@ -1,0 +1,283 @@
+//! Every transform with its edge cases (missing, null, wrong type, unicode, huge numbers), through
+//! the public API: a one-rule mapping applied to `{"in": <input>}`.
+
+use hookgate::action::Action;
+use hookgate::mapping::{parse_source_file, Event};
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// `Ok(None)`: the value was missing (left out); `Err`: the event failed, with its reason.
+fn run(then: &str, input: Option<Value>) -> Result<Option<Value>, String> {
+    let text = format!(
+        "source: t\nverify: {{ preset: token, header: X-Token, secret: x }}\nlookups:\n  plans: {{ gold: 3, \"1\": one, \"true\": yes }}\nrules:\n  - name: r\n    custom_event:\n      event_name: e\n      ext_id: id\n      event_properties:\n        out: {{ path: $.in, then: {then} }}\n"
+    );
+    let file = parse_source_file(Path::new("t.yaml"), &text)
+        .map_err(|d| d.iter().map(|d| d.render()).collect::<Vec<_>>().join("\n"))
+        .expect("the test mapping compiles");
+    let body = match input {
+        Some(v) => json!({ "in": v }),
+        None => json!({}),
+    };
+    let actions = file
+        .mapping
+        .apply(&Event::new(body))
+        .map_err(|e| e.to_string())?;
+    let Action::CustomEvent(ev) = &actions[0].action else {
+        panic!("not an event")
+    };
+    Ok(ev.event_properties.get("out").cloned())
+}
+
+fn ok(then: &str, input: Value) -> Value {
+    match run(then, Some(input.clone())) {
+        Ok(Some(v)) => v,
+        other => panic!("{then} on {input}: {other:?}"),
+    }
+}
+
+fn missing(then: &str, input: Option<Value>) {
+    assert_eq!(run(then, input.clone()), Ok(None), "{then} on {input:?}");
+}
+
+fn fails(then: &str, input: Value, reason: &str) {
+    match run(then, Some(input.clone())) {
+        Err(e) => assert!(e.contains(reason), "{then} on {input}: {e}"),
+        other => panic!("{then} on {input}: expected an error, got {other:?}"),
+    }
+}
+
+const ALL: &[&str] = &[
+    "[lower]",
+    "[upper]",
+    "[trim]",
+    "[first_word]",
+    "[rest_words]",
+    "[{ split: \",\" }]",
+    "[{ join: \",\" }]",
+    "[{ replace: { from: a, to: b } }]",
+    "[to_number]",
+    "[to_string]",
+    "[to_bool]",
+    "[{ divide: 100 }]",
+    "[{ multiply: 3 }]",
+    "[round]",
+    "[date]",
+    "[{ lookup: plans }]",
+    "[sha256]",
+];
+
+#[test]
+fn missing_and_null_stay_missing() {
+    for t in ALL {
+        missing(t, None);
+        missing(t, Some(Value::Null));
+    }
+}
+
+#[test]
+fn text_transforms() {
+    assert_eq!(ok("[lower]", json!("ÉCOLE Straße")), json!("école straße"));
+    assert_eq!(ok("[upper]", json!("straße")), json!("STRASSE"));
+    assert_eq!(ok("[trim]", json!("\u{a0} a b \n")), json!("a b"));
+    assert_eq!(ok("[lower]", json!(["A", "B"])), json!(["a", "b"]));
+    fails(
+        "[lower]",
+        json!(42),
+        "expected text, found a number (add to_string first)",
+    );
+    fails("[upper]", json!({"a": 1}), "expected text, found an object");
+    assert_eq!(ok("[trim]", json!("")), json!(""));
+}
+
+#[test]
+fn words() {
+    assert_eq!(
+        ok("[first_word]", json!("  Jenny   Rosen ")),
+        json!("Jenny")
+    );
+    assert_eq!(
+        ok("[rest_words]", json!("Jean  Claude Van Damme")),
+        json!("Claude Van Damme")
+    );
+    assert_eq!(ok("[first_word]", json!("李 小龍")), json!("李"));
+    missing("[rest_words]", Some(json!("Cher")));
+    missing("[first_word]", Some(json!("   ")));
+    fails("[first_word]", json!(true), "expected text");
+}
+
+#[test]
+fn split_and_join() {
+    assert_eq!(
+        ok("[{ split: \",\" }, trim]", json!("a, b,,c ")),
+        json!(["a", "b", "c"])
+    );
+    assert_eq!(
+        ok("[{ join: \"-\" }]", json!(["a", 1, true, null])),
+        json!("a-1-true")
+    );
+    assert_eq!(ok("[{ join: \"-\" }]", json!("solo")), json!("solo"));
+    fails(
+        "[{ join: \"-\" }]",
+        json!([{"a": 1}]),
+        "expected a list of text",
+    );
+    fails("[{ join: \"-\" }]", json!(3), "expected a list or text");
+    fails("[{ split: \",\" }]", json!(3), "expected text");
+}
+
+#[test]
+fn replace() {
+    assert_eq!(
+        ok(
+            "[{ replace: { from: \"-\", to: \"\" } }]",
+            json!("555-12-34")
+        ),
+        json!("5551234")
+    );
+    assert_eq!(
+        ok(
+            "[{ replace: { regex: \"[^0-9+]\", to: \"\" } }]",
+            json!("+1 (555) 0100")
+        ),
+        json!("+15550100")
+    );
+    assert_eq!(
+        ok(
+            "[{ replace: { regex: \"(\\\\w+)@(\\\\w+)\", to: \"$2\" } }]",
+            json!("jo@acme")
+        ),
+        json!("acme")
+    );
+    fails(
+        "[{ replace: { from: a, to: b } }]",
+        json!(1),
+        "expected text",
+    );
+}
+
+#[test]
+fn numbers() {
+    assert_eq!(ok("[to_number]", json!(" 42 ")), json!(42));
+    assert_eq!(ok("[to_number]", json!("409.94")), json!(409.94));
+    assert_eq!(
+        ok("[to_number]", json!("18446744073709551615")),
+        json!(18446744073709551615u64)
+    );
+    fails("[to_number]", json!("1e400"), "`1e400` is not a number");
+    missing("[to_number]", Some(json!("")));
+    fails("[to_number]", json!("12abc"), "`12abc` is not a number");
+    fails("[to_number]", json!({"a": 1}), "expected text or a number");
+    assert_eq!(ok("[to_number]", json!(["1", ["2"]])), json!([1, [2]]));
+    assert_eq!(ok("[{ divide: 100 }]", json!(2000)), json!(20));
+    assert_eq!(ok("[{ divide: 100 }]", json!(1999)), json!(19.99));
+    assert_eq!(ok("[{ divide: 100 }]", json!("1999")), json!(19.99));
+    assert_eq!(ok("[{ divide: 3 }, { round: 2 }]", json!(10)), json!(3.33));
+    assert_eq!(ok("[{ multiply: 1.5 }]", json!(2)), json!(3));
+    assert_eq!(ok("[round]", json!(2.5)), json!(3));
+    assert_eq!(
+        ok("[{ divide: 1 }]", json!(u64::MAX)),
+        json!(1.8446744073709552e19)
+    );
+    fails("[{ multiply: 10 }]", json!(1e308), "not a finite number");
+    fails("[{ divide: 100 }]", json!("abc"), "`abc` is not a number");
+    fails("[{ divide: 100 }]", json!(true), "expected a number");
+}
+
+#[test]
+fn to_string_and_bool() {
+    assert_eq!(ok("[to_string]", json!(42)), json!("42"));
+    assert_eq!(ok("[to_string]", json!(1.5)), json!("1.5"));
+    assert_eq!(ok("[to_string]", json!(false)), json!("false"));
+    assert_eq!(ok("[to_string]", json!({"a": [1]})), json!("{\"a\":[1]}"));
+    assert_eq!(ok("[to_bool]", json!("Yes")), json!(true));
+    assert_eq!(ok("[to_bool]", json!("0")), json!(false));
+    assert_eq!(ok("[to_bool]", json!(1)), json!(true));
+    missing("[to_bool]", Some(json!(" ")));
+    fails("[to_bool]", json!("maybe"), "is not a boolean");
+    fails("[to_bool]", json!(2), "expected a boolean");
+}
+
+#[test]
+fn dates() {
+    assert_eq!(
+        ok("[date]", json!(1700000000)),
+        json!("2023-11-14T22:13:20Z")
+    );
+    assert_eq!(
+        ok("[date]", json!(1700000000123u64)),
+        json!("2023-11-14T22:13:20.123Z")
+    );
+    assert_eq!(
+        ok("[date]", json!("1700000000")),
+        json!("2023-11-14T22:13:20Z")
+    );
+    assert_eq!(
+        ok("[date]", json!("2008-01-10T11:00:00-05:00")),
+        json!("2008-01-10T16:00:00Z")
+    );
+    assert_eq!(
+        ok("[date]", json!("2023-05-31 16:45:09")),
+        json!("2023-05-31T16:45:09Z")
+    );
+    assert_eq!(
+        ok("[date]", json!("2024-02-29")),
+        json!("2024-02-29T00:00:00Z")
+    );
+    assert_eq!(
+        ok("[{ date: millis }]", json!("1484063279462")),
+        json!("2017-01-10T15:47:59.462Z")
+    );
+    assert_eq!(
+        ok("[{ date: seconds }]", json!(0)),
+        json!("1970-01-01T00:00:00Z")
+    );
+    assert_eq!(
+        ok("[{ date: \"%d/%m/%Y %H:%M\" }]", json!("31/12/2024 23:59")),
+        json!("2024-12-31T23:59:00Z")
+    );
+    assert_eq!(
+        ok("[{ date: \"%d/%m/%Y\" }]", json!("01/02/2024")),
+        json!("2024-02-01T00:00:00Z")
+    );
+    fails(
+        "[{ date: \"%d/%m/%Y\" }]",
+        json!("2024-02-01"),
+        "does not match the format",
+    );
+    fails("[date]", json!("next tuesday"), "is not an ISO-8601 date");
+    fails("[date]", json!("2023-02-30"), "is not an ISO-8601 date");
+    fails("[date]", json!(1e300), "out of range");
+    fails("[date]", json!(true), "expected a date");
+}
+
+#[test]
+fn lookup_and_sha256() {
+    assert_eq!(ok("[{ lookup: plans }]", json!("gold")), json!(3));
+    assert_eq!(ok("[{ lookup: plans }]", json!(1)), json!("one"));
+    assert_eq!(ok("[{ lookup: plans }]", json!(true)), json!("yes"));
+    missing("[{ lookup: plans }]", Some(json!("silver")));
+    assert_eq!(
+        ok("[{ lookup: plans }]", json!(["gold", "silver"])),
+        json!([3])
+    );
+    fails(
+        "[{ lookup: plans }]",
+        json!({"a": 1}),
+        "expected text or a number",
+    );
+    assert_eq!(
+        ok("[trim, lower, sha256]", json!(" Jane@Example.com ")),
+        json!("8c87b489ce35cf2e2f39f80e282cb2e804932a56a213983eeeb428407d43b52d")
+    );
+    assert_eq!(ok("[sha256]", json!(42)), ok("[sha256]", json!("42")));
+    fails("[sha256]", json!({"a": 1}), "expected text");
+}
+
+#[test]
+fn a_failing_transform_names_the_rule_field_and_path() {
+    let e = run("[to_number]", Some(json!("n/a"))).unwrap_err();
+    assert_eq!(
+        e,
+        "rule `r`: custom_event.event_properties.out: to_number at $.in: `n/a` is not a number"
+    );
+}
