@@ -1,6 +1,7 @@
 //! Wiring only: Redis, routers, workers, shutdown. `run` takes bound listeners so tests start the real app.
 
 use crate::admin::{self, Readiness};
+use crate::catalog::LiveCatalog;
 use crate::config::{Config, Role};
 use crate::inbound::{self, InboundState, SourceRegistry};
 use crate::ip_policy::CidrList;
@@ -59,15 +60,15 @@ pub async fn run(
         cfg.redis.connect_timeout,
     )
     .context("redis_url")?;
-    let catalog = crate::catalog::load(&cfg.mappings_dir).map_err(|problems| {
+    let sources = Arc::new(SourceRegistry::default());
+    let live = LiveCatalog::start(&cfg.mappings_dir, sources.clone()).map_err(|problems| {
         let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         anyhow::anyhow!("mappings are not valid:\n{}", text.join("\n"))
     })?;
-    let sources = Arc::new(SourceRegistry::default());
-    if catalog.inbound.is_empty() {
+    let live = Arc::new(live);
+    if sources.is_empty() {
         tracing::warn!(dir = %cfg.mappings_dir.display(), "no source files found; /readyz stays unready");
     }
-    sources.replace(catalog.inbound);
     tracing::info!(sources = sources.len(), role = ?cfg.role, "hookgate starting");
 
     let ready = Arc::new(Readiness {
@@ -93,7 +94,14 @@ pub async fn run(
         let _ = rx.wait_for(|s| *s).await;
     };
 
-    let admin_app = layered(admin::router(ready), &cfg);
+    tokio::spawn(
+        live.clone()
+            .watch(cfg.mappings_poll, stopped(stop_rx.clone())),
+    );
+    let token = Arc::new(admin::AdminToken::new(
+        cfg.admin_token.as_ref().map(|s| s.expose()),
+    ));
+    let admin_app = layered(admin::router(ready, live, token), &cfg);
     let admin_task = tokio::spawn(server::serve(
         listeners.admin,
         admin_app,

@@ -1,20 +1,38 @@
-//! The set of sources being served: the mapping files compiled into inbound heads (and mappings), loaded
-//! all-or-nothing so a bad file never replaces a good set.
+//! The set of sources being served: the mapping files compiled into inbound heads and mappings, loaded
+//! all-or-nothing so a bad edit never replaces a good set, and reloaded when the directory changes
+//! (a Kubernetes ConfigMap swaps a `..data` symlink: we watch the directory, debounce, compare hashes).
 
 use crate::inbound::source::HeadProblem;
-use crate::inbound::InboundSource;
-use crate::mapping::{self, Diagnostic};
+use crate::inbound::{InboundSource, SourceRegistry};
+use crate::mapping::{self, Diagnostic, Mapping};
+use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
-/// Everything loaded from one mappings directory.
-pub struct Catalog {
-    pub inbound: HashMap<String, Arc<InboundSource>>,
+/// One source as loaded from its file.
+pub struct LoadedSource {
+    pub name: String,
+    pub file: PathBuf,
+    /// SHA-256 of the file's text.
+    pub hash: String,
+    /// When this content was first loaded (unchanged files keep their time across reloads).
+    pub loaded_at: SystemTime,
+    pub inbound: Arc<InboundSource>,
+    pub mapping: Arc<Mapping>,
 }
 
-/// Load and compile every file in `dir`; any problem anywhere rejects the whole set, with every problem listed.
-pub fn load(dir: &Path) -> Result<Catalog, Vec<Diagnostic>> {
+/// Everything loaded from one mappings directory.
+#[derive(Default)]
+pub struct Catalog {
+    pub sources: HashMap<String, Arc<LoadedSource>>,
+}
+
+/// Load and compile every file in `dir`; any problem anywhere rejects the whole set, with every problem
+/// listed. `previous` lends its load times to files whose content did not change.
+pub fn load(dir: &Path, previous: Option<&Catalog>) -> Result<Catalog, Vec<Diagnostic>> {
     if !dir.is_dir() {
         return Err(vec![Diagnostic::new(
             dir.display().to_string(),
@@ -24,34 +42,184 @@ pub fn load(dir: &Path) -> Result<Catalog, Vec<Diagnostic>> {
         )]);
     }
     let (files, mut problems) = mapping::load_files(&[dir.to_path_buf()]);
-    let mut inbound = HashMap::new();
-    for f in &files {
-        let file = f.head.name.referenced;
+    let now = SystemTime::now();
+    let mut sources = HashMap::new();
+    for f in files {
+        let at = f.head.name.referenced;
+        let file = f.path.display().to_string();
         let name = f.head.name.value.clone();
         match InboundSource::build(&f.head) {
-            Ok(src) => {
-                if inbound.insert(name.clone(), Arc::new(src)).is_some() {
-                    problems.push(Diagnostic::new(
-                        f.path.display().to_string(),
-                        file.line() as u32,
-                        file.column() as u32,
-                        format!("source `{name}` is declared by more than one file"),
-                    ));
-                }
+            Ok(inbound) => {
+                let loaded_at = previous
+                    .and_then(|p| p.sources.get(&name))
+                    .filter(|p| p.hash == f.hash)
+                    .map_or(now, |p| p.loaded_at);
+                let src = LoadedSource {
+                    name: name.clone(),
+                    file: f.path,
+                    hash: f.hash,
+                    loaded_at,
+                    inbound: Arc::new(inbound),
+                    mapping: Arc::new(f.mapping),
+                };
+                sources.insert(name, Arc::new(src));
             }
             Err(ps) => problems.extend(ps.into_iter().map(|p: HeadProblem| {
                 let (line, col) = if p.line == 0 {
-                    (file.line() as u32, file.column() as u32)
+                    (at.line() as u32, at.column() as u32)
                 } else {
                     (p.line, p.column)
                 };
-                Diagnostic::new(f.path.display().to_string(), line, col, p.message)
+                Diagnostic::new(&file, line, col, p.message)
             })),
         }
     }
     if problems.is_empty() {
-        Ok(Catalog { inbound })
+        Ok(Catalog { sources })
     } else {
         Err(problems)
     }
+}
+
+/// What a reload did.
+pub enum Reload {
+    /// No file changed since the last attempt.
+    Unchanged,
+    /// The new set is serving.
+    Applied(usize),
+    /// The new set has problems; the previous set keeps serving.
+    Rejected(Vec<Diagnostic>),
+}
+
+/// The catalog being served, and how to replace it.
+pub struct LiveCatalog {
+    dir: PathBuf,
+    current: ArcSwap<Catalog>,
+    registry: Arc<SourceRegistry>,
+    /// Fingerprint of the directory at the last attempt, good or bad, so a bad edit is reported once.
+    fingerprint: Mutex<Option<String>>,
+}
+
+impl LiveCatalog {
+    /// The first load: problems here stop the process (there is no previous set to fall back to).
+    pub fn start(dir: &Path, registry: Arc<SourceRegistry>) -> Result<Self, Vec<Diagnostic>> {
+        let fp = fingerprint(dir);
+        let catalog = load(dir, None)?;
+        let live = Self {
+            dir: dir.to_path_buf(),
+            current: ArcSwap::from_pointee(Catalog::default()),
+            registry,
+            fingerprint: Mutex::new(Some(fp)),
+        };
+        live.publish(catalog);
+        Ok(live)
+    }
+
+    pub fn current(&self) -> Arc<Catalog> {
+        self.current.load_full()
+    }
+
+    /// Reload if the directory changed; the swap is atomic and only happens for a fully valid set.
+    pub fn reload(&self, force: bool) -> Reload {
+        let fp = fingerprint(&self.dir);
+        {
+            let mut last = self.fingerprint.lock().unwrap_or_else(|p| p.into_inner());
+            if !force && last.as_deref() == Some(fp.as_str()) {
+                return Reload::Unchanged;
+            }
+            *last = Some(fp);
+        }
+        let previous = self.current();
+        match load(&self.dir, Some(&previous)) {
+            Ok(catalog) => {
+                let n = catalog.sources.len();
+                self.publish(catalog);
+                metrics::counter!("hookgate_mapping_reloads_total", "outcome" => "applied")
+                    .increment(1);
+                tracing::info!(sources = n, "mappings reloaded");
+                Reload::Applied(n)
+            }
+            Err(problems) => {
+                metrics::counter!("hookgate_mapping_reloads_total", "outcome" => "rejected")
+                    .increment(1);
+                for p in &problems {
+                    tracing::error!(problem = %p, "mapping reload rejected; the previous mappings keep serving");
+                }
+                Reload::Rejected(problems)
+            }
+        }
+    }
+
+    fn publish(&self, catalog: Catalog) {
+        self.registry.replace(
+            catalog
+                .sources
+                .iter()
+                .map(|(k, v)| (k.clone(), v.inbound.clone()))
+                .collect(),
+        );
+        metrics::gauge!("hookgate_sources_loaded").set(catalog.sources.len() as f64);
+        self.current.store(Arc::new(catalog));
+    }
+
+    /// Reload on directory events (debounced) and, as a fallback for filesystems that send none, every
+    /// `poll`. Runs until `stop` resolves.
+    pub async fn watch(
+        self: Arc<Self>,
+        poll: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if res.is_ok() {
+                let _ = tx.send(());
+            }
+        })
+        .and_then(|mut w| {
+            use notify::Watcher;
+            w.watch(&self.dir, notify::RecursiveMode::NonRecursive)
+                .map(|()| w)
+        });
+        let _watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch mappings_dir; polling only");
+                None
+            }
+        };
+        tokio::pin!(stop);
+        let mut tick = tokio::time::interval(poll);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                _ = tick.tick() => {}
+                Some(()) = rx.recv() => {
+                    // A ConfigMap update is several events in a burst: wait for quiet.
+                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                }
+            }
+            let live = self.clone();
+            let _ = tokio::task::spawn_blocking(move || live.reload(false)).await;
+        }
+    }
+}
+
+/// Quiet time after the last directory event before reloading.
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// A hash over the names and contents of the files a load would read.
+fn fingerprint(dir: &Path) -> String {
+    let (paths, problems) = mapping::source_paths(&[dir.to_path_buf()]);
+    let mut h = Sha256::new();
+    for p in paths {
+        h.update(p.to_string_lossy().as_bytes());
+        h.update([0]);
+        match std::fs::read(&p) {
+            Ok(bytes) => h.update(Sha256::digest(&bytes)),
+            Err(_) => h.update(b"unreadable"),
+        }
+    }
+    h.update(problems.len().to_le_bytes());
+    hex::encode(h.finalize())
 }

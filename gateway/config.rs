@@ -143,6 +143,9 @@ pub struct Config {
     pub key_prefix: String,
     /// Directory of source/mapping files (a ConfigMap mount on Kubernetes).
     pub mappings_dir: PathBuf,
+    /// How often mappings_dir is re-read in case a change event was missed (changes are also watched).
+    #[serde(with = "humantime_serde_compat")]
+    pub mappings_poll: Duration,
     /// CIDRs of proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     pub upstream: Upstream,
@@ -156,6 +159,9 @@ pub struct Config {
     /// Set from `--role`, not from the file.
     #[serde(skip)]
     pub role: Role,
+    /// From env `HOOKGATE_ADMIN_TOKEN` or the file named by `HOOKGATE_ADMIN_TOKEN_FILE`; never from the file.
+    #[serde(skip)]
+    pub admin_token: Option<crate::secret::Secret>,
 }
 
 impl Default for Config {
@@ -166,6 +172,7 @@ impl Default for Config {
             redis_url: "redis://127.0.0.1:6379".into(),
             key_prefix: "hookgate".into(),
             mappings_dir: PathBuf::from("mappings"),
+            mappings_poll: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
             upstream: Upstream::default(),
             egress: Egress::default(),
@@ -174,6 +181,7 @@ impl Default for Config {
             log: LogConfig::default(),
             shutdown_grace: Duration::from_secs(30),
             role: Role::All,
+            admin_token: None,
         }
     }
 }
@@ -195,6 +203,7 @@ impl Config {
         let name = path.map_or("<defaults>".to_string(), |p| p.display().to_string());
         let mut cfg = Self::from_sources(&name, &text, &env)?;
         cfg.role = role;
+        cfg.admin_token = Self::admin_token_from_env()?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -302,16 +311,19 @@ impl Config {
         }
     }
 
-    /// The admin bearer token: `HOOKGATE_ADMIN_TOKEN`, or the file named by `HOOKGATE_ADMIN_TOKEN_FILE`.
-    pub fn admin_token() -> Option<String> {
-        if let Ok(t) = std::env::var("HOOKGATE_ADMIN_TOKEN") {
-            return Some(t).filter(|t| !t.is_empty());
-        }
-        let path = std::env::var("HOOKGATE_ADMIN_TOKEN_FILE").ok()?;
-        std::fs::read_to_string(path)
-            .ok()
-            .map(|t| t.trim_end_matches(['\r', '\n']).to_string())
-            .filter(|t| !t.is_empty())
+    /// The admin bearer token: env `HOOKGATE_ADMIN_TOKEN`, or the file named by `HOOKGATE_ADMIN_TOKEN_FILE`
+    /// (a mounted Kubernetes Secret). Resolved like every other secret reference.
+    fn admin_token_from_env() -> Result<Option<crate::secret::Secret>, Vec<String>> {
+        let reference = if std::env::var_os("HOOKGATE_ADMIN_TOKEN").is_some() {
+            "${env:HOOKGATE_ADMIN_TOKEN}".to_string()
+        } else if let Some(path) = std::env::var_os("HOOKGATE_ADMIN_TOKEN_FILE") {
+            format!("${{file:{}}}", path.to_string_lossy())
+        } else {
+            return Ok(None);
+        };
+        crate::secret::Secret::resolve(&reference)
+            .map(Some)
+            .map_err(|e| vec![format!("admin token: {e}")])
     }
 }
 

@@ -18,6 +18,10 @@ pub enum Error {
     Malformed(String),
     #[error("{0}")]
     Unauthorized(String),
+    #[error("missing or wrong bearer token")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(String),
     #[error("storage unavailable, retry later")]
     Unavailable,
     #[error("not found")]
@@ -34,7 +38,8 @@ impl Error {
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Malformed(_) => StatusCode::BAD_REQUEST,
-            Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Error::Unauthorized(_) | Error::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -50,6 +55,8 @@ impl Error {
             Error::UnsupportedType(_) => "unsupported_type",
             Error::Malformed(_) => "malformed",
             Error::Unauthorized(_) => "bad_signature",
+            Error::Unauthenticated => "unauthenticated",
+            Error::Forbidden(_) => "forbidden",
             Error::Unavailable => "unavailable",
             Error::Internal(_) => "internal",
         }

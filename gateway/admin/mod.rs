@@ -1,4 +1,10 @@
-//! The admin listener: health, readiness and metrics (unauthenticated), and the admin API.
+//! The admin listener: health, readiness and metrics (unauthenticated), and the admin API (bearer token).
+
+mod auth;
+mod sources;
+
+use crate::catalog::LiveCatalog;
+pub use auth::AdminToken;
 
 use crate::inbound::SourceRegistry;
 use crate::stream::Store;
@@ -19,12 +25,21 @@ pub struct Readiness {
     pub shutting_down: AtomicBool,
 }
 
-pub fn router(ready: Arc<Readiness>) -> Router {
+pub fn router(ready: Arc<Readiness>, live: Arc<LiveCatalog>, token: Arc<AdminToken>) -> Router {
+    let api = Router::new()
+        .route("/v1/sources", get(sources::list))
+        .route("/v1/mappings/reload", axum::routing::post(sources::reload))
+        .with_state(live)
+        .layer(axum::middleware::from_fn_with_state(
+            token,
+            auth::require_token,
+        ));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(ready)
+        .merge(api)
 }
 
 /// Ready when Redis answers, mappings are loaded and we are not shutting down; otherwise 503 with why.

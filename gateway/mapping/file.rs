@@ -15,6 +15,7 @@ use bytesize::ByteSize;
 use ipnet::IpNet;
 use serde::de::{DeserializeOwned, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::Map;
+use sha2::Digest;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
@@ -60,6 +61,7 @@ pub fn parse_source_file(path: &Path, text: &str) -> Result<SourceFile, Vec<Diag
     match (head, diags.is_empty()) {
         (Some(head), true) => Ok(SourceFile {
             path: path.to_path_buf(),
+            hash: hex::encode(sha2::Sha256::digest(text.as_bytes())),
             head,
             mapping: Mapping { rules },
             tests,
@@ -309,10 +311,9 @@ fn rules(ctx: &mut Ctx, node: Option<&Node>, env: Env) -> Vec<Rule> {
         .collect()
 }
 
-/// Expand directories (their `*.yaml`/`*.yml` files, top level only, skipping dot names such as a
-/// ConfigMap's `..data`; symlinks are followed), parse every file, and check that source names are
-/// unique. Returns the files that compiled and every problem of every file.
-pub fn load_files(paths: &[PathBuf]) -> (Vec<SourceFile>, Vec<Diagnostic>) {
+/// Expand directories to their `*.yaml`/`*.yml` files (top level only, skipping dot names such as a
+/// ConfigMap's `..data`; symlinks are followed), sorted; problems reading them are returned too.
+pub fn source_paths(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
     let mut files = Vec::new();
     let mut diags = Vec::new();
     for p in paths {
@@ -349,6 +350,12 @@ pub fn load_files(paths: &[PathBuf]) -> (Vec<SourceFile>, Vec<Diagnostic>) {
             )),
         }
     }
+    (files, diags)
+}
+
+/// Parse every file `source_paths` finds, and check that source names are unique across files.
+pub fn load_files(paths: &[PathBuf]) -> (Vec<SourceFile>, Vec<Diagnostic>) {
+    let (files, mut diags) = source_paths(paths);
     let mut out: Vec<SourceFile> = Vec::new();
     let mut seen = HashSet::new();
     for path in files {

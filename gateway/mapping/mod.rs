@@ -17,7 +17,7 @@ mod value;
 mod yaml;
 
 pub use diagnostic::Diagnostic;
-pub use file::{load_files, parse_source_file};
+pub use file::{load_files, parse_source_file, source_paths};
 pub use form::parse_form;
 pub use rule::MapError;
 pub use transform::NAMES as TRANSFORMS;
@@ -40,6 +40,8 @@ pub struct Mapping {
 pub struct SourceFile {
     /// The file it came from (test payload paths are relative to its directory).
     pub path: PathBuf,
+    /// SHA-256 of the text that was parsed, hex: what `GET /v1/sources` reports.
+    pub hash: String,
     pub head: SourceSpec,
     pub mapping: Mapping,
     pub tests: Vec<tests::TestCase>,
@@ -80,6 +82,11 @@ impl Mapping {
     /// The actions one event produces: every matching rule in file order, until a matching rule
     /// with `stop: true`. Any failure (a required value missing, a value of the wrong type) fails
     /// the whole event, so it can go to the dead letters with the reason.
+    /// How many rules the mapping has.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
     pub fn apply(&self, event: &Event) -> Result<Vec<MappedAction>, MapError> {
         let scope = value::Scope {
             root: &event.body,

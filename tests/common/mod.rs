@@ -10,6 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
+/// The admin token every test gateway gets.
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("local addr").port()
@@ -133,6 +136,14 @@ impl Gateway {
         cfg.listen = addr.to_string();
         cfg.admin_listen = admin_addr.to_string();
         cfg.shutdown_grace = Duration::from_secs(2);
+        if cfg.admin_token.is_none() {
+            let f = mappings.path().join(".admin-token");
+            std::fs::write(&f, ADMIN_TOKEN).expect("write admin token");
+            cfg.admin_token = Some(
+                hookgate::secret::Secret::resolve(&format!("${{file:{}}}", f.display()))
+                    .expect("admin token"),
+            );
+        }
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(app::run(cfg, Listeners { inbound, admin }, async move {
             let _ = rx.await;
@@ -160,6 +171,10 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("gateway not healthy within 10 s");
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
     }
 
     pub fn url(&self, source: &str) -> String {

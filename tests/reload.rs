@@ -1,0 +1,248 @@
+//! Hot reload of mappings_dir: new files are picked up without a restart, a bad edit is rejected with
+//! `file:line:col` problems while the last good set keeps serving, and a Kubernetes ConfigMap's atomic
+//! `..data` symlink swap is seen. Also the admin API's token guard.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::time::Duration;
+
+const A: &str = "source: a\nallow_ips: [127.0.0.0/8]\n";
+const B: &str = "source: b\nallow_ips: [127.0.0.0/8]\ndedup: { id: $.id }\n";
+
+async fn status(url: &str) -> u16 {
+    client()
+        .post(url)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Wait up to `secs` for `url` to answer `want`.
+async fn eventually(url: &str, want: u16, secs: u64) -> bool {
+    for _ in 0..secs * 20 {
+        if status(url).await == want {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+async fn admin_get(gw: &Gateway, path: &str) -> Value {
+    client()
+        .get(gw.admin_url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watched_directory_reloads_and_bad_edits_keep_the_last_good_set() {
+    let redis = Redis::start();
+    // polling effectively off: changes must be seen through directory events
+    let gw = Gateway::start(&redis, &[("a.yaml", A)], "mappings_poll: 1h\n").await;
+    let dir = gw.mappings_dir().to_path_buf();
+    assert_eq!(status(&gw.url("b")).await, 404);
+
+    std::fs::write(dir.join("b.yaml"), B).unwrap();
+    assert!(
+        eventually(&gw.url("b"), 202, 5).await,
+        "new source served without a restart"
+    );
+    let listed = admin_get(&gw, "/v1/sources").await;
+    let b = listed["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source"] == "b")
+        .expect("b listed")
+        .clone();
+    assert_eq!(b["sha256"], hex::encode(Sha256::digest(B.as_bytes())));
+    assert!(b["loaded_at"].as_str().unwrap().ends_with('Z'));
+    let a_loaded = listed["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source"] == "a")
+        .unwrap()["loaded_at"]
+        .clone();
+
+    // a broken edit: b loses its head's closing brace; a gains an unknown key
+    std::fs::write(
+        dir.join("b.yaml"),
+        "source: b\nallow_ips: [127.0.0.0/8]\ndedup: { id: $.[[?id }\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("a.yaml"), format!("{A}alow_ips: []\n")).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        status(&gw.url("b")).await,
+        202,
+        "the last good set keeps serving"
+    );
+    let r = client()
+        .post(gw.admin_url("/v1/mappings/reload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+    let problems: Vec<String> = r.json::<Value>().await.unwrap()["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        problems.iter().any(|p| p.contains("b.yaml:3:")),
+        "every file's problems, located: {problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("a.yaml:3:")),
+        "{problems:?}"
+    );
+    let m = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("hookgate_mapping_reloads_total{outcome=\"rejected\"}"),
+        "{m}"
+    );
+
+    // fixed: served again, and a's load time survived because its content is back to what it was
+    std::fs::write(dir.join("b.yaml"), B.replace("127.0.0.0/8", "10.0.0.0/8")).unwrap();
+    std::fs::write(dir.join("a.yaml"), A).unwrap();
+    assert!(
+        eventually(&gw.url("b"), 403, 5).await,
+        "the fixed file is applied"
+    );
+    let listed = admin_get(&gw, "/v1/sources").await;
+    let a = listed["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["source"] == "a")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        a["loaded_at"], a_loaded,
+        "unchanged content keeps its load time"
+    );
+
+    // a removed file stops being served
+    std::fs::remove_file(dir.join("b.yaml")).unwrap();
+    assert!(eventually(&gw.url("b"), 404, 5).await);
+}
+
+/// Lay out `dir` the way the kubelet mounts a ConfigMap: `..data -> ..<ts>/`, each key a symlink
+/// `name -> ..data/name`; an update writes a new `..<ts>` directory and renames `..data_tmp` over `..data`.
+fn configmap_publish(dir: &Path, version: &str, files: &[(&str, &str)]) {
+    let ts = dir.join(format!("..{version}"));
+    std::fs::create_dir(&ts).unwrap();
+    for (name, text) in files {
+        std::fs::write(ts.join(name), text).unwrap();
+    }
+    let tmp = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(format!("..{version}"), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("..data")).unwrap();
+    for (name, _) in files {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), &link).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn configmap_symlink_swap_is_picked_up() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[], "mappings_poll: 1h\n").await;
+    let dir = gw.mappings_dir().to_path_buf();
+    configmap_publish(
+        &dir,
+        "2026_11_23_v1",
+        &[("a.yaml", &A.replace("127.0.0.0/8", "10.0.0.0/8"))],
+    );
+    assert!(
+        eventually(&gw.url("a"), 403, 5).await,
+        "first ConfigMap version loaded"
+    );
+    configmap_publish(&dir, "2026_11_23_v2", &[("a.yaml", A)]);
+    assert!(
+        eventually(&gw.url("a"), 202, 5).await,
+        "the ..data swap is seen"
+    );
+    let listed = admin_get(&gw, "/v1/sources").await;
+    assert_eq!(
+        listed["sources"][0]["sha256"],
+        hex::encode(Sha256::digest(A.as_bytes()))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_api_needs_the_token() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[("a.yaml", A)], "").await;
+    let c = client();
+    let url = gw.admin_url("/v1/sources");
+    assert_eq!(c.get(&url).send().await.unwrap().status().as_u16(), 401);
+    assert_eq!(
+        c.get(&url)
+            .bearer_auth("not-the-token")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        c.get(&url)
+            .bearer_auth(format!("{ADMIN_TOKEN}x"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        c.get(&url)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    // health, readiness and metrics stay open
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(
+            c.get(gw.admin_url(open))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+            200,
+            "{open}"
+        );
+    }
+}
