@@ -15,6 +15,7 @@ pub mod inbound;
 pub mod ip_policy;
 pub mod jsonpath;
 pub mod mapping;
+pub mod payload;
 pub mod secret;
 pub mod server;
 pub mod stream;

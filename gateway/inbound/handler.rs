@@ -1,11 +1,11 @@
 //! `POST /webhooks/{source}`: allowlist → limits → verify → dedup → XADD → 202. Nothing is answered 2xx
 //! before the event is in Redis.
 
-use super::body::{self, BodyKind};
 use super::source::{DedupKey, InboundSource, SourceRegistry};
 use super::verify::SignedRequest;
 use crate::error::Error;
 use crate::ip_policy::{client_ip, CidrList};
+use crate::payload::{self, BodyKind};
 use crate::stream::{InboundRecord, Store, Stored};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
@@ -115,7 +115,7 @@ async fn accept(
             return Err(Error::Unauthorized(e.to_string()));
         }
     }
-    let value = body::parse(kind, &raw, st.max_json_depth)?;
+    let value = payload::parse(kind, &raw, st.max_json_depth)?;
     let (event_id, ttl) = match &src.dedup {
         Some((key, ttl)) => (dedup_id(key, &value, headers), *ttl),
         None => (None, super::source::DEFAULT_DEDUP_TTL),

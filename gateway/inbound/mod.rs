@@ -1,5 +1,4 @@
 //! Receive → verify → store. Never imports `mapping` or `deliver`.
-pub mod body;
 pub mod handler;
 pub mod source;
 pub mod verify;

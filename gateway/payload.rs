@@ -1,4 +1,5 @@
-//! What a body is: its type, whether it is well-formed, and its JSON value for dedup and mapping.
+//! What a webhook body is: its type, whether it is well-formed, and its JSON value. One parser for the
+//! receive path (dedup, validation), the mapper workers and `hookgate try`/`check`, so they never disagree.
 
 use crate::error::Error;
 use serde_json::Value;
