@@ -329,17 +329,76 @@ async fn readiness_follows_redis() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_source_without_any_authentication_is_refused_at_load() {
-    let problems = match hookgate::catalog::load(&{
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("bare.yaml"), "source: bare\n").unwrap();
-        d.keep()
-    }) {
+    let problems = match hookgate::catalog::load(
+        &{
+            let d = tempfile::tempdir().unwrap();
+            std::fs::write(d.path().join("bare.yaml"), "source: bare\n").unwrap();
+            d.keep()
+        },
+        None,
+    ) {
         Err(p) => p,
         Ok(_) => panic!("a source with neither verify nor allow_ips loaded"),
     };
     let text = problems[0].to_string();
     assert!(
-        text.contains("bare.yaml:1:") && text.contains("unauthenticated"),
+        text.contains("bare.yaml:1:") && text.contains("`verify:`"),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http2_is_served() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[("open.yaml", OPEN)], "").await;
+    let c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = c
+        .post(gw.url("open"))
+        .header("content-type", "application/json")
+        .body("{\"id\":\"h2\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status().as_u16(), 202);
+}
+
+/// On shutdown the listener stops accepting, readiness fails, and a request already in flight still
+/// finishes (and is stored) within the grace period.
+#[tokio::test(flavor = "multi_thread")]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[("open.yaml", OPEN)], "").await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let url = gw.url("open");
+    let slow = tokio::spawn(async move {
+        client()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+    });
+    tx.send(Ok(b"{\"id\":\"slow\",".to_vec())).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let addr = gw.addr;
+    let stopping = tokio::spawn(gw.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no new connections after shutdown began"
+    );
+    tx.send(Ok(b"\"a\":1}".to_vec())).await.unwrap();
+    drop(tx);
+    let r = slow
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered");
+    assert_eq!(r.status().as_u16(), 202);
+    stopping.await.unwrap().unwrap();
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 1);
 }

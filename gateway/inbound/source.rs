@@ -82,7 +82,7 @@ pub struct InboundSource {
 const ALWAYS_SECRET: &[&str] = &["authorization", "proxy-authorization", "cookie"];
 
 impl InboundSource {
-    /// Compile a head for serving: secrets are resolved here (`hookgate check` never calls this).
+    /// Compile a parsed head for serving: secrets are resolved here (`hookgate check` never calls this).
     pub fn build(spec: &SourceSpec) -> Result<Self, Vec<HeadProblem>> {
         let mut problems = Vec::new();
         let at = |loc: &serde_saphyr::Location, message: String| HeadProblem {
@@ -90,23 +90,9 @@ impl InboundSource {
             column: loc.column() as u32,
             message,
         };
+        // The file parser already checked names, that a source authenticates somehow, and the dedup
+        // spelling (so `hookgate check` reports them); here the head is compiled and secrets resolved.
         let name = spec.name.value.clone();
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            problems.push(at(
-                &spec.name.referenced,
-                format!("source `{name}`: use letters, digits, `-` and `_` only (it is a URL path segment)"),
-            ));
-        }
-        if spec.verify.is_none() && spec.allow_ips.is_empty() {
-            problems.push(at(
-                &spec.name.referenced,
-                format!("source `{name}` has neither `verify` nor `allow_ips`: unauthenticated webhooks are refused"),
-            ));
-        }
         let verifier = match spec.verify.as_ref().map(|v| v.build()) {
             Some(Ok(v)) => Some(v),
             Some(Err(errs)) => {
