@@ -105,14 +105,7 @@ async fn statuses_and_one_line_reasons() {
     );
 
     // every refusal counted by status
-    let m = c
-        .get(format!("http://{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gw.metrics().await;
     for status in ["404", "415", "400", "413", "202"] {
         assert!(
             m.contains(&format!("status=\"{status}\"")),

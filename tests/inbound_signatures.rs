@@ -174,14 +174,7 @@ async fn bad_signatures_get_401_with_a_reason_and_are_counted() {
     );
     // and the genuine one still goes through
     assert_eq!(send(&url, ct, &signed[0]["headers"], body).await.0, 202);
-    let m = client()
-        .get(format!("http://{}/metrics", s.gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = s.gw.metrics().await;
     for reason in ["mismatch", "stale", "missing_header"] {
         assert!(
             m.lines()

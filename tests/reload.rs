@@ -112,14 +112,7 @@ async fn watched_directory_reloads_and_bad_edits_keep_the_last_good_set() {
         problems.iter().any(|p| p.contains("a.yaml:3:")),
         "{problems:?}"
     );
-    let m = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = gw.metrics().await;
     assert!(
         m.contains("hookgate_mapping_reloads_total{outcome=\"rejected\"}"),
         "{m}"

@@ -177,6 +177,14 @@ impl Gateway {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The Prometheus text at `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let r = reqwest::get(self.admin_url("/metrics"))
+            .await
+            .expect("GET /metrics");
+        r.text().await.expect("metrics body")
+    }
+
     pub fn url(&self, source: &str) -> String {
         format!("http://{}/webhooks/{source}", self.addr)
     }
