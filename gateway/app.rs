@@ -50,9 +50,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let _ = crate::telemetry::metrics();
-    if std::env::var("HG_TEST_LOG").is_ok() {
-        crate::telemetry::init(&cfg.log);
-    }
     let store = Store::connect(
         &cfg.redis_url,
         &cfg.key_prefix,
@@ -79,17 +76,21 @@ pub async fn run(
     let limits = ConnLimits {
         header_read_timeout: cfg.limits.header_read_timeout,
         max_headers: cfg.limits.max_headers,
+        max_connections: cfg.limits.max_connections,
         grace: cfg.shutdown_grace,
     };
 
     // One shutdown signal fans out: readiness fails first, then both listeners stop accepting.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ready_flag = ready.clone();
+    let delay = cfg.shutdown_delay;
     tokio::spawn(async move {
         shutdown.await;
         ready_flag.shutting_down.store(true, Ordering::Relaxed);
+        tokio::time::sleep(delay).await;
         let _ = stop_tx.send(true);
     });
+    crate::telemetry::spawn_upkeep(stop_rx.clone());
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -115,6 +116,7 @@ pub async fn run(
             trusted_proxies: CidrList::new(&cfg.trusted_proxies),
             default_max_body: cfg.limits.max_body.as_u64(),
             max_json_depth: cfg.limits.max_json_depth,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_in_flight)),
         });
         let app = layered(inbound::router(state), &cfg);
         server::serve(listeners.inbound, app, limits, stopped(stop_rx)).await;
@@ -136,6 +138,11 @@ fn layered(router: Router, cfg: &Config) -> Router {
                 header::PROXY_AUTHORIZATION,
                 header::COOKIE,
             ]))
+            // The id is always ours: a sender's x-request-id would otherwise name our logs and stored events.
+            .map_request(|mut req: http::Request<axum::body::Body>| {
+                req.headers_mut().remove("x-request-id");
+                req
+            })
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(TraceLayer::new_for_http().make_span_with(|req: &http::Request<_>| {
                 let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");

@@ -96,7 +96,9 @@ pub struct LiveCatalog {
     dir: PathBuf,
     current: ArcSwap<Catalog>,
     registry: Arc<SourceRegistry>,
-    /// Fingerprint of the directory at the last attempt, good or bad, so a bad edit is reported once.
+    /// Fingerprint of the directory at the last applied load. A rejected set is not recorded, so it is
+    /// retried (and reported) at each poll: a secret it waits for may appear without any file changing.
+    /// The lock is held across fingerprint, load and publish so two reloads never publish out of order.
     fingerprint: Mutex<Option<String>>,
 }
 
@@ -121,19 +123,17 @@ impl LiveCatalog {
 
     /// Reload if the directory changed; the swap is atomic and only happens for a fully valid set.
     pub fn reload(&self, force: bool) -> Reload {
+        let mut last = self.fingerprint.lock().unwrap_or_else(|p| p.into_inner());
         let fp = fingerprint(&self.dir);
-        {
-            let mut last = self.fingerprint.lock().unwrap_or_else(|p| p.into_inner());
-            if !force && last.as_deref() == Some(fp.as_str()) {
-                return Reload::Unchanged;
-            }
-            *last = Some(fp);
+        if !force && last.as_deref() == Some(fp.as_str()) {
+            return Reload::Unchanged;
         }
         let previous = self.current();
         match load(&self.dir, Some(&previous)) {
             Ok(catalog) => {
                 let n = catalog.sources.len();
                 self.publish(catalog);
+                *last = Some(fp);
                 metrics::counter!("hookgate_mapping_reloads_total", "outcome" => "applied")
                     .increment(1);
                 tracing::info!(sources = n, "mappings reloaded");

@@ -54,7 +54,13 @@ impl Default for LogConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Default body limit per request; a source may set its own `max_body`.
+    #[serde(serialize_with = "bytes_as_number")]
     pub max_body: bytesize::ByteSize,
+    /// Open connections per listener; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Webhook requests being handled at once; more are answered 503 at once. With `max_body` this bounds
+    /// the memory bodies can take.
+    pub max_in_flight: usize,
     /// Most request headers accepted (HTTP/1).
     pub max_headers: usize,
     /// Deepest JSON nesting accepted.
@@ -71,6 +77,8 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body: bytesize::ByteSize::mib(1),
+            max_connections: 10_000,
+            max_in_flight: 1024,
             max_headers: 100,
             max_json_depth: 64,
             header_read_timeout: Duration::from_secs(10),
@@ -153,6 +161,10 @@ pub struct Config {
     pub limits: Limits,
     pub redis: RedisConfig,
     pub log: LogConfig,
+    /// After SIGTERM, how long `/readyz` reports unready before the listeners stop, so load balancers
+    /// stop sending first.
+    #[serde(with = "humantime_serde_compat")]
+    pub shutdown_delay: Duration,
     /// Time in-flight work gets to finish after SIGTERM.
     #[serde(with = "humantime_serde_compat")]
     pub shutdown_grace: Duration,
@@ -179,12 +191,16 @@ impl Default for Config {
             limits: Limits::default(),
             redis: RedisConfig::default(),
             log: LogConfig::default(),
+            shutdown_delay: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
             role: Role::All,
             admin_token: None,
         }
     }
 }
+
+/// The largest body limit, for the gateway and for any source: bodies are held in memory.
+pub const MAX_BODY_CAP: bytesize::ByteSize = bytesize::ByteSize::mib(64);
 
 /// Env vars that are read elsewhere and are not config keys.
 const NOT_KEYS: &[&str] = &["HOOKGATE_ADMIN_TOKEN", "HOOKGATE_ADMIN_TOKEN_FILE"];
@@ -285,11 +301,19 @@ impl Config {
             )),
         }
         let l = &self.limits;
-        if l.max_body.as_u64() == 0 {
-            p.push("limits.max_body: must be above 0".into());
+        if l.max_body.as_u64() == 0 || l.max_body > MAX_BODY_CAP {
+            p.push(format!(
+                "limits.max_body: must be above 0 and at most {MAX_BODY_CAP}"
+            ));
         }
-        if l.max_json_depth == 0 || l.max_json_depth > 1024 {
-            p.push("limits.max_json_depth: must be between 1 and 1024".into());
+        if l.max_json_depth == 0 || l.max_json_depth > 128 {
+            p.push(
+                "limits.max_json_depth: must be between 1 and 128 (the JSON parser's own limit)"
+                    .into(),
+            );
+        }
+        if l.max_connections == 0 || l.max_in_flight == 0 {
+            p.push("limits.max_connections and limits.max_in_flight: must be above 0".into());
         }
         if l.max_headers < 8 {
             p.push("limits.max_headers: must be at least 8".into());
@@ -299,6 +323,7 @@ impl Config {
             ("limits.request_timeout", l.request_timeout),
             ("redis.response_timeout", self.redis.response_timeout),
             ("redis.connect_timeout", self.redis.connect_timeout),
+            ("mappings_poll", self.mappings_poll),
         ] {
             if d.is_zero() {
                 p.push(format!("{key}: must be above 0"));
@@ -342,12 +367,21 @@ fn redact_url(s: &str) -> String {
     }
 }
 
-/// An env value is read as a YAML scalar or flow collection (`8080`, `true`, `[10.0.0.0/8]`), else as text.
+/// An env value is read as a YAML scalar or list (`8080`, `true`, `[10.0.0.0/8]`), else as text; a value
+/// that reads as a map, such as the hash tag `{hookgate}`, stays text.
 fn env_value(raw: &str) -> Value {
+    if raw.trim_start().starts_with('{') {
+        return Value::String(raw.to_string());
+    }
     serde_saphyr::from_str::<Value>(raw)
         .ok()
-        .filter(|v| !v.is_null() || raw.trim().is_empty())
+        .filter(|v| !v.is_object() && (!v.is_null() || raw.trim().is_empty()))
         .unwrap_or_else(|| Value::String(raw.to_string()))
+}
+
+/// Byte sizes go through the env-override round trip as exact numbers, not rounded human text.
+fn bytes_as_number<S: serde::Serializer>(b: &bytesize::ByteSize, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(b.as_u64())
 }
 
 fn set_path(tree: &mut Value, path: &[String], value: Value) -> Result<(), String> {
@@ -446,6 +480,7 @@ mod tests {
                 "HOOKGATE_TRUSTED_PROXIES".to_string(),
                 "[10.0.0.0/8, fd00::/8]".to_string(),
             ),
+            ("HOOKGATE_KEY_PREFIX".to_string(), "{hookgate}".to_string()),
         ];
         let c = Config::from_sources("hg.yaml", "listen: 127.0.0.1:1\n", &env).unwrap();
         assert_eq!(c.listen, "127.0.0.1:1");
@@ -455,6 +490,14 @@ mod tests {
         assert!(c.egress.allow_http);
         assert_eq!(c.limits.max_json_depth, 32);
         assert_eq!(c.trusted_proxies.len(), 2);
+        assert_eq!(c.key_prefix, "{hookgate}", "a hash tag is text, not a map");
+    }
+
+    #[test]
+    fn byte_sizes_survive_the_env_round_trip_exactly() {
+        let env = vec![("HOOKGATE_LOG__LEVEL".to_string(), "debug".to_string())];
+        let c = Config::from_sources("hg.yaml", "limits: { max_body: 1000000 }\n", &env).unwrap();
+        assert_eq!(c.limits.max_body.as_u64(), 1_000_000);
     }
 
     #[test]
@@ -477,7 +520,7 @@ mod tests {
     fn validate_reports_every_problem() {
         let c = Config::from_sources(
             "hg.yaml",
-            "listen: nowhere\nadmin_listen: nowhere\nredis_url: http://x\nupstream: { url: ftp://x }\nlimits: { max_json_depth: 0 }\n",
+            "listen: nowhere\nadmin_listen: nowhere\nredis_url: http://x\nupstream: { url: ftp://x }\nlimits: { max_json_depth: 0, max_body: 1GiB }\nmappings_poll: 0s\n",
             &[],
         )
         .unwrap();

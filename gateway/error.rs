@@ -24,6 +24,8 @@ pub enum Error {
     Forbidden(String),
     #[error("storage unavailable, retry later")]
     Unavailable,
+    #[error("too many requests in flight, retry later")]
+    Overloaded,
     #[error("not found")]
     NotFound,
     #[error("{0}")]
@@ -40,7 +42,7 @@ impl Error {
             Error::Malformed(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized(_) | Error::Unauthenticated => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
-            Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Unavailable | Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -58,6 +60,7 @@ impl Error {
             Error::Unauthenticated => "unauthenticated",
             Error::Forbidden(_) => "forbidden",
             Error::Unavailable => "unavailable",
+            Error::Overloaded => "overloaded",
             Error::Internal(_) => "internal",
         }
     }

@@ -55,14 +55,15 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &CidrList) -> IpAdd
         return peer;
     }
     let mut client = peer;
+    // Split raw bytes: one unreadable hop must not discard the proxy-appended hops beside it.
     let hops = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .collect::<Vec<_>>();
     for hop in hops.iter().rev() {
-        match parse_hop(hop.trim()) {
+        let hop = std::str::from_utf8(hop).map(str::trim).unwrap_or("");
+        match parse_hop(hop) {
             Some(ip) if trusted.contains(ip) => client = ip,
             Some(ip) => return ip,
             None => return client,

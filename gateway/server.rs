@@ -18,6 +18,8 @@ use tower::ServiceExt;
 pub struct ConnLimits {
     pub header_read_timeout: Duration,
     pub max_headers: usize,
+    /// Open connections at most; further ones wait in the kernel's accept queue.
+    pub max_connections: usize,
     /// How long open connections get to finish once shutdown starts.
     pub grace: Duration,
 }
@@ -42,8 +44,12 @@ pub async fn serve(
         .max_header_list_size(64 * 1024)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let graceful = GracefulShutdown::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            break;
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -61,13 +67,14 @@ pub async fn serve(
                     req
                 });
                 let conn = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(svc))
+                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
                     .into_owned();
                 let conn = graceful.watch(conn);
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");
                     }
+                    drop(slot);
                 });
             }
             () = &mut shutdown => break,

@@ -33,15 +33,23 @@ pub mod fields {
     pub const BODY: &str = "body";
 }
 
-/// KEYS: [dedup key,] stream. ARGV: ttl ms, then field/value pairs.
+/// KEYS: [dedup key,] stream. ARGV: ttl ms, body binding ('' for none), then field/value pairs.
+/// The dedup key holds `<stream id>|<binding>`. With a binding (a hash of the body), an id seen with another
+/// body is not a redelivery: a replayed signed request carrying someone else's unsigned id header cannot
+/// make the real event look like a duplicate.
 const STORE_SCRIPT: &str = r#"
 local stream = KEYS[#KEYS]
 if #KEYS == 2 then
   local prev = redis.call('GET', KEYS[1])
-  if prev then return {0, prev} end
+  if prev then
+    local sep = string.find(prev, '|', 1, true)
+    if sep and string.sub(prev, sep + 1) == ARGV[2] then return {0, string.sub(prev, 1, sep - 1)} end
+  end
 end
-local id = redis.call('XADD', stream, '*', unpack(ARGV, 2))
-if #KEYS == 2 then redis.call('SET', KEYS[1], id, 'PX', ARGV[1]) end
+local id = redis.call('XADD', stream, '*', unpack(ARGV, 3))
+if #KEYS == 2 then
+  if not redis.call('GET', KEYS[1]) then redis.call('SET', KEYS[1], id .. '|' .. ARGV[2], 'PX', ARGV[1]) end
+end
 return {1, id}
 "#;
 
@@ -54,6 +62,8 @@ pub struct InboundRecord<'a> {
     pub request_id: &'a str,
     /// The sender's event id, when the source has dedup.
     pub event_id: Option<&'a str>,
+    /// When the id is not covered by the signature: a hash of the body it must come with to be a redelivery.
+    pub dedup_binding: Option<String>,
     /// JSON object of the kept request headers.
     pub headers_json: String,
     pub body: &'a [u8],
@@ -128,7 +138,8 @@ impl Store {
 
     /// Dedup and XADD in one round trip. A command that failed because the connection dropped is sent once
     /// more: if the first one did land, the dedup key turns the second into `Duplicate` of the same id,
-    /// which the caller answers like `New`.
+    /// which the caller answers like `New` (a source without dedup may then hold the event twice; the
+    /// delivery side's idempotency keys absorb that).
     pub async fn store_inbound(
         &self,
         rec: &InboundRecord<'_>,
@@ -139,7 +150,8 @@ impl Store {
             .map_err(|_| StoreError::Busy)?
             .map_err(|_| StoreError::Busy)?;
         match self.store_once(rec, dedup_ttl).await {
-            Err(e) if e.is_connection_dropped() || e.is_io_error() => {
+            // Not on a timeout: the command may still run, and the sender's retry is the safer second try.
+            Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
                 tracing::warn!(error = %e, "redis connection dropped while storing; retrying once");
                 match self.store_once(rec, dedup_ttl).await? {
                     Stored::Duplicate(id) => Ok(Stored::New(id)),
@@ -161,6 +173,7 @@ impl Store {
         }
         inv.key(keys::inbound(&self.prefix));
         inv.arg(dedup_ttl.as_millis().max(1) as u64)
+            .arg(rec.dedup_binding.as_deref().unwrap_or(""))
             .arg(fields::SOURCE)
             .arg(rec.source)
             .arg(fields::RECEIVED_AT)

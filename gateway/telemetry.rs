@@ -40,3 +40,16 @@ pub fn metrics() -> &'static PrometheusHandle {
         handle
     })
 }
+
+/// Histograms are drained only by a render; without a scraper they would grow. Upkeep bounds them.
+pub fn spawn_upkeep(mut stop: tokio::sync::watch::Receiver<bool>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => metrics().run_upkeep(),
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    });
+}

@@ -106,11 +106,22 @@ async fn statuses_and_one_line_reasons() {
 
     // every refusal counted by status
     let m = gw.metrics().await;
-    for status in ["404", "415", "400", "413", "202"] {
-        assert!(
-            m.contains(&format!("status=\"{status}\"")),
-            "metrics lack status {status}:\n{m}"
-        );
+    for (source, status) in [
+        ("unknown", "404"),
+        ("open", "415"),
+        ("open", "400"),
+        ("open", "413"),
+        ("small", "413"),
+        ("open", "202"),
+    ] {
+        let line =
+            format!("hookgate_inbound_requests_total{{source=\"{source}\",status=\"{status}\"}} ");
+        let count: u64 = m
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {line} in\n{m}"));
+        assert!(count >= 1);
     }
     gw.stop().await.unwrap();
 }
@@ -130,6 +141,7 @@ async fn stored_entry_keeps_raw_body_and_drops_credentials() {
         .post(gw.url("open"))
         .header("content-type", "application/json")
         .header("authorization", "Bearer sekrit")
+        .header("x-request-id", "spoofed-id")
         .header("x-shopify-topic", "orders/create")
         .body(body)
         .send()
@@ -157,6 +169,10 @@ async fn stored_entry_keeps_raw_body_and_drops_credentials() {
     assert!(
         headers.get("authorization").is_none(),
         "credentials never stored: {headers}"
+    );
+    assert_ne!(
+        f["request_id"], b"spoofed-id",
+        "the request id is ours, not the sender's"
     );
     assert!(!f["request_id"].is_empty());
 }
@@ -240,8 +256,6 @@ async fn source_ip_allowlist() {
         403,
         "IPv4 client, IPv6-only list"
     );
-    // over IPv6 loopback
-    let v6url = format!("http://[::1]:{}/webhooks/", gw.addr.port());
     drop(gw);
 
     // a trusted proxy chain: the right-most address that is not a trusted proxy is the client
@@ -287,7 +301,6 @@ async fn source_ip_allowlist() {
     let base6 = format!("http://[::1]:{}/webhooks/", gw.addr.port());
     assert_eq!(post(&c, &format!("{base6}v6only"), ct, "{}").await.0, 202);
     assert_eq!(post(&c, &format!("{base6}v4only"), ct, "{}").await.0, 403);
-    let _ = v6url;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -394,4 +407,107 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
     assert_eq!(r.status().as_u16(), 202);
     stopping.await.unwrap().unwrap();
     assert_eq!(inbound_entries(&redis, "hookgate").len(), 1);
+}
+
+/// A dedup id from a header the signature does not cover is bound to the body: a validly signed body
+/// replayed with someone else's delivery id is stored, not taken for that event's redelivery.
+#[tokio::test(flavor = "multi_thread")]
+async fn unsigned_dedup_header_cannot_poison_another_event() {
+    let redis = Redis::start();
+    let gh = "source: gh\nallow_ips: [127.0.0.0/8]\ndedup: { header: X-GitHub-Delivery }\n";
+    let gw = Gateway::start(&redis, &[("gh.yaml", gh)], "").await;
+    let c = client();
+    let send = |id: &'static str, body: &'static str| {
+        let (c, url) = (c.clone(), gw.url("gh"));
+        async move {
+            let r = c
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-github-delivery", id)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(send("d-1", "{\"a\":1}").await.0, 202);
+    let (s, b) = send("d-1", "{\"a\":1}").await;
+    assert_eq!(
+        (s, &b["duplicate"]),
+        (200, &json!(true)),
+        "a true redelivery"
+    );
+    // an attacker replays an old body under the id of a future event...
+    assert_eq!(send("d-2", "{\"a\":1}").await.0, 202);
+    // ...and the real event with that id is still stored
+    assert_eq!(send("d-2", "{\"real\":true}").await.0, 202);
+    let bodies: Vec<Vec<u8>> = inbound_entries(&redis, "hookgate")
+        .into_iter()
+        .map(|(_, f)| f["body"].clone())
+        .collect();
+    assert!(bodies.contains(&b"{\"real\":true}".to_vec()));
+    assert_eq!(bodies.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_header_is_never_stored() {
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let brevo = format!(
+        "source: brevo\nverify: {{ preset: token, header: X-Brevo-Token, secret: \"{}\" }}\n",
+        secret_file(dir.path(), "tok", "brevo-shared-token")
+    );
+    let gw = Gateway::start(&redis, &[("brevo.yaml", &brevo)], "").await;
+    let c = client();
+    let r = c
+        .post(gw.url("brevo"))
+        .header("content-type", "application/json")
+        .header("x-brevo-token", "wrong")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = c
+        .post(gw.url("brevo"))
+        .header("content-type", "application/json")
+        .header("x-brevo-token", "brevo-shared-token")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let (_, f) = inbound_entries(&redis, "hookgate").pop().unwrap();
+    let headers = String::from_utf8(f["headers"].clone()).unwrap();
+    assert!(
+        !headers.contains("brevo-shared-token") && !headers.contains("x-brevo-token"),
+        "{headers}"
+    );
+}
+
+/// During `shutdown_delay` readiness fails while requests are still served: load balancers stop first.
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_fails_before_the_listener_stops() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[("open.yaml", OPEN)], "shutdown_delay: 1s\n").await;
+    let ready = gw.admin_url("/readyz");
+    let url = gw.url("open");
+    assert_eq!(
+        client().get(&ready).send().await.unwrap().status().as_u16(),
+        200
+    );
+    let stopping = tokio::spawn(gw.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = client().get(&ready).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503, "unready first");
+    assert_eq!(
+        post(&client(), &url, "application/json", "{\"id\":\"late\"}")
+            .await
+            .0,
+        202,
+        "still serving"
+    );
+    stopping.await.unwrap().unwrap();
 }

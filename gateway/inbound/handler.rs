@@ -16,6 +16,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Map, Value};
+use sha2::Digest;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -27,7 +28,12 @@ pub struct InboundState {
     pub trusted_proxies: CidrList,
     pub default_max_body: u64,
     pub max_json_depth: usize,
+    /// Requests being handled; bounds memory held by bodies (`max_in_flight × max_body`).
+    pub in_flight: Arc<tokio::sync::Semaphore>,
 }
+
+/// How long a request waits for an in-flight slot before it is answered 503.
+const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub fn router(state: Arc<InboundState>) -> Router {
     Router::new()
@@ -52,7 +58,13 @@ async fn receive(
         .map_or_else(|| "unknown".to_string(), |s| s.name.clone());
     let result = match source {
         None => Err(Error::UnknownSource(name)),
-        Some(src) => accept(&st, &src, peer, &method, &uri, &headers, body).await,
+        // A burst waits briefly for a slot before its body is read; a sustained overload gets 503.
+        Some(src) => {
+            match tokio::time::timeout(SLOT_WAIT, st.in_flight.clone().acquire_owned()).await {
+                Ok(Ok(_slot)) => accept(&st, &src, peer, &method, &uri, &headers, body).await,
+                _ => Err(Error::Overloaded),
+            }
+        }
     };
     let resp = match result {
         Ok(r) => r,
@@ -132,6 +144,9 @@ async fn accept(
             .and_then(|v| v.to_str().ok())
             .unwrap_or(""),
         event_id: event_id.as_deref(),
+        dedup_binding: src
+            .dedup_binds_body
+            .then(|| hex::encode(&sha2::Sha256::digest(&raw)[..16])),
         headers_json: kept_headers(headers, &src.secret_headers),
         body: &raw,
     };
@@ -197,8 +212,15 @@ fn dedup_id(key: &DedupKey, value: &Value, headers: &HeaderMap) -> Option<String
         },
         DedupKey::Header(h) => headers.get(h)?.to_str().ok()?.to_string(),
     };
-    // Ids are sender-chosen: bound them before they become part of a Redis key.
-    (!id.is_empty() && id.len() <= 256).then_some(id)
+    // Ids are sender-chosen: a long one is hashed before it becomes part of a Redis key.
+    match id.len() {
+        0 => None,
+        1..=128 => Some(id),
+        _ => Some(format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(id.as_bytes()))
+        )),
+    }
 }
 
 /// The request headers worth keeping for mapping and audit, as a JSON object; credentials are dropped and

@@ -73,6 +73,8 @@ pub struct InboundSource {
     pub verifier: Option<Verifier>,
     pub allow: IpAllowlist,
     pub dedup: Option<(DedupKey, Duration)>,
+    /// The dedup id comes from a header the signature does not cover, so it is bound to the body.
+    pub dedup_binds_body: bool,
     pub max_body: Option<u64>,
     /// Headers that carry a credential and are never stored.
     pub secret_headers: Vec<http::HeaderName>,
@@ -161,6 +163,15 @@ impl InboundSource {
             };
             key.map(|k| (k, ttl))
         });
+        if spec
+            .max_body
+            .is_some_and(|b| b > crate::config::MAX_BODY_CAP)
+        {
+            problems.push(at(
+                &spec.name.referenced,
+                format!("max_body: at most {}", crate::config::MAX_BODY_CAP),
+            ));
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -168,6 +179,7 @@ impl InboundSource {
             name,
             verifier,
             allow: IpAllowlist::new(&spec.allow_ips),
+            dedup_binds_body: matches!(&dedup, Some((DedupKey::Header(h), _)) if !signed_header(spec, h)),
             dedup,
             max_body: spec.max_body.map(|b| b.as_u64()),
             secret_headers,
@@ -195,4 +207,12 @@ impl SourceRegistry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Whether the source's signature covers header `h` (only Standard Webhooks signs its `webhook-id`).
+fn signed_header(spec: &SourceSpec, h: &http::HeaderName) -> bool {
+    spec.verify
+        .as_ref()
+        .is_some_and(|v| v.preset == Preset::StandardWebhooks)
+        && h.as_str() == "webhook-id"
 }

@@ -51,8 +51,19 @@ impl Redis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    /// Start (again) on the same port and directory.
+    /// Start (again) on the same port and directory. If another process took the port meanwhile, redis-server
+    /// exits at once; then a new port is picked, so a test never talks to somebody else's Redis.
     pub fn restart(&mut self) {
+        for _ in 0..5 {
+            if self.spawn_and_wait() {
+                return;
+            }
+            self.port = free_port();
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn spawn_and_wait(&mut self) -> bool {
         let aof = if self.durable { "yes" } else { "no" };
         let child = Command::new("redis-server")
             .args([
@@ -73,16 +84,22 @@ impl Redis {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if !matches!(c.try_wait(), Ok(None)) {
+                    self.child = None;
+                    return false;
+                }
+            }
             if let Ok(c) = redis::Client::open(self.url()) {
                 if let Ok(mut conn) = c.get_connection() {
                     if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                        return;
+                        return true;
                     }
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("redis-server did not start on port {}", self.port);
+        false
     }
 
     /// Stop abruptly (SIGKILL): no chance to flush anything that was not already written.
@@ -136,7 +153,10 @@ impl Gateway {
         cfg.listen = addr.to_string();
         cfg.admin_listen = admin_addr.to_string();
         cfg.shutdown_grace = Duration::from_secs(2);
-        if cfg.admin_token.is_none() {
+        if !yaml.contains("shutdown_delay") {
+            cfg.shutdown_delay = Duration::ZERO;
+        }
+        if cfg.admin_token.is_none() && !yaml.contains("# no admin token") {
             let f = mappings.path().join(".admin-token");
             std::fs::write(&f, ADMIN_TOKEN).expect("write admin token");
             cfg.admin_token = Some(
