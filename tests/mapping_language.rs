@@ -281,11 +281,7 @@ fn load_files_reads_directories_like_a_configmap_mount() {
         format!("{HEAD}rules: []\n").replace("source: t", "source: a"),
     )
     .unwrap();
-    std::fs::write(
-        data.join("b.yml"),
-        format!("{HEAD}").replace("source: t", "source: a"),
-    )
-    .unwrap();
+    std::fs::write(data.join("b.yml"), HEAD.replace("source: t", "source: a")).unwrap();
     #[cfg(unix)]
     {
         std::os::unix::fs::symlink(&data, dir.path().join("..data")).unwrap();

@@ -45,7 +45,7 @@ pub enum Condition {
     All(Vec<Condition>),
     Any(Vec<Condition>),
     Not(Box<Condition>),
-    Test { subject: ValueExpr, test: Test },
+    Test { subject: Box<ValueExpr>, test: Test },
 }
 
 #[derive(Debug)]
@@ -147,7 +147,7 @@ impl Condition {
             }
         };
         Some(Condition::Test {
-            subject: subject?,
+            subject: Box::new(subject?),
             test: test?,
         })
     }
