@@ -150,6 +150,9 @@ fn several_actions_in_a_rule_are_indexed() {
             {"rule": "listed", "index": 1, "create_contact": {"ext_id": "7", "listIds": [1, 2]}}
         ])
     );
+    // What the worker stores and reads back.
+    let back: Vec<MappedAction> = serde_json::from_value(v).unwrap();
+    assert_eq!(back, got);
 }
 
 #[test]

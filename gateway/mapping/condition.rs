@@ -173,11 +173,11 @@ impl Condition {
             }
             Condition::Not(c) => !c.eval(scope)?,
             Condition::Test { subject, test } => {
-                let values = subject.eval_each(scope).map_err(|e| e.within("when"))?;
+                let when = |e: EvalError| e.within("when");
                 match test {
-                    Test::NotEquals(c) => !values.iter().any(|v| same(v, c)),
-                    Test::Exists(want) => values.is_empty() != *want,
-                    _ => values.iter().any(|v| test.passes(v)),
+                    Test::NotEquals(c) => !subject.any(scope, |v| same(v, c)).map_err(when)?,
+                    Test::Exists(want) => subject.any(scope, |_| true).map_err(when)? == *want,
+                    _ => subject.any(scope, |v| test.passes(v)).map_err(when)?,
                 }
             }
         })

@@ -375,8 +375,18 @@ impl<'t> Ctx<'t> {
             if !allowed.contains(&key.name.as_str()) {
                 unknown = true;
                 let d = self.error(key.loc, format!("{what}: unknown key `{}`", key.name));
+                // `properties` → `contact_properties` or `event_properties`: a known key that
+                // contains the word is a better guess than the whole list.
+                let containing: Vec<String> = allowed
+                    .iter()
+                    .filter(|a| key.name.len() >= 4 && a.contains(key.name.as_str()))
+                    .map(|a| format!("`{a}`"))
+                    .collect();
                 let hint = match did_you_mean(&key.name, allowed.iter().copied()) {
                     Some(c) => format!("did you mean `{c}`?"),
+                    None if !containing.is_empty() => {
+                        format!("did you mean {}?", containing.join(" or "))
+                    }
                     None => format!("expected one of: {}", allowed.join(", ")),
                 };
                 d.hint = Some(hint);
