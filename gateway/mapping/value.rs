@@ -309,7 +309,7 @@ impl ValueExpr {
         let mut v = match (raw, self.then.is_empty()) {
             (None, _) => None,
             (Some(v), true) => Some(v),
-            (Some(v), false) => self.transform(v.into_owned())?.map(Cow::Owned),
+            (Some(v), false) => self.transform(v)?.map(Cow::Owned),
         };
         if v.is_none() {
             v = self.default.as_ref().map(Cow::Borrowed);
@@ -334,7 +334,7 @@ impl ValueExpr {
             if self.then.is_empty() {
                 return Ok(test(v));
             }
-            Ok(self.transform(v.clone())?.is_some_and(|t| test(&t)))
+            Ok(self.transform(Cow::Borrowed(v))?.is_some_and(|t| test(&t)))
         };
         match &self.source {
             Source::Path { path, all: false } if !path.is_direct() => {
@@ -352,10 +352,11 @@ impl ValueExpr {
         }
     }
 
-    fn transform(&self, mut v: Value) -> Result<Option<Value>, EvalError> {
+    fn transform(&self, v: Cow<'_, Value>) -> Result<Option<Value>, EvalError> {
+        let mut v = v;
         for t in &self.then {
             match t.apply(v) {
-                Ok(Some(next)) => v = next,
+                Ok(Some(next)) => v = Cow::Owned(next),
                 Ok(None) => return Ok(None),
                 Err(reason) => {
                     return Err(EvalError::new(format!(
@@ -366,7 +367,7 @@ impl ValueExpr {
                 }
             }
         }
-        Ok(Some(v))
+        Ok(Some(v.into_owned()))
     }
 
     /// The value before transforms.
