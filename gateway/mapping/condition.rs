@@ -297,23 +297,12 @@ fn compile_test(ctx: &mut Ctx, name: &str, n: &Node, header: bool, env: Env) -> 
                 Test::In(all?)
             }
             Kind::Map(entries) if entries.len() == 1 && entries[0].0.name == "lookup" => {
-                let table_node = &entries[0].1;
-                let table = ctx.string(table_node, "in.lookup")?;
-                match env.lookups.get(table) {
-                    Some(t) => Test::InTable(t.clone()),
-                    None => {
-                        let d = ctx.error(
-                            table_node.loc,
-                            format!("in: no table `{table}` under `lookups:`"),
-                        );
-                        d.hint = super::diagnostic::did_you_mean(
-                            table,
-                            env.lookups.keys().map(String::as_str),
-                        )
-                        .map(|c| format!("did you mean `{c}`?"));
-                        return None;
-                    }
-                }
+                Test::InTable(super::transform::table(
+                    ctx,
+                    &entries[0].1,
+                    "in.lookup",
+                    env.lookups,
+                )?)
             }
             _ => {
                 ctx.expected(n, "in", "a list of constants, or { lookup: TABLE }");

@@ -497,24 +497,7 @@ pub fn compile(ctx: &mut Ctx, node: &Node, lookups: &Lookups) -> Option<Transfor
             }
         },
         ("date", Some(a)) => Transform::Date(compile_date(ctx, a)?),
-        ("lookup", Some(a)) => {
-            let table = ctx.string(a, "lookup")?;
-            match lookups.get(table) {
-                Some(entries) => Transform::Lookup(entries.clone()),
-                None => {
-                    let d = ctx.error(
-                        a.loc,
-                        format!("lookup: no table `{table}` under `lookups:`"),
-                    );
-                    let names = lookups.keys().map(String::as_str);
-                    d.hint = Some(match super::diagnostic::did_you_mean(table, names) {
-                        Some(c) => format!("did you mean `{c}`?"),
-                        None => format!("define it: lookups: {{ {table}: {{ key: value }} }}"),
-                    });
-                    return None;
-                }
-            }
-        }
+        ("lookup", Some(a)) => Transform::Lookup(table(ctx, a, "lookup", lookups)?),
         (known, Some(a)) if NAMES.contains(&known) => {
             ctx.error(a.loc, format!("transform `{known}` takes no argument"))
                 .hint = Some(format!("write it as a plain name: {known}"));
@@ -522,16 +505,35 @@ pub fn compile(ctx: &mut Ctx, node: &Node, lookups: &Lookups) -> Option<Transfor
         }
         (unknown, _) => {
             let d = ctx.error(name_loc, format!("unknown transform `{unknown}`"));
-            d.hint = Some(
-                match super::diagnostic::did_you_mean(unknown, NAMES.iter().copied()) {
-                    Some(c) => format!("did you mean `{c}`?"),
-                    None => format!("transforms: {}", NAMES.join(", ")),
-                },
-            );
+            d.hint = Some(super::diagnostic::suggest(unknown, NAMES));
             return None;
         }
     };
     Some(t)
+}
+
+/// The lookup table a node names (`{ lookup: plans }`, `in: { lookup: plans }`).
+pub fn table(
+    ctx: &mut Ctx,
+    node: &Node,
+    what: &str,
+    lookups: &Lookups,
+) -> Option<Arc<Map<String, Value>>> {
+    let name = ctx.string(node, what)?;
+    if let Some(t) = lookups.get(name) {
+        return Some(t.clone());
+    }
+    let d = ctx.error(
+        node.loc,
+        format!("{what}: no table `{name}` under `lookups:`"),
+    );
+    d.hint = Some(
+        match super::diagnostic::did_you_mean(name, lookups.keys().map(String::as_str)) {
+            Some(c) => format!("did you mean `{c}`?"),
+            None => format!("define it: lookups: {{ {name}: {{ key: value }} }}"),
+        },
+    );
+    None
 }
 
 fn nonempty_text(ctx: &mut Ctx, a: &Node, what: &str) -> Option<String> {

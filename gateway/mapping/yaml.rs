@@ -5,7 +5,7 @@
 //! once into this tree, every node with its line and column, and each compiler checks its part and
 //! records every problem in [`Ctx`], so one `check` run reports all of them.
 
-use super::diagnostic::{did_you_mean, Diagnostic};
+use super::diagnostic::{did_you_mean, suggest, Diagnostic};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_saphyr::Spanned;
@@ -375,21 +375,7 @@ impl<'t> Ctx<'t> {
             if !allowed.contains(&key.name.as_str()) {
                 unknown = true;
                 let d = self.error(key.loc, format!("{what}: unknown key `{}`", key.name));
-                // `properties` → `contact_properties` or `event_properties`: a known key that
-                // contains the word is a better guess than the whole list.
-                let containing: Vec<String> = allowed
-                    .iter()
-                    .filter(|a| key.name.len() >= 4 && a.contains(key.name.as_str()))
-                    .map(|a| format!("`{a}`"))
-                    .collect();
-                let hint = match did_you_mean(&key.name, allowed.iter().copied()) {
-                    Some(c) => format!("did you mean `{c}`?"),
-                    None if !containing.is_empty() => {
-                        format!("did you mean {}?", containing.join(" or "))
-                    }
-                    None => format!("expected one of: {}", allowed.join(", ")),
-                };
-                d.hint = Some(hint);
+                d.hint = Some(suggest(&key.name, allowed));
             }
         }
         Some(Fields { entries, unknown })
