@@ -116,6 +116,22 @@ fn stripe<M: Measurement>(c: &mut Criterion<M>) {
             file.mapping.apply(&ev).unwrap()
         })
     });
+    // The same event, one rule writing 10 plain fields (no transforms): the mapping floor.
+    let plain = parse_source_file(
+        Path::new("plain.yaml"),
+        "source: plain\nverify: { preset: stripe, secret: x }\nrules:\n  - name: customer\n    \
+         when: { path: $.type, equals: customer.created }\n    upsert_contact:\n      \
+         email: $.data.object.email\n      ext_id: $.data.object.id\n      attributes:\n        \
+         NAME: $.data.object.name\n        SMS: $.data.object.phone\n        CITY: $.data.object.address.city\n        \
+         COUNTRY: $.data.object.address.country\n        ZIP: $.data.object.address.postal_code\n        \
+         CURRENCY: $.data.object.currency\n        PLAN: $.data.object.metadata.plan\n        \
+         CREATED: $.data.object.created\n",
+    )
+    .expect("plain mapping compiles");
+    assert_eq!(plain.mapping.apply(&event).unwrap().len(), 1);
+    g.bench_function("apply_plain_fields", |b| {
+        b.iter(|| plain.mapping.apply(black_box(&event)).unwrap())
+    });
     g.finish();
 }
 
