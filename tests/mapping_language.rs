@@ -208,6 +208,7 @@ fn values() {
         header: { header: x-source }
         missing: $.nope
         defaulted: { path: $.nope, default: fallback }
+        fallback_path: { path: $.nope, default: { path: $.first, then: [upper] } }
         null_is_missing: { path: $.nul, default: was-null }
         template: "{{ $.first }} {{ $.last }}"
         template_missing: "{{ $.first }} {{ $.nope }}"
@@ -233,7 +234,7 @@ fn values() {
         v[0]["custom_event"]["event_properties"],
         json!({
             "const_num": 42, "const_text": "hello", "quoted_const": "$not a path", "header": "crm",
-            "defaulted": "fallback", "null_is_missing": "was-null", "template": "Ada Lovelace",
+            "defaulted": "fallback", "fallback_path": "ADA", "null_is_missing": "was-null", "template": "Ada Lovelace",
             "every": ["A", "B"], "typeform": "t@f.io", "list": ["Ada", 3], "object": {"a": "Ada"},
             "nested": [{"sku": "A", "root": "Ada"}, {"sku": "B", "root": "Ada"}]
         })

@@ -105,7 +105,7 @@ impl EvalError {
 pub struct ValueExpr {
     source: Source,
     then: Vec<Transform>,
-    default: Option<Value>,
+    default: Option<Box<ValueExpr>>,
     pub required: bool,
 }
 
@@ -259,22 +259,13 @@ impl ValueExpr {
                 }
             }
         }
+        // A default is any value: a constant, or another path to fall back on.
         let default = match f.get("default") {
-            Some(n) if matches!(n.kind, Kind::Null) => {
-                ctx.error(n.loc, format!("{what}: a default cannot be null"));
-                ok = false;
-                None
+            Some(n) => {
+                let d = Self::compile(ctx, n, &format!("{what}.default"), env);
+                ok &= d.is_some();
+                d.map(Box::new)
             }
-            Some(n)
-                if matches!(n.kind, Kind::Map(_) | Kind::Seq(_))
-                    || n.as_str().is_some_and(looks_like_path) =>
-            {
-                ctx.error(n.loc, format!("{what}: a default is a constant"))
-                    .hint = Some("for a fallback path, use a template or a second rule".to_owned());
-                ok = false;
-                None
-            }
-            Some(n) => Some(n.to_json()),
             None => None,
         };
         let required = match f.get("required") {
@@ -311,8 +302,8 @@ impl ValueExpr {
             (Some(v), true) => Some(v),
             (Some(v), false) => self.transform(v)?.map(Cow::Owned),
         };
-        if v.is_none() {
-            v = self.default.as_ref().map(Cow::Borrowed);
+        if let (None, Some(d)) = (&v, &self.default) {
+            v = d.eval(scope)?;
         }
         if v.is_none() && self.required {
             return Err(EvalError::new(format!(
