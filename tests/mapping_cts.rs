@@ -51,7 +51,7 @@ fn passes(case: &Value) -> bool {
         };
     let got = Value::Array(got);
     if let Some(alts) = case["results"].as_array() {
-        alts.iter().any(|a| *a == got)
+        alts.contains(&got)
     } else {
         case["result"] == got
     }

@@ -150,6 +150,9 @@ fn several_actions_in_a_rule_are_indexed() {
             {"rule": "listed", "index": 1, "create_contact": {"ext_id": "7", "listIds": [1, 2]}}
         ])
     );
+    // What the worker stores and reads back.
+    let back: Vec<MappedAction> = serde_json::from_value(v).unwrap();
+    assert_eq!(back, got);
 }
 
 #[test]
@@ -205,6 +208,7 @@ fn values() {
         header: { header: x-source }
         missing: $.nope
         defaulted: { path: $.nope, default: fallback }
+        fallback_path: { path: $.nope, default: { path: $.first, then: [upper] } }
         null_is_missing: { path: $.nul, default: was-null }
         template: "{{ $.first }} {{ $.last }}"
         template_missing: "{{ $.first }} {{ $.nope }}"
@@ -230,7 +234,7 @@ fn values() {
         v[0]["custom_event"]["event_properties"],
         json!({
             "const_num": 42, "const_text": "hello", "quoted_const": "$not a path", "header": "crm",
-            "defaulted": "fallback", "null_is_missing": "was-null", "template": "Ada Lovelace",
+            "defaulted": "fallback", "fallback_path": "ADA", "null_is_missing": "was-null", "template": "Ada Lovelace",
             "every": ["A", "B"], "typeform": "t@f.io", "list": ["Ada", 3], "object": {"a": "Ada"},
             "nested": [{"sku": "A", "root": "Ada"}, {"sku": "B", "root": "Ada"}]
         })
@@ -281,11 +285,7 @@ fn load_files_reads_directories_like_a_configmap_mount() {
         format!("{HEAD}rules: []\n").replace("source: t", "source: a"),
     )
     .unwrap();
-    std::fs::write(
-        data.join("b.yml"),
-        format!("{HEAD}").replace("source: t", "source: a"),
-    )
-    .unwrap();
+    std::fs::write(data.join("b.yml"), HEAD.replace("source: t", "source: a")).unwrap();
     #[cfg(unix)]
     {
         std::os::unix::fs::symlink(&data, dir.path().join("..data")).unwrap();

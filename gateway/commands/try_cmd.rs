@@ -11,6 +11,9 @@ pub fn run(mapping: &Path, payload: &Path, headers: &[String]) -> ExitCode {
     match try_event(mapping, payload, headers) {
         Ok(json) => {
             println!("{json}");
+            if json == "[]" {
+                eprintln!("no rule matched this event (check the `when:` of the rules, and the --header values)");
+            }
             ExitCode::SUCCESS
         }
         Err(why) => {

@@ -45,7 +45,7 @@ pub enum Condition {
     All(Vec<Condition>),
     Any(Vec<Condition>),
     Not(Box<Condition>),
-    Test { subject: ValueExpr, test: Test },
+    Test { subject: Box<ValueExpr>, test: Test },
 }
 
 #[derive(Debug)]
@@ -147,7 +147,7 @@ impl Condition {
             }
         };
         Some(Condition::Test {
-            subject: subject?,
+            subject: Box::new(subject?),
             test: test?,
         })
     }
@@ -173,11 +173,11 @@ impl Condition {
             }
             Condition::Not(c) => !c.eval(scope)?,
             Condition::Test { subject, test } => {
-                let values = subject.eval_each(scope).map_err(|e| e.within("when"))?;
+                let when = |e: EvalError| e.within("when");
                 match test {
-                    Test::NotEquals(c) => !values.iter().any(|v| same(v, c)),
-                    Test::Exists(want) => values.is_empty() != *want,
-                    _ => values.iter().any(|v| test.passes(v)),
+                    Test::NotEquals(c) => !subject.any(scope, |v| same(v, c)).map_err(when)?,
+                    Test::Exists(want) => subject.any(scope, |_| true).map_err(when)? == *want,
+                    _ => subject.any(scope, |v| test.passes(v)).map_err(when)?,
                 }
             }
         })
@@ -297,23 +297,12 @@ fn compile_test(ctx: &mut Ctx, name: &str, n: &Node, header: bool, env: Env) -> 
                 Test::In(all?)
             }
             Kind::Map(entries) if entries.len() == 1 && entries[0].0.name == "lookup" => {
-                let table_node = &entries[0].1;
-                let table = ctx.string(table_node, "in.lookup")?;
-                match env.lookups.get(table) {
-                    Some(t) => Test::InTable(t.clone()),
-                    None => {
-                        let d = ctx.error(
-                            table_node.loc,
-                            format!("in: no table `{table}` under `lookups:`"),
-                        );
-                        d.hint = super::diagnostic::did_you_mean(
-                            table,
-                            env.lookups.keys().map(String::as_str),
-                        )
-                        .map(|c| format!("did you mean `{c}`?"));
-                        return None;
-                    }
-                }
+                Test::InTable(super::transform::table(
+                    ctx,
+                    &entries[0].1,
+                    "in.lookup",
+                    env.lookups,
+                )?)
             }
             _ => {
                 ctx.expected(n, "in", "a list of constants, or { lookup: TABLE }");

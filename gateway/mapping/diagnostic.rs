@@ -112,6 +112,24 @@ pub(crate) fn did_you_mean<'a>(
         .map(|(_, c)| c)
 }
 
+/// The hint for an unknown name: the likely one, the known names containing it (`properties` →
+/// `contact_properties` or `event_properties`), or the whole list.
+pub(crate) fn suggest(word: &str, known: &[&str]) -> String {
+    if let Some(c) = did_you_mean(word, known.iter().copied()) {
+        return format!("did you mean `{c}`?");
+    }
+    let containing: Vec<String> = known
+        .iter()
+        .filter(|k| word.len() >= 4 && k.contains(word))
+        .map(|k| format!("`{k}`"))
+        .collect();
+    if containing.is_empty() {
+        format!("expected one of: {}", known.join(", "))
+    } else {
+        format!("did you mean {}?", containing.join(" or "))
+    }
+}
+
 /// Sorts diagnostics by file, line and column (the order ops read them in).
 pub(crate) fn sort(diags: &mut [Diagnostic]) {
     diags.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));

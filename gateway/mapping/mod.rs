@@ -25,7 +25,7 @@ pub use value::Headers;
 
 use crate::action::Action;
 use crate::inbound::source::SourceSpec;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -70,7 +70,7 @@ impl Event {
 
 /// An action with where it came from: the delivery worker builds a stable Idempotency-Key from the
 /// event id, `rule` and `index` (the action's position among the rule's actions for this event).
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MappedAction {
     pub rule: String,
     pub index: usize,

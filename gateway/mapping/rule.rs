@@ -168,15 +168,7 @@ impl Rule {
                         let (k, v) = &entries[0];
                         if !ACTION_KINDS.contains(&k.name.as_str()) {
                             let d = ctx.error(k.loc, format!("unknown action `{}`", k.name));
-                            d.hint = Some(
-                                match super::diagnostic::did_you_mean(
-                                    &k.name,
-                                    ACTION_KINDS.iter().copied(),
-                                ) {
-                                    Some(c) => format!("did you mean `{c}`?"),
-                                    None => format!("actions: {}", ACTION_KINDS.join(", ")),
-                                },
-                            );
+                            d.hint = Some(super::diagnostic::suggest(&k.name, ACTION_KINDS));
                             ok = false;
                             continue;
                         }

@@ -177,11 +177,9 @@ fn expected_actions(ctx: &mut Ctx, node: &Node) -> Option<Vec<(Option<String>, A
             }
             if !super::rule::ACTION_KINDS.contains(&k.name.as_str()) {
                 let d = ctx.error(k.loc, format!("expect: unknown action `{}`", k.name));
-                d.hint = super::diagnostic::did_you_mean(
-                    &k.name,
-                    super::rule::ACTION_KINDS.iter().copied().chain(["rule"]),
-                )
-                .map(|c| format!("did you mean `{c}`?"));
+                let mut known = super::rule::ACTION_KINDS.to_vec();
+                known.push("rule");
+                d.hint = Some(super::diagnostic::suggest(&k.name, &known));
                 ok = false;
                 continue;
             }

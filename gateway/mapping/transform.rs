@@ -3,11 +3,13 @@
 //! type is an error, never a silently different value. Text transforms given a list (from
 //! `all: true` or `split`) apply to each element.
 
+use super::json_kind as kind;
 use super::yaml::{Ctx, Kind, Node};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use regex::Regex;
 use serde_json::{Map, Number, Value};
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -98,26 +100,27 @@ impl Transform {
         }
     }
 
-    /// Apply to a present value; `Err` says what was wrong with the input.
-    pub fn apply(&self, v: Value) -> Out {
-        match (self, v) {
+    /// Apply to a present value; `Err` says what was wrong with the input. Takes the value
+    /// borrowed when it can, so text transforms read the payload without copying it first.
+    pub fn apply(&self, v: Cow<'_, Value>) -> Out {
+        match (self, &*v) {
             (Transform::Join(sep), Value::Array(items)) => join(sep, items),
-            (Transform::Join(_), v @ Value::String(_)) => Ok(Some(v)),
+            (Transform::Join(_), Value::String(_)) => Ok(Some(v.into_owned())),
             (_, Value::Null) => Ok(None),
             (t, Value::Array(items)) if !matches!(t, Transform::ToString) => {
                 let mut out = Vec::with_capacity(items.len());
                 for item in items {
-                    if let Some(v) = t.apply(item)? {
+                    if let Some(v) = t.apply(Cow::Borrowed(item))? {
                         out.push(v);
                     }
                 }
                 Ok(Some(Value::Array(out)))
             }
-            (t, v) => t.apply_one(v),
+            _ => self.apply_one(v),
         }
     }
 
-    fn apply_one(&self, v: Value) -> Out {
+    fn apply_one(&self, v: Cow<'_, Value>) -> Out {
         match self {
             Transform::Lower => text(v, |s| s.to_lowercase()),
             Transform::Upper => text(v, |s| s.to_uppercase()),
@@ -130,8 +133,14 @@ impl Transform {
             }
             Transform::RestWords => {
                 let s = want_text(&v)?;
-                let rest: Vec<&str> = s.split_whitespace().skip(1).collect();
-                Ok((!rest.is_empty()).then(|| Value::String(rest.join(" "))))
+                let mut rest = String::new();
+                for w in s.split_whitespace().skip(1) {
+                    if !rest.is_empty() {
+                        rest.push(' ');
+                    }
+                    rest.push_str(w);
+                }
+                Ok((!rest.is_empty()).then_some(Value::String(rest)))
             }
             Transform::Split(sep) => {
                 let s = want_text(&v)?;
@@ -150,8 +159,8 @@ impl Transform {
                     Pattern::Regex(re) => re.replace_all(s, to.as_str()).into_owned(),
                 })))
             }
-            Transform::ToNumber => match &v {
-                Value::Number(_) => Ok(Some(v)),
+            Transform::ToNumber => match &*v {
+                Value::Number(_) => Ok(Some(v.into_owned())),
                 Value::String(s) if s.trim().is_empty() => Ok(None),
                 Value::String(s) => parse_number(s.trim())
                     .map(|n| Some(Value::Number(n)))
@@ -159,7 +168,7 @@ impl Transform {
                 Value::Bool(b) => Ok(Some(Value::from(u8::from(*b)))),
                 other => Err(format!("expected text or a number, found {}", kind(other))),
             },
-            Transform::ToString => Ok(Some(Value::String(match v {
+            Transform::ToString => Ok(Some(Value::String(match v.into_owned() {
                 Value::String(s) => s,
                 other => other.to_string(),
             }))),
@@ -177,38 +186,20 @@ impl Transform {
                 })
             }
             Transform::Date(input) => date(input, &v).map(|d| Some(Value::String(d))),
-            Transform::Lookup(table) => {
-                let key = match &v {
-                    Value::String(s) => s.clone(),
-                    Value::Number(_) | Value::Bool(_) => v.to_string(),
-                    other => {
-                        return Err(format!("expected text or a number, found {}", kind(other)))
-                    }
-                };
-                Ok(table.get(&key).cloned())
-            }
+            Transform::Lookup(table) => match &*v {
+                Value::String(s) => Ok(table.get(s.as_str()).cloned()),
+                Value::Number(_) | Value::Bool(_) => Ok(table.get(&v.to_string()).cloned()),
+                other => Err(format!("expected text or a number, found {}", kind(other))),
+            },
             Transform::Sha256 => {
-                let s = match &v {
-                    Value::String(s) => s.clone(),
-                    Value::Number(_) | Value::Bool(_) => v.to_string(),
+                let digest = match &*v {
+                    Value::String(s) => Sha256::digest(s.as_bytes()),
+                    Value::Number(_) | Value::Bool(_) => Sha256::digest(v.to_string().as_bytes()),
                     other => return Err(format!("expected text, found {}", kind(other))),
                 };
-                Ok(Some(Value::String(hex::encode(Sha256::digest(
-                    s.as_bytes(),
-                )))))
+                Ok(Some(Value::String(hex::encode(digest))))
             }
         }
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "text",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 
@@ -231,21 +222,21 @@ fn want_text(v: &Value) -> Result<&str, String> {
     }
 }
 
-fn text(v: Value, f: impl Fn(&str) -> String) -> Out {
+fn text(v: Cow<'_, Value>, f: impl Fn(&str) -> String) -> Out {
     Ok(Some(Value::String(f(want_text(&v)?))))
 }
 
-fn join(sep: &str, items: Vec<Value>) -> Out {
+fn join(sep: &str, items: &[Value]) -> Out {
     let mut parts = Vec::with_capacity(items.len());
     for item in items {
         match item {
             Value::Null => {}
-            Value::String(s) => parts.push(s),
+            Value::String(s) => parts.push(s.clone()),
             v @ (Value::Number(_) | Value::Bool(_)) => parts.push(v.to_string()),
             other => {
                 return Err(format!(
                     "join: expected a list of text, found {} in it",
-                    kind(&other)
+                    kind(other)
                 ))
             }
         }
@@ -323,8 +314,51 @@ fn to_bool(v: &Value) -> Out {
     Ok(Some(Value::Bool(b)))
 }
 
+/// RFC 3339 in UTC with `Z`, fractions only when present (as chrono's `AutoSi`), written by hand:
+/// chrono's formatter costs more than the rest of a typical field.
 fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    use chrono::{Datelike, Timelike};
+    let (year, nanos) = (t.year(), t.nanosecond());
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        return t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+    }
+    let mut s = String::with_capacity(30);
+    for (n, width, sep) in [
+        (year as u32, 4, '-'),
+        (t.month(), 2, '-'),
+        (t.day(), 2, 'T'),
+        (t.hour(), 2, ':'),
+        (t.minute(), 2, ':'),
+    ] {
+        push_padded(&mut s, n, width);
+        s.push(sep);
+    }
+    push_padded(&mut s, t.second(), 2);
+    if nanos != 0 {
+        s.push('.');
+        if nanos % 1_000_000 == 0 {
+            push_padded(&mut s, nanos / 1_000_000, 3);
+        } else if nanos % 1_000 == 0 {
+            push_padded(&mut s, nanos / 1_000, 6);
+        } else {
+            push_padded(&mut s, nanos, 9);
+        }
+    }
+    s.push('Z');
+    s
+}
+
+/// `n` in decimal, zero-padded to `width` digits.
+fn push_padded(s: &mut String, mut n: u32, width: usize) {
+    let mut buf = [b'0'; 10];
+    let mut i = buf.len();
+    while n > 0 && i > 0 {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    let start = i.min(buf.len() - width.min(buf.len()));
+    s.extend(buf[start..].iter().map(|&b| b as char));
 }
 
 fn from_epoch(x: f64, millis: bool) -> Result<String, String> {
@@ -463,24 +497,7 @@ pub fn compile(ctx: &mut Ctx, node: &Node, lookups: &Lookups) -> Option<Transfor
             }
         },
         ("date", Some(a)) => Transform::Date(compile_date(ctx, a)?),
-        ("lookup", Some(a)) => {
-            let table = ctx.string(a, "lookup")?;
-            match lookups.get(table) {
-                Some(entries) => Transform::Lookup(entries.clone()),
-                None => {
-                    let d = ctx.error(
-                        a.loc,
-                        format!("lookup: no table `{table}` under `lookups:`"),
-                    );
-                    let names = lookups.keys().map(String::as_str);
-                    d.hint = Some(match super::diagnostic::did_you_mean(table, names) {
-                        Some(c) => format!("did you mean `{c}`?"),
-                        None => format!("define it: lookups: {{ {table}: {{ key: value }} }}"),
-                    });
-                    return None;
-                }
-            }
-        }
+        ("lookup", Some(a)) => Transform::Lookup(table(ctx, a, "lookup", lookups)?),
         (known, Some(a)) if NAMES.contains(&known) => {
             ctx.error(a.loc, format!("transform `{known}` takes no argument"))
                 .hint = Some(format!("write it as a plain name: {known}"));
@@ -488,16 +505,35 @@ pub fn compile(ctx: &mut Ctx, node: &Node, lookups: &Lookups) -> Option<Transfor
         }
         (unknown, _) => {
             let d = ctx.error(name_loc, format!("unknown transform `{unknown}`"));
-            d.hint = Some(
-                match super::diagnostic::did_you_mean(unknown, NAMES.iter().copied()) {
-                    Some(c) => format!("did you mean `{c}`?"),
-                    None => format!("transforms: {}", NAMES.join(", ")),
-                },
-            );
+            d.hint = Some(super::diagnostic::suggest(unknown, NAMES));
             return None;
         }
     };
     Some(t)
+}
+
+/// The lookup table a node names (`{ lookup: plans }`, `in: { lookup: plans }`).
+pub fn table(
+    ctx: &mut Ctx,
+    node: &Node,
+    what: &str,
+    lookups: &Lookups,
+) -> Option<Arc<Map<String, Value>>> {
+    let name = ctx.string(node, what)?;
+    if let Some(t) = lookups.get(name) {
+        return Some(t.clone());
+    }
+    let d = ctx.error(
+        node.loc,
+        format!("{what}: no table `{name}` under `lookups:`"),
+    );
+    d.hint = Some(
+        match super::diagnostic::did_you_mean(name, lookups.keys().map(String::as_str)) {
+            Some(c) => format!("did you mean `{c}`?"),
+            None => format!("define it: lookups: {{ {name}: {{ key: value }} }}"),
+        },
+    );
+    None
 }
 
 fn nonempty_text(ctx: &mut Ctx, a: &Node, what: &str) -> Option<String> {
@@ -592,4 +628,44 @@ fn compile_date(ctx: &mut Ctx, a: &Node) -> Option<DateInput> {
             return None;
         }
     })
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_chrono() {
+        let samples = [
+            0i64,
+            1,
+            999,
+            1_000,
+            1_700_000_000_123,
+            253_402_300_799_999,
+            -1,
+            -62_135_596_800_000,
+        ];
+        for ms in samples
+            .into_iter()
+            .chain((0..2000).map(|i| i * 7_919_777_123 + i))
+        {
+            let t = DateTime::<Utc>::from_timestamp_millis(ms).unwrap();
+            assert_eq!(
+                rfc3339(t),
+                t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                "{ms}"
+            );
+            let micro = t + chrono::Duration::microseconds(ms.rem_euclid(1000) + 1);
+            assert_eq!(
+                rfc3339(micro),
+                micro.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+            );
+            let nano = t + chrono::Duration::nanoseconds(ms.rem_euclid(997) + 1);
+            assert_eq!(
+                rfc3339(nano),
+                nano.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+            );
+        }
+    }
 }

@@ -17,7 +17,7 @@ use std::borrow::Cow;
 
 /// Request headers of an event, looked up case-insensitively.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, String)>);
+pub struct Headers(Vec<(String, Value)>);
 
 impl Headers {
     pub fn new() -> Self {
@@ -26,15 +26,21 @@ impl Headers {
 
     /// Add a header; the name is matched case-insensitively.
     pub fn insert(&mut self, name: &str, value: impl Into<String>) {
-        self.0.push((name.to_ascii_lowercase(), value.into()));
+        // Kept as JSON text so values read them without copying.
+        self.0
+            .push((name.to_ascii_lowercase(), Value::String(value.into())));
     }
 
     /// The first value of a header (`name` in any case).
     pub fn get(&self, name: &str) -> Option<&str> {
+        self.value(name).and_then(Value::as_str)
+    }
+
+    fn value(&self, name: &str) -> Option<&Value> {
         self.0
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 }
 
@@ -99,7 +105,7 @@ impl EvalError {
 pub struct ValueExpr {
     source: Source,
     then: Vec<Transform>,
-    default: Option<Value>,
+    default: Option<Box<ValueExpr>>,
     pub required: bool,
 }
 
@@ -253,22 +259,13 @@ impl ValueExpr {
                 }
             }
         }
+        // A default is any value: a constant, or another path to fall back on.
         let default = match f.get("default") {
-            Some(n) if matches!(n.kind, Kind::Null) => {
-                ctx.error(n.loc, format!("{what}: a default cannot be null"));
-                ok = false;
-                None
+            Some(n) => {
+                let d = Self::compile(ctx, n, &format!("{what}.default"), env);
+                ok &= d.is_some();
+                d.map(Box::new)
             }
-            Some(n)
-                if matches!(n.kind, Kind::Map(_) | Kind::Seq(_))
-                    || n.as_str().is_some_and(looks_like_path) =>
-            {
-                ctx.error(n.loc, format!("{what}: a default is a constant"))
-                    .hint = Some("for a fallback path, use a template or a second rule".to_owned());
-                ok = false;
-                None
-            }
-            Some(n) => Some(n.to_json()),
             None => None,
         };
         let required = match f.get("required") {
@@ -303,10 +300,10 @@ impl ValueExpr {
         let mut v = match (raw, self.then.is_empty()) {
             (None, _) => None,
             (Some(v), true) => Some(v),
-            (Some(v), false) => self.transform(v.into_owned())?.map(Cow::Owned),
+            (Some(v), false) => self.transform(v)?.map(Cow::Owned),
         };
-        if v.is_none() {
-            v = self.default.as_ref().map(Cow::Borrowed);
+        if let (None, Some(d)) = (&v, &self.default) {
+            v = d.eval(scope)?;
         }
         if v.is_none() && self.required {
             return Err(EvalError::new(format!(
@@ -317,33 +314,40 @@ impl ValueExpr {
         Ok(v)
     }
 
-    /// Every node the value stands for, each transformed: what a condition tests (it passes if
-    /// any of them does).
-    pub fn eval_each<'a>(&'a self, scope: Scope<'a>) -> Result<Vec<Cow<'a, Value>>, EvalError> {
-        let nodes: Vec<Cow<'a, Value>> = match &self.source {
-            Source::Path { path, all: false } => path_nodes(path, scope)
-                .into_iter()
-                .filter(|v| !v.is_null())
-                .map(Cow::Borrowed)
-                .collect(),
-            _ => self.raw(scope)?.into_iter().collect(),
-        };
-        if self.then.is_empty() {
-            return Ok(nodes);
-        }
-        let mut out = Vec::with_capacity(nodes.len());
-        for v in nodes {
-            if let Some(v) = self.transform(v.into_owned())? {
-                out.push(Cow::Owned(v));
+    /// Does any node the value stands for (each transformed) pass `test`? What a condition
+    /// asks; simple paths and headers are tested without allocating.
+    pub fn any<'a>(
+        &'a self,
+        scope: Scope<'a>,
+        mut test: impl FnMut(&Value) -> bool,
+    ) -> Result<bool, EvalError> {
+        let mut check = |v: &Value| -> Result<bool, EvalError> {
+            if self.then.is_empty() {
+                return Ok(test(v));
             }
+            Ok(self.transform(Cow::Borrowed(v))?.is_some_and(|t| test(&t)))
+        };
+        match &self.source {
+            Source::Path { path, all: false } if !path.is_direct() => {
+                for v in path_nodes(path, scope) {
+                    if !v.is_null() && check(v)? {
+                        return Ok(true);
+                    }
+                }
+                Ok(false)
+            }
+            _ => match self.raw(scope)? {
+                Some(v) => check(&v),
+                None => Ok(false),
+            },
         }
-        Ok(out)
     }
 
-    fn transform(&self, mut v: Value) -> Result<Option<Value>, EvalError> {
+    fn transform(&self, v: Cow<'_, Value>) -> Result<Option<Value>, EvalError> {
+        let mut v = v;
         for t in &self.then {
             match t.apply(v) {
-                Ok(Some(next)) => v = next,
+                Ok(Some(next)) => v = Cow::Owned(next),
                 Ok(None) => return Ok(None),
                 Err(reason) => {
                     return Err(EvalError::new(format!(
@@ -354,7 +358,7 @@ impl ValueExpr {
                 }
             }
         }
-        Ok(Some(v))
+        Ok(Some(v.into_owned()))
     }
 
     /// The value before transforms.
@@ -370,10 +374,7 @@ impl ValueExpr {
                     .collect();
                 (!items.is_empty()).then_some(Cow::Owned(Value::Array(items)))
             }
-            Source::Header(name) => scope
-                .headers
-                .get(name)
-                .map(|h| Cow::Owned(Value::String(h.to_owned()))),
+            Source::Header(name) => scope.headers.value(name).map(Cow::Borrowed),
             Source::Template(pieces) => {
                 let mut out = String::new();
                 for piece in pieces {

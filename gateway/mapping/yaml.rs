@@ -5,7 +5,7 @@
 //! once into this tree, every node with its line and column, and each compiler checks its part and
 //! records every problem in [`Ctx`], so one `check` run reports all of them.
 
-use super::diagnostic::{did_you_mean, Diagnostic};
+use super::diagnostic::{did_you_mean, suggest, Diagnostic};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_saphyr::Spanned;
@@ -375,11 +375,7 @@ impl<'t> Ctx<'t> {
             if !allowed.contains(&key.name.as_str()) {
                 unknown = true;
                 let d = self.error(key.loc, format!("{what}: unknown key `{}`", key.name));
-                let hint = match did_you_mean(&key.name, allowed.iter().copied()) {
-                    Some(c) => format!("did you mean `{c}`?"),
-                    None => format!("expected one of: {}", allowed.join(", ")),
-                };
-                d.hint = Some(hint);
+                d.hint = Some(suggest(&key.name, allowed));
             }
         }
         Some(Fields { entries, unknown })
