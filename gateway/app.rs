@@ -59,7 +59,7 @@ pub async fn run(
     .context("redis_url")?;
     let sources = Arc::new(SourceRegistry::default());
     let live = LiveCatalog::start(&cfg.mappings_dir, sources.clone()).map_err(|problems| {
-        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        let text: Vec<String> = problems.iter().map(|p| p.render()).collect();
         anyhow::anyhow!("mappings are not valid:\n{}", text.join("\n"))
     })?;
     let live = Arc::new(live);

@@ -143,7 +143,7 @@ impl LiveCatalog {
                 metrics::counter!("hookgate_mapping_reloads_total", "outcome" => "rejected")
                     .increment(1);
                 for p in &problems {
-                    tracing::error!(problem = %p, "mapping reload rejected; the previous mappings keep serving");
+                    tracing::error!(problem = %p.render(), "mapping reload rejected; the previous mappings keep serving");
                 }
                 Reload::Rejected(problems)
             }

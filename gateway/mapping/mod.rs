@@ -9,7 +9,6 @@
 mod condition;
 mod diagnostic;
 mod file;
-mod form;
 mod rule;
 pub mod tests;
 mod transform;
@@ -18,7 +17,6 @@ mod yaml;
 
 pub use diagnostic::Diagnostic;
 pub use file::{load_files, parse_source_file, source_paths};
-pub use form::parse_form;
 pub use rule::MapError;
 pub use transform::NAMES as TRANSFORMS;
 pub use value::Headers;

@@ -229,13 +229,12 @@ fn load_payload(case: &TestCase, dir: &Path) -> Result<Value, String> {
     parse_payload(&bytes, case.form.unwrap_or(form_by_name))
 }
 
-/// A payload as the mapper sees it: JSON, or a form turned into JSON.
+/// A payload as the mapper sees it: JSON, or a form turned into JSON, by the same parser (and the same
+/// default limits) as live requests, so a mapping that passes `check` behaves the same in production.
 pub fn parse_payload(bytes: &[u8], form: bool) -> Result<Value, String> {
-    if form {
-        super::parse_form(bytes)
-    } else {
-        serde_json::from_slice(bytes).map_err(|e| format!("the payload is not valid JSON: {e}"))
-    }
+    use crate::payload::{parse, BodyKind};
+    let kind = if form { BodyKind::Form } else { BodyKind::Json };
+    parse(kind, bytes, crate::config::Limits::default().max_json_depth).map_err(|e| e.to_string())
 }
 
 /// Run every test of a file.
