@@ -47,7 +47,11 @@ struct Args {
     #[arg(long, env = "CEILING_LISTEN", default_value = "127.0.0.1:8090")]
     listen: SocketAddr,
     /// Redis URL.
-    #[arg(long, env = "CEILING_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    #[arg(
+        long,
+        env = "CEILING_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
     redis_url: String,
     /// Stream key the events are XADDed to (hookgate's is `<key_prefix>:inbound`).
     #[arg(long, env = "CEILING_STREAM", default_value = "hookgate:inbound")]
@@ -94,8 +98,8 @@ async fn serve(args: Args, secret: String) -> Result<(), Box<dyn std::error::Err
         .set_response_timeout(Some(Duration::from_secs(2)))
         .set_connection_timeout(Some(Duration::from_secs(1)));
     let redis = ConnectionManager::new_with_config(client, cfg).await?;
-    let mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
-        .map_err(|e| format!("hmac key: {e}"))?;
+    let mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).map_err(|e| format!("hmac key: {e}"))?;
     let state = Arc::new(State {
         redis,
         stream: args.stream,
@@ -149,13 +153,19 @@ async fn handle(st: &State, req: Request<Incoming>) -> Reply {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        return reply(StatusCode::PAYLOAD_TOO_LARGE, r#"{"error":"body too large"}"#);
+        return reply(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            r#"{"error":"body too large"}"#,
+        );
     }
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return reply(StatusCode::PAYLOAD_TOO_LARGE, r#"{"error":"body too large"}"#)
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                r#"{"error":"body too large"}"#,
+            )
         }
         Err(_) => return reply(StatusCode::BAD_REQUEST, r#"{"error":"unreadable body"}"#),
     };
@@ -184,7 +194,10 @@ async fn handle(st: &State, req: Request<Incoming>) -> Reply {
             Ok(json) => reply(StatusCode::ACCEPTED, json),
             Err(_) => reply(StatusCode::INTERNAL_SERVER_ERROR, r#"{"error":"internal"}"#),
         },
-        Err(_) => reply(StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"unavailable"}"#),
+        Err(_) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r#"{"error":"unavailable"}"#,
+        ),
     }
 }
 
