@@ -27,11 +27,22 @@ ffi.cdef([[
   typedef struct { long tv_sec; long tv_nsec; } load_timespec;
   int clock_gettime(int clk_id, load_timespec *tp);
   int usleep(unsigned int usec);
+  typedef struct { long tv_sec; long tv_usec; } load_timeval;
+  typedef struct { load_timeval ru_utime; load_timeval ru_stime; long ru_rest[14]; } load_rusage;
+  int getrusage(int who, load_rusage *usage);
 ]])
 local ts = ffi.new("load_timespec")
 local function now_ms()
   ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
   return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
+
+-- CPU time of the whole wrk process (every thread) so far, in microseconds.
+local function process_cpu_us()
+  local ru = ffi.new("load_rusage")
+  ffi.C.getrusage(0, ru) -- RUSAGE_SELF
+  return tonumber(ru.ru_utime.tv_sec) * 1e6 + tonumber(ru.ru_utime.tv_usec)
+    + tonumber(ru.ru_stime.tv_sec) * 1e6 + tonumber(ru.ru_stime.tv_usec)
 end
 
 -- Main state: hand each thread its index; keep the threads for done().
@@ -50,6 +61,7 @@ local idx = 1
 local filler = "GET /__load_exhausted__ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
 sent = 0
 fillers = 0
+gate_cpu_us = nil
 statuses = {}
 -- Each thread's own window, first request (after the start gate) to last 2xx response: wrk's overall
 -- duration also counts the wait at the gate.
@@ -80,6 +92,8 @@ function init(args)
   -- Start line: wrk runs each thread as soon as its init() returns, while later threads still load their
   -- records. The last thread to load opens the gate; every thread waits for it before its first request.
   if tid == nthreads - 1 then
+    -- wrk's CPU so far went to loading records: done() reports only what the run itself used.
+    gate_cpu_us = process_cpu_us()
     local g = assert(io.open(gate, "w"))
     g:close()
   end
@@ -167,15 +181,17 @@ function done(summary, latency, requests)
   end
   table.sort(list)
   local secs = summary.duration / 1e6
+  local wrk_cpu_all = process_cpu_us()
+  local wrk_cpu = wrk_cpu_all - (threads[#threads]:get("gate_cpu_us") or 0)
   local e = summary.errors
   -- Filler 404s are not webhook answers; any other non-2xx is.
   local non2xx = answered - s2xx - math.min(s404, total_fillers)
   io.write(string.format(
     "LOAD sent=%d answered=%d s202=%d s2xx=%d non2xx=%d fillers=%d secs=%.3f rps=%.0f "
       .. "p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f p999_ms=%.3f max_ms=%.3f "
-      .. "err_connect=%d err_read=%d err_write=%d err_timeout=%d statuses=%s\n",
+      .. "err_connect=%d err_read=%d err_write=%d err_timeout=%d wrk_cpu_us=%d wrk_cpu_all_us=%d statuses=%s\n",
     total_sent, answered, s202, s2xx, non2xx, total_fillers, secs, rps,
     latency:percentile(50) / 1000, latency:percentile(90) / 1000, latency:percentile(99) / 1000,
     latency:percentile(99.9) / 1000, latency.max / 1000,
-    e.connect, e.read, e.write, e.timeout, table.concat(list, ",")))
+    e.connect, e.read, e.write, e.timeout, wrk_cpu, wrk_cpu_all, table.concat(list, ",")))
 end
