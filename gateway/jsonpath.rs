@@ -101,6 +101,21 @@ impl JsonPath {
     }
 
     /// True when the path takes the direct route (exposed for tests and benchmarks).
+    /// The member names of a path such as `$.data.object.id` (names only, no indexes), so a caller can
+    /// fetch that one member while streaming a document instead of building all of it.
+    pub fn member_names(&self) -> Option<Vec<&str>> {
+        match &self.route {
+            Route::Direct(steps) if !self.relative => steps
+                .iter()
+                .map(|s| match s {
+                    Step::Name(n) => Some(n.as_str()),
+                    Step::Index(_) => None,
+                })
+                .collect(),
+            _ => None,
+        }
+    }
+
     pub fn is_direct(&self) -> bool {
         matches!(self.route, Route::Direct(_))
     }

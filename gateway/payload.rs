@@ -2,6 +2,7 @@
 //! receive path (dedup, validation), the mapper workers and `hookgate try`/`check`, so they never disagree.
 
 use crate::error::Error;
+use serde::Deserialize;
 use serde_json::Value;
 
 /// The body types hookgate accepts.
@@ -55,6 +56,88 @@ pub fn parse(kind: BodyKind, body: &[u8], max_depth: usize) -> Result<Value, Err
                 v
             })
         }
+    }
+}
+
+/// Validate a JSON body without building it.
+pub fn validate_json(body: &[u8], max_depth: usize) -> Result<(), Error> {
+    check_json_depth(body, max_depth)?;
+    serde_json::from_slice::<serde::de::IgnoredAny>(body)
+        .map(|_| ())
+        .map_err(|e| Error::Malformed(format!("invalid JSON: {e}")))
+}
+
+/// Validate a JSON body and return the one member at `names` (e.g. `["data", "object", "id"]`), in a
+/// single pass that skips everything else: the receive path needs the dedup id, not the whole document.
+/// The last of duplicate keys wins, as when the document is parsed whole.
+pub fn json_member(body: &[u8], names: &[&str], max_depth: usize) -> Result<Option<Value>, Error> {
+    check_json_depth(body, max_depth)?;
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let found = serde::de::DeserializeSeed::deserialize(Member(names), &mut de)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| Error::Malformed(format!("invalid JSON: {e}")))?;
+    Ok(found)
+}
+
+/// Finds `self.0` below the current node; skips (but still validates) every other part.
+struct Member<'n>(&'n [&'n str]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Member<'_> {
+    type Value = Option<Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        match self.0 {
+            [] => Value::deserialize(d).map(Some),
+            _ => d.deserialize_any(self),
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Member<'_> {
+    type Value = Option<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let (first, rest) = self
+            .0
+            .split_first()
+            .map_or((None, &[][..]), |(f, r)| (Some(*f), r));
+        let mut found = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if Some(key.as_ref()) == first {
+                found = map.next_value_seed(Member(rest))?;
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(found)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
     }
 }
 
@@ -149,6 +232,52 @@ mod tests {
         ));
         assert!(matches!(
             parse(BodyKind::Json, b"", 64),
+            Err(Error::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn json_member_matches_the_whole_parse() {
+        let docs: &[&[u8]] = &[
+            br#"{"id":"evt_1","data":{"object":{"id":"cus_1","n":[1,{"id":2}]}}}"#,
+            br#"{"data":{"object":{"id":7}},"id":"a","id":"b"}"#,
+            br#"{"data":[{"object":{"id":1}}]}"#,
+            br#"{"data":{"object":null}}"#,
+            br#"["id"]"#,
+            br#""id""#,
+            br#"{"d\u0061ta":{"object":{"id":"escaped key"}}}"#,
+        ];
+        for doc in docs {
+            let whole: Value = serde_json::from_slice(doc).unwrap();
+            for path in [&["id"][..], &["data", "object", "id"], &["data"], &[]] {
+                let mut want = Some(&whole);
+                for name in path {
+                    want = want.and_then(|v| v.get(name));
+                }
+                let got = json_member(doc, path, 64).unwrap();
+                assert_eq!(
+                    got.as_ref(),
+                    want,
+                    "{} {path:?}",
+                    String::from_utf8_lossy(doc)
+                );
+            }
+        }
+        assert!(matches!(
+            json_member(b"{\"id\":1} x", &["id"], 64),
+            Err(Error::Malformed(_))
+        ));
+        assert!(matches!(
+            json_member(b"{\"id\":1,", &["id"], 64),
+            Err(Error::Malformed(_))
+        ));
+        assert!(matches!(
+            json_member(b"{\"a\":[1,}", &["id"], 64),
+            Err(Error::Malformed(_))
+        ));
+        let deep = format!("{{\"id\":1,\"x\":{}{}}}", "[".repeat(70), "]".repeat(70));
+        assert!(matches!(
+            json_member(deep.as_bytes(), &["id"], 64),
             Err(Error::Malformed(_))
         ));
     }

@@ -127,11 +127,11 @@ async fn accept(
             return Err(Error::Unauthorized(e.to_string()));
         }
     }
-    let value = payload::parse(kind, &raw, st.max_json_depth)?;
-    let (event_id, ttl) = match &src.dedup {
-        Some((key, ttl)) => (dedup_id(key, &value, headers), *ttl),
-        None => (None, super::source::DEFAULT_DEDUP_TTL),
-    };
+    let event_id = validate_and_dedup_id(src, kind, &raw, headers, st.max_json_depth)?;
+    let ttl = src
+        .dedup
+        .as_ref()
+        .map_or(super::source::DEFAULT_DEDUP_TTL, |(_, ttl)| *ttl);
     let rec = InboundRecord {
         source: &src.name,
         received_at_ms: SystemTime::now()
@@ -203,23 +203,62 @@ fn signed_url(peer: SocketAddr, headers: &HeaderMap, uri: &Uri, trusted: &CidrLi
     format!("{proto}://{host}{pq}")
 }
 
-fn dedup_id(key: &DedupKey, value: &Value, headers: &HeaderMap) -> Option<String> {
-    let id = match key {
-        DedupKey::Path(p) => match p.first(value)? {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => return None,
+/// Check the body is well-formed and find the sender's event id. The common case (a JSON body, an id at a
+/// plain member path such as `$.id`) is one pass that builds nothing but the id.
+fn validate_and_dedup_id(
+    src: &InboundSource,
+    kind: BodyKind,
+    raw: &[u8],
+    headers: &HeaderMap,
+    max_depth: usize,
+) -> Result<Option<String>, Error> {
+    let id = match (&src.dedup, kind) {
+        (Some((DedupKey::Path(p), _)), BodyKind::Json) => match p.member_names() {
+            Some(names) => payload::json_member(raw, &names, max_depth)?
+                .as_ref()
+                .and_then(id_text),
+            None => p
+                .first(&payload::parse(kind, raw, max_depth)?)
+                .and_then(id_text),
         },
-        DedupKey::Header(h) => headers.get(h)?.to_str().ok()?.to_string(),
+        (Some((DedupKey::Path(p), _)), BodyKind::Form) => p
+            .first(&payload::parse(kind, raw, max_depth)?)
+            .and_then(id_text),
+        (dedup, BodyKind::Json) => {
+            payload::validate_json(raw, max_depth)?;
+            header_id(dedup, headers)
+        }
+        (dedup, BodyKind::Form) => {
+            payload::parse(kind, raw, max_depth)?;
+            header_id(dedup, headers)
+        }
     };
     // Ids are sender-chosen: a long one is hashed before it becomes part of a Redis key.
-    match id.len() {
+    Ok(id.and_then(|id| match id.len() {
         0 => None,
         1..=128 => Some(id),
         _ => Some(format!(
             "sha256:{}",
             hex::encode(sha2::Sha256::digest(id.as_bytes()))
         )),
+    }))
+}
+
+fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn header_id(
+    dedup: &Option<(DedupKey, std::time::Duration)>,
+    headers: &HeaderMap,
+) -> Option<String> {
+    match dedup {
+        Some((DedupKey::Header(h), _)) => headers.get(h)?.to_str().ok().map(str::to_owned),
+        _ => None,
     }
 }
 

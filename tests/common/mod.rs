@@ -234,7 +234,7 @@ impl Drop for Gateway {
 
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
+        .timeout(Duration::from_secs(60))
         .pool_max_idle_per_host(512)
         .build()
         .expect("http client")
