@@ -4,6 +4,11 @@
 //! Leaves (`config`, `error`, `action`, `ip_policy`, `secret`, `jsonpath`) import nothing of ours;
 //! only `app` imports everything, and nothing imports `app`.
 
+/// mimalloc instead of the system allocator: the receive path and the mapping engine are dominated by
+/// small short-lived allocations (JSON values, header maps), where it is markedly faster than glibc's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod action;
 pub mod admin;
 pub mod app;
