@@ -118,6 +118,45 @@ impl Default for Upstream {
     }
 }
 
+/// How inbound actions are delivered to the upstream (the mapper workers).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Deliver {
+    /// Events delivered at once per source, so one slow provider never starves the others.
+    pub concurrency: usize,
+    /// Time allowed to connect to the upstream.
+    #[serde(with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    /// Time allowed for one whole upstream request; also sets when a crashed worker's events are reclaimed.
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Delay before the first retry; it doubles per attempt, with full jitter.
+    #[serde(with = "humantime_serde_compat")]
+    pub retry_base: Duration,
+    /// Longest delay between two attempts (a longer `Retry-After` is still honoured).
+    #[serde(with = "humantime_serde_compat")]
+    pub retry_max: Duration,
+    /// How long after its first failure an event is retried before it goes to the dead letters.
+    #[serde(with = "humantime_serde_compat")]
+    pub give_up_after: Duration,
+    /// Also append every delivered action to `<prefix>:actions`, for other consumers.
+    pub actions_stream: bool,
+}
+
+impl Default for Deliver {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(600),
+            give_up_after: Duration::from_secs(24 * 3600),
+            actions_stream: false,
+        }
+    }
+}
+
 /// Where outbound deliveries may connect.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -149,6 +188,7 @@ pub struct Config {
     /// CIDRs of proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     pub upstream: Upstream,
+    pub deliver: Deliver,
     pub egress: Egress,
     pub limits: Limits,
     pub redis: RedisConfig,
@@ -175,6 +215,7 @@ impl Default for Config {
             mappings_poll: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
             upstream: Upstream::default(),
+            deliver: Deliver::default(),
             egress: Egress::default(),
             limits: Limits::default(),
             redis: RedisConfig::default(),
@@ -299,10 +340,20 @@ impl Config {
             ("limits.request_timeout", l.request_timeout),
             ("redis.response_timeout", self.redis.response_timeout),
             ("redis.connect_timeout", self.redis.connect_timeout),
+            ("deliver.connect_timeout", self.deliver.connect_timeout),
+            ("deliver.timeout", self.deliver.timeout),
+            ("deliver.retry_base", self.deliver.retry_base),
+            ("deliver.give_up_after", self.deliver.give_up_after),
         ] {
             if d.is_zero() {
                 p.push(format!("{key}: must be above 0"));
             }
+        }
+        if self.deliver.concurrency == 0 {
+            p.push("deliver.concurrency: must be at least 1".into());
+        }
+        if self.deliver.retry_max < self.deliver.retry_base {
+            p.push("deliver.retry_max: must be at least deliver.retry_base".into());
         }
         if p.is_empty() {
             Ok(())

@@ -10,6 +10,7 @@ pub mod app;
 pub mod catalog;
 pub mod commands;
 pub mod config;
+pub mod deliver;
 pub mod error;
 pub mod inbound;
 pub mod ip_policy;

@@ -329,11 +329,14 @@ async fn readiness_follows_redis() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_source_without_any_authentication_is_refused_at_load() {
-    let problems = match hookgate::catalog::load(&{
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("bare.yaml"), "source: bare\n").unwrap();
-        d.keep()
-    }) {
+    let problems = match hookgate::catalog::load(
+        &{
+            let d = tempfile::tempdir().unwrap();
+            std::fs::write(d.path().join("bare.yaml"), "source: bare\n").unwrap();
+            d.keep()
+        },
+        None,
+    ) {
         Err(p) => p,
         Ok(_) => panic!("a source with neither verify nor allow_ips loaded"),
     };
