@@ -319,6 +319,8 @@ struct UpstreamState {
     /// Answers for the next requests, in order; then `status_default`.
     plan: std::sync::Mutex<std::collections::VecDeque<(u16, String)>>,
     status_default: std::sync::atomic::AtomicU16,
+    /// Milliseconds every answer waits (a slow upstream).
+    delay_ms: std::sync::atomic::AtomicU64,
 }
 
 /// A real HTTP server standing in for the contacts API: records every request, answers as told.
@@ -346,6 +348,10 @@ impl RecordingUpstream {
         let addr = listener.local_addr().expect("upstream addr");
         let handler = |State(st): State<std::sync::Arc<UpstreamState>>, req: Request| async move {
             let (parts, body) = req.into_parts();
+            let delay = st.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
             let bytes = axum::body::to_bytes(body, 1 << 20)
                 .await
                 .unwrap_or_default();
@@ -408,6 +414,13 @@ impl RecordingUpstream {
         self.state
             .status_default
             .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Make every answer wait this long.
+    pub fn set_delay(&self, d: Duration) {
+        self.state
+            .delay_ms
+            .store(d.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
