@@ -65,6 +65,5 @@ pub fn start(
         up,
     )?);
     tokio::spawn(retry::mover(conn, keys, stop.clone()));
-    tokio::spawn(worker.clone().heartbeat(stop.clone()));
     Ok(tokio::spawn(worker.run(stop, cfg.shutdown_grace)))
 }

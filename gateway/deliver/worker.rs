@@ -138,6 +138,8 @@ impl Worker {
     /// Read, dispatch and reclaim until `stop`; then give in-flight deliveries `grace` to finish.
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>, grace: Duration) {
         tracing::info!(consumer = %self.consumer, "mapper worker starting");
+        // Until the last in-flight delivery is done, shutdown drain included.
+        let heartbeat = tokio::spawn(self.clone().heartbeat());
         let mut tasks = JoinSet::new();
         let mut reader: Option<MultiplexedConnection> = None;
         let mut groups_ready = false;
@@ -201,6 +203,7 @@ impl Worker {
             );
             tasks.abort_all();
         }
+        heartbeat.abort();
         tracing::info!(in_flight_at_stop = left, "mapper worker stopped");
     }
 
@@ -292,13 +295,10 @@ impl Worker {
     }
 
     /// Keep the idle time of entries in hand low, so no other worker reclaims them.
-    pub async fn heartbeat(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+    async fn heartbeat(self: Arc<Self>) {
         let every = heartbeat_every(&self.cfg);
         loop {
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                () = tokio::time::sleep(every) => {}
-            }
+            tokio::time::sleep(every).await;
             let held: Vec<(String, String)> = lock(&self.in_hand).iter().cloned().collect();
             for stream in self.streams() {
                 let ids: Vec<&str> = held
