@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 const SECRET: &str = "whsec_deliver_load_secret";
 const EVENTS: usize = 2000;
 const SENDERS: usize = 32;
+const PACED: usize = 100;
 
 fn body(i: usize) -> String {
     format!(
@@ -89,6 +90,29 @@ async fn throughput_and_latency_end_to_end() {
         .collect();
     lat.sort();
     assert_eq!(lat.len(), EVENTS, "one request per event");
+    drop(acc);
+    // Unloaded latency: one event at a time, every 10 ms.
+    let mut sent_at = HashMap::new();
+    for i in EVENTS..EVENTS + PACED {
+        // from before the POST: the upstream request often lands before the client has read the 202
+        sent_at.insert(format!("load{i}@example.org"), Instant::now());
+        assert!(send(&c, &gw.url("stripe"), i).await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(up.wait_delivered(EVENTS + PACED, 10).await);
+    let mut paced: Vec<Duration> = up
+        .delivered()
+        .iter()
+        .filter_map(|r| {
+            Some(r.at.saturating_duration_since(*sent_at.get(r.body["email"].as_str()?)?))
+        })
+        .collect();
+    paced.sort();
+    eprintln!(
+        "deliver paced: {PACED} events at 100/s; POST sent → upstream request p50 {:?} p99 {:?}",
+        percentile(&paced, 0.5),
+        percentile(&paced, 0.99)
+    );
     eprintln!(
         "deliver load: {EVENTS} events; inbound {:.0}/s, delivered to upstream {:.0}/s end to end; 202 → upstream p50 {:?} p99 {:?} max {:?}",
         EVENTS as f64 / received.as_secs_f64(),
