@@ -410,3 +410,67 @@ async fn redis_restart_mid_run_delivers_everything_stored() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// One source's requests are slow: its backlog is deferred, and another source's events still go through
+/// at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_source_does_not_starve_another() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    up.set_slow_source("slow", Duration::from_millis(1500));
+    let src = |name: &str| {
+        format!("source: {name}\nallow_ips: [127.0.0.0/8]\nrules:\n  - name: r\n    upsert_contact: {{ email: $.email }}\n")
+    };
+    let (slow, fast) = (src("slow"), src("fast"));
+    let gw = Gateway::start(
+        &redis,
+        &[("slow.yaml", &slow), ("fast.yaml", &fast)],
+        &format!(
+            "upstream: {{ url: \"{}\" }}\ndeliver: {{ concurrency: 2, timeout: 5s, retry_base: 1s }}\n",
+            up.url()
+        ),
+    )
+    .await;
+    let post = |source: &str, email: String| {
+        let url = gw.url(source);
+        async move {
+            client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(json!({ "email": email }).to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for i in 0..40 {
+        assert_eq!(post("slow", format!("s{i}@example.org")).await, 202);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    for i in 0..10 {
+        assert_eq!(post("fast", format!("f{i}@example.org")).await, 202);
+    }
+    let deadline = started + Duration::from_secs(5);
+    let count = |source: &str| {
+        up.delivered()
+            .iter()
+            .filter(|r| r.headers["x-hookgate-source"] == source)
+            .count()
+    };
+    while count("fast") < 10 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        count("fast"),
+        10,
+        "the fast source is not held up by the slow one"
+    );
+    eprintln!("fast source delivered in {:?}", started.elapsed());
+    assert!(
+        count("slow") < 40,
+        "the slow source is still working through its backlog"
+    );
+}

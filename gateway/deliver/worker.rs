@@ -21,6 +21,7 @@ use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 use redis::{RedisError, Value};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
@@ -41,6 +42,9 @@ const FINISH_PATIENCE: Duration = Duration::from_secs(60);
 struct Gate {
     admit: Arc<Semaphore>,
     run: Semaphore,
+    /// Set when the source's slots stayed full for `PATIENCE`: its next events are deferred without
+    /// waiting again, until a slot is free.
+    congested: AtomicBool,
 }
 
 /// What one delivery pass came to.
@@ -334,6 +338,7 @@ impl Worker {
                 Arc::new(Gate {
                     admit: Arc::new(Semaphore::new(n * ADMIT_FACTOR)),
                     run: Semaphore::new(n),
+                    congested: AtomicBool::new(false),
                 })
             })
             .clone()
@@ -359,9 +364,17 @@ impl Worker {
             }
         };
         let gate = self.gate(&env.source);
-        let admit = match tokio::time::timeout(PATIENCE, gate.admit.clone().acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            _ => return self.defer(env, stream, &id).await,
+        let admit = if gate.congested.load(Ordering::Relaxed) {
+            gate.admit.clone().try_acquire_owned().ok()
+        } else {
+            tokio::time::timeout(PATIENCE, gate.admit.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+        };
+        gate.congested.store(admit.is_none(), Ordering::Relaxed);
+        let Some(admit) = admit else {
+            return self.defer(env, stream, &id).await;
         };
         lock(&self.in_hand).insert((stream.to_string(), id.clone()));
         let me = self.clone();

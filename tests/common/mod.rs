@@ -321,6 +321,8 @@ struct UpstreamState {
     status_default: std::sync::atomic::AtomicU16,
     /// Milliseconds every answer waits (a slow upstream).
     delay_ms: std::sync::atomic::AtomicU64,
+    /// Answers for requests from this source (`X-Hookgate-Source`) wait this long.
+    slow_source: std::sync::Mutex<Option<(String, Duration)>>,
 }
 
 /// A real HTTP server standing in for the contacts API: records every request, answers as told.
@@ -351,6 +353,16 @@ impl RecordingUpstream {
             let delay = st.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
             if delay > 0 {
                 tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            let slow = st.slow_source.lock().unwrap().clone();
+            if let Some((name, d)) = slow {
+                if parts
+                    .headers
+                    .get("x-hookgate-source")
+                    .is_some_and(|v| v == name.as_str())
+                {
+                    tokio::time::sleep(d).await;
+                }
             }
             let bytes = axum::body::to_bytes(body, 1 << 20)
                 .await
@@ -421,6 +433,11 @@ impl RecordingUpstream {
         self.state
             .delay_ms
             .store(d.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Make answers to one source's requests wait this long.
+    pub fn set_slow_source(&self, source: &str, d: Duration) {
+        *self.state.slow_source.lock().unwrap() = Some((source.to_string(), d));
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
