@@ -79,7 +79,7 @@ async fn throughput_and_latency_end_to_end() {
     let received = started.elapsed();
     assert!(up.wait_delivered(EVENTS, 25).await, "all delivered");
     let delivered = started.elapsed();
-    let acc = accepted_at.lock().unwrap();
+    let acc = std::mem::take(&mut *accepted_at.lock().unwrap());
     let mut lat: Vec<Duration> = up
         .delivered()
         .iter()
@@ -90,7 +90,6 @@ async fn throughput_and_latency_end_to_end() {
         .collect();
     lat.sort();
     assert_eq!(lat.len(), EVENTS, "one request per event");
-    drop(acc);
     // Unloaded latency: one event at a time, every 10 ms.
     let mut sent_at = HashMap::new();
     for i in EVENTS..EVENTS + PACED {
