@@ -113,18 +113,11 @@ async fn a_stripe_customer_becomes_one_contact_request() {
     assert!(h["user-agent"].starts_with("hookgate/"));
     assert_eq!(h["api-key"], "xkeysib-test", "secret header resolved");
     assert_eq!(h["x-tenant"], "acme", "plain header as is");
-    // acknowledged: nothing pending in the group
-    let mut c = redis.conn();
-    let pending: redis::Value = redis::cmd("XPENDING")
-        .arg("hookgate:inbound")
-        .arg("mappers")
-        .query(&mut c)
-        .unwrap();
-    let count = match pending {
-        redis::Value::Array(v) => redis::from_redis_value::<u64>(v[0].clone()).unwrap(),
-        other => panic!("{other:?}"),
-    };
-    assert_eq!(count, 0);
+    assert_eq!(
+        pending(&redis),
+        0,
+        "acknowledged: nothing pending in the group"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -473,4 +466,78 @@ async fn a_slow_source_does_not_starve_another() {
         count("slow") < 40,
         "the slow source is still working through its backlog"
     );
+}
+
+fn pending(redis: &Redis) -> u64 {
+    let mut c = redis.conn();
+    let v: redis::Value = redis::cmd("XPENDING")
+        .arg("hookgate:inbound")
+        .arg("mappers")
+        .query(&mut c)
+        .unwrap();
+    match v {
+        redis::Value::Array(v) => redis::from_redis_value::<u64>(v[0].clone()).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// On shutdown a delivery in flight finishes (within `shutdown_grace`) and is acknowledged.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_lets_the_delivery_in_flight_finish() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    up.set_delay(Duration::from_millis(800));
+    let s = stripe_gateway(&redis, &up.url(), "").await;
+    assert_eq!(
+        post_stripe(&s.gw, &customer_created("evt_stop", "stop@example.org"))
+            .await
+            .0,
+        202
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(up.requests().is_empty(), "still in flight");
+    s.gw.stop().await.unwrap();
+    assert_eq!(up.delivered().len(), 1, "finished during the drain");
+    assert_eq!(pending(&redis), 0, "and acknowledged");
+}
+
+/// The consumer group disappears (as when Redis loses it): the workers create it again by themselves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_consumer_group_is_recreated() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let s = stripe_gateway(&redis, &up.url(), "").await;
+    assert_eq!(
+        post_stripe(&s.gw, &customer_created("evt_g1", "g1@example.org"))
+            .await
+            .0,
+        202
+    );
+    assert!(up.wait_delivered(1, 10).await);
+    let mut c = redis.conn();
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg("hookgate:inbound")
+        .arg("mappers")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        post_stripe(&s.gw, &customer_created("evt_g2", "g2@example.org"))
+            .await
+            .0,
+        202
+    );
+    assert!(
+        up.wait_delivered(2, 15).await,
+        "delivered after the group came back"
+    );
+    let got: Vec<Recorded> = up.delivered();
+    assert!(got.iter().any(|r| r.body["email"] == "g2@example.org"));
+    // recreated from the start of the stream: the first event is sent again, with its key
+    let first: HashSet<String> = got
+        .iter()
+        .filter(|r| r.body["email"] == "g1@example.org")
+        .map(key_of)
+        .collect();
+    assert_eq!(first.len(), 1);
 }
