@@ -548,6 +548,28 @@ mod tests {
     }
 
     #[test]
+    fn deliver_section_defaults_and_checks() {
+        let c = Config::from_sources("hg.yaml", "", &[]).unwrap();
+        assert_eq!(c.deliver.give_up_after, Duration::from_secs(86_400));
+        assert_eq!(c.deliver.retry_max, Duration::from_secs(600));
+        let env = vec![("HOOKGATE_DELIVER__TIMEOUT".to_string(), "3s".to_string())];
+        let c = Config::from_sources(
+            "hg.yaml",
+            "deliver: { concurrency: 0, retry_base: 1m, retry_max: 1s }\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.deliver.timeout, Duration::from_secs(3));
+        let p = c.validate().unwrap_err();
+        for key in ["deliver.concurrency:", "deliver.retry_max:"] {
+            assert!(
+                p.iter().any(|m| m.starts_with(key)),
+                "{key} missing in {p:?}"
+            );
+        }
+    }
+
+    #[test]
     fn redis_password_is_not_echoed() {
         let c = Config::from_sources("hg.yaml", "redis_url: http://u:hunter2@x\n", &[]).unwrap();
         let p = c.validate().unwrap_err();
