@@ -20,7 +20,8 @@ fn body(i: usize) -> String {
     )
 }
 
-/// POST event `i` to `url`; true on 202.
+/// POST event `i` to `url`; true once stored (202, or 200 for a resend the dedup recognises: a request cut
+/// off by the SIGKILL may have been stored before the answer was lost).
 async fn send(c: &reqwest::Client, url: &str, i: usize) -> bool {
     let b = body(i);
     let sig = stripe_header(SECRET, b.as_bytes(), now_secs());
@@ -31,7 +32,7 @@ async fn send(c: &reqwest::Client, url: &str, i: usize) -> bool {
             .body(b)
             .send()
             .await,
-        Ok(r) if r.status().as_u16() == 202
+        Ok(r) if r.status().is_success()
     )
 }
 

@@ -18,6 +18,8 @@ pub enum Sent {
     Retry {
         error: String,
         after: Option<Duration>,
+        /// No connection could be made: the upstream is down for every source alike.
+        unreachable: bool,
     },
     /// Refused for good (any other status): retrying would get the same answer.
     Refused {
@@ -98,6 +100,7 @@ impl Upstream {
             Err(e) => Sent::Retry {
                 error: describe(&e),
                 after: None,
+                unreachable: e.is_connect(),
             },
         };
         let outcome = match &sent {
@@ -130,6 +133,7 @@ async fn classify(mut resp: reqwest::Response) -> Sent {
         return Sent::Retry {
             error: format!("upstream answered {}", status.as_u16()),
             after,
+            unreachable: false,
         };
     }
     let body = read_start(&mut resp, BODY_START).await;

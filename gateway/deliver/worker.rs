@@ -79,6 +79,9 @@ pub struct Worker {
     gates: Mutex<HashMap<String, Arc<Gate>>>,
     /// `(stream, id)` of every entry this process holds, for the heartbeat.
     in_hand: Mutex<HashSet<(String, String)>>,
+    /// While the upstream cannot be reached, no new events are taken until then: each would only fail
+    /// and be parked, turning the whole stream into retry records at full speed.
+    paused_until: Mutex<Option<Instant>>,
 }
 
 /// `HOSTNAME` (set in containers), else the kernel's host name, plus the pid: unique per process.
@@ -132,6 +135,7 @@ impl Worker {
             connect_timeout: cfg.redis.connect_timeout,
             gates: Mutex::default(),
             in_hand: Mutex::default(),
+            paused_until: Mutex::default(),
         })
     }
 
@@ -161,6 +165,13 @@ impl Worker {
                 if Instant::now() >= next_reclaim {
                     self.reclaim(&mut cursors, &mut tasks).await?;
                     next_reclaim = Instant::now() + heartbeat_every(&self.cfg).max(BLOCK);
+                }
+                let paused = *lock(&self.paused_until);
+                if let Some(until) = paused {
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return Ok(()),
+                        () = tokio::time::sleep_until(until.into()) => {}
+                    }
                 }
                 let conn = match reader.as_mut() {
                     Some(c) => c,
@@ -328,6 +339,15 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// The upstream refused a connection: stop reading for `retry_base` (at most 5 s).
+    fn hold_reading(&self) {
+        let pause = self
+            .cfg
+            .retry_base
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        *lock(&self.paused_until) = Some(Instant::now() + pause);
     }
 
     fn gate(&self, source: &str) -> Arc<Gate> {
@@ -538,7 +558,14 @@ impl Worker {
                     metrics::counter!("hookgate_actions_total", "action" => kind, "outcome" => "delivered").increment(1);
                     env.done.push(at);
                 }
-                Sent::Retry { error, after } => {
+                Sent::Retry {
+                    error,
+                    after,
+                    unreachable,
+                } => {
+                    if unreachable {
+                        self.hold_reading();
+                    }
                     metrics::counter!("hookgate_actions_total", "action" => kind, "outcome" => "retry").increment(1);
                     return Verdict::Retry {
                         error,
