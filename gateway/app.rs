@@ -3,6 +3,7 @@
 use crate::admin::{self, Readiness};
 use crate::catalog::LiveCatalog;
 use crate::config::{Config, Role};
+use crate::deliver;
 use crate::inbound::{self, InboundState, SourceRegistry};
 use crate::ip_policy::CidrList;
 use crate::server::{self, ConnLimits};
@@ -102,7 +103,24 @@ pub async fn run(
     let token = Arc::new(admin::AdminToken::new(
         cfg.admin_token.as_ref().map(|s| s.expose()),
     ));
-    let admin_app = layered(admin::router(ready, live, token), &cfg);
+    // Delivery gets its own connection: its commands never queue behind (or ahead of) the receive path's.
+    let deliver_conn = crate::stream::manager(
+        &cfg.redis_url,
+        cfg.redis.response_timeout,
+        cfg.redis.connect_timeout,
+    )
+    .context("redis_url")?;
+    let dead = deliver::DeadLetters::new(deliver_conn.clone(), deliver::Keys::new(&cfg.key_prefix));
+    let workers = match cfg.role {
+        Role::Api => None,
+        Role::Worker | Role::All => Some(deliver::start(
+            &cfg,
+            live.clone(),
+            deliver_conn,
+            stop_rx.clone(),
+        )?),
+    };
+    let admin_app = layered(admin::router(ready, live, token, dead), &cfg);
     let admin_task = tokio::spawn(server::serve(
         listeners.admin,
         admin_app,
@@ -123,6 +141,9 @@ pub async fn run(
     } else {
         drop(listeners.inbound);
         stopped(stop_rx).await;
+    }
+    if let Some(w) = workers {
+        let _ = w.await;
     }
     let _ = admin_task.await;
     tracing::info!("hookgate stopped");

@@ -126,6 +126,45 @@ impl Default for Upstream {
     }
 }
 
+/// How inbound actions are delivered to the upstream (the mapper workers).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Deliver {
+    /// Events delivered at once per source, so one slow provider never starves the others.
+    pub concurrency: usize,
+    /// Time allowed to connect to the upstream.
+    #[serde(with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    /// Time allowed for one whole upstream request; also sets when a crashed worker's events are reclaimed.
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Delay before the first retry; it doubles per attempt, with full jitter.
+    #[serde(with = "humantime_serde_compat")]
+    pub retry_base: Duration,
+    /// Longest delay between two attempts (a longer `Retry-After` is still honoured).
+    #[serde(with = "humantime_serde_compat")]
+    pub retry_max: Duration,
+    /// How long after its first failure an event is retried before it goes to the dead letters.
+    #[serde(with = "humantime_serde_compat")]
+    pub give_up_after: Duration,
+    /// Also append every delivered action to `<prefix>:actions`, for other consumers.
+    pub actions_stream: bool,
+}
+
+impl Default for Deliver {
+    fn default() -> Self {
+        Self {
+            concurrency: 8,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(10),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(600),
+            give_up_after: Duration::from_secs(24 * 3600),
+            actions_stream: false,
+        }
+    }
+}
+
 /// Where outbound deliveries may connect.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -157,6 +196,7 @@ pub struct Config {
     /// CIDRs of proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
     pub upstream: Upstream,
+    pub deliver: Deliver,
     pub egress: Egress,
     pub limits: Limits,
     pub redis: RedisConfig,
@@ -187,6 +227,7 @@ impl Default for Config {
             mappings_poll: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
             upstream: Upstream::default(),
+            deliver: Deliver::default(),
             egress: Egress::default(),
             limits: Limits::default(),
             redis: RedisConfig::default(),
@@ -324,10 +365,20 @@ impl Config {
             ("redis.response_timeout", self.redis.response_timeout),
             ("redis.connect_timeout", self.redis.connect_timeout),
             ("mappings_poll", self.mappings_poll),
+            ("deliver.connect_timeout", self.deliver.connect_timeout),
+            ("deliver.timeout", self.deliver.timeout),
+            ("deliver.retry_base", self.deliver.retry_base),
+            ("deliver.give_up_after", self.deliver.give_up_after),
         ] {
             if d.is_zero() {
                 p.push(format!("{key}: must be above 0"));
             }
+        }
+        if self.deliver.concurrency == 0 {
+            p.push("deliver.concurrency: must be at least 1".into());
+        }
+        if self.deliver.retry_max < self.deliver.retry_base {
+            p.push("deliver.retry_max: must be at least deliver.retry_base".into());
         }
         if p.is_empty() {
             Ok(())
@@ -532,6 +583,28 @@ mod tests {
             "upstream.url:",
             "limits.max_json_depth:",
         ] {
+            assert!(
+                p.iter().any(|m| m.starts_with(key)),
+                "{key} missing in {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn deliver_section_defaults_and_checks() {
+        let c = Config::from_sources("hg.yaml", "", &[]).unwrap();
+        assert_eq!(c.deliver.give_up_after, Duration::from_secs(86_400));
+        assert_eq!(c.deliver.retry_max, Duration::from_secs(600));
+        let env = vec![("HOOKGATE_DELIVER__TIMEOUT".to_string(), "3s".to_string())];
+        let c = Config::from_sources(
+            "hg.yaml",
+            "deliver: { concurrency: 0, retry_base: 1m, retry_max: 1s }\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.deliver.timeout, Duration::from_secs(3));
+        let p = c.validate().unwrap_err();
+        for key in ["deliver.concurrency:", "deliver.retry_max:"] {
             assert!(
                 p.iter().any(|m| m.starts_with(key)),
                 "{key} missing in {p:?}"

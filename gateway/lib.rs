@@ -15,6 +15,7 @@ pub mod app;
 pub mod catalog;
 pub mod commands;
 pub mod config;
+pub mod deliver;
 pub mod error;
 pub mod inbound;
 pub mod ip_policy;

@@ -19,7 +19,30 @@ pub mod keys {
     pub fn dedup(prefix: &str, source: &str, id: &str) -> String {
         format!("{prefix}:dedup:{source}:{id}")
     }
+    /// Inbound events waiting for a retry: a sorted set of event ids, scored by due time (ms).
+    pub fn retry_inbound(prefix: &str) -> String {
+        format!("{prefix}:retry:inbound")
+    }
+    /// One parked event's fields (a hash per event, named by its id after this prefix).
+    pub fn retry_record_prefix(prefix: &str) -> String {
+        format!("{prefix}:retry:inbound:rec:")
+    }
+    /// Retries that are due, moved here from the sorted set; read by the mappers like `inbound`.
+    pub fn retry_due(prefix: &str) -> String {
+        format!("{prefix}:retry:inbound:due")
+    }
+    /// Dead letters of inbound events: a stream, so ids are ordered and listing pages by id.
+    pub fn dead_inbound(prefix: &str) -> String {
+        format!("{prefix}:dead:inbound")
+    }
+    /// Every delivered action, when `deliver.actions_stream` is on.
+    pub fn actions(prefix: &str) -> String {
+        format!("{prefix}:actions")
+    }
 }
+
+/// The consumer group of the mapper workers, on `inbound` and `retry_due`.
+pub const MAPPERS_GROUP: &str = "mappers";
 
 /// Field names of an inbound stream entry: what the mapper workers and auditors read.
 pub mod fields {
@@ -31,6 +54,17 @@ pub mod fields {
     pub const EVENT_ID: &str = "event_id";
     pub const HEADERS: &str = "headers";
     pub const BODY: &str = "body";
+    // Delivery progress, on retried, dead-lettered and replayed events only.
+    /// The stream id the event was first stored under (idempotency keys derive from it).
+    pub const ORIGIN_ID: &str = "origin_id";
+    /// Replays from the dead letters so far.
+    pub const REPLAYS: &str = "replays";
+    /// JSON list of the `[rule, index]` actions already delivered.
+    pub const DONE: &str = "done";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const DEFERRALS: &str = "deferrals";
+    pub const FIRST_FAILED_AT: &str = "first_failed_at";
+    pub const LAST_ERROR: &str = "last_error";
 }
 
 /// KEYS: [dedup key,] stream. ARGV: ttl ms, body binding ('' for none), then field/value pairs.
@@ -96,6 +130,45 @@ pub struct Store {
     wait: Duration,
 }
 
+/// A multiplexed, self-reconnecting connection that connects lazily (the process starts while Redis is down).
+pub fn manager(
+    url: &str,
+    response_timeout: Duration,
+    connect_timeout: Duration,
+) -> Result<ConnectionManager, RedisError> {
+    let client = redis::Client::open(url)?;
+    let cfg = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(response_timeout))
+        .set_connection_timeout(Some(connect_timeout))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_millis(500));
+    ConnectionManager::new_lazy_with_config(client, cfg)
+}
+
+/// Create the group on each stream, from the start (`0`) so events stored before any worker ran are
+/// processed. An existing group is left as is.
+pub async fn ensure_group(
+    conn: &mut ConnectionManager,
+    streams: &[&str],
+    group: &str,
+) -> Result<(), RedisError> {
+    for s in streams {
+        let r: Result<(), RedisError> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(s)
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query_async(conn)
+            .await;
+        match r {
+            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
 /// Commands in flight at once; pipelining this many saturates one Redis core.
 const MAX_IN_FLIGHT: usize = 512;
 
@@ -107,13 +180,7 @@ impl Store {
         response_timeout: Duration,
         connect_timeout: Duration,
     ) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_response_timeout(Some(response_timeout))
-            .set_connection_timeout(Some(connect_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, cfg)?;
+        let conn = manager(url, response_timeout, connect_timeout)?;
         Ok(Self {
             conn,
             prefix: prefix.to_string(),

@@ -348,7 +348,7 @@ async fn a_source_without_any_authentication_is_refused_at_load() {
     };
     let text = problems[0].to_string();
     assert!(
-        text.contains("bare.yaml:1:") && text.contains("`verify:`"),
+        text.contains("bare.yaml:1:") && text.contains("needs `verify:`"),
         "{text}"
     );
 }

@@ -1,6 +1,7 @@
 //! The admin listener: health, readiness and metrics (unauthenticated), and the admin API (bearer token).
 
 mod auth;
+mod dead_letters;
 mod sources;
 
 use crate::catalog::LiveCatalog;
@@ -25,11 +26,17 @@ pub struct Readiness {
     pub shutting_down: AtomicBool,
 }
 
-pub fn router(ready: Arc<Readiness>, live: Arc<LiveCatalog>, token: Arc<AdminToken>) -> Router {
+pub fn router(
+    ready: Arc<Readiness>,
+    live: Arc<LiveCatalog>,
+    token: Arc<AdminToken>,
+    dead: crate::deliver::DeadLetters,
+) -> Router {
     let api = Router::new()
         .route("/v1/sources", get(sources::list))
         .route("/v1/mappings/reload", axum::routing::post(sources::reload))
         .with_state(live)
+        .merge(dead_letters::routes(dead))
         .layer(axum::middleware::from_fn_with_state(
             token,
             auth::require_token,

@@ -327,3 +327,204 @@ pub fn secret_file(dir: &Path, name: &str, secret: &str) -> String {
     std::fs::write(&p, format!("{secret}\n")).expect("write secret");
     format!("${{file:{}}}", p.display())
 }
+
+/// One request the recording upstream received, and the status it answered.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    /// Lowercase names.
+    pub headers: std::collections::HashMap<String, String>,
+    pub body: serde_json::Value,
+    pub status: u16,
+    pub at: Instant,
+}
+
+#[derive(Default)]
+struct UpstreamState {
+    requests: std::sync::Mutex<Vec<Recorded>>,
+    /// Answers for the next requests, in order; then `status_default`.
+    plan: std::sync::Mutex<std::collections::VecDeque<(u16, String)>>,
+    status_default: std::sync::atomic::AtomicU16,
+    /// Milliseconds every answer waits (a slow upstream).
+    delay_ms: std::sync::atomic::AtomicU64,
+    /// Answers for requests from this source (`X-Hookgate-Source`) wait this long.
+    slow_source: std::sync::Mutex<Option<(String, Duration)>>,
+}
+
+/// A real HTTP server standing in for the contacts API: records every request, answers as told.
+pub struct RecordingUpstream {
+    pub addr: SocketAddr,
+    state: std::sync::Arc<UpstreamState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RecordingUpstream {
+    pub async fn start() -> Self {
+        Self::start_on(0).await
+    }
+
+    /// On a given port (reserve one with `free_port` to start the upstream later than the gateway).
+    pub async fn start_on(port: u16) -> Self {
+        use axum::extract::{Request, State};
+        let state = std::sync::Arc::new(UpstreamState::default());
+        state
+            .status_default
+            .store(201, std::sync::atomic::Ordering::Relaxed);
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream addr");
+        let handler = |State(st): State<std::sync::Arc<UpstreamState>>, req: Request| async move {
+            let (parts, body) = req.into_parts();
+            let delay = st.delay_ms.load(std::sync::atomic::Ordering::Relaxed);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            let slow = st.slow_source.lock().unwrap().clone();
+            if let Some((name, d)) = slow {
+                if parts
+                    .headers
+                    .get("x-hookgate-source")
+                    .is_some_and(|v| v == name.as_str())
+                {
+                    tokio::time::sleep(d).await;
+                }
+            }
+            let bytes = axum::body::to_bytes(body, 1 << 20)
+                .await
+                .unwrap_or_default();
+            let (status, answer) = st.plan.lock().unwrap().pop_front().unwrap_or_else(|| {
+                (
+                    st.status_default.load(std::sync::atomic::Ordering::Relaxed),
+                    "{}".into(),
+                )
+            });
+            st.requests.lock().unwrap().push(Recorded {
+                method: parts.method.to_string(),
+                path: parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/".into(), |p| p.to_string()),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_string(),
+                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                        )
+                    })
+                    .collect(),
+                body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+                status,
+                at: Instant::now(),
+            });
+            (
+                http::StatusCode::from_u16(status).unwrap(),
+                [("content-type", "application/json")],
+                answer,
+            )
+        };
+        let app = axum::Router::new()
+            .fallback(handler)
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self { addr, state, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Answer the next requests with these statuses and bodies, in order.
+    pub fn plan(&self, answers: &[(u16, &str)]) {
+        self.state
+            .plan
+            .lock()
+            .unwrap()
+            .extend(answers.iter().map(|(s, b)| (*s, b.to_string())));
+    }
+
+    /// The status answered once the plan is used up.
+    pub fn set_status(&self, status: u16) {
+        self.state
+            .status_default
+            .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Make every answer wait this long.
+    pub fn set_delay(&self, d: Duration) {
+        self.state
+            .delay_ms
+            .store(d.as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Make answers to one source's requests wait this long.
+    pub fn set_slow_source(&self, source: &str, d: Duration) {
+        *self.state.slow_source.lock().unwrap() = Some((source.to_string(), d));
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Requests answered 2xx.
+    pub fn delivered(&self) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.status < 300)
+            .collect()
+    }
+
+    /// Wait until `n` requests were answered 2xx; false after `secs`.
+    pub async fn wait_delivered(&self, n: usize, secs: u64) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if self.delivered().len() >= n {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// Stop answering (the port refuses connections again).
+    pub fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for RecordingUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `GET` an admin path with the token, as JSON.
+pub async fn admin_get(gw: &Gateway, path: &str) -> serde_json::Value {
+    client()
+        .get(gw.admin_url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("admin GET")
+        .json()
+        .await
+        .expect("admin JSON")
+}
+
+/// `POST` an admin path with the token; (status, JSON).
+pub async fn admin_post(gw: &Gateway, path: &str) -> (u16, serde_json::Value) {
+    let r = client()
+        .post(gw.admin_url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("admin POST");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(serde_json::Value::Null))
+}

@@ -1,0 +1,173 @@
+//! One inbound event with its delivery progress. The same flat field layout is used for entries of
+//! `<prefix>:inbound`, parked retries, the retry-due stream and dead letters, so one parser reads them all
+//! and a dead letter replays by copying fields (see `dead.rs`).
+
+use crate::stream::fields as f;
+use redis::Value;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// An event as a mapper worker holds it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Envelope {
+    /// The stream id the event was first stored under: the basis of idempotency keys, sent as
+    /// `X-Hookgate-Event-Id`.
+    pub origin_id: String,
+    pub source: String,
+    pub received_at: String,
+    pub content_type: String,
+    pub client_ip: String,
+    pub request_id: String,
+    pub event_id: String,
+    /// The stored request headers, a JSON object as text.
+    pub headers: String,
+    pub body: Vec<u8>,
+    /// Replays from the dead letters: part of the idempotency key, so an upstream that stored the failed
+    /// answer under the old key gets a fresh request.
+    pub replays: u32,
+    /// The `(rule, index)` actions already delivered; never sent again.
+    pub done: Vec<(String, usize)>,
+    /// Delivery passes that failed.
+    pub attempts: u32,
+    /// Times the event was put back because its source was saturated (not failures).
+    pub deferrals: u32,
+    pub first_failed_at: Option<u64>,
+    pub last_error: String,
+}
+
+impl Envelope {
+    /// Read an entry's fields; `entry_id` is the origin unless the entry names one. Only `source` is required.
+    pub fn from_fields(entry_id: &str, map: HashMap<String, Value>) -> Result<Self, String> {
+        let mut e = Envelope {
+            origin_id: entry_id.to_string(),
+            ..Default::default()
+        };
+        for (k, v) in map {
+            let bytes: Vec<u8> = redis::from_redis_value(v).unwrap_or_default();
+            let text = || String::from_utf8_lossy(&bytes).into_owned();
+            match k.as_str() {
+                f::SOURCE => e.source = text(),
+                f::RECEIVED_AT => e.received_at = text(),
+                f::CONTENT_TYPE => e.content_type = text(),
+                f::CLIENT_IP => e.client_ip = text(),
+                f::REQUEST_ID => e.request_id = text(),
+                f::EVENT_ID => e.event_id = text(),
+                f::HEADERS => e.headers = text(),
+                f::ORIGIN_ID if !bytes.is_empty() => e.origin_id = text(),
+                f::REPLAYS => e.replays = text().parse().unwrap_or(0),
+                f::DONE => e.done = serde_json::from_slice(&bytes).unwrap_or_default(),
+                f::ATTEMPTS => e.attempts = text().parse().unwrap_or(0),
+                f::DEFERRALS => e.deferrals = text().parse().unwrap_or(0),
+                f::FIRST_FAILED_AT => e.first_failed_at = text().parse().ok(),
+                f::LAST_ERROR => e.last_error = text(),
+                f::BODY => e.body = bytes,
+                _ => {}
+            }
+        }
+        if e.source.is_empty() {
+            return Err(format!("entry {entry_id} has no `source` field"));
+        }
+        Ok(e)
+    }
+
+    /// Every field, progress included: what a parked retry or a dead letter stores.
+    pub fn fields(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let mut out: Vec<(&'static str, Vec<u8>)> = vec![
+            (f::SOURCE, self.source.clone().into_bytes()),
+            (f::RECEIVED_AT, self.received_at.clone().into_bytes()),
+            (f::CONTENT_TYPE, self.content_type.clone().into_bytes()),
+            (f::CLIENT_IP, self.client_ip.clone().into_bytes()),
+            (f::REQUEST_ID, self.request_id.clone().into_bytes()),
+            (f::EVENT_ID, self.event_id.clone().into_bytes()),
+            (f::HEADERS, self.headers.clone().into_bytes()),
+            (f::BODY, self.body.clone()),
+            (f::ORIGIN_ID, self.origin_id.clone().into_bytes()),
+            (f::REPLAYS, self.replays.to_string().into_bytes()),
+            (
+                f::DONE,
+                serde_json::to_vec(&self.done).unwrap_or_else(|_| b"[]".to_vec()),
+            ),
+            (f::ATTEMPTS, self.attempts.to_string().into_bytes()),
+            (f::DEFERRALS, self.deferrals.to_string().into_bytes()),
+            (f::LAST_ERROR, self.last_error.clone().into_bytes()),
+        ];
+        if let Some(t) = self.first_failed_at {
+            out.push((f::FIRST_FAILED_AT, t.to_string().into_bytes()));
+        }
+        out
+    }
+
+    pub fn is_done(&self, rule: &str, index: usize) -> bool {
+        self.done.iter().any(|(r, i)| r == rule && *i == index)
+    }
+
+    /// `hg-` + hex SHA-256 of (origin id, rule, action index[, replays]): the same on every attempt of one
+    /// delivery, whichever worker makes it.
+    pub fn idempotency_key(&self, rule: &str, index: usize) -> String {
+        let mut h = Sha256::new();
+        h.update(self.origin_id.as_bytes());
+        h.update([0]);
+        h.update(rule.as_bytes());
+        h.update([0]);
+        h.update(index.to_string().as_bytes());
+        if self.replays > 0 {
+            h.update([0]);
+            h.update(self.replays.to_string().as_bytes());
+        }
+        format!("hg-{}", hex::encode(h.finalize()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(pairs: &[(&str, &[u8])]) -> HashMap<String, Value> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::BulkString(v.to_vec())))
+            .collect()
+    }
+
+    #[test]
+    fn fields_round_trip_with_binary_body() {
+        let e = Envelope {
+            origin_id: "1-0".into(),
+            source: "s".into(),
+            body: vec![0, 159, 255],
+            done: vec![("r".into(), 2)],
+            attempts: 3,
+            first_failed_at: Some(42),
+            ..Default::default()
+        };
+        let map = entry(
+            &e.fields()
+                .iter()
+                .map(|(k, v)| (*k, v.as_slice()))
+                .collect::<Vec<_>>(),
+        );
+        let back = Envelope::from_fields("9-9", map).unwrap();
+        assert_eq!(back, e, "the stored origin wins over the entry id");
+    }
+
+    #[test]
+    fn fresh_entry_uses_its_id_and_needs_a_source() {
+        let e = Envelope::from_fields("5-1", entry(&[("source", b"x"), ("body", b"{}")])).unwrap();
+        assert_eq!((e.origin_id.as_str(), e.attempts), ("5-1", 0));
+        assert!(Envelope::from_fields("5-2", entry(&[("body", b"{}")])).is_err());
+    }
+
+    #[test]
+    fn keys_are_stable_per_action_and_fresh_per_replay() {
+        let mut e = Envelope {
+            origin_id: "1-0".into(),
+            ..Default::default()
+        };
+        let k = e.idempotency_key("r", 0);
+        assert_eq!(k, e.idempotency_key("r", 0));
+        assert_ne!(k, e.idempotency_key("r", 1));
+        assert_eq!(k.len(), 3 + 64);
+        e.replays = 1;
+        assert_ne!(k, e.idempotency_key("r", 0));
+    }
+}

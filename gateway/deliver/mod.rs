@@ -1,0 +1,69 @@
+//! Mapper workers: consume `<prefix>:inbound` in the `mappers` group → apply the source's current mapping →
+//! send each action to the upstream contacts API → XACK. Transient failures park the event in a sorted set
+//! (`retry.rs`), permanent ones go to the dead letters (`dead.rs`). Every step is at-least-once; the
+//! `Idempotency-Key` (stable per event, rule and action) lets the upstream absorb duplicates.
+//!
+//! Module map: `worker` (read loop, reclaim, per-event delivery) → `upstream` (one HTTP request) →
+//! `envelope` (an event and its progress, as stream fields) · `retry` · `dead`. See `docs/delivery.md`.
+
+mod dead;
+mod envelope;
+mod retry;
+mod upstream;
+mod worker;
+
+pub use dead::{DeadLetters, Filter, Page, Reason};
+pub use envelope::Envelope;
+
+use crate::catalog::LiveCatalog;
+use crate::config::Config;
+use crate::stream::keys;
+use redis::aio::ConnectionManager;
+use std::sync::Arc;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The Redis keys delivery uses, under one prefix.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    pub inbound: String,
+    pub due: String,
+    pub retry: String,
+    pub record_prefix: String,
+    pub dead: String,
+    pub actions: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            inbound: keys::inbound(prefix),
+            due: keys::retry_due(prefix),
+            retry: keys::retry_inbound(prefix),
+            record_prefix: keys::retry_record_prefix(prefix),
+            dead: keys::dead_inbound(prefix),
+            actions: keys::actions(prefix),
+        }
+    }
+}
+
+/// Start the workers, the retry mover and the reclaimer; the handle resolves once `stop` fired and
+/// in-flight deliveries finished (or `shutdown_grace` ran out, leaving the rest pending for a reclaim).
+pub fn start(
+    cfg: &Config,
+    live: Arc<LiveCatalog>,
+    conn: ConnectionManager,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let keys = Keys::new(&cfg.key_prefix);
+    let up = upstream::Upstream::new(&cfg.upstream, &cfg.deliver)?;
+    let worker = Arc::new(worker::Worker::new(
+        cfg,
+        keys.clone(),
+        conn.clone(),
+        live,
+        up,
+    )?);
+    tokio::spawn(retry::mover(conn, keys, stop.clone()));
+    Ok(tokio::spawn(worker.run(stop, cfg.shutdown_grace)))
+}

@@ -1,0 +1,599 @@
+//! The read loop and per-event delivery.
+//!
+//! One reader per process blocks in XREADGROUP on a dedicated connection (a BLOCK on the shared multiplexed
+//! connection would stall every other command) and hands entries to tasks. Per source, `admit` bounds the
+//! events held and `run` the events being delivered, so a slow provider cannot take every slot: an event
+//! that waits too long for admission is deferred through the retry set instead of blocking the reader.
+//! Entries in hand get their idle time reset (heartbeat) so the reclaimer (XAUTOCLAIM) only takes entries
+//! whose worker is gone — a slow request is never sent twice by design.
+
+use super::dead::{bury, Reason};
+use super::envelope::Envelope;
+use super::retry::{add_ack, backoff, now_ms, park};
+use super::upstream::{Sent, Upstream};
+use super::Keys;
+use crate::catalog::LiveCatalog;
+use crate::config::{Config, Deliver};
+use crate::mapping::{Event, Headers, MappedAction};
+use crate::payload::{self, BodyKind};
+use crate::stream::{ensure_group, MAPPERS_GROUP};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::streams::{StreamAutoClaimReply, StreamReadReply};
+use redis::{RedisError, Value};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// How long one XREADGROUP blocks; the dedicated connection's response timeout is longer.
+const BLOCK: Duration = Duration::from_secs(2);
+/// Entries per read or reclaim.
+const BATCH: usize = 64;
+/// Events admitted per source, as a multiple of `deliver.concurrency`.
+const ADMIT_FACTOR: usize = 4;
+/// How long the reader waits for a saturated source before deferring the event.
+const PATIENCE: Duration = Duration::from_millis(500);
+/// How long the outcome of a delivery (ack, park, dead letter) is retried while Redis is away.
+const FINISH_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Per-source slots.
+struct Gate {
+    admit: Arc<Semaphore>,
+    run: Semaphore,
+    /// Set when the source's slots stayed full for `PATIENCE`: its next events are deferred without
+    /// waiting again, until a slot is free.
+    congested: AtomicBool,
+}
+
+/// What one delivery pass came to.
+enum Verdict {
+    Done(Vec<MappedAction>),
+    Retry {
+        error: String,
+        after: Option<Duration>,
+        action: (String, usize),
+    },
+    Dead(Reason, Option<(String, usize)>),
+}
+
+/// How an entry leaves its stream.
+enum Finish {
+    Ack(Vec<MappedAction>),
+    Park(u64),
+    Bury(Reason, Option<(String, usize)>),
+}
+
+pub struct Worker {
+    keys: Keys,
+    conn: ConnectionManager,
+    client: redis::Client,
+    consumer: String,
+    live: Arc<LiveCatalog>,
+    upstream: Upstream,
+    cfg: Deliver,
+    max_json_depth: usize,
+    read_timeout: Duration,
+    connect_timeout: Duration,
+    gates: Mutex<HashMap<String, Arc<Gate>>>,
+    /// `(stream, id)` of every entry this process holds, for the heartbeat.
+    in_hand: Mutex<HashSet<(String, String)>>,
+    /// While the upstream cannot be reached, no new events are taken until then: each would only fail
+    /// and be parked, turning the whole stream into retry records at full speed.
+    paused_until: Mutex<Option<Instant>>,
+}
+
+/// `HOSTNAME` (set in containers), else the kernel's host name, plus the pid: unique per process.
+fn consumer_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+        })
+        .unwrap_or_else(|| "hookgate".into());
+    format!("{host}-{}", std::process::id())
+}
+
+/// Pending entries idle longer than this belong to a worker that is gone. Entries in hand are refreshed
+/// every `heartbeat`, so a live worker's entries never get this old, however slow the upstream.
+pub fn reclaim_after(d: &Deliver) -> Duration {
+    d.timeout * 3 + Duration::from_secs(5)
+}
+
+fn heartbeat_every(d: &Deliver) -> Duration {
+    (d.timeout / 2).clamp(Duration::from_millis(200), Duration::from_secs(10))
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Worker {
+    pub fn new(
+        cfg: &Config,
+        keys: Keys,
+        conn: ConnectionManager,
+        live: Arc<LiveCatalog>,
+        upstream: Upstream,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            keys,
+            conn,
+            client: redis::Client::open(cfg.redis_url.as_str())?,
+            consumer: consumer_name(),
+            live,
+            upstream,
+            cfg: cfg.deliver.clone(),
+            max_json_depth: cfg.limits.max_json_depth,
+            read_timeout: BLOCK + cfg.redis.response_timeout,
+            connect_timeout: cfg.redis.connect_timeout,
+            gates: Mutex::default(),
+            in_hand: Mutex::default(),
+            paused_until: Mutex::default(),
+        })
+    }
+
+    fn streams(&self) -> [&str; 2] {
+        [&self.keys.inbound, &self.keys.due]
+    }
+
+    /// Read, dispatch and reclaim until `stop`; then give in-flight deliveries `grace` to finish.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>, grace: Duration) {
+        tracing::info!(consumer = %self.consumer, "mapper worker starting");
+        // Until the last in-flight delivery is done, shutdown drain included.
+        let heartbeat = tokio::spawn(self.clone().heartbeat());
+        let mut tasks = JoinSet::new();
+        let mut reader: Option<MultiplexedConnection> = None;
+        let mut groups_ready = false;
+        let mut pause = Duration::from_millis(100);
+        let mut next_reclaim = Instant::now();
+        let mut cursors = ["0-0".to_string(), "0-0".to_string()];
+        while !*stop.borrow() {
+            while tasks.try_join_next().is_some() {}
+            let step: Result<(), RedisError> = async {
+                if !groups_ready {
+                    let mut c = self.conn.clone();
+                    ensure_group(&mut c, &self.streams(), MAPPERS_GROUP).await?;
+                    groups_ready = true;
+                }
+                if Instant::now() >= next_reclaim {
+                    self.reclaim(&mut cursors, &mut tasks).await?;
+                    next_reclaim = Instant::now() + heartbeat_every(&self.cfg).max(BLOCK);
+                }
+                let paused = *lock(&self.paused_until);
+                if let Some(until) = paused {
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => return Ok(()),
+                        () = tokio::time::sleep_until(until.into()) => {}
+                    }
+                }
+                let conn = match reader.as_mut() {
+                    Some(c) => c,
+                    None => reader.insert(self.connect().await?),
+                };
+                let read = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                    r = self.read(conn) => r?,
+                };
+                for (stream, id, map) in read {
+                    self.dispatch(&stream, id, map, &mut tasks).await;
+                }
+                Ok(())
+            }
+            .await;
+            match step {
+                Ok(()) => pause = Duration::from_millis(100),
+                Err(e) => {
+                    if e.code() == Some("NOGROUP") {
+                        tracing::warn!(
+                            "consumer group missing (Redis lost it?); creating it again"
+                        );
+                        groups_ready = false;
+                    } else {
+                        tracing::warn!(error = %e, retry_in = ?pause, "mapper worker cannot read; reconnecting");
+                        reader = None;
+                    }
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => {}
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        let left = tasks.len();
+        if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                unfinished = tasks.len(),
+                "shutdown grace over; unfinished events stay pending for another worker"
+            );
+            tasks.abort_all();
+        }
+        heartbeat.abort();
+        tracing::info!(in_flight_at_stop = left, "mapper worker stopped");
+    }
+
+    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(self.read_timeout))
+            .set_connection_timeout(Some(self.connect_timeout));
+        self.client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+    }
+
+    /// New entries of both streams, blocking up to `BLOCK`.
+    async fn read(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<Vec<(String, String, HashMap<String, Value>)>, RedisError> {
+        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(MAPPERS_GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(BATCH)
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.keys.inbound)
+            .arg(&self.keys.due)
+            .arg(">")
+            .arg(">")
+            .query_async(conn)
+            .await?;
+        Ok(reply
+            .map(|r| {
+                r.keys
+                    .into_iter()
+                    .flat_map(|k| {
+                        let key = k.key;
+                        k.ids.into_iter().map(move |e| (key.clone(), e.id, e.map))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Take over entries whose worker went away (idle longer than `reclaim_after`).
+    async fn reclaim(
+        self: &Arc<Self>,
+        cursors: &mut [String; 2],
+        tasks: &mut JoinSet<()>,
+    ) -> Result<(), RedisError> {
+        let idle = reclaim_after(&self.cfg).as_millis() as u64;
+        for (i, stream) in self.streams().into_iter().enumerate() {
+            let mut c = self.conn.clone();
+            let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(stream)
+                .arg(MAPPERS_GROUP)
+                .arg(&self.consumer)
+                .arg(idle)
+                .arg(&cursors[i])
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(&mut c)
+                .await?;
+            cursors[i] = reply.next_stream_id;
+            if !reply.deleted_ids.is_empty() {
+                // Gone from the stream: nothing left to deliver.
+                let _: () = redis::cmd("XACK")
+                    .arg(stream)
+                    .arg(MAPPERS_GROUP)
+                    .arg(&reply.deleted_ids)
+                    .query_async(&mut c)
+                    .await?;
+            }
+            if !reply.claimed.is_empty() {
+                tracing::info!(
+                    stream,
+                    count = reply.claimed.len(),
+                    "reclaimed pending events"
+                );
+                metrics::counter!("hookgate_mapper_reclaimed_total")
+                    .increment(reply.claimed.len() as u64);
+            }
+            for e in reply.claimed {
+                self.dispatch(stream, e.id, e.map, tasks).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Keep the idle time of entries in hand low, so no other worker reclaims them.
+    async fn heartbeat(self: Arc<Self>) {
+        let every = heartbeat_every(&self.cfg);
+        loop {
+            tokio::time::sleep(every).await;
+            let held: Vec<(String, String)> = lock(&self.in_hand).iter().cloned().collect();
+            for stream in self.streams() {
+                let ids: Vec<&str> = held
+                    .iter()
+                    .filter(|(s, _)| s == stream)
+                    .map(|(_, id)| id.as_str())
+                    .collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                let mut c = self.conn.clone();
+                let r: Result<Value, RedisError> = redis::cmd("XCLAIM")
+                    .arg(stream)
+                    .arg(MAPPERS_GROUP)
+                    .arg(&self.consumer)
+                    .arg(0)
+                    .arg(&ids)
+                    .arg("JUSTID")
+                    .query_async(&mut c)
+                    .await;
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "heartbeat failed");
+                }
+            }
+        }
+    }
+
+    /// The upstream refused a connection: stop reading for `retry_base` (at most 5 s).
+    fn hold_reading(&self) {
+        let pause = self
+            .cfg
+            .retry_base
+            .clamp(Duration::from_millis(100), Duration::from_secs(5));
+        *lock(&self.paused_until) = Some(Instant::now() + pause);
+    }
+
+    fn gate(&self, source: &str) -> Arc<Gate> {
+        let n = self.cfg.concurrency;
+        lock(&self.gates)
+            .entry(source.to_string())
+            .or_insert_with(|| {
+                Arc::new(Gate {
+                    admit: Arc::new(Semaphore::new(n * ADMIT_FACTOR)),
+                    run: Semaphore::new(n),
+                    congested: AtomicBool::new(false),
+                })
+            })
+            .clone()
+    }
+
+    /// Start delivering one entry, or defer it when its source stays saturated.
+    async fn dispatch(
+        self: &Arc<Self>,
+        stream: &str,
+        id: String,
+        map: HashMap<String, Value>,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let env = match Envelope::from_fields(&id, map) {
+            Ok(e) => e,
+            Err(why) => {
+                tracing::error!(stream, id, why, "entry is not an event; acknowledging it");
+                let mut pipe = redis::pipe();
+                add_ack(&mut pipe, &self.keys, stream, &id);
+                let mut c = self.conn.clone();
+                let _ = pipe.query_async::<()>(&mut c).await;
+                return;
+            }
+        };
+        let gate = self.gate(&env.source);
+        let admit = if gate.congested.load(Ordering::Relaxed) {
+            gate.admit.clone().try_acquire_owned().ok()
+        } else {
+            tokio::time::timeout(PATIENCE, gate.admit.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+        };
+        gate.congested.store(admit.is_none(), Ordering::Relaxed);
+        let Some(admit) = admit else {
+            return self.defer(env, stream, &id).await;
+        };
+        lock(&self.in_hand).insert((stream.to_string(), id.clone()));
+        let me = self.clone();
+        let stream = stream.to_string();
+        tasks.spawn(async move {
+            let _admit = admit;
+            let run = gate.run.acquire().await;
+            me.handle(env, &stream, &id).await;
+            drop(run);
+            lock(&me.in_hand).remove(&(stream, id));
+        });
+    }
+
+    /// Put an event back for later without counting a failure: its source is saturated.
+    async fn defer(&self, mut env: Envelope, stream: &str, id: &str) {
+        env.deferrals += 1;
+        let delay = backoff(env.deferrals, self.cfg.retry_base, self.cfg.retry_max)
+            .max(Duration::from_millis(100));
+        let mut c = self.conn.clone();
+        match park(
+            &mut c,
+            &self.keys,
+            &env,
+            now_ms() + delay.as_millis() as u64,
+            stream,
+            id,
+        )
+        .await
+        {
+            Ok(()) => {
+                metrics::counter!("hookgate_mapper_events_total", "source" => env.source.clone(), "outcome" => "deferred")
+                    .increment(1)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, id, "cannot defer; the entry stays pending for a reclaim")
+            }
+        }
+    }
+
+    /// Deliver one event and record the outcome (retried while Redis is away; if it stays away, the entry
+    /// stays pending and is reclaimed later).
+    async fn handle(&self, mut env: Envelope, stream: &str, id: &str) {
+        let verdict = self.deliver(&mut env).await;
+        let now = now_ms();
+        let (finish, outcome) = match verdict {
+            Verdict::Done(actions) => (Finish::Ack(actions), "delivered"),
+            Verdict::Dead(reason, action) => (Finish::Bury(reason, action), "dead"),
+            Verdict::Retry {
+                error,
+                after,
+                action,
+            } => {
+                env.attempts += 1;
+                env.last_error = error.clone();
+                let first = *env.first_failed_at.get_or_insert(now);
+                let give_up = self.cfg.give_up_after;
+                if Duration::from_millis(now.saturating_sub(first)) >= give_up {
+                    (Finish::Bury(Reason::GaveUp(error), Some(action)), "dead")
+                } else {
+                    let wait = backoff(env.attempts, self.cfg.retry_base, self.cfg.retry_max)
+                        .max(after.unwrap_or_default().min(give_up));
+                    tracing::debug!(source = %env.source, id = %env.origin_id, attempt = env.attempts, ?wait, error, "delivery will be retried");
+                    metrics::counter!("hookgate_retries_total", "source" => env.source.clone())
+                        .increment(1);
+                    (Finish::Park(now + wait.as_millis() as u64), "retry")
+                }
+            }
+        };
+        if let Finish::Bury(reason, _) = &finish {
+            tracing::warn!(source = %env.source, id = %env.origin_id, reason = reason.code(), "event dead-lettered");
+        }
+        metrics::counter!("hookgate_mapper_events_total", "source" => env.source.clone(), "outcome" => outcome)
+            .increment(1);
+        let deadline = Instant::now() + FINISH_PATIENCE;
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match self.finish(&finish, &env, stream, id).await {
+                Ok(()) => return,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::warn!(error = %e, id, "cannot record the outcome yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, id, "outcome not recorded; the entry stays pending for a reclaim");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn finish(
+        &self,
+        finish: &Finish,
+        env: &Envelope,
+        stream: &str,
+        id: &str,
+    ) -> Result<(), RedisError> {
+        let mut c = self.conn.clone();
+        match finish {
+            Finish::Park(due) => park(&mut c, &self.keys, env, *due, stream, id).await,
+            Finish::Bury(reason, action) => {
+                let action = action.as_ref().map(|(r, i)| (r.as_str(), *i));
+                bury(&mut c, &self.keys, env, reason, action, stream, id).await
+            }
+            Finish::Ack(actions) => {
+                let mut pipe = redis::pipe();
+                pipe.atomic();
+                if self.cfg.actions_stream {
+                    for a in actions {
+                        pipe.cmd("XADD")
+                            .arg(&self.keys.actions)
+                            .arg("*")
+                            .arg("source")
+                            .arg(&env.source)
+                            .arg("event")
+                            .arg(&env.origin_id)
+                            .arg("rule")
+                            .arg(&a.rule)
+                            .arg("index")
+                            .arg(a.index)
+                            .arg("action")
+                            .arg(serde_json::to_string(&a.action).unwrap_or_default())
+                            .ignore();
+                    }
+                }
+                add_ack(&mut pipe, &self.keys, stream, id);
+                pipe.query_async::<()>(&mut c).await
+            }
+        }
+    }
+
+    /// Map with the source's current mapping and send every action not yet delivered, in order; the first
+    /// failure ends the pass (later actions may depend on earlier ones, e.g. an event after its contact).
+    async fn deliver(&self, env: &mut Envelope) -> Verdict {
+        let mapping = match self.live.current().sources.get(&env.source) {
+            Some(s) => s.mapping.clone(),
+            None => {
+                return Verdict::Dead(
+                    Reason::MappingError(format!("source `{}` is not loaded", env.source)),
+                    None,
+                )
+            }
+        };
+        let actions = match self
+            .event(env)
+            .and_then(|ev| mapping.apply(&ev).map_err(|e| e.to_string()))
+        {
+            Ok(a) => a,
+            Err(why) => return Verdict::Dead(Reason::MappingError(why), None),
+        };
+        for a in &actions {
+            if env.is_done(&a.rule, a.index) {
+                continue;
+            }
+            let sent = self.upstream.send(env, &a.rule, a.index, &a.action).await;
+            let kind = a.action.kind();
+            let at = (a.rule.clone(), a.index);
+            match sent {
+                Sent::Delivered => {
+                    metrics::counter!("hookgate_actions_total", "action" => kind, "outcome" => "delivered").increment(1);
+                    env.done.push(at);
+                }
+                Sent::Retry {
+                    error,
+                    after,
+                    unreachable,
+                } => {
+                    if unreachable {
+                        self.hold_reading();
+                    }
+                    metrics::counter!("hookgate_actions_total", "action" => kind, "outcome" => "retry").increment(1);
+                    return Verdict::Retry {
+                        error,
+                        after,
+                        action: at,
+                    };
+                }
+                Sent::Refused { status, body } => {
+                    metrics::counter!("hookgate_actions_total", "action" => kind, "outcome" => "refused").increment(1);
+                    return Verdict::Dead(Reason::UpstreamStatus { status, body }, Some(at));
+                }
+            }
+        }
+        Verdict::Done(actions)
+    }
+
+    /// The event as the mapping sees it: the body parsed per its content type, the stored headers.
+    fn event(&self, env: &Envelope) -> Result<Event, String> {
+        let kind =
+            BodyKind::from_content_type(Some(&env.content_type)).map_err(|e| e.to_string())?;
+        let body =
+            payload::parse(kind, &env.body, self.max_json_depth).map_err(|e| e.to_string())?;
+        let stored: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&env.headers).unwrap_or_default();
+        let headers: Headers = stored
+            .iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v.to_string())))
+            .collect();
+        Ok(Event { body, headers })
+    }
+}

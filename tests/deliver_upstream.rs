@@ -1,0 +1,543 @@
+//! Delivery of inbound actions: a signed Stripe event through the shipped stripe mapping reaches a real
+//! HTTP upstream as the mapped contact request, once, with a stable Idempotency-Key across retries; a
+//! refusing upstream and a failing mapping end in the dead letters, which replay once fixed; Redis
+//! restarted mid-run loses nothing.
+
+mod common;
+use common::*;
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::time::Duration;
+
+const SECRET: &str = "whsec_deliver_test_secret";
+/// A compressed retry schedule so tests take seconds.
+const FAST: &str =
+    "deliver: { retry_base: 50ms, retry_max: 400ms, timeout: 2s, connect_timeout: 500ms }\n";
+
+struct Setup {
+    gw: Gateway,
+    _secrets: tempfile::TempDir,
+}
+
+/// The shipped `mappings/stripe.yaml` with its secret read from a file, and an upstream API key the same way.
+async fn stripe_gateway(redis: &Redis, upstream_url: &str, extra: &str) -> Setup {
+    let secrets = tempfile::tempdir().unwrap();
+    let hook = secret_file(secrets.path(), "stripe", SECRET);
+    let api_key = secret_file(secrets.path(), "api-key", "xkeysib-test");
+    let mapping = std::fs::read_to_string(repo_root().join("mappings/stripe.yaml"))
+        .unwrap()
+        .replace("${env:STRIPE_WEBHOOK_SECRET}", &hook);
+    let cfg = format!(
+        "upstream: {{ url: \"{upstream_url}\", headers: {{ api-key: \"{api_key}\", x-tenant: acme }} }}\n{FAST}{extra}"
+    );
+    let gw = Gateway::start(redis, &[("stripe.yaml", &mapping)], &cfg).await;
+    Setup {
+        gw,
+        _secrets: secrets,
+    }
+}
+
+/// The Stripe test payload with its own event id and email.
+fn customer_created(evt: &str, email: &str) -> String {
+    let text =
+        std::fs::read_to_string(repo_root().join("mappings/testdata/stripe_customer_created.json"))
+            .unwrap();
+    let mut v: Value = serde_json::from_str(&text).unwrap();
+    v["id"] = json!(evt);
+    v["data"]["object"]["email"] = json!(email);
+    v.to_string()
+}
+
+async fn post_stripe(gw: &Gateway, body: &str) -> (u16, Value) {
+    let r = client()
+        .post(gw.url("stripe"))
+        .header("content-type", "application/json")
+        .header(
+            "stripe-signature",
+            stripe_header(SECRET, body.as_bytes(), now_secs()),
+        )
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+fn key_of(r: &Recorded) -> String {
+    r.headers
+        .get("idempotency-key")
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stripe_customer_becomes_one_contact_request() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let s = stripe_gateway(&redis, &up.url(), "").await;
+    let (status, b) = post_stripe(
+        &s.gw,
+        &customer_created("evt_one", "jenny.rosen@example.com"),
+    )
+    .await;
+    assert_eq!(status, 202, "{b}");
+    let stream_id = b["id"].as_str().unwrap().to_string();
+    assert!(up.wait_delivered(1, 10).await, "delivered");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 1, "exactly one request: {reqs:?}");
+    let r = &reqs[0];
+    assert_eq!((r.method.as_str(), r.path.as_str()), ("POST", "/contacts"));
+    assert_eq!(
+        r.body,
+        json!({
+            "email": "jenny.rosen@example.com",
+            "ext_id": "cus_NffrFeUfNV2Hib",
+            "attributes": {
+                "FIRSTNAME": "Jenny", "LASTNAME": "Rosen", "SMS": "+15555550123", "CITY": "Paris",
+                "COUNTRY": "FR", "CURRENCY": "USD", "PLAN": "pro", "STRIPE_SINCE": "2009-02-13T23:31:30Z"
+            },
+            "updateEnabled": true
+        })
+    );
+    let key = key_of(r);
+    assert!(
+        key.starts_with("hg-") && key.len() == 67,
+        "idempotency key {key}"
+    );
+    let h = &r.headers;
+    assert_eq!(h["x-hookgate-source"], "stripe");
+    assert_eq!(h["x-hookgate-event-id"], stream_id);
+    assert_eq!(h["content-type"], "application/json");
+    assert!(h["user-agent"].starts_with("hookgate/"));
+    assert_eq!(h["api-key"], "xkeysib-test", "secret header resolved");
+    assert_eq!(h["x-tenant"], "acme", "plain header as is");
+    assert_eq!(
+        pending(&redis),
+        0,
+        "acknowledged: nothing pending in the group"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_503_three_times_then_delivered_with_one_key() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    up.plan(&[(503, "{}"), (503, "{}"), (503, "{}")]);
+    let s = stripe_gateway(&redis, &up.url(), "").await;
+    assert_eq!(
+        post_stripe(&s.gw, &customer_created("evt_503", "a@example.org"))
+            .await
+            .0,
+        202
+    );
+    assert!(up.wait_delivered(1, 15).await, "delivered after retries");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let reqs = up.requests();
+    assert_eq!(
+        reqs.iter().map(|r| r.status).collect::<Vec<_>>(),
+        vec![503, 503, 503, 201]
+    );
+    let keys: HashSet<String> = reqs.iter().map(key_of).collect();
+    assert_eq!(keys.len(), 1, "same Idempotency-Key on every attempt");
+    let metrics = client()
+        .get(s.gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("hookgate_retries_total"),
+        "retries counted"
+    );
+    assert!(metrics.contains("hookgate_upstream_request_duration_seconds_bucket"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_down_at_first_gets_every_event_once_it_is_back() {
+    let redis = Redis::start();
+    let port = free_port();
+    let s = stripe_gateway(&redis, &format!("http://127.0.0.1:{port}"), "").await;
+    for i in 0..20 {
+        let body = customer_created(&format!("evt_down_{i}"), &format!("u{i}@example.org"));
+        assert_eq!(post_stripe(&s.gw, &body).await.0, 202);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let up = RecordingUpstream::start_on(port).await;
+    assert!(
+        up.wait_delivered(20, 15).await,
+        "all delivered: {}",
+        up.delivered().len()
+    );
+    let emails: HashSet<String> = up
+        .delivered()
+        .iter()
+        .map(|r| r.body["email"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(emails.len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_400_is_dead_lettered_at_once_with_the_answer() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let refusal = format!(
+        r#"{{"code":"invalid_parameter","message":"email is invalid","pad":"{}"}}"#,
+        "x".repeat(3000)
+    );
+    up.plan(&[(400, &refusal)]);
+    let s = stripe_gateway(&redis, &up.url(), "").await;
+    assert_eq!(
+        post_stripe(&s.gw, &customer_created("evt_400", "bad@example.org"))
+            .await
+            .0,
+        202
+    );
+    let mut listed = Value::Null;
+    for _ in 0..100 {
+        listed = admin_get(&s.gw, "/v1/dead-letters?source=stripe").await;
+        if listed["dead_letters"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dl = &listed["dead_letters"][0];
+    assert_eq!(dl["reason"], "upstream_status", "{listed}");
+    assert_eq!(dl["status"], 400);
+    assert_eq!(dl["rule"], "new customer");
+    assert_eq!(dl["index"], 0);
+    assert_eq!(dl["attempts"], 0, "not retried");
+    let detail = dl["detail"].as_str().unwrap();
+    assert!(detail.starts_with(r#"{"code":"invalid_parameter""#));
+    assert_eq!(detail.len(), 1024, "the first KiB of the answer");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(up.requests().len(), 1, "a 400 is not retried");
+
+    let id = dl["id"].as_str().unwrap();
+    let full = admin_get(&s.gw, &format!("/v1/dead-letters/{id}")).await;
+    assert_eq!(full["event"]["content_type"], "application/json");
+    let body: Value = serde_json::from_str(full["event"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["id"], "evt_400");
+    assert!(full["event"]["headers"]["stripe-signature"].is_string());
+    assert!(
+        admin_get(&s.gw, "/v1/dead-letters?reason=mapping_error").await["dead_letters"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    let del = client()
+        .delete(s.gw.admin_url(&format!("/v1/dead-letters/{id}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status().as_u16(), 200);
+    let gone = client()
+        .get(s.gw.admin_url(&format!("/v1/dead-letters/{id}")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status().as_u16(), 404);
+    let unauth = client()
+        .get(s.gw.admin_url("/v1/dead-letters"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauth.status().as_u16(), 401);
+}
+
+/// Events whose mapping fails wait in the dead letters; the mapping is fixed on disk, reloaded, and a replay
+/// delivers them with the fixed mapping.
+#[tokio::test(flavor = "multi_thread")]
+async fn mapping_errors_replay_after_the_fix() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let broken = "source: shop\nallow_ips: [127.0.0.0/8]\nrules:\n  - name: signup\n    create_contact:\n      email: $.customer.email\n";
+    let fixed = "source: shop\nallow_ips: [127.0.0.0/8]\nrules:\n  - name: signup\n    create_contact:\n      email: $.email\n      attributes: { SOURCE: shop }\n";
+    let gw = Gateway::start(
+        &redis,
+        &[("shop.yaml", broken)],
+        &format!(
+            "upstream: {{ url: \"{}\" }}\nmappings_poll: 1h\n{FAST}",
+            up.url()
+        ),
+    )
+    .await;
+    let post = |body: &'static str| {
+        let url = gw.url("shop");
+        async move {
+            client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        post(r#"{"customer":{"email":"ok@example.org"}}"#).await,
+        202
+    );
+    assert_eq!(post(r#"{"email":"flat1@example.org"}"#).await, 202);
+    assert_eq!(post(r#"{"email":"flat2@example.org"}"#).await, 202);
+    assert!(up.wait_delivered(1, 10).await);
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead = admin_get(&gw, "/v1/dead-letters?reason=mapping_error").await["dead_letters"]
+            .as_array()
+            .unwrap()
+            .clone();
+        if dead.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(
+        dead[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("customer.email"),
+        "the MapError text: {}",
+        dead[0]["detail"]
+    );
+    assert_eq!(dead[0]["source"], "shop");
+
+    // replaying before the fix fails the same way and comes back
+    let one = dead[0]["id"].as_str().unwrap().to_string();
+    let (s, r) = admin_post(&gw, &format!("/v1/dead-letters/{one}/replay")).await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        admin_post(&gw, &format!("/v1/dead-letters/{one}/replay"))
+            .await
+            .0,
+        404,
+        "a replayed dead letter is gone"
+    );
+    let mut back = 0;
+    for _ in 0..100 {
+        back = admin_get(&gw, "/v1/dead-letters?source=shop").await["dead_letters"]
+            .as_array()
+            .unwrap()
+            .len();
+        if back == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(back, 2);
+
+    std::fs::write(gw.mappings_dir().join("shop.yaml"), fixed).unwrap();
+    let (s, r) = admin_post(&gw, "/v1/mappings/reload").await;
+    assert_eq!((s, r["outcome"].as_str()), (200, Some("applied")), "{r}");
+    let (s, r) = admin_post(&gw, "/v1/dead-letters/replay?source=shop").await;
+    assert_eq!((s, r["replayed"].as_u64()), (200, Some(2)), "{r}");
+    assert!(up.wait_delivered(3, 10).await, "replayed events delivered");
+    let bodies: Vec<Value> = up.delivered().iter().map(|r| r.body.clone()).collect();
+    assert!(bodies.contains(&json!({"email": "flat1@example.org", "attributes": {"SOURCE": "shop"}, "updateEnabled": false})), "{bodies:?}");
+    assert!(
+        admin_get(&gw, "/v1/dead-letters").await["dead_letters"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "replayed letters are gone"
+    );
+}
+
+/// Redis is killed and restarted (append-only file) while events are flowing: the workers reconnect by
+/// themselves and every stored event is delivered.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_restart_mid_run_delivers_everything_stored() {
+    let mut redis = Redis::start_durable();
+    let up = RecordingUpstream::start().await;
+    let s = stripe_gateway(
+        &redis,
+        &up.url(),
+        "redis: { response_timeout: 500ms, connect_timeout: 300ms }\n",
+    )
+    .await;
+    let mut accepted = HashSet::new();
+    for i in 0..60 {
+        if i == 30 {
+            redis.kill();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            redis.restart();
+        }
+        let email = format!("r{i}@example.org");
+        let body = customer_created(&format!("evt_restart_{i}"), &email);
+        for _ in 0..50 {
+            if post_stripe(&s.gw, &body).await.0 == 202 {
+                accepted.insert(email.clone());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    assert_eq!(accepted.len(), 60, "every event stored eventually");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let got: HashSet<String> = up
+            .delivered()
+            .iter()
+            .filter_map(|r| r.body["email"].as_str().map(String::from))
+            .collect();
+        if accepted.is_subset(&got) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "missing after restart: {:?}",
+            accepted.difference(&got).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One source's requests are slow: its backlog is deferred, and another source's events still go through
+/// at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_source_does_not_starve_another() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    up.set_slow_source("slow", Duration::from_millis(1500));
+    let src = |name: &str| {
+        format!("source: {name}\nallow_ips: [127.0.0.0/8]\nrules:\n  - name: r\n    upsert_contact: {{ email: $.email }}\n")
+    };
+    let (slow, fast) = (src("slow"), src("fast"));
+    let gw = Gateway::start(
+        &redis,
+        &[("slow.yaml", &slow), ("fast.yaml", &fast)],
+        &format!(
+            "upstream: {{ url: \"{}\" }}\ndeliver: {{ concurrency: 2, timeout: 5s, retry_base: 1s }}\n",
+            up.url()
+        ),
+    )
+    .await;
+    let post = |source: &str, email: String| {
+        let url = gw.url(source);
+        async move {
+            client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(json!({ "email": email }).to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    for i in 0..40 {
+        assert_eq!(post("slow", format!("s{i}@example.org")).await, 202);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    for i in 0..10 {
+        assert_eq!(post("fast", format!("f{i}@example.org")).await, 202);
+    }
+    let deadline = started + Duration::from_secs(5);
+    let count = |source: &str| {
+        up.delivered()
+            .iter()
+            .filter(|r| r.headers["x-hookgate-source"] == source)
+            .count()
+    };
+    while count("fast") < 10 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        count("fast"),
+        10,
+        "the fast source is not held up by the slow one"
+    );
+    eprintln!("fast source delivered in {:?}", started.elapsed());
+    assert!(
+        count("slow") < 40,
+        "the slow source is still working through its backlog"
+    );
+}
+
+fn pending(redis: &Redis) -> u64 {
+    let mut c = redis.conn();
+    let v: redis::Value = redis::cmd("XPENDING")
+        .arg("hookgate:inbound")
+        .arg("mappers")
+        .query(&mut c)
+        .unwrap();
+    match v {
+        redis::Value::Array(v) => redis::from_redis_value::<u64>(v[0].clone()).unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// On shutdown a delivery in flight finishes (within `shutdown_grace`) and is acknowledged.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_lets_the_delivery_in_flight_finish() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    up.set_delay(Duration::from_millis(800));
+    let s = stripe_gateway(&redis, &up.url(), "").await;
+    assert_eq!(
+        post_stripe(&s.gw, &customer_created("evt_stop", "stop@example.org"))
+            .await
+            .0,
+        202
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(up.requests().is_empty(), "still in flight");
+    s.gw.stop().await.unwrap();
+    assert_eq!(up.delivered().len(), 1, "finished during the drain");
+    assert_eq!(pending(&redis), 0, "and acknowledged");
+}
+
+/// The consumer group disappears (as when Redis loses it): the workers create it again by themselves.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_consumer_group_is_recreated() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let s = stripe_gateway(&redis, &up.url(), "").await;
+    assert_eq!(
+        post_stripe(&s.gw, &customer_created("evt_g1", "g1@example.org"))
+            .await
+            .0,
+        202
+    );
+    assert!(up.wait_delivered(1, 10).await);
+    let mut c = redis.conn();
+    let _: i64 = redis::cmd("XGROUP")
+        .arg("DESTROY")
+        .arg("hookgate:inbound")
+        .arg("mappers")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        post_stripe(&s.gw, &customer_created("evt_g2", "g2@example.org"))
+            .await
+            .0,
+        202
+    );
+    assert!(
+        up.wait_delivered(2, 15).await,
+        "delivered after the group came back"
+    );
+    let got: Vec<Recorded> = up.delivered();
+    assert!(got.iter().any(|r| r.body["email"] == "g2@example.org"));
+    // recreated from the start of the stream: the first event is sent again, with its key
+    let first: HashSet<String> = got
+        .iter()
+        .filter(|r| r.body["email"] == "g1@example.org")
+        .map(key_of)
+        .collect();
+    assert_eq!(first.len(), 1);
+}
