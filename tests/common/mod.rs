@@ -156,6 +156,11 @@ impl Gateway {
         if !yaml.contains("shutdown_delay") {
             cfg.shutdown_delay = Duration::ZERO;
         }
+        // Tests that configure no upstream are about receiving: no mapper workers delivering to the
+        // default upstream (which does not exist here) to add load and timing noise.
+        if !yaml.contains("upstream:") {
+            cfg.role = hookgate::config::Role::Api;
+        }
         if cfg.admin_token.is_none() && !yaml.contains("# no admin token") {
             let f = mappings.path().join(".admin-token");
             std::fs::write(&f, ADMIN_TOKEN).expect("write admin token");
@@ -527,4 +532,32 @@ pub async fn admin_post(gw: &Gateway, path: &str) -> (u16, serde_json::Value) {
         .expect("admin POST");
     let s = r.status().as_u16();
     (s, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// POST over a raw socket and return the status code: the body is written as far as the server reads it
+/// (a server that answers early, e.g. 413, may close before the rest is sent; that is not an error here).
+pub async fn raw_post_status(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> u16 {
+    raw_post(addr, path, headers, body).await.0
+}
+
+/// Like `raw_post_status`, with the response body.
+pub async fn raw_post(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let head =
+        format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
+    let _ = s.write_all(head.as_bytes()).await;
+    let _ = s.write_all(body).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
 }
