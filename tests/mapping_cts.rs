@@ -27,8 +27,8 @@ const KNOWN_FAILURES: &[&str] = &[
 ];
 
 fn cts() -> Vec<Value> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/jsonpath-cts/cts.json");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jsonpath-cts/cts.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let doc: Value = serde_json::from_str(&text).expect("cts.json is JSON");
     doc["tests"].as_array().expect("tests").clone()
