@@ -190,10 +190,6 @@ impl Store {
         })
     }
 
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     /// Whether Redis answers.
     pub async fn ping(&self) -> bool {
         let mut c = self.conn.clone();

@@ -239,6 +239,20 @@ async fn redelivered_id_is_stored_once_even_concurrently() {
     assert_eq!(inbound_entries(&redis, "hookgate").len(), 1);
 }
 
+/// POST `{}` claiming `xff` as X-Forwarded-For; the status.
+async fn xff_status(c: &reqwest::Client, url: &str, xff: &str) -> u16 {
+    let r = c
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", xff);
+    r.body("{}")
+        .send()
+        .await
+        .expect("request")
+        .status()
+        .as_u16()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn source_ip_allowlist() {
     let redis = Redis::start();
@@ -253,16 +267,8 @@ async fn source_ip_allowlist() {
     let gw = Gateway::start(&redis, &files, "").await;
     let (s, b) = post(&c, &gw.url("ten"), ct, "{}").await;
     assert_eq!((s, b["error"].as_str()), (403, Some("ip_not_allowed")));
-    let r = c
-        .post(gw.url("ten"))
-        .header("content-type", ct)
-        .header("x-forwarded-for", "10.1.1.1")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        r.status().as_u16(),
+        xff_status(&c, &gw.url("ten"), "10.1.1.1").await,
         403,
         "spoofed X-Forwarded-For from an untrusted peer"
     );
@@ -281,27 +287,14 @@ async fn source_ip_allowlist() {
         "trusted_proxies: [127.0.0.0/8, 10.9.0.0/16]\n",
     )
     .await;
-    let r = c
-        .post(gw.url("ten"))
-        .header("content-type", ct)
-        .header("x-forwarded-for", "10.66.0.1, 10.1.2.3, 10.9.0.7")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(
+        xff_status(&c, &gw.url("ten"), "10.66.0.1, 10.1.2.3, 10.9.0.7").await,
+        202
+    );
     let last = inbound_entries(&redis, "hookgate").pop().unwrap();
     assert_eq!(last.1["client_ip"], b"10.1.2.3");
-    let r = c
-        .post(gw.url("ten"))
-        .header("content-type", ct)
-        .header("x-forwarded-for", "10.1.2.3, 8.8.8.8")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
     assert_eq!(
-        r.status().as_u16(),
+        xff_status(&c, &gw.url("ten"), "10.1.2.3, 8.8.8.8").await,
         403,
         "an untrusted hop after the claimed client wins"
     );

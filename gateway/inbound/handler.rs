@@ -168,17 +168,7 @@ async fn read_limited(body: Body, limit: u64) -> Result<Bytes, Error> {
     match Limited::new(body, limit as usize).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::TooLarge(limit)),
-        Err(e) => {
-            // axum wraps the limit error; look through it before calling it a broken upload.
-            let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e.as_ref());
-            while let Some(s) = src {
-                if s.is::<http_body_util::LengthLimitError>() {
-                    return Err(Error::TooLarge(limit));
-                }
-                src = s.source();
-            }
-            Err(Error::Malformed(format!("could not read the body: {e}")))
-        }
+        Err(e) => Err(Error::Malformed(format!("could not read the body: {e}"))),
     }
 }
 
