@@ -59,35 +59,108 @@ pub fn parse(kind: BodyKind, body: &[u8], max_depth: usize) -> Result<Value, Err
     }
 }
 
-/// Validate a JSON body without building it.
+/// Validate a JSON body without building it: one pass that checks the nesting as it goes.
 pub fn validate_json(body: &[u8], max_depth: usize) -> Result<(), Error> {
-    check_json_depth(body, max_depth)?;
-    serde_json::from_slice::<serde::de::IgnoredAny>(body)
-        .map(|_| ())
-        .map_err(|e| Error::Malformed(format!("invalid JSON: {e}")))
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde::de::DeserializeSeed::deserialize(Skip(max_depth), &mut de)
+        .and_then(|()| de.end())
+        .map_err(|e| malformed(e, max_depth))
 }
 
 /// Validate a JSON body and return the one member at `names` (e.g. `["data", "object", "id"]`), in a
-/// single pass that skips everything else: the receive path needs the dedup id, not the whole document.
-/// The last of duplicate keys wins, as when the document is parsed whole.
+/// single pass that skips everything else and checks the nesting as it goes: the receive path needs the
+/// dedup id, not the whole document. The last of duplicate keys wins, as when the document is parsed whole.
 pub fn json_member(body: &[u8], names: &[&str], max_depth: usize) -> Result<Option<Value>, Error> {
-    check_json_depth(body, max_depth)?;
     let mut de = serde_json::Deserializer::from_slice(body);
-    let found = serde::de::DeserializeSeed::deserialize(Member(names), &mut de)
+    let found = serde::de::DeserializeSeed::deserialize(Member(names, max_depth), &mut de)
         .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| Error::Malformed(format!("invalid JSON: {e}")))?;
+        .map_err(|e| malformed(e, max_depth))?;
     Ok(found)
 }
 
-/// Finds `self.0` below the current node; skips (but still validates) every other part.
-struct Member<'n>(&'n [&'n str]);
+/// The message of a nesting error raised inside serde, recognised again in [`malformed`].
+const TOO_DEEP: &str = "JSON nested too deep";
+
+fn malformed(e: serde_json::Error, max_depth: usize) -> Error {
+    if e.to_string().starts_with(TOO_DEEP) {
+        Error::Malformed(format!("JSON nested deeper than {max_depth}"))
+    } else {
+        Error::Malformed(format!("invalid JSON: {e}"))
+    }
+}
+
+/// One level down from `left` levels of nesting still allowed, or the nesting error.
+fn descend<E: serde::de::Error>(left: usize) -> Result<usize, E> {
+    left.checked_sub(1).ok_or_else(|| E::custom(TOO_DEEP))
+}
+
+/// Skips (but validates) one value that may nest `self.0` more levels.
+struct Skip(usize);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Skip {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Skip {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = descend(self.0)?;
+        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            map.next_value_seed(Skip(inner))?;
+        }
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = descend(self.0)?;
+        while seq.next_element_seed(Skip(inner))?.is_some() {}
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// Finds `self.0` below the current node, which may nest `self.1` more levels; skips (but still
+/// validates) every other part.
+struct Member<'n>(&'n [&'n str], usize);
 
 impl<'de> serde::de::DeserializeSeed<'de> for Member<'_> {
     type Value = Option<Value>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         match self.0 {
-            [] => Value::deserialize(d).map(Some),
+            // The member itself: kept raw, so its own nesting is checked before it is built.
+            [] => {
+                let raw = <&serde_json::value::RawValue>::deserialize(d)?;
+                check_json_depth(raw.get().as_bytes(), self.1)
+                    .map_err(|_| serde::de::Error::custom(TOO_DEEP))?;
+                serde_json::from_str(raw.get())
+                    .map(Some)
+                    .map_err(serde::de::Error::custom)
+            }
             _ => d.deserialize_any(self),
         }
     }
@@ -101,6 +174,7 @@ impl<'de> serde::de::Visitor<'de> for Member<'_> {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let inner = descend(self.1)?;
         let (first, rest) = self
             .0
             .split_first()
@@ -108,17 +182,16 @@ impl<'de> serde::de::Visitor<'de> for Member<'_> {
         let mut found = None;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
             if Some(key.as_ref()) == first {
-                found = map.next_value_seed(Member(rest))?;
+                found = map.next_value_seed(Member(rest, inner))?;
             } else {
-                map.next_value::<serde::de::IgnoredAny>()?;
+                map.next_value_seed(Skip(inner))?;
             }
         }
         Ok(found)
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(None)
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        Skip(self.1).visit_seq(seq).map(|()| None)
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
@@ -141,7 +214,7 @@ impl<'de> serde::de::Visitor<'de> for Member<'_> {
     }
 }
 
-/// Reject nesting deeper than `max` before serde recurses into it: a scan of brackets outside strings.
+/// Reject nesting deeper than `max` before serde recurses into a whole document: a scan of brackets outside strings.
 fn check_json_depth(body: &[u8], max: usize) -> Result<(), Error> {
     let (mut depth, mut in_str, mut escaped) = (0usize, false, false);
     for &b in body {
@@ -280,6 +353,38 @@ mod tests {
             json_member(deep.as_bytes(), &["id"], 64),
             Err(Error::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn one_pass_depth_check_agrees_with_the_whole_parse() {
+        for depth in 60..70 {
+            for doc in [
+                format!("{}{}", "[".repeat(depth), "]".repeat(depth)),
+                format!(
+                    r#"{{"id":"x","a":{}1{}}}"#,
+                    "[".repeat(depth - 1),
+                    "]".repeat(depth - 1)
+                ),
+                format!(
+                    r#"{{"id":{}1{}}}"#,
+                    "{\"k\":".repeat(depth - 1),
+                    "}".repeat(depth - 1)
+                ),
+            ] {
+                let whole = parse(BodyKind::Json, doc.as_bytes(), 64).is_ok();
+                assert_eq!(whole, depth <= 64, "{doc}");
+                assert_eq!(validate_json(doc.as_bytes(), 64).is_ok(), whole, "{doc}");
+                assert_eq!(
+                    json_member(doc.as_bytes(), &["id"], 64).is_ok(),
+                    whole,
+                    "{doc}"
+                );
+                if !whole {
+                    let e = validate_json(doc.as_bytes(), 64).unwrap_err().to_string();
+                    assert!(e.contains("nested deeper than 64"), "{e}");
+                }
+            }
+        }
     }
 
     #[test]

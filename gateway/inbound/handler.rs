@@ -1,6 +1,7 @@
 //! `POST /webhooks/{source}`: allowlist → limits → verify → dedup → XADD → 202. Nothing is answered 2xx
 //! before the event is in Redis.
 
+use super::metrics;
 use super::source::{DedupKey, InboundSource, SourceRegistry};
 use super::verify::SignedRequest;
 use crate::error::Error;
@@ -11,11 +12,11 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 use bytes::Bytes;
 use http::{header, HeaderMap, Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use sha2::Digest;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,38 +52,31 @@ async fn receive(
     body: Body,
 ) -> Response {
     let started = std::time::Instant::now();
-    let source = st.sources.get(&name);
-    // Unknown names share one label so a scan cannot blow up the metric's cardinality.
-    let label = source
-        .as_ref()
-        .map_or_else(|| "unknown".to_string(), |s| s.name.clone());
-    let result = match source {
-        None => Err(Error::UnknownSource(name)),
-        // A burst waits briefly for a slot before its body is read; a sustained overload gets 503.
-        Some(src) => {
-            match tokio::time::timeout(SLOT_WAIT, st.in_flight.clone().acquire_owned()).await {
-                Ok(Ok(_slot)) => accept(&st, &src, peer, &method, &uri, &headers, body).await,
-                _ => Err(Error::Overloaded),
-            }
-        }
+    let Some(src) = st.sources.get(&name) else {
+        let resp = Error::UnknownSource(name).into_response();
+        metrics::record_unknown(resp.status().as_u16(), started.elapsed().as_secs_f64());
+        return resp;
     };
-    let resp = match result {
-        Ok(r) => r,
-        Err(e) => {
-            if let Error::Unauthorized(_) = &e {
-                tracing::info!(source = %label, reason = %e, "verification failed");
-            } else if e.status().is_server_error() {
-                tracing::warn!(source = %label, error = %e, "inbound event not stored");
-            } else {
-                tracing::debug!(source = %label, error = %e, "inbound request refused");
-            }
-            e.into_response()
-        }
+    // A burst waits briefly for a slot before its body is read; a sustained overload gets 503.
+    let result = match tokio::time::timeout(SLOT_WAIT, st.in_flight.clone().acquire_owned()).await {
+        Ok(Ok(_slot)) => accept(&st, &src, peer, &method, &uri, &headers, body).await,
+        _ => Err(Error::Overloaded),
     };
-    let status = resp.status().as_u16().to_string();
-    metrics::counter!("hookgate_inbound_requests_total", "source" => label.clone(), "status" => status).increment(1);
-    metrics::histogram!("hookgate_inbound_duration_seconds", "source" => label)
-        .record(started.elapsed().as_secs_f64());
+    let resp = result.unwrap_or_else(|e| {
+        if let Error::Unauthorized(_) = &e {
+            tracing::info!(source = %src.name, reason = %e, "verification failed");
+        } else if e.status().is_server_error() {
+            tracing::warn!(source = %src.name, error = %e, "inbound event not stored");
+        } else {
+            tracing::debug!(source = %src.name, error = %e, "inbound request refused");
+        }
+        e.into_response()
+    });
+    src.metrics.record(
+        &src.name,
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     resp
 }
 
@@ -122,7 +116,7 @@ async fn accept(
             body: &raw,
         };
         if let Err(e) = verifier.verify(&req, SystemTime::now()) {
-            metrics::counter!("hookgate_verify_failures_total", "source" => src.name.clone(), "reason" => e.reason())
+            ::metrics::counter!("hookgate_verify_failures_total", "source" => src.name.clone(), "reason" => e.reason())
                 .increment(1);
             return Err(Error::Unauthorized(e.to_string()));
         }
@@ -132,6 +126,11 @@ async fn accept(
         .dedup
         .as_ref()
         .map_or(super::source::DEFAULT_DEDUP_TTL, |(_, ttl)| *ttl);
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let id = event_id_for(src, event_id.as_deref(), &raw, request_id);
     let rec = InboundRecord {
         source: &src.name,
         received_at_ms: SystemTime::now()
@@ -139,24 +138,18 @@ async fn accept(
             .map_or(0, |d| d.as_millis() as u64),
         content_type: content_type.unwrap_or(""),
         client_ip: client.to_string(),
-        request_id: headers
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(""),
+        request_id,
         event_id: event_id.as_deref(),
-        dedup_binding: src
-            .dedup_binds_body
-            .then(|| hex::encode(&sha2::Sha256::digest(&raw)[..16])),
+        id: &id,
         headers_json: kept_headers(headers, &src.secret_headers),
         body: &raw,
     };
     match st.store.store_inbound(&rec, ttl).await {
-        Ok(Stored::New(id)) => {
-            Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))).into_response())
-        }
-        Ok(Stored::Duplicate(id)) => {
-            Ok((StatusCode::OK, Json(json!({ "id": id, "duplicate": true }))).into_response())
-        }
+        Ok(Stored::New(id)) => Ok(answer(StatusCode::ACCEPTED, json!({ "id": id }))),
+        Ok(Stored::Duplicate(id)) => Ok(answer(
+            StatusCode::OK,
+            json!({ "id": id, "duplicate": true }),
+        )),
         Err(e) => {
             tracing::warn!(source = %src.name, error = %e, "redis did not take the event");
             Err(Error::Unavailable)
@@ -252,24 +245,79 @@ fn header_id(
     }
 }
 
+/// A JSON answer, serialised straight into the body.
+fn answer(status: StatusCode, body: Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// Namespace of the event ids derived from a sender's id (UUID v5).
+const EVENT_ID_NAMESPACE: uuid::Uuid = uuid::uuid!("5b0c3f4e-8d2a-4c61-9f3e-6a7d1e2b9c40");
+
+/// hookgate's id for an event. From the sender's id (and, when that id is not signed, the body), so a
+/// redelivery gets the id of the first delivery and the delivery side's idempotency keys collapse any
+/// double; without a sender id, the request id, which a retried store reuses too.
+fn event_id_for(
+    src: &InboundSource,
+    sender_id: Option<&str>,
+    raw: &[u8],
+    request_id: &str,
+) -> String {
+    match sender_id {
+        Some(sid) => {
+            let mut name = Vec::with_capacity(src.name.len() + sid.len() + 34);
+            name.extend_from_slice(src.name.as_bytes());
+            name.push(0);
+            name.extend_from_slice(sid.as_bytes());
+            if src.dedup_binds_body {
+                name.push(0);
+                name.extend_from_slice(&sha2::Sha256::digest(raw));
+            }
+            uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, &name).to_string()
+        }
+        None if !request_id.is_empty() => request_id.to_string(),
+        None => uuid::Uuid::now_v7().to_string(),
+    }
+}
+
 /// The request headers worth keeping for mapping and audit, as a JSON object; credentials are dropped and
-/// repeated headers joined with `, `.
+/// repeated headers joined with `, `. Written straight into the string: this runs on every request.
 fn kept_headers(headers: &HeaderMap, secret: &[http::HeaderName]) -> String {
-    let mut out = Map::new();
-    for (name, value) in headers {
+    let mut out = Vec::with_capacity(64 * headers.len() + 2);
+    out.push(b'{');
+    for name in headers.keys() {
         if secret.contains(name) {
             continue;
         }
-        let v = String::from_utf8_lossy(value.as_bytes());
-        match out.get_mut(name.as_str()) {
-            Some(Value::String(prev)) => {
-                prev.push_str(", ");
-                prev.push_str(&v);
-            }
+        if out.len() > 1 {
+            out.push(b',');
+        }
+        push_json_str(&mut out, name.as_str());
+        out.push(b':');
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(one), None) => push_json_str(&mut out, &String::from_utf8_lossy(one.as_bytes())),
             _ => {
-                out.insert(name.as_str().to_string(), Value::String(v.into_owned()));
+                let joined: Vec<_> = headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                    .collect();
+                push_json_str(&mut out, &joined.join(", "));
             }
         }
     }
-    Value::Object(out).to_string()
+    out.push(b'}');
+    // Only JSON-escaped UTF-8 was written.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// Append `s` as a JSON string.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    // Writing to a Vec cannot fail, and a &str always serialises.
+    let _ = serde_json::to_writer(&mut *out, s);
 }

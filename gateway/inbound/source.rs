@@ -78,6 +78,7 @@ pub struct InboundSource {
     pub max_body: Option<u64>,
     /// Headers that carry a credential and are never stored.
     pub secret_headers: Vec<http::HeaderName>,
+    pub metrics: super::metrics::SourceMetrics,
 }
 
 /// Headers that are credentials whatever the source.
@@ -183,6 +184,7 @@ impl InboundSource {
             dedup,
             max_body: spec.max_body.map(|b| b.as_u64()),
             secret_headers,
+            metrics: Default::default(),
         })
     }
 }

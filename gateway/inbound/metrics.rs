@@ -1,0 +1,58 @@
+//! The receive path's metrics. The hot outcomes (stored, duplicate) use handles registered once per source,
+//! so a request does not build and hash label sets; rarer outcomes are recorded by name.
+
+use metrics::{Counter, Histogram};
+use std::sync::OnceLock;
+
+const REQUESTS: &str = "hookgate_inbound_requests_total";
+const DURATION: &str = "hookgate_inbound_duration_seconds";
+
+/// Handles for one source, made on first use: by then the recorder is installed, whenever the source
+/// was loaded.
+#[derive(Default)]
+pub struct SourceMetrics(OnceLock<Hot>);
+
+struct Hot {
+    stored: Counter,
+    duplicate: Counter,
+    duration: Histogram,
+}
+
+impl std::fmt::Debug for SourceMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SourceMetrics")
+    }
+}
+
+impl SourceMetrics {
+    fn hot(&self, source: &str) -> &Hot {
+        self.0.get_or_init(|| Hot {
+            stored: metrics::counter!(REQUESTS, "source" => source.to_string(), "status" => "202"),
+            duplicate: metrics::counter!(REQUESTS, "source" => source.to_string(), "status" => "200"),
+            duration: metrics::histogram!(DURATION, "source" => source.to_string()),
+        })
+    }
+
+    /// Count one answered request of `source` and how long it took.
+    pub fn record(&self, source: &str, status: u16, secs: f64) {
+        let hot = self.hot(source);
+        match status {
+            202 => hot.stored.increment(1),
+            200 => hot.duplicate.increment(1),
+            _ => record_other(source, status),
+        }
+        hot.duration.record(secs);
+    }
+}
+
+/// A request to no known source, or an outcome without a handle.
+pub fn record_other(source: &str, status: u16) {
+    metrics::counter!(REQUESTS, "source" => source.to_string(), "status" => status.to_string())
+        .increment(1);
+}
+
+/// Requests to unknown sources share one label, so a scan cannot blow up the metric's cardinality.
+pub fn record_unknown(status: u16, secs: f64) {
+    record_other("unknown", status);
+    metrics::histogram!(DURATION, "source" => "unknown").record(secs);
+}
