@@ -151,7 +151,7 @@ fn to_body<T: Serialize>(v: &T) -> Value {
 }
 
 /// Percent-encode a path segment (everything but RFC 3986 unreserved characters).
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
