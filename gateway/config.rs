@@ -801,8 +801,15 @@ mod tests {
         assert!(c.validate().is_ok(), "{:?}", c.validate());
         let r = &c.upstream.routes;
         assert_eq!(r["update_contact"].method.as_deref(), Some("PATCH"));
-        assert_eq!(r["update_contact"].path.as_deref(), Some("/people/{ext_id}"));
-        assert_eq!(r["custom_event"].path.as_deref(), Some("/e"), "file value kept");
+        assert_eq!(
+            r["update_contact"].path.as_deref(),
+            Some("/people/{ext_id}")
+        );
+        assert_eq!(
+            r["custom_event"].path.as_deref(),
+            Some("/e"),
+            "file value kept"
+        );
         assert_eq!(r["custom_event"].body.as_deref(), Some("action"));
         // a bad value set from env is reported under the variable's name
         let env = vec![(
@@ -822,14 +829,20 @@ mod tests {
             "PUT".to_string(),
         )];
         let e = Config::from_sources("hg.yaml", "", &env).unwrap_err();
-        assert!(e[0].contains("unknown key `upstream.routes.upsert_contact.verb`"), "{e:?}");
+        assert!(
+            e[0].contains("unknown key `upstream.routes.upsert_contact.verb`"),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn stream_upkeep_settings() {
         let c = Config::from_sources("hg.yaml", "", &[]).unwrap();
         assert_eq!(c.deliver.inbound_retention, Duration::from_secs(86_400));
-        assert_eq!(c.deliver.remove_idle_consumers_after, Duration::from_secs(3600));
+        assert_eq!(
+            c.deliver.remove_idle_consumers_after,
+            Duration::from_secs(3600)
+        );
         let c = Config::from_sources(
             "hg.yaml",
             "deliver: { inbound_retention: 500ms, remove_idle_consumers_after: 2s }\n",
@@ -837,8 +850,14 @@ mod tests {
         )
         .unwrap();
         let p = c.validate().unwrap_err();
-        for key in ["deliver.inbound_retention:", "deliver.remove_idle_consumers_after:"] {
-            assert!(p.iter().any(|m| m.starts_with(key)), "{key} missing in {p:?}");
+        for key in [
+            "deliver.inbound_retention:",
+            "deliver.remove_idle_consumers_after:",
+        ] {
+            assert!(
+                p.iter().any(|m| m.starts_with(key)),
+                "{key} missing in {p:?}"
+            );
         }
     }
 

@@ -117,7 +117,7 @@ impl PathTemplate {
                     }
                     let name = &rest[o + 1..c];
                     match known.iter().find(|k| **k == name) {
-                        Some(k) => parts.push(Part::Var(*k)),
+                        Some(k) => parts.push(Part::Var(k)),
                         None if name.contains('{') => {
                             problems.push(format!("`{text}`: `{{` inside a placeholder"));
                         }
@@ -259,6 +259,9 @@ pub struct Request {
     pub body: Option<Value>,
 }
 
+/// One configured route as written: `(action type, method, path, body)`.
+pub type Entry<'a> = (&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>);
+
 /// Every action type's route (the default where none is configured).
 #[derive(Clone, Debug, Default)]
 pub struct Routes(BTreeMap<&'static str, Route>);
@@ -266,14 +269,7 @@ pub struct Routes(BTreeMap<&'static str, Route>);
 impl Routes {
     /// From `(action type, method, path, body)` entries; every problem, keyed by action type.
     pub fn compile<'a>(
-        entries: impl IntoIterator<
-            Item = (
-                &'a str,
-                Option<&'a str>,
-                Option<&'a str>,
-                Option<&'a str>,
-            ),
-        >,
+        entries: impl IntoIterator<Item = Entry<'a>>,
     ) -> Result<Routes, Vec<(String, Problem)>> {
         let mut routes = BTreeMap::new();
         let mut problems = Vec::new();
@@ -338,7 +334,7 @@ mod tests {
     use crate::action::{Contact, ContactUpdate, CustomEvent, Identifiers};
     use serde_json::{json, Map};
 
-    fn routes(entries: &[(&str, Option<&str>, Option<&str>, Option<&str>)]) -> Routes {
+    fn routes(entries: &[Entry]) -> Routes {
         Routes::compile(entries.iter().copied()).unwrap()
     }
 
@@ -367,12 +363,16 @@ mod tests {
             Some("/v2/people/{identifier_type}/{identifier}?src=hg"),
             Some("action"),
         )]);
-        let r = rs.request(&update(Identifier::ExtId("42/x y".into()))).unwrap();
+        let r = rs
+            .request(&update(Identifier::ExtId("42/x y".into())))
+            .unwrap();
         assert_eq!(r.method, http::Method::PATCH);
         assert_eq!(r.path, "/v2/people/ext_id/42%2Fx%20y?src=hg");
         assert_eq!(
             r.body,
-            Some(json!({"update_contact": {"identifier": {"ext_id": "42/x y"}, "attributes": {"PLAN": "pro"}}}))
+            Some(
+                json!({"update_contact": {"identifier": {"ext_id": "42/x y"}, "attributes": {"PLAN": "pro"}}})
+            )
         );
         // other types keep their defaults
         let e = Action::CustomEvent(CustomEvent {
@@ -388,29 +388,47 @@ mod tests {
 
     #[test]
     fn a_missing_placeholder_value_is_an_error_not_another_url() {
-        let rs = routes(&[("upsert_contact", None, Some("/contacts/{ext_id}"), Some("none"))]);
+        let rs = routes(&[(
+            "upsert_contact",
+            None,
+            Some("/contacts/{ext_id}"),
+            Some("none"),
+        )]);
         let by_email = Action::UpsertContact(Contact {
             email: Some("a@b.c".into()),
             ..Default::default()
         });
         let e = rs.request(&by_email).unwrap_err();
-        assert!(e.contains("{ext_id}") && e.contains("upsert_contact"), "{e}");
+        assert!(
+            e.contains("{ext_id}") && e.contains("upsert_contact"),
+            "{e}"
+        );
         let by_id = Action::UpsertContact(Contact {
             ext_id: Some("7".into()),
             ..Default::default()
         });
         let r = rs.request(&by_id).unwrap();
-        assert_eq!((r.method, r.path.as_str(), r.body), (http::Method::POST, "/contacts/7", None));
+        assert_eq!(
+            (r.method, r.path.as_str(), r.body),
+            (http::Method::POST, "/contacts/7", None)
+        );
         // an update by email has no ext_id either
         let rs = routes(&[("update_contact", None, Some("/c/{ext_id}"), None)]);
-        assert!(rs.request(&update(Identifier::Email("a@b.c".into()))).is_err());
+        assert!(rs
+            .request(&update(Identifier::Email("a@b.c".into())))
+            .is_err());
     }
 
     #[test]
     fn every_problem_is_reported_with_its_field() {
         let e = Routes::compile([
             ("delete_contact", Some("DELETE"), None, None),
-            ("update_contact", Some("FETCH"), Some("contacts/{mail}/{"), Some("xml")),
+            (
+                "update_contact",
+                Some("FETCH"),
+                Some("contacts/{mail}/{"),
+                Some("xml"),
+            ),
         ])
         .unwrap_err();
         let got: Vec<(&str, &str)> = e.iter().map(|(k, p)| (k.as_str(), p.field)).collect();
@@ -428,10 +446,15 @@ mod tests {
         );
         let text: Vec<&str> = e.iter().map(|(_, p)| p.message.as_str()).collect();
         assert!(text[2].contains("must start with `/`"), "{text:?}");
-        assert!(text[3].contains("unknown placeholder `{mail}`") && text[3].contains("{identifier}"), "{text:?}");
+        assert!(
+            text[3].contains("unknown placeholder `{mail}`") && text[3].contains("{identifier}"),
+            "{text:?}"
+        );
         assert!(text[4].contains("not closed"), "{text:?}");
         assert!(Routes::compile([("custom_event", None, Some("/e/{a}}"), None)]).is_err());
         assert!(Routes::compile([("custom_event", None, Some("/e }"), None)]).is_err());
-        assert!(Routes::compile([("custom_event", None, Some("/e/{event_name}#x"), None)]).is_err());
+        assert!(
+            Routes::compile([("custom_event", None, Some("/e/{event_name}#x"), None)]).is_err()
+        );
     }
 }

@@ -148,7 +148,10 @@ async fn throughput_and_latency_end_to_end() {
         t.await.unwrap();
     }
     let achieved = n as f64 / start.elapsed().as_secs_f64();
-    assert!(up.wait_delivered(first + n, 20).await, "half-rate events delivered");
+    assert!(
+        up.wait_delivered(first + n, 20).await,
+        "half-rate events delivered"
+    );
     let answered = std::mem::take(&mut *answered.lock().unwrap());
     let (mut from_202, mut from_post): (Vec<Duration>, Vec<Duration>) = up
         .delivered()

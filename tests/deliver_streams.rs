@@ -74,7 +74,11 @@ async fn acknowledged_old_entries_are_trimmed_pending_and_unread_ones_stay() {
     }
     assert!(up.wait_delivered(5, 10).await);
     if started.elapsed() < Duration::from_millis(1500) {
-        assert_eq!(stored(&redis).len(), 5, "acknowledged but younger than the retention");
+        assert_eq!(
+            stored(&redis).len(),
+            5,
+            "acknowledged but younger than the retention"
+        );
     }
     // another group, as a consumer that reads Redis would have: it has read none of what comes next
     let _: () = redis::cmd("XGROUP")
@@ -136,7 +140,10 @@ async fn acknowledged_old_entries_are_trimmed_pending_and_unread_ones_stay() {
         "acknowledged by every group and old: trimmed {:?}",
         stored(&redis)
     );
-    assert!(gw.metrics().await.contains("hookgate_inbound_trimmed_total"));
+    assert!(gw
+        .metrics()
+        .await
+        .contains("hookgate_inbound_trimmed_total"));
 }
 
 fn consumers(redis: &Redis, stream: &str) -> HashSet<String> {
@@ -230,5 +237,8 @@ async fn gone_consumers_are_removed_live_and_busy_ones_stay() {
             .any(|r| r.body["email"] == "held@example.org"),
         "the held entry was not taken from ghost-busy"
     );
-    assert!(gw.metrics().await.contains("hookgate_consumers_removed_total"));
+    assert!(gw
+        .metrics()
+        .await
+        .contains("hookgate_consumers_removed_total"));
 }

@@ -622,13 +622,24 @@ async fn route_overrides_reach_the_upstream_as_configured() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(dead.len(), 1, "{dead:?}");
-    assert_eq!((dead[0]["rule"].as_str(), dead[0]["index"].as_u64()), (Some("sync"), Some(0)));
+    assert_eq!(
+        (dead[0]["rule"].as_str(), dead[0]["index"].as_u64()),
+        (Some("sync"), Some(0))
+    );
     let detail = dead[0]["detail"].as_str().unwrap();
     assert!(
         detail.contains("update_contact") && detail.contains("{ext_id}"),
         "{detail}"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(up.requests().len(), 3, "nothing sent for the unroutable event");
-    assert_eq!(pending(&redis), 0, "the dead-lettered event is acknowledged");
+    assert_eq!(
+        up.requests().len(),
+        3,
+        "nothing sent for the unroutable event"
+    );
+    assert_eq!(
+        pending(&redis),
+        0,
+        "the dead-lettered event is acknowledged"
+    );
 }
