@@ -299,8 +299,9 @@ impl Default for Config {
 /// The largest body limit, for the gateway and for any source: bodies are held in memory.
 pub const MAX_BODY_CAP: bytesize::ByteSize = bytesize::ByteSize::mib(64);
 
-/// The shortest `deliver.remove_idle_consumers_after`: well above the time a live worker goes without
-/// touching its consumer (a 2 s blocking read, plus pauses while the upstream is unreachable).
+/// The shortest `deliver.remove_idle_consumers_after`: above the time a live worker goes between reads
+/// (2 s blocking reads, plus pauses while the upstream is unreachable), each of which counts as activity
+/// from Redis 7.2 on, so live workers are not removed.
 pub const MIN_CONSUMER_IDLE: Duration = Duration::from_secs(5);
 
 /// Env vars that are read elsewhere and are not config keys.
@@ -461,7 +462,7 @@ impl Config {
         }
         if self.deliver.remove_idle_consumers_after < MIN_CONSUMER_IDLE {
             p.push(format!(
-                "deliver.remove_idle_consumers_after: must be at least {} (live workers touch their consumer every few seconds)",
+                "deliver.remove_idle_consumers_after: must be at least {} (live workers read every few seconds)",
                 humantime::format_duration(MIN_CONSUMER_IDLE)
             ));
         }
