@@ -1,4 +1,5 @@
-//! Delivery under load: end-to-end throughput and latency (202 → upstream request), and two gateway
+//! Delivery under load: end-to-end throughput, latency (202 → upstream request) unloaded and at half the
+//! end-to-end rate (the figures in the README's Performance section), and two gateway
 //! processes with one SIGKILLed mid-run: every event still reaches the upstream, duplicates carry the same
 //! Idempotency-Key.
 
