@@ -1,7 +1,8 @@
 //! The inbound contract: what one webhook event becomes. Produced by `mapping`, delivered by `deliver`.
 //!
 //! The bodies serialize exactly as the upstream contacts API (Brevo API v3 compatible) takes them,
-//! so the delivery worker sends [`Action::upstream`] as is. An action serializes externally tagged:
+//! so the delivery worker sends [`Action::upstream`] as is unless `upstream.routes` overrides the route
+//! (see `route.rs`, whose `action` body is this type's own JSON). An action serializes externally tagged:
 //! `{"upsert_contact": {"email": ..., "attributes": {...}, "listIds": [...]}}` (also what `hookgate
 //! try` prints and what a mapping's `tests:` expect).
 
@@ -151,7 +152,7 @@ fn to_body<T: Serialize>(v: &T) -> Value {
 }
 
 /// Percent-encode a path segment (everything but RFC 3986 unreserved characters).
-fn percent_encode(s: &str) -> String {
+pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

@@ -115,6 +115,9 @@ pub struct Upstream {
     pub url: String,
     /// Extra headers; values may be secret references (`${env:BREVO_API_KEY}`).
     pub headers: BTreeMap<String, String>,
+    /// Per action type (`create_contact`, `upsert_contact`, `update_contact`, `custom_event`), a route
+    /// replacing the default Brevo API v3 one, for an upstream of another shape.
+    pub routes: BTreeMap<String, RouteSpec>,
 }
 
 impl Default for Upstream {
@@ -122,7 +125,45 @@ impl Default for Upstream {
         Self {
             url: "http://contacts.internal".into(),
             headers: BTreeMap::new(),
+            routes: BTreeMap::new(),
         }
+    }
+}
+
+/// One action type's route as written; unset fields keep the default. Checked by `route::Routes::compile`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteSpec {
+    /// `POST`, `PUT`, `PATCH`, `DELETE` or `GET`.
+    pub method: Option<String>,
+    /// Path and query after `upstream.url`, with `{placeholders}` from the action, percent-encoded.
+    pub path: Option<String>,
+    /// `brevo` (the default body), `action` (hookgate's action JSON) or `none`.
+    pub body: Option<String>,
+}
+
+impl Upstream {
+    /// The compiled routes; `Err` lists every problem as `(key, message)`.
+    pub fn compiled_routes(&self) -> Result<crate::route::Routes, Vec<(String, String)>> {
+        crate::route::Routes::compile(self.routes.iter().map(|(kind, r)| {
+            (
+                kind.as_str(),
+                r.method.as_deref(),
+                r.path.as_deref(),
+                r.body.as_deref(),
+            )
+        }))
+        .map_err(|ps| {
+            ps.into_iter()
+                .map(|(kind, p)| {
+                    let key = match p.field {
+                        "" => format!("upstream.routes.{kind}"),
+                        f => format!("upstream.routes.{kind}.{f}"),
+                    };
+                    (key, p.message)
+                })
+                .collect()
+        })
     }
 }
 
@@ -149,6 +190,14 @@ pub struct Deliver {
     pub give_up_after: Duration,
     /// Also append every delivered action to `<prefix>:actions`, for other consumers.
     pub actions_stream: bool,
+    /// How long entries of `<prefix>:inbound` are kept once every consumer group has acknowledged them;
+    /// older ones are trimmed so the stream does not grow forever. Unacknowledged entries are never trimmed.
+    #[serde(with = "humantime_serde_compat")]
+    pub inbound_retention: Duration,
+    /// Consumers of the `mappers` group idle this long with nothing pending are removed (processes that
+    /// are gone, e.g. old pods), so `XINFO CONSUMERS` does not list every name ever seen.
+    #[serde(with = "humantime_serde_compat")]
+    pub remove_idle_consumers_after: Duration,
 }
 
 impl Default for Deliver {
@@ -161,6 +210,8 @@ impl Default for Deliver {
             retry_max: Duration::from_secs(600),
             give_up_after: Duration::from_secs(24 * 3600),
             actions_stream: false,
+            inbound_retention: Duration::from_secs(24 * 3600),
+            remove_idle_consumers_after: Duration::from_secs(3600),
         }
     }
 }
@@ -214,6 +265,10 @@ pub struct Config {
     /// From env `HOOKGATE_ADMIN_TOKEN` or the file named by `HOOKGATE_ADMIN_TOKEN_FILE`; never from the file.
     #[serde(skip)]
     pub admin_token: Option<crate::secret::Secret>,
+    /// Where keys checked after parsing were written (`file:line:col`, or `env HOOKGATE_...`), so their
+    /// problems point there; keyed by dotted key (`upstream.routes.update_contact.path`).
+    #[serde(skip)]
+    pub locations: BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -236,12 +291,18 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             role: Role::All,
             admin_token: None,
+            locations: BTreeMap::new(),
         }
     }
 }
 
 /// The largest body limit, for the gateway and for any source: bodies are held in memory.
 pub const MAX_BODY_CAP: bytesize::ByteSize = bytesize::ByteSize::mib(64);
+
+/// The shortest `deliver.remove_idle_consumers_after`: above the time a live worker goes between reads
+/// (2 s blocking reads, plus pauses while the upstream is unreachable), each of which counts as activity
+/// from Redis 7.2 on, so live workers are not removed.
+pub const MIN_CONSUMER_IDLE: Duration = Duration::from_secs(5);
 
 /// Env vars that are read elsewhere and are not config keys.
 const NOT_KEYS: &[&str] = &["HOOKGATE_ADMIN_TOKEN", "HOOKGATE_ADMIN_TOKEN_FILE"];
@@ -282,8 +343,9 @@ impl Config {
                 vec![format!("{at}: {}", first_line(&e.to_string()))]
             })?
         };
+        let mut locations = route_locations(name, text);
         if env.is_empty() {
-            return Ok(cfg);
+            return Ok(Config { locations, ..cfg });
         }
         let mut tree = serde_json::to_value(&cfg).map_err(|e| vec![format!("config: {e}")])?;
         let mut problems = Vec::new();
@@ -295,17 +357,35 @@ impl Config {
             if let Err(p) = set_path(&mut tree, &path, env_value(raw)) {
                 problems.push(format!("env {key}: {p}"));
             }
+            for n in 1..=path.len() {
+                let origin = format!("env {key}");
+                let dotted = path[..n].join(".");
+                if n == path.len() {
+                    locations.insert(dotted, origin);
+                } else {
+                    locations.entry(dotted).or_insert(origin);
+                }
+            }
         }
         if !problems.is_empty() {
             return Err(problems);
         }
-        serde_path_to_error::deserialize(tree).map_err(|e| {
+        let cfg: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
             let key = format!(
                 "HOOKGATE_{}",
                 e.path().to_string().to_ascii_uppercase().replace('.', "__")
             );
             vec![format!("env {key}: {}", e.inner())]
-        })
+        })?;
+        Ok(Config { locations, ..cfg })
+    }
+
+    /// `key: message`, prefixed with where the key was written when that is known.
+    fn located(&self, key: &str, message: &str) -> String {
+        match self.locations.get(key) {
+            Some(at) => format!("{at}: {key}: {message}"),
+            None => format!("{key}: {message}"),
+        }
     }
 
     /// Every semantic problem at once, each naming its key.
@@ -374,6 +454,18 @@ impl Config {
                 p.push(format!("{key}: must be above 0"));
             }
         }
+        if let Err(problems) = self.upstream.compiled_routes() {
+            p.extend(problems.iter().map(|(key, m)| self.located(key, m)));
+        }
+        if self.deliver.inbound_retention < Duration::from_secs(1) {
+            p.push("deliver.inbound_retention: must be at least 1s".into());
+        }
+        if self.deliver.remove_idle_consumers_after < MIN_CONSUMER_IDLE {
+            p.push(format!(
+                "deliver.remove_idle_consumers_after: must be at least {} (live workers read every few seconds)",
+                humantime::format_duration(MIN_CONSUMER_IDLE)
+            ));
+        }
         if self.deliver.concurrency == 0 {
             p.push("deliver.concurrency: must be at least 1".into());
         }
@@ -430,6 +522,53 @@ fn env_value(raw: &str) -> Value {
         .unwrap_or_else(|| Value::String(raw.to_string()))
 }
 
+/// Where each `upstream.routes` entry and field is written in the file: `name:line:col` by dotted key.
+/// Best effort: a file that does not parse has already been reported by the real parse.
+fn route_locations(name: &str, text: &str) -> BTreeMap<String, String> {
+    use serde_saphyr::Spanned;
+    use std::collections::HashMap;
+    #[derive(Deserialize)]
+    struct Root {
+        #[serde(default)]
+        upstream: Option<Up>,
+    }
+    #[derive(Deserialize)]
+    struct Up {
+        #[serde(default)]
+        routes: Option<HashMap<Spanned<String>, Option<Route>>>,
+    }
+    #[derive(Deserialize)]
+    struct Route {
+        #[serde(default)]
+        method: Option<Spanned<String>>,
+        #[serde(default)]
+        path: Option<Spanned<String>>,
+        #[serde(default)]
+        body: Option<Spanned<String>>,
+    }
+    let mut out = BTreeMap::new();
+    if text.trim().is_empty() {
+        return out;
+    }
+    let Ok(root) = serde_saphyr::from_str::<Root>(text) else {
+        return out;
+    };
+    let at = |l: &serde_saphyr::Location| format!("{name}:{}:{}", l.line(), l.column());
+    for (kind, route) in root.upstream.and_then(|u| u.routes).unwrap_or_default() {
+        let key = format!("upstream.routes.{}", kind.value);
+        for (field, v) in route
+            .iter()
+            .flat_map(|r| [("method", &r.method), ("path", &r.path), ("body", &r.body)])
+        {
+            if let Some(v) = v {
+                out.insert(format!("{key}.{field}"), at(&v.referenced));
+            }
+        }
+        out.insert(key, at(&kind.referenced));
+    }
+    out
+}
+
 /// Byte sizes go through the env-override round trip as exact numbers, not rounded human text.
 fn bytes_as_number<S: serde::Serializer>(b: &bytesize::ByteSize, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(b.as_u64())
@@ -444,6 +583,11 @@ fn set_path(tree: &mut Value, path: &[String], value: Value) -> Result<(), Strin
         let obj = node
             .as_object_mut()
             .ok_or_else(|| format!("`{}` is not a section", parents[..i].join(".")))?;
+        // upstream.routes takes new entries (their names and fields are checked like the file's).
+        if i > 0 && parents[i - 1] == "routes" && !obj.contains_key(seg) {
+            let empty = serde_json::to_value(RouteSpec::default()).map_err(|e| e.to_string())?;
+            obj.insert(seg.clone(), empty);
+        }
         if !obj.contains_key(seg) {
             return Err(format!("unknown key `{}`", path[..=i].join(".")));
         }
@@ -605,6 +749,112 @@ mod tests {
         assert_eq!(c.deliver.timeout, Duration::from_secs(3));
         let p = c.validate().unwrap_err();
         for key in ["deliver.concurrency:", "deliver.retry_max:"] {
+            assert!(
+                p.iter().any(|m| m.starts_with(key)),
+                "{key} missing in {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn routes_are_checked_with_every_problem_located() {
+        let yaml = "upstream:\n  url: http://127.0.0.1:1\n  routes:\n    update_contact:\n      method: FETCH\n      path: /contacts/{mail}\n      body: xml\n    delete_contact: { method: DELETE }\n    custom_event: { path: \"/events/{event_name}\" }\n";
+        let c = Config::from_sources("hg.yaml", yaml, &[]).unwrap();
+        let p = c.validate().unwrap_err();
+        let want = [
+            "hg.yaml:8:5: upstream.routes.delete_contact: unknown action type `delete_contact`; one of create_contact, upsert_contact, update_contact, custom_event",
+            "hg.yaml:7:13: upstream.routes.update_contact.body: unknown body shape `xml`; one of brevo, action, none",
+            "hg.yaml:5:15: upstream.routes.update_contact.method: unknown method `FETCH`",
+            "hg.yaml:6:13: upstream.routes.update_contact.path: unknown placeholder `{mail}` for update_contact; known: {identifier}, {identifier_type}, {email}, {ext_id}",
+        ];
+        for w in want {
+            assert!(p.iter().any(|m| m.starts_with(w)), "{w}\nnot in {p:#?}");
+        }
+        assert_eq!(p.len(), 4, "{p:#?}");
+        // a valid table compiles
+        let ok = "upstream:\n  routes:\n    update_contact: { method: patch, path: \"/contacts/{ext_id}?identifierType=ext_id\", body: action }\n    custom_event: { body: none }\n";
+        let c = Config::from_sources("hg.yaml", ok, &[]).unwrap();
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
+        assert_eq!(
+            c.upstream.routes["update_contact"].method.as_deref(),
+            Some("patch")
+        );
+    }
+
+    #[test]
+    fn routes_can_be_set_from_env() {
+        let env = vec![
+            (
+                "HOOKGATE_UPSTREAM__ROUTES__UPDATE_CONTACT__METHOD".to_string(),
+                "PATCH".to_string(),
+            ),
+            (
+                "HOOKGATE_UPSTREAM__ROUTES__UPDATE_CONTACT__PATH".to_string(),
+                "/people/{ext_id}".to_string(),
+            ),
+            (
+                "HOOKGATE_UPSTREAM__ROUTES__CUSTOM_EVENT__BODY".to_string(),
+                "action".to_string(),
+            ),
+        ];
+        let file = "upstream:\n  routes:\n    custom_event: { path: /e }\n";
+        let c = Config::from_sources("hg.yaml", file, &env).unwrap();
+        assert!(c.validate().is_ok(), "{:?}", c.validate());
+        let r = &c.upstream.routes;
+        assert_eq!(r["update_contact"].method.as_deref(), Some("PATCH"));
+        assert_eq!(
+            r["update_contact"].path.as_deref(),
+            Some("/people/{ext_id}")
+        );
+        assert_eq!(
+            r["custom_event"].path.as_deref(),
+            Some("/e"),
+            "file value kept"
+        );
+        assert_eq!(r["custom_event"].body.as_deref(), Some("action"));
+        // a bad value set from env is reported under the variable's name
+        let env = vec![(
+            "HOOKGATE_UPSTREAM__ROUTES__UPSERT_CONTACT__PATH".to_string(),
+            "/c/{nope}".to_string(),
+        )];
+        let p = Config::from_sources("hg.yaml", "", &env)
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert!(
+            p[0].starts_with("env HOOKGATE_UPSTREAM__ROUTES__UPSERT_CONTACT__PATH: upstream.routes.upsert_contact.path: unknown placeholder `{nope}`"),
+            "{p:?}"
+        );
+        let env = vec![(
+            "HOOKGATE_UPSTREAM__ROUTES__UPSERT_CONTACT__VERB".to_string(),
+            "PUT".to_string(),
+        )];
+        let e = Config::from_sources("hg.yaml", "", &env).unwrap_err();
+        assert!(
+            e[0].contains("unknown key `upstream.routes.upsert_contact.verb`"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn stream_upkeep_settings() {
+        let c = Config::from_sources("hg.yaml", "", &[]).unwrap();
+        assert_eq!(c.deliver.inbound_retention, Duration::from_secs(86_400));
+        assert_eq!(
+            c.deliver.remove_idle_consumers_after,
+            Duration::from_secs(3600)
+        );
+        let c = Config::from_sources(
+            "hg.yaml",
+            "deliver: { inbound_retention: 500ms, remove_idle_consumers_after: 2s }\n",
+            &[],
+        )
+        .unwrap();
+        let p = c.validate().unwrap_err();
+        for key in [
+            "deliver.inbound_retention:",
+            "deliver.remove_idle_consumers_after:",
+        ] {
             assert!(
                 p.iter().any(|m| m.starts_with(key)),
                 "{key} missing in {p:?}"

@@ -22,6 +22,7 @@ pub mod ip_policy;
 pub mod jsonpath;
 pub mod mapping;
 pub mod payload;
+pub mod route;
 pub mod secret;
 pub mod server;
 pub mod stream;

@@ -7,7 +7,7 @@
 //! same idempotency keys. Redis Cluster needs both keys in one slot: give `key_prefix` a hash tag.
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::RedisError;
+use redis::{RedisError, Script};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -151,6 +151,97 @@ pub async fn ensure_group(
         }
     }
     Ok(())
+}
+
+/// KEYS: stream. ARGV: retention ms, most entries to trim. Trims (approximately, whole radix-tree nodes)
+/// the entries older than the retention that every consumer group has acknowledged: the bound is the
+/// oldest of now − retention (Redis's clock, the one stream ids come from), each group's oldest pending
+/// entry and each group's first unread entry. A stream without groups is left alone (nobody has
+/// acknowledged anything). Atomic, so no read or ack can slip between the bound and the trim.
+const TRIM_SCRIPT: &str = r#"
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local function before(ams, aseq, bms, bseq)
+  return ams < bms or (ams == bms and aseq < bseq)
+end
+local t = redis.call('TIME')
+local bms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[1])
+local bseq = 0
+if bms <= 0 or redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local groups = redis.call('XINFO', 'GROUPS', KEYS[1])
+if #groups == 0 then return 0 end
+for _, g in ipairs(groups) do
+  local name, last
+  for i = 1, #g, 2 do
+    if g[i] == 'name' then name = g[i + 1] elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+  end
+  local lms, lseq = parse(last)
+  if before(lms, lseq + 1, bms, bseq) then bms, bseq = lms, lseq + 1 end
+  local p = redis.call('XPENDING', KEYS[1], name)
+  if p[1] > 0 then
+    local pms, pseq = parse(p[2])
+    if before(pms, pseq, bms, bseq) then bms, bseq = pms, pseq end
+  end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', '~', string.format('%d-%d', bms, bseq), 'LIMIT', tonumber(ARGV[2]))
+"#;
+
+/// KEYS: stream. ARGV: group, idle ms. Removes the group's consumers idle at least that long with nothing
+/// pending; returns their names. In one script, so a consumer cannot take an entry between the check and
+/// the removal (removing a consumer drops its pending entries).
+const REMOVE_IDLE_SCRIPT: &str = r#"
+local ok, cs = pcall(redis.call, 'XINFO', 'CONSUMERS', KEYS[1], ARGV[1])
+if not ok then return {} end
+local removed = {}
+for _, c in ipairs(cs) do
+  local name, pending, idle
+  for i = 1, #c, 2 do
+    if c[i] == 'name' then name = c[i + 1]
+    elseif c[i] == 'pending' then pending = c[i + 1]
+    elseif c[i] == 'idle' then idle = c[i + 1] end
+  end
+  if pending == 0 and idle >= tonumber(ARGV[2]) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+    removed[#removed + 1] = name
+  end
+end
+return removed
+"#;
+
+static TRIM: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(TRIM_SCRIPT));
+static REMOVE_IDLE: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(REMOVE_IDLE_SCRIPT));
+
+/// Trim up to `limit` entries of `stream` that every group has acknowledged and that are older than
+/// `retention`; returns how many went.
+pub async fn trim_acknowledged(
+    conn: &mut ConnectionManager,
+    stream: &str,
+    retention: Duration,
+    limit: usize,
+) -> Result<u64, RedisError> {
+    TRIM.key(stream)
+        .arg(retention.as_millis() as u64)
+        .arg(limit)
+        .invoke_async(conn)
+        .await
+}
+
+/// Remove `group`'s consumers on `stream` that have been idle for `idle` and hold nothing pending.
+pub async fn remove_idle_consumers(
+    conn: &mut ConnectionManager,
+    stream: &str,
+    group: &str,
+    idle: Duration,
+) -> Result<Vec<String>, RedisError> {
+    REMOVE_IDLE
+        .key(stream)
+        .arg(group)
+        .arg(idle.as_millis() as u64)
+        .invoke_async(conn)
+        .await
 }
 
 /// Commands in flight at once; pipelining this many saturates one Redis core.

@@ -1,4 +1,5 @@
-//! Delivery under load: end-to-end throughput and latency (202 → upstream request), and two gateway
+//! Delivery under load: end-to-end throughput, latency (202 → upstream request) unloaded and at half the
+//! end-to-end rate (the figures in the README's Performance section), and two gateway
 //! processes with one SIGKILLed mid-run: every event still reaches the upstream, duplicates carry the same
 //! Idempotency-Key.
 
@@ -13,6 +14,8 @@ const SECRET: &str = "whsec_deliver_load_secret";
 const EVENTS: usize = 2000;
 const SENDERS: usize = 32;
 const PACED: usize = 100;
+/// Seconds of the half-rate latency phase.
+const HALF_RATE_SECS: f64 = 3.0;
 
 fn body(i: usize) -> String {
     format!(
@@ -113,13 +116,65 @@ async fn throughput_and_latency_end_to_end() {
         percentile(&paced, 0.5),
         percentile(&paced, 0.99)
     );
+    let rate = EVENTS as f64 / delivered.as_secs_f64();
     eprintln!(
-        "deliver load: {EVENTS} events; inbound {:.0}/s, delivered to upstream {:.0}/s end to end; 202 → upstream p50 {:?} p99 {:?} max {:?}",
+        "deliver load: {EVENTS} events; inbound {:.0}/s, delivered to upstream {rate:.0}/s end to end; 202 → upstream p50 {:?} p99 {:?} max {:?}",
         EVENTS as f64 / received.as_secs_f64(),
-        EVENTS as f64 / delivered.as_secs_f64(),
         percentile(&lat, 0.5),
         percentile(&lat, 0.99),
         lat[lat.len() - 1],
+    );
+    // At half the end-to-end rate, for HALF_RATE_SECS: each event sent on its own schedule (not after the
+    // previous answer), latency from its 202 to its upstream request.
+    let half = rate / 2.0;
+    let first = EVENTS + PACED;
+    let n = ((half * HALF_RATE_SECS) as usize).max(100);
+    let answered = Arc::new(std::sync::Mutex::new(HashMap::new()));
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0..n {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / half)).await;
+        let (c, url, answered) = (c.clone(), gw.url("stripe"), answered.clone());
+        tasks.push(tokio::spawn(async move {
+            let i = first + k;
+            let sent = Instant::now();
+            assert!(send(&c, &url, i).await, "event {i} accepted");
+            answered
+                .lock()
+                .unwrap()
+                .insert(format!("load{i}@example.org"), (sent, Instant::now()));
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let achieved = n as f64 / start.elapsed().as_secs_f64();
+    assert!(
+        up.wait_delivered(first + n, 20).await,
+        "half-rate events delivered"
+    );
+    let answered = std::mem::take(&mut *answered.lock().unwrap());
+    let (mut from_202, mut from_post): (Vec<Duration>, Vec<Duration>) = up
+        .delivered()
+        .iter()
+        .filter_map(|r| {
+            let (sent, ok) = answered.get(r.body["email"].as_str()?)?;
+            Some((
+                r.at.saturating_duration_since(*ok),
+                r.at.saturating_duration_since(*sent),
+            ))
+        })
+        .unzip();
+    from_202.sort();
+    from_post.sort();
+    assert_eq!(from_202.len(), n, "one request per event");
+    eprintln!(
+        "deliver at half rate: {n} events at {achieved:.0}/s (target {half:.0}/s); 202 → upstream p50 {:?} p99 {:?} max {:?} (0: the request reached the upstream before the client read the 202); POST sent → upstream p50 {:?} p99 {:?}",
+        percentile(&from_202, 0.5),
+        percentile(&from_202, 0.99),
+        from_202[from_202.len() - 1],
+        percentile(&from_post, 0.5),
+        percentile(&from_post, 0.99),
     );
 }
 

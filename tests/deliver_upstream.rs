@@ -541,3 +541,105 @@ async fn a_lost_consumer_group_is_recreated() {
         .collect();
     assert_eq!(first.len(), 1);
 }
+
+/// `upstream.routes` overrides method, path (placeholders percent-encoded) and body per action type; an
+/// action that lacks a placeholder's value is dead-lettered without any request.
+#[tokio::test(flavor = "multi_thread")]
+async fn route_overrides_reach_the_upstream_as_configured() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let mapping = "source: crm\nallow_ips: [127.0.0.0/8]\nrules:\n  - name: sync\n    update_contact:\n      email: $.login\n      ext_id: $.id\n      attributes: { PLAN: $.plan }\n    upsert_contact:\n      email: $.email\n    custom_event:\n      event_name: plan_changed\n      email: $.email\n      event_properties: { plan: $.plan }\n";
+    let cfg = format!(
+        "upstream:\n  url: \"{}/api\"\n  routes:\n    update_contact: {{ method: PATCH, path: \"/v2/people/{{ext_id}}?src=hg\", body: action }}\n    upsert_contact: {{ method: put, path: \"/v2/people/by-email/{{email}}\" }}\n    custom_event: {{ path: \"/v2/people/by-email/{{email}}/events/{{event_name}}\", body: none }}\n{FAST}",
+        up.url()
+    );
+    let gw = Gateway::start(&redis, &[("crm.yaml", mapping)], &cfg).await;
+    let post = |body: Value| {
+        let url = gw.url("crm");
+        async move {
+            client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        post(json!({"id": "42 /x", "email": "a+b@example.org", "plan": "pro"})).await,
+        202
+    );
+    assert!(up.wait_delivered(3, 10).await, "{:?}", up.requests());
+    let reqs = up.requests();
+    let got: Vec<(&str, &str)> = reqs
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("PATCH", "/api/v2/people/42%20%2Fx?src=hg"),
+            ("PUT", "/api/v2/people/by-email/a%2Bb%40example.org"),
+            (
+                "POST",
+                "/api/v2/people/by-email/a%2Bb%40example.org/events/plan_changed"
+            ),
+        ]
+    );
+    assert_eq!(
+        reqs[0].body,
+        json!({"update_contact": {"identifier": {"ext_id": "42 /x"}, "attributes": {"PLAN": "pro"}}}),
+        "body: action"
+    );
+    assert_eq!(
+        reqs[1].body,
+        json!({"email": "a+b@example.org", "updateEnabled": true}),
+        "body: brevo (the default) on an overridden route"
+    );
+    assert_eq!(reqs[2].body, Value::Null, "body: none");
+    assert!(!reqs[2].headers.contains_key("content-type"));
+    assert_eq!(reqs[0].headers["content-type"], "application/json");
+    let keys: HashSet<String> = reqs.iter().map(key_of).collect();
+    assert_eq!(keys.len(), 3, "one Idempotency-Key per action");
+
+    // identified by email, so the update's `{ext_id}` has no value: dead letter, no request at all
+    assert_eq!(
+        post(json!({"id": "43", "login": "c@example.org", "email": "c@example.org"})).await,
+        202
+    );
+    let mut dead = Vec::new();
+    for _ in 0..100 {
+        dead = admin_get(&gw, "/v1/dead-letters?reason=route_error").await["dead_letters"]
+            .as_array()
+            .unwrap()
+            .clone();
+        if !dead.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        (dead[0]["rule"].as_str(), dead[0]["index"].as_u64()),
+        (Some("sync"), Some(0))
+    );
+    let detail = dead[0]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("update_contact") && detail.contains("{ext_id}"),
+        "{detail}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        up.requests().len(),
+        3,
+        "nothing sent for the unroutable event"
+    );
+    assert_eq!(
+        pending(&redis),
+        0,
+        "the dead-lettered event is acknowledged"
+    );
+}

@@ -23,6 +23,8 @@ pub enum Reason {
     UpstreamStatus { status: u16, body: String },
     /// Still failing `deliver.give_up_after` after the first failure.
     GaveUp(String),
+    /// The action's configured route needs a value the action lacks (`upstream.routes`); nothing was sent.
+    RouteError(String),
 }
 
 impl Reason {
@@ -31,12 +33,13 @@ impl Reason {
             Reason::MappingError(_) => "mapping_error",
             Reason::UpstreamStatus { .. } => "upstream_status",
             Reason::GaveUp(_) => "gave_up",
+            Reason::RouteError(_) => "route_error",
         }
     }
 
     fn detail(&self) -> &str {
         match self {
-            Reason::MappingError(d) | Reason::GaveUp(d) => d,
+            Reason::MappingError(d) | Reason::GaveUp(d) | Reason::RouteError(d) => d,
             Reason::UpstreamStatus { body, .. } => body,
         }
     }

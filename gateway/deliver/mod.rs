@@ -4,11 +4,13 @@
 //! `Idempotency-Key` (stable per event, rule and action) lets the upstream absorb duplicates.
 //!
 //! Module map: `worker` (read loop, reclaim, per-event delivery) → `upstream` (one HTTP request) →
-//! `envelope` (an event and its progress, as stream fields) · `retry` · `dead`. See `docs/delivery.md`.
+//! `envelope` (an event and its progress, as stream fields) · `retry` · `dead` · `upkeep` (trimming
+//! `inbound`, removing gone consumers); routes come from `crate::route`. See `docs/delivery.md`.
 
 mod dead;
 mod envelope;
 mod retry;
+mod upkeep;
 mod upstream;
 mod worker;
 
@@ -47,8 +49,9 @@ impl Keys {
     }
 }
 
-/// Start the workers, the retry mover and the reclaimer; the handle resolves once `stop` fired and
-/// in-flight deliveries finished (or `shutdown_grace` ran out, leaving the rest pending for a reclaim).
+/// Start the workers, the retry mover, the reclaimer and the stream upkeep (trimming, idle consumers);
+/// the handle resolves once `stop` fired and in-flight deliveries finished (or `shutdown_grace` ran out,
+/// leaving the rest pending for a reclaim).
 pub fn start(
     cfg: &Config,
     live: Arc<LiveCatalog>,
@@ -64,6 +67,12 @@ pub fn start(
         live,
         up,
     )?);
+    tokio::spawn(upkeep::run(
+        conn.clone(),
+        keys.clone(),
+        cfg.deliver.clone(),
+        stop.clone(),
+    ));
     tokio::spawn(retry::mover(conn, keys, stop.clone()));
     Ok(tokio::spawn(worker.run(stop, cfg.shutdown_grace)))
 }

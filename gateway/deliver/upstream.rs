@@ -4,6 +4,7 @@ use super::envelope::Envelope;
 use super::retry;
 use crate::action::Action;
 use crate::config::{Deliver, Upstream as UpstreamConfig};
+use crate::route::Routes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use std::time::{Duration, Instant};
 
@@ -26,12 +27,16 @@ pub enum Sent {
         status: u16,
         body: String,
     },
+    /// Not sent: the configured route cannot be filled from this action (a path placeholder it has no
+    /// value for). Sending it anyway would reach another URL, i.e. another contact or none.
+    Unroutable(String),
 }
 
-/// The configured upstream: base URL, fixed headers (secrets resolved once at start), HTTP client.
+/// The configured upstream: base URL, fixed headers (secrets resolved once at start), routes, HTTP client.
 pub struct Upstream {
     base: String,
     headers: HeaderMap,
+    routes: Routes,
     client: reqwest::Client,
 }
 
@@ -64,17 +69,25 @@ impl Upstream {
             .user_agent(concat!("hookgate/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(64)
             .build()?;
+        let routes = up.compiled_routes().map_err(|ps| {
+            let all: Vec<String> = ps.into_iter().map(|(k, m)| format!("{k}: {m}")).collect();
+            anyhow::anyhow!("{}", all.join("; "))
+        })?;
         Ok(Self {
             base: up.url.trim_end_matches('/').to_string(),
             headers,
+            routes,
             client,
         })
     }
 
     /// Send one action of `env`; never panics on any answer.
     pub async fn send(&self, env: &Envelope, rule: &str, index: usize, action: &Action) -> Sent {
-        let req = action.upstream();
-        let body = match serde_json::to_vec(&req.body) {
+        let req = match self.routes.request(action) {
+            Ok(r) => r,
+            Err(why) => return Sent::Unroutable(why),
+        };
+        let body = match req.body.as_ref().map(serde_json::to_vec).transpose() {
             Ok(b) => b,
             Err(e) => {
                 return Sent::Refused {
@@ -84,17 +97,19 @@ impl Upstream {
             }
         };
         let started = Instant::now();
-        let result = self
+        let mut builder = self
             .client
             .request(req.method, format!("{}{}", self.base, req.path))
             .headers(self.headers.clone())
-            .header(http::header::CONTENT_TYPE, "application/json")
             .header("idempotency-key", env.idempotency_key(rule, index))
             .header("x-hookgate-source", &env.source)
-            .header("x-hookgate-event-id", &env.origin_id)
-            .body(body)
-            .send()
-            .await;
+            .header("x-hookgate-event-id", &env.origin_id);
+        if let Some(body) = body {
+            builder = builder
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(body);
+        }
+        let result = builder.send().await;
         let sent = match result {
             Ok(resp) => classify(resp).await,
             Err(e) => Sent::Retry {
@@ -107,6 +122,7 @@ impl Upstream {
             Sent::Delivered => "delivered",
             Sent::Retry { .. } => "retry",
             Sent::Refused { .. } => "refused",
+            Sent::Unroutable(_) => "unroutable",
         };
         metrics::histogram!("hookgate_upstream_request_duration_seconds", "action" => action.kind(), "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());

@@ -573,6 +573,10 @@ impl Worker {
                         action: at,
                     };
                 }
+                Sent::Unroutable(why) => {
+                    metrics::counter!("hookgate_actions_total", "action" => kind, "outcome" => "unroutable").increment(1);
+                    return Verdict::Dead(Reason::RouteError(why), Some(at));
+                }
                 Sent::Refused { status, body } => {
                     metrics::counter!("hookgate_actions_total", "action" => kind, "outcome" => "refused").increment(1);
                     return Verdict::Dead(Reason::UpstreamStatus { status, body }, Some(at));
