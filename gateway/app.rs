@@ -100,9 +100,10 @@ pub async fn run(
         live.clone()
             .watch(cfg.mappings_poll, stopped(stop_rx.clone())),
     );
-    let token = Arc::new(admin::AdminToken::new(
-        cfg.admin_token.as_ref().map(|s| s.expose()),
-    ));
+    let token = Arc::new(
+        admin::AdminToken::new(cfg.admin_token.as_ref().map(|s| s.expose()))
+            .allow_from(&cfg.admin_allow_ips, &cfg.trusted_proxies),
+    );
     // Delivery gets its own connection: its commands never queue behind (or ahead of) the receive path's.
     let deliver_conn = crate::stream::manager(
         &cfg.redis_url,
@@ -111,6 +112,13 @@ pub async fn run(
     )
     .context("redis_url")?;
     let dead = deliver::DeadLetters::new(deliver_conn.clone(), deliver::Keys::new(&cfg.key_prefix));
+    // Outbound streams join this list when the relay lands (`gauges::Watch`).
+    crate::gauges::spawn(
+        deliver_conn.clone(),
+        crate::gauges::inbound(&cfg.key_prefix),
+        cfg.metrics_sample_interval,
+        stop_rx.clone(),
+    );
     let workers = match cfg.role {
         Role::Api => None,
         Role::Worker | Role::All => Some(deliver::start(
