@@ -175,7 +175,8 @@ fn layered(router: Router, cfg: &Config) -> Router {
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(TraceLayer::new_for_http().make_span_with(|req: &http::Request<_>| {
                 let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                // event_id is filled in once the event is stored, so every later line of the request names it.
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, event_id = tracing::field::Empty)
             }))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(CatchPanicLayer::new())

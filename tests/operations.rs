@@ -203,6 +203,8 @@ async fn sigterm_fails_readiness_then_drains_and_leaves_the_rest_to_another_repl
         .and_then(|v| v.to_str().ok())
         .expect("x-request-id")
         .to_string();
+    let answer: serde_json::Value = r.json().await.expect("JSON answer");
+    let event_id = answer["id"].as_str().expect("stored id").to_string();
     let first = tokio::time::timeout(Duration::from_secs(10), seen.recv())
         .await
         .expect("the delivery reached the upstream")
@@ -262,10 +264,12 @@ async fn sigterm_fails_readiness_then_drains_and_leaves_the_rest_to_another_repl
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
         .collect();
     assert!(
-        lines.iter().any(|l| l
-            .to_string()
-            .contains(&format!("\"request_id\":\"{request_id}\""))),
-        "the request id is in the JSON log:\n{text}"
+        lines.iter().any(|l| {
+            let l = l.to_string();
+            l.contains(&format!("\"request_id\":\"{request_id}\""))
+                && l.contains(&format!("\"event_id\":\"{event_id}\""))
+        }),
+        "the request id and the stored event id are in the JSON log:\n{text}"
     );
     assert!(
         text.contains("shutdown grace over"),
