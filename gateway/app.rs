@@ -100,9 +100,10 @@ pub async fn run(
         live.clone()
             .watch(cfg.mappings_poll, stopped(stop_rx.clone())),
     );
-    let token = Arc::new(admin::AdminToken::new(
-        cfg.admin_token.as_ref().map(|s| s.expose()),
-    ));
+    let token = Arc::new(
+        admin::AdminToken::new(cfg.admin_token.as_ref().map(|s| s.expose()))
+            .allow_from(&cfg.admin_allow_ips, &cfg.trusted_proxies),
+    );
     // Delivery gets its own connection: its commands never queue behind (or ahead of) the receive path's.
     let deliver_conn = crate::stream::manager(
         &cfg.redis_url,
@@ -111,6 +112,13 @@ pub async fn run(
     )
     .context("redis_url")?;
     let dead = deliver::DeadLetters::new(deliver_conn.clone(), deliver::Keys::new(&cfg.key_prefix));
+    // Outbound streams join this list when the relay lands (`gauges::Watch`).
+    crate::gauges::spawn(
+        deliver_conn.clone(),
+        crate::gauges::inbound(&cfg.key_prefix),
+        cfg.metrics_sample_interval,
+        stop_rx.clone(),
+    );
     let workers = match cfg.role {
         Role::Api => None,
         Role::Worker | Role::All => Some(deliver::start(
@@ -167,7 +175,8 @@ fn layered(router: Router, cfg: &Config) -> Router {
             .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
             .layer(TraceLayer::new_for_http().make_span_with(|req: &http::Request<_>| {
                 let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                // event_id is filled in once the event is stored, so every later line of the request names it.
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, event_id = tracing::field::Empty)
             }))
             .layer(PropagateRequestIdLayer::x_request_id())
             .layer(CatchPanicLayer::new())

@@ -259,6 +259,12 @@ pub struct Config {
     /// Time in-flight work gets to finish after SIGTERM.
     #[serde(with = "humantime_serde_compat")]
     pub shutdown_grace: Duration,
+    /// CIDRs allowed to call the admin API (`/v1/...`); empty allows any address that has the token.
+    /// `/healthz`, `/readyz` and `/metrics` stay open to probes and scrapers.
+    pub admin_allow_ips: Vec<IpNet>,
+    /// How often stream lengths, pending entries and dead letters are read from Redis for `/metrics`.
+    #[serde(with = "humantime_serde_compat")]
+    pub metrics_sample_interval: Duration,
     /// Set from `--role`, not from the file.
     #[serde(skip)]
     pub role: Role,
@@ -289,6 +295,8 @@ impl Default for Config {
             log: LogConfig::default(),
             shutdown_delay: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(30),
+            admin_allow_ips: Vec::new(),
+            metrics_sample_interval: Duration::from_secs(10),
             role: Role::All,
             admin_token: None,
             locations: BTreeMap::new(),
@@ -445,6 +453,7 @@ impl Config {
             ("redis.response_timeout", self.redis.response_timeout),
             ("redis.connect_timeout", self.redis.connect_timeout),
             ("mappings_poll", self.mappings_poll),
+            ("metrics_sample_interval", self.metrics_sample_interval),
             ("deliver.connect_timeout", self.deliver.connect_timeout),
             ("deliver.timeout", self.deliver.timeout),
             ("deliver.retry_base", self.deliver.retry_base),

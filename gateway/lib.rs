@@ -17,6 +17,7 @@ pub mod commands;
 pub mod config;
 pub mod deliver;
 pub mod error;
+pub mod gauges;
 pub mod inbound;
 pub mod ip_policy;
 pub mod jsonpath;

@@ -1,20 +1,53 @@
 //! Bearer-token guard for the admin API. Compared in constant time (over SHA-256 digests, so the length
-//! leaks nothing either). Without a configured token the admin API is closed, never open.
+//! leaks nothing either). Without a configured token the admin API is closed, never open. An optional
+//! address allowlist (`admin_allow_ips`) is checked first.
 
 use crate::error::Error;
-use axum::extract::{Request, State};
+use crate::ip_policy::{client_ip, CidrList};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use ipnet::IpNet;
 use sha2::{Digest, Sha256};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-/// The expected token's digest; `None` when no token is configured.
-pub struct AdminToken(Option<[u8; 32]>);
+/// The expected token's digest (`None` when no token is configured), and who may present it.
+pub struct AdminToken(Option<[u8; 32]>, Option<Allow>);
+
+/// `admin_allow_ips`: checked before the token, so an address outside the list cannot even try one.
+struct Allow {
+    nets: CidrList,
+    /// The client address is found as for webhooks: behind these proxies, from `X-Forwarded-For`.
+    trusted_proxies: CidrList,
+}
 
 impl AdminToken {
     pub fn new(token: Option<&str>) -> Self {
-        Self(token.map(|t| Sha256::digest(t.as_bytes()).into()))
+        Self(token.map(|t| Sha256::digest(t.as_bytes()).into()), None)
+    }
+
+    /// Accept only clients in `nets` (none: any address); see `ip_policy::client_ip` for `trusted`.
+    pub fn allow_from(mut self, nets: &[IpNet], trusted: &[IpNet]) -> Self {
+        self.1 = (!nets.is_empty()).then(|| Allow {
+            nets: CidrList::new(nets),
+            trusted_proxies: CidrList::new(trusted),
+        });
+        self
+    }
+
+    fn admits(&self, req: &Request) -> bool {
+        let Some(allow) = &self.1 else {
+            return true;
+        };
+        // Without a peer address (never so on our listeners) nothing is admitted: closed, not open.
+        req.extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .is_some_and(|ConnectInfo(peer)| {
+                let ip = client_ip(peer.ip(), req.headers(), &allow.trusted_proxies);
+                allow.nets.contains(ip)
+            })
     }
 
     fn accepts(&self, presented: &str) -> bool {
@@ -33,6 +66,11 @@ pub async fn require_token(
     req: Request,
     next: Next,
 ) -> Result<Response, Error> {
+    if !token.admits(&req) {
+        return Err(Error::Forbidden(
+            "the admin API is not open to this address (admin_allow_ips)".into(),
+        ));
+    }
     if token.0.is_none() {
         return Err(Error::Forbidden(
             "admin API disabled: set HOOKGATE_ADMIN_TOKEN or HOOKGATE_ADMIN_TOKEN_FILE".into(),

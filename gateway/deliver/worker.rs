@@ -472,7 +472,12 @@ impl Worker {
         let mut pause = Duration::from_millis(100);
         loop {
             match self.finish(&finish, &env, stream, id).await {
-                Ok(()) => return,
+                Ok(()) => {
+                    if matches!(finish, Finish::Ack(_)) {
+                        crate::telemetry::delivered(&env.source, &env.received_at);
+                    }
+                    return;
+                }
                 Err(e) if Instant::now() < deadline => {
                     tracing::warn!(error = %e, id, "cannot record the outcome yet; retrying");
                     tokio::time::sleep(pause).await;
@@ -533,10 +538,11 @@ impl Worker {
         let mapping = match self.live.current().sources.get(&env.source) {
             Some(s) => s.mapping.clone(),
             None => {
+                crate::telemetry::mapping_error(&env.source);
                 return Verdict::Dead(
                     Reason::MappingError(format!("source `{}` is not loaded", env.source)),
                     None,
-                )
+                );
             }
         };
         let actions = match self
@@ -544,7 +550,10 @@ impl Worker {
             .and_then(|ev| mapping.apply(&ev).map_err(|e| e.to_string()))
         {
             Ok(a) => a,
-            Err(why) => return Verdict::Dead(Reason::MappingError(why), None),
+            Err(why) => {
+                crate::telemetry::mapping_error(&env.source);
+                return Verdict::Dead(Reason::MappingError(why), None);
+            }
         };
         for a in &actions {
             if env.is_done(&a.rule, a.index) {

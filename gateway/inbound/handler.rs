@@ -144,7 +144,11 @@ async fn accept(
         headers_json: kept_headers(headers, &src.secret_headers),
         body: &raw,
     };
-    match st.store.store_inbound(&rec, ttl).await {
+    let stored = st.store.store_inbound(&rec, ttl).await;
+    if let Ok(Stored::New(id) | Stored::Duplicate(id)) = &stored {
+        tracing::Span::current().record("event_id", id.as_str());
+    }
+    match stored {
         Ok(Stored::New(id)) => Ok(answer(StatusCode::ACCEPTED, json!({ "id": id }))),
         Ok(Stored::Duplicate(id)) => Ok(answer(
             StatusCode::OK,

@@ -1,0 +1,167 @@
+//! `/metrics` as Prometheus scrapes it: every name is `hookgate_`-prefixed, histograms have buckets (no
+//! summaries), and the gauges sampled from Redis (stream length, pending entries, dead letters) follow
+//! what is really in Redis. One test in its own binary: the recorder is process-wide, and another
+//! gateway's sampler would set the same gauges from its own Redis.
+
+mod common;
+use common::*;
+use std::time::Duration;
+
+/// An open source whose mapping needs `$.customer.email`: a flat body is a mapping error.
+const SHOP: &str = "source: shop\nallow_ips: [127.0.0.0/8]\nrules:\n  - name: signup\n    create_contact:\n      email: $.customer.email\n";
+
+/// The value of the series `name{labels}` exactly as rendered (labels in the exporter's order).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn wait_for(gw: &Gateway, series: &str, want: f64) -> String {
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = gw.metrics().await;
+        if value(&text, series) == Some(want) {
+            return text;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{series} never became {want}:\n{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_cover_the_pipeline_with_hookgate_names_and_buckets() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let gw = Gateway::start(
+        &redis,
+        &[("shop.yaml", SHOP)],
+        &format!(
+            "upstream: {{ url: \"{}\" }}\nmetrics_sample_interval: 100ms\ndeliver: {{ timeout: 5s, retry_base: 50ms, retry_max: 200ms }}\n",
+            up.url()
+        ),
+    )
+    .await;
+    let post = |body: &'static str| {
+        let url = gw.url("shop");
+        async move {
+            client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .expect("POST")
+                .status()
+                .as_u16()
+        }
+    };
+
+    // A delivery held by a slow upstream is pending in the group, and the gauge says so.
+    up.set_delay(Duration::from_millis(1500));
+    assert_eq!(post(r#"{"customer":{"email":"a@example.org"}}"#).await, 202);
+    wait_for(
+        &gw,
+        r#"hookgate_stream_pending{stream="inbound",group="mappers"}"#,
+        1.0,
+    )
+    .await;
+    assert!(up.wait_delivered(1, 10).await);
+    up.set_delay(Duration::ZERO);
+    // A mapping error goes to the dead letters.
+    assert_eq!(post(r#"{"email":"flat@example.org"}"#).await, 202);
+    wait_for(&gw, r#"hookgate_dead_letters_stored{kind="inbound"}"#, 1.0).await;
+    wait_for(
+        &gw,
+        r#"hookgate_stream_pending{stream="inbound",group="mappers"}"#,
+        0.0,
+    )
+    .await;
+    let (status, _) = admin_post(&gw, "/v1/mappings/reload").await;
+    assert_eq!(status, 200);
+    let text = wait_for(&gw, r#"hookgate_stream_length{stream="inbound"}"#, 2.0).await;
+
+    for series in [
+        r#"hookgate_inbound_requests_total{source="shop",status="202"}"#,
+        r#"hookgate_actions_total{action="create_contact",outcome="delivered"}"#,
+        r#"hookgate_mapping_errors_total{source="shop"}"#,
+        r#"hookgate_dead_letters_total{source="shop",reason="mapping_error"}"#,
+        r#"hookgate_mapping_reloads_total{outcome="applied"}"#,
+        r#"hookgate_stream_lag{stream="inbound",group="mappers"}"#,
+        r#"hookgate_stream_length{stream="retry:inbound:due"}"#,
+        r#"hookgate_retries_scheduled{kind="inbound"}"#,
+        r#"hookgate_delivery_latency_seconds_count{source="shop"}"#,
+        "hookgate_sources_loaded",
+    ] {
+        assert!(value(&text, series).is_some(), "{series} missing:\n{text}");
+    }
+    assert_eq!(
+        value(
+            &text,
+            r#"hookgate_inbound_requests_total{source="shop",status="202"}"#
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&text, r#"hookgate_mapping_errors_total{source="shop"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"hookgate_stream_lag{stream="inbound",group="mappers"}"#
+        ),
+        Some(0.0)
+    );
+    // The end-to-end latency covers the 1.5 s the upstream took: its buckets reach a day, and it is above 1 s.
+    assert_eq!(
+        value(
+            &text,
+            r#"hookgate_delivery_latency_seconds_count{source="shop"}"#
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"hookgate_delivery_latency_seconds_bucket{source="shop",le="1"}"#
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"hookgate_delivery_latency_seconds_bucket{source="shop",le="86400"}"#
+        ),
+        Some(1.0)
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("hookgate_inbound_duration_seconds_bucket{")),
+        "the receive histogram has buckets:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("hookgate_upstream_request_duration_seconds_bucket{")),
+        "{text}"
+    );
+    // Histograms only: a summary (quantile lines) cannot be aggregated across replicas.
+    assert!(!text.contains("quantile="), "{text}");
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        assert!(line.starts_with("hookgate_"), "unprefixed metric: {line}");
+    }
+    let head = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .expect("GET /metrics");
+    assert_eq!(head.status().as_u16(), 200, "no token needed");
+    assert!(head
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain")));
+}

@@ -1,0 +1,306 @@
+//! Running hookgate as Kubernetes does: the admin API behind an address allowlist while probes and
+//! scrapes stay open, and SIGTERM to the real binary — readiness fails first, the process exits within
+//! its grace, an unfinished delivery stays pending and another replica delivers it.
+
+mod common;
+use common::*;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const OPEN: &str = "source: shop\nallow_ips: [127.0.0.0/8]\nrules:\n  - name: signup\n    create_contact:\n      email: $.email\n";
+
+async fn status(req: reqwest::RequestBuilder) -> u16 {
+    req.send().await.expect("admin request").status().as_u16()
+}
+
+/// Outside `admin_allow_ips` the admin API answers 403 even to the right token; health, readiness and
+/// metrics stay open. Behind a trusted proxy the forwarded client address is the one checked.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_allowlist_guards_the_api_but_not_probes() {
+    let redis = Redis::start();
+    let c = client();
+
+    let closed = Gateway::start(
+        &redis,
+        &[("shop.yaml", OPEN)],
+        "admin_allow_ips: [10.0.0.0/8, \"fd00::/8\"]\n",
+    )
+    .await;
+    let r = c
+        .get(closed.admin_url("/v1/sources"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("GET /v1/sources");
+    assert_eq!(r.status().as_u16(), 403, "right token, wrong address");
+    let body: serde_json::Value = r.json().await.expect("JSON error");
+    assert_eq!(body["error"], "forbidden");
+    assert_eq!(
+        status(c.post(closed.admin_url("/v1/mappings/reload"))).await,
+        403,
+        "checked before the token"
+    );
+    // A sender-chosen X-Forwarded-For is ignored when the peer is not a trusted proxy.
+    assert_eq!(
+        status(
+            c.get(closed.admin_url("/v1/sources"))
+                .bearer_auth(ADMIN_TOKEN)
+                .header("x-forwarded-for", "10.1.2.3")
+        )
+        .await,
+        403
+    );
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(status(c.get(closed.admin_url(open))).await, 200, "{open}");
+    }
+    closed.stop().await.expect("stop");
+
+    let local = Gateway::start(
+        &redis,
+        &[("shop.yaml", OPEN)],
+        "admin_allow_ips: [127.0.0.1/32]\n",
+    )
+    .await;
+    let url = local.admin_url("/v1/sources");
+    assert_eq!(status(c.get(&url).bearer_auth(ADMIN_TOKEN)).await, 200);
+    assert_eq!(status(c.get(&url).bearer_auth("wrong")).await, 401);
+    assert_eq!(status(c.get(&url)).await, 401);
+    local.stop().await.expect("stop");
+
+    let proxied = Gateway::start(
+        &redis,
+        &[("shop.yaml", OPEN)],
+        "admin_allow_ips: [203.0.113.0/24]\ntrusted_proxies: [127.0.0.0/8]\n",
+    )
+    .await;
+    let url = proxied.admin_url("/v1/sources");
+    let via = |client_ip: &'static str| {
+        c.get(&url)
+            .bearer_auth(ADMIN_TOKEN)
+            .header("x-forwarded-for", client_ip)
+    };
+    assert_eq!(status(via("203.0.113.7")).await, 200);
+    assert_eq!(status(via("198.51.100.1")).await, 403);
+    assert_eq!(
+        status(c.get(&url).bearer_auth(ADMIN_TOKEN)).await,
+        403,
+        "the proxy itself is not in the list"
+    );
+    proxied.stop().await.expect("stop");
+}
+
+/// A TCP server that reads requests and never answers: an upstream slower than any grace period.
+/// Sends each request's head on `seen`.
+async fn hanging_upstream() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = l.local_addr().expect("addr");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut got = Vec::new();
+            // Read until the end of the head; then keep the socket open without answering.
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
+            held.push(s);
+        }
+    });
+    (addr, rx)
+}
+
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn xpending(redis: &Redis) -> u64 {
+    let v: redis::Value = redis::cmd("XPENDING")
+        .arg("hookgate:inbound")
+        .arg("mappers")
+        .query(&mut redis.conn())
+        .expect("XPENDING");
+    match v {
+        redis::Value::Array(v) => redis::from_redis_value::<u64>(v[0].clone()).expect("count"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_fails_readiness_then_drains_and_leaves_the_rest_to_another_replica() {
+    let redis = Redis::start();
+    let (upstream, mut seen) = hanging_upstream().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mappings = dir.path().join("mappings");
+    std::fs::create_dir(&mappings).expect("mkdir");
+    std::fs::write(mappings.join("shop.yaml"), OPEN).expect("write mapping");
+    let (listen, admin) = (free_port(), free_port());
+    let config = dir.path().join("hookgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{listen}\nadmin_listen: 127.0.0.1:{admin}\nredis_url: {}\nmappings_dir: {}\n\
+             upstream: {{ url: \"http://{upstream}\", headers: {{ api-key: \"${{env:UPSTREAM_KEY}}\" }} }}\n\
+             deliver: {{ timeout: 30s }}\nshutdown_delay: 1s\nshutdown_grace: 1s\n\
+             log: {{ format: json, level: \"hookgate=debug,tower_http=debug,warn\" }}\n",
+            redis.url(),
+            mappings.display()
+        ),
+    )
+    .expect("write config");
+    let log_path = dir.path().join("log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("HOOKGATE_ADMIN_TOKEN", "admin-token-never-logged")
+        .env("UPSTREAM_KEY", "upstream-key-never-logged")
+        .stdout(log.try_clone().expect("dup log"))
+        .stderr(log)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start hookgate serve");
+    let c = client();
+    let ready = format!("http://127.0.0.1:{admin}/readyz");
+    let mut up = false;
+    for _ in 0..200 {
+        if let Ok(r) = c.get(&ready).send().await {
+            if r.status().as_u16() == 200 {
+                up = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(up, "hookgate serve never became ready");
+
+    let r = c
+        .post(format!("http://127.0.0.1:{listen}/webhooks/shop"))
+        .header("content-type", "application/json")
+        .body(r#"{"email":"drain@example.org"}"#)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 202);
+    let request_id = r
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("x-request-id")
+        .to_string();
+    let answer: serde_json::Value = r.json().await.expect("JSON answer");
+    let event_id = answer["id"].as_str().expect("stored id").to_string();
+    let first = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .expect("the delivery reached the upstream")
+        .expect("upstream head");
+    let key = header(&first, "idempotency-key")
+        .expect("Idempotency-Key")
+        .to_string();
+
+    let pid = i32::try_from(child.id()).expect("pid");
+    let sent = Instant::now();
+    // SAFETY: kill(2) on our own child's pid has no memory effects.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = c.get(&ready).send().await.expect("readyz while draining");
+    assert_eq!(r.status().as_u16(), 503, "unready first");
+    assert_eq!(r.text().await.unwrap_or_default(), "shutting down\n");
+
+    let code = loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            break s;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM (delay 1 s + grace 1 s)"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let took = sent.elapsed();
+    assert!(code.success(), "exit status {code:?}");
+    assert!(
+        took >= Duration::from_secs(1),
+        "the listeners waited shutdown_delay: {took:?}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", listen))
+            .await
+            .is_err(),
+        "no listener after exit"
+    );
+    // The delivery that outlived the grace is neither acknowledged nor dead: it waits for another replica.
+    assert_eq!(xpending(&redis), 1, "left pending");
+    let dead: u64 = redis::cmd("XLEN")
+        .arg("hookgate:dead:inbound")
+        .query(&mut redis.conn())
+        .expect("XLEN");
+    assert_eq!(dead, 0);
+
+    let mut text = String::new();
+    std::fs::File::open(&log_path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .expect("read log");
+    for secret in ["admin-token-never-logged", "upstream-key-never-logged"] {
+        assert!(!text.contains(secret), "a secret in the log:\n{text}");
+    }
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not a JSON log line: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| {
+            let l = l.to_string();
+            l.contains(&format!("\"request_id\":\"{request_id}\""))
+                && l.contains(&format!("\"event_id\":\"{event_id}\""))
+        }),
+        "the request id and the stored event id are in the JSON log:\n{text}"
+    );
+    assert!(
+        text.contains("shutdown grace over"),
+        "the drain said what it left:\n{text}"
+    );
+
+    // Another replica reclaims the pending entry once it is idle long enough and delivers it, under the
+    // same idempotency key.
+    let next = RecordingUpstream::start().await;
+    let other = Gateway::start(
+        &redis,
+        &[("shop.yaml", OPEN)],
+        &format!(
+            "upstream: {{ url: \"{}\" }}\ndeliver: {{ timeout: 500ms }}\n",
+            next.url()
+        ),
+    )
+    .await;
+    assert!(next.wait_delivered(1, 20).await, "reclaimed and delivered");
+    let got = next.delivered();
+    assert_eq!(got[0].body["email"], "drain@example.org");
+    assert_eq!(
+        got[0].headers.get("idempotency-key").map(String::as_str),
+        Some(key.as_str())
+    );
+    for _ in 0..100 {
+        if xpending(&redis) == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(xpending(&redis), 0, "acknowledged by the other replica");
+    other.stop().await.expect("stop");
+}
