@@ -93,20 +93,7 @@ impl Mapping {
         };
         let mut out = Vec::new();
         for rule in &self.rules {
-            let Some(actions) = rule.apply(scope)? else {
-                continue;
-            };
-            out.extend(
-                actions
-                    .into_iter()
-                    .enumerate()
-                    .map(|(index, action)| MappedAction {
-                        rule: rule.name.clone(),
-                        index,
-                        action,
-                    }),
-            );
-            if rule.stop {
+            if rule.apply(scope, &mut out)? && rule.stop {
                 break;
             }
         }
