@@ -291,3 +291,39 @@ mod unit_tests {
         assert_eq!(u.upstream().method, http::Method::PUT);
     }
 }
+
+#[cfg(test)]
+mod fields_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fields_behave_as_a_json_object() {
+        let mut f: Fields = [("B", json!(1)), ("A", json!("x"))].into_iter().collect();
+        f.insert("B", json!(2));
+        assert_eq!(f.len(), 2);
+        assert_eq!(f.get("B"), Some(&json!(2)));
+        assert_eq!(f.get("C"), None);
+        // in order, the replaced value in its first place
+        assert_eq!(serde_json::to_string(&f).unwrap(), r#"{"B":2,"A":"x"}"#);
+        // a JSON object in, the last of a repeated name wins, as serde_json's map does
+        let back: Fields = serde_json::from_str(r#"{"B":1,"A":"x","B":2}"#).unwrap();
+        assert_eq!(back, f);
+        let map: Map<String, Value> = serde_json::from_str(r#"{"B":1,"A":"x","B":2}"#).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), Value::Object(map));
+        // equality ignores order, as for a JSON object, but not values or names
+        let reordered: Fields = [("A", json!("x")), ("B", json!(2))].into_iter().collect();
+        assert_eq!(reordered, f);
+        assert_ne!(
+            reordered,
+            [("A", json!("x"))].into_iter().collect::<Fields>()
+        );
+        assert_ne!(
+            reordered,
+            [("A", json!("x")), ("B", json!(3))]
+                .into_iter()
+                .collect::<Fields>()
+        );
+        assert!(serde_json::from_str::<Fields>("[1]").is_err());
+    }
+}

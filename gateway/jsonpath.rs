@@ -185,7 +185,12 @@ const SCAN_MAX: usize = 32;
 /// webhook object; names in a parsed object are distinct, so both ways find the same member.
 fn member<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
     if map.len() <= SCAN_MAX {
-        map.iter().find(|(k, _)| k.as_str() == name).map(|(_, v)| v)
+        // Length and first byte before the whole name: most names differ there already, and
+        // comparing whole names is a call to memcmp.
+        let (len, head) = (name.len(), name.as_bytes().first());
+        map.iter()
+            .find(|(k, _)| k.len() == len && k.as_bytes().first() == head && k.as_str() == name)
+            .map(|(_, v)| v)
     } else {
         map.get(name)
     }

@@ -575,3 +575,31 @@ fn collect_ids(v: &Value, out: &mut Vec<i64>) -> Result<(), EvalError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod unit_tests {
+    use super::super::parse_source_file;
+    use std::path::Path;
+
+    /// Action fields are appended without looking for an earlier one of the same name
+    /// (`Fields::push_new`): that relies on the YAML parser rejecting a repeated key.
+    #[test]
+    fn repeated_field_names_are_rejected() {
+        for fields in [
+            "attributes: { A: $.a, A: $.b }",
+            "attributes:\n        A: $.a\n        A: $.b",
+        ] {
+            let text = format!(
+                "source: t\nverify: {{ preset: token, header: X-Token, secret: x }}\nrules:\n  - name: r\n    upsert_contact:\n      email: $.e\n      {fields}\n"
+            );
+            let Err(diags) = parse_source_file(Path::new("t.yaml"), &text) else {
+                panic!("a repeated name was accepted: {fields}");
+            };
+            let shown: Vec<String> = diags.iter().map(|d| d.render()).collect();
+            assert!(
+                shown.iter().any(|d| d.to_lowercase().contains("duplicate")),
+                "{shown:?}"
+            );
+        }
+    }
+}
