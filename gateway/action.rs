@@ -6,8 +6,12 @@
 //! `{"upsert_contact": {"email": ..., "attributes": {...}, "listIds": [...]}}` (also what `hookgate
 //! try` prints and what a mapping's `tests:` expect).
 
-use serde::{Deserialize, Serialize};
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
+use std::fmt;
+use std::sync::Arc;
 
 /// One action produced by a mapping rule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -31,8 +35,8 @@ pub struct Contact {
     pub email: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ext_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub attributes: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Fields::is_empty")]
+    pub attributes: Fields,
     #[serde(default, rename = "listIds", skip_serializing_if = "Vec::is_empty")]
     pub list_ids: Vec<i64>,
 }
@@ -50,8 +54,8 @@ pub enum Identifier {
 #[serde(deny_unknown_fields)]
 pub struct ContactUpdate {
     pub identifier: Identifier,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub attributes: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Fields::is_empty")]
+    pub attributes: Fields,
     #[serde(default, rename = "listIds", skip_serializing_if = "Vec::is_empty")]
     pub list_ids: Vec<i64>,
 }
@@ -74,10 +78,10 @@ pub struct CustomEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_date: Option<String>,
     pub identifiers: Identifiers,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub contact_properties: Map<String, Value>,
-    #[serde(default, skip_serializing_if = "Map::is_empty")]
-    pub event_properties: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Fields::is_empty")]
+    pub contact_properties: Fields,
+    #[serde(default, skip_serializing_if = "Fields::is_empty")]
+    pub event_properties: Fields,
 }
 
 /// The HTTP request an action becomes upstream (relative to `upstream.url`).
@@ -126,7 +130,7 @@ impl Action {
                 };
                 let mut body = Map::new();
                 if !u.attributes.is_empty() {
-                    body.insert("attributes".into(), Value::Object(u.attributes.clone()));
+                    body.insert("attributes".into(), to_body(&u.attributes));
                 }
                 if !u.list_ids.is_empty() {
                     body.insert("listIds".into(), Value::from(u.list_ids.clone()));
@@ -143,6 +147,103 @@ impl Action {
                 body: to_body(e),
             },
         }
+    }
+}
+
+/// Named values of an action (`attributes`, `contact_properties`, `event_properties`): a JSON object,
+/// kept in the order the mapping writes them. The names are shared with the compiled mapping
+/// (`Arc<str>`), so building an action neither copies nor hashes a name: that was most of a
+/// mapping's cost. Equality ignores order, as for a JSON object.
+#[derive(Clone, Debug, Default)]
+pub struct Fields(Vec<(Arc<str>, Value)>);
+
+impl Fields {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn with_capacity(n: usize) -> Self {
+        Self(Vec::with_capacity(n))
+    }
+
+    /// The value of `name`.
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.0.iter().find(|(n, _)| &**n == name).map(|(_, v)| v)
+    }
+
+    /// Set `name`; an existing value of that name is replaced in place, as in a JSON object.
+    pub fn insert(&mut self, name: impl Into<Arc<str>>, value: Value) {
+        let name = name.into();
+        match self.0.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => self.0.push((name, value)),
+        }
+    }
+
+    /// Append a field the caller knows is not set yet (a mapping's field names are distinct:
+    /// the YAML parser rejects duplicate keys), without searching for it.
+    pub(crate) fn push_new(&mut self, name: Arc<str>, value: Value) {
+        debug_assert!(self.get(&name).is_none(), "duplicate field {name}");
+        self.0.push((name, value));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The fields in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.0.iter().map(|(n, v)| (&**n, v))
+    }
+}
+
+impl PartialEq for Fields {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().all(|(n, v)| other.get(n) == Some(v))
+    }
+}
+
+impl<N: Into<Arc<str>>> FromIterator<(N, Value)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (N, Value)>>(iter: I) -> Self {
+        let mut f = Fields::new();
+        for (n, v) in iter {
+            f.insert(n, v);
+        }
+        f
+    }
+}
+
+impl Serialize for Fields {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.len()))?;
+        for (n, v) in self.iter() {
+            m.serialize_entry(n, v)?;
+        }
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Fields;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of names to values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Fields, A::Error> {
+                let mut f = Fields::with_capacity(a.size_hint().unwrap_or(0).min(64));
+                while let Some((n, v)) = a.next_entry::<String, Value>()? {
+                    f.insert(n, v);
+                }
+                Ok(f)
+            }
+        }
+        d.deserialize_map(V)
     }
 }
 
@@ -184,10 +285,46 @@ mod unit_tests {
         );
         let u = Action::UpdateContact(ContactUpdate {
             identifier: Identifier::Email("a+b@c.d".into()),
-            attributes: Map::new(),
+            attributes: Fields::new(),
             list_ids: vec![],
         });
         assert_eq!(u.upstream().path, "/contacts/a%2Bb%40c.d");
         assert_eq!(u.upstream().method, http::Method::PUT);
+    }
+}
+
+#[cfg(test)]
+mod fields_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn fields_behave_as_a_json_object() {
+        let mut f: Fields = [("B", json!(1)), ("A", json!("x"))].into_iter().collect();
+        f.insert("B", json!(2));
+        assert_eq!(f.len(), 2);
+        assert_eq!(f.get("B"), Some(&json!(2)));
+        assert_eq!(f.get("C"), None);
+        // in order, the replaced value in its first place
+        assert_eq!(serde_json::to_string(&f).unwrap(), r#"{"B":2,"A":"x"}"#);
+        // a JSON object in, the last of a repeated name wins, as serde_json's map does
+        let back: Fields = serde_json::from_str(r#"{"B":1,"A":"x","B":2}"#).unwrap();
+        assert_eq!(back, f);
+        let map: Map<String, Value> = serde_json::from_str(r#"{"B":1,"A":"x","B":2}"#).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), Value::Object(map));
+        // equality ignores order, as for a JSON object, but not values or names
+        let reordered: Fields = [("A", json!("x")), ("B", json!(2))].into_iter().collect();
+        assert_eq!(reordered, f);
+        assert_ne!(
+            reordered,
+            [("A", json!("x"))].into_iter().collect::<Fields>()
+        );
+        assert_ne!(
+            reordered,
+            [("A", json!("x")), ("B", json!(3))]
+                .into_iter()
+                .collect::<Fields>()
+        );
+        assert!(serde_json::from_str::<Fields>("[1]").is_err());
     }
 }

@@ -9,7 +9,7 @@
 use jsonpath_rust::parser::model::JpQuery;
 use jsonpath_rust::parser::parse_json_path;
 use jsonpath_rust::query::js_path_process;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// A compiled JSONPath.
 #[derive(Clone, Debug)]
@@ -162,7 +162,7 @@ fn full_query<'a>(query: &JpQuery, value: &'a Value) -> Vec<&'a Value> {
 fn walk<'a>(steps: &[Step], mut value: &'a Value) -> Option<&'a Value> {
     for step in steps {
         value = match (step, value) {
-            (Step::Name(name), Value::Object(map)) => map.get(name)?,
+            (Step::Name(name), Value::Object(map)) => member(map, name)?,
             (Step::Index(i), Value::Array(items)) => {
                 let i = if *i < 0 {
                     items.len().checked_sub(i.unsigned_abs() as usize)?
@@ -175,6 +175,25 @@ fn walk<'a>(steps: &[Step], mut value: &'a Value) -> Option<&'a Value> {
         };
     }
     Some(value)
+}
+
+/// Objects with at most this many members are searched by comparing names, not by hashing.
+const SCAN_MAX: usize = 32;
+
+/// A member of an object. serde_json's map (`preserve_order`: an IndexMap with SipHash) hashes the
+/// name on every lookup, which costs more than comparing it with the few names of a typical
+/// webhook object; names in a parsed object are distinct, so both ways find the same member.
+fn member<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if map.len() <= SCAN_MAX {
+        // Length and first byte before the whole name: most names differ there already, and
+        // comparing whole names is a call to memcmp.
+        let (len, head) = (name.len(), name.as_bytes().first());
+        map.iter()
+            .find(|(k, _)| k.len() == len && k.as_bytes().first() == head && k.as_str() == name)
+            .map(|(_, v)| v)
+    } else {
+        map.get(name)
+    }
 }
 
 /// The steps of a path made only of `.name`, `['name']` and `[index]` segments, or None.
@@ -328,6 +347,18 @@ mod unit_tests {
             if let Ok(jp) = JsonPath::compile(p) {
                 assert!(!jp.is_direct(), "{p}");
             }
+        }
+    }
+
+    #[test]
+    fn member_scan_and_hash_agree() {
+        for n in [0, 1, SCAN_MAX - 1, SCAN_MAX, SCAN_MAX + 1, 3 * SCAN_MAX] {
+            let map: Map<String, Value> = (0..n).map(|i| (format!("k{i}"), json!(i))).collect();
+            for i in 0..=n {
+                let name = format!("k{i}");
+                assert_eq!(member(&map, &name), map.get(&name), "{n} {name}");
+            }
+            assert_eq!(member(&map, ""), None);
         }
     }
 

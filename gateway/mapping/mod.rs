@@ -77,14 +77,14 @@ pub struct MappedAction {
 }
 
 impl Mapping {
-    /// The actions one event produces: every matching rule in file order, until a matching rule
-    /// with `stop: true`. Any failure (a required value missing, a value of the wrong type) fails
-    /// the whole event, so it can go to the dead letters with the reason.
     /// How many rules the mapping has.
     pub fn rule_count(&self) -> usize {
         self.rules.len()
     }
 
+    /// The actions one event produces: every matching rule in file order, until a matching rule
+    /// with `stop: true`. Any failure (a required value missing, a value of the wrong type) fails
+    /// the whole event, so it can go to the dead letters with the reason.
     pub fn apply(&self, event: &Event) -> Result<Vec<MappedAction>, MapError> {
         let scope = value::Scope {
             root: &event.body,
@@ -93,20 +93,7 @@ impl Mapping {
         };
         let mut out = Vec::new();
         for rule in &self.rules {
-            let Some(actions) = rule.apply(scope)? else {
-                continue;
-            };
-            out.extend(
-                actions
-                    .into_iter()
-                    .enumerate()
-                    .map(|(index, action)| MappedAction {
-                        rule: rule.name.clone(),
-                        index,
-                        action,
-                    }),
-            );
-            if rule.stop {
+            if rule.apply(scope, &mut out)? && rule.stop {
                 break;
             }
         }

@@ -5,8 +5,9 @@
 //! `actions:`. Every matching rule fires, in file order, until one with `stop: true` matches.
 
 use super::condition::Condition;
-use super::value::{eval_object, Env, EvalError, Scope, ValueExpr};
+use super::value::{eval_fields, Env, EvalError, FieldSpecs, Scope, ValueExpr};
 use super::yaml::{Ctx, Kind, Node};
+use super::MappedAction;
 use crate::action::{Action, Contact, ContactUpdate, CustomEvent, Identifier, Identifiers};
 use crate::jsonpath::JsonPath;
 use serde_json::Value;
@@ -49,28 +50,25 @@ pub struct Rule {
     actions: Vec<ActionSpec>,
 }
 
-/// Named fields of an action (`attributes`, `event_properties`, ...).
-type Fields = Vec<(String, ValueExpr)>;
-
 #[derive(Debug)]
 enum ActionSpec {
     Contact {
         upsert: bool,
         ids: Ids,
-        attributes: Fields,
+        attributes: FieldSpecs,
         list_ids: Option<ValueExpr>,
     },
     Update {
         ids: Ids,
-        attributes: Fields,
+        attributes: FieldSpecs,
         list_ids: Option<ValueExpr>,
     },
     Event {
         name: ValueExpr,
         date: Option<ValueExpr>,
         ids: Ids,
-        contact_properties: Fields,
-        event_properties: Fields,
+        contact_properties: FieldSpecs,
+        event_properties: FieldSpecs,
     },
 }
 
@@ -217,8 +215,9 @@ impl Rule {
         })
     }
 
-    /// Does this rule match, and if so, its actions in order. `Ok(None)`: it does not match.
-    pub fn apply(&self, scope: Scope<'_>) -> Result<Option<Vec<Action>>, MapError> {
+    /// Does this rule match? If so, its actions are appended to `out`, in order. On an error
+    /// `out` is left partly filled: the caller drops the whole event's actions.
+    pub fn apply(&self, scope: Scope<'_>, out: &mut Vec<MappedAction>) -> Result<bool, MapError> {
         let fail = |element: Option<usize>, e: EvalError| MapError {
             rule: self.name.clone(),
             element,
@@ -228,14 +227,14 @@ impl Rule {
         let Some(over) = &self.for_each else {
             if let Some(when) = &self.when {
                 if !when.eval(scope).map_err(|e| fail(None, e))? {
-                    return Ok(None);
+                    return Ok(false);
                 }
             }
-            let mut out = Vec::with_capacity(self.actions.len());
-            for a in &self.actions {
-                out.push(a.build(scope).map_err(|e| fail(None, e))?);
+            for (index, a) in self.actions.iter().enumerate() {
+                let action = a.build(scope).map_err(|e| fail(None, e))?;
+                out.push(self.mapped(index, action));
             }
-            return Ok(Some(out));
+            return Ok(true);
         };
         // With for_each, `when` is tested per element (it may use `@` paths).
         let elements: &[Value] = match over.first(scope.root) {
@@ -255,8 +254,8 @@ impl Rule {
                 ))
             }
         };
-        let mut out = Vec::new();
         let mut matched = false;
+        let mut index = 0;
         for (i, el) in elements.iter().enumerate() {
             let inner = Scope {
                 item: Some(el),
@@ -269,10 +268,20 @@ impl Rule {
             }
             matched = true;
             for a in &self.actions {
-                out.push(a.build(inner).map_err(|e| fail(Some(i), e))?);
+                let action = a.build(inner).map_err(|e| fail(Some(i), e))?;
+                out.push(self.mapped(index, action));
+                index += 1;
             }
         }
-        Ok(matched.then_some(out))
+        Ok(matched)
+    }
+
+    fn mapped(&self, index: usize, action: Action) -> MappedAction {
+        MappedAction {
+            rule: self.name.clone(),
+            index,
+            action,
+        }
     }
 }
 
@@ -298,7 +307,7 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
     let list_ids = value(ctx, "list_ids");
     let date = value(ctx, "event_date");
     let event_name = value(ctx, "event_name");
-    let mut fields = |ctx: &mut Ctx, key: &str| -> Fields {
+    let mut fields = |ctx: &mut Ctx, key: &str| -> FieldSpecs {
         let Some(n) = f.get(key) else {
             return Vec::new();
         };
@@ -310,7 +319,7 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
         let mut out = Vec::with_capacity(entries.len());
         for (k, v) in entries {
             match ValueExpr::compile(ctx, v, &format!("{kind}.{key}.{}", k.name), env) {
-                Some(e) => out.push((k.name.clone(), e)),
+                Some(e) => out.push((k.name.as_str().into(), e)),
                 None => ok = false,
             }
         }
@@ -410,7 +419,7 @@ impl ActionSpec {
                 let contact = Contact {
                     email,
                     ext_id,
-                    attributes: eval_object(attributes, scope)
+                    attributes: eval_fields(attributes, scope)
                         .map_err(|e| e.within(&format!("{kind}.attributes")))?,
                     list_ids: lists(list_ids, scope).map_err(|e| e.within(kind))?,
                 };
@@ -434,7 +443,7 @@ impl ActionSpec {
                 };
                 Action::UpdateContact(ContactUpdate {
                     identifier,
-                    attributes: eval_object(attributes, scope)
+                    attributes: eval_fields(attributes, scope)
                         .map_err(|e| e.within(&format!("{kind}.attributes")))?,
                     list_ids: lists(list_ids, scope).map_err(|e| e.within(kind))?,
                 })
@@ -469,9 +478,9 @@ impl ActionSpec {
                     event_name,
                     event_date,
                     identifiers: Identifiers { email_id, ext_id },
-                    contact_properties: eval_object(contact_properties, scope)
+                    contact_properties: eval_fields(contact_properties, scope)
                         .map_err(|e| e.within("custom_event.contact_properties"))?,
-                    event_properties: eval_object(event_properties, scope)
+                    event_properties: eval_fields(event_properties, scope)
                         .map_err(|e| e.within("custom_event.event_properties"))?,
                 })
             }
@@ -565,4 +574,32 @@ fn collect_ids(v: &Value, out: &mut Vec<i64>) -> Result<(), EvalError> {
         other => return Err(bad(other)),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::super::parse_source_file;
+    use std::path::Path;
+
+    /// Action fields are appended without looking for an earlier one of the same name
+    /// (`Fields::push_new`): that relies on the YAML parser rejecting a repeated key.
+    #[test]
+    fn repeated_field_names_are_rejected() {
+        for fields in [
+            "attributes: { A: $.a, A: $.b }",
+            "attributes:\n        A: $.a\n        A: $.b",
+        ] {
+            let text = format!(
+                "source: t\nverify: {{ preset: token, header: X-Token, secret: x }}\nrules:\n  - name: r\n    upsert_contact:\n      email: $.e\n      {fields}\n"
+            );
+            let Err(diags) = parse_source_file(Path::new("t.yaml"), &text) else {
+                panic!("a repeated name was accepted: {fields}");
+            };
+            let shown: Vec<String> = diags.iter().map(|d| d.render()).collect();
+            assert!(
+                shown.iter().any(|d| d.to_lowercase().contains("duplicate")),
+                "{shown:?}"
+            );
+        }
+    }
 }

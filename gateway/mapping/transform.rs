@@ -133,7 +133,7 @@ impl Transform {
             }
             Transform::RestWords => {
                 let s = want_text(&v)?;
-                let mut rest = String::new();
+                let mut rest = String::with_capacity(s.len());
                 for w in s.split_whitespace().skip(1) {
                     if !rest.is_empty() {
                         rest.push(' ');
@@ -318,22 +318,24 @@ fn to_bool(v: &Value) -> Out {
 /// chrono's formatter costs more than the rest of a typical field.
 fn rfc3339(t: DateTime<Utc>) -> String {
     use chrono::{Datelike, Timelike};
-    let (year, nanos) = (t.year(), t.nanosecond());
+    // The naive parts once: each accessor of a `DateTime` converts it to local time again.
+    let (date, time) = (t.date_naive(), t.time());
+    let (year, nanos) = (date.year(), time.nanosecond());
     if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
         return t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
     }
     let mut s = String::with_capacity(30);
     for (n, width, sep) in [
         (year as u32, 4, '-'),
-        (t.month(), 2, '-'),
-        (t.day(), 2, 'T'),
-        (t.hour(), 2, ':'),
-        (t.minute(), 2, ':'),
+        (date.month(), 2, '-'),
+        (date.day(), 2, 'T'),
+        (time.hour(), 2, ':'),
+        (time.minute(), 2, ':'),
     ] {
         push_padded(&mut s, n, width);
         s.push(sep);
     }
-    push_padded(&mut s, t.second(), 2);
+    push_padded(&mut s, time.second(), 2);
     if nanos != 0 {
         s.push('.');
         if nanos % 1_000_000 == 0 {

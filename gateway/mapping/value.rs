@@ -11,9 +11,11 @@
 
 use super::transform::{self, Lookups, Transform};
 use super::yaml::{Ctx, Kind, Loc, Node};
+use crate::action::Fields;
 use crate::jsonpath::JsonPath;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// Request headers of an event, looked up case-insensitively.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -119,7 +121,7 @@ enum Source {
     Const(Value),
     Template(Vec<Piece>),
     List(Vec<ValueExpr>),
-    Object(Vec<(String, ValueExpr)>),
+    Object(FieldSpecs),
     ForEach {
         over: JsonPath,
         item: Box<ValueExpr>,
@@ -131,6 +133,9 @@ enum Piece {
     Text(String),
     Path(JsonPath),
 }
+
+/// Named values (an action's `attributes`, an `object:`), names shared with what they produce.
+pub type FieldSpecs = Vec<(Arc<str>, ValueExpr)>;
 
 /// Where `@` paths are allowed while compiling.
 #[derive(Clone, Copy)]
@@ -437,15 +442,29 @@ impl ValueExpr {
     }
 }
 
-/// Evaluate named fields into an object, leaving missing ones out.
-pub fn eval_object(
-    fields: &[(String, ValueExpr)],
+/// Evaluate an action's named fields, leaving missing ones out.
+pub fn eval_fields(
+    fields: &[(Arc<str>, ValueExpr)],
+    scope: Scope<'_>,
+) -> Result<Fields, EvalError> {
+    let mut out = Fields::with_capacity(fields.len());
+    for (name, expr) in fields {
+        if let Some(v) = expr.eval(scope).map_err(|e| e.within(name))? {
+            out.push_new(name.clone(), v.into_owned());
+        }
+    }
+    Ok(out)
+}
+
+/// Evaluate named fields into a JSON object (`object:`), leaving missing ones out.
+fn eval_object(
+    fields: &[(Arc<str>, ValueExpr)],
     scope: Scope<'_>,
 ) -> Result<Map<String, Value>, EvalError> {
     let mut out = Map::with_capacity(fields.len());
     for (name, expr) in fields {
         if let Some(v) = expr.eval(scope).map_err(|e| e.within(name))? {
-            out.insert(name.clone(), v.into_owned());
+            out.insert(name.to_string(), v.into_owned());
         }
     }
     Ok(out)
@@ -616,7 +635,7 @@ fn compile_object(ctx: &mut Ctx, node: &Node, what: &str, env: Env) -> Option<So
     let mut fields = Vec::with_capacity(entries.len());
     for (k, v) in entries {
         match ValueExpr::compile(ctx, v, &format!("{what}.{}", k.name), env) {
-            Some(e) => fields.push((k.name.clone(), e)),
+            Some(e) => fields.push((k.name.as_str().into(), e)),
             None => ok = false,
         }
     }
