@@ -361,6 +361,46 @@ mod tests {
     }
 
     #[test]
+    fn embedded_v4_of_each_form() {
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let v4 = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            embedded_v4(v6("::10.1.2.3")),
+            vec![(v4("10.1.2.3"), V4Form::Compatible)]
+        );
+        assert_eq!(
+            embedded_v4(v6("::ffff:0:10.1.2.3")),
+            vec![(v4("10.1.2.3"), V4Form::Translated)]
+        );
+        assert_eq!(
+            embedded_v4(v6("64:ff9b::10.1.2.3")),
+            vec![(v4("10.1.2.3"), V4Form::Nat64)]
+        );
+        assert_eq!(
+            embedded_v4(v6("2002:a01:203:5::9")),
+            vec![(v4("10.1.2.3"), V4Form::SixToFour)]
+        );
+        // RFC 4380's example: server 65.54.227.120, client 192.0.2.45 (inverted: 3fff:fdd2).
+        assert_eq!(
+            embedded_v4(v6("2001:0:4136:e378:8000:63bf:3fff:fdd2")),
+            vec![
+                (v4("65.54.227.120"), V4Form::TeredoServer),
+                (v4("192.0.2.45"), V4Form::TeredoClient)
+            ]
+        );
+        for plain in [
+            "::",
+            "::1",
+            "::ffff:10.1.2.3",
+            "2001:db8::1",
+            "64:ff9b:1::a01:203",
+            "fe80::1",
+        ] {
+            assert_eq!(embedded_v4(v6(plain)), vec![], "{plain}");
+        }
+    }
+
+    #[test]
     fn allowlist_v6_and_empty() {
         let a = IpAllowlist::new(&nets(&["2001:db8::/32", "3.18.12.63/32"]));
         assert!(a.allows(ip("2001:db8:1::5")));
