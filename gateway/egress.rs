@@ -557,6 +557,10 @@ mod tests {
             "127/8 does not open ::1"
         );
         assert_eq!(reason(&p, "0.0.0.0"), Some("this_network"), "nor 0.0.0.0");
+        // A mapped network in the config is the IPv4 network.
+        let p = policy(&["10.0.0.0/8"], &["::ffff:10.0.0.5/128"], false);
+        assert_eq!(reason(&p, "10.0.0.5"), Some("deny_list"));
+        assert_eq!(reason(&p, "10.0.0.6"), None);
         // An IPv6 range opened does not open the IPv4 it embeds.
         let p = policy(&["64:ff9b::/96"], &[], false);
         assert_eq!(reason(&p, "64:ff9b::808:808"), None);

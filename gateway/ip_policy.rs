@@ -13,13 +13,25 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// An IPv4-mapped network (`::ffff:10.0.0.0/104`) becomes the IPv4 network (`10.0.0.0/8`): addresses are
+/// canonicalised before lookup, so the mapped form of a network would otherwise never match anything.
+pub fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(n) if n.prefix_len() >= 96 => match n.network().to_ipv4_mapped() {
+            Some(v4) => Ipv4Net::new(v4, n.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
 /// A list of CIDRs; `contains` canonicalises the address first.
 #[derive(Clone, Debug, Default)]
 pub struct CidrList(Vec<IpNet>);
 
 impl CidrList {
     pub fn new(nets: &[IpNet]) -> Self {
-        Self(nets.iter().map(IpNet::trunc).collect())
+        Self(nets.iter().map(|n| canonical_net(n.trunc())).collect())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -398,6 +410,23 @@ mod tests {
         ] {
             assert_eq!(embedded_v4(v6(plain)), vec![], "{plain}");
         }
+    }
+
+    #[test]
+    fn mapped_networks_are_v4_networks() {
+        let l = CidrList::new(&nets(&["::ffff:10.0.0.0/104", "::ffff:192.168.1.7/128"]));
+        assert!(l.contains(ip("10.200.0.1")));
+        assert!(l.contains(ip("::ffff:10.200.0.1")));
+        assert!(l.contains(ip("192.168.1.7")));
+        assert!(!l.contains(ip("192.168.1.8")));
+        assert!(!l.contains(ip("11.0.0.1")));
+        // Wider than the mapped block: stays IPv6.
+        let wide: IpNet = "::fffe:0:0/95".parse().unwrap();
+        assert_eq!(canonical_net(wide), wide);
+        assert_eq!(
+            canonical_net("2001:db8::/32".parse().unwrap()),
+            "2001:db8::/32".parse().unwrap()
+        );
     }
 
     #[test]
