@@ -16,6 +16,7 @@ pub mod catalog;
 pub mod commands;
 pub mod config;
 pub mod deliver;
+pub mod egress;
 pub mod error;
 pub mod gauges;
 pub mod inbound;
