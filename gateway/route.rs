@@ -332,7 +332,7 @@ impl Routes {
 mod tests {
     use super::*;
     use crate::action::{Contact, ContactUpdate, CustomEvent, Identifiers};
-    use serde_json::{json, Map};
+    use serde_json::json;
 
     fn routes(entries: &[Entry]) -> Routes {
         Routes::compile(entries.iter().copied()).unwrap()
@@ -341,7 +341,7 @@ mod tests {
     fn update(id: Identifier) -> Action {
         Action::UpdateContact(ContactUpdate {
             identifier: id,
-            attributes: Map::from_iter([("PLAN".to_string(), json!("pro"))]),
+            attributes: crate::action::Fields::from_iter([("PLAN", json!("pro"))]),
             list_ids: vec![],
         })
     }
