@@ -35,6 +35,18 @@ pub mod keys {
     pub fn dead_inbound(prefix: &str) -> String {
         format!("{prefix}:dead:inbound")
     }
+    /// Published events for the outbound relay (`POST /v1/events` or a producer's own XADD).
+    pub fn events(prefix: &str) -> String {
+        format!("{prefix}:events")
+    }
+    /// Remembers a producer's event id for the dedup window; its value is the stream id stored.
+    pub fn event_dedup(prefix: &str, id: &str) -> String {
+        format!("{prefix}:events:dedup:{id}")
+    }
+    /// Dead letters of outbound deliveries: a stream, like `dead_inbound`.
+    pub fn dead_outbound(prefix: &str) -> String {
+        format!("{prefix}:dead:outbound")
+    }
     /// Every delivered action, when `deliver.actions_stream` is on.
     pub fn actions(prefix: &str) -> String {
         format!("{prefix}:actions")
@@ -86,6 +98,22 @@ if #KEYS == 2 then
 end
 return {1, id}
 "#;
+
+/// Field names of an event on `<prefix>:events`; producers may XADD these directly.
+pub mod event_fields {
+    /// Required: the event type, e.g. `contact.created`.
+    pub const TYPE: &str = "type";
+    /// Optional: the account (the platform's customer) whose subscriptions get it.
+    pub const ACCOUNT: &str = "account";
+    /// Optional: the producer's id; the stream id stands in when absent.
+    pub const ID: &str = "id";
+    /// Optional: RFC 3339 time the event happened; the publish time stands in.
+    pub const OCCURRED_AT: &str = "occurred_at";
+    /// Required: the payload, as JSON text.
+    pub const DATA: &str = "data";
+    /// Set by `POST /v1/events`: the publish time, unix ms.
+    pub const PUBLISHED_AT: &str = "published_at";
+}
 
 /// One received webhook, as stored.
 pub struct InboundRecord<'a> {
@@ -220,6 +248,46 @@ impl Store {
                     Stored::Duplicate(id) => Ok(Stored::New(id)),
                     fresh => Ok(fresh),
                 }
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Store a published event: XADD to `<prefix>:events` with `fields`, deduplicated on the producer's
+    /// `id` when there is one (same script, same round trip as inbound dedup). Retried once like
+    /// `store_inbound` when the connection dropped.
+    pub async fn store_event(
+        &self,
+        id: Option<&str>,
+        fields: &[(&str, String)],
+        dedup_ttl: Duration,
+    ) -> Result<Stored, StoreError> {
+        let _permit = tokio::time::timeout(self.wait, self.inflight.acquire())
+            .await
+            .map_err(|_| StoreError::Busy)?
+            .map_err(|_| StoreError::Busy)?;
+        let once = || async {
+            let mut inv = self.script.prepare_invoke();
+            if let Some(id) = id {
+                inv.key(keys::event_dedup(&self.prefix, id));
+            }
+            inv.key(keys::events(&self.prefix));
+            inv.arg(dedup_ttl.as_millis().max(1) as u64).arg("");
+            for (k, v) in fields {
+                inv.arg(*k).arg(v);
+            }
+            let mut c = self.conn.clone();
+            let (fresh, sid): (i64, String) = inv.invoke_async(&mut c).await?;
+            Ok::<_, RedisError>(if fresh == 1 {
+                Stored::New(sid)
+            } else {
+                Stored::Duplicate(sid)
+            })
+        };
+        match once().await {
+            Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
+                tracing::warn!(error = %e, "redis connection dropped while publishing; retrying once");
+                Ok(once().await?)
             }
             other => Ok(other?),
         }
