@@ -1,9 +1,9 @@
-//! Who may talk to us: the inbound source allowlist and the client address behind trusted proxies.
-//! (The outbound egress policy, checked in the DNS resolver, belongs here too.)
+//! Who may talk to us, and whom we may talk to: the inbound source allowlist, the client address behind
+//! trusted proxies, and the address ranges outbound deliveries must not reach (`crate::egress` applies them).
 
 use http::HeaderMap;
-use ipnet::IpNet;
-use std::net::IpAddr;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// IPv4-mapped IPv6 (`::ffff:a.b.c.d`) becomes plain IPv4, so one CIDR list covers both socket families.
 pub fn canonical(ip: IpAddr) -> IpAddr {
@@ -43,6 +43,259 @@ impl IpAllowlist {
 
     pub fn allows(&self, ip: IpAddr) -> bool {
         self.0.is_empty() || self.0.contains(ip)
+    }
+}
+
+/// An address range that is not a public destination, with what it is (for the refusal message) and a short
+/// label (for the metric).
+#[derive(Debug)]
+pub struct SpecialRange {
+    pub net: IpNet,
+    pub label: &'static str,
+    pub what: &'static str,
+}
+
+const fn v4(
+    a: u8,
+    b: u8,
+    c: u8,
+    d: u8,
+    len: u8,
+    label: &'static str,
+    what: &'static str,
+) -> SpecialRange {
+    SpecialRange {
+        net: IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), len)),
+        label,
+        what,
+    }
+}
+
+const fn v6(segs: [u16; 8], len: u8, label: &'static str, what: &'static str) -> SpecialRange {
+    let [a, b, c, d, e, f, g, h] = segs;
+    SpecialRange {
+        net: IpNet::V6(Ipv6Net::new_assert(
+            Ipv6Addr::new(a, b, c, d, e, f, g, h),
+            len,
+        )),
+        label,
+        what,
+    }
+}
+
+/// Ranges that are not globally reachable destinations (IANA special-purpose registries, RFC 6890 and
+/// successors), plus multicast and the deprecated site-local range. Outbound deliveries refuse them unless
+/// `egress.allow` opens them. The IPv6 forms that embed an IPv4 address (mapped, compatible, NAT64, 6to4,
+/// Teredo) are not listed: `embedded_v4` extracts the IPv4 address and it is checked against this table.
+pub const NOT_GLOBAL: &[SpecialRange] = &[
+    v4(
+        0,
+        0,
+        0,
+        0,
+        8,
+        "this_network",
+        "\"this network\" (RFC 791); 0.0.0.0 reaches the local host",
+    ),
+    v4(10, 0, 0, 0, 8, "private", "private-use (RFC 1918)"),
+    v4(
+        100,
+        64,
+        0,
+        0,
+        10,
+        "shared",
+        "shared address space, carrier-grade NAT (RFC 6598)",
+    ),
+    v4(127, 0, 0, 0, 8, "loopback", "loopback"),
+    v4(
+        169,
+        254,
+        0,
+        0,
+        16,
+        "link_local",
+        "link-local, cloud metadata services (RFC 3927)",
+    ),
+    v4(172, 16, 0, 0, 12, "private", "private-use (RFC 1918)"),
+    v4(
+        192,
+        0,
+        0,
+        0,
+        24,
+        "protocol",
+        "IETF protocol assignments (RFC 6890)",
+    ),
+    v4(
+        192,
+        0,
+        2,
+        0,
+        24,
+        "documentation",
+        "documentation, TEST-NET-1 (RFC 5737)",
+    ),
+    v4(
+        192,
+        88,
+        99,
+        0,
+        24,
+        "relay",
+        "deprecated 6to4 relay anycast (RFC 7526)",
+    ),
+    v4(192, 168, 0, 0, 16, "private", "private-use (RFC 1918)"),
+    v4(198, 18, 0, 0, 15, "benchmarking", "benchmarking (RFC 2544)"),
+    v4(
+        198,
+        51,
+        100,
+        0,
+        24,
+        "documentation",
+        "documentation, TEST-NET-2 (RFC 5737)",
+    ),
+    v4(
+        203,
+        0,
+        113,
+        0,
+        24,
+        "documentation",
+        "documentation, TEST-NET-3 (RFC 5737)",
+    ),
+    v4(224, 0, 0, 0, 4, "multicast", "multicast"),
+    v4(255, 255, 255, 255, 32, "broadcast", "limited broadcast"),
+    v4(240, 0, 0, 0, 4, "reserved", "reserved (RFC 1112)"),
+    v6(
+        [0, 0, 0, 0, 0, 0, 0, 0],
+        128,
+        "unspecified",
+        "the unspecified address; it reaches the local host",
+    ),
+    v6([0, 0, 0, 0, 0, 0, 0, 1], 128, "loopback", "loopback"),
+    v6(
+        [0x64, 0xff9b, 1, 0, 0, 0, 0, 0],
+        48,
+        "nat64_local",
+        "local-use IPv4/IPv6 translation (RFC 8215)",
+    ),
+    v6(
+        [0x100, 0, 0, 0, 0, 0, 0, 0],
+        64,
+        "discard",
+        "discard-only (RFC 6666)",
+    ),
+    v6(
+        [0x2001, 2, 0, 0, 0, 0, 0, 0],
+        48,
+        "benchmarking",
+        "benchmarking (RFC 5180)",
+    ),
+    v6(
+        [0x2001, 0x10, 0, 0, 0, 0, 0, 0],
+        28,
+        "orchid",
+        "deprecated ORCHID (RFC 4843)",
+    ),
+    v6(
+        [0x2001, 0xdb8, 0, 0, 0, 0, 0, 0],
+        32,
+        "documentation",
+        "documentation (RFC 3849)",
+    ),
+    v6(
+        [0x3fff, 0, 0, 0, 0, 0, 0, 0],
+        20,
+        "documentation",
+        "documentation (RFC 9637)",
+    ),
+    v6(
+        [0x5f00, 0, 0, 0, 0, 0, 0, 0],
+        16,
+        "srv6",
+        "SRv6 segment identifiers (RFC 9602)",
+    ),
+    v6(
+        [0xfc00, 0, 0, 0, 0, 0, 0, 0],
+        7,
+        "unique_local",
+        "unique local (RFC 4193)",
+    ),
+    v6(
+        [0xfe80, 0, 0, 0, 0, 0, 0, 0],
+        10,
+        "link_local",
+        "link-local",
+    ),
+    v6(
+        [0xfec0, 0, 0, 0, 0, 0, 0, 0],
+        10,
+        "site_local",
+        "deprecated site-local (RFC 3879)",
+    ),
+    v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8, "multicast", "multicast"),
+];
+
+/// The first range of `NOT_GLOBAL` holding `ip` (canonicalised), if any.
+pub fn not_global(ip: IpAddr) -> Option<&'static SpecialRange> {
+    let ip = canonical(ip);
+    NOT_GLOBAL.iter().find(|r| r.net.contains(&ip))
+}
+
+/// How an IPv6 address carries an IPv4 one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum V4Form {
+    /// `::a.b.c.d`, deprecated (RFC 4291); `::` and `::1` are not this form.
+    Compatible,
+    /// `::ffff:0:a.b.c.d`, IPv4-translated (RFC 2765), deprecated.
+    Translated,
+    /// `64:ff9b::a.b.c.d`, the well-known NAT64 prefix (RFC 6052): a translator connects to the IPv4 address.
+    Nat64,
+    /// `2002:AABB:CCDD::/48` (RFC 3056): the 6to4 router's IPv4 address.
+    SixToFour,
+    /// `2001:0:SSSS:SSSS:flags:port:CCCC:CCCC` (RFC 4380): the Teredo server's address.
+    TeredoServer,
+    /// The Teredo client's public address, stored inverted in the last 32 bits.
+    TeredoClient,
+}
+
+impl V4Form {
+    pub fn name(self) -> &'static str {
+        match self {
+            V4Form::Compatible => "IPv4-compatible",
+            V4Form::Translated => "IPv4-translated",
+            V4Form::Nat64 => "NAT64",
+            V4Form::SixToFour => "6to4",
+            V4Form::TeredoServer => "Teredo server",
+            V4Form::TeredoClient => "Teredo client",
+        }
+    }
+}
+
+/// The IPv4 addresses an IPv6 address leads to besides itself (IPv4-mapped addresses are handled by
+/// `canonical`, which makes them plain IPv4). A destination is only as safe as the IPv4 it embeds.
+pub fn embedded_v4(ip: Ipv6Addr) -> Vec<(Ipv4Addr, V4Form)> {
+    let s = ip.segments();
+    let bits = u128::from(ip);
+    let low32 = Ipv4Addr::from(bits as u32);
+    match s {
+        [0, 0, 0, 0, 0, 0, _, _] if bits > 1 => vec![(low32, V4Form::Compatible)],
+        [0, 0, 0, 0, 0xffff, 0, _, _] => vec![(low32, V4Form::Translated)],
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => vec![(low32, V4Form::Nat64)],
+        [0x2002, a, b, ..] => vec![(
+            Ipv4Addr::from((u32::from(a) << 16) | u32::from(b)),
+            V4Form::SixToFour,
+        )],
+        [0x2001, 0, a, b, ..] => vec![
+            (
+                Ipv4Addr::from((u32::from(a) << 16) | u32::from(b)),
+                V4Form::TeredoServer,
+            ),
+            (Ipv4Addr::from(!(bits as u32)), V4Form::TeredoClient),
+        ],
+        _ => Vec::new(),
     }
 }
 

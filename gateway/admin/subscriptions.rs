@@ -7,7 +7,7 @@ use super::events::parse;
 use crate::error::Error;
 use crate::outbound::registry::{hf, WriteError};
 use crate::outbound::subscription::{
-    check_resolves, generate_secret, Input, OldSecret, Origin, Spec, ROTATION_OVERLAP,
+    generate_secret, Input, OldSecret, Origin, Spec, ROTATION_OVERLAP,
 };
 use crate::outbound::Outbound;
 use axum::body::Bytes;
@@ -85,9 +85,10 @@ async fn create(
         .into_spec(id, now(), &o.policy, false)
         .map_err(Error::Invalid)?;
     let url = url::Url::parse(&spec.url).map_err(|e| Error::Invalid(e.to_string()))?;
-    check_resolves(&url, &o.policy)
+    o.policy
+        .check_url_resolved(&url)
         .await
-        .map_err(Error::Invalid)?;
+        .map_err(|e| Error::Invalid(format!("url: {e}")))?;
     match o
         .registry
         .create(&spec, o.cfg.max_subscriptions_per_account)
@@ -201,9 +202,10 @@ async fn patch(
         .map_err(Error::Invalid)?;
     if spec.url != old.url {
         let url = url::Url::parse(&spec.url).map_err(|e| Error::Invalid(e.to_string()))?;
-        check_resolves(&url, &o.policy)
+        o.policy
+            .check_url_resolved(&url)
             .await
-            .map_err(Error::Invalid)?;
+            .map_err(|e| Error::Invalid(format!("url: {e}")))?;
     }
     spec.updated_at = t;
     spec.previous_secrets = old

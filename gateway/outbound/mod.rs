@@ -111,7 +111,7 @@ pub struct Outbound {
 impl Outbound {
     /// Load `subscriptions_file` (every problem reported) and set up; connects lazily.
     pub fn new(cfg: &Config, store: Store) -> anyhow::Result<Self> {
-        let policy = Arc::new(EgressPolicy::new(&cfg.egress));
+        let policy = Arc::new(EgressPolicy::new(&cfg.egress)?);
         let file = match &cfg.subscriptions_file {
             Some(p) => registry::load_file(p, &policy).map_err(|problems| {
                 anyhow::anyhow!("subscriptions_file is not valid:\n{}", problems.join("\n"))

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Response bytes kept per attempt.
 pub const KEEP_BODY: usize = 4096;
 
-pub const USER_AGENT: &str = concat!("hookgate/", env!("CARGO_PKG_VERSION"));
+pub use crate::egress::USER_AGENT;
 
 /// What one attempt came to.
 #[derive(Debug, Clone)]
@@ -154,7 +154,6 @@ impl Sender {
         let start = Instant::now();
         let at_ms = now_ms();
         if let Err(e) = self.policy.check_url(&sub.url) {
-            metrics::counter!("hookgate_egress_denied_total").increment(1);
             return Attempt {
                 denied: true,
                 ..Attempt::failed(at_ms, start, e.to_string())
@@ -189,9 +188,6 @@ impl Sender {
             Ok(r) => r,
             Err(e) => {
                 let denied = is_egress_denied(&e);
-                if denied {
-                    metrics::counter!("hookgate_egress_denied_total").increment(1);
-                }
                 return Attempt {
                     denied,
                     ..Attempt::failed(at_ms, start, error_text(&e))

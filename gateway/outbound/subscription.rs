@@ -358,26 +358,6 @@ pub fn check_url(raw: &str, policy: &EgressPolicy) -> Result<url::Url, String> {
     Ok(url)
 }
 
-/// A courtesy check for host names: when every address the name resolves to is denied, say so now
-/// (the resolver at connect time is the real guard; a name that does not resolve yet is accepted).
-pub async fn check_resolves(url: &url::Url, policy: &EgressPolicy) -> Result<(), String> {
-    let Some(url::Host::Domain(host)) = url.host() else {
-        return Ok(());
-    };
-    let port = url.port_or_known_default().unwrap_or(443);
-    let lookup = tokio::net::lookup_host((host.to_string(), port));
-    let Ok(Ok(addrs)) = tokio::time::timeout(Duration::from_secs(2), lookup).await else {
-        return Ok(());
-    };
-    let addrs: Vec<_> = addrs.collect();
-    if !addrs.is_empty() && addrs.iter().all(|a| policy.check_ip(a.ip()).is_err()) {
-        return Err(format!(
-            "url: {host} resolves only to addresses the egress policy denies"
-        ));
-    }
-    Ok(())
-}
-
 /// First characters of a secret, to recognise it without revealing it.
 fn hint(secret: &str) -> String {
     if is_ref(secret) {
