@@ -848,3 +848,81 @@ async fn egress_denied_at_send_time_fails_without_retry() {
         .await
         .contains("hookgate_egress_denied_total"));
 }
+
+#[tokio::test]
+async fn file_subscriptions_are_delivered_to_and_read_only() {
+    let redis = Redis::start();
+    let sub = Subscriber::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = secret();
+    let secret_ref = common::secret_file(dir.path(), "whsec", &s);
+    let file = dir.path().join("subscriptions.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "subscriptions:\n  - id: crm-file\n    account: acme\n    name: CRM (GitOps)\n    url: {}\n    events: [contact.*]\n    secret: \"{secret_ref}\"\n    filter: {{ path: $.data.vip, equals: true }}\n",
+            sub.url("/file")
+        ),
+    )
+    .unwrap();
+    let cfg = format!("{CFG}subscriptions_file: {}\n", file.display());
+    let gw = Gateway::start(&redis, &[], &cfg).await;
+    let (_, l) = call(&gw, "GET", "/v1/subscriptions?account=acme", None).await;
+    let listed = &l["subscriptions"][0];
+    assert_eq!(listed["id"], "crm-file");
+    assert_eq!(listed["origin"], "file");
+    assert_eq!(
+        listed["secret_hint"],
+        secret_ref.as_str(),
+        "a reference is shown, never the value"
+    );
+    assert!(!l.to_string().contains(&s));
+    let (st, _) = call(
+        &gw,
+        "PATCH",
+        "/v1/subscriptions/crm-file",
+        Some(json!({"name": "x"})),
+    )
+    .await;
+    assert_eq!(st, 409, "file subscriptions change in the file");
+    let (st, _) = call(&gw, "DELETE", "/v1/subscriptions/crm-file", None).await;
+    assert_eq!(st, 409);
+    // File and API subscriptions count together against the account limit.
+    let api = subscribe(
+        &gw,
+        json!({"account": "acme", "name": "api", "url": sub.url("/api"), "events": ["contact.*"]}),
+    )
+    .await;
+    publish(
+        &gw,
+        json!({"type": "contact.created", "account": "acme", "data": {"vip": true}}),
+    )
+    .await;
+    publish(
+        &gw,
+        json!({"type": "contact.created", "account": "acme", "data": {"vip": false}}),
+    )
+    .await;
+    assert!(sub.wait_delivered(3, 10).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let got = sub.delivered();
+    let file_got: Vec<_> = got.iter().filter(|r| r.path == "/file").cloned().collect();
+    assert_eq!(file_got.len(), 1, "the file subscription's filter holds");
+    assert_eq!(verify_with_standardwebhooks(&s, &file_got), vec![None]);
+    assert_eq!(got.iter().filter(|r| r.path == "/api").count(), 2);
+    assert!(api["id"].as_str().unwrap().starts_with("sub_"));
+
+    // A file with problems reports every one of them.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "subscriptions:\n  - name: no id\n    url: https://example.com/\n    events: [a]\n    secret: \"${env:X}\"\n  - id: literal\n    name: n\n    url: https://example.com/\n    events: [a]\n    secret: whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n  - id: meta\n    name: n\n    url: https://169.254.169.254/\n    events: [a]\n    secret: \"${env:X}\"\n",
+    )
+    .unwrap();
+    let policy = hookgate::egress::EgressPolicy::new(&Default::default()).unwrap();
+    let problems = hookgate::outbound::registry::load_file(&bad, &policy).unwrap_err();
+    assert_eq!(problems.len(), 3, "{problems:?}");
+    assert!(problems[0].contains("id: required"), "{problems:?}");
+    assert!(problems[1].contains("reference"), "{problems:?}");
+    assert!(problems[2].contains("egress denied"), "{problems:?}");
+}
