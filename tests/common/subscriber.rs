@@ -26,11 +26,14 @@ impl Received {
     }
 }
 
+/// A planned answer: status, an extra header, body.
+type Answer = (u16, Option<(String, String)>, String);
+
 #[derive(Default)]
 struct State {
     got: Mutex<Vec<Received>>,
     /// (status, extra header, body) for the next requests, then `status`.
-    plan: Mutex<VecDeque<(u16, Option<(String, String)>, String)>>,
+    plan: Mutex<VecDeque<Answer>>,
     status: AtomicU16,
     delay_ms: AtomicU64,
 }
