@@ -188,41 +188,31 @@ impl Dispatcher {
         let mut c = self.conn.clone();
         let now = now_ms();
         let ready = queue::ready(&mut c, &self.keys, now).await?;
-        let mut started = 0;
+        let mut wants = Vec::new();
         for sub_id in ready {
+            let n = self.room(snap.by_id.get(&sub_id).map(|s| &**s));
+            if n > 0 {
+                wants.push((sub_id, n));
+            }
+        }
+        if wants.is_empty() {
+            return Ok(0);
+        }
+        let lease_until = now + self.lease().as_millis() as u64;
+        let claimed =
+            queue::claim(&mut c, &self.scripts, &self.keys, &wants, now, lease_until).await?;
+        let started = claimed.len();
+        for (sub_id, id, rec) in claimed {
             let sub = snap.by_id.get(&sub_id).cloned();
-            let n = self.room(sub.as_deref());
-            if n == 0 {
-                continue;
-            }
-            let lease_until = now + self.lease().as_millis() as u64;
-            let claimed = queue::claim(
-                &mut c,
-                &self.scripts,
-                &self.keys,
-                &sub_id,
-                n,
-                now,
-                lease_until,
-            )
-            .await?;
-            if claimed.is_empty() {
-                continue;
-            }
             let rated = sub.as_ref().is_some_and(|s| s.spec.rate_limit.is_some());
-            self.take(&sub_id, claimed.len(), rated);
-            started += claimed.len();
-            for (id, rec) in claimed {
-                lock(&self.in_hand).insert((sub_id.clone(), id.clone()));
-                let me = self.clone();
-                let sub = sub.clone();
-                let sub_id = sub_id.clone();
-                tasks.spawn(async move {
-                    me.handle(sub.as_deref(), &sub_id, &id, rec).await;
-                    lock(&me.in_hand).remove(&(sub_id.clone(), id));
-                    me.release(&sub_id);
-                });
-            }
+            self.take(&sub_id, 1, rated);
+            lock(&self.in_hand).insert((sub_id.clone(), id.clone()));
+            let me = self.clone();
+            tasks.spawn(async move {
+                me.handle(sub.as_deref(), &sub_id, &id, rec).await;
+                lock(&me.in_hand).remove(&(sub_id.clone(), id));
+                me.release(&sub_id);
+            });
         }
         Ok(started)
     }

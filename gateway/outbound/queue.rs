@@ -58,18 +58,22 @@ redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
 return 1
 "#;
 
-/// KEYS: queue of the subscription, ready. ARGV: now, count, lease until, subscription id, record prefix.
-/// Returns id, record (flat), id, record, ...
+/// KEYS: ready. ARGV: now, lease until, record prefix, queue prefix, then (subscription id, count) pairs.
+/// Claims up to count due deliveries of each subscription in one call; returns {subscription, id, record}
+/// triples. Each subscription's `ready` score is set to its queue's earliest score (or removed).
 const CLAIM: &str = r#"
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
-for _, id in ipairs(ids) do
-  redis.call('ZADD', KEYS[1], ARGV[3], id)
-  out[#out+1] = id
-  out[#out+1] = redis.call('HGETALL', ARGV[5] .. id)
+for i = 5, #ARGV, 2 do
+  local sub = ARGV[i]
+  local q = ARGV[4] .. sub
+  local ids = redis.call('ZRANGEBYSCORE', q, '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[i+1]))
+  for _, id in ipairs(ids) do
+    redis.call('ZADD', q, ARGV[2], id)
+    out[#out+1] = {sub, id, redis.call('HGETALL', ARGV[3] .. id)}
+  end
+  local first = redis.call('ZRANGE', q, 0, 0, 'WITHSCORES')
+  if #first == 0 then redis.call('ZREM', KEYS[1], sub) else redis.call('ZADD', KEYS[1], first[2], sub) end
 end
-local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-if #first == 0 then redis.call('ZREM', KEYS[2], ARGV[4]) else redis.call('ZADD', KEYS[2], first[2], ARGV[4]) end
 return out
 "#;
 
@@ -152,27 +156,28 @@ pub async fn enqueue(
     inv.invoke_async::<()>(conn).await
 }
 
-/// Claim up to `n` due deliveries of one subscription, leased until `lease_until`.
+/// One claimed delivery: (subscription id, delivery id, record).
+pub type Claimed = (String, String, HashMap<String, String>);
+
+/// Claim, for each `(subscription, n)`, up to `n` due deliveries, leased until `lease_until`; one round trip.
 pub async fn claim(
     conn: &mut ConnectionManager,
     scripts: &Scripts,
     keys: &Keys,
-    sub: &str,
-    n: usize,
+    wants: &[(String, usize)],
     now: u64,
     lease_until: u64,
-) -> Result<Vec<(String, HashMap<String, String>)>, RedisError> {
-    scripts
-        .claim
-        .key(keys.queue(sub))
-        .key(&keys.ready)
+) -> Result<Vec<Claimed>, RedisError> {
+    let mut inv = scripts.claim.prepare_invoke();
+    inv.key(&keys.ready)
         .arg(now)
-        .arg(n)
         .arg(lease_until)
-        .arg(sub)
         .arg(&keys.record_prefix)
-        .invoke_async(conn)
-        .await
+        .arg(&keys.queue_prefix);
+    for (sub, n) in wants {
+        inv.arg(sub).arg(*n);
+    }
+    inv.invoke_async(conn).await
 }
 
 /// Subscriptions with a due delivery.
