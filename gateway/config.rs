@@ -682,6 +682,45 @@ mod tests {
     }
 
     #[test]
+    fn outbound_section_defaults_and_checks() {
+        let c = Config::from_sources("hg.yaml", "", &[]).unwrap();
+        assert_eq!(c.outbound.retry_base, Duration::from_secs(60));
+        assert_eq!(c.outbound.retry_max, Duration::from_secs(8 * 3600));
+        assert_eq!(c.outbound.give_up_after, Duration::from_secs(3 * 86_400));
+        assert_eq!(c.outbound.disable_after, Duration::from_secs(5 * 86_400));
+        assert_eq!(c.outbound.max_subscriptions_per_account, 40);
+        assert!(c.subscriptions_file.is_none());
+        let dev = Config::from_sources("dev", include_str!("../deploy/hookgate.dev.yaml"), &[])
+            .expect("the dev config lists valid keys");
+        assert_eq!(dev.outbound.concurrency, c.outbound.concurrency);
+        let env = vec![(
+            "HOOKGATE_SUBSCRIPTIONS_FILE".to_string(),
+            "/etc/hookgate/subs.yaml".to_string(),
+        )];
+        let c = Config::from_sources(
+            "hg.yaml",
+            "outbound: { concurrency: 0, retry_base: 1h, retry_max: 1m, timeout: 0s }\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            c.subscriptions_file.as_deref(),
+            Some(Path::new("/etc/hookgate/subs.yaml"))
+        );
+        let p = c.validate().unwrap_err();
+        for key in [
+            "outbound.concurrency",
+            "outbound.retry_max:",
+            "outbound.timeout:",
+        ] {
+            assert!(
+                p.iter().any(|m| m.starts_with(key)),
+                "{key} missing in {p:?}"
+            );
+        }
+    }
+
+    #[test]
     fn redis_password_is_not_echoed() {
         let c = Config::from_sources("hg.yaml", "redis_url: http://u:hunter2@x\n", &[]).unwrap();
         let p = c.validate().unwrap_err();
