@@ -926,3 +926,97 @@ async fn file_subscriptions_are_delivered_to_and_read_only() {
     assert!(problems[1].contains("reference"), "{problems:?}");
     assert!(problems[2].contains("egress denied"), "{problems:?}");
 }
+
+#[tokio::test]
+async fn the_default_egress_policy_refuses_internal_destinations_at_creation() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[], "egress: { allow_http: true }\n").await;
+    let sub = Subscriber::start().await;
+    let port = sub.addr.port();
+    for url in [
+        "https://10.0.0.1/hook".to_string(),
+        "http://169.254.169.254/latest/meta-data".to_string(),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+        format!("http://0x7f.1:{port}/"),
+        format!("http://2130706433:{port}/"),
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://localhost:{port}/"),
+        "https://[fd00::1]/".to_string(),
+        "https://100.64.0.1/".to_string(),
+    ] {
+        let (s, v) = call(
+            &gw,
+            "POST",
+            "/v1/subscriptions",
+            Some(json!({"name": "x", "url": url, "events": ["a"]})),
+        )
+        .await;
+        assert_eq!(s, 422, "{url} → {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("egress denied"),
+            "{url} → {v}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_redirect_is_not_followed() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[], CFG).await;
+    let sub = Subscriber::start().await;
+    let meta = Subscriber::start().await;
+    sub.plan_one(302, Some(("location", &meta.url("/latest/meta-data"))), "");
+    let created = subscribe(
+        &gw,
+        json!({"name": "r", "url": sub.url("/hook"), "events": ["a.b"]}),
+    )
+    .await;
+    publish(&gw, json!({"type": "a.b", "data": {}})).await;
+    assert!(
+        sub.wait_delivered(1, 10).await,
+        "retried at the subscription's own URL"
+    );
+    assert!(
+        meta.received().is_empty(),
+        "the redirect target got nothing"
+    );
+    let (_, l) = call(
+        &gw,
+        "GET",
+        &format!(
+            "/v1/deliveries?subscription={}",
+            created["id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(
+        l["deliveries"][0]["attempts"], 2,
+        "the 302 counted as a failed attempt"
+    );
+}
+
+#[tokio::test]
+async fn a_rate_limit_spreads_deliveries() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[], CFG).await;
+    let sub = Subscriber::start().await;
+    subscribe(
+        &gw,
+        json!({"name": "limited", "url": sub.url("/hook"), "events": ["a.b"], "rate_limit": 5.0}),
+    )
+    .await;
+    for i in 0..15 {
+        publish(&gw, json!({"type": "a.b", "data": {"i": i}})).await;
+    }
+    assert!(sub.wait_delivered(15, 15).await);
+    let got = sub.delivered();
+    let spread = got[14].at - got[0].at;
+    // A burst of 5, then 5 per second: the last one at least ~2 s after the first.
+    assert!(spread >= Duration::from_millis(1800), "{spread:?}");
+    let first_second = got
+        .iter()
+        .filter(|r| r.at - got[0].at < Duration::from_millis(900))
+        .count();
+    assert!(first_second <= 9, "{first_second} in the first 0.9 s");
+}
