@@ -184,10 +184,15 @@ impl Dispatcher {
 
     /// One look at every ready subscription; how many deliveries were started.
     async fn pass(self: &Arc<Self>, tasks: &mut JoinSet<()>) -> Result<usize, RedisError> {
-        let snap = self.registry.snapshot().await;
+        let mut snap = self.registry.loaded_snapshot().await?;
         let mut c = self.conn.clone();
         let now = now_ms();
         let ready = queue::ready(&mut c, &self.keys, now).await?;
+        if ready.iter().any(|id| !snap.by_id.contains_key(id)) {
+            // Created a moment ago in another process, or deleted: look again before deciding it is gone.
+            self.registry.refresh(true).await?;
+            snap = self.registry.snapshot().await;
+        }
         let mut wants = Vec::new();
         for sub_id in ready {
             let n = self.room(snap.by_id.get(&sub_id).map(|s| &**s));

@@ -264,6 +264,21 @@ impl Registry {
         self.snap.load_full()
     }
 
+    /// Like `snapshot`, but an error until subscriptions were loaded once: an empty set because Redis
+    /// did not answer must never be taken for "no subscriptions" (events would be acknowledged unsent).
+    pub async fn loaded_snapshot(&self) -> Result<Arc<Snapshot>, RedisError> {
+        let never = self
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .is_none();
+        if never {
+            self.refresh(true).await?;
+        }
+        Ok(self.snapshot().await)
+    }
+
     /// Reload now if the version moved (or always, with `force`).
     pub async fn refresh(&self, force: bool) -> Result<(), RedisError> {
         let _one = self.refresh_lock.lock().await;

@@ -187,7 +187,7 @@ impl Relay {
                     .await;
             }
         };
-        let snap = self.registry.snapshot().await;
+        let snap = self.registry.loaded_snapshot().await?;
         let targets: Vec<Target> = snap
             .all
             .iter()
