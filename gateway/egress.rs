@@ -261,6 +261,15 @@ async fn resolve(rules: &Rules, host: &str) -> Result<Vec<SocketAddr>, Resolved>
     let addrs = tokio::net::lookup_host((host, 0))
         .await
         .map_err(|e| Resolved::Failed(Box::new(e)))?;
+    filter(rules, host, addrs)
+}
+
+/// The addresses the policy allows, in the resolver's order; an error when none is left.
+fn filter(
+    rules: &Rules,
+    host: &str,
+    addrs: impl IntoIterator<Item = SocketAddr>,
+) -> Result<Vec<SocketAddr>, Resolved> {
     let mut kept = Vec::new();
     let mut denied = None;
     for a in addrs {
@@ -548,6 +557,10 @@ mod tests {
             "127/8 does not open ::1"
         );
         assert_eq!(reason(&p, "0.0.0.0"), Some("this_network"), "nor 0.0.0.0");
+        // A mapped network in the config is the IPv4 network.
+        let p = policy(&["10.0.0.0/8"], &["::ffff:10.0.0.5/128"], false);
+        assert_eq!(reason(&p, "10.0.0.5"), Some("deny_list"));
+        assert_eq!(reason(&p, "10.0.0.6"), None);
         // An IPv6 range opened does not open the IPv4 it embeds.
         let p = policy(&["64:ff9b::/96"], &[], false);
         assert_eq!(reason(&p, "64:ff9b::808:808"), None);
@@ -610,6 +623,44 @@ mod tests {
         assert_eq!(check("http://hooks.example.com/x"), None);
         assert_eq!(check("http://127.0.0.1/x"), Some("loopback"));
         assert_eq!(check("gopher://hooks.example.com/"), Some("scheme"));
+    }
+
+    #[test]
+    fn resolver_keeps_allowed_addresses_only() {
+        let p = policy(&["10.9.0.0/16"], &[], false);
+        let sa = |s: &str| SocketAddr::new(s.parse().unwrap(), 0);
+        let mixed = [
+            sa("127.0.0.1"),
+            sa("93.184.215.14"),
+            sa("10.9.1.1"),
+            sa("::1"),
+            sa("2606:2800::1"),
+        ];
+        let kept = filter(&p.rules, "mixed.example", mixed).ok().unwrap();
+        assert_eq!(
+            kept,
+            vec![sa("93.184.215.14"), sa("10.9.1.1"), sa("2606:2800::1")]
+        );
+        match filter(
+            &p.rules,
+            "internal.example",
+            [sa("169.254.169.254"), sa("fd00::1")],
+        ) {
+            Err(Resolved::Denied(d)) => {
+                assert_eq!(d.reason, "link_local");
+                assert!(
+                    d.what.starts_with(
+                        "internal.example resolves only to denied addresses: 169.254.169.254"
+                    ),
+                    "{d}"
+                );
+            }
+            _ => panic!("all denied must be an EgressDenied"),
+        }
+        assert!(matches!(
+            filter(&p.rules, "empty.example", []),
+            Err(Resolved::Failed(_))
+        ));
     }
 
     #[test]

@@ -13,13 +13,25 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// An IPv4-mapped network (`::ffff:10.0.0.0/104`) becomes the IPv4 network (`10.0.0.0/8`): addresses are
+/// canonicalised before lookup, so the mapped form of a network would otherwise never match anything.
+pub fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(n) if n.prefix_len() >= 96 => match n.network().to_ipv4_mapped() {
+            Some(v4) => Ipv4Net::new(v4, n.prefix_len() - 96).map_or(net, IpNet::V4),
+            None => net,
+        },
+        _ => net,
+    }
+}
+
 /// A list of CIDRs; `contains` canonicalises the address first.
 #[derive(Clone, Debug, Default)]
 pub struct CidrList(Vec<IpNet>);
 
 impl CidrList {
     pub fn new(nets: &[IpNet]) -> Self {
-        Self(nets.iter().map(IpNet::trunc).collect())
+        Self(nets.iter().map(|n| canonical_net(n.trunc())).collect())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -358,6 +370,63 @@ mod tests {
         let a = IpAllowlist::new(&nets(&["10.1.0.0/16"]));
         assert!(a.allows(ip("::ffff:10.1.2.3")));
         assert!(!a.allows(ip("::ffff:10.2.2.3")));
+    }
+
+    #[test]
+    fn embedded_v4_of_each_form() {
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        let v4 = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            embedded_v4(v6("::10.1.2.3")),
+            vec![(v4("10.1.2.3"), V4Form::Compatible)]
+        );
+        assert_eq!(
+            embedded_v4(v6("::ffff:0:10.1.2.3")),
+            vec![(v4("10.1.2.3"), V4Form::Translated)]
+        );
+        assert_eq!(
+            embedded_v4(v6("64:ff9b::10.1.2.3")),
+            vec![(v4("10.1.2.3"), V4Form::Nat64)]
+        );
+        assert_eq!(
+            embedded_v4(v6("2002:a01:203:5::9")),
+            vec![(v4("10.1.2.3"), V4Form::SixToFour)]
+        );
+        // RFC 4380's example: server 65.54.227.120, client 192.0.2.45 (inverted: 3fff:fdd2).
+        assert_eq!(
+            embedded_v4(v6("2001:0:4136:e378:8000:63bf:3fff:fdd2")),
+            vec![
+                (v4("65.54.227.120"), V4Form::TeredoServer),
+                (v4("192.0.2.45"), V4Form::TeredoClient)
+            ]
+        );
+        for plain in [
+            "::",
+            "::1",
+            "::ffff:10.1.2.3",
+            "2001:db8::1",
+            "64:ff9b:1::a01:203",
+            "fe80::1",
+        ] {
+            assert_eq!(embedded_v4(v6(plain)), vec![], "{plain}");
+        }
+    }
+
+    #[test]
+    fn mapped_networks_are_v4_networks() {
+        let l = CidrList::new(&nets(&["::ffff:10.0.0.0/104", "::ffff:192.168.1.7/128"]));
+        assert!(l.contains(ip("10.200.0.1")));
+        assert!(l.contains(ip("::ffff:10.200.0.1")));
+        assert!(l.contains(ip("192.168.1.7")));
+        assert!(!l.contains(ip("192.168.1.8")));
+        assert!(!l.contains(ip("11.0.0.1")));
+        // Wider than the mapped block: stays IPv6.
+        let wide: IpNet = "::fffe:0:0/95".parse().unwrap();
+        assert_eq!(canonical_net(wide), wide);
+        assert_eq!(
+            canonical_net("2001:db8::/32".parse().unwrap()),
+            "2001:db8::/32".parse().unwrap()
+        );
     }
 
     #[test]
