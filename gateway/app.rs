@@ -128,7 +128,16 @@ pub async fn run(
             stop_rx.clone(),
         )?),
     };
-    let admin_app = layered(admin::router(ready, live, token, dead), &cfg);
+    let outbound = crate::outbound::Outbound::new(&cfg, store.clone())?;
+    let relays = match cfg.role {
+        Role::Api => None,
+        Role::Worker | Role::All => Some(outbound.start(&cfg, stop_rx.clone())?),
+    };
+    let admin_app = layered(
+        admin::router(ready, live, token.clone(), dead)
+            .merge(admin::outbound_router(outbound, token)),
+        &cfg,
+    );
     let admin_task = tokio::spawn(server::serve(
         listeners.admin,
         admin_app,
@@ -152,6 +161,9 @@ pub async fn run(
     }
     if let Some(w) = workers {
         let _ = w.await;
+    }
+    if let Some(r) = relays {
+        let _ = r.await;
     }
     let _ = admin_task.await;
     tracing::info!("hookgate stopped");

@@ -228,6 +228,57 @@ pub struct Egress {
     pub allow_http: bool,
 }
 
+/// The outbound relay: published events delivered to subscribers (`docs/outbound.md`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outbound {
+    /// Subscriptions one account may have (file and API together).
+    pub max_subscriptions_per_account: usize,
+    /// Deliveries in flight at once per subscription (per process), unless the subscription sets its own.
+    pub concurrency: usize,
+    /// Time allowed to connect to a subscriber.
+    #[serde(with = "humantime_serde_compat")]
+    pub connect_timeout: Duration,
+    /// Time allowed for one whole request to a subscriber.
+    #[serde(with = "humantime_serde_compat")]
+    pub timeout: Duration,
+    /// Delay after the first failure; it doubles per attempt, with jitter.
+    #[serde(with = "humantime_serde_compat")]
+    pub retry_base: Duration,
+    /// Longest delay between two attempts (a longer `Retry-After` is still honoured).
+    #[serde(with = "humantime_serde_compat")]
+    pub retry_max: Duration,
+    /// How long after its first failure a delivery is retried before it goes to the dead letters.
+    #[serde(with = "humantime_serde_compat")]
+    pub give_up_after: Duration,
+    /// A subscription failing this long without one success is disabled (`subscription.disabled` is published).
+    #[serde(with = "humantime_serde_compat")]
+    pub disable_after: Duration,
+    /// How long finished deliveries and their attempts stay listable.
+    #[serde(with = "humantime_serde_compat")]
+    pub retention: Duration,
+    /// How long a producer's event `id` is remembered for dedup.
+    #[serde(with = "humantime_serde_compat")]
+    pub dedup_ttl: Duration,
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Self {
+            max_subscriptions_per_account: 40,
+            concurrency: 4,
+            connect_timeout: Duration::from_secs(5),
+            timeout: Duration::from_secs(15),
+            retry_base: Duration::from_secs(60),
+            retry_max: Duration::from_secs(8 * 3600),
+            give_up_after: Duration::from_secs(3 * 86_400),
+            disable_after: Duration::from_secs(5 * 86_400),
+            retention: Duration::from_secs(7 * 86_400),
+            dedup_ttl: Duration::from_secs(86_400),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -249,6 +300,9 @@ pub struct Config {
     pub upstream: Upstream,
     pub deliver: Deliver,
     pub egress: Egress,
+    pub outbound: Outbound,
+    /// Subscriptions declared in a YAML file (GitOps), loaded at start; read-only through the API.
+    pub subscriptions_file: Option<PathBuf>,
     pub limits: Limits,
     pub redis: RedisConfig,
     pub log: LogConfig,
@@ -290,6 +344,8 @@ impl Default for Config {
             upstream: Upstream::default(),
             deliver: Deliver::default(),
             egress: Egress::default(),
+            outbound: Outbound::default(),
+            subscriptions_file: None,
             limits: Limits::default(),
             redis: RedisConfig::default(),
             log: LogConfig::default(),
@@ -458,6 +514,13 @@ impl Config {
             ("deliver.timeout", self.deliver.timeout),
             ("deliver.retry_base", self.deliver.retry_base),
             ("deliver.give_up_after", self.deliver.give_up_after),
+            ("outbound.connect_timeout", self.outbound.connect_timeout),
+            ("outbound.timeout", self.outbound.timeout),
+            ("outbound.retry_base", self.outbound.retry_base),
+            ("outbound.give_up_after", self.outbound.give_up_after),
+            ("outbound.disable_after", self.outbound.disable_after),
+            ("outbound.retention", self.outbound.retention),
+            ("outbound.dedup_ttl", self.outbound.dedup_ttl),
         ] {
             if d.is_zero() {
                 p.push(format!("{key}: must be above 0"));
@@ -477,6 +540,12 @@ impl Config {
         }
         if self.deliver.concurrency == 0 {
             p.push("deliver.concurrency: must be at least 1".into());
+        }
+        if self.outbound.concurrency == 0 || self.outbound.max_subscriptions_per_account == 0 {
+            p.push("outbound.concurrency and outbound.max_subscriptions_per_account: must be at least 1".into());
+        }
+        if self.outbound.retry_max < self.outbound.retry_base {
+            p.push("outbound.retry_max: must be at least outbound.retry_base".into());
         }
         if self.deliver.retry_max < self.deliver.retry_base {
             p.push("deliver.retry_max: must be at least deliver.retry_base".into());
@@ -863,6 +932,45 @@ mod tests {
         for key in [
             "deliver.inbound_retention:",
             "deliver.remove_idle_consumers_after:",
+        ] {
+            assert!(
+                p.iter().any(|m| m.starts_with(key)),
+                "{key} missing in {p:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn outbound_section_defaults_and_checks() {
+        let c = Config::from_sources("hg.yaml", "", &[]).unwrap();
+        assert_eq!(c.outbound.retry_base, Duration::from_secs(60));
+        assert_eq!(c.outbound.retry_max, Duration::from_secs(8 * 3600));
+        assert_eq!(c.outbound.give_up_after, Duration::from_secs(3 * 86_400));
+        assert_eq!(c.outbound.disable_after, Duration::from_secs(5 * 86_400));
+        assert_eq!(c.outbound.max_subscriptions_per_account, 40);
+        assert!(c.subscriptions_file.is_none());
+        let dev = Config::from_sources("dev", include_str!("../deploy/hookgate.dev.yaml"), &[])
+            .expect("the dev config lists valid keys");
+        assert_eq!(dev.outbound.concurrency, c.outbound.concurrency);
+        let env = vec![(
+            "HOOKGATE_SUBSCRIPTIONS_FILE".to_string(),
+            "/etc/hookgate/subs.yaml".to_string(),
+        )];
+        let c = Config::from_sources(
+            "hg.yaml",
+            "outbound: { concurrency: 0, retry_base: 1h, retry_max: 1m, timeout: 0s }\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            c.subscriptions_file.as_deref(),
+            Some(Path::new("/etc/hookgate/subs.yaml"))
+        );
+        let p = c.validate().unwrap_err();
+        for key in [
+            "outbound.concurrency",
+            "outbound.retry_max:",
+            "outbound.timeout:",
         ] {
             assert!(
                 p.iter().any(|m| m.starts_with(key)),

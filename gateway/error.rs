@@ -28,6 +28,11 @@ pub enum Error {
     Overloaded,
     #[error("not found")]
     NotFound,
+    /// Well-formed but not acceptable (a subscription URL the egress policy forbids, ...).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Internal(String),
 }
@@ -40,6 +45,8 @@ impl Error {
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Malformed(_) => StatusCode::BAD_REQUEST,
+            Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Unauthorized(_) | Error::Unauthenticated => StatusCode::UNAUTHORIZED,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Unavailable | Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -56,6 +63,8 @@ impl Error {
             Error::TooLarge(_) => "too_large",
             Error::UnsupportedType(_) => "unsupported_type",
             Error::Malformed(_) => "malformed",
+            Error::Invalid(_) => "invalid",
+            Error::Conflict(_) => "conflict",
             Error::Unauthorized(_) => "bad_signature",
             Error::Unauthenticated => "unauthenticated",
             Error::Forbidden(_) => "forbidden",

@@ -23,6 +23,7 @@ pub mod inbound;
 pub mod ip_policy;
 pub mod jsonpath;
 pub mod mapping;
+pub mod outbound;
 pub mod payload;
 pub mod route;
 pub mod secret;

@@ -106,6 +106,15 @@ impl Secret {
         SecretRef::parse(reference)?.resolve()
     }
 
+    /// A value stored through the admin API (a subscription's credentials), where a literal is the point:
+    /// the API is authenticated and the value never reaches a file. Empty is refused like everywhere.
+    pub fn stored(value: &str) -> Result<Secret, SecretError> {
+        if value.is_empty() {
+            return Err(SecretError::EnvEmpty("(stored value)".into()));
+        }
+        Ok(Secret(value.to_owned()))
+    }
+
     /// The secret value. Call it only where the value is used (HMAC key, comparison), never for output.
     pub fn expose(&self) -> &str {
         &self.0

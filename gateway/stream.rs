@@ -38,6 +38,18 @@ pub mod keys {
     pub fn dead_inbound(prefix: &str) -> String {
         format!("{prefix}:dead:inbound")
     }
+    /// Published events for the outbound relay (`POST /v1/events` or a producer's own XADD).
+    pub fn events(prefix: &str) -> String {
+        format!("{prefix}:events")
+    }
+    /// Remembers a producer's event id for the dedup window; its value is the stream id stored.
+    pub fn event_dedup(prefix: &str, id: &str) -> String {
+        format!("{prefix}:events:dedup:{id}")
+    }
+    /// Dead letters of outbound deliveries: a stream, like `dead_inbound`.
+    pub fn dead_outbound(prefix: &str) -> String {
+        format!("{prefix}:dead:outbound")
+    }
     /// Every delivered action, when `deliver.actions_stream` is on.
     pub fn actions(prefix: &str) -> String {
         format!("{prefix}:actions")
@@ -69,6 +81,41 @@ pub mod fields {
     pub const DEFERRALS: &str = "deferrals";
     pub const FIRST_FAILED_AT: &str = "first_failed_at";
     pub const LAST_ERROR: &str = "last_error";
+}
+
+/// Publishing (not the inbound hot path): KEYS: [dedup key,] stream. ARGV: ttl ms, '' (no body binding),
+/// then field/value pairs. The dedup key holds `<stream id>|`; a redelivered producer id answers with the
+/// stream id stored first, atomically.
+const PUBLISH_SCRIPT: &str = r#"
+local stream = KEYS[#KEYS]
+if #KEYS == 2 then
+  local prev = redis.call('GET', KEYS[1])
+  if prev then
+    local sep = string.find(prev, '|', 1, true)
+    if sep and string.sub(prev, sep + 1) == ARGV[2] then return {0, string.sub(prev, 1, sep - 1)} end
+  end
+end
+local id = redis.call('XADD', stream, '*', unpack(ARGV, 3))
+if #KEYS == 2 then
+  if not redis.call('GET', KEYS[1]) then redis.call('SET', KEYS[1], id .. '|' .. ARGV[2], 'PX', ARGV[1]) end
+end
+return {1, id}
+"#;
+
+/// Field names of an event on `<prefix>:events`; producers may XADD these directly.
+pub mod event_fields {
+    /// Required: the event type, e.g. `contact.created`.
+    pub const TYPE: &str = "type";
+    /// Optional: the account (the platform's customer) whose subscriptions get it.
+    pub const ACCOUNT: &str = "account";
+    /// Optional: the producer's id; the stream id stands in when absent.
+    pub const ID: &str = "id";
+    /// Optional: RFC 3339 time the event happened; the publish time stands in.
+    pub const OCCURRED_AT: &str = "occurred_at";
+    /// Required: the payload, as JSON text.
+    pub const DATA: &str = "data";
+    /// Set by `POST /v1/events`: the publish time, unix ms.
+    pub const PUBLISHED_AT: &str = "published_at";
 }
 
 /// One received webhook, as stored.
@@ -210,6 +257,8 @@ end
 return removed
 "#;
 
+static PUBLISH: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(PUBLISH_SCRIPT));
 static TRIM: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(TRIM_SCRIPT));
 static REMOVE_IDLE: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(REMOVE_IDLE_SCRIPT));
@@ -309,6 +358,46 @@ impl Store {
             }
             // No key, or one left by the same id with another body (an unsigned id): a new event.
             Ok(_) => Ok(Stored::New(rec.id.to_string())),
+        }
+    }
+
+    /// Store a published event: XADD to `<prefix>:events` with `fields`, deduplicated on the producer's
+    /// `id` when there is one (one script, one round trip). Retried once like
+    /// `store_inbound` when the connection dropped.
+    pub async fn store_event(
+        &self,
+        id: Option<&str>,
+        fields: &[(&str, String)],
+        dedup_ttl: Duration,
+    ) -> Result<Stored, StoreError> {
+        let _permit = tokio::time::timeout(self.wait, self.inflight.acquire())
+            .await
+            .map_err(|_| StoreError::Busy)?
+            .map_err(|_| StoreError::Busy)?;
+        let once = || async {
+            let mut inv = PUBLISH.prepare_invoke();
+            if let Some(id) = id {
+                inv.key(keys::event_dedup(&self.prefix, id));
+            }
+            inv.key(keys::events(&self.prefix));
+            inv.arg(dedup_ttl.as_millis().max(1) as u64).arg("");
+            for (k, v) in fields {
+                inv.arg(*k).arg(v);
+            }
+            let mut c = self.conn.clone();
+            let (fresh, sid): (i64, String) = inv.invoke_async(&mut c).await?;
+            Ok::<_, RedisError>(if fresh == 1 {
+                Stored::New(sid)
+            } else {
+                Stored::Duplicate(sid)
+            })
+        };
+        match once().await {
+            Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
+                tracing::warn!(error = %e, "redis connection dropped while publishing; retrying once");
+                Ok(once().await?)
+            }
+            other => Ok(other?),
         }
     }
 

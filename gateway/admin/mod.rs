@@ -2,7 +2,10 @@
 
 mod auth;
 mod dead_letters;
+mod deliveries;
+mod events;
 mod sources;
+mod subscriptions;
 
 use crate::catalog::LiveCatalog;
 pub use auth::AdminToken;
@@ -47,6 +50,21 @@ pub fn router(
         .route("/metrics", get(metrics))
         .with_state(ready)
         .merge(api)
+}
+
+/// The outbound admin API (events, subscriptions, deliveries, outbound dead letters), behind the token.
+pub fn outbound_router(o: crate::outbound::Outbound, token: Arc<AdminToken>) -> Router {
+    Router::new()
+        .route(
+            "/v1/events",
+            axum::routing::post(events::publish).with_state(o.clone()),
+        )
+        .merge(subscriptions::routes(o.clone()))
+        .merge(deliveries::routes(o))
+        .layer(axum::middleware::from_fn_with_state(
+            token,
+            auth::require_token,
+        ))
 }
 
 /// Ready when Redis answers, mappings are loaded and we are not shutting down; otherwise 503 with why.

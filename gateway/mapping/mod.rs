@@ -10,6 +10,7 @@ mod condition;
 mod diagnostic;
 mod file;
 mod rule;
+pub mod standalone;
 pub mod tests;
 mod transform;
 mod value;

@@ -457,7 +457,7 @@ pub fn eval_fields(
 }
 
 /// Evaluate named fields into a JSON object (`object:`), leaving missing ones out.
-fn eval_object(
+pub(super) fn eval_object(
     fields: &[(Arc<str>, ValueExpr)],
     scope: Scope<'_>,
 ) -> Result<Map<String, Value>, EvalError> {

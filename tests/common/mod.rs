@@ -2,6 +2,8 @@
 //! on loopback listeners. Nothing here mocks Redis or HTTP.
 #![allow(dead_code)]
 
+pub mod subscriber;
+
 use hookgate::app::{self, Listeners};
 use hookgate::config::Config;
 use std::net::SocketAddr;
@@ -158,7 +160,7 @@ impl Gateway {
         }
         // Tests that configure no upstream are about receiving: no mapper workers delivering to the
         // default upstream (which does not exist here) to add load and timing noise.
-        if !yaml.contains("upstream:") {
+        if !yaml.contains("upstream:") && !yaml.contains("outbound:") {
             cfg.role = hookgate::config::Role::Api;
         }
         if cfg.admin_token.is_none() && !yaml.contains("# no admin token") {

@@ -1,0 +1,359 @@
+//! `GET /v1/deliveries?subscription=&status=`, `GET /v1/deliveries/{id}` (with every attempt), and the
+//! outbound dead letters, mirroring the inbound ones: `GET /v1/outbound/dead-letters`,
+//! `GET|DELETE /v1/outbound/dead-letters/{id}`, `POST /v1/outbound/dead-letters/{id}/replay`,
+//! `POST /v1/outbound/dead-letters/replay?subscription=&reason=`. A replay puts the delivery back with its
+//! id, so the receiver sees the same `webhook-id`.
+
+use crate::error::Error;
+use crate::outbound::queue::{self, rf};
+use crate::outbound::Outbound;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+/// Index entries looked at per page while filtering by status.
+const SCAN: usize = 500;
+
+pub fn routes(o: Outbound) -> Router {
+    Router::new()
+        .route("/v1/deliveries", get(list))
+        .route("/v1/deliveries/{id}", get(show))
+        .route("/v1/outbound/dead-letters", get(dead_list))
+        .route("/v1/outbound/dead-letters/replay", post(dead_replay_all))
+        .route(
+            "/v1/outbound/dead-letters/{id}",
+            get(dead_show).delete(dead_remove),
+        )
+        .route("/v1/outbound/dead-letters/{id}/replay", post(dead_replay))
+        .with_state(o)
+}
+
+fn unavailable(e: redis::RedisError) -> Error {
+    tracing::warn!(error = %e, "deliveries: redis did not answer");
+    Error::Unavailable
+}
+
+fn summary(rec: &HashMap<String, String>) -> Value {
+    let s = |k: &str| rec.get(k).filter(|v| !v.is_empty()).cloned();
+    let n = |k: &str| rec.get(k).and_then(|v| v.parse::<u64>().ok());
+    json!({
+        "id": s(rf::ID),
+        "subscription": s(rf::SUBSCRIPTION),
+        "account": s(rf::ACCOUNT),
+        "type": s(rf::TYPE),
+        "status": s(rf::STATUS),
+        "reason": s(rf::REASON),
+        "attempts": n(rf::ATTEMPTS).unwrap_or(0),
+        "created_at": n(rf::CREATED_AT),
+        "next_attempt_at": (s(rf::STATUS).as_deref() == Some("pending")).then(|| n(rf::NEXT_ATTEMPT_AT)).flatten(),
+        "finished_at": n(rf::FINISHED_AT),
+        "last_status": n(rf::LAST_STATUS),
+        "last_error": s(rf::LAST_ERROR),
+        "replays": n(rf::REPLAYS).unwrap_or(0),
+    })
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    subscription: Option<String>,
+    /// pending | delivered | failed
+    status: Option<String>,
+    /// The `next` of the previous page (a creation time, ms).
+    before: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// Newest first.
+async fn list(State(o): State<Outbound>, Query(q): Query<ListQuery>) -> Result<Json<Value>, Error> {
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let index = match &q.subscription {
+        Some(s) => o.keys.sub_index(s),
+        None => o.keys.index.clone(),
+    };
+    let mut c = o.conn.clone();
+    let mut max = q.before.map_or("+inf".to_string(), |b| format!("({b}"));
+    let mut items = Vec::new();
+    let mut next = None;
+    for _ in 0..20 {
+        let page: Vec<(String, u64)> = redis::cmd("ZREVRANGEBYSCORE")
+            .arg(&index)
+            .arg(&max)
+            .arg("-inf")
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(SCAN)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        if page.is_empty() {
+            break;
+        }
+        let mut pipe = redis::pipe();
+        for (id, _) in &page {
+            pipe.cmd("HGETALL").arg(o.keys.record(id));
+        }
+        let recs: Vec<HashMap<String, String>> =
+            pipe.query_async(&mut c).await.map_err(unavailable)?;
+        let last_score = page.last().map_or(0, |p| p.1);
+        // Entries sharing the last score may continue on the next page: stop before them.
+        let mut stop_at = None;
+        for ((_, score), rec) in page.iter().zip(recs) {
+            if rec.is_empty() {
+                continue;
+            }
+            if q.status
+                .as_deref()
+                .is_some_and(|s| rec.get(rf::STATUS).map(String::as_str) != Some(s))
+            {
+                continue;
+            }
+            items.push(summary(&rec));
+            if items.len() == limit {
+                stop_at = Some(*score);
+                break;
+            }
+        }
+        if let Some(s) = stop_at {
+            next = Some(s);
+            break;
+        }
+        if page.len() < SCAN {
+            break;
+        }
+        max = format!("({last_score}");
+    }
+    Ok(Json(json!({ "deliveries": items, "next": next })))
+}
+
+async fn show(State(o): State<Outbound>, Path(id): Path<String>) -> Result<Json<Value>, Error> {
+    let mut c = o.conn.clone();
+    let rec: HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(o.keys.record(&id))
+        .query_async(&mut c)
+        .await
+        .map_err(unavailable)?;
+    if rec.is_empty() {
+        return Err(Error::NotFound);
+    }
+    let attempts: Vec<String> = redis::cmd("LRANGE")
+        .arg(o.keys.attempts(&id))
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut c)
+        .await
+        .map_err(unavailable)?;
+    let mut v = summary(&rec);
+    v["event"] = rec
+        .get(rf::EVENT)
+        .and_then(|e| serde_json::from_str(e).ok())
+        .unwrap_or(Value::Null);
+    v["attempt_log"] = Value::Array(
+        attempts
+            .iter()
+            .filter_map(|a| serde_json::from_str(a).ok())
+            .collect(),
+    );
+    Ok(Json(v))
+}
+
+/// Stream ids only (`ms-seq`): anything else is simply not found.
+fn checked(id: &str) -> Result<&str, Error> {
+    let ok = id.split_once('-').is_some_and(|(a, b)| {
+        [a, b]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+    });
+    if ok {
+        Ok(id)
+    } else {
+        Err(Error::NotFound)
+    }
+}
+
+#[derive(Deserialize)]
+struct DeadQuery {
+    subscription: Option<String>,
+    reason: Option<String>,
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+fn dead_view(id: &str, fields: &HashMap<String, String>) -> Value {
+    let mut m: Map<String, Value> = fields
+        .iter()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
+    if let Some(e) = fields
+        .get("event")
+        .and_then(|e| serde_json::from_str(e).ok())
+    {
+        m.insert("event".into(), e);
+    }
+    m.insert("id".into(), json!(id));
+    Value::Object(m)
+}
+
+fn dead_matches(f: &HashMap<String, String>, sub: Option<&str>, reason: Option<&str>) -> bool {
+    sub.is_none_or(|s| f.get("subscription").map(String::as_str) == Some(s))
+        && reason.is_none_or(|r| f.get("reason").map(String::as_str) == Some(r))
+}
+
+/// Dead letters matching the filter, oldest first, from after `after`.
+async fn dead_scan(
+    o: &Outbound,
+    sub: Option<&str>,
+    reason: Option<&str>,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<(Vec<(String, HashMap<String, String>)>, Option<String>), Error> {
+    let mut c = o.conn.clone();
+    let mut from = after.map_or("-".to_string(), |a| format!("({a}"));
+    let mut out = Vec::new();
+    loop {
+        let page: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+            .arg(&o.keys.dead)
+            .arg(&from)
+            .arg("+")
+            .arg("COUNT")
+            .arg(SCAN)
+            .query_async(&mut c)
+            .await
+            .map_err(unavailable)?;
+        let n = page.len();
+        let Some(last) = page.last().map(|p| p.0.clone()) else {
+            return Ok((out, None));
+        };
+        for (id, f) in page {
+            if dead_matches(&f, sub, reason) {
+                out.push((id.clone(), f));
+                if out.len() == limit {
+                    return Ok((out, Some(id)));
+                }
+            }
+        }
+        if n < SCAN {
+            return Ok((out, None));
+        }
+        from = format!("({last}");
+    }
+}
+
+async fn dead_list(
+    State(o): State<Outbound>,
+    Query(q): Query<DeadQuery>,
+) -> Result<Json<Value>, Error> {
+    let after = q.after.as_deref().map(checked).transpose()?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    let (items, next) = dead_scan(
+        &o,
+        q.subscription.as_deref(),
+        q.reason.as_deref(),
+        after,
+        limit,
+    )
+    .await?;
+    let items: Vec<Value> = items.iter().map(|(id, f)| dead_view(id, f)).collect();
+    Ok(Json(json!({ "dead_letters": items, "next": next })))
+}
+
+async fn dead_show(
+    State(o): State<Outbound>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let id = checked(&id)?;
+    let mut c = o.conn.clone();
+    let page: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg(&o.keys.dead)
+        .arg(id)
+        .arg(id)
+        .query_async(&mut c)
+        .await
+        .map_err(unavailable)?;
+    page.first()
+        .map(|(id, f)| Json(dead_view(id, f)))
+        .ok_or(Error::NotFound)
+}
+
+async fn dead_remove(
+    State(o): State<Outbound>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let id = checked(&id)?;
+    let mut c = o.conn.clone();
+    let n: u64 = redis::cmd("XDEL")
+        .arg(&o.keys.dead)
+        .arg(id)
+        .query_async(&mut c)
+        .await
+        .map_err(unavailable)?;
+    if n == 0 {
+        return Err(Error::NotFound);
+    }
+    Ok(Json(json!({ "deleted": id })))
+}
+
+async fn dead_replay(
+    State(o): State<Outbound>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, Error> {
+    let id = checked(&id)?;
+    let mut c = o.conn.clone();
+    let now = crate::outbound::dispatch::now_ms();
+    match queue::replay(&mut c, &o.scripts, &o.keys, id, now)
+        .await
+        .map_err(unavailable)?
+    {
+        Some(delivery) => {
+            o.wake.notify_one();
+            Ok(Json(json!({ "replayed": id, "delivery": delivery })))
+        }
+        None => Err(Error::NotFound),
+    }
+}
+
+#[derive(Deserialize)]
+struct FilterQuery {
+    subscription: Option<String>,
+    reason: Option<String>,
+}
+
+async fn dead_replay_all(
+    State(o): State<Outbound>,
+    Query(q): Query<FilterQuery>,
+) -> Result<Json<Value>, Error> {
+    let mut replayed = 0u64;
+    let mut after: Option<String> = None;
+    loop {
+        let (page, next) = dead_scan(
+            &o,
+            q.subscription.as_deref(),
+            q.reason.as_deref(),
+            after.as_deref(),
+            SCAN,
+        )
+        .await?;
+        let mut c = o.conn.clone();
+        let now = crate::outbound::dispatch::now_ms();
+        for (id, _) in &page {
+            if queue::replay(&mut c, &o.scripts, &o.keys, id, now)
+                .await
+                .map_err(unavailable)?
+                .is_some()
+            {
+                replayed += 1;
+            }
+        }
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    o.wake.notify_one();
+    Ok(Json(json!({ "replayed": replayed })))
+}

@@ -1,0 +1,217 @@
+//! The relay: reads `<prefix>:events` in the `relays` group and fans each event out, one delivery per
+//! matching subscription, enqueued and acknowledged in one script. Fan-out does no network I/O besides
+//! Redis, so one reader per process keeps up; a crashed relay's pending events are reclaimed (XAUTOCLAIM)
+//! and fanned out again, which the script makes harmless (delivery ids are derived from the event and
+//! the subscription, and an existing delivery is left alone).
+
+use super::event::Event;
+use super::queue::{self, Scripts, Target};
+use super::registry::Registry;
+use super::{Keys, RELAY_GROUP};
+use crate::stream::ensure_group;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use redis::streams::{StreamAutoClaimReply, StreamReadReply};
+use redis::{RedisError, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
+
+const BLOCK: Duration = Duration::from_secs(2);
+const BATCH: usize = 128;
+/// A pending event idle this long belongs to a relay that is gone (fan-out takes milliseconds).
+const RECLAIM_IDLE: Duration = Duration::from_secs(10);
+const RECLAIM_EVERY: Duration = Duration::from_secs(3);
+
+/// The delivery id, also the `webhook-id`: stable for one event and one subscription, whoever fans out.
+pub fn delivery_id(event_stream_id: &str, sub: &str) -> String {
+    let h = Sha256::digest(format!("{event_stream_id}\n{sub}").as_bytes());
+    format!("msg_{}", &hex::encode(h)[..26])
+}
+
+pub struct Relay {
+    pub conn: ConnectionManager,
+    pub client: redis::Client,
+    pub keys: Keys,
+    pub registry: Arc<Registry>,
+    pub wake: Arc<Notify>,
+    pub consumer: String,
+    pub retention_ms: u64,
+    pub read_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub scripts: Scripts,
+}
+
+impl Relay {
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        tracing::info!(consumer = %self.consumer, "outbound relay starting");
+        let mut reader: Option<MultiplexedConnection> = None;
+        let mut group_ready = false;
+        let mut pause = Duration::from_millis(100);
+        let mut next_reclaim = Instant::now();
+        let mut cursor = "0-0".to_string();
+        while !*stop.borrow() {
+            let step: Result<(), RedisError> = async {
+                if !group_ready {
+                    let mut c = self.conn.clone();
+                    ensure_group(&mut c, &[&self.keys.events], RELAY_GROUP).await?;
+                    group_ready = true;
+                }
+                if Instant::now() >= next_reclaim {
+                    self.reclaim(&mut cursor).await?;
+                    next_reclaim = Instant::now() + RECLAIM_EVERY;
+                }
+                let conn = match reader.as_mut() {
+                    Some(c) => c,
+                    None => reader.insert(self.connect().await?),
+                };
+                let read = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => return Ok(()),
+                    r = self.read(conn) => r?,
+                };
+                for (id, map) in read {
+                    self.fan_out(&id, &map).await?;
+                }
+                Ok(())
+            }
+            .await;
+            match step {
+                Ok(()) => pause = Duration::from_millis(100),
+                Err(e) => {
+                    if e.code() == Some("NOGROUP") {
+                        tracing::warn!("relay group missing (Redis lost it?); creating it again");
+                        group_ready = false;
+                    } else {
+                        tracing::warn!(error = %e, retry_in = ?pause, "outbound relay cannot read; reconnecting");
+                        reader = None;
+                    }
+                    tokio::select! {
+                        _ = stop.wait_for(|s| *s) => {}
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        tracing::info!("outbound relay stopped");
+    }
+
+    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
+        let cfg = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(self.read_timeout))
+            .set_connection_timeout(Some(self.connect_timeout));
+        self.client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+    }
+
+    async fn read(
+        &self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<Vec<(String, HashMap<String, Value>)>, RedisError> {
+        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(RELAY_GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(BATCH)
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.keys.events)
+            .arg(">")
+            .query_async(conn)
+            .await?;
+        Ok(reply
+            .map(|r| {
+                r.keys
+                    .into_iter()
+                    .flat_map(|k| k.ids.into_iter().map(|e| (e.id, e.map)))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn reclaim(&self, cursor: &mut String) -> Result<(), RedisError> {
+        let mut c = self.conn.clone();
+        let reply: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            .arg(&self.keys.events)
+            .arg(RELAY_GROUP)
+            .arg(&self.consumer)
+            .arg(RECLAIM_IDLE.as_millis() as u64)
+            .arg(cursor.as_str())
+            .arg("COUNT")
+            .arg(BATCH)
+            .query_async(&mut c)
+            .await?;
+        *cursor = reply.next_stream_id;
+        if !reply.deleted_ids.is_empty() {
+            let _: () = redis::cmd("XACK")
+                .arg(&self.keys.events)
+                .arg(RELAY_GROUP)
+                .arg(&reply.deleted_ids)
+                .query_async(&mut c)
+                .await?;
+        }
+        if !reply.claimed.is_empty() {
+            tracing::info!(count = reply.claimed.len(), "reclaimed pending events");
+            metrics::counter!("hookgate_relay_reclaimed_total")
+                .increment(reply.claimed.len() as u64);
+        }
+        for e in reply.claimed {
+            self.fan_out(&e.id, &e.map).await?;
+        }
+        Ok(())
+    }
+
+    /// Enqueue one delivery per subscription that wants the event, and acknowledge it.
+    async fn fan_out(&self, id: &str, map: &HashMap<String, Value>) -> Result<(), RedisError> {
+        let now = super::send_now_ms();
+        let mut c = self.conn.clone();
+        let ev = match Event::from_fields(id, map) {
+            Ok(ev) => ev,
+            Err(why) => {
+                tracing::warn!(
+                    id,
+                    why,
+                    "entry on the events stream is not an event; acknowledged and skipped"
+                );
+                metrics::counter!("hookgate_relay_events_total", "outcome" => "invalid")
+                    .increment(1);
+                return redis::cmd("XACK")
+                    .arg(&self.keys.events)
+                    .arg(RELAY_GROUP)
+                    .arg(id)
+                    .query_async(&mut c)
+                    .await;
+            }
+        };
+        let snap = self.registry.loaded_snapshot().await?;
+        let targets: Vec<Target> = snap
+            .all
+            .iter()
+            .filter(|s| s.active() && s.wants(&ev))
+            .map(|s| (delivery_id(id, &s.spec.id), s.spec.id.clone()))
+            .collect();
+        queue::enqueue(
+            &mut c,
+            &self.scripts,
+            &self.keys,
+            id,
+            &ev.kind,
+            &ev.doc.to_string(),
+            ev.account.as_deref().unwrap_or(""),
+            &targets,
+            now,
+            self.retention_ms,
+        )
+        .await?;
+        metrics::counter!("hookgate_relay_events_total", "outcome" => "fanned_out").increment(1);
+        metrics::counter!("hookgate_relay_deliveries_total").increment(targets.len() as u64);
+        if !targets.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+}
