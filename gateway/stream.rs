@@ -1,10 +1,10 @@
 //! Typed access to hookgate's Redis streams. Key names live here and nowhere else.
 //!
-//! Storing an inbound event is one round trip: a pipeline of `SET NX GET` on the dedup key and the XADD.
-//! No script: Lua costs Redis about three times the work of the two commands (measured with callgrind,
-//! bench/README.md). A redelivery's entry is removed again at once, and since a redelivery carries the same
-//! hookgate event id (derived from the sender's id), anything that saw it in between delivers it under the
-//! same idempotency keys. Redis Cluster needs both keys in one slot: give `key_prefix` a hash tag.
+//! Storing an inbound event is one round trip. With dedup it is a script that checks the dedup key,
+//! XADDs the event and remembers its stream id, atomically: a pipeline would be cheaper for Redis
+//! (bench/README.md) but could leave a key without its entry, or hand a redelivery to a worker before it is
+//! taken back. Without dedup it is a plain XADD. Redis Cluster needs both keys in one slot: give
+//! `key_prefix` a hash tag.
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
@@ -18,7 +18,7 @@ pub mod keys {
     pub fn inbound(prefix: &str) -> String {
         format!("{prefix}:inbound")
     }
-    /// Remembers a sender's event id for the dedup window; its value is hookgate's event id.
+    /// Remembers a sender's event id for the dedup window; its value is the stream id stored.
     pub fn dedup(prefix: &str, source: &str, id: &str) -> String {
         format!("{prefix}:dedup:{source}:{id}")
     }
@@ -69,10 +69,9 @@ pub mod fields {
     pub const EVENT_ID: &str = "event_id";
     pub const HEADERS: &str = "headers";
     pub const BODY: &str = "body";
-    /// hookgate's event id (answered to the sender; idempotency keys derive from it). Older entries
-    /// without it use their stream id.
-    pub const ORIGIN_ID: &str = "origin_id";
     // Delivery progress, on retried, dead-lettered and replayed events only.
+    /// The stream id the event was first stored under (idempotency keys derive from it).
+    pub const ORIGIN_ID: &str = "origin_id";
     /// Replays from the dead letters so far.
     pub const REPLAYS: &str = "replays";
     /// JSON list of the `[rule, index]` actions already delivered.
@@ -83,10 +82,11 @@ pub mod fields {
     pub const LAST_ERROR: &str = "last_error";
 }
 
-/// Publishing (not the inbound hot path): KEYS: [dedup key,] stream. ARGV: ttl ms, '' (no body binding),
-/// then field/value pairs. The dedup key holds `<stream id>|`; a redelivered producer id answers with the
-/// stream id stored first, atomically.
-const PUBLISH_SCRIPT: &str = r#"
+/// KEYS: [dedup key,] stream. ARGV: ttl ms, body binding ('' for none), then field/value pairs.
+/// The dedup key holds `<stream id>|<binding>`. With a binding (a hash of the body), an id seen with another
+/// body is not a redelivery: a replayed signed request carrying someone else's unsigned id header cannot
+/// make the real event look like a duplicate. Used for inbound events and for published ones.
+const STORE_SCRIPT: &str = r#"
 local stream = KEYS[#KEYS]
 if #KEYS == 2 then
   local prev = redis.call('GET', KEYS[1])
@@ -127,9 +127,8 @@ pub struct InboundRecord<'a> {
     pub request_id: &'a str,
     /// The sender's event id, when the source has dedup.
     pub event_id: Option<&'a str>,
-    /// hookgate's id for the event, answered to the sender and the basis of idempotency keys: derived from
-    /// the sender's id (and body, when the id is unsigned), so a redelivery gets the same one.
-    pub id: &'a str,
+    /// When the id is not covered by the signature: a hash of the body it must come with to be a redelivery.
+    pub dedup_binding: Option<String>,
     /// JSON object of the kept request headers.
     pub headers_json: String,
     pub body: &'a [u8],
@@ -257,8 +256,7 @@ end
 return removed
 "#;
 
-static PUBLISH: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::new(PUBLISH_SCRIPT));
+static STORE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(STORE_SCRIPT));
 static TRIM: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(TRIM_SCRIPT));
 static REMOVE_IDLE: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(REMOVE_IDLE_SCRIPT));
@@ -323,8 +321,8 @@ impl Store {
     }
 
     /// Dedup and XADD in one round trip. A command that failed because the connection dropped is sent once
-    /// more with the same event id: if the first attempt landed, the event may be in the stream twice under
-    /// one id, whose idempotency keys make the delivery side send it once. A timeout is not retried.
+    /// more: if the first one did land, the dedup key turns the second into `Duplicate` of the same id,
+    /// which the caller answers like `New` (a source without dedup may then hold the event twice).
     pub async fn store_inbound(
         &self,
         rec: &InboundRecord<'_>,
@@ -338,31 +336,17 @@ impl Store {
             // Not on a timeout: the command may still run, and the sender's retry is the safer second try.
             Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
                 tracing::warn!(error = %e, "redis connection dropped while storing; retrying once");
-                // Our own first attempt may have set the key: never delete on this path.
-                self.store_once(rec, dedup_ttl).await?;
-                Ok(Stored::New(rec.id.to_string()))
-            }
-            Err(e) => Err(e.into()),
-            Ok((Some(prev), stream_id)) if prev == rec.id => {
-                // A redelivery: take back the entry just added (best effort; see the module doc).
-                let mut c = self.conn.clone();
-                let del: Result<i64, RedisError> = redis::cmd("XDEL")
-                    .arg(keys::inbound(&self.prefix))
-                    .arg(&stream_id)
-                    .query_async(&mut c)
-                    .await;
-                if let Err(e) = del {
-                    tracing::warn!(error = %e, "could not remove a redelivery's entry");
+                match self.store_once(rec, dedup_ttl).await? {
+                    Stored::Duplicate(id) => Ok(Stored::New(id)),
+                    fresh => Ok(fresh),
                 }
-                Ok(Stored::Duplicate(prev))
             }
-            // No key, or one left by the same id with another body (an unsigned id): a new event.
-            Ok(_) => Ok(Stored::New(rec.id.to_string())),
+            other => Ok(other?),
         }
     }
 
     /// Store a published event: XADD to `<prefix>:events` with `fields`, deduplicated on the producer's
-    /// `id` when there is one (one script, one round trip). Retried once like
+    /// `id` when there is one (the inbound store script: one round trip). Retried once like
     /// `store_inbound` when the connection dropped.
     pub async fn store_event(
         &self,
@@ -375,7 +359,7 @@ impl Store {
             .map_err(|_| StoreError::Busy)?
             .map_err(|_| StoreError::Busy)?;
         let once = || async {
-            let mut inv = PUBLISH.prepare_invoke();
+            let mut inv = STORE.prepare_invoke();
             if let Some(id) = id {
                 inv.key(keys::event_dedup(&self.prefix, id));
             }
@@ -401,50 +385,45 @@ impl Store {
         }
     }
 
-    /// `SET <dedup key> <id> NX PX <ttl> GET` (when the event has a sender id) and XADD, pipelined: the
-    /// previous holder of the dedup key, and the new stream id.
+    /// The store script when the event has a sender id; a plain XADD (atomic by itself) when not.
     async fn store_once(
         &self,
         rec: &InboundRecord<'_>,
         dedup_ttl: Duration,
-    ) -> Result<(Option<String>, String), RedisError> {
-        let mut pipe = redis::pipe();
-        if let Some(sender_id) = rec.event_id {
-            pipe.cmd("SET")
-                .arg(keys::dedup(&self.prefix, rec.source, sender_id))
-                .arg(rec.id)
-                .arg("NX")
-                .arg("PX")
-                .arg(dedup_ttl.as_millis().max(1) as u64)
-                .arg("GET");
-        }
-        pipe.cmd("XADD")
-            .arg(keys::inbound(&self.prefix))
-            .arg("*")
-            .arg(fields::SOURCE)
-            .arg(rec.source)
-            .arg(fields::ORIGIN_ID)
-            .arg(rec.id)
-            .arg(fields::RECEIVED_AT)
-            .arg(rec.received_at_ms)
-            .arg(fields::CONTENT_TYPE)
-            .arg(rec.content_type)
-            .arg(fields::CLIENT_IP)
-            .arg(&rec.client_ip)
-            .arg(fields::REQUEST_ID)
-            .arg(rec.request_id)
-            .arg(fields::EVENT_ID)
-            .arg(rec.event_id.unwrap_or(""))
-            .arg(fields::HEADERS)
-            .arg(&rec.headers_json)
-            .arg(fields::BODY)
-            .arg(rec.body);
+    ) -> Result<Stored, RedisError> {
+        let received_at = rec.received_at_ms.to_string();
+        let fields: [(&str, &[u8]); 8] = [
+            (fields::SOURCE, rec.source.as_bytes()),
+            (fields::RECEIVED_AT, received_at.as_bytes()),
+            (fields::CONTENT_TYPE, rec.content_type.as_bytes()),
+            (fields::CLIENT_IP, rec.client_ip.as_bytes()),
+            (fields::REQUEST_ID, rec.request_id.as_bytes()),
+            (fields::EVENT_ID, rec.event_id.unwrap_or("").as_bytes()),
+            (fields::HEADERS, rec.headers_json.as_bytes()),
+            (fields::BODY, rec.body),
+        ];
         let mut c = self.conn.clone();
-        if rec.event_id.is_some() {
-            pipe.query_async(&mut c).await
-        } else {
-            let (stream_id,): (String,) = pipe.query_async(&mut c).await?;
-            Ok((None, stream_id))
+        let Some(sender_id) = rec.event_id else {
+            let mut cmd = redis::cmd("XADD");
+            cmd.arg(keys::inbound(&self.prefix)).arg("*");
+            for (k, v) in fields {
+                cmd.arg(k).arg(v);
+            }
+            return Ok(Stored::New(cmd.query_async(&mut c).await?));
+        };
+        let mut inv = STORE.prepare_invoke();
+        inv.key(keys::dedup(&self.prefix, rec.source, sender_id))
+            .key(keys::inbound(&self.prefix))
+            .arg(dedup_ttl.as_millis().max(1) as u64)
+            .arg(rec.dedup_binding.as_deref().unwrap_or(""));
+        for (k, v) in fields {
+            inv.arg(k).arg(v);
         }
+        let (fresh, id): (i64, String) = inv.invoke_async(&mut c).await?;
+        Ok(if fresh == 1 {
+            Stored::New(id)
+        } else {
+            Stored::Duplicate(id)
+        })
     }
 }

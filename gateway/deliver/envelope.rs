@@ -10,7 +10,7 @@ use std::collections::HashMap;
 /// An event as a mapper worker holds it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Envelope {
-    /// hookgate's event id (the stream id for entries stored without one): the basis of idempotency keys, sent as
+    /// The stream id the event was first stored under: the basis of idempotency keys, sent as
     /// `X-Hookgate-Event-Id`.
     pub origin_id: String,
     pub source: String,

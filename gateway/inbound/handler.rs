@@ -130,7 +130,6 @@ async fn accept(
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let id = event_id_for(src, event_id.as_deref(), &raw, request_id);
     let rec = InboundRecord {
         source: &src.name,
         received_at_ms: SystemTime::now()
@@ -140,7 +139,9 @@ async fn accept(
         client_ip: client.to_string(),
         request_id,
         event_id: event_id.as_deref(),
-        id: &id,
+        dedup_binding: src
+            .dedup_binds_body
+            .then(|| hex::encode(&sha2::Sha256::digest(&raw)[..16])),
         headers_json: kept_headers(headers, &src.secret_headers),
         body: &raw,
     };
@@ -257,35 +258,6 @@ fn answer(status: StatusCode, body: Value) -> Response {
         body.to_string(),
     )
         .into_response()
-}
-
-/// Namespace of the event ids derived from a sender's id (UUID v5).
-const EVENT_ID_NAMESPACE: uuid::Uuid = uuid::uuid!("5b0c3f4e-8d2a-4c61-9f3e-6a7d1e2b9c40");
-
-/// hookgate's id for an event. From the sender's id (and, when that id is not signed, the body), so a
-/// redelivery gets the id of the first delivery and the delivery side's idempotency keys collapse any
-/// double; without a sender id, the request id, which a retried store reuses too.
-fn event_id_for(
-    src: &InboundSource,
-    sender_id: Option<&str>,
-    raw: &[u8],
-    request_id: &str,
-) -> String {
-    match sender_id {
-        Some(sid) => {
-            let mut name = Vec::with_capacity(src.name.len() + sid.len() + 34);
-            name.extend_from_slice(src.name.as_bytes());
-            name.push(0);
-            name.extend_from_slice(sid.as_bytes());
-            if src.dedup_binds_body {
-                name.push(0);
-                name.extend_from_slice(&sha2::Sha256::digest(raw));
-            }
-            uuid::Uuid::new_v5(&EVENT_ID_NAMESPACE, &name).to_string()
-        }
-        None if !request_id.is_empty() => request_id.to_string(),
-        None => uuid::Uuid::now_v7().to_string(),
-    }
 }
 
 /// The request headers worth keeping for mapping and audit, as a JSON object; credentials are dropped and
