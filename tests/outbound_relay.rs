@@ -1020,3 +1020,55 @@ async fn a_rate_limit_spreads_deliveries() {
         .count();
     assert!(first_second <= 9, "{first_second} in the first 0.9 s");
 }
+
+/// With no subscriptions at all, a published event is simply acknowledged (nothing to deliver), and a
+/// subscription created afterwards gets only what is published after it.
+#[tokio::test]
+async fn an_event_with_no_subscription_is_acknowledged_not_held() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[], CFG).await;
+    let first = publish(&gw, json!({"type": "contact.created", "data": {"n": 1}})).await;
+    let stream_id = first["stream_id"].as_str().expect("stream_id").to_string();
+    wait_for(
+        "the event read and acknowledged by the relays",
+        10,
+        async || {
+            let groups: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+                .arg("GROUPS")
+                .arg("hookgate:events")
+                .query(&mut redis.conn())
+                .unwrap_or_default();
+            groups.iter().any(|g| {
+                let text = |k: &str| match g.get(k) {
+                    Some(redis::Value::BulkString(b)) => String::from_utf8_lossy(b).into_owned(),
+                    Some(redis::Value::SimpleString(s)) => s.clone(),
+                    Some(redis::Value::Int(i)) => i.to_string(),
+                    _ => String::new(),
+                };
+                text("name") == "relays"
+                    && text("last-delivered-id") == stream_id
+                    && text("pending") == "0"
+            })
+        },
+    )
+    .await;
+    let sub = Subscriber::start().await;
+    subscribe(
+        &gw,
+        json!({"name": "late", "url": sub.url("/hook"), "events": ["contact.*"]}),
+    )
+    .await;
+    publish(&gw, json!({"type": "contact.created", "data": {"n": 2}})).await;
+    assert!(sub.wait_received(1, 10).await, "the second event delivered");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got: Vec<Value> = sub
+        .received()
+        .iter()
+        .map(|r| r.json()["data"]["n"].clone())
+        .collect();
+    assert_eq!(
+        got,
+        vec![json!(2)],
+        "only the event published after the subscription"
+    );
+}

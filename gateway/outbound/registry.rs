@@ -279,6 +279,13 @@ impl Registry {
         Ok(self.snapshot().await)
     }
 
+    /// The subscriptions as of now: one GET of the version, a reload only when it moved. An error when
+    /// Redis does not answer, so no event is fanned out against a stale or empty set.
+    pub async fn current(&self) -> Result<Arc<Snapshot>, RedisError> {
+        self.refresh(false).await?;
+        Ok(self.snap.load_full())
+    }
+
     /// Reload now if the version moved (or always, with `force`).
     pub async fn refresh(&self, force: bool) -> Result<(), RedisError> {
         let _one = self.refresh_lock.lock().await;
@@ -310,11 +317,16 @@ impl Registry {
                 Err(e) => tracing::warn!(id, error = %e, "stored subscription unreadable; skipped"),
             }
         }
-        let mut pipe = redis::pipe();
-        for (s, _) in &specs {
-            pipe.cmd("HGETALL").arg(self.keys.health(&s.id));
-        }
-        let healths: Vec<HashMap<String, String>> = pipe.query_async(&mut c).await?;
+        // No subscriptions is a valid answer; redis refuses an empty pipeline.
+        let healths: Vec<HashMap<String, String>> = if specs.is_empty() {
+            Vec::new()
+        } else {
+            let mut pipe = redis::pipe();
+            for (s, _) in &specs {
+                pipe.cmd("HGETALL").arg(self.keys.health(&s.id));
+            }
+            pipe.query_async(&mut c).await?
+        };
         let mut snap = Snapshot::default();
         for ((spec, origin), health) in specs.into_iter().zip(healths) {
             let id = spec.id.clone();

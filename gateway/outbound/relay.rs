@@ -187,7 +187,9 @@ impl Relay {
                     .await;
             }
         };
-        let snap = self.registry.loaded_snapshot().await?;
+        // Every subscription created before the event was published must see it, whichever process
+        // created it: check the version now rather than trusting the periodic refresh.
+        let snap = self.registry.current().await?;
         let targets: Vec<Target> = snap
             .all
             .iter()
