@@ -112,10 +112,13 @@ pub async fn run(
     )
     .context("redis_url")?;
     let dead = deliver::DeadLetters::new(deliver_conn.clone(), deliver::Keys::new(&cfg.key_prefix));
-    // Outbound streams join this list when the relay lands (`gauges::Watch`).
     crate::gauges::spawn(
         deliver_conn.clone(),
-        crate::gauges::inbound(&cfg.key_prefix),
+        [
+            crate::gauges::inbound(&cfg.key_prefix),
+            crate::gauges::outbound(&cfg.key_prefix),
+        ]
+        .concat(),
         cfg.metrics_sample_interval,
         stop_rx.clone(),
     );

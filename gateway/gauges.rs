@@ -53,6 +53,20 @@ pub fn inbound(prefix: &str) -> Vec<Watch> {
     ]
 }
 
+/// The outbound side's keys: the published events (read by the relays) and their dead letters.
+pub fn outbound(prefix: &str) -> Vec<Watch> {
+    vec![
+        Watch::Stream {
+            label: "events".into(),
+            key: crate::stream::keys::events(prefix),
+        },
+        Watch::DeadLetters {
+            kind: "outbound".into(),
+            key: crate::stream::keys::dead_outbound(prefix),
+        },
+    ]
+}
+
 /// Sample now, then every `every`, until `stop`.
 pub fn spawn(
     conn: ConnectionManager,

@@ -90,6 +90,8 @@ async fn metrics_cover_the_pipeline_with_hookgate_names_and_buckets() {
         r#"hookgate_stream_lag{stream="inbound",group="mappers"}"#,
         r#"hookgate_stream_length{stream="retry:inbound:due"}"#,
         r#"hookgate_retries_scheduled{kind="inbound"}"#,
+        r#"hookgate_stream_length{stream="events"}"#,
+        r#"hookgate_dead_letters_stored{kind="outbound"}"#,
         r#"hookgate_delivery_latency_seconds_count{source="shop"}"#,
         "hookgate_sources_loaded",
     ] {

@@ -1072,3 +1072,37 @@ async fn an_event_with_no_subscription_is_acknowledged_not_held() {
         "only the event published after the subscription"
     );
 }
+
+/// `<prefix>:events` does not grow forever: what every group acknowledged is trimmed once older than
+/// `outbound.retention`; a fresh event stays.
+#[tokio::test]
+async fn acknowledged_events_are_trimmed_after_the_retention() {
+    let redis = Redis::start();
+    // One entry per stream node, so the approximate trim (`MINID ~`) is exact here.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("stream-node-max-entries")
+        .arg("1")
+        .query(&mut redis.conn())
+        .unwrap();
+    let gw = Gateway::start(
+        &redis,
+        &[],
+        "outbound: { retention: 1s }\negress: { allow: [127.0.0.0/8], allow_http: true }\n",
+    )
+    .await;
+    for n in 0..3 {
+        publish(&gw, json!({"type": "contact.created", "data": {"n": n}})).await;
+    }
+    let xlen = || -> i64 {
+        redis::cmd("XLEN")
+            .arg("hookgate:events")
+            .query(&mut redis.conn())
+            .unwrap_or(-1)
+    };
+    assert_eq!(xlen(), 3);
+    wait_for("the acknowledged events trimmed", 10, async || xlen() == 0).await;
+    publish(&gw, json!({"type": "contact.created", "data": {"n": 3}})).await;
+    assert_eq!(xlen(), 1, "a fresh event is kept");
+    assert!(gw.metrics().await.contains("hookgate_events_trimmed_total"));
+}

@@ -10,7 +10,7 @@
 mod dead;
 mod envelope;
 mod retry;
-mod upkeep;
+pub mod upkeep;
 mod upstream;
 mod worker;
 

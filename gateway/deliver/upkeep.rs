@@ -19,7 +19,7 @@ const TRIM_CALLS: usize = 100;
 
 /// A pass every quarter of the period, between 1 s and 1 min: entries and consumers go at most a
 /// quarter late, and a long period does not mean a rare pass.
-fn every(period: Duration) -> Duration {
+pub fn every(period: Duration) -> Duration {
     (period / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
@@ -69,21 +69,30 @@ pub async fn run(
 }
 
 async fn trim(conn: &mut ConnectionManager, keys: &Keys, retention: Duration) {
+    let total = trim_stream(conn, &keys.inbound, retention).await;
+    if total > 0 {
+        metrics::counter!("hookgate_inbound_trimmed_total").increment(total);
+    }
+}
+
+/// Trim what every group of `stream` has acknowledged and what is older than `retention`, in bounded
+/// calls; how many entries went. Also used for the outbound relay's `<prefix>:events`.
+pub async fn trim_stream(conn: &mut ConnectionManager, stream: &str, retention: Duration) -> u64 {
     let mut total = 0;
     for _ in 0..TRIM_CALLS {
-        match trim_acknowledged(conn, &keys.inbound, retention, TRIM_BATCH).await {
+        match trim_acknowledged(conn, stream, retention, TRIM_BATCH).await {
             Ok(0) => break,
             Ok(n) => total += n,
             Err(e) => {
-                tracing::debug!(error = %e, "trimming the inbound stream failed");
+                tracing::debug!(stream, error = %e, "trimming a stream failed");
                 break;
             }
         }
     }
     if total > 0 {
-        tracing::debug!(trimmed = total, "trimmed acknowledged inbound entries");
-        metrics::counter!("hookgate_inbound_trimmed_total").increment(total);
+        tracing::debug!(stream, trimmed = total, "trimmed acknowledged entries");
     }
+    total
 }
 
 #[cfg(test)]

@@ -50,6 +50,8 @@ impl Relay {
         let mut group_ready = false;
         let mut pause = Duration::from_millis(100);
         let mut next_reclaim = Instant::now();
+        let retention = Duration::from_millis(self.retention_ms);
+        let mut next_trim = Instant::now() + crate::deliver::upkeep::every(retention);
         let mut cursor = "0-0".to_string();
         while !*stop.borrow() {
             let step: Result<(), RedisError> = async {
@@ -61,6 +63,18 @@ impl Relay {
                 if Instant::now() >= next_reclaim {
                     self.reclaim(&mut cursor).await?;
                     next_reclaim = Instant::now() + RECLAIM_EVERY;
+                }
+                // Published events are history once every group acknowledged them: kept as long as
+                // their deliveries stay listable (`outbound.retention`), then trimmed.
+                if Instant::now() >= next_trim {
+                    let mut c = self.conn.clone();
+                    let n =
+                        crate::deliver::upkeep::trim_stream(&mut c, &self.keys.events, retention)
+                            .await;
+                    if n > 0 {
+                        metrics::counter!("hookgate_events_trimmed_total").increment(n);
+                    }
+                    next_trim = Instant::now() + crate::deliver::upkeep::every(retention);
                 }
                 let conn = match reader.as_mut() {
                     Some(c) => c,
