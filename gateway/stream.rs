@@ -175,6 +175,21 @@ pub fn manager(
     ConnectionManager::new_lazy_with_config(client, cfg)
 }
 
+/// A connection of its own for blocking reads (XREADGROUP BLOCK): a BLOCK on the shared multiplexed
+/// connection would stall every other command. `read_timeout` must be longer than the block time.
+pub async fn blocking_reader(
+    client: &redis::Client,
+    read_timeout: Duration,
+    connect_timeout: Duration,
+) -> Result<redis::aio::MultiplexedConnection, RedisError> {
+    let cfg = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(read_timeout))
+        .set_connection_timeout(Some(connect_timeout));
+    client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await
+}
+
 /// Create the group on each stream, from the start (`0`) so events stored before any worker ran are
 /// processed. An existing group is left as is.
 pub async fn ensure_group(

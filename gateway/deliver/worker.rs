@@ -223,12 +223,7 @@ impl Worker {
     }
 
     async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
-        let cfg = redis::AsyncConnectionConfig::new()
-            .set_response_timeout(Some(self.read_timeout))
-            .set_connection_timeout(Some(self.connect_timeout));
-        self.client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
+        crate::stream::blocking_reader(&self.client, self.read_timeout, self.connect_timeout).await
     }
 
     /// New entries of both streams, blocking up to `BLOCK`.
