@@ -190,6 +190,40 @@ pub async fn blocking_reader(
         .await
 }
 
+/// What a consumer loop must redo after a failed read.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadFailure {
+    /// Redis lost the consumer group (a restart without persistence): create it again.
+    LostGroup,
+    /// Anything else: drop the reader connection and connect again.
+    Reconnect,
+}
+
+/// After a failed read of a consumer loop (`who` names it in the log): what to redo, once `pause` has
+/// passed or `stop` was set. The caller doubles its pause up to a cap.
+pub async fn back_off(
+    e: &RedisError,
+    who: &str,
+    pause: Duration,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> ReadFailure {
+    let what = if e.code() == Some("NOGROUP") {
+        tracing::warn!(
+            who,
+            "consumer group missing (Redis lost it?); creating it again"
+        );
+        ReadFailure::LostGroup
+    } else {
+        tracing::warn!(who, error = %e, retry_in = ?pause, "cannot read; reconnecting");
+        ReadFailure::Reconnect
+    };
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => {}
+        () = tokio::time::sleep(pause) => {}
+    }
+    what
+}
+
 /// Create the group on each stream, from the start (`0`) so events stored before any worker ran are
 /// processed. An existing group is left as is.
 pub async fn ensure_group(

@@ -190,18 +190,9 @@ impl Worker {
             match step {
                 Ok(()) => pause = Duration::from_millis(100),
                 Err(e) => {
-                    if e.code() == Some("NOGROUP") {
-                        tracing::warn!(
-                            "consumer group missing (Redis lost it?); creating it again"
-                        );
-                        groups_ready = false;
-                    } else {
-                        tracing::warn!(error = %e, retry_in = ?pause, "mapper worker cannot read; reconnecting");
-                        reader = None;
-                    }
-                    tokio::select! {
-                        _ = stop.wait_for(|s| *s) => {}
-                        () = tokio::time::sleep(pause) => {}
+                    match crate::stream::back_off(&e, "mapper worker", pause, &mut stop).await {
+                        crate::stream::ReadFailure::LostGroup => groups_ready = false,
+                        crate::stream::ReadFailure::Reconnect => reader = None,
                     }
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }

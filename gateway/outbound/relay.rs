@@ -93,16 +93,9 @@ impl Relay {
             match step {
                 Ok(()) => pause = Duration::from_millis(100),
                 Err(e) => {
-                    if e.code() == Some("NOGROUP") {
-                        tracing::warn!("relay group missing (Redis lost it?); creating it again");
-                        group_ready = false;
-                    } else {
-                        tracing::warn!(error = %e, retry_in = ?pause, "outbound relay cannot read; reconnecting");
-                        reader = None;
-                    }
-                    tokio::select! {
-                        _ = stop.wait_for(|s| *s) => {}
-                        () = tokio::time::sleep(pause) => {}
+                    match crate::stream::back_off(&e, "outbound relay", pause, &mut stop).await {
+                        crate::stream::ReadFailure::LostGroup => group_ready = false,
+                        crate::stream::ReadFailure::Reconnect => reader = None,
                     }
                     pause = (pause * 2).min(Duration::from_secs(5));
                 }

@@ -15,6 +15,18 @@ use tokio::net::TcpListener;
 /// The admin token every test gateway gets.
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
+/// Poll `done` every 20 ms until it holds (true) or `secs` pass (false).
+pub async fn poll_until(secs: u64, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
+}
+
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("local addr").port()
@@ -489,14 +501,7 @@ impl RecordingUpstream {
 
     /// Wait until `n` requests were answered 2xx; false after `secs`.
     pub async fn wait_delivered(&self, n: usize, secs: u64) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if self.delivered().len() >= n {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
+        poll_until(secs, || self.delivered().len() >= n).await
     }
 
     /// Stop answering (the port refuses connections again).

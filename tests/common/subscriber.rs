@@ -1,6 +1,7 @@
 //! A real HTTP subscriber on 127.0.0.1 for the outbound tests: records every request with its raw body
 //! (signatures are over the exact bytes), answers from a plan of statuses, optionally slowly.
 
+use super::poll_until;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -152,25 +153,11 @@ impl Subscriber {
 
     /// Wait until `n` requests were answered 2xx; false after `secs`.
     pub async fn wait_delivered(&self, n: usize, secs: u64) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if self.delivered().len() >= n {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
+        poll_until(secs, || self.delivered().len() >= n).await
     }
 
     pub async fn wait_received(&self, n: usize, secs: u64) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while Instant::now() < deadline {
-            if self.received().len() >= n {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        false
+        poll_until(secs, || self.received().len() >= n).await
     }
 }
 
