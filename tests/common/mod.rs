@@ -2,6 +2,7 @@
 //! on loopback listeners. Nothing here mocks Redis or HTTP.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod subscriber;
 
 use hookgate::app::{self, Listeners};
@@ -489,6 +490,11 @@ impl RecordingUpstream {
 
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Look at the requests so far without copying them (for counting thousands often).
+    pub fn with_requests<R>(&self, f: impl FnOnce(&[Recorded]) -> R) -> R {
+        f(&self.state.requests.lock().unwrap())
     }
 
     /// Requests answered 2xx.

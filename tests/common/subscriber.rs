@@ -144,6 +144,11 @@ impl Subscriber {
         self.state.got.lock().unwrap().clone()
     }
 
+    /// Look at the requests so far without copying them (for counting thousands often).
+    pub fn with_received<R>(&self, f: impl FnOnce(&[Received]) -> R) -> R {
+        f(&self.state.got.lock().unwrap())
+    }
+
     pub fn delivered(&self) -> Vec<Received> {
         self.received()
             .into_iter()

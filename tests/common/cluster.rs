@@ -1,0 +1,259 @@
+//! Launchers for multi-process tests: a three-master Redis Cluster on loopback, and `hookgate serve`
+//! child processes (the real binary) with their output in a log file. Both kill what they started on Drop,
+//! also when the test panics.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port P on 127.0.0.1 where P and P + 10000 (the cluster bus) are both free right now.
+fn free_cluster_port() -> u16 {
+    for _ in 0..200 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        let p = l.local_addr().expect("local addr").port();
+        if p > 55_535 {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            return p;
+        }
+    }
+    panic!("no port P with P + 10000 free for a cluster node");
+}
+
+/// Three `redis-server --cluster-enabled yes` masters on loopback, slots spread by
+/// `redis-cli --cluster create`, each with its own temp dir.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    dirs: Vec<tempfile::TempDir>,
+    children: Vec<Child>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        for _ in 0..3 {
+            if let Some(c) = Self::try_start() {
+                return c;
+            }
+        }
+        panic!("redis cluster did not start (3 tries)");
+    }
+
+    fn try_start() -> Option<Self> {
+        let mut c = RedisCluster {
+            ports: Vec::new(),
+            dirs: Vec::new(),
+            children: Vec::new(),
+        };
+        for _ in 0..3 {
+            let port = free_cluster_port();
+            let dir = tempfile::tempdir().expect("cluster node tempdir");
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--cluster-node-timeout", "5000"])
+                .args(["--appendonly", "no", "--save", ""])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (apt-get install redis-server)");
+            c.ports.push(port);
+            c.dirs.push(dir);
+            c.children.push(child);
+        }
+        // Every node answers PING (or one exited: a port was taken meanwhile; start over).
+        for port in c.ports.clone() {
+            if !c.wait_ping(port) {
+                return None;
+            }
+        }
+        let nodes: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli must be installed");
+        if !out.status.success() {
+            eprintln!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if c.ports.iter().all(|p| c.cluster_ok(*p)) {
+                return Some(c);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("redis cluster never reported cluster_state:ok");
+        None
+    }
+
+    fn wait_ping(&mut self, port: u16) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self
+                .children
+                .iter_mut()
+                .any(|c| !matches!(c.try_wait(), Ok(None)))
+            {
+                return false;
+            }
+            if let Ok(mut conn) = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                .and_then(|c| c.get_connection())
+            {
+                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                    return true;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn cluster_ok(&self, port: u16) -> bool {
+        redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .and_then(|c| c.get_connection())
+            .and_then(|mut conn| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut conn))
+            .is_ok_and(|info| info.contains("cluster_state:ok"))
+    }
+
+    /// `redis://127.0.0.1:P` for each node.
+    pub fn urls(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect()
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// One `hookgate serve --config FILE [--role R]` child process; stdout and stderr go to `log`.
+pub struct Node {
+    pub name: String,
+    pub config: PathBuf,
+    pub role: String,
+    pub log: PathBuf,
+    /// The admin listener, `127.0.0.1:P` (for /readyz).
+    pub admin: String,
+    child: Option<Child>,
+    /// Environment for the child (the admin token, secrets).
+    env: Vec<(String, String)>,
+}
+
+impl Node {
+    /// Start the process (not waiting for it: see `wait_ready`).
+    pub fn spawn(
+        name: &str,
+        config: &Path,
+        role: &str,
+        admin: &str,
+        log: &Path,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut n = Node {
+            name: name.to_string(),
+            config: config.to_path_buf(),
+            role: role.to_string(),
+            log: log.to_path_buf(),
+            admin: admin.to_string(),
+            child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        n.start();
+        n
+    }
+
+    /// Start (again) with the same config, so on the same ports; the log is appended to.
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open the node's log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["serve", "--role", &self.role, "--config"])
+            .arg(&self.config)
+            .env("HOSTNAME", &self.name)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup the log file"))
+            .stderr(log)
+            .spawn()
+            .expect("start hookgate serve");
+        self.child = Some(child);
+    }
+
+    /// Wait until `/readyz` answers 200; panics (with the log's tail) after `secs` or when the process exits.
+    pub async fn wait_ready(&mut self, secs: u64) {
+        let url = format!("http://{}/readyz", self.admin);
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .expect("http client");
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!(
+                        "hookgate {} exited before it was ready ({status}):\n{}",
+                        self.name,
+                        self.log_tail(40)
+                    );
+                }
+            }
+            if let Ok(r) = client.get(&url).send().await {
+                if r.status().as_u16() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "hookgate {} not ready within {secs} s:\n{}",
+            self.name,
+            self.log_tail(40)
+        );
+    }
+
+    /// SIGKILL: no drain, nothing flushed, pending work left to the others.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The last `lines` lines of the process's output.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

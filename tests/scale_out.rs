@@ -1,0 +1,582 @@
+//! Scale-out (issue #6, item 7): three `hookgate serve` processes (the real binary) share one Redis, one
+//! mappings dir, one upstream and one subscriber. 10,000 inbound webhooks and 10,000 published events go
+//! in concurrently, round-robin over the processes; a third of the way in one process is SIGKILLed and
+//! restarted on the same ports. Every event must arrive (at least once: duplicates are counted, not
+//! failed), on one redis-server and on a three-master Redis Cluster.
+//!
+//! `scale_out_throughput` (ignored) measures how delivery scales with 1, 2 and 3 `--role worker` processes.
+
+mod common;
+
+use common::cluster::{Node, RedisCluster};
+use common::subscriber::Subscriber;
+use common::{free_port, secret_file, RecordingUpstream, Redis, ADMIN_TOKEN};
+use serde_json::{json, Value};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const EVENTS: usize = 10_000;
+const IN_FLIGHT: usize = 64;
+const SOURCE: &str = "scale";
+const TOKEN: &str = "scale-static-token";
+/// How long every event may take to reach the upstream and the subscriber.
+const DELIVERY_WAIT: Duration = Duration::from_secs(120);
+
+/// The Redis the processes share.
+enum Backend {
+    Single(Redis),
+    Cluster(RedisCluster),
+}
+
+impl Backend {
+    fn start(cluster: bool) -> Self {
+        if cluster {
+            Backend::Cluster(RedisCluster::start())
+        } else {
+            Backend::Single(Redis::start())
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Backend::Single(_) => "one redis-server",
+            Backend::Cluster(_) => "redis cluster (3 masters)",
+        }
+    }
+
+    /// The config lines that point hookgate at this Redis.
+    fn yaml(&self) -> String {
+        match self {
+            Backend::Single(r) => format!("redis_url: {}\n", r.url()),
+            Backend::Cluster(c) => format!("redis:\n  cluster_nodes: [{}]\n", c.urls().join(", ")),
+        }
+    }
+}
+
+/// What the processes share (upstream, subscriber, mappings, subscriptions file, secrets), and the
+/// processes. On a panic, the tail of every process's log is printed; the processes are killed on Drop.
+struct Rig {
+    dir: tempfile::TempDir,
+    upstream: RecordingUpstream,
+    subscriber: Subscriber,
+    /// Config shared by every process: everything but the listeners.
+    base: String,
+    nodes: Vec<Node>,
+}
+
+impl Rig {
+    /// `prefix` is the key prefix, with a hash tag so the scripts' keys share a cluster slot.
+    async fn new(backend: &Backend, prefix: &str) -> Self {
+        let dir = tempfile::tempdir().expect("rig tempdir");
+        let upstream = RecordingUpstream::start().await;
+        let subscriber = Subscriber::start().await;
+        let mappings = dir.path().join("mappings");
+        std::fs::create_dir(&mappings).expect("mkdir mappings");
+        let token = secret_file(dir.path(), "token", TOKEN);
+        // A cheap verify (a static token) and one action per event: the load is the pipeline.
+        std::fs::write(
+            mappings.join("scale.yaml"),
+            format!(
+                "source: {SOURCE}\nverify: {{ preset: token, header: X-Token, secret: \"{token}\" }}\n\
+                 dedup: {{ id: $.id, ttl: 1h }}\nrules:\n  - name: seen\n    custom_event:\n      \
+                 event_name: scale_seen\n      ext_id: $.id\n"
+            ),
+        )
+        .expect("write mapping");
+        let whsec = secret_file(
+            dir.path(),
+            "whsec",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=",
+        );
+        let subs = dir.path().join("subscriptions.yaml");
+        std::fs::write(
+            &subs,
+            format!(
+                "subscriptions:\n  - id: scale-sub\n    name: scale\n    url: {}\n    events: [\"scale.*\"]\n    \
+                 secret: \"{whsec}\"\n    concurrency: 32\n",
+                subscriber.url("/hook")
+            ),
+        )
+        .expect("write subscriptions file");
+        // Short timeouts so a killed process's work is reclaimed within seconds (inbound: 3 × timeout
+        // + 5 s; outbound leases: 2 × timeout + 10 s); debug logging off.
+        let base = format!(
+            "{}key_prefix: \"{prefix}\"\nmappings_dir: {}\nsubscriptions_file: {}\n\
+             upstream: {{ url: \"{}\" }}\n\
+             deliver: {{ concurrency: 32, timeout: 1s, retry_base: 100ms, retry_max: 500ms }}\n\
+             outbound: {{ timeout: 1s, retry_base: 100ms, retry_max: 500ms }}\n\
+             egress: {{ allow: [127.0.0.0/8], allow_http: true }}\n\
+             shutdown_delay: 0s\nshutdown_grace: 1s\nlog: {{ level: warn }}\n",
+            backend.yaml(),
+            mappings.display(),
+            subs.display(),
+            upstream.url(),
+        );
+        Rig {
+            dir,
+            upstream,
+            subscriber,
+            base,
+            nodes: Vec::new(),
+        }
+    }
+
+    /// Start one more process with its own listeners and config file (not waiting: `wait_ready`).
+    fn add(&mut self, role: &str) {
+        let name = format!("node{}-{role}", self.nodes.len() + 1);
+        let admin = format!("127.0.0.1:{}", free_port());
+        let config = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{}\nadmin_listen: {admin}\n{}",
+                free_port(),
+                self.base
+            ),
+        )
+        .expect("write node config");
+        let log = self.dir.path().join(format!("{name}.log"));
+        self.nodes.push(Node::spawn(
+            &name,
+            &config,
+            role,
+            &admin,
+            &log,
+            &[("HOOKGATE_ADMIN_TOKEN", ADMIN_TOKEN)],
+        ));
+    }
+
+    async fn wait_ready(&mut self) {
+        for n in &mut self.nodes {
+            n.wait_ready(30).await;
+        }
+    }
+
+    /// Inbound and publish URLs of the first `n` processes (the ones that take the load).
+    fn targets(&self, n: usize) -> Targets {
+        let listen = |n: &Node| {
+            let cfg = std::fs::read_to_string(&n.config).expect("read node config");
+            cfg.lines()
+                .find_map(|l| l.strip_prefix("listen: "))
+                .expect("listen line")
+                .to_string()
+        };
+        Targets {
+            inbound: self.nodes[..n]
+                .iter()
+                .map(|n| format!("http://{}/webhooks/{SOURCE}", listen(n)))
+                .collect(),
+            publish: self.nodes[..n]
+                .iter()
+                .map(|n| format!("http://{}/v1/events", n.admin))
+                .collect(),
+        }
+    }
+
+    /// (requests, unique, the inbound ids seen) at the upstream: answered 2xx, keyed by Idempotency-Key.
+    fn upstream_counts(&self) -> Counts {
+        self.upstream.with_requests(|reqs| {
+            let mut keys = HashSet::new();
+            let mut ids = HashSet::new();
+            for r in reqs.iter().filter(|r| r.status < 300) {
+                if let Some(k) = r.headers.get("idempotency-key") {
+                    keys.insert(k.clone());
+                }
+                if let Some(id) = r.body["identifiers"]["ext_id"].as_str() {
+                    ids.insert(id.to_string());
+                }
+            }
+            Counts {
+                total: reqs.len(),
+                unique: keys.len(),
+                ids,
+            }
+        })
+    }
+
+    /// Same at the subscriber, keyed by `webhook-id`; ids from the payload's `data.id`.
+    fn subscriber_counts(&self) -> Counts {
+        self.subscriber.with_received(|got| {
+            let mut keys = HashSet::new();
+            let mut ids = HashSet::new();
+            for r in got.iter().filter(|r| (200..300).contains(&r.status)) {
+                keys.insert(r.header("webhook-id").to_string());
+                if let Some(id) = r.json()["data"]["id"].as_str() {
+                    ids.insert(id.to_string());
+                }
+            }
+            Counts {
+                total: got.len(),
+                unique: keys.len(),
+                ids,
+            }
+        })
+    }
+
+    /// Wait (bounded) until the upstream and the subscriber each have `EVENTS` distinct deliveries.
+    async fn wait_delivered(&self) -> (Counts, Counts) {
+        let deadline = Instant::now() + DELIVERY_WAIT;
+        loop {
+            let (up, sub) = (self.upstream_counts(), self.subscriber_counts());
+            if (up.unique >= EVENTS && sub.unique >= EVENTS) || Instant::now() > deadline {
+                return (up, sub);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn print_logs(&self) {
+        for n in &self.nodes {
+            eprintln!(
+                "---- {} ({}) last log lines:\n{}",
+                n.name,
+                n.log.display(),
+                n.log_tail(30)
+            );
+        }
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_logs();
+        }
+    }
+}
+
+struct Counts {
+    total: usize,
+    unique: usize,
+    ids: HashSet<String>,
+}
+
+#[derive(Clone)]
+struct Targets {
+    inbound: Vec<String>,
+    publish: Vec<String>,
+}
+
+/// What the senders saw.
+#[derive(Default)]
+struct Tally {
+    sent: AtomicUsize,
+    accepted: AtomicUsize,
+    duplicate: AtomicUsize,
+    /// Requests sent again to another process after a connection error or a 5xx.
+    resent: AtomicUsize,
+    /// Events answered (accepted or duplicate), both kinds.
+    done: AtomicUsize,
+    /// Why requests were re-sent: the 5xx status or the kind of connection error, with counts.
+    reasons: std::sync::Mutex<std::collections::BTreeMap<String, usize>>,
+}
+
+impl Tally {
+    fn resent_because(&self, why: String) {
+        self.resent.fetch_add(1, Ordering::Relaxed);
+        *self
+            .reasons
+            .lock()
+            .expect("reasons lock")
+            .entry(why)
+            .or_default() += 1;
+    }
+}
+
+/// The kind of a request error, without the URL (which differs per process).
+fn error_kind(e: &reqwest::Error) -> String {
+    let mut kind = if e.is_connect() {
+        "connect".to_string()
+    } else if e.is_timeout() {
+        "timeout".to_string()
+    } else if e.is_request() {
+        "request".to_string()
+    } else if e.is_body() || e.is_decode() {
+        "body".to_string()
+    } else {
+        "other".to_string()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        kind = format!("{kind}: {s}");
+        source = s.source();
+    }
+    kind
+}
+
+fn inbound_id(i: usize) -> String {
+    format!("in-{i:05}")
+}
+
+fn outbound_id(i: usize) -> String {
+    format!("out-{i:05}")
+}
+
+/// Send one event until some process takes it: on a connection error or a 5xx, the next process.
+async fn send_until_taken(
+    client: &reqwest::Client,
+    urls: &[String],
+    first: usize,
+    req: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    tally: &Tally,
+) {
+    let give_up = Instant::now() + Duration::from_secs(60);
+    let mut k = first;
+    loop {
+        let url = &urls[k % urls.len()];
+        tally.sent.fetch_add(1, Ordering::Relaxed);
+        let problem = match req(client.post(url)).send().await {
+            Ok(r) if r.status().is_success() => {
+                let v: Value = r.json().await.unwrap_or(Value::Null);
+                if v["duplicate"] == json!(true) {
+                    tally.duplicate.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    tally.accepted.fetch_add(1, Ordering::Relaxed);
+                }
+                tally.done.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Ok(r) if r.status().is_server_error() => {
+                let s = r.status();
+                format!("{s} {}", r.text().await.unwrap_or_default())
+            }
+            Ok(r) => {
+                let s = r.status();
+                panic!(
+                    "{url}: unexpected answer {s}: {}",
+                    r.text().await.unwrap_or_default()
+                );
+            }
+            Err(e) => error_kind(&e),
+        };
+        assert!(
+            Instant::now() < give_up,
+            "no process took an event for 60 s; last: {url}: {problem}"
+        );
+        tally.resent_because(problem);
+        k += 1;
+        if (k - first) % urls.len() == 0 {
+            // Every process refused once: give the restart a moment.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Start `IN_FLIGHT` inbound senders and as many publishers, `EVENTS` each, round-robin over `targets`.
+fn start_load(targets: &Targets, tally: &Arc<Tally>) -> Vec<tokio::task::JoinHandle<()>> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(IN_FLIGHT)
+        .build()
+        .expect("http client");
+    let next_in = Arc::new(AtomicUsize::new(0));
+    let next_out = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        let (c, t, tl, next) = (
+            client.clone(),
+            targets.clone(),
+            tally.clone(),
+            next_in.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= EVENTS {
+                    return;
+                }
+                let body = json!({"id": inbound_id(i), "n": i}).to_string();
+                let req = |b: reqwest::RequestBuilder| {
+                    b.header("content-type", "application/json")
+                        .header("x-token", TOKEN)
+                        .body(body.clone())
+                };
+                send_until_taken(&c, &t.inbound, i, req, &tl).await;
+            }
+        }));
+        let (c, t, tl, next) = (
+            client.clone(),
+            targets.clone(),
+            tally.clone(),
+            next_out.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= EVENTS {
+                    return;
+                }
+                let body = json!({"type": "scale.event", "id": outbound_id(i), "data": {"id": outbound_id(i)}});
+                let req = |b: reqwest::RequestBuilder| b.bearer_auth(ADMIN_TOKEN).json(&body);
+                send_until_taken(&c, &t.publish, i, req, &tl).await;
+            }
+        }));
+    }
+    tasks
+}
+
+async fn join(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    for t in tasks {
+        t.await.expect("a sender failed");
+    }
+}
+
+/// The default test's body: three `--role all` processes, the load, a SIGKILL + restart a third in.
+async fn scale_out_with_a_kill(cluster: bool) {
+    let started = Instant::now();
+    let backend = Backend::start(cluster);
+    let mut rig = Rig::new(&backend, "{scale}").await;
+    for _ in 0..3 {
+        rig.add("all");
+    }
+    rig.wait_ready().await;
+    let setup = started.elapsed();
+    let t0 = Instant::now();
+    let tally = Arc::new(Tally::default());
+    let tasks = start_load(&rig.targets(3), &tally);
+
+    // A third of the way in: SIGKILL the second process, restart it on the same ports after ~1 s.
+    while tally.done.load(Ordering::Relaxed) < 2 * EVENTS / 3 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "load stalled before the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let resent_before = tally.resent.load(Ordering::Relaxed);
+    rig.nodes[1].kill();
+    let killed_at = t0.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    rig.nodes[1].start();
+    rig.nodes[1].wait_ready(30).await;
+    let back_at = t0.elapsed();
+    join(tasks).await;
+    let sent_at = t0.elapsed();
+    let (up, sub) = rig.wait_delivered().await;
+    let elapsed = t0.elapsed();
+
+    let load = |a: &AtomicUsize| a.load(Ordering::Relaxed);
+    eprintln!(
+        "scale_out on {}: setup {:.1} s; killed node2 at {:.1} s, ready again at {:.1} s; all answered at {:.1} s\n  \
+         senders: events {} (inbound {EVENTS} + outbound {EVENTS}), requests sent {}, accepted {}, duplicate answers {}, \
+         re-sent {} (after the kill {})\n  \
+         upstream: requests {}, unique Idempotency-Key {}, duplicates {}\n  \
+         subscriber: requests {}, unique webhook-id {}, duplicates {}\n  \
+         elapsed {:.1} s (load start to everything delivered)",
+        backend.kind(),
+        setup.as_secs_f64(),
+        killed_at.as_secs_f64(),
+        back_at.as_secs_f64(),
+        sent_at.as_secs_f64(),
+        2 * EVENTS,
+        load(&tally.sent),
+        load(&tally.accepted),
+        load(&tally.duplicate),
+        load(&tally.resent),
+        load(&tally.resent) - resent_before,
+        up.total,
+        up.unique,
+        up.total - up.unique,
+        sub.total,
+        sub.unique,
+        sub.total - sub.unique,
+        elapsed.as_secs_f64(),
+    );
+    eprintln!(
+        "  re-sent because: {:?}",
+        tally.reasons.lock().expect("reasons lock")
+    );
+    if up.unique != EVENTS || sub.unique != EVENTS {
+        rig.print_logs();
+    }
+    assert_eq!(
+        load(&tally.accepted) + load(&tally.duplicate),
+        2 * EVENTS,
+        "every event answered once"
+    );
+    assert_eq!(
+        up.unique, EVENTS,
+        "distinct Idempotency-Keys at the upstream"
+    );
+    assert_eq!(sub.unique, EVENTS, "distinct webhook-ids at the subscriber");
+    let missing_in: Vec<String> = (0..EVENTS)
+        .map(inbound_id)
+        .filter(|id| !up.ids.contains(id))
+        .take(10)
+        .collect();
+    assert!(
+        missing_in.is_empty(),
+        "inbound ids never delivered: {missing_in:?}"
+    );
+    let missing_out: Vec<String> = (0..EVENTS)
+        .map(outbound_id)
+        .filter(|id| !sub.ids.contains(id))
+        .take(10)
+        .collect();
+    assert!(
+        missing_out.is_empty(),
+        "published ids never delivered: {missing_out:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_processes_one_killed_lose_nothing() {
+    scale_out_with_a_kill(false).await;
+    scale_out_with_a_kill(true).await;
+}
+
+/// Pre-load `EVENTS` inbound + `EVENTS` outbound events through one `--role api` process, then start `n`
+/// `--role worker` processes and time until the upstream and the subscriber have everything.
+async fn drain_with_workers(backend: &Backend, n: usize) -> f64 {
+    let mut rig = Rig::new(backend, &format!("{{tp{n}}}")).await;
+    rig.add("api");
+    rig.wait_ready().await;
+    let tally = Arc::new(Tally::default());
+    join(start_load(&rig.targets(1), &tally)).await;
+    assert_eq!(tally.accepted.load(Ordering::Relaxed), 2 * EVENTS);
+    let t0 = Instant::now();
+    for _ in 0..n {
+        rig.add("worker");
+    }
+    let (up, sub) = rig.wait_delivered().await;
+    let took = t0.elapsed().as_secs_f64();
+    assert_eq!(
+        up.unique, EVENTS,
+        "distinct Idempotency-Keys at the upstream"
+    );
+    assert_eq!(sub.unique, EVENTS, "distinct webhook-ids at the subscriber");
+    eprintln!(
+        "{} | {n} worker(s): {:.1} s, upstream dup {}, subscriber dup {}",
+        backend.kind(),
+        took,
+        up.total - up.unique,
+        sub.total - sub.unique
+    );
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: cargo test --release --test scale_out -- --ignored --nocapture"]
+async fn scale_out_throughput() {
+    let mut rows = Vec::new();
+    for cluster in [false, true] {
+        let backend = Backend::start(cluster);
+        for n in 1..=3 {
+            let took = drain_with_workers(&backend, n).await;
+            rows.push((backend.kind(), n, took));
+        }
+    }
+    eprintln!(
+        "\n| Redis | workers | drain time (s) | events/s (inbound + outbound, {} total) |",
+        2 * EVENTS
+    );
+    eprintln!("|---|---|---|---|");
+    for (kind, n, took) in rows {
+        eprintln!(
+            "| {kind} | {n} | {took:.1} | {:.0} |",
+            (2 * EVENTS) as f64 / took
+        );
+    }
+}
