@@ -7,7 +7,8 @@ use crate::deliver;
 use crate::inbound::{self, InboundState, SourceRegistry};
 use crate::ip_policy::CidrList;
 use crate::server::{self, ConnLimits};
-use crate::stream::Store;
+use crate::redis_conn::Redis;
+use crate::stream::{Families, Store};
 use anyhow::Context;
 use axum::Router;
 use http::header;
@@ -51,13 +52,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let _ = crate::telemetry::metrics();
-    let store = Store::connect(
-        &cfg.redis_url,
-        &cfg.key_prefix,
-        cfg.redis.response_timeout,
-        cfg.redis.connect_timeout,
-    )
-    .context("redis_url")?;
+    let redis = Redis::from_config(&cfg).context("redis")?;
+    let families = Families::from_config(&cfg);
+    let store =
+        Store::connect(&redis, families.clone(), cfg.redis.response_timeout).context("redis")?;
     let sources = Arc::new(SourceRegistry::default());
     let live = LiveCatalog::start(&cfg.mappings_dir, sources.clone()).map_err(|problems| {
         let text: Vec<String> = problems.iter().map(|p| p.render()).collect();
@@ -105,18 +103,13 @@ pub async fn run(
             .allow_from(&cfg.admin_allow_ips, &cfg.trusted_proxies),
     );
     // Delivery gets its own connection: its commands never queue behind (or ahead of) the receive path's.
-    let deliver_conn = crate::stream::manager(
-        &cfg.redis_url,
-        cfg.redis.response_timeout,
-        cfg.redis.connect_timeout,
-    )
-    .context("redis_url")?;
-    let dead = deliver::DeadLetters::new(deliver_conn.clone(), deliver::Keys::new(&cfg.key_prefix));
+    let deliver_conn = redis.shared().context("redis")?;
+    let dead = deliver::DeadLetters::new(deliver_conn.clone(), deliver::Keys::new(&families.inbound));
     crate::gauges::spawn(
         deliver_conn.clone(),
         [
-            crate::gauges::inbound(&cfg.key_prefix),
-            crate::gauges::outbound(&cfg.key_prefix),
+            crate::gauges::inbound(&families.inbound),
+            crate::gauges::outbound(&families.outbound),
         ]
         .concat(),
         cfg.metrics_sample_interval,
@@ -127,11 +120,13 @@ pub async fn run(
         Role::Worker | Role::All => Some(deliver::start(
             &cfg,
             live.clone(),
+            &redis,
             deliver_conn,
+            deliver::Keys::new(&families.inbound),
             stop_rx.clone(),
         )?),
     };
-    let outbound = crate::outbound::Outbound::new(&cfg, store.clone())?;
+    let outbound = crate::outbound::Outbound::new(&cfg, &redis, &families.outbound, store.clone())?;
     let relays = match cfg.role {
         Role::Api => None,
         Role::Worker | Role::All => Some(outbound.start(&cfg, stop_rx.clone())?),

@@ -97,6 +97,9 @@ pub struct RedisConfig {
     /// How long connecting may take.
     #[serde(with = "humantime_serde_compat")]
     pub connect_timeout: Duration,
+    /// Seed nodes of a Redis Cluster (`redis://host:port`, a few are enough: the rest is discovered).
+    /// When set, `redis_url` is not used and each key family gets a hash tag of its own.
+    pub cluster_nodes: Vec<String>,
 }
 
 impl Default for RedisConfig {
@@ -104,6 +107,7 @@ impl Default for RedisConfig {
         Self {
             response_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
+            cluster_nodes: Vec::new(),
         }
     }
 }
@@ -474,6 +478,15 @@ impl Config {
                 "redis_url: `{}` is not a redis:// or rediss:// URL",
                 redact_url(&self.redis_url)
             )),
+        }
+        for (i, node) in self.redis.cluster_nodes.iter().enumerate() {
+            match url::Url::parse(node) {
+                Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.port().is_some() => {}
+                _ => p.push(format!(
+                    "redis.cluster_nodes[{i}]: `{}` is not a redis://host:port or rediss://host:port URL",
+                    redact_url(node)
+                )),
+            }
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
             p.push("key_prefix: must be non-empty without spaces".into());

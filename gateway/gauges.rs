@@ -6,7 +6,7 @@
 //! What is sampled is a list of [`Watch`]es: the inbound side's come from [`inbound`]; another part
 //! (the outbound relay) adds its own streams the same way in `app.rs`.
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::Conn;
 use redis::Value;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -69,7 +69,7 @@ pub fn outbound(prefix: &str) -> Vec<Watch> {
 
 /// Sample now, then every `every`, until `stop`.
 pub fn spawn(
-    conn: ConnectionManager,
+    conn: Conn,
     watches: Vec<Watch>,
     every: Duration,
     mut stop: watch::Receiver<bool>,
@@ -102,7 +102,7 @@ pub fn spawn(
 
 /// Read every watched key once and set its gauges.
 pub async fn sample(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     watches: &[Watch],
 ) -> Result<(), redis::RedisError> {
     for w in watches {
@@ -143,7 +143,7 @@ pub struct Group {
 }
 
 /// The stream's consumer groups; none when the stream does not exist yet.
-async fn groups(conn: &mut ConnectionManager, key: &str) -> Result<Vec<Group>, redis::RedisError> {
+async fn groups(conn: &mut Conn, key: &str) -> Result<Vec<Group>, redis::RedisError> {
     let reply: Result<Value, _> = redis::cmd("XINFO")
         .arg("GROUPS")
         .arg(key)

@@ -25,6 +25,7 @@ pub mod jsonpath;
 pub mod mapping;
 pub mod outbound;
 pub mod payload;
+pub mod redis_conn;
 pub mod route;
 pub mod secret;
 pub mod server;

@@ -3,16 +3,53 @@
 //! Storing an inbound event is one round trip. With dedup it is a script that checks the dedup key,
 //! XADDs the event and remembers its stream id, atomically: a pipeline would be cheaper for Redis
 //! (bench/README.md) but could leave a key without its entry, or hand a redelivery to a worker before it is
-//! taken back. Without dedup it is a plain XADD. Redis Cluster needs both keys in one slot: give
-//! `key_prefix` a hash tag.
+//! taken back. Without dedup it is a plain XADD. On Redis Cluster the keys of one family share a hash tag
+//! ([`Families`]), so a script's keys are always in one slot.
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use crate::redis_conn::{Conn, Redis};
 use redis::{RedisError, Script};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
-/// Redis key names, all under the configured prefix.
+/// The key prefixes of the two key families: inbound (events received, their dedup keys, retries, dead
+/// letters, actions) and outbound (published events, subscriptions, deliveries). On one node both are
+/// `key_prefix`. On Redis Cluster each family gets a hash tag of its own, `{<key_prefix>:in}` and
+/// `{<key_prefix>:out}`: every script and transaction stays within one slot, and the two families can live
+/// on two masters. A `key_prefix` that already holds a hash tag keeps everything in that one slot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Families {
+    pub inbound: String,
+    pub outbound: String,
+}
+
+impl Families {
+    pub fn new(key_prefix: &str, cluster: bool) -> Self {
+        if !cluster || has_hash_tag(key_prefix) {
+            return Self {
+                inbound: key_prefix.to_string(),
+                outbound: key_prefix.to_string(),
+            };
+        }
+        Self {
+            inbound: format!("{{{key_prefix}:in}}"),
+            outbound: format!("{{{key_prefix}:out}}"),
+        }
+    }
+
+    pub fn from_config(cfg: &crate::config::Config) -> Self {
+        Self::new(&cfg.key_prefix, !cfg.redis.cluster_nodes.is_empty())
+    }
+}
+
+/// Whether Redis Cluster would hash `key` by a tag: a `{` followed later by a `}` with something between.
+fn has_hash_tag(key: &str) -> bool {
+    key.find('{')
+        .and_then(|open| key[open + 1..].find('}'))
+        .is_some_and(|len| len > 0)
+}
+
+/// Redis key names, each under its family's prefix ([`Families`]).
 pub mod keys {
     /// Raw inbound events, oldest first.
     pub fn inbound(prefix: &str) -> String {
@@ -152,42 +189,12 @@ pub enum StoreError {
 /// Short commands on one multiplexed, self-reconnecting connection.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
-    prefix: String,
+    conn: Conn,
+    families: Families,
     /// Caps commands in flight on the connection. Without it a burst queues thousands of commands inside
     /// the multiplexer, where the response timeout runs on our backlog instead of on Redis.
     inflight: Arc<Semaphore>,
     wait: Duration,
-}
-
-/// A multiplexed, self-reconnecting connection that connects lazily (the process starts while Redis is down).
-pub fn manager(
-    url: &str,
-    response_timeout: Duration,
-    connect_timeout: Duration,
-) -> Result<ConnectionManager, RedisError> {
-    let client = redis::Client::open(url)?;
-    let cfg = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(response_timeout))
-        .set_connection_timeout(Some(connect_timeout))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_lazy_with_config(client, cfg)
-}
-
-/// A connection of its own for blocking reads (XREADGROUP BLOCK): a BLOCK on the shared multiplexed
-/// connection would stall every other command. `read_timeout` must be longer than the block time.
-pub async fn blocking_reader(
-    client: &redis::Client,
-    read_timeout: Duration,
-    connect_timeout: Duration,
-) -> Result<redis::aio::MultiplexedConnection, RedisError> {
-    let cfg = redis::AsyncConnectionConfig::new()
-        .set_response_timeout(Some(read_timeout))
-        .set_connection_timeout(Some(connect_timeout));
-    client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await
 }
 
 /// What a consumer loop must redo after a failed read.
@@ -227,7 +234,7 @@ pub async fn back_off(
 /// Create the group on each stream, from the start (`0`) so events stored before any worker ran are
 /// processed. An existing group is left as is.
 pub async fn ensure_group(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     streams: &[&str],
     group: &str,
 ) -> Result<(), RedisError> {
@@ -313,7 +320,7 @@ static REMOVE_IDLE: std::sync::LazyLock<Script> =
 /// Trim up to `limit` entries of `stream` that every group has acknowledged and that are older than
 /// `retention`; returns how many went.
 pub async fn trim_acknowledged(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     stream: &str,
     retention: Duration,
     limit: usize,
@@ -327,7 +334,7 @@ pub async fn trim_acknowledged(
 
 /// Remove `group`'s consumers on `stream` that have been idle for `idle` and hold nothing pending.
 pub async fn remove_idle_consumers(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     stream: &str,
     group: &str,
     idle: Duration,
@@ -344,19 +351,14 @@ pub async fn remove_idle_consumers(
 const MAX_IN_FLIGHT: usize = 512;
 
 impl Store {
-    /// Connects lazily: the gateway starts (and reports not ready) while Redis is down.
-    pub fn connect(
-        url: &str,
-        prefix: &str,
-        response_timeout: Duration,
-        connect_timeout: Duration,
-    ) -> Result<Self, StoreError> {
-        let conn = manager(url, response_timeout, connect_timeout)?;
+    /// Connects lazily: the gateway starts (and reports not ready) while Redis is down. `wait` bounds the
+    /// wait for a turn on the connection (the response timeout).
+    pub fn connect(redis: &Redis, families: Families, wait: Duration) -> Result<Self, StoreError> {
         Ok(Self {
-            conn,
-            prefix: prefix.to_string(),
+            conn: redis.shared()?,
+            families,
             inflight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
-            wait: response_timeout,
+            wait,
         })
     }
 
@@ -410,9 +412,9 @@ impl Store {
         let once = || async {
             let mut inv = STORE.prepare_invoke();
             if let Some(id) = id {
-                inv.key(keys::event_dedup(&self.prefix, id));
+                inv.key(keys::event_dedup(&self.families.outbound, id));
             }
-            inv.key(keys::events(&self.prefix));
+            inv.key(keys::events(&self.families.outbound));
             inv.arg(dedup_ttl.as_millis().max(1) as u64).arg("");
             for (k, v) in fields {
                 inv.arg(*k).arg(v);
@@ -454,15 +456,15 @@ impl Store {
         let mut c = self.conn.clone();
         let Some(sender_id) = rec.event_id else {
             let mut cmd = redis::cmd("XADD");
-            cmd.arg(keys::inbound(&self.prefix)).arg("*");
+            cmd.arg(keys::inbound(&self.families.inbound)).arg("*");
             for (k, v) in fields {
                 cmd.arg(k).arg(v);
             }
             return Ok(Stored::New(cmd.query_async(&mut c).await?));
         };
         let mut inv = STORE.prepare_invoke();
-        inv.key(keys::dedup(&self.prefix, rec.source, sender_id))
-            .key(keys::inbound(&self.prefix))
+        inv.key(keys::dedup(&self.families.inbound, rec.source, sender_id))
+            .key(keys::inbound(&self.families.inbound))
             .arg(dedup_ttl.as_millis().max(1) as u64)
             .arg(rec.dedup_binding.as_deref().unwrap_or(""));
         for (k, v) in fields {
@@ -474,5 +476,47 @@ impl Store {
         } else {
             Stored::Duplicate(id)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_node_keeps_the_prefix_for_both_families() {
+        let f = Families::new("hookgate", false);
+        assert_eq!(keys::inbound(&f.inbound), "hookgate:inbound");
+        assert_eq!(keys::events(&f.outbound), "hookgate:events");
+    }
+
+    #[test]
+    fn a_cluster_gives_each_family_a_hash_tag_of_its_own() {
+        let f = Families::new("hookgate", true);
+        assert_eq!(keys::inbound(&f.inbound), "{hookgate:in}:inbound");
+        assert_eq!(
+            keys::dedup(&f.inbound, "stripe", "evt_1"),
+            "{hookgate:in}:dedup:stripe:evt_1"
+        );
+        assert_eq!(keys::events(&f.outbound), "{hookgate:out}:events");
+        // Same slot within a family, so the store script's two keys may be used together.
+        let slot = |k: &str| redis::cluster_routing::Slot::for_key(k);
+        assert_eq!(
+            slot(&keys::inbound(&f.inbound)),
+            slot(&keys::dedup(&f.inbound, "s", "x"))
+        );
+        assert_eq!(
+            slot(&keys::events(&f.outbound)),
+            slot(&keys::event_dedup(&f.outbound, "x"))
+        );
+    }
+
+    #[test]
+    fn a_prefix_with_its_own_hash_tag_is_kept() {
+        let f = Families::new("{hg}", true);
+        assert_eq!(f.inbound, "{hg}");
+        assert_eq!(f.outbound, "{hg}");
+        // `{}` is no tag (Redis hashes the whole key), so the families still get theirs.
+        assert_eq!(Families::new("a{}b", true).inbound, "{a{}b:in}");
     }
 }

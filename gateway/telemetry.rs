@@ -7,7 +7,11 @@ use tracing_subscriber::EnvFilter;
 
 /// Install the log subscriber; `RUST_LOG` wins over the configured level.
 pub fn init(cfg: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.level));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| match cfg.level.contains("redis") {
+            true => EnvFilter::new(&cfg.level),
+            false => EnvFilter::new(format!("{},{QUIET}", cfg.level)),
+        });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
@@ -20,6 +24,11 @@ pub fn init(cfg: &LogConfig) {
         LogFormat::Text => builder.try_init(),
     };
 }
+
+/// The Redis cluster client warns on every failed reconnect to every node, several times a second while
+/// a node is down; our consumer loops already say so once per back-off. Its errors still show, and a
+/// `log.level` that names `redis` is taken as it is.
+const QUIET: &str = "redis=error";
 
 /// Latency buckets in seconds: from sub-millisecond receive times to slow upstreams.
 const LATENCY_BUCKETS: &[f64] = &[

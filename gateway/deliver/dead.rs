@@ -8,7 +8,7 @@ use super::envelope::Envelope;
 use super::retry::{add_ack, now_ms};
 use super::Keys;
 use base64::Engine;
-use redis::aio::ConnectionManager;
+use crate::redis_conn::Conn;
 use redis::{RedisError, Script, Value};
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
@@ -57,7 +57,7 @@ mod df {
 
 /// Store a dead letter and take the entry off its stream, atomically. `action` is the failing `(rule, index)`.
 pub async fn bury(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     env: &Envelope,
     reason: &Reason,
@@ -115,7 +115,7 @@ const PAGE: usize = 500;
 /// The admin side of the dead letters.
 #[derive(Clone)]
 pub struct DeadLetters {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     replay: Script,
 }
@@ -144,7 +144,7 @@ pub struct Page {
 }
 
 impl DeadLetters {
-    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
+    pub fn new(conn: Conn, keys: Keys) -> Self {
         Self {
             conn,
             keys,

@@ -21,7 +21,7 @@ pub use retry::parse_retry_after;
 use crate::catalog::LiveCatalog;
 use crate::config::Config;
 use crate::stream::keys;
-use redis::aio::ConnectionManager;
+use crate::redis_conn::{Conn, Redis};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -56,18 +56,20 @@ impl Keys {
 pub fn start(
     cfg: &Config,
     live: Arc<LiveCatalog>,
-    conn: ConnectionManager,
+    redis: &Redis,
+    conn: Conn,
+    keys: Keys,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
-    let keys = Keys::new(&cfg.key_prefix);
     let up = upstream::Upstream::new(&cfg.upstream, &cfg.deliver)?;
     let worker = Arc::new(worker::Worker::new(
         cfg,
         keys.clone(),
         conn.clone(),
+        redis.clone(),
         live,
         up,
-    )?);
+    ));
     tokio::spawn(upkeep::run(
         conn.clone(),
         keys.clone(),

@@ -5,7 +5,7 @@
 use super::envelope::Envelope;
 use super::Keys;
 use rand::Rng;
-use redis::aio::ConnectionManager;
+use crate::redis_conn::Conn;
 use redis::{RedisError, Script};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -54,7 +54,7 @@ pub fn add_ack(pipe: &mut redis::Pipeline, keys: &Keys, stream: &str, entry_id: 
 
 /// Park `env` until `due_ms` and take the entry off its stream, atomically.
 pub async fn park(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     env: &Envelope,
     due_ms: u64,
@@ -96,7 +96,7 @@ return #ids
 /// Move due retries onto the due stream until none is left or `stop` fires. Every process runs one; the
 /// script is atomic, so two movers never move the same event twice.
 pub async fn mover(
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     keys: Keys,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {

@@ -7,7 +7,7 @@
 use super::Keys;
 use crate::config::Deliver;
 use crate::stream::{remove_idle_consumers, trim_acknowledged, MAPPERS_GROUP};
-use redis::aio::ConnectionManager;
+use crate::redis_conn::Conn;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -24,7 +24,7 @@ pub fn every(period: Duration) -> Duration {
 }
 
 pub async fn run(
-    mut conn: ConnectionManager,
+    mut conn: Conn,
     keys: Keys,
     cfg: Deliver,
     mut stop: watch::Receiver<bool>,
@@ -68,7 +68,7 @@ pub async fn run(
     }
 }
 
-async fn trim(conn: &mut ConnectionManager, keys: &Keys, retention: Duration) {
+async fn trim(conn: &mut Conn, keys: &Keys, retention: Duration) {
     let total = trim_stream(conn, &keys.inbound, retention).await;
     if total > 0 {
         metrics::counter!("hookgate_inbound_trimmed_total").increment(total);
@@ -77,7 +77,7 @@ async fn trim(conn: &mut ConnectionManager, keys: &Keys, retention: Duration) {
 
 /// Trim what every group of `stream` has acknowledged and what is older than `retention`, in bounded
 /// calls; how many entries went. Also used for the outbound relay's `<prefix>:events`.
-pub async fn trim_stream(conn: &mut ConnectionManager, stream: &str, retention: Duration) -> u64 {
+pub async fn trim_stream(conn: &mut Conn, stream: &str, retention: Duration) -> u64 {
     let mut total = 0;
     for _ in 0..TRIM_CALLS {
         match trim_acknowledged(conn, stream, retention, TRIM_BATCH).await {

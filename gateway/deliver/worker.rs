@@ -17,7 +17,7 @@ use crate::config::{Config, Deliver};
 use crate::mapping::{Event, Headers, MappedAction};
 use crate::payload::{self, BodyKind};
 use crate::stream::{ensure_group, MAPPERS_GROUP};
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use crate::redis_conn::{Conn, Redis};
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 use redis::{RedisError, Value};
 use std::collections::{HashMap, HashSet};
@@ -67,15 +67,14 @@ enum Finish {
 
 pub struct Worker {
     keys: Keys,
-    conn: ConnectionManager,
-    client: redis::Client,
+    conn: Conn,
+    redis: Redis,
     consumer: String,
     live: Arc<LiveCatalog>,
     upstream: Upstream,
     cfg: Deliver,
     max_json_depth: usize,
     read_timeout: Duration,
-    connect_timeout: Duration,
     gates: Mutex<HashMap<String, Arc<Gate>>>,
     /// `(stream, id)` of every entry this process holds, for the heartbeat.
     in_hand: Mutex<HashSet<(String, String)>>,
@@ -118,25 +117,25 @@ impl Worker {
     pub fn new(
         cfg: &Config,
         keys: Keys,
-        conn: ConnectionManager,
+        conn: Conn,
+        redis: Redis,
         live: Arc<LiveCatalog>,
         upstream: Upstream,
-    ) -> anyhow::Result<Self> {
-        Ok(Self {
+    ) -> Self {
+        Self {
             keys,
             conn,
-            client: redis::Client::open(cfg.redis_url.as_str())?,
+            redis,
             consumer: consumer_name(),
             live,
             upstream,
             cfg: cfg.deliver.clone(),
             max_json_depth: cfg.limits.max_json_depth,
             read_timeout: BLOCK + cfg.redis.response_timeout,
-            connect_timeout: cfg.redis.connect_timeout,
             gates: Mutex::default(),
             in_hand: Mutex::default(),
             paused_until: Mutex::default(),
-        })
+        }
     }
 
     fn streams(&self) -> [&str; 2] {
@@ -149,7 +148,7 @@ impl Worker {
         // Until the last in-flight delivery is done, shutdown drain included.
         let heartbeat = tokio::spawn(self.clone().heartbeat());
         let mut tasks = JoinSet::new();
-        let mut reader: Option<MultiplexedConnection> = None;
+        let mut reader: Option<Conn> = None;
         let mut groups_ready = false;
         let mut pause = Duration::from_millis(100);
         let mut next_reclaim = Instant::now();
@@ -213,14 +212,14 @@ impl Worker {
         tracing::info!(in_flight_at_stop = left, "mapper worker stopped");
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
-        crate::stream::blocking_reader(&self.client, self.read_timeout, self.connect_timeout).await
+    async fn connect(&self) -> Result<Conn, RedisError> {
+        self.redis.blocking_reader(self.read_timeout).await
     }
 
     /// New entries of both streams, blocking up to `BLOCK`.
     async fn read(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
     ) -> Result<Vec<(String, String, HashMap<String, Value>)>, RedisError> {
         let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
             .arg("GROUP")

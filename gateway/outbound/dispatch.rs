@@ -10,7 +10,7 @@ use super::Keys;
 use crate::config::Outbound as Cfg;
 use crate::stream::{event_fields, Store};
 use rand::Rng;
-use redis::aio::ConnectionManager;
+use crate::redis_conn::Conn;
 use redis::RedisError;
 use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
@@ -57,7 +57,7 @@ enum Finish {
 }
 
 pub struct Dispatcher {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     scripts: Scripts,
     registry: Arc<Registry>,
@@ -72,7 +72,7 @@ pub struct Dispatcher {
 impl Dispatcher {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        conn: ConnectionManager,
+        conn: Conn,
         keys: Keys,
         registry: Arc<Registry>,
         sender: Arc<Sender>,

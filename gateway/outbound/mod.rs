@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::egress::EgressPolicy;
 use crate::stream::{keys, Store};
 use anyhow::Context;
-use redis::aio::ConnectionManager;
+use crate::redis_conn::{Conn, Redis};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Notify};
@@ -97,7 +97,9 @@ impl Keys {
 /// What the admin API and the workers share.
 #[derive(Clone)]
 pub struct Outbound {
-    pub conn: ConnectionManager,
+    pub conn: Conn,
+    /// For the relay's blocking reader.
+    pub redis: Redis,
     pub keys: Keys,
     pub registry: Arc<registry::Registry>,
     pub policy: Arc<EgressPolicy>,
@@ -110,7 +112,7 @@ pub struct Outbound {
 
 impl Outbound {
     /// Load `subscriptions_file` (every problem reported) and set up; connects lazily.
-    pub fn new(cfg: &Config, store: Store) -> anyhow::Result<Self> {
+    pub fn new(cfg: &Config, redis: &Redis, prefix: &str, store: Store) -> anyhow::Result<Self> {
         let policy = Arc::new(EgressPolicy::new(&cfg.egress)?);
         let file = match &cfg.subscriptions_file {
             Some(p) => registry::load_file(p, &policy).map_err(|problems| {
@@ -118,13 +120,8 @@ impl Outbound {
             })?,
             None => Vec::new(),
         };
-        let conn = crate::stream::manager(
-            &cfg.redis_url,
-            cfg.redis.response_timeout,
-            cfg.redis.connect_timeout,
-        )
-        .context("redis_url")?;
-        let keys = Keys::new(&cfg.key_prefix);
+        let conn = redis.shared().context("redis")?;
+        let keys = Keys::new(prefix);
         let registry = Arc::new(registry::Registry::new(conn.clone(), keys.clone(), file));
         let sender = Arc::new(send::Sender::new(
             policy.clone(),
@@ -133,6 +130,7 @@ impl Outbound {
         )?);
         Ok(Self {
             conn,
+            redis: redis.clone(),
             keys,
             registry,
             policy,
@@ -152,14 +150,13 @@ impl Outbound {
     ) -> anyhow::Result<JoinHandle<()>> {
         let relay = Arc::new(relay::Relay {
             conn: self.conn.clone(),
-            client: redis::Client::open(cfg.redis_url.as_str())?,
+            redis: self.redis.clone(),
             keys: self.keys.clone(),
             registry: self.registry.clone(),
             wake: self.wake.clone(),
             consumer: consumer_name(),
             retention_ms: self.cfg.retention.as_millis() as u64,
             read_timeout: std::time::Duration::from_secs(2) + cfg.redis.response_timeout,
-            connect_timeout: cfg.redis.connect_timeout,
             scripts: self.scripts.clone(),
         });
         let dispatcher = Arc::new(dispatch::Dispatcher::new(

@@ -9,7 +9,7 @@
 //! after the delivery finished; `deliveries` and `deliveries:sub:<sub>` index them by creation time.
 
 use super::Keys;
-use redis::aio::ConnectionManager;
+use crate::redis_conn::Conn;
 use redis::{RedisError, Script};
 use std::collections::HashMap;
 
@@ -125,7 +125,7 @@ pub type Target = (String, String);
 /// Fan an event out and acknowledge it, atomically.
 #[allow(clippy::too_many_arguments)]
 pub async fn enqueue(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     scripts: &Scripts,
     keys: &Keys,
     entry_id: &str,
@@ -161,7 +161,7 @@ pub type Claimed = (String, String, HashMap<String, String>);
 
 /// Claim, for each `(subscription, n)`, up to `n` due deliveries, leased until `lease_until`; one round trip.
 pub async fn claim(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     scripts: &Scripts,
     keys: &Keys,
     wants: &[(String, usize)],
@@ -182,7 +182,7 @@ pub async fn claim(
 
 /// Subscriptions with a due delivery.
 pub async fn ready(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     now: u64,
 ) -> Result<Vec<String>, RedisError> {
@@ -199,7 +199,7 @@ pub async fn ready(
 
 /// Put a dead letter back in its queue; the delivery id, or None when there is no such dead letter.
 pub async fn replay(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     scripts: &Scripts,
     keys: &Keys,
     entry_id: &str,

@@ -15,7 +15,7 @@ use crate::mapping::standalone::{Filter, Template};
 use arc_swap::ArcSwap;
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
-use redis::aio::ConnectionManager;
+use crate::redis_conn::Conn;
 use redis::{RedisError, Script};
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -213,7 +213,7 @@ return 1
 
 /// The store and the cached snapshot.
 pub struct Registry {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     file: Vec<Spec>,
     snap: ArcSwap<Snapshot>,
@@ -237,7 +237,7 @@ impl From<RedisError> for WriteError {
 }
 
 impl Registry {
-    pub fn new(conn: ConnectionManager, keys: Keys, file: Vec<Spec>) -> Self {
+    pub fn new(conn: Conn, keys: Keys, file: Vec<Spec>) -> Self {
         Self {
             conn,
             keys,

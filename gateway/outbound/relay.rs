@@ -9,7 +9,7 @@ use super::queue::{self, Scripts, Target};
 use super::registry::Registry;
 use super::{Keys, RELAY_GROUP};
 use crate::stream::ensure_group;
-use redis::aio::{ConnectionManager, MultiplexedConnection};
+use crate::redis_conn::{Conn, Redis};
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 use redis::{RedisError, Value};
 use sha2::{Digest, Sha256};
@@ -31,22 +31,21 @@ pub fn delivery_id(event_stream_id: &str, sub: &str) -> String {
 }
 
 pub struct Relay {
-    pub conn: ConnectionManager,
-    pub client: redis::Client,
+    pub conn: Conn,
+    pub redis: Redis,
     pub keys: Keys,
     pub registry: Arc<Registry>,
     pub wake: Arc<Notify>,
     pub consumer: String,
     pub retention_ms: u64,
     pub read_timeout: Duration,
-    pub connect_timeout: Duration,
     pub scripts: Scripts,
 }
 
 impl Relay {
     pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         tracing::info!(consumer = %self.consumer, "outbound relay starting");
-        let mut reader: Option<MultiplexedConnection> = None;
+        let mut reader: Option<Conn> = None;
         let mut group_ready = false;
         let mut pause = Duration::from_millis(100);
         let mut next_reclaim = Instant::now();
@@ -104,13 +103,13 @@ impl Relay {
         tracing::info!("outbound relay stopped");
     }
 
-    async fn connect(&self) -> Result<MultiplexedConnection, RedisError> {
-        crate::stream::blocking_reader(&self.client, self.read_timeout, self.connect_timeout).await
+    async fn connect(&self) -> Result<Conn, RedisError> {
+        self.redis.blocking_reader(self.read_timeout).await
     }
 
     async fn read(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
     ) -> Result<Vec<(String, HashMap<String, Value>)>, RedisError> {
         let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
             .arg("GROUP")

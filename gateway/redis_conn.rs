@@ -1,0 +1,167 @@
+//! Where Redis is and how we talk to it: one node, or a Redis Cluster from a list of seed nodes. The rest of
+//! the gateway holds a [`Conn`] and never asks which: both are multiplexed, reconnect on their own and answer
+//! the same commands. On a cluster, every key of one family (inbound, outbound) shares a hash tag
+//! (`stream::keys::Families`), so the scripts, transactions and pipelines that touch several keys stay valid.
+
+use crate::config::Config;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use std::time::Duration;
+
+/// A connection to Redis, shared by cloning.
+#[derive(Clone)]
+pub enum Conn {
+    /// One node, self-reconnecting: short commands.
+    Node(ConnectionManager),
+    /// One node, a connection of its own: blocking reads.
+    Reader(MultiplexedConnection),
+    /// A cluster: follows MOVED/ASK and slot changes, reconnects to failed nodes.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Node(c) => c.req_packed_command(cmd),
+            Conn::Reader(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Reader(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Node(c) => c.get_db(),
+            Conn::Reader(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Where Redis is, with the timeouts every connection gets.
+#[derive(Clone)]
+pub struct Redis {
+    target: Target,
+    response_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+#[derive(Clone)]
+enum Target {
+    Node(redis::Client),
+    /// The seed nodes and the client for short commands. A blocking reader gets a client of its own: a
+    /// cluster client's overall response timeout is fixed when it is built.
+    Cluster(Vec<String>, ClusterClient),
+}
+
+impl Redis {
+    /// From `redis_url`, `redis.cluster_nodes` and the `redis` timeouts.
+    pub fn from_config(cfg: &Config) -> Result<Self, RedisError> {
+        Self::open(
+            &cfg.redis_url,
+            &cfg.redis.cluster_nodes,
+            cfg.redis.response_timeout,
+            cfg.redis.connect_timeout,
+        )
+    }
+
+    /// One node at `url`, or, when `cluster_nodes` is not empty, the cluster they seed (`url` unused).
+    /// Nothing connects yet: the gateway starts, and reports unready, while Redis is down.
+    pub fn open(
+        url: &str,
+        cluster_nodes: &[String],
+        response_timeout: Duration,
+        connect_timeout: Duration,
+    ) -> Result<Self, RedisError> {
+        let target = if cluster_nodes.is_empty() {
+            Target::Node(redis::Client::open(url)?)
+        } else {
+            Target::Cluster(
+                cluster_nodes.to_vec(),
+                cluster_client(cluster_nodes, response_timeout, connect_timeout)?,
+            )
+        };
+        Ok(Self {
+            target,
+            response_timeout,
+            connect_timeout,
+        })
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(..))
+    }
+
+    /// The shared connection for short commands: multiplexed, so clones pipeline onto it.
+    pub fn shared(&self) -> Result<Conn, RedisError> {
+        match &self.target {
+            Target::Node(client) => {
+                let cfg = ConnectionManagerConfig::new()
+                    .set_response_timeout(Some(self.response_timeout))
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_millis(500));
+                Ok(Conn::Node(ConnectionManager::new_lazy_with_config(
+                    client.clone(),
+                    cfg,
+                )?))
+            }
+            Target::Cluster(_, client) => Ok(Conn::Cluster(
+                // The config replaces the client's per-node timeouts, so it repeats them.
+                client.get_pending_async_connection_with_config(
+                    ClusterConfig::new()
+                        .set_connection_timeout(self.connect_timeout)
+                        .set_response_timeout(self.response_timeout),
+                ),
+            )),
+        }
+    }
+
+    /// A connection of its own for blocking reads (XREADGROUP BLOCK): a BLOCK on the shared connection
+    /// would stall every other command behind it. `read_timeout` must be longer than the block time.
+    pub async fn blocking_reader(&self, read_timeout: Duration) -> Result<Conn, RedisError> {
+        match &self.target {
+            Target::Node(client) => {
+                let cfg = redis::AsyncConnectionConfig::new()
+                    .set_response_timeout(Some(read_timeout))
+                    .set_connection_timeout(Some(self.connect_timeout));
+                Ok(Conn::Reader(
+                    client.get_multiplexed_async_connection_with_config(&cfg).await?,
+                ))
+            }
+            Target::Cluster(nodes, _) => Ok(Conn::Cluster(
+                cluster_client(nodes, read_timeout, self.connect_timeout)?
+                    .get_async_connection()
+                    .await?,
+            )),
+        }
+    }
+}
+
+/// A cluster client whose every command (retries on MOVED/ASK or a lost node included) is bounded by
+/// `response_timeout`.
+fn cluster_client(
+    nodes: &[String],
+    response_timeout: Duration,
+    connect_timeout: Duration,
+) -> Result<ClusterClient, RedisError> {
+    ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+        .connection_timeout(connect_timeout)
+        .response_timeout(response_timeout)
+        .retries(3)
+        .build()
+}
