@@ -46,6 +46,22 @@ impl Backend {
         }
     }
 
+    /// DBSIZE of each node: where the keys went (on the cluster, the two key families' slots).
+    fn keys_per_node(&self) -> Vec<u64> {
+        let urls = match self {
+            Backend::Single(r) => vec![r.url()],
+            Backend::Cluster(c) => c.urls(),
+        };
+        urls.iter()
+            .map(|u| {
+                let mut conn = redis::Client::open(u.as_str())
+                    .and_then(|c| c.get_connection())
+                    .expect("connect to a redis node");
+                redis::cmd("DBSIZE").query(&mut conn).expect("DBSIZE")
+            })
+            .collect()
+    }
+
     /// The config lines that point hookgate at this Redis.
     fn yaml(&self) -> String {
         match self {
@@ -67,7 +83,8 @@ struct Rig {
 }
 
 impl Rig {
-    /// `prefix` is the key prefix, with a hash tag so the scripts' keys share a cluster slot.
+    /// `prefix` is the key prefix, without a hash tag: on a cluster hookgate gives each key family its own
+    /// (`{<prefix>:in}`, `{<prefix>:out}`), so the families may sit on two masters.
     async fn new(backend: &Backend, prefix: &str) -> Self {
         let dir = tempfile::tempdir().expect("rig tempdir");
         let upstream = RecordingUpstream::start().await;
@@ -427,7 +444,7 @@ async fn join(tasks: Vec<tokio::task::JoinHandle<()>>) {
 async fn scale_out_with_a_kill(cluster: bool) {
     let started = Instant::now();
     let backend = Backend::start(cluster);
-    let mut rig = Rig::new(&backend, "{scale}").await;
+    let mut rig = Rig::new(&backend, "scale").await;
     for _ in 0..3 {
         rig.add("all");
     }
@@ -485,8 +502,9 @@ async fn scale_out_with_a_kill(cluster: bool) {
         elapsed.as_secs_f64(),
     );
     eprintln!(
-        "  re-sent because: {:?}",
-        tally.reasons.lock().expect("reasons lock")
+        "  re-sent because: {:?}\n  keys per redis node: {:?}",
+        tally.reasons.lock().expect("reasons lock"),
+        backend.keys_per_node()
     );
     if up.unique != EVENTS || sub.unique != EVENTS {
         rig.print_logs();
@@ -530,7 +548,7 @@ async fn three_processes_one_killed_lose_nothing() {
 /// Pre-load `EVENTS` inbound + `EVENTS` outbound events through one `--role api` process, then start `n`
 /// `--role worker` processes and time until the upstream and the subscriber have everything.
 async fn drain_with_workers(backend: &Backend, n: usize) -> f64 {
-    let mut rig = Rig::new(backend, &format!("{{tp{n}}}")).await;
+    let mut rig = Rig::new(backend, &format!("tp{n}")).await;
     rig.add("api");
     rig.wait_ready().await;
     let tally = Arc::new(Tally::default());
