@@ -802,7 +802,10 @@ mod tests {
         assert!(all.contains("redis.cluster_nodes[1]"), "{all}");
         assert!(all.contains("redis.cluster_nodes[2]"), "{all}");
         assert!(!all.contains("redis.cluster_nodes[0]"), "{all}");
-        assert!(!all.contains("hunter2"), "a password is never echoed: {all}");
+        assert!(
+            !all.contains("hunter2"),
+            "a password is never echoed: {all}"
+        );
     }
 
     #[test]
