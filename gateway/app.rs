@@ -6,8 +6,8 @@ use crate::config::{Config, Role};
 use crate::deliver;
 use crate::inbound::{self, InboundState, SourceRegistry};
 use crate::ip_policy::CidrList;
-use crate::server::{self, ConnLimits};
 use crate::redis_conn::Redis;
+use crate::server::{self, ConnLimits};
 use crate::stream::{Families, Store};
 use anyhow::Context;
 use axum::Router;
@@ -104,7 +104,8 @@ pub async fn run(
     );
     // Delivery gets its own connection: its commands never queue behind (or ahead of) the receive path's.
     let deliver_conn = redis.shared().context("redis")?;
-    let dead = deliver::DeadLetters::new(deliver_conn.clone(), deliver::Keys::new(&families.inbound));
+    let dead =
+        deliver::DeadLetters::new(deliver_conn.clone(), deliver::Keys::new(&families.inbound));
     crate::gauges::spawn(
         deliver_conn.clone(),
         [

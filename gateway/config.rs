@@ -780,6 +780,35 @@ mod tests {
     }
 
     #[test]
+    fn cluster_nodes_come_from_the_file_or_the_env_and_are_checked() {
+        let env = vec![(
+            "HOOKGATE_REDIS__CLUSTER_NODES".to_string(),
+            "[redis://10.0.0.1:6379, rediss://u:pw@10.0.0.2:6380]".to_string(),
+        )];
+        let c = Config::from_sources("hg.yaml", "", &env).unwrap();
+        assert_eq!(
+            c.redis.cluster_nodes,
+            ["redis://10.0.0.1:6379", "rediss://u:pw@10.0.0.2:6380"]
+        );
+        let e = Config::from_sources(
+            "hg.yaml",
+            "redis: { cluster_nodes: [redis://10.0.0.1:6379, http://u:hunter2@x:1, redis://nohost] }\n",
+            &[],
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        let all = e.join("\n");
+        assert!(all.contains("redis.cluster_nodes[1]"), "{all}");
+        assert!(all.contains("redis.cluster_nodes[2]"), "{all}");
+        assert!(!all.contains("redis.cluster_nodes[0]"), "{all}");
+        assert!(
+            !all.contains("hunter2"),
+            "a password is never echoed: {all}"
+        );
+    }
+
+    #[test]
     fn byte_sizes_survive_the_env_round_trip_exactly() {
         let env = vec![("HOOKGATE_LOG__LEVEL".to_string(), "debug".to_string())];
         let c = Config::from_sources("hg.yaml", "limits: { max_body: 1000000 }\n", &env).unwrap();

@@ -68,12 +68,7 @@ pub fn outbound(prefix: &str) -> Vec<Watch> {
 }
 
 /// Sample now, then every `every`, until `stop`.
-pub fn spawn(
-    conn: Conn,
-    watches: Vec<Watch>,
-    every: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+pub fn spawn(conn: Conn, watches: Vec<Watch>, every: Duration, mut stop: watch::Receiver<bool>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -101,10 +96,7 @@ pub fn spawn(
 }
 
 /// Read every watched key once and set its gauges.
-pub async fn sample(
-    conn: &mut Conn,
-    watches: &[Watch],
-) -> Result<(), redis::RedisError> {
+pub async fn sample(conn: &mut Conn, watches: &[Watch]) -> Result<(), redis::RedisError> {
     for w in watches {
         match w {
             Watch::Stream { label, key } => {

@@ -4,7 +4,9 @@
 //! (`stream::keys::Families`), so the scripts, transactions and pipelines that touch several keys stay valid.
 
 use crate::config::Config;
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
@@ -140,7 +142,9 @@ impl Redis {
                     .set_response_timeout(Some(read_timeout))
                     .set_connection_timeout(Some(self.connect_timeout));
                 Ok(Conn::Reader(
-                    client.get_multiplexed_async_connection_with_config(&cfg).await?,
+                    client
+                        .get_multiplexed_async_connection_with_config(&cfg)
+                        .await?,
                 ))
             }
             Target::Cluster(nodes, _) => Ok(Conn::Cluster(

@@ -7,8 +7,8 @@ use tracing_subscriber::EnvFilter;
 
 /// Install the log subscriber; `RUST_LOG` wins over the configured level.
 pub fn init(cfg: &LogConfig) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| match cfg.level.contains("redis") {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| match cfg.level.contains("redis") {
             true => EnvFilter::new(&cfg.level),
             false => EnvFilter::new(format!("{},{QUIET}", cfg.level)),
         });

@@ -7,8 +7,8 @@
 use super::envelope::Envelope;
 use super::retry::{add_ack, now_ms};
 use super::Keys;
-use base64::Engine;
 use crate::redis_conn::Conn;
+use base64::Engine;
 use redis::{RedisError, Script, Value};
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;

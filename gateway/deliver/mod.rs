@@ -20,8 +20,8 @@ pub use retry::parse_retry_after;
 
 use crate::catalog::LiveCatalog;
 use crate::config::Config;
-use crate::stream::keys;
 use crate::redis_conn::{Conn, Redis};
+use crate::stream::keys;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;

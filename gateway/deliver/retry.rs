@@ -4,8 +4,8 @@
 
 use super::envelope::Envelope;
 use super::Keys;
-use rand::Rng;
 use crate::redis_conn::Conn;
+use rand::Rng;
 use redis::{RedisError, Script};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -95,11 +95,7 @@ return #ids
 
 /// Move due retries onto the due stream until none is left or `stop` fires. Every process runs one; the
 /// script is atomic, so two movers never move the same event twice.
-pub async fn mover(
-    mut conn: Conn,
-    keys: Keys,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+pub async fn mover(mut conn: Conn, keys: Keys, mut stop: tokio::sync::watch::Receiver<bool>) {
     let script = Script::new(MOVE_SCRIPT);
     loop {
         tokio::select! {

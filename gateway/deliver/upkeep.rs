@@ -6,8 +6,8 @@
 
 use super::Keys;
 use crate::config::Deliver;
-use crate::stream::{remove_idle_consumers, trim_acknowledged, MAPPERS_GROUP};
 use crate::redis_conn::Conn;
+use crate::stream::{remove_idle_consumers, trim_acknowledged, MAPPERS_GROUP};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -23,12 +23,7 @@ pub fn every(period: Duration) -> Duration {
     (period / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
 }
 
-pub async fn run(
-    mut conn: Conn,
-    keys: Keys,
-    cfg: Deliver,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn run(mut conn: Conn, keys: Keys, cfg: Deliver, mut stop: watch::Receiver<bool>) {
     let (trim_every, gc_every) = (
         every(cfg.inbound_retention),
         every(cfg.remove_idle_consumers_after),

@@ -17,9 +17,9 @@ pub mod subscription;
 
 use crate::config::Config;
 use crate::egress::EgressPolicy;
+use crate::redis_conn::{Conn, Redis};
 use crate::stream::{keys, Store};
 use anyhow::Context;
-use crate::redis_conn::{Conn, Redis};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Notify};

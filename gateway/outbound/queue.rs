@@ -181,11 +181,7 @@ pub async fn claim(
 }
 
 /// Subscriptions with a due delivery.
-pub async fn ready(
-    conn: &mut Conn,
-    keys: &Keys,
-    now: u64,
-) -> Result<Vec<String>, RedisError> {
+pub async fn ready(conn: &mut Conn, keys: &Keys, now: u64) -> Result<Vec<String>, RedisError> {
     redis::cmd("ZRANGEBYSCORE")
         .arg(&keys.ready)
         .arg("-inf")

@@ -12,10 +12,10 @@ use super::subscription::{glob_match, resolve, signing_key, Auth, Input, Origin,
 use super::Keys;
 use crate::egress::EgressPolicy;
 use crate::mapping::standalone::{Filter, Template};
+use crate::redis_conn::Conn;
 use arc_swap::ArcSwap;
 use base64::Engine;
 use http::{HeaderName, HeaderValue};
-use crate::redis_conn::Conn;
 use redis::{RedisError, Script};
 use serde::Deserialize;
 use std::collections::HashMap;
