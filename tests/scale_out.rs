@@ -232,15 +232,28 @@ impl Rig {
         })
     }
 
-    /// Wait (bounded) until the upstream and the subscriber each have `EVENTS` distinct deliveries.
-    async fn wait_delivered(&self) -> (Counts, Counts) {
+    /// Wait (bounded) until the upstream and the subscriber each have `EVENTS` distinct deliveries; also
+    /// when each side got its last one, in seconds since `t0` (None: not within the wait).
+    async fn wait_delivered(&self, t0: Instant) -> Delivered {
         let deadline = Instant::now() + DELIVERY_WAIT;
+        let (mut up_at, mut sub_at) = (None, None);
         loop {
             let (up, sub) = (self.upstream_counts(), self.subscriber_counts());
-            if (up.unique >= EVENTS && sub.unique >= EVENTS) || Instant::now() > deadline {
-                return (up, sub);
+            if up.unique >= EVENTS && up_at.is_none() {
+                up_at = Some(t0.elapsed().as_secs_f64());
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            if sub.unique >= EVENTS && sub_at.is_none() {
+                sub_at = Some(t0.elapsed().as_secs_f64());
+            }
+            if (up_at.is_some() && sub_at.is_some()) || Instant::now() > deadline {
+                return Delivered {
+                    up,
+                    sub,
+                    up_at,
+                    sub_at,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -262,6 +275,13 @@ impl Drop for Rig {
             self.print_logs();
         }
     }
+}
+
+struct Delivered {
+    up: Counts,
+    sub: Counts,
+    up_at: Option<f64>,
+    sub_at: Option<f64>,
 }
 
 struct Counts {
@@ -321,6 +341,10 @@ fn error_kind(e: &reqwest::Error) -> String {
         source = s.source();
     }
     kind
+}
+
+fn secs(at: Option<f64>) -> String {
+    at.map_or("never".into(), |s| format!("{s:.1}"))
 }
 
 fn inbound_id(i: usize) -> String {
@@ -471,7 +495,12 @@ async fn scale_out_with_a_kill(cluster: bool) {
     let back_at = t0.elapsed();
     join(tasks).await;
     let sent_at = t0.elapsed();
-    let (up, sub) = rig.wait_delivered().await;
+    let Delivered {
+        up,
+        sub,
+        up_at,
+        sub_at,
+    } = rig.wait_delivered(t0).await;
     let elapsed = t0.elapsed();
 
     let load = |a: &AtomicUsize| a.load(Ordering::Relaxed);
@@ -481,7 +510,7 @@ async fn scale_out_with_a_kill(cluster: bool) {
          re-sent {} (after the kill {})\n  \
          upstream: requests {}, unique Idempotency-Key {}, duplicates {}\n  \
          subscriber: requests {}, unique webhook-id {}, duplicates {}\n  \
-         elapsed {:.1} s (load start to everything delivered)",
+         elapsed {:.1} s (load start to everything delivered; upstream complete at {} s, subscriber at {} s)",
         backend.kind(),
         setup.as_secs_f64(),
         killed_at.as_secs_f64(),
@@ -500,6 +529,8 @@ async fn scale_out_with_a_kill(cluster: bool) {
         sub.unique,
         sub.total - sub.unique,
         elapsed.as_secs_f64(),
+        secs(up_at),
+        secs(sub_at),
     );
     eprintln!(
         "  re-sent because: {:?}\n  keys per redis node: {:?}",
@@ -547,34 +578,50 @@ async fn three_processes_one_killed_lose_nothing() {
 
 /// Pre-load `EVENTS` inbound + `EVENTS` outbound events through one `--role api` process, then start `n`
 /// `--role worker` processes and time until the upstream and the subscriber have everything.
-async fn drain_with_workers(backend: &Backend, n: usize) -> f64 {
+async fn drain_with_workers(backend: &Backend, n: usize) -> (f64, f64, f64) {
     let mut rig = Rig::new(backend, &format!("tp{n}")).await;
     rig.add("api");
     rig.wait_ready().await;
     let tally = Arc::new(Tally::default());
     join(start_load(&rig.targets(1), &tally)).await;
     assert_eq!(tally.accepted.load(Ordering::Relaxed), 2 * EVENTS);
+    assert_eq!(
+        (rig.upstream_counts().total, rig.subscriber_counts().total),
+        (0, 0),
+        "an api process delivers nothing"
+    );
     let t0 = Instant::now();
     for _ in 0..n {
         rig.add("worker");
     }
-    let (up, sub) = rig.wait_delivered().await;
+    let Delivered {
+        up,
+        sub,
+        up_at,
+        sub_at,
+    } = rig.wait_delivered(t0).await;
     let took = t0.elapsed().as_secs_f64();
     assert_eq!(
         up.unique, EVENTS,
         "distinct Idempotency-Keys at the upstream"
     );
     assert_eq!(sub.unique, EVENTS, "distinct webhook-ids at the subscriber");
+    let (up_at, sub_at) = (
+        up_at.expect("upstream complete"),
+        sub_at.expect("subscriber complete"),
+    );
     eprintln!(
-        "{} | {n} worker(s): {:.1} s, upstream dup {}, subscriber dup {}",
+        "{} | {n} worker(s): {took:.1} s (upstream {up_at:.1} s, subscriber {sub_at:.1} s), \
+         upstream dup {}, subscriber dup {}",
         backend.kind(),
-        took,
         up.total - up.unique,
         sub.total - sub.unique
     );
-    took
+    (took, up_at, sub_at)
 }
 
+/// Time from starting the workers (process start included) to the last delivery, per worker count and
+/// Redis kind; rates are events over that time (inbound and outbound drain side by side).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement: cargo test --release --test scale_out -- --ignored --nocapture"]
 async fn scale_out_throughput() {
@@ -582,19 +629,23 @@ async fn scale_out_throughput() {
     for cluster in [false, true] {
         let backend = Backend::start(cluster);
         for n in 1..=3 {
-            let took = drain_with_workers(&backend, n).await;
-            rows.push((backend.kind(), n, took));
+            let (took, up_at, sub_at) = drain_with_workers(&backend, n).await;
+            rows.push((backend.kind(), n, took, up_at, sub_at));
         }
     }
     eprintln!(
-        "\n| Redis | workers | drain time (s) | events/s (inbound + outbound, {} total) |",
+        "\n| Redis | workers | all {} drained (s) | events/s | inbound {EVENTS} at upstream (s) | inbound/s | \
+         outbound {EVENTS} at subscriber (s) | outbound/s |",
         2 * EVENTS
     );
-    eprintln!("|---|---|---|---|");
-    for (kind, n, took) in rows {
+    eprintln!("|---|---|---|---|---|---|---|---|");
+    let rate = |n: usize, s: f64| n as f64 / s;
+    for (kind, n, took, up_at, sub_at) in rows {
         eprintln!(
-            "| {kind} | {n} | {took:.1} | {:.0} |",
-            (2 * EVENTS) as f64 / took
+            "| {kind} | {n} | {took:.1} | {:.0} | {up_at:.1} | {:.0} | {sub_at:.1} | {:.0} |",
+            rate(2 * EVENTS, took),
+            rate(EVENTS, up_at),
+            rate(EVENTS, sub_at)
         );
     }
 }
