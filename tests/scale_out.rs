@@ -257,6 +257,24 @@ impl Rig {
         }
     }
 
+    /// Per process: how many lines it logged (warn and above) and its last few.
+    fn log_summary(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let text = std::fs::read_to_string(&n.log).unwrap_or_default();
+                format!(
+                    "  {}: {} log lines{}{}",
+                    n.name,
+                    text.lines().count(),
+                    if text.is_empty() { "" } else { ", last:\n" },
+                    n.log_tail(3)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     fn print_logs(&self) {
         for n in &self.nodes {
             eprintln!(
@@ -537,6 +555,7 @@ async fn scale_out_with_a_kill(cluster: bool) {
         tally.reasons.lock().expect("reasons lock"),
         backend.keys_per_node()
     );
+    eprintln!("{}", rig.log_summary());
     if up.unique != EVENTS || sub.unique != EVENTS {
         rig.print_logs();
     }
