@@ -67,7 +67,7 @@ enum Target {
     Node(redis::Client),
     /// The seed nodes and the client for short commands. A blocking reader gets a client of its own: a
     /// cluster client's overall response timeout is fixed when it is built.
-    Cluster(Vec<String>, ClusterClient),
+    Cluster(Vec<String>, Box<ClusterClient>),
 }
 
 impl Redis {
@@ -94,7 +94,11 @@ impl Redis {
         } else {
             Target::Cluster(
                 cluster_nodes.to_vec(),
-                cluster_client(cluster_nodes, response_timeout, connect_timeout)?,
+                Box::new(cluster_client(
+                    cluster_nodes,
+                    response_timeout,
+                    connect_timeout,
+                )?),
             )
         };
         Ok(Self {

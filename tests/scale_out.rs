@@ -10,7 +10,7 @@ mod common;
 
 use common::cluster::{Node, RedisCluster};
 use common::subscriber::Subscriber;
-use common::{free_port, secret_file, RecordingUpstream, Redis, ADMIN_TOKEN};
+use common::{client, free_port, secret_file, RecordingUpstream, Redis, ADMIN_TOKEN};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +23,9 @@ const SOURCE: &str = "scale";
 const TOKEN: &str = "scale-static-token";
 /// How long every event may take to reach the upstream and the subscriber.
 const DELIVERY_WAIT: Duration = Duration::from_secs(120);
+/// Events per second per side (inbound, outbound) in the kill test: paced, so the run lasts about 5 s and
+/// the restarted process comes back while the load is still on.
+const PACE: f64 = 2_000.0;
 
 /// The Redis the processes share.
 enum Backend {
@@ -373,6 +376,26 @@ fn outbound_id(i: usize) -> String {
     format!("out-{i:05}")
 }
 
+/// Events a process stored since it started (webhooks answered 202, publishes stored), from its metrics.
+async fn taken(node: &Node) -> u64 {
+    let text = client()
+        .get(format!("http://{}/metrics", node.admin))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| {
+            (l.starts_with("hookgate_inbound_requests_total{") && l.contains("status=\"202\""))
+                || (l.starts_with("hookgate_events_published_total{")
+                    && l.contains("outcome=\"stored\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Send one event until some process takes it: on a connection error or a 5xx, the next process.
 async fn send_until_taken(
     client: &reqwest::Client,
@@ -423,8 +446,15 @@ async fn send_until_taken(
     }
 }
 
-/// Start `IN_FLIGHT` inbound senders and as many publishers, `EVENTS` each, round-robin over `targets`.
-fn start_load(targets: &Targets, tally: &Arc<Tally>) -> Vec<tokio::task::JoinHandle<()>> {
+/// Start `IN_FLIGHT` inbound senders and as many publishers, `EVENTS` each, round-robin over `targets`;
+/// with `pace`, event `i` of each side is not sent before `i / pace` seconds from now.
+fn start_load(
+    targets: &Targets,
+    tally: &Arc<Tally>,
+    pace: Option<f64>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let t0 = tokio::time::Instant::now();
+    let due = move |i: usize| pace.map(|p| t0 + Duration::from_secs_f64(i as f64 / p));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(IN_FLIGHT)
@@ -446,6 +476,9 @@ fn start_load(targets: &Targets, tally: &Arc<Tally>) -> Vec<tokio::task::JoinHan
                 if i >= EVENTS {
                     return;
                 }
+                if let Some(at) = due(i) {
+                    tokio::time::sleep_until(at).await;
+                }
                 let body = json!({"id": inbound_id(i), "n": i}).to_string();
                 let req = |b: reqwest::RequestBuilder| {
                     b.header("content-type", "application/json")
@@ -466,6 +499,9 @@ fn start_load(targets: &Targets, tally: &Arc<Tally>) -> Vec<tokio::task::JoinHan
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= EVENTS {
                     return;
+                }
+                if let Some(at) = due(i) {
+                    tokio::time::sleep_until(at).await;
                 }
                 let body = json!({"type": "scale.event", "id": outbound_id(i), "data": {"id": outbound_id(i)}});
                 let req = |b: reqwest::RequestBuilder| b.bearer_auth(ADMIN_TOKEN).json(&body);
@@ -494,7 +530,7 @@ async fn scale_out_with_a_kill(cluster: bool) {
     let setup = started.elapsed();
     let t0 = Instant::now();
     let tally = Arc::new(Tally::default());
-    let tasks = start_load(&rig.targets(3), &tally);
+    let tasks = start_load(&rig.targets(3), &tally, Some(PACE));
 
     // A third of the way in: SIGKILL the second process, restart it on the same ports after ~1 s.
     while tally.done.load(Ordering::Relaxed) < 2 * EVENTS / 3 {
@@ -512,6 +548,7 @@ async fn scale_out_with_a_kill(cluster: bool) {
     rig.nodes[1].wait_ready(30).await;
     let back_at = t0.elapsed();
     join(tasks).await;
+    let taken_after_restart = taken(&rig.nodes[1]).await;
     let sent_at = t0.elapsed();
     let Delivered {
         up,
@@ -551,7 +588,7 @@ async fn scale_out_with_a_kill(cluster: bool) {
         secs(sub_at),
     );
     eprintln!(
-        "  re-sent because: {:?}\n  keys per redis node: {:?}",
+        "  the restarted process took {taken_after_restart} events\n  re-sent because: {:?}\n  keys per redis node: {:?}",
         tally.reasons.lock().expect("reasons lock"),
         backend.keys_per_node()
     );
@@ -563,6 +600,10 @@ async fn scale_out_with_a_kill(cluster: bool) {
         load(&tally.accepted) + load(&tally.duplicate),
         2 * EVENTS,
         "every event answered once"
+    );
+    assert!(
+        taken_after_restart > 0,
+        "the restarted process came back while the load was on and took events"
     );
     assert_eq!(
         up.unique, EVENTS,
@@ -602,7 +643,7 @@ async fn drain_with_workers(backend: &Backend, n: usize) -> (f64, f64, f64) {
     rig.add("api");
     rig.wait_ready().await;
     let tally = Arc::new(Tally::default());
-    join(start_load(&rig.targets(1), &tally)).await;
+    join(start_load(&rig.targets(1), &tally, None)).await;
     assert_eq!(tally.accepted.load(Ordering::Relaxed), 2 * EVENTS);
     assert_eq!(
         (rig.upstream_counts().total, rig.subscriber_counts().total),
