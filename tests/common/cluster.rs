@@ -127,6 +127,50 @@ impl RedisCluster {
             .is_ok_and(|info| info.contains("cluster_state:ok"))
     }
 
+    /// A cluster connection (follows MOVED) for looking at keys.
+    pub fn conn(&self) -> redis::cluster::ClusterConnection {
+        redis::cluster::ClusterClient::new(self.urls())
+            .and_then(|c| c.get_connection())
+            .expect("connect to the test cluster")
+    }
+
+    /// The port of the master that serves `key`'s slot.
+    pub fn master_of(&self, key: &str) -> u16 {
+        let mut conn = redis::Client::open(self.urls()[0].as_str())
+            .and_then(|c| c.get_connection())
+            .expect("connect to a cluster node");
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut conn)
+            .expect("CLUSTER KEYSLOT");
+        // CLUSTER SLOTS: [[start, end, [host, port, id], ...], ...]
+        let ranges: Vec<(u16, u16, (String, u16))> = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query::<Vec<redis::Value>>(&mut conn)
+            .expect("CLUSTER SLOTS")
+            .into_iter()
+            .filter_map(|r| {
+                let redis::Value::Array(r) = r else {
+                    return None;
+                };
+                let start: u16 = redis::from_redis_value(r.first()?.clone()).ok()?;
+                let end: u16 = redis::from_redis_value(r.get(1)?.clone()).ok()?;
+                let redis::Value::Array(master) = r.get(2)? else {
+                    return None;
+                };
+                let host: String = redis::from_redis_value(master.first()?.clone()).ok()?;
+                let port: u16 = redis::from_redis_value(master.get(1)?.clone()).ok()?;
+                Some((start, end, (host, port)))
+            })
+            .collect();
+        ranges
+            .into_iter()
+            .find(|(start, end, _)| (*start..=*end).contains(&slot))
+            .map(|(_, _, (_, port))| port)
+            .expect("a master serves every slot")
+    }
+
     /// `redis://127.0.0.1:P` for each node.
     pub fn urls(&self) -> Vec<String> {
         self.ports

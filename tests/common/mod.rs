@@ -138,6 +138,23 @@ impl Drop for Redis {
     }
 }
 
+/// A Redis a test gateway can be pointed at: one node or a cluster.
+pub trait RedisTarget {
+    fn point(&self, cfg: &mut Config);
+}
+
+impl RedisTarget for Redis {
+    fn point(&self, cfg: &mut Config) {
+        cfg.redis_url = self.url();
+    }
+}
+
+impl RedisTarget for cluster::RedisCluster {
+    fn point(&self, cfg: &mut Config) {
+        cfg.redis.cluster_nodes = self.urls();
+    }
+}
+
 /// A running gateway with its own mappings directory.
 pub struct Gateway {
     pub addr: SocketAddr,
@@ -150,11 +167,16 @@ pub struct Gateway {
 impl Gateway {
     /// Start with these `(file name, yaml)` mapping files and config `yaml` (listeners, Redis and
     /// mappings_dir are filled in).
-    pub async fn start(redis: &Redis, files: &[(&str, &str)], yaml: &str) -> Self {
+    pub async fn start(redis: &impl RedisTarget, files: &[(&str, &str)], yaml: &str) -> Self {
         Self::start_on(redis, files, yaml, "127.0.0.1:0").await
     }
 
-    pub async fn start_on(redis: &Redis, files: &[(&str, &str)], yaml: &str, bind: &str) -> Self {
+    pub async fn start_on(
+        redis: &impl RedisTarget,
+        files: &[(&str, &str)],
+        yaml: &str,
+        bind: &str,
+    ) -> Self {
         let mappings = tempfile::tempdir().expect("tempdir");
         for (name, text) in files {
             std::fs::write(mappings.path().join(name), text).expect("write mapping");
@@ -163,7 +185,7 @@ impl Gateway {
         let admin = TcpListener::bind("127.0.0.1:0").await.expect("bind admin");
         let (addr, admin_addr) = (inbound.local_addr().unwrap(), admin.local_addr().unwrap());
         let mut cfg = Config::from_sources("test.yaml", yaml, &[]).expect("test config parses");
-        cfg.redis_url = redis.url();
+        redis.point(&mut cfg);
         cfg.mappings_dir = mappings.path().to_path_buf();
         cfg.listen = addr.to_string();
         cfg.admin_listen = admin_addr.to_string();

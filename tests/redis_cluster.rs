@@ -1,0 +1,214 @@
+//! On a three-master Redis Cluster that the test starts on loopback, the paths the scale-out test does not
+//! cross: inbound retries (the retry mover's script), dead letters and their replay; subscriptions made
+//! through the API, outbound dead letters and their replay. And where the keys went: each family in one
+//! slot, the two families on two masters.
+
+mod common;
+
+use common::cluster::RedisCluster;
+use common::subscriber::Subscriber;
+use common::*;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+/// A source with dedup on `$.id` and one rule; a compressed retry schedule.
+const SHOP: &str = "source: shop\nallow_ips: [127.0.0.0/8]\ndedup: { id: $.id }\nrules:\n  - name: signup\n    create_contact:\n      email: $.email\n";
+const FAST: &str =
+    "deliver: { retry_base: 50ms, retry_max: 200ms, timeout: 2s, connect_timeout: 500ms }\n";
+const OUT: &str = "outbound: { retry_base: 100ms, retry_max: 300ms, give_up_after: 1500ms, timeout: 3s, connect_timeout: 1s }\negress: { allow: [127.0.0.0/8], allow_http: true }\n";
+
+async fn post_shop(gw: &Gateway, body: &str) -> (u16, Value) {
+    let r = client()
+        .post(gw.url("shop"))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("POST /webhooks/shop");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn admin(gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let m = http::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut r = client()
+        .request(m, gw.admin_url(path))
+        .bearer_auth(ADMIN_TOKEN);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.expect("admin request");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Poll an admin listing until its `dead_letters` array is not empty.
+async fn first_dead_letter(gw: &Gateway, path: &str) -> Value {
+    let mut found = Value::Null;
+    for _ in 0..200 {
+        let (_, v) = admin(gw, "GET", path, None).await;
+        if let Some(d) = v["dead_letters"].as_array().and_then(|a| a.first()) {
+            found = d.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!found.is_null(), "no dead letter at {path}");
+    found
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inbound_dedup_retries_dead_letters_and_replay_work_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let up = RecordingUpstream::start().await;
+    // Two failures that are retried (parked in the retry set, moved back by the mover), then a refusal.
+    up.plan(&[(503, "busy"), (503, "busy"), (422, "bad email")]);
+    let gw = Gateway::start(
+        &cluster,
+        &[("shop.yaml", SHOP)],
+        &format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url()),
+    )
+    .await;
+    let body = r#"{"id":"evt_c1","email":"c1@example.org"}"#;
+    let (s, first) = post_shop(&gw, body).await;
+    assert_eq!(s, 202, "{first}");
+    let (s, again) = post_shop(&gw, body).await;
+    assert_eq!((s, &again["duplicate"]), (200, &json!(true)), "{again}");
+    assert_eq!(
+        again["id"], first["id"],
+        "the redelivery names the stored event"
+    );
+
+    let dead = first_dead_letter(&gw, "/v1/dead-letters?source=shop").await;
+    assert_eq!(dead["reason"], "upstream_status", "{dead}");
+    assert_eq!(dead["status"], 422);
+    assert_eq!(up.requests().len(), 3, "two retries, then the refusal");
+
+    let (s, r) = admin(
+        &gw,
+        "POST",
+        &format!(
+            "/v1/dead-letters/{}/replay",
+            dead["id"].as_str().expect("id")
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert!(
+        up.wait_delivered(1, 10).await,
+        "the replay reaches the upstream"
+    );
+    let keys: Vec<String> = up
+        .requests()
+        .iter()
+        .map(|r| r.headers["idempotency-key"].clone())
+        .collect();
+    assert_eq!(keys.len(), 4, "{keys:?}");
+    assert!(
+        keys[..3].iter().all(|k| k == &keys[0]),
+        "one Idempotency-Key across the retries: {keys:?}"
+    );
+    assert_ne!(
+        keys[3], keys[0],
+        "a replay gets a fresh key (docs/delivery.md), so the upstream does not drop it as a repeat"
+    );
+
+    // Where the keys are: the inbound family in one slot of one master.
+    let mut c = cluster.conn();
+    let len: u64 = redis::cmd("XLEN")
+        .arg("{hookgate:in}:inbound")
+        .query(&mut c)
+        .expect("XLEN");
+    assert_eq!(len, 2, "the event and its replay, under the inbound tag");
+    let dedup: bool = redis::cmd("EXISTS")
+        .arg("{hookgate:in}:dedup:shop:evt_c1")
+        .query(&mut c)
+        .expect("EXISTS");
+    assert!(dedup, "the dedup key sits beside its stream");
+    let dead: u64 = redis::cmd("XLEN")
+        .arg("{hookgate:in}:dead:inbound")
+        .query(&mut c)
+        .expect("XLEN");
+    assert_eq!(dead, 0, "the replayed dead letter is gone");
+    let _ = gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscriptions_and_outbound_dead_letters_work_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let gw = Gateway::start(&cluster, &[], OUT).await;
+    let sub = Subscriber::start().await;
+    sub.set_status(500);
+    let (s, created) = admin(
+        &gw,
+        "POST",
+        "/v1/subscriptions",
+        Some(json!({"name": "crm", "url": sub.url("/hook"), "events": ["contact.*"]})),
+    )
+    .await;
+    assert_eq!(s, 201, "{created}");
+    let sid = created["id"].as_str().expect("subscription id").to_string();
+    let (s, listed) = admin(&gw, "GET", "/v1/subscriptions", None).await;
+    assert_eq!(s, 200);
+    assert!(listed.to_string().contains(&sid), "{listed}");
+
+    let (s, p) = admin(
+        &gw,
+        "POST",
+        "/v1/events",
+        Some(json!({"type": "contact.created", "id": "pub_1", "data": {"email": "o@example.org"}})),
+    )
+    .await;
+    assert_eq!(s, 202, "{p}");
+    let (s, p) = admin(
+        &gw,
+        "POST",
+        "/v1/events",
+        Some(json!({"type": "contact.created", "id": "pub_1", "data": {"email": "o@example.org"}})),
+    )
+    .await;
+    assert_eq!((s, &p["duplicate"]), (202, &json!(true)), "{p}");
+
+    let dead = first_dead_letter(
+        &gw,
+        &format!("/v1/outbound/dead-letters?subscription={sid}"),
+    )
+    .await;
+    assert_eq!(dead["reason"], "exhausted", "{dead}");
+    let tries = sub.received().len();
+    assert!(tries >= 2, "retried before giving up ({tries})");
+    sub.set_status(200);
+    let (s, r) = admin(
+        &gw,
+        "POST",
+        &format!(
+            "/v1/outbound/dead-letters/{}/replay",
+            dead["id"].as_str().expect("id")
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert!(sub.wait_delivered(1, 10).await, "the replay is delivered");
+    let got = sub.received();
+    assert!(
+        got.iter()
+            .all(|r| r.header("webhook-id") == got[0].header("webhook-id")),
+        "one webhook-id across retries and the replay"
+    );
+
+    // The outbound family sits under its own tag, on another master than the inbound one.
+    let mut c = cluster.conn();
+    let len: u64 = redis::cmd("XLEN")
+        .arg("{hookgate:out}:events")
+        .query(&mut c)
+        .expect("XLEN");
+    assert_eq!(len, 1, "published once");
+    assert_ne!(
+        cluster.master_of("{hookgate:in}:inbound"),
+        cluster.master_of("{hookgate:out}:events"),
+        "the two families on two masters"
+    );
+    let _ = gw.stop().await;
+}
