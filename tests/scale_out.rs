@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::cluster::{Node, RedisCluster};
+use common::cluster::{proc_cpu_secs, Node, RedisCluster};
 use common::subscriber::Subscriber;
 use common::{client, free_port, secret_file, RecordingUpstream, Redis, ADMIN_TOKEN};
 use serde_json::{json, Value};
@@ -63,6 +63,33 @@ impl Backend {
                 redis::cmd("DBSIZE").query(&mut conn).expect("DBSIZE")
             })
             .collect()
+    }
+
+    /// CPU seconds (user + system) the Redis servers have used so far, summed over the nodes.
+    fn cpu_secs(&self) -> f64 {
+        let urls = match self {
+            Backend::Single(r) => vec![r.url()],
+            Backend::Cluster(c) => c.urls(),
+        };
+        urls.iter()
+            .map(|u| {
+                let mut conn = redis::Client::open(u.as_str())
+                    .and_then(|c| c.get_connection())
+                    .expect("connect to a redis node");
+                let info: String = redis::cmd("INFO")
+                    .arg("cpu")
+                    .query(&mut conn)
+                    .expect("INFO cpu");
+                info.lines()
+                    .filter_map(|l| {
+                        let (k, v) = l.trim().split_once(':')?;
+                        matches!(k, "used_cpu_sys" | "used_cpu_user")
+                            .then(|| v.parse::<f64>().ok())
+                            .flatten()
+                    })
+                    .sum::<f64>()
+            })
+            .sum()
     }
 
     /// The config lines that point hookgate at this Redis.
@@ -636,9 +663,23 @@ async fn three_processes_one_killed_lose_nothing() {
     scale_out_with_a_kill(true).await;
 }
 
+/// One measurement: wall times and where the CPU went while `n` workers drained the pre-loaded events.
+struct Drain {
+    kind: &'static str,
+    n: usize,
+    took: f64,
+    up_at: f64,
+    sub_at: f64,
+    /// CPU seconds during the drain: the worker processes, Redis (all nodes), and this test process (the
+    /// upstream and the subscriber servers; the api process is idle and not counted).
+    cpu_workers: f64,
+    cpu_redis: f64,
+    cpu_test: f64,
+}
+
 /// Pre-load `EVENTS` inbound + `EVENTS` outbound events through one `--role api` process, then start `n`
 /// `--role worker` processes and time until the upstream and the subscriber have everything.
-async fn drain_with_workers(backend: &Backend, n: usize) -> (f64, f64, f64) {
+async fn drain_with_workers(backend: &Backend, n: usize) -> Drain {
     let mut rig = Rig::new(backend, &format!("tp{n}")).await;
     rig.add("api");
     rig.wait_ready().await;
@@ -650,6 +691,7 @@ async fn drain_with_workers(backend: &Backend, n: usize) -> (f64, f64, f64) {
         (0, 0),
         "an api process delivers nothing"
     );
+    let (redis0, test0) = (backend.cpu_secs(), proc_cpu_secs("/proc/self/stat"));
     let t0 = Instant::now();
     for _ in 0..n {
         rig.add("worker");
@@ -661,6 +703,9 @@ async fn drain_with_workers(backend: &Backend, n: usize) -> (f64, f64, f64) {
         sub_at,
     } = rig.wait_delivered(t0).await;
     let took = t0.elapsed().as_secs_f64();
+    let cpu_workers: f64 = rig.nodes[1..].iter().map(Node::cpu_secs).sum();
+    let cpu_redis = backend.cpu_secs() - redis0;
+    let cpu_test = proc_cpu_secs("/proc/self/stat") - test0;
     assert_eq!(
         up.unique, EVENTS,
         "distinct Idempotency-Keys at the upstream"
@@ -677,11 +722,21 @@ async fn drain_with_workers(backend: &Backend, n: usize) -> (f64, f64, f64) {
         up.total - up.unique,
         sub.total - sub.unique
     );
-    (took, up_at, sub_at)
+    Drain {
+        kind: backend.kind(),
+        n,
+        took,
+        up_at,
+        sub_at,
+        cpu_workers,
+        cpu_redis,
+        cpu_test,
+    }
 }
 
 /// Time from starting the workers (process start included) to the last delivery, per worker count and
-/// Redis kind; rates are events over that time (inbound and outbound drain side by side).
+/// Redis kind; rates are events over that time (inbound and outbound drain side by side). The CPU columns
+/// say where the two cores went: "cores busy" near 2 means the machine, not hookgate, is the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement: cargo test --release --test scale_out -- --ignored --nocapture"]
 async fn scale_out_throughput() {
@@ -689,23 +744,29 @@ async fn scale_out_throughput() {
     for cluster in [false, true] {
         let backend = Backend::start(cluster);
         for n in 1..=3 {
-            let (took, up_at, sub_at) = drain_with_workers(&backend, n).await;
-            rows.push((backend.kind(), n, took, up_at, sub_at));
+            rows.push(drain_with_workers(&backend, n).await);
         }
     }
     eprintln!(
-        "\n| Redis | workers | all {} drained (s) | events/s | inbound {EVENTS} at upstream (s) | inbound/s | \
-         outbound {EVENTS} at subscriber (s) | outbound/s |",
+        "\n| Redis | workers | all {} drained (s) | events/s | inbound/s | outbound/s | \
+         CPU s: workers / Redis / upstream+subscriber | cores busy |",
         2 * EVENTS
     );
     eprintln!("|---|---|---|---|---|---|---|---|");
     let rate = |n: usize, s: f64| n as f64 / s;
-    for (kind, n, took, up_at, sub_at) in rows {
+    for d in rows {
         eprintln!(
-            "| {kind} | {n} | {took:.1} | {:.0} | {up_at:.1} | {:.0} | {sub_at:.1} | {:.0} |",
-            rate(2 * EVENTS, took),
-            rate(EVENTS, up_at),
-            rate(EVENTS, sub_at)
+            "| {} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {:.1} / {:.1} / {:.1} | {:.2} |",
+            d.kind,
+            d.n,
+            d.took,
+            rate(2 * EVENTS, d.took),
+            rate(EVENTS, d.up_at),
+            rate(EVENTS, d.sub_at),
+            d.cpu_workers,
+            d.cpu_redis,
+            d.cpu_test,
+            (d.cpu_workers + d.cpu_redis + d.cpu_test) / d.took
         );
     }
 }

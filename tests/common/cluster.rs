@@ -288,6 +288,13 @@ impl Node {
         }
     }
 
+    /// CPU seconds (user + system) the running process has used so far; 0 when it is not running.
+    pub fn cpu_secs(&self) -> f64 {
+        self.child
+            .as_ref()
+            .map_or(0.0, |c| proc_cpu_secs(&format!("/proc/{}/stat", c.id())))
+    }
+
     /// The last `lines` lines of the process's output.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -300,4 +307,16 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// User + system CPU seconds from a `/proc/<pid>/stat` file (fields 14 and 15, in clock ticks of 1/100 s,
+/// the value Linux reports to user space on every common architecture).
+pub fn proc_cpu_secs(stat: &str) -> f64 {
+    let text = std::fs::read_to_string(stat).unwrap_or_default();
+    // The command name (field 2) may hold spaces; the fields after its closing parenthesis are plain.
+    let after = text.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After ')': field 3 (state) is index 0, so utime (14) is 11 and stime (15) is 12.
+    (ticks(11) + ticks(12)) / 100.0
 }
