@@ -292,7 +292,8 @@ pub struct Config {
     /// Admin API, /metrics, /healthz, /readyz.
     pub admin_listen: String,
     pub redis_url: String,
-    /// Prefix of every Redis key; use a hash tag such as `{hookgate}` on Redis Cluster.
+    /// Prefix of every Redis key. On Redis Cluster each key family gets its own hash tag from it
+    /// (`stream::Families`); a prefix that holds a hash tag keeps every key in that one slot.
     pub key_prefix: String,
     /// Directory of source/mapping files (a ConfigMap mount on Kubernetes).
     pub mappings_dir: PathBuf,
