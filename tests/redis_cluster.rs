@@ -212,3 +212,93 @@ async fn subscriptions_and_outbound_dead_letters_work_on_a_cluster() {
     );
     let _ = gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_master_failover_keeps_receiving_and_loses_no_acknowledged_event() {
+    let mut cluster = RedisCluster::start_with_replicas();
+    let gw = Gateway::start(&cluster, &[("shop.yaml", SHOP)], "").await;
+    let victim = cluster.master_of("{hookgate:in}:inbound");
+    let started = std::time::Instant::now();
+    let mut answers: Vec<(String, u16, Duration)> = Vec::new();
+    let mut killed_at = None;
+    let mut fresh_after_kill = 0;
+    // One sender, one event at a time, until 50 events in a row were taken after the kill (bounded).
+    for i in 0.. {
+        let at = started.elapsed();
+        if killed_at.is_none() && at > Duration::from_millis(300) {
+            cluster.kill_node(victim);
+            killed_at = Some(at);
+        }
+        let id = format!("evt_f{i}");
+        let (s, _) = post_shop(
+            &gw,
+            &format!(r#"{{"id":"{id}","email":"f{i}@example.org"}}"#),
+        )
+        .await;
+        answers.push((id, s, at));
+        if killed_at.is_some() {
+            fresh_after_kill = if s == 202 { fresh_after_kill + 1 } else { 0 };
+        }
+        if fresh_after_kill >= 50 || at > Duration::from_secs(40) {
+            break;
+        }
+    }
+    let killed_at = killed_at.expect("the master was killed");
+    let refused: Vec<&(String, u16, Duration)> = answers.iter().filter(|a| a.1 != 202).collect();
+    let window = match (refused.first(), refused.last()) {
+        (Some(f), Some(l)) => format!("{:.1} s", (l.2 - f.2).as_secs_f64()),
+        _ => "none".into(),
+    };
+    eprintln!(
+        "failover: {} requests, killed master {victim} at {:.1} s, {} answered other than 202 (window {window}), new master {}",
+        answers.len(),
+        killed_at.as_secs_f64(),
+        refused.len(),
+        cluster.master_of("{hookgate:in}:inbound"),
+    );
+    assert!(
+        refused.iter().all(|a| a.1 == 503),
+        "while the slot has no master the answer is 503, so the sender retries: {refused:?}"
+    );
+    assert!(
+        fresh_after_kill >= 50,
+        "receiving again after the failover, no restart"
+    );
+    assert_ne!(
+        cluster.master_of("{hookgate:in}:inbound"),
+        victim,
+        "a replica took over"
+    );
+
+    // Every event answered 202 is in the stream on the new master.
+    let mut c = cluster.conn();
+    let entries: Vec<std::collections::HashMap<String, String>> = redis::cmd("XRANGE")
+        .arg("{hookgate:in}:inbound")
+        .arg("-")
+        .arg("+")
+        .query::<redis::streams::StreamRangeReply>(&mut c)
+        .expect("XRANGE")
+        .ids
+        .into_iter()
+        .map(|e| {
+            e.map
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, redis::from_redis_value::<String>(v).ok()?)))
+                .collect()
+        })
+        .collect();
+    let stored: std::collections::HashSet<&str> = entries
+        .iter()
+        .filter_map(|e| e.get("event_id").map(String::as_str))
+        .collect();
+    let lost: Vec<&str> = answers
+        .iter()
+        .filter(|a| a.1 == 202 && !stored.contains(a.0.as_str()))
+        .map(|a| a.0.as_str())
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged but not in the stream: {lost:?}"
+    );
+    let _ = gw.stop().await;
+}

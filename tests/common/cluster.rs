@@ -32,28 +32,38 @@ pub struct RedisCluster {
 
 impl RedisCluster {
     pub fn start() -> Self {
+        Self::start_with(0, 5000)
+    }
+
+    /// Three masters with one replica each, and a node timeout of 1 s, so a replica takes over from a
+    /// killed master within a few seconds.
+    pub fn start_with_replicas() -> Self {
+        Self::start_with(1, 1000)
+    }
+
+    fn start_with(replicas: usize, node_timeout_ms: u64) -> Self {
         for _ in 0..3 {
-            if let Some(c) = Self::try_start() {
+            if let Some(c) = Self::try_start(replicas, node_timeout_ms) {
                 return c;
             }
         }
         panic!("redis cluster did not start (3 tries)");
     }
 
-    fn try_start() -> Option<Self> {
+    fn try_start(replicas: usize, node_timeout_ms: u64) -> Option<Self> {
         let mut c = RedisCluster {
             ports: Vec::new(),
             dirs: Vec::new(),
             children: Vec::new(),
         };
-        for _ in 0..3 {
+        for _ in 0..3 * (1 + replicas) {
             let port = free_cluster_port();
             let dir = tempfile::tempdir().expect("cluster node tempdir");
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--cluster-enabled", "yes"])
                 .args(["--cluster-config-file", "nodes.conf"])
-                .args(["--cluster-node-timeout", "5000"])
+                .args(["--cluster-node-timeout", &node_timeout_ms.to_string()])
                 .args(["--appendonly", "no", "--save", ""])
                 .arg("--dir")
                 .arg(dir.path())
@@ -75,7 +85,7 @@ impl RedisCluster {
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&nodes)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
             .expect("redis-cli must be installed");
@@ -89,7 +99,7 @@ impl RedisCluster {
         }
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if c.ports.iter().all(|p| c.cluster_ok(*p)) {
+            if c.ports.iter().all(|p| c.cluster_ok(*p)) && c.replicas_synced(replicas) {
                 return Some(c);
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -120,6 +130,32 @@ impl RedisCluster {
         false
     }
 
+    /// Every master has `replicas` replicas online (their initial sync done).
+    fn replicas_synced(&self, replicas: usize) -> bool {
+        replicas == 0
+            || self.ports.iter().all(|p| {
+                redis::Client::open(format!("redis://127.0.0.1:{p}"))
+                    .and_then(|c| c.get_connection())
+                    .and_then(|mut conn| {
+                        redis::cmd("INFO")
+                            .arg("replication")
+                            .query::<String>(&mut conn)
+                    })
+                    .is_ok_and(|info| {
+                        info.contains("role:slave") && info.contains("master_link_status:up")
+                            || info.contains(&format!("connected_slaves:{replicas}"))
+                    })
+            })
+    }
+
+    /// SIGKILL the node on `port` (no failover handshake: its replica must notice and take over).
+    pub fn kill_node(&mut self, port: u16) {
+        if let Some(i) = self.ports.iter().position(|p| *p == port) {
+            let _ = self.children[i].kill();
+            let _ = self.children[i].wait();
+        }
+    }
+
     fn cluster_ok(&self, port: u16) -> bool {
         redis::Client::open(format!("redis://127.0.0.1:{port}"))
             .and_then(|c| c.get_connection())
@@ -134,10 +170,16 @@ impl RedisCluster {
             .expect("connect to the test cluster")
     }
 
-    /// The port of the master that serves `key`'s slot.
+    /// The port of the master that serves `key`'s slot, as the first node that answers sees it.
     pub fn master_of(&self, key: &str) -> u16 {
-        let mut conn = redis::Client::open(self.urls()[0].as_str())
-            .and_then(|c| c.get_connection())
+        let mut conn = self
+            .urls()
+            .iter()
+            .find_map(|u| {
+                redis::Client::open(u.as_str())
+                    .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+                    .ok()
+            })
             .expect("connect to a cluster node");
         let slot: u16 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
