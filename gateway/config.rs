@@ -492,6 +492,12 @@ impl Config {
         if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
             p.push("key_prefix: must be non-empty without spaces".into());
         }
+        if !braces_form_one_hash_tag(&self.key_prefix) {
+            p.push(format!(
+                "key_prefix: `{}` has braces that are not one hash tag such as `{{hookgate}}` (on Redis Cluster they would decide the slot)",
+                self.key_prefix
+            ));
+        }
         match url::Url::parse(&self.upstream.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
             _ => p.push(format!(
@@ -592,6 +598,16 @@ fn first_line(s: &str) -> &str {
 }
 
 /// Hide a password in a URL before it is shown in an error.
+/// No braces, or exactly one `{...}` with something inside: anything else makes Redis Cluster hash on an
+/// accidental tag, and the per-family tags (`{<prefix>:in}`) would collapse into one slot.
+fn braces_form_one_hash_tag(prefix: &str) -> bool {
+    match (prefix.matches('{').count(), prefix.matches('}').count()) {
+        (0, 0) => true,
+        (1, 1) => matches!((prefix.find('{'), prefix.find('}')), (Some(o), Some(c)) if c > o + 1),
+        _ => false,
+    }
+}
+
 fn redact_url(s: &str) -> String {
     match url::Url::parse(s) {
         Ok(mut u) if u.password().is_some() => {
@@ -807,6 +823,21 @@ mod tests {
             !all.contains("hunter2"),
             "a password is never echoed: {all}"
         );
+    }
+
+    #[test]
+    fn key_prefix_braces_must_be_one_hash_tag() {
+        for ok in ["hookgate", "{hookgate}", "app:{hg}"] {
+            let c =
+                Config::from_sources("hg.yaml", &format!("key_prefix: \"{ok}\"\n"), &[]).unwrap();
+            assert!(c.validate().is_ok(), "{ok}");
+        }
+        for bad in ["x}y", "a{}b", "{a}{b}", "{open"] {
+            let c =
+                Config::from_sources("hg.yaml", &format!("key_prefix: \"{bad}\"\n"), &[]).unwrap();
+            let e = c.validate().unwrap_err().join("\n");
+            assert!(e.contains("key_prefix"), "{bad}: {e}");
+        }
     }
 
     #[test]

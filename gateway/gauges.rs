@@ -95,32 +95,39 @@ pub fn spawn(conn: Conn, watches: Vec<Watch>, every: Duration, mut stop: watch::
     });
 }
 
-/// Read every watched key once and set its gauges.
+/// Read every watched key once and set its gauges. A key that cannot be read does not stop the others
+/// (on a cluster, one family's master may be down while the other's answers); the first error is returned.
 pub async fn sample(conn: &mut Conn, watches: &[Watch]) -> Result<(), redis::RedisError> {
+    let mut first_error = None;
     for w in watches {
-        match w {
-            Watch::Stream { label, key } => {
-                let len: u64 = redis::cmd("XLEN").arg(key).query_async(conn).await?;
-                metrics::gauge!("hookgate_stream_length", "stream" => label.clone())
-                    .set(len as f64);
-                for g in groups(conn, key).await? {
-                    let labels = [("stream", label.clone()), ("group", g.name)];
-                    metrics::gauge!("hookgate_stream_pending", &labels).set(g.pending as f64);
-                    // Redis reports no lag when it cannot tell (after deletions); leave the last value.
-                    if let Some(lag) = g.lag {
-                        metrics::gauge!("hookgate_stream_lag", &labels).set(lag as f64);
-                    }
+        if let Err(e) = sample_one(conn, w).await {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn sample_one(conn: &mut Conn, w: &Watch) -> Result<(), redis::RedisError> {
+    match w {
+        Watch::Stream { label, key } => {
+            let len: u64 = redis::cmd("XLEN").arg(key).query_async(conn).await?;
+            metrics::gauge!("hookgate_stream_length", "stream" => label.clone()).set(len as f64);
+            for g in groups(conn, key).await? {
+                let labels = [("stream", label.clone()), ("group", g.name)];
+                metrics::gauge!("hookgate_stream_pending", &labels).set(g.pending as f64);
+                // Redis reports no lag when it cannot tell (after deletions); leave the last value.
+                if let Some(lag) = g.lag {
+                    metrics::gauge!("hookgate_stream_lag", &labels).set(lag as f64);
                 }
             }
-            Watch::DeadLetters { kind, key } => {
-                let len: u64 = redis::cmd("XLEN").arg(key).query_async(conn).await?;
-                metrics::gauge!("hookgate_dead_letters_stored", "kind" => kind.clone())
-                    .set(len as f64);
-            }
-            Watch::Scheduled { kind, key } => {
-                let n: u64 = redis::cmd("ZCARD").arg(key).query_async(conn).await?;
-                metrics::gauge!("hookgate_retries_scheduled", "kind" => kind.clone()).set(n as f64);
-            }
+        }
+        Watch::DeadLetters { kind, key } => {
+            let len: u64 = redis::cmd("XLEN").arg(key).query_async(conn).await?;
+            metrics::gauge!("hookgate_dead_letters_stored", "kind" => kind.clone()).set(len as f64);
+        }
+        Watch::Scheduled { kind, key } => {
+            let n: u64 = redis::cmd("ZCARD").arg(key).query_async(conn).await?;
+            metrics::gauge!("hookgate_retries_scheduled", "kind" => kind.clone()).set(n as f64);
         }
     }
     Ok(())

@@ -210,6 +210,21 @@ async fn subscriptions_and_outbound_dead_letters_work_on_a_cluster() {
         cluster.master_of("{hookgate:out}:events"),
         "the two families on two masters"
     );
+    // Every key hookgate wrote, on every node, is under one of the two family tags.
+    for url in cluster.urls() {
+        let mut node = redis::Client::open(url.as_str())
+            .and_then(|c| c.get_connection())
+            .expect("connect to a node");
+        let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut node).expect("KEYS");
+        let stray: Vec<&String> = keys
+            .iter()
+            .filter(|k| !k.starts_with("{hookgate:in}:") && !k.starts_with("{hookgate:out}:"))
+            .collect();
+        assert!(
+            stray.is_empty(),
+            "{url}: keys outside the family tags: {stray:?}"
+        );
+    }
     let _ = gw.stop().await;
 }
 

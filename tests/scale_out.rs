@@ -92,6 +92,18 @@ impl Backend {
             .sum()
     }
 
+    /// `base`, or on the cluster the first `base<k>` whose two key families (`{<prefix>:in}`,
+    /// `{<prefix>:out}`) hash to slots of two different masters, so every run measures the same layout.
+    fn prefix_on_two_masters(&self, base: &str) -> String {
+        let Backend::Cluster(c) = self else {
+            return base.to_string();
+        };
+        (0..100)
+            .map(|k| format!("{base}{k}"))
+            .find(|p| c.master_of(&format!("{{{p}:in}}")) != c.master_of(&format!("{{{p}:out}}")))
+            .expect("a prefix whose families sit on two masters")
+    }
+
     /// The config lines that point hookgate at this Redis.
     fn yaml(&self) -> String {
         match self {
@@ -405,6 +417,16 @@ fn outbound_id(i: usize) -> String {
 
 /// Events a process stored since it started (webhooks answered 202, publishes stored), from its metrics.
 async fn taken(node: &Node) -> u64 {
+    metric_sum(node, |l| {
+        (l.starts_with("hookgate_inbound_requests_total{") && l.contains("status=\"202\""))
+            || (l.starts_with("hookgate_events_published_total{")
+                && l.contains("outcome=\"stored\""))
+    })
+    .await
+}
+
+/// The sum of a process's metric samples on the lines `pick` selects.
+async fn metric_sum(node: &Node, pick: impl Fn(&str) -> bool) -> u64 {
     let text = client()
         .get(format!("http://{}/metrics", node.admin))
         .send()
@@ -414,11 +436,7 @@ async fn taken(node: &Node) -> u64 {
         .await
         .expect("metrics text");
     text.lines()
-        .filter(|l| {
-            (l.starts_with("hookgate_inbound_requests_total{") && l.contains("status=\"202\""))
-                || (l.starts_with("hookgate_events_published_total{")
-                    && l.contains("outcome=\"stored\""))
-        })
+        .filter(|l| pick(l))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
@@ -473,15 +491,43 @@ async fn send_until_taken(
     }
 }
 
-/// Start `IN_FLIGHT` inbound senders and as many publishers, `EVENTS` each, round-robin over `targets`;
-/// with `pace`, event `i` of each side is not sent before `i / pace` seconds from now.
+/// When the load may send an event: `pace` events/s per side from the start, and events from `held_from`
+/// on only once `release` holds true.
+#[derive(Clone)]
+struct Schedule {
+    pace: Option<f64>,
+    held_from: usize,
+    release: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Schedule {
+    /// As fast as answered, nothing held.
+    fn flat_out() -> Self {
+        Schedule {
+            pace: None,
+            held_from: usize::MAX,
+            release: tokio::sync::watch::channel(true).1,
+        }
+    }
+
+    async fn wait(&mut self, t0: tokio::time::Instant, i: usize) {
+        if let Some(p) = self.pace {
+            tokio::time::sleep_until(t0 + Duration::from_secs_f64(i as f64 / p)).await;
+        }
+        if i >= self.held_from {
+            let _ = self.release.wait_for(|r| *r).await;
+        }
+    }
+}
+
+/// Start `IN_FLIGHT` inbound senders and as many publishers, `EVENTS` each, round-robin over `targets`,
+/// each event sent when `schedule` lets it.
 fn start_load(
     targets: &Targets,
     tally: &Arc<Tally>,
-    pace: Option<f64>,
+    schedule: Schedule,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let t0 = tokio::time::Instant::now();
-    let due = move |i: usize| pace.map(|p| t0 + Duration::from_secs_f64(i as f64 / p));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .pool_max_idle_per_host(IN_FLIGHT)
@@ -491,11 +537,12 @@ fn start_load(
     let next_out = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..IN_FLIGHT {
-        let (c, t, tl, next) = (
+        let (c, t, tl, next, mut sched) = (
             client.clone(),
             targets.clone(),
             tally.clone(),
             next_in.clone(),
+            schedule.clone(),
         );
         tasks.push(tokio::spawn(async move {
             loop {
@@ -503,9 +550,7 @@ fn start_load(
                 if i >= EVENTS {
                     return;
                 }
-                if let Some(at) = due(i) {
-                    tokio::time::sleep_until(at).await;
-                }
+                sched.wait(t0, i).await;
                 let body = json!({"id": inbound_id(i), "n": i}).to_string();
                 let req = |b: reqwest::RequestBuilder| {
                     b.header("content-type", "application/json")
@@ -515,11 +560,12 @@ fn start_load(
                 send_until_taken(&c, &t.inbound, i, req, &tl).await;
             }
         }));
-        let (c, t, tl, next) = (
+        let (c, t, tl, next, mut sched) = (
             client.clone(),
             targets.clone(),
             tally.clone(),
             next_out.clone(),
+            schedule.clone(),
         );
         tasks.push(tokio::spawn(async move {
             loop {
@@ -527,9 +573,7 @@ fn start_load(
                 if i >= EVENTS {
                     return;
                 }
-                if let Some(at) = due(i) {
-                    tokio::time::sleep_until(at).await;
-                }
+                sched.wait(t0, i).await;
                 let body = json!({"type": "scale.event", "id": outbound_id(i), "data": {"id": outbound_id(i)}});
                 let req = |b: reqwest::RequestBuilder| b.bearer_auth(ADMIN_TOKEN).json(&body);
                 send_until_taken(&c, &t.publish, i, req, &tl).await;
@@ -549,7 +593,11 @@ async fn join(tasks: Vec<tokio::task::JoinHandle<()>>) {
 async fn scale_out_with_a_kill(cluster: bool) {
     let started = Instant::now();
     let backend = Backend::start(cluster);
-    let mut rig = Rig::new(&backend, "scale").await;
+    let mut rig = Rig::new(&backend, &backend.prefix_on_two_masters("scale")).await;
+    // Deliveries take 20 ms, so every process holds events in flight when one is killed: the survivors
+    // must reclaim them.
+    rig.upstream.set_delay(Duration::from_millis(20));
+    rig.subscriber.set_delay(Duration::from_millis(20));
     for _ in 0..3 {
         rig.add("all");
     }
@@ -557,7 +605,15 @@ async fn scale_out_with_a_kill(cluster: bool) {
     let setup = started.elapsed();
     let t0 = Instant::now();
     let tally = Arc::new(Tally::default());
-    let tasks = start_load(&rig.targets(3), &tally, Some(PACE));
+    // The last fifth of each side waits until the killed process is back, so it takes part in the end
+    // of the run however slow the machine.
+    let (release, held) = tokio::sync::watch::channel(false);
+    let schedule = Schedule {
+        pace: Some(PACE),
+        held_from: EVENTS * 4 / 5,
+        release: held,
+    };
+    let tasks = start_load(&rig.targets(3), &tally, schedule);
 
     // A third of the way in: SIGKILL the second process, restart it on the same ports after ~1 s.
     while tally.done.load(Ordering::Relaxed) < 2 * EVENTS / 3 {
@@ -574,8 +630,10 @@ async fn scale_out_with_a_kill(cluster: bool) {
     rig.nodes[1].start();
     rig.nodes[1].wait_ready(30).await;
     let back_at = t0.elapsed();
+    let _ = release.send(true);
     join(tasks).await;
     let taken_after_restart = taken(&rig.nodes[1]).await;
+
     let sent_at = t0.elapsed();
     let Delivered {
         up,
@@ -584,6 +642,13 @@ async fn scale_out_with_a_kill(cluster: bool) {
         sub_at,
     } = rig.wait_delivered(t0).await;
     let elapsed = t0.elapsed();
+    // Reclaims happen once the killed process's entries have been idle long enough, so count them after
+    // everything arrived. Any process may reclaim, the restarted one too (its consumer name has the pid).
+    let mut reclaimed = (0, 0);
+    for n in &rig.nodes {
+        reclaimed.0 += metric_sum(n, |l| l.starts_with("hookgate_mapper_reclaimed_total")).await;
+        reclaimed.1 += metric_sum(n, |l| l.starts_with("hookgate_relay_reclaimed_total")).await;
+    }
 
     let load = |a: &AtomicUsize| a.load(Ordering::Relaxed);
     eprintln!(
@@ -615,7 +680,9 @@ async fn scale_out_with_a_kill(cluster: bool) {
         secs(sub_at),
     );
     eprintln!(
-        "  the restarted process took {taken_after_restart} events\n  re-sent because: {:?}\n  keys per redis node: {:?}",
+        "  the restarted process took {taken_after_restart} events; the others reclaimed {} inbound and {} published entries of the killed one\n  re-sent because: {:?}\n  keys per redis node: {:?}",
+        reclaimed.0,
+        reclaimed.1,
         tally.reasons.lock().expect("reasons lock"),
         backend.keys_per_node()
     );
@@ -631,6 +698,10 @@ async fn scale_out_with_a_kill(cluster: bool) {
     assert!(
         taken_after_restart > 0,
         "the restarted process came back while the load was on and took events"
+    );
+    assert!(
+        reclaimed.0 > 0,
+        "the killed process held inbound events in flight; another process reclaimed them"
     );
     assert_eq!(
         up.unique, EVENTS,
@@ -680,11 +751,11 @@ struct Drain {
 /// Pre-load `EVENTS` inbound + `EVENTS` outbound events through one `--role api` process, then start `n`
 /// `--role worker` processes and time until the upstream and the subscriber have everything.
 async fn drain_with_workers(backend: &Backend, n: usize) -> Drain {
-    let mut rig = Rig::new(backend, &format!("tp{n}")).await;
+    let mut rig = Rig::new(backend, &backend.prefix_on_two_masters(&format!("tp{n}-"))).await;
     rig.add("api");
     rig.wait_ready().await;
     let tally = Arc::new(Tally::default());
-    join(start_load(&rig.targets(1), &tally, None)).await;
+    join(start_load(&rig.targets(1), &tally, Schedule::flat_out())).await;
     assert_eq!(tally.accepted.load(Ordering::Relaxed), 2 * EVENTS);
     assert_eq!(
         (rig.upstream_counts().total, rig.subscriber_counts().total),

@@ -76,8 +76,9 @@ impl RedisCluster {
             c.children.push(child);
         }
         // Every node answers PING (or one exited: a port was taken meanwhile; start over).
-        for port in c.ports.clone() {
-            if !c.wait_ping(port) {
+        for (i, port) in c.ports.clone().into_iter().enumerate() {
+            let pid = c.children[i].id();
+            if !c.wait_ping(port, pid) {
                 return None;
             }
         }
@@ -108,7 +109,9 @@ impl RedisCluster {
         None
     }
 
-    fn wait_ping(&mut self, port: u16) -> bool {
+    /// Wait until our own redis-server (`pid`) answers on `port`: tests run in parallel, and another test's
+    /// node on a port we also picked must not be taken into this cluster.
+    fn wait_ping(&mut self, port: u16, pid: u32) -> bool {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if self
@@ -121,8 +124,8 @@ impl RedisCluster {
             if let Ok(mut conn) = redis::Client::open(format!("redis://127.0.0.1:{port}"))
                 .and_then(|c| c.get_connection())
             {
-                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
-                    return true;
+                if let Ok(info) = redis::cmd("INFO").arg("server").query::<String>(&mut conn) {
+                    return info.contains(&format!("process_id:{pid}\r\n"));
                 }
             }
             std::thread::sleep(Duration::from_millis(50));
