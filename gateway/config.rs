@@ -474,17 +474,21 @@ impl Config {
             p.push("admin_listen: must differ from listen (the admin API is never exposed with webhooks)".into());
         }
         match url::Url::parse(&self.redis_url) {
-            Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "unix" | "redis+unix") => {}
+            Ok(u) if matches!(u.scheme(), "redis" | "unix" | "redis+unix") => {}
+            Ok(u) if u.scheme() == "rediss" => p.push(NO_TLS.replace("{key}", "redis_url")),
             _ => p.push(format!(
-                "redis_url: `{}` is not a redis:// or rediss:// URL",
+                "redis_url: `{}` is not a redis:// URL",
                 redact_url(&self.redis_url)
             )),
         }
         for (i, node) in self.redis.cluster_nodes.iter().enumerate() {
             match url::Url::parse(node) {
-                Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.port().is_some() => {}
+                Ok(u) if u.scheme() == "redis" && u.port().is_some() => {}
+                Ok(u) if u.scheme() == "rediss" => {
+                    p.push(NO_TLS.replace("{key}", &format!("redis.cluster_nodes[{i}]")))
+                }
                 _ => p.push(format!(
-                    "redis.cluster_nodes[{i}]: `{}` is not a redis://host:port or rediss://host:port URL",
+                    "redis.cluster_nodes[{i}]: `{}` is not a redis://host:port URL",
                     redact_url(node)
                 )),
             }
@@ -598,6 +602,9 @@ fn first_line(s: &str) -> &str {
 }
 
 /// Hide a password in a URL before it is shown in an error.
+/// Said of a `rediss://` URL: refused at startup rather than failing on first use.
+const NO_TLS: &str = "{key}: rediss:// (TLS to Redis) is not supported yet; reach Redis over a private network, or through a TLS sidecar such as stunnel or ghostunnel";
+
 /// No braces, or exactly one `{...}` with something inside: anything else makes Redis Cluster hash on an
 /// accidental tag, and the per-family tags (`{<prefix>:in}`) would collapse into one slot.
 fn braces_form_one_hash_tag(prefix: &str) -> bool {
@@ -800,16 +807,16 @@ mod tests {
     fn cluster_nodes_come_from_the_file_or_the_env_and_are_checked() {
         let env = vec![(
             "HOOKGATE_REDIS__CLUSTER_NODES".to_string(),
-            "[redis://10.0.0.1:6379, rediss://u:pw@10.0.0.2:6380]".to_string(),
+            "[redis://10.0.0.1:6379, redis://u:pw@10.0.0.2:6380]".to_string(),
         )];
         let c = Config::from_sources("hg.yaml", "", &env).unwrap();
         assert_eq!(
             c.redis.cluster_nodes,
-            ["redis://10.0.0.1:6379", "rediss://u:pw@10.0.0.2:6380"]
+            ["redis://10.0.0.1:6379", "redis://u:pw@10.0.0.2:6380"]
         );
         let e = Config::from_sources(
             "hg.yaml",
-            "redis: { cluster_nodes: [redis://10.0.0.1:6379, http://u:hunter2@x:1, redis://nohost] }\n",
+            "redis: { cluster_nodes: [redis://10.0.0.1:6379, http://u:hunter2@x:1, redis://nohost, rediss://x:1] }\n",
             &[],
         )
         .unwrap()
@@ -819,6 +826,10 @@ mod tests {
         assert!(all.contains("redis.cluster_nodes[1]"), "{all}");
         assert!(all.contains("redis.cluster_nodes[2]"), "{all}");
         assert!(!all.contains("redis.cluster_nodes[0]"), "{all}");
+        assert!(
+            all.contains("redis.cluster_nodes[3]: rediss:// (TLS to Redis) is not supported yet"),
+            "{all}"
+        );
         assert!(
             !all.contains("hunter2"),
             "a password is never echoed: {all}"
