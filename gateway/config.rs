@@ -100,6 +100,13 @@ pub struct RedisConfig {
     /// Seed nodes of a Redis Cluster (`redis://host:port`, a few are enough: the rest is discovered).
     /// When set, `redis_url` is not used and each key family gets a hash tag of its own.
     pub cluster_nodes: Vec<String>,
+    /// For `rediss://`: PEM file of the CA(s) that signed Redis's certificate (a private CA). Without it the
+    /// public web roots (Mozilla's, built in) are trusted.
+    pub tls_ca_file: Option<PathBuf>,
+    /// For `rediss://` to a Redis that requires client certificates (`tls-auth-clients yes`): PEM files of
+    /// the certificate and its key (a mounted Secret).
+    pub tls_client_cert_file: Option<PathBuf>,
+    pub tls_client_key_file: Option<PathBuf>,
 }
 
 impl Default for RedisConfig {
@@ -108,6 +115,9 @@ impl Default for RedisConfig {
             response_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
             cluster_nodes: Vec::new(),
+            tls_ca_file: None,
+            tls_client_cert_file: None,
+            tls_client_key_file: None,
         }
     }
 }
@@ -474,27 +484,41 @@ impl Config {
             p.push("admin_listen: must differ from listen (the admin API is never exposed with webhooks)".into());
         }
         match url::Url::parse(&self.redis_url) {
-            Ok(u) if matches!(u.scheme(), "redis" | "unix" | "redis+unix") => {}
-            Ok(u) if u.scheme() == "rediss" => p.push(NO_TLS.replace("{key}", "redis_url")),
+            Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "unix" | "redis+unix") => {}
             _ => p.push(format!(
-                "redis_url: `{}` is not a redis:// URL",
+                "redis_url: `{}` is not a redis:// or rediss:// URL",
                 redact_url(&self.redis_url)
             )),
         }
         for (i, node) in self.redis.cluster_nodes.iter().enumerate() {
             match url::Url::parse(node) {
-                Ok(u) if u.scheme() == "redis" && u.port().is_some() => {}
-                Ok(u) if u.scheme() == "rediss" => {
-                    p.push(NO_TLS.replace("{key}", &format!("redis.cluster_nodes[{i}]")))
-                }
+                Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.port().is_some() => {}
                 _ => p.push(format!(
-                    "redis.cluster_nodes[{i}]: `{}` is not a redis://host:port URL",
+                    "redis.cluster_nodes[{i}]: `{}` is not a redis://host:port or rediss://host:port URL",
                     redact_url(node)
                 )),
             }
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
             p.push("key_prefix: must be non-empty without spaces".into());
+        }
+        let r = &self.redis;
+        if r.tls_client_cert_file.is_some() != r.tls_client_key_file.is_some() {
+            p.push(
+                "redis.tls_client_cert_file and redis.tls_client_key_file: set both or neither"
+                    .into(),
+            );
+        }
+        let tls_files = r.tls_ca_file.is_some() || r.tls_client_cert_file.is_some();
+        let urls: Vec<&String> = match r.cluster_nodes.is_empty() {
+            true => vec![&self.redis_url],
+            false => r.cluster_nodes.iter().collect(),
+        };
+        if tls_files && !urls.iter().all(|u| u.starts_with("rediss://")) {
+            p.push(
+                "redis.tls_*: TLS files are set, but Redis is not reached with rediss:// URLs"
+                    .into(),
+            );
         }
         if !braces_form_one_hash_tag(&self.key_prefix) {
             p.push(format!(
@@ -602,9 +626,6 @@ fn first_line(s: &str) -> &str {
 }
 
 /// Hide a password in a URL before it is shown in an error.
-/// Said of a `rediss://` URL: refused at startup rather than failing on first use.
-const NO_TLS: &str = "{key}: rediss:// (TLS to Redis) is not supported yet; reach Redis over a private network, or through a TLS sidecar such as stunnel or ghostunnel";
-
 /// No braces, or exactly one `{...}` with something inside: anything else makes Redis Cluster hash on an
 /// accidental tag, and the per-family tags (`{<prefix>:in}`) would collapse into one slot.
 fn braces_form_one_hash_tag(prefix: &str) -> bool {
@@ -807,16 +828,16 @@ mod tests {
     fn cluster_nodes_come_from_the_file_or_the_env_and_are_checked() {
         let env = vec![(
             "HOOKGATE_REDIS__CLUSTER_NODES".to_string(),
-            "[redis://10.0.0.1:6379, redis://u:pw@10.0.0.2:6380]".to_string(),
+            "[redis://10.0.0.1:6379, rediss://u:pw@10.0.0.2:6380]".to_string(),
         )];
         let c = Config::from_sources("hg.yaml", "", &env).unwrap();
         assert_eq!(
             c.redis.cluster_nodes,
-            ["redis://10.0.0.1:6379", "redis://u:pw@10.0.0.2:6380"]
+            ["redis://10.0.0.1:6379", "rediss://u:pw@10.0.0.2:6380"]
         );
         let e = Config::from_sources(
             "hg.yaml",
-            "redis: { cluster_nodes: [redis://10.0.0.1:6379, http://u:hunter2@x:1, redis://nohost, rediss://x:1] }\n",
+            "redis: { cluster_nodes: [redis://10.0.0.1:6379, http://u:hunter2@x:1, redis://nohost], tls_client_key_file: /k.pem }\n",
             &[],
         )
         .unwrap()
@@ -826,10 +847,8 @@ mod tests {
         assert!(all.contains("redis.cluster_nodes[1]"), "{all}");
         assert!(all.contains("redis.cluster_nodes[2]"), "{all}");
         assert!(!all.contains("redis.cluster_nodes[0]"), "{all}");
-        assert!(
-            all.contains("redis.cluster_nodes[3]: rediss:// (TLS to Redis) is not supported yet"),
-            "{all}"
-        );
+        assert!(all.contains("set both or neither"), "{all}");
+        assert!(all.contains("not reached with rediss://"), "{all}");
         assert!(
             !all.contains("hunter2"),
             "a password is never echoed: {all}"

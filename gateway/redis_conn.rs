@@ -9,7 +9,7 @@ use redis::aio::{
 };
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::{ClientTlsConfig, Cmd, Pipeline, RedisError, RedisFuture, TlsCertificates, Value};
 use std::time::Duration;
 
 /// A connection to Redis, shared by cloning.
@@ -67,18 +67,33 @@ enum Target {
     Node(redis::Client),
     /// The seed nodes and the client for short commands. A blocking reader gets a client of its own: a
     /// cluster client's overall response timeout is fixed when it is built.
-    Cluster(Vec<String>, Box<ClusterClient>),
+    Cluster(Seeds, Box<ClusterClient>),
+}
+
+/// What a cluster client is built from.
+#[derive(Clone)]
+struct Seeds {
+    nodes: Vec<String>,
+    tls: Option<TlsCertificates>,
 }
 
 impl Redis {
-    /// From `redis_url`, `redis.cluster_nodes` and the `redis` timeouts.
-    pub fn from_config(cfg: &Config) -> Result<Self, RedisError> {
-        Self::open(
+    /// From `redis_url`, `redis.cluster_nodes`, the `redis` timeouts and TLS files (read now, so a missing
+    /// file stops the start with its name).
+    pub fn from_config(cfg: &Config) -> anyhow::Result<Self> {
+        let r = &cfg.redis;
+        Ok(Self::open(
             &cfg.redis_url,
-            &cfg.redis.cluster_nodes,
-            cfg.redis.response_timeout,
-            cfg.redis.connect_timeout,
-        )
+            &r.cluster_nodes,
+            r.response_timeout,
+            r.connect_timeout,
+            tls_certificates(
+                r.tls_ca_file.as_deref(),
+                r.tls_client_cert_file
+                    .as_deref()
+                    .zip(r.tls_client_key_file.as_deref()),
+            )?,
+        )?)
     }
 
     /// One node at `url`, or, when `cluster_nodes` is not empty, the cluster they seed (`url` unused).
@@ -88,18 +103,23 @@ impl Redis {
         cluster_nodes: &[String],
         response_timeout: Duration,
         connect_timeout: Duration,
+        tls: Option<TlsCertificates>,
     ) -> Result<Self, RedisError> {
-        let target = if cluster_nodes.is_empty() {
-            Target::Node(redis::Client::open(url)?)
-        } else {
-            Target::Cluster(
-                cluster_nodes.to_vec(),
+        let target = match (cluster_nodes.is_empty(), &tls) {
+            (true, None) => Target::Node(redis::Client::open(url)?),
+            (true, Some(certs)) => Target::Node(redis::Client::build_with_tls(url, certs.clone())?),
+            (false, _) => Target::Cluster(
+                Seeds {
+                    nodes: cluster_nodes.to_vec(),
+                    tls: tls.clone(),
+                },
                 Box::new(cluster_client(
                     cluster_nodes,
+                    tls.clone(),
                     response_timeout,
                     connect_timeout,
                 )?),
-            )
+            ),
         };
         Ok(Self {
             target,
@@ -151,10 +171,15 @@ impl Redis {
                         .await?,
                 ))
             }
-            Target::Cluster(nodes, _) => Ok(Conn::Cluster(
-                cluster_client(nodes, read_timeout, self.connect_timeout)?
-                    .get_async_connection()
-                    .await?,
+            Target::Cluster(seeds, _) => Ok(Conn::Cluster(
+                cluster_client(
+                    &seeds.nodes,
+                    seeds.tls.clone(),
+                    read_timeout,
+                    self.connect_timeout,
+                )?
+                .get_async_connection()
+                .await?,
             )),
         }
     }
@@ -164,12 +189,59 @@ impl Redis {
 /// `response_timeout`.
 fn cluster_client(
     nodes: &[String],
+    tls: Option<TlsCertificates>,
     response_timeout: Duration,
     connect_timeout: Duration,
 ) -> Result<ClusterClient, RedisError> {
-    ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+    let mut b = ClusterClientBuilder::new(nodes.iter().map(String::as_str))
         .connection_timeout(connect_timeout)
-        .response_timeout(response_timeout)
-        .retries(3)
-        .build()
+        .response_timeout(response_timeout);
+    if let Some(certs) = tls {
+        b = b.certs(certs);
+    }
+    b.build()
+}
+
+/// The CA and client certificate for `rediss://`, from PEM files; `None` when neither is set (public
+/// roots, no client certificate).
+fn tls_certificates(
+    ca: Option<&std::path::Path>,
+    client: Option<(&std::path::Path, &std::path::Path)>,
+) -> anyhow::Result<Option<TlsCertificates>> {
+    use anyhow::Context;
+    if ca.is_none() && client.is_none() {
+        return Ok(None);
+    }
+    let read = |key: &str, p: &std::path::Path| {
+        std::fs::read(p).with_context(|| format!("redis.{key}: cannot read {}", p.display()))
+    };
+    Ok(Some(TlsCertificates {
+        root_cert: ca.map(|p| read("tls_ca_file", p)).transpose()?,
+        client_tls: match client {
+            Some((cert, key)) => Some(ClientTlsConfig {
+                client_cert: read("tls_client_cert_file", cert)?,
+                client_key: read("tls_client_key_file", key)?,
+            }),
+            None => None,
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tls_file_stops_the_start_with_its_key() {
+        let mut cfg = Config::default();
+        cfg.redis_url = "rediss://127.0.0.1:6380".into();
+        cfg.redis.tls_ca_file = Some("/nonexistent/ca.pem".into());
+        let e = Redis::from_config(&cfg).err().expect("refused").to_string();
+        assert!(e.contains("redis.tls_ca_file: cannot read /nonexistent/ca.pem"), "{e}");
+    }
+
+    #[test]
+    fn no_tls_files_means_no_custom_certificates() {
+        assert!(tls_certificates(None, None).expect("nothing to read").is_none());
+    }
 }
