@@ -233,15 +233,25 @@ mod tests {
 
     #[test]
     fn a_missing_tls_file_stops_the_start_with_its_key() {
-        let mut cfg = Config::default();
-        cfg.redis_url = "rediss://127.0.0.1:6380".into();
-        cfg.redis.tls_ca_file = Some("/nonexistent/ca.pem".into());
+        let cfg = Config {
+            redis_url: "rediss://127.0.0.1:6380".into(),
+            redis: crate::config::RedisConfig {
+                tls_ca_file: Some("/nonexistent/ca.pem".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         let e = Redis::from_config(&cfg).err().expect("refused").to_string();
-        assert!(e.contains("redis.tls_ca_file: cannot read /nonexistent/ca.pem"), "{e}");
+        assert!(
+            e.contains("redis.tls_ca_file: cannot read /nonexistent/ca.pem"),
+            "{e}"
+        );
     }
 
     #[test]
     fn no_tls_files_means_no_custom_certificates() {
-        assert!(tls_certificates(None, None).expect("nothing to read").is_none());
+        assert!(tls_certificates(None, None)
+            .expect("nothing to read")
+            .is_none());
     }
 }

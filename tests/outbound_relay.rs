@@ -4,29 +4,12 @@
 mod common;
 
 use common::subscriber::{verify_with_standardwebhooks, Subscriber};
-use common::{client, Gateway, Redis, ADMIN_TOKEN};
+use common::{admin_call as call, client, Gateway, Redis, ADMIN_TOKEN};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// Retries compressed to milliseconds; loopback subscribers allowed.
 const CFG: &str = "outbound: { retry_base: 100ms, retry_max: 300ms, give_up_after: 1500ms, timeout: 3s, connect_timeout: 1s }\negress: { allow: [127.0.0.0/8], allow_http: true }\n";
-
-async fn call(gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let m = http::Method::from_bytes(method.as_bytes()).unwrap();
-    let mut r = client()
-        .request(m, gw.admin_url(path))
-        .bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let r = r.send().await.expect("admin request");
-    let s = r.status().as_u16();
-    let text = r.text().await.unwrap_or_default();
-    (
-        s,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
 
 async fn subscribe(gw: &Gateway, body: Value) -> Value {
     let (s, v) = call(gw, "POST", "/v1/subscriptions", Some(body)).await;

@@ -29,24 +29,21 @@ async fn post_shop(gw: &Gateway, body: &str) -> (u16, Value) {
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
-async fn admin(gw: &Gateway, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let m = http::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut r = client()
-        .request(m, gw.admin_url(path))
-        .bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let r = r.send().await.expect("admin request");
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
+fn xlen(c: &mut redis::cluster::ClusterConnection, key: &str) -> u64 {
+    redis::cmd("XLEN").arg(key).query(c).expect("XLEN")
+}
+
+/// POST `<list>/<id>/replay` for a dead letter from that list.
+async fn replay(gw: &Gateway, list: &str, dead: &Value) -> (u16, Value) {
+    let id = dead["id"].as_str().expect("dead letter id");
+    admin_call(gw, "POST", &format!("{list}/{id}/replay"), None).await
 }
 
 /// Poll an admin listing until its `dead_letters` array is not empty.
 async fn first_dead_letter(gw: &Gateway, path: &str) -> Value {
     let mut found = Value::Null;
     for _ in 0..200 {
-        let (_, v) = admin(gw, "GET", path, None).await;
+        let (_, v) = admin_call(gw, "GET", path, None).await;
         if let Some(d) = v["dead_letters"].as_array().and_then(|a| a.first()) {
             found = d.clone();
             break;
@@ -84,16 +81,7 @@ async fn inbound_dedup_retries_dead_letters_and_replay_work_on_a_cluster() {
     assert_eq!(dead["status"], 422);
     assert_eq!(up.requests().len(), 3, "two retries, then the refusal");
 
-    let (s, r) = admin(
-        &gw,
-        "POST",
-        &format!(
-            "/v1/dead-letters/{}/replay",
-            dead["id"].as_str().expect("id")
-        ),
-        None,
-    )
-    .await;
+    let (s, r) = replay(&gw, "/v1/dead-letters", &dead).await;
     assert_eq!(s, 200, "{r}");
     assert!(
         up.wait_delivered(1, 10).await,
@@ -116,20 +104,14 @@ async fn inbound_dedup_retries_dead_letters_and_replay_work_on_a_cluster() {
 
     // Where the keys are: the inbound family in one slot of one master.
     let mut c = cluster.conn();
-    let len: u64 = redis::cmd("XLEN")
-        .arg("{hookgate:in}:inbound")
-        .query(&mut c)
-        .expect("XLEN");
+    let len = xlen(&mut c, "{hookgate:in}:inbound");
     assert_eq!(len, 2, "the event and its replay, under the inbound tag");
     let dedup: bool = redis::cmd("EXISTS")
         .arg("{hookgate:in}:dedup:shop:evt_c1")
         .query(&mut c)
         .expect("EXISTS");
     assert!(dedup, "the dedup key sits beside its stream");
-    let dead: u64 = redis::cmd("XLEN")
-        .arg("{hookgate:in}:dead:inbound")
-        .query(&mut c)
-        .expect("XLEN");
+    let dead = xlen(&mut c, "{hookgate:in}:dead:inbound");
     assert_eq!(dead, 0, "the replayed dead letter is gone");
     let _ = gw.stop().await;
 }
@@ -140,7 +122,7 @@ async fn subscriptions_and_outbound_dead_letters_work_on_a_cluster() {
     let gw = Gateway::start(&cluster, &[], OUT).await;
     let sub = Subscriber::start().await;
     sub.set_status(500);
-    let (s, created) = admin(
+    let (s, created) = admin_call(
         &gw,
         "POST",
         "/v1/subscriptions",
@@ -149,26 +131,16 @@ async fn subscriptions_and_outbound_dead_letters_work_on_a_cluster() {
     .await;
     assert_eq!(s, 201, "{created}");
     let sid = created["id"].as_str().expect("subscription id").to_string();
-    let (s, listed) = admin(&gw, "GET", "/v1/subscriptions", None).await;
+    let (s, listed) = admin_call(&gw, "GET", "/v1/subscriptions", None).await;
     assert_eq!(s, 200);
     assert!(listed.to_string().contains(&sid), "{listed}");
 
-    let (s, p) = admin(
-        &gw,
-        "POST",
-        "/v1/events",
-        Some(json!({"type": "contact.created", "id": "pub_1", "data": {"email": "o@example.org"}})),
-    )
-    .await;
-    assert_eq!(s, 202, "{p}");
-    let (s, p) = admin(
-        &gw,
-        "POST",
-        "/v1/events",
-        Some(json!({"type": "contact.created", "id": "pub_1", "data": {"email": "o@example.org"}})),
-    )
-    .await;
-    assert_eq!((s, &p["duplicate"]), (202, &json!(true)), "{p}");
+    let event =
+        json!({"type": "contact.created", "id": "pub_1", "data": {"email": "o@example.org"}});
+    for duplicate in [false, true] {
+        let (s, p) = admin_call(&gw, "POST", "/v1/events", Some(event.clone())).await;
+        assert_eq!((s, &p["duplicate"]), (202, &json!(duplicate)), "{p}");
+    }
 
     let dead = first_dead_letter(
         &gw,
@@ -179,16 +151,7 @@ async fn subscriptions_and_outbound_dead_letters_work_on_a_cluster() {
     let tries = sub.received().len();
     assert!(tries >= 2, "retried before giving up ({tries})");
     sub.set_status(200);
-    let (s, r) = admin(
-        &gw,
-        "POST",
-        &format!(
-            "/v1/outbound/dead-letters/{}/replay",
-            dead["id"].as_str().expect("id")
-        ),
-        None,
-    )
-    .await;
+    let (s, r) = replay(&gw, "/v1/outbound/dead-letters", &dead).await;
     assert_eq!(s, 200, "{r}");
     assert!(sub.wait_delivered(1, 10).await, "the replay is delivered");
     let got = sub.received();
@@ -200,10 +163,7 @@ async fn subscriptions_and_outbound_dead_letters_work_on_a_cluster() {
 
     // The outbound family sits under its own tag, on another master than the inbound one.
     let mut c = cluster.conn();
-    let len: u64 = redis::cmd("XLEN")
-        .arg("{hookgate:out}:events")
-        .query(&mut c)
-        .expect("XLEN");
+    let len = xlen(&mut c, "{hookgate:out}:events");
     assert_eq!(len, 1, "published once");
     assert_ne!(
         cluster.master_of("{hookgate:in}:inbound"),

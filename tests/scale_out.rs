@@ -49,37 +49,35 @@ impl Backend {
         }
     }
 
-    /// DBSIZE of each node: where the keys went (on the cluster, the two key families' slots).
-    fn keys_per_node(&self) -> Vec<u64> {
+    /// A connection to each Redis node.
+    fn nodes(&self) -> Vec<redis::Connection> {
         let urls = match self {
             Backend::Single(r) => vec![r.url()],
             Backend::Cluster(c) => c.urls(),
         };
         urls.iter()
             .map(|u| {
-                let mut conn = redis::Client::open(u.as_str())
+                redis::Client::open(u.as_str())
                     .and_then(|c| c.get_connection())
-                    .expect("connect to a redis node");
-                redis::cmd("DBSIZE").query(&mut conn).expect("DBSIZE")
+                    .expect("connect to a redis node")
             })
+            .collect()
+    }
+
+    /// DBSIZE of each node: where the keys went (on the cluster, the two key families' slots).
+    fn keys_per_node(&self) -> Vec<u64> {
+        self.nodes()
+            .iter_mut()
+            .map(|conn| redis::cmd("DBSIZE").query(conn).expect("DBSIZE"))
             .collect()
     }
 
     /// CPU seconds (user + system) the Redis servers have used so far, summed over the nodes.
     fn cpu_secs(&self) -> f64 {
-        let urls = match self {
-            Backend::Single(r) => vec![r.url()],
-            Backend::Cluster(c) => c.urls(),
-        };
-        urls.iter()
-            .map(|u| {
-                let mut conn = redis::Client::open(u.as_str())
-                    .and_then(|c| c.get_connection())
-                    .expect("connect to a redis node");
-                let info: String = redis::cmd("INFO")
-                    .arg("cpu")
-                    .query(&mut conn)
-                    .expect("INFO cpu");
+        self.nodes()
+            .iter_mut()
+            .map(|conn| {
+                let info: String = redis::cmd("INFO").arg("cpu").query(conn).expect("INFO cpu");
                 info.lines()
                     .filter_map(|l| {
                         let (k, v) = l.trim().split_once(':')?;
@@ -491,6 +489,28 @@ async fn send_until_taken(
     }
 }
 
+/// The two kinds of load: webhooks to the inbound listeners, publishes to the admin API.
+#[derive(Clone, Copy)]
+enum Side {
+    Inbound,
+    Publish,
+}
+
+impl Side {
+    /// Event `i` of this side as a request.
+    fn request(self, b: reqwest::RequestBuilder, i: usize) -> reqwest::RequestBuilder {
+        match self {
+            Side::Inbound => b
+                .header("content-type", "application/json")
+                .header("x-token", TOKEN)
+                .body(json!({"id": inbound_id(i), "n": i}).to_string()),
+            Side::Publish => b.bearer_auth(ADMIN_TOKEN).json(
+                &json!({"type": "scale.event", "id": outbound_id(i), "data": {"id": outbound_id(i)}}),
+            ),
+        }
+    }
+}
+
 /// When the load may send an event: `pace` events/s per side from the start, and events from `held_from`
 /// on only once `release` holds true.
 #[derive(Clone)]
@@ -533,52 +553,32 @@ fn start_load(
         .pool_max_idle_per_host(IN_FLIGHT)
         .build()
         .expect("http client");
-    let next_in = Arc::new(AtomicUsize::new(0));
-    let next_out = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
-    for _ in 0..IN_FLIGHT {
-        let (c, t, tl, next, mut sched) = (
-            client.clone(),
-            targets.clone(),
-            tally.clone(),
-            next_in.clone(),
-            schedule.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= EVENTS {
-                    return;
+    for side in [Side::Inbound, Side::Publish] {
+        let next = Arc::new(AtomicUsize::new(0));
+        let urls = match side {
+            Side::Inbound => targets.inbound.clone(),
+            Side::Publish => targets.publish.clone(),
+        };
+        for _ in 0..IN_FLIGHT {
+            let (c, urls, tl, next, mut sched) = (
+                client.clone(),
+                urls.clone(),
+                tally.clone(),
+                next.clone(),
+                schedule.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= EVENTS {
+                        return;
+                    }
+                    sched.wait(t0, i).await;
+                    send_until_taken(&c, &urls, i, |b| side.request(b, i), &tl).await;
                 }
-                sched.wait(t0, i).await;
-                let body = json!({"id": inbound_id(i), "n": i}).to_string();
-                let req = |b: reqwest::RequestBuilder| {
-                    b.header("content-type", "application/json")
-                        .header("x-token", TOKEN)
-                        .body(body.clone())
-                };
-                send_until_taken(&c, &t.inbound, i, req, &tl).await;
-            }
-        }));
-        let (c, t, tl, next, mut sched) = (
-            client.clone(),
-            targets.clone(),
-            tally.clone(),
-            next_out.clone(),
-            schedule.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= EVENTS {
-                    return;
-                }
-                sched.wait(t0, i).await;
-                let body = json!({"type": "scale.event", "id": outbound_id(i), "data": {"id": outbound_id(i)}});
-                let req = |b: reqwest::RequestBuilder| b.bearer_auth(ADMIN_TOKEN).json(&body);
-                send_until_taken(&c, &t.publish, i, req, &tl).await;
-            }
-        }));
+            }));
+        }
     }
     tasks
 }
@@ -708,24 +708,20 @@ async fn scale_out_with_a_kill(cluster: bool) {
         "distinct Idempotency-Keys at the upstream"
     );
     assert_eq!(sub.unique, EVENTS, "distinct webhook-ids at the subscriber");
-    let missing_in: Vec<String> = (0..EVENTS)
-        .map(inbound_id)
-        .filter(|id| !up.ids.contains(id))
-        .take(10)
-        .collect();
-    assert!(
-        missing_in.is_empty(),
-        "inbound ids never delivered: {missing_in:?}"
-    );
-    let missing_out: Vec<String> = (0..EVENTS)
-        .map(outbound_id)
-        .filter(|id| !sub.ids.contains(id))
-        .take(10)
-        .collect();
-    assert!(
-        missing_out.is_empty(),
-        "published ids never delivered: {missing_out:?}"
-    );
+    for (what, id, seen) in [
+        ("inbound", inbound_id as fn(usize) -> String, &up.ids),
+        ("published", outbound_id, &sub.ids),
+    ] {
+        let missing: Vec<String> = (0..EVENTS)
+            .map(id)
+            .filter(|id| !seen.contains(id))
+            .take(10)
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{what} ids never delivered: {missing:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

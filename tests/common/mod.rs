@@ -545,6 +545,29 @@ impl Drop for RecordingUpstream {
 }
 
 /// `GET` an admin path with the token, as JSON.
+/// An admin API call with the test token: status and body (JSON, or the text as a JSON string).
+pub async fn admin_call(
+    gw: &Gateway,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let m = http::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+    let mut r = client()
+        .request(m, gw.admin_url(path))
+        .bearer_auth(ADMIN_TOKEN);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.expect("admin request");
+    let s = r.status().as_u16();
+    let text = r.text().await.unwrap_or_default();
+    (
+        s,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
 pub async fn admin_get(gw: &Gateway, path: &str) -> serde_json::Value {
     client()
         .get(gw.admin_url(path))
