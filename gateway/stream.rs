@@ -373,7 +373,10 @@ impl Store {
 
     /// Dedup and XADD in one round trip. A command that failed because the connection dropped is sent once
     /// more: if the first one did land, the dedup key turns the second into `Duplicate` of the same id,
-    /// which the caller answers like `New` (a source without dedup may then hold the event twice).
+    /// which the caller answers like `New` (a source without dedup may then hold the event twice). On a
+    /// cluster the client itself also resends after a dropped node connection; when the first send had
+    /// landed, a first delivery is answered `200 {"duplicate": true}` with the stored event's id: still a
+    /// 2xx, and the event is stored once.
     pub async fn store_inbound(
         &self,
         rec: &InboundRecord<'_>,
