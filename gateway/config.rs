@@ -509,7 +509,9 @@ impl Config {
                     .into(),
             );
         }
-        let tls_files = r.tls_ca_file.is_some() || r.tls_client_cert_file.is_some();
+        let tls_files = r.tls_ca_file.is_some()
+            || r.tls_client_cert_file.is_some()
+            || r.tls_client_key_file.is_some();
         let urls: Vec<&String> = match r.cluster_nodes.is_empty() {
             true => vec![&self.redis_url],
             false => r.cluster_nodes.iter().collect(),
