@@ -128,10 +128,6 @@ impl Redis {
         })
     }
 
-    pub fn is_cluster(&self) -> bool {
-        matches!(self.target, Target::Cluster(..))
-    }
-
     /// The shared connection for short commands: multiplexed, so clones pipeline onto it.
     pub fn shared(&self) -> Result<Conn, RedisError> {
         match &self.target {

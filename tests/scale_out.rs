@@ -1,5 +1,5 @@
 //! Scale-out (issue #6, item 7): three `hookgate serve` processes (the real binary) share one Redis, one
-//! mappings dir, one upstream and one subscriber. 10,000 inbound webhooks and 10,000 published events go
+//! mappings dir, one upstream and two subscriptions. 10,000 inbound webhooks and 10,000 published events go
 //! in concurrently, round-robin over the processes; a third of the way in one process is SIGKILLed and
 //! restarted on the same ports. Every event must arrive (at least once: duplicates are counted, not
 //! failed), on one redis-server and on a three-master Redis Cluster.
@@ -18,6 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const EVENTS: usize = 10_000;
+/// Subscriptions to the published events, each on its own path of the one subscriber server: every event
+/// must reach every one of them.
+const SUBSCRIPTIONS: [&str; 2] = ["/crm", "/zapier"];
+/// Deliveries the subscriber must get: every published event to every subscription.
+const DELIVERIES: usize = EVENTS * SUBSCRIPTIONS.len();
 const IN_FLIGHT: usize = 64;
 const SOURCE: &str = "scale";
 const TOKEN: &str = "scale-static-token";
@@ -148,15 +153,19 @@ impl Rig {
             "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo=",
         );
         let subs = dir.path().join("subscriptions.yaml");
-        std::fs::write(
-            &subs,
-            format!(
-                "subscriptions:\n  - id: scale-sub\n    name: scale\n    url: {}\n    events: [\"scale.*\"]\n    \
-                 secret: \"{whsec}\"\n    concurrency: 32\n",
-                subscriber.url("/hook")
-            ),
-        )
-        .expect("write subscriptions file");
+        let listed: String = SUBSCRIPTIONS
+            .iter()
+            .map(|path| {
+                format!(
+                    "  - id: scale{}\n    name: scale{path}\n    url: {}\n    events: [\"scale.*\"]\n    \
+                     secret: \"{whsec}\"\n    concurrency: 32\n",
+                    path.replace('/', "-"),
+                    subscriber.url(path)
+                )
+            })
+            .collect();
+        std::fs::write(&subs, format!("subscriptions:\n{listed}"))
+            .expect("write subscriptions file");
         // Short timeouts so a killed process's work is reclaimed within seconds (inbound: 3 × timeout
         // + 5 s; outbound leases: 2 × timeout + 10 s); debug logging off.
         let base = format!(
@@ -253,15 +262,16 @@ impl Rig {
         })
     }
 
-    /// Same at the subscriber, keyed by `webhook-id`; ids from the payload's `data.id`.
+    /// Same at the subscriber, keyed by subscription (the path) and `webhook-id`; ids are
+    /// `<path> <data.id>`.
     fn subscriber_counts(&self) -> Counts {
         self.subscriber.with_received(|got| {
             let mut keys = HashSet::new();
             let mut ids = HashSet::new();
             for r in got.iter().filter(|r| (200..300).contains(&r.status)) {
-                keys.insert(r.header("webhook-id").to_string());
+                keys.insert(format!("{} {}", r.path, r.header("webhook-id")));
                 if let Some(id) = r.json()["data"]["id"].as_str() {
-                    ids.insert(id.to_string());
+                    ids.insert(format!("{} {id}", r.path));
                 }
             }
             Counts {
@@ -282,7 +292,7 @@ impl Rig {
             if up.unique >= EVENTS && up_at.is_none() {
                 up_at = Some(t0.elapsed().as_secs_f64());
             }
-            if sub.unique >= EVENTS && sub_at.is_none() {
+            if sub.unique >= DELIVERIES && sub_at.is_none() {
                 sub_at = Some(t0.elapsed().as_secs_f64());
             }
             if (up_at.is_some() && sub_at.is_some()) || Instant::now() > deadline {
@@ -656,7 +666,7 @@ async fn scale_out_with_a_kill(cluster: bool) {
          senders: events {} (inbound {EVENTS} + outbound {EVENTS}), requests sent {}, accepted {}, duplicate answers {}, \
          re-sent {} (after the kill {})\n  \
          upstream: requests {}, unique Idempotency-Key {}, duplicates {}\n  \
-         subscriber: requests {}, unique webhook-id {}, duplicates {}\n  \
+         subscriber ({} subscriptions): requests {}, unique (subscription, webhook-id) {}, duplicates {}\n  \
          elapsed {:.1} s (load start to everything delivered; upstream complete at {} s, subscriber at {} s)",
         backend.kind(),
         setup.as_secs_f64(),
@@ -672,6 +682,7 @@ async fn scale_out_with_a_kill(cluster: bool) {
         up.total,
         up.unique,
         up.total - up.unique,
+        SUBSCRIPTIONS.len(),
         sub.total,
         sub.unique,
         sub.total - sub.unique,
@@ -707,20 +718,25 @@ async fn scale_out_with_a_kill(cluster: bool) {
         up.unique, EVENTS,
         "distinct Idempotency-Keys at the upstream"
     );
-    assert_eq!(sub.unique, EVENTS, "distinct webhook-ids at the subscriber");
-    for (what, id, seen) in [
-        ("inbound", inbound_id as fn(usize) -> String, &up.ids),
-        ("published", outbound_id, &sub.ids),
+    assert_eq!(
+        sub.unique, DELIVERIES,
+        "distinct (subscription, webhook-id) pairs at the subscriber"
+    );
+    let expected_in: Vec<String> = (0..EVENTS).map(inbound_id).collect();
+    let expected_out: Vec<String> = SUBSCRIPTIONS
+        .iter()
+        .flat_map(|path| (0..EVENTS).map(move |i| format!("{path} {}", outbound_id(i))))
+        .collect();
+    for (what, expected, seen) in [
+        ("inbound", expected_in, &up.ids),
+        ("published (subscription, id)", expected_out, &sub.ids),
     ] {
-        let missing: Vec<String> = (0..EVENTS)
-            .map(id)
-            .filter(|id| !seen.contains(id))
+        let missing: Vec<&String> = expected
+            .iter()
+            .filter(|id| !seen.contains(*id))
             .take(10)
             .collect();
-        assert!(
-            missing.is_empty(),
-            "{what} ids never delivered: {missing:?}"
-        );
+        assert!(missing.is_empty(), "{what} never delivered: {missing:?}");
     }
 }
 
@@ -777,7 +793,10 @@ async fn drain_with_workers(backend: &Backend, n: usize) -> Drain {
         up.unique, EVENTS,
         "distinct Idempotency-Keys at the upstream"
     );
-    assert_eq!(sub.unique, EVENTS, "distinct webhook-ids at the subscriber");
+    assert_eq!(
+        sub.unique, DELIVERIES,
+        "distinct (subscription, webhook-id) pairs at the subscriber"
+    );
     let (up_at, sub_at) = (
         up_at.expect("upstream complete"),
         sub_at.expect("subscriber complete"),
@@ -815,9 +834,9 @@ async fn scale_out_throughput() {
         }
     }
     eprintln!(
-        "\n| Redis | workers | all {} drained (s) | events/s | inbound/s | outbound/s | \
-         CPU s: workers / Redis / upstream+subscriber | cores busy |",
-        2 * EVENTS
+        "\n| Redis | workers | {} deliveries done (s) | deliveries/s | to the upstream /s | to the subscriptions /s | \
+         CPU s: workers / Redis / test process | cores busy |",
+        EVENTS + DELIVERIES
     );
     eprintln!("|---|---|---|---|---|---|---|---|");
     let rate = |n: usize, s: f64| n as f64 / s;
@@ -827,9 +846,9 @@ async fn scale_out_throughput() {
             d.kind,
             d.n,
             d.took,
-            rate(2 * EVENTS, d.took),
+            rate(EVENTS + DELIVERIES, d.took),
             rate(EVENTS, d.up_at),
-            rate(EVENTS, d.sub_at),
+            rate(DELIVERIES, d.sub_at),
             d.cpu_workers,
             d.cpu_redis,
             d.cpu_test,
