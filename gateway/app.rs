@@ -104,8 +104,8 @@ pub async fn run(
     );
     // Delivery gets its own connection: its commands never queue behind (or ahead of) the receive path's.
     let deliver_conn = redis.shared().context("redis")?;
-    let dead =
-        deliver::DeadLetters::new(deliver_conn.clone(), deliver::Keys::new(&families.inbound));
+    let inbound_keys = deliver::Keys::new(&families.inbound);
+    let dead = deliver::DeadLetters::new(deliver_conn.clone(), inbound_keys.clone());
     crate::gauges::spawn(
         deliver_conn.clone(),
         [
@@ -123,7 +123,7 @@ pub async fn run(
             live.clone(),
             &redis,
             deliver_conn,
-            deliver::Keys::new(&families.inbound),
+            inbound_keys,
             stop_rx.clone(),
         )?),
     };

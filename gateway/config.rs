@@ -633,9 +633,17 @@ fn first_line(s: &str) -> &str {
 fn braces_form_one_hash_tag(prefix: &str) -> bool {
     match (prefix.matches('{').count(), prefix.matches('}').count()) {
         (0, 0) => true,
-        (1, 1) => matches!((prefix.find('{'), prefix.find('}')), (Some(o), Some(c)) if c > o + 1),
+        (1, 1) => has_hash_tag(prefix),
         _ => false,
     }
+}
+
+/// Whether Redis Cluster hashes `key` by a tag (its rule): the first `{`, then the first `}` after it,
+/// with something between.
+pub fn has_hash_tag(key: &str) -> bool {
+    key.find('{')
+        .and_then(|open| key[open + 1..].find('}'))
+        .is_some_and(|len| len > 0)
 }
 
 fn redact_url(s: &str) -> String {

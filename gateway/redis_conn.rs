@@ -98,7 +98,7 @@ impl Redis {
 
     /// One node at `url`, or, when `cluster_nodes` is not empty, the cluster they seed (`url` unused).
     /// Nothing connects yet: the gateway starts, and reports unready, while Redis is down.
-    pub fn open(
+    fn open(
         url: &str,
         cluster_nodes: &[String],
         response_timeout: Duration,

@@ -25,7 +25,7 @@ pub struct Families {
 
 impl Families {
     pub fn new(key_prefix: &str, cluster: bool) -> Self {
-        if !cluster || has_hash_tag(key_prefix) {
+        if !cluster || crate::config::has_hash_tag(key_prefix) {
             return Self {
                 inbound: key_prefix.to_string(),
                 outbound: key_prefix.to_string(),
@@ -40,13 +40,6 @@ impl Families {
     pub fn from_config(cfg: &crate::config::Config) -> Self {
         Self::new(&cfg.key_prefix, !cfg.redis.cluster_nodes.is_empty())
     }
-}
-
-/// Whether Redis Cluster would hash `key` by a tag: a `{` followed later by a `}` with something between.
-fn has_hash_tag(key: &str) -> bool {
-    key.find('{')
-        .and_then(|open| key[open + 1..].find('}'))
-        .is_some_and(|len| len > 0)
 }
 
 /// Redis key names, each under its family's prefix ([`Families`]).

@@ -12,15 +12,7 @@ const INBOUND: &str = "hookgate:inbound";
 const SHOP: &str = "source: shop\nallow_ips: [127.0.0.0/8]\nrules:\n  - name: r\n    upsert_contact: { email: $.email }\n";
 
 async fn post(gw: &Gateway, email: &str) {
-    let status = client()
-        .post(gw.url("shop"))
-        .header("content-type", "application/json")
-        .body(json!({ "email": email }).to_string())
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16();
+    let (status, _) = post_json(gw, "shop", json!({ "email": email }).to_string()).await;
     assert_eq!(status, 202);
 }
 
@@ -33,17 +25,6 @@ fn stored(redis: &Redis) -> Vec<String> {
             body["email"].as_str().unwrap().to_string()
         })
         .collect()
-}
-
-async fn wait_for(secs: u64, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    done()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -106,7 +87,7 @@ async fn acknowledged_old_entries_are_trimmed_pending_and_unread_ones_stay() {
         .unwrap();
     let b: Vec<String> = (0..3).map(|i| format!("b{i}@example.org")).collect();
     assert!(
-        wait_for(10, || stored(&redis) == b).await,
+        poll_until(10, || stored(&redis) == b).await,
         "the a entries go, every b entry stays: {:?}",
         stored(&redis)
     );
@@ -136,7 +117,7 @@ async fn acknowledged_old_entries_are_trimmed_pending_and_unread_ones_stay() {
         .unwrap();
     assert_eq!(acked, 3);
     assert!(
-        wait_for(10, || stored(&redis).is_empty()).await,
+        poll_until(10, || stored(&redis).is_empty()).await,
         "acknowledged by every group and old: trimmed {:?}",
         stored(&redis)
     );
@@ -234,12 +215,12 @@ async fn gone_consumers_are_removed_live_and_busy_ones_stay() {
     let mut want = live.clone();
     want.insert("ghost-busy".to_string());
     assert!(
-        wait_for(15, || consumers(&redis, INBOUND) == want).await,
+        poll_until(15, || consumers(&redis, INBOUND) == want).await,
         "ghost-idle removed: {:?}",
         consumers(&redis, INBOUND)
     );
     assert!(
-        wait_for(5, || !consumers(&redis, due).contains("ghost-due")).await,
+        poll_until(5, || !consumers(&redis, due).contains("ghost-due")).await,
         "on the retry-due stream too"
     );
     tokio::time::sleep(Duration::from_millis(2500)).await;

@@ -271,20 +271,8 @@ async fn mapping_errors_replay_after_the_fix() {
         ),
     )
     .await;
-    let post = |body: &'static str| {
-        let url = gw.url("shop");
-        async move {
-            client()
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let gw_ref = &gw;
+    let post = move |body: &'static str| async move { post_json(gw_ref, "shop", body).await.0 };
     assert_eq!(
         post(r#"{"customer":{"email":"ok@example.org"}}"#).await,
         202
@@ -424,19 +412,11 @@ async fn a_slow_source_does_not_starve_another() {
         ),
     )
     .await;
-    let post = |source: &str, email: String| {
-        let url = gw.url(source);
-        async move {
-            client()
-                .post(url)
-                .header("content-type", "application/json")
-                .body(json!({ "email": email }).to_string())
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
+    let gw_ref = &gw;
+    let post = move |source: &'static str, email: String| async move {
+        post_json(gw_ref, source, json!({ "email": email }).to_string())
+            .await
+            .0
     };
     for i in 0..40 {
         assert_eq!(post("slow", format!("s{i}@example.org")).await, 202);
@@ -554,20 +534,8 @@ async fn route_overrides_reach_the_upstream_as_configured() {
         up.url()
     );
     let gw = Gateway::start(&redis, &[("crm.yaml", mapping)], &cfg).await;
-    let post = |body: Value| {
-        let url = gw.url("crm");
-        async move {
-            client()
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body.to_string())
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
+    let gw_ref = &gw;
+    let post = move |body: Value| async move { post_json(gw_ref, "crm", body.to_string()).await.0 };
     assert_eq!(
         post(json!({"id": "42 /x", "email": "a+b@example.org", "plan": "pro"})).await,
         202

@@ -42,20 +42,8 @@ async fn metrics_cover_the_pipeline_with_hookgate_names_and_buckets() {
         ),
     )
     .await;
-    let post = |body: &'static str| {
-        let url = gw.url("shop");
-        async move {
-            client()
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .expect("POST")
-                .status()
-                .as_u16()
-        }
-    };
+    let gw_ref = &gw;
+    let post = move |body: &'static str| async move { post_json(gw_ref, "shop", body).await.0 };
 
     // A delivery held by a slow upstream is pending in the group, and the gauge says so.
     up.set_delay(Duration::from_millis(1500));

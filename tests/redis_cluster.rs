@@ -17,18 +17,6 @@ const FAST: &str =
     "deliver: { retry_base: 50ms, retry_max: 200ms, timeout: 2s, connect_timeout: 500ms }\n";
 const OUT: &str = "outbound: { retry_base: 100ms, retry_max: 300ms, give_up_after: 1500ms, timeout: 3s, connect_timeout: 1s }\negress: { allow: [127.0.0.0/8], allow_http: true }\n";
 
-async fn post_shop(gw: &Gateway, body: &str) -> (u16, Value) {
-    let r = client()
-        .post(gw.url("shop"))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("POST /webhooks/shop");
-    let s = r.status().as_u16();
-    (s, r.json().await.unwrap_or(Value::Null))
-}
-
 fn xlen(c: &mut redis::cluster::ClusterConnection, key: &str) -> u64 {
     redis::cmd("XLEN").arg(key).query(c).expect("XLEN")
 }
@@ -67,9 +55,9 @@ async fn inbound_dedup_retries_dead_letters_and_replay_work_on_a_cluster() {
     )
     .await;
     let body = r#"{"id":"evt_c1","email":"c1@example.org"}"#;
-    let (s, first) = post_shop(&gw, body).await;
+    let (s, first) = post_json(&gw, "shop", body).await;
     assert_eq!(s, 202, "{first}");
-    let (s, again) = post_shop(&gw, body).await;
+    let (s, again) = post_json(&gw, "shop", body).await;
     assert_eq!((s, &again["duplicate"]), (200, &json!(true)), "{again}");
     assert_eq!(
         again["id"], first["id"],
@@ -205,8 +193,9 @@ async fn a_master_failover_keeps_receiving_and_loses_no_acknowledged_event() {
             killed_at = Some(at);
         }
         let id = format!("evt_f{i}");
-        let (s, _) = post_shop(
+        let (s, _) = post_json(
             &gw,
+            "shop",
             &format!(r#"{{"id":"{id}","email":"f{i}@example.org"}}"#),
         )
         .await;

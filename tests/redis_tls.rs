@@ -140,15 +140,9 @@ impl RedisTarget for TlsRedis {
 }
 
 async fn post(gw: &Gateway) -> u16 {
-    client()
-        .post(gw.url("shop"))
-        .header("content-type", "application/json")
-        .body(r#"{"email":"tls@example.org"}"#)
-        .send()
+    post_json(gw, "shop", r#"{"email":"tls@example.org"}"#)
         .await
-        .expect("POST")
-        .status()
-        .as_u16()
+        .0
 }
 
 fn with_files(mut r: TlsRedis, ca: Option<&Path>, client: Option<(&Path, &Path)>) -> TlsRedis {

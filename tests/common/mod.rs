@@ -545,6 +545,24 @@ impl Drop for RecordingUpstream {
 }
 
 /// `GET` an admin path with the token, as JSON.
+/// POST a JSON body to `/webhooks/{source}` with no signature headers: the status and the answer's JSON
+/// (null when it has none).
+pub async fn post_json(
+    gw: &Gateway,
+    source: &str,
+    body: impl Into<String>,
+) -> (u16, serde_json::Value) {
+    let r = client()
+        .post(gw.url(source))
+        .header("content-type", "application/json")
+        .body(body.into())
+        .send()
+        .await
+        .expect("POST /webhooks/{source}");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// An admin API call with the test token: status and body (JSON, or the text as a JSON string).
 pub async fn admin_call(
     gw: &Gateway,
