@@ -1,10 +1,12 @@
 //! Typed access to hookgate's Redis streams. Key names live here and nowhere else.
 //!
-//! Storing an inbound event is one round trip. With dedup it is a script that checks the dedup key,
-//! XADDs the event and remembers its stream id, atomically: a pipeline would be cheaper for Redis
-//! (bench/README.md) but could leave a key without its entry, or hand a redelivery to a worker before it is
-//! taken back. Without dedup it is a plain XADD. On Redis Cluster the keys of one family share a hash tag
-//! ([`Families`]), so a script's keys are always in one slot.
+//! Storing an inbound event is one round trip. With dedup it is a transaction (MULTI/EXEC) of `SET NX GET`
+//! on the dedup key and the XADD, each request with a token of its own: both land or neither, and the
+//! answer says whether the key was already taken. A redelivery's entry is then deleted, and a mapper
+//! worker that read it first skips it, because the key names another request's token ([`lost_race`]).
+//! This costs Redis about 40 % of the Lua script it replaces (bench/README.md: copying the arguments into
+//! Lua was most of Redis' work per event). Without dedup it is a plain XADD. On Redis Cluster the keys of
+//! one family share a hash tag ([`Families`]), so a transaction's keys are always in one slot.
 
 use crate::redis_conn::{Conn, Redis};
 use redis::{RedisError, Script};
@@ -48,7 +50,8 @@ pub mod keys {
     pub fn inbound(prefix: &str) -> String {
         format!("{prefix}:inbound")
     }
-    /// Remembers a sender's event id for the dedup window; its value is the stream id stored.
+    /// Remembers a sender's event id for the dedup window; its value is `<token>|<binding>` of the request
+    /// that stored it ([`super::fields::DEDUP`]).
     pub fn dedup(prefix: &str, source: &str, id: &str) -> String {
         format!("{prefix}:dedup:{source}:{id}")
     }
@@ -99,6 +102,10 @@ pub mod fields {
     pub const EVENT_ID: &str = "event_id";
     pub const HEADERS: &str = "headers";
     pub const BODY: &str = "body";
+    /// With dedup: the value this entry's request gave the dedup key, `<token>|<binding>`. The entry lost
+    /// the race to a redelivery when the key holds another token with the same binding
+    /// ([`super::lost_race`]).
+    pub const DEDUP: &str = "dedup";
     // Delivery progress, on retried, dead-lettered and replayed events only.
     /// The stream id the event was first stored under (idempotency keys derive from it).
     pub const ORIGIN_ID: &str = "origin_id";
@@ -115,7 +122,8 @@ pub mod fields {
 /// KEYS: [dedup key,] stream. ARGV: ttl ms, body binding ('' for none), then field/value pairs.
 /// The dedup key holds `<stream id>|<binding>`. With a binding (a hash of the body), an id seen with another
 /// body is not a redelivery: a replayed signed request carrying someone else's unsigned id header cannot
-/// make the real event look like a duplicate. Used for inbound events and for published ones.
+/// make the real event look like a duplicate. Used for published events, whose duplicates are answered
+/// with the original's id.
 const STORE_SCRIPT: &str = r#"
 local stream = KEYS[#KEYS]
 if #KEYS == 2 then
@@ -168,7 +176,25 @@ pub struct InboundRecord<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Stored {
     New(String),
-    Duplicate(String),
+    /// The stream id of the stored original, when the store knows it (published events; an inbound
+    /// transaction only learns that the key was taken).
+    Duplicate(Option<String>),
+}
+
+/// Whether a stream entry whose request set the dedup value `mine` lost the race for its key to another
+/// request, given the key's value now (`None`: expired or never set). Losers are redeliveries: they are
+/// skipped. With another binding the entry is another event that happens to reuse the id, so it stays.
+pub fn lost_race(mine: &[u8], now: Option<&[u8]>) -> bool {
+    let binding = |v: &[u8]| v.iter().position(|b| *b == b'|').map(|i| v[i + 1..].to_vec());
+    match now {
+        Some(now) => now != mine && binding(now) == binding(mine),
+        None => false,
+    }
+}
+
+/// A token unique to one store attempt: 128 random bits, hex.
+fn store_token() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -365,11 +391,10 @@ impl Store {
     }
 
     /// Dedup and XADD in one round trip. A command that failed because the connection dropped is sent once
-    /// more: if the first one did land, the dedup key turns the second into `Duplicate` of the same id,
-    /// which the caller answers like `New` (a source without dedup may then hold the event twice). On a
-    /// cluster the client itself also resends after a dropped node connection; when the first send had
-    /// landed, a first delivery is answered `200 {"duplicate": true}` with the stored event's id: still a
-    /// 2xx, and the event is stored once.
+    /// more: if the first one did land, the dedup key turns the second into a `Duplicate` (a source without
+    /// dedup may then hold the event twice). The sender is then answered `200 {"duplicate": true}`: still
+    /// a 2xx, and the event is stored once. On a cluster the client itself also resends after a dropped
+    /// node connection, with the same outcome.
     pub async fn store_inbound(
         &self,
         rec: &InboundRecord<'_>,
@@ -383,10 +408,7 @@ impl Store {
             // Not on a timeout: the command may still run, and the sender's retry is the safer second try.
             Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
                 tracing::warn!(error = %e, "redis connection dropped while storing; retrying once");
-                match self.store_once(rec, dedup_ttl).await? {
-                    Stored::Duplicate(id) => Ok(Stored::New(id)),
-                    fresh => Ok(fresh),
-                }
+                Ok(self.store_once(rec, dedup_ttl).await?)
             }
             other => Ok(other?),
         }
@@ -420,7 +442,7 @@ impl Store {
             Ok::<_, RedisError>(if fresh == 1 {
                 Stored::New(sid)
             } else {
-                Stored::Duplicate(sid)
+                Stored::Duplicate(Some(sid))
             })
         };
         match once().await {
@@ -432,46 +454,64 @@ impl Store {
         }
     }
 
-    /// The store script when the event has a sender id; a plain XADD (atomic by itself) when not.
+    /// The dedup transaction when the event has a sender id; a plain XADD (atomic by itself) when not.
     async fn store_once(
         &self,
         rec: &InboundRecord<'_>,
         dedup_ttl: Duration,
     ) -> Result<Stored, RedisError> {
         let received_at = rec.received_at_ms.to_string();
-        let fields: [(&str, &[u8]); 8] = [
-            (fields::SOURCE, rec.source.as_bytes()),
-            (fields::RECEIVED_AT, received_at.as_bytes()),
-            (fields::CONTENT_TYPE, rec.content_type.as_bytes()),
-            (fields::CLIENT_IP, rec.client_ip.as_bytes()),
-            (fields::REQUEST_ID, rec.request_id.as_bytes()),
-            (fields::EVENT_ID, rec.event_id.unwrap_or("").as_bytes()),
-            (fields::HEADERS, rec.headers_json.as_bytes()),
-            (fields::BODY, rec.body),
-        ];
+        let stream = keys::inbound(&self.families.inbound);
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(&stream)
+            .arg("*")
+            .arg(fields::SOURCE)
+            .arg(rec.source)
+            .arg(fields::RECEIVED_AT)
+            .arg(&received_at)
+            .arg(fields::CONTENT_TYPE)
+            .arg(rec.content_type)
+            .arg(fields::CLIENT_IP)
+            .arg(&rec.client_ip)
+            .arg(fields::REQUEST_ID)
+            .arg(rec.request_id)
+            .arg(fields::EVENT_ID)
+            .arg(rec.event_id.unwrap_or(""))
+            .arg(fields::HEADERS)
+            .arg(&rec.headers_json)
+            .arg(fields::BODY)
+            .arg(rec.body);
         let mut c = self.conn.clone();
         let Some(sender_id) = rec.event_id else {
-            let mut cmd = redis::cmd("XADD");
-            cmd.arg(keys::inbound(&self.families.inbound)).arg("*");
-            for (k, v) in fields {
-                cmd.arg(k).arg(v);
-            }
-            return Ok(Stored::New(cmd.query_async(&mut c).await?));
+            return Ok(Stored::New(xadd.query_async(&mut c).await?));
         };
-        let mut inv = STORE.prepare_invoke();
-        inv.key(keys::dedup(&self.families.inbound, rec.source, sender_id))
-            .key(keys::inbound(&self.families.inbound))
+        let binding = rec.dedup_binding.as_deref().unwrap_or("");
+        let mine = format!("{}|{binding}", store_token());
+        xadd.arg(fields::DEDUP).arg(&mine);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("SET")
+            .arg(keys::dedup(&self.families.inbound, rec.source, sender_id))
+            .arg(&mine)
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
             .arg(dedup_ttl.as_millis().max(1) as u64)
-            .arg(rec.dedup_binding.as_deref().unwrap_or(""));
-        for (k, v) in fields {
-            inv.arg(k).arg(v);
+            .add_command(xadd);
+        let (before, id): (Option<Vec<u8>>, String) = pipe.query_async(&mut c).await?;
+        if !lost_race(mine.as_bytes(), before.as_deref()) {
+            return Ok(Stored::New(id));
         }
-        let (fresh, id): (i64, String) = inv.invoke_async(&mut c).await?;
-        Ok(if fresh == 1 {
-            Stored::New(id)
-        } else {
-            Stored::Duplicate(id)
-        })
+        // A redelivery: take its entry back. Should this fail, the mapper workers still skip it.
+        let gone: Result<i64, RedisError> = redis::cmd("XDEL")
+            .arg(&stream)
+            .arg(&id)
+            .query_async(&mut c)
+            .await;
+        if let Err(e) = gone {
+            tracing::warn!(error = %e, id, "could not delete a redelivery's entry; workers will skip it");
+        }
+        Ok(Stored::Duplicate(None))
     }
 }
 

@@ -37,7 +37,7 @@ pub async fn publish(
         })?;
     let (sid, duplicate) = match stored {
         Stored::New(s) => (s, false),
-        Stored::Duplicate(s) => (s, true),
+        Stored::Duplicate(s) => (s.unwrap_or_default(), true),
     };
     metrics::counter!("hookgate_events_published_total", "outcome" => if duplicate { "duplicate" } else { "stored" })
         .increment(1);

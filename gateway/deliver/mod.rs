@@ -29,6 +29,8 @@ use tokio::task::JoinHandle;
 /// The Redis keys delivery uses, under one prefix.
 #[derive(Clone, Debug)]
 pub struct Keys {
+    /// The inbound family's prefix, for the dedup keys named by each event.
+    pub prefix: String,
     pub inbound: String,
     pub due: String,
     pub retry: String,
@@ -40,6 +42,7 @@ pub struct Keys {
 impl Keys {
     pub fn new(prefix: &str) -> Self {
         Self {
+            prefix: prefix.to_string(),
             inbound: keys::inbound(prefix),
             due: keys::retry_due(prefix),
             retry: keys::retry_inbound(prefix),

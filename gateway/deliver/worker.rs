@@ -17,7 +17,7 @@ use crate::config::{Config, Deliver};
 use crate::mapping::{Event, Headers, MappedAction};
 use crate::payload::{self, BodyKind};
 use crate::redis_conn::{Conn, Redis};
-use crate::stream::{ensure_group, MAPPERS_GROUP};
+use crate::stream::{ensure_group, fields, keys, lost_race, MAPPERS_GROUP};
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 use redis::{RedisError, Value};
 use std::collections::{HashMap, HashSet};
@@ -26,6 +26,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+
+/// A stream entry read: (stream, id, fields).
+type Entry = (String, String, HashMap<String, Value>);
 
 /// How long one XREADGROUP blocks; the dedicated connection's response timeout is longer.
 const BLOCK: Duration = Duration::from_secs(2);
@@ -180,7 +183,7 @@ impl Worker {
                     _ = stop.wait_for(|s| *s) => return Ok(()),
                     r = self.read(conn) => r?,
                 };
-                for (stream, id, map) in read {
+                for (stream, id, map) in self.without_lost_races(read).await? {
                     self.dispatch(&stream, id, map, &mut tasks).await;
                 }
                 Ok(())
@@ -220,7 +223,7 @@ impl Worker {
     async fn read(
         &self,
         conn: &mut Conn,
-    ) -> Result<Vec<(String, String, HashMap<String, Value>)>, RedisError> {
+    ) -> Result<Vec<Entry>, RedisError> {
         let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(MAPPERS_GROUP)
@@ -247,6 +250,64 @@ impl Worker {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    /// Drop the inbound entries of redeliveries that lost the race for their dedup key (see
+    /// `stream::lost_race`): acknowledged and deleted, never delivered. One MGET per batch, and only for
+    /// entries stored with dedup.
+    async fn without_lost_races(&self, entries: Vec<Entry>) -> Result<Vec<Entry>, RedisError> {
+        let text = |m: &HashMap<String, Value>, f: &str| match m.get(f) {
+            Some(v) => redis::from_redis_value::<Vec<u8>>(v.clone()).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let checked: Vec<(usize, String, Vec<u8>)> = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, (stream, _, _))| *stream == self.keys.inbound)
+            .filter_map(|(i, (_, _, m))| {
+                let mine = text(m, fields::DEDUP);
+                let source = String::from_utf8(text(m, fields::SOURCE)).ok()?;
+                let event = String::from_utf8(text(m, fields::EVENT_ID)).ok()?;
+                (!mine.is_empty()).then(|| (i, keys::dedup(&self.keys.prefix, &source, &event), mine))
+            })
+            .collect();
+        if checked.is_empty() {
+            return Ok(entries);
+        }
+        let mut c = self.conn.clone();
+        let now: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(checked.iter().map(|(_, k, _)| k).collect::<Vec<_>>())
+            .query_async(&mut c)
+            .await?;
+        let losers: HashSet<usize> = checked
+            .iter()
+            .zip(&now)
+            .filter(|((_, _, mine), now)| lost_race(mine, now.as_deref()))
+            .map(|((i, _, _), _)| *i)
+            .collect();
+        if losers.is_empty() {
+            return Ok(entries);
+        }
+        let ids: Vec<&str> = losers.iter().map(|i| entries[*i].1.as_str()).collect();
+        let mut pipe = redis::pipe();
+        pipe.cmd("XACK")
+            .arg(&self.keys.inbound)
+            .arg(MAPPERS_GROUP)
+            .arg(&ids)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.keys.inbound)
+            .arg(&ids)
+            .ignore();
+        pipe.query_async::<()>(&mut c).await?;
+        tracing::debug!(count = ids.len(), "skipped redeliveries that lost the dedup race");
+        metrics::counter!("hookgate_mapper_redeliveries_skipped_total").increment(ids.len() as u64);
+        Ok(entries
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !losers.contains(i))
+            .map(|(_, e)| e)
+            .collect())
     }
 
     /// Take over entries whose worker went away (idle longer than `reclaim_after`).
@@ -287,8 +348,13 @@ impl Worker {
                 metrics::counter!("hookgate_mapper_reclaimed_total")
                     .increment(reply.claimed.len() as u64);
             }
-            for e in reply.claimed {
-                self.dispatch(stream, e.id, e.map, tasks).await;
+            let claimed = reply
+                .claimed
+                .into_iter()
+                .map(|e| (stream.to_string(), e.id, e.map))
+                .collect();
+            for (stream, id, map) in self.without_lost_races(claimed).await? {
+                self.dispatch(&stream, id, map, tasks).await;
             }
         }
         Ok(())

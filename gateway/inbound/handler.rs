@@ -146,14 +146,15 @@ async fn accept(
         body: &raw,
     };
     let stored = st.store.store_inbound(&rec, ttl).await;
-    if let Ok(Stored::New(id) | Stored::Duplicate(id)) = &stored {
-        tracing::Span::current().record("event_id", id.as_str());
-    }
     match stored {
-        Ok(Stored::New(id)) => Ok(answer(StatusCode::ACCEPTED, json!({ "id": id }))),
-        Ok(Stored::Duplicate(id)) => Ok(answer(
+        Ok(Stored::New(id)) => {
+            tracing::Span::current().record("event_id", id.as_str());
+            Ok(answer(StatusCode::ACCEPTED, json!({ "id": id })))
+        }
+        // The sender's own id names the original; the transaction does not learn its stream id.
+        Ok(Stored::Duplicate(_)) => Ok(answer(
             StatusCode::OK,
-            json!({ "id": id, "duplicate": true }),
+            json!({ "duplicate": true, "event_id": rec.event_id }),
         )),
         Err(e) => {
             tracing::warn!(source = %src.name, error = %e, "redis did not take the event");

@@ -1,0 +1,136 @@
+//! Dedup under concurrency. The dedup key and the XADD are one transaction (`SET NX GET` + XADD), so a
+//! redelivery arriving while the original is being stored also gets an entry for a moment; it is deleted
+//! before its sender is answered, and a mapper worker that read it first must skip it. These tests check
+//! that nothing but the original reaches the upstream.
+
+mod common;
+use common::*;
+use serde_json::json;
+use std::time::Duration;
+
+const INBOUND: &str = "hookgate:inbound";
+const SHOP: &str = "source: shop\nallow_ips: [127.0.0.0/8]\ndedup: { id: $.id }\nrules:\n  - name: r\n    upsert_contact: { email: $.email }\n";
+
+async fn gateway(redis: &Redis, up: &RecordingUpstream) -> Gateway {
+    Gateway::start(
+        redis,
+        &[("shop.yaml", SHOP)],
+        &format!("upstream: {{ url: \"{}\" }}\n", up.url()),
+    )
+    .await
+}
+
+fn xadd(redis: &Redis, event_id: &str, email: &str, dedup: &str) -> String {
+    let body = json!({ "id": event_id, "email": email }).to_string();
+    redis::cmd("XADD")
+        .arg(INBOUND)
+        .arg("*")
+        .arg("source")
+        .arg("shop")
+        .arg("received_at")
+        .arg("1")
+        .arg("content_type")
+        .arg("application/json")
+        .arg("event_id")
+        .arg(event_id)
+        .arg("headers")
+        .arg("{}")
+        .arg("body")
+        .arg(body)
+        .arg("dedup")
+        .arg(dedup)
+        .query(&mut redis.conn())
+        .unwrap()
+}
+
+fn emails(up: &RecordingUpstream) -> Vec<String> {
+    let mut v: Vec<String> = up
+        .delivered()
+        .iter()
+        .map(|r| r.body["email"].as_str().unwrap_or_default().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Entries as a racing redelivery leaves them, written straight to the stream so the race is certain:
+/// the worker delivers the request that holds the key and the one with another body (another binding),
+/// and acknowledges and deletes the one that lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_skips_the_entry_of_a_redelivery_that_lost_the_race() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let _: () = redis::cmd("SET")
+        .arg("hookgate:dedup:shop:evt_1")
+        .arg("tokA|b1")
+        .query(&mut redis.conn())
+        .unwrap();
+    let loser = xadd(&redis, "evt_1", "loser@example.org", "tokB|b1");
+    let winner = xadd(&redis, "evt_1", "winner@example.org", "tokA|b1");
+    let other_body = xadd(&redis, "evt_1", "other@example.org", "tokC|b2");
+    // Expired key: nothing to lose to.
+    let expired = xadd(&redis, "evt_2", "expired@example.org", "tokD|");
+    let gw = gateway(&redis, &up).await;
+    assert!(up.wait_delivered(3, 10).await, "{:?}", emails(&up));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        emails(&up),
+        [
+            "expired@example.org",
+            "other@example.org",
+            "winner@example.org"
+        ]
+    );
+    let left: Vec<String> = inbound_entries(&redis, "hookgate")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(left, [winner, other_body, expired], "the loser {loser} is deleted");
+    let pending: redis::streams::StreamPendingReply = redis::cmd("XPENDING")
+        .arg(INBOUND)
+        .arg("mappers")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(pending.count(), 0, "every entry acknowledged");
+    let m = gw.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("hookgate_mapper_redeliveries_skipped_total") && l.ends_with(" 1")),
+        "{m}"
+    );
+}
+
+/// The real race, many times over: 40 events, each posted by 25 concurrent senders while the workers
+/// run. Exactly one request per event is answered 202, and the upstream gets each event exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_redeliveries_reach_the_upstream_once() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let gw = std::sync::Arc::new(gateway(&redis, &up).await);
+    let mut tasks = Vec::new();
+    for e in 0..40 {
+        for _ in 0..25 {
+            let gw = gw.clone();
+            tasks.push(tokio::spawn(async move {
+                let body = json!({ "id": format!("evt_{e}"), "email": format!("c{e}@example.org") });
+                post_json(&gw, "shop", body.to_string()).await
+            }));
+        }
+    }
+    let mut accepted = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (202, _) => accepted += 1,
+            (200, b) => assert_eq!(b["duplicate"], json!(true), "{b}"),
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert_eq!(accepted, 40);
+    assert!(up.wait_delivered(40, 20).await, "{}", up.delivered().len());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got = emails(&up);
+    let mut want: Vec<String> = (0..40).map(|e| format!("c{e}@example.org")).collect();
+    want.sort();
+    assert_eq!(got, want, "each event delivered exactly once");
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 40);
+}
