@@ -61,18 +61,40 @@ pub fn parse(kind: BodyKind, body: &[u8], max_depth: usize) -> Result<Value, Err
 
 /// Validate a JSON body without building it: one pass that checks the nesting as it goes.
 pub fn validate_json(body: &[u8], max_depth: usize) -> Result<(), Error> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    serde::de::DeserializeSeed::deserialize(Skip(max_depth), &mut de)
+    let (text, depth) = prepare(body, max_depth)?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    serde::de::DeserializeSeed::deserialize(Skip(depth), &mut de)
         .and_then(|()| de.end())
         .map_err(|e| malformed(e, max_depth))
 }
+
+/// The body as text (JSON is UTF-8; checking it once up front lets serde skip that per string) and the
+/// nesting budget for the pass. A body with at most `max_depth` opening brackets cannot nest deeper, so
+/// its budget is [`UNCOUNTED`] and the pass skips values with serde's own fast skipping; counting the
+/// brackets is a SIMD byte search, far cheaper than tracking the depth of every value. serde's skipping
+/// does not decode `\u` escapes (a lone surrogate would pass), so a body with one is checked the slow way.
+fn prepare(body: &[u8], max_depth: usize) -> Result<(&str, usize), Error> {
+    let text = std::str::from_utf8(body).map_err(|e| {
+        Error::Malformed(format!(
+            "invalid JSON: not UTF-8 at byte {}",
+            e.valid_up_to()
+        ))
+    })?;
+    let fast = memchr::memmem::find(body, b"\\u").is_none()
+        && memchr::memchr2_iter(b'{', b'[', body).count() <= max_depth;
+    Ok((text, if fast { UNCOUNTED } else { max_depth }))
+}
+
+/// A nesting budget that needs no counting (see [`prepare`]).
+const UNCOUNTED: usize = usize::MAX;
 
 /// Validate a JSON body and return the one member at `names` (e.g. `["data", "object", "id"]`), in a
 /// single pass that skips everything else and checks the nesting as it goes: the receive path needs the
 /// dedup id, not the whole document. The last of duplicate keys wins, as when the document is parsed whole.
 pub fn json_member(body: &[u8], names: &[&str], max_depth: usize) -> Result<Option<Value>, Error> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let found = serde::de::DeserializeSeed::deserialize(Member(names, max_depth), &mut de)
+    let (text, depth) = prepare(body, max_depth)?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let found = serde::de::DeserializeSeed::deserialize(Member(names, depth), &mut de)
         .and_then(|v| de.end().map(|()| v))
         .map_err(|e| malformed(e, max_depth))?;
     Ok(found)
@@ -91,7 +113,10 @@ fn malformed(e: serde_json::Error, max_depth: usize) -> Error {
 
 /// One level down from `left` levels of nesting still allowed, or the nesting error.
 fn descend<E: serde::de::Error>(left: usize) -> Result<usize, E> {
-    left.checked_sub(1).ok_or_else(|| E::custom(TOO_DEEP))
+    match left {
+        UNCOUNTED => Ok(UNCOUNTED),
+        _ => left.checked_sub(1).ok_or_else(|| E::custom(TOO_DEEP)),
+    }
 }
 
 /// Skips (but validates) one value that may nest `self.0` more levels.
@@ -101,7 +126,10 @@ impl<'de> serde::de::DeserializeSeed<'de> for Skip {
     type Value = ();
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
+        match self.0 {
+            UNCOUNTED => d.deserialize_ignored_any(serde::de::IgnoredAny).map(|_| ()),
+            _ => d.deserialize_any(self),
+        }
     }
 }
 
@@ -307,6 +335,51 @@ mod tests {
             parse(BodyKind::Json, b"", 64),
             Err(Error::Malformed(_))
         ));
+    }
+
+    /// A body with few brackets is skipped by serde's own skipping (no depth counting); one with more
+    /// brackets than the limit is counted. Both must reject what a whole parse rejects.
+    #[test]
+    fn fast_and_counted_skipping_reject_the_same_bodies() {
+        let few = |inner: &str| format!(r#"{{"id":"e","x":{inner}}}"#);
+        let many = |inner: &str| {
+            format!(
+                r#"{{"id":"e","pad":[{}],"x":{inner}}}"#,
+                "[],".repeat(70) + "[]"
+            )
+        };
+        for bad in [
+            r#""\q""#,
+            "\"a\u{1}b\"",
+            "[1,]",
+            r#"{"a" 1}"#,
+            "01",
+            "tru",
+            r#""\ud800x""#,
+        ] {
+            for doc in [few(bad), many(bad)] {
+                let whole = serde_json::from_str::<Value>(&doc).is_err();
+                let ours = validate_json(doc.as_bytes(), 64).is_err();
+                let member = json_member(doc.as_bytes(), &["id"], 64).is_err();
+                assert_eq!((whole, ours, member), (whole, whole, whole), "{doc}");
+            }
+        }
+        // Not UTF-8 inside an ignored string: malformed either way.
+        for doc in [few("\"\u{1}\""), many("\"x\"")] {
+            let mut bytes = doc.into_bytes();
+            let at = bytes.len() - 3;
+            bytes[at] = 0xff;
+            assert!(
+                matches!(validate_json(&bytes, 64), Err(Error::Malformed(m)) if m.contains("UTF-8"))
+            );
+            assert!(json_member(&bytes, &["id"], 64).is_err());
+        }
+        // Many brackets, shallow: accepted; deep: refused.
+        assert!(validate_json(many("1").as_bytes(), 64).is_ok());
+        let deep = many(&format!("{}{}", "[".repeat(65), "]".repeat(65)));
+        assert!(
+            matches!(validate_json(deep.as_bytes(), 64), Err(Error::Malformed(m)) if m.contains("deeper"))
+        );
     }
 
     #[test]

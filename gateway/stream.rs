@@ -10,6 +10,9 @@
 
 use crate::redis_conn::{Conn, Redis};
 use redis::{RedisError, Script};
+
+/// The error of a transaction none of whose commands ran.
+const EXEC_ABORT: redis::ErrorKind = redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort);
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -185,7 +188,11 @@ pub enum Stored {
 /// request, given the key's value now (`None`: expired or never set). Losers are redeliveries: they are
 /// skipped. With another binding the entry is another event that happens to reuse the id, so it stays.
 pub fn lost_race(mine: &[u8], now: Option<&[u8]>) -> bool {
-    let binding = |v: &[u8]| v.iter().position(|b| *b == b'|').map(|i| v[i + 1..].to_vec());
+    let binding = |v: &[u8]| {
+        v.iter()
+            .position(|b| *b == b'|')
+            .map(|i| v[i + 1..].to_vec())
+    };
     match now {
         Some(now) => now != mine && binding(now) == binding(mine),
         None => false,
@@ -405,6 +412,18 @@ impl Store {
             .map_err(|_| StoreError::Busy)?
             .map_err(|_| StoreError::Busy)?;
         match self.store_once(rec, dedup_ttl).await {
+            // On a cluster, a slot that moved (a failover) aborts the transaction: the client follows
+            // MOVED for single commands only. Nothing ran, so after one read of the stream's key has
+            // refreshed the client's slot map, the transaction is sent again.
+            Err(e) if self.conn.is_cluster() && e.kind() == EXEC_ABORT => {
+                tracing::debug!(error = %e, "transaction aborted on a cluster; refreshing the slot map");
+                let mut c = self.conn.clone();
+                let _: Result<i64, RedisError> = redis::cmd("EXISTS")
+                    .arg(keys::inbound(&self.families.inbound))
+                    .query_async(&mut c)
+                    .await;
+                Ok(self.store_once(rec, dedup_ttl).await?)
+            }
             // Not on a timeout: the command may still run, and the sender's retry is the safer second try.
             Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
                 tracing::warn!(error = %e, "redis connection dropped while storing; retrying once");

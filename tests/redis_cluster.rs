@@ -60,8 +60,8 @@ async fn inbound_dedup_retries_dead_letters_and_replay_work_on_a_cluster() {
     let (s, again) = post_json(&gw, "shop", body).await;
     assert_eq!((s, &again["duplicate"]), (200, &json!(true)), "{again}");
     assert_eq!(
-        again["id"], first["id"],
-        "the redelivery names the stored event"
+        again["event_id"], "evt_c1",
+        "the redelivery names the sender's id"
     );
 
     let dead = first_dead_letter(&gw, "/v1/dead-letters?source=shop").await;

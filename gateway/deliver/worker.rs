@@ -220,10 +220,7 @@ impl Worker {
     }
 
     /// New entries of both streams, blocking up to `BLOCK`.
-    async fn read(
-        &self,
-        conn: &mut Conn,
-    ) -> Result<Vec<Entry>, RedisError> {
+    async fn read(&self, conn: &mut Conn) -> Result<Vec<Entry>, RedisError> {
         let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(MAPPERS_GROUP)
@@ -268,7 +265,8 @@ impl Worker {
                 let mine = text(m, fields::DEDUP);
                 let source = String::from_utf8(text(m, fields::SOURCE)).ok()?;
                 let event = String::from_utf8(text(m, fields::EVENT_ID)).ok()?;
-                (!mine.is_empty()).then(|| (i, keys::dedup(&self.keys.prefix, &source, &event), mine))
+                (!mine.is_empty())
+                    .then(|| (i, keys::dedup(&self.keys.prefix, &source, &event), mine))
             })
             .collect();
         if checked.is_empty() {
@@ -300,7 +298,10 @@ impl Worker {
             .arg(&ids)
             .ignore();
         pipe.query_async::<()>(&mut c).await?;
-        tracing::debug!(count = ids.len(), "skipped redeliveries that lost the dedup race");
+        tracing::debug!(
+            count = ids.len(),
+            "skipped redeliveries that lost the dedup race"
+        );
         metrics::counter!("hookgate_mapper_redeliveries_skipped_total").increment(ids.len() as u64);
         Ok(entries
             .into_iter()

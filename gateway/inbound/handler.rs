@@ -149,7 +149,11 @@ async fn accept(
     match stored {
         Ok(Stored::New(id)) => {
             tracing::Span::current().record("event_id", id.as_str());
-            Ok(answer(StatusCode::ACCEPTED, json!({ "id": id })))
+            // A stream id is digits and a dash: nothing to escape, so no JSON value is built.
+            Ok(answer_text(
+                StatusCode::ACCEPTED,
+                format!(r#"{{"id":"{id}"}}"#),
+            ))
         }
         // The sender's own id names the original; the transaction does not learn its stream id.
         Ok(Stored::Duplicate(_)) => Ok(answer(
@@ -253,12 +257,12 @@ fn header_id(
 
 /// A JSON answer, serialised straight into the body.
 fn answer(status: StatusCode, body: Value) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
+    answer_text(status, body.to_string())
+}
+
+/// A JSON answer already written as text.
+fn answer_text(status: StatusCode, json: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
 /// The request headers worth keeping for mapping and audit, as a JSON object; credentials are dropped and
@@ -273,10 +277,17 @@ fn kept_headers(headers: &HeaderMap, secret: &[http::HeaderName]) -> String {
         if out.len() > 1 {
             out.push(b',');
         }
-        push_json_str(&mut out, name.as_str());
-        out.push(b':');
+        // Header names are lowercase tokens: nothing in them needs escaping.
+        out.push(b'"');
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b"\":");
         let mut values = headers.get_all(name).iter();
         match (values.next(), values.next()) {
+            (Some(one), None) if is_plain(one.as_bytes()) => {
+                out.push(b'"');
+                out.extend_from_slice(one.as_bytes());
+                out.push(b'"');
+            }
             (Some(one), None) => push_json_str(&mut out, &String::from_utf8_lossy(one.as_bytes())),
             _ => {
                 let joined: Vec<_> = headers
@@ -293,8 +304,52 @@ fn kept_headers(headers: &HeaderMap, secret: &[http::HeaderName]) -> String {
     String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// Printable ASCII without `"` or `\\`: a JSON string as it is (most header values).
+fn is_plain(v: &[u8]) -> bool {
+    v.iter()
+        .all(|b| (0x20..0x7f).contains(b) && *b != b'"' && *b != b'\\')
+}
+
 /// Append `s` as a JSON string.
 fn push_json_str(out: &mut Vec<u8>, s: &str) {
     // Writing to a Vec cannot fail, and a &str always serialises.
     let _ = serde_json::to_writer(&mut *out, s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderName, HeaderValue};
+
+    /// The hand-written fast path writes the same JSON object serde_json would.
+    #[test]
+    fn kept_headers_are_the_json_serde_writes() {
+        let mut h = HeaderMap::new();
+        let values: [&[u8]; 6] = [
+            b"plain value",
+            b"with \"quotes\" and \\ backslash",
+            b"tab\there",
+            "caf\u{e9}".as_bytes(),
+            b"\xff not utf-8",
+            b"",
+        ];
+        for (i, v) in values.iter().enumerate() {
+            h.insert(
+                HeaderName::from_bytes(format!("x-h{i}").as_bytes()).unwrap(),
+                HeaderValue::from_bytes(v).unwrap(),
+            );
+        }
+        h.append("x-many", HeaderValue::from_static("a"));
+        h.append("x-many", HeaderValue::from_static("b\"c"));
+        h.insert("x-secret", HeaderValue::from_static("s3cret"));
+        let got: Value =
+            serde_json::from_str(&kept_headers(&h, &[HeaderName::from_static("x-secret")]))
+                .unwrap();
+        let mut want = serde_json::Map::new();
+        for (i, v) in values.iter().enumerate() {
+            want.insert(format!("x-h{i}"), json!(String::from_utf8_lossy(v)));
+        }
+        want.insert("x-many".into(), json!("a, b\"c"));
+        assert_eq!(got, Value::Object(want));
+    }
 }
