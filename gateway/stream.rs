@@ -5,14 +5,13 @@
 //! answer says whether the key was already taken. A redelivery's entry is then deleted, and a mapper
 //! worker that read it first skips it, because the key names another request's token ([`lost_race`]).
 //! This costs Redis about 40 % of the Lua script it replaces (bench/README.md: copying the arguments into
-//! Lua was most of Redis' work per event). Without dedup it is a plain XADD. On Redis Cluster the keys of
-//! one family share a hash tag ([`Families`]), so a transaction's keys are always in one slot.
+//! Lua was most of Redis' work per event). Without dedup it is a plain XADD. On Redis Cluster the store
+//! stays the script (`Store::store_scripted` says why); the keys of one family share a hash tag
+//! ([`Families`]), so a script's keys are always in one slot.
 
 use crate::redis_conn::{Conn, Redis};
 use redis::{RedisError, Script};
 
-/// The error of a transaction none of whose commands ran.
-const EXEC_ABORT: redis::ErrorKind = redis::ErrorKind::Server(redis::ServerErrorKind::ExecAbort);
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -125,8 +124,8 @@ pub mod fields {
 /// KEYS: [dedup key,] stream. ARGV: ttl ms, body binding ('' for none), then field/value pairs.
 /// The dedup key holds `<stream id>|<binding>`. With a binding (a hash of the body), an id seen with another
 /// body is not a redelivery: a replayed signed request carrying someone else's unsigned id header cannot
-/// make the real event look like a duplicate. Used for published events, whose duplicates are answered
-/// with the original's id.
+/// make the real event look like a duplicate. Used for published events, and for inbound ones on Redis
+/// Cluster (see `Store::store_scripted`); their duplicates are answered with the original's id.
 const STORE_SCRIPT: &str = r#"
 local stream = KEYS[#KEYS]
 if #KEYS == 2 then
@@ -412,18 +411,6 @@ impl Store {
             .map_err(|_| StoreError::Busy)?
             .map_err(|_| StoreError::Busy)?;
         match self.store_once(rec, dedup_ttl).await {
-            // On a cluster, a slot that moved (a failover) aborts the transaction: the client follows
-            // MOVED for single commands only. Nothing ran, so after one read of the stream's key has
-            // refreshed the client's slot map, the transaction is sent again.
-            Err(e) if self.conn.is_cluster() && e.kind() == EXEC_ABORT => {
-                tracing::debug!(error = %e, "transaction aborted on a cluster; refreshing the slot map");
-                let mut c = self.conn.clone();
-                let _: Result<i64, RedisError> = redis::cmd("EXISTS")
-                    .arg(keys::inbound(&self.families.inbound))
-                    .query_async(&mut c)
-                    .await;
-                Ok(self.store_once(rec, dedup_ttl).await?)
-            }
             // Not on a timeout: the command may still run, and the sender's retry is the safer second try.
             Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
                 tracing::warn!(error = %e, "redis connection dropped while storing; retrying once");
@@ -505,6 +492,11 @@ impl Store {
             return Ok(Stored::New(xadd.query_async(&mut c).await?));
         };
         let binding = rec.dedup_binding.as_deref().unwrap_or("");
+        if self.conn.is_cluster() {
+            return self
+                .store_scripted(rec, sender_id, binding, dedup_ttl)
+                .await;
+        }
         let mine = format!("{}|{binding}", store_token());
         xadd.arg(fields::DEDUP).arg(&mine);
         let mut pipe = redis::pipe();
@@ -531,6 +523,47 @@ impl Store {
             tracing::warn!(error = %e, id, "could not delete a redelivery's entry; workers will skip it");
         }
         Ok(Stored::Duplicate(None))
+    }
+
+    /// The store script, for Redis Cluster: redis-rs's cluster client follows a slot that moved (a
+    /// failover) for a single command but not inside a transaction, whose MOVED answers abort it again
+    /// and again. The script keeps the stream id in the dedup key, so a duplicate names the original.
+    async fn store_scripted(
+        &self,
+        rec: &InboundRecord<'_>,
+        sender_id: &str,
+        binding: &str,
+        dedup_ttl: Duration,
+    ) -> Result<Stored, RedisError> {
+        let received_at = rec.received_at_ms.to_string();
+        let mut inv = STORE.prepare_invoke();
+        inv.key(keys::dedup(&self.families.inbound, rec.source, sender_id))
+            .key(keys::inbound(&self.families.inbound))
+            .arg(dedup_ttl.as_millis().max(1) as u64)
+            .arg(binding)
+            .arg(fields::SOURCE)
+            .arg(rec.source)
+            .arg(fields::RECEIVED_AT)
+            .arg(&received_at)
+            .arg(fields::CONTENT_TYPE)
+            .arg(rec.content_type)
+            .arg(fields::CLIENT_IP)
+            .arg(&rec.client_ip)
+            .arg(fields::REQUEST_ID)
+            .arg(rec.request_id)
+            .arg(fields::EVENT_ID)
+            .arg(sender_id)
+            .arg(fields::HEADERS)
+            .arg(&rec.headers_json)
+            .arg(fields::BODY)
+            .arg(rec.body);
+        let mut c = self.conn.clone();
+        let (fresh, id): (i64, String) = inv.invoke_async(&mut c).await?;
+        Ok(if fresh == 1 {
+            Stored::New(id)
+        } else {
+            Stored::Duplicate(Some(id))
+        })
     }
 }
 

@@ -155,11 +155,15 @@ async fn accept(
                 format!(r#"{{"id":"{id}"}}"#),
             ))
         }
-        // The sender's own id names the original; the transaction does not learn its stream id.
-        Ok(Stored::Duplicate(_)) => Ok(answer(
-            StatusCode::OK,
-            json!({ "duplicate": true, "event_id": rec.event_id }),
-        )),
+        // The sender's own id names the original; on one Redis the transaction does not learn its
+        // stream id (on a cluster the script does, and it is given too).
+        Ok(Stored::Duplicate(original)) => {
+            let mut body = json!({ "duplicate": true, "event_id": rec.event_id });
+            if let Some(id) = original {
+                body["id"] = json!(id);
+            }
+            Ok(answer(StatusCode::OK, body))
+        }
         Err(e) => {
             tracing::warn!(source = %src.name, error = %e, "redis did not take the event");
             Err(Error::Unavailable)
