@@ -198,6 +198,23 @@ pub fn lost_race(mine: &[u8], now: Option<&[u8]>) -> bool {
     }
 }
 
+/// An inbound record's stream fields, in their documented order.
+fn record_fields<'a>(
+    rec: &'a InboundRecord<'_>,
+    received_at: &'a str,
+) -> [(&'static str, &'a [u8]); 8] {
+    [
+        (fields::SOURCE, rec.source.as_bytes()),
+        (fields::RECEIVED_AT, received_at.as_bytes()),
+        (fields::CONTENT_TYPE, rec.content_type.as_bytes()),
+        (fields::CLIENT_IP, rec.client_ip.as_bytes()),
+        (fields::REQUEST_ID, rec.request_id.as_bytes()),
+        (fields::EVENT_ID, rec.event_id.unwrap_or("").as_bytes()),
+        (fields::HEADERS, rec.headers_json.as_bytes()),
+        (fields::BODY, rec.body),
+    ]
+}
+
 /// A token unique to one store attempt: 128 random bits, hex.
 fn store_token() -> String {
     format!("{:032x}", rand::random::<u128>())
@@ -467,34 +484,21 @@ impl Store {
         dedup_ttl: Duration,
     ) -> Result<Stored, RedisError> {
         let received_at = rec.received_at_ms.to_string();
+        let pairs = record_fields(rec, &received_at);
         let stream = keys::inbound(&self.families.inbound);
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(&stream)
-            .arg("*")
-            .arg(fields::SOURCE)
-            .arg(rec.source)
-            .arg(fields::RECEIVED_AT)
-            .arg(&received_at)
-            .arg(fields::CONTENT_TYPE)
-            .arg(rec.content_type)
-            .arg(fields::CLIENT_IP)
-            .arg(&rec.client_ip)
-            .arg(fields::REQUEST_ID)
-            .arg(rec.request_id)
-            .arg(fields::EVENT_ID)
-            .arg(rec.event_id.unwrap_or(""))
-            .arg(fields::HEADERS)
-            .arg(&rec.headers_json)
-            .arg(fields::BODY)
-            .arg(rec.body);
+        let binding = rec.dedup_binding.as_deref().unwrap_or("");
         let mut c = self.conn.clone();
+        let mut xadd = redis::cmd("XADD");
+        xadd.arg(&stream).arg("*");
+        for (k, v) in pairs {
+            xadd.arg(k).arg(v);
+        }
         let Some(sender_id) = rec.event_id else {
             return Ok(Stored::New(xadd.query_async(&mut c).await?));
         };
-        let binding = rec.dedup_binding.as_deref().unwrap_or("");
         if self.conn.is_cluster() {
             return self
-                .store_scripted(rec, sender_id, binding, dedup_ttl)
+                .store_scripted(rec, sender_id, binding, &pairs, dedup_ttl)
                 .await;
         }
         let mine = format!("{}|{binding}", store_token());
@@ -533,30 +537,17 @@ impl Store {
         rec: &InboundRecord<'_>,
         sender_id: &str,
         binding: &str,
+        pairs: &[(&str, &[u8])],
         dedup_ttl: Duration,
     ) -> Result<Stored, RedisError> {
-        let received_at = rec.received_at_ms.to_string();
         let mut inv = STORE.prepare_invoke();
         inv.key(keys::dedup(&self.families.inbound, rec.source, sender_id))
             .key(keys::inbound(&self.families.inbound))
             .arg(dedup_ttl.as_millis().max(1) as u64)
-            .arg(binding)
-            .arg(fields::SOURCE)
-            .arg(rec.source)
-            .arg(fields::RECEIVED_AT)
-            .arg(&received_at)
-            .arg(fields::CONTENT_TYPE)
-            .arg(rec.content_type)
-            .arg(fields::CLIENT_IP)
-            .arg(&rec.client_ip)
-            .arg(fields::REQUEST_ID)
-            .arg(rec.request_id)
-            .arg(fields::EVENT_ID)
-            .arg(sender_id)
-            .arg(fields::HEADERS)
-            .arg(&rec.headers_json)
-            .arg(fields::BODY)
-            .arg(rec.body);
+            .arg(binding);
+        for (k, v) in pairs {
+            inv.arg(*k).arg(*v);
+        }
         let mut c = self.conn.clone();
         let (fresh, id): (i64, String) = inv.invoke_async(&mut c).await?;
         Ok(if fresh == 1 {
