@@ -11,7 +11,6 @@
 
 use crate::redis_conn::{Conn, Redis};
 use redis::{RedisError, Script};
-
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -588,6 +587,26 @@ mod tests {
             slot(&keys::events(&f.outbound)),
             slot(&keys::event_dedup(&f.outbound, "x"))
         );
+    }
+
+    #[test]
+    fn only_a_redelivery_loses_the_race() {
+        // The key holds this entry's own value: it won.
+        assert!(!lost_race(b"t1|b", Some(b"t1|b")));
+        // Another request's token, same body: a redelivery.
+        assert!(lost_race(b"t2|b", Some(b"t1|b")));
+        assert!(lost_race(b"t2|", Some(b"t1|")));
+        // Another body under the same id: another event, kept.
+        assert!(!lost_race(b"t2|c", Some(b"t1|b")));
+        // The key expired (or was never set): nothing to lose to.
+        assert!(!lost_race(b"t2|b", None));
+    }
+
+    #[test]
+    fn store_tokens_differ() {
+        let (a, b) = (store_token(), store_token());
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
     }
 
     #[test]
