@@ -63,6 +63,8 @@ async fn inbound_dedup_retries_dead_letters_and_replay_work_on_a_cluster() {
         again["event_id"], "evt_c1",
         "the redelivery names the sender's id"
     );
+    // On a cluster the store is the script, which knows the original's stream id.
+    assert_eq!(again["id"], first["id"], "and the original's stream id");
 
     let dead = first_dead_letter(&gw, "/v1/dead-letters?source=shop").await;
     assert_eq!(dead["reason"], "upstream_status", "{dead}");
