@@ -486,6 +486,11 @@ impl Store {
         let pairs = record_fields(rec, &received_at);
         let stream = keys::inbound(&self.families.inbound);
         let binding = rec.dedup_binding.as_deref().unwrap_or("");
+        if let (Some(sender_id), true) = (rec.event_id, self.conn.is_cluster()) {
+            return self
+                .store_scripted(rec, sender_id, binding, &pairs, dedup_ttl)
+                .await;
+        }
         let mut c = self.conn.clone();
         let mut xadd = redis::cmd("XADD");
         xadd.arg(&stream).arg("*");
@@ -495,11 +500,6 @@ impl Store {
         let Some(sender_id) = rec.event_id else {
             return Ok(Stored::New(xadd.query_async(&mut c).await?));
         };
-        if self.conn.is_cluster() {
-            return self
-                .store_scripted(rec, sender_id, binding, &pairs, dedup_ttl)
-                .await;
-        }
         let mine = format!("{}|{binding}", store_token());
         xadd.arg(fields::DEDUP).arg(&mine);
         let mut pipe = redis::pipe();
