@@ -208,8 +208,8 @@ impl<'de> serde::de::Visitor<'de> for Member<'_> {
             .split_first()
             .map_or((None, &[][..]), |(f, r)| (Some(*f), r));
         let mut found = None;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if Some(key.as_ref()) == first {
+        while let Some(wanted) = map.next_key_seed(KeyIs(first))? {
+            if wanted {
                 found = map.next_value_seed(Member(rest, inner))?;
             } else {
                 map.next_value_seed(Skip(inner))?;
@@ -239,6 +239,29 @@ impl<'de> serde::de::Visitor<'de> for Member<'_> {
     }
     fn visit_unit<E>(self) -> Result<Self::Value, E> {
         Ok(None)
+    }
+}
+
+/// Whether the next member name is `self.0`, compared where it lies: serde's `Cow<str>` would copy every
+/// name into a `String` first.
+struct KeyIs<'n>(Option<&'n str>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeyIs<'_> {
+    type Value = bool;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+    fn visit_str<E>(self, name: &str) -> Result<bool, E> {
+        Ok(Some(name) == self.0)
     }
 }
 

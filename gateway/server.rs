@@ -13,6 +13,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+/// hyper's HTTP/1 header limit when none is set.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// Connection-level limits.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnLimits {
@@ -36,8 +39,12 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_headers(limits.max_headers);
+        .header_read_timeout(limits.header_read_timeout);
+    // hyper's own limit is 100 and parses into a stack array; any explicit limit, even 100, makes it fill
+    // a buffer of that size on every request.
+    if limits.max_headers != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())

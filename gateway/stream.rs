@@ -216,7 +216,7 @@ fn record_fields<'a>(
 
 /// A token unique to one store attempt: 128 random bits, hex.
 fn store_token() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -232,6 +232,8 @@ pub enum StoreError {
 pub struct Store {
     conn: Conn,
     families: Families,
+    /// `keys::inbound` of the inbound family, named once rather than per event.
+    inbound_stream: String,
     /// Caps commands in flight on the connection. Without it a burst queues thousands of commands inside
     /// the multiplexer, where the response timeout runs on our backlog instead of on Redis.
     inflight: Arc<Semaphore>,
@@ -397,6 +399,7 @@ impl Store {
     pub fn connect(redis: &Redis, families: Families, wait: Duration) -> Result<Self, StoreError> {
         Ok(Self {
             conn: redis.shared()?,
+            inbound_stream: keys::inbound(&families.inbound),
             families,
             inflight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             wait,
@@ -484,7 +487,7 @@ impl Store {
     ) -> Result<Stored, RedisError> {
         let received_at = rec.received_at_ms.to_string();
         let pairs = record_fields(rec, &received_at);
-        let stream = keys::inbound(&self.families.inbound);
+        let stream = &self.inbound_stream;
         let binding = rec.dedup_binding.as_deref().unwrap_or("");
         if let (Some(sender_id), true) = (rec.event_id, self.conn.is_cluster()) {
             return self
@@ -492,33 +495,39 @@ impl Store {
                 .await;
         }
         let mut c = self.conn.clone();
-        let mut xadd = redis::cmd("XADD");
-        xadd.arg(&stream).arg("*");
+        let mine = rec.event_id.map(|_| format!("{}|{binding}", store_token()));
+        // Sized up front: the body is copied into the command once, with no regrowth.
+        let data: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + stream.len()
+            + mine.as_ref().map_or(0, |m| fields::DEDUP.len() + m.len())
+            + 8;
+        let mut xadd = redis::Cmd::with_capacity(2 * pairs.len() + 5, data);
+        xadd.arg("XADD").arg(stream).arg("*");
         for (k, v) in pairs {
             xadd.arg(k).arg(v);
         }
-        let Some(sender_id) = rec.event_id else {
+        let (Some(sender_id), Some(mine)) = (rec.event_id, mine) else {
             return Ok(Stored::New(xadd.query_async(&mut c).await?));
         };
-        let mine = format!("{}|{binding}", store_token());
         xadd.arg(fields::DEDUP).arg(&mine);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
-            .arg(keys::dedup(&self.families.inbound, rec.source, sender_id))
+        let key = keys::dedup(&self.families.inbound, rec.source, sender_id);
+        let mut set = redis::Cmd::with_capacity(7, key.len() + mine.len() + 40);
+        set.arg("SET")
+            .arg(&key)
             .arg(&mine)
             .arg("NX")
             .arg("GET")
             .arg("PX")
-            .arg(dedup_ttl.as_millis().max(1) as u64)
-            .add_command(xadd);
+            .arg(dedup_ttl.as_millis().max(1) as u64);
+        let mut pipe = redis::Pipeline::with_capacity(2);
+        pipe.atomic().add_command(set).add_command(xadd);
         let (before, id): (Option<Vec<u8>>, String) = pipe.query_async(&mut c).await?;
         if !lost_race(mine.as_bytes(), before.as_deref()) {
             return Ok(Stored::New(id));
         }
         // A redelivery: take its entry back. Should this fail, the mapper workers still skip it.
         let gone: Result<i64, RedisError> = redis::cmd("XDEL")
-            .arg(&stream)
+            .arg(stream)
             .arg(&id)
             .query_async(&mut c)
             .await;

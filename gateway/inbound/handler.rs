@@ -9,12 +9,13 @@ use crate::ip_policy::{client_ip, CidrList};
 use crate::payload::{self, BodyKind};
 use crate::stream::{InboundRecord, Store, Stored};
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use bytes::Bytes;
-use http::{header, HeaderMap, Method, StatusCode, Uri};
+use http::request::Parts;
+use http::{header, HeaderMap, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Value};
 use sha2::Digest;
@@ -46,11 +47,10 @@ async fn receive(
     State(st): State<Arc<InboundState>>,
     Path(name): Path<String>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    req: Request,
 ) -> Response {
+    // The request taken whole: extracting the headers on their own would clone the map.
+    let (parts, body) = req.into_parts();
     let started = std::time::Instant::now();
     let Some(src) = st.sources.get(&name) else {
         let resp = Error::UnknownSource(name).into_response();
@@ -59,7 +59,7 @@ async fn receive(
     };
     // A burst waits briefly for a slot before its body is read; a sustained overload gets 503.
     let result = match tokio::time::timeout(SLOT_WAIT, st.in_flight.clone().acquire_owned()).await {
-        Ok(Ok(_slot)) => accept(&st, &src, peer, &method, &uri, &headers, body).await,
+        Ok(Ok(_slot)) => accept(&st, &src, peer, &parts, body).await,
         _ => Err(Error::Overloaded),
     };
     let resp = result.unwrap_or_else(|e| {
@@ -84,11 +84,10 @@ async fn accept(
     st: &InboundState,
     src: &InboundSource,
     peer: SocketAddr,
-    method: &Method,
-    uri: &Uri,
-    headers: &HeaderMap,
+    parts: &Parts,
     body: Body,
 ) -> Result<Response, Error> {
+    let headers = &parts.headers;
     let client = client_ip(peer.ip(), headers, &st.trusted_proxies);
     if !src.allow.allows(client) {
         return Err(Error::IpNotAllowed(client));
@@ -108,9 +107,15 @@ async fn accept(
     let raw = read_limited(body, limit).await?;
 
     if let Some(verifier) = &src.verifier {
-        let url = signed_url(peer, headers, uri, &st.trusted_proxies);
+        // Only the schemes that sign the URL (twilio, hubspot, a `{url}` template, a token parameter)
+        // read it.
+        let url = if verifier.needs_url() {
+            signed_url(peer, headers, &parts.uri, &st.trusted_proxies)
+        } else {
+            String::new()
+        };
         let req = SignedRequest {
-            method: method.as_str(),
+            method: parts.method.as_str(),
             url: &url,
             headers,
             body: &raw,
@@ -274,7 +279,13 @@ fn answer_text(status: StatusCode, json: String) -> Response {
 fn kept_headers(headers: &HeaderMap, secret: &[http::HeaderName]) -> String {
     let mut out = Vec::with_capacity(64 * headers.len() + 2);
     out.push(b'{');
-    for name in headers.keys() {
+    // `iter` yields every value, those of one name one after another: no lookup per name.
+    let mut all = headers.iter().peekable();
+    while let Some((name, first)) = all.next() {
+        let mut rest = Vec::new();
+        while let Some((_, v)) = all.next_if(|(n, _)| *n == name) {
+            rest.push(v);
+        }
         if secret.contains(name) {
             continue;
         }
@@ -285,22 +296,18 @@ fn kept_headers(headers: &HeaderMap, secret: &[http::HeaderName]) -> String {
         out.push(b'"');
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b"\":");
-        let mut values = headers.get_all(name).iter();
-        match (values.next(), values.next()) {
-            (Some(one), None) if is_plain(one.as_bytes()) => {
-                out.push(b'"');
-                out.extend_from_slice(one.as_bytes());
-                out.push(b'"');
-            }
-            (Some(one), None) => push_json_str(&mut out, &String::from_utf8_lossy(one.as_bytes())),
-            _ => {
-                let joined: Vec<_> = headers
-                    .get_all(name)
-                    .iter()
-                    .map(|v| String::from_utf8_lossy(v.as_bytes()))
-                    .collect();
-                push_json_str(&mut out, &joined.join(", "));
-            }
+        if rest.is_empty() && is_plain(first.as_bytes()) {
+            out.push(b'"');
+            out.extend_from_slice(first.as_bytes());
+            out.push(b'"');
+        } else if rest.is_empty() {
+            push_json_str(&mut out, &String::from_utf8_lossy(first.as_bytes()));
+        } else {
+            let joined: Vec<_> = std::iter::once(first)
+                .chain(rest)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                .collect();
+            push_json_str(&mut out, &joined.join(", "));
         }
     }
     out.push(b'}');

@@ -47,23 +47,27 @@ pub(crate) enum Mac {
 impl Mac {
     /// The MAC of `parts` concatenated, or `None` if the key is unusable (HMAC accepts any key
     /// length, so this does not happen in practice; `None` can never compare equal to anything).
-    pub(crate) fn compute(self, key: &[u8], message: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn compute(self, key: &[u8], parts: &[&[u8]]) -> Option<Vec<u8>> {
         fn hmac<M: hmac::Mac + hmac::digest::KeyInit>(
             key: &[u8],
-            message: &[u8],
+            parts: &[&[u8]],
         ) -> Option<Vec<u8>> {
             let mut mac = <M as hmac::Mac>::new_from_slice(key).ok()?;
-            mac.update(message);
+            for p in parts {
+                mac.update(p);
+            }
             Some(mac.finalize().into_bytes().to_vec())
         }
         match self {
-            Mac::Hmac(Algorithm::Sha1) => hmac::<Hmac<Sha1>>(key, message),
-            Mac::Hmac(Algorithm::Sha256) => hmac::<Hmac<Sha256>>(key, message),
-            Mac::Hmac(Algorithm::Sha512) => hmac::<Hmac<Sha512>>(key, message),
+            Mac::Hmac(Algorithm::Sha1) => hmac::<Hmac<Sha1>>(key, parts),
+            Mac::Hmac(Algorithm::Sha256) => hmac::<Hmac<Sha256>>(key, parts),
+            Mac::Hmac(Algorithm::Sha512) => hmac::<Hmac<Sha512>>(key, parts),
             Mac::KeyPrefixedSha256 => {
                 let mut hash = Sha256::new();
                 hash.update(key);
-                hash.update(message);
+                for p in parts {
+                    hash.update(p);
+                }
                 Some(hash.finalize().to_vec())
             }
         }
@@ -188,12 +192,12 @@ mod tests {
             (Algorithm::Sha256, 32),
             (Algorithm::Sha512, 64),
         ] {
-            let mac = Mac::Hmac(alg).compute(b"k", b"m").unwrap_or_default();
+            let mac = Mac::Hmac(alg).compute(b"k", &[b"m"]).unwrap_or_default();
             assert_eq!(mac.len(), len);
         }
         // RFC 4231 test case 2.
         let mac = Mac::Hmac(Algorithm::Sha256)
-            .compute(b"Jefe", b"what do ya want for nothing?")
+            .compute(b"Jefe", &[b"what do ya ", b"want for nothing?"])
             .unwrap_or_default();
         assert_eq!(
             hex::encode(mac),

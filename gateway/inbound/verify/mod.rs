@@ -183,6 +183,17 @@ impl Verifier {
         }
     }
 
+    /// Whether the check reads `SignedRequest::url`. The receive path builds the URL only then: most
+    /// presets never look at it.
+    pub fn needs_url(&self) -> bool {
+        match &self.check {
+            Check::Mac(scheme) => scheme.template.uses(&mac::Part::Url),
+            Check::Twilio(_) => true,
+            Check::Basic(_) => false,
+            Check::Token(token) => matches!(token.location, credentials::TokenLocation::Param(_)),
+        }
+    }
+
     /// The preset this verifier implements (for logs and metrics labels).
     pub fn preset(&self) -> Preset {
         self.preset

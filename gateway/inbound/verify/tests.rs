@@ -335,7 +335,7 @@ fn twilio_json_body_is_bound_by_body_sha256() {
     let url = format!("https://mycompany.com/myapp?bodySHA256={hash}");
     // Python: base64(hmac_sha1(b"12345", url.encode())), computed independently below.
     let mac = super::crypto::Mac::Hmac(super::crypto::Algorithm::Sha1)
-        .compute(b"12345", url.as_bytes())
+        .compute(b"12345", &[url.as_bytes()])
         .unwrap_or_default();
     use base64::Engine as _;
     let sig = base64::engine::general_purpose::STANDARD.encode(mac);

@@ -57,7 +57,7 @@ impl Twilio {
         let signatures = [signature];
         for candidate in port_variants(&url) {
             let message = format!("{candidate}{params}");
-            if any_key_matches(mac, &self.keys, message.as_bytes(), &signatures) {
+            if any_key_matches(mac, &self.keys, &[message.as_bytes()], &signatures) {
                 return Ok(());
             }
         }
