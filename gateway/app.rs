@@ -10,12 +10,14 @@ use crate::redis_conn::Redis;
 use crate::server::{self, ConnLimits};
 use crate::stream::{Families, Store};
 use anyhow::Context;
-use axum::Router;
+use axum::body::Body;
 use http::header;
+use std::convert::Infallible;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use tower::Service;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -152,7 +154,7 @@ pub async fn run(
             max_json_depth: cfg.limits.max_json_depth,
             in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_in_flight)),
         });
-        let app = layered(inbound::router(state), &cfg);
+        let app = layered(inbound::Receiver::new(state), &cfg);
         server::serve(listeners.inbound, app, limits, stopped(stop_rx)).await;
     } else {
         drop(listeners.inbound);
@@ -169,30 +171,49 @@ pub async fn run(
     Ok(())
 }
 
-/// The cross-cutting concerns every route gets, as tower layers.
-fn layered(router: Router, cfg: &Config) -> Router {
-    router.layer(
-        ServiceBuilder::new()
-            .layer(SetSensitiveRequestHeadersLayer::new([
-                header::AUTHORIZATION,
-                header::PROXY_AUTHORIZATION,
-                header::COOKIE,
-            ]))
-            // The id is always ours: a sender's x-request-id would otherwise name our logs and stored events.
-            .map_request(|mut req: http::Request<axum::body::Body>| {
-                req.headers_mut().remove("x-request-id");
-                req
-            })
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-            .layer(TraceLayer::new_for_http().make_span_with(|req: &http::Request<_>| {
-                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
-                // event_id is filled in once the event is stored, so every later line of the request names it.
-                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, event_id = tracing::field::Empty)
-            }))
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(CatchPanicLayer::new())
-            .layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, cfg.limits.request_timeout)),
-    )
+/// The cross-cutting concerns every route of both listeners gets, as tower layers around `svc` (the admin
+/// router, or the inbound [`inbound::Receiver`]).
+fn layered<S>(
+    svc: S,
+    cfg: &Config,
+) -> impl Service<
+    http::Request<Body>,
+    Response = http::Response<
+        impl hyper::body::Body<Data = bytes::Bytes, Error = impl Into<tower::BoxError>> + Send + 'static,
+    >,
+    Error = Infallible,
+    Future = impl Send + 'static,
+> + Clone
+       + Send
+       + 'static
+where
+    S: Service<http::Request<Body>, Response = axum::response::Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::PROXY_AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        // The id is always ours: a sender's x-request-id would otherwise name our logs and stored events.
+        .map_request(|mut req: http::Request<Body>| {
+            req.headers_mut().remove("x-request-id");
+            req
+        })
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &http::Request<_>| {
+            let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            // event_id is filled in once the event is stored, so every later line of the request names it.
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, event_id = tracing::field::Empty)
+        }))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(CatchPanicLayer::new())
+        .layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, cfg.limits.request_timeout))
+        .service(svc)
 }
 
 async fn shutdown_signal() {

@@ -1,17 +1,19 @@
 //! Our own accept loop: hyper-util's auto builder (HTTP/1 and HTTP/2) with a timer, a header-read timeout
 //! and a header count limit (which `axum::serve` does not set), and graceful shutdown of open connections.
 
+use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::Router;
+use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use std::convert::Infallible;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 /// hyper's HTTP/1 header limit when none is set.
 const HYPER_MAX_HEADERS: usize = 100;
@@ -29,12 +31,21 @@ pub struct ConnLimits {
 
 /// Serve `app` on `listener` until `shutdown` resolves; then stop accepting and let open requests finish
 /// within the grace period. Each request carries `ConnectInfo<SocketAddr>` of its peer.
-pub async fn serve(
+pub async fn serve<S, B>(
     listener: TcpListener,
-    app: Router,
+    app: S,
     limits: ConnLimits,
     shutdown: impl Future<Output = ()>,
-) {
+) where
+    S: Service<Request<Body>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -69,7 +80,8 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let svc = app.clone().map_request(move |mut req: http::Request<Incoming>| {
+                let svc = app.clone().map_request(move |req: Request<Incoming>| {
+                    let mut req = req.map(Body::new);
                     req.extensions_mut().insert(ConnectInfo(peer));
                     req
                 });

@@ -148,6 +148,57 @@ async fn statuses_and_one_line_reasons() {
     gw.stop().await.unwrap();
 }
 
+/// The one route, served without a router, still answers as one: the source name is one percent-decoded
+/// path segment, another method gets 405 with `Allow`, any other path 404; the layers (request id) apply.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_webhook_route_answers_as_a_router_would() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[("open.yaml", OPEN)], "").await;
+    let c = client();
+
+    let r = c
+        .post(gw.url("op%65n"))
+        .header("content-type", "application/json")
+        .body(r#"{"id":"routed"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "percent-decoded source name");
+    let id = r.headers().get("x-request-id").expect("request id");
+    assert_eq!(id.len(), 36, "a UUID: {id:?}");
+
+    let r = c.get(gw.url("open")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(
+        r.headers().get("allow").map(|v| v.as_bytes()),
+        Some(&b"POST"[..])
+    );
+
+    let base = format!("http://{}", gw.addr);
+    for path in [
+        "/webhooks/open/extra",
+        "/webhooks/",
+        "/webhooks",
+        "/elsewhere",
+        "/",
+    ] {
+        let r = c
+            .post(format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{path}");
+    }
+    let mut conn = redis.conn();
+    let n: u64 = redis::cmd("XLEN")
+        .arg("hookgate:inbound")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(n, 1, "only the one POST to a source was stored");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stored_entry_keeps_raw_body_and_drops_credentials() {
     let redis = Redis::start();

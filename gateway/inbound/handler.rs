@@ -9,13 +9,11 @@ use crate::ip_policy::{client_ip, CidrList};
 use crate::payload::{self, BodyKind};
 use crate::stream::{InboundRecord, Store, Stored};
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::Router;
 use bytes::Bytes;
 use http::request::Parts;
-use http::{header, HeaderMap, StatusCode, Uri};
+use http::{header, HeaderMap, Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Value};
 use sha2::Digest;
@@ -37,19 +35,67 @@ pub struct InboundState {
 /// How long a request waits for an in-flight slot before it is answered 503.
 const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-pub fn router(state: Arc<InboundState>) -> Router {
-    Router::new()
-        .route("/webhooks/{source}", post(receive))
-        .with_state(state)
+/// The route's path, before the source name.
+const PREFIX: &str = "/webhooks/";
+
+/// The inbound listener's one route, `POST /webhooks/{source}`, as a plain tower service: with a single
+/// route, axum's router only added work to every request (a boxed clone of the route, extension maps for
+/// the path parameters, a boxed handler future), about as much as the dedup id search. The tower layers
+/// every listener gets (request id, trace, catch-panic, timeout) wrap it as they wrap the admin router.
+#[derive(Clone)]
+pub struct Receiver(Arc<InboundState>);
+
+impl Receiver {
+    pub fn new(state: Arc<InboundState>) -> Self {
+        Self(state)
+    }
 }
 
-async fn receive(
-    State(st): State<Arc<InboundState>>,
-    Path(name): Path<String>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    req: Request,
-) -> Response {
-    // The request taken whole: extracting the headers on their own would clone the map.
+impl tower::Service<Request> for Receiver {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<Response, Self::Error>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let st = self.0.clone();
+        Box::pin(async move { Ok(route(st, req).await) })
+    }
+}
+
+/// `/webhooks/{source}` (one path segment, percent-decoded) and POST, or 404 / 405 as a router answers.
+async fn route(st: Arc<InboundState>, req: Request) -> Response {
+    let name = req
+        .uri()
+        .path()
+        .strip_prefix(PREFIX)
+        .filter(|n| !n.is_empty() && !n.contains('/'))
+        .and_then(|n| percent_encoding::percent_decode_str(n).decode_utf8().ok())
+        .map(|n| n.into_owned());
+    let Some(name) = name else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if req.method() != Method::POST {
+        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
+    }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let Some(peer) = peer else {
+        return Error::Internal("no peer address on the request".into()).into_response();
+    };
+    receive(st, name, peer, req).await
+}
+
+async fn receive(st: Arc<InboundState>, name: String, peer: SocketAddr, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let started = std::time::Instant::now();
     let Some(src) = st.sources.get(&name) else {
