@@ -134,6 +134,8 @@ async fn accept(
     body: Body,
 ) -> Result<Response, Error> {
     let headers = &parts.headers;
+    // One clock read for the replay window and the stored receive time.
+    let now = SystemTime::now();
     let client = client_ip(peer.ip(), headers, &st.trusted_proxies);
     if !src.allow.allows(client) {
         return Err(Error::IpNotAllowed(client));
@@ -166,7 +168,7 @@ async fn accept(
             headers,
             body: &raw,
         };
-        if let Err(e) = verifier.verify(&req, SystemTime::now()) {
+        if let Err(e) = verifier.verify(&req, now) {
             ::metrics::counter!("hookgate_verify_failures_total", "source" => src.name.clone(), "reason" => e.reason())
                 .increment(1);
             return Err(Error::Unauthorized(e.to_string()));
@@ -183,7 +185,7 @@ async fn accept(
         .unwrap_or("");
     let rec = InboundRecord {
         source: &src.name,
-        received_at_ms: SystemTime::now()
+        received_at_ms: now
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
         content_type: content_type.unwrap_or(""),
