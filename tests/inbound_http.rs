@@ -190,6 +190,8 @@ async fn the_webhook_route_answers_as_a_router_would() {
             .await
             .unwrap();
         assert_eq!(r.status().as_u16(), 404, "{path}");
+        let b: Value = r.json().await.expect("a JSON error body");
+        assert_eq!(b["error"], "not_found", "{path}");
     }
     let mut conn = redis.conn();
     let n: u64 = redis::cmd("XLEN")

@@ -70,7 +70,8 @@ impl tower::Service<Request> for Receiver {
     }
 }
 
-/// `/webhooks/{source}` (one path segment, percent-decoded) and POST, or 404 / 405 as a router answers.
+/// `/webhooks/{source}` (one path segment, percent-decoded) and POST; any other path is 404 (with the
+/// error body every refusal has), another method 405 with `Allow`.
 async fn route(st: Arc<InboundState>, req: Request) -> Response {
     let name = req
         .uri()
@@ -80,7 +81,7 @@ async fn route(st: Arc<InboundState>, req: Request) -> Response {
         .and_then(|n| percent_encoding::percent_decode_str(n).decode_utf8().ok())
         .map(|n| n.into_owned());
     let Some(name) = name else {
-        return StatusCode::NOT_FOUND.into_response();
+        return Error::NotFound.into_response();
     };
     if req.method() != Method::POST {
         return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
