@@ -9,13 +9,19 @@ use std::time::{Duration, Instant};
 
 /// A port P on 127.0.0.1 where P and P + 10000 (the cluster bus) are both free right now.
 fn free_cluster_port() -> u16 {
+    // Never the same port twice in one test process. A cluster's surviving nodes keep reconnecting to a
+    // killed node's address; a node of another test's cluster started on that port would be drawn into
+    // their gossip and the two clusters would merge (seen as a failover test "losing" every event).
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..200 {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
         let p = l.local_addr().expect("local addr").port();
-        if p > 55_535 {
+        if p > 55_535 || handed_out.contains(&p) {
             continue;
         }
         if TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok() {
+            handed_out.push(p);
             return p;
         }
     }
