@@ -550,7 +550,7 @@ impl Store {
     ) -> Result<Stored, RedisError> {
         let mut inv = STORE.prepare_invoke();
         inv.key(keys::dedup(&self.families.inbound, rec.source, sender_id))
-            .key(keys::inbound(&self.families.inbound))
+            .key(&self.inbound_stream)
             .arg(dedup_ttl.as_millis().max(1) as u64)
             .arg(binding);
         for (k, v) in pairs {
