@@ -206,7 +206,7 @@ async fn accept(
             // A stream id is digits and a dash: nothing to escape, so no JSON value is built.
             Ok(answer_text(
                 StatusCode::ACCEPTED,
-                format!(r#"{{"id":"{id}"}}"#),
+                [r#"{"id":""#, &id, r#""}"#].concat(),
             ))
         }
         // The sender's own id names the original; on one Redis the transaction does not learn its
@@ -320,7 +320,13 @@ fn answer(status: StatusCode, body: Value) -> Response {
 
 /// A JSON answer already written as text.
 fn answer_text(status: StatusCode, json: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], json).into_response()
+    let mut resp = Response::new(Body::from(json));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    resp
 }
 
 /// The request headers worth keeping for mapping and audit, as a JSON object; credentials are dropped and
