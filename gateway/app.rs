@@ -154,7 +154,7 @@ pub async fn run(
             max_json_depth: cfg.limits.max_json_depth,
             in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_in_flight)),
         });
-        let app = layered(inbound::Receiver::new(state), &cfg);
+        let app = layered(inbound::router(state), &cfg);
         server::serve(listeners.inbound, app, limits, stopped(stop_rx)).await;
     } else {
         drop(listeners.inbound);
@@ -172,7 +172,7 @@ pub async fn run(
 }
 
 /// The cross-cutting concerns every route of both listeners gets, as tower layers around `svc` (the admin
-/// router, or the inbound [`inbound::Receiver`]).
+/// router, or the inbound one, [`inbound::router`]).
 fn layered<S>(
     svc: S,
     cfg: &Config,

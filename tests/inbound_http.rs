@@ -148,7 +148,7 @@ async fn statuses_and_one_line_reasons() {
     gw.stop().await.unwrap();
 }
 
-/// The one route, served without a router, still answers as one: the source name is one percent-decoded
+/// The one route answers as documented: the source name is one percent-decoded
 /// path segment, another method gets 405 with `Allow`, any other path 404; the layers (request id) apply.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_webhook_route_answers_as_a_router_would() {

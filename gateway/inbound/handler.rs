@@ -38,18 +38,20 @@ const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The route's path, before the source name.
 const PREFIX: &str = "/webhooks/";
 
-/// The inbound listener's one route, `POST /webhooks/{source}`, as a plain tower service: with a single
-/// route, axum's router only added work to every request (a boxed clone of the route, extension maps for
-/// the path parameters, a boxed handler future), about as much as the dedup id search. The tower layers
-/// every listener gets (request id, trace, catch-panic, timeout) wrap it as they wrap the admin router.
+/// The inbound listener: an axum router with one route, `/webhooks/{source}`, served by [`Receiver`];
+/// any other path gets the JSON 404 every refusal has. The route is a service rather than a handler: the
+/// receiver takes the request whole (no extractor clones the header map, method or URI), which keeps the
+/// router's share of each request to matching the path.
+pub fn router(state: Arc<InboundState>) -> axum::Router {
+    axum::Router::new()
+        .route_service("/webhooks/{source}", Receiver(state))
+        .fallback(|| async { Error::NotFound })
+}
+
+/// `POST /webhooks/{source}` as a tower service. The tower layers every listener gets (request id,
+/// trace, catch-panic, timeout) wrap the router, as they wrap the admin router.
 #[derive(Clone)]
 pub struct Receiver(Arc<InboundState>);
-
-impl Receiver {
-    pub fn new(state: Arc<InboundState>) -> Self {
-        Self(state)
-    }
-}
 
 impl tower::Service<Request> for Receiver {
     type Response = Response;

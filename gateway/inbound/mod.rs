@@ -4,5 +4,5 @@ pub mod metrics;
 pub mod source;
 pub mod verify;
 
-pub use handler::{InboundState, Receiver};
+pub use handler::{router, InboundState, Receiver};
 pub use source::{InboundSource, SourceRegistry};
