@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tower::Service;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -213,6 +214,12 @@ where
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, cfg.limits.request_timeout))
+        // A backstop for every route: no body beyond the most any source may allow is read, and a larger
+        // Content-Length is refused before routing. Each source's own limit is enforced by the receiver,
+        // which alone knows the source.
+        .map_response(|r: http::Response<tower_http::limit::ResponseBody<Body>>| r.map(Body::new))
+        .layer(RequestBodyLimitLayer::new(crate::config::MAX_BODY_CAP.as_u64() as usize))
+        .map_request(|req: http::Request<tower_http::body::Limited<Body>>| req.map(Body::new))
         .service(svc)
 }
 

@@ -148,6 +148,56 @@ async fn statuses_and_one_line_reasons() {
     gw.stop().await.unwrap();
 }
 
+/// Every listener has tower-http's body limit as a backstop at 64 MiB, the most a source may allow: a
+/// larger declared length is refused before routing (even to an unknown source), and a streamed body past
+/// it is the source's 413 with its JSON reason, counted like any other.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backstop_limits_every_body_to_what_a_source_may_allow() {
+    let redis = Redis::start();
+    let huge = "source: huge\nallow_ips: [127.0.0.0/8]\nmax_body: 64MiB\n";
+    let gw = Gateway::start(&redis, &[("huge.yaml", huge)], "").await;
+    let cap = 64 * 1024 * 1024;
+
+    let declared = format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n",
+        cap + 1
+    );
+    for path in ["/webhooks/huge", "/webhooks/nope"] {
+        let (status, body) = raw_post(gw.addr, path, &declared, b"").await;
+        assert_eq!(status, 413, "{path}: refused from the header: {body}");
+    }
+
+    // Streamed without a length: the backstop and the source's limit are the same here, and the
+    // backstop's error is the one the receiver sees first.
+    let chunk = vec![b' '; 1024 * 1024];
+    let mut chunked = Vec::with_capacity(cap + 2 * 1024 * 1024);
+    for _ in 0..64 {
+        chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        chunked.extend_from_slice(&chunk);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"1\r\n \r\n0\r\n\r\n");
+    let streamed = "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n";
+    let (status, body) = raw_post(gw.addr, "/webhooks/huge", streamed, &chunked).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body.contains("too_large"),
+        "the source's own reason: {body}"
+    );
+    let m = gw.metrics().await;
+    assert!(
+        m.contains("hookgate_inbound_requests_total{source=\"huge\",status=\"413\"} 1"),
+        "counted: {m}"
+    );
+    let mut conn = redis.conn();
+    let len: usize = redis::cmd("XLEN")
+        .arg("hookgate:inbound")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(len, 0, "nothing stored");
+    gw.stop().await.unwrap();
+}
+
 /// The one route answers as documented: the source name is one percent-decoded
 /// path segment, another method gets 405 with `Allow`, any other path 404; the layers (request id) apply.
 #[tokio::test(flavor = "multi_thread")]

@@ -230,9 +230,16 @@ async fn accept(
 async fn read_limited(body: Body, limit: u64) -> Result<Bytes, Error> {
     match Limited::new(body, limit as usize).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::TooLarge(limit)),
+        Err(e) if over_limit(e.as_ref()) => Err(Error::TooLarge(limit)),
         Err(e) => Err(Error::Malformed(format!("could not read the body: {e}"))),
     }
+}
+
+/// Whether reading a body stopped at a length limit: this request's, or the listener's backstop
+/// (`app::layered`), whose error reaches us wrapped in the body's own.
+fn over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(e), |e| e.source())
+        .any(|e| e.is::<http_body_util::LengthLimitError>())
 }
 
 /// The URL as the sender addressed it, for schemes that sign it (twilio, hubspot). The scheme comes from
