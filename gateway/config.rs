@@ -422,17 +422,21 @@ impl Config {
                 vec![format!("{at}: {}", first_line(&e.to_string()))]
             })?
         };
-        let mut locations = route_locations(name, text);
+        let mut locations = key_locations(name, text);
         if env.is_empty() {
             return Ok(Config { locations, ..cfg });
         }
-        let mut tree = serde_json::to_value(&cfg).map_err(|e| vec![format!("config: {e}")])?;
+        let base = serde_json::to_value(&cfg).map_err(|e| vec![format!("config: {e}")])?;
+        let mut tree = base.clone();
         let mut problems = Vec::new();
-        for (key, raw) in env {
-            let path: Vec<String> = key["HOOKGATE_".len()..]
+        let path_of = |key: &str| -> Vec<String> {
+            key["HOOKGATE_".len()..]
                 .split("__")
                 .map(|s| s.to_ascii_lowercase())
-                .collect();
+                .collect()
+        };
+        for (key, raw) in env {
+            let path = path_of(key);
             if let Err(p) = set_path(&mut tree, &path, env_value(raw)) {
                 problems.push(format!("env {key}: {p}"));
             }
@@ -449,14 +453,33 @@ impl Config {
         if !problems.is_empty() {
             return Err(problems);
         }
-        let cfg: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let named = |e: serde_path_to_error::Error<serde_json::Error>| {
             let key = format!(
                 "HOOKGATE_{}",
                 e.path().to_string().to_ascii_uppercase().replace('.', "__")
             );
-            vec![format!("env {key}: {}", e.inner())]
-        })?;
-        Ok(Config { locations, ..cfg })
+            format!("env {key}: {}", e.inner())
+        };
+        match serde_path_to_error::deserialize::<_, Config>(tree) {
+            Ok(cfg) => Ok(Config { locations, ..cfg }),
+            // serde stops at the first bad value: try each override alone on the file to name them all.
+            Err(first) => {
+                let mut problems: Vec<String> = env
+                    .iter()
+                    .filter_map(|(key, raw)| {
+                        let mut alone = base.clone();
+                        set_path(&mut alone, &path_of(key), env_value(raw)).ok()?;
+                        serde_path_to_error::deserialize::<_, Config>(alone)
+                            .err()
+                            .map(named)
+                    })
+                    .collect();
+                if problems.is_empty() {
+                    problems.push(named(first));
+                }
+                Err(problems)
+            }
+        }
     }
 
     /// `key: message`, prefixed with where the key was written when that is known.
@@ -467,91 +490,120 @@ impl Config {
         }
     }
 
-    /// Every semantic problem at once, each naming its key.
+    /// Every semantic problem at once, each naming its key and, when known, where it was written
+    /// (`file:line:col: key: message`, or `env HOOKGATE_...: key: message`).
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut p = Vec::new();
+        let mut bad = |key: &str, message: String| p.push(self.located(key, &message));
         for (key, v) in [
             ("listen", &self.listen),
             ("admin_listen", &self.admin_listen),
         ] {
             if v.parse::<SocketAddr>().is_err() {
-                p.push(format!(
-                    "{key}: `{v}` is not an address such as 0.0.0.0:8080"
-                ));
+                bad(key, format!("`{v}` is not an address such as 0.0.0.0:8080"));
             }
         }
         if self.listen == self.admin_listen {
-            p.push("admin_listen: must differ from listen (the admin API is never exposed with webhooks)".into());
+            bad(
+                "admin_listen",
+                "must differ from listen (the admin API is never exposed with webhooks)".into(),
+            );
         }
         match url::Url::parse(&self.redis_url) {
             Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "unix" | "redis+unix") => {}
-            _ => p.push(format!(
-                "redis_url: `{}` is not a redis:// or rediss:// URL",
-                redact_url(&self.redis_url)
-            )),
+            _ => bad(
+                "redis_url",
+                format!(
+                    "`{}` is not a redis:// or rediss:// URL",
+                    redact_url(&self.redis_url)
+                ),
+            ),
         }
         for (i, node) in self.redis.cluster_nodes.iter().enumerate() {
             match url::Url::parse(node) {
                 Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.port().is_some() => {}
-                _ => p.push(format!(
-                    "redis.cluster_nodes[{i}]: `{}` is not a redis://host:port or rediss://host:port URL",
-                    redact_url(node)
-                )),
+                _ => bad(
+                    &format!("redis.cluster_nodes[{i}]"),
+                    format!(
+                        "`{}` is not a redis://host:port or rediss://host:port URL",
+                        redact_url(node)
+                    ),
+                ),
             }
         }
         if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
-            p.push("key_prefix: must be non-empty without spaces".into());
+            bad("key_prefix", "must be non-empty without spaces".into());
         }
         let r = &self.redis;
-        if r.tls_client_cert_file.is_some() != r.tls_client_key_file.is_some() {
-            p.push(
-                "redis.tls_client_cert_file and redis.tls_client_key_file: set both or neither"
-                    .into(),
-            );
+        match (&r.tls_client_cert_file, &r.tls_client_key_file) {
+            (Some(_), None) => bad(
+                "redis.tls_client_cert_file",
+                "set redis.tls_client_key_file too (both or neither)".into(),
+            ),
+            (None, Some(_)) => bad(
+                "redis.tls_client_key_file",
+                "set redis.tls_client_cert_file too (both or neither)".into(),
+            ),
+            _ => {}
         }
-        let tls_files = r.tls_ca_file.is_some()
-            || r.tls_client_cert_file.is_some()
-            || r.tls_client_key_file.is_some();
+        let tls_file = [
+            ("redis.tls_ca_file", &r.tls_ca_file),
+            ("redis.tls_client_cert_file", &r.tls_client_cert_file),
+            ("redis.tls_client_key_file", &r.tls_client_key_file),
+        ]
+        .into_iter()
+        .find(|(_, f)| f.is_some());
         let urls: Vec<&String> = match r.cluster_nodes.is_empty() {
             true => vec![&self.redis_url],
             false => r.cluster_nodes.iter().collect(),
         };
-        if tls_files && !urls.iter().all(|u| u.starts_with("rediss://")) {
-            p.push(
-                "redis.tls_*: TLS files are set, but Redis is not reached with rediss:// URLs"
-                    .into(),
-            );
+        if let Some((key, _)) = tls_file {
+            if !urls.iter().all(|u| u.starts_with("rediss://")) {
+                bad(
+                    key,
+                    "a TLS file is set, but Redis is not reached with rediss:// URLs".into(),
+                );
+            }
         }
         if !braces_form_one_hash_tag(&self.key_prefix) {
-            p.push(format!(
-                "key_prefix: `{}` has braces that are not one hash tag such as `{{hookgate}}` (on Redis Cluster they would decide the slot)",
-                self.key_prefix
-            ));
+            bad(
+                "key_prefix",
+                format!(
+                    "`{}` has braces that are not one hash tag such as `{{hookgate}}` (on Redis Cluster they would decide the slot)",
+                    self.key_prefix
+                ),
+            );
         }
         match url::Url::parse(&self.upstream.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            _ => p.push(format!(
-                "upstream.url: `{}` is not an http(s) URL",
-                self.upstream.url
-            )),
+            _ => bad(
+                "upstream.url",
+                format!("`{}` is not an http(s) URL", self.upstream.url),
+            ),
         }
         let l = &self.limits;
         if l.max_body.as_u64() == 0 || l.max_body > MAX_BODY_CAP {
-            p.push(format!(
-                "limits.max_body: must be above 0 and at most {MAX_BODY_CAP}"
-            ));
-        }
-        if l.max_json_depth == 0 || l.max_json_depth > 128 {
-            p.push(
-                "limits.max_json_depth: must be between 1 and 128 (the JSON parser's own limit)"
-                    .into(),
+            bad(
+                "limits.max_body",
+                format!("must be above 0 and at most {MAX_BODY_CAP}"),
             );
         }
-        if l.max_connections == 0 || l.max_in_flight == 0 {
-            p.push("limits.max_connections and limits.max_in_flight: must be above 0".into());
+        if l.max_json_depth == 0 || l.max_json_depth > 128 {
+            bad(
+                "limits.max_json_depth",
+                "must be between 1 and 128 (the JSON parser's own limit)".into(),
+            );
+        }
+        for (key, n) in [
+            ("limits.max_connections", l.max_connections),
+            ("limits.max_in_flight", l.max_in_flight),
+        ] {
+            if n == 0 {
+                bad(key, "must be above 0".into());
+            }
         }
         if l.max_headers < 8 {
-            p.push("limits.max_headers: must be at least 8".into());
+            bad("limits.max_headers", "must be at least 8".into());
         }
         for (key, d) in [
             ("limits.header_read_timeout", l.header_read_timeout),
@@ -573,32 +625,49 @@ impl Config {
             ("outbound.dedup_ttl", self.outbound.dedup_ttl),
         ] {
             if d.is_zero() {
-                p.push(format!("{key}: must be above 0"));
+                bad(key, "must be above 0".into());
             }
         }
         if let Err(problems) = self.upstream.compiled_routes() {
-            p.extend(problems.iter().map(|(key, m)| self.located(key, m)));
+            for (key, m) in problems {
+                bad(&key, m);
+            }
         }
         if self.deliver.inbound_retention < Duration::from_secs(1) {
-            p.push("deliver.inbound_retention: must be at least 1s".into());
+            bad("deliver.inbound_retention", "must be at least 1s".into());
         }
         if self.deliver.remove_idle_consumers_after < MIN_CONSUMER_IDLE {
-            p.push(format!(
-                "deliver.remove_idle_consumers_after: must be at least {} (live workers read every few seconds)",
-                humantime::format_duration(MIN_CONSUMER_IDLE)
-            ));
+            bad(
+                "deliver.remove_idle_consumers_after",
+                format!(
+                    "must be at least {} (live workers read every few seconds)",
+                    humantime::format_duration(MIN_CONSUMER_IDLE)
+                ),
+            );
         }
-        if self.deliver.concurrency == 0 {
-            p.push("deliver.concurrency: must be at least 1".into());
-        }
-        if self.outbound.concurrency == 0 || self.outbound.max_subscriptions_per_account == 0 {
-            p.push("outbound.concurrency and outbound.max_subscriptions_per_account: must be at least 1".into());
+        for (key, n) in [
+            ("deliver.concurrency", self.deliver.concurrency),
+            ("outbound.concurrency", self.outbound.concurrency),
+            (
+                "outbound.max_subscriptions_per_account",
+                self.outbound.max_subscriptions_per_account,
+            ),
+        ] {
+            if n == 0 {
+                bad(key, "must be at least 1".into());
+            }
         }
         if self.outbound.retry_max < self.outbound.retry_base {
-            p.push("outbound.retry_max: must be at least outbound.retry_base".into());
+            bad(
+                "outbound.retry_max",
+                "must be at least outbound.retry_base".into(),
+            );
         }
         if self.deliver.retry_max < self.deliver.retry_base {
-            p.push("deliver.retry_max: must be at least deliver.retry_base".into());
+            bad(
+                "deliver.retry_max",
+                "must be at least deliver.retry_base".into(),
+            );
         }
         if p.is_empty() {
             Ok(())
@@ -668,51 +737,120 @@ fn env_value(raw: &str) -> Value {
         .unwrap_or_else(|| Value::String(raw.to_string()))
 }
 
-/// Where each `upstream.routes` entry and field is written in the file: `name:line:col` by dotted key.
-/// Best effort: a file that does not parse has already been reported by the real parse.
-fn route_locations(name: &str, text: &str) -> BTreeMap<String, String> {
-    use serde_saphyr::Spanned;
-    use std::collections::HashMap;
-    #[derive(Deserialize)]
-    struct Root {
-        #[serde(default)]
-        upstream: Option<Up>,
-    }
-    #[derive(Deserialize)]
-    struct Up {
-        #[serde(default)]
-        routes: Option<HashMap<Spanned<String>, Option<Route>>>,
-    }
-    #[derive(Deserialize)]
-    struct Route {
-        #[serde(default)]
-        method: Option<Spanned<String>>,
-        #[serde(default)]
-        path: Option<Spanned<String>>,
-        #[serde(default)]
-        body: Option<Spanned<String>>,
-    }
+/// Where each key of the file is written: `name:line:col` by dotted key (`limits.max_body`,
+/// `upstream.routes.update_contact.path`; a list item is `key[i]`). A scalar points at its value, which is
+/// what a problem is about; a section or list at its key. Best effort: a file that does not parse has
+/// already been reported by the real parse.
+fn key_locations(name: &str, text: &str) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if text.trim().is_empty() {
         return out;
     }
-    let Ok(root) = serde_saphyr::from_str::<Root>(text) else {
-        return out;
-    };
-    let at = |l: &serde_saphyr::Location| format!("{name}:{}:{}", l.line(), l.column());
-    for (kind, route) in root.upstream.and_then(|u| u.routes).unwrap_or_default() {
-        let key = format!("upstream.routes.{}", kind.value);
-        for (field, v) in route
-            .iter()
-            .flat_map(|r| [("method", &r.method), ("path", &r.path), ("body", &r.body)])
-        {
-            if let Some(v) = v {
-                out.insert(format!("{key}.{field}"), at(&v.referenced));
-            }
-        }
-        out.insert(key, at(&kind.referenced));
+    if let Ok(root) = serde_saphyr::from_str::<YamlNode>(text) {
+        root.record(name, "", &mut out);
     }
     out
+}
+
+/// A YAML document's shape with the location of every key and value, for [`key_locations`].
+enum YamlNode {
+    Map(
+        Vec<(
+            serde_saphyr::Spanned<String>,
+            serde_saphyr::Spanned<YamlNode>,
+        )>,
+    ),
+    Seq(Vec<serde_saphyr::Spanned<YamlNode>>),
+    Scalar,
+}
+
+impl YamlNode {
+    fn record(&self, name: &str, prefix: &str, out: &mut BTreeMap<String, String>) {
+        let at = |l: &serde_saphyr::Location| format!("{name}:{}:{}", l.line(), l.column());
+        let mut child =
+            |path: String, key_at: &serde_saphyr::Location, v: &serde_saphyr::Spanned<YamlNode>| {
+                let loc = match v.value {
+                    YamlNode::Scalar => &v.referenced,
+                    _ => key_at,
+                };
+                out.insert(path.clone(), at(loc));
+                v.value.record(name, &path, out);
+            };
+        match self {
+            YamlNode::Map(entries) => {
+                for (k, v) in entries {
+                    let path = match prefix {
+                        "" => k.value.clone(),
+                        _ => format!("{prefix}.{}", k.value),
+                    };
+                    child(path, &k.referenced, v);
+                }
+            }
+            YamlNode::Seq(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    child(format!("{prefix}[{i}]"), &v.referenced, v);
+                }
+            }
+            YamlNode::Scalar => {}
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for YamlNode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = YamlNode;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<YamlNode, E> {
+                Ok(YamlNode::Scalar)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<YamlNode, E> {
+                Ok(YamlNode::Scalar)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<YamlNode, E> {
+                Ok(YamlNode::Scalar)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<YamlNode, E> {
+                Ok(YamlNode::Scalar)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<YamlNode, E> {
+                Ok(YamlNode::Scalar)
+            }
+            fn visit_unit<E>(self) -> Result<YamlNode, E> {
+                Ok(YamlNode::Scalar)
+            }
+            fn visit_none<E>(self) -> Result<YamlNode, E> {
+                Ok(YamlNode::Scalar)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<YamlNode, D::Error> {
+                YamlNode::deserialize(d)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<YamlNode, A::Error> {
+                let mut items = Vec::new();
+                while let Some(v) = a.next_element()? {
+                    items.push(v);
+                }
+                Ok(YamlNode::Seq(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<YamlNode, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(e) = a.next_entry()? {
+                    entries.push(e);
+                }
+                Ok(YamlNode::Map(entries))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// Byte sizes go through the env-override round trip as exact numbers, not rounded human text.
@@ -857,7 +995,10 @@ mod tests {
         assert!(all.contains("redis.cluster_nodes[1]"), "{all}");
         assert!(all.contains("redis.cluster_nodes[2]"), "{all}");
         assert!(!all.contains("redis.cluster_nodes[0]"), "{all}");
-        assert!(all.contains("set both or neither"), "{all}");
+        assert!(
+            all.contains("redis.tls_client_key_file: set redis.tls_client_cert_file too"),
+            "{all}"
+        );
         assert!(all.contains("not reached with rediss://"), "{all}");
         assert!(
             !all.contains("hunter2"),
@@ -901,29 +1042,66 @@ mod tests {
             e[0].contains("HOOKGATE_NOPE") && e[0].contains("unknown key"),
             "{e:?}"
         );
+        // Every bad override at once, each by its variable; a good one is not blamed.
+        let env: Vec<(String, String)> = [
+            ("HOOKGATE_LIMITS__MAX_HEADERS", "lots"),
+            ("HOOKGATE_LIMITS__MAX_IN_FLIGHT", "12"),
+            ("HOOKGATE_DELIVER__CONCURRENCY", "many"),
+            ("HOOKGATE_MAPPINGS_POLL", "soon"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let e = Config::from_sources("hg.yaml", "listen: 127.0.0.1:1\n", &env).unwrap_err();
+        assert_eq!(e.len(), 3, "{e:#?}");
+        for (i, var) in [
+            "HOOKGATE_LIMITS__MAX_HEADERS",
+            "HOOKGATE_DELIVER__CONCURRENCY",
+            "HOOKGATE_MAPPINGS_POLL",
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert!(e[i].starts_with(&format!("env {var}: ")), "{e:#?}");
+        }
     }
 
     #[test]
-    fn validate_reports_every_problem() {
+    fn validate_reports_every_problem_where_it_was_written() {
+        let env = vec![("HOOKGATE_LIMITS__MAX_HEADERS".to_string(), "2".to_string())];
         let c = Config::from_sources(
             "hg.yaml",
             "listen: nowhere\nadmin_listen: nowhere\nredis_url: http://x\nupstream: { url: ftp://x }\nlimits: { max_json_depth: 0, max_body: 1GiB }\nmappings_poll: 0s\n",
-            &[],
+            &env,
         )
         .unwrap();
         let p = c.validate().unwrap_err();
-        for key in [
-            "listen:",
-            "admin_listen:",
-            "redis_url:",
-            "upstream.url:",
-            "limits.max_json_depth:",
+        // A scalar's problem points at its value: line and column, 1-based.
+        for want in [
+            "hg.yaml:1:9: listen: `nowhere` is not an address",
+            "hg.yaml:2:15: admin_listen: `nowhere` is not an address",
+            "hg.yaml:2:15: admin_listen: must differ from listen",
+            "hg.yaml:3:12: redis_url: `http://x` is not a redis://",
+            "hg.yaml:4:18: upstream.url: `ftp://x` is not an http(s) URL",
+            "hg.yaml:5:27: limits.max_json_depth: must be between 1 and 128",
+            "hg.yaml:5:40: limits.max_body: must be above 0 and at most",
+            "hg.yaml:6:16: mappings_poll: must be above 0",
+            "env HOOKGATE_LIMITS__MAX_HEADERS: limits.max_headers: must be at least 8",
         ] {
             assert!(
-                p.iter().any(|m| m.starts_with(key)),
-                "{key} missing in {p:?}"
+                p.iter().any(|m| m.starts_with(want)),
+                "{want}\nnot in {p:#?}"
             );
         }
+        assert_eq!(p.len(), 9, "{p:#?}");
+        // A key left at its default is named without a place.
+        let c = Config::from_sources("hg.yaml", "listen: 0.0.0.0:9090\n", &[]).unwrap();
+        let p = c.validate().unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("admin_listen: must differ from listen"),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -942,7 +1120,8 @@ mod tests {
         let p = c.validate().unwrap_err();
         for key in ["deliver.concurrency:", "deliver.retry_max:"] {
             assert!(
-                p.iter().any(|m| m.starts_with(key)),
+                p.iter()
+                    .any(|m| m.starts_with(key) || m.contains(&format!(": {key}"))),
                 "{key} missing in {p:?}"
             );
         }
@@ -1048,7 +1227,8 @@ mod tests {
             "deliver.remove_idle_consumers_after:",
         ] {
             assert!(
-                p.iter().any(|m| m.starts_with(key)),
+                p.iter()
+                    .any(|m| m.starts_with(key) || m.contains(&format!(": {key}"))),
                 "{key} missing in {p:?}"
             );
         }
@@ -1087,7 +1267,8 @@ mod tests {
             "outbound.timeout:",
         ] {
             assert!(
-                p.iter().any(|m| m.starts_with(key)),
+                p.iter()
+                    .any(|m| m.starts_with(key) || m.contains(&format!(": {key}"))),
                 "{key} missing in {p:?}"
             );
         }
