@@ -1,7 +1,9 @@
 //! Signatures over real HTTP: requests signed by the providers' own libraries (Stripe's, Twilio's,
-//! HubSpot's, Standard Webhooks') are accepted by the running gateway; tampered, stale, unsigned and
-//! wrongly signed ones get 401 with a one-line reason and are counted by reason. Twilio and HubSpot sign
-//! the URL, so these also prove the gateway rebuilds the URL the sender used.
+//! HubSpot's, Standard Webhooks', Slack's, GitHub's) or, where a provider publishes no signer, by
+//! Python's standard library following its documentation, are accepted by the running gateway for
+//! every preset; tampered, stale, unsigned and wrongly signed ones get 401 with a one-line reason and
+//! are counted by reason. Twilio and HubSpot sign the URL, so these also prove the gateway rebuilds the
+//! URL the sender used.
 
 mod common;
 use common::*;
@@ -184,4 +186,208 @@ async fn bad_signatures_get_401_with_a_reason_and_are_counted() {
             "no verify failure counted for {reason}:\n{m}"
         );
     }
+}
+
+/// Every preset not covered above, through the running gateway: the signer's request is stored (202);
+/// the same request signed with another secret, without its signature headers, or (where the scheme
+/// has a timestamp) ten minutes old is refused with 401 `bad_signature`; nothing refused is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_other_preset_accepts_its_signer_and_refuses_the_rest_over_http() {
+    const SECRET: &str = "preset-http-secret-0123456789";
+    const WRONG: &str = "preset-http-secret-0123456780";
+    let redis = Redis::start();
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secret_file(secrets.path(), "secret", SECRET);
+    let hmac = "{ preset: hmac, header: X-Webhook-Signature, prefix: \"sha512=\", algorithm: sha512, encoding: base64, timestamp_header: X-Webhook-Timestamp, id_header: X-Webhook-Id, signed_content: \"{id}.{timestamp}.{method}.{body}\"";
+    let verify = [
+        ("github", "{ preset: github".to_string()),
+        ("shopify", "{ preset: shopify".to_string()),
+        ("typeform", "{ preset: typeform".to_string()),
+        ("calendly", "{ preset: calendly".to_string()),
+        ("slack", "{ preset: slack".to_string()),
+        ("hubspot-v1", "{ preset: hubspot, version: v1".to_string()),
+        ("hubspot-v2", "{ preset: hubspot, version: v2".to_string()),
+        ("hmac", hmac.to_string()),
+        (
+            "token",
+            "{ preset: token, header: Authorization, prefix: \"Bearer \"".to_string(),
+        ),
+    ];
+    let mut files: Vec<(String, String)> = verify
+        .iter()
+        .map(|(name, v)| {
+            (
+                format!("{name}.yaml"),
+                format!("source: {name}\nverify: {v}, secret: \"{secret}\" }}\n"),
+            )
+        })
+        .collect();
+    files.push((
+        "basic.yaml".into(),
+        format!(
+            "source: basic\nverify: {{ preset: basic, username: brevo, password: \"{secret}\" }}\n"
+        ),
+    ));
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
+    let gw = Gateway::start(&redis, &refs, "").await;
+
+    let json_body = r#"{"event":"form_response","text":"caf\u00e9 \"quoted\"","n":1.50}"#;
+    let form_body = "token=xyz&team_id=T1&command=%2Fweather&text=94070+%C3%A9";
+    let hubspot_v2_url = format!("{}?portal=62515", gw.url("hubspot-v2"));
+    // (source, content type, body, URL posted to, the signer's request without secret and time,
+    //  whether the scheme has a replay window)
+    let cases: Vec<(&str, &str, &str, String, Value, bool)> = vec![
+        (
+            "shopify",
+            "application/json",
+            json_body,
+            gw.url("shopify"),
+            json!({"preset": "shopify"}),
+            false,
+        ),
+        (
+            "typeform",
+            "application/json",
+            json_body,
+            gw.url("typeform"),
+            json!({"preset": "typeform"}),
+            false,
+        ),
+        (
+            "calendly",
+            "application/json",
+            json_body,
+            gw.url("calendly"),
+            json!({"preset": "calendly"}),
+            true,
+        ),
+        (
+            "slack",
+            "application/x-www-form-urlencoded",
+            form_body,
+            gw.url("slack"),
+            json!({"preset": "slack"}),
+            true,
+        ),
+        (
+            "hubspot-v1",
+            "application/json",
+            json_body,
+            gw.url("hubspot-v1"),
+            json!({"preset": "hubspot", "version": "v1"}),
+            false,
+        ),
+        (
+            "hubspot-v2",
+            "application/json",
+            json_body,
+            hubspot_v2_url.clone(),
+            json!({"preset": "hubspot", "version": "v2"}),
+            false,
+        ),
+        (
+            "hmac",
+            "application/json",
+            json_body,
+            gw.url("hmac"),
+            json!({"preset": "hmac", "header": "X-Webhook-Signature", "prefix": "sha512=", "algorithm": "sha512",
+                   "encoding": "base64", "timestamp_header": "X-Webhook-Timestamp", "id_header": "X-Webhook-Id",
+                   "id": "evt_42", "signed_content": "{id}.{timestamp}.{method}.{body}"}),
+            true,
+        ),
+        (
+            "basic",
+            "application/json",
+            json_body,
+            gw.url("basic"),
+            json!({"preset": "basic", "username": "brevo"}),
+            false,
+        ),
+        (
+            "token",
+            "application/json",
+            json_body,
+            gw.url("token"),
+            json!({"preset": "token", "header": "Authorization", "prefix": "Bearer "}),
+            false,
+        ),
+    ];
+    let now = now_secs();
+    let mut batch = Vec::new();
+    for (_, _, body, url, sign, windowed) in &cases {
+        let mut variants = vec![(SECRET, now), (WRONG, now)];
+        if *windowed {
+            variants.push((SECRET, now - 600));
+        }
+        for (secret, t) in variants {
+            let mut r = sign.clone();
+            r["secret"] = json!(secret);
+            r["body"] = json!(body);
+            r["method"] = json!("POST");
+            r["url"] = json!(url);
+            r["timestamp"] = json!(t);
+            batch.push(r);
+        }
+    }
+    let signed = peer_sign(&Value::Array(batch));
+    let github = peer_sign_github(&json!([
+        {"secret": SECRET, "body": json_body},
+        {"secret": WRONG, "body": json_body},
+    ]));
+
+    let refused = |name: &str, what: &str, (status, body): (u16, Value)| {
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("bad_signature")),
+            "{name}: {what}: {body}"
+        );
+    };
+    let mut next = signed.iter();
+    let mut stored = 0;
+    for (name, ct, body, url, _, windowed) in &cases {
+        let genuine = &next.next().expect("signed")["headers"];
+        let wrong = &next.next().expect("signed")["headers"];
+        assert_eq!(
+            send(url, ct, genuine, body).await.0,
+            202,
+            "{name}: the signer's request"
+        );
+        stored += 1;
+        refused(name, "another secret", send(url, ct, wrong, body).await);
+        refused(
+            name,
+            "no signature headers",
+            send(url, ct, &json!({}), body).await,
+        );
+        if *windowed {
+            let stale = &next.next().expect("signed")["headers"];
+            refused(name, "ten minutes old", send(url, ct, stale, body).await);
+        }
+    }
+    let url = gw.url("github");
+    let ct = "application/json";
+    assert_eq!(
+        send(&url, ct, &github[0]["headers"], json_body).await.0,
+        202,
+        "github"
+    );
+    stored += 1;
+    refused(
+        "github",
+        "another secret",
+        send(&url, ct, &github[1]["headers"], json_body).await,
+    );
+    refused(
+        "github",
+        "no signature headers",
+        send(&url, ct, &json!({}), json_body).await,
+    );
+    assert_eq!(
+        inbound_entries(&redis, "hookgate").len(),
+        stored,
+        "only the signers' requests are stored"
+    );
 }

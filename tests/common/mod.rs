@@ -363,6 +363,37 @@ pub fn peer_sign(requests: &serde_json::Value) -> Vec<serde_json::Value> {
     serde_json::from_slice(&out.stdout).expect("sign.py prints JSON")
 }
 
+/// Sign bodies with GitHub's own helper, npm `@octokit/webhooks-methods`, through
+/// `tests/peers/sign_github.mjs` (requests: `{"secret", "body"}`; results: `{"headers"}`).
+pub fn peer_sign_github(requests: &serde_json::Value) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let node_dir = repo_root().join(".peers/node");
+    assert!(
+        node_dir
+            .join("node_modules/@octokit/webhooks-methods")
+            .exists(),
+        "peer libraries missing: run scripts/setup-peers"
+    );
+    let script = std::fs::read_to_string(repo_root().join("tests/peers/sign_github.mjs"))
+        .expect("read sign_github.mjs");
+    let mut child = Command::new("node")
+        .args(["--input-type=module", "-e", &script])
+        .current_dir(node_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run node");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(requests.to_string().as_bytes())
+        .expect("write to node");
+    let out = child.wait_with_output().expect("node output");
+    assert!(out.status.success(), "sign_github.mjs failed");
+    serde_json::from_slice(&out.stdout).expect("sign_github.mjs prints JSON")
+}
+
 /// Write `secret` to a file in `dir` and return the `${file:...}` reference to it.
 pub fn secret_file(dir: &Path, name: &str, secret: &str) -> String {
     let p = dir.join(name);
