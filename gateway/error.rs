@@ -28,6 +28,9 @@ pub enum Error {
     Overloaded,
     #[error("not found")]
     NotFound,
+    /// The method is not served on this path; `Allow` names the one that is.
+    #[error("method not allowed; use {0}")]
+    MethodNotAllowed(&'static str),
     /// Well-formed but not acceptable (a subscription URL the egress policy forbids, ...).
     #[error("{0}")]
     Invalid(String),
@@ -41,6 +44,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::UnknownSource(_) | Error::NotFound => StatusCode::NOT_FOUND,
+            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::IpNotAllowed(_) => StatusCode::FORBIDDEN,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -59,6 +63,7 @@ impl Error {
         match self {
             Error::UnknownSource(_) => "unknown_source",
             Error::NotFound => "not_found",
+            Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::IpNotAllowed(_) => "ip_not_allowed",
             Error::TooLarge(_) => "too_large",
             Error::UnsupportedType(_) => "unsupported_type",
@@ -88,6 +93,10 @@ impl IntoResponse for Error {
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
+        }
+        if let Error::MethodNotAllowed(allow) = self {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         resp
     }

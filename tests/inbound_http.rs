@@ -223,6 +223,8 @@ async fn the_webhook_route_answers_as_a_router_would() {
         r.headers().get("allow").map(|v| v.as_bytes()),
         Some(&b"POST"[..])
     );
+    let b: Value = r.json().await.expect("a JSON error body");
+    assert_eq!(b["error"], "method_not_allowed");
 
     let base = format!("http://{}", gw.addr);
     for path in [

@@ -86,7 +86,7 @@ async fn route(st: Arc<InboundState>, req: Request) -> Response {
         return Error::NotFound.into_response();
     };
     if req.method() != Method::POST {
-        return (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")]).into_response();
+        return Error::MethodNotAllowed("POST").into_response();
     }
     let peer = req
         .extensions()
