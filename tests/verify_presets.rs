@@ -8,26 +8,20 @@
 //! The peers live in `.peers/` (installed by `scripts/setup-peers`); without them these tests fail
 //! rather than skip, so a green run always means "checked against the real libraries".
 
+mod common;
+
 use hookgate::inbound::verify::{Preset, SignedRequest, Verifier, VerifySpec};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{json, Value};
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-const MISSING: &str = "peer libraries missing: run scripts/setup-peers";
 /// The fixed "now" of every test, in unix seconds.
 const NOW: i64 = 1_700_000_000;
 /// Outside the default 300 s window, in either direction.
 const SKEW: i64 = 400;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn fixture(name: &str) -> String {
-    let path = root().join("tests/peers/fixtures").join(name);
+    let path = common::repo_root().join("tests/peers/fixtures").join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -54,52 +48,11 @@ struct Signed {
 impl Peer {
     /// Sign a batch of requests (one process per batch: library imports are slow).
     fn sign(self, requests: &[Value]) -> Vec<Signed> {
-        let mut command = match self {
-            Peer::Python => {
-                let python = root().join(".peers/venv/bin/python");
-                assert!(python.exists(), "{MISSING}");
-                let mut c = Command::new(python);
-                c.arg(root().join("tests/peers/sign.py"));
-                c
-            }
-            Peer::Octokit => {
-                let node_dir = root().join(".peers/node");
-                assert!(
-                    node_dir
-                        .join("node_modules/@octokit/webhooks-methods")
-                        .exists(),
-                    "{MISSING}"
-                );
-                let script = std::fs::read_to_string(root().join("tests/peers/sign_github.mjs"))
-                    .unwrap_or_else(|e| panic!("sign_github.mjs: {e}"));
-                let mut c = Command::new("node");
-                c.args(["--input-type=module", "-e", &script])
-                    .current_dir(node_dir);
-                c
-            }
+        let requests = Value::Array(requests.to_vec());
+        let results = match self {
+            Peer::Python => common::peer_sign(&requests),
+            Peer::Octokit => common::peer_sign_github(&requests),
         };
-        let mut child = command
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{MISSING} ({e})"));
-        let input = serde_json::to_vec(requests).unwrap_or_default();
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(&input)
-                .unwrap_or_else(|e| panic!("peer stdin: {e}"));
-        }
-        let out = child
-            .wait_with_output()
-            .unwrap_or_else(|e| panic!("peer: {e}"));
-        assert!(
-            out.status.success(),
-            "peer failed ({MISSING}?): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let results: Vec<Value> = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("peer output is not JSON: {e}"));
         results
             .into_iter()
             .map(|r| Signed {

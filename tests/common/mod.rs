@@ -337,61 +337,66 @@ pub fn stripe_source(secret_file: &Path) -> String {
     )
 }
 
+const PEERS_MISSING: &str = "peer libraries missing: run scripts/setup-peers";
+
 /// Sign requests with the providers' own libraries through `tests/peers/sign.py` (see that file for the
 /// request shape); fails, never skips, when the peers are not installed.
 pub fn peer_sign(requests: &serde_json::Value) -> Vec<serde_json::Value> {
-    use std::io::Write;
     let python = repo_root().join(".peers/venv/bin/python");
-    assert!(
-        python.exists(),
-        "peer libraries missing: run scripts/setup-peers"
-    );
-    let mut child = Command::new(python)
-        .arg(repo_root().join("tests/peers/sign.py"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run sign.py");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(requests.to_string().as_bytes())
-        .expect("write to sign.py");
-    let out = child.wait_with_output().expect("sign.py output");
-    assert!(out.status.success(), "sign.py failed");
-    serde_json::from_slice(&out.stdout).expect("sign.py prints JSON")
+    assert!(python.exists(), "{PEERS_MISSING}");
+    let mut c = Command::new(python);
+    c.arg(repo_root().join("tests/peers/sign.py"));
+    run_peer(c, requests)
 }
 
 /// Sign bodies with GitHub's own helper, npm `@octokit/webhooks-methods`, through
 /// `tests/peers/sign_github.mjs` (requests: `{"secret", "body"}`; results: `{"headers"}`).
 pub fn peer_sign_github(requests: &serde_json::Value) -> Vec<serde_json::Value> {
-    use std::io::Write;
     let node_dir = repo_root().join(".peers/node");
     assert!(
         node_dir
             .join("node_modules/@octokit/webhooks-methods")
             .exists(),
-        "peer libraries missing: run scripts/setup-peers"
+        "{PEERS_MISSING}"
     );
+    // ES modules resolve bare imports next to the importing file: run the source from .peers/node.
     let script = std::fs::read_to_string(repo_root().join("tests/peers/sign_github.mjs"))
         .expect("read sign_github.mjs");
-    let mut child = Command::new("node")
-        .args(["--input-type=module", "-e", &script])
-        .current_dir(node_dir)
+    let mut c = Command::new("node");
+    c.args(["--input-type=module", "-e", &script])
+        .current_dir(node_dir);
+    run_peer(c, requests)
+}
+
+/// Run a peer signer: the requests as a JSON array on stdin, one JSON result per request on stdout.
+fn run_peer(mut command: Command, requests: &serde_json::Value) -> Vec<serde_json::Value> {
+    use std::io::Write;
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
-        .expect("run node");
+        .unwrap_or_else(|e| panic!("{PEERS_MISSING} ({e})"));
     child
         .stdin
         .take()
         .expect("stdin")
         .write_all(requests.to_string().as_bytes())
-        .expect("write to node");
-    let out = child.wait_with_output().expect("node output");
-    assert!(out.status.success(), "sign_github.mjs failed");
-    serde_json::from_slice(&out.stdout).expect("sign_github.mjs prints JSON")
+        .expect("write to the peer");
+    let out = child.wait_with_output().expect("peer output");
+    assert!(
+        out.status.success(),
+        "peer failed ({PEERS_MISSING}?): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("the peer prints JSON");
+    assert_eq!(
+        results.len(),
+        requests.as_array().map_or(0, Vec::len),
+        "one result per request"
+    );
+    results
 }
 
 /// Write `secret` to a file in `dir` and return the `${file:...}` reference to it.
