@@ -3,6 +3,7 @@
 mod common;
 use common::*;
 use serde_json::{json, Value};
+use std::time::Duration;
 
 const OPEN: &str = "source: open\nallow_ips: [127.0.0.0/8, \"::1/128\"]\ndedup: { id: $.id }\n";
 
@@ -195,6 +196,95 @@ async fn a_backstop_limits_every_body_to_what_a_source_may_allow() {
         .query(&mut conn)
         .unwrap();
     assert_eq!(len, 0, "nothing stored");
+    gw.stop().await.unwrap();
+}
+
+/// `limits.max_in_flight` bounds the requests being handled: one more waits for a slot (up to 5 s) and
+/// is stored once one frees; one that waits longer gets 503 `overloaded` with `Retry-After`, counted.
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_beyond_max_in_flight_wait_then_get_503() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = Redis::start();
+    let gw = Gateway::start(
+        &redis,
+        &[("open.yaml", OPEN)],
+        "limits: { max_in_flight: 1 }\n",
+    )
+    .await;
+    let c = client();
+    // Holds the one slot: the handler takes it before reading the body, which arrives when told.
+    let hold = |id: &'static str| async move {
+        let body = format!(r#"{{"id":"{id}"}}"#);
+        let mut s = tokio::net::TcpStream::connect(gw.addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "POST /webhooks/open HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.expect("write head");
+        s.write_all(&body.as_bytes()[..3])
+            .await
+            .expect("write part");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        (s, body)
+    };
+    let release = |(mut s, body): (tokio::net::TcpStream, String)| async move {
+        s.write_all(&body.as_bytes()[3..])
+            .await
+            .expect("write rest");
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+
+    let held = hold("held-1").await;
+    let waiting = {
+        let (c, url) = (c.clone(), gw.url("open"));
+        tokio::spawn(async move { post(&c, &url, "application/json", r#"{"id":"waits"}"#).await })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the second request waits for the slot"
+    );
+    assert!(release(held).await.starts_with("HTTP/1.1 202"));
+    assert_eq!(
+        waiting.await.unwrap().0,
+        202,
+        "stored once the slot is free"
+    );
+
+    let held = hold("held-2").await;
+    let started = std::time::Instant::now();
+    let r = c
+        .post(gw.url("open"))
+        .header("content-type", "application/json")
+        .body(r#"{"id":"refused"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(r.status().as_u16(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["error"], "overloaded");
+    assert!(release(held).await.starts_with("HTTP/1.1 202"));
+
+    let ids: Vec<String> = inbound_entries(&redis, "hookgate")
+        .into_iter()
+        .map(|(_, f)| String::from_utf8_lossy(&f["event_id"]).into_owned())
+        .collect();
+    assert_eq!(ids, ["held-1", "waits", "held-2"]);
+    let m = gw.metrics().await;
+    assert!(
+        m.contains("hookgate_inbound_requests_total{source=\"open\",status=\"503\"} 1"),
+        "{m}"
+    );
     gw.stop().await.unwrap();
 }
 
