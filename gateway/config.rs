@@ -419,7 +419,23 @@ impl Config {
                     .location()
                     .map(|l| format!("{name}:{}:{}", l.line(), l.column()))
                     .unwrap_or_else(|| name.to_string());
-                vec![format!("{at}: {}", first_line(&e.to_string()))]
+                // serde stops at the first problem; every unknown key is reported with it, and the
+                // parser's own message is dropped when one of those says the same thing at the same place.
+                let mut all = unknown_keys(name, text);
+                if !all.iter().any(|u| u.starts_with(&format!("{at}: "))) {
+                    let text_of = e.to_string();
+                    let message = parser_message(&text_of);
+                    // A wrong value is reported where the value is: name its key too.
+                    let first = match key_locations(name, text)
+                        .into_iter()
+                        .find(|(_, l)| *l == at)
+                    {
+                        Some((key, _)) => format!("{at}: {key}: {message}"),
+                        None => format!("{at}: {message}"),
+                    };
+                    all.insert(0, first);
+                }
+                all
             })?
         };
         let mut locations = key_locations(name, text);
@@ -692,6 +708,15 @@ impl Config {
     }
 }
 
+/// The YAML parser's message without its own `error: line L column C: ` prefix (the place is given as
+/// `file:line:col` already).
+fn parser_message(e: &str) -> &str {
+    let m = first_line(e);
+    m.strip_prefix("error: line ")
+        .and_then(|r| r.split_once(": "))
+        .map_or(m, |(_, rest)| rest)
+}
+
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or(s)
 }
@@ -752,6 +777,22 @@ fn key_locations(name: &str, text: &str) -> BTreeMap<String, String> {
     out
 }
 
+/// Every key of the file the configuration does not have, as `name:line:col: unknown key `a.b`; hint`.
+/// Keys are checked against the shape of the defaults; under a map (`upstream.routes`, `upstream.headers`)
+/// or an optional section left unset, nothing is checked (serde still is). Only called once the real
+/// parse has failed, so a gap in this walk can never refuse a valid file.
+fn unknown_keys(name: &str, text: &str) -> Vec<String> {
+    let (Ok(root), Ok(schema)) = (
+        serde_saphyr::from_str::<YamlNode>(text),
+        serde_json::to_value(Config::default()),
+    ) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    root.unknown_keys(name, "", &schema, &mut out);
+    out
+}
+
 /// A YAML document's shape with the location of every key and value, for [`key_locations`].
 enum YamlNode {
     Map(
@@ -765,6 +806,34 @@ enum YamlNode {
 }
 
 impl YamlNode {
+    /// Keys of this node that `schema` (the defaults, as JSON) does not have; see [`unknown_keys`].
+    fn unknown_keys(&self, name: &str, prefix: &str, schema: &Value, out: &mut Vec<String>) {
+        let (YamlNode::Map(entries), Value::Object(fields)) = (self, schema) else {
+            return;
+        };
+        if fields.is_empty() {
+            return; // a map: any key
+        }
+        for (k, v) in entries {
+            let path = match prefix {
+                "" => k.value.clone(),
+                _ => format!("{prefix}.{}", k.value),
+            };
+            match fields.get(&k.value) {
+                Some(field) => v.value.unknown_keys(name, &path, field, out),
+                None => {
+                    let known: Vec<&str> = fields.keys().map(String::as_str).collect();
+                    out.push(format!(
+                        "{name}:{}:{}: unknown key `{path}`; {}",
+                        k.referenced.line(),
+                        k.referenced.column(),
+                        crate::mapping::suggest(&k.value, &known)
+                    ));
+                }
+            }
+        }
+    }
+
     fn record(&self, name: &str, prefix: &str, out: &mut BTreeMap<String, String>) {
         let at = |l: &serde_saphyr::Location| format!("{name}:{}:{}", l.line(), l.column());
         let mut child =
@@ -925,6 +994,48 @@ mod tests {
             Config::from_sources("hg.yaml", "listen: 127.0.0.1:1\nredis_ur: x\n", &[]).unwrap_err();
         assert!(e[0].starts_with("hg.yaml:2:"), "{e:?}");
         assert!(e[0].contains("redis_ur"), "{e:?}");
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_at_once_with_a_hint() {
+        let yaml = "listen: 127.0.0.1:1\nlimits:\n  max_bodyy: 1MiB\n  max_headers: 10\nupstream: { urll: http://x, routes: { custom_event: { body: none } } }\nshutdown_grace: 1s\nzzz: 1\n";
+        let e = Config::from_sources("hg.yaml", yaml, &[]).unwrap_err();
+        assert_eq!(
+            e,
+            [
+                "hg.yaml:3:3: unknown key `limits.max_bodyy`; did you mean `max_body`?",
+                "hg.yaml:5:13: unknown key `upstream.urll`; did you mean `url`?",
+                "hg.yaml:7:1: unknown key `zzz`; expected one of: listen, admin_listen, redis_url, key_prefix, mappings_dir, mappings_poll, trusted_proxies, upstream, deliver, egress, outbound, subscriptions_file, limits, redis, log, shutdown_delay, shutdown_grace, admin_allow_ips, metrics_sample_interval",
+            ],
+        );
+        // A wrong type stops the parser; the unknown keys are still all named after it.
+        let e = Config::from_sources(
+            "hg.yaml",
+            "limits: { max_headers: lots }\nredis_ur: x\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with("hg.yaml:1:") && e[0].contains("max_headers"),
+            "{e:?}"
+        );
+        assert!(
+            e[1].starts_with("hg.yaml:2:1: unknown key `redis_ur`; did you mean `redis_url`?"),
+            "{e:?}"
+        );
+        // Under a map, keys are free (and a route's own fields are serde's to check).
+        let e = Config::from_sources(
+            "hg.yaml",
+            "upstream: { routes: { custom_event: { methd: get } } }\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("unknown field `methd`"), "{e:?}");
+        // The dev config sets every key: the walk finds none of them unknown.
+        let dev = include_str!("../deploy/hookgate.dev.yaml");
+        assert_eq!(unknown_keys("dev", dev), Vec::<String>::new());
     }
 
     #[test]

@@ -16,6 +16,8 @@ mod transform;
 mod value;
 mod yaml;
 
+/// The "did you mean" hint of mapping errors, also used for unknown configuration keys.
+pub(crate) use diagnostic::suggest;
 pub use diagnostic::Diagnostic;
 pub use file::{load_files, parse_source_file, source_paths};
 pub use rule::MapError;
