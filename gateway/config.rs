@@ -58,8 +58,8 @@ pub struct Limits {
     pub max_body: bytesize::ByteSize,
     /// Open connections per listener; more wait in the kernel's accept queue.
     pub max_connections: usize,
-    /// Webhook requests being handled at once; more are answered 503 at once. With `max_body` this bounds
-    /// the memory bodies can take.
+    /// Webhook requests being handled at once; one more waits up to 5 s for a slot, then gets 503.
+    /// With `max_body` this bounds the memory bodies can take.
     pub max_in_flight: usize,
     /// Most request headers accepted (HTTP/1).
     pub max_headers: usize,
@@ -424,7 +424,7 @@ impl Config {
                 let mut all = unknown_keys(name, text);
                 if !all.iter().any(|u| u.starts_with(&format!("{at}: "))) {
                     let text_of = e.to_string();
-                    let message = parser_message(&text_of);
+                    let message = without_values(parser_message(&text_of));
                     // A wrong value is reported where the value is: name its key too.
                     let first = match key_locations(name, text)
                         .into_iter()
@@ -443,66 +443,85 @@ impl Config {
             return Ok(Config { locations, ..cfg });
         }
         let base = serde_json::to_value(&cfg).map_err(|e| vec![format!("config: {e}")])?;
-        let mut tree = base.clone();
+        let mut chosen = Vec::new();
         let mut problems = Vec::new();
-        let path_of = |key: &str| -> Vec<String> {
-            key["HOOKGATE_".len()..]
+        for (key, raw) in env {
+            let path: Vec<String> = key["HOOKGATE_".len()..]
                 .split("__")
                 .map(|s| s.to_ascii_lowercase())
-                .collect()
-        };
-        for (key, raw) in env {
-            let path = path_of(key);
-            if let Err(p) = set_path(&mut tree, &path, env_value(raw)) {
-                problems.push(format!("env {key}: {p}"));
+                .collect();
+            // Each override is checked alone on the file, so every bad one is named, not just serde's
+            // first. A value that reads as a number or a list but belongs in a text field (a header's
+            // value, a password of digits) is taken as the text it was.
+            let typed = env_value(raw);
+            let text = Value::String(raw.clone());
+            let candidates = if typed == text {
+                vec![typed]
+            } else {
+                vec![typed, text]
+            };
+            let mut first_err = None;
+            let mut taken = None;
+            for value in candidates {
+                let mut alone = base.clone();
+                if let Err(p) = set_path(&mut alone, &path, value.clone()) {
+                    first_err.get_or_insert(format!("env {key}: {p}"));
+                    break;
+                }
+                match serde_path_to_error::deserialize::<_, Config>(alone) {
+                    Ok(_) => {
+                        taken = Some(value);
+                        break;
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert_with(|| env_problem(&e));
+                    }
+                }
             }
+            match taken {
+                Some(value) => chosen.push((path.clone(), value)),
+                None => problems.extend(first_err),
+            }
+            // The override's key is now set by the env: drop the file's places under it (list items,
+            // fields) so no problem points at a value that is no longer in effect.
+            let dotted = path.join(".");
+            locations.retain(|k, _| {
+                !(k.starts_with(&format!("{dotted}.")) || k.starts_with(&format!("{dotted}[")))
+            });
             for n in 1..=path.len() {
                 let origin = format!("env {key}");
-                let dotted = path[..n].join(".");
+                let prefix = path[..n].join(".");
                 if n == path.len() {
-                    locations.insert(dotted, origin);
+                    locations.insert(prefix, origin);
                 } else {
-                    locations.entry(dotted).or_insert(origin);
+                    locations.entry(prefix).or_insert(origin);
                 }
             }
         }
         if !problems.is_empty() {
             return Err(problems);
         }
-        let named = |e: serde_path_to_error::Error<serde_json::Error>| {
-            let key = format!(
-                "HOOKGATE_{}",
-                e.path().to_string().to_ascii_uppercase().replace('.', "__")
-            );
-            format!("env {key}: {}", e.inner())
-        };
-        match serde_path_to_error::deserialize::<_, Config>(tree) {
-            Ok(cfg) => Ok(Config { locations, ..cfg }),
-            // serde stops at the first bad value: try each override alone on the file to name them all.
-            Err(first) => {
-                let mut problems: Vec<String> = env
-                    .iter()
-                    .filter_map(|(key, raw)| {
-                        let mut alone = base.clone();
-                        set_path(&mut alone, &path_of(key), env_value(raw)).ok()?;
-                        serde_path_to_error::deserialize::<_, Config>(alone)
-                            .err()
-                            .map(named)
-                    })
-                    .collect();
-                if problems.is_empty() {
-                    problems.push(named(first));
-                }
-                Err(problems)
-            }
+        let mut tree = base;
+        for (path, value) in chosen {
+            set_path(&mut tree, &path, value).map_err(|p| vec![format!("env: {p}")])?;
         }
+        let cfg: Config =
+            serde_path_to_error::deserialize(tree).map_err(|e| vec![env_problem(&e)])?;
+        Ok(Config { locations, ..cfg })
     }
 
     /// `key: message`, prefixed with where the key was written when that is known.
+    /// A key without a place of its own (a list item set from the env) takes its nearest parent's.
     fn located(&self, key: &str, message: &str) -> String {
-        match self.locations.get(key) {
-            Some(at) => format!("{at}: {key}: {message}"),
-            None => format!("{key}: {message}"),
+        let mut k = key;
+        loop {
+            if let Some(at) = self.locations.get(k) {
+                return format!("{at}: {key}: {message}");
+            }
+            match k.rfind(['.', '[']) {
+                Some(i) => k = &k[..i],
+                None => return format!("{key}: {message}"),
+            }
         }
     }
 
@@ -594,7 +613,7 @@ impl Config {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
             _ => bad(
                 "upstream.url",
-                format!("`{}` is not an http(s) URL", self.upstream.url),
+                format!("`{}` is not an http(s) URL", redact_url(&self.upstream.url)),
             ),
         }
         let l = &self.limits;
@@ -746,8 +765,41 @@ fn redact_url(s: &str) -> String {
             let _ = u.set_password(Some("***"));
             u.to_string()
         }
-        _ => s.to_string(),
+        Ok(_) => s.to_string(),
+        // A URL that does not parse is the one reported: hide its user info by text.
+        Err(_) => match s.split_once("://") {
+            Some((scheme, rest)) => {
+                let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                match rest[..authority_end].rfind('@') {
+                    Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                    None => s.to_string(),
+                }
+            }
+            None => s.to_string(),
+        },
     }
+}
+
+/// A deserializer's message without the value it quotes (`invalid type: string "rediss://:pw@h"`):
+/// a wrong value may be a secret, and the key and place already say which one.
+fn without_values(message: &str) -> String {
+    static QUOTED: std::sync::OnceLock<Option<regex::Regex>> = std::sync::OnceLock::new();
+    let re = QUOTED.get_or_init(|| regex::Regex::new(r#""(?:[^"\\]|\\.)*"|`[^`]*`"#).ok());
+    match re {
+        Some(re) if message.starts_with("invalid ") => {
+            re.replace_all(message, "(value hidden)").into_owned()
+        }
+        _ => message.to_string(),
+    }
+}
+
+/// An env override's deserialization error, named by its variable.
+fn env_problem(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let key = format!(
+        "HOOKGATE_{}",
+        e.path().to_string().to_ascii_uppercase().replace('.', "__")
+    );
+    format!("env {key}: {}", without_values(&e.inner().to_string()))
 }
 
 /// An env value is read as a YAML scalar or list (`8080`, `true`, `[10.0.0.0/8]`), else as text; a value
@@ -1033,8 +1085,10 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.len(), 1, "{e:?}");
         assert!(e[0].contains("unknown field `methd`"), "{e:?}");
-        // The dev config sets every key: the walk finds none of them unknown.
+        // The dev config, which sets nearly every key, is walked and found clean.
         let dev = include_str!("../deploy/hookgate.dev.yaml");
+        assert!(key_locations("dev", dev).contains_key("limits.max_body"));
+        assert!(key_locations("dev", dev).contains_key("upstream.url"));
         assert_eq!(unknown_keys("dev", dev), Vec::<String>::new());
     }
 
@@ -1390,5 +1444,89 @@ mod tests {
         let c = Config::from_sources("hg.yaml", "redis_url: http://u:hunter2@x\n", &[]).unwrap();
         let p = c.validate().unwrap_err();
         assert!(!p.iter().any(|m| m.contains("hunter2")), "{p:?}");
+    }
+
+    /// A value in a problem may be a secret: URLs that do not parse lose their user info by text, and
+    /// a wrong-typed value is not quoted, from the file or from the env.
+    #[test]
+    fn secrets_in_wrong_values_are_not_echoed() {
+        let all = |r: Result<Config, Vec<String>>| match r {
+            Ok(c) => c.validate().err().unwrap_or_default().join("\n"),
+            Err(p) => p.join("\n"),
+        };
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: [Case; 5] = [
+            ("redis_url: \"redis://:pw1@host:99999\"\n", &[], "pw1"),
+            ("upstream: { url: \"ftp://u:pw2@x\" }\n", &[], "pw2"),
+            (
+                "redis: { cluster_nodes: \"rediss://:pw3@h:6380\" }\n",
+                &[],
+                "pw3",
+            ),
+            (
+                "",
+                &[("HOOKGATE_REDIS__CLUSTER_NODES", "rediss://:pw4@h:6380")],
+                "pw4",
+            ),
+            (
+                "",
+                &[("HOOKGATE_LIMITS__MAX_HEADERS", "pw5-not-a-number")],
+                "pw5",
+            ),
+        ];
+        for (yaml, env, secret) in cases {
+            let env: Vec<(String, String)> = env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let p = all(Config::from_sources("hg.yaml", yaml, &env));
+            assert!(!p.is_empty(), "{secret}: a problem is reported");
+            assert!(!p.contains(secret), "{secret} echoed: {p}");
+        }
+        // A header value of digits set from the env is the text it was, not a refused number.
+        let env = vec![(
+            "HOOKGATE_UPSTREAM__HEADERS__X_API_KEY".to_string(),
+            "0123456".to_string(),
+        )];
+        let c = Config::from_sources("hg.yaml", "", &env).unwrap();
+        assert_eq!(c.upstream.headers["x_api_key"], "0123456");
+    }
+
+    /// An override replaces the file's value: its problems point at the variable, list items included,
+    /// and an unknown key and a wrong value among the overrides are reported together.
+    #[test]
+    fn overrides_take_the_place_of_the_file() {
+        let env = vec![(
+            "HOOKGATE_REDIS__CLUSTER_NODES".to_string(),
+            "[redis://a:1, http://b]".to_string(),
+        )];
+        let c = Config::from_sources(
+            "hg.yaml",
+            "redis:\n  cluster_nodes: [redis://x:1, redis://y:2]\n",
+            &env,
+        )
+        .unwrap();
+        let p = c.validate().unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with(
+                "env HOOKGATE_REDIS__CLUSTER_NODES: redis.cluster_nodes[1]: `http://b`"
+            ),
+            "{p:?}"
+        );
+        let env: Vec<(String, String)> = [
+            ("HOOKGATE_NOPE", "1"),
+            ("HOOKGATE_LIMITS__MAX_HEADERS", "lots"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let p = Config::from_sources("hg.yaml", "", &env).unwrap_err();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("env HOOKGATE_NOPE: unknown key"), "{p:?}");
+        assert!(
+            p[1].starts_with("env HOOKGATE_LIMITS__MAX_HEADERS: "),
+            "{p:?}"
+        );
     }
 }

@@ -226,7 +226,8 @@ async fn requests_beyond_max_in_flight_wait_then_get_503() {
         s.write_all(&body.as_bytes()[..3])
             .await
             .expect("write part");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Time for the handler to take the slot (a loaded CI machine is slow to schedule it).
+        tokio::time::sleep(Duration::from_secs(1)).await;
         (s, body)
     };
     let release = |(mut s, body): (tokio::net::TcpStream, String)| async move {
