@@ -411,34 +411,15 @@ impl Config {
         text: &str,
         env: &[(String, String)],
     ) -> Result<Config, Vec<String>> {
+        // The file's shape, with places: read once for the problems' places and the unknown keys.
+        let doc = parse_shape(text);
+        let mut locations = key_locations(name, doc.as_ref());
         let cfg: Config = if text.trim().is_empty() {
             Config::default()
         } else {
-            serde_saphyr::from_str(text).map_err(|e| {
-                let at = e
-                    .location()
-                    .map(|l| format!("{name}:{}:{}", l.line(), l.column()))
-                    .unwrap_or_else(|| name.to_string());
-                // serde stops at the first problem; every unknown key is reported with it, and the
-                // parser's own message is dropped when one of those says the same thing at the same place.
-                let mut all = unknown_keys(name, text);
-                if !all.iter().any(|u| u.starts_with(&format!("{at}: "))) {
-                    let text_of = e.to_string();
-                    let message = without_values(parser_message(&text_of));
-                    // A wrong value is reported where the value is: name its key too.
-                    let first = match key_locations(name, text)
-                        .into_iter()
-                        .find(|(_, l)| *l == at)
-                    {
-                        Some((key, _)) => format!("{at}: {key}: {message}"),
-                        None => format!("{at}: {message}"),
-                    };
-                    all.insert(0, first);
-                }
-                all
-            })?
+            serde_saphyr::from_str(text)
+                .map_err(|e| parse_problems(name, &e, doc.as_ref(), &locations))?
         };
-        let mut locations = key_locations(name, text);
         if env.is_empty() {
             return Ok(Config { locations, ..cfg });
         }
@@ -484,10 +465,11 @@ impl Config {
             }
             // The override's key is now set by the env: drop the file's places under it (list items,
             // fields) so no problem points at a value that is no longer in effect.
-            let dotted = path.join(".");
-            locations.retain(|k, _| {
-                !(k.starts_with(&format!("{dotted}.")) || k.starts_with(&format!("{dotted}[")))
-            });
+            let (field, item) = (
+                format!("{}.", path.join(".")),
+                format!("{}[", path.join(".")),
+            );
+            locations.retain(|k, _| !(k.starts_with(&field) || k.starts_with(&item)));
             for n in 1..=path.len() {
                 let origin = format!("env {key}");
                 let prefix = path[..n].join(".");
@@ -727,6 +709,37 @@ impl Config {
     }
 }
 
+/// The problems of a file the parser refused: serde stops at the first, so every unknown key is reported
+/// with it, and the parser's own message is dropped when one of those says the same thing at the same
+/// place. A wrong value is reported where the value is: its key is named too.
+fn parse_problems(
+    name: &str,
+    e: &serde_saphyr::Error,
+    doc: Option<&YamlNode>,
+    locations: &BTreeMap<String, String>,
+) -> Vec<String> {
+    let at = e
+        .location()
+        .map(|l| place(name, &l))
+        .unwrap_or_else(|| name.to_string());
+    let mut all = doc.map(|d| unknown_keys(name, d)).unwrap_or_default();
+    if !all.iter().any(|u| u.starts_with(&format!("{at}: "))) {
+        let text = e.to_string();
+        let message = without_values(parser_message(&text));
+        let first = match locations.iter().find(|(_, l)| **l == at) {
+            Some((key, _)) => format!("{at}: {key}: {message}"),
+            None => format!("{at}: {message}"),
+        };
+        all.insert(0, first);
+    }
+    all
+}
+
+/// `name:line:col`, as every problem in a file is placed.
+fn place(name: &str, l: &serde_saphyr::Location) -> String {
+    format!("{name}:{}:{}", l.line(), l.column())
+}
+
 /// The YAML parser's message without its own `error: line L column C: ` prefix (the place is given as
 /// `file:line:col` already).
 fn parser_message(e: &str) -> &str {
@@ -814,17 +827,22 @@ fn env_value(raw: &str) -> Value {
         .unwrap_or_else(|| Value::String(raw.to_string()))
 }
 
+/// The file's shape with places, for [`key_locations`] and [`unknown_keys`]; `None` for an empty file or
+/// one that does not parse (the real parse reports it).
+fn parse_shape(text: &str) -> Option<YamlNode> {
+    if text.trim().is_empty() {
+        return None;
+    }
+    serde_saphyr::from_str::<YamlNode>(text).ok()
+}
+
 /// Where each key of the file is written: `name:line:col` by dotted key (`limits.max_body`,
 /// `upstream.routes.update_contact.path`; a list item is `key[i]`). A scalar points at its value, which is
-/// what a problem is about; a section or list at its key. Best effort: a file that does not parse has
-/// already been reported by the real parse.
-fn key_locations(name: &str, text: &str) -> BTreeMap<String, String> {
+/// what a problem is about; a section or list at its key.
+fn key_locations(name: &str, doc: Option<&YamlNode>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    if text.trim().is_empty() {
-        return out;
-    }
-    if let Ok(root) = serde_saphyr::from_str::<YamlNode>(text) {
-        root.record(name, "", &mut out);
+    if let Some(doc) = doc {
+        doc.record(name, "", &mut out);
     }
     out
 }
@@ -833,16 +851,21 @@ fn key_locations(name: &str, text: &str) -> BTreeMap<String, String> {
 /// Keys are checked against the shape of the defaults; under a map (`upstream.routes`, `upstream.headers`)
 /// or an optional section left unset, nothing is checked (serde still is). Only called once the real
 /// parse has failed, so a gap in this walk can never refuse a valid file.
-fn unknown_keys(name: &str, text: &str) -> Vec<String> {
-    let (Ok(root), Ok(schema)) = (
-        serde_saphyr::from_str::<YamlNode>(text),
-        serde_json::to_value(Config::default()),
-    ) else {
+fn unknown_keys(name: &str, doc: &YamlNode) -> Vec<String> {
+    let Ok(schema) = serde_json::to_value(Config::default()) else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    root.unknown_keys(name, "", &schema, &mut out);
+    doc.unknown_keys(name, "", &schema, &mut out);
     out
+}
+
+/// The dotted key of `key` under `prefix`.
+fn child_key(prefix: &str, key: &str) -> String {
+    match prefix {
+        "" => key.to_string(),
+        _ => format!("{prefix}.{key}"),
+    }
 }
 
 /// A YAML document's shape with the location of every key and value, for [`key_locations`].
@@ -867,18 +890,14 @@ impl YamlNode {
             return; // a map: any key
         }
         for (k, v) in entries {
-            let path = match prefix {
-                "" => k.value.clone(),
-                _ => format!("{prefix}.{}", k.value),
-            };
+            let path = child_key(prefix, &k.value);
             match fields.get(&k.value) {
                 Some(field) => v.value.unknown_keys(name, &path, field, out),
                 None => {
                     let known: Vec<&str> = fields.keys().map(String::as_str).collect();
                     out.push(format!(
-                        "{name}:{}:{}: unknown key `{path}`; {}",
-                        k.referenced.line(),
-                        k.referenced.column(),
+                        "{}: unknown key `{path}`; {}",
+                        place(name, &k.referenced),
                         crate::mapping::suggest(&k.value, &known)
                     ));
                 }
@@ -887,24 +906,19 @@ impl YamlNode {
     }
 
     fn record(&self, name: &str, prefix: &str, out: &mut BTreeMap<String, String>) {
-        let at = |l: &serde_saphyr::Location| format!("{name}:{}:{}", l.line(), l.column());
         let mut child =
             |path: String, key_at: &serde_saphyr::Location, v: &serde_saphyr::Spanned<YamlNode>| {
                 let loc = match v.value {
                     YamlNode::Scalar => &v.referenced,
                     _ => key_at,
                 };
-                out.insert(path.clone(), at(loc));
+                out.insert(path.clone(), place(name, loc));
                 v.value.record(name, &path, out);
             };
         match self {
             YamlNode::Map(entries) => {
                 for (k, v) in entries {
-                    let path = match prefix {
-                        "" => k.value.clone(),
-                        _ => format!("{prefix}.{}", k.value),
-                    };
-                    child(path, &k.referenced, v);
+                    child(child_key(prefix, &k.value), &k.referenced, v);
                 }
             }
             YamlNode::Seq(items) => {
@@ -1087,9 +1101,11 @@ mod tests {
         assert!(e[0].contains("unknown field `methd`"), "{e:?}");
         // The dev config, which sets nearly every key, is walked and found clean.
         let dev = include_str!("../deploy/hookgate.dev.yaml");
-        assert!(key_locations("dev", dev).contains_key("limits.max_body"));
-        assert!(key_locations("dev", dev).contains_key("upstream.url"));
-        assert_eq!(unknown_keys("dev", dev), Vec::<String>::new());
+        let shape = parse_shape(dev).expect("the dev config parses");
+        let places = key_locations("dev", Some(&shape));
+        assert!(places.contains_key("limits.max_body"));
+        assert!(places.contains_key("upstream.url"));
+        assert_eq!(unknown_keys("dev", &shape), Vec::<String>::new());
     }
 
     #[test]

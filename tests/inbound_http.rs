@@ -190,12 +190,11 @@ async fn a_backstop_limits_every_body_to_what_a_source_may_allow() {
         m.contains("hookgate_inbound_requests_total{source=\"huge\",status=\"413\"} 1"),
         "counted: {m}"
     );
-    let mut conn = redis.conn();
-    let len: usize = redis::cmd("XLEN")
-        .arg("hookgate:inbound")
-        .query(&mut conn)
-        .unwrap();
-    assert_eq!(len, 0, "nothing stored");
+    assert_eq!(
+        inbound_entries(&redis, "hookgate").len(),
+        0,
+        "nothing stored"
+    );
     gw.stop().await.unwrap();
 }
 

@@ -35,7 +35,7 @@ pub struct InboundState {
 /// How long a request waits for an in-flight slot before it is answered 503.
 const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// The route's path, before the source name.
+/// The route's path, before the source name (one segment, which the router matches).
 const PREFIX: &str = "/webhooks/";
 
 /// The inbound listener: an axum router with one route, `/webhooks/{source}`, served by [`Receiver`];
@@ -44,7 +44,7 @@ const PREFIX: &str = "/webhooks/";
 /// router's share of each request to matching the path.
 pub fn router(state: Arc<InboundState>) -> axum::Router {
     axum::Router::new()
-        .route_service("/webhooks/{source}", Receiver(state))
+        .route_service(&format!("{PREFIX}{{source}}"), Receiver(state))
         .fallback(|| async { Error::NotFound })
 }
 
@@ -72,14 +72,13 @@ impl tower::Service<Request> for Receiver {
     }
 }
 
-/// `/webhooks/{source}` (one path segment, percent-decoded) and POST; any other path is 404 (with the
-/// error body every refusal has), another method 405 with `Allow`.
+/// The source name is the path's segment after [`PREFIX`] (the router matched its shape), percent-decoded;
+/// a name that is not UTF-8 is no source (404). Another method than POST gets 405 with `Allow`.
 async fn route(st: Arc<InboundState>, req: Request) -> Response {
     let name = req
         .uri()
         .path()
         .strip_prefix(PREFIX)
-        .filter(|n| !n.is_empty() && !n.contains('/'))
         .and_then(|n| percent_encoding::percent_decode_str(n).decode_utf8().ok())
         .map(|n| n.into_owned());
     let Some(name) = name else {
