@@ -415,6 +415,18 @@ impl Store {
         })
     }
 
+    /// A turn on the connection, waiting at most `wait`. The timer is armed only when every turn is taken:
+    /// this runs for every stored event, and a free turn is the usual case.
+    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
+        if let Ok(permit) = self.inflight.try_acquire() {
+            return Ok(permit);
+        }
+        tokio::time::timeout(self.wait, self.inflight.acquire())
+            .await
+            .map_err(|_| StoreError::Busy)?
+            .map_err(|_| StoreError::Busy)
+    }
+
     /// Whether Redis answers.
     pub async fn ping(&self) -> bool {
         let mut c = self.conn.clone();
@@ -434,10 +446,7 @@ impl Store {
         rec: &InboundRecord<'_>,
         dedup_ttl: Duration,
     ) -> Result<Stored, StoreError> {
-        let _permit = tokio::time::timeout(self.wait, self.inflight.acquire())
-            .await
-            .map_err(|_| StoreError::Busy)?
-            .map_err(|_| StoreError::Busy)?;
+        let _permit = self.turn().await?;
         match self.store_once(rec, dedup_ttl).await {
             // Not on a timeout: the command may still run, and the sender's retry is the safer second try.
             Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
@@ -457,10 +466,7 @@ impl Store {
         fields: &[(&str, String)],
         dedup_ttl: Duration,
     ) -> Result<Stored, StoreError> {
-        let _permit = tokio::time::timeout(self.wait, self.inflight.acquire())
-            .await
-            .map_err(|_| StoreError::Busy)?
-            .map_err(|_| StoreError::Busy)?;
+        let _permit = self.turn().await?;
         let once = || async {
             let mut inv = STORE.prepare_invoke();
             if let Some(id) = id {
@@ -637,5 +643,31 @@ mod tests {
         assert_eq!(f.outbound, "{hg}");
         // `{}` is no tag (Redis hashes the whole key), so the families still get theirs.
         assert_eq!(Families::new("a{}b", true).inbound, "{a{}b:in}");
+    }
+}
+
+#[cfg(test)]
+mod turn_tests {
+    use super::*;
+
+    /// With every turn taken, a store waits `wait` and then gives up with `Busy`; a freed turn is taken
+    /// at once. No Redis is needed: the connection is made lazily, and no command is sent.
+    #[tokio::test]
+    async fn a_store_waits_for_a_turn_then_gives_up() {
+        let mut cfg = crate::config::Config::default();
+        cfg.redis_url = "redis://127.0.0.1:1".into();
+        let redis = Redis::from_config(&cfg).expect("redis client");
+        let store = Store::connect(&redis, Families::new("t", false), Duration::from_millis(50))
+            .expect("lazy store");
+        let taken = store
+            .inflight
+            .clone()
+            .try_acquire_many_owned(MAX_IN_FLIGHT as u32)
+            .expect("all turns");
+        let started = std::time::Instant::now();
+        assert!(matches!(store.turn().await, Err(StoreError::Busy)));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        drop(taken);
+        assert!(store.turn().await.is_ok());
     }
 }
