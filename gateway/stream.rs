@@ -654,8 +654,10 @@ mod turn_tests {
     /// at once. No Redis is needed: the connection is made lazily, and no command is sent.
     #[tokio::test]
     async fn a_store_waits_for_a_turn_then_gives_up() {
-        let mut cfg = crate::config::Config::default();
-        cfg.redis_url = "redis://127.0.0.1:1".into();
+        let cfg = crate::config::Config {
+            redis_url: "redis://127.0.0.1:1".into(),
+            ..Default::default()
+        };
         let redis = Redis::from_config(&cfg).expect("redis client");
         let store = Store::connect(&redis, Families::new("t", false), Duration::from_millis(50))
             .expect("lazy store");

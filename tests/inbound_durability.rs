@@ -106,16 +106,26 @@ async fn redis_down_answers_503_and_recovers_without_restart() {
         "503 tells the sender when to retry"
     );
     redis.restart();
+    assert_eq!(
+        until_accepted(&c, &url, "evt_after").await,
+        202,
+        "accepting again with no gateway restart"
+    );
+}
+
+/// Send one fresh signed event every 100 ms until it is accepted (10 s at most); only 503 may come
+/// before. The last status.
+async fn until_accepted(c: &reqwest::Client, url: &str, evt: &str) -> u16 {
     let mut status = 0;
     for _ in 0..100 {
-        status = send_signed(&c, &url, "evt_after").await.unwrap().0;
+        status = send_signed(c, url, evt).await.unwrap().0;
         if status == 202 {
             break;
         }
         assert_eq!(status, 503, "while reconnecting, only 503");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(status, 202, "accepting again with no gateway restart");
+    status
 }
 
 /// Redis is SIGKILLed in the middle of a run and started again (append-only file, fsync always):
@@ -178,5 +188,12 @@ async fn redis_killed_mid_run_loses_nothing_acknowledged() {
         "most requests succeeded ({} ok, {unavailable} 503)",
         ok.len()
     );
+    // The same gateway, never restarted, takes new events again and they are stored.
+    assert_eq!(
+        until_accepted(&c, &url, "evt_after_outage").await,
+        202,
+        "accepting again after the outage with no gateway restart"
+    );
+    assert!(stored_event_ids(&redis).contains(&"evt_after_outage".to_owned()));
     println!("{} accepted, {unavailable} answered 503, 0 lost", ok.len());
 }

@@ -150,6 +150,23 @@ impl Case {
             .unwrap_or_else(|p| panic!("{}: build failed: {p:?}", self.name))
     }
 
+    /// The verifier during a rotation: `wrong_secret` as `secret` and the real one listed in `secrets`
+    /// (each preset's own key handling sees both, the real one second).
+    fn rotating_verifier(&self) -> Verifier {
+        let var = format!(
+            "HG_PEER_{}",
+            self.name.to_ascii_uppercase().replace('-', "_")
+        );
+        let (old, new) = (format!("{var}_OLD"), format!("{var}_NEW"));
+        std::env::set_var(&old, self.wrong_secret);
+        std::env::set_var(&new, self.secret);
+        let mut spec = self.spec.clone();
+        spec.secret = Some(format!("${{env:{old}}}"));
+        spec.secrets = vec![format!("${{env:{new}}}")];
+        spec.build()
+            .unwrap_or_else(|p| panic!("{}: rotation build failed: {p:?}", self.name))
+    }
+
     fn verify(
         &self,
         v: &Verifier,
@@ -224,6 +241,21 @@ impl Case {
             self.verify(&verifier, &signed[0], &change_one_byte(&self.body), None),
             "mismatch",
             "{name}: one changed body byte"
+        );
+        // Rotation: with both secrets configured, a request signed with either is accepted, and a changed
+        // body still is not.
+        let rotating = self.rotating_verifier();
+        for (i, which) in [(0, "the listed secret"), (1, "the other secret")] {
+            assert_eq!(
+                self.verify(&rotating, &signed[i], &self.body, None),
+                "ok",
+                "{name}: rotation, signed with {which}"
+            );
+        }
+        assert_eq!(
+            self.verify(&rotating, &signed[1], &change_one_byte(&self.body), None),
+            "mismatch",
+            "{name}: rotation, one changed body byte"
         );
         for header in self.required {
             assert!(
@@ -420,8 +452,11 @@ fn hubspot_v3_with_hubspot_api_client() {
 fn generic_hmac_with_stdlib_hmac() {
     for (name, algorithm, encoding) in [
         ("hmac-sha256-hex", "sha256", "hex"),
+        ("hmac-sha256-base64", "sha256", "base64"),
+        ("hmac-sha512-hex", "sha512", "hex"),
         ("hmac-sha512-base64", "sha512", "base64"),
         ("hmac-sha1-hex", "sha1", "hex"),
+        ("hmac-sha1-base64", "sha1", "base64"),
     ] {
         let mut c = Case::new(
             name,
@@ -446,6 +481,60 @@ fn generic_hmac_with_stdlib_hmac() {
         c.window = Some(Window::Seconds);
         c.run();
     }
+}
+
+/// The generic preset without a timestamp header or a prefix, over a template that signs the URL: the
+/// same checks (no replay window: nothing dates the request), and the URL is covered: the same signature
+/// received at another URL is refused.
+#[test]
+fn generic_hmac_over_the_url_without_a_timestamp() {
+    let mut c = Case::new(
+        "hmac-url",
+        Preset::Hmac,
+        Peer::Python,
+        fixture("brevo-delivered.json"),
+    );
+    c.url = "https://hooks.example.com/webhooks/brevo?tenant=7".to_owned();
+    c.spec.header = Some("X-Signature".to_owned());
+    c.spec.signed_content = Some("{url}.{body}".to_owned());
+    c.sign = json!({
+        "preset": "hmac", "header": "X-Signature", "algorithm": "sha256", "encoding": "hex",
+        "signed_content": "{url}.{body}",
+    });
+    c.required = &["X-Signature"];
+    let verifier = c.verifier();
+    let signed = c.peer.sign(&[c.signing_request(c.secret, NOW)]);
+    assert_eq!(signed.len(), 1, "peer answered short");
+    let mut headers = HeaderMap::new();
+    for (n, v) in &signed[0].headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(n.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.append(n, v);
+        }
+    }
+    let at = |url: &str| {
+        let req = SignedRequest {
+            method: "POST",
+            url,
+            headers: &headers,
+            body: c.body.as_bytes(),
+        };
+        verifier.verify(&req, now()).map_err(|e| e.reason())
+    };
+    assert_eq!(at(&c.url), Ok(()), "the URL it was signed for");
+    assert_eq!(
+        at("https://hooks.example.com/webhooks/brevo?tenant=8"),
+        Err("mismatch"),
+        "the signature of one URL accepted at another"
+    );
+    assert_eq!(
+        c.verify(&verifier, &signed[0], &c.body, None),
+        "ok",
+        "the URL it was signed for"
+    );
+    c.run();
 }
 
 /// Basic auth and tokens are not signatures: the "wrong secret" is a wrong password or token and

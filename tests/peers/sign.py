@@ -117,16 +117,18 @@ def calendly_sign(r):
 def generic_hmac_sign(r):
     # hookgate's generic preset as documented: template placeholders replaced by request values.
     content = r["signed_content"]
-    for name, value in [("{id}", r["id"]), ("{timestamp}", str(r["timestamp"])),
+    for name, value in [("{id}", r.get("id", "")), ("{timestamp}", str(r["timestamp"])),
                         ("{method}", r["method"]), ("{url}", r["url"]), ("{body}", r["body"])]:
         content = content.replace(name, value)
     mac = hmac.new(r["secret"].encode(), content.encode(), getattr(hashlib, r["algorithm"])).digest()
     sig = mac.hex() if r["encoding"] == "hex" else base64.b64encode(mac).decode()
-    return {
-        r["header"]: r["prefix"] + sig,
-        r["timestamp_header"]: str(r["timestamp"]),
-        r["id_header"]: r["id"],
-    }
+    headers = {r["header"]: r.get("prefix", "") + sig}
+    # The timestamp and id headers are optional in the preset: sent only when the case names them.
+    if r.get("timestamp_header"):
+        headers[r["timestamp_header"]] = str(r["timestamp"])
+    if r.get("id_header"):
+        headers[r["id_header"]] = r["id"]
+    return headers
 
 
 def basic_sign(r):

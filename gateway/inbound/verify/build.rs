@@ -59,7 +59,7 @@ impl VerifySpec {
     }
 
     /// Options set in the spec, by YAML name.
-    fn set_options(&self) -> [(&'static str, bool); 15] {
+    fn set_options(&self) -> [(&'static str, bool); 16] {
         [
             ("secret", self.secret.is_some()),
             ("secrets", !self.secrets.is_empty()),
@@ -75,6 +75,7 @@ impl VerifySpec {
             ("signed_content", self.signed_content.is_some()),
             ("username", self.username.is_some()),
             ("password", self.password.is_some()),
+            ("passwords", !self.passwords.is_empty()),
             ("param", self.param.is_some()),
         ]
     }
@@ -101,7 +102,7 @@ impl VerifySpec {
                 "id_header",
                 "signed_content",
             ],
-            Preset::Basic => &["username", "password"],
+            Preset::Basic => &["username", "password", "passwords"],
             Preset::Token => &["header", "prefix", "param"],
         };
         let uses_secrets = self.preset != Preset::Basic;
@@ -196,16 +197,35 @@ impl VerifySpec {
             }
             Some(name) => Some(name.to_owned()),
         };
-        let password = match self.password.as_deref() {
-            None => {
-                problems.push("preset basic needs `password`".to_owned());
-                None
+        // `password` then `passwords`: during a rotation every one of them is accepted.
+        let references = self
+            .password
+            .iter()
+            .map(|r| ("password".to_owned(), r))
+            .chain(
+                self.passwords
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("passwords[{i}]"), r)),
+            );
+        let mut passwords = Vec::new();
+        let mut resolved_all = true;
+        for (field, reference) in references {
+            match secret(&field, reference, mode, problems) {
+                Some(p) => passwords.push(p),
+                None => resolved_all = false,
             }
-            Some(r) => secret("password", r, mode, problems),
-        };
+        }
+        if self.password.is_none() && self.passwords.is_empty() {
+            problems.push("preset basic needs `password` (or `passwords` to rotate)".to_owned());
+            resolved_all = false;
+        }
+        if !resolved_all {
+            return None;
+        }
         Some(Basic {
             username: username?,
-            passwords: vec![password?],
+            passwords,
         })
     }
 

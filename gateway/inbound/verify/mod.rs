@@ -61,7 +61,7 @@ pub enum Preset {
     /// `signed_content`.
     #[default]
     Hmac,
-    /// HTTP basic auth: `username`, `password` (a secret reference).
+    /// HTTP basic auth: `username`, `password` (a secret reference; `passwords: [..]` to rotate).
     Basic,
     /// A shared token in a header (`header`, optional `prefix` such as `Bearer `) or a query parameter (`param`).
     Token,
@@ -143,6 +143,9 @@ pub struct VerifySpec {
     /// Basic auth password (a secret reference).
     #[serde(default)]
     pub password: Option<String>,
+    /// Basic auth: several password references, all accepted (rotation), beside or instead of `password`.
+    #[serde(default)]
+    pub passwords: Vec<String>,
     /// Token: query parameter carrying the token (for senders that cannot set headers).
     #[serde(default)]
     pub param: Option<String>,

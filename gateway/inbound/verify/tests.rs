@@ -627,6 +627,61 @@ fn rotation_any_secret_matches() {
 
 // ---- basic and token ----
 
+/// Rotation: `password` and every one of `passwords` are accepted; any other password is not, and a
+/// basic source needs at least one of the two.
+#[test]
+fn basic_auth_accepts_every_password_of_a_rotation() {
+    let v = build(VerifySpec {
+        preset: Preset::Basic,
+        username: Some("brevo".into()),
+        password: Some(env_secret("HG_T_BASIC_ROT_OLD", "old-pw")),
+        passwords: vec![env_secret("HG_T_BASIC_ROT_NEW", "new-pw")],
+        ..Default::default()
+    });
+    use base64::Engine as _;
+    let auth = |pw: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("brevo:{pw}"))
+        )
+    };
+    for (pw, want) in [
+        ("old-pw", Ok(())),
+        ("new-pw", Ok(())),
+        ("other-pw", Err(VerifyError::BadCredentials)),
+    ] {
+        let h = auth(pw);
+        assert_eq!(
+            check(&v, "POST", URL, &[("Authorization", &h)], "", at(0)),
+            want,
+            "{pw}"
+        );
+    }
+    let only_list = build(VerifySpec {
+        preset: Preset::Basic,
+        username: Some("brevo".into()),
+        passwords: vec![env_secret("HG_T_BASIC_ROT_NEW", "new-pw")],
+        ..Default::default()
+    });
+    let h = auth("new-pw");
+    assert_eq!(
+        check(&only_list, "POST", URL, &[("Authorization", &h)], "", at(0)),
+        Ok(())
+    );
+    let missing = VerifySpec {
+        preset: Preset::Basic,
+        username: Some("brevo".into()),
+        ..Default::default()
+    }
+    .build()
+    .err()
+    .unwrap_or_default();
+    assert_eq!(
+        missing,
+        vec!["preset basic needs `password` (or `passwords` to rotate)".to_owned()]
+    );
+}
+
 #[test]
 fn basic_auth() {
     let v = build(VerifySpec {
