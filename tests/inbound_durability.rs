@@ -113,8 +113,8 @@ async fn redis_down_answers_503_and_recovers_without_restart() {
     );
 }
 
-/// Send one fresh signed event every 100 ms until it is accepted (10 s at most); only 503 may come
-/// before. The last status.
+/// Send one fresh signed event until it is accepted, 100 tries 100 ms apart (each try also waits up to the
+/// gateway's answer: a minute at worst); only 503 may come before. The last status.
 async fn until_accepted(c: &reqwest::Client, url: &str, evt: &str) -> u16 {
     let mut status = 0;
     for _ in 0..100 {

@@ -505,34 +505,15 @@ fn generic_hmac_over_the_url_without_a_timestamp() {
     let verifier = c.verifier();
     let signed = c.peer.sign(&[c.signing_request(c.secret, NOW)]);
     assert_eq!(signed.len(), 1, "peer answered short");
-    let mut headers = HeaderMap::new();
-    for (n, v) in &signed[0].headers {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(n.as_bytes()),
-            HeaderValue::from_str(v),
-        ) {
-            headers.append(n, v);
-        }
-    }
-    let at = |url: &str| {
-        let req = SignedRequest {
-            method: "POST",
-            url,
-            headers: &headers,
-            body: c.body.as_bytes(),
-        };
-        verifier.verify(&req, now()).map_err(|e| e.reason())
-    };
-    assert_eq!(at(&c.url), Ok(()), "the URL it was signed for");
+    // The same signed request received at another URL. `Case::verify` receives at the URL the peer
+    // reports unless the case names the signed URL itself, as `elsewhere` does: it receives at its own.
+    let mut elsewhere = Case::new("hmac-url", Preset::Hmac, Peer::Python, c.body.clone());
+    elsewhere.url = "https://hooks.example.com/webhooks/brevo?tenant=8".to_owned();
+    elsewhere.signed_url = Some(c.url.clone());
     assert_eq!(
-        at("https://hooks.example.com/webhooks/brevo?tenant=8"),
-        Err("mismatch"),
+        elsewhere.verify(&verifier, &signed[0], &c.body, None),
+        "mismatch",
         "the signature of one URL accepted at another"
-    );
-    assert_eq!(
-        c.verify(&verifier, &signed[0], &c.body, None),
-        "ok",
-        "the URL it was signed for"
     );
     c.run();
 }
@@ -551,14 +532,20 @@ fn basic_and_token_with_requests() {
         json!({"preset": "token", "param": "key", "secret": "k&y=1 +/e", "url": "https://hooks.example.com/webhooks/brevo?x=1"}),
     ];
     let signed = Peer::Python.sign(&batch);
-    let check = |spec: VerifySpec, secret: &str, var: &str, s: &Signed| {
-        std::env::set_var(var, secret);
+    // The first secret goes to `password` (basic) or `secret` (token); more are a rotation's others, in
+    // `passwords` or `secrets`.
+    let check = |spec: VerifySpec, secrets: &[&str], var: &str, s: &Signed| {
         let mut spec = spec;
-        let reference = format!("${{env:{var}}}");
-        if spec.preset == Preset::Basic {
-            spec.password = Some(reference);
-        } else {
-            spec.secret = Some(reference);
+        for (k, secret) in secrets.iter().enumerate() {
+            let var = format!("{var}_{k}");
+            std::env::set_var(&var, secret);
+            let reference = format!("${{env:{var}}}");
+            match (spec.preset, k) {
+                (Preset::Basic, 0) => spec.password = Some(reference),
+                (Preset::Basic, _) => spec.passwords.push(reference),
+                (_, 0) => spec.secret = Some(reference),
+                _ => spec.secrets.push(reference),
+            }
         }
         let v = spec.build().unwrap_or_else(|p| panic!("{p:?}"));
         let mut headers = HeaderMap::new();
@@ -608,21 +595,35 @@ fn basic_and_token_with_requests() {
         param: Some("key".to_owned()),
         ..Default::default()
     };
-    for (spec, secret, var, i) in [
-        (basic, "p@ss:w0rd é", "HG_PEER_BASIC", 0),
-        (header, "tok_9f8e7d", "HG_PEER_TOKEN_HEADER", 2),
-        (param, "k&y=1 +/é", "HG_PEER_TOKEN_PARAM", 4),
+    for (spec, secret, other, var, i) in [
+        (basic, "p@ss:w0rd é", "p@ss:w0rd e", "HG_PEER_BASIC", 0),
+        (
+            header,
+            "tok_9f8e7d",
+            "tok_9f8e7e",
+            "HG_PEER_TOKEN_HEADER",
+            2,
+        ),
+        (param, "k&y=1 +/é", "k&y=1 +/e", "HG_PEER_TOKEN_PARAM", 4),
     ] {
         assert_eq!(
-            check(spec.clone(), secret, var, &signed[i]),
+            check(spec.clone(), &[secret], var, &signed[i]),
             (Ok(()), Err("missing_header")),
             "{var}"
         );
         assert_eq!(
-            check(spec, secret, var, &signed[i + 1]).0,
+            check(spec.clone(), &[secret], var, &signed[i + 1]).0,
             Err("bad_credentials"),
             "{var} wrong"
         );
+        // Rotation: the other credential first, the right one listed second; both are accepted.
+        for (j, which) in [(i, "right"), (i + 1, "other")] {
+            assert_eq!(
+                check(spec.clone(), &[other, secret], var, &signed[j]).0,
+                Ok(()),
+                "{var} rotating, {which} credential"
+            );
+        }
     }
 }
 

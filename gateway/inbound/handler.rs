@@ -106,7 +106,7 @@ async fn receive(st: Arc<InboundState>, name: String, peer: SocketAddr, req: Req
         return resp;
     };
     // A burst waits briefly for a slot before its body is read; a sustained overload gets 503. The
-    // timer is armed only when no slot is free at once, the usual case being that one is.
+    // timeout is set up only when no slot is free at once, the usual case being that one is.
     let slot = match st.in_flight.try_acquire() {
         Ok(slot) => Some(slot),
         Err(_) => tokio::time::timeout(SLOT_WAIT, st.in_flight.acquire())

@@ -972,6 +972,57 @@ fn yaml_spelling() {
     assert!(serde_saphyr::from_str::<VerifySpec>("preset: github\nsecret_ref: x\n").is_err());
 }
 
+/// `passwords` is spelled as in YAML, names each bad item by its index with every problem at once (and
+/// never its value), is checked without reading secrets, and applies to basic only.
+#[test]
+fn basic_passwords_are_checked_item_by_item() {
+    let spec: VerifySpec = match serde_saphyr::from_str(
+        "preset: basic\nusername: u\npasswords: ['${env:HG_T_PW_UNSET}', '${env:HG_T_PW_UNSET2}']\n",
+    ) {
+        Ok(s) => s,
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(spec.passwords.len(), 2);
+    std::env::remove_var("HG_T_PW_UNSET");
+    std::env::remove_var("HG_T_PW_UNSET2");
+    assert_eq!(spec.check(), Ok(()), "check reads no secret");
+    assert_eq!(
+        spec.build().err(),
+        Some(vec![
+            "passwords[0]: env var HG_T_PW_UNSET is not set".to_owned(),
+            "passwords[1]: env var HG_T_PW_UNSET2 is not set".to_owned(),
+        ])
+    );
+    let both_literal = VerifySpec {
+        preset: Preset::Basic,
+        username: Some("u".into()),
+        password: Some("lit-one".into()),
+        passwords: vec![env_secret("HG_T_PW_OK", "fine"), "lit-two".into()],
+        ..Default::default()
+    };
+    let got = both_literal.check().err().unwrap_or_default();
+    assert_eq!(
+        got,
+        vec![
+            "password: a literal secret is not allowed; write ${env:NAME} or ${file:/path}",
+            "passwords[1]: a literal secret is not allowed; write ${env:NAME} or ${file:/path}",
+        ]
+    );
+    assert!(!got.iter().any(|p| p.contains("lit-")), "a value echoed");
+    let elsewhere = VerifySpec {
+        preset: Preset::Github,
+        secret: Some(env_secret("HG_T_PW_GH", "gh")),
+        passwords: vec![env_secret("HG_T_PW_OK", "fine")],
+        ..Default::default()
+    };
+    assert_eq!(
+        elsewhere.check().err(),
+        Some(vec![
+            "`passwords` does not apply to preset github".to_owned()
+        ])
+    );
+}
+
 #[test]
 fn check_validates_without_reading_secrets() {
     std::env::remove_var("HG_T_CHECK_UNSET");
