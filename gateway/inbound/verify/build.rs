@@ -115,29 +115,18 @@ impl VerifySpec {
     }
 
     /// All configured secrets (`secret` then `secrets`), at least one, each resolved.
-    /// Returned with the option name each came from, for messages about its content.
+    /// Returned with the option name each came from, for messages about its content: those resolved, so
+    /// that their content is checked even when another could not be (its problem is reported).
     pub(crate) fn secrets(&self, mode: Secrets, problems: &mut Problems) -> Vec<(String, Secret)> {
-        let references = self.secret.iter().map(|r| ("secret".to_owned(), r)).chain(
-            self.secrets
-                .iter()
-                .enumerate()
-                .map(|(i, r)| (format!("secrets[{i}]"), r)),
-        );
-        let mut resolved = Vec::new();
-        let mut any = false;
-        for (field, reference) in references {
-            any = true;
-            if let Some(secret) = secret(&field, reference, mode, problems) {
-                resolved.push((field, secret));
-            }
-        }
-        if !any {
-            problems.push(format!(
-                "preset {} needs `secret` or `secrets`",
-                self.preset
-            ));
-        }
-        resolved
+        let needs = format!("preset {} needs `secret` or `secrets`", self.preset);
+        resolve_all(
+            ("secret", self.secret.as_ref()),
+            ("secrets", &self.secrets),
+            &needs,
+            mode,
+            problems,
+        )
+        .0
     }
 
     /// The replay window: `tolerance` parsed as a duration (`300s`, `5m`), default 300 s.
@@ -198,34 +187,19 @@ impl VerifySpec {
             Some(name) => Some(name.to_owned()),
         };
         // `password` then `passwords`: during a rotation every one of them is accepted.
-        let references = self
-            .password
-            .iter()
-            .map(|r| ("password".to_owned(), r))
-            .chain(
-                self.passwords
-                    .iter()
-                    .enumerate()
-                    .map(|(i, r)| (format!("passwords[{i}]"), r)),
-            );
-        let mut passwords = Vec::new();
-        let mut resolved_all = true;
-        for (field, reference) in references {
-            match secret(&field, reference, mode, problems) {
-                Some(p) => passwords.push(p),
-                None => resolved_all = false,
-            }
-        }
-        if self.password.is_none() && self.passwords.is_empty() {
-            problems.push("preset basic needs `password` (or `passwords` to rotate)".to_owned());
-            resolved_all = false;
-        }
-        if !resolved_all {
+        let (passwords, all) = resolve_all(
+            ("password", self.password.as_ref()),
+            ("passwords", &self.passwords),
+            "preset basic needs `password` (or `passwords` to rotate)",
+            mode,
+            problems,
+        );
+        if !all {
             return None;
         }
         Some(Basic {
             username: username?,
-            passwords,
+            passwords: passwords.into_iter().map(|(_, p)| p).collect(),
         })
     }
 
@@ -266,6 +240,37 @@ impl VerifySpec {
 }
 
 /// Parse a secret reference and, in `Resolve` mode, read it. Problems are prefixed with the option.
+/// The secrets of an option pair such as `secret` + `secrets: [..]`: the single one first, then the list's
+/// items named by index (`secrets[1]`). Those resolved, and whether every one was: not when a problem was
+/// reported (each one, all at once), when only the syntax is checked, or when neither option is set
+/// (`needs`).
+fn resolve_all(
+    (one_name, one): (&str, Option<&String>),
+    (many_name, many): (&str, &[String]),
+    needs: &str,
+    mode: Secrets,
+    problems: &mut Problems,
+) -> (Vec<(String, Secret)>, bool) {
+    if one.is_none() && many.is_empty() {
+        problems.push(needs.to_owned());
+        return (Vec::new(), false);
+    }
+    let references = one.map(|r| (one_name.to_owned(), r)).into_iter().chain(
+        many.iter()
+            .enumerate()
+            .map(|(i, r)| (format!("{many_name}[{i}]"), r)),
+    );
+    let mut resolved = Vec::new();
+    let mut all = true;
+    for (field, reference) in references {
+        match secret(&field, reference, mode, problems) {
+            Some(s) => resolved.push((field, s)),
+            None => all = false,
+        }
+    }
+    (resolved, all)
+}
+
 fn secret(field: &str, reference: &str, mode: Secrets, problems: &mut Problems) -> Option<Secret> {
     let resolved = SecretRef::parse(reference).and_then(|r| match mode {
         Secrets::Resolve => r.resolve().map(Some),

@@ -28,6 +28,11 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     map
 }
 
+/// The problems `build` reports for a spec (none when it builds).
+fn build_problems(spec: VerifySpec) -> Vec<String> {
+    spec.build().err().unwrap_or_default()
+}
+
 fn build(spec: VerifySpec) -> Verifier {
     match spec.build() {
         Ok(v) => v,
@@ -668,14 +673,11 @@ fn basic_auth_accepts_every_password_of_a_rotation() {
         check(&only_list, "POST", URL, &[("Authorization", &h)], "", at(0)),
         Ok(())
     );
-    let missing = VerifySpec {
+    let missing = build_problems(VerifySpec {
         preset: Preset::Basic,
         username: Some("brevo".into()),
         ..Default::default()
-    }
-    .build()
-    .err()
-    .unwrap_or_default();
+    });
     assert_eq!(
         missing,
         vec!["preset basic needs `password` (or `passwords` to rotate)".to_owned()]
@@ -767,16 +769,13 @@ fn token_in_header_and_param() {
 
 #[test]
 fn build_reports_every_problem_at_once() {
-    let problems = VerifySpec {
+    let problems = build_problems(VerifySpec {
         preset: Preset::Stripe,
         prefix: Some("sha256=".into()),
         username: Some("u".into()),
         tolerance: Some("five minutes".into()),
         ..Default::default()
-    }
-    .build()
-    .err()
-    .unwrap_or_default();
+    });
     assert_eq!(
         problems,
         vec![
@@ -791,7 +790,7 @@ fn build_reports_every_problem_at_once() {
 #[test]
 fn build_reports_secret_problems_without_values() {
     std::env::remove_var("HG_T_UNSET_STRIPE_WEBHOOK_SECRET");
-    let problems = VerifySpec {
+    let problems = build_problems(VerifySpec {
         preset: Preset::StandardWebhooks,
         secret: Some("whsec_literal_value_pasted_in".into()),
         secrets: vec![
@@ -799,10 +798,7 @@ fn build_reports_secret_problems_without_values() {
             env_secret("HG_T_BAD_WHSEC", "whsec_not*base64"),
         ],
         ..Default::default()
-    }
-    .build()
-    .err()
-    .unwrap_or_default();
+    });
     assert_eq!(
         problems,
         vec![
@@ -821,7 +817,7 @@ fn build_reports_secret_problems_without_values() {
 
 #[test]
 fn build_checks_preset_specific_options() {
-    let problems = |spec: VerifySpec| spec.build().err().unwrap_or_default();
+    let problems = build_problems;
     let s = || Some(env_secret("HG_T_OPTS", "x"));
     assert_eq!(
         problems(VerifySpec {
@@ -959,14 +955,15 @@ fn verifier_debug_shows_no_secret() {
     assert!(!format!("{v:?}").contains("do_not_print_me"));
 }
 
+/// A `verify:` block as YAML.
+fn from_yaml(text: &str) -> VerifySpec {
+    serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("{e}"))
+}
+
 #[test]
 fn yaml_spelling() {
-    let spec: VerifySpec = match serde_saphyr::from_str(
-        "preset: standard-webhooks\nsecrets: ['${env:A}', '${env:B}']\ntolerance: 5m\n",
-    ) {
-        Ok(s) => s,
-        Err(e) => panic!("{e}"),
-    };
+    let spec =
+        from_yaml("preset: standard-webhooks\nsecrets: ['${env:A}', '${env:B}']\ntolerance: 5m\n");
     assert_eq!(spec.preset, Preset::StandardWebhooks);
     assert_eq!(spec.secrets.len(), 2);
     assert!(serde_saphyr::from_str::<VerifySpec>("preset: github\nsecret_ref: x\n").is_err());
@@ -976,12 +973,9 @@ fn yaml_spelling() {
 /// never its value), is checked without reading secrets, and applies to basic only.
 #[test]
 fn basic_passwords_are_checked_item_by_item() {
-    let spec: VerifySpec = match serde_saphyr::from_str(
+    let spec = from_yaml(
         "preset: basic\nusername: u\npasswords: ['${env:HG_T_PW_UNSET}', '${env:HG_T_PW_UNSET2}']\n",
-    ) {
-        Ok(s) => s,
-        Err(e) => panic!("{e}"),
-    };
+    );
     assert_eq!(spec.passwords.len(), 2);
     std::env::remove_var("HG_T_PW_UNSET");
     std::env::remove_var("HG_T_PW_UNSET2");
