@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 fn free_cluster_port() -> u16 {
     // Never the same port twice in one test process. A cluster's surviving nodes keep reconnecting to a
     // killed node's address; a node of another test's cluster started on that port would be drawn into
-    // their gossip and the two clusters could merge. (Suspected, not shown, in the failover test's
-    // "lost" events; this alone did not stop them: see the README, "Failover".)
+    // their gossip and the two clusters could merge.
     static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
     for _ in 0..200 {
