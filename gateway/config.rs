@@ -1,6 +1,7 @@
 //! The gateway's configuration: a YAML file, overridden key by key from `HOOKGATE_<KEY>` env vars
 //! (nested keys joined with `__`). Every field has a default so an empty file is a working dev setup.
 
+use crate::mapping::yaml::{Kind, Loc, Node};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -715,12 +716,22 @@ impl Config {
 fn parse_problems(
     name: &str,
     e: &serde_saphyr::Error,
-    doc: Option<&YamlNode>,
+    doc: Option<&Node>,
     locations: &BTreeMap<String, String>,
 ) -> Vec<String> {
     let at = e
         .location()
-        .map(|l| place(name, &l))
+        .map(|l| {
+            let (line, column) = (l.line() as u32, l.column() as u32);
+            place(
+                name,
+                Loc {
+                    line,
+                    column,
+                    ..Loc::default()
+                },
+            )
+        })
         .unwrap_or_else(|| name.to_string());
     let mut all = doc.map(|d| unknown_keys(name, d)).unwrap_or_default();
     if !all.iter().any(|u| u.starts_with(&format!("{at}: "))) {
@@ -736,8 +747,8 @@ fn parse_problems(
 }
 
 /// `name:line:col`, as every problem in a file is placed.
-fn place(name: &str, l: &serde_saphyr::Location) -> String {
-    format!("{name}:{}:{}", l.line(), l.column())
+fn place(name: &str, at: Loc) -> String {
+    format!("{name}:{}:{}", at.line, at.column)
 }
 
 /// The YAML parser's message without its own `error: line L column C: ` prefix (the place is given as
@@ -827,22 +838,22 @@ fn env_value(raw: &str) -> Value {
         .unwrap_or_else(|| Value::String(raw.to_string()))
 }
 
-/// The file's shape with places, for [`key_locations`] and [`unknown_keys`]; `None` for an empty file or
-/// one that does not parse (the real parse reports it).
-fn parse_shape(text: &str) -> Option<YamlNode> {
+/// The file's shape with places (the located tree mapping files are read into), for [`key_locations`]
+/// and [`unknown_keys`]; `None` for an empty file or one that does not parse (the real parse reports it).
+fn parse_shape(text: &str) -> Option<Node> {
     if text.trim().is_empty() {
         return None;
     }
-    serde_saphyr::from_str::<YamlNode>(text).ok()
+    crate::mapping::yaml::parse("", text).ok()
 }
 
 /// Where each key of the file is written: `name:line:col` by dotted key (`limits.max_body`,
 /// `upstream.routes.update_contact.path`; a list item is `key[i]`). A scalar points at its value, which is
 /// what a problem is about; a section or list at its key.
-fn key_locations(name: &str, doc: Option<&YamlNode>) -> BTreeMap<String, String> {
+fn key_locations(name: &str, doc: Option<&Node>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if let Some(doc) = doc {
-        doc.record(name, "", &mut out);
+        record_places(name, "", doc, &mut out);
     }
     out
 }
@@ -851,12 +862,12 @@ fn key_locations(name: &str, doc: Option<&YamlNode>) -> BTreeMap<String, String>
 /// Keys are checked against the shape of the defaults; under a map (`upstream.routes`, `upstream.headers`)
 /// or an optional section left unset, nothing is checked (serde still is). Only called once the real
 /// parse has failed, so a gap in this walk can never refuse a valid file.
-fn unknown_keys(name: &str, doc: &YamlNode) -> Vec<String> {
+fn unknown_keys(name: &str, doc: &Node) -> Vec<String> {
     let Ok(schema) = serde_json::to_value(Config::default()) else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    doc.unknown_keys(name, "", &schema, &mut out);
+    unknown_keys_in(name, "", doc, &schema, &mut out);
     out
 }
 
@@ -868,123 +879,52 @@ fn child_key(prefix: &str, key: &str) -> String {
     }
 }
 
-/// A YAML document's shape with the location of every key and value, for [`key_locations`].
-enum YamlNode {
-    Map(
-        Vec<(
-            serde_saphyr::Spanned<String>,
-            serde_saphyr::Spanned<YamlNode>,
-        )>,
-    ),
-    Seq(Vec<serde_saphyr::Spanned<YamlNode>>),
-    Scalar,
+/// Keys of `node` that `schema` (the defaults, as JSON) does not have; see [`unknown_keys`].
+fn unknown_keys_in(name: &str, prefix: &str, node: &Node, schema: &Value, out: &mut Vec<String>) {
+    let (Kind::Map(entries), Value::Object(fields)) = (&node.kind, schema) else {
+        return;
+    };
+    if fields.is_empty() {
+        return; // a map: any key
+    }
+    for (k, v) in entries {
+        let path = child_key(prefix, &k.name);
+        match fields.get(&k.name) {
+            Some(field) => unknown_keys_in(name, &path, v, field, out),
+            None => {
+                let known: Vec<&str> = fields.keys().map(String::as_str).collect();
+                out.push(format!(
+                    "{}: unknown key `{path}`; {}",
+                    place(name, k.loc),
+                    crate::mapping::suggest(&k.name, &known)
+                ));
+            }
+        }
+    }
 }
 
-impl YamlNode {
-    /// Keys of this node that `schema` (the defaults, as JSON) does not have; see [`unknown_keys`].
-    fn unknown_keys(&self, name: &str, prefix: &str, schema: &Value, out: &mut Vec<String>) {
-        let (YamlNode::Map(entries), Value::Object(fields)) = (self, schema) else {
-            return;
+/// The places of `node`'s keys and items under `prefix`; see [`key_locations`].
+fn record_places(name: &str, prefix: &str, node: &Node, out: &mut BTreeMap<String, String>) {
+    let mut child = |path: String, key_at: Loc, v: &Node| {
+        let at = match v.kind {
+            Kind::Seq(_) | Kind::Map(_) => key_at,
+            _ => v.loc,
         };
-        if fields.is_empty() {
-            return; // a map: any key
-        }
-        for (k, v) in entries {
-            let path = child_key(prefix, &k.value);
-            match fields.get(&k.value) {
-                Some(field) => v.value.unknown_keys(name, &path, field, out),
-                None => {
-                    let known: Vec<&str> = fields.keys().map(String::as_str).collect();
-                    out.push(format!(
-                        "{}: unknown key `{path}`; {}",
-                        place(name, &k.referenced),
-                        crate::mapping::suggest(&k.value, &known)
-                    ));
-                }
+        out.insert(path.clone(), place(name, at));
+        record_places(name, &path, v, out);
+    };
+    match &node.kind {
+        Kind::Map(entries) => {
+            for (k, v) in entries {
+                child(child_key(prefix, &k.name), k.loc, v);
             }
         }
-    }
-
-    fn record(&self, name: &str, prefix: &str, out: &mut BTreeMap<String, String>) {
-        let mut child =
-            |path: String, key_at: &serde_saphyr::Location, v: &serde_saphyr::Spanned<YamlNode>| {
-                let loc = match v.value {
-                    YamlNode::Scalar => &v.referenced,
-                    _ => key_at,
-                };
-                out.insert(path.clone(), place(name, loc));
-                v.value.record(name, &path, out);
-            };
-        match self {
-            YamlNode::Map(entries) => {
-                for (k, v) in entries {
-                    child(child_key(prefix, &k.value), &k.referenced, v);
-                }
-            }
-            YamlNode::Seq(items) => {
-                for (i, v) in items.iter().enumerate() {
-                    child(format!("{prefix}[{i}]"), &v.referenced, v);
-                }
-            }
-            YamlNode::Scalar => {}
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for YamlNode {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = YamlNode;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("any YAML value")
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<YamlNode, E> {
-                Ok(YamlNode::Scalar)
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<YamlNode, E> {
-                Ok(YamlNode::Scalar)
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<YamlNode, E> {
-                Ok(YamlNode::Scalar)
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<YamlNode, E> {
-                Ok(YamlNode::Scalar)
-            }
-            fn visit_str<E>(self, _: &str) -> Result<YamlNode, E> {
-                Ok(YamlNode::Scalar)
-            }
-            fn visit_unit<E>(self) -> Result<YamlNode, E> {
-                Ok(YamlNode::Scalar)
-            }
-            fn visit_none<E>(self) -> Result<YamlNode, E> {
-                Ok(YamlNode::Scalar)
-            }
-            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<YamlNode, D::Error> {
-                YamlNode::deserialize(d)
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<YamlNode, A::Error> {
-                let mut items = Vec::new();
-                while let Some(v) = a.next_element()? {
-                    items.push(v);
-                }
-                Ok(YamlNode::Seq(items))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut a: A,
-            ) -> Result<YamlNode, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(e) = a.next_entry()? {
-                    entries.push(e);
-                }
-                Ok(YamlNode::Map(entries))
+        Kind::Seq(items) => {
+            for (i, v) in items.iter().enumerate() {
+                child(format!("{prefix}[{i}]"), v.loc, v);
             }
         }
-        d.deserialize_any(V)
+        _ => {}
     }
 }
 
@@ -1045,6 +985,14 @@ mod humantime_serde_compat {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Env overrides as `from_sources` takes them.
+    fn env_vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
 
     #[test]
     fn empty_file_is_the_defaults() {
@@ -1224,15 +1172,12 @@ mod tests {
             "{e:?}"
         );
         // Every bad override at once, each by its variable; a good one is not blamed.
-        let env: Vec<(String, String)> = [
+        let env = env_vars(&[
             ("HOOKGATE_LIMITS__MAX_HEADERS", "lots"),
             ("HOOKGATE_LIMITS__MAX_IN_FLIGHT", "12"),
             ("HOOKGATE_DELIVER__CONCURRENCY", "many"),
             ("HOOKGATE_MAPPINGS_POLL", "soon"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        ]);
         let e = Config::from_sources("hg.yaml", "listen: 127.0.0.1:1\n", &env).unwrap_err();
         assert_eq!(e.len(), 3, "{e:#?}");
         for (i, var) in [
@@ -1490,12 +1435,8 @@ mod tests {
                 "pw5",
             ),
         ];
-        for (yaml, env, secret) in cases {
-            let env: Vec<(String, String)> = env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            let p = all(Config::from_sources("hg.yaml", yaml, &env));
+        for (yaml, vars, secret) in cases {
+            let p = all(Config::from_sources("hg.yaml", yaml, &env_vars(vars)));
             assert!(!p.is_empty(), "{secret}: a problem is reported");
             assert!(!p.contains(secret), "{secret} echoed: {p}");
         }
@@ -1530,13 +1471,10 @@ mod tests {
             ),
             "{p:?}"
         );
-        let env: Vec<(String, String)> = [
+        let env = env_vars(&[
             ("HOOKGATE_NOPE", "1"),
             ("HOOKGATE_LIMITS__MAX_HEADERS", "lots"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        ]);
         let p = Config::from_sources("hg.yaml", "", &env).unwrap_err();
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p[0].starts_with("env HOOKGATE_NOPE: unknown key"), "{p:?}");

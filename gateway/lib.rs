@@ -1,8 +1,10 @@
 //! hookgate: a webhook gateway.
 //!
 //! Data flows one way: receive → verify → store → map → deliver; publish → store → deliver.
-//! Leaves (`config`, `error`, `action`, `ip_policy`, `secret`, `jsonpath`) import nothing of ours;
-//! only `app` imports everything, and nothing imports `app`.
+//! Leaves (`error`, `action`, `ip_policy`, `secret`, `jsonpath`) import nothing of ours; `config`
+//! imports only `secret`, `route` and the mapping module's located YAML reader and did-you-mean hints (so
+//! config errors are placed and hinted as mapping errors are); only `app` imports everything, and nothing
+//! imports `app`.
 
 /// mimalloc instead of the system allocator: the receive path and the mapping engine are dominated by
 /// small short-lived allocations (JSON values, header maps), where it is markedly faster than glibc's.
@@ -11,6 +13,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod action;
 pub mod admin;
+pub mod admission;
 pub mod app;
 pub mod catalog;
 pub mod commands;

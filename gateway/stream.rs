@@ -415,17 +415,11 @@ impl Store {
         })
     }
 
-    /// A turn on the connection, waiting at most `wait`. The timeout (a clock read and a runtime handle) is
-    /// set up only when every turn is taken: this runs for every stored event, and a free turn is the
-    /// usual case.
+    /// A turn on the connection, waiting at most `wait`.
     async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, StoreError> {
-        if let Ok(permit) = self.inflight.try_acquire() {
-            return Ok(permit);
-        }
-        tokio::time::timeout(self.wait, self.inflight.acquire())
+        crate::admission::permit_within(&self.inflight, self.wait)
             .await
-            .map_err(|_| StoreError::Busy)?
-            .map_err(|_| StoreError::Busy)
+            .ok_or(StoreError::Busy)
     }
 
     /// Whether Redis answers.

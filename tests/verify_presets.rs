@@ -135,36 +135,29 @@ impl Case {
 
     /// Build the verifier with the secret in an env var, as in production.
     fn verifier(&self) -> Verifier {
-        let var = format!(
-            "HG_PEER_{}",
-            self.name.to_ascii_uppercase().replace('-', "_")
-        );
-        std::env::set_var(&var, self.secret);
-        let mut spec = self.spec.clone();
-        if spec.password.is_none() {
-            spec.secret = Some(format!("${{env:{var}}}"));
-        } else {
-            spec.password = Some(format!("${{env:{var}}}"));
-        }
-        spec.build()
+        with_secrets(self.spec.clone(), &self.env_var(), &[self.secret])
+            .build()
             .unwrap_or_else(|p| panic!("{}: build failed: {p:?}", self.name))
     }
 
     /// The verifier during a rotation: `wrong_secret` as `secret` and the real one listed in `secrets`
     /// (each preset's own key handling sees both, the real one second).
     fn rotating_verifier(&self) -> Verifier {
-        let var = format!(
+        with_secrets(
+            self.spec.clone(),
+            &self.env_var(),
+            &[self.wrong_secret, self.secret],
+        )
+        .build()
+        .unwrap_or_else(|p| panic!("{}: rotation build failed: {p:?}", self.name))
+    }
+
+    /// The env var names this case's secrets start with.
+    fn env_var(&self) -> String {
+        format!(
             "HG_PEER_{}",
             self.name.to_ascii_uppercase().replace('-', "_")
-        );
-        let (old, new) = (format!("{var}_OLD"), format!("{var}_NEW"));
-        std::env::set_var(&old, self.wrong_secret);
-        std::env::set_var(&new, self.secret);
-        let mut spec = self.spec.clone();
-        spec.secret = Some(format!("${{env:{old}}}"));
-        spec.secrets = vec![format!("${{env:{new}}}")];
-        spec.build()
-            .unwrap_or_else(|p| panic!("{}: rotation build failed: {p:?}", self.name))
+        )
     }
 
     fn verify(
@@ -284,6 +277,23 @@ impl Case {
             );
         }
     }
+}
+
+/// `spec` with `secrets` as in production, each from an env var `<var>_<i>`: the first as `secret`
+/// (basic: `password`), any others as a rotation's `secrets` (`passwords`).
+fn with_secrets(mut spec: VerifySpec, var: &str, secrets: &[&str]) -> VerifySpec {
+    for (k, secret) in secrets.iter().enumerate() {
+        let var = format!("{var}_{k}");
+        std::env::set_var(&var, secret);
+        let reference = format!("${{env:{var}}}");
+        match (spec.preset, k) {
+            (Preset::Basic, 0) => spec.password = Some(reference),
+            (Preset::Basic, _) => spec.passwords.push(reference),
+            (_, 0) => spec.secret = Some(reference),
+            _ => spec.secrets.push(reference),
+        }
+    }
+    spec
 }
 
 /// Change one alphanumeric byte in the middle of the body (keeps it valid UTF-8 and, for form
@@ -532,21 +542,8 @@ fn basic_and_token_with_requests() {
         json!({"preset": "token", "param": "key", "secret": "k&y=1 +/e", "url": "https://hooks.example.com/webhooks/brevo?x=1"}),
     ];
     let signed = Peer::Python.sign(&batch);
-    // The first secret goes to `password` (basic) or `secret` (token); more are a rotation's others, in
-    // `passwords` or `secrets`.
     let check = |spec: VerifySpec, secrets: &[&str], var: &str, s: &Signed| {
-        let mut spec = spec;
-        for (k, secret) in secrets.iter().enumerate() {
-            let var = format!("{var}_{k}");
-            std::env::set_var(&var, secret);
-            let reference = format!("${{env:{var}}}");
-            match (spec.preset, k) {
-                (Preset::Basic, 0) => spec.password = Some(reference),
-                (Preset::Basic, _) => spec.passwords.push(reference),
-                (_, 0) => spec.secret = Some(reference),
-                _ => spec.secrets.push(reference),
-            }
-        }
+        let spec = with_secrets(spec, var, secrets);
         let v = spec.build().unwrap_or_else(|p| panic!("{p:?}"));
         let mut headers = HeaderMap::new();
         for (n, val) in &s.headers {

@@ -105,16 +105,8 @@ async fn receive(st: Arc<InboundState>, name: String, peer: SocketAddr, req: Req
         metrics::record_unknown(resp.status().as_u16(), started.elapsed().as_secs_f64());
         return resp;
     };
-    // A burst waits briefly for a slot before its body is read; a sustained overload gets 503. The
-    // timeout is set up only when no slot is free at once, the usual case being that one is.
-    let slot = match st.in_flight.try_acquire() {
-        Ok(slot) => Some(slot),
-        Err(_) => tokio::time::timeout(SLOT_WAIT, st.in_flight.acquire())
-            .await
-            .ok()
-            .and_then(Result::ok),
-    };
-    let result = match slot {
+    // A burst waits briefly for a slot before its body is read; a sustained overload gets 503.
+    let result = match crate::admission::permit_within(&st.in_flight, SLOT_WAIT).await {
         Some(_slot) => accept(&st, &src, peer, &parts, body).await,
         None => Err(Error::Overloaded),
     };

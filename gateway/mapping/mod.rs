@@ -14,7 +14,7 @@ pub mod standalone;
 pub mod tests;
 mod transform;
 mod value;
-mod yaml;
+pub(crate) mod yaml;
 
 /// The "did you mean" hint of mapping errors, also used for unknown configuration keys.
 pub(crate) use diagnostic::suggest;
