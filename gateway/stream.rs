@@ -52,10 +52,13 @@ pub mod keys {
         format!("{prefix}:inbound")
     }
     /// Remembers a sender's event id for the dedup window; its value is `<token>|<binding>` of the request
-    /// that stored it ([`super::fields::DEDUP`]).
-    pub fn dedup(prefix: &str, source: &str, id: &str) -> String {
+    /// that stored it ([`super::fields::DEDUP`]). A body binding (a hash of the body, for an id the
+    /// signature does not cover) is part of the name: the same id with another body is another event, and
+    /// each gets a key of its own, so the redelivery of either is recognised.
+    pub fn dedup(prefix: &str, source: &str, id: &str, binding: &str) -> String {
         // Named on every stored event: `concat` sizes and fills one string without `format!`'s machinery.
-        [prefix, ":dedup:", source, ":", id].concat()
+        let sep = if binding.is_empty() { "" } else { "|" };
+        [prefix, ":dedup:", source, ":", id, sep, binding].concat()
     }
     /// Inbound events waiting for a retry: a sorted set of event ids, scored by due time (ms).
     pub fn retry_inbound(prefix: &str) -> String {
@@ -122,10 +125,11 @@ pub mod fields {
 }
 
 /// KEYS: [dedup key,] stream. ARGV: ttl ms, body binding ('' for none), then field/value pairs.
-/// The dedup key holds `<stream id>|<binding>`. With a binding (a hash of the body), an id seen with another
-/// body is not a redelivery: a replayed signed request carrying someone else's unsigned id header cannot
-/// make the real event look like a duplicate. Used for published events, and for inbound ones on Redis
-/// Cluster (see `Store::store_scripted`); their duplicates are answered with the original's id.
+/// The dedup key holds `<stream id>|<binding>`. With a binding (a hash of the body, also in the key's name:
+/// [`keys::dedup`]), an id seen with another body is not a redelivery: a replayed signed request carrying
+/// someone else's unsigned id header cannot make the real event look like a duplicate. Used for published
+/// events, and for inbound ones on Redis Cluster (see `Store::store_scripted`); their duplicates are
+/// answered with the original's id.
 const STORE_SCRIPT: &str = r#"
 local stream = KEYS[#KEYS]
 if #KEYS == 2 then
@@ -187,15 +191,18 @@ pub enum Stored {
 /// request, given the key's value now (`None`: expired or never set). Losers are redeliveries: they are
 /// skipped. With another binding the entry is another event that happens to reuse the id, so it stays.
 pub fn lost_race(mine: &[u8], now: Option<&[u8]>) -> bool {
-    let binding = |v: &[u8]| {
-        v.iter()
-            .position(|b| *b == b'|')
-            .map(|i| v[i + 1..].to_vec())
-    };
     match now {
-        Some(now) => now != mine && binding(now) == binding(mine),
+        Some(now) => now != mine && binding_of(now) == binding_of(mine),
         None => false,
     }
+}
+
+/// The body binding of a dedup value `<token>|<binding>`: empty when there is none (or no `|`).
+pub fn binding_of(value: &[u8]) -> &[u8] {
+    value
+        .iter()
+        .position(|b| *b == b'|')
+        .map_or(&[][..], |i| &value[i + 1..])
 }
 
 /// An inbound record's stream fields, in their documented order.
@@ -520,7 +527,7 @@ impl Store {
             return Ok(Stored::New(xadd.query_async(&mut c).await?));
         };
         xadd.arg(fields::DEDUP).arg(&mine);
-        let key = keys::dedup(&self.families.inbound, rec.source, sender_id);
+        let key = keys::dedup(&self.families.inbound, rec.source, sender_id, binding);
         let mut set = redis::Cmd::with_capacity(7, key.len() + mine.len() + 40);
         set.arg("SET")
             .arg(&key)
@@ -559,10 +566,15 @@ impl Store {
         dedup_ttl: Duration,
     ) -> Result<Stored, RedisError> {
         let mut inv = STORE.prepare_invoke();
-        inv.key(keys::dedup(&self.families.inbound, rec.source, sender_id))
-            .key(&self.inbound_stream)
-            .arg(dedup_ttl.as_millis().max(1) as u64)
-            .arg(binding);
+        inv.key(keys::dedup(
+            &self.families.inbound,
+            rec.source,
+            sender_id,
+            binding,
+        ))
+        .key(&self.inbound_stream)
+        .arg(dedup_ttl.as_millis().max(1) as u64)
+        .arg(binding);
         for (k, v) in pairs {
             inv.arg(*k).arg(*v);
         }
@@ -592,7 +604,7 @@ mod tests {
         let f = Families::new("hookgate", true);
         assert_eq!(keys::inbound(&f.inbound), "{hookgate:in}:inbound");
         assert_eq!(
-            keys::dedup(&f.inbound, "stripe", "evt_1"),
+            keys::dedup(&f.inbound, "stripe", "evt_1", ""),
             "{hookgate:in}:dedup:stripe:evt_1"
         );
         assert_eq!(keys::events(&f.outbound), "{hookgate:out}:events");
@@ -600,12 +612,23 @@ mod tests {
         let slot = |k: &str| redis::cluster_routing::Slot::for_key(k);
         assert_eq!(
             slot(&keys::inbound(&f.inbound)),
-            slot(&keys::dedup(&f.inbound, "s", "x"))
+            slot(&keys::dedup(&f.inbound, "s", "x", "0f1e"))
         );
         assert_eq!(
             slot(&keys::events(&f.outbound)),
             slot(&keys::event_dedup(&f.outbound, "x"))
         );
+    }
+
+    #[test]
+    fn a_body_binding_names_a_key_of_its_own() {
+        let k = |binding| keys::dedup("hookgate", "gh", "d-1", binding);
+        assert_eq!(k(""), "hookgate:dedup:gh:d-1");
+        assert_eq!(k("ab12"), "hookgate:dedup:gh:d-1|ab12");
+        assert_ne!(k("ab12"), k("cd34"));
+        assert_eq!(binding_of(b"t1|ab12"), b"ab12");
+        assert_eq!(binding_of(b"t1|"), b"");
+        assert_eq!(binding_of(b"t1"), b"");
     }
 
     #[test]

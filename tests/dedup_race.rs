@@ -61,7 +61,7 @@ async fn a_worker_skips_the_entry_of_a_redelivery_that_lost_the_race() {
     let redis = Redis::start();
     let up = RecordingUpstream::start().await;
     let _: () = redis::cmd("SET")
-        .arg("hookgate:dedup:shop:evt_1")
+        .arg("hookgate:dedup:shop:evt_1|b1")
         .arg("tokA|b1")
         .query(&mut redis.conn())
         .unwrap();

@@ -622,7 +622,8 @@ async fn graceful_shutdown_finishes_in_flight_requests() {
 }
 
 /// A dedup id from a header the signature does not cover is bound to the body: a validly signed body
-/// replayed with someone else's delivery id is stored, not taken for that event's redelivery.
+/// replayed with someone else's delivery id is stored, not taken for that event's redelivery, and the
+/// redeliveries of both are then recognised (each id + body has a dedup key of its own).
 #[tokio::test(flavor = "multi_thread")]
 async fn unsigned_dedup_header_cannot_poison_another_event() {
     let redis = Redis::start();
@@ -655,6 +656,11 @@ async fn unsigned_dedup_header_cannot_poison_another_event() {
     assert_eq!(send("d-2", "{\"a\":1}").await.0, 202);
     // ...and the real event with that id is still stored
     assert_eq!(send("d-2", "{\"real\":true}").await.0, 202);
+    // Both are then known: a redelivery of either is a duplicate, stored once.
+    for body in ["{\"real\":true}", "{\"a\":1}"] {
+        let (s, b) = send("d-2", body).await;
+        assert_eq!((s, &b["duplicate"]), (200, &json!(true)), "{body}");
+    }
     let bodies: Vec<Vec<u8>> = inbound_entries(&redis, "hookgate")
         .into_iter()
         .map(|(_, f)| f["body"].clone())
@@ -663,40 +669,51 @@ async fn unsigned_dedup_header_cannot_poison_another_event() {
     assert_eq!(bodies.len(), 3);
 }
 
+/// The token preset's header is kept out of storage, also when its configured name has stray spaces
+/// (the verifier trims them; the list of headers not to store must name the same header).
 #[tokio::test(flavor = "multi_thread")]
 async fn token_header_is_never_stored() {
     let redis = Redis::start();
     let dir = tempfile::tempdir().unwrap();
-    let brevo = format!(
-        "source: brevo\nverify: {{ preset: token, header: X-Brevo-Token, secret: \"{}\" }}\n",
-        secret_file(dir.path(), "tok", "brevo-shared-token")
+    let secret = secret_file(dir.path(), "tok", "brevo-shared-token");
+    let plain = format!(
+        "source: brevo\nverify: {{ preset: token, header: X-Brevo-Token, secret: \"{secret}\" }}\n"
     );
-    let gw = Gateway::start(&redis, &[("brevo.yaml", &brevo)], "").await;
+    let spaced = format!(
+        "source: spaced\nverify: {{ preset: token, header: \" X-Brevo-Token \", secret: \"{secret}\" }}\n"
+    );
+    let gw = Gateway::start(
+        &redis,
+        &[("brevo.yaml", &plain), ("spaced.yaml", &spaced)],
+        "",
+    )
+    .await;
     let c = client();
-    let r = c
-        .post(gw.url("brevo"))
-        .header("content-type", "application/json")
-        .header("x-brevo-token", "wrong")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 401);
-    let r = c
-        .post(gw.url("brevo"))
-        .header("content-type", "application/json")
-        .header("x-brevo-token", "brevo-shared-token")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
-    let (_, f) = inbound_entries(&redis, "hookgate").pop().unwrap();
-    let headers = String::from_utf8(f["headers"].clone()).unwrap();
-    assert!(
-        !headers.contains("brevo-shared-token") && !headers.contains("x-brevo-token"),
-        "{headers}"
-    );
+    for source in ["brevo", "spaced"] {
+        let post = |token: &'static str| {
+            c.post(gw.url(source))
+                .header("content-type", "application/json")
+                .header("x-brevo-token", token)
+                .body("{}")
+                .send()
+        };
+        assert_eq!(
+            post("wrong").await.unwrap().status().as_u16(),
+            401,
+            "{source}"
+        );
+        let r = post("brevo-shared-token").await.unwrap();
+        assert_eq!(r.status().as_u16(), 202, "{source}");
+    }
+    let entries = inbound_entries(&redis, "hookgate");
+    assert_eq!(entries.len(), 2);
+    for (_, f) in entries {
+        let headers = String::from_utf8(f["headers"].clone()).unwrap();
+        assert!(
+            !headers.contains("brevo-shared-token") && !headers.contains("x-brevo-token"),
+            "{headers}"
+        );
+    }
 }
 
 /// During `shutdown_delay` readiness fails while requests are still served: load balancers stop first.

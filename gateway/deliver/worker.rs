@@ -17,7 +17,7 @@ use crate::config::{Config, Deliver};
 use crate::mapping::{Event, Headers, MappedAction};
 use crate::payload::{self, BodyKind};
 use crate::redis_conn::{Conn, Redis};
-use crate::stream::{ensure_group, fields, keys, lost_race, MAPPERS_GROUP};
+use crate::stream::{binding_of, ensure_group, fields, keys, lost_race, MAPPERS_GROUP};
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 use redis::{RedisError, Value};
 use std::collections::{HashMap, HashSet};
@@ -263,10 +263,14 @@ impl Worker {
             .filter(|(_, (stream, _, _))| *stream == self.keys.inbound)
             .filter_map(|(i, (_, _, m))| {
                 let mine = text(m, fields::DEDUP);
+                if mine.is_empty() {
+                    return None;
+                }
                 let source = String::from_utf8(text(m, fields::SOURCE)).ok()?;
                 let event = String::from_utf8(text(m, fields::EVENT_ID)).ok()?;
-                (!mine.is_empty())
-                    .then(|| (i, keys::dedup(&self.keys.prefix, &source, &event), mine))
+                let binding = std::str::from_utf8(binding_of(&mine)).ok()?;
+                let key = keys::dedup(&self.keys.prefix, &source, &event, binding);
+                Some((i, key, mine))
             })
             .collect();
         if checked.is_empty() {

@@ -111,16 +111,14 @@ impl InboundSource {
             .iter()
             .map(|h| http::HeaderName::from_static(h))
             .collect();
-        if let Some(v) = &spec.verify {
-            if v.preset == Preset::Token {
-                if let Some(h) = v
-                    .header
-                    .as_deref()
-                    .and_then(|h| http::HeaderName::try_from(h).ok())
-                {
-                    secret_headers.push(h);
-                }
-            }
+        // The name as the verifier reads it (trimmed, validated), so the header it checks is the one kept
+        // out of storage.
+        if let Some(h) = verifier
+            .as_ref()
+            .and_then(|v| v.credential_header())
+            .and_then(|h| http::HeaderName::try_from(h).ok())
+        {
+            secret_headers.push(h);
         }
         let dedup = spec.dedup.as_ref().and_then(|d| {
             let key = match (&d.id, &d.header) {

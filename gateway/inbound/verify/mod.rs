@@ -186,6 +186,17 @@ impl Verifier {
         }
     }
 
+    /// The header that carries a shared credential (preset token), which must never be stored.
+    pub fn credential_header(&self) -> Option<&str> {
+        match &self.check {
+            Check::Token(credentials::Token {
+                location: credentials::TokenLocation::Header { name, .. },
+                ..
+            }) => Some(name),
+            _ => None,
+        }
+    }
+
     /// Whether the check reads `SignedRequest::url`. The receive path builds the URL only then: most
     /// presets never look at it.
     pub fn needs_url(&self) -> bool {
