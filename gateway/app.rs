@@ -139,6 +139,7 @@ pub async fn run(
         admin::router(ready, live, token.clone(), dead)
             .merge(admin::outbound_router(outbound, token)),
         &cfg,
+        None,
     );
     let admin_task = tokio::spawn(server::serve(
         listeners.admin,
@@ -155,7 +156,10 @@ pub async fn run(
             max_json_depth: cfg.limits.max_json_depth,
             in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_in_flight)),
         });
-        let app = layered(inbound::router(state), &cfg);
+        let registry = state.sources.clone();
+        let count: crate::error::RefusalCount =
+            Box::new(move |uri, e| inbound::handler::count_refusal(&registry, uri, e));
+        let app = layered(inbound::router(state), &cfg, Some(count));
         server::serve(listeners.inbound, app, limits, stopped(stop_rx)).await;
     } else {
         drop(listeners.inbound);
@@ -174,9 +178,11 @@ pub async fn run(
 
 /// The cross-cutting concerns every route of both listeners gets, as tower layers around `svc` (the admin
 /// router, or the inbound one, [`inbound::router`]).
+/// `count` is told of the refusals the layers make themselves ([`crate::error::LayerRefusals`]).
 fn layered<S>(
     svc: S,
     cfg: &Config,
+    count: Option<crate::error::RefusalCount>,
 ) -> impl Service<
     http::Request<Body>,
     Response = http::Response<
@@ -213,6 +219,14 @@ where
         }))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(CatchPanicLayer::new())
+        .layer(
+            crate::error::Refusals {
+                body_cap: crate::config::MAX_BODY_CAP.as_u64(),
+                timeout: cfg.limits.request_timeout,
+                count,
+            }
+            .layer(),
+        )
         .layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, cfg.limits.request_timeout))
         // A backstop for every route: no body beyond the most any source may allow is read, and a larger
         // Content-Length is refused before routing. Each source's own limit is enforced by the receiver,

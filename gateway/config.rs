@@ -69,10 +69,14 @@ pub struct Limits {
     /// Time allowed to receive the request head; slow-loris guard.
     #[serde(with = "humantime_serde_compat")]
     pub header_read_timeout: Duration,
-    /// Time allowed for a whole request, body included.
+    /// Time allowed for a whole request, body included. Must exceed what the receiver itself may wait
+    /// ([`IN_FLIGHT_WAIT`] + 3 × `redis.response_timeout`), so a stalled Redis gets its 503.
     #[serde(with = "humantime_serde_compat")]
     pub request_timeout: Duration,
 }
+
+/// How long a webhook request waits for an in-flight slot (`limits.max_in_flight`) before it gets 503.
+pub const IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
 
 impl Default for Limits {
     fn default() -> Self {
@@ -622,6 +626,19 @@ impl Config {
         }
         if l.max_headers < 8 {
             bad("limits.max_headers", "must be at least 8".into());
+        }
+        // The receiver's own waits: a slot, a turn on the Redis connection, the store and its one retry.
+        // A request timeout inside them would answer a stalled Redis 408, without Retry-After.
+        let receiver_waits = IN_FLIGHT_WAIT + 3 * self.redis.response_timeout;
+        if !l.request_timeout.is_zero() && l.request_timeout <= receiver_waits {
+            bad(
+                "limits.request_timeout",
+                format!(
+                    "must be longer than {} (the in-flight wait, 5s, and 3 × redis.response_timeout), \
+                     so a stalled Redis is answered 503 with Retry-After",
+                    humantime::format_duration(receiver_waits)
+                ),
+            );
         }
         for (key, d) in [
             ("limits.header_read_timeout", l.header_read_timeout),
@@ -1228,6 +1245,27 @@ mod tests {
             p[0].starts_with("admin_listen: must differ from listen"),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn request_timeout_must_outlast_the_receivers_own_waits() {
+        let check = |yaml: &str| {
+            Config::from_sources("hg.yaml", yaml, &[])
+                .unwrap()
+                .validate()
+        };
+        // 5 s for a slot + 3 × 2 s on Redis = 11 s; the default 30 s is fine.
+        assert!(check("").is_ok());
+        let p = check("limits: { request_timeout: 11s }\n").unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("hg.yaml:1:28: limits.request_timeout: must be longer than 11s"),
+            "{p:?}"
+        );
+        assert!(check("limits: { request_timeout: 12s }\n").is_ok());
+        // A longer Redis timeout raises the floor.
+        let p = check("limits: { request_timeout: 30s }\nredis: { response_timeout: 10s }\n");
+        assert!(p.is_err_and(|p| p[0].contains("must be longer than 35s")));
     }
 
     #[test]

@@ -151,7 +151,7 @@ async fn statuses_and_one_line_reasons() {
 
 /// Every listener has tower-http's body limit as a backstop at 64 MiB, the most a source may allow: a
 /// larger declared length is refused before routing (even to an unknown source), and a streamed body past
-/// it is the source's 413 with its JSON reason, counted like any other.
+/// it is the source's 413. Both get the JSON reason and are counted like any other refusal.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backstop_limits_every_body_to_what_a_source_may_allow() {
     let redis = Redis::start();
@@ -166,6 +166,14 @@ async fn a_backstop_limits_every_body_to_what_a_source_may_allow() {
     for path in ["/webhooks/huge", "/webhooks/nope"] {
         let (status, body) = raw_post(gw.addr, path, &declared, b"").await;
         assert_eq!(status, 413, "{path}: refused from the header: {body}");
+        let reason: Value = serde_json::from_str(&body).unwrap_or_default();
+        assert_eq!(reason["error"], "too_large", "{path}: {body}");
+    }
+    let m = gw.metrics().await;
+    for source in ["huge", "unknown"] {
+        let line =
+            format!("hookgate_inbound_requests_total{{source=\"{source}\",status=\"413\"}} 1");
+        assert!(m.contains(&line), "{line} not in {m}");
     }
 
     // Streamed without a length: the backstop and the source's limit are the same here, and the
@@ -187,7 +195,7 @@ async fn a_backstop_limits_every_body_to_what_a_source_may_allow() {
     );
     let m = gw.metrics().await;
     assert!(
-        m.contains("hookgate_inbound_requests_total{source=\"huge\",status=\"413\"} 1"),
+        m.contains("hookgate_inbound_requests_total{source=\"huge\",status=\"413\"} 2"),
         "counted: {m}"
     );
     assert_eq!(
@@ -195,6 +203,38 @@ async fn a_backstop_limits_every_body_to_what_a_source_may_allow() {
         0,
         "nothing stored"
     );
+    gw.stop().await.unwrap();
+}
+
+/// A sender that does not finish its body within `limits.request_timeout` gets the JSON 408 `timeout`,
+/// counted under its source; nothing is stored. (The timeout must outlast the receiver's own waits: the
+/// shortest allowed with a 100 ms Redis timeout is just over 5.3 s.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_too_slow_to_arrive_gets_408_counted() {
+    let redis = Redis::start();
+    let gw = Gateway::start(
+        &redis,
+        &[("open.yaml", OPEN)],
+        "limits: { request_timeout: 5500ms }\nredis: { response_timeout: 100ms }\n",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let head = "Content-Type: application/json\r\nContent-Length: 100\r\n";
+    let (status, body) = raw_post(gw.addr, "/webhooks/open", head, b"{\"id\":").await;
+    assert_eq!(status, 408, "{body}");
+    assert!(started.elapsed() >= Duration::from_millis(5500));
+    let reason: Value = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(reason["error"], "timeout", "{body}");
+    assert_eq!(
+        reason["message"], "request not completed within 5s 500ms",
+        "{body}"
+    );
+    let m = gw.metrics().await;
+    assert!(
+        m.contains("hookgate_inbound_requests_total{source=\"open\",status=\"408\"} 1"),
+        "counted: {m}"
+    );
+    assert!(inbound_entries(&redis, "hookgate").is_empty());
     gw.stop().await.unwrap();
 }
 
@@ -289,7 +329,8 @@ async fn requests_beyond_max_in_flight_wait_then_get_503() {
 }
 
 /// The one route answers as documented: the source name is one percent-decoded
-/// path segment, another method gets 405 with `Allow`, any other path 404; the layers (request id) apply.
+/// path segment, another method gets 405 with `Allow`, any other path 404, each counted; the layers
+/// (request id) apply.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_webhook_route_answers_as_a_router_would() {
     let redis = Redis::start();
@@ -335,6 +376,20 @@ async fn the_webhook_route_answers_as_a_router_would() {
         let b: Value = r.json().await.expect("a JSON error body");
         assert_eq!(b["error"], "not_found", "{path}");
     }
+    // Counted: the 405 under its source, the paths that name none under `unknown` (the recorder is per
+    // process, shared with the other tests here: at least these five).
+    let m = gw.metrics().await;
+    assert!(
+        m.contains("hookgate_inbound_requests_total{source=\"open\",status=\"405\"} 1"),
+        "{m}"
+    );
+    let unknown_404 = m
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("hookgate_inbound_requests_total{source=\"unknown\",status=\"404\"} ")
+        })
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(unknown_404 >= Some(5), "{m}");
     let mut conn = redis.conn();
     let n: u64 = redis::cmd("XLEN")
         .arg("hookgate:inbound")

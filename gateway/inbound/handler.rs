@@ -32,9 +32,6 @@ pub struct InboundState {
     pub in_flight: Arc<tokio::sync::Semaphore>,
 }
 
-/// How long a request waits for an in-flight slot before it is answered 503.
-const SLOT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// The route's path, before the source name (one segment, which the router matches).
 const PREFIX: &str = "/webhooks/";
 
@@ -45,7 +42,10 @@ const PREFIX: &str = "/webhooks/";
 pub fn router(state: Arc<InboundState>) -> axum::Router {
     axum::Router::new()
         .route_service(&format!("{PREFIX}{{source}}"), Receiver(state))
-        .fallback(|| async { Error::NotFound })
+        .fallback(|| async {
+            metrics::record_other(metrics::UNKNOWN, 404);
+            Error::NotFound
+        })
 }
 
 /// `POST /webhooks/{source}` as a tower service. The tower layers every listener gets (request id,
@@ -72,27 +72,49 @@ impl tower::Service<Request> for Receiver {
     }
 }
 
-/// The source name is the path's segment after [`PREFIX`] (the router matched its shape), percent-decoded;
-/// a name that is not UTF-8 is no source (404). Another method than POST gets 405 with `Allow`.
+/// The source a webhook path names: its segment after [`PREFIX`], percent-decoded; `None` for another
+/// path, or a name that is not UTF-8.
+fn source_name(uri: &Uri) -> Option<String> {
+    let name = uri.path().strip_prefix(PREFIX)?;
+    if name.contains('/') {
+        return None;
+    }
+    percent_encoding::percent_decode_str(name)
+        .decode_utf8()
+        .ok()
+        .map(|n| n.into_owned())
+}
+
+/// Count a refusal made before the receiver ran (by a layer: the body backstop's 413, the request
+/// timeout's 408; or by the route: 405) as the receiver counts its own: under the source, or
+/// [`metrics::UNKNOWN`] for a path naming none.
+pub fn count_refusal(sources: &SourceRegistry, uri: &Uri, e: &Error) {
+    let status = e.status().as_u16();
+    match source_name(uri).filter(|n| sources.get(n).is_some()) {
+        Some(name) => metrics::record_other(&name, status),
+        None => metrics::record_other(metrics::UNKNOWN, status),
+    }
+}
+
+/// The router matched the path's shape, so [`source_name`] finds the name; one that is not UTF-8 is no
+/// source (404). Another method than POST gets 405 with `Allow`.
 async fn route(st: Arc<InboundState>, req: Request) -> Response {
-    let name = req
-        .uri()
-        .path()
-        .strip_prefix(PREFIX)
-        .and_then(|n| percent_encoding::percent_decode_str(n).decode_utf8().ok())
-        .map(|n| n.into_owned());
-    let Some(name) = name else {
-        return Error::NotFound.into_response();
+    let refuse = |e: Error| {
+        count_refusal(&st.sources, req.uri(), &e);
+        e.into_response()
+    };
+    let Some(name) = source_name(req.uri()) else {
+        return refuse(Error::NotFound);
     };
     if req.method() != Method::POST {
-        return Error::MethodNotAllowed("POST").into_response();
+        return refuse(Error::MethodNotAllowed("POST"));
     }
     let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let Some(peer) = peer else {
-        return Error::Internal("no peer address on the request".into()).into_response();
+        return refuse(Error::Internal("no peer address on the request".into()));
     };
     receive(st, name, peer, req).await
 }
@@ -106,10 +128,11 @@ async fn receive(st: Arc<InboundState>, name: String, peer: SocketAddr, req: Req
         return resp;
     };
     // A burst waits briefly for a slot before its body is read; a sustained overload gets 503.
-    let result = match crate::admission::permit_within(&st.in_flight, SLOT_WAIT).await {
-        Some(_slot) => accept(&st, &src, peer, &parts, body).await,
-        None => Err(Error::Overloaded),
-    };
+    let result =
+        match crate::admission::permit_within(&st.in_flight, crate::config::IN_FLIGHT_WAIT).await {
+            Some(_slot) => accept(&st, &src, peer, &parts, body).await,
+            None => Err(Error::Overloaded),
+        };
     let resp = result.unwrap_or_else(|e| {
         if let Error::Unauthorized(_) = &e {
             tracing::info!(source = %src.name, reason = %e, "verification failed");

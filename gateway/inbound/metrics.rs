@@ -51,8 +51,12 @@ pub fn record_other(source: &str, status: u16) {
         .increment(1);
 }
 
-/// Requests to unknown sources share one label, so a scan cannot blow up the metric's cardinality.
+/// The source label of requests to no known source: one label, so a scan cannot blow up the metric's
+/// cardinality.
+pub const UNKNOWN: &str = "unknown";
+
+/// A request to an unknown source, and how long it took.
 pub fn record_unknown(status: u16, secs: f64) {
-    record_other("unknown", status);
-    metrics::histogram!(DURATION, "source" => "unknown").record(secs);
+    record_other(UNKNOWN, status);
+    metrics::histogram!(DURATION, "source" => UNKNOWN).record(secs);
 }
