@@ -218,7 +218,6 @@ where
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, event_id = tracing::field::Empty)
         }))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(CatchPanicLayer::new())
         .layer(
             crate::error::Refusals {
                 body_cap: crate::config::MAX_BODY_CAP.as_u64(),
@@ -227,6 +226,7 @@ where
             }
             .layer(),
         )
+        .layer(CatchPanicLayer::new())
         .layer(TimeoutLayer::with_status_code(http::StatusCode::REQUEST_TIMEOUT, cfg.limits.request_timeout))
         // A backstop for every route: no body beyond the most any source may allow is read, and a larger
         // Content-Length is refused before routing. Each source's own limit is enforced by the receiver,

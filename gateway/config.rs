@@ -629,7 +629,8 @@ impl Config {
         }
         // The receiver's own waits: a slot, a turn on the Redis connection, the store and its one retry.
         // A request timeout inside them would answer a stalled Redis 408, without Retry-After.
-        let receiver_waits = IN_FLIGHT_WAIT + 3 * self.redis.response_timeout;
+        let receiver_waits =
+            IN_FLIGHT_WAIT.saturating_add(self.redis.response_timeout.saturating_mul(3));
         if !l.request_timeout.is_zero() && l.request_timeout <= receiver_waits {
             bad(
                 "limits.request_timeout",

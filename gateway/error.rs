@@ -117,9 +117,10 @@ impl IntoResponse for Error {
 /// Counts a refusal that a layer made: the request's URI and the error it was answered with.
 pub type RefusalCount = Box<dyn Fn(&http::Uri, &Error) + Send + Sync>;
 
-/// tower-http's body-limit backstop (413) and request timeout (408) answer by themselves, in plain text,
-/// and no handler sees those requests. Placed outside both, this turns their answers into the one error
-/// type's JSON and hands each to `count` with the request's URI, so they are counted like any refusal.
+/// Three answers come from tower-http's layers rather than a handler, in plain text, and no handler
+/// counts them: the body-limit backstop's 413 for a declared length over its cap, the request timeout's
+/// 408, and catch-panic's 500. Placed outside those layers, this turns them into the one error type's
+/// JSON and hands each to `count` with the request's URI, so they are counted like any refusal.
 #[derive(Clone)]
 pub struct LayerRefusals<S> {
     inner: S,
@@ -128,7 +129,7 @@ pub struct LayerRefusals<S> {
 
 /// What [`LayerRefusals`] answers with, and whom it tells.
 pub struct Refusals {
-    /// The backstop's limit, named in its 413.
+    /// The backstop's limit: a declared length over it is refused by the layer, and named in the 413.
     pub body_cap: u64,
     /// `limits.request_timeout`, named in the 408.
     pub timeout: Duration,
@@ -136,12 +137,17 @@ pub struct Refusals {
 }
 
 impl Refusals {
-    /// The layer's own answer for a response, when a layer made it: the refusal's status, and not our
-    /// JSON (the receiver's own 413 is JSON and already counted).
-    fn own(&self, resp: &Response) -> Option<Error> {
+    /// The error for a response a layer made, or `None` for any other. Every handler answers an error in
+    /// our JSON, so a plain answer with one of these statuses is a layer's. A plain 413 is the backstop's
+    /// only for a declared length over its cap: a handler's own body limit (axum's, on the admin API)
+    /// answers 413 in plain text too, and is left as it is.
+    fn own<B>(&self, resp: &http::Response<B>, over_cap: bool) -> Option<Error> {
         let e = match resp.status() {
-            StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge(self.body_cap),
+            StatusCode::PAYLOAD_TOO_LARGE if over_cap => Error::TooLarge(self.body_cap),
             StatusCode::REQUEST_TIMEOUT => Error::Timeout(self.timeout),
+            StatusCode::INTERNAL_SERVER_ERROR => {
+                Error::Internal("the request's handler failed".into())
+            }
             _ => return None,
         };
         let json = resp
@@ -161,11 +167,14 @@ impl Refusals {
     }
 }
 
-impl<S> tower::Service<http::Request<Body>> for LayerRefusals<S>
+/// The inner answer as it is, or ours in its place: either body, with no boxing.
+pub type RefusalBody<B> = http_body_util::Either<B, Body>;
+
+impl<S, B> tower::Service<http::Request<Body>> for LayerRefusals<S>
 where
-    S: tower::Service<http::Request<Body>, Response = Response, Error = Infallible>,
+    S: tower::Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>,
 {
-    type Response = Response;
+    type Response = http::Response<RefusalBody<B>>;
     type Error = Infallible;
     type Future = RefusalFuture<S::Future>;
 
@@ -174,12 +183,19 @@ where
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let over_cap = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|n| n > self.refusals.body_cap);
         // A clone of the URI is a few reference counts; it names the source should the request be refused.
         let uri = req.uri().clone();
         RefusalFuture {
             inner: self.inner.call(req),
             refusals: self.refusals.clone(),
             uri,
+            over_cap,
         }
     }
 }
@@ -191,24 +207,117 @@ pin_project_lite::pin_project! {
         inner: F,
         refusals: Arc<Refusals>,
         uri: http::Uri,
+        over_cap: bool,
     }
 }
 
-impl<F> Future for RefusalFuture<F>
+impl<F, B> Future for RefusalFuture<F>
 where
-    F: Future<Output = Result<Response, Infallible>>,
+    F: Future<Output = Result<http::Response<B>, Infallible>>,
 {
-    type Output = Result<Response, Infallible>;
+    type Output = Result<http::Response<RefusalBody<B>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let resp = ready!(this.inner.poll(cx))?;
-        let Some(e) = this.refusals.own(&resp) else {
-            return Poll::Ready(Ok(resp));
+        let Some(e) = this.refusals.own(&resp, *this.over_cap) else {
+            return Poll::Ready(Ok(resp.map(RefusalBody::Left)));
         };
         if let Some(count) = &this.refusals.count {
             count(this.uri, &e);
         }
-        Poll::Ready(Ok(e.into_response()))
+        Poll::Ready(Ok(e.into_response().map(RefusalBody::Right)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use std::sync::Mutex;
+    use tower::{ServiceBuilder, ServiceExt};
+    use tower_http::catch_panic::CatchPanicLayer;
+
+    /// Sends one request through the refusal layer and catch-panic to `answer`; returns the status, the
+    /// body and what was counted.
+    async fn through(
+        content_length: Option<u64>,
+        answer: impl Fn() -> Response + Clone + Send + 'static,
+    ) -> (u16, String, Vec<(String, u16)>) {
+        let counted = Arc::new(Mutex::new(Vec::new()));
+        let sink = counted.clone();
+        let refusals = Refusals {
+            body_cap: 100,
+            timeout: Duration::from_secs(7),
+            count: Some(Box::new(move |uri, e| {
+                if let Ok(mut v) = sink.lock() {
+                    v.push((uri.path().to_string(), e.status().as_u16()));
+                }
+            })),
+        };
+        let svc = ServiceBuilder::new()
+            .layer(refusals.layer())
+            .layer(CatchPanicLayer::new())
+            .service_fn(move |_req: http::Request<Body>| {
+                let answer = answer.clone();
+                async move { Ok::<_, Infallible>(answer()) }
+            });
+        let mut req = http::Request::post("/webhooks/s");
+        if let Some(n) = content_length {
+            req = req.header(header::CONTENT_LENGTH, n);
+        }
+        let resp = svc
+            .oneshot(req.body(Body::empty()).expect("request"))
+            .await
+            .expect("infallible");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        let counted = counted.lock().map(|v| v.clone()).unwrap_or_default();
+        (status, String::from_utf8_lossy(&body).into_owned(), counted)
+    }
+
+    fn plain(status: StatusCode) -> Response {
+        (status, "plain").into_response()
+    }
+
+    #[tokio::test]
+    async fn a_layers_own_answers_become_ours_and_are_counted() {
+        let (s, body, counted) = through(None, || plain(StatusCode::REQUEST_TIMEOUT)).await;
+        assert_eq!(s, 408);
+        assert!(body.contains(r#""error":"timeout""#), "{body}");
+        assert!(body.contains("within 7s"), "{body}");
+        assert_eq!(counted, [("/webhooks/s".to_string(), 408)]);
+
+        let (s, body, counted) = through(Some(101), || plain(StatusCode::PAYLOAD_TOO_LARGE)).await;
+        assert_eq!(s, 413);
+        assert!(body.contains(r#""error":"too_large""#), "{body}");
+        assert!(body.contains("100 byte limit"), "{body}");
+        assert_eq!(counted.len(), 1);
+
+        let (s, body, counted) = through(None, || panic!("a bug")).await;
+        assert_eq!(s, 500);
+        assert!(body.contains(r#""error":"internal""#), "{body}");
+        assert!(
+            !body.contains("a bug"),
+            "the panic's text stays out: {body}"
+        );
+        assert_eq!(counted, [("/webhooks/s".to_string(), 500)]);
+    }
+
+    #[tokio::test]
+    async fn other_answers_pass_untouched_and_uncounted() {
+        // A handler's own plain 413 (axum's body limit on the admin API): the declared length was within
+        // the backstop's cap, so the backstop did not make it.
+        let (s, body, counted) = through(Some(100), || plain(StatusCode::PAYLOAD_TOO_LARGE)).await;
+        assert_eq!((s, body.as_str()), (413, "plain"));
+        assert!(counted.is_empty());
+        // Our own JSON errors are the handler's, already counted there.
+        let (s, body, counted) = through(Some(101), || Error::TooLarge(100).into_response()).await;
+        assert_eq!(s, 413);
+        assert!(body.contains("too_large"));
+        assert!(counted.is_empty());
+        let (s, body, counted) = through(None, || plain(StatusCode::ACCEPTED)).await;
+        assert_eq!((s, body.as_str()), (202, "plain"));
+        assert!(counted.is_empty());
     }
 }

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 /// A source with dedup on `$.id` and one rule; a compressed retry schedule.
 const SHOP: &str = "source: shop\nallow_ips: [127.0.0.0/8]\ndedup: { id: $.id }\nrules:\n  - name: signup\n    create_contact:\n      email: $.email\n";
+/// Dedup on a header the signature does not cover: the id is bound to the body.
+const GH: &str = "source: gh\nallow_ips: [127.0.0.0/8]\ndedup: { header: X-GitHub-Delivery }\n";
 const FAST: &str =
     "deliver: { retry_base: 50ms, retry_max: 200ms, timeout: 2s, connect_timeout: 500ms }\n";
 const OUT: &str = "outbound: { retry_base: 100ms, retry_max: 300ms, give_up_after: 1500ms, timeout: 3s, connect_timeout: 1s }\negress: { allow: [127.0.0.0/8], allow_http: true }\n";
@@ -50,7 +52,7 @@ async fn inbound_dedup_retries_dead_letters_and_replay_work_on_a_cluster() {
     up.plan(&[(503, "busy"), (503, "busy"), (422, "bad email")]);
     let gw = Gateway::start(
         &cluster,
-        &[("shop.yaml", SHOP)],
+        &[("shop.yaml", SHOP), ("gh.yaml", GH)],
         &format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url()),
     )
     .await;
@@ -65,6 +67,32 @@ async fn inbound_dedup_retries_dead_letters_and_replay_work_on_a_cluster() {
     );
     // On a cluster the store is the script, which knows the original's stream id.
     assert_eq!(again["id"], first["id"], "and the original's stream id");
+
+    // One unsigned id with two bodies: two events, and a redelivery of each names its own original.
+    let gh = |body: &'static str| {
+        let url = gw.url("gh");
+        async move {
+            let r = client()
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-github-delivery", "d-1")
+                .body(body)
+                .send()
+                .await
+                .expect("POST /webhooks/gh");
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (s, a) = gh(r#"{"n":1}"#).await;
+    assert_eq!(s, 202, "{a}");
+    let (s, b) = gh(r#"{"n":2}"#).await;
+    assert_eq!(s, 202, "another body is another event: {b}");
+    for (body, original) in [(r#"{"n":2}"#, &b), (r#"{"n":1}"#, &a)] {
+        let (s, dup) = gh(body).await;
+        assert_eq!((s, &dup["duplicate"]), (200, &json!(true)), "{body}: {dup}");
+        assert_eq!(dup["id"], original["id"], "{body}: {dup}");
+    }
 
     let dead = first_dead_letter(&gw, "/v1/dead-letters?source=shop").await;
     assert_eq!(dead["reason"], "upstream_status", "{dead}");
@@ -95,7 +123,10 @@ async fn inbound_dedup_retries_dead_letters_and_replay_work_on_a_cluster() {
     // Where the keys are: the inbound family in one slot of one master.
     let mut c = cluster.conn();
     let len = xlen(&mut c, "{hookgate:in}:inbound");
-    assert_eq!(len, 2, "the event and its replay, under the inbound tag");
+    assert_eq!(
+        len, 4,
+        "the event and its replay, and the two gh events, under the inbound tag"
+    );
     let dedup: bool = redis::cmd("EXISTS")
         .arg("{hookgate:in}:dedup:shop:evt_c1")
         .query(&mut c)
