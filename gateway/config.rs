@@ -78,6 +78,13 @@ pub struct Limits {
 /// How long a webhook request waits for an in-flight slot (`limits.max_in_flight`) before it gets 503.
 pub const IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
 
+/// The most storing one webhook may take (`stream::Store::store_inbound`): a turn on the Redis
+/// connection, the command and its one retry, each within `redis.response_timeout`. Bounded as a whole,
+/// since the connection manager's wait for a reconnect is not under the response timeout.
+pub fn store_deadline(response_timeout: Duration) -> Duration {
+    response_timeout.saturating_mul(3)
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -627,10 +634,10 @@ impl Config {
         if l.max_headers < 8 {
             bad("limits.max_headers", "must be at least 8".into());
         }
-        // The receiver's own waits: a slot, a turn on the Redis connection, the store and its one retry.
-        // A request timeout inside them would answer a stalled Redis 408, without Retry-After.
+        // The receiver's own waits: a slot, then the store's deadline. A request timeout inside them would
+        // answer a stalled Redis 408, without Retry-After.
         let receiver_waits =
-            IN_FLIGHT_WAIT.saturating_add(self.redis.response_timeout.saturating_mul(3));
+            IN_FLIGHT_WAIT.saturating_add(store_deadline(self.redis.response_timeout));
         if !l.request_timeout.is_zero() && l.request_timeout <= receiver_waits {
             bad(
                 "limits.request_timeout",

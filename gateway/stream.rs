@@ -241,6 +241,9 @@ pub enum StoreError {
     Redis(#[from] RedisError),
     #[error("too many commands waiting for redis")]
     Busy,
+    /// The whole store took longer than [`Store::deadline`].
+    #[error("redis did not take the event within {}", humantime::format_duration(*.0))]
+    Deadline(Duration),
 }
 
 /// Short commands on one multiplexed, self-reconnecting connection.
@@ -443,32 +446,47 @@ impl Store {
     /// dedup may then hold the event twice). The sender is then answered `200 {"duplicate": true}`: still
     /// a 2xx, and the event is stored once. On a cluster the client itself also resends after a dropped
     /// node connection, with the same outcome.
+    ///
+    /// The whole of it is bounded by [`Store::deadline`], so the receiver answers 503 before the request
+    /// timeout even while the connection manager waits for a reconnect.
     pub async fn store_inbound(
         &self,
         rec: &InboundRecord<'_>,
         dedup_ttl: Duration,
     ) -> Result<Stored, StoreError> {
-        let _permit = self.turn().await?;
-        match self.store_once(rec, dedup_ttl).await {
-            // Not on a timeout: the command may still run, and the sender's retry is the safer second try.
-            Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
-                tracing::warn!(error = %e, "redis connection dropped while storing; retrying once");
-                Ok(self.store_once(rec, dedup_ttl).await?)
+        let deadline = self.deadline();
+        let store = async {
+            let _permit = self.turn().await?;
+            match self.store_once(rec, dedup_ttl).await {
+                // Not on a timeout: the command may still run, and the sender's retry is the safer second
+                // try.
+                Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
+                    tracing::warn!(error = %e, "redis connection dropped while storing; retrying once");
+                    Ok(self.store_once(rec, dedup_ttl).await?)
+                }
+                other => Ok(other?),
             }
-            other => Ok(other?),
-        }
+        };
+        tokio::time::timeout(deadline, store)
+            .await
+            .unwrap_or(Err(StoreError::Deadline(deadline)))
+    }
+
+    /// The most a store may take ([`crate::config::store_deadline`]); `limits.request_timeout` must
+    /// outlast it.
+    pub fn deadline(&self) -> Duration {
+        crate::config::store_deadline(self.wait)
     }
 
     /// Store a published event: XADD to `<prefix>:events` with `fields`, deduplicated on the producer's
     /// `id` when there is one (the inbound store script: one round trip). Retried once like
-    /// `store_inbound` when the connection dropped.
+    /// `store_inbound` when the connection dropped, and bounded by the same deadline.
     pub async fn store_event(
         &self,
         id: Option<&str>,
         fields: &[(&str, String)],
         dedup_ttl: Duration,
     ) -> Result<Stored, StoreError> {
-        let _permit = self.turn().await?;
         let once = || async {
             let mut inv = STORE.prepare_invoke();
             if let Some(id) = id {
@@ -487,13 +505,20 @@ impl Store {
                 Stored::Duplicate(Some(sid))
             })
         };
-        match once().await {
-            Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
-                tracing::warn!(error = %e, "redis connection dropped while publishing; retrying once");
-                Ok(once().await?)
+        let deadline = self.deadline();
+        let store = async {
+            let _permit = self.turn().await?;
+            match once().await {
+                Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
+                    tracing::warn!(error = %e, "redis connection dropped while publishing; retrying once");
+                    Ok(once().await?)
+                }
+                other => Ok(other?),
             }
-            other => Ok(other?),
-        }
+        };
+        tokio::time::timeout(deadline, store)
+            .await
+            .unwrap_or(Err(StoreError::Deadline(deadline)))
     }
 
     /// The dedup transaction when the event has a sender id; a plain XADD (atomic by itself) when not.

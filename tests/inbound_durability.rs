@@ -197,3 +197,41 @@ async fn redis_killed_mid_run_loses_nothing_acknowledged() {
     assert!(stored_event_ids(&redis).contains(&"evt_after_outage".to_owned()));
     println!("{} accepted, {unavailable} answered 503, 0 lost", ok.len());
 }
+
+/// A "Redis" that accepts connections and never answers, named by its port.
+struct SilentRedis(u16);
+
+impl RedisTarget for SilentRedis {
+    fn point(&self, cfg: &mut hookgate::config::Config) {
+        cfg.redis_url = format!("redis://127.0.0.1:{}", self.0);
+    }
+}
+
+/// While the connection manager waits for a (re)connect, only `redis.connect_timeout` bounds it, not the
+/// response timeout. The store's own deadline (3 × the response timeout) still answers 503, long before
+/// the connect timeout and the request timeout; nothing is answered 2xx.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_that_never_answers_gets_503_within_the_store_deadline() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let open = "source: open\nallow_ips: [127.0.0.0/8]\ndedup: { id: $.id }\n";
+    let gw = Gateway::start(
+        &SilentRedis(port),
+        &[("open.yaml", open)],
+        "redis: { response_timeout: 300ms, connect_timeout: 20s }\n",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let (s, b) = post_json(&gw, "open", r#"{"id":"e1"}"#).await;
+    let took = started.elapsed();
+    assert_eq!((s, b["error"].as_str()), (503, Some("unavailable")), "{b}");
+    // The deadline is 900 ms; without it the answer waits for the 20 s connect timeout.
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
+    holder.abort();
+}
