@@ -79,6 +79,7 @@ pub async fn run(
         header_read_timeout: cfg.limits.header_read_timeout,
         max_headers: cfg.limits.max_headers,
         max_connections: cfg.limits.max_connections,
+        idle_timeout: cfg.limits.idle_timeout,
         grace: cfg.shutdown_grace,
     };
 

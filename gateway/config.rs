@@ -66,9 +66,14 @@ pub struct Limits {
     pub max_headers: usize,
     /// Deepest JSON nesting accepted.
     pub max_json_depth: usize,
-    /// Time allowed to receive the request head; slow-loris guard.
+    /// Time allowed to receive the request head; slow-loris guard. Also how long a new connection may
+    /// stay silent.
     #[serde(with = "humantime_serde_compat")]
     pub header_read_timeout: Duration,
+    /// A connection (HTTP/1 or HTTP/2) on which no request has started for this long is closed
+    /// gracefully; HTTP/2 has no other timer for an idle connection.
+    #[serde(with = "humantime_serde_compat")]
+    pub idle_timeout: Duration,
     /// Time allowed for a whole request, body included. Must exceed what the receiver itself may wait
     /// ([`IN_FLIGHT_WAIT`] + 3 × `redis.response_timeout`), so a stalled Redis gets its 503.
     #[serde(with = "humantime_serde_compat")]
@@ -94,6 +99,7 @@ impl Default for Limits {
             max_headers: 100,
             max_json_depth: 64,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
         }
     }
@@ -650,6 +656,7 @@ impl Config {
         }
         for (key, d) in [
             ("limits.header_read_timeout", l.header_read_timeout),
+            ("limits.idle_timeout", l.idle_timeout),
             ("limits.request_timeout", l.request_timeout),
             ("redis.response_timeout", self.redis.response_timeout),
             ("redis.connect_timeout", self.redis.connect_timeout),

@@ -1,5 +1,10 @@
 //! Our own accept loop: hyper-util's auto builder (HTTP/1 and HTTP/2) with a timer, a header-read timeout
 //! and a header count limit (which `axum::serve` does not set), and graceful shutdown of open connections.
+//!
+//! Each connection is driven here rather than by hyper-util's `GracefulShutdown`, because it may be
+//! closed for two reasons: shutdown, and idleness (no request started for `idle_timeout`; HTTP/2 has no
+//! timer for that). A connection that sends nothing is closed after the header-read timeout, since the
+//! HTTP/1-or-2 detection has no timer. The connection slots double as the count of open connections.
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -7,12 +12,16 @@ use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 /// hyper's HTTP/1 header limit when none is set.
@@ -25,6 +34,8 @@ pub struct ConnLimits {
     pub max_headers: usize,
     /// Open connections at most; further ones wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// A connection on which no request has started for this long is closed gracefully.
+    pub idle_timeout: Duration,
     /// How long open connections get to finish once shutdown starts.
     pub grace: Duration,
 }
@@ -61,47 +72,139 @@ pub async fn serve<S, B>(
         .timer(TokioTimer::new())
         .max_header_list_size(64 * 1024)
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    let graceful = GracefulShutdown::new();
-    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    // Each connection holds a slot until it ends: all slots free again means every connection is closed.
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
     tokio::pin!(shutdown);
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            break;
-        };
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let svc = app.clone().map_request(move |req: Request<Incoming>| {
-                    let mut req = req.map(Body::new);
-                    req.extensions_mut().insert(ConnectInfo(peer));
-                    req
-                });
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
-                    .into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                    drop(slot);
-                });
-            }
+        // Shutdown is watched while waiting for a slot too: a full server must still stop.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
             () = &mut shutdown => break,
-        }
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(connection(
+            Accepted { stream, peer, slot },
+            app.clone(),
+            builder.clone(),
+            limits,
+            stop_rx.clone(),
+        ));
     }
     drop(listener);
+    // Every connection finishes its requests in flight and closes (HTTP/2: GOAWAY).
+    let _ = stop_tx.send(());
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     tokio::select! {
-        () = graceful.shutdown() => {}
+        _ = slots.acquire_many(all) => {}
         () = tokio::time::sleep(limits.grace) => tracing::warn!("grace period over; closing remaining connections"),
     }
+}
+
+/// An accepted connection and the slot it holds until it ends.
+struct Accepted {
+    stream: TcpStream,
+    peer: SocketAddr,
+    slot: OwnedSemaphorePermit,
+}
+
+/// Serve one connection until it ends, it has been idle for `idle_timeout`, or shutdown closes it.
+async fn connection<S, B>(
+    accepted: Accepted,
+    app: S,
+    builder: auto::Builder<TokioExecutor>,
+    limits: ConnLimits,
+    mut stop: tokio::sync::watch::Receiver<()>,
+) where
+    S: Service<Request<Body>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Accepted {
+        stream,
+        peer,
+        slot: _slot,
+    } = accepted;
+    // hyper-util reads the first bytes to tell HTTP/1 from HTTP/2 with no timer, and HTTP/1's
+    // header-read timeout starts only after that: a connection that never sends a byte would otherwise
+    // hold its slot forever.
+    let mut first_byte = [0u8; 1];
+    tokio::select! {
+        // `peek`, not `readable`: readiness may be reported before any byte is there.
+        first = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first_byte)) => {
+            if !matches!(first, Ok(Ok(1..))) {
+                tracing::debug!(%peer, "nothing received within the header-read timeout; closing");
+                return;
+            }
+        }
+        _ = stop.changed() => return,
+    }
+    let opened = Instant::now();
+    // When the last request started, in ms after `opened`: the idle timer's reference.
+    let last_request = Arc::new(AtomicU64::new(0));
+    let started = last_request.clone();
+    let svc = app.map_request(move |req: Request<Incoming>| {
+        started.store(millis(opened.elapsed()), Ordering::Relaxed);
+        let mut req = req.map(Body::new);
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req
+    });
+    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+    tokio::pin!(conn);
+    let idle_at = || {
+        opened + Duration::from_millis(last_request.load(Ordering::Relaxed)) + limits.idle_timeout
+    };
+    // Set once the connection is asked to close: it then gets `grace` to finish its requests.
+    let mut closing: Option<Instant> = None;
+    loop {
+        let closed_by = closing.map_or(idle_at(), |since| since + limits.grace);
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed(), if closing.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                closing = Some(Instant::now());
+            }
+            () = tokio::time::sleep_until(closed_by) => match closing {
+                // Idle (HTTP/2 has no timer of its own for that): close; a request in flight finishes.
+                None if idle_at() <= Instant::now() => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = Some(Instant::now());
+                }
+                None => {}
+                Some(_) => {
+                    tracing::debug!(%peer, "connection still open after its grace period; dropping it");
+                    return;
+                }
+            },
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -808,3 +808,115 @@ async fn readiness_fails_before_the_listener_stops() {
     );
     stopping.await.unwrap().unwrap();
 }
+
+/// Reads from `s` until the peer closes it; `None` if it is still open after `within`.
+async fn read_until_closed(s: &mut tokio::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()?;
+    Some(got)
+}
+
+/// A connection that never sends a byte is closed after `limits.header_read_timeout` and gives its slot
+/// back (hyper-util's HTTP/1-or-2 detection has no timer of its own): with one connection allowed, the
+/// next sender is then served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_connection_is_closed_and_frees_its_slot() {
+    let redis = Redis::start();
+    let gw = Gateway::start(
+        &redis,
+        &[("open.yaml", OPEN)],
+        "limits: { max_connections: 1, header_read_timeout: 1s }\n",
+    )
+    .await;
+    let mut silent = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // Time for the server to accept it and take the one slot.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let next = tokio::spawn({
+        let url = gw.url("open");
+        async move {
+            client()
+                .post(url)
+                .header("content-type", "application/json")
+                .body(r#"{"id":"after-silence"}"#)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }
+    });
+    let closed = read_until_closed(&mut silent, Duration::from_secs(10)).await;
+    assert_eq!(closed, Some(Vec::new()), "closed without an answer");
+    let status = tokio::time::timeout(Duration::from_secs(10), next)
+        .await
+        .expect("the next sender is served once the slot is free")
+        .unwrap();
+    assert_eq!(status.ok(), Some(202));
+    gw.stop().await.unwrap();
+}
+
+/// An HTTP/2 connection on which no request starts for `limits.idle_timeout` is sent GOAWAY and closed
+/// (HTTP/2 has no header-read timer, and keep-alive pings are answered by any live client).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_http2_connection_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    let redis = Redis::start();
+    let gw = Gateway::start(
+        &redis,
+        &[("open.yaml", OPEN)],
+        "limits: { idle_timeout: 1s }\n",
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // The client preface and an empty SETTINGS frame (length 0, type 4, no flags, stream 0).
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    let got = read_until_closed(&mut s, Duration::from_secs(10))
+        .await
+        .expect("closed within the idle timeout and the grace period");
+    // Walk the frames (9-byte headers: length, type, flags, stream) for a GOAWAY (type 7).
+    let (mut at, mut goaway) = (0, false);
+    while at + 9 <= got.len() {
+        let len =
+            usize::from(got[at]) << 16 | usize::from(got[at + 1]) << 8 | usize::from(got[at + 2]);
+        goaway |= got[at + 3] == 7;
+        at += 9 + len;
+    }
+    assert!(goaway, "a GOAWAY before the close: {got:?}");
+    gw.stop().await.unwrap();
+}
+
+/// Shutdown stops a server whose every connection slot is taken: the accept loop watches for it while
+/// waiting for a slot, and the request in flight gets the grace period (2 s in tests), not forever.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_completes_with_every_slot_taken() {
+    use tokio::io::AsyncWriteExt;
+    let redis = Redis::start();
+    let gw = Gateway::start(
+        &redis,
+        &[("open.yaml", OPEN)],
+        "limits: { max_connections: 1 }\n",
+    )
+    .await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // A request whose body never completes: in flight, holding the one slot.
+    s.write_all(b"POST /webhooks/open HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let stopped = tokio::time::timeout(Duration::from_secs(10), gw.stop()).await;
+    assert!(
+        matches!(stopped, Ok(Ok(()))),
+        "stopped within the grace period: {stopped:?}"
+    );
+}
