@@ -171,38 +171,59 @@ async fn connection<S, B>(
     });
     let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
     tokio::pin!(conn);
-    let idle_at = || {
-        opened + Duration::from_millis(last_request.load(Ordering::Relaxed)) + limits.idle_timeout
-    };
-    // Set once the connection is asked to close: it then gets `grace` to finish its requests.
-    let mut closing: Option<Instant> = None;
-    loop {
-        let closed_by = closing.map_or(idle_at(), |since| since + limits.grace);
-        tokio::select! {
-            ended = conn.as_mut() => {
-                if let Err(e) = ended {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                return;
+    // The idle timer and shutdown are watched by a task of their own: polled here, a timer would be
+    // polled again on every wake of the connection (measured: about 1% of the instructions per request).
+    let (close_tx, mut close) = tokio::sync::oneshot::channel();
+    tokio::spawn(close_when_idle_or_stopped(
+        last_request,
+        opened,
+        limits.idle_timeout,
+        stop,
+        close_tx,
+    ));
+    tokio::select! {
+        biased;
+        ended = conn.as_mut() => {
+            if let Err(e) = ended {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
-            _ = stop.changed(), if closing.is_none() => {
-                conn.as_mut().graceful_shutdown();
-                closing = Some(Instant::now());
-            }
-            () = tokio::time::sleep_until(closed_by) => match closing {
-                // Idle (HTTP/2 has no timer of its own for that): close; a request in flight finishes.
-                None if idle_at() <= Instant::now() => {
-                    conn.as_mut().graceful_shutdown();
-                    closing = Some(Instant::now());
-                }
-                None => {}
-                Some(_) => {
-                    tracing::debug!(%peer, "connection still open after its grace period; dropping it");
-                    return;
-                }
-            },
+            return;
+        }
+        _ = &mut close => conn.as_mut().graceful_shutdown(),
+    }
+    // Asked to close (GOAWAY on HTTP/2): the requests in flight get the grace period.
+    match tokio::time::timeout(limits.grace, conn).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+        Err(_) => {
+            tracing::debug!(%peer, "connection still open after its grace period; dropping it")
         }
     }
+}
+
+/// Tell the connection to close once no request has started on it for `idle` (`last_request`: ms after
+/// `opened`), or at shutdown; return without a word when the connection ended first (`close` closed).
+async fn close_when_idle_or_stopped(
+    last_request: Arc<AtomicU64>,
+    opened: Instant,
+    idle: Duration,
+    mut stop: tokio::sync::watch::Receiver<()>,
+    mut close: tokio::sync::oneshot::Sender<()>,
+) {
+    let idle_at = || opened + Duration::from_millis(last_request.load(Ordering::Relaxed)) + idle;
+    loop {
+        tokio::select! {
+            () = close.closed() => return,
+            _ = stop.changed() => break,
+            () = tokio::time::sleep_until(idle_at()) => {
+                // A request may have started meanwhile: then sleep on to its own idle time.
+                if idle_at() <= Instant::now() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = close.send(());
 }
 
 fn millis(d: Duration) -> u64 {
