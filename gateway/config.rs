@@ -633,9 +633,18 @@ impl Config {
             ("limits.max_connections", l.max_connections),
             ("limits.max_in_flight", l.max_in_flight),
         ] {
-            if n == 0 {
-                bad(key, "must be above 0".into());
+            // Each is a semaphore's permits; a million is far beyond what one process serves.
+            if n == 0 || n > 1_000_000 {
+                bad(key, "must be between 1 and 1000000".into());
             }
+        }
+        // Idleness counts from the last request's start; a request is answered (or timed out) within
+        // request_timeout, so none can still be running when its connection is closed for idleness.
+        if l.idle_timeout <= l.request_timeout {
+            bad(
+                "limits.idle_timeout",
+                "must be longer than limits.request_timeout, so no request is running when an idle connection closes".into(),
+            );
         }
         if l.max_headers < 8 {
             bad("limits.max_headers", "must be at least 8".into());
@@ -1281,6 +1290,23 @@ mod tests {
         // A longer Redis timeout raises the floor.
         let p = check("limits: { request_timeout: 30s }\nredis: { response_timeout: 10s }\n");
         assert!(p.is_err_and(|p| p[0].contains("must be longer than 35s")));
+        // Idleness counts from a request's start: the idle timeout must outlast the request timeout.
+        let p = check("limits: { idle_timeout: 30s }\n").unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with(
+                "hg.yaml:1:25: limits.idle_timeout: must be longer than limits.request_timeout"
+            ),
+            "{p:?}"
+        );
+        // Connection and in-flight counts are semaphores' permits: bounded.
+        let p = check("limits: { max_connections: 2000000, max_in_flight: 0 }\n").unwrap_err();
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(
+            p.iter()
+                .all(|m| m.contains("must be between 1 and 1000000")),
+            "{p:?}"
+        );
     }
 
     #[test]

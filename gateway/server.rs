@@ -189,7 +189,8 @@ async fn connection<S, B>(
             }
             return;
         }
-        _ = &mut close => conn.as_mut().graceful_shutdown(),
+        // Only a word from the watchdog closes: should it end without one, the connection goes on.
+        Ok(()) = &mut close => conn.as_mut().graceful_shutdown(),
     }
     // Asked to close (GOAWAY on HTTP/2): the requests in flight get the grace period.
     match tokio::time::timeout(limits.grace, conn).await {
@@ -210,14 +211,25 @@ async fn close_when_idle_or_stopped(
     mut stop: tokio::sync::watch::Receiver<()>,
     mut close: tokio::sync::oneshot::Sender<()>,
 ) {
-    let idle_at = || opened + Duration::from_millis(last_request.load(Ordering::Relaxed)) + idle;
+    // `None` past the clock's range: never idle.
+    let idle_at = || {
+        opened.checked_add(
+            Duration::from_millis(last_request.load(Ordering::Relaxed)).saturating_add(idle),
+        )
+    };
     loop {
+        let Some(at) = idle_at() else {
+            tokio::select! {
+                () = close.closed() => return,
+                _ = stop.changed() => break,
+            }
+        };
         tokio::select! {
             () = close.closed() => return,
             _ = stop.changed() => break,
-            () = tokio::time::sleep_until(idle_at()) => {
+            () = tokio::time::sleep_until(at) => {
                 // A request may have started meanwhile: then sleep on to its own idle time.
-                if idle_at() <= Instant::now() {
+                if idle_at().is_some_and(|at| at <= Instant::now()) {
                     break;
                 }
             }

@@ -50,7 +50,7 @@ async fn ten_thousand_concurrent_signed_requests_are_all_stored() {
     // This test is about nothing lost or doubled under concurrency, not latency: on a loaded 2-core
     // machine 10,000 requests at once can wait seconds, so the timeouts (whose 503s have their own tests)
     // are set out of the way.
-    let cfg = "limits: { max_in_flight: 16384, request_timeout: 90s }\nredis: { response_timeout: 20s }\n";
+    let cfg = "limits: { max_in_flight: 16384, request_timeout: 90s, idle_timeout: 120s }\nredis: { response_timeout: 20s }\n";
     let (gw, _s) = stripe_gateway(&redis, cfg).await;
     let c = client();
     let url = gw.url("stripe");

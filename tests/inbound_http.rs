@@ -873,7 +873,8 @@ async fn an_idle_http2_connection_is_closed() {
     let gw = Gateway::start(
         &redis,
         &[("open.yaml", OPEN)],
-        "limits: { idle_timeout: 1s }\n",
+        // The shortest idle timeout allowed: above a request timeout above the receiver's own waits.
+        "limits: { request_timeout: 5500ms, idle_timeout: 6s }\nredis: { response_timeout: 100ms }\n",
     )
     .await;
     let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
@@ -881,7 +882,7 @@ async fn an_idle_http2_connection_is_closed() {
     s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         .await
         .unwrap();
-    let got = read_until_closed(&mut s, Duration::from_secs(10))
+    let got = read_until_closed(&mut s, Duration::from_secs(20))
         .await
         .expect("closed within the idle timeout and the grace period");
     // Walk the frames (9-byte headers: length, type, flags, stream) for a GOAWAY (type 7).
