@@ -40,23 +40,50 @@ pub struct ConnLimits {
     pub grace: Duration,
 }
 
+/// What the accept loop serves: a tower service of our requests, cloned for each connection.
+pub trait App<B>:
+    Service<Request<Body>, Response = http::Response<B>, Error = Infallible, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> App<B> for S where
+    S: Service<
+            Request<Body>,
+            Response = http::Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
+/// A response body hyper can send from any connection's task.
+pub trait Reply:
+    hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+
+impl<B> Reply for B where
+    B: hyper::body::Body<Data: Send, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+        + Send
+        + 'static
+{
+}
+
 /// Serve `app` on `listener` until `shutdown` resolves; then stop accepting and let open requests finish
 /// within the grace period. Each request carries `ConnectInfo<SocketAddr>` of its peer.
-pub async fn serve<S, B>(
+pub async fn serve<S: App<B>, B: Reply>(
     listener: TcpListener,
     app: S,
     limits: ConnLimits,
     shutdown: impl Future<Output = ()>,
-) where
-    S: Service<Request<Body>, Response = http::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -124,22 +151,13 @@ struct Accepted {
 }
 
 /// Serve one connection until it ends, it has been idle for `idle_timeout`, or shutdown closes it.
-async fn connection<S, B>(
+async fn connection<S: App<B>, B: Reply>(
     accepted: Accepted,
     app: S,
     builder: auto::Builder<TokioExecutor>,
     limits: ConnLimits,
     mut stop: tokio::sync::watch::Receiver<()>,
-) where
-    S: Service<Request<Body>, Response = http::Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
+) {
     let Accepted {
         stream,
         peer,
