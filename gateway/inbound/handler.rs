@@ -85,9 +85,9 @@ fn source_name(uri: &Uri) -> Option<String> {
         .map(|n| n.into_owned())
 }
 
-/// Count a refusal made before the receiver ran (by a layer: the body backstop's 413, the request
-/// timeout's 408; or by the route: 405) as the receiver counts its own: under the source, or
-/// [`metrics::UNKNOWN`] for a path naming none.
+/// Count a refusal the receiver did not make (a layer's 408, 413 or 500, see
+/// [`crate::error::LayerRefusals`]; the route's 404 or 405) as the receiver counts its own: under the
+/// source, or [`metrics::UNKNOWN`] for a path naming none.
 pub fn count_refusal(sources: &SourceRegistry, uri: &Uri, e: &Error) {
     let status = e.status().as_u16();
     match source_name(uri).filter(|n| sources.get(n).is_some()) {
