@@ -454,15 +454,25 @@ impl Store {
         rec: &InboundRecord<'_>,
         dedup_ttl: Duration,
     ) -> Result<Stored, StoreError> {
+        self.bounded("storing", || self.store_once(rec, dedup_ttl))
+            .await
+    }
+
+    /// Run `once` on a turn of the connection; once more if the connection dropped under it (not on a
+    /// timeout: the command may still run, and the sender's retry is the safer second try); the whole
+    /// within [`Store::deadline`]. `what` names the work in the log.
+    async fn bounded<T, F, Fut>(&self, what: &str, once: F) -> Result<T, StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, RedisError>>,
+    {
         let deadline = self.deadline();
         let store = async {
             let _permit = self.turn().await?;
-            match self.store_once(rec, dedup_ttl).await {
-                // Not on a timeout: the command may still run, and the sender's retry is the safer second
-                // try.
+            match once().await {
                 Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
-                    tracing::warn!(error = %e, "redis connection dropped while storing; retrying once");
-                    Ok(self.store_once(rec, dedup_ttl).await?)
+                    tracing::warn!(error = %e, "redis connection dropped while {what}; retrying once");
+                    Ok(once().await?)
                 }
                 other => Ok(other?),
             }
@@ -505,20 +515,7 @@ impl Store {
                 Stored::Duplicate(Some(sid))
             })
         };
-        let deadline = self.deadline();
-        let store = async {
-            let _permit = self.turn().await?;
-            match once().await {
-                Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
-                    tracing::warn!(error = %e, "redis connection dropped while publishing; retrying once");
-                    Ok(once().await?)
-                }
-                other => Ok(other?),
-            }
-        };
-        tokio::time::timeout(deadline, store)
-            .await
-            .unwrap_or(Err(StoreError::Deadline(deadline)))
+        self.bounded("publishing", once).await
     }
 
     /// The dedup transaction when the event has a sender id; a plain XADD (atomic by itself) when not.
