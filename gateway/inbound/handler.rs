@@ -17,7 +17,7 @@ use http::{header, HeaderMap, Method, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Value};
 use sha2::Digest;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -127,12 +127,19 @@ async fn receive(st: Arc<InboundState>, name: String, peer: SocketAddr, req: Req
         metrics::record_unknown(resp.status().as_u16(), started.elapsed().as_secs_f64());
         return resp;
     };
-    // A burst waits briefly for a slot before its body is read; a sustained overload gets 503.
-    let result =
-        match crate::admission::permit_within(&st.in_flight, crate::config::IN_FLIGHT_WAIT).await {
-            Some(_slot) => accept(&st, &src, peer, &parts, body).await,
-            None => Err(Error::Overloaded),
-        };
+    // What needs no body is refused at once. A burst waits briefly for a slot before its body is read;
+    // a sustained overload gets 503 (a sender told to retry, which a 403 or 415 never should be).
+    let result = match admit(&st, &src, peer, &parts.headers) {
+        Ok(admitted) => {
+            match crate::admission::permit_within(&st.in_flight, crate::config::IN_FLIGHT_WAIT)
+                .await
+            {
+                Some(_slot) => accept(&st, &src, peer, admitted, &parts, body).await,
+                None => Err(Error::Overloaded),
+            }
+        }
+        Err(e) => Err(e),
+    };
     let resp = result.unwrap_or_else(|e| {
         if let Error::Unauthorized(_) = &e {
             tracing::info!(source = %src.name, reason = %e, "verification failed");
@@ -151,16 +158,21 @@ async fn receive(st: Arc<InboundState>, name: String, peer: SocketAddr, req: Req
     resp
 }
 
-async fn accept(
+/// What the checks that need no body found.
+struct Admitted<'h> {
+    client: IpAddr,
+    limit: u64,
+    kind: BodyKind,
+    content_type: Option<&'h str>,
+}
+
+/// The checks on the address and the head: allowlist, declared length, content type.
+fn admit<'h>(
     st: &InboundState,
     src: &InboundSource,
     peer: SocketAddr,
-    parts: &Parts,
-    body: Body,
-) -> Result<Response, Error> {
-    let headers = &parts.headers;
-    // One clock read for the replay window and the stored receive time.
-    let now = SystemTime::now();
+    headers: &'h HeaderMap,
+) -> Result<Admitted<'h>, Error> {
     let client = client_ip(peer.ip(), headers, &st.trusted_proxies);
     if !src.allow.allows(client) {
         return Err(Error::IpNotAllowed(client));
@@ -177,6 +189,31 @@ async fn accept(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let kind = BodyKind::from_content_type(content_type)?;
+    Ok(Admitted {
+        client,
+        limit,
+        kind,
+        content_type,
+    })
+}
+
+async fn accept(
+    st: &InboundState,
+    src: &InboundSource,
+    peer: SocketAddr,
+    admitted: Admitted<'_>,
+    parts: &Parts,
+    body: Body,
+) -> Result<Response, Error> {
+    let Admitted {
+        client,
+        limit,
+        kind,
+        content_type,
+    } = admitted;
+    let headers = &parts.headers;
+    // One clock read for the replay window and the stored receive time.
+    let now = SystemTime::now();
     let raw = read_limited(body, limit).await?;
 
     if let Some(verifier) = &src.verifier {

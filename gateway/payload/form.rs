@@ -1,0 +1,279 @@
+//! `application/x-www-form-urlencoded` bodies read as PHP's `parse_str` reads them, then written as
+//! `json_encode` writes the result. ActiveCampaign (a PHP application) posts its webhooks this way and
+//! names custom fields by number (`contact[fields][12]=pro`), so PHP's rules are the ones its users know:
+//!
+//! - `a[b][c]=v` nests; `a[]=v` appends at the next free index (one past the largest numeric key so far);
+//! - a repeated plain key keeps its last value, and a key re-used with brackets becomes an object;
+//! - a table whose keys are exactly `0, 1, ... n-1` in that order is a JSON array, any other an object
+//!   (`fields[1]=x&fields[2]=y` is `{"1":"x","2":"y"}`); the top level is always an object;
+//! - text after a closing `]` that does not open another `[` is ignored (`a[b]c=1` is `a[b]=1`); an
+//!   unclosed first `[` is part of the name as `_` (`a[b=1` is `a_b=1`); a pair with an empty name is
+//!   skipped.
+//!
+//! Where we differ from PHP, on purpose: nesting deeper than the JSON limit is refused (PHP drops the
+//! variable silently), a value or name that is not UTF-8 after percent-decoding is refused (PHP keeps the
+//! bytes, which JSON cannot carry), and names keep their spaces and dots (PHP turns them into `_`, a
+//! leftover of `register_globals`).
+//!
+//! serde_qs, used before, turns every table with numeric keys into an array and refuses one that does
+//! not start at 0, so a body naming field 1 and 2 was a 400; no maintained crate follows PHP here.
+
+use crate::error::Error;
+use indexmap::IndexMap;
+use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+/// Parse a form body into a JSON object, refusing nesting deeper than `max_depth` (the object itself is
+/// one level, as in a JSON body).
+pub fn parse(body: &[u8], max_depth: usize) -> Result<Value, Error> {
+    let mut top = Table::default();
+    for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
+        let (name, value) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &b""[..]),
+        };
+        let name = decode(name)?;
+        let Some(path) = Path::of(&name) else {
+            continue;
+        };
+        if path.rest.len() + 1 > max_depth {
+            return Err(Error::Malformed(format!(
+                "form field `{}` is nested deeper than {max_depth}",
+                path.base
+            )));
+        }
+        top.insert(&path.base, &path.rest, decode(value)?.into_owned());
+    }
+    Ok(Value::Object(top.into_object()))
+}
+
+/// One percent-decoded name or value, with `+` as a space.
+fn decode(raw: &[u8]) -> Result<Cow<'_, str>, Error> {
+    let bytes: Cow<'_, [u8]> = if raw.contains(&b'+') {
+        let spaced: Vec<u8> = raw
+            .iter()
+            .map(|b| if *b == b'+' { b' ' } else { *b })
+            .collect();
+        Cow::Owned(percent_encoding::percent_decode(&spaced).collect())
+    } else {
+        percent_encoding::percent_decode(raw).into()
+    };
+    match bytes {
+        Cow::Borrowed(b) => std::str::from_utf8(b).map(Cow::Borrowed),
+        Cow::Owned(b) => String::from_utf8(b)
+            .map(Cow::Owned)
+            .map_err(|e| e.utf8_error()),
+    }
+    .map_err(|_| Error::Malformed("form body is not UTF-8 after percent-decoding".into()))
+}
+
+/// Where a pair's value goes: the top-level name, then one step per bracket.
+struct Path<'a> {
+    base: Cow<'a, str>,
+    rest: Vec<Step<'a>>,
+}
+
+#[derive(Debug, PartialEq)]
+enum Step<'a> {
+    /// `[name]`
+    Key(&'a str),
+    /// `[]`
+    Append,
+}
+
+impl<'a> Path<'a> {
+    /// `None` for a pair PHP skips: an empty name, or one that starts with `[`.
+    fn of(name: &'a str) -> Option<Self> {
+        let Some(open) = name.find('[') else {
+            return (!name.is_empty()).then(|| Path {
+                base: Cow::Borrowed(name),
+                rest: Vec::new(),
+            });
+        };
+        if open == 0 {
+            return None;
+        }
+        let mut rest = Vec::new();
+        let mut at = open;
+        // `at` is on a `[`.
+        while let Some(len) = name[at + 1..].find(']') {
+            let inner = &name[at + 1..at + 1 + len];
+            rest.push(if inner.is_empty() {
+                Step::Append
+            } else {
+                Step::Key(inner)
+            });
+            at += len + 2;
+            if !name[at..].starts_with('[') {
+                break;
+            }
+        }
+        if rest.is_empty() {
+            // An unclosed first bracket: part of the name, as `_`.
+            let mut base = String::with_capacity(name.len());
+            base.push_str(&name[..open]);
+            base.push('_');
+            base.push_str(&name[open + 1..].replace('[', "_"));
+            return Some(Path {
+                base: Cow::Owned(base),
+                rest,
+            });
+        }
+        Some(Path {
+            base: Cow::Borrowed(&name[..open]),
+            rest,
+        })
+    }
+}
+
+/// A PHP array: ordered keys, and the next index `[]` appends at.
+#[derive(Default)]
+struct Table {
+    entries: IndexMap<String, Node>,
+    next: u64,
+}
+
+enum Node {
+    Text(String),
+    Table(Table),
+}
+
+impl Table {
+    fn insert(&mut self, key: &str, rest: &[Step<'_>], value: String) {
+        if let Some(i) = index(key) {
+            self.next = self.next.max(i.saturating_add(1));
+        }
+        let Some((step, deeper)) = rest.split_first() else {
+            self.entries.insert(key.to_owned(), Node::Text(value));
+            return;
+        };
+        let node = self
+            .entries
+            .entry(key.to_owned())
+            .or_insert_with(|| Node::Table(Table::default()));
+        if let Node::Text(_) = node {
+            *node = Node::Table(Table::default());
+        }
+        if let Node::Table(t) = node {
+            match step {
+                Step::Key(k) => t.insert(k, deeper, value),
+                Step::Append => {
+                    let k = t.next.to_string();
+                    t.insert(&k, deeper, value);
+                }
+            }
+        }
+    }
+
+    fn into_object(self) -> Map<String, Value> {
+        self.entries
+            .into_iter()
+            .map(|(k, v)| (k, v.into_value()))
+            .collect()
+    }
+
+    /// `json_encode`'s rule: keys `0..n` in order make a list.
+    fn is_list(&self) -> bool {
+        self.entries
+            .keys()
+            .enumerate()
+            .all(|(i, k)| index(k) == Some(i as u64))
+    }
+}
+
+impl Node {
+    fn into_value(self) -> Value {
+        match self {
+            Node::Text(s) => Value::String(s),
+            Node::Table(t) if t.is_list() => {
+                Value::Array(t.entries.into_values().map(Node::into_value).collect())
+            }
+            Node::Table(t) => Value::Object(t.into_object()),
+        }
+    }
+}
+
+/// A key PHP stores as a non-negative integer: decimal digits with no leading zero (`0`, `12`, not `012`
+/// or `+1`) that fit its integers. Negative keys do not move the next index, so they need no case here.
+fn index(key: &str) -> Option<u64> {
+    let canonical =
+        key == "0" || (!key.starts_with('0') && key.bytes().all(|b| b.is_ascii_digit()));
+    canonical
+        .then(|| key.parse::<i64>().ok())
+        .flatten()
+        .map(|i| i as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn form(body: &str) -> Value {
+        parse(body.as_bytes(), 64).unwrap()
+    }
+
+    #[test]
+    fn paths_follow_php() {
+        let steps = |n: &str| Path::of(n).map(|p| (p.base.into_owned(), p.rest.len()));
+        assert_eq!(steps("a"), Some(("a".into(), 0)));
+        assert_eq!(steps("a[b][]"), Some(("a".into(), 2)));
+        assert_eq!(steps("a[b]c[d]"), Some(("a".into(), 1)));
+        assert_eq!(steps("a[b"), Some(("a_b".into(), 0)));
+        assert_eq!(steps("a[b][c"), Some(("a".into(), 1)));
+        assert_eq!(steps("[a]"), None);
+        assert_eq!(steps(""), None);
+        assert_eq!(
+            Path::of("a[x][]").map(|p| p.rest),
+            Some(vec![Step::Key("x"), Step::Append])
+        );
+    }
+
+    #[test]
+    fn numbered_fields_are_an_object_unless_they_count_from_zero() {
+        assert_eq!(
+            form("contact[fields][1]=one&contact[fields][2]=two"),
+            json!({"contact": {"fields": {"1": "one", "2": "two"}}})
+        );
+        assert_eq!(form("a[0]=x&a[1]=y"), json!({"a": ["x", "y"]}));
+        assert_eq!(form("a[1]=x&a[0]=y"), json!({"a": {"1": "x", "0": "y"}}));
+        assert_eq!(
+            form("a[]=x&a[5]=y&a[]=z"),
+            json!({"a": {"0": "x", "5": "y", "6": "z"}})
+        );
+        assert_eq!(form("a[007]=x"), json!({"a": {"007": "x"}}));
+        // A huge index is a key like any other: nothing is allocated for the gap.
+        assert_eq!(form("a[99999999999]=x"), json!({"a": {"99999999999": "x"}}));
+    }
+
+    #[test]
+    fn the_last_value_wins_and_brackets_replace_text() {
+        assert_eq!(form("type=a&type=b"), json!({"type": "b"}));
+        assert_eq!(form("a[b]=1&a=2"), json!({"a": "2"}));
+        assert_eq!(form("a=2&a[b]=1"), json!({"a": {"b": "1"}}));
+        assert_eq!(form("a[b]=1&a[]=2"), json!({"a": {"b": "1", "0": "2"}}));
+    }
+
+    #[test]
+    fn odd_pairs() {
+        assert_eq!(form(""), json!({}));
+        assert_eq!(form("&&"), json!({}));
+        assert_eq!(form("=foo&[x]=1&a"), json!({"a": ""}));
+        assert_eq!(form("0=a&1=b"), json!({"0": "a", "1": "b"}));
+        assert_eq!(form("a+b=c+d%2Be&%5Bk%5D=v"), json!({"a b": "c d+e"}));
+        assert_eq!(form("x=%zz"), json!({"x": "%zz"}));
+    }
+
+    #[test]
+    fn limits_and_encodings_are_refused_with_a_reason() {
+        let nest = |n: usize| format!("a{}=1", "[k]".repeat(n));
+        assert!(parse(nest(63).as_bytes(), 64).is_ok());
+        assert!(
+            matches!(parse(nest(64).as_bytes(), 64), Err(Error::Malformed(m)) if m.contains("deeper than 64"))
+        );
+        assert!(
+            matches!(parse(b"name=Jos%E9", 64), Err(Error::Malformed(m)) if m.contains("UTF-8"))
+        );
+        assert!(matches!(parse(b"na\xffme=x", 64), Err(Error::Malformed(_))));
+    }
+}
