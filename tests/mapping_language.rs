@@ -5,7 +5,8 @@ use hookgate::mapping::{load_files, parse_source_file, Event, MappedAction};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 
-const HEAD: &str = "source: t\nverify: { preset: token, header: X-Token, secret: x }\n";
+const HEAD: &str =
+    "source: t\nverify: { preset: token, header: X-Token, secret: \"${env:T_TOKEN}\" }\n";
 
 fn compile(rules: &str) -> hookgate::mapping::SourceFile {
     let text = format!("{HEAD}{rules}");

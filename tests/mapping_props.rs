@@ -111,7 +111,7 @@ fn shipped() -> &'static Vec<SourceFile> {
 fn kitchen_sink() -> SourceFile {
     let text = r#"
 source: sink
-verify: { preset: token, header: X-Token, secret: x }
+verify: { preset: token, header: X-Token, secret: "${env:T_TOKEN}" }
 lookups: { t: { a: 1, "1": b } }
 rules:
   - name: all

@@ -9,7 +9,7 @@ use std::path::Path;
 /// `Ok(None)`: the value was missing (left out); `Err`: the event failed, with its reason.
 fn run(then: &str, input: Option<Value>) -> Result<Option<Value>, String> {
     let text = format!(
-        "source: t\nverify: {{ preset: token, header: X-Token, secret: x }}\nlookups:\n  plans: {{ gold: 3, \"1\": one, \"true\": yes }}\nrules:\n  - name: r\n    custom_event:\n      event_name: e\n      ext_id: id\n      event_properties:\n        out: {{ path: $.in, then: {then} }}\n"
+        "source: t\nverify: {{ preset: token, header: X-Token, secret: \"${{env:T_TOKEN}}\" }}\nlookups:\n  plans: {{ gold: 3, \"1\": one, \"true\": yes }}\nrules:\n  - name: r\n    custom_event:\n      event_name: e\n      ext_id: id\n      event_properties:\n        out: {{ path: $.in, then: {then} }}\n"
     );
     let file = parse_source_file(Path::new("t.yaml"), &text)
         .map_err(|d| d.iter().map(|d| d.render()).collect::<Vec<_>>().join("\n"))

@@ -6,7 +6,7 @@ use super::rule::Rule;
 use super::tests as embedded;
 use super::transform::Lookups;
 use super::value::Env;
-use super::yaml::{self, Ctx, Kind, Node};
+use super::yaml::{self, Ctx, Kind, Loc, Node};
 use super::{Mapping, SourceFile};
 use crate::inbound::source::{DedupSpec, SourceSpec};
 use crate::inbound::verify::VerifySpec;
@@ -109,6 +109,27 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
     if let Some(d) = &dedup {
         ok &= check_dedup(ctx, root, d);
     }
+    // The verifier's options and the spelling of its secret references (their values are read only
+    // when serving), so that `hookgate check` finds a broken head before a deploy does.
+    if let Some(Err(problems)) = verify.as_ref().map(VerifySpec::check) {
+        let options = root
+            .as_map()
+            .and_then(|m| m.iter().find(|(k, _)| k.name == "verify"))
+            .and_then(|(_, v)| v.as_map())
+            .unwrap_or_default();
+        for p in problems {
+            // At the option a problem names (`secret: ...`), else at `verify:`.
+            let at = options
+                .iter()
+                .find(|(k, _)| {
+                    p.strip_prefix(k.name.as_str())
+                        .is_some_and(|r| r.starts_with(':'))
+                })
+                .map_or_else(|| key_loc(root, "verify"), |(k, _)| k.loc);
+            ctx.error(at, format!("verify: {p}"));
+        }
+        ok = false;
+    }
     let name = name?;
     ok.then_some(SourceSpec {
         name,
@@ -121,11 +142,7 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
 
 /// `dedup`: exactly one of `id` (a path that compiles) and `header`; `ttl` a duration.
 fn check_dedup(ctx: &mut Ctx, root: &Node, d: &DedupSpec) -> bool {
-    let at = root
-        .as_map()
-        .and_then(|m| m.iter().find(|(k, _)| k.name == "dedup"))
-        .map(|(k, _)| k.loc)
-        .unwrap_or(root.loc);
+    let at = key_loc(root, "dedup");
     let mut ok = true;
     if d.id.is_some() == d.header.is_some() {
         ctx.error(
@@ -169,6 +186,14 @@ fn check_dedup(ctx: &mut Ctx, root: &Node, d: &DedupSpec) -> bool {
         }
     }
     ok
+}
+
+/// Where a top-level key is written (the document's start when it is not).
+fn key_loc(root: &Node, key: &str) -> Loc {
+    root.as_map()
+        .and_then(|m| m.iter().find(|(k, _)| k.name == key))
+        .map(|(k, _)| k.loc)
+        .unwrap_or(root.loc)
 }
 
 /// Deserialize one top-level key with serde-saphyr (the head types are serde types); its error is

@@ -590,7 +590,7 @@ mod unit_tests {
             "attributes:\n        A: $.a\n        A: $.b",
         ] {
             let text = format!(
-                "source: t\nverify: {{ preset: token, header: X-Token, secret: x }}\nrules:\n  - name: r\n    upsert_contact:\n      email: $.e\n      {fields}\n"
+                "source: t\nverify: {{ preset: token, header: X-Token, secret: \"${{env:T_TOKEN}}\" }}\nrules:\n  - name: r\n    upsert_contact:\n      email: $.e\n      {fields}\n"
             );
             let Err(diags) = parse_source_file(Path::new("t.yaml"), &text) else {
                 panic!("a repeated name was accepted: {fields}");
