@@ -7,7 +7,7 @@
 
 use super::crypto::{ct_eq, Encoding, Key, Mac};
 use super::error::VerifyError;
-use super::request::{self, check_window, header, parse_key_value, TimeUnit};
+use super::request::{self, check_window, header, parse_key_value, TimeUnit, Window};
 use super::SignedRequest;
 use std::time::{Duration, SystemTime};
 
@@ -133,6 +133,7 @@ pub(crate) struct MacScheme {
     pub url_form: UrlForm,
     pub public_url: Option<String>,
     pub tolerance: Duration,
+    pub window: Window,
     /// All accepted keys (rotation): a request is genuine when any key produces any signature.
     pub keys: Vec<Key>,
 }
@@ -225,7 +226,7 @@ impl MacScheme {
                         (header(req.headers, name)?, *unit, name.as_str())
                     }
                 };
-                check_window(raw, unit, now, self.tolerance, field)?;
+                check_window(raw, unit, now, (self.tolerance, self.window), field)?;
                 raw
             }
         };

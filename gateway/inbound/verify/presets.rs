@@ -5,7 +5,7 @@
 use super::build::{header_name, Problems, Secrets};
 use super::crypto::{base64_decode, Algorithm, Encoding, Key, Mac};
 use super::mac::{Carrier, MacScheme, Part, Template, TimestampSource, UrlForm};
-use super::request::TimeUnit;
+use super::request::{TimeUnit, Window};
 use super::{Preset, VerifySpec};
 use crate::secret::Secret;
 
@@ -24,6 +24,7 @@ struct Shape {
     encoding: Encoding,
     carrier: Carrier,
     timestamp: Option<TimestampSource>,
+    window: Window,
     id_header: Option<String>,
     template: Template,
     url_form: UrlForm,
@@ -66,6 +67,7 @@ pub(crate) fn mac_scheme(
                 "webhook-timestamp".to_owned(),
                 TimeUnit::Seconds,
             )),
+            window: Window::Both,
             id_header: Some("webhook-id".to_owned()),
             template: template("{id}.{timestamp}.{body}"),
             url_form: UrlForm::AsReceived,
@@ -132,6 +134,7 @@ pub(crate) fn mac_scheme(
         url_form: shape.url_form,
         public_url,
         tolerance,
+        window: shape.window,
         keys,
     })
 }
@@ -144,6 +147,7 @@ fn t_v1(name: &str) -> Shape {
             version: "v1",
         },
         timestamp: Some(TimestampSource::Carrier(TimeUnit::Seconds)),
+        window: Window::TooOldOnly,
         template: template("{timestamp}.{body}"),
         ..body_only(header(name, ""), Encoding::Hex)
     }
@@ -156,6 +160,7 @@ fn body_only(carrier: Carrier, encoding: Encoding) -> Shape {
         encoding,
         carrier,
         timestamp: None,
+        window: Window::Both,
         id_header: None,
         template: template("{body}"),
         url_form: UrlForm::AsReceived,
@@ -243,6 +248,7 @@ fn generic(spec: &VerifySpec, problems: &mut Problems) -> Option<Shape> {
             prefix: spec.prefix.clone().unwrap_or_default(),
         },
         timestamp: timestamp_header.map(|h| TimestampSource::Header(h, TimeUnit::Seconds)),
+        window: Window::Both,
         id_header,
         template: template?,
         url_form: UrlForm::AsReceived,

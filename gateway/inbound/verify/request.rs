@@ -43,11 +43,21 @@ pub(crate) enum TimeUnit {
 /// Parse a signed unix timestamp and check it lies within `tolerance` of `now`, in both
 /// directions: a far-future timestamp would otherwise stay replayable for as long as it is ahead.
 /// `field` names the header in error messages.
+/// Which side of now a signed timestamp may stray from by the tolerance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Window {
+    /// Older or newer (Standard Webhooks, Slack, HubSpot v3, the generic preset).
+    Both,
+    /// Only too old is refused (Stripe, Calendly: SIGNATURES.md, and Stripe's own library). A sender
+    /// whose clock runs ahead of ours is not refused for it; dedup still catches a replay.
+    TooOldOnly,
+}
+
 pub(crate) fn check_window(
     raw: &str,
     unit: TimeUnit,
     now: SystemTime,
-    tolerance: Duration,
+    (tolerance, window): (Duration, Window),
     field: &str,
 ) -> Result<(), VerifyError> {
     let malformed = || VerifyError::malformed_header(field, "timestamp is not a unix time");
@@ -63,7 +73,12 @@ pub(crate) fn check_window(
         Ok(d) => d.as_millis() as i128,
         Err(e) => -(e.duration().as_millis() as i128),
     };
-    if (now_ms - signed_ms).abs() > tolerance.as_millis() as i128 {
+    let age = now_ms - signed_ms;
+    let off = match window {
+        Window::Both => age.abs(),
+        Window::TooOldOnly => age,
+    };
+    if off > tolerance.as_millis() as i128 {
         return Err(VerifyError::Stale(tolerance));
     }
     Ok(())
@@ -178,19 +193,36 @@ mod tests {
     fn window_both_directions() {
         let tol = Duration::from_secs(300);
         let now = at(1_000_000);
-        assert!(check_window("1000000", TimeUnit::Seconds, now, tol, "t").is_ok());
-        assert!(check_window("999700", TimeUnit::Seconds, now, tol, "t").is_ok());
-        assert!(check_window("1000300", TimeUnit::Seconds, now, tol, "t").is_ok());
+        assert!(check_window("1000000", TimeUnit::Seconds, now, (tol, Window::Both), "t").is_ok());
+        assert!(check_window("999700", TimeUnit::Seconds, now, (tol, Window::Both), "t").is_ok());
+        assert!(check_window("1000300", TimeUnit::Seconds, now, (tol, Window::Both), "t").is_ok());
         assert_eq!(
-            check_window("999699", TimeUnit::Seconds, now, tol, "t"),
+            check_window("999699", TimeUnit::Seconds, now, (tol, Window::Both), "t"),
             Err(VerifyError::Stale(tol))
         );
         assert_eq!(
-            check_window("1000301", TimeUnit::Seconds, now, tol, "t"),
+            check_window("1000301", TimeUnit::Seconds, now, (tol, Window::Both), "t"),
             Err(VerifyError::Stale(tol))
         );
-        assert!(check_window("1000000000", TimeUnit::Millis, now, tol, "t").is_ok());
-        assert!(check_window("999699999", TimeUnit::Millis, now, tol, "t").is_err());
+        assert!(check_window(
+            "1000000000",
+            TimeUnit::Millis,
+            now,
+            (tol, Window::Both),
+            "t"
+        )
+        .is_ok());
+        assert!(
+            check_window("999699999", TimeUnit::Millis, now, (tol, Window::Both), "t").is_err()
+        );
+        // Too old only: the past bound is the same, the future has none.
+        let old_only = (tol, Window::TooOldOnly);
+        assert!(check_window("999700", TimeUnit::Seconds, now, old_only, "t").is_ok());
+        assert_eq!(
+            check_window("999699", TimeUnit::Seconds, now, old_only, "t"),
+            Err(VerifyError::Stale(tol))
+        );
+        assert!(check_window("1086400", TimeUnit::Seconds, now, old_only, "t").is_ok());
     }
 
     #[test]
@@ -208,7 +240,7 @@ mod tests {
                 raw,
                 TimeUnit::Seconds,
                 now,
-                Duration::from_secs(300),
+                (Duration::from_secs(300), Window::Both),
                 "X-Ts",
             );
             assert_eq!(e.map_err(|e| e.reason()), Err("malformed"), "{raw:?}");
