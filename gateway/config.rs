@@ -416,11 +416,28 @@ impl Config {
             None => String::new(),
         };
         let name = path.map_or("<defaults>".to_string(), |p| p.display().to_string());
-        let mut cfg = Self::from_sources(&name, &text, &env)?;
-        cfg.role = role;
-        cfg.admin_token = Self::admin_token_from_env()?;
-        cfg.validate()?;
-        Ok(cfg)
+        // Every problem at once: the admin token's, the file's or the overrides', and the checks'.
+        let mut problems = Vec::new();
+        let admin_token = Self::admin_token_from_env().unwrap_or_else(|p| {
+            problems.extend(p);
+            None
+        });
+        match Self::from_sources(&name, &text, &env) {
+            Ok(mut cfg) => {
+                cfg.role = role;
+                cfg.admin_token = admin_token;
+                problems.extend(cfg.validate().err().unwrap_or_default());
+                if problems.is_empty() {
+                    Ok(cfg)
+                } else {
+                    Err(problems)
+                }
+            }
+            Err(p) => {
+                problems.extend(p);
+                Err(problems)
+            }
+        }
     }
 
     /// Parse YAML `text` (named `name` in errors) and apply `env` overrides; pure, for tests.
@@ -445,19 +462,28 @@ impl Config {
         let mut chosen = Vec::new();
         let mut problems = Vec::new();
         for (key, raw) in env {
-            let path: Vec<String> = key["HOOKGATE_".len()..]
+            let mut path: Vec<String> = key["HOOKGATE_".len()..]
                 .split("__")
                 .map(|s| s.to_ascii_lowercase())
                 .collect();
+            // A header's name cannot be written in a variable's name, which has no `-`: `_` stands for it
+            // (`HOOKGATE_UPSTREAM__HEADERS__API_KEY` sets `api-key`, Brevo's).
+            if let [section, headers, name] = &mut path[..] {
+                if section == "upstream" && headers == "headers" {
+                    *name = name.replace('_', "-");
+                }
+            }
             // Each override is checked alone on the file, so every bad one is named, not just serde's
             // first. A value that reads as a number or a list but belongs in a text field (a header's
             // value, a password of digits) is taken as the text it was.
+            // Text is never re-read as YAML text: `k3y #1` keeps its `#1`, `"x"` its quotes.
             let typed = env_value(raw);
             let text = Value::String(raw.clone());
-            let candidates = if typed == text {
-                vec![typed]
-            } else {
-                vec![typed, text]
+            // A list of one may be written as its item (`HOOKGATE_TRUSTED_PROXIES=10.0.0.0/8`).
+            let candidates = match typed {
+                Value::String(_) => vec![text.clone(), Value::Array(vec![text])],
+                Value::Array(_) => vec![typed, text],
+                _ => vec![typed.clone(), text, Value::Array(vec![typed])],
             };
             let mut first_err = None;
             let mut taken = None;
@@ -479,7 +505,11 @@ impl Config {
             }
             match taken {
                 Some(value) => chosen.push((path.clone(), value)),
-                None => problems.extend(first_err),
+                None => {
+                    // Not applied: the file's value stays in effect, and so do its places.
+                    problems.extend(first_err);
+                    continue;
+                }
             }
             // The override's key is now set by the env: drop the file's places under it (list items,
             // fields) so no problem points at a value that is no longer in effect.
@@ -498,16 +528,19 @@ impl Config {
                 }
             }
         }
-        if !problems.is_empty() {
-            return Err(problems);
-        }
         let mut tree = base;
         for (path, value) in chosen {
             set_path(&mut tree, &path, value).map_err(|p| vec![format!("env: {p}")])?;
         }
         let cfg: Config =
             serde_path_to_error::deserialize(tree).map_err(|e| vec![env_problem(&e)])?;
-        Ok(Config { locations, ..cfg })
+        let cfg = Config { locations, ..cfg };
+        if problems.is_empty() {
+            return Ok(cfg);
+        }
+        // With the good overrides applied, the checks still run, so every problem is reported at once.
+        problems.extend(cfg.validate().err().unwrap_or_default());
+        Err(problems)
     }
 
     /// `key: message`, prefixed with where the key was written when that is known.
@@ -1505,7 +1538,7 @@ mod tests {
             ),
             (
                 "",
-                &[("HOOKGATE_REDIS__CLUSTER_NODES", "rediss://:pw4@h:6380")],
+                &[("HOOKGATE_REDIS__CLUSTER_NODES", "rediss://:pw4@h:99999")],
                 "pw4",
             ),
             (
@@ -1525,7 +1558,56 @@ mod tests {
             "0123456".to_string(),
         )];
         let c = Config::from_sources("hg.yaml", "", &env).unwrap();
-        assert_eq!(c.upstream.headers["x_api_key"], "0123456");
+        assert_eq!(c.upstream.headers["x-api-key"], "0123456");
+    }
+
+    /// A text override is the variable's text, never re-read as YAML; a header's name has `-` for `_`;
+    /// a list of one may be given as its item.
+    #[test]
+    fn env_text_is_kept_as_written() {
+        let env = env_vars(&[
+            ("HOOKGATE_UPSTREAM__HEADERS__API_KEY", "k3y #1"),
+            ("HOOKGATE_UPSTREAM__HEADERS__X_QUOTED", "\"x\""),
+            ("HOOKGATE_UPSTREAM__HEADERS__X_BAR", "|"),
+            ("HOOKGATE_KEY_PREFIX", "hg # not a comment"),
+            ("HOOKGATE_TRUSTED_PROXIES", "10.0.0.0/8"),
+            ("HOOKGATE_REDIS__CLUSTER_NODES", "redis://10.0.0.7:7000"),
+        ]);
+        let c = Config::from_sources("hg.yaml", "", &env).unwrap();
+        assert_eq!(c.upstream.headers["api-key"], "k3y #1");
+        assert_eq!(c.upstream.headers["x-quoted"], "\"x\"");
+        assert_eq!(c.upstream.headers["x-bar"], "|");
+        assert_eq!(c.key_prefix, "hg # not a comment");
+        assert_eq!(c.trusted_proxies.len(), 1);
+        assert_eq!(c.redis.cluster_nodes, ["redis://10.0.0.7:7000"]);
+        // Routes are named by action type, whose `_` stays.
+        let env = env_vars(&[(
+            "HOOKGATE_UPSTREAM__ROUTES__UPDATE_CONTACT__PATH",
+            "/c/{identifier}",
+        )]);
+        let c = Config::from_sources("hg.yaml", "", &env).unwrap();
+        assert!(
+            c.upstream.routes.contains_key("update_contact"),
+            "{:?}",
+            c.upstream.routes.keys()
+        );
+    }
+
+    /// A bad override does not hide the file's other problems: the checks run with the good overrides.
+    #[test]
+    fn a_bad_override_and_the_files_problems_come_together() {
+        let env = env_vars(&[("HOOKGATE_LIMITS__MAX_HEADERS", "lots")]);
+        let e =
+            Config::from_sources("hg.yaml", "limits:\n  max_json_depth: 999\n", &env).unwrap_err();
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(
+            e[0].starts_with("env HOOKGATE_LIMITS__MAX_HEADERS: "),
+            "{e:#?}"
+        );
+        assert!(
+            e[1].starts_with("hg.yaml:2:19: limits.max_json_depth"),
+            "{e:#?}"
+        );
     }
 
     /// An override replaces the file's value: its problems point at the variable, list items included,

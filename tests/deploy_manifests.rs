@@ -430,6 +430,15 @@ fn shipped_config_and_mappings_load() {
     Config::from_sources("hookgate.dev.yaml", &dev, &[])
         .and_then(|c| c.validate())
         .unwrap_or_else(|p| panic!("{p:?}"));
+    // It lists every key, as the README says (an optional one with no default, in a comment).
+    let listed: serde_json::Value = serde_saphyr::from_str(&dev).expect("dev config as YAML");
+    let defaults = serde_json::to_value(Config::default()).expect("defaults as JSON");
+    for (key, default) in defaults.as_object().expect("an object") {
+        assert!(
+            listed.get(key).is_some() || (default.is_null() && dev.contains(&format!("# {key}:"))),
+            "deploy/hookgate.dev.yaml does not list `{key}`"
+        );
+    }
 
     // The cluster's stripe.yaml is the project's rules, without the tests (their payload files stay here).
     let project = std::fs::read_to_string(repo_root().join("mappings/stripe.yaml")).expect("read");
