@@ -155,6 +155,7 @@ pub async fn run(
             trusted_proxies: CidrList::new(&cfg.trusted_proxies),
             default_max_body: cfg.limits.max_body.as_u64(),
             max_json_depth: cfg.limits.max_json_depth,
+            max_headers: cfg.limits.max_headers,
             in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_in_flight)),
         });
         let registry = state.sources.clone();

@@ -19,6 +19,9 @@ pub enum Error {
     IpNotAllowed(std::net::IpAddr),
     #[error("body larger than the {0} byte limit")]
     TooLarge(u64),
+    /// More header fields than `limits.max_headers` (HTTP/2: hyper bounds HTTP/1's count itself).
+    #[error("more than {0} header fields")]
+    TooManyHeaders(usize),
     /// The whole request took longer than `limits.request_timeout`: a sender too slow to send its body.
     #[error("request not completed within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
@@ -57,6 +60,7 @@ impl Error {
             Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Error::IpNotAllowed(_) => StatusCode::FORBIDDEN,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::TooManyHeaders(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Malformed(_) => StatusCode::BAD_REQUEST,
@@ -77,6 +81,7 @@ impl Error {
             Error::MethodNotAllowed(_) => "method_not_allowed",
             Error::IpNotAllowed(_) => "ip_not_allowed",
             Error::TooLarge(_) => "too_large",
+            Error::TooManyHeaders(_) => "too_many_headers",
             Error::Timeout(_) => "timeout",
             Error::UnsupportedType(_) => "unsupported_type",
             Error::Malformed(_) => "malformed",

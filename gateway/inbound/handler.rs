@@ -28,6 +28,9 @@ pub struct InboundState {
     pub trusted_proxies: CidrList,
     pub default_max_body: u64,
     pub max_json_depth: usize,
+    /// `limits.max_headers`. hyper enforces it on HTTP/1 heads; an HTTP/2 head is bounded only by its
+    /// size, so the receiver counts.
+    pub max_headers: usize,
     /// Requests being handled; bounds memory held by bodies (`max_in_flight × max_body`).
     pub in_flight: Arc<tokio::sync::Semaphore>,
 }
@@ -166,13 +169,18 @@ struct Admitted<'h> {
     content_type: Option<&'h str>,
 }
 
-/// The checks on the address and the head: allowlist, declared length, content type.
+/// The checks on the head and the address: header count, allowlist, declared length, content type.
 fn admit<'h>(
     st: &InboundState,
     src: &InboundSource,
     peer: SocketAddr,
     headers: &'h HeaderMap,
 ) -> Result<Admitted<'h>, Error> {
+    // The request-id layer has set `x-request-id`: not the sender's field.
+    let sent = headers.len() - usize::from(headers.contains_key("x-request-id"));
+    if sent > st.max_headers {
+        return Err(Error::TooManyHeaders(st.max_headers));
+    }
     let client = client_ip(peer.ip(), headers, &st.trusted_proxies);
     if !src.allow.allows(client) {
         return Err(Error::IpNotAllowed(client));
