@@ -10,12 +10,22 @@ use crate::secret::Secret;
 
 const AUTHORIZATION: &str = "Authorization";
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Basic {
-    /// Not secret on its own, but compared like one so timing does not reveal it either.
+    /// Not secret on its own, but compared like one so timing does not reveal it either, and kept out
+    /// of `Debug` (it may come from a secret reference).
     pub username: String,
     /// Accepted passwords: more than one during a rotation.
     pub passwords: Vec<Secret>,
+}
+
+impl std::fmt::Debug for Basic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Basic")
+            .field("username", &"<redacted>")
+            .field("passwords", &self.passwords)
+            .finish()
+    }
 }
 
 impl Basic {

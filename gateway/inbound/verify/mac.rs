@@ -33,6 +33,9 @@ impl Template {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find('{') {
+            if rest[..open].contains('}') {
+                return Err("signed_content: `}` without `{`".to_owned());
+            }
             if open > 0 {
                 parts.push(Part::Text(rest[..open].to_owned()));
             }
@@ -347,6 +350,11 @@ mod tests {
         assert!(Template::parse("{bogus}").is_err());
         assert!(Template::parse("{body").is_err());
         assert!(Template::parse("body}").is_err());
+        assert!(
+            Template::parse("a}{body}").is_err(),
+            "a stray `}}` before a placeholder too"
+        );
+        assert!(Template::parse("{body}}").is_err());
     }
 
     #[test]
