@@ -119,7 +119,7 @@ fn stripe<M: Measurement>(c: &mut Criterion<M>) {
     // The same event, one rule writing 10 plain fields (no transforms): the mapping floor.
     let plain = parse_source_file(
         Path::new("plain.yaml"),
-        "source: plain\nverify: { preset: stripe, secret: x }\nrules:\n  - name: customer\n    \
+        "source: plain\nverify: { preset: stripe, secret: \"${env:STRIPE_WEBHOOK_SECRET}\" }\nrules:\n  - name: customer\n    \
          when: { path: $.type, equals: customer.created }\n    upsert_contact:\n      \
          email: $.data.object.email\n      ext_id: $.data.object.id\n      attributes:\n        \
          NAME: $.data.object.name\n        SMS: $.data.object.phone\n        CITY: $.data.object.address.city\n        \

@@ -62,7 +62,7 @@ pub struct Limits {
     /// Webhook requests being handled at once; one more waits up to 5 s for a slot, then gets 503.
     /// With `max_body` this bounds the memory bodies can take.
     pub max_in_flight: usize,
-    /// Most request headers accepted (HTTP/1).
+    /// Most request header fields accepted (HTTP/1: by hyper; HTTP/2: counted by the receiver).
     pub max_headers: usize,
     /// Deepest JSON nesting accepted.
     pub max_json_depth: usize,
@@ -485,12 +485,14 @@ impl Config {
                 Value::Array(_) => vec![typed, text],
                 _ => vec![typed.clone(), text, Value::Array(vec![typed])],
             };
-            let mut first_err = None;
+            // When no reading fits, the error that reached deepest is the telling one: for a list of
+            // one, the item's own (`not a CIDR`), not "expected a sequence".
+            let mut first_err: Option<(usize, String)> = None;
             let mut taken = None;
             for value in candidates {
                 let mut alone = base.clone();
                 if let Err(p) = set_path(&mut alone, &path, value.clone()) {
-                    first_err.get_or_insert(format!("env {key}: {p}"));
+                    first_err.get_or_insert((0, format!("env {key}: {p}")));
                     break;
                 }
                 match serde_path_to_error::deserialize::<_, Config>(alone) {
@@ -499,10 +501,14 @@ impl Config {
                         break;
                     }
                     Err(e) => {
-                        first_err.get_or_insert_with(|| env_problem(&e));
+                        let depth = e.path().iter().count();
+                        if first_err.as_ref().is_none_or(|(d, _)| depth > *d) {
+                            first_err = Some((depth, env_problem(&e)));
+                        }
                     }
                 }
             }
+            let first_err = first_err.map(|(_, e)| e);
             match taken {
                 Some(value) => chosen.push((path.clone(), value)),
                 None => {
@@ -532,8 +538,13 @@ impl Config {
         for (path, value) in chosen {
             set_path(&mut tree, &path, value).map_err(|p| vec![format!("env: {p}")])?;
         }
-        let cfg: Config =
-            serde_path_to_error::deserialize(tree).map_err(|e| vec![env_problem(&e)])?;
+        let cfg: Config = match serde_path_to_error::deserialize(tree) {
+            Ok(cfg) => cfg,
+            Err(e) => {
+                problems.push(env_problem(&e));
+                return Err(problems);
+            }
+        };
         let cfg = Config { locations, ..cfg };
         if problems.is_empty() {
             return Ok(cfg);
@@ -648,6 +659,24 @@ impl Config {
                 "upstream.url",
                 format!("`{}` is not an http(s) URL", redact_url(&self.upstream.url)),
             ),
+        }
+        // Checked here, not first when a worker starts, so that every role and `serve` report them with
+        // the rest. A value is never quoted: it may be a secret.
+        for (name, value) in &self.upstream.headers {
+            let key = format!("upstream.headers.{name}");
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                bad(&key, "not a header name".into());
+            }
+            if value.trim_start().starts_with("${") {
+                if let Err(e) = crate::secret::SecretRef::parse(value) {
+                    bad(&key, e.to_string());
+                }
+            } else if http::HeaderValue::from_str(value).is_err() {
+                bad(
+                    &key,
+                    "not a header value (control characters or line breaks)".into(),
+                );
+            }
         }
         let l = &self.limits;
         if l.max_body.as_u64() == 0 || l.max_body > MAX_BODY_CAP {
@@ -1130,6 +1159,29 @@ mod tests {
         assert_eq!(unknown_keys("dev", &shape), Vec::<String>::new());
     }
 
+    /// Upstream headers are checked with the rest of the file, each where it was written; values are
+    /// never quoted.
+    #[test]
+    fn upstream_headers_are_checked_at_load() {
+        let yaml = "upstream:\n  headers:\n    bad name: v\n    x-ref: \"${nope:X}\"\n    x-cr: \"a\\rb-s3cret\"\n    api-key: \"${env:BREVO_API_KEY}\"\n";
+        let c = Config::from_sources("hg.yaml", yaml, &[]).unwrap();
+        let p = c.validate().unwrap_err();
+        assert_eq!(p.len(), 3, "{p:#?}");
+        assert!(
+            p[0].starts_with("hg.yaml:3:15: upstream.headers.bad name: not a header name"),
+            "{p:#?}"
+        );
+        assert!(
+            p[1].starts_with("hg.yaml:5:11: upstream.headers.x-cr: not a header value"),
+            "{p:#?}"
+        );
+        assert!(
+            p[2].starts_with("hg.yaml:4:12: upstream.headers.x-ref: "),
+            "{p:#?}"
+        );
+        assert!(!p.join("\n").contains("s3cret"), "{p:#?}");
+    }
+
     #[test]
     fn duplicate_keys_are_rejected() {
         assert!(Config::from_sources("hg.yaml", "listen: a\nlisten: b\n", &[]).is_err());
@@ -1580,6 +1632,14 @@ mod tests {
         assert_eq!(c.key_prefix, "hg # not a comment");
         assert_eq!(c.trusted_proxies.len(), 1);
         assert_eq!(c.redis.cluster_nodes, ["redis://10.0.0.7:7000"]);
+        // An item that is wrong is named as the item, not as "expected a sequence".
+        let env = env_vars(&[("HOOKGATE_TRUSTED_PROXIES", "10.0.0.0/8,192.168.0.0/16")]);
+        let e = Config::from_sources("hg.yaml", "", &env).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(
+            e[0].contains("TRUSTED_PROXIES[0]: invalid IP") && !e[0].contains("sequence"),
+            "{e:#?}"
+        );
         // Routes are named by action type, whose `_` stays.
         let env = env_vars(&[(
             "HOOKGATE_UPSTREAM__ROUTES__UPDATE_CONTACT__PATH",

@@ -2,18 +2,20 @@
 //! `json_encode` writes the result. ActiveCampaign (a PHP application) posts its webhooks this way and
 //! names custom fields by number (`contact[fields][12]=pro`), so PHP's rules are the ones its users know:
 //!
-//! - `a[b][c]=v` nests; `a[]=v` appends at the next free index (one past the largest numeric key so far);
+//! - `a[b][c]=v` nests; `a[]=v` (or `a[ ]=v`) appends at the next free index, one past the largest
+//!   numeric key so far;
 //! - a repeated plain key keeps its last value, and a key re-used with brackets becomes an object;
 //! - a table whose keys are exactly `0, 1, ... n-1` in that order is a JSON array, any other an object
 //!   (`fields[1]=x&fields[2]=y` is `{"1":"x","2":"y"}`); the top level is always an object;
-//! - text after a closing `]` that does not open another `[` is ignored (`a[b]c=1` is `a[b]=1`); an
+//! - a name ends at a NUL, loses its leading spaces, and has ` ` and `.` as `_` before its first `[`;
+//!   text after a closing `]` that does not open another `[` is ignored (`a[b]c=1` is `a[b]=1`); an
 //!   unclosed first `[` is part of the name as `_` (`a[b=1` is `a_b=1`); a pair with an empty name is
 //!   skipped.
 //!
-//! Where we differ from PHP, on purpose: nesting deeper than the JSON limit is refused (PHP drops the
-//! variable silently), a value or name that is not UTF-8 after percent-decoding is refused (PHP keeps the
-//! bytes, which JSON cannot carry), and names keep their spaces and dots (PHP turns them into `_`, a
-//! leftover of `register_globals`).
+//! Where we differ from PHP, on purpose, with a 400 where PHP drops data silently: nesting deeper than the
+//! JSON limit (PHP drops the variable), more than [`MAX_NODES`] fields and nested keys (PHP keeps the first
+//! 1,000 variables), and a value or name that is not UTF-8 after percent-decoding (PHP keeps the bytes,
+//! which JSON cannot carry).
 //!
 //! serde_qs, used before, turns every table with numeric keys into an array and refuses one that does
 //! not start at 0, so a body naming field 1 and 2 was a 400; no maintained crate follows PHP here.
@@ -23,10 +25,16 @@ use indexmap::IndexMap;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 
+/// Nested keys and values a form body may create (PHP's own cap, `max_input_vars`, drops what is past
+/// 1,000). A name with many brackets creates that many tables, so without it a 1 MiB body of
+/// `a[][]...[]=` pairs would be held as some hundred times its size.
+const MAX_NODES: usize = 100_000;
+
 /// Parse a form body into a JSON object, refusing nesting deeper than `max_depth` (the object itself is
 /// one level, as in a JSON body).
 pub fn parse(body: &[u8], max_depth: usize) -> Result<Value, Error> {
     let mut top = Table::default();
+    let mut nodes = 0usize;
     for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
         let (name, value) = match pair.iter().position(|b| *b == b'=') {
             Some(i) => (&pair[..i], &pair[i + 1..]),
@@ -40,6 +48,12 @@ pub fn parse(body: &[u8], max_depth: usize) -> Result<Value, Error> {
             return Err(Error::Malformed(format!(
                 "form field `{}` is nested deeper than {max_depth}",
                 path.base
+            )));
+        }
+        nodes += path.rest.len() + 1;
+        if nodes > MAX_NODES {
+            return Err(Error::Malformed(format!(
+                "form body has more than {MAX_NODES} fields and nested keys"
             )));
         }
         top.insert(&path.base, &path.rest, decode(value)?.into_owned());
@@ -82,23 +96,26 @@ enum Step<'a> {
 }
 
 impl<'a> Path<'a> {
-    /// `None` for a pair PHP skips: an empty name, or one that starts with `[`.
+    /// PHP's reading of a decoded name: it ends at a NUL, loses its leading spaces, and has ` ` and `.`
+    /// as `_` before its first `[`. `None` for a pair PHP skips: a name that is then empty.
     fn of(name: &'a str) -> Option<Self> {
-        let Some(open) = name.find('[') else {
-            return (!name.is_empty()).then(|| Path {
-                base: Cow::Borrowed(name),
-                rest: Vec::new(),
-            });
-        };
+        let name = name
+            .split('\0')
+            .next()
+            .unwrap_or("")
+            .trim_start_matches(' ');
+        let open = name.find('[').unwrap_or(name.len());
         if open == 0 {
             return None;
         }
+        let base = underscored(&name[..open], &[' ', '.']);
         let mut rest = Vec::new();
         let mut at = open;
-        // `at` is on a `[`.
-        while let Some(len) = name[at + 1..].find(']') {
+        // `at` is on a `[`, or past the end.
+        while let Some(len) = name.get(at + 1..).and_then(|r| r.find(']')) {
             let inner = &name[at + 1..at + 1 + len];
-            rest.push(if inner.is_empty() {
+            // One space, PHP skips: `[ ]` appends as `[]` does.
+            rest.push(if inner.is_empty() || inner == " " {
                 Step::Append
             } else {
                 Step::Key(inner)
@@ -108,29 +125,32 @@ impl<'a> Path<'a> {
                 break;
             }
         }
-        if rest.is_empty() {
-            // An unclosed first bracket: part of the name, as `_`.
-            let mut base = String::with_capacity(name.len());
-            base.push_str(&name[..open]);
-            base.push('_');
-            base.push_str(&name[open + 1..].replace('[', "_"));
+        if rest.is_empty() && open < name.len() {
+            // An unclosed first bracket: part of the name, as `_`, and so are ` `, `.` and `[` after it.
+            let tail = underscored(&name[open + 1..], &[' ', '.', '[']);
             return Some(Path {
-                base: Cow::Owned(base),
+                base: Cow::Owned(format!("{base}_{tail}")),
                 rest,
             });
         }
-        Some(Path {
-            base: Cow::Borrowed(&name[..open]),
-            rest,
-        })
+        Some(Path { base, rest })
     }
 }
 
-/// A PHP array: ordered keys, and the next index `[]` appends at.
+/// `text` with each of `chars` as `_`, borrowed when it has none.
+fn underscored<'a>(text: &'a str, chars: &[char]) -> Cow<'a, str> {
+    if text.contains(chars) {
+        Cow::Owned(text.replace(chars, "_"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
+/// A PHP array: ordered keys, and the next index `[]` appends at (none before the first numeric key).
 #[derive(Default)]
 struct Table {
     entries: IndexMap<String, Node>,
-    next: u64,
+    next: Option<i64>,
 }
 
 enum Node {
@@ -141,7 +161,9 @@ enum Node {
 impl Table {
     fn insert(&mut self, key: &str, rest: &[Step<'_>], value: String) {
         if let Some(i) = index(key) {
-            self.next = self.next.max(i.saturating_add(1));
+            if self.next.is_none_or(|n| i >= n) {
+                self.next = Some(i.saturating_add(1));
+            }
         }
         let Some((step, deeper)) = rest.split_first() else {
             self.entries.insert(key.to_owned(), Node::Text(value));
@@ -158,8 +180,11 @@ impl Table {
             match step {
                 Step::Key(k) => t.insert(k, deeper, value),
                 Step::Append => {
-                    let k = t.next.to_string();
-                    t.insert(&k, deeper, value);
+                    let k = t.next.unwrap_or(0).to_string();
+                    // Only at the largest index can the next one be taken: PHP drops the pair then.
+                    if !t.entries.contains_key(&k) {
+                        t.insert(&k, deeper, value);
+                    }
                 }
             }
         }
@@ -177,7 +202,7 @@ impl Table {
         self.entries
             .keys()
             .enumerate()
-            .all(|(i, k)| index(k) == Some(i as u64))
+            .all(|(i, k)| index(k) == i64::try_from(i).ok())
     }
 }
 
@@ -193,15 +218,14 @@ impl Node {
     }
 }
 
-/// A key PHP stores as a non-negative integer: decimal digits with no leading zero (`0`, `12`, not `012`
-/// or `+1`) that fit its integers. Negative keys do not move the next index, so they need no case here.
-fn index(key: &str) -> Option<u64> {
-    let canonical =
-        key == "0" || (!key.starts_with('0') && key.bytes().all(|b| b.is_ascii_digit()));
-    canonical
-        .then(|| key.parse::<i64>().ok())
-        .flatten()
-        .map(|i| i as u64)
+/// A key PHP stores as an integer: decimal digits with no leading zero, perhaps after a `-` (`0`, `12`,
+/// `-3`; not `012`, `-0` or `+1`), that fit its integers.
+fn index(key: &str) -> Option<i64> {
+    let digits = key.strip_prefix('-').unwrap_or(key);
+    let canonical = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && (key == "0" || !digits.starts_with('0'));
+    canonical.then(|| key.parse().ok()).flatten()
 }
 
 #[cfg(test)]
@@ -242,6 +266,15 @@ mod tests {
             json!({"a": {"0": "x", "5": "y", "6": "z"}})
         );
         assert_eq!(form("a[007]=x"), json!({"a": {"007": "x"}}));
+        assert_eq!(
+            form("a[-5]=x&a[]=y&a[-0]=z"),
+            json!({"a": {"-5": "x", "-4": "y", "-0": "z"}})
+        );
+        assert_eq!(form("a[+]=x&a[ ]=y"), json!({"a": ["x", "y"]}));
+        assert_eq!(
+            form("a[9223372036854775807]=x&a[]=dropped"),
+            json!({"a": {"9223372036854775807": "x"}})
+        );
         // A huge index is a key like any other: nothing is allocated for the gap.
         assert_eq!(form("a[99999999999]=x"), json!({"a": {"99999999999": "x"}}));
     }
@@ -260,7 +293,8 @@ mod tests {
         assert_eq!(form("&&"), json!({}));
         assert_eq!(form("=foo&[x]=1&a"), json!({"a": ""}));
         assert_eq!(form("0=a&1=b"), json!({"0": "a", "1": "b"}));
-        assert_eq!(form("a+b=c+d%2Be&%5Bk%5D=v"), json!({"a b": "c d+e"}));
+        assert_eq!(form("a+b=c+d%2Be&%5Bk%5D=v"), json!({"a_b": "c d+e"}));
+        assert_eq!(form("+a.b=1&a%00b=2&+%00=3"), json!({"a_b": "1", "a": "2"}));
         assert_eq!(form("x=%zz"), json!({"x": "%zz"}));
     }
 
@@ -275,5 +309,11 @@ mod tests {
             matches!(parse(b"name=Jos%E9", 64), Err(Error::Malformed(m)) if m.contains("UTF-8"))
         );
         assert!(matches!(parse(b"na\xffme=x", 64), Err(Error::Malformed(_))));
+        let many = "a[]=1&".repeat(MAX_NODES / 2);
+        assert!(parse(many.as_bytes(), 64).is_ok());
+        let many = "a[]=1&".repeat(MAX_NODES / 2 + 1);
+        assert!(
+            matches!(parse(many.as_bytes(), 64), Err(Error::Malformed(m)) if m.contains("more than"))
+        );
     }
 }

@@ -40,19 +40,20 @@ pub(crate) enum TimeUnit {
     Millis,
 }
 
-/// Parse a signed unix timestamp and check it lies within `tolerance` of `now`, in both
-/// directions: a far-future timestamp would otherwise stay replayable for as long as it is ahead.
-/// `field` names the header in error messages.
 /// Which side of now a signed timestamp may stray from by the tolerance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Window {
     /// Older or newer (Standard Webhooks, Slack, HubSpot v3, the generic preset).
     Both,
     /// Only too old is refused (Stripe, Calendly: SIGNATURES.md, and Stripe's own library). A sender
-    /// whose clock runs ahead of ours is not refused for it; dedup still catches a replay.
+    /// whose clock runs ahead of ours is not refused for it; a replay is then possible until the
+    /// timestamp is `tolerance` old, unless the source dedups (Stripe's `$.id`).
     TooOldOnly,
 }
 
+/// Parse a signed unix timestamp and check it lies within `tolerance` of `now` on the `window`'s sides
+/// (both, unless the scheme says otherwise: a far-future timestamp would stay replayable for as long as it
+/// is ahead). `field` names the header in error messages.
 pub(crate) fn check_window(
     raw: &str,
     unit: TimeUnit,
