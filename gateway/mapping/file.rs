@@ -6,7 +6,7 @@ use super::rule::Rule;
 use super::tests as embedded;
 use super::transform::Lookups;
 use super::value::Env;
-use super::yaml::{self, Ctx, Kind, Loc, Node};
+use super::yaml::{self, Ctx, Key, Kind, Loc, Node};
 use super::{Mapping, SourceFile};
 use crate::inbound::source::{DedupSpec, SourceSpec};
 use crate::inbound::verify::VerifySpec;
@@ -112,9 +112,7 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
     // The verifier's options and the spelling of its secret references (their values are read only
     // when serving), so that `hookgate check` finds a broken head before a deploy does.
     if let Some(Err(problems)) = verify.as_ref().map(VerifySpec::check) {
-        let options = root
-            .as_map()
-            .and_then(|m| m.iter().find(|(k, _)| k.name == "verify"))
+        let options = entry(root, "verify")
             .and_then(|(_, v)| v.as_map())
             .unwrap_or_default();
         for p in problems {
@@ -188,12 +186,14 @@ fn check_dedup(ctx: &mut Ctx, root: &Node, d: &DedupSpec) -> bool {
     ok
 }
 
-/// Where a top-level key is written (the document's start when it is not).
+/// A key of a map node and its value.
+fn entry<'n>(root: &'n Node, key: &str) -> Option<&'n (Key, Node)> {
+    root.as_map()?.iter().find(|(k, _)| k.name == key)
+}
+
+/// Where a key of a map node is written (the node's own place when it is not).
 fn key_loc(root: &Node, key: &str) -> Loc {
-    root.as_map()
-        .and_then(|m| m.iter().find(|(k, _)| k.name == key))
-        .map(|(k, _)| k.loc)
-        .unwrap_or(root.loc)
+    entry(root, key).map_or(root.loc, |(k, _)| k.loc)
 }
 
 /// Deserialize one top-level key with serde-saphyr (the head types are serde types); its error is
@@ -205,12 +205,7 @@ fn field<T: DeserializeOwned>(
     key: &'static str,
     ok: &mut bool,
 ) -> Option<T> {
-    let present = root
-        .as_map()
-        .is_some_and(|m| m.iter().any(|(k, _)| k.name == key));
-    if !present {
-        return None;
-    }
+    entry(root, key)?;
     let mut opts = serde_saphyr::Options::default();
     opts.strict_booleans = true;
     opts.with_snippet = false;
@@ -309,10 +304,7 @@ fn rules(ctx: &mut Ctx, node: Option<&Node>, env: Env) -> Vec<Rule> {
     // Names are checked on the text, so a duplicate shows even when a rule has other problems.
     let mut seen: HashMap<&str, u32> = HashMap::new();
     for item in items {
-        let Some((_, name)) = item
-            .as_map()
-            .and_then(|m| m.iter().find(|(k, _)| k.name == "name"))
-        else {
+        let Some((_, name)) = entry(item, "name") else {
             continue;
         };
         let Some(text) = name.as_str() else { continue };
