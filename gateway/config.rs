@@ -1,6 +1,8 @@
 //! The gateway's configuration: a YAML file, overridden key by key from `HOOKGATE_<KEY>` env vars
 //! (nested keys joined with `__`). Every field has a default so an empty file is a working dev setup.
 
+mod one_path;
+
 use crate::mapping::yaml::{Kind, Loc, Node};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -453,7 +455,7 @@ impl Config {
             Config::default()
         } else {
             serde_saphyr::from_str(text)
-                .map_err(|e| parse_problems(name, &e, doc.as_ref(), &locations))?
+                .map_err(|e| parse_problems(name, text, &e, doc.as_ref(), &locations))?
         };
         if env.is_empty() {
             return Ok(Config { locations, ..cfg });
@@ -813,43 +815,88 @@ impl Config {
     }
 }
 
-/// The problems of a file the parser refused: serde stops at the first, so every unknown key is reported
-/// with it, and the parser's own message is dropped when one of those says the same thing at the same
-/// place. A wrong value is reported where the value is: its key is named too.
+/// The problems of a file the parser refused. serde stops at the first wrong value, so the file is read
+/// again once per value written in it with the others hidden ([`one_path`]), and each wrong value is
+/// reported where it is, its key named. Every unknown key is reported too, and a parser message is dropped
+/// when an unknown key's says the same thing at the same place.
 fn parse_problems(
     name: &str,
-    e: &serde_saphyr::Error,
+    text: &str,
+    first: &serde_saphyr::Error,
     doc: Option<&Node>,
     locations: &BTreeMap<String, String>,
 ) -> Vec<String> {
-    let at = e
-        .location()
-        .map(|l| {
-            let (line, column) = (l.line() as u32, l.column() as u32);
-            place(
-                name,
-                Loc {
-                    line,
-                    column,
-                    ..Loc::default()
-                },
-            )
-        })
-        .unwrap_or_else(|| name.to_string());
-    let mut all = doc.map(|d| unknown_keys(name, d)).unwrap_or_default();
-    if !all.iter().any(|u| u.starts_with(&format!("{at}: "))) {
+    let unknown = doc.map(|d| unknown_keys(name, d)).unwrap_or_default();
+    let mut values: Vec<String> = Vec::new();
+    // `path`: the value read alone, which names the key when its place is not one the file's keys have.
+    let mut add = |e: &serde_saphyr::Error, path: Option<&[String]>| {
+        let at = e
+            .location()
+            .map(|l| {
+                let (line, column) = (l.line() as u32, l.column() as u32);
+                place(
+                    name,
+                    Loc {
+                        line,
+                        column,
+                        ..Loc::default()
+                    },
+                )
+            })
+            .unwrap_or_else(|| name.to_string());
+        let here = format!("{at}: ");
+        if unknown.iter().chain(&values).any(|u| u.starts_with(&here)) {
+            return;
+        }
         let text = e.to_string();
         let message = without_values(parser_message(&text));
-        let first = match locations.iter().find(|(_, l)| **l == at) {
-            Some((key, _)) => format!("{at}: {key}: {message}"),
+        let key = locations
+            .iter()
+            .find(|(_, l)| **l == at)
+            .map(|(key, _)| key.clone())
+            .or_else(|| path.map(|p| p.join(".")));
+        values.push(match key {
+            Some(key) => format!("{at}: {key}: {message}"),
             None => format!("{at}: {message}"),
-        };
-        all.insert(0, first);
+        });
+    };
+    for path in doc.map(written_paths).unwrap_or_default() {
+        let alone = serde_saphyr::with_deserializer_from_str_with_options(
+            text,
+            serde_saphyr::Options::default(),
+            |de| one_path::read::<Config, _>(de, &path),
+        );
+        if let Err(e) = alone {
+            add(&e, Some(&path));
+        }
     }
-    all
+    // A problem no single value shows (a syntax error: then there is no document to walk).
+    add(first, None);
+    values.extend(unknown);
+    values
 }
 
-/// `name:line:col`, as every problem in a file is placed.
+/// The key path of every value written in the file, in the file's order: maps are walked into, anything
+/// else (a scalar, a list, an empty map) is a value.
+fn written_paths(doc: &Node) -> Vec<Vec<String>> {
+    fn walk(node: &Node, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        match &node.kind {
+            Kind::Map(entries) if !entries.is_empty() => {
+                for (k, v) in entries {
+                    prefix.push(k.name.clone());
+                    walk(v, prefix, out);
+                    prefix.pop();
+                }
+            }
+            _ if !prefix.is_empty() => out.push(prefix.clone()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(doc, &mut Vec::new(), &mut out);
+    out
+}
+
 fn place(name: &str, at: Loc) -> String {
     format!("{name}:{}:{}", at.line, at.column)
 }
@@ -1111,6 +1158,28 @@ mod tests {
             Config::from_sources("hg.yaml", "listen: 127.0.0.1:1\nredis_ur: x\n", &[]).unwrap_err();
         assert!(e[0].starts_with("hg.yaml:2:"), "{e:?}");
         assert!(e[0].contains("redis_ur"), "{e:?}");
+    }
+
+    /// serde stops at the first wrong value; every other one is still reported, each at its value with
+    /// its key, in the file's order, then the unknown keys; no value is quoted.
+    #[test]
+    fn every_wrong_value_is_reported_at_once() {
+        let yaml = "listen: 127.0.0.1:1\nlimits:\n  max_headers: lots\n  max_json_depth: s3cret\n  max_bodyy: 1MiB\nredis: { response_timeout: soon, connect_timeout: 1s }\nupstream: { url: http://x, headers: { api-key: [1, 2] } }\nlog: { format: xml }\nzzz: 1\n";
+        let e = Config::from_sources("hg.yaml", yaml, &[]).unwrap_err();
+        let starts = [
+            "hg.yaml:3:16: limits.max_headers: ",
+            "hg.yaml:4:19: limits.max_json_depth: ",
+            "hg.yaml:6:28: redis.response_timeout: ",
+            "hg.yaml:7:48: upstream.headers.api-key: ",
+            "hg.yaml:8:16: log.format: ",
+            "hg.yaml:5:3: unknown key `limits.max_bodyy`",
+            "hg.yaml:9:1: unknown key `zzz`",
+        ];
+        assert_eq!(e.len(), starts.len(), "{e:#?}");
+        for (got, want) in e.iter().zip(starts) {
+            assert!(got.starts_with(want), "{want} in {e:#?}");
+        }
+        assert!(!e.join("\n").contains("s3cret"), "{e:#?}");
     }
 
     #[test]
