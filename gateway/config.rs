@@ -860,14 +860,36 @@ fn parse_problems(
             None => format!("{at}: {message}"),
         });
     };
-    for path in doc.map(written_paths).unwrap_or_default() {
+    // Bounded, since each read parses the whole file: a file of thousands of values (or of aliases that
+    // expand to them) gets its first wrong values, not minutes of re-reading.
+    let started = std::time::Instant::now();
+    let known = serde_json::to_value(Config::default()).unwrap_or_default();
+    let paths = doc.map(written_paths).unwrap_or_default();
+    let paths = paths
+        .iter()
+        .filter(|(path, _)| path.first().is_some_and(|k| known.get(k).is_some()))
+        .take(MAX_REREADS);
+    for (path, places) in paths {
+        if started.elapsed() > REREAD_BUDGET {
+            break;
+        }
         let alone = serde_saphyr::with_deserializer_from_str_with_options(
             text,
             serde_saphyr::Options::default(),
-            |de| one_path::read::<Config, _>(de, &path),
+            |de| one_path::read::<Config, _>(de, path),
         );
         if let Err(e) = alone {
-            add(&e, Some(&path));
+            // Named by the key whose value is where serde stopped (a map where text belongs is the
+            // map's key's problem, not its first member's).
+            let depth = e
+                .location()
+                .and_then(|l| {
+                    places
+                        .iter()
+                        .position(|p| p.line == l.line() as u32 && p.column == l.column() as u32)
+                })
+                .unwrap_or(path.len() - 1);
+            add(&e, Some(&path[..=depth]));
         }
     }
     // A problem no single value shows (a syntax error: then there is no document to walk).
@@ -876,24 +898,33 @@ fn parse_problems(
     values
 }
 
-/// The key path of every value written in the file, in the file's order: maps are walked into, anything
-/// else (a scalar, a list, an empty map) is a value.
-fn written_paths(doc: &Node) -> Vec<Vec<String>> {
-    fn walk(node: &Node, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+/// Values re-read at most on the error path, and the time they may take: see [`parse_problems`].
+const MAX_REREADS: usize = 200;
+const REREAD_BUDGET: Duration = Duration::from_secs(2);
+
+/// A key path and the place of the value at each of its steps.
+type Written = (Vec<String>, Vec<Loc>);
+
+/// The key path of every value written in the file, in the file's order, with where each step's value is:
+/// maps are walked into, anything else (a scalar, a list, an empty map) is a value.
+fn written_paths(doc: &Node) -> Vec<Written> {
+    fn walk(node: &Node, prefix: &mut Written, out: &mut Vec<Written>) {
         match &node.kind {
             Kind::Map(entries) if !entries.is_empty() => {
                 for (k, v) in entries {
-                    prefix.push(k.name.clone());
+                    prefix.0.push(k.name.clone());
+                    prefix.1.push(v.loc);
                     walk(v, prefix, out);
-                    prefix.pop();
+                    prefix.0.pop();
+                    prefix.1.pop();
                 }
             }
-            _ if !prefix.is_empty() => out.push(prefix.clone()),
+            _ if !prefix.0.is_empty() => out.push(prefix.clone()),
             _ => {}
         }
     }
     let mut out = Vec::new();
-    walk(doc, &mut Vec::new(), &mut out);
+    walk(doc, &mut (Vec::new(), Vec::new()), &mut out);
     out
 }
 
@@ -962,6 +993,10 @@ fn without_values(message: &str) -> String {
     match re {
         Some(re) if message.starts_with("invalid ") => {
             re.replace_all(message, "(value hidden)").into_owned()
+        }
+        // serde's "unknown variant `<value>`, expected one of ...": the first quote is the value.
+        Some(re) if message.starts_with("unknown variant ") => {
+            re.replace(message, "(value hidden)").into_owned()
         }
         _ => message.to_string(),
     }
@@ -1128,7 +1163,8 @@ mod humantime_serde_compat {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("`{s}`: {e} (write e.g. 30s, 5m, 72h)")))
+            // The value is not quoted: it may be a secret put in the wrong key.
+            .map_err(|_| serde::de::Error::custom("not a duration (write e.g. 30s, 5m, 72h)"))
     }
 }
 
@@ -1164,7 +1200,7 @@ mod tests {
     /// its key, in the file's order, then the unknown keys; no value is quoted.
     #[test]
     fn every_wrong_value_is_reported_at_once() {
-        let yaml = "listen: 127.0.0.1:1\nlimits:\n  max_headers: lots\n  max_json_depth: s3cret\n  max_bodyy: 1MiB\nredis: { response_timeout: soon, connect_timeout: 1s }\nupstream: { url: http://x, headers: { api-key: [1, 2] } }\nlog: { format: xml }\nzzz: 1\n";
+        let yaml = "listen: 127.0.0.1:1\nlimits:\n  max_headers: lots\n  max_json_depth: s3cret\n  max_bodyy: 1MiB\nredis: { response_timeout: s3cret2, connect_timeout: 1s }\nupstream: { url: http://x, headers: { api-key: [1, 2] } }\nlog: { format: s3cret3 }\nlisten_x: { a: 1 }\nzzz: 1\n";
         let e = Config::from_sources("hg.yaml", yaml, &[]).unwrap_err();
         let starts = [
             "hg.yaml:3:16: limits.max_headers: ",
@@ -1173,13 +1209,21 @@ mod tests {
             "hg.yaml:7:48: upstream.headers.api-key: ",
             "hg.yaml:8:16: log.format: ",
             "hg.yaml:5:3: unknown key `limits.max_bodyy`",
-            "hg.yaml:9:1: unknown key `zzz`",
+            "hg.yaml:9:1: unknown key `listen_x`",
+            "hg.yaml:10:1: unknown key `zzz`",
         ];
         assert_eq!(e.len(), starts.len(), "{e:#?}");
         for (got, want) in e.iter().zip(starts) {
             assert!(got.starts_with(want), "{want} in {e:#?}");
         }
         assert!(!e.join("\n").contains("s3cret"), "{e:#?}");
+        // A map where text belongs is the key's own problem, named by it.
+        let e = Config::from_sources("hg.yaml", "listen: { host: h, port: 1 }\n", &[]).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(
+            e[0].starts_with("hg.yaml:1:9: listen: invalid type: map"),
+            "{e:#?}"
+        );
     }
 
     #[test]
