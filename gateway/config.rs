@@ -826,7 +826,12 @@ fn parse_problems(
     doc: Option<&Node>,
     locations: &BTreeMap<String, String>,
 ) -> Vec<String> {
-    let unknown = doc.map(|d| unknown_keys(name, d)).unwrap_or_default();
+    // The keys a config has, for the unknown keys and for which values are worth re-reading.
+    let schema = serde_json::to_value(Config::default()).unwrap_or_default();
+    let mut unknown = Vec::new();
+    if let Some(d) = doc {
+        unknown_keys_in(name, "", d, &schema, &mut unknown);
+    }
     let mut values: Vec<String> = Vec::new();
     // `path`: the value read alone, which names the key when its place is not one the file's keys have.
     let mut add = |e: &serde_saphyr::Error, path: Option<&[String]>| {
@@ -863,11 +868,10 @@ fn parse_problems(
     // Bounded, since each read parses the whole file: a file of thousands of values (or of aliases that
     // expand to them) gets its first wrong values, not minutes of re-reading.
     let started = std::time::Instant::now();
-    let known = serde_json::to_value(Config::default()).unwrap_or_default();
     let paths = doc.map(written_paths).unwrap_or_default();
     let paths = paths
         .iter()
-        .filter(|(path, _)| path.first().is_some_and(|k| known.get(k).is_some()))
+        .filter(|(path, _)| path.first().is_some_and(|k| schema.get(k).is_some()))
         .take(MAX_REREADS);
     for (path, places) in paths {
         if started.elapsed() > REREAD_BUDGET {
@@ -1043,19 +1047,6 @@ fn key_locations(name: &str, doc: Option<&Node>) -> BTreeMap<String, String> {
     out
 }
 
-/// Every key of the file the configuration does not have, as `name:line:col: unknown key `a.b`; hint`.
-/// Keys are checked against the shape of the defaults; under a map (`upstream.routes`, `upstream.headers`)
-/// or an optional section left unset, nothing is checked (serde still is). Only called once the real
-/// parse has failed, so a gap in this walk can never refuse a valid file.
-fn unknown_keys(name: &str, doc: &Node) -> Vec<String> {
-    let Ok(schema) = serde_json::to_value(Config::default()) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    unknown_keys_in(name, "", doc, &schema, &mut out);
-    out
-}
-
 /// The dotted key of `key` under `prefix`.
 fn child_key(prefix: &str, key: &str) -> String {
     match prefix {
@@ -1064,7 +1055,10 @@ fn child_key(prefix: &str, key: &str) -> String {
     }
 }
 
-/// Keys of `node` that `schema` (the defaults, as JSON) does not have; see [`unknown_keys`].
+/// Every key of `node` that `schema` (the defaults, as JSON) does not have, as
+/// `name:line:col: unknown key `a.b`; hint`. Under a map (`upstream.routes`, `upstream.headers`) or an
+/// optional section left unset, nothing is checked (serde still is). Only called once the real parse has
+/// failed, so a gap in this walk can never refuse a valid file.
 fn unknown_keys_in(name: &str, prefix: &str, node: &Node, schema: &Value, out: &mut Vec<String>) {
     let (Kind::Map(entries), Value::Object(fields)) = (&node.kind, schema) else {
         return;
@@ -1269,7 +1263,10 @@ mod tests {
         let places = key_locations("dev", Some(&shape));
         assert!(places.contains_key("limits.max_body"));
         assert!(places.contains_key("upstream.url"));
-        assert_eq!(unknown_keys("dev", &shape), Vec::<String>::new());
+        let schema = serde_json::to_value(Config::default()).unwrap();
+        let mut unknown = Vec::new();
+        unknown_keys_in("dev", "", &shape, &schema, &mut unknown);
+        assert_eq!(unknown, Vec::<String>::new());
     }
 
     /// Upstream headers are checked with the rest of the file, each where it was written; values are

@@ -132,17 +132,16 @@ async fn receive(st: Arc<InboundState>, name: String, peer: SocketAddr, req: Req
     };
     // What needs no body is refused at once. A burst waits briefly for a slot before its body is read;
     // a sustained overload gets 503 (a sender told to retry, which a 403 or 415 never should be).
-    let result = match admit(&st, &src, peer, &parts.headers) {
-        Ok(admitted) => {
-            match crate::admission::permit_within(&st.in_flight, crate::config::IN_FLIGHT_WAIT)
-                .await
-            {
-                Some(_slot) => accept(&st, &src, peer, admitted, &parts, body).await,
-                None => Err(Error::Overloaded),
-            }
-        }
-        Err(e) => Err(e),
-    };
+    let result = async {
+        let admitted = admit(&st, &src, peer, &parts.headers)?;
+        let Some(_slot) =
+            crate::admission::permit_within(&st.in_flight, crate::config::IN_FLIGHT_WAIT).await
+        else {
+            return Err(Error::Overloaded);
+        };
+        accept(&st, &src, peer, admitted, &parts, body).await
+    }
+    .await;
     let resp = result.unwrap_or_else(|e| {
         if let Error::Unauthorized(_) = &e {
             tracing::info!(source = %src.name, reason = %e, "verification failed");
