@@ -581,7 +581,7 @@ impl Config {
             ("admin_listen", &self.admin_listen),
         ] {
             if v.parse::<SocketAddr>().is_err() {
-                bad(key, format!("`{v}` is not an address such as 0.0.0.0:8080"));
+                bad(key, "not an address such as 0.0.0.0:8080".into());
             }
         }
         if self.listen == self.admin_listen {
@@ -592,22 +592,19 @@ impl Config {
         }
         match url::Url::parse(&self.redis_url) {
             Ok(u) if matches!(u.scheme(), "redis" | "rediss" | "unix" | "redis+unix") => {}
-            _ => bad(
+            u => bad(
                 "redis_url",
-                format!(
-                    "`{}` is not a redis:// or rediss:// URL",
-                    redact_url(&self.redis_url)
-                ),
+                format!("not a redis:// or rediss:// URL{}", what_url(&u)),
             ),
         }
         for (i, node) in self.redis.cluster_nodes.iter().enumerate() {
             match url::Url::parse(node) {
                 Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.port().is_some() => {}
-                _ => bad(
+                u => bad(
                     &format!("redis.cluster_nodes[{i}]"),
                     format!(
-                        "`{}` is not a redis://host:port or rediss://host:port URL",
-                        redact_url(node)
+                        "not a redis://host:port or rediss://host:port URL{}",
+                        what_url(&u)
                     ),
                 ),
             }
@@ -649,17 +646,14 @@ impl Config {
         if !braces_form_one_hash_tag(&self.key_prefix) {
             bad(
                 "key_prefix",
-                format!(
-                    "`{}` has braces that are not one hash tag such as `{{hookgate}}` (on Redis Cluster they would decide the slot)",
-                    self.key_prefix
-                ),
+                "has braces that are not one hash tag such as `{hookgate}` (on Redis Cluster they would decide the slot)".into(),
             );
         }
         match url::Url::parse(&self.upstream.url) {
             Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-            _ => bad(
+            u => bad(
                 "upstream.url",
-                format!("`{}` is not an http(s) URL", redact_url(&self.upstream.url)),
+                format!("not an http(s) URL{}", what_url(&u)),
             ),
         }
         // Checked here, not first when a worker starts, so that every role and `serve` report them with
@@ -968,24 +962,15 @@ pub fn has_hash_tag(key: &str) -> bool {
         .is_some_and(|len| len > 0)
 }
 
-fn redact_url(s: &str) -> String {
-    match url::Url::parse(s) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
+/// What is wrong with a URL, without quoting it: it may carry a password or a token in its user info,
+/// path or query. The scheme, or the parser's reason, is safe to show.
+fn what_url(parsed: &Result<url::Url, url::ParseError>) -> String {
+    match parsed {
+        Ok(u) if u.port().is_none() && matches!(u.scheme(), "redis" | "rediss") => {
+            " (it has no port)".into()
         }
-        Ok(_) => s.to_string(),
-        // A URL that does not parse is the one reported: hide its user info by text.
-        Err(_) => match s.split_once("://") {
-            Some((scheme, rest)) => {
-                let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-                match rest[..authority_end].rfind('@') {
-                    Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
-                    None => s.to_string(),
-                }
-            }
-            None => s.to_string(),
-        },
+        Ok(u) => format!(" (its scheme is `{}`)", u.scheme()),
+        Err(e) => format!(" ({e})"),
     }
 }
 
@@ -1440,11 +1425,11 @@ mod tests {
         let p = c.validate().unwrap_err();
         // A scalar's problem points at its value: line and column, 1-based.
         for want in [
-            "hg.yaml:1:9: listen: `nowhere` is not an address",
-            "hg.yaml:2:15: admin_listen: `nowhere` is not an address",
+            "hg.yaml:1:9: listen: not an address such as 0.0.0.0:8080",
+            "hg.yaml:2:15: admin_listen: not an address",
             "hg.yaml:2:15: admin_listen: must differ from listen",
-            "hg.yaml:3:12: redis_url: `http://x` is not a redis://",
-            "hg.yaml:4:18: upstream.url: `ftp://x` is not an http(s) URL",
+            "hg.yaml:3:12: redis_url: not a redis:// or rediss:// URL (its scheme is `http`)",
+            "hg.yaml:4:18: upstream.url: not an http(s) URL (its scheme is `ftp`)",
             "hg.yaml:5:27: limits.max_json_depth: must be between 1 and 128",
             "hg.yaml:5:40: limits.max_body: must be above 0 and at most",
             "hg.yaml:6:16: mappings_poll: must be above 0",
@@ -1690,8 +1675,17 @@ mod tests {
             Err(p) => p.join("\n"),
         };
         type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
-        let cases: [Case; 5] = [
+        let cases: [Case; 10] = [
             ("redis_url: \"redis://:pw1@host:99999\"\n", &[], "pw1"),
+            ("upstream: { url: \"ftp://pw6@x\" }\n", &[], "pw6"),
+            ("upstream: { url: \"ftp://x/?token=pw7\" }\n", &[], "pw7"),
+            (
+                "redis_url: \"redis://host:99999/?password=pw8\"\n",
+                &[],
+                "pw8",
+            ),
+            ("listen: \"pw9:80:1\"\n", &[], "pw9"),
+            ("key_prefix: \"pw10}{\"\n", &[], "pw10"),
             ("upstream: { url: \"ftp://u:pw2@x\" }\n", &[], "pw2"),
             (
                 "redis: { cluster_nodes: \"rediss://:pw3@h:6380\" }\n",
@@ -1798,7 +1792,7 @@ mod tests {
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
             p[0].starts_with(
-                "env HOOKGATE_REDIS__CLUSTER_NODES: redis.cluster_nodes[1]: `http://b`"
+                "env HOOKGATE_REDIS__CLUSTER_NODES: redis.cluster_nodes[1]: not a redis://host:port or rediss://host:port URL (its scheme is `http`)"
             ),
             "{p:?}"
         );

@@ -10,7 +10,7 @@
 //! ([`Families`]), so a script's keys are always in one slot.
 
 use crate::redis_conn::{Conn, Redis};
-use redis::{RedisError, Script};
+use redis::{RedisError, RedisResult, Script};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -59,6 +59,10 @@ pub mod keys {
         // Named on every stored event: `concat` sizes and fills one string without `format!`'s machinery.
         let sep = if binding.is_empty() { "" } else { "|" };
         [prefix, ":dedup:", source, ":", id, sep, binding].concat()
+    }
+    /// The readiness probe's key ([`super::Store::ready`]): a write as the store makes, expiring soon.
+    pub fn ready(prefix: &str) -> String {
+        format!("{prefix}:ready")
     }
     /// Inbound events waiting for a retry: a sorted set of event ids, scored by due time (ms).
     pub fn retry_inbound(prefix: &str) -> String {
@@ -375,6 +379,10 @@ return removed
 "#;
 
 static STORE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(STORE_SCRIPT));
+/// Delete a dedup key only while it holds this request's value (another request may have set it since).
+static DELETE_IF_MINE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
+});
 static TRIM: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(TRIM_SCRIPT));
 static REMOVE_IDLE: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(REMOVE_IDLE_SCRIPT));
@@ -432,13 +440,30 @@ impl Store {
             .ok_or(StoreError::Busy)
     }
 
-    /// Whether Redis answers.
-    pub async fn ping(&self) -> bool {
+    /// Whether Redis takes the receive path's writes, with a reason when not. The probe is the dedup
+    /// store's own `SET NX GET PX`, on a key of its own: a PING also passes on a read-only replica (after
+    /// a failover) and on Redis before 7.0, which refuses `NX` with `GET`, while every store fails there.
+    pub async fn ready(&self) -> Result<(), String> {
         let mut c = self.conn.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut c)
-            .await
-            .is_ok()
+        let probe: RedisResult<Option<Vec<u8>>> = redis::cmd("SET")
+            .arg(keys::ready(&self.families.inbound))
+            .arg("1")
+            .arg("NX")
+            .arg("GET")
+            .arg("PX")
+            .arg(10_000)
+            .query_async(&mut c)
+            .await;
+        match probe {
+            Ok(_) => Ok(()),
+            Err(e) => Err(match e.code() {
+                Some("ERR") if e.detail().is_some_and(|d| d.contains("syntax")) => {
+                    "redis refuses SET NX GET: hookgate needs Redis 7.0 or later".to_owned()
+                }
+                Some(code) => format!("redis refuses writes ({code})"),
+                None => "redis not answering".to_owned(),
+            }),
+        }
     }
 
     /// Dedup and XADD in one round trip. A command that failed because the connection dropped is sent once
@@ -559,21 +584,61 @@ impl Store {
             .arg("PX")
             .arg(dedup_ttl.as_millis().max(1) as u64);
         let mut pipe = redis::Pipeline::with_capacity(2);
-        pipe.atomic().add_command(set).add_command(xadd);
-        let (before, id): (Option<Vec<u8>>, String) = pipe.query_async(&mut c).await?;
-        if !lost_race(mine.as_bytes(), before.as_deref()) {
-            return Ok(Stored::New(id));
+        // Each command's own answer: Redis aborts a transaction as a whole only for errors it finds
+        // while queueing (OOM, READONLY); a command that fails while running (a stream key of another
+        // type, a SET Redis < 7 does not know) leaves the other one's write in place.
+        pipe.atomic()
+            .ignore_errors()
+            .add_command(set)
+            .add_command(xadd);
+        let (set, xadd): (RedisResult<Option<Vec<u8>>>, RedisResult<String>) =
+            pipe.query_async(&mut c).await?;
+        match (set, xadd) {
+            (Ok(before), Ok(id)) if lost_race(mine.as_bytes(), before.as_deref()) => {
+                // A redelivery: take its entry back. Should this fail, the mapper workers still skip it.
+                self.take_back(id).await;
+                Ok(Stored::Duplicate(None))
+            }
+            (Ok(_), Ok(id)) => Ok(Stored::New(id)),
+            (set, Err(e)) => {
+                // Not stored. A key this request set would answer the sender's retry "duplicate" for an
+                // event that is nowhere: remove it, unless another request's token has replaced it.
+                if matches!(&set, Ok(before) if !lost_race(mine.as_bytes(), before.as_deref())) {
+                    let undone: RedisResult<i64> = DELETE_IF_MINE
+                        .key(&key)
+                        .arg(&mine)
+                        .invoke_async(&mut c)
+                        .await;
+                    if let Err(u) = undone {
+                        tracing::error!(error = %u, "could not remove the dedup key of an event that was not stored; its retries will be answered as duplicates until the key expires");
+                    }
+                }
+                Err(e)
+            }
+            (Err(e), Ok(id)) => {
+                // Stored without its dedup key: every retry would be stored (and delivered) again.
+                self.take_back(id).await;
+                Err(e)
+            }
         }
-        // A redelivery: take its entry back. Should this fail, the mapper workers still skip it.
-        let gone: Result<i64, RedisError> = redis::cmd("XDEL")
-            .arg(stream)
-            .arg(&id)
-            .query_async(&mut c)
-            .await;
-        if let Err(e) = gone {
-            tracing::warn!(error = %e, id, "could not delete a redelivery's entry; workers will skip it");
-        }
-        Ok(Stored::Duplicate(None))
+    }
+
+    /// Delete an entry this request added but must not keep. Run as a task of its own, so that a request
+    /// cancelled meanwhile (its client gone, the request timeout) still completes it.
+    async fn take_back(&self, id: String) {
+        let mut c = self.conn.clone();
+        let stream = self.inbound_stream.clone();
+        let done = tokio::spawn(async move {
+            let gone: RedisResult<i64> = redis::cmd("XDEL")
+                .arg(&stream)
+                .arg(&id)
+                .query_async(&mut c)
+                .await;
+            if let Err(e) = gone {
+                tracing::warn!(error = %e, id, "could not delete an entry that must not stay; workers skip it while its dedup key lives");
+            }
+        });
+        let _ = done.await;
     }
 
     /// The store script, for Redis Cluster: redis-rs's cluster client follows a slot that moved (a

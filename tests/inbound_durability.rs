@@ -235,3 +235,120 @@ async fn a_redis_that_never_answers_gets_503_within_the_store_deadline() {
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
     holder.abort();
 }
+
+/// Redis aborts a MULTI as a whole only for errors found while queueing. An XADD that fails while running
+/// (the stream key holds another type) must not leave the dedup key behind: the sender's retry would be
+/// answered "duplicate" for an event stored nowhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_xadd_leaves_no_dedup_key_behind() {
+    let redis = Redis::start();
+    let (gw, _s) = stripe_gateway(&redis, "").await;
+    let c = client();
+    let mut r = redis.conn();
+    let _: () = redis::cmd("SET")
+        .arg("hookgate:inbound")
+        .arg("not a stream")
+        .query(&mut r)
+        .unwrap();
+    let (s, b) = send_signed(&c, &gw.url("stripe"), "evt_partial_1")
+        .await
+        .unwrap();
+    assert_eq!(s, 503, "{b}");
+    let key: Option<String> = redis::cmd("GET")
+        .arg("hookgate:dedup:stripe:evt_partial_1")
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(key, None, "the dedup key of an event not stored is removed");
+    let _: () = redis::cmd("DEL")
+        .arg("hookgate:inbound")
+        .query(&mut r)
+        .unwrap();
+    let (s, b) = send_signed(&c, &gw.url("stripe"), "evt_partial_1")
+        .await
+        .unwrap();
+    assert_eq!(s, 202, "the retry is stored, not called a duplicate: {b}");
+    assert_eq!(stored_event_ids(&redis), vec!["evt_partial_1"]);
+    gw.stop().await.unwrap();
+}
+
+/// The other half: a SET that fails while running (here the dedup key holds a hash; on Redis before 7.0,
+/// `NX` with `GET` itself) after the XADD landed. The entry is taken back and the sender told 503, so
+/// its retry is not stored (and delivered) a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_dedup_set_takes_its_entry_back() {
+    let redis = Redis::start();
+    let (gw, _s) = stripe_gateway(&redis, "").await;
+    let c = client();
+    let mut r = redis.conn();
+    let key = "hookgate:dedup:stripe:evt_partial_2";
+    let _: () = redis::cmd("HSET")
+        .arg(key)
+        .arg("f")
+        .arg("v")
+        .query(&mut r)
+        .unwrap();
+    for _ in 0..2 {
+        let (s, b) = send_signed(&c, &gw.url("stripe"), "evt_partial_2")
+            .await
+            .unwrap();
+        assert_eq!(s, 503, "{b}");
+    }
+    assert_eq!(
+        stored_event_ids(&redis),
+        Vec::<String>::new(),
+        "no entry kept"
+    );
+    let _: () = redis::cmd("DEL").arg(key).query(&mut r).unwrap();
+    let (s, b) = send_signed(&c, &gw.url("stripe"), "evt_partial_2")
+        .await
+        .unwrap();
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(stored_event_ids(&redis), vec!["evt_partial_2"]);
+    gw.stop().await.unwrap();
+}
+
+/// `/readyz` probes with the store's own write: a Redis that answers PING but refuses writes (a replica
+/// after a failover) is not ready, with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_a_redis_that_refuses_writes() {
+    let primary = Redis::start();
+    let redis = Redis::start();
+    let (gw, _s) = stripe_gateway(&redis, "").await;
+    let c = client();
+    let ready = gw.admin_url("/readyz");
+    let r = c.get(&ready).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let mut conn = redis.conn();
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(primary.port)
+        .query(&mut conn)
+        .unwrap();
+    let refused = poll_until(10, || {
+        let mut probe = redis.conn();
+        redis::cmd("SET")
+            .arg("hookgate:probe")
+            .arg("1")
+            .query::<()>(&mut probe)
+            .is_err()
+    })
+    .await;
+    assert!(refused, "the replica refuses writes");
+    let r = c.get(&ready).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    let why = r.text().await.unwrap();
+    assert_eq!(why.trim(), "redis refuses writes (READONLY)");
+    let (s, _) = send_signed(&c, &gw.url("stripe"), "evt_ro").await.unwrap();
+    assert_eq!(
+        s, 503,
+        "what /readyz reports is what the receive path meets"
+    );
+    let _: () = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut conn)
+        .unwrap();
+    let r = c.get(&ready).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "ready again without a restart");
+    gw.stop().await.unwrap();
+}

@@ -68,16 +68,23 @@ pub fn outbound_router(o: crate::outbound::Outbound, token: Arc<AdminToken>) -> 
 }
 
 /// Ready when Redis answers, mappings are loaded and we are not shutting down; otherwise 503 with why.
-async fn readyz(State(r): State<Arc<Readiness>>) -> impl IntoResponse {
+async fn readyz(State(r): State<Arc<Readiness>>) -> (StatusCode, String) {
     if r.shutting_down.load(Ordering::Relaxed) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n");
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n".into());
     }
     if r.sources.is_empty() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no sources loaded\n");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no sources loaded\n".into(),
+        );
     }
-    match tokio::time::timeout(Duration::from_secs(1), r.store.ping()).await {
-        Ok(true) => (StatusCode::OK, "ready\n"),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "redis not answering\n"),
+    match tokio::time::timeout(Duration::from_secs(1), r.store.ready()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n".into()),
+        Ok(Err(why)) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "redis not answering\n".into(),
+        ),
     }
 }
 

@@ -50,6 +50,9 @@ use super::verify::{Preset, Verifier};
 
 /// How long a sender's event id is remembered when the file does not say.
 pub const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(72 * 3600);
+/// The longest dedup window a source may keep: a year is far beyond any sender's retries, and a bound
+/// keeps the key's expiry within what Redis accepts (an overflowing `PX` fails the SET at run time).
+pub const MAX_DEDUP_TTL: Duration = Duration::from_secs(366 * 86_400);
 
 /// Where a source's event id comes from.
 #[derive(Debug)]
@@ -150,8 +153,15 @@ impl InboundSource {
             let ttl = match &d.ttl {
                 None => DEFAULT_DEDUP_TTL,
                 Some(t) => match humantime::parse_duration(&t.value) {
-                    Ok(ttl) if !ttl.is_zero() => ttl,
-                    _ => {
+                    Ok(ttl) if !ttl.is_zero() && ttl <= MAX_DEDUP_TTL => ttl,
+                    Ok(_) => {
+                        problems.push(at(
+                            &t.referenced,
+                            "dedup.ttl: must be above 0 and at most 366 days".into(),
+                        ));
+                        DEFAULT_DEDUP_TTL
+                    }
+                    Err(_) => {
                         problems.push(at(
                             &t.referenced,
                             format!("dedup.ttl: `{}` is not a duration such as 72h", t.value),

@@ -172,12 +172,19 @@ fn check_dedup(ctx: &mut Ctx, root: &Node, d: &DedupSpec) -> bool {
         }
     }
     if let Some(ttl) = &d.ttl {
-        if let Err(e) = humantime::parse_duration(&ttl.value) {
+        let problem = match humantime::parse_duration(&ttl.value) {
+            Err(e) => Some(format!("dedup.ttl: `{}` is not a duration: {e}", ttl.value)),
+            Ok(t) if t.is_zero() || t > crate::inbound::source::MAX_DEDUP_TTL => {
+                Some("dedup.ttl: must be above 0 and at most 366 days".to_owned())
+            }
+            Ok(_) => None,
+        };
+        if let Some(message) = problem {
             ctx.error_at(
                 ttl.referenced.line() as u32,
                 ttl.referenced.column() as u32,
                 ttl.value.chars().count() as u32,
-                format!("dedup.ttl: `{}` is not a duration: {e}", ttl.value),
+                message,
             )
             .hint = Some("e.g. 72h, 30m, 7days".to_owned());
             ok = false;
