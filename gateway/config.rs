@@ -750,6 +750,9 @@ impl Config {
                 bad(&key, m);
             }
         }
+        if self.outbound.dedup_ttl > crate::inbound::source::MAX_DEDUP_TTL {
+            bad("outbound.dedup_ttl", "must be at most 366 days".into());
+        }
         if self.deliver.inbound_retention < Duration::from_secs(1) {
             bad("deliver.inbound_retention", "must be at least 1s".into());
         }
@@ -1411,6 +1414,19 @@ mod tests {
         {
             assert!(e[i].starts_with(&format!("env {var}: ")), "{e:#?}");
         }
+    }
+
+    /// A dedup window Redis could not take (an overflowing `PX`) would fail the SET after the XADD.
+    #[test]
+    fn outbound_dedup_ttl_is_bounded() {
+        let c = Config::from_sources("hg.yaml", "outbound:\n  dedup_ttl: 400days\n", &[]).unwrap();
+        let p = c.validate().unwrap_err();
+        assert_eq!(
+            p,
+            vec!["hg.yaml:2:14: outbound.dedup_ttl: must be at most 366 days".to_owned()]
+        );
+        let c = Config::from_sources("hg.yaml", "outbound:\n  dedup_ttl: 366days\n", &[]).unwrap();
+        assert_eq!(c.validate(), Ok(()));
     }
 
     #[test]

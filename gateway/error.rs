@@ -53,6 +53,23 @@ pub enum Error {
     Internal(String),
 }
 
+/// Text a sender or a file wrote, fit to quote in a one-line reason: at most 60 characters, line breaks
+/// (`\r`, `\n`, U+2028, U+2029) and other control characters escaped (`\n`, `\u{1b}`), `…` when cut.
+pub fn one_line(text: &str) -> String {
+    let mut out = String::new();
+    for c in text.chars().take(60) {
+        if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    if text.chars().nth(60).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {

@@ -15,22 +15,34 @@ pub enum BodyKind {
 }
 
 impl BodyKind {
-    /// From a `Content-Type` header; parameters such as `charset` are ignored. Anything else is 415.
+    /// From a `Content-Type` header: `application/json` (and any `application/...+json`) or
+    /// `application/x-www-form-urlencoded`, with no charset but UTF-8 (US-ASCII is part of it); anything
+    /// else is 415. `mime` parses the parameters (quoted values, case), except for the plain
+    /// `application/json` that nearly every sender writes.
     pub fn from_content_type(ct: Option<&str>) -> Result<Self, Error> {
-        let raw = ct.unwrap_or("");
-        let essence = raw
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        match essence.as_str() {
-            "application/json" => Ok(BodyKind::Json),
-            "application/x-www-form-urlencoded" => Ok(BodyKind::Form),
-            // `application/vnd.foo+json` and friends are JSON too
-            e if e.starts_with("application/") && e.ends_with("+json") => Ok(BodyKind::Json),
-            "" => Err(Error::UnsupportedType("(none)".into())),
-            _ => Err(Error::UnsupportedType(raw.chars().take(100).collect())),
+        let Some(raw) = ct else {
+            return Err(Error::UnsupportedType("(none)".into()));
+        };
+        if raw.eq_ignore_ascii_case("application/json") {
+            return Ok(BodyKind::Json);
+        }
+        let unsupported = || Error::UnsupportedType(raw.chars().take(100).collect());
+        let m: mime::Mime = raw.trim().parse().map_err(|_| unsupported())?;
+        let kind = match (m.type_(), m.subtype(), m.suffix()) {
+            (mime::APPLICATION, mime::JSON, _) => BodyKind::Json,
+            (mime::APPLICATION, mime::WWW_FORM_URLENCODED, _) => BodyKind::Form,
+            (mime::APPLICATION, _, Some(mime::JSON)) => BodyKind::Json,
+            _ => return Err(unsupported()),
+        };
+        match m.get_param(mime::CHARSET) {
+            Some(cs)
+                if !["utf-8", "utf8", "us-ascii"]
+                    .iter()
+                    .any(|ok| cs.as_str().eq_ignore_ascii_case(ok)) =>
+            {
+                Err(unsupported())
+            }
+            _ => Ok(kind),
         }
     }
 }
@@ -302,10 +314,25 @@ mod tests {
             BodyKind::from_content_type(Some("application/x-www-form-urlencoded")).unwrap(),
             BodyKind::Form
         );
+        for ok in [
+            "application/json;charset=\"UTF-8\"",
+            "application/x-www-form-urlencoded; charset=utf-8",
+            "application/json; charset=us-ascii",
+            "application/merge-patch+json",
+        ] {
+            assert!(BodyKind::from_content_type(Some(ok)).is_ok(), "{ok}");
+        }
         for bad in [
             Some("text/plain"),
             Some("multipart/form-data; boundary=x"),
             None,
+            // a charset other than UTF-8: the body would be read as UTF-8 and refused as malformed
+            Some("application/json; charset=latin1"),
+            Some("application/x-www-form-urlencoded; charset=ISO-8859-1"),
+            Some("application/json; charset=utf-16"),
+            Some("application/+json"),
+            Some("application/json, text/plain"),
+            Some(""),
         ] {
             assert!(matches!(
                 BodyKind::from_content_type(bad),

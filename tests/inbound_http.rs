@@ -970,3 +970,88 @@ async fn shutdown_completes_with_every_slot_taken() {
         "stopped within the grace period: {stopped:?}"
     );
 }
+
+/// A reason quotes what the sender wrote on one bounded line, and a body type is one Content-Type
+/// whose charset, if any, is UTF-8 (the body is read as UTF-8).
+#[tokio::test(flavor = "multi_thread")]
+async fn sender_text_in_reasons_and_strict_content_types() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[("open.yaml", OPEN)], "").await;
+    let c = client();
+
+    let unknown = UNKNOWN_404S.lock().await;
+    let long = "a".repeat(5000);
+    for name in [
+        "a%0D%0AX-Injected:%201",
+        "b%E2%80%A8c%1b%5b31m",
+        long.as_str(),
+    ] {
+        let url = format!("http://{}/webhooks/{name}", gw.addr);
+        let (s, b) = post(&c, &url, "application/json", "{}").await;
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (404, Some("unknown_source")),
+            "{b}"
+        );
+        let m = b["message"].as_str().unwrap();
+        assert!(
+            !m.contains(['\r', '\n', '\u{2028}', '\u{1b}']),
+            "one line, no control characters: {m:?}"
+        );
+        assert!(m.chars().count() < 100, "bounded: {m}");
+    }
+    drop(unknown);
+    let url = format!("http://{}/webhooks/a%0D%0Ab", gw.addr);
+    let unknown = UNKNOWN_404S.lock().await;
+    let (_, b) = post(&c, &url, "application/json", "{}").await;
+    drop(unknown);
+    assert_eq!(
+        b["message"], "unknown source `a\\r\\nb`",
+        "escaped, still readable"
+    );
+
+    // a charset other than UTF-8 is refused as a type, before the body is read
+    for ct in [
+        "application/json; charset=latin1",
+        "application/x-www-form-urlencoded; charset=ISO-8859-1",
+        "application/+json",
+    ] {
+        let (s, b) = post(&c, &gw.url("open"), ct, "{\"id\":\"cs\"}").await;
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (415, Some("unsupported_type")),
+            "{ct}: {b}"
+        );
+    }
+    let (s, _) = post(
+        &c,
+        &gw.url("open"),
+        "application/json; charset=\"UTF-8\"",
+        "{}",
+    )
+    .await;
+    assert_eq!(s, 202);
+
+    // two Content-Type fields are no one type, in either order
+    for (first, second) in [
+        ("application/json", "text/plain"),
+        ("text/plain", "application/json"),
+    ] {
+        let headers =
+            format!("Content-Type: {first}\r\nContent-Type: {second}\r\nContent-Length: 2\r\n");
+        let (s, b) = raw_post(gw.addr, "/webhooks/open", &headers, b"{}").await;
+        assert_eq!(s, 415, "{b}");
+        assert!(b.contains(&format!("{first}, {second}")), "{b}");
+    }
+    // a value that is not visible ASCII is named as such, not as missing
+    let mut head = b"Content-Type: application/\xff\xfejson\r\nContent-Length: 2\r\n".to_vec();
+    head.extend_from_slice(b"\r\n{}");
+    let (s, b) = raw_post_bytes(gw.addr, "/webhooks/open", &head).await;
+    assert_eq!(s, 415, "{b}");
+    assert!(b.contains("not visible ASCII"), "{b}");
+    assert!(
+        inbound_entries(&redis, "hookgate").len() == 1,
+        "only the UTF-8 one stored"
+    );
+    gw.stop().await.unwrap();
+}

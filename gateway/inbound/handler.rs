@@ -126,7 +126,7 @@ async fn receive(st: Arc<InboundState>, name: String, peer: SocketAddr, req: Req
     let (parts, body) = req.into_parts();
     let started = std::time::Instant::now();
     let Some(src) = st.sources.get(&name) else {
-        let resp = Error::UnknownSource(name).into_response();
+        let resp = Error::UnknownSource(crate::error::one_line(&name)).into_response();
         metrics::record_unknown(resp.status().as_u16(), started.elapsed().as_secs_f64());
         return resp;
     };
@@ -192,9 +192,19 @@ fn admit<'h>(
     if declared.is_some_and(|n| n > limit) {
         return Err(Error::TooLarge(limit));
     }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
+    // Two fields read as their combined value (`a, b`), which is no one type; a value that is not
+    // visible ASCII is named as such rather than as missing.
+    let mut sent = headers.get_all(header::CONTENT_TYPE).iter();
+    let content_type = match (sent.next(), sent.next()) {
+        (None, _) => None,
+        (Some(one), None) => Some(one.to_str().unwrap_or("(not visible ASCII)")),
+        (Some(_), Some(_)) => {
+            let all = headers.get_all(header::CONTENT_TYPE).iter();
+            let joined: Vec<&str> = all.map(|v| v.to_str().unwrap_or("?")).collect();
+            let joined = joined.join(", ");
+            return Err(Error::UnsupportedType(joined.chars().take(100).collect()));
+        }
+    };
     let kind = BodyKind::from_content_type(content_type)?;
     Ok(Admitted {
         client,

@@ -654,12 +654,19 @@ pub async fn raw_post_status(addr: SocketAddr, path: &str, headers: &str, body: 
 
 /// Like `raw_post_status`, with the response body.
 pub async fn raw_post(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) -> (u16, String) {
+    let mut rest = format!("{headers}\r\n").into_bytes();
+    rest.extend_from_slice(body);
+    raw_post_bytes(addr, path, &rest).await
+}
+
+/// A POST whose header fields (after Host and Connection), blank line and body are given as bytes: for
+/// header values no HTTP client would send.
+pub async fn raw_post_bytes(addr: SocketAddr, path: &str, rest: &[u8]) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let head =
-        format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{headers}\r\n");
+    let head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     let _ = s.write_all(head.as_bytes()).await;
-    let _ = s.write_all(body).await;
+    let _ = s.write_all(rest).await;
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
     let text = String::from_utf8_lossy(&buf).into_owned();

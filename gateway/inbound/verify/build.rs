@@ -143,7 +143,7 @@ impl VerifySpec {
             Err(_) => {
                 problems.push(format!(
                     "tolerance: invalid duration `{}` (write e.g. 300s or 5m)",
-                    one_line(text)
+                    crate::error::one_line(text)
                 ));
                 DEFAULT_TOLERANCE
             }
@@ -291,18 +291,9 @@ pub(crate) fn header_name(field: &str, name: &str, problems: &mut Problems) -> O
     if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
         problems.push(format!(
             "{field}: `{}` is not a valid header name",
-            one_line(name)
+            crate::error::one_line(name)
         ));
         return None;
     }
     Some(name.to_owned())
-}
-
-/// Echo a (non-secret) option value on one line and at a bounded length.
-pub(crate) fn one_line(text: &str) -> String {
-    let mut out: String = text.chars().filter(|c| !c.is_control()).take(60).collect();
-    if text.chars().count() > 60 {
-        out.push('…');
-    }
-    out
 }
