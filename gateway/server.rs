@@ -2,9 +2,16 @@
 //! and a header count limit (which `axum::serve` does not set), and graceful shutdown of open connections.
 //!
 //! Each connection is driven here rather than by hyper-util's `GracefulShutdown`, because it may be
-//! closed for two reasons: shutdown, and idleness (no request started for `idle_timeout`; HTTP/2 has no
-//! timer for that). A connection that sends nothing is closed after the header-read timeout, since the
-//! HTTP/1-or-2 detection has no timer. The connection slots double as the count of open connections.
+//! closed for three reasons: shutdown, idleness (no request started for `idle_timeout`; HTTP/2 has no
+//! timer for that), and a request head not complete within `header_read_timeout` of its first byte. A
+//! connection that sends nothing is closed after the header-read timeout, since the HTTP/1-or-2
+//! detection has no timer. The connection slots double as the count of open connections.
+//!
+//! The head timer is ours, not hyper's: hyper starts its timer as soon as it waits for the next request,
+//! so an idle keep-alive connection would be closed after `header_read_timeout` (10 s) instead of
+//! `idle_timeout`, shorter than a load balancer's idle timeout (60 s on AWS ALB, nginx), which then
+//! sends a request onto a connection we are closing and answers the sender 502. As in Go's server, the
+//! wait for a next request is bounded by the idle timeout and the head by the header-read timeout.
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -16,9 +23,12 @@ use hyper_util::service::TowerToHyperService;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
@@ -85,10 +95,12 @@ pub async fn serve<S: App<B>, B: Reply>(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // hyper's head timer (30 s when unset) would run while the connection waits for a next request too;
+    // `Activity` bounds the head instead.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(None);
     // hyper's own limit is 100 and parses into a stack array; any explicit limit, even 100, makes it fill
     // a buffer of that size on every request.
     if limits.max_headers != HYPER_MAX_HEADERS {
@@ -177,28 +189,36 @@ async fn connection<S: App<B>, B: Reply>(
         }
         _ = stop.changed() => return,
     }
-    let opened = Instant::now();
-    // When the last request started, in ms after `opened`: the idle timer's reference.
-    let last_request = Arc::new(AtomicU64::new(0));
-    let started = last_request.clone();
-    let svc = app.map_request(move |req: Request<Incoming>| {
-        started.store(millis(opened.elapsed()), Ordering::Relaxed);
-        let mut req = req.map(Body::new);
-        req.extensions_mut().insert(ConnectInfo(peer));
-        req
+    let activity = Arc::new(Activity {
+        opened: Instant::now(),
+        last_request: AtomicU64::new(0),
+        in_flight: AtomicUsize::new(0),
+        head_since: AtomicU64::new(0),
+        http2: AtomicBool::new(false),
     });
-    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+    let seen = activity.clone();
+    let done = activity.clone();
+    let svc = app
+        .map_request(move |req: Request<Incoming>| {
+            seen.request_started(req.version() == http::Version::HTTP_2);
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req
+        })
+        .map_response(move |resp| {
+            done.in_flight.fetch_sub(1, Ordering::Relaxed);
+            resp
+        });
+    let io = Watched {
+        io: stream,
+        activity: activity.clone(),
+    };
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
     tokio::pin!(conn);
-    // The idle timer and shutdown are watched by a task of their own: polled here, a timer would be
-    // polled again on every wake of the connection (measured: about 1% of the instructions per request).
+    // The timers and shutdown are watched by a task of their own: polled here, a timer would be polled
+    // again on every wake of the connection (measured: about 1% of the instructions per request).
     let (close_tx, mut close) = tokio::sync::oneshot::channel();
-    tokio::spawn(close_when_idle_or_stopped(
-        last_request,
-        opened,
-        limits.idle_timeout,
-        stop,
-        close_tx,
-    ));
+    tokio::spawn(watch(activity, limits, stop, close_tx));
     tokio::select! {
         biased;
         ended = conn.as_mut() => {
@@ -208,7 +228,13 @@ async fn connection<S: App<B>, B: Reply>(
             return;
         }
         // Only a word from the watchdog closes: should it end without one, the connection goes on.
-        Ok(()) = &mut close => conn.as_mut().graceful_shutdown(),
+        Ok(how) = &mut close => match how {
+            Close::Graceful => conn.as_mut().graceful_shutdown(),
+            Close::Abort => {
+                tracing::debug!(%peer, "request head not complete within the header-read timeout; closing");
+                return;
+            }
+        },
     }
     // Asked to close (GOAWAY on HTTP/2): the requests in flight get the grace period.
     match tokio::time::timeout(limits.grace, conn).await {
@@ -220,40 +246,141 @@ async fn connection<S: App<B>, B: Reply>(
     }
 }
 
-/// Tell the connection to close once no request has started on it for `idle` (`last_request`: ms after
-/// `opened`), or at shutdown; return without a word when the connection ended first (`close` closed).
-async fn close_when_idle_or_stopped(
-    last_request: Arc<AtomicU64>,
+/// What a connection's reads, its requests and its watchdog share. Times are ms after `opened`.
+struct Activity {
     opened: Instant,
-    idle: Duration,
-    mut stop: tokio::sync::watch::Receiver<()>,
-    mut close: tokio::sync::oneshot::Sender<()>,
-) {
-    // `None` past the clock's range: never idle.
-    let idle_at = || {
-        opened.checked_add(
-            Duration::from_millis(last_request.load(Ordering::Relaxed)).saturating_add(idle),
-        )
-    };
-    loop {
-        let Some(at) = idle_at() else {
-            tokio::select! {
-                () = close.closed() => return,
-                _ = stop.changed() => break,
-            }
-        };
-        tokio::select! {
-            () = close.closed() => return,
-            _ = stop.changed() => break,
-            () = tokio::time::sleep_until(at) => {
-                // A request may have started meanwhile: then sleep on to its own idle time.
-                if idle_at().is_some_and(|at| at <= Instant::now()) {
-                    break;
-                }
-            }
+    /// When the last request started: the idle timer's reference.
+    last_request: AtomicU64,
+    /// Requests whose response is not produced yet: bytes meanwhile are their bodies, not a next head.
+    in_flight: AtomicUsize,
+    /// When the first byte of a request head arrived, plus one; 0 while none is pending.
+    head_since: AtomicU64,
+    /// HTTP/2 frames (pings, settings) arrive between requests, so its requests have no head timer;
+    /// before its first request a connection is timed like HTTP/1.
+    http2: AtomicBool,
+}
+
+impl Activity {
+    fn now(&self) -> u64 {
+        millis(self.opened.elapsed())
+    }
+
+    /// Bytes were read: with no request in flight they start a head (once, until it completes).
+    fn bytes_arrived(&self) {
+        if self.head_since.load(Ordering::Relaxed) == 0
+            && self.in_flight.load(Ordering::Relaxed) == 0
+            && !self.http2.load(Ordering::Relaxed)
+        {
+            self.head_since
+                .store(self.now().saturating_add(1), Ordering::Relaxed);
         }
     }
-    let _ = close.send(());
+
+    /// hyper has parsed a head and calls the service.
+    fn request_started(&self, http2: bool) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_since.store(0, Ordering::Relaxed);
+        self.last_request.store(self.now(), Ordering::Relaxed);
+        if http2 {
+            self.http2.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The connection's socket, telling `Activity` when bytes arrive.
+struct Watched {
+    io: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.bytes_arrived();
+        }
+        read
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// How the watchdog asks a connection to close.
+enum Close {
+    /// Idle, or shutting down: finish what is in flight (HTTP/2: GOAWAY).
+    Graceful,
+    /// A request head still incomplete after the header-read timeout: drop the connection.
+    Abort,
+}
+
+/// Ask the connection to close once no request has started on it for `idle_timeout`, a head has been
+/// arriving for longer than `header_read_timeout`, or at shutdown; return without a word when the
+/// connection ended first (`close` closed). It looks at the head every quarter of the header-read
+/// timeout, so a head is given between 1 and 1.25 times that; a timer armed per request would cost each
+/// request a wake of this task.
+async fn watch(
+    activity: Arc<Activity>,
+    limits: ConnLimits,
+    mut stop: tokio::sync::watch::Receiver<()>,
+    mut close: tokio::sync::oneshot::Sender<Close>,
+) {
+    let head_ms = millis(limits.header_read_timeout);
+    let tick = (limits.header_read_timeout / 4).max(Duration::from_millis(10));
+    let how = loop {
+        let now = activity.now();
+        let head = activity.head_since.load(Ordering::Relaxed);
+        if head != 0 && now.saturating_sub(head - 1) >= head_ms {
+            break Close::Abort;
+        }
+        let idle_for = now.saturating_sub(activity.last_request.load(Ordering::Relaxed));
+        let idle_left = limits
+            .idle_timeout
+            .saturating_sub(Duration::from_millis(idle_for));
+        // In flight or not: `idle_timeout` outlasts `request_timeout`, and closing is graceful.
+        if idle_left.is_zero() {
+            break Close::Graceful;
+        }
+        let wait = idle_left.min(tick);
+        tokio::select! {
+            () = close.closed() => return,
+            _ = stop.changed() => break Close::Graceful,
+            () = tokio::time::sleep(wait) => {}
+        }
+    };
+    let _ = close.send(how);
 }
 
 fn millis(d: Duration) -> u64 {

@@ -1055,3 +1055,112 @@ async fn sender_text_in_reasons_and_strict_content_types() {
     );
     gw.stop().await.unwrap();
 }
+
+/// Reads one HTTP/1.1 response (head and a Content-Length body) from `s`; its status code.
+async fn read_one_response(s: &mut tokio::net::TcpStream) -> u16 {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return head
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("an answer within 10 s")
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed before a whole response: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// An idle HTTP/1.1 keep-alive connection lives for `limits.idle_timeout`, not `header_read_timeout`
+/// (hyper's own head timer also runs between requests: a load balancer keeping connections for 60 s would
+/// send onto one being closed and answer 502). A head, once its first byte arrives, still has to be
+/// complete within the header-read timeout, on the first request and on later ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn keep_alive_waits_for_the_idle_timeout_and_heads_for_the_header_read_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let redis = Redis::start();
+    let gw = Gateway::start(
+        &redis,
+        &[("open.yaml", OPEN)],
+        "limits: { header_read_timeout: 1s, request_timeout: 5500ms, idle_timeout: 6s }\nredis: { response_timeout: 100ms }\n",
+    )
+    .await;
+    let request = |id: &str| {
+        let body = format!(r#"{{"id":"{id}"}}"#);
+        format!(
+            "POST /webhooks/open HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(request("ka-1").as_bytes()).await.unwrap();
+    assert_eq!(read_one_response(&mut s).await, 202);
+    // Idle for more than the header-read timeout (and its check's quarter): the connection stays.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    s.write_all(request("ka-2").as_bytes()).await.unwrap();
+    assert_eq!(
+        read_one_response(&mut s).await,
+        202,
+        "served on the same connection"
+    );
+    // A head that starts and stalls is cut after 1-1.25 s, not at the idle timeout.
+    s.write_all(b"POST /webhooks/open HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let rest = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    let took = started.elapsed();
+    assert_eq!(rest, Some(Vec::new()), "closed without an answer");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(4000),
+        "closed after {took:?}"
+    );
+    // The first head of a connection too.
+    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(b"POST /web").await.unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        read_until_closed(&mut slow, Duration::from_secs(10)).await,
+        Some(Vec::new())
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(4000),
+        "{:?}",
+        started.elapsed()
+    );
+    // An idle connection is still closed at the idle timeout, gracefully.
+    let mut idle = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    idle.write_all(request("ka-3").as_bytes()).await.unwrap();
+    assert_eq!(read_one_response(&mut idle).await, 202);
+    let started = std::time::Instant::now();
+    assert_eq!(
+        read_until_closed(&mut idle, Duration::from_secs(15)).await,
+        Some(Vec::new())
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(5500) && took < Duration::from_secs(9),
+        "idle close after {took:?}"
+    );
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 3);
+    gw.stop().await.unwrap();
+}
