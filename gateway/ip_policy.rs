@@ -337,10 +337,18 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &CidrList) -> IpAdd
     client
 }
 
-/// An XFF entry: a bare address, or one with a port (`1.2.3.4:5`, `[::1]:5`).
+/// An XFF entry: a bare address, or one with a port (`1.2.3.4:5`, `[::1]:5`), or an IPv6 address in
+/// brackets without one (`[::1]`, as RFC 7239's `Forwarded` writes it and some proxies copy).
 fn parse_hop(s: &str) -> Option<IpAddr> {
     if let Ok(ip) = s.parse::<IpAddr>() {
         return Some(canonical(ip));
+    }
+    if let Some(Ok(ip)) = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .map(str::parse::<std::net::Ipv6Addr>)
+    {
+        return Some(canonical(IpAddr::V6(ip)));
     }
     s.parse::<std::net::SocketAddr>()
         .ok()
@@ -471,6 +479,16 @@ mod tests {
         assert_eq!(
             client_ip(ip("10.0.0.2"), &xff("[2001:db8::7]:443"), &t),
             ip("2001:db8::7")
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &xff("[2001:db8::8]"), &t),
+            ip("2001:db8::8"),
+            "brackets without a port"
+        );
+        assert_eq!(
+            client_ip(ip("10.0.0.2"), &xff("[10.1.2.3]"), &t),
+            ip("10.0.0.2"),
+            "brackets hold IPv6 only"
         );
         assert_eq!(
             client_ip(ip("10.0.0.2"), &HeaderMap::new(), &t),
