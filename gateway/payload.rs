@@ -17,17 +17,27 @@ pub enum BodyKind {
 impl BodyKind {
     /// From a `Content-Type` header: `application/json` (and any `application/...+json`) or
     /// `application/x-www-form-urlencoded`, with no charset but UTF-8 (US-ASCII is part of it); anything
-    /// else is 415. `mime` parses the parameters (quoted values, case), except for the plain
-    /// `application/json` that nearly every sender writes.
+    /// else is 415. `mime` parses the parameters (quoted values, case), except for the two spellings
+    /// nearly every sender writes (`application/json`, Stripe's `application/json; charset=utf-8`).
     pub fn from_content_type(ct: Option<&str>) -> Result<Self, Error> {
         let Some(raw) = ct else {
             return Err(Error::UnsupportedType("(none)".into()));
         };
-        if raw.eq_ignore_ascii_case("application/json") {
+        if raw.eq_ignore_ascii_case("application/json")
+            || raw.eq_ignore_ascii_case("application/json; charset=utf-8")
+        {
             return Ok(BodyKind::Json);
         }
         let unsupported = || Error::UnsupportedType(raw.chars().take(100).collect());
-        let m: mime::Mime = raw.trim().parse().map_err(|_| unsupported())?;
+        // HTTP allows spaces around `;` (`application/json ; charset=utf-8`); mime does not before it.
+        let spaced: String;
+        let text = if raw.contains([' ', '\t']) {
+            spaced = raw.split(';').map(str::trim).collect::<Vec<_>>().join(";");
+            spaced.as_str()
+        } else {
+            raw
+        };
+        let m: mime::Mime = text.parse().map_err(|_| unsupported())?;
         let kind = match (m.type_(), m.subtype(), m.suffix()) {
             (mime::APPLICATION, mime::JSON, _) => BodyKind::Json,
             (mime::APPLICATION, mime::WWW_FORM_URLENCODED, _) => BodyKind::Form,
@@ -319,6 +329,9 @@ mod tests {
             "application/x-www-form-urlencoded; charset=utf-8",
             "application/json; charset=us-ascii",
             "application/merge-patch+json",
+            "application/json ; charset=utf-8",
+            " application/json\t;\tcharset=UTF-8 ",
+            "application/json;",
         ] {
             assert!(BodyKind::from_content_type(Some(ok)).is_ok(), "{ok}");
         }
