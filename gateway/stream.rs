@@ -604,23 +604,38 @@ impl Store {
                 // Not stored. A key this request set would answer the sender's retry "duplicate" for an
                 // event that is nowhere: remove it, unless another request's token has replaced it.
                 if matches!(&set, Ok(before) if !lost_race(mine.as_bytes(), before.as_deref())) {
-                    let undone: RedisResult<i64> = DELETE_IF_MINE
-                        .key(&key)
-                        .arg(&mine)
-                        .invoke_async(&mut c)
-                        .await;
-                    if let Err(u) = undone {
-                        tracing::error!(error = %u, "could not remove the dedup key of an event that was not stored; its retries will be answered as duplicates until the key expires");
-                    }
+                    self.undo_key(key, mine).await;
                 }
                 Err(e)
             }
             (Err(e), Ok(id)) => {
-                // Stored without its dedup key: every retry would be stored (and delivered) again.
-                self.take_back(id).await;
-                Err(e)
+                // Stored, but its dedup key could not be set: a worker may already have read the entry,
+                // so taking it back and answering 503 could deliver it twice (once now, once on the
+                // retry). It stays, once, and a later redelivery is not recognised.
+                tracing::error!(error = %e, id, "the dedup key could not be set; the event is stored without dedup");
+                metrics::counter!("hookgate_dedup_failures_total", "source" => rec.source.to_owned())
+                    .increment(1);
+                Ok(Stored::New(id))
             }
         }
+    }
+
+    /// Remove a dedup key this request set for an event that was not stored, while it still holds this
+    /// request's value. A task of its own, like [`Store::take_back`]: a request cancelled meanwhile must
+    /// not leave the key, which would call every retry a duplicate until it expires.
+    async fn undo_key(&self, key: String, mine: String) {
+        let mut c = self.conn.clone();
+        let undone = tokio::spawn(async move {
+            let undone: RedisResult<i64> = DELETE_IF_MINE
+                .key(&key)
+                .arg(&mine)
+                .invoke_async(&mut c)
+                .await;
+            if let Err(u) = undone {
+                tracing::error!(error = %u, "could not remove the dedup key of an event that was not stored; its retries will be answered as duplicates until the key expires");
+            }
+        });
+        let _ = undone.await;
     }
 
     /// Delete an entry this request added but must not keep. Run as a task of its own, so that a request
