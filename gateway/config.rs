@@ -600,6 +600,10 @@ impl Config {
         for (i, node) in self.redis.cluster_nodes.iter().enumerate() {
             match url::Url::parse(node) {
                 Ok(u) if matches!(u.scheme(), "redis" | "rediss") && u.port().is_some() => {}
+                Ok(u) if matches!(u.scheme(), "redis" | "rediss") => bad(
+                    &format!("redis.cluster_nodes[{i}]"),
+                    "not a redis://host:port or rediss://host:port URL (it has no port)".into(),
+                ),
                 u => bad(
                     &format!("redis.cluster_nodes[{i}]"),
                     format!(
@@ -969,9 +973,6 @@ pub fn has_hash_tag(key: &str) -> bool {
 /// path or query. The scheme, or the parser's reason, is safe to show.
 fn what_url(parsed: &Result<url::Url, url::ParseError>) -> String {
     match parsed {
-        Ok(u) if u.port().is_none() && matches!(u.scheme(), "redis" | "rediss") => {
-            " (it has no port)".into()
-        }
         Ok(u) => format!(" (its scheme is `{}`)", u.scheme()),
         Err(e) => format!(" ({e})"),
     }

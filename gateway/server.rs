@@ -195,13 +195,21 @@ async fn connection<S: App<B>, B: Reply>(
         in_flight: AtomicUsize::new(0),
         head_since: AtomicU64::new(0),
         http2: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
     });
     let seen = activity.clone();
     let done = activity.clone();
     let svc = app
         .map_request(move |req: Request<Incoming>| {
             seen.request_started(req.version() == http::Version::HTTP_2);
-            let mut req = req.map(Body::new);
+            let activity = seen.clone();
+            let mut req = req.map(|inner| {
+                Body::new(Tracked {
+                    inner,
+                    activity,
+                    ended: false,
+                })
+            });
             req.extensions_mut().insert(ConnectInfo(peer));
             req
         })
@@ -212,29 +220,38 @@ async fn connection<S: App<B>, B: Reply>(
     let io = Watched {
         io: stream,
         activity: activity.clone(),
+        sniffed: Vec::new(),
     };
     let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(svc));
     tokio::pin!(conn);
     // The timers and shutdown are watched by a task of their own: polled here, a timer would be polled
     // again on every wake of the connection (measured: about 1% of the instructions per request).
-    let (close_tx, mut close) = tokio::sync::oneshot::channel();
-    tokio::spawn(watch(activity, limits, stop, close_tx));
-    tokio::select! {
-        biased;
-        ended = conn.as_mut() => {
-            if let Err(e) = ended {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-            return;
-        }
-        // Only a word from the watchdog closes: should it end without one, the connection goes on.
-        Ok(how) = &mut close => match how {
-            Close::Graceful => conn.as_mut().graceful_shutdown(),
-            Close::Abort => {
-                tracing::debug!(%peer, "request head not complete within the header-read timeout; closing");
+    loop {
+        let (close_tx, mut close) = tokio::sync::oneshot::channel();
+        tokio::spawn(watch(activity.clone(), limits, stop.clone(), close_tx));
+        tokio::select! {
+            biased;
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
                 return;
             }
-        },
+            // Only a word from the watchdog closes: should it end without one, the connection goes on.
+            Ok(how) = &mut close => match how {
+                Close::Graceful => {
+                    conn.as_mut().graceful_shutdown();
+                    break;
+                }
+                // The head may have completed since the watchdog looked: its request is then running,
+                // and dropping the connection would cancel it (mid-store). Watch on instead.
+                Close::Abort if activity.head_since.load(Ordering::Relaxed) == 0 => continue,
+                Close::Abort => {
+                    tracing::debug!(%peer, "request head not complete within the header-read timeout; closing");
+                    return;
+                }
+            },
+        }
     }
     // Asked to close (GOAWAY on HTTP/2): the requests in flight get the grace period.
     match tokio::time::timeout(limits.grace, conn).await {
@@ -255,9 +272,12 @@ struct Activity {
     in_flight: AtomicUsize,
     /// When the first byte of a request head arrived, plus one; 0 while none is pending.
     head_since: AtomicU64,
-    /// HTTP/2 frames (pings, settings) arrive between requests, so its requests have no head timer;
-    /// before its first request a connection is timed like HTTP/1.
+    /// HTTP/2 (its preface seen, or a request): frames (pings, settings) arrive between requests, so it
+    /// has no head timer.
     http2: AtomicBool,
+    /// A request body was dropped unread (an early refusal): hyper drains what follows, which is no head.
+    /// Until the next request starts, bytes start no head timer; the idle timeout still bounds the wait.
+    draining: AtomicBool,
 }
 
 impl Activity {
@@ -270,6 +290,7 @@ impl Activity {
         if self.head_since.load(Ordering::Relaxed) == 0
             && self.in_flight.load(Ordering::Relaxed) == 0
             && !self.http2.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed)
         {
             self.head_since
                 .store(self.now().saturating_add(1), Ordering::Relaxed);
@@ -280,6 +301,7 @@ impl Activity {
     fn request_started(&self, http2: bool) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(0, Ordering::Relaxed);
+        self.draining.store(false, Ordering::Relaxed);
         self.last_request.store(self.now(), Ordering::Relaxed);
         if http2 {
             self.http2.store(true, Ordering::Relaxed);
@@ -287,10 +309,37 @@ impl Activity {
     }
 }
 
+/// The HTTP/2 client preface's first bytes: a connection starting with them is HTTP/2 (no HTTP/1 method
+/// is `PRI`).
+const H2_PREFACE_START: &[u8] = b"PRI ";
+
 /// The connection's socket, telling `Activity` when bytes arrive.
 struct Watched {
     io: TcpStream,
     activity: Arc<Activity>,
+    /// The connection's first bytes, until they tell HTTP/2's preface from an HTTP/1 request line.
+    sniffed: Vec<u8>,
+}
+
+impl Watched {
+    /// Note the first bytes: an HTTP/2 connection is known before its first request, so a client that
+    /// opens one and waits (a pooling proxy) is closed at the idle timeout, with GOAWAY, not cut.
+    fn sniff(&mut self, got: &[u8]) {
+        let want = H2_PREFACE_START.len();
+        if self.sniffed.len() >= want {
+            return;
+        }
+        let take = (want - self.sniffed.len()).min(got.len());
+        self.sniffed.extend_from_slice(&got[..take]);
+        if self.sniffed.len() == want {
+            if self.sniffed == H2_PREFACE_START {
+                self.activity.http2.store(true, Ordering::Relaxed);
+            }
+        } else if !H2_PREFACE_START.starts_with(&self.sniffed) {
+            // Not the preface: stop looking.
+            self.sniffed.resize(want, 0);
+        }
+    }
 }
 
 impl AsyncRead for Watched {
@@ -302,6 +351,7 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let read = Pin::new(&mut self.io).poll_read(cx, buf);
         if buf.filled().len() > before {
+            self.sniff(&buf.filled()[before..]);
             self.activity.bytes_arrived();
         }
         read
@@ -335,6 +385,45 @@ impl AsyncWrite for Watched {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// A request body that tells `Activity` when it is dropped before its end (see `Activity::draining`).
+struct Tracked {
+    inner: Incoming,
+    activity: Arc<Activity>,
+    ended: bool,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = frame {
+            self.ended = true;
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if !self.ended && !hyper::body::Body::is_end_stream(&self.inner) {
+            self.activity.draining.store(true, Ordering::Relaxed);
+        }
     }
 }
 

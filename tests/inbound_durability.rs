@@ -291,7 +291,11 @@ async fn a_failed_dedup_set_keeps_its_entry_and_is_counted() {
         .await
         .unwrap();
     assert_eq!(s, 202, "{b}");
-    assert_eq!(stored_event_ids(&redis), vec!["evt_partial_2"], "stored once");
+    assert_eq!(
+        stored_event_ids(&redis),
+        vec!["evt_partial_2"],
+        "stored once"
+    );
     let metrics = gw.metrics().await;
     assert!(
         metrics.contains("hookgate_dedup_failures_total{source=\"stripe\"} 1"),

@@ -922,8 +922,9 @@ async fn an_idle_http2_connection_is_closed() {
     let gw = Gateway::start(
         &redis,
         &[("open.yaml", OPEN)],
-        // The shortest idle timeout allowed: above a request timeout above the receiver's own waits.
-        "limits: { request_timeout: 5500ms, idle_timeout: 6s }\nredis: { response_timeout: 100ms }\n",
+        // The shortest idle timeout allowed: above a request timeout above the receiver's own waits. The
+        // header-read timeout is far shorter: a connection known to be HTTP/2 by its preface has none.
+        "limits: { header_read_timeout: 1s, request_timeout: 5500ms, idle_timeout: 6s }\nredis: { response_timeout: 100ms }\n",
     )
     .await;
     let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
@@ -1162,5 +1163,49 @@ async fn keep_alive_waits_for_the_idle_timeout_and_heads_for_the_header_read_tim
         "idle close after {took:?}"
     );
     assert_eq!(inbound_entries(&redis, "hookgate").len(), 3);
+    gw.stop().await.unwrap();
+}
+
+/// A request refused before its body was read leaves the body to hyper, which drains it in one read if it
+/// is there: those bytes are no request head, so the kept-alive connection is not cut at the header-read
+/// timeout. Here the refusal is the overload 503 (the one in-flight slot held by a slow body), and the body
+/// (20 KB: more than hyper buffers while the request waits, less than its drain reads at once) arrives
+/// while the request waits for the slot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drained_body_does_not_start_a_head_timer() {
+    use tokio::io::AsyncWriteExt;
+    let redis = Redis::start();
+    let gw = Gateway::start(
+        &redis,
+        // A source of its own: the 503 it gets is counted per source, in this process's one recorder.
+        &[("drain.yaml", "source: drain\nallow_ips: [127.0.0.0/8]\n")],
+        "limits: { max_in_flight: 1, header_read_timeout: 1s, request_timeout: 5500ms, idle_timeout: 12s }\nredis: { response_timeout: 100ms }\n",
+    )
+    .await;
+    let head = |len: usize| {
+        format!("POST /webhooks/drain HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n")
+    };
+    // Holds the one slot until its request timeout: its body never completes.
+    let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    slow.write_all(format!("{}{{", head(100)).as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let body = format!(r#"{{"id":"refused","pad":"{}"}}"#, "x".repeat(20_000));
+    s.write_all(head(body.len()).as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.write_all(body.as_bytes()).await.unwrap();
+    assert_eq!(read_one_response(&mut s).await, 503, "overloaded");
+    // Idle for more than the header-read timeout: the connection is kept, as hyper drained the body.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let body = r#"{"id":"after-drain"}"#;
+    let next = format!("{}{body}", head(body.len()));
+    s.write_all(next.as_bytes()).await.unwrap();
+    assert_eq!(
+        read_one_response(&mut s).await,
+        202,
+        "the same connection, after 3 s"
+    );
     gw.stop().await.unwrap();
 }

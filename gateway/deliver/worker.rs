@@ -653,8 +653,7 @@ impl Worker {
 
     /// The event as the mapping sees it: the body parsed per its content type, the stored headers.
     fn event(&self, env: &Envelope) -> Result<Event, String> {
-        let kind =
-            BodyKind::from_content_type(Some(&env.content_type)).map_err(|e| e.to_string())?;
+        let kind = BodyKind::of_stored(&env.content_type).map_err(|e| e.to_string())?;
         let body =
             payload::parse(kind, &env.body, self.max_json_depth).map_err(|e| e.to_string())?;
         let stored: serde_json::Map<String, serde_json::Value> =

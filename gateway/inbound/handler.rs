@@ -202,7 +202,7 @@ fn admit<'h>(
             let all = headers.get_all(header::CONTENT_TYPE).iter();
             let joined: Vec<&str> = all.map(|v| v.to_str().unwrap_or("?")).collect();
             let joined = joined.join(", ");
-            return Err(Error::UnsupportedType(joined.chars().take(100).collect()));
+            return Err(Error::UnsupportedType(crate::error::one_line(&joined)));
         }
     };
     let kind = BodyKind::from_content_type(content_type)?;
