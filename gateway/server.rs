@@ -34,6 +34,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
+/// How soon after an unread body is dropped hyper's drain read comes (the same poll of the connection;
+/// generous for a loaded machine). Bytes later than this start a head.
+const DRAIN_MS: u64 = 20;
+
 /// hyper's HTTP/1 header limit when none is set.
 const HYPER_MAX_HEADERS: usize = 100;
 
@@ -195,7 +199,7 @@ async fn connection<S: App<B>, B: Reply>(
         in_flight: AtomicUsize::new(0),
         head_since: AtomicU64::new(0),
         http2: AtomicBool::new(false),
-        draining: AtomicBool::new(false),
+        dropped_body_at: AtomicU64::new(0),
     });
     let seen = activity.clone();
     let done = activity.clone();
@@ -215,6 +219,8 @@ async fn connection<S: App<B>, B: Reply>(
         })
         .map_response(move |resp| {
             done.in_flight.fetch_sub(1, Ordering::Relaxed);
+            // Idle from the answer on: a long request does not shorten the wait for the next one.
+            done.last_request.store(done.now(), Ordering::Relaxed);
             resp
         });
     let io = Watched {
@@ -245,8 +251,8 @@ async fn connection<S: App<B>, B: Reply>(
                 }
                 // The head may have completed since the watchdog looked: its request is then running,
                 // and dropping the connection would cancel it (mid-store). Watch on instead.
-                Close::Abort if activity.head_since.load(Ordering::Relaxed) == 0 => continue,
-                Close::Abort => {
+                Close::Abort(head) if activity.head_since.load(Ordering::Relaxed) != head => continue,
+                Close::Abort(_) => {
                     tracing::debug!(%peer, "request head not complete within the header-read timeout; closing");
                     return;
                 }
@@ -266,7 +272,7 @@ async fn connection<S: App<B>, B: Reply>(
 /// What a connection's reads, its requests and its watchdog share. Times are ms after `opened`.
 struct Activity {
     opened: Instant,
-    /// When the last request started: the idle timer's reference.
+    /// When the last request started, or was answered: the idle timer's reference.
     last_request: AtomicU64,
     /// Requests whose response is not produced yet: bytes meanwhile are their bodies, not a next head.
     in_flight: AtomicUsize,
@@ -275,9 +281,10 @@ struct Activity {
     /// HTTP/2 (its preface seen, or a request): frames (pings, settings) arrive between requests, so it
     /// has no head timer.
     http2: AtomicBool,
-    /// A request body was dropped unread (an early refusal): hyper drains what follows, which is no head.
-    /// Until the next request starts, bytes start no head timer; the idle timeout still bounds the wait.
-    draining: AtomicBool,
+    /// When a request body was dropped unread (an early refusal), plus one; 0: none. hyper then drains
+    /// the rest with one read in the same poll, whose bytes are no head: bytes within `DRAIN_MS` of the
+    /// drop start no head timer, later ones do.
+    dropped_body_at: AtomicU64,
 }
 
 impl Activity {
@@ -287,21 +294,26 @@ impl Activity {
 
     /// Bytes were read: with no request in flight they start a head (once, until it completes).
     fn bytes_arrived(&self) {
-        if self.head_since.load(Ordering::Relaxed) == 0
-            && self.in_flight.load(Ordering::Relaxed) == 0
-            && !self.http2.load(Ordering::Relaxed)
-            && !self.draining.load(Ordering::Relaxed)
+        if self.head_since.load(Ordering::Relaxed) != 0
+            || self.in_flight.load(Ordering::Relaxed) != 0
+            || self.http2.load(Ordering::Relaxed)
         {
-            self.head_since
-                .store(self.now().saturating_add(1), Ordering::Relaxed);
+            return;
         }
+        let now = self.now();
+        let dropped = self.dropped_body_at.swap(0, Ordering::Relaxed);
+        if dropped != 0 && now.saturating_sub(dropped - 1) <= DRAIN_MS {
+            return;
+        }
+        self.head_since
+            .store(now.saturating_add(1), Ordering::Relaxed);
     }
 
     /// hyper has parsed a head and calls the service.
     fn request_started(&self, http2: bool) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(0, Ordering::Relaxed);
-        self.draining.store(false, Ordering::Relaxed);
+        self.dropped_body_at.store(0, Ordering::Relaxed);
         self.last_request.store(self.now(), Ordering::Relaxed);
         if http2 {
             self.http2.store(true, Ordering::Relaxed);
@@ -309,9 +321,9 @@ impl Activity {
     }
 }
 
-/// The HTTP/2 client preface's first bytes: a connection starting with them is HTTP/2 (no HTTP/1 method
-/// is `PRI`).
-const H2_PREFACE_START: &[u8] = b"PRI ";
+/// The HTTP/2 client preface: a connection starting with all of it is HTTP/2, as hyper-util decides
+/// (`PRI / HTTP/1.1` is a valid HTTP/1 request line, so a shorter match would not do).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// The connection's socket, telling `Activity` when bytes arrive.
 struct Watched {
@@ -325,17 +337,17 @@ impl Watched {
     /// Note the first bytes: an HTTP/2 connection is known before its first request, so a client that
     /// opens one and waits (a pooling proxy) is closed at the idle timeout, with GOAWAY, not cut.
     fn sniff(&mut self, got: &[u8]) {
-        let want = H2_PREFACE_START.len();
+        let want = H2_PREFACE.len();
         if self.sniffed.len() >= want {
             return;
         }
         let take = (want - self.sniffed.len()).min(got.len());
         self.sniffed.extend_from_slice(&got[..take]);
         if self.sniffed.len() == want {
-            if self.sniffed == H2_PREFACE_START {
+            if self.sniffed == H2_PREFACE {
                 self.activity.http2.store(true, Ordering::Relaxed);
             }
-        } else if !H2_PREFACE_START.starts_with(&self.sniffed) {
+        } else if !H2_PREFACE.starts_with(&self.sniffed) {
             // Not the preface: stop looking.
             self.sniffed.resize(want, 0);
         }
@@ -388,7 +400,8 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// A request body that tells `Activity` when it is dropped before its end (see `Activity::draining`).
+/// A request body that tells `Activity` when it is dropped before its end (see
+/// `Activity::dropped_body_at`).
 struct Tracked {
     inner: Incoming,
     activity: Arc<Activity>,
@@ -422,7 +435,8 @@ impl hyper::body::Body for Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         if !self.ended && !hyper::body::Body::is_end_stream(&self.inner) {
-            self.activity.draining.store(true, Ordering::Relaxed);
+            let at = self.activity.now().saturating_add(1);
+            self.activity.dropped_body_at.store(at, Ordering::Relaxed);
         }
     }
 }
@@ -431,11 +445,13 @@ impl Drop for Tracked {
 enum Close {
     /// Idle, or shutting down: finish what is in flight (HTTP/2: GOAWAY).
     Graceful,
-    /// A request head still incomplete after the header-read timeout: drop the connection.
-    Abort,
+    /// A request head still incomplete after the header-read timeout: drop the connection, unless
+    /// `head_since` has changed since (that head completed; another may have started).
+    Abort(u64),
 }
 
-/// Ask the connection to close once no request has started on it for `idle_timeout`, a head has been
+/// Ask the connection to close once it has been idle (no request started or answered, no head arriving)
+/// for `idle_timeout`, a head has been
 /// arriving for longer than `header_read_timeout`, or at shutdown; return without a word when the
 /// connection ended first (`close` closed). It looks at the head every quarter of the header-read
 /// timeout, so a head is given between 1 and 1.25 times that; a timer armed per request would cost each
@@ -452,17 +468,23 @@ async fn watch(
         let now = activity.now();
         let head = activity.head_since.load(Ordering::Relaxed);
         if head != 0 && now.saturating_sub(head - 1) >= head_ms {
-            break Close::Abort;
+            break Close::Abort(head);
         }
         let idle_for = now.saturating_sub(activity.last_request.load(Ordering::Relaxed));
         let idle_left = limits
             .idle_timeout
             .saturating_sub(Duration::from_millis(idle_for));
-        // In flight or not: `idle_timeout` outlasts `request_timeout`, and closing is graceful.
-        if idle_left.is_zero() {
+        // In flight or not: `idle_timeout` outlasts `request_timeout`, and closing is graceful. Not
+        // while a head arrives: closing would cut it (its timer bounds it), which is what a load balancer
+        // sending at the end of its own idle time would answer 502 for.
+        if idle_left.is_zero() && head == 0 {
             break Close::Graceful;
         }
-        let wait = idle_left.min(tick);
+        let wait = if idle_left.is_zero() {
+            tick
+        } else {
+            idle_left.min(tick)
+        };
         tokio::select! {
             () = close.closed() => return,
             _ = stop.changed() => break Close::Graceful,

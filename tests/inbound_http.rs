@@ -1148,6 +1148,36 @@ async fn keep_alive_waits_for_the_idle_timeout_and_heads_for_the_header_read_tim
         "{:?}",
         started.elapsed()
     );
+    // `PRI` is a valid HTTP/1 method: only the whole HTTP/2 preface turns the head timer off.
+    let mut pri = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    pri.write_all(b"PRI / HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        read_until_closed(&mut pri, Duration::from_secs(10)).await,
+        Some(Vec::new())
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(4000),
+        "{:?}",
+        started.elapsed()
+    );
+    // A head that starts just before the idle timeout is not cut by it: its own timer bounds it.
+    let mut late = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    late.write_all(request("ka-late").as_bytes()).await.unwrap();
+    assert_eq!(read_one_response(&mut late).await, 202);
+    tokio::time::sleep(Duration::from_millis(5600)).await;
+    let whole = request("ka-late-2");
+    let (first, rest) = whole.split_at(20);
+    late.write_all(first.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    late.write_all(rest.as_bytes()).await.unwrap();
+    assert_eq!(
+        read_one_response(&mut late).await,
+        202,
+        "the head begun at 5.6 s of 6 s idle"
+    );
     // An idle connection is still closed at the idle timeout, gracefully.
     let mut idle = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     idle.write_all(request("ka-3").as_bytes()).await.unwrap();
@@ -1162,7 +1192,7 @@ async fn keep_alive_waits_for_the_idle_timeout_and_heads_for_the_header_read_tim
         took >= Duration::from_millis(5500) && took < Duration::from_secs(9),
         "idle close after {took:?}"
     );
-    assert_eq!(inbound_entries(&redis, "hookgate").len(), 3);
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 5);
     gw.stop().await.unwrap();
 }
 
@@ -1206,6 +1236,29 @@ async fn a_drained_body_does_not_start_a_head_timer() {
         read_one_response(&mut s).await,
         202,
         "the same connection, after 3 s"
+    );
+    // The drain ends with the read that finds nothing: a head trickled after an early refusal (a 415,
+    // its small body sent with it) is timed again, not left to the idle timeout.
+    let mut t = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    t.write_all(
+        b"POST /webhooks/drain HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi",
+    )
+    .await
+    .unwrap();
+    assert_eq!(read_one_response(&mut t).await, 415);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    t.write_all(b"POST /webhooks/drain HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        read_until_closed(&mut t, Duration::from_secs(15)).await,
+        Some(Vec::new())
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(4000),
+        "{:?}",
+        started.elapsed()
     );
     gw.stop().await.unwrap();
 }
