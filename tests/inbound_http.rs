@@ -1057,6 +1057,22 @@ async fn sender_text_in_reasons_and_strict_content_types() {
     gw.stop().await.unwrap();
 }
 
+/// Sends the start of a request head on `s` and stops: the server must close the connection without an
+/// answer at the header-read timeout of the tests that use it (1 s, checked every 250 ms), well before
+/// their idle timeout.
+async fn stalled_head_is_cut(s: &mut tokio::net::TcpStream, start: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    s.write_all(start).await.unwrap();
+    let started = std::time::Instant::now();
+    let rest = read_until_closed(s, Duration::from_secs(15)).await;
+    let took = started.elapsed();
+    assert_eq!(rest, Some(Vec::new()), "closed without an answer");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(4000),
+        "closed after {took:?}"
+    );
+}
+
 /// Reads one HTTP/1.1 response (head and a Content-Length body) from `s`; its status code.
 async fn read_one_response(s: &mut tokio::net::TcpStream) -> u16 {
     use tokio::io::AsyncReadExt;
@@ -1124,45 +1140,13 @@ async fn keep_alive_waits_for_the_idle_timeout_and_heads_for_the_header_read_tim
         "served on the same connection"
     );
     // A head that starts and stalls is cut after 1-1.25 s, not at the idle timeout.
-    s.write_all(b"POST /webhooks/open HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let started = std::time::Instant::now();
-    let rest = read_until_closed(&mut s, Duration::from_secs(10)).await;
-    let took = started.elapsed();
-    assert_eq!(rest, Some(Vec::new()), "closed without an answer");
-    assert!(
-        took >= Duration::from_millis(900) && took < Duration::from_millis(4000),
-        "closed after {took:?}"
-    );
+    stalled_head_is_cut(&mut s, b"POST /webhooks/open HTTP/1.1\r\nHost: x\r\n").await;
     // The first head of a connection too.
     let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    slow.write_all(b"POST /web").await.unwrap();
-    let started = std::time::Instant::now();
-    assert_eq!(
-        read_until_closed(&mut slow, Duration::from_secs(10)).await,
-        Some(Vec::new())
-    );
-    assert!(
-        started.elapsed() < Duration::from_millis(4000),
-        "{:?}",
-        started.elapsed()
-    );
+    stalled_head_is_cut(&mut slow, b"POST /web").await;
     // `PRI` is a valid HTTP/1 method: only the whole HTTP/2 preface turns the head timer off.
     let mut pri = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    pri.write_all(b"PRI / HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let started = std::time::Instant::now();
-    assert_eq!(
-        read_until_closed(&mut pri, Duration::from_secs(10)).await,
-        Some(Vec::new())
-    );
-    assert!(
-        started.elapsed() < Duration::from_millis(4000),
-        "{:?}",
-        started.elapsed()
-    );
+    stalled_head_is_cut(&mut pri, b"PRI / HTTP/1.1\r\nHost: x\r\n").await;
     // A head that starts just before the idle timeout is not cut by it: its own timer bounds it.
     let mut late = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     late.write_all(request("ka-late").as_bytes()).await.unwrap();
@@ -1247,18 +1231,6 @@ async fn a_drained_body_does_not_start_a_head_timer() {
     .unwrap();
     assert_eq!(read_one_response(&mut t).await, 415);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    t.write_all(b"POST /webhooks/drain HTTP/1.1\r\n")
-        .await
-        .unwrap();
-    let started = std::time::Instant::now();
-    assert_eq!(
-        read_until_closed(&mut t, Duration::from_secs(15)).await,
-        Some(Vec::new())
-    );
-    assert!(
-        started.elapsed() < Duration::from_millis(4000),
-        "{:?}",
-        started.elapsed()
-    );
+    stalled_head_is_cut(&mut t, b"POST /webhooks/drain HTTP/1.1\r\n").await;
     gw.stop().await.unwrap();
 }
