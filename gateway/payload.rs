@@ -55,27 +55,13 @@ impl BodyKind {
             _ => Ok(kind),
         }
     }
-}
 
-impl BodyKind {
     /// The kind of a stored event, from the content type it was received with. Only the media type is
     /// read: the receiver has checked the rest, and an event stored before a stricter check (a charset
     /// hookgate now refuses) must still be mapped.
     pub fn of_stored(content_type: &str) -> Result<Self, Error> {
         let essence = content_type.split(';').next().unwrap_or("").trim();
-        if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-            Ok(BodyKind::Form)
-        } else if essence.eq_ignore_ascii_case("application/json") || {
-            // Bytes, not str slices: the stored text may be anything, and must not make this panic.
-            let b = essence.as_bytes();
-            b.len() > b"application/+json".len()
-                && b[..12].eq_ignore_ascii_case(b"application/")
-                && b[b.len() - 5..].eq_ignore_ascii_case(b"+json")
-        } {
-            Ok(BodyKind::Json)
-        } else {
-            Err(Error::UnsupportedType(crate::error::one_line(content_type)))
-        }
+        Self::from_content_type(Some(essence))
     }
 }
 

@@ -195,7 +195,7 @@ async fn connection<S: App<B>, B: Reply>(
     }
     let activity = Arc::new(Activity {
         opened: Instant::now(),
-        last_request: AtomicU64::new(0),
+        last_request: AtomicU64::new(1),
         in_flight: AtomicUsize::new(0),
         head_since: AtomicU64::new(0),
         http2: AtomicBool::new(false),
@@ -205,7 +205,7 @@ async fn connection<S: App<B>, B: Reply>(
     let done = activity.clone();
     let svc = app
         .map_request(move |req: Request<Incoming>| {
-            seen.request_started(req.version() == http::Version::HTTP_2);
+            seen.request_started();
             let activity = seen.clone();
             let mut req = req.map(|inner| {
                 Body::new(Tracked {
@@ -218,9 +218,7 @@ async fn connection<S: App<B>, B: Reply>(
             req
         })
         .map_response(move |resp| {
-            done.in_flight.fetch_sub(1, Ordering::Relaxed);
-            // Idle from the answer on: a long request does not shorten the wait for the next one.
-            done.last_request.store(done.now(), Ordering::Relaxed);
+            done.request_answered();
             resp
         });
     let io = Watched {
@@ -269,19 +267,20 @@ async fn connection<S: App<B>, B: Reply>(
     }
 }
 
-/// What a connection's reads, its requests and its watchdog share. Times are ms after `opened`.
+/// What a connection's reads, its requests and its watchdog share. Times are ms after `opened`, counted
+/// from 1, so that 0 can mean "none".
 struct Activity {
     opened: Instant,
     /// When the last request started, or was answered: the idle timer's reference.
     last_request: AtomicU64,
     /// Requests whose response is not produced yet: bytes meanwhile are their bodies, not a next head.
     in_flight: AtomicUsize,
-    /// When the first byte of a request head arrived, plus one; 0 while none is pending.
+    /// When the first byte of a request head arrived; 0 while none is pending.
     head_since: AtomicU64,
-    /// HTTP/2 (its preface seen, or a request): frames (pings, settings) arrive between requests, so it
-    /// has no head timer.
+    /// HTTP/2, known by its preface (`Watched::sniff`): frames (pings, settings) arrive between requests,
+    /// so it has no head timer.
     http2: AtomicBool,
-    /// When a request body was dropped unread (an early refusal), plus one; 0: none. hyper then drains
+    /// When a request body was dropped unread (an early refusal); 0: none. hyper then drains
     /// the rest with one read in the same poll, whose bytes are no head: bytes within `DRAIN_MS` of the
     /// drop start no head timer, later ones do.
     dropped_body_at: AtomicU64,
@@ -289,7 +288,7 @@ struct Activity {
 
 impl Activity {
     fn now(&self) -> u64 {
-        millis(self.opened.elapsed())
+        millis(self.opened.elapsed()).saturating_add(1)
     }
 
     /// Bytes were read: with no request in flight they start a head (once, until it completes).
@@ -302,22 +301,25 @@ impl Activity {
         }
         let now = self.now();
         let dropped = self.dropped_body_at.swap(0, Ordering::Relaxed);
-        if dropped != 0 && now.saturating_sub(dropped - 1) <= DRAIN_MS {
+        if dropped != 0 && now.saturating_sub(dropped) <= DRAIN_MS {
             return;
         }
-        self.head_since
-            .store(now.saturating_add(1), Ordering::Relaxed);
+        self.head_since.store(now, Ordering::Relaxed);
     }
 
     /// hyper has parsed a head and calls the service.
-    fn request_started(&self, http2: bool) {
+    fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(0, Ordering::Relaxed);
         self.dropped_body_at.store(0, Ordering::Relaxed);
         self.last_request.store(self.now(), Ordering::Relaxed);
-        if http2 {
-            self.http2.store(true, Ordering::Relaxed);
-        }
+    }
+
+    /// The service has produced its answer: idle from now on, so a long request does not shorten the
+    /// wait for the next one.
+    fn request_answered(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.last_request.store(self.now(), Ordering::Relaxed);
     }
 }
 
@@ -435,7 +437,7 @@ impl hyper::body::Body for Tracked {
 impl Drop for Tracked {
     fn drop(&mut self) {
         if !self.ended && !hyper::body::Body::is_end_stream(&self.inner) {
-            let at = self.activity.now().saturating_add(1);
+            let at = self.activity.now();
             self.activity.dropped_body_at.store(at, Ordering::Relaxed);
         }
     }
@@ -467,7 +469,7 @@ async fn watch(
     let how = loop {
         let now = activity.now();
         let head = activity.head_since.load(Ordering::Relaxed);
-        if head != 0 && now.saturating_sub(head - 1) >= head_ms {
+        if head != 0 && now.saturating_sub(head) >= head_ms {
             break Close::Abort(head);
         }
         let idle_for = now.saturating_sub(activity.last_request.load(Ordering::Relaxed));

@@ -379,6 +379,12 @@ return removed
 "#;
 
 static STORE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script::new(STORE_SCRIPT));
+/// Run `undo` to its end even when the request awaiting it is cancelled meanwhile (its client gone, the
+/// request timeout): an undo skipped halfway would leave a key or an entry that must not stay.
+async fn uncancelled(undo: impl std::future::Future<Output = ()> + Send + 'static) {
+    let _ = tokio::spawn(undo).await;
+}
+
 /// Delete a dedup key only while it holds this request's value (another request may have set it since).
 static DELETE_IF_MINE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::new("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
@@ -621,11 +627,11 @@ impl Store {
     }
 
     /// Remove a dedup key this request set for an event that was not stored, while it still holds this
-    /// request's value. A task of its own, like [`Store::take_back`]: a request cancelled meanwhile must
-    /// not leave the key, which would call every retry a duplicate until it expires.
+    /// request's value. Through [`uncancelled`]: a key left behind would call every retry a duplicate until
+    /// it expires.
     async fn undo_key(&self, key: String, mine: String) {
         let mut c = self.conn.clone();
-        let undone = tokio::spawn(async move {
+        uncancelled(async move {
             let undone: RedisResult<i64> = DELETE_IF_MINE
                 .key(&key)
                 .arg(&mine)
@@ -634,16 +640,15 @@ impl Store {
             if let Err(u) = undone {
                 tracing::error!(error = %u, "could not remove the dedup key of an event that was not stored; its retries will be answered as duplicates until the key expires");
             }
-        });
-        let _ = undone.await;
+        })
+        .await;
     }
 
-    /// Delete an entry this request added but must not keep. Run as a task of its own, so that a request
-    /// cancelled meanwhile (its client gone, the request timeout) still completes it.
+    /// Delete a redelivery's entry, which must not stay; through [`uncancelled`].
     async fn take_back(&self, id: String) {
         let mut c = self.conn.clone();
         let stream = self.inbound_stream.clone();
-        let done = tokio::spawn(async move {
+        uncancelled(async move {
             let gone: RedisResult<i64> = redis::cmd("XDEL")
                 .arg(&stream)
                 .arg(&id)
@@ -652,8 +657,8 @@ impl Store {
             if let Err(e) = gone {
                 tracing::warn!(error = %e, id, "could not delete an entry that must not stay; workers skip it while its dedup key lives");
             }
-        });
-        let _ = done.await;
+        })
+        .await;
     }
 
     /// The store script, for Redis Cluster: redis-rs's cluster client follows a slot that moved (a

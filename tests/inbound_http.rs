@@ -876,6 +876,11 @@ async fn read_until_closed(s: &mut tokio::net::TcpStream, within: Duration) -> O
     Some(got)
 }
 
+/// Connection timers as short as the config allows, for the tests that wait them out: the shortest idle
+/// timeout is above a request timeout above the receiver's own waits (5 s + 3 × the Redis timeout), and
+/// the header-read timeout (checked every 250 ms) far below it.
+const SHORT_TIMERS: &str = "limits: { header_read_timeout: 1s, request_timeout: 5500ms, idle_timeout: 6s }\nredis: { response_timeout: 100ms }\n";
+
 /// A connection that never sends a byte is closed after `limits.header_read_timeout` and gives its slot
 /// back (hyper-util's HTTP/1-or-2 detection has no timer of its own): with one connection allowed, the
 /// next sender is then served.
@@ -922,9 +927,8 @@ async fn an_idle_http2_connection_is_closed() {
     let gw = Gateway::start(
         &redis,
         &[("open.yaml", OPEN)],
-        // The shortest idle timeout allowed: above a request timeout above the receiver's own waits. The
-        // header-read timeout is far shorter: a connection known to be HTTP/2 by its preface has none.
-        "limits: { header_read_timeout: 1s, request_timeout: 5500ms, idle_timeout: 6s }\nredis: { response_timeout: 100ms }\n",
+        // A connection known to be HTTP/2 by its preface has no head timer, however short.
+        SHORT_TIMERS,
     )
     .await;
     let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
@@ -1115,12 +1119,7 @@ async fn read_one_response(s: &mut tokio::net::TcpStream) -> u16 {
 async fn keep_alive_waits_for_the_idle_timeout_and_heads_for_the_header_read_timeout() {
     use tokio::io::AsyncWriteExt;
     let redis = Redis::start();
-    let gw = Gateway::start(
-        &redis,
-        &[("open.yaml", OPEN)],
-        "limits: { header_read_timeout: 1s, request_timeout: 5500ms, idle_timeout: 6s }\nredis: { response_timeout: 100ms }\n",
-    )
-    .await;
+    let gw = Gateway::start(&redis, &[("open.yaml", OPEN)], SHORT_TIMERS).await;
     let request = |id: &str| {
         let body = format!(r#"{{"id":"{id}"}}"#);
         format!(

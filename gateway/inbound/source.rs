@@ -54,6 +54,18 @@ pub const DEFAULT_DEDUP_TTL: Duration = Duration::from_secs(72 * 3600);
 /// keeps the key's expiry within what Redis accepts (an overflowing `PX` fails the SET at run time).
 pub const MAX_DEDUP_TTL: Duration = Duration::from_secs(366 * 86_400);
 
+/// A dedup window as written in a source file: a duration above 0 and at most [`MAX_DEDUP_TTL`]. The
+/// one reading for `serve` and `hookgate check`.
+pub fn dedup_ttl(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Err(e) => Err(format!("dedup.ttl: `{text}` is not a duration: {e}")),
+        Ok(t) if t.is_zero() || t > MAX_DEDUP_TTL => {
+            Err("dedup.ttl: must be above 0 and at most 366 days".to_owned())
+        }
+        Ok(t) => Ok(t),
+    }
+}
+
 /// Where a source's event id comes from.
 #[derive(Debug)]
 pub enum DedupKey {
@@ -152,20 +164,10 @@ impl InboundSource {
             };
             let ttl = match &d.ttl {
                 None => DEFAULT_DEDUP_TTL,
-                Some(t) => match humantime::parse_duration(&t.value) {
-                    Ok(ttl) if !ttl.is_zero() && ttl <= MAX_DEDUP_TTL => ttl,
-                    Ok(_) => {
-                        problems.push(at(
-                            &t.referenced,
-                            "dedup.ttl: must be above 0 and at most 366 days".into(),
-                        ));
-                        DEFAULT_DEDUP_TTL
-                    }
-                    Err(_) => {
-                        problems.push(at(
-                            &t.referenced,
-                            format!("dedup.ttl: `{}` is not a duration such as 72h", t.value),
-                        ));
+                Some(t) => match dedup_ttl(&t.value) {
+                    Ok(ttl) => ttl,
+                    Err(message) => {
+                        problems.push(at(&t.referenced, message));
                         DEFAULT_DEDUP_TTL
                     }
                 },

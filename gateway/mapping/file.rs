@@ -172,14 +172,7 @@ fn check_dedup(ctx: &mut Ctx, root: &Node, d: &DedupSpec) -> bool {
         }
     }
     if let Some(ttl) = &d.ttl {
-        let problem = match humantime::parse_duration(&ttl.value) {
-            Err(e) => Some(format!("dedup.ttl: `{}` is not a duration: {e}", ttl.value)),
-            Ok(t) if t.is_zero() || t > crate::inbound::source::MAX_DEDUP_TTL => {
-                Some("dedup.ttl: must be above 0 and at most 366 days".to_owned())
-            }
-            Ok(_) => None,
-        };
-        if let Some(message) = problem {
+        if let Err(message) = crate::inbound::source::dedup_ttl(&ttl.value) {
             ctx.error_at(
                 ttl.referenced.line() as u32,
                 ttl.referenced.column() as u32,
