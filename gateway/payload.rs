@@ -4,6 +4,7 @@
 mod form;
 
 use crate::error::Error;
+use encoding_rs::Encoding;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -11,14 +12,23 @@ use serde_json::Value;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BodyKind {
     Json,
-    Form,
+    /// A form, with the charset its percent-decoded names and values are read in: UTF-8 unless the
+    /// sender names another (older PHP and Java senders post `charset=ISO-8859-1`).
+    Form(&'static Encoding),
 }
 
 impl BodyKind {
+    /// A UTF-8 form, the common case.
+    pub fn utf8_form() -> Self {
+        BodyKind::Form(encoding_rs::UTF_8)
+    }
+
     /// From a `Content-Type` header: `application/json` (and any `application/...+json`) or
-    /// `application/x-www-form-urlencoded`, with no charset but UTF-8 (US-ASCII is part of it); anything
-    /// else is 415. `mime` parses the parameters (quoted values, case), except for the two spellings
-    /// nearly every sender writes (`application/json`, Stripe's `application/json; charset=utf-8`).
+    /// `application/x-www-form-urlencoded`; anything else is 415. JSON is UTF-8 (RFC 8259), so its only
+    /// charsets are UTF-8 and US-ASCII; a form may name any charset of the WHATWG Encoding Standard that
+    /// can carry percent-encoded text (not UTF-16, whose bytes a form cannot hold). `mime` parses the
+    /// parameters (quoted values, case), except for the two spellings nearly every sender writes
+    /// (`application/json`, Stripe's `application/json; charset=utf-8`).
     pub fn from_content_type(ct: Option<&str>) -> Result<Self, Error> {
         let Some(raw) = ct else {
             return Err(Error::UnsupportedType("(none)".into()));
@@ -40,28 +50,39 @@ impl BodyKind {
         let m: mime::Mime = text.parse().map_err(|_| unsupported())?;
         let kind = match (m.type_(), m.subtype(), m.suffix()) {
             (mime::APPLICATION, mime::JSON, _) => BodyKind::Json,
-            (mime::APPLICATION, mime::WWW_FORM_URLENCODED, _) => BodyKind::Form,
+            (mime::APPLICATION, mime::WWW_FORM_URLENCODED, _) => BodyKind::utf8_form(),
             (mime::APPLICATION, _, Some(mime::JSON)) => BodyKind::Json,
             _ => return Err(unsupported()),
         };
-        match m.get_param(mime::CHARSET) {
-            Some(cs)
-                if !["utf-8", "utf8", "us-ascii"]
-                    .iter()
-                    .any(|ok| cs.as_str().eq_ignore_ascii_case(ok)) =>
-            {
-                Err(unsupported())
+        let Some(charset) = m.get_param(mime::CHARSET) else {
+            return Ok(kind);
+        };
+        // US-ASCII is read as UTF-8, its superset, for both types: WHATWG would read it as
+        // windows-1252, which turns a mislabelled UTF-8 form into mojibake.
+        if ["utf-8", "utf8", "us-ascii", "ascii"]
+            .iter()
+            .any(|ok| charset.as_str().eq_ignore_ascii_case(ok))
+        {
+            return Ok(kind);
+        }
+        match (kind, Encoding::for_label(charset.as_str().as_bytes())) {
+            // UTF-16 and the replacement encoding have another encoding for forms: a sender naming
+            // them does not know what it sends.
+            (BodyKind::Form(_), Some(enc)) if enc.output_encoding() == enc => {
+                Ok(BodyKind::Form(enc))
             }
-            _ => Ok(kind),
+            _ => Err(unsupported()),
         }
     }
 
-    /// The kind of a stored event, from the content type it was received with. Only the media type is
-    /// read: the receiver has checked the rest, and an event stored before a stricter check (a charset
-    /// hookgate now refuses) must still be mapped.
+    /// The kind of a stored event, from the content type it was received with, a form's charset
+    /// included. A content type the receiver would now refuse is read by its media type alone: an event
+    /// stored before a stricter check (a JSON charset hookgate now refuses) must still be mapped.
     pub fn of_stored(content_type: &str) -> Result<Self, Error> {
-        let essence = content_type.split(';').next().unwrap_or("").trim();
-        Self::from_content_type(Some(essence))
+        Self::from_content_type(Some(content_type)).or_else(|_| {
+            let essence = content_type.split(';').next().unwrap_or("").trim();
+            Self::from_content_type(Some(essence))
+        })
     }
 }
 
@@ -73,7 +94,7 @@ pub fn parse(kind: BodyKind, body: &[u8], max_depth: usize) -> Result<Value, Err
             check_json_depth(body, max_depth)?;
             serde_json::from_slice(body).map_err(|e| Error::Malformed(format!("invalid JSON: {e}")))
         }
-        BodyKind::Form => form::parse(body, max_depth),
+        BodyKind::Form(charset) => form::parse(body, charset, max_depth),
     }
 }
 
@@ -330,8 +351,37 @@ mod tests {
         );
         assert_eq!(
             BodyKind::from_content_type(Some("application/x-www-form-urlencoded")).unwrap(),
-            BodyKind::Form
+            BodyKind::utf8_form()
         );
+        // A form's charset by its WHATWG label; US-ASCII stays UTF-8, its superset.
+        for (ct, charset) in [
+            (
+                "application/x-www-form-urlencoded; charset=ISO-8859-1",
+                "windows-1252",
+            ),
+            (
+                "application/x-www-form-urlencoded; charset=\"latin1\"",
+                "windows-1252",
+            ),
+            (
+                "application/x-www-form-urlencoded ; charset=Shift_JIS",
+                "Shift_JIS",
+            ),
+            (
+                "application/x-www-form-urlencoded; charset=koi8-r",
+                "KOI8-R",
+            ),
+            (
+                "application/x-www-form-urlencoded; charset=US-ASCII",
+                "UTF-8",
+            ),
+            ("application/x-www-form-urlencoded; charset=utf8", "UTF-8"),
+        ] {
+            match BodyKind::from_content_type(Some(ct)) {
+                Ok(BodyKind::Form(enc)) => assert_eq!(enc.name(), charset, "{ct}"),
+                other => panic!("{ct}: {other:?}"),
+            }
+        }
         for ok in [
             "application/json;charset=\"UTF-8\"",
             "application/x-www-form-urlencoded; charset=utf-8",
@@ -347,10 +397,13 @@ mod tests {
             Some("text/plain"),
             Some("multipart/form-data; boundary=x"),
             None,
-            // a charset other than UTF-8: the body would be read as UTF-8 and refused as malformed
+            // JSON is UTF-8 (RFC 8259): the body would be read as UTF-8 and refused as malformed
             Some("application/json; charset=latin1"),
-            Some("application/x-www-form-urlencoded; charset=ISO-8859-1"),
             Some("application/json; charset=utf-16"),
+            // a charset no form can carry, or none at all
+            Some("application/x-www-form-urlencoded; charset=utf-16le"),
+            Some("application/x-www-form-urlencoded; charset=iso-2022-kr"),
+            Some("application/x-www-form-urlencoded; charset=klingon"),
             Some("application/+json"),
             Some("application/json, text/plain"),
             Some(""),
@@ -362,8 +415,9 @@ mod tests {
         }
     }
 
-    /// A stored event's kind reads the media type only: events stored before a stricter receive check
-    /// are still mapped, and no stored text makes it panic.
+    /// A stored event's kind keeps a form's charset; a content type the receiver now refuses is read by
+    /// its media type, so events stored before a stricter receive check are still mapped; no stored text
+    /// makes it panic.
     #[test]
     fn stored_kinds() {
         for (ct, kind) in [
@@ -372,7 +426,11 @@ mod tests {
             ("Application/Vnd.Api+JSON", Some(BodyKind::Json)),
             (
                 "application/x-www-form-urlencoded; charset=ISO-8859-1",
-                Some(BodyKind::Form),
+                Some(BodyKind::Form(encoding_rs::WINDOWS_1252)),
+            ),
+            (
+                "application/x-www-form-urlencoded; charset=klingon",
+                Some(BodyKind::utf8_form()),
             ),
             ("application/+json", None),
             ("text/plain", None),
@@ -548,21 +606,62 @@ mod tests {
     #[test]
     fn php_style_forms() {
         let body = b"contact[email]=ada%40example.org&contact[fields][plan]=pro&tags[]=a&tags[]=b&type=subscribe&date_time=2013-07-18+17%3A21%3A08";
-        let v = parse(BodyKind::Form, body, 64).unwrap();
+        let v = parse(BodyKind::utf8_form(), body, 64).unwrap();
         assert_eq!(v["contact"]["fields"]["plan"], json!("pro"));
         assert_eq!(v["contact"]["email"], json!("ada@example.org"));
         assert_eq!(v["tags"], json!(["a", "b"]));
         assert_eq!(v["date_time"], json!("2013-07-18 17:21:08"));
-        assert_eq!(parse(BodyKind::Form, b"", 64).unwrap(), json!({}));
+        assert_eq!(parse(BodyKind::utf8_form(), b"", 64).unwrap(), json!({}));
         // The rest of PHP's rules, checked against PHP itself, are in tests/form_php.rs.
         assert_eq!(
             parse(
-                BodyKind::Form,
+                BodyKind::utf8_form(),
                 b"contact[fields][1]=a&contact[fields][2]=b",
                 64
             )
             .unwrap(),
             json!({"contact": {"fields": {"1": "a", "2": "b"}}})
+        );
+    }
+
+    /// Percent-decoded bytes are read in the form's charset, names as well as values; bytes the charset
+    /// does not define are a 400 that names it. The expected text is from the charsets' published tables.
+    #[test]
+    fn forms_in_other_charsets() {
+        let latin1 = BodyKind::from_content_type(Some(
+            "application/x-www-form-urlencoded; charset=ISO-8859-1",
+        ))
+        .unwrap();
+        // 0xE9 is é in ISO-8859-1; 0x80 is € in windows-1252, which WHATWG reads for that label.
+        let v = parse(
+            latin1,
+            b"contact[pr%E9nom]=Ren%E9e&price=5%80&city=K%F6ln+Nord",
+            64,
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"contact": {"prénom": "Renée"}, "price": "5€", "city": "Köln Nord"})
+        );
+        // The same bytes are no UTF-8.
+        let e = parse(BodyKind::utf8_form(), b"name=Ren%E9e", 64).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "malformed body: form body is not UTF-8 after percent-decoding"
+        );
+        let sjis = BodyKind::from_content_type(Some(
+            "application/x-www-form-urlencoded; charset=Shift_JIS",
+        ))
+        .unwrap();
+        // 0x82A0 is あ and 0x8CCE is 湖 in Shift_JIS (as Python's shift_jis codec reads them).
+        assert_eq!(
+            parse(sjis, b"name=%82%A0%8C%CE", 64).unwrap(),
+            json!({"name": "あ湖"})
+        );
+        let e = parse(sjis, b"name=%82", 64).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "malformed body: form body is not Shift_JIS after percent-decoding"
         );
     }
 }

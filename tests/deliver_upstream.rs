@@ -617,3 +617,54 @@ async fn route_overrides_reach_the_upstream_as_configured() {
         "the dead-lettered event is acknowledged"
     );
 }
+
+/// A form that names its charset reaches the upstream in UTF-8: the receiver checks it in that charset,
+/// stores the raw bytes with the content type, and the worker reads them the same way.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_latin1_form_reaches_the_upstream_as_utf8() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let token = secret_file(secrets.path(), "ac", "ac-token-1");
+    let mapping = std::fs::read_to_string(repo_root().join("mappings/activecampaign.yaml"))
+        .unwrap()
+        .replace("${env:ACTIVECAMPAIGN_WEBHOOK_TOKEN}", &token);
+    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
+    let gw = Gateway::start(&redis, &[("activecampaign.yaml", &mapping)], &cfg).await;
+    // 0xE9 is é and 0xF6 is ö in ISO-8859-1; as UTF-8 these bytes are malformed.
+    let body = "type=subscribe&contact[id]=8&contact[email]=rene%40example.com&contact[first_name]=Ren%E9e&contact[fields][company]=K%F6ln+GmbH";
+    let post = |ct: &'static str| {
+        client()
+            .post(format!("{}?token=ac-token-1", gw.url("activecampaign")))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let r = post("application/x-www-form-urlencoded").await.unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        400,
+        "read as UTF-8, the bytes are refused"
+    );
+    let r = post("application/x-www-form-urlencoded; charset=ISO-8859-1")
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert!(up.wait_delivered(1, 10).await, "delivered");
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(reqs[0].body["email"], "rene@example.com");
+    assert_eq!(reqs[0].body["attributes"]["FIRSTNAME"], "Renée");
+    assert_eq!(reqs[0].body["attributes"]["COMPANY"], "Köln GmbH");
+    let stored = inbound_entries(&redis, "hookgate");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].1["content_type"],
+        b"application/x-www-form-urlencoded; charset=ISO-8859-1"
+    );
+    assert_eq!(
+        stored[0].1["body"],
+        body.as_bytes(),
+        "the raw bytes are kept"
+    );
+}

@@ -43,7 +43,7 @@ fn same_as_php(bodies: &[String]) {
     let theirs = php(bodies);
     assert_eq!(theirs.len(), bodies.len());
     for (body, want) in bodies.iter().zip(&theirs) {
-        let ours = parse(BodyKind::Form, body.as_bytes(), 64)
+        let ours = parse(BodyKind::utf8_form(), body.as_bytes(), 64)
             .unwrap_or_else(|e| panic!("hookgate refused {body:?}: {e}"));
         assert_eq!(
             ours.to_string(),

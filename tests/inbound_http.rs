@@ -1015,10 +1015,12 @@ async fn sender_text_in_reasons_and_strict_content_types() {
         "escaped, still readable"
     );
 
-    // a charset other than UTF-8 is refused as a type, before the body is read
+    // JSON in a charset other than UTF-8, or a form in one no form can carry, is refused as a type,
+    // before the body is read
     for ct in [
         "application/json; charset=latin1",
-        "application/x-www-form-urlencoded; charset=ISO-8859-1",
+        "application/x-www-form-urlencoded; charset=utf-16",
+        "application/x-www-form-urlencoded; charset=klingon",
         "application/+json",
     ] {
         let (s, b) = post(&c, &gw.url("open"), ct, "{\"id\":\"cs\"}").await;

@@ -1,9 +1,11 @@
 //! `hookgate try MAPPING --payload FILE [--header 'Name: value']...`: print the actions one event
 //! produces, as JSON. Exit 1 on a problem in the mapping or the payload, with the reason.
-//! The payload is a form body when the file ends in `.form`/`.txt`/`.urlencoded` or a
-//! `Content-Type: application/x-www-form-urlencoded` header is given; JSON otherwise.
+//! The payload is read by the `Content-Type` header when one is given, as a worker reads a stored event
+//! (a form's charset included); else it is a form when the file ends in `.form`/`.txt`/`.urlencoded`,
+//! JSON otherwise.
 
 use crate::mapping::{parse_source_file, tests::parse_payload, Event};
+use crate::payload::BodyKind;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -35,23 +37,23 @@ pub fn try_event(mapping: &Path, payload: &Path, headers: &[String]) -> Result<S
             .join("\n\n")
     })?;
     let mut event = Event::default();
-    let mut form = matches!(
-        payload.extension().and_then(|e| e.to_str()),
-        Some("form" | "txt" | "urlencoded")
-    );
+    let mut kind = match payload.extension().and_then(|e| e.to_str()) {
+        Some("form" | "txt" | "urlencoded") => BodyKind::utf8_form(),
+        _ => BodyKind::Json,
+    };
     for h in headers {
         let (name, value) = h
             .split_once(':')
             .ok_or_else(|| format!("--header {h:?}: expected 'Name: value'"))?;
         let (name, value) = (name.trim(), value.trim());
         if name.eq_ignore_ascii_case("content-type") {
-            form = value.starts_with("application/x-www-form-urlencoded");
+            kind = BodyKind::of_stored(value).map_err(|e| format!("--header {h:?}: {e}"))?;
         }
         event.headers.insert(name, value);
     }
     let bytes =
         std::fs::read(payload).map_err(|e| format!("{}: cannot read: {e}", payload.display()))?;
-    event.body = parse_payload(&bytes, form).map_err(|e| format!("{}: {e}", payload.display()))?;
+    event.body = parse_payload(&bytes, kind).map_err(|e| format!("{}: {e}", payload.display()))?;
     let actions = file
         .mapping
         .apply(&event)

@@ -357,14 +357,14 @@ fn validate_and_dedup_id(
                 .first(&payload::parse(kind, raw, max_depth)?)
                 .and_then(id_text),
         },
-        (Some((DedupKey::Path(p), _)), BodyKind::Form) => p
+        (Some((DedupKey::Path(p), _)), BodyKind::Form(_)) => p
             .first(&payload::parse(kind, raw, max_depth)?)
             .and_then(id_text),
         (dedup, BodyKind::Json) => {
             payload::validate_json(raw, max_depth)?;
             header_id(dedup, headers)
         }
-        (dedup, BodyKind::Form) => {
+        (dedup, BodyKind::Form(_)) => {
             payload::parse(kind, raw, max_depth)?;
             header_id(dedup, headers)
         }

@@ -6,6 +6,7 @@ use super::condition::same;
 use super::yaml::{Ctx, Kind, Node};
 use super::{Event, SourceFile};
 use crate::action::Action;
+use crate::payload::BodyKind;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -25,7 +26,8 @@ pub struct TestCase {
     /// Line of the test in the mapping file.
     pub line: u32,
     pub payload: Payload,
-    pub form: Option<bool>,
+    /// The body's type when the test names one (`json`, `form`, or a `Content-Type` value).
+    pub kind: Option<BodyKind>,
     pub headers: Vec<(String, String)>,
     pub expect: Expect,
 }
@@ -94,18 +96,22 @@ fn compile_one(ctx: &mut Ctx, node: &Node, i: usize) -> Option<TestCase> {
         }
     };
     let mut ok = true;
-    let form = match f.get("content_type") {
+    let kind = match f.get("content_type") {
         Some(n) => match ctx.string(n, "content_type") {
-            Some("json" | "application/json") => Some(false),
-            Some("form" | "application/x-www-form-urlencoded") => Some(true),
-            Some(other) => {
-                ctx.error(
-                    n.loc,
-                    format!("content_type: `{other}` is neither json nor form"),
-                );
-                ok = false;
-                None
-            }
+            Some("json") => Some(BodyKind::Json),
+            Some("form") => Some(BodyKind::utf8_form()),
+            // A sender's own value, read as the receiver reads it (a form's charset included).
+            Some(other) => match BodyKind::from_content_type(Some(other)) {
+                Ok(kind) => Some(kind),
+                Err(_) => {
+                    ctx.error(
+                        n.loc,
+                        format!("content_type: `{other}` is not json, form or a content type hookgate accepts"),
+                    );
+                    ok = false;
+                    None
+                }
+            },
             None => {
                 ok = false;
                 None
@@ -149,7 +155,7 @@ fn compile_one(ctx: &mut Ctx, node: &Node, i: usize) -> Option<TestCase> {
         name,
         line: node.loc.line,
         payload,
-        form,
+        kind,
         headers,
         expect,
     })
@@ -226,15 +232,19 @@ fn load_payload(case: &TestCase, dir: &Path) -> Result<Value, String> {
             (bytes, matches!(ext, "form" | "txt" | "urlencoded"))
         }
     };
-    parse_payload(&bytes, case.form.unwrap_or(form_by_name))
+    let by_name = if form_by_name {
+        BodyKind::utf8_form()
+    } else {
+        BodyKind::Json
+    };
+    parse_payload(&bytes, case.kind.unwrap_or(by_name))
 }
 
 /// A payload as the mapper sees it: JSON, or a form turned into JSON, by the same parser (and the same
 /// default limits) as live requests, so a mapping that passes `check` behaves the same in production.
-pub fn parse_payload(bytes: &[u8], form: bool) -> Result<Value, String> {
-    use crate::payload::{parse, BodyKind};
-    let kind = if form { BodyKind::Form } else { BodyKind::Json };
-    parse(kind, bytes, crate::config::Limits::default().max_json_depth).map_err(|e| e.to_string())
+pub fn parse_payload(bytes: &[u8], kind: BodyKind) -> Result<Value, String> {
+    crate::payload::parse(kind, bytes, crate::config::Limits::default().max_json_depth)
+        .map_err(|e| e.to_string())
 }
 
 /// Run every test of a file.

@@ -21,6 +21,7 @@
 //! not start at 0, so a body naming field 1 and 2 was a 400; no maintained crate follows PHP here.
 
 use crate::error::Error;
+use encoding_rs::{Encoding, UTF_8};
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -30,9 +31,9 @@ use std::borrow::Cow;
 /// `a[][]...[]=` pairs would be held as some hundred times its size.
 const MAX_NODES: usize = 100_000;
 
-/// Parse a form body into a JSON object, refusing nesting deeper than `max_depth` (the object itself is
-/// one level, as in a JSON body).
-pub fn parse(body: &[u8], max_depth: usize) -> Result<Value, Error> {
+/// Parse a form body into a JSON object, its names and values read in `charset` once percent-decoded,
+/// refusing nesting deeper than `max_depth` (the object itself is one level, as in a JSON body).
+pub fn parse(body: &[u8], charset: &'static Encoding, max_depth: usize) -> Result<Value, Error> {
     let mut top = Table::default();
     let mut nodes = 0usize;
     for pair in body.split(|b| *b == b'&').filter(|p| !p.is_empty()) {
@@ -40,7 +41,7 @@ pub fn parse(body: &[u8], max_depth: usize) -> Result<Value, Error> {
             Some(i) => (&pair[..i], &pair[i + 1..]),
             None => (pair, &b""[..]),
         };
-        let name = decode(name)?;
+        let name = decode(name, charset)?;
         let Some(path) = Path::of(&name) else {
             continue;
         };
@@ -56,14 +57,14 @@ pub fn parse(body: &[u8], max_depth: usize) -> Result<Value, Error> {
                 "form body has more than {MAX_NODES} fields and nested keys"
             )));
         }
-        top.insert(&path.base, &path.rest, decode(value)?.into_owned());
+        top.insert(&path.base, &path.rest, decode(value, charset)?.into_owned());
     }
     Ok(Value::Object(top.into_object()))
 }
 
-/// One percent-decoded name or value, with `+` as a space.
-fn decode(raw: &[u8]) -> Result<Cow<'_, str>, Error> {
-    let bytes: Cow<'_, [u8]> = if raw.contains(&b'+') {
+/// One percent-decoded name or value, with `+` as a space, read in `charset`.
+fn decode<'a>(raw: &'a [u8], charset: &'static Encoding) -> Result<Cow<'a, str>, Error> {
+    let bytes: Cow<'a, [u8]> = if raw.contains(&b'+') {
         let spaced: Vec<u8> = raw
             .iter()
             .map(|b| if *b == b'+' { b' ' } else { *b })
@@ -72,13 +73,28 @@ fn decode(raw: &[u8]) -> Result<Cow<'_, str>, Error> {
     } else {
         percent_encoding::percent_decode(raw).into()
     };
+    let not_text = || {
+        Error::Malformed(format!(
+            "form body is not {} after percent-decoding",
+            charset.name()
+        ))
+    };
+    if charset != UTF_8 {
+        return match bytes {
+            Cow::Borrowed(b) => charset.decode_without_bom_handling_and_without_replacement(b),
+            Cow::Owned(b) => charset
+                .decode_without_bom_handling_and_without_replacement(&b)
+                .map(|text| Cow::Owned(text.into_owned())),
+        }
+        .ok_or_else(not_text);
+    }
     match bytes {
         Cow::Borrowed(b) => std::str::from_utf8(b).map(Cow::Borrowed),
         Cow::Owned(b) => String::from_utf8(b)
             .map(Cow::Owned)
             .map_err(|e| e.utf8_error()),
     }
-    .map_err(|_| Error::Malformed("form body is not UTF-8 after percent-decoding".into()))
+    .map_err(|_| not_text())
 }
 
 /// Where a pair's value goes: the top-level name, then one step per bracket.
@@ -234,7 +250,7 @@ mod tests {
     use serde_json::json;
 
     fn form(body: &str) -> Value {
-        parse(body.as_bytes(), 64).unwrap()
+        parse(body.as_bytes(), UTF_8, 64).unwrap()
     }
 
     #[test]
@@ -301,19 +317,22 @@ mod tests {
     #[test]
     fn limits_and_encodings_are_refused_with_a_reason() {
         let nest = |n: usize| format!("a{}=1", "[k]".repeat(n));
-        assert!(parse(nest(63).as_bytes(), 64).is_ok());
+        assert!(parse(nest(63).as_bytes(), UTF_8, 64).is_ok());
         assert!(
-            matches!(parse(nest(64).as_bytes(), 64), Err(Error::Malformed(m)) if m.contains("deeper than 64"))
+            matches!(parse(nest(64).as_bytes(), UTF_8, 64), Err(Error::Malformed(m)) if m.contains("deeper than 64"))
         );
         assert!(
-            matches!(parse(b"name=Jos%E9", 64), Err(Error::Malformed(m)) if m.contains("UTF-8"))
+            matches!(parse(b"name=Jos%E9", UTF_8, 64), Err(Error::Malformed(m)) if m.contains("UTF-8"))
         );
-        assert!(matches!(parse(b"na\xffme=x", 64), Err(Error::Malformed(_))));
+        assert!(matches!(
+            parse(b"na\xffme=x", UTF_8, 64),
+            Err(Error::Malformed(_))
+        ));
         let many = "a[]=1&".repeat(MAX_NODES / 2);
-        assert!(parse(many.as_bytes(), 64).is_ok());
+        assert!(parse(many.as_bytes(), UTF_8, 64).is_ok());
         let many = "a[]=1&".repeat(MAX_NODES / 2 + 1);
         assert!(
-            matches!(parse(many.as_bytes(), 64), Err(Error::Malformed(m)) if m.contains("more than"))
+            matches!(parse(many.as_bytes(), UTF_8, 64), Err(Error::Malformed(m)) if m.contains("more than"))
         );
     }
 }
