@@ -57,18 +57,22 @@ impl BodyKind {
         let Some(charset) = m.get_param(mime::CHARSET) else {
             return Ok(kind);
         };
-        // US-ASCII is read as UTF-8, its superset, for both types: WHATWG would read it as
-        // windows-1252, which turns a mislabelled UTF-8 form into mojibake.
-        if ["utf-8", "utf8", "us-ascii", "ascii"]
+        let label = charset.as_str().trim_matches([' ', '\t']);
+        // US-ASCII (by any of its names) is read as UTF-8, its superset, for both types: WHATWG would
+        // read it as windows-1252, which turns a mislabelled UTF-8 form into mojibake.
+        if ["utf-8", "utf8", "us-ascii", "ascii", "ansi_x3.4-1968"]
             .iter()
-            .any(|ok| charset.as_str().eq_ignore_ascii_case(ok))
+            .any(|ok| label.eq_ignore_ascii_case(ok))
         {
             return Ok(kind);
         }
-        match (kind, Encoding::for_label(charset.as_str().as_bytes())) {
-            // UTF-16 and the replacement encoding have another encoding for forms: a sender naming
-            // them does not know what it sends.
-            (BodyKind::Form(_), Some(enc)) if enc.output_encoding() == enc => {
+        match (kind, Encoding::for_label(label.as_bytes())) {
+            // Refused: UTF-16 and the replacement encoding (ISO-2022-KR, HZ, ...) have UTF-8 as their
+            // form encoding, so a sender naming them does not know what it sends; x-user-defined is
+            // no charset (it maps every high byte to a private-use character).
+            (BodyKind::Form(_), Some(enc))
+                if enc.output_encoding() == enc && enc != encoding_rs::X_USER_DEFINED =>
+            {
                 Ok(BodyKind::Form(enc))
             }
             _ => Err(unsupported()),
@@ -403,6 +407,7 @@ mod tests {
             // a charset no form can carry, or none at all
             Some("application/x-www-form-urlencoded; charset=utf-16le"),
             Some("application/x-www-form-urlencoded; charset=iso-2022-kr"),
+            Some("application/x-www-form-urlencoded; charset=x-user-defined"),
             Some("application/x-www-form-urlencoded; charset=klingon"),
             Some("application/+json"),
             Some("application/json, text/plain"),
@@ -635,13 +640,13 @@ mod tests {
         // 0xE9 is é in ISO-8859-1; 0x80 is € in windows-1252, which WHATWG reads for that label.
         let v = parse(
             latin1,
-            b"contact[pr%E9nom]=Ren%E9e&price=5%80&city=K%F6ln+Nord",
+            b"contact[pr%E9nom]=Ren%E9e&price=5%80&city=K%F6ln+Nord&note=plain+text&id=7",
             64,
         )
         .unwrap();
         assert_eq!(
             v,
-            json!({"contact": {"prénom": "Renée"}, "price": "5€", "city": "Köln Nord"})
+            json!({"contact": {"prénom": "Renée"}, "price": "5€", "city": "Köln Nord", "note": "plain text", "id": "7"})
         );
         // The same bytes are no UTF-8.
         let e = parse(BodyKind::utf8_form(), b"name=Ren%E9e", 64).unwrap_err();

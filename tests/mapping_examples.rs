@@ -85,6 +85,26 @@ fn try_reads_form_payloads_and_headers() {
     )
     .unwrap();
     assert!(out.contains("\"email\": \"a@b.co\""), "{out}");
+    // A named charset is read as the receiver reads it (0xE9 is é in ISO-8859-1) ...
+    std::fs::write(
+        &payload,
+        "type=subscribe&contact[id]=9&contact[email]=a%40b.co&contact[first_name]=Ren%E9e",
+    )
+    .unwrap();
+    let latin1 = |charset: &str| {
+        try_cmd::try_event(
+            &mapping,
+            &payload,
+            &[format!(
+                "Content-Type: application/x-www-form-urlencoded; charset={charset}"
+            )],
+        )
+    };
+    let out = latin1("ISO-8859-1").unwrap();
+    assert!(out.contains("\"FIRSTNAME\": \"Renée\""), "{out}");
+    // ... and one the receiver refuses with 415 (`latin-1` is no WHATWG label) is refused here too.
+    let err = latin1("latin-1").unwrap_err();
+    assert!(err.contains("the receiver would refuse it"), "{err}");
     let err = try_cmd::try_event(&mapping, Path::new("/nonexistent.json"), &[]).unwrap_err();
     assert!(err.contains("cannot read"), "{err}");
 }

@@ -1,7 +1,7 @@
 //! `hookgate try MAPPING --payload FILE [--header 'Name: value']...`: print the actions one event
 //! produces, as JSON. Exit 1 on a problem in the mapping or the payload, with the reason.
-//! The payload is read by the `Content-Type` header when one is given, as a worker reads a stored event
-//! (a form's charset included); else it is a form when the file ends in `.form`/`.txt`/`.urlencoded`,
+//! The payload is read by the `Content-Type` header when one is given, as the receiver reads it (a
+//! form's charset included; a type the receiver refuses is refused here too); else it is a form when the file ends in `.form`/`.txt`/`.urlencoded`,
 //! JSON otherwise.
 
 use crate::mapping::{parse_source_file, tests::parse_payload, Event};
@@ -47,7 +47,8 @@ pub fn try_event(mapping: &Path, payload: &Path, headers: &[String]) -> Result<S
             .ok_or_else(|| format!("--header {h:?}: expected 'Name: value'"))?;
         let (name, value) = (name.trim(), value.trim());
         if name.eq_ignore_ascii_case("content-type") {
-            kind = BodyKind::of_stored(value).map_err(|e| format!("--header {h:?}: {e}"))?;
+            kind = BodyKind::from_content_type(Some(value))
+                .map_err(|e| format!("--header {h:?}: the receiver would refuse it: {e}"))?;
         }
         event.headers.insert(name, value);
     }
