@@ -676,7 +676,8 @@ async fn http2_is_served() {
     assert_eq!(r.status().as_u16(), 202);
 
     // HTTP/2 heads are bounded by size only (64 KiB): the receiver counts their fields, answers in
-    // our JSON and counts the refusal. At the limit is fine: 97 + content-type, content-length, accept.
+    // our JSON and counts the refusal. `:authority` counts as HTTP/1's Host line does, so the limit of 100
+    // is reached at 96 + content-type, content-length, accept and `:authority`.
     let flood = |n: usize| {
         let mut req = c
             .post(gw.url("open"))
@@ -686,8 +687,10 @@ async fn http2_is_served() {
         }
         req.body(format!("{{\"id\":\"h2-{n}\"}}")).send()
     };
-    let r = flood(97).await.unwrap();
+    let r = flood(96).await.unwrap();
     assert_eq!(r.status().as_u16(), 202);
+    let r = flood(97).await.unwrap();
+    assert_eq!(r.status().as_u16(), 431, "one past the limit");
     let r = flood(500).await.unwrap();
     assert_eq!(r.status().as_u16(), 431);
     let b: Value = r.json().await.unwrap();
@@ -695,7 +698,7 @@ async fn http2_is_served() {
     assert!(
         gw.metrics()
             .await
-            .contains("hookgate_inbound_requests_total{source=\"open\",status=\"431\"} 1"),
+            .contains("hookgate_inbound_requests_total{source=\"open\",status=\"431\"} 2"),
         "counted"
     );
     assert_eq!(inbound_entries(&redis, "hookgate").len(), 2);

@@ -133,7 +133,7 @@ async fn receive(st: Arc<InboundState>, name: String, peer: SocketAddr, req: Req
     // What needs no body is refused at once. A burst waits briefly for a slot before its body is read;
     // a sustained overload gets 503 (a sender told to retry, which a 403 or 415 never should be).
     let result = async {
-        let admitted = admit(&st, &src, peer, &parts.headers)?;
+        let admitted = admit(&st, &src, peer, &parts)?;
         let Some(_slot) =
             crate::admission::permit_within(&st.in_flight, crate::config::IN_FLIGHT_WAIT).await
         else {
@@ -173,10 +173,16 @@ fn admit<'h>(
     st: &InboundState,
     src: &InboundSource,
     peer: SocketAddr,
-    headers: &'h HeaderMap,
+    parts: &'h Parts,
 ) -> Result<Admitted<'h>, Error> {
-    // The request-id layer has set `x-request-id`: not the sender's field.
-    let sent = headers.len() - usize::from(headers.contains_key("x-request-id"));
+    let headers = &parts.headers;
+    // The request-id layer has set `x-request-id`: not the sender's field. An HTTP/2 request names its
+    // host in `:authority`, no field here, where HTTP/1's Host line counts against the same limit.
+    let authority = parts.version == http::Version::HTTP_2
+        && parts.uri.authority().is_some()
+        && !headers.contains_key(header::HOST);
+    let sent =
+        headers.len() + usize::from(authority) - usize::from(headers.contains_key("x-request-id"));
     if sent > st.max_headers {
         return Err(Error::TooManyHeaders(st.max_headers));
     }
