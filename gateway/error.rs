@@ -27,6 +27,10 @@ pub enum Error {
     Timeout(Duration),
     #[error("unsupported content type `{0}`; send application/json or application/x-www-form-urlencoded")]
     UnsupportedType(String),
+    /// A `Content-Encoding` other than identity: hookgate stores and verifies the bytes as sent, and
+    /// reads them as the content type says, so a compressed body would only fail later as malformed.
+    #[error("unsupported content encoding `{0}`; send the body uncompressed")]
+    UnsupportedEncoding(String),
     #[error("malformed body: {0}")]
     Malformed(String),
     #[error("{0}")]
@@ -79,7 +83,9 @@ impl Error {
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooManyHeaders(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Error::UnsupportedType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::UnsupportedType(_) | Error::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             Error::Malformed(_) => StatusCode::BAD_REQUEST,
             Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Conflict(_) => StatusCode::CONFLICT,
@@ -101,6 +107,7 @@ impl Error {
             Error::TooManyHeaders(_) => "too_many_headers",
             Error::Timeout(_) => "timeout",
             Error::UnsupportedType(_) => "unsupported_type",
+            Error::UnsupportedEncoding(_) => "unsupported_encoding",
             Error::Malformed(_) => "malformed",
             Error::Invalid(_) => "invalid",
             Error::Conflict(_) => "conflict",

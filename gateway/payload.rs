@@ -54,6 +54,14 @@ impl BodyKind {
             (mime::APPLICATION, _, Some(mime::JSON)) => BodyKind::Json,
             _ => return Err(unsupported()),
         };
+        // Two charsets are no one charset (and a reader taking the last would read another text).
+        if m.params()
+            .filter(|(name, _)| *name == mime::CHARSET)
+            .count()
+            > 1
+        {
+            return Err(unsupported());
+        }
         let Some(charset) = m.get_param(mime::CHARSET) else {
             return Ok(kind);
         };
@@ -408,6 +416,10 @@ mod tests {
             Some("application/x-www-form-urlencoded; charset=utf-16le"),
             Some("application/x-www-form-urlencoded; charset=iso-2022-kr"),
             Some("application/x-www-form-urlencoded; charset=x-user-defined"),
+            // two charsets, whichever comes first
+            Some("application/x-www-form-urlencoded; charset=utf-8; charset=bogus"),
+            Some("application/json; charset=utf-8; CHARSET=latin1"),
+            Some("application/x-www-form-urlencoded; charset=latin1; charset=utf-8"),
             Some("application/x-www-form-urlencoded; charset=klingon"),
             Some("application/+json"),
             Some("application/json, text/plain"),

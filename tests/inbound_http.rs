@@ -1238,3 +1238,113 @@ async fn a_drained_body_does_not_start_a_head_timer() {
     stalled_head_is_cut(&mut t, b"POST /webhooks/drain HTTP/1.1\r\n").await;
     gw.stop().await.unwrap();
 }
+
+/// A client that shuts down its sending side once the request is written still gets its answer
+/// (hyper's half-close), with a declared length and chunked.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_half_closed_request_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[("open.yaml", OPEN)], "").await;
+    let sized = b"{\"id\":\"half-1\"}";
+    let framings = [
+        format!("Content-Length: {}\r\n\r\n", sized.len()).into_bytes(),
+        b"Transfer-Encoding: chunked\r\n\r\n".to_vec(),
+    ];
+    for (i, framing) in framings.iter().enumerate() {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let mut req =
+            b"POST /webhooks/open HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                .to_vec();
+        req.extend_from_slice(framing);
+        let body = format!("{{\"id\":\"half-{}\"}}", i + 1);
+        if i == 0 {
+            req.extend_from_slice(body.as_bytes());
+        } else {
+            req.extend_from_slice(format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len()).as_bytes());
+        }
+        s.write_all(&req).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer))
+            .await
+            .expect("the connection ends after the answer")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 202 "), "framing {i}: {text:?}");
+    }
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 2);
+}
+
+/// A body in a content coding hookgate does not read is a 415 before it is read, gzip or not; an
+/// `identity` coding is no coding.
+#[tokio::test(flavor = "multi_thread")]
+async fn content_codings_are_refused() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[("open.yaml", OPEN)], "").await;
+    for (coding, id) in [("gzip", "c1"), ("identity, br", "c2"), ("deflate", "c3")] {
+        let head = format!("Content-Type: application/json\r\nContent-Encoding: {coding}\r\nContent-Length: 11\r\n");
+        let (s, b) = raw_post(
+            gw.addr,
+            "/webhooks/open",
+            &head,
+            format!("{{\"id\":\"{id}\"}}").as_bytes(),
+        )
+        .await;
+        assert_eq!(s, 415, "{coding}: {b}");
+        assert!(b.contains("unsupported_encoding"), "{b}");
+    }
+    let head =
+        "Content-Type: application/json\r\nContent-Encoding: Identity\r\nContent-Length: 11\r\n";
+    let (s, b) = raw_post(gw.addr, "/webhooks/open", head, b"{\"id\":\"c4\"}").await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 1);
+}
+
+/// Dedup ids: an integer is its decimal text, so `1` and `"1"` are one event; a number that is no
+/// 64-bit integer is no id, and such an event, like one without the id, is deduplicated by its exact
+/// bytes. Two integers past 2^64 that read as the same float are two events.
+#[tokio::test(flavor = "multi_thread")]
+async fn ids_that_are_numbers_and_events_without_one() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[("open.yaml", OPEN)], "").await;
+    let c = client();
+    let url = gw.url("open");
+    let send = |body: &'static str| post(&c, &url, "application/json", body);
+    assert_eq!(send(r#"{"id":1}"#).await.0, 202);
+    let (s, b) = send(r#"{"id":"1"}"#).await;
+    assert_eq!((s, &b["event_id"]), (200, &json!("1")));
+    // 34708809560722140000000001 and ...02 are one float: as ids they would merge two events.
+    assert_eq!(send(r#"{"id":34708809560722140000000001}"#).await.0, 202);
+    assert_eq!(send(r#"{"id":34708809560722140000000002}"#).await.0, 202);
+    assert_eq!(send(r#"{"id":2.5e3}"#).await.0, 202);
+    assert_eq!(send(r#"{"id":2500.0}"#).await.0, 202);
+    // ... but the same bytes again are the same event.
+    let (s, b) = send(r#"{"id":2500.0}"#).await;
+    assert_eq!(s, 200, "{b}");
+    assert!(
+        b["event_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("body-sha256:")),
+        "{b}"
+    );
+    assert_eq!(send(r#"{"no_id":true}"#).await.0, 202);
+    assert_eq!(send(r#"{"no_id":true}"#).await.0, 200);
+    // A signed JSON request resent as a form has no `$.id` there: its bytes still dedup it.
+    let form = "application/x-www-form-urlencoded";
+    assert_eq!(
+        post(&c, &gw.url("open"), form, r#"{"id":"f1"}"#).await.0,
+        202
+    );
+    assert_eq!(
+        post(&c, &gw.url("open"), form, r#"{"id":"f1"}"#).await.0,
+        200
+    );
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 7);
+    assert!(
+        gw.metrics()
+            .await
+            .contains("hookgate_dedup_id_missing_total{source=\"open\"} 9"),
+        "counted"
+    );
+}

@@ -12,11 +12,14 @@ use std::time::Duration;
 const A: &str = "source: a\nallow_ips: [127.0.0.0/8]\n";
 const B: &str = "source: b\nallow_ips: [127.0.0.0/8]\ndedup: { id: $.id }\n";
 
+/// Each post is a new event (its own id), so a source with dedup never answers "duplicate".
 async fn status(url: &str) -> u16 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     client()
         .post(url)
         .header("content-type", "application/json")
-        .body("{}")
+        .body(format!("{{\"id\":\"e{n}\"}}"))
         .send()
         .await
         .unwrap()

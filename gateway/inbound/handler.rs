@@ -212,6 +212,17 @@ fn admit<'h>(
         }
     };
     let kind = BodyKind::from_content_type(content_type)?;
+    // Content codings, in the order applied; only `identity` (no coding) is read.
+    for coding in headers.get_all(header::CONTENT_ENCODING) {
+        let text = coding.to_str().unwrap_or("(not visible ASCII)");
+        if let Some(other) = text
+            .split(',')
+            .map(str::trim)
+            .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+        {
+            return Err(Error::UnsupportedEncoding(crate::error::one_line(other)));
+        }
+    }
     Ok(Admitted {
         client,
         limit,
@@ -375,6 +386,20 @@ fn validate_and_dedup_id(
             header_id(dedup, headers)
         }
     };
+    // A source with dedup whose event has no usable id is deduplicated by its exact bytes: stored once
+    // however often the same request is sent again (also under another Content-Type, which no signature
+    // covers and under which the id is not found), and never merged with another event.
+    let id = match id {
+        None if src.dedup.is_some() => {
+            ::metrics::counter!("hookgate_dedup_id_missing_total", "source" => src.name.clone())
+                .increment(1);
+            return Ok(Some(format!(
+                "body-sha256:{}",
+                hex::encode(sha2::Sha256::digest(raw))
+            )));
+        }
+        id => id,
+    };
     // Ids are sender-chosen: a long one is hashed before it becomes part of a Redis key.
     Ok(id.and_then(|id| match id.len() {
         0 => None,
@@ -386,10 +411,13 @@ fn validate_and_dedup_id(
     }))
 }
 
+/// An id is a string, or an integer within 64 bits as its decimal text. Any other number (a fraction,
+/// an exponent, a larger integer) is read as a float, whose text is not the sender's: two ids past
+/// 2^64 could share one, and a redelivery test would merge two events. It is no id.
 fn id_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
         _ => None,
     }
 }
