@@ -1330,6 +1330,9 @@ async fn ids_that_are_numbers_and_events_without_one() {
     );
     assert_eq!(send(r#"{"no_id":true}"#).await.0, 202);
     assert_eq!(send(r#"{"no_id":true}"#).await.0, 200);
+    // An empty id is no id either.
+    assert_eq!(send(r#"{"id":""}"#).await.0, 202);
+    assert_eq!(send(r#"{"id":""}"#).await.0, 200);
     // A signed JSON request resent as a form has no `$.id` there: its bytes still dedup it.
     let form = "application/x-www-form-urlencoded";
     assert_eq!(
@@ -1340,11 +1343,11 @@ async fn ids_that_are_numbers_and_events_without_one() {
         post(&c, &gw.url("open"), form, r#"{"id":"f1"}"#).await.0,
         200
     );
-    assert_eq!(inbound_entries(&redis, "hookgate").len(), 7);
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 8);
     assert!(
         gw.metrics()
             .await
-            .contains("hookgate_dedup_id_missing_total{source=\"open\"} 9"),
+            .contains("hookgate_dedup_id_missing_total{source=\"open\"} 11"),
         "counted"
     );
 }

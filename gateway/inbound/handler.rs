@@ -389,7 +389,8 @@ fn validate_and_dedup_id(
     // A source with dedup whose event has no usable id is deduplicated by its exact bytes: stored once
     // however often the same request is sent again (also under another Content-Type, which no signature
     // covers and under which the id is not found), and never merged with another event.
-    let id = match id {
+    // An empty id (`"id": ""`, an empty header) is no id either.
+    let id = match id.filter(|id| !id.is_empty()) {
         None if src.dedup.is_some() => {
             ::metrics::counter!("hookgate_dedup_id_missing_total", "source" => src.name.clone())
                 .increment(1);
