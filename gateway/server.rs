@@ -99,15 +99,15 @@ pub async fn serve<S: App<B>, B: Reply>(
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's head timer (30 s when unset) would run while the connection waits for a next request too;
-    // `Activity` bounds the head instead.
-    // A client may shut down its sending side once the request is written (`nc -N`, `curl
-    // --no-keepalive`-style tools, some proxies): it still waits for the answer, and without half-close
-    // hyper would drop the connection unanswered while the event may already be stored.
     builder
         .http1()
         .timer(TokioTimer::new())
+        // hyper's head timer (30 s when unset) would run while the connection waits for a next request
+        // too; `Activity` bounds the head instead.
         .header_read_timeout(None)
+        // A client may shut down its sending side once its request is written (`nc -N`, some proxies)
+        // and still wait for the answer; without half-close hyper drops the connection unanswered, while
+        // the event may already be stored.
         .half_close(true);
     // hyper's own limit is 100 and parses into a stack array; any explicit limit, even 100, makes it fill
     // a buffer of that size on every request.

@@ -1,10 +1,11 @@
 //! `hookgate try MAPPING --payload FILE [--header 'Name: value']...`: print the actions one event
 //! produces, as JSON. Exit 1 on a problem in the mapping or the payload, with the reason.
 //! The payload is read by the `Content-Type` header when one is given, as the receiver reads it (a
-//! form's charset included; a type the receiver refuses is refused here too); else it is a form when the file ends in `.form`/`.txt`/`.urlencoded`,
-//! JSON otherwise.
+//! form's charset included; a type the receiver refuses is refused here too); else by its file name
+//! (`.form`/`.txt`/`.urlencoded` are forms, anything else JSON).
 
-use crate::mapping::{parse_source_file, tests::parse_payload, Event};
+use crate::mapping::tests::{kind_of_file, parse_payload};
+use crate::mapping::{parse_source_file, Event};
 use crate::payload::BodyKind;
 use std::path::Path;
 use std::process::ExitCode;
@@ -37,10 +38,7 @@ pub fn try_event(mapping: &Path, payload: &Path, headers: &[String]) -> Result<S
             .join("\n\n")
     })?;
     let mut event = Event::default();
-    let mut kind = match payload.extension().and_then(|e| e.to_str()) {
-        Some("form" | "txt" | "urlencoded") => BodyKind::utf8_form(),
-        _ => BodyKind::Json,
-    };
+    let mut kind = kind_of_file(payload);
     for h in headers {
         let (name, value) = h
             .split_once(':')

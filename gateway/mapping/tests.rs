@@ -218,26 +218,32 @@ fn expected_actions(ctx: &mut Ctx, node: &Node) -> Option<Vec<(Option<String>, A
 /// Read a test's payload. JSON unless the test says `content_type: form` or the file ends in
 /// `.form`/`.txt`/`.urlencoded` (or inline text that is not JSON).
 fn load_payload(case: &TestCase, dir: &Path) -> Result<Value, String> {
-    let (bytes, form_by_name) = match &case.payload {
+    let (bytes, by_name) = match &case.payload {
         Payload::Json(v) => return Ok(v.clone()),
-        Payload::Text(t) => (
-            t.clone().into_bytes(),
-            !t.trim_start().starts_with(['{', '[']),
-        ),
+        Payload::Text(t) => {
+            let kind = if t.trim_start().starts_with(['{', '[']) {
+                BodyKind::Json
+            } else {
+                BodyKind::utf8_form()
+            };
+            (t.clone().into_bytes(), kind)
+        }
         Payload::File(p) => {
             let full = dir.join(p);
             let bytes = std::fs::read(&full)
                 .map_err(|e| format!("cannot read payload {}: {e}", full.display()))?;
-            let ext = p.extension().and_then(|e| e.to_str()).unwrap_or("");
-            (bytes, matches!(ext, "form" | "txt" | "urlencoded"))
+            (bytes, kind_of_file(p))
         }
     };
-    let by_name = if form_by_name {
-        BodyKind::utf8_form()
-    } else {
-        BodyKind::Json
-    };
     parse_payload(&bytes, case.kind.unwrap_or(by_name))
+}
+
+/// A payload file's type by its name: a form when it ends in `.form`, `.txt` or `.urlencoded`, else JSON.
+pub fn kind_of_file(path: &Path) -> BodyKind {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("form" | "txt" | "urlencoded") => BodyKind::utf8_form(),
+        _ => BodyKind::Json,
+    }
 }
 
 /// A payload as the mapper sees it: JSON, or a form turned into JSON, by the same parser (and the same

@@ -80,34 +80,14 @@ fn decode<'a>(raw: &'a [u8], charset: &'static Encoding) -> Result<Cow<'a, str>,
         ))
     };
     if charset != UTF_8 {
-        // encoding_rs reserves for the worst case (3 bytes per byte): keep only what the text needs.
-        let fit = |mut text: String| {
-            text.shrink_to_fit();
-            text
-        };
-        return match bytes {
-            Cow::Borrowed(b) => charset
-                .decode_without_bom_handling_and_without_replacement(b)
-                .map(|text| match text {
-                    Cow::Owned(t) => Cow::Owned(fit(t)),
-                    same => same,
-                }),
-            Cow::Owned(b) => {
-                // `None` inside: the bytes are already the text (ASCII), so the buffer is reused.
-                let decoded = charset
-                    .decode_without_bom_handling_and_without_replacement(&b)
-                    .map(|text| match text {
-                        Cow::Owned(t) => Some(fit(t)),
-                        Cow::Borrowed(_) => None,
-                    });
-                match decoded {
-                    Some(Some(text)) => Some(Cow::Owned(text)),
-                    Some(None) => String::from_utf8(b).ok().map(Cow::Owned),
-                    None => None,
-                }
-            }
-        }
-        .ok_or_else(not_text);
+        // A legacy charset is rare: one owned copy, sized to the text (encoding_rs reserves 3 bytes
+        // per byte).
+        let mut text = charset
+            .decode_without_bom_handling_and_without_replacement(&bytes)
+            .ok_or_else(not_text)?
+            .into_owned();
+        text.shrink_to_fit();
+        return Ok(Cow::Owned(text));
     }
     match bytes {
         Cow::Borrowed(b) => std::str::from_utf8(b).map(Cow::Borrowed),
