@@ -134,15 +134,21 @@ impl EgressPolicy {
         self.rules.check_url(url).map_err(EgressDenied::counted)
     }
 
-    /// `check_url`, then, for a host name, a resolution: refused if every address it resolves to is denied.
+    /// [`Self::check_url`] for validating input (a subscription being created or changed): the same
+    /// decision, not counted, since nothing was about to be sent.
+    pub fn vet_url(&self, url: &Url) -> Result<(), EgressDenied> {
+        self.rules.check_url(url)
+    }
+
+    /// `vet_url`, then, for a host name, a resolution: refused if every address it resolves to is denied.
     /// For validating a subscription when it is created (a 422 then beats a failed delivery later); the
     /// delivery itself is still checked at connect time, since DNS answers change. A name that does not
-    /// resolve is not the policy's business and passes.
-    pub async fn check_url_resolved(&self, url: &Url) -> Result<(), EgressDenied> {
-        self.check_url(url)?;
+    /// resolve is not the policy's business and passes. Not counted, like `vet_url`.
+    pub async fn vet_url_resolved(&self, url: &Url) -> Result<(), EgressDenied> {
+        self.vet_url(url)?;
         if let Some(url::Host::Domain(host)) = url.host() {
             if let Err(Resolved::Denied(d)) = resolve(&self.rules, host).await {
-                return Err(d.counted());
+                return Err(d);
             }
         }
         Ok(())

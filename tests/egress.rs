@@ -201,10 +201,7 @@ async fn host_name_resolving_to_loopback_is_refused_without_connecting() {
     let denied = egress_denied(&err).expect("carries EgressDenied");
     assert_eq!(denied.reason, "loopback");
     assert!(denied.what.contains("localhost"), "{denied}");
-    let pre = p
-        .check_url_resolved(&url)
-        .await
-        .expect_err("resolved check");
+    let pre = p.vet_url_resolved(&url).await.expect_err("resolved check");
     assert_eq!(pre.reason, "loopback");
     settle().await;
     assert_eq!(server.accepted(), 0, "the server must see no connection");
@@ -241,7 +238,7 @@ async fn allowed_loopback_is_reached_by_address_and_by_name() {
     for host in ["127.0.0.1", "localhost"] {
         let url = server.url(host, "/hook");
         p.check_url(&url).expect("allowed");
-        p.check_url_resolved(&url).await.expect("allowed");
+        p.vet_url_resolved(&url).await.expect("allowed");
         let resp = client(&p)
             .post(url)
             .body(r#"{"type":"contact.created"}"#)
@@ -351,6 +348,20 @@ async fn denials_are_counted() {
         count(&after, "loopback") > count(&before, "loopback"),
         "{after}"
     );
+    // Vetting a subscription's URL refuses the same addresses but sends nothing, so it is not counted:
+    // the metric counts refused sends. No other test here touches the benchmarking range.
+    let bench = Url::parse("https://198.18.0.1/").expect("url");
+    let before = count(&handle.render(), "benchmarking");
+    for _ in 0..3 {
+        assert_eq!(p.vet_url(&bench).map_err(|e| e.reason), Err("benchmarking"));
+        assert_eq!(
+            p.vet_url_resolved(&bench).await.map_err(|e| e.reason),
+            Err("benchmarking")
+        );
+    }
+    assert_eq!(count(&handle.render(), "benchmarking"), before);
+    assert!(p.check_url(&bench).is_err());
+    assert_eq!(count(&handle.render(), "benchmarking"), before + 1);
 }
 
 /// Run by `proxy_from_the_environment_is_ignored` in a child process with proxy variables set (setting them

@@ -174,6 +174,35 @@ async fn subscriptions_are_validated_listed_masked_and_limited() {
             "auth.token",
         ),
         (bad(json!({"id": "mine"})), "id"),
+        // Through the API a credential is the value itself: a reference would send hookgate's own
+        // environment or files to the subscriber.
+        (
+            bad(json!({"auth": {"type": "bearer", "token": "${env:PATH}"}})),
+            "subscriptions_file",
+        ),
+        (
+            bad(
+                json!({"auth": {"type": "basic", "username": "u", "password": "${file:/etc/hostname}"}}),
+            ),
+            "subscriptions_file",
+        ),
+        (
+            bad(json!({"headers": {"x-note": "${file:/etc/hostname}"}})),
+            "subscriptions_file",
+        ),
+        (bad(json!({"secret": "${env:PATH}"})), "subscriptions_file"),
+        // Accepted before, then skipped when loaded: nothing was ever delivered to it.
+        (
+            bad(json!({"auth": {"type": "bearer", "token": "bad\nvalue"}})),
+            "auth",
+        ),
+        (bad(json!({"name": "a\u{1b}b"})), "control"),
+        (
+            bad(json!({"url": format!("{}?t={}", sub.url("/hook"), "a".repeat(4096))})),
+            "4096",
+        ),
+        (bad(json!({"url": "http://127.0.0.1:0/hook"})), "port 0"),
+        (bad(json!({"rate_limit": 1e-300})), "rate_limit"),
     ] {
         let (s, v) = call(&gw, "POST", "/v1/subscriptions", Some(body.clone())).await;
         assert_eq!(s, 422, "{body} → {v}");
@@ -183,7 +212,9 @@ async fn subscriptions_are_validated_listed_masked_and_limited() {
 
     let created = subscribe(
         &gw,
-        bad(json!({"auth": {"type": "basic", "username": "u", "password": "hunter2"}, "headers": {"x-api-key": "k-123", "x-team": "growth"}})),
+        bad(
+            json!({"auth": {"type": "basic", "username": "u", "password": "hunter2"}, "headers": {"x-api-key": "k-123", "cookie": "session=c-456", "x-team": "growth"}}),
+        ),
     )
     .await;
     let id = created["id"].as_str().unwrap().to_string();
@@ -204,11 +235,15 @@ async fn subscriptions_are_validated_listed_masked_and_limited() {
         !text.contains(&full),
         "the secret is shown only once: {text}"
     );
-    assert!(
-        !text.contains("hunter2") && !text.contains("k-123"),
-        "credentials are masked: {text}"
-    );
-    assert_eq!(shown["headers"]["x-team"], "growth");
+    for value in ["hunter2", "k-123", "c-456", "growth"] {
+        assert!(
+            !text.contains(value),
+            "every credential and header value is masked: {text}"
+        );
+    }
+    assert_eq!(shown["headers"]["x-team"], "***");
+    assert_eq!(shown["headers"]["cookie"], "***");
+    assert_eq!(shown["unusable"], Value::Null);
     assert_eq!(shown["origin"], "api");
     assert_eq!(shown["active"], true);
 
@@ -261,6 +296,14 @@ async fn subscriptions_are_validated_listed_masked_and_limited() {
     )
     .await;
     assert_eq!(s, 422);
+    let (s, v) = call(
+        &gw,
+        "PATCH",
+        &format!("/v1/subscriptions/{id}"),
+        Some(json!({"headers": {"x-a": "${file:/nonexistent}"}})),
+    )
+    .await;
+    assert_eq!(s, 422, "{v}");
     let (s, _) = call(&gw, "DELETE", &format!("/v1/subscriptions/{id}"), None).await;
     assert_eq!(s, 200);
     let (s, _) = call(&gw, "GET", &format!("/v1/subscriptions/{id}"), None).await;
@@ -275,7 +318,98 @@ async fn subscriptions_are_validated_listed_masked_and_limited() {
     .await;
     let (s, v) = call(&strict, "POST", "/v1/subscriptions", Some(base.clone())).await;
     assert_eq!(s, 422);
-    assert!(v["message"].as_str().unwrap().contains("allow_http"), "{v}");
+    let m = v["message"].as_str().unwrap();
+    assert_eq!(m.matches("allow_http").count(), 1, "said once: {m}");
+    // Where plain http is allowed, a refused address gets no hint about it.
+    let (s, v) = call(
+        &gw,
+        "POST",
+        "/v1/subscriptions",
+        Some(bad(json!({"url": "http://10.0.0.1/hook"}))),
+    )
+    .await;
+    assert_eq!(s, 422);
+    assert!(
+        !v["message"].as_str().unwrap().contains("allow_http"),
+        "{v}"
+    );
+}
+
+/// A subscription stored with a `${...}` reference before the API refused them is not loaded (its
+/// reference would send hookgate's own environment to a URL an API caller chose), and the API says why
+/// instead of showing it active. Setting the value itself through PATCH brings it back.
+#[tokio::test]
+async fn a_stored_reference_is_not_resolved_and_the_api_says_why() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[], CFG).await;
+    let sub = Subscriber::start().await;
+    let created = subscribe(
+        &gw,
+        json!({"name": "legacy", "url": sub.url("/hook"), "events": ["contact.created"], "auth": {"type": "bearer", "token": "t-1"}}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    let mut c = redis.conn();
+    let raw: String = redis::cmd("HGET")
+        .arg("hookgate:subscriptions")
+        .arg(&id)
+        .query(&mut c)
+        .unwrap();
+    let mut spec: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(spec["auth"]["token"], "t-1", "the stored shape: {spec}");
+    spec["auth"]["token"] = json!("${env:PATH}");
+    redis::cmd("HSET")
+        .arg("hookgate:subscriptions")
+        .arg(&id)
+        .arg(spec.to_string())
+        .query::<()>(&mut c)
+        .unwrap();
+    redis::cmd("INCR")
+        .arg("hookgate:subscriptions:version")
+        .query::<()>(&mut c)
+        .unwrap();
+    let path = format!("/v1/subscriptions/{id}");
+    let mut shown = Value::Null;
+    wait_for("the reload to skip it", 10, async || {
+        shown = call(&gw, "GET", &path, None).await.1;
+        shown["active"] == false
+    })
+    .await;
+    let why = shown["unusable"].as_str().unwrap_or_default();
+    assert!(why.contains("reference"), "{shown}");
+    let (_, l) = call(&gw, "GET", "/v1/subscriptions", None).await;
+    assert_eq!(l["subscriptions"][0]["unusable"], why, "{l}");
+    let (s, v) = call(
+        &gw,
+        "POST",
+        &format!("{path}/test"),
+        Some(json!({"type": "contact.created"})),
+    )
+    .await;
+    assert_eq!(s, 409, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("reference"), "{v}");
+    publish(&gw, json!({"type": "contact.created", "data": {"n": 1}})).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(sub.received().is_empty(), "nothing sent while unusable");
+
+    let (s, v) = call(
+        &gw,
+        "PATCH",
+        &path,
+        Some(json!({"auth": {"type": "bearer", "token": "t-2"}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["active"], true, "{v}");
+    publish(&gw, json!({"type": "contact.created", "data": {"n": 2}})).await;
+    assert!(sub.wait_received(1, 10).await, "delivered again");
+    let got = sub.received();
+    assert_eq!(
+        got.len(),
+        1,
+        "the event published while unusable was not held for it"
+    );
+    assert_eq!(got[0].headers["authorization"], "Bearer t-2");
 }
 
 #[tokio::test]

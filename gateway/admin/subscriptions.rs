@@ -5,7 +5,7 @@
 
 use super::events::parse;
 use crate::error::Error;
-use crate::outbound::registry::{hf, WriteError};
+use crate::outbound::registry::{hf, Compiled, WriteError};
 use crate::outbound::subscription::{
     generate_secret, Input, OldSecret, Origin, Spec, ROTATION_OVERLAP,
 };
@@ -39,8 +39,13 @@ fn now() -> u64 {
     crate::outbound::dispatch::now_ms()
 }
 
-/// The public view plus where it came from and its health.
-fn view(spec: &Spec, origin: Origin, health: &HashMap<String, String>) -> Map<String, Value> {
+/// The public view plus where it came from and its health. `unusable`: why the last load skipped it.
+fn view(
+    spec: &Spec,
+    origin: Origin,
+    health: &HashMap<String, String>,
+    unusable: Option<&String>,
+) -> Map<String, Value> {
     let mut m = spec.public();
     m.insert("origin".into(), json!(origin));
     let num = |k: &str| health.get(k).and_then(|v| v.parse::<u64>().ok());
@@ -53,8 +58,9 @@ fn view(spec: &Spec, origin: Origin, health: &HashMap<String, String>) -> Map<St
     m.insert("last_success_at".into(), json!(num(hf::LAST_SUCCESS_AT)));
     m.insert(
         "active".into(),
-        json!(spec.enabled && !health.contains_key(hf::DISABLED_REASON)),
+        json!(spec.enabled && !health.contains_key(hf::DISABLED_REASON) && unusable.is_none()),
     );
+    m.insert("unusable".into(), json!(unusable));
     m
 }
 
@@ -84,9 +90,10 @@ async fn create(
     let spec = input
         .into_spec(id, now(), &o.policy, false)
         .map_err(Error::Invalid)?;
+    Compiled::check(&spec, Origin::Api).map_err(Error::Invalid)?;
     let url = url::Url::parse(&spec.url).map_err(|e| Error::Invalid(e.to_string()))?;
     o.policy
-        .check_url_resolved(&url)
+        .vet_url_resolved(&url)
         .await
         .map_err(|e| Error::Invalid(format!("url: {e}")))?;
     match o
@@ -103,7 +110,7 @@ async fn create(
         Err(WriteError::Redis(e)) => return Err(unavailable(e)),
     }
     tracing::info!(subscription = %spec.id, account = ?spec.account, "subscription created");
-    let mut v = view(&spec, Origin::Api, &HashMap::new());
+    let mut v = view(&spec, Origin::Api, &HashMap::new(), None);
     v.insert("secret".into(), json!(spec.secret));
     Ok((StatusCode::CREATED, Json(Value::Object(v))))
 }
@@ -134,10 +141,16 @@ async fn list(State(o): State<Outbound>, Query(q): Query<ListQuery>) -> Result<J
         all.retain(|(s, _)| s.account.as_deref() == want);
     }
     all.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    let snap = o.registry.snapshot().await;
     let mut out = Vec::with_capacity(all.len());
     for (s, origin) in &all {
         let h = o.registry.health(&s.id).await.map_err(unavailable)?;
-        out.push(Value::Object(view(s, *origin, &h)));
+        out.push(Value::Object(view(
+            s,
+            *origin,
+            &h,
+            snap.unusable.get(&s.id),
+        )));
     }
     Ok(Json(json!({ "subscriptions": out })))
 }
@@ -145,7 +158,13 @@ async fn list(State(o): State<Outbound>, Query(q): Query<ListQuery>) -> Result<J
 async fn show(State(o): State<Outbound>, Path(id): Path<String>) -> Result<Json<Value>, Error> {
     let (spec, origin) = find(&o, &id).await?;
     let h = o.registry.health(&id).await.map_err(unavailable)?;
-    Ok(Json(Value::Object(view(&spec, origin, &h))))
+    let snap = o.registry.snapshot().await;
+    Ok(Json(Value::Object(view(
+        &spec,
+        origin,
+        &h,
+        snap.unusable.get(&id),
+    ))))
 }
 
 async fn patch(
@@ -160,7 +179,13 @@ async fn patch(
         if reenable && changes.len() == 1 {
             o.registry.reenable(&id).await.map_err(unavailable)?;
             let h = o.registry.health(&id).await.map_err(unavailable)?;
-            return Ok(Json(Value::Object(view(&old, origin, &h))));
+            let snap = o.registry.snapshot().await;
+            return Ok(Json(Value::Object(view(
+                &old,
+                origin,
+                &h,
+                snap.unusable.get(&id),
+            ))));
         }
         return Err(Error::Conflict(
             "declared in subscriptions_file: change it there (the API may only re-enable it)"
@@ -200,10 +225,11 @@ async fn patch(
     let mut spec = input
         .into_spec(id.clone(), old.created_at, &o.policy, false)
         .map_err(Error::Invalid)?;
+    Compiled::check(&spec, Origin::Api).map_err(Error::Invalid)?;
     if spec.url != old.url {
         let url = url::Url::parse(&spec.url).map_err(|e| Error::Invalid(e.to_string()))?;
         o.policy
-            .check_url_resolved(&url)
+            .vet_url_resolved(&url)
             .await
             .map_err(|e| Error::Invalid(format!("url: {e}")))?;
     }
@@ -224,7 +250,8 @@ async fn patch(
         .await
         .map_err(unavailable)?;
     let h = o.registry.health(&id).await.map_err(unavailable)?;
-    let mut v = view(&spec, Origin::Api, &h);
+    // Just written and checked: loadable, whatever a snapshot taken before the write says.
+    let mut v = view(&spec, Origin::Api, &h, None);
     if rotated {
         v.insert("secret".into(), json!(spec.secret));
     }
@@ -266,6 +293,11 @@ async fn test(
     }
     o.registry.refresh(false).await.map_err(unavailable)?;
     let snap = o.registry.snapshot().await;
+    if let Some(why) = snap.unusable.get(&id) {
+        return Err(Error::Conflict(format!(
+            "the subscription cannot be used: {why}"
+        )));
+    }
     let sub = snap.by_id.get(&id).cloned().ok_or(Error::NotFound)?;
     let event_id = format!("evt_test_{}", uuid::Uuid::now_v7().simple());
     let doc = json!({

@@ -86,7 +86,22 @@ impl Compiled {
         self.spec.concurrency.unwrap_or(default)
     }
 
+    /// Whether `spec` would load: what the API runs before it stores a subscription, so that nothing it
+    /// accepts is skipped later (a skipped subscription gets no deliveries).
+    pub fn check(spec: &Spec, origin: Origin) -> Result<(), String> {
+        Self::build(spec.clone(), origin, HashMap::new()).map(|_| ())
+    }
+
     fn build(spec: Spec, origin: Origin, health: HashMap<String, String>) -> Result<Self, String> {
+        // A reference stored through the API (accepted before the API refused them) would send
+        // hookgate's own environment or files to a URL an API caller chose.
+        if origin == Origin::Api && spec.references_secrets() {
+            return Err(
+                "holds a ${env:} or ${file:} reference, which only subscriptions_file may; \
+                 set the value itself through PATCH"
+                    .into(),
+            );
+        }
         let url = url::Url::parse(&spec.url).map_err(|e| format!("url: {e}"))?;
         let filter = spec.filter.as_ref().map(Filter::compile).transpose()?;
         let template = spec.template.as_ref().map(Template::compile).transpose()?;
@@ -145,6 +160,8 @@ impl Compiled {
 pub struct Snapshot {
     pub all: Vec<Arc<Compiled>>,
     pub by_id: HashMap<String, Arc<Compiled>>,
+    /// Subscriptions that could not be loaded, and why: the API shows them inactive with the reason.
+    pub unusable: HashMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -337,7 +354,8 @@ impl Registry {
                     snap.all.push(c);
                 }
                 Err(e) => {
-                    tracing::warn!(subscription = %id, error = %e, "subscription cannot be used; skipped")
+                    tracing::warn!(subscription = %id, error = %e, "subscription cannot be used; skipped");
+                    snap.unusable.insert(id, e);
                 }
             }
         }

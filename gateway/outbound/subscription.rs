@@ -16,6 +16,12 @@ use std::time::Duration;
 pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 const MAX_EVENTS: usize = 100;
 const MAX_HEADERS: usize = 20;
+/// Longest subscriber URL. Each attempt's record and error carry the URL, so a huge one multiplies
+/// into Redis memory per event; real endpoints (query tokens included) stay far below.
+pub const MAX_URL_LEN: usize = 4096;
+/// Fewest deliveries per second a `rate_limit` may set (one per 1,000 s): below it a subscription
+/// would in effect never be delivered to, and its events would only wait for `give_up_after`.
+const MIN_RATE: f64 = 0.001;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -26,8 +32,9 @@ pub enum Format {
     Form,
 }
 
-/// Credentials sent to the subscriber. Values are stored as given: a `${env:}`/`${file:}` reference
-/// (resolved when the subscription is loaded) or, through the API only, the value itself.
+/// Credentials sent to the subscriber. In `subscriptions_file` they are `${env:}`/`${file:}` references
+/// (resolved when the subscription is loaded); through the API, the value itself, never a reference:
+/// an API caller must not be able to send hookgate's own environment or files to a URL it chooses.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Auth {
@@ -204,8 +211,11 @@ impl Input {
         policy: &EgressPolicy,
         file: bool,
     ) -> Result<Spec, String> {
-        if self.name.trim().is_empty() || self.name.len() > 200 {
-            return Err("name: required, at most 200 characters".into());
+        if self.name.trim().is_empty()
+            || self.name.len() > 200
+            || self.name.chars().any(char::is_control)
+        {
+            return Err("name: required, at most 200 characters, no control characters".into());
         }
         if let Some(a) = &self.account {
             if !valid_name(a, b"@") {
@@ -238,6 +248,9 @@ impl Input {
             if RESERVED.contains(&name.as_str()) || name.as_str().starts_with("webhook-") {
                 return Err(format!("headers: `{k}` is set by hookgate"));
             }
+            if !file && is_ref(v) {
+                return Err(format!("headers: the value of `{k}`: {API_NO_REFS}"));
+            }
             if file && !is_ref(v) && looks_secret(name.as_str()) {
                 return Err(format!(
                     "headers: `{k}` in a file must be a ${{env:}} or ${{file:}} reference"
@@ -258,6 +271,7 @@ impl Input {
             Auth::Bearer { token } => check_credential("auth.token", token, file)?,
         }
         let secret = match self.secret {
+            Some(s) if is_ref(&s) && !file => return Err(format!("secret: {API_NO_REFS}")),
             Some(s) if is_ref(&s) => {
                 let v = resolve(&s)?;
                 signing_key(v.expose())?;
@@ -278,8 +292,13 @@ impl Input {
         if self.concurrency == Some(0) || self.concurrency.is_some_and(|c| c > 256) {
             return Err("concurrency: 1 to 256".into());
         }
-        if self.rate_limit.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
-            return Err("rate_limit: deliveries per second, above 0".into());
+        if self
+            .rate_limit
+            .is_some_and(|r| !(r >= MIN_RATE && r.is_finite()))
+        {
+            return Err(format!(
+                "rate_limit: deliveries per second, at least {MIN_RATE}"
+            ));
         }
         Ok(Spec {
             id,
@@ -320,8 +339,14 @@ fn looks_secret(name: &str) -> bool {
         .any(|w| name.contains(w))
 }
 
+/// Why the API refuses a `${...}` value.
+const API_NO_REFS: &str = "${env:} and ${file:} references are read only from subscriptions_file; \
+     through the API give the value itself";
+
 fn check_credential(what: &str, v: &str, file: bool) -> Result<(), String> {
-    if is_ref(v) {
+    if is_ref(v) && !file {
+        Err(format!("{what}: {API_NO_REFS}"))
+    } else if is_ref(v) {
         resolve(v).map(|_| ()).map_err(|e| format!("{what}: {e}"))
     } else if file {
         Err(format!(
@@ -334,9 +359,13 @@ fn check_credential(what: &str, v: &str, file: bool) -> Result<(), String> {
     }
 }
 
-/// A subscriber URL: absolute, https (http only with `egress.allow_http`), no credentials, a host the
-/// egress policy allows.
+/// A subscriber URL: absolute, at most [`MAX_URL_LEN`] bytes, https (http only with `egress.allow_http`),
+/// no credentials, a port other than 0, a host the egress policy allows. Not counted as an egress refusal:
+/// nothing was sent.
 pub fn check_url(raw: &str, policy: &EgressPolicy) -> Result<url::Url, String> {
+    if raw.len() > MAX_URL_LEN {
+        return Err(format!("url: longer than {MAX_URL_LEN} bytes"));
+    }
     let url = url::Url::parse(raw).map_err(|e| format!("url: not a URL ({e})"))?;
     match url.scheme() {
         "https" | "http" => {}
@@ -348,13 +377,10 @@ pub fn check_url(raw: &str, policy: &EgressPolicy) -> Result<url::Url, String> {
     if url.host().is_none() {
         return Err("url: no host".into());
     }
-    policy.check_url(&url).map_err(|e| {
-        if url.scheme() == "http" {
-            format!("url: {e} (plain http needs egress.allow_http)")
-        } else {
-            format!("url: {e}")
-        }
-    })?;
+    if url.port() == Some(0) {
+        return Err("url: port 0 is not a port to deliver to".into());
+    }
+    policy.vet_url(&url).map_err(|e| format!("url: {e}"))?;
     Ok(url)
 }
 
@@ -386,17 +412,12 @@ impl Spec {
             }
             Auth::Bearer { token } => json!({"type": "bearer", "token": masked(token)}),
         };
+        // Every header value is masked, whatever its name: a credential can hide under any name
+        // (`cookie`, `x-credential`), and the API promises never to show one.
         let headers: Map<String, Value> = self
             .headers
             .iter()
-            .map(|(k, v)| {
-                let shown = if looks_secret(&k.to_ascii_lowercase()) {
-                    masked(v)
-                } else {
-                    v.clone()
-                };
-                (k.clone(), Value::String(shown))
-            })
+            .map(|(k, v)| (k.clone(), Value::String(masked(v))))
             .collect();
         let mut m = Map::new();
         m.insert("id".into(), json!(self.id));
@@ -416,6 +437,18 @@ impl Spec {
         m.insert("created_at".into(), json!(self.created_at));
         m.insert("updated_at".into(), json!(self.updated_at));
         m
+    }
+
+    /// Whether a credential, header value or the signing secret is a `${...}` reference. A previous
+    /// secret is left out: it only signs, and refusing it would keep a subscription whose reference was
+    /// just replaced unusable through the rotation overlap.
+    pub fn references_secrets(&self) -> bool {
+        let auth = match &self.auth {
+            Auth::None => false,
+            Auth::Basic { password, .. } => is_ref(password),
+            Auth::Bearer { token } => is_ref(token),
+        };
+        auth || self.headers.values().any(|v| is_ref(v)) || is_ref(&self.secret)
     }
 
     /// The spec as input again, for PATCH: the client's fields merged over these.
