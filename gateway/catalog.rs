@@ -171,7 +171,7 @@ impl LiveCatalog {
     ) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
+            if res.is_ok_and(|e| may_change_files(&e.kind)) {
                 let _ = tx.send(());
             }
         })
@@ -203,6 +203,12 @@ impl LiveCatalog {
             let _ = tokio::task::spawn_blocking(move || live.reload(false)).await;
         }
     }
+}
+
+/// Whether a directory event can change what a load reads. Reading is not: the reload's own opens and
+/// reads of the files would otherwise trigger the next reload, three times a second, forever.
+fn may_change_files(kind: &notify::EventKind) -> bool {
+    !matches!(kind, notify::EventKind::Access(_))
 }
 
 /// Quiet time after the last directory event before reloading.

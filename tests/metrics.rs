@@ -37,7 +37,7 @@ async fn metrics_cover_the_pipeline_with_hookgate_names_and_buckets() {
         &redis,
         &[("shop.yaml", SHOP)],
         &format!(
-            "upstream: {{ url: \"{}\" }}\nmetrics_sample_interval: 100ms\ndeliver: {{ timeout: 5s, retry_base: 50ms, retry_max: 200ms }}\n",
+            "upstream: {{ url: \"{}\" }}\nmappings_poll: 1h\nmetrics_sample_interval: 100ms\ndeliver: {{ timeout: 5s, retry_base: 50ms, retry_max: 200ms }}\n",
             up.url()
         ),
     )
@@ -154,4 +154,25 @@ async fn metrics_cover_the_pipeline_with_hookgate_names_and_buckets() {
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/plain")));
+
+    // A broken edit is rejected once per change. Each reload reads every file, and the watcher must not
+    // take those reads for changes: it did, and a rejected set was reloaded (and logged) three times a
+    // second, forever. Polling is off here, so only directory events reload.
+    let rejected = r#"hookgate_mapping_reloads_total{outcome="rejected"}"#;
+    std::fs::write(gw.mappings_dir().join("broken.yaml"), "source: [\n").expect("write");
+    let mut after_edit = None;
+    for _ in 0..100 {
+        after_edit = value(&gw.metrics().await, rejected);
+        if after_edit.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after_edit = after_edit.expect("the broken edit is seen");
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        value(&gw.metrics().await, rejected),
+        Some(after_edit),
+        "no reload without a change"
+    );
 }
