@@ -449,17 +449,30 @@ impl Store {
     /// Whether Redis takes the receive path's writes, with a reason when not. The probe is the dedup
     /// store's own `SET NX GET PX`, on a key of its own: a PING also passes on a read-only replica (after
     /// a failover) and on Redis before 7.0, which refuses `NX` with `GET`, while every store fails there.
+    ///
+    /// A probe that failed on a dropped connection is sent once more: the connection manager notices a
+    /// connection Redis closed (a restart, an idle cut by a proxy) only when a command fails on it, and a
+    /// probe should not report that one failure as the instance being unready.
     pub async fn ready(&self) -> Result<(), String> {
-        let mut c = self.conn.clone();
-        let probe: RedisResult<Option<Vec<u8>>> = redis::cmd("SET")
-            .arg(keys::ready(&self.families.inbound))
-            .arg("1")
-            .arg("NX")
-            .arg("GET")
-            .arg("PX")
-            .arg(10_000)
-            .query_async(&mut c)
-            .await;
+        let probe = || {
+            let mut c = self.conn.clone();
+            let key = keys::ready(&self.families.inbound);
+            async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg("1")
+                    .arg("NX")
+                    .arg("GET")
+                    .arg("PX")
+                    .arg(10_000)
+                    .query_async::<Option<Vec<u8>>>(&mut c)
+                    .await
+            }
+        };
+        let probe = match probe().await {
+            Err(e) if e.is_connection_dropped() && !e.is_timeout() => probe().await,
+            other => other,
+        };
         match probe {
             Ok(_) => Ok(()),
             Err(e) => Err(match e.code() {

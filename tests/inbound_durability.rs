@@ -304,6 +304,32 @@ async fn a_failed_dedup_set_keeps_its_entry_and_is_counted() {
     gw.stop().await.unwrap();
 }
 
+/// A connection Redis closed (a restart, a proxy's idle cut) is noticed only when a command fails on it;
+/// that one failure must not make the instance unready (Kubernetes would take it out of service).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_not_failed_by_a_connection_redis_closed() {
+    let redis = Redis::start();
+    let (gw, _s) = stripe_gateway(&redis, "").await;
+    let c = client();
+    let ready = gw.admin_url("/readyz");
+    for round in 0..3 {
+        let r = c.get(&ready).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "round {round}");
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .query(&mut redis.conn())
+            .unwrap();
+        assert!(killed >= 1, "the gateway's connections were closed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = c.get(&ready).send().await.unwrap();
+        let status = r.status().as_u16();
+        assert_eq!(status, 200, "round {round}: {}", r.text().await.unwrap());
+    }
+    gw.stop().await.unwrap();
+}
+
 /// `/readyz` probes with the store's own write: a Redis that answers PING but refuses writes (a replica
 /// after a failover) is not ready, with the reason.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
