@@ -31,6 +31,10 @@ pub enum Error {
     /// reads them as the content type says, so a compressed body would only fail later as malformed.
     #[error("unsupported content encoding `{0}`; send the body uncompressed")]
     UnsupportedEncoding(String),
+    /// A transfer coding other than `chunked` (`gzip, chunked`): hyper undoes only the chunking, so the
+    /// body would be verified and read still compressed. RFC 9112 section 6.1 answers it with 501.
+    #[error("unsupported transfer coding `{0}`; send the body chunked or with a Content-Length")]
+    UnsupportedTransferCoding(String),
     #[error("malformed body: {0}")]
     Malformed(String),
     #[error("{0}")]
@@ -93,6 +97,7 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Unavailable | Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::UnsupportedTransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
@@ -108,6 +113,7 @@ impl Error {
             Error::Timeout(_) => "timeout",
             Error::UnsupportedType(_) => "unsupported_type",
             Error::UnsupportedEncoding(_) => "unsupported_encoding",
+            Error::UnsupportedTransferCoding(_) => "unsupported_transfer_coding",
             Error::Malformed(_) => "malformed",
             Error::Invalid(_) => "invalid",
             Error::Conflict(_) => "conflict",

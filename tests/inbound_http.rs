@@ -1299,6 +1299,24 @@ async fn content_codings_are_refused() {
     let (s, b) = raw_post(gw.addr, "/webhooks/open", head, b"{\"id\":\"c4\"}").await;
     assert_eq!(s, 202, "{b}");
     assert_eq!(inbound_entries(&redis, "hookgate").len(), 1);
+    // Transfer codings: hyper undoes `chunked` only, so `gzip, chunked` would leave the body compressed
+    // (and verified, stored, read that way). RFC 9112 answers an unknown transfer coding with 501.
+    let chunked = |id: &str| format!("b\r\n{{\"id\":\"{id}\"}}\r\n0\r\n\r\n");
+    for coding in ["gzip, chunked", "x-custom,chunked"] {
+        let head = format!("Content-Type: application/json\r\nTransfer-Encoding: {coding}\r\n");
+        let (s, b) = raw_post(gw.addr, "/webhooks/open", &head, chunked("t1").as_bytes()).await;
+        assert_eq!(s, 501, "{coding}: {b}");
+        assert!(b.contains("unsupported_transfer_coding"), "{b}");
+    }
+    let head = "Content-Type: application/json\r\nTransfer-Encoding: Chunked\r\n";
+    let (s, b) = raw_post(gw.addr, "/webhooks/open", head, chunked("t2").as_bytes()).await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 2);
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(r#"hookgate_inbound_requests_total{source="open",status="501"} 2"#),
+        "{metrics}"
+    );
 }
 
 /// Dedup ids: an integer is its decimal text, so `1` and `"1"` are one event; a number that is no

@@ -143,12 +143,16 @@ async fn receive(st: Arc<InboundState>, name: String, peer: SocketAddr, req: Req
     }
     .await;
     let resp = result.unwrap_or_else(|e| {
-        if let Error::Unauthorized(_) = &e {
-            tracing::info!(source = %src.name, reason = %e, "verification failed");
-        } else if e.status().is_server_error() {
-            tracing::warn!(source = %src.name, error = %e, "inbound event not stored");
-        } else {
-            tracing::debug!(source = %src.name, error = %e, "inbound request refused");
+        match &e {
+            Error::Unauthorized(_) => {
+                tracing::info!(source = %src.name, reason = %e, "verification failed");
+            }
+            // Not "not stored": a store that timed out may still land in Redis, and then the sender's
+            // retry is answered as a duplicate.
+            Error::Unavailable | Error::Overloaded | Error::Internal(_) => {
+                tracing::warn!(source = %src.name, error = %e, "inbound event not acknowledged; the sender retries");
+            }
+            _ => tracing::debug!(source = %src.name, error = %e, "inbound request refused"),
         }
         e.into_response()
     });
@@ -169,6 +173,19 @@ struct Admitted<'h> {
 }
 
 /// The checks on the head and the address: header count, allowlist, declared length, content type.
+/// The first coding in the `name` fields (comma-separated lists) that is not `ok`, fit for a reason.
+fn coding_other_than(headers: &HeaderMap, name: header::HeaderName, ok: &str) -> Option<String> {
+    headers.get_all(name).iter().find_map(|field| {
+        field
+            .to_str()
+            .unwrap_or("(not visible ASCII)")
+            .split(',')
+            .map(str::trim)
+            .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case(ok))
+            .map(crate::error::one_line)
+    })
+}
+
 fn admit<'h>(
     st: &InboundState,
     src: &InboundSource,
@@ -213,15 +230,12 @@ fn admit<'h>(
     };
     let kind = BodyKind::from_content_type(content_type)?;
     // Content codings, in the order applied; only `identity` (no coding) is read.
-    for coding in headers.get_all(header::CONTENT_ENCODING) {
-        let text = coding.to_str().unwrap_or("(not visible ASCII)");
-        if let Some(other) = text
-            .split(',')
-            .map(str::trim)
-            .find(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
-        {
-            return Err(Error::UnsupportedEncoding(crate::error::one_line(other)));
-        }
+    if let Some(other) = coding_other_than(headers, header::CONTENT_ENCODING, "identity") {
+        return Err(Error::UnsupportedEncoding(other));
+    }
+    // Transfer codings: hyper has undone `chunked` (which must come last); anything else is still on.
+    if let Some(other) = coding_other_than(headers, header::TRANSFER_ENCODING, "chunked") {
+        return Err(Error::UnsupportedTransferCoding(other));
     }
     Ok(Admitted {
         client,
