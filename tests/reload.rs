@@ -236,6 +236,23 @@ async fn admin_api_needs_the_token() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200, "the scheme is case-insensitive");
+    for pair in [
+        [format!("Bearer {ADMIN_TOKEN}"), "Bearer wrong".to_string()],
+        ["Bearer wrong".to_string(), format!("Bearer {ADMIN_TOKEN}")],
+    ] {
+        let r = c
+            .get(&url)
+            .header("authorization", &pair[0])
+            .header("authorization", &pair[1])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status().as_u16(),
+            401,
+            "two Authorization fields: {pair:?}"
+        );
+    }
     let r = c
         .post(gw.admin_url("/v1/mappings/reload"))
         .send()

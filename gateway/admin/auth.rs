@@ -76,9 +76,11 @@ pub async fn require_token(
             "admin API disabled: set HOOKGATE_ADMIN_TOKEN or HOOKGATE_ADMIN_TOKEN_FILE".into(),
         ));
     }
-    let presented = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
+    // Exactly one Authorization field: with two, a proxy in front and this check could each read another.
+    let mut fields = req.headers().get_all(http::header::AUTHORIZATION).iter();
+    let presented = fields
+        .next()
+        .filter(|_| fields.next().is_none())
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))

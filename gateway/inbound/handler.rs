@@ -350,16 +350,18 @@ fn over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// The URL as the sender addressed it, for schemes that sign it (twilio, hubspot). The scheme comes from
-/// `X-Forwarded-Proto` only when the peer is a trusted proxy.
+/// `X-Forwarded-Proto` only when the peer is a trusted proxy: its left-most value (the scheme the first
+/// proxy was reached by, where a chain appends), in any case (`HTTPS`).
 fn signed_url(peer: SocketAddr, headers: &HeaderMap, uri: &Uri, trusted: &CidrList) -> String {
-    let proto = if trusted.contains(peer.ip()) {
-        headers
-            .get("x-forwarded-proto")
-            .and_then(|v| v.to_str().ok())
-            .filter(|p| *p == "https" || *p == "http")
-            .unwrap_or("http")
-    } else {
-        "http"
+    let forwarded = headers
+        .get("x-forwarded-proto")
+        .filter(|_| trusted.contains(peer.ip()))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim);
+    let proto = match forwarded {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
     };
     let host = headers
         .get(header::HOST)
@@ -520,6 +522,37 @@ fn push_json_str(out: &mut Vec<u8>, s: &str) {
 mod tests {
     use super::*;
     use http::{HeaderName, HeaderValue};
+
+    #[test]
+    fn the_signed_url_takes_the_scheme_from_a_trusted_proxy_only() {
+        let trusted = CidrList::new(&["10.0.0.0/8".parse().expect("net")]);
+        let uri: Uri = "/webhooks/hubspot?a=1".parse().expect("uri");
+        let url = |peer: &str, proto: Option<&str>| {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("hooks.example.com"));
+            if let Some(p) = proto {
+                h.insert(
+                    "x-forwarded-proto",
+                    HeaderValue::from_str(p).expect("value"),
+                );
+            }
+            signed_url(peer.parse().expect("peer"), &h, &uri, &trusted)
+        };
+        let https = "https://hooks.example.com/webhooks/hubspot?a=1";
+        let http = "http://hooks.example.com/webhooks/hubspot?a=1";
+        for proto in ["https", "HTTPS", " https ", "https, http", "Https,https"] {
+            assert_eq!(url("10.1.2.3:443", Some(proto)), https, "{proto:?}");
+        }
+        for proto in ["http", "http, https", "ftp", "", ",https"] {
+            assert_eq!(url("10.1.2.3:443", Some(proto)), http, "{proto:?}");
+        }
+        assert_eq!(url("10.1.2.3:443", None), http);
+        assert_eq!(
+            url("192.0.2.7:443", Some("https")),
+            http,
+            "an untrusted peer's header is ignored"
+        );
+    }
 
     /// The hand-written fast path writes the same JSON object serde_json would.
     #[test]

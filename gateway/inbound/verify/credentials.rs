@@ -4,7 +4,7 @@
 
 use super::crypto::{base64_decode, ct_eq_secret};
 use super::error::VerifyError;
-use super::request::{header, query};
+use super::request::{header, query_param};
 use super::SignedRequest;
 use crate::secret::Secret;
 
@@ -83,12 +83,7 @@ impl Token {
                 })?;
                 token.trim().into()
             }
-            TokenLocation::Param(param) => query(req.url)
-                .and_then(|q| {
-                    form_urlencoded::parse(q.as_bytes())
-                        .find(|(k, _)| k == param.as_str())
-                        .map(|(_, v)| v)
-                })
+            TokenLocation::Param(param) => query_param(req.url, param)?
                 .ok_or_else(|| VerifyError::MissingParam(param.clone()))?,
         };
         let mut ok = false;

@@ -152,6 +152,26 @@ pub(crate) fn query(url: &str) -> Option<&str> {
     url.split_once('?').map(|(_, q)| q)
 }
 
+/// The one value of query parameter `name` in `url`, percent-decoded; a parameter given twice is
+/// refused, as a repeated header is: a check reading the first and a reader the last would disagree.
+pub(crate) fn query_param<'u>(
+    url: &'u str,
+    name: &str,
+) -> Result<Option<Cow<'u, str>>, VerifyError> {
+    let mut values = query(url)
+        .into_iter()
+        .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v);
+    match (values.next(), values.next()) {
+        (Some(_), Some(_)) => Err(VerifyError::Malformed {
+            field: format!("query parameter {name}"),
+            problem: "appears more than once",
+        }),
+        (first, _) => Ok(first),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

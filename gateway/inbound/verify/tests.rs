@@ -352,6 +352,12 @@ fn twilio_json_body_is_bound_by_body_sha256() {
     );
     assert_eq!(r, Err(VerifyError::BodyHashMismatch));
     assert_eq!(VerifyError::BodyHashMismatch.reason(), "mismatch");
+    // A second bodySHA256 (the hash of another body) is refused, not read first-wins.
+    let twice = format!("{url}&bodySHA256=00");
+    assert_eq!(
+        reason(check(&v, "POST", &twice, &hdrs, body, at(0))),
+        "malformed"
+    );
 }
 
 // ---- Published examples and vectors computed with Python's stdlib hmac ----
@@ -760,6 +766,15 @@ fn token_in_header_and_param() {
         r.map_err(|e| e.to_string()),
         Err("missing query parameter key".into())
     );
+    // Given twice, it is refused whichever copy is right, as a repeated header is.
+    for q in ["key=a+b%26c&key=wrong", "key=wrong&x=1&key=a+b%26c"] {
+        let r = check(&v, "POST", &format!("{URL}?{q}"), &[], "", at(0));
+        assert_eq!(
+            r.map_err(|e| e.to_string()),
+            Err("malformed query parameter key: appears more than once".into()),
+            "{q}"
+        );
+    }
 }
 
 // ---- build diagnostics ----

@@ -9,7 +9,7 @@
 use super::crypto::{ct_eq, sha256, Algorithm, Encoding, Key, Mac};
 use super::error::VerifyError;
 use super::mac::any_key_matches;
-use super::request::{header, optional_header, query, signed_url};
+use super::request::{header, optional_header, query_param, signed_url};
 use super::SignedRequest;
 
 const SIGNATURE_HEADER: &str = "X-Twilio-Signature";
@@ -32,11 +32,7 @@ impl Twilio {
         let mac = Mac::Hmac(algorithm(optional_header(req.headers, SETTINGS_HEADER)?)?);
         let url = signed_url(req.url, self.public_url.as_deref());
 
-        let body_hash = query(&url).and_then(|q| {
-            form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == BODY_HASH_PARAM)
-                .map(|(_, v)| v.into_owned())
-        });
+        let body_hash = query_param(&url, BODY_HASH_PARAM)?;
         let params = match body_hash {
             Some(expected) => {
                 let expected = Encoding::Hex
