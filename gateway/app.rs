@@ -137,8 +137,10 @@ pub async fn run(
         Role::Worker | Role::All => Some(outbound.start(&cfg, stop_rx.clone())?),
     };
     let admin_app = layered(
-        admin::router(ready, live, token.clone(), dead)
-            .merge(admin::outbound_router(outbound, token)),
+        admin::with_fallbacks(
+            admin::router(ready, live, token.clone(), dead)
+                .merge(admin::outbound_router(outbound, token)),
+        ),
         &cfg,
         None,
     );

@@ -52,6 +52,12 @@ pub enum Error {
     /// The method is not served on this path; `Allow` names the one that is.
     #[error("method not allowed; use {0}")]
     MethodNotAllowed(&'static str),
+    /// The same on a router path that serves several methods: the router adds `Allow` itself.
+    #[error("method not allowed on this path; Allow names those that are")]
+    MethodNotAllowedHere,
+    /// A query parameter or cursor that cannot be read (admin API).
+    #[error("{0}")]
+    BadRequest(String),
     /// Well-formed but not acceptable (a subscription URL the egress policy forbids, ...).
     #[error("{0}")]
     Invalid(String),
@@ -82,7 +88,10 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::UnknownSource(_) | Error::NotFound => StatusCode::NOT_FOUND,
-            Error::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Error::MethodNotAllowed(_) | Error::MethodNotAllowedHere => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
+            Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::IpNotAllowed(_) => StatusCode::FORBIDDEN,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooManyHeaders(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -106,7 +115,8 @@ impl Error {
         match self {
             Error::UnknownSource(_) => "unknown_source",
             Error::NotFound => "not_found",
-            Error::MethodNotAllowed(_) => "method_not_allowed",
+            Error::MethodNotAllowed(_) | Error::MethodNotAllowedHere => "method_not_allowed",
+            Error::BadRequest(_) => "bad_request",
             Error::IpNotAllowed(_) => "ip_not_allowed",
             Error::TooLarge(_) => "too_large",
             Error::TooManyHeaders(_) => "too_many_headers",

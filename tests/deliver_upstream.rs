@@ -301,6 +301,37 @@ async fn mapping_errors_replay_after_the_fix() {
         dead[0]["detail"]
     );
     assert_eq!(dead[0]["source"], "shop");
+    // Pages: `next` is the cursor of the following page.
+    let first = admin_get(&gw, "/v1/dead-letters?limit=1").await;
+    assert_eq!(first["dead_letters"][0]["id"], dead[0]["id"], "{first}");
+    let next = first["next"].as_str().expect("a next page").to_string();
+    let second = admin_get(&gw, &format!("/v1/dead-letters?limit=1&after={next}")).await;
+    assert_eq!(second["dead_letters"][0]["id"], dead[1]["id"], "{second}");
+    let rest = admin_get(
+        &gw,
+        &format!("/v1/dead-letters?after={}", dead[1]["id"].as_str().unwrap()),
+    )
+    .await;
+    assert_eq!(rest["dead_letters"], json!([]), "{rest}");
+    assert_eq!(rest["next"], Value::Null);
+    // A cursor that is no stream id is the client's mistake (400), not a storage outage (503).
+    for path in [
+        "/v1/dead-letters?after=garbage",
+        "/v1/dead-letters?after=99999999999999999999-0",
+        "/v1/dead-letters?after=18446744073709551615-18446744073709551615",
+        "/v1/outbound/dead-letters?after=1-x",
+        "/v1/dead-letters?limit=-1",
+    ] {
+        let r = client()
+            .get(gw.admin_url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{path}");
+        let body: Value = r.json().await.expect("a JSON error");
+        assert_eq!(body["error"], "bad_request", "{path}: {body}");
+    }
 
     // replaying before the fix fails the same way and comes back
     let one = dead[0]["id"].as_str().unwrap().to_string();

@@ -236,6 +236,34 @@ async fn admin_api_needs_the_token() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 200, "the scheme is case-insensitive");
+    // What no route serves is answered in the same JSON as everything else.
+    let r = c
+        .get(gw.admin_url("/v1/nope"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "not_found");
+    let r = c
+        .delete(gw.admin_url("/v1/sources"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let allow = r
+        .headers()
+        .get("allow")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert!(
+        allow.as_deref().is_some_and(|a| a.contains("GET")),
+        "{allow:?}"
+    );
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"],
+        "method_not_allowed"
+    );
     for pair in [
         [format!("Bearer {ADMIN_TOKEN}"), "Bearer wrong".to_string()],
         ["Bearer wrong".to_string(), format!("Bearer {ADMIN_TOKEN}")],

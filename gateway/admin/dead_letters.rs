@@ -1,9 +1,10 @@
 //! `GET /v1/dead-letters`, `GET|DELETE /v1/dead-letters/{id}`, `POST /v1/dead-letters/{id}/replay`,
 //! `POST /v1/dead-letters/replay`: inspect failed inbound events, and put them back once the cause is fixed.
 
+use super::Query;
 use crate::deliver::{DeadLetters, Filter};
 use crate::error::Error;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -41,20 +42,6 @@ fn unavailable(e: redis::RedisError) -> Error {
     Error::Unavailable
 }
 
-/// Stream ids only (`ms-seq`): anything else is simply not found.
-fn checked(id: &str) -> Result<&str, Error> {
-    let ok = id.split_once('-').is_some_and(|(a, b)| {
-        [a, b]
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
-    });
-    if ok {
-        Ok(id)
-    } else {
-        Err(Error::NotFound)
-    }
-}
-
 async fn list(
     State(dead): State<DeadLetters>,
     Query(q): Query<ListQuery>,
@@ -63,7 +50,7 @@ async fn list(
         source: q.source,
         reason: q.reason,
     };
-    let after = q.after.as_deref().map(checked).transpose()?;
+    let after = q.after.as_deref().map(super::cursor).transpose()?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let page = dead
         .list(&filter, after, limit)
@@ -78,7 +65,7 @@ async fn show(
     State(dead): State<DeadLetters>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    dead.get(checked(&id)?)
+    dead.get(super::path_id(&id)?)
         .await
         .map_err(unavailable)?
         .map(Json)
@@ -89,7 +76,11 @@ async fn remove(
     State(dead): State<DeadLetters>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    if dead.delete(checked(&id)?).await.map_err(unavailable)? {
+    if dead
+        .delete(super::path_id(&id)?)
+        .await
+        .map_err(unavailable)?
+    {
         Ok(Json(json!({ "deleted": id })))
     } else {
         Err(Error::NotFound)
@@ -100,7 +91,11 @@ async fn replay(
     State(dead): State<DeadLetters>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    match dead.replay(checked(&id)?).await.map_err(unavailable)? {
+    match dead
+        .replay(super::path_id(&id)?)
+        .await
+        .map_err(unavailable)?
+    {
         Some(new) => Ok(Json(json!({ "replayed": id, "inbound_id": new }))),
         None => Err(Error::NotFound),
     }

@@ -4,10 +4,11 @@
 //! `POST /v1/outbound/dead-letters/replay?subscription=&reason=`. A replay puts the delivery back with its
 //! id, so the receiver sees the same `webhook-id`.
 
+use super::Query;
 use crate::error::Error;
 use crate::outbound::queue::{self, rf};
 use crate::outbound::Outbound;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -162,20 +163,6 @@ async fn show(State(o): State<Outbound>, Path(id): Path<String>) -> Result<Json<
     Ok(Json(v))
 }
 
-/// Stream ids only (`ms-seq`): anything else is simply not found.
-fn checked(id: &str) -> Result<&str, Error> {
-    let ok = id.split_once('-').is_some_and(|(a, b)| {
-        [a, b]
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
-    });
-    if ok {
-        Ok(id)
-    } else {
-        Err(Error::NotFound)
-    }
-}
-
 #[derive(Deserialize)]
 struct DeadQuery {
     subscription: Option<String>,
@@ -248,7 +235,7 @@ async fn dead_list(
     State(o): State<Outbound>,
     Query(q): Query<DeadQuery>,
 ) -> Result<Json<Value>, Error> {
-    let after = q.after.as_deref().map(checked).transpose()?;
+    let after = q.after.as_deref().map(super::cursor).transpose()?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let (items, next) = dead_scan(
         &o,
@@ -266,7 +253,7 @@ async fn dead_show(
     State(o): State<Outbound>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    let id = checked(&id)?;
+    let id = super::path_id(&id)?;
     let mut c = o.conn.clone();
     let page: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
         .arg(&o.keys.dead)
@@ -284,7 +271,7 @@ async fn dead_remove(
     State(o): State<Outbound>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    let id = checked(&id)?;
+    let id = super::path_id(&id)?;
     let mut c = o.conn.clone();
     let n: u64 = redis::cmd("XDEL")
         .arg(&o.keys.dead)
@@ -302,7 +289,7 @@ async fn dead_replay(
     State(o): State<Outbound>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    let id = checked(&id)?;
+    let id = super::path_id(&id)?;
     let mut c = o.conn.clone();
     let now = crate::outbound::dispatch::now_ms();
     match queue::replay(&mut c, &o.scripts, &o.keys, id, now)

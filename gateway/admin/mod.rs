@@ -8,6 +8,7 @@ mod sources;
 mod subscriptions;
 
 use crate::catalog::LiveCatalog;
+use crate::error::Error;
 pub use auth::AdminToken;
 
 use crate::inbound::SourceRegistry;
@@ -50,6 +51,63 @@ pub fn router(
         .route("/metrics", get(metrics))
         .with_state(ready)
         .merge(api)
+}
+
+/// The whole admin router's answers for what no route serves, in the JSON every other answer has: 404 for
+/// an unknown path, 405 (with the router's `Allow`) for a method a path does not serve.
+pub fn with_fallbacks(r: Router) -> Router {
+    r.fallback(|| async { Error::NotFound })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowedHere })
+}
+
+/// `axum`'s query extractor, refusing in our JSON (`400 bad_request` with serde's reason) instead of
+/// plain text.
+pub(crate) struct Query<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Error> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| Error::BadRequest(crate::error::one_line(&e.body_text())))
+    }
+}
+
+/// Whether `id` is a stream entry id, `<ms>-<seq>`, each part a 64-bit unsigned number.
+fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    let part = |p: &str| {
+        (!p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| p.parse::<u64>().ok())
+            .flatten()
+    };
+    Some((part(ms)?, part(seq)?))
+}
+
+/// An entry id in a path: anything but a stream id is simply not found.
+pub(crate) fn path_id(id: &str) -> Result<&str, Error> {
+    stream_id(id).map(|_| id).ok_or(Error::NotFound)
+}
+
+/// A page cursor, the `next` of the previous page: anything else is the client's mistake (400), not a
+/// storage outage. The largest id is refused too: no entry can follow it, and Redis refuses the range.
+pub(crate) fn cursor(after: &str) -> Result<&str, Error> {
+    match stream_id(after) {
+        Some((ms, seq)) if (ms, seq) != (u64::MAX, u64::MAX) => Ok(after),
+        _ => Err(Error::BadRequest(format!(
+            "after: `{}` is not a cursor; pass the previous page's `next` (a stream id such as 1767225600000-0)",
+            crate::error::one_line(after)
+        ))),
+    }
 }
 
 /// The outbound admin API (events, subscriptions, deliveries, outbound dead letters), behind the token.

@@ -4,6 +4,7 @@
 //! The signing secret is shown in full only in the answers that set it (create, rotation).
 
 use super::events::parse;
+use super::Query;
 use crate::error::Error;
 use crate::outbound::registry::{hf, Compiled, WriteError};
 use crate::outbound::subscription::{
@@ -11,7 +12,7 @@ use crate::outbound::subscription::{
 };
 use crate::outbound::Outbound;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use http::StatusCode;
