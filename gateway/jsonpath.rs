@@ -63,6 +63,16 @@ impl JsonPath {
             source.into()
         };
         let query = parse_json_path(&text).map_err(|e| path_error(source, e))?;
+        if let Some(at) = second_descendant(source) {
+            return Err(PathError {
+                path: source.to_owned(),
+                message: "at most one `..` per path: each descendant segment after the first \
+                          multiplies the nodes selected by the payload's depth (`$..a..b` on a 0.5 MB \
+                          payload selected millions); start from a fixed member, as `$.data..b`"
+                    .to_owned(),
+                offset: Some(at),
+            });
+        }
         let route = match direct_steps(&text) {
             Some(steps) => Route::Direct(steps),
             None => Route::Full(Box::new(query)),
@@ -150,6 +160,34 @@ impl JsonPath {
             Err(_) => Vec::new(),
         }
     }
+}
+
+/// The byte offset of the second descendant segment (`..`) in a path, outside quoted names. RFC 9535
+/// gives `$..a..b` a node for every (a, b) pair where b is below a, duplicates included: on a deep
+/// payload that is the payload's size times its depth, each with its own normalized path, and a sender
+/// controls the payload. One descendant segment selects each node at most once.
+fn second_descendant(path: &str) -> Option<usize> {
+    let bytes = path.as_bytes();
+    let (mut i, mut seen, mut quote) = (0, false, None::<u8>);
+    while i < bytes.len() {
+        let c = bytes[i];
+        match quote {
+            Some(_) if c == b'\\' => i += 1,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == b'\'' || c == b'"' => quote = Some(c),
+            None if c == b'.' && bytes.get(i + 1) == Some(&b'.') => {
+                if seen {
+                    return Some(i);
+                }
+                seen = true;
+                i += 1;
+            }
+            None => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 fn full_query<'a>(query: &JpQuery, value: &'a Value) -> Vec<&'a Value> {
@@ -366,6 +404,43 @@ mod unit_tests {
     fn errors_carry_the_offset() {
         let e = JsonPath::compile("$.[[?type").unwrap_err();
         assert!(e.offset.is_some(), "{e:?}");
+    }
+
+    #[test]
+    fn one_descendant_segment_at_most() {
+        for ok in [
+            "$..a",
+            "$.data..b",
+            "$..*",
+            "$..[?@.x == 1]",
+            "$['a..b']..c",
+            "$[\"..\"]..c",
+            "@..sku",
+        ] {
+            assert!(JsonPath::compile_relative(ok).is_ok(), "{ok}");
+        }
+        for (bad, at) in [
+            ("$..a..b", 4),
+            ("$..*..*", 4),
+            ("$.x..a[?@..b]", 9),
+            ("$['..']..a..b", 10),
+        ] {
+            let e = JsonPath::compile(bad).expect_err(bad);
+            assert_eq!(e.offset, Some(at), "{bad}: {e}");
+            assert!(e.message.contains("at most one `..`"), "{e}");
+        }
+        // The blow-up it prevents: 30 nested `a`s over 2,000 `b`s.
+        let mut doc = json!((0..2000).map(|_| json!({"b": 1})).collect::<Vec<_>>());
+        for _ in 0..30 {
+            doc = json!({ "a": doc });
+        }
+        let once = JsonPath::compile("$..b").expect("one descendant segment");
+        assert_eq!(once.query(&doc).len(), 2000);
+        let twice = parse_json_path("$..a..b").expect("jsonpath-rust parses it");
+        assert!(
+            full_query(&twice, &doc).len() > 2000 * 25,
+            "each b once per a above it"
+        );
     }
 
     #[test]
