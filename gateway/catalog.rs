@@ -129,7 +129,25 @@ impl LiveCatalog {
             return Reload::Unchanged;
         }
         let previous = self.current();
-        match load(&self.dir, Some(&previous)) {
+        let loaded = load(&self.dir, Some(&previous)).and_then(|c| {
+            // A directory emptied while sources are served is far more often a mount caught mid-update
+            // or a mistake than an intent, and applying it would answer 404 to every sender.
+            if c.sources.is_empty() && !previous.sources.is_empty() {
+                Err(vec![Diagnostic::new(
+                    self.dir.display().to_string(),
+                    0,
+                    0,
+                    format!(
+                        "no mapping files: the {} source(s) being served keep serving (to serve none, \
+                         restart with the directory empty)",
+                        previous.sources.len()
+                    ),
+                )])
+            } else {
+                Ok(c)
+            }
+        });
+        match loaded {
             Ok(catalog) => {
                 let n = catalog.sources.len();
                 self.publish(catalog);

@@ -17,6 +17,71 @@ fn shipped_mappings_pass_check() {
     assert!(report.contains("9 file(s) ok, 0 problem(s)"), "{report}");
 }
 
+/// What `check` is given that is no mapping file is a problem, never skipped in silence: a directory
+/// without one (a CI gate that checks nothing), a dangling symlink, a directory or FIFO named `*.yaml`,
+/// a file too large to be one. One file named twice is checked once.
+#[test]
+fn check_reports_what_is_not_a_mapping_file() {
+    let run = |paths: &[PathBuf]| {
+        let mut out = Vec::new();
+        let ok = check::check(paths, &mut out);
+        (ok, String::from_utf8_lossy(&out).into_owned())
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (ok, report) = run(&[d.to_path_buf()]);
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains("no mapping files (*.yaml, *.yml) in this directory"),
+        "{report}"
+    );
+
+    let good = "source: t1\nallow_ips: [127.0.0.0/8]\n";
+    std::fs::write(d.join("A.YAML"), good).expect("write");
+    let (ok, report) = run(&[d.to_path_buf()]);
+    assert!(
+        ok && report.contains("1 file(s) ok, 0 problem(s)"),
+        "any case: {report}"
+    );
+    let a = d.join("A.YAML");
+    let dotted = d.join(".").join("A.YAML");
+    let (ok, report) = run(&[a.clone(), dotted]);
+    assert!(
+        ok && report.contains("1 file(s) ok, 0 problem(s)"),
+        "named twice: {report}"
+    );
+
+    std::os::unix::fs::symlink(d.join("gone.yaml"), d.join("link.yaml")).expect("symlink");
+    std::fs::create_dir(d.join("sub.yaml")).expect("dir");
+    let fifo = d.join("pipe.yml");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo");
+    assert!(made.success());
+    let big = d.join("big.yaml");
+    let f = std::fs::File::create(&big).expect("create");
+    f.set_len(hookgate::mapping::MAX_MAPPING_FILE_BYTES + 1)
+        .expect("set_len");
+    let (ok, report) = run(&[d.to_path_buf()]);
+    assert!(!ok, "{report}");
+    for (file, why) in [
+        ("link.yaml", "cannot read"),
+        ("sub.yaml", "a directory named like a mapping file"),
+        ("pipe.yml", "not a regular file"),
+        ("big.yaml", "larger than 16 MiB"),
+    ] {
+        assert!(
+            report.lines().any(|l| l.contains(file) && l.contains(why)),
+            "{file}: {why}\n{report}"
+        );
+    }
+    assert!(report.contains("1 file(s) ok, 4 problem(s)"), "{report}");
+    // Named directly, a FIFO is refused rather than read (which would wait for a writer forever).
+    let (ok, report) = run(&[fifo]);
+    assert!(!ok && report.contains("not a regular file"), "{report}");
+}
+
 #[test]
 fn every_provider_has_a_mapping_with_tests() {
     let (files, diags) = hookgate::mapping::load_files(&[root().join("mappings")]);
@@ -66,6 +131,45 @@ fn try_maps_a_real_stripe_customer() {
         "Lovelace"
     );
     assert_eq!(actions[0]["rule"], "new customer");
+}
+
+/// `try` refuses what the receiver refuses, and reads no more than it would: a payload over the source's
+/// `max_body`, a FIFO or device (`/dev/zero` never ends), a header no sender could send, a mapping file
+/// that is not UTF-8 (located at its first bad byte).
+#[test]
+fn try_refuses_what_the_receiver_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mapping = d.join("small.yaml");
+    std::fs::write(
+        &mapping,
+        "source: small\nallow_ips: [127.0.0.0/8]\nmax_body: 1KiB\nrules:\n  - name: r\n    custom_event: { event_name: e, ext_id: $.id }\n",
+    )
+    .unwrap();
+    let payload = d.join("p.json");
+    std::fs::write(&payload, format!("{{\"id\":\"{}\"}}", "x".repeat(1000))).unwrap();
+    let out = try_cmd::try_event(&mapping, &payload, &[]).unwrap();
+    assert!(out.contains("custom_event"), "{out}");
+    std::fs::write(&payload, format!("{{\"id\":\"{}\"}}", "x".repeat(1100))).unwrap();
+    let e = try_cmd::try_event(&mapping, &payload, &[]).unwrap_err();
+    assert!(e.contains("larger than 1024 bytes"), "{e}");
+    let e = try_cmd::try_event(&mapping, Path::new("/dev/zero"), &[]).unwrap_err();
+    assert!(e.contains("not a regular file"), "{e}");
+    std::fs::write(&payload, "{\"id\":\"a\"}").unwrap();
+    for bad in ["Bad Name: x", "X-Ok: a\u{7f}b"] {
+        let e = try_cmd::try_event(&mapping, &payload, &[bad.to_owned()]).unwrap_err();
+        assert!(e.contains("not a header a sender could send"), "{bad}: {e}");
+    }
+    std::fs::write(
+        &mapping,
+        b"source: small\nallow_ips: [127.0.0.0/8]\n# caf\xe9\n",
+    )
+    .unwrap();
+    let e = try_cmd::try_event(&mapping, &payload, &[]).unwrap_err();
+    assert!(
+        e.contains("small.yaml:3:6: a byte that is not UTF-8"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -144,6 +144,60 @@ async fn watched_directory_reloads_and_bad_edits_keep_the_last_good_set() {
     // a removed file stops being served
     std::fs::remove_file(dir.join("b.yaml")).unwrap();
     assert!(eventually(&gw.url("b"), 404, 5).await);
+
+    // A link that lost its target is a problem, not a removal: a keeps serving.
+    let a_text = std::fs::read_to_string(dir.join("a.yaml")).unwrap();
+    std::fs::write(dir.join("..a_real.yaml"), &a_text).unwrap();
+    std::fs::remove_file(dir.join("a.yaml")).unwrap();
+    std::os::unix::fs::symlink(dir.join("..a_real.yaml"), dir.join("a.yaml")).unwrap();
+    let (s, _) = admin_reload(&gw).await;
+    assert_eq!(s, 200, "a symlink to a mapping file is one");
+    std::fs::remove_file(dir.join("..a_real.yaml")).unwrap();
+    let (s, problems) = admin_reload(&gw).await;
+    assert_eq!(s, 422, "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("a.yaml") && p.contains("cannot read")),
+        "{problems:?}"
+    );
+    assert_eq!(
+        status(&gw.url("a")).await,
+        202,
+        "the last good set keeps serving"
+    );
+    // Every file gone (a mount caught mid-update, a mistake): the sources keep serving.
+    std::fs::remove_file(dir.join("a.yaml")).unwrap();
+    let (s, problems) = admin_reload(&gw).await;
+    assert_eq!(s, 422, "{problems:?}");
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("no mapping files") && p.contains("1 source(s)")),
+        "{problems:?}"
+    );
+    assert_eq!(status(&gw.url("a")).await, 202, "still served");
+}
+
+/// `POST /v1/mappings/reload`: the status and, for a 422, every problem.
+async fn admin_reload(gw: &Gateway) -> (u16, Vec<String>) {
+    let r = client()
+        .post(gw.admin_url("/v1/mappings/reload"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    let problems = body["problems"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    (status, problems)
 }
 
 /// Lay out `dir` the way the kubelet mounts a ConfigMap: `..data -> ..<ts>/`, each key a symlink

@@ -18,7 +18,22 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
 /// Check `paths` and write the report to `out`; true when every file is valid and every test
 /// passes. (The Rust tests call this directly.)
 pub fn check(paths: &[PathBuf], out: &mut dyn Write) -> bool {
-    let (files, diags) = load_files(paths);
+    let (files, mut diags) = load_files(paths);
+    // A directory with no mapping file is a problem here: a CI gate that checks nothing must fail.
+    for dir in paths.iter().filter(|p| p.is_dir()) {
+        if !files.iter().any(|f| f.path.starts_with(dir))
+            && !diags
+                .iter()
+                .any(|d| std::path::Path::new(&d.file).starts_with(dir))
+        {
+            diags.push(mapping::Diagnostic::new(
+                dir.display().to_string(),
+                0,
+                0,
+                "no mapping files (*.yaml, *.yml) in this directory",
+            ));
+        }
+    }
     for d in &diags {
         let _ = writeln!(out, "{}\n", d.render());
     }

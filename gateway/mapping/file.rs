@@ -88,13 +88,15 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
             ok = false;
         }
         (Some(n), Some(name)) => {
+            // `.` and `..` are dot-segments: clients resolve `/webhooks/..` to `/`, so no sender reaches them.
             let valid = !name.value.is_empty()
+                && !matches!(name.value.as_str(), "." | "..")
                 && name
                     .value
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
             if !valid {
-                ctx.error(n.loc, format!("source `{}`: use letters, digits, `-`, `_` and `.` only (it is part of a URL)", name.value));
+                ctx.error(n.loc, format!("source `{}`: use letters, digits, `-`, `_` and `.` only, and not `.` or `..` alone (it is a segment of a URL path)", name.value));
                 ok = false;
             }
         }
@@ -108,6 +110,17 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
     }
     if let Some(d) = &dedup {
         ok &= check_dedup(ctx, root, d);
+    }
+    if max_body.is_some_and(|b| b.as_u64() == 0 || b > crate::config::MAX_BODY_CAP) {
+        let at = entry(root, "max_body").map_or(root.loc, |(_, v)| v.loc);
+        ctx.error(
+            at,
+            format!(
+                "max_body: above 0 and at most {}",
+                crate::config::MAX_BODY_CAP
+            ),
+        );
+        ok = false;
     }
     // The verifier's options and the spelling of its secret references (their values are read only
     // when serving), so that `hookgate check` finds a broken head before a deploy does.
@@ -328,46 +341,88 @@ fn rules(ctx: &mut Ctx, node: Option<&Node>, env: Env) -> Vec<Rule> {
         .collect()
 }
 
-/// Expand directories to their `*.yaml`/`*.yml` files (top level only, skipping dot names such as a
-/// ConfigMap's `..data`; symlinks are followed), sorted; problems reading them are returned too.
+/// Expand directories to their `*.yaml`/`*.yml` files (any case; top level only, skipping dot names such
+/// as a ConfigMap's `..data` and editors' `.x.yaml.swp`; symlinks are followed), sorted; each file named
+/// is taken as is. A name that looks like a mapping file but is none (a dangling symlink, a directory, a
+/// FIFO, a file over [`MAX_FILE_BYTES`]) is a problem, not skipped in silence: a link that lost its
+/// target would otherwise take its source down as if it had been removed.
 pub fn source_paths(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<Diagnostic>) {
     let mut files = Vec::new();
     let mut diags = Vec::new();
+    let problem =
+        |p: &Path, message: String| Diagnostic::new(p.display().to_string(), 0, 0, message);
     for p in paths {
         match std::fs::metadata(p) {
             Ok(m) if m.is_dir() => match std::fs::read_dir(p) {
                 Ok(entries) => {
                     let mut found: Vec<PathBuf> = entries
                         .filter_map(Result::ok)
-                        .filter(|e| {
-                            let name = e.file_name();
-                            let name = name.to_string_lossy();
-                            !name.starts_with('.')
-                                && (name.ends_with(".yaml") || name.ends_with(".yml"))
-                        })
+                        .filter(|e| is_mapping_name(&e.file_name().to_string_lossy()))
                         .map(|e| e.path())
-                        .filter(|p| p.is_file())
                         .collect();
                     found.sort();
-                    files.extend(found);
+                    for f in found {
+                        match regular_file(&f) {
+                            Ok(()) => files.push(f),
+                            Err(why) => diags.push(problem(&f, why)),
+                        }
+                    }
                 }
-                Err(e) => diags.push(Diagnostic::new(
-                    p.display().to_string(),
-                    0,
-                    0,
-                    format!("cannot read directory: {e}"),
-                )),
+                Err(e) => diags.push(problem(p, format!("cannot read directory: {e}"))),
             },
-            Ok(_) => files.push(p.clone()),
-            Err(e) => diags.push(Diagnostic::new(
-                p.display().to_string(),
-                0,
-                0,
-                format!("cannot read: {e}"),
-            )),
+            Ok(_) => match regular_file(p) {
+                Ok(()) => files.push(p.clone()),
+                Err(why) => diags.push(problem(p, why)),
+            },
+            Err(e) => diags.push(problem(p, format!("cannot read: {e}"))),
         }
     }
     (files, diags)
+}
+
+/// The most a mapping file may hold. Far above any real one (lookup tables included); it keeps a file
+/// named by mistake (`/dev/zero`, a log) from being read until memory runs out.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// `*.yaml` or `*.yml` in any case, not hidden (`.x.yaml`, editors' `.x.yaml.swp`).
+fn is_mapping_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    !name.starts_with('.') && (lower.ends_with(".yaml") || lower.ends_with(".yml"))
+}
+
+/// A mapping file's text: a regular file of at most [`MAX_FILE_BYTES`], in UTF-8; otherwise why not, at
+/// the first byte that is not UTF-8 when that is the reason.
+pub fn read_text(p: &Path) -> Result<String, Diagnostic> {
+    let whole = |why: String| Diagnostic::new(p.display().to_string(), 0, 0, why);
+    regular_file(p).map_err(whole)?;
+    let bytes = std::fs::read(p).map_err(|e| whole(format!("cannot read: {e}")))?;
+    String::from_utf8(bytes).map_err(|e| {
+        // Valid up to there, so lines and characters are counted as the parser counts them.
+        let valid =
+            std::str::from_utf8(&e.as_bytes()[..e.utf8_error().valid_up_to()]).unwrap_or_default();
+        let line = valid.matches('\n').count() + 1;
+        let column = valid.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Diagnostic::new(
+            p.display().to_string(),
+            line as u32,
+            column as u32,
+            "a byte that is not UTF-8: save the file as UTF-8",
+        )
+    })
+}
+
+/// Ok for a regular file (through symlinks) of at most [`MAX_FILE_BYTES`]; otherwise why not.
+fn regular_file(p: &Path) -> Result<(), String> {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() && m.len() > MAX_FILE_BYTES => Err(format!(
+            "larger than {} MiB; a mapping file is not that large",
+            MAX_FILE_BYTES / (1024 * 1024)
+        )),
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(m) if m.is_dir() => Err("a directory named like a mapping file".into()),
+        Ok(_) => Err("not a regular file".into()),
+        Err(e) => Err(format!("cannot read: {e}")),
+    }
 }
 
 /// Parse every file `source_paths` finds, and check that source names are unique across files.
@@ -376,18 +431,14 @@ pub fn load_files(paths: &[PathBuf]) -> (Vec<SourceFile>, Vec<Diagnostic>) {
     let mut out: Vec<SourceFile> = Vec::new();
     let mut seen = HashSet::new();
     for path in files {
-        if !seen.insert(path.clone()) {
+        // One file named twice (`a.yaml ./a.yaml`, or a file and its directory) is read once.
+        if !seen.insert(std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone())) {
             continue;
         }
-        let text = match std::fs::read_to_string(&path) {
+        let text = match read_text(&path) {
             Ok(t) => t,
-            Err(e) => {
-                diags.push(Diagnostic::new(
-                    path.display().to_string(),
-                    0,
-                    0,
-                    format!("cannot read: {e}"),
-                ));
+            Err(d) => {
+                diags.push(d);
                 continue;
             }
         };

@@ -19,7 +19,10 @@ pub(crate) mod yaml;
 /// The "did you mean" hint of mapping errors, also used for unknown configuration keys.
 pub(crate) use diagnostic::suggest;
 pub use diagnostic::Diagnostic;
-pub use file::{load_files, parse_source_file, source_paths};
+pub use file::{
+    load_files, parse_source_file, read_text, source_paths,
+    MAX_FILE_BYTES as MAX_MAPPING_FILE_BYTES,
+};
 pub use rule::MapError;
 pub use transform::NAMES as TRANSFORMS;
 pub use value::Headers;
