@@ -5,7 +5,7 @@
 //! once into this tree, every node with its line and column, and each compiler checks its part and
 //! records every problem in [`Ctx`], so one `check` run reports all of them.
 
-use super::diagnostic::{did_you_mean, suggest, Diagnostic};
+use super::diagnostic::{did_you_mean, suggest, Diagnostic, LineIndex};
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_saphyr::Spanned;
@@ -324,6 +324,7 @@ pub struct Ctx<'t> {
     pub file: String,
     pub text: &'t str,
     pub diags: Vec<Diagnostic>,
+    lines: LineIndex<'t>,
 }
 
 impl<'t> Ctx<'t> {
@@ -332,6 +333,7 @@ impl<'t> Ctx<'t> {
             file: file.into(),
             text,
             diags: Vec::new(),
+            lines: LineIndex::new(text),
         }
     }
 
@@ -349,7 +351,7 @@ impl<'t> Ctx<'t> {
     ) -> &mut Diagnostic {
         let d = Diagnostic::new(&self.file, line, column, message)
             .with_width(width)
-            .with_source(self.text);
+            .with_source_in(&self.lines);
         self.diags.push(d);
         let last = self.diags.len() - 1;
         &mut self.diags[last]
