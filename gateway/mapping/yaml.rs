@@ -112,6 +112,43 @@ pub fn parse(file: &str, text: &str) -> Result<Node, Diagnostic> {
     }
 }
 
+/// The parser's messages in the words of a mapping file rather than of the Rust library underneath
+/// (`set DuplicateKeyPolicy in Options`, `use Option<String>`, `budget breached: Depth { .. }`).
+fn plain_words(message: String) -> String {
+    if let Some(rest) = message.strip_prefix("duplicate mapping key: ") {
+        let key = rest
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(rest);
+        return format!(
+            "duplicate key `{key}`: a key appears once in a map (the first one is above)"
+        );
+    }
+    if message.starts_with("budget breached: Nodes") {
+        return "too many YAML nodes once aliases are expanded (an alias bomb?); a mapping file needs far fewer".into();
+    }
+    if message.starts_with("budget breached: Depth") {
+        return "nested too deep; a mapping file needs far fewer levels".into();
+    }
+    if message.starts_with("budget breached") {
+        return "too large for a mapping file (a limit of the YAML reader)".into();
+    }
+    if message.contains("rejected by the configured policy") && message.contains("non-finite") {
+        return "infinity and NaN are not values a mapping can send".into();
+    }
+    if message.ends_with("expected integer overflow") {
+        return "a number out of range here".into();
+    }
+    match message.find("; use Option<") {
+        Some(i) => {
+            let mut m = message;
+            m.truncate(i);
+            m.replace("cannot deserialize null into", "null where this needs")
+        }
+        None => message,
+    }
+}
+
 /// A serde-saphyr error as a diagnostic, with a hint for the mistakes YAML makes easy.
 pub fn serde_error(file: &str, text: &str, e: &serde_saphyr::Error) -> Diagnostic {
     let (line, col) = e
@@ -123,6 +160,7 @@ pub fn serde_error(file: &str, text: &str, e: &serde_saphyr::Error) -> Diagnosti
     if let Some(i) = message.find(" at line ") {
         message.truncate(i);
     }
+    let message = plain_words(message);
     let mut d = Diagnostic::new(file, line, col, message.clone()).with_source(text);
     let at = d
         .source_line
