@@ -306,6 +306,11 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
     }
     let list_ids = value(ctx, "list_ids");
     let date = value(ctx, "event_date");
+    let constants_fine = f
+        .get("list_ids")
+        .is_none_or(|n| lint_list_ids(ctx, n, kind))
+        & f.get("event_date")
+            .is_none_or(|n| lint_event_date(ctx, n, kind));
     let event_name = value(ctx, "event_name");
     let mut fields = |ctx: &mut Ctx, key: &str| -> FieldSpecs {
         let Some(n) = f.get(key) else {
@@ -355,7 +360,7 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
         ctx.error(node.loc, "custom_event: missing `event_name`");
         ok = false;
     }
-    if !ok {
+    if !ok || !constants_fine {
         return None;
     }
     Some(match kind {
@@ -399,6 +404,54 @@ fn lint_email(ctx: &mut Ctx, n: &Node, kind: &str) {
             );
         }
     }
+}
+
+/// Whether a written text is a value to compute (a path or a template) rather than a constant.
+fn computed(s: &str) -> bool {
+    s.starts_with('$') || s.starts_with('@') || s.contains("{{")
+}
+
+/// Constant list ids must be whole numbers: anything else would fail every event at delivery.
+fn lint_list_ids(ctx: &mut Ctx, n: &Node, kind: &str) -> bool {
+    let items: Vec<&Node> = match &n.kind {
+        Kind::Seq(items) => items.iter().collect(),
+        _ => vec![n],
+    };
+    let mut ok = true;
+    for item in items {
+        let fine = match &item.kind {
+            Kind::Int(_) => true,
+            Kind::UInt(u) => i64::try_from(*u).is_ok(),
+            Kind::Str(s) => computed(s) || s.trim().parse::<i64>().is_ok(),
+            Kind::Map(_) | Kind::Seq(_) => true, // a long-form value, checked when it is compiled
+            Kind::Null | Kind::Bool(_) | Kind::Float(_) => false,
+        };
+        if !fine {
+            ctx.error(
+                item.loc,
+                format!("{kind}.list_ids: a list id is a whole number"),
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// A constant `event_date` must be RFC 3339, as the upstream reads it.
+fn lint_event_date(ctx: &mut Ctx, n: &Node, kind: &str) -> bool {
+    let fine = match &n.kind {
+        Kind::Str(s) => computed(s) || chrono::DateTime::parse_from_rfc3339(s).is_ok(),
+        Kind::Map(_) => true,
+        _ => false,
+    };
+    if !fine {
+        ctx.error(
+            n.loc,
+            format!("{kind}.event_date: an RFC 3339 time such as 2026-01-31T12:00:00Z, or a path"),
+        )
+        .hint = Some("a path to another format: { path: $.created, then: [date] }".to_owned());
+    }
+    fine
 }
 
 impl ActionSpec {
@@ -469,7 +522,7 @@ impl ActionSpec {
                         .eval(scope)
                         .map_err(|e| e.within("custom_event.event_date"))?
                     {
-                        Some(v) => Some(text(&v, "custom_event.event_date")?),
+                        Some(v) => Some(rfc3339(text(&v, "custom_event.event_date")?)?),
                         None => None,
                     },
                     None => None,
@@ -545,6 +598,22 @@ fn text(v: &Value, field: &str) -> Result<String, EvalError> {
     }
 }
 
+/// An `event_date` as computed: RFC 3339, or the event fails here with the reason (a dead letter that
+/// says what to fix) rather than at the upstream, which would refuse it with a 400 of its own words.
+fn rfc3339(t: String) -> Result<String, EvalError> {
+    if chrono::DateTime::parse_from_rfc3339(&t).is_ok() {
+        Ok(t)
+    } else {
+        Err(EvalError {
+            field: "custom_event.event_date".to_owned(),
+            reason: format!(
+                "`{}` is not an RFC 3339 time; convert it with then: [date]",
+                crate::error::one_line(&t)
+            ),
+        })
+    }
+}
+
 /// `list_ids`: numbers (or numeric text), possibly in nested lists.
 fn lists(expr: &Option<ValueExpr>, scope: Scope<'_>) -> Result<Vec<i64>, EvalError> {
     let Some(expr) = expr else {
@@ -580,6 +649,25 @@ fn collect_ids(v: &Value, out: &mut Vec<i64>) -> Result<(), EvalError> {
 mod unit_tests {
     use super::super::parse_source_file;
     use std::path::Path;
+
+    /// A computed `event_date` that is not RFC 3339 fails the event with the reason, instead of being
+    /// sent for the upstream to refuse.
+    #[test]
+    fn a_computed_event_date_must_be_rfc3339() {
+        let text = "source: t\nallow_ips: [127.0.0.0/8]\nrules:\n  - name: r\n    custom_event: { event_name: e, ext_id: x, event_date: $.d }\n";
+        let file = parse_source_file(Path::new("t.yaml"), text).expect("valid");
+        let apply = |d: &str| {
+            file.mapping
+                .apply(&super::super::Event::new(serde_json::json!({ "d": d })))
+        };
+        let sent = apply("2026-01-31T12:00:00+01:00").expect("RFC 3339 is sent");
+        let json = serde_json::to_string(&sent).expect("json");
+        assert!(json.contains("2026-01-31T12:00:00+01:00"), "{json}");
+        for bad in ["garbage", "2026-01-31", "1767225600"] {
+            let e = apply(bad).expect_err(bad).to_string();
+            assert!(e.contains("is not an RFC 3339 time"), "{bad}: {e}");
+        }
+    }
 
     /// Action fields are appended without looking for an earlier one of the same name
     /// (`Fields::push_new`): that relies on the YAML parser rejecting a repeated key.
