@@ -297,6 +297,20 @@ pub async fn back_off(
     what
 }
 
+/// The id of the newest entry of `stream`; `None` when it is empty or missing. A bound for walks that
+/// must not see what is added while they run.
+pub async fn last_id(conn: &mut Conn, stream: &str) -> Result<Option<String>, RedisError> {
+    let newest: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
+        .arg(stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await?;
+    Ok(newest.ids.into_iter().next().map(|e| e.id))
+}
+
 /// Create the group on each stream, from the start (`0`) so events stored before any worker ran are
 /// processed. An existing group is left as is.
 pub async fn ensure_group(

@@ -699,3 +699,57 @@ async fn a_latin1_form_reaches_the_upstream_as_utf8() {
         "the raw bytes are kept"
     );
 }
+
+/// Replaying every dead letter of a source replays the letters there when it starts, each once. A
+/// replayed event whose mapping still fails is dead-lettered anew, after them; the walk used to reach
+/// those too (past one page of 500) and replayed them again and again until the request timed out.
+#[tokio::test(flavor = "multi_thread")]
+async fn replay_all_replays_each_letter_once_while_they_fail_again() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let broken = "source: shop\nallow_ips: [127.0.0.0/8]\nrules:\n  - name: signup\n    create_contact:\n      email: $.customer.email\n";
+    let gw = Gateway::start(
+        &redis,
+        &[("shop.yaml", broken)],
+        &format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url()),
+    )
+    .await;
+    const N: usize = 700;
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..N {
+        let (c, url) = (client(), gw.url("shop"));
+        sends.spawn(async move {
+            let body = format!("{{\"id\":\"e{i}\",\"email\":\"flat@example.org\"}}");
+            let r = c
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send();
+            r.await.map(|r| r.status().as_u16()).unwrap_or(0)
+        });
+    }
+    while let Some(s) = sends.join_next().await {
+        assert_eq!(s.unwrap(), 202);
+    }
+    let dead_count = || {
+        let mut c = redis.conn();
+        redis::cmd("XLEN")
+            .arg("hookgate:dead:inbound")
+            .query::<usize>(&mut c)
+            .unwrap()
+    };
+    assert!(
+        poll_until(30, || dead_count() == N).await,
+        "all dead-lettered: {}",
+        dead_count()
+    );
+    let (s, r) = admin_post(&gw, "/v1/dead-letters/replay?source=shop").await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["replayed"], N, "each letter once: {r}");
+    assert!(
+        poll_until(30, || dead_count() == N).await,
+        "each replay failed again once: {}",
+        dead_count()
+    );
+    assert!(up.requests().is_empty(), "nothing reached the upstream");
+}

@@ -191,12 +191,13 @@ fn dead_matches(f: &HashMap<String, String>, sub: Option<&str>, reason: Option<&
         && reason.is_none_or(|r| f.get("reason").map(String::as_str) == Some(r))
 }
 
-/// Dead letters matching the filter, oldest first, from after `after`.
+/// Dead letters matching the filter, oldest first, from after `after` up to `until` (`+`: the end).
 async fn dead_scan(
     o: &Outbound,
     sub: Option<&str>,
     reason: Option<&str>,
     after: Option<&str>,
+    until: &str,
     limit: usize,
 ) -> Result<(Vec<(String, HashMap<String, String>)>, Option<String>), Error> {
     let mut c = o.conn.clone();
@@ -206,7 +207,7 @@ async fn dead_scan(
         let page: Vec<(String, HashMap<String, String>)> = redis::cmd("XRANGE")
             .arg(&o.keys.dead)
             .arg(&from)
-            .arg("+")
+            .arg(until)
             .arg("COUNT")
             .arg(SCAN)
             .query_async(&mut c)
@@ -242,6 +243,7 @@ async fn dead_list(
         q.subscription.as_deref(),
         q.reason.as_deref(),
         after,
+        "+",
         limit,
     )
     .await?;
@@ -316,12 +318,21 @@ async fn dead_replay_all(
 ) -> Result<Json<Value>, Error> {
     let mut replayed = 0u64;
     let mut after: Option<String> = None;
+    // Only the letters there now: one replayed and dead-lettered again comes after them.
+    let mut c = o.conn.clone();
+    let Some(last) = crate::stream::last_id(&mut c, &o.keys.dead)
+        .await
+        .map_err(unavailable)?
+    else {
+        return Ok(Json(json!({ "replayed": 0 })));
+    };
     loop {
         let (page, next) = dead_scan(
             &o,
             q.subscription.as_deref(),
             q.reason.as_deref(),
             after.as_deref(),
+            &last,
             SCAN,
         )
         .await?;

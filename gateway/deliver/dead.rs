@@ -214,12 +214,18 @@ impl DeadLetters {
         Ok(new)
     }
 
-    /// Replay every dead letter that matches; returns how many were replayed.
+    /// Replay every dead letter that matches; returns how many were replayed. Only the letters there when
+    /// it starts: a replayed event that fails again is dead-lettered anew, after them, and would otherwise
+    /// be replayed again within the same call, without end.
     pub async fn replay_all(&self, filter: &Filter) -> Result<usize, RedisError> {
+        let mut c = self.conn.clone();
+        let Some(last) = crate::stream::last_id(&mut c, &self.keys.dead).await? else {
+            return Ok(0);
+        };
         let mut cursor = "-".to_string();
         let mut replayed = 0;
         loop {
-            let batch = self.range(&cursor, PAGE).await?;
+            let batch = self.range_between(&cursor, &last, PAGE).await?;
             let full = batch.len() == PAGE;
             for (id, fields) in batch {
                 cursor = format!("({id}");
