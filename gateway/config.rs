@@ -395,6 +395,19 @@ impl Default for Config {
     }
 }
 
+/// Headers hookgate sets on every upstream request (and those the HTTP client owns), which
+/// `upstream.headers` may not name.
+const UPSTREAM_OWN_HEADERS: &[&str] = &[
+    "idempotency-key",
+    "x-hookgate-source",
+    "x-hookgate-event-id",
+    "content-type",
+    "content-length",
+    "host",
+    "transfer-encoding",
+    "connection",
+];
+
 /// The largest body limit, for the gateway and for any source: bodies are held in memory.
 pub const MAX_BODY_CAP: bytesize::ByteSize = bytesize::ByteSize::mib(64);
 
@@ -664,8 +677,15 @@ impl Config {
         // the rest. A value is never quoted: it may be a secret.
         for (name, value) in &self.upstream.headers {
             let key = format!("upstream.headers.{name}");
-            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                bad(&key, "not a header name".into());
+            match http::HeaderName::from_bytes(name.as_bytes()) {
+                Err(_) => bad(&key, "not a header name".into()),
+                // Sent as well as hookgate's own, the receiver would see two (an upstream reading the
+                // first Idempotency-Key would take every later action for a repeat of the first).
+                Ok(n) if UPSTREAM_OWN_HEADERS.contains(&n.as_str()) => bad(
+                    &key,
+                    "set by hookgate on every request; it cannot be configured".into(),
+                ),
+                Ok(_) => {}
             }
             if value.trim_start().starts_with("${") {
                 if let Err(e) = crate::secret::SecretRef::parse(value) {
@@ -1256,6 +1276,23 @@ mod tests {
         let mut unknown = Vec::new();
         unknown_keys_in("dev", "", &shape, &schema, &mut unknown);
         assert_eq!(unknown, Vec::<String>::new());
+    }
+
+    #[test]
+    fn upstream_headers_cannot_be_hookgates_own() {
+        for name in [
+            "Idempotency-Key",
+            "x-hookgate-event-id",
+            "X-Hookgate-Source",
+            "content-type",
+            "Host",
+        ] {
+            let yaml = format!("upstream:\n  headers:\n    {name}: v\n");
+            let c = Config::from_sources("hg.yaml", &yaml, &[]).unwrap();
+            let p = c.validate().unwrap_err();
+            assert_eq!(p.len(), 1, "{p:#?}");
+            assert!(p[0].contains("set by hookgate on every request"), "{p:#?}");
+        }
     }
 
     /// Upstream headers are checked with the rest of the file, each where it was written; values are
