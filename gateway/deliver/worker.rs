@@ -183,7 +183,11 @@ impl Worker {
                     _ = stop.wait_for(|s| *s) => return Ok(()),
                     r = self.read(conn) => r?,
                 };
-                for (stream, id, map) in self.without_lost_races(read).await? {
+                let read = self.without_lost_races(read).await?;
+                // In hand from now: the batch may wait for admission longer than `reclaim_after`, and
+                // the heartbeat must keep every entry of it from looking abandoned meanwhile.
+                lock(&self.in_hand).extend(read.iter().map(|(s, id, _)| (s.clone(), id.clone())));
+                for (stream, id, map) in read {
                     self.dispatch(&stream, id, map, &mut tasks).await;
                 }
                 Ok(())
@@ -344,21 +348,25 @@ impl Worker {
                     .query_async(&mut c)
                     .await?;
             }
-            if !reply.claimed.is_empty() {
-                tracing::info!(
-                    stream,
-                    count = reply.claimed.len(),
-                    "reclaimed pending events"
-                );
+            // An entry this process holds is being delivered here (its idle time outran a heartbeat):
+            // dispatching it again would send it twice.
+            let claimed: Vec<Entry> = {
+                let held = lock(&self.in_hand);
+                reply
+                    .claimed
+                    .into_iter()
+                    .map(|e| (stream.to_string(), e.id, e.map))
+                    .filter(|(s, id, _)| !held.contains(&(s.clone(), id.clone())))
+                    .collect()
+            };
+            if !claimed.is_empty() {
+                tracing::info!(stream, count = claimed.len(), "reclaimed pending events");
                 metrics::counter!("hookgate_mapper_reclaimed_total")
-                    .increment(reply.claimed.len() as u64);
+                    .increment(claimed.len() as u64);
             }
-            let claimed = reply
-                .claimed
-                .into_iter()
-                .map(|e| (stream.to_string(), e.id, e.map))
-                .collect();
-            for (stream, id, map) in self.without_lost_races(claimed).await? {
+            let claimed = self.without_lost_races(claimed).await?;
+            lock(&self.in_hand).extend(claimed.iter().map(|(s, id, _)| (s.clone(), id.clone())));
+            for (stream, id, map) in claimed {
                 self.dispatch(&stream, id, map, tasks).await;
             }
         }
@@ -420,7 +428,8 @@ impl Worker {
             .clone()
     }
 
-    /// Start delivering one entry, or defer it when its source stays saturated.
+    /// Start delivering one entry, or defer it when its source stays saturated. The entry is in hand
+    /// (the caller put it there); it leaves once delivered, deferred or found not to be an event.
     async fn dispatch(
         self: &Arc<Self>,
         stream: &str,
@@ -436,6 +445,7 @@ impl Worker {
                 add_ack(&mut pipe, &self.keys, stream, &id);
                 let mut c = self.conn.clone();
                 let _ = pipe.query_async::<()>(&mut c).await;
+                lock(&self.in_hand).remove(&(stream.to_string(), id));
                 return;
             }
         };
@@ -450,9 +460,10 @@ impl Worker {
         };
         gate.congested.store(admit.is_none(), Ordering::Relaxed);
         let Some(admit) = admit else {
-            return self.defer(env, stream, &id).await;
+            self.defer(env, stream, &id).await;
+            lock(&self.in_hand).remove(&(stream.to_string(), id));
+            return;
         };
-        lock(&self.in_hand).insert((stream.to_string(), id.clone()));
         let me = self.clone();
         let stream = stream.to_string();
         tasks.spawn(async move {
