@@ -753,3 +753,82 @@ async fn replay_all_replays_each_letter_once_while_they_fail_again() {
     );
     assert!(up.requests().is_empty(), "nothing reached the upstream");
 }
+
+/// A delivered action is recognised by what was sent, not by its position: after a rule is changed and
+/// the dead letter replayed, an action added in front is sent, and the one already delivered is not sent
+/// again (it used to be the other way round: positions shifted and matched the wrong actions).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replay_after_an_edit_sends_new_actions_and_skips_delivered_ones() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let rule = |actions: &str| {
+        format!("source: shop\nallow_ips: [127.0.0.0/8]\nrules:\n  - name: signup\n    actions:\n{actions}")
+    };
+    let upsert = "      - upsert_contact: { email: $.email }\n";
+    let seen = "      - custom_event: { event_name: seen, email: $.email }\n";
+    let welcome = "      - custom_event: { event_name: welcome, email: $.email }\n";
+    let gw = Gateway::start(
+        &redis,
+        &[("shop.yaml", &rule(&format!("{upsert}{seen}")))],
+        &format!(
+            "upstream: {{ url: \"{}\" }}\nmappings_poll: 1h\n{FAST}",
+            up.url()
+        ),
+    )
+    .await;
+    // The contact is created; the event is refused, so the letter records only the upsert as done.
+    up.plan(&[(201, "{}"), (400, "{\"message\":\"no such event\"}")]);
+    assert_eq!(
+        post_json(&gw, "shop", r#"{"email":"a@example.org"}"#)
+            .await
+            .0,
+        202
+    );
+    let mut dead = Value::Null;
+    for _ in 0..100 {
+        dead = admin_get(&gw, "/v1/dead-letters?source=shop").await["dead_letters"][0].clone();
+        if !dead.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let id = dead["id"].as_str().expect("dead-lettered").to_string();
+    assert_eq!(up.requests().len(), 2);
+    let upsert_key = up.requests()[0].headers["idempotency-key"].clone();
+
+    // The rule gains an action in front; the replay must send it and the refused one, not the upsert.
+    std::fs::write(
+        gw.mappings_dir().join("shop.yaml"),
+        rule(&format!("{welcome}{upsert}{seen}")),
+    )
+    .unwrap();
+    let (s, r) = admin_post(&gw, "/v1/mappings/reload").await;
+    assert_eq!(s, 200, "{r}");
+    let (s, r) = admin_post(&gw, &format!("/v1/dead-letters/{id}/replay")).await;
+    assert_eq!(s, 200, "{r}");
+    assert!(up.wait_delivered(3, 10).await, "{:?}", up.requests());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after: Vec<(String, String)> = up.requests()[2..]
+        .iter()
+        .map(|r| {
+            (
+                r.path.clone(),
+                r.body["event_name"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        after,
+        [
+            ("/events".to_string(), "welcome".to_string()),
+            ("/events".to_string(), "seen".to_string())
+        ],
+        "the new action and the refused one, not the delivered upsert"
+    );
+    assert!(
+        up.requests()[2..]
+            .iter()
+            .all(|r| r.headers["idempotency-key"] != upsert_key),
+        "no key sent twice"
+    );
+}

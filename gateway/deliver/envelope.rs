@@ -25,8 +25,8 @@ pub struct Envelope {
     /// Replays from the dead letters: part of the idempotency key, so an upstream that stored the failed
     /// answer under the old key gets a fresh request.
     pub replays: u32,
-    /// The `(rule, index)` actions already delivered; never sent again.
-    pub done: Vec<(String, usize)>,
+    /// The actions already delivered; never sent again.
+    pub done: Vec<Done>,
     /// Delivery passes that failed.
     pub attempts: u32,
     /// Times the event was put back because its source was saturated (not failures).
@@ -97,25 +97,54 @@ impl Envelope {
         out
     }
 
-    pub fn is_done(&self, rule: &str, index: usize) -> bool {
-        self.done.iter().any(|(r, i)| r == rule && *i == index)
+    /// How many times the action `digest` of `rule` (at `index` in this pass) was delivered already.
+    /// A record from before digests matches by position.
+    pub fn times_done(&self, rule: &str, index: usize, digest: &str) -> usize {
+        self.done
+            .iter()
+            .filter(|d| match d {
+                Done::Sent(r, _, dg) => r == rule && dg == digest,
+                Done::Position(r, i) => r == rule && *i == index,
+            })
+            .count()
     }
 
-    /// `hg-` + hex SHA-256 of (origin id, rule, action index[, replays]): the same on every attempt of one
-    /// delivery, whichever worker makes it.
-    pub fn idempotency_key(&self, rule: &str, index: usize) -> String {
+    /// `hg-` + hex SHA-256 of (origin id, rule, the action's digest, its occurrence[, replays]): the same
+    /// on every attempt of one delivery, whichever worker makes it, and never the same for two requests
+    /// that differ, even when the mapping changed between attempts (a key names what it was sent with).
+    pub fn idempotency_key(&self, rule: &str, digest: &str, occurrence: usize) -> String {
         let mut h = Sha256::new();
         h.update(self.origin_id.as_bytes());
         h.update([0]);
         h.update(rule.as_bytes());
         h.update([0]);
-        h.update(index.to_string().as_bytes());
+        h.update(digest.as_bytes());
+        h.update([0]);
+        h.update(occurrence.to_string().as_bytes());
         if self.replays > 0 {
             h.update([0]);
             h.update(self.replays.to_string().as_bytes());
         }
         format!("hg-{}", hex::encode(h.finalize()))
     }
+}
+
+/// An action already delivered. What identifies it is what was sent, not its position: after a mapping
+/// is fixed and the event replayed, an action added before it must still be sent, and one already
+/// delivered not sent again, wherever the rule now puts them.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Done {
+    /// Rule, position when sent (for the record), [`digest`] of the action.
+    Sent(String, usize, String),
+    /// Rule and position: what versions up to commit `ee320fe` recorded.
+    Position(String, usize),
+}
+
+/// Hex SHA-256 of an action as sent (its kind and fields), first 128 bits.
+pub fn digest(action: &crate::action::Action) -> String {
+    let json = serde_json::to_vec(action).unwrap_or_default();
+    hex::encode(&Sha256::digest(&json)[..16])
 }
 
 #[cfg(test)]
@@ -135,7 +164,10 @@ mod tests {
             origin_id: "1-0".into(),
             source: "s".into(),
             body: vec![0, 159, 255],
-            done: vec![("r".into(), 2)],
+            done: vec![
+                Done::Position("r".into(), 2),
+                Done::Sent("r".into(), 0, "ab".into()),
+            ],
             attempts: 3,
             first_failed_at: Some(42),
             ..Default::default()
@@ -163,11 +195,35 @@ mod tests {
             origin_id: "1-0".into(),
             ..Default::default()
         };
-        let k = e.idempotency_key("r", 0);
-        assert_eq!(k, e.idempotency_key("r", 0));
-        assert_ne!(k, e.idempotency_key("r", 1));
+        let k = e.idempotency_key("r", "d1", 1);
+        assert_eq!(k, e.idempotency_key("r", "d1", 1));
+        assert_ne!(k, e.idempotency_key("r", "d2", 1), "another request");
+        assert_ne!(
+            k,
+            e.idempotency_key("r", "d1", 2),
+            "the same request twice in a rule"
+        );
+        assert_ne!(k, e.idempotency_key("s", "d1", 1));
         assert_eq!(k.len(), 3 + 64);
         e.replays = 1;
-        assert_ne!(k, e.idempotency_key("r", 0));
+        assert_ne!(k, e.idempotency_key("r", "d1", 1));
+    }
+
+    /// Records by position (earlier versions) and by digest are both read, and counted per action.
+    #[test]
+    fn done_actions_are_matched_by_digest_or_by_an_old_position() {
+        let map = entry(&[
+            ("source", b"x"),
+            ("done", br#"[["r",0],["r",3,"d1"],["r",4,"d1"]]"#),
+        ]);
+        let e = Envelope::from_fields("1-0", map).unwrap();
+        assert_eq!(e.times_done("r", 0, "zz"), 1, "the old record, by position");
+        assert_eq!(
+            e.times_done("r", 7, "d1"),
+            2,
+            "by digest, wherever it is now"
+        );
+        assert_eq!(e.times_done("s", 3, "d1"), 0, "another rule");
+        assert_eq!(e.times_done("r", 1, "d2"), 0);
     }
 }

@@ -81,8 +81,8 @@ impl Upstream {
         })
     }
 
-    /// Send one action of `env`; never panics on any answer.
-    pub async fn send(&self, env: &Envelope, rule: &str, index: usize, action: &Action) -> Sent {
+    /// Send one action of `env` under `key` (its `Idempotency-Key`); never panics on any answer.
+    pub async fn send(&self, env: &Envelope, key: &str, action: &Action) -> Sent {
         let req = match self.routes.request(action) {
             Ok(r) => r,
             Err(why) => return Sent::Unroutable(why),
@@ -101,7 +101,7 @@ impl Upstream {
             .client
             .request(req.method, format!("{}{}", self.base, req.path))
             .headers(self.headers.clone())
-            .header("idempotency-key", env.idempotency_key(rule, index))
+            .header("idempotency-key", key)
             .header("x-hookgate-source", &env.source)
             .header("x-hookgate-event-id", &env.origin_id);
         if let Some(body) = body {

@@ -8,7 +8,7 @@
 //! whose worker is gone — a slow request is never sent twice by design.
 
 use super::dead::{bury, Reason};
-use super::envelope::Envelope;
+use super::envelope::{digest, Done, Envelope};
 use super::retry::{add_ack, backoff, now_ms, park};
 use super::upstream::{Sent, Upstream};
 use super::Keys;
@@ -622,17 +622,24 @@ impl Worker {
                 return Verdict::Dead(Reason::MappingError(why), None);
             }
         };
+        // Occurrences of each (rule, action) in this pass: two identical actions of one rule are two.
+        let mut seen: HashMap<(&str, String), usize> = HashMap::new();
         for a in &actions {
-            if env.is_done(&a.rule, a.index) {
+            let digest = digest(&a.action);
+            let n = seen.entry((&a.rule, digest.clone())).or_default();
+            *n += 1;
+            let occurrence = *n;
+            if occurrence <= env.times_done(&a.rule, a.index, &digest) {
                 continue;
             }
-            let sent = self.upstream.send(env, &a.rule, a.index, &a.action).await;
+            let key = env.idempotency_key(&a.rule, &digest, occurrence);
+            let sent = self.upstream.send(env, &key, &a.action).await;
             let kind = a.action.kind();
             let at = (a.rule.clone(), a.index);
             match sent {
                 Sent::Delivered => {
                     metrics::counter!("hookgate_actions_total", "action" => kind, "outcome" => "delivered").increment(1);
-                    env.done.push(at);
+                    env.done.push(Done::Sent(a.rule.clone(), a.index, digest));
                 }
                 Sent::Retry {
                     error,
