@@ -102,6 +102,8 @@ impl Rule {
                 }
                 other => other.map(str::to_owned),
             },
+            // A misspelt key was reported already (`nme:`, with its suggestion): that explains it.
+            None if f.unknown => None,
             None => {
                 ctx.error(node.loc, format!("rule {}: missing `name`", index + 1))
                     .hint = Some(

@@ -90,6 +90,7 @@ fn compile_one(ctx: &mut Ctx, node: &Node, i: usize) -> Option<TestCase> {
                 None
             }
         },
+        None if f.unknown => None, // a misspelt `paylod:` was reported already
         None => {
             ctx.error(node.loc, format!("test `{name}`: missing `payload`"));
             None
