@@ -222,6 +222,12 @@ async fn a_400_is_dead_lettered_at_once_with_the_answer() {
     let id = dl["id"].as_str().unwrap();
     let full = admin_get(&s.gw, &format!("/v1/dead-letters/{id}")).await;
     assert_eq!(full["event"]["content_type"], "application/json");
+    assert!(
+        full["first_failed_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "dead on its first failure still has the time of it: {full}"
+    );
     let body: Value = serde_json::from_str(full["event"]["body"].as_str().unwrap()).unwrap();
     assert_eq!(body["id"], "evt_400");
     assert!(full["event"]["headers"]["stripe-signature"].is_string());

@@ -508,7 +508,11 @@ impl Worker {
         let now = now_ms();
         let (finish, outcome) = match verdict {
             Verdict::Done(actions) => (Finish::Ack(actions), "delivered"),
-            Verdict::Dead(reason, action) => (Finish::Bury(reason, action), "dead"),
+            Verdict::Dead(reason, action) => {
+                // Dead on its first failure is still a failure, with a time.
+                env.first_failed_at.get_or_insert(now);
+                (Finish::Bury(reason, action), "dead")
+            }
             Verdict::Retry {
                 error,
                 after,
