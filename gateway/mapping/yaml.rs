@@ -161,7 +161,16 @@ pub fn serde_error(file: &str, text: &str, e: &serde_saphyr::Error) -> Diagnosti
         message.truncate(i);
     }
     let message = plain_words(message);
+    // The scanner reports a tab where it gave up, often the line before; the tab that indents is what
+    // needs changing, so point there.
+    let (line, col, tab) = match message.contains("tab").then(|| indenting_tab(text)).flatten() {
+        Some((l, c)) => (l, c, true),
+        None => (line, col, false),
+    };
     let mut d = Diagnostic::new(file, line, col, message.clone()).with_source(text);
+    if tab {
+        return d.with_hint("YAML indents with spaces only: replace the tab with spaces");
+    }
     let at = d
         .source_line
         .as_deref()
@@ -176,6 +185,16 @@ pub fn serde_error(file: &str, text: &str, e: &serde_saphyr::Error) -> Diagnosti
         d = d.with_hint(h);
     }
     d
+}
+
+/// Line and column (1-based) of the first tab in a line's indentation, if any.
+fn indenting_tab(text: &str) -> Option<(u32, u32)> {
+    text.lines().enumerate().find_map(|(i, l)| {
+        let indent = l.len() - l.trim_start_matches([' ', '\t']).len();
+        l[..indent]
+            .find('\t')
+            .map(|c| (i as u32 + 1, l[..c].chars().count() as u32 + 1))
+    })
 }
 
 /// serde says "unknown field `x`, expected one of `a`, `b`" (or "unknown variant"); turn that into
