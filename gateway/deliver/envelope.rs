@@ -97,16 +97,19 @@ impl Envelope {
         out
     }
 
-    /// How many times the action `digest` of `rule` (at `index` in this pass) was delivered already.
-    /// A record from before digests matches by position.
-    pub fn times_done(&self, rule: &str, index: usize, digest: &str) -> usize {
-        self.done
+    /// Whether the `occurrence`-th action `digest` of `rule` (at `index` in this pass) was delivered. A
+    /// record from before digests names a position, and settles that position on its own.
+    pub fn is_done(&self, rule: &str, index: usize, digest: &str, occurrence: usize) -> bool {
+        let by_position = self
+            .done
             .iter()
-            .filter(|d| match d {
-                Done::Sent(r, _, dg) => r == rule && dg == digest,
-                Done::Position(r, i) => r == rule && *i == index,
-            })
-            .count()
+            .any(|d| matches!(d, Done::Position(r, i) if r == rule && *i == index));
+        let sent = self
+            .done
+            .iter()
+            .filter(|d| matches!(d, Done::Sent(r, _, dg) if r == rule && dg == digest))
+            .count();
+        by_position || occurrence <= sent
     }
 
     /// `hg-` + hex SHA-256 of (origin id, rule, the action's digest, its occurrence[, replays]): the same
@@ -217,13 +220,20 @@ mod tests {
             ("done", br#"[["r",0],["r",3,"d1"],["r",4,"d1"]]"#),
         ]);
         let e = Envelope::from_fields("1-0", map).unwrap();
-        assert_eq!(e.times_done("r", 0, "zz"), 1, "the old record, by position");
-        assert_eq!(
-            e.times_done("r", 7, "d1"),
-            2,
-            "by digest, wherever it is now"
+        assert!(e.is_done("r", 0, "zz", 1), "the old record, by position");
+        assert!(
+            e.is_done("r", 0, "zz", 2),
+            "a position settles itself, whatever came before"
         );
-        assert_eq!(e.times_done("s", 3, "d1"), 0, "another rule");
-        assert_eq!(e.times_done("r", 1, "d2"), 0);
+        assert!(
+            e.is_done("r", 7, "d1", 1) && e.is_done("r", 7, "d1", 2),
+            "by digest, anywhere"
+        );
+        assert!(
+            !e.is_done("r", 7, "d1", 3),
+            "a third identical action was not sent"
+        );
+        assert!(!e.is_done("s", 3, "d1", 1), "another rule");
+        assert!(!e.is_done("r", 1, "d2", 1));
     }
 }

@@ -633,7 +633,7 @@ impl Worker {
             let n = seen.entry((&a.rule, digest.clone())).or_default();
             *n += 1;
             let occurrence = *n;
-            if occurrence <= env.times_done(&a.rule, a.index, &digest) {
+            if env.is_done(&a.rule, a.index, &digest, occurrence) {
                 continue;
             }
             let key = env.idempotency_key(&a.rule, &digest, occurrence);

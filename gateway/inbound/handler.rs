@@ -172,7 +172,6 @@ struct Admitted<'h> {
     content_type: Option<&'h str>,
 }
 
-/// The checks on the head and the address: header count, allowlist, declared length, content type.
 /// The first coding in the `name` fields (comma-separated lists) that is not `ok`, fit for a reason.
 fn coding_other_than(headers: &HeaderMap, name: header::HeaderName, ok: &str) -> Option<String> {
     headers.get_all(name).iter().find_map(|field| {
@@ -186,6 +185,7 @@ fn coding_other_than(headers: &HeaderMap, name: header::HeaderName, ok: &str) ->
     })
 }
 
+/// The checks on the head and the address: header count, allowlist, declared length, content type.
 fn admit<'h>(
     st: &InboundState,
     src: &InboundSource,

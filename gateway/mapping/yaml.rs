@@ -163,11 +163,10 @@ pub fn serde_error(file: &str, text: &str, e: &serde_saphyr::Error) -> Diagnosti
     let message = plain_words(message);
     // The scanner reports a tab where it gave up, often the line before; the tab that indents is what
     // needs changing, so point there.
-    let (line, col, tab) = match message
-        .contains("tab")
-        .then(|| indenting_tab(text))
-        .flatten()
-    {
+    let about_a_tab = ["found a tab", "tabs disallowed", "tab character"]
+        .iter()
+        .any(|w| message.contains(w));
+    let (line, col, tab) = match about_a_tab.then(|| indenting_tab(text)).flatten() {
         Some((l, c)) => (l, c, true),
         None => (line, col, false),
     };
