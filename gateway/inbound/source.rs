@@ -174,15 +174,8 @@ impl InboundSource {
             };
             key.map(|k| (k, ttl))
         });
-        if spec
-            .max_body
-            .is_some_and(|b| b > crate::config::MAX_BODY_CAP)
-        {
-            problems.push(at(
-                &spec.name.referenced,
-                format!("max_body: at most {}", crate::config::MAX_BODY_CAP),
-            ));
-        }
+        // `max_body` is bounded where the file is parsed (`mapping::file`), at its own location; every
+        // spec built here came through that parse.
         if !problems.is_empty() {
             return Err(problems);
         }
