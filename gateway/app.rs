@@ -220,7 +220,7 @@ where
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
             // event_id is filled in once the event is stored, so every later line of the request names it.
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id, event_id = tracing::field::Empty)
-        }))
+        }).on_failure(crate::telemetry::log_failure))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(
             crate::error::Refusals {

@@ -30,10 +30,64 @@ impl Conn {
     }
 }
 
+/// Commands that only read. Sending one twice changes nothing, so one that failed on a connection Redis
+/// closed (a restart, a proxy's idle cut: the manager notices only when a command fails on it) is sent
+/// once more on the new connection instead of reaching the caller as a 503. Writes are not: whether the
+/// first one landed is unknown, and each writer decides (`Store::bounded`, the dedup key).
+const READ_ONLY: &[&[u8]] = &[
+    b"EXISTS",
+    b"GET",
+    b"HGET",
+    b"HGETALL",
+    b"HLEN",
+    b"LLEN",
+    b"LRANGE",
+    b"MGET",
+    b"PING",
+    b"PTTL",
+    b"SCARD",
+    b"SMEMBERS",
+    b"TTL",
+    b"XINFO",
+    b"XLEN",
+    b"XPENDING",
+    b"XRANGE",
+    b"XREVRANGE",
+    b"ZCARD",
+    b"ZRANGE",
+    b"ZRANGEBYSCORE",
+    b"ZREVRANGEBYSCORE",
+    b"ZSCORE",
+];
+
+/// Whether `cmd` is one of [`READ_ONLY`] (command names are case-insensitive).
+fn reads_only(cmd: &Cmd) -> bool {
+    match cmd.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => READ_ONLY.iter().any(|r| r.eq_ignore_ascii_case(name)),
+        _ => false,
+    }
+}
+
+/// Whether an error is the connection having been closed under the command (not a timeout: a timed-out
+/// command may still run, and is not what a second try should wait on again).
+pub fn dropped(e: &RedisError) -> bool {
+    e.is_connection_dropped() && !e.is_timeout()
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
-            Conn::Node(c) => c.req_packed_command(cmd),
+            Conn::Node(c) => {
+                if !reads_only(cmd) {
+                    return c.req_packed_command(cmd);
+                }
+                Box::pin(async move {
+                    match c.req_packed_command(cmd).await {
+                        Err(e) if dropped(&e) => c.req_packed_command(cmd).await,
+                        other => other,
+                    }
+                })
+            }
             Conn::Reader(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
         }
@@ -46,7 +100,19 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
-            Conn::Node(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Node(c) => {
+                if !pipeline.cmd_iter().all(reads_only) {
+                    return c.req_packed_commands(pipeline, offset, count);
+                }
+                Box::pin(async move {
+                    match c.req_packed_commands(pipeline, offset, count).await {
+                        Err(e) if dropped(&e) => {
+                            c.req_packed_commands(pipeline, offset, count).await
+                        }
+                        other => other,
+                    }
+                })
+            }
             Conn::Reader(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
         }

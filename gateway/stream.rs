@@ -9,7 +9,7 @@
 //! stays the script (`Store::store_scripted` says why); the keys of one family share a hash tag
 //! ([`Families`]), so a script's keys are always in one slot.
 
-use crate::redis_conn::{Conn, Redis};
+use crate::redis_conn::{dropped, Conn, Redis};
 use redis::{RedisError, RedisResult, Script};
 use std::sync::Arc;
 use std::time::Duration;
@@ -484,7 +484,7 @@ impl Store {
             }
         };
         let probe = match probe().await {
-            Err(e) if e.is_connection_dropped() && !e.is_timeout() => probe().await,
+            Err(e) if dropped(&e) => probe().await,
             other => other,
         };
         match probe {
@@ -528,7 +528,7 @@ impl Store {
         let store = async {
             let _permit = self.turn().await?;
             match once().await {
-                Err(e) if e.is_connection_dropped() && !e.is_timeout() => {
+                Err(e) if dropped(&e) => {
                     tracing::warn!(error = %e, "redis connection dropped while {what}; retrying once");
                     Ok(once().await?)
                 }

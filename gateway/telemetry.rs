@@ -25,6 +25,29 @@ pub fn init(cfg: &LogConfig) {
     };
 }
 
+/// How the trace layer logs a 5xx answer. A 500 is ours (a bug, a panic caught): ERROR. Any other 5xx
+/// is WARN: a 501 is the sender's unsupported transfer coding, and a 503 means Redis or a limit, which
+/// the handler that answered it has already logged with the cause. tower-http's default would put them
+/// all at ERROR, paging on a sender's mistake.
+pub fn log_failure(
+    class: tower_http::classify::ServerErrorsFailureClass,
+    latency: std::time::Duration,
+    _span: &tracing::Span,
+) {
+    use tower_http::classify::ServerErrorsFailureClass as Class;
+    let ms = latency.as_millis();
+    match class {
+        Class::StatusCode(s) if s != http::StatusCode::INTERNAL_SERVER_ERROR => {
+            tracing::warn!(
+                status = s.as_u16(),
+                latency_ms = ms,
+                "answered with a server error"
+            )
+        }
+        class => tracing::error!(classification = %class, latency_ms = ms, "response failed"),
+    }
+}
+
 /// The Redis cluster client warns on every failed reconnect to every node, several times a second while
 /// a node is down; our consumer loops already say so once per back-off. Its errors still show, and a
 /// `log.level` that names `redis` is taken as it is.
@@ -93,4 +116,59 @@ pub fn delivered(source: &str, received_at: &str) {
 /// A mapping could not be applied to an event at delivery time (the event goes to the dead letters).
 pub fn mapping_error(source: &str) {
     metrics::counter!("hookgate_mapping_errors_total", "source" => source.to_string()).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_failure;
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    use tower_http::classify::ServerErrorsFailureClass as Class;
+
+    /// The lines `class` is logged as, through a real fmt subscriber.
+    fn logged(class: Class) -> String {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || Writer(sink.clone()))
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            log_failure(class, Duration::from_millis(3), &tracing::Span::none())
+        });
+        let bytes = out.lock().expect("log buffer").clone();
+        String::from_utf8(bytes).expect("UTF-8 log")
+    }
+
+    struct Writer(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Writer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("log buffer").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn only_our_own_500_is_an_error() {
+        let ours = logged(Class::StatusCode(http::StatusCode::INTERNAL_SERVER_ERROR));
+        assert!(ours.contains("ERROR") && ours.contains("500"), "{ours}");
+        let failed = logged(Class::Error("connection reset".into()));
+        assert!(
+            failed.contains("ERROR") && failed.contains("connection reset"),
+            "{failed}"
+        );
+        for s in [501, 503] {
+            let line = logged(Class::StatusCode(
+                http::StatusCode::from_u16(s).expect("status"),
+            ));
+            assert!(
+                line.contains("WARN") && !line.contains("ERROR"),
+                "{s}: {line}"
+            );
+            assert!(line.contains(&format!("status={s}")), "{line}");
+        }
+    }
 }

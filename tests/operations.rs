@@ -90,6 +90,56 @@ async fn admin_allowlist_guards_the_api_but_not_probes() {
     proxied.stop().await.expect("stop");
 }
 
+/// A connection Redis closed (a restart, a proxy's idle cut) is noticed only when a command fails on it.
+/// An admin read that meets it is sent again on the new connection: the operator gets the page, not a 503.
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_reads_survive_a_connection_redis_closed() {
+    let redis = Redis::start();
+    let c = client();
+    let gw = Gateway::start(
+        &redis,
+        &[("shop.yaml", OPEN)],
+        "outbound: { timeout: 3s }\n",
+    )
+    .await;
+    let reads = [
+        "/v1/dead-letters",
+        "/v1/deliveries",
+        "/v1/outbound/dead-letters",
+        "/v1/subscriptions",
+    ];
+    for path in reads {
+        let url = gw.admin_url(path);
+        assert_eq!(
+            status(c.get(&url).bearer_auth(ADMIN_TOKEN)).await,
+            200,
+            "{path}"
+        );
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .query(&mut redis.conn())
+            .expect("CLIENT KILL");
+        assert!(killed >= 1, "the gateway's connections were closed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let r = c
+            .get(&url)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("admin read");
+        let code = r.status().as_u16();
+        assert_eq!(
+            code,
+            200,
+            "{path} after the cut: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+    gw.stop().await.expect("stop");
+}
+
 /// A TCP server that reads requests and never answers: an upstream slower than any grace period.
 /// Sends each request's head on `seen`.
 async fn hanging_upstream() -> (
