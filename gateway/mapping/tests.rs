@@ -177,9 +177,14 @@ fn expected_actions(ctx: &mut Ctx, node: &Node) -> Option<Vec<(Option<String>, A
         };
         let mut rule = None;
         let mut action = None;
+        let mut first_kind = None;
         for (k, v) in entries {
             if k.name == "rule" {
                 rule = v.as_str().map(str::to_owned);
+                if rule.is_none() {
+                    ctx.expected(v, "expect: rule", "the name of a rule, as text");
+                    ok = false;
+                }
                 continue;
             }
             if !super::rule::ACTION_KINDS.contains(&k.name.as_str()) {
@@ -190,15 +195,22 @@ fn expected_actions(ctx: &mut Ctx, node: &Node) -> Option<Vec<(Option<String>, A
                 ok = false;
                 continue;
             }
-            let json = serde_json::json!({ k.name.clone(): v.to_json() });
-            match serde_json::from_value::<Action>(json) {
-                Ok(a) => action = Some(a),
-                Err(e) => {
-                    let message = e.to_string();
-                    ctx.error(v.loc, format!("expect: {}: {message}", k.name))
-                        .hint = super::yaml::unknown_name_hint(&message);
-                    ok = false;
-                }
+            if let Some(first) = &first_kind {
+                let d = ctx.error(
+                    k.loc,
+                    format!(
+                        "expect: one action per item; `{}` follows `{first}`",
+                        k.name
+                    ),
+                );
+                d.hint = Some("start a new item with `- ` for each action expected".into());
+                ok = false;
+                continue;
+            }
+            first_kind = Some(k.name.clone());
+            match expected_action(ctx, &k.name, v) {
+                Some(a) => action = Some(a),
+                None => ok = false,
             }
         }
         match action {
@@ -214,6 +226,105 @@ fn expected_actions(ctx: &mut Ctx, node: &Node) -> Option<Vec<(Option<String>, A
         }
     }
     ok.then_some(out)
+}
+
+/// One expected action, read as the upstream contract reads it (`Action`'s own serde). Every unknown
+/// key is reported at that key, with its likely name; any other mistake at the value it is about, with
+/// the path to it. `None` once something was reported.
+fn expected_action(ctx: &mut Ctx, kind: &str, value: &Node) -> Option<Action> {
+    use serde_path_to_error::Segment;
+    let mut json = serde_json::json!({ kind: value.to_json() });
+    let mut ok = true;
+    // Each pass takes out one unknown key, so a value with n keys needs at most n + 1 passes.
+    for _ in 0..=count_keys(value) {
+        let e = match serde_path_to_error::deserialize::<_, Action>(&json) {
+            Ok(a) => return ok.then_some(a),
+            Err(e) => e,
+        };
+        // The first segment is the action's kind, which the caller has checked.
+        let path: Vec<&Segment> = e.path().iter().skip(1).collect();
+        let message = e.inner().to_string();
+        let (node, key) = locate(value, &path);
+        if let Some((word, known)) = super::yaml::unknown_field(&message) {
+            let at = key.map_or(node.loc, |k| k.loc);
+            let d = ctx.error(at, format!("expect: {kind}: unknown key `{word}`"));
+            d.hint = Some(super::diagnostic::suggest(word, &known));
+            ok = false;
+            if remove_at(&mut json, e.path().iter()).is_some() {
+                continue;
+            }
+            return None;
+        }
+        let mut place = kind.to_owned();
+        for seg in &path {
+            match seg {
+                Segment::Map { key } => place.extend([".", key.as_str()]),
+                Segment::Seq { index } => place.push_str(&format!("[{index}]")),
+                Segment::Enum { variant } => place.extend([".", variant.as_str()]),
+                Segment::Unknown => {}
+            }
+        }
+        let plain = message
+            .replace("missing field", "missing key")
+            .replace("expected i64", "expected a whole number");
+        ctx.error(node.loc, format!("expect: {place}: {plain}"))
+            .hint = super::yaml::unknown_name_hint(&message);
+        return None;
+    }
+    None
+}
+
+/// The keys of a YAML value, at every depth.
+fn count_keys(node: &Node) -> usize {
+    match &node.kind {
+        Kind::Map(entries) => entries.iter().map(|(_, v)| 1 + count_keys(v)).sum(),
+        Kind::Seq(items) => items.iter().map(count_keys).sum(),
+        _ => 0,
+    }
+}
+
+/// The node a serde path leads to inside `node` (as far as it goes), and the key that names it.
+fn locate<'n>(
+    mut node: &'n Node,
+    path: &[&serde_path_to_error::Segment],
+) -> (&'n Node, Option<&'n super::yaml::Key>) {
+    use serde_path_to_error::Segment;
+    let mut named = None;
+    for seg in path {
+        let next = match (seg, &node.kind) {
+            (Segment::Map { key }, Kind::Map(entries)) => entries
+                .iter()
+                .find(|(k, _)| k.name == *key)
+                .map(|(k, v)| (Some(k), v)),
+            (Segment::Seq { index }, Kind::Seq(items)) => items.get(*index).map(|v| (None, v)),
+            _ => None,
+        };
+        let Some((key, v)) = next else { break };
+        (named, node) = (key, v);
+    }
+    (node, named)
+}
+
+/// Take out of `json` the member a serde path ends at; `None` when the path does not lead to one.
+fn remove_at<'p>(
+    json: &mut Value,
+    path: impl Iterator<Item = &'p serde_path_to_error::Segment>,
+) -> Option<Value> {
+    use serde_path_to_error::Segment;
+    let segs: Vec<_> = path.collect();
+    let (last, lead) = segs.split_last()?;
+    let mut at = json;
+    for seg in lead {
+        at = match seg {
+            Segment::Map { key } | Segment::Enum { variant: key } => at.get_mut(key.as_str())?,
+            Segment::Seq { index } => at.get_mut(*index)?,
+            Segment::Unknown => return None,
+        };
+    }
+    match last {
+        Segment::Map { key } => at.as_object_mut()?.remove(key.as_str()),
+        _ => None,
+    }
 }
 
 /// Read a test's payload. JSON unless the test says `content_type: form` or the file ends in

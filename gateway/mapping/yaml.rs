@@ -208,13 +208,27 @@ pub(crate) fn unknown_name_hint(message: &str) -> Option<String> {
         .or_else(|| message.split_once("unknown variant `"))?
         .1;
     let (word, rest) = rest.split_once('`')?;
-    let list = rest.split_once("expected one of")?.1;
-    let candidates: Vec<&str> = list
-        .split(',')
+    did_you_mean(word, expected_names(rest)).map(|c| format!("did you mean `{c}`?"))
+}
+
+/// serde's "unknown field `x`, expected ..." as the name and the names it expected.
+pub(crate) fn unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
+    let (word, rest) = message.strip_prefix("unknown field `")?.split_once('`')?;
+    Some((word, expected_names(rest).collect()))
+}
+
+/// The names in the tail of a serde message: "expected one of `a`, `b`", "expected `a` or `b`",
+/// "expected `a`" (and nothing for "there are no fields").
+fn expected_names(tail: &str) -> impl Iterator<Item = &str> {
+    let list = tail
+        .split_once("expected")
+        .map_or("", |(_, l)| l)
+        .trim_start();
+    let list = list.strip_prefix("one of").unwrap_or(list);
+    list.split(',')
+        .flat_map(|c| c.split(" or "))
         .map(|c| c.trim().trim_matches('`'))
         .filter(|c| !c.is_empty())
-        .collect();
-    did_you_mean(word, candidates.iter().copied()).map(|c| format!("did you mean `{c}`?"))
 }
 
 /// What serde-saphyr hands us; converted to [`Node`] with locations right after.
