@@ -100,6 +100,14 @@ impl JsonPath {
         }
     }
 
+    /// The first node the path selects that is not `null`.
+    pub fn first_present<'a>(&self, value: &'a Value) -> Option<&'a Value> {
+        match &self.route {
+            Route::Direct(steps) => walk(steps, value).filter(|v| !v.is_null()),
+            Route::Full(query) => full_query(query, value).into_iter().find(|v| !v.is_null()),
+        }
+    }
+
     /// The path as written.
     pub fn as_str(&self) -> &str {
         &self.source

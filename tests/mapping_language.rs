@@ -324,3 +324,104 @@ fn diagnostics_display_and_render() {
         "m.yaml:3:5: bad thing\n  |\n3 | c:  xyz\n  |     ^\n  = hint: did you mean `good`?"
     );
 }
+
+/// Null counts as missing wherever it is met: a path's first non-null match is its value, and a list or
+/// object whose parts are all missing is missing too, so it is left out (or defaulted), never sent empty.
+#[test]
+fn missing_means_missing_at_every_level() {
+    let rules = r#"rules:
+  - name: v
+    custom_event:
+      event_name: e
+      email: "$.data..email"
+      event_properties:
+        sku: "$.items[*].sku"
+        greeting: "hi {{ $.items[*].sku }}"
+        all_missing_list: [$.a, $.b]
+        all_missing_object: { object: { x: $.a } }
+        defaulted_list: { path: $.csv, then: [{ split: "," }], default: none }
+        some_present: [$.a, $.first]
+        literal_empty: []
+        items_present: { for_each: $.items, object: { sku: "@.sku" } }
+"#;
+    let body = json!({"data": {"object": {"email": null, "customer": {"email": "sam@example.com"}}},
+        "items": [{"sku": null}, {"sku": "B"}], "csv": ",,", "first": "Ada"});
+    let v = json_of(&apply(rules, Event::new(body)).unwrap());
+    let ev = &v[0]["custom_event"];
+    assert_eq!(ev["identifiers"], json!({"email_id": "sam@example.com"}));
+    assert_eq!(
+        ev["event_properties"],
+        json!({"sku": "B", "greeting": "hi B", "defaulted_list": "none", "some_present": ["Ada"],
+               "literal_empty": [], "items_present": [{"sku": "B"}]})
+    );
+}
+
+/// Keys that differ only as YAML scalars (`1` and `"1"`) are one name once read: refused as a duplicate
+/// instead of one silently replacing the other.
+#[test]
+fn keys_equal_as_names_are_duplicates() {
+    for (attrs, second) in [
+        (r#"{ 1: $.a, "1": $.b }"#, r#""1""#),
+        (r#"{ true: $.a, "true": $.b }"#, r#""true""#),
+    ] {
+        let text = format!(
+            "{HEAD}rules:\n  - name: r\n    create_contact: {{ email: $.e, attributes: {attrs} }}\n"
+        );
+        let diags = parse_source_file(Path::new("t.yaml"), &text).unwrap_err();
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert!(
+            diags[0].message.starts_with("duplicate key"),
+            "{}",
+            diags[0].message
+        );
+        let line = text.lines().nth(4).unwrap();
+        let column = line.find(second).unwrap() as u32 + 1;
+        assert_eq!(
+            (diags[0].line, diags[0].column),
+            (5, column),
+            "{}",
+            diags[0].render()
+        );
+    }
+}
+
+/// A constant that cannot be an identifier or an event name would fail every event: refused at load.
+#[test]
+fn constant_names_must_be_text() {
+    let text = format!(
+        "{HEAD}rules:\n  - name: r\n    custom_event: {{ event_name: 5, email: true, ext_id: \"7\" }}\n"
+    );
+    let diags = parse_source_file(Path::new("t.yaml"), &text).unwrap_err();
+    let messages: Vec<_> = diags.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "custom_event.event_name: expected text or a path, found a number",
+            "custom_event.email: expected text or a path, found a boolean"
+        ]
+    );
+}
+
+/// A header is text, unless `then` converts it: `then: [to_number]` compares numbers.
+#[test]
+fn header_conditions_compare_what_then_made() {
+    let h = [("X-N", "200")];
+    let whens = [
+        "{ header: X-N, then: [to_number], equals: 200 }",
+        "{ header: X-N, then: [to_number], in: [200, 201] }",
+        "{ header: X-N, equals: 200 }",
+        "{ header: X-N, then: [to_number], equals: \"200\" }",
+    ];
+    assert_eq!(fired(&whens, json!({}), &h), ["r0", "r1", "r2"]);
+}
+
+/// A repeated header reads as the receiver stores it, `1, 2`, in `try` and tests as live.
+#[test]
+fn repeated_headers_are_joined() {
+    let rules = "rules:\n  - name: r\n    custom_event: { event_name: e, ext_id: x, event_properties: { m: { header: x-multi } } }\n";
+    let ev = Event::new(json!({}))
+        .with_header("X-Multi", "1")
+        .with_header("x-multi", "2");
+    let v = json_of(&apply(rules, ev).unwrap());
+    assert_eq!(v[0]["custom_event"]["event_properties"]["m"], "1, 2");
+}

@@ -126,7 +126,14 @@ impl Condition {
         };
         let tests: Vec<&str> = TESTS.iter().copied().filter(|k| f.has(k)).collect();
         let test = match tests.as_slice() {
-            [one] => compile_test(ctx, one, f.get(one)?, f.has("header"), env),
+            // A header's text is compared as text, unless `then` made it something else.
+            [one] => compile_test(
+                ctx,
+                one,
+                f.get(one)?,
+                f.has("header") && !f.has("then"),
+                env,
+            ),
             [] if f.unknown => None,
             [] => {
                 ctx.error(node.loc, "condition: no test").hint =
@@ -275,7 +282,7 @@ fn constant(ctx: &mut Ctx, n: &Node, what: &str, header: bool) -> Option<Value> 
             );
             None
         }
-        // Headers are text: `equals: 200` on a header means the text "200".
+        // Headers are text: `equals: 200` on a header means the text "200" (not after `then`).
         _ if header => Some(match n.to_json() {
             Value::String(s) => Value::String(s),
             other => Value::String(other.to_string()),

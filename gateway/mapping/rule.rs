@@ -312,7 +312,12 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
         .get("list_ids")
         .is_none_or(|n| lint_list_ids(ctx, n, kind))
         & f.get("event_date")
-            .is_none_or(|n| lint_event_date(ctx, n, kind));
+            .is_none_or(|n| lint_event_date(ctx, n, kind))
+        & ["email", "ext_id", "event_name"]
+            .iter()
+            .fold(true, |fine, key| {
+                fine & f.get(key).is_none_or(|n| lint_text(ctx, n, kind, key))
+            });
     let event_name = value(ctx, "event_name");
     let mut fields = |ctx: &mut Ctx, key: &str| -> FieldSpecs {
         let Some(n) = f.get(key) else {
@@ -406,6 +411,27 @@ fn lint_email(ctx: &mut Ctx, n: &Node, kind: &str) {
             );
         }
     }
+}
+
+/// An identifier or event name written as a constant must be text: a number, a boolean or null there
+/// would fail every event (`expected text, found a number`), so it is refused at load.
+fn lint_text(ctx: &mut Ctx, n: &Node, kind: &str, key: &str) -> bool {
+    // Null is refused where every value is compiled.
+    let fine = matches!(
+        n.kind,
+        Kind::Str(_) | Kind::Map(_) | Kind::Seq(_) | Kind::Null
+    );
+    if !fine {
+        ctx.error(
+            n.loc,
+            format!(
+                "{kind}.{key}: expected text or a path, found {}",
+                n.describe()
+            ),
+        )
+        .hint = Some(format!("quote it to send it as text: \"{}\"", n.to_json()));
+    }
+    fine
 }
 
 /// Whether a written text is a value to compute (a path or a template) rather than a constant.

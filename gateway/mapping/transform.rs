@@ -114,7 +114,8 @@ impl Transform {
                         out.push(v);
                     }
                 }
-                Ok(Some(Value::Array(out)))
+                // Nothing left of a list that had items: nothing to return, so `default` applies.
+                Ok((out.is_empty() == items.is_empty()).then_some(Value::Array(out)))
             }
             _ => self.apply_one(v),
         }
@@ -148,8 +149,8 @@ impl Transform {
                     .split(sep.as_str())
                     .filter(|p| !p.is_empty())
                     .map(|p| Value::String(p.to_owned()))
-                    .collect();
-                Ok(Some(Value::Array(parts)))
+                    .collect::<Vec<_>>();
+                Ok((!parts.is_empty()).then_some(Value::Array(parts)))
             }
             Transform::Join(_) => Err(format!("expected a list or text, found {}", kind(&v))),
             Transform::Replace { from, to } => {

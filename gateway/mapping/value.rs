@@ -26,14 +26,26 @@ impl Headers {
         Self::default()
     }
 
-    /// Add a header; the name is matched case-insensitively.
+    /// Add a header; the name is matched case-insensitively. A repeated header is joined to the value
+    /// before it with `, ` (RFC 9110 §5.3), as the receiver stores it, so `try` and a test's `headers:`
+    /// see what a live event would.
     pub fn insert(&mut self, name: &str, value: impl Into<String>) {
+        let value = value.into();
+        if let Some((_, Value::String(v))) = self
+            .0
+            .iter_mut()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            v.push_str(", ");
+            v.push_str(&value);
+            return;
+        }
         // Kept as JSON text so values read them without copying.
         self.0
-            .push((name.to_ascii_lowercase(), Value::String(value.into())));
+            .push((name.to_ascii_lowercase(), Value::String(value)));
     }
 
-    /// The first value of a header (`name` in any case).
+    /// The value of a header (`name` in any case).
     pub fn get(&self, name: &str) -> Option<&str> {
         self.value(name).and_then(Value::as_str)
     }
@@ -401,9 +413,13 @@ impl ValueExpr {
                         out.push(v.into_owned());
                     }
                 }
-                Some(Cow::Owned(Value::Array(out)))
+                // Parts all missing make the list missing: it is left out (or defaulted), not sent empty.
+                (out.is_empty() == items.is_empty()).then_some(Cow::Owned(Value::Array(out)))
             }
-            Source::Object(fields) => Some(Cow::Owned(Value::Object(eval_object(fields, scope)?))),
+            Source::Object(fields) => {
+                let out = eval_object(fields, scope)?;
+                (out.is_empty() == fields.is_empty()).then_some(Cow::Owned(Value::Object(out)))
+            }
             Source::ForEach { over, item } => {
                 let Some(list) = first(over, scope) else {
                     return Ok(None);
@@ -425,7 +441,7 @@ impl ValueExpr {
                         out.push(v.into_owned());
                     }
                 }
-                Some(Cow::Owned(Value::Array(out)))
+                (out.is_empty() == elements.is_empty()).then_some(Cow::Owned(Value::Array(out)))
             }
         })
     }
@@ -470,14 +486,15 @@ pub(super) fn eval_object(
     Ok(out)
 }
 
-/// The node a path selects, null counting as missing.
+/// The first node a path selects that is not null: null counts as missing, so `$..email` over a null
+/// `email` and a set one takes the set one.
 fn first<'a>(path: &JsonPath, scope: Scope<'a>) -> Option<&'a Value> {
     let base = if path.is_relative() {
         scope.item?
     } else {
         scope.root
     };
-    path.first(base).filter(|v| !v.is_null())
+    path.first_present(base)
 }
 
 fn path_nodes<'a>(path: &JsonPath, scope: Scope<'a>) -> Vec<&'a Value> {

@@ -107,7 +107,22 @@ fn options() -> serde_saphyr::Options {
 /// Read a file's text into a located tree; a YAML syntax error is returned located.
 pub fn parse(file: &str, text: &str) -> Result<Node, Diagnostic> {
     match serde_saphyr::from_str_with_options::<Spanned<Raw>>(text, options()) {
-        Ok(root) => Ok(convert(root, text)),
+        Ok(root) => {
+            let mut twice = None;
+            let node = convert(root, text, &mut twice);
+            match twice {
+                None => Ok(node),
+                Some(key) => {
+                    // The parser compares keys as written (`1` and `"1"` differ); as names they are one.
+                    let mut ctx = Ctx::new(file, text);
+                    ctx.error(
+                        key.loc,
+                        plain_words(format!("duplicate mapping key: {}", key.name)),
+                    );
+                    Err(ctx.diags.remove(0))
+                }
+            }
+        }
         Err(e) => Err(serde_error(file, text, &e)),
     }
 }
@@ -367,7 +382,8 @@ fn loc(l: &serde_saphyr::Location, text: &str) -> Loc {
     }
 }
 
-fn convert(raw: Spanned<Raw>, text: &str) -> Node {
+/// `raw` with locations; `twice` gets the first key whose text repeats one before it in its map.
+fn convert(raw: Spanned<Raw>, text: &str, twice: &mut Option<Key>) -> Node {
     let at = loc(&raw.referenced, text);
     let kind = match raw.value {
         Raw::Null => Kind::Null,
@@ -376,19 +392,23 @@ fn convert(raw: Spanned<Raw>, text: &str) -> Node {
         Raw::UInt(u) => Kind::UInt(u),
         Raw::Float(f) => Kind::Float(f),
         Raw::Str(s) => Kind::Str(s),
-        Raw::Seq(items) => Kind::Seq(items.into_iter().map(|i| convert(i, text)).collect()),
-        Raw::Map(entries) => Kind::Map(
-            entries
-                .into_iter()
-                .map(|(k, v)| {
-                    let key = Key {
-                        loc: loc(&k.referenced, text),
-                        name: k.value,
-                    };
-                    (key, convert(v, text))
-                })
-                .collect(),
-        ),
+        Raw::Seq(items) => Kind::Seq(items.into_iter().map(|i| convert(i, text, twice)).collect()),
+        Raw::Map(entries) => {
+            let mut out: Vec<(Key, Node)> = Vec::with_capacity(entries.len());
+            let mut names = std::collections::HashSet::with_capacity(entries.len());
+            for (k, v) in entries {
+                let key = Key {
+                    loc: loc(&k.referenced, text),
+                    name: k.value,
+                };
+                if !names.insert(key.name.clone()) && twice.is_none() {
+                    *twice = Some(key.clone());
+                }
+                let v = convert(v, text, twice);
+                out.push((key, v));
+            }
+            Kind::Map(out)
+        }
     };
     Node { kind, loc: at }
 }
