@@ -777,6 +777,9 @@ impl Config {
         if self.outbound.dedup_ttl > crate::inbound::source::MAX_DEDUP_TTL {
             bad("outbound.dedup_ttl", "must be at most 366 days".into());
         }
+        if let Some(why) = log_filter_problem(&self.log.level) {
+            bad("log.level", why);
+        }
         if self.deliver.inbound_retention < Duration::from_secs(1) {
             bad("deliver.inbound_retention", "must be at least 1s".into());
         }
@@ -1154,6 +1157,36 @@ fn set_path(tree: &mut Value, path: &[String], value: Value) -> Result<(), Strin
     Ok(())
 }
 
+/// Why a `log.level` filter would not log what it seems to ask for. tracing reads a bare word it does
+/// not know as a target (`warning` logs only a module named `warning`: nothing at all), and skips a
+/// directive it cannot parse with a note on stderr; either silences the logs ops rely on.
+fn log_filter_problem(filter: &str) -> Option<String> {
+    use tracing_subscriber::filter::{Directive, LevelFilter};
+    const LEVELS: &str = "trace, debug, info, warn, error or off";
+    for d in filter.split(',').map(str::trim) {
+        if d.is_empty() {
+            continue;
+        }
+        match d.rsplit_once('=') {
+            None if d.parse::<LevelFilter>().is_err() => {
+                return Some(format!(
+                    "`{d}` is not a level ({LEVELS}); a target's level is written `target=level`"
+                ))
+            }
+            Some((_, level)) if level.parse::<LevelFilter>().is_err() => {
+                return Some(format!("`{level}` in `{d}` is not a level ({LEVELS})"))
+            }
+            _ if d.parse::<Directive>().is_err() => {
+                return Some(format!(
+                    "`{d}` is not a filter directive such as `hookgate=debug`"
+                ))
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Durations written as `30s`, `5m`, `72h` (humantime), serialised the same way.
 mod humantime_serde_compat {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -1163,11 +1196,21 @@ mod humantime_serde_compat {
         s.serialize_str(&humantime::format_duration(*d).to_string())
     }
 
+    /// The longest duration any key takes. Retention and give-up times are days; a larger value is a
+    /// typo, and the arithmetic on it (a timeout times three, a deadline from now) would overflow.
+    pub const MAX: Duration = Duration::from_secs(366 * 86_400);
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
+        let d = humantime::parse_duration(&s)
             // The value is not quoted: it may be a secret put in the wrong key.
-            .map_err(|_| serde::de::Error::custom("not a duration (write e.g. 30s, 5m, 72h)"))
+            .map_err(|_| serde::de::Error::custom("not a duration (write e.g. 30s, 5m, 72h)"))?;
+        if d > MAX {
+            return Err(serde::de::Error::custom(
+                "longer than a year (366d), the most a duration here may be",
+            ));
+        }
+        Ok(d)
     }
 }
 
@@ -1465,6 +1508,65 @@ mod tests {
         );
         let c = Config::from_sources("hg.yaml", "outbound:\n  dedup_ttl: 366days\n", &[]).unwrap();
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn log_levels_that_would_silence_the_logs_are_refused() {
+        for fine in [
+            "info",
+            "WARN",
+            "hookgate=debug,info",
+            "redis=error, warn",
+            "off",
+        ] {
+            assert_eq!(log_filter_problem(fine), None, "{fine}");
+        }
+        for (bad, why) in [
+            ("warning", "`warning` is not a level"),
+            ("infoo", "`infoo` is not a level"),
+            (
+                "hookgate=debugg",
+                "`debugg` in `hookgate=debugg` is not a level",
+            ),
+        ] {
+            let got = log_filter_problem(bad).unwrap_or_default();
+            assert!(got.starts_with(why), "{bad}: {got}");
+        }
+        let c = Config::from_sources("hg.yaml", "log: { level: warning }\n", &[]).unwrap();
+        let p = c.validate().unwrap_err();
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("hg.yaml:1:15: log.level: `warning`")),
+            "{p:#?}"
+        );
+    }
+
+    /// A duration past a year is refused where it is written: the worker's arithmetic on an absurd one
+    /// (`timeout * 3`) overflowed and killed its task while the process stayed ready.
+    #[test]
+    fn durations_are_at_most_a_year() {
+        let p = Config::from_sources(
+            "hg.yaml",
+            "deliver: { timeout: 7000000000000000000s }\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("hg.yaml:1:21: deliver.timeout: ")
+                    && m.contains("longer than a year")),
+            "{p:#?}"
+        );
+        let env = env_vars(&[("HOOKGATE_OUTBOUND__TIMEOUT", "367d")]);
+        let p = Config::from_sources("hg.yaml", "", &env).unwrap_err();
+        assert!(
+            p.iter()
+                .any(|m| m.starts_with("env HOOKGATE_OUTBOUND__TIMEOUT: ")
+                    && m.contains("longer than a year")),
+            "{p:#?}"
+        );
+        let ok = Config::from_sources("hg.yaml", "outbound: { retention: 366d }\n", &[]).unwrap();
+        assert_eq!(ok.outbound.retention, Duration::from_secs(366 * 86_400));
     }
 
     #[test]

@@ -12,9 +12,11 @@ pub fn init(cfg: &LogConfig) {
             true => EnvFilter::new(&cfg.level),
             false => EnvFilter::new(format!("{},{QUIET}", cfg.level)),
         });
+    // Colour only on a terminal: in a pipe or `kubectl logs` the escape codes would be text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     let _ = match cfg.format {
         LogFormat::Json => builder
             .json()
