@@ -115,8 +115,14 @@ async fn sample_one(conn: &mut Conn, w: &Watch) -> Result<(), redis::RedisError>
             for g in groups(conn, key).await? {
                 let labels = [("stream", label.clone()), ("group", g.name)];
                 metrics::gauge!("hookgate_stream_pending", &labels).set(g.pending as f64);
-                // Redis reports no lag when it cannot tell (after deletions); leave the last value.
-                if let Some(lag) = g.lag {
+                let lag = match (g.lag, &g.last_delivered) {
+                    (Some(lag), _) => Some(lag),
+                    // Redis reports no lag when a deletion lies past the group's position (a
+                    // redelivery's entry taken back) until the group reads past it: count instead.
+                    (None, Some(last)) => Some(unread(conn, key, last).await?),
+                    (None, None) => None,
+                };
+                if let Some(lag) = lag {
                     metrics::gauge!("hookgate_stream_lag", &labels).set(lag as f64);
                 }
             }
@@ -133,12 +139,32 @@ async fn sample_one(conn: &mut Conn, w: &Watch) -> Result<(), redis::RedisError>
     Ok(())
 }
 
+/// Counted unread entries stop here: the gauge then reads "at least this many".
+pub const UNREAD_COUNT_CAP: u64 = 10_000;
+
+/// The entries after `last` (a group's last-delivered id), at most [`UNREAD_COUNT_CAP`], counted inside
+/// Redis so that no entry crosses the network. Only sampled when Redis cannot tell the lag itself.
+async fn unread(conn: &mut Conn, key: &str, last: &str) -> Result<u64, redis::RedisError> {
+    static COUNT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+        redis::Script::new(
+            "return #redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])",
+        )
+    });
+    COUNT
+        .key(key)
+        .arg(last)
+        .arg(UNREAD_COUNT_CAP)
+        .invoke_async(conn)
+        .await
+}
+
 /// One consumer group as `XINFO GROUPS` tells it.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Group {
     pub name: String,
     pub pending: u64,
     pub lag: Option<u64>,
+    pub last_delivered: Option<String>,
 }
 
 /// The stream's consumer groups; none when the stream does not exist yet.
@@ -168,6 +194,7 @@ pub fn parse_groups(v: &Value) -> Vec<Group> {
                 name: f.get("name").and_then(|v| text(v))?,
                 pending: f.get("pending").and_then(|v| number(v)).unwrap_or(0),
                 lag: f.get("lag").and_then(|v| number(v)),
+                last_delivered: f.get("last-delivered-id").and_then(|v| text(v)),
             })
         })
         .collect()
@@ -229,6 +256,8 @@ mod tests {
             Value::Int(2),
             bulk("pending"),
             Value::Int(7),
+            bulk("last-delivered-id"),
+            bulk("1700000000000-3"),
             bulk("lag"),
             Value::Nil,
         ])]);
@@ -237,7 +266,8 @@ mod tests {
             vec![Group {
                 name: "mappers".into(),
                 pending: 7,
-                lag: None
+                lag: None,
+                last_delivered: Some("1700000000000-3".into()),
             }]
         );
         let resp3 = Value::Array(vec![Value::Map(vec![
@@ -250,7 +280,8 @@ mod tests {
             vec![Group {
                 name: "relay".into(),
                 pending: 0,
-                lag: Some(12)
+                lag: Some(12),
+                last_delivered: None,
             }]
         );
         assert!(parse_groups(&Value::Nil).is_empty());

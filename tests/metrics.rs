@@ -175,4 +175,62 @@ async fn metrics_cover_the_pipeline_with_hookgate_names_and_buckets() {
         Some(after_edit),
         "no reload without a change"
     );
+
+    // Redis reports no lag while a deletion lies past a group's position (a redelivery's entry taken
+    // back); the gauge then counts the unread entries itself instead of keeping a stale value.
+    let key = "probe:lag";
+    let mut r = redis.conn();
+    let ids: Vec<String> = (0..8)
+        .map(|i| {
+            redis::cmd("XADD")
+                .arg(key)
+                .arg("*")
+                .arg("n")
+                .arg(i)
+                .query(&mut r)
+                .expect("XADD")
+        })
+        .collect();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(key)
+        .arg("g")
+        .arg(&ids[1])
+        .query(&mut r)
+        .expect("XGROUP");
+    let _: i64 = redis::cmd("XDEL")
+        .arg(key)
+        .arg(&ids[4])
+        .query(&mut r)
+        .expect("XDEL");
+    let info: redis::Value = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(key)
+        .query(&mut r)
+        .expect("XINFO");
+    assert_eq!(
+        hookgate::gauges::parse_groups(&info)[0].lag,
+        None,
+        "Redis cannot tell this lag"
+    );
+    let watches = [hookgate::gauges::Watch::Stream {
+        label: "probe".into(),
+        key: key.into(),
+    }];
+    let mut cfg = hookgate::config::Config::default();
+    cfg.redis_url = redis.url();
+    let mut conn = hookgate::redis_conn::Redis::from_config(&cfg)
+        .expect("redis")
+        .shared()
+        .expect("conn");
+    hookgate::gauges::sample(&mut conn, &watches)
+        .await
+        .expect("sample");
+    let text = gw.metrics().await;
+    // Entries 2..=7 are after the group's position; entry 4 is gone.
+    assert_eq!(
+        value(&text, r#"hookgate_stream_lag{stream="probe",group="g"}"#),
+        Some(5.0),
+        "{text}"
+    );
 }
