@@ -217,8 +217,10 @@ async fn metrics_cover_the_pipeline_with_hookgate_names_and_buckets() {
         label: "probe".into(),
         key: key.into(),
     }];
-    let mut cfg = hookgate::config::Config::default();
-    cfg.redis_url = redis.url();
+    let cfg = hookgate::config::Config {
+        redis_url: redis.url(),
+        ..Default::default()
+    };
     let mut conn = hookgate::redis_conn::Redis::from_config(&cfg)
         .expect("redis")
         .shared()
