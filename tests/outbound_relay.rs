@@ -1223,3 +1223,112 @@ async fn acknowledged_events_are_trimmed_after_the_retention() {
     assert_eq!(xlen(), 1, "a fresh event is kept");
     assert!(gw.metrics().await.contains("hookgate_events_trimmed_total"));
 }
+
+/// A subscription that became unusable (a stored reference that no longer resolves) keeps its pending
+/// delivery until it is fixed, instead of dead-lettering it as deleted; and more than a page of such
+/// due subscriptions (soonest due, without room) does not hide another subscription's delivery.
+#[tokio::test]
+async fn unusable_subscriptions_keep_their_backlog_and_hide_no_one() {
+    let redis = Redis::start();
+    let cfg = "outbound: { retry_base: 2s, retry_max: 2s, give_up_after: 60s, timeout: 3s, connect_timeout: 1s }\negress: { allow: [127.0.0.0/8], allow_http: true }\n";
+    let gw = Gateway::start(&redis, &[], cfg).await;
+    let sub = Subscriber::start().await;
+    sub.plan_one(503, None, "busy");
+    let created = subscribe(
+        &gw,
+        json!({"name": "legacy", "url": sub.url("/hook"), "events": ["contact.created"], "auth": {"type": "bearer", "token": "t-1"}}),
+    )
+    .await;
+    let id = created["id"].as_str().unwrap().to_string();
+    publish(&gw, json!({"type": "contact.created", "data": {"n": 1}})).await;
+    assert!(sub.wait_received(1, 10).await, "first attempt");
+
+    // The stored spec gains a reference (as an older version stored it), and 1,001 more unusable
+    // subscriptions are due before anyone else.
+    let mut c = redis.conn();
+    let raw: String = redis::cmd("HGET")
+        .arg("hookgate:subscriptions")
+        .arg(&id)
+        .query(&mut c)
+        .unwrap();
+    let mut spec: Value = serde_json::from_str(&raw).unwrap();
+    spec["auth"]["token"] = json!("${env:PATH}");
+    let mut pipe = redis::pipe();
+    pipe.cmd("HSET")
+        .arg("hookgate:subscriptions")
+        .arg(&id)
+        .arg(spec.to_string())
+        .ignore();
+    for i in 0..1001 {
+        let other = format!("sub_blocked{i:04}");
+        let mut s = spec.clone();
+        s["id"] = json!(other);
+        s["account"] = json!(format!("blocked{i}"));
+        pipe.cmd("HSET")
+            .arg("hookgate:subscriptions")
+            .arg(&other)
+            .arg(s.to_string())
+            .ignore();
+        pipe.cmd("ZADD")
+            .arg("hookgate:outbound:ready")
+            .arg(0)
+            .arg(&other)
+            .ignore();
+    }
+    pipe.cmd("INCR")
+        .arg("hookgate:subscriptions:version")
+        .ignore();
+    pipe.query::<()>(&mut c).unwrap();
+    let path = format!("/v1/subscriptions/{id}");
+    wait_for("the reload to find it unusable", 10, async || {
+        call(&gw, "GET", &path, None).await.1["active"] == false
+    })
+    .await;
+
+    // Another account's subscription is served past them.
+    let other = Subscriber::start().await;
+    subscribe(
+        &gw,
+        json!({"name": "victim", "account": "victim", "url": other.url("/hook"), "events": ["invoice.paid"]}),
+    )
+    .await;
+    publish(
+        &gw,
+        json!({"type": "invoice.paid", "account": "victim", "data": {}}),
+    )
+    .await;
+    assert!(other.wait_delivered(1, 10).await, "not starved");
+
+    // The retry came due meanwhile (2 s): nothing was sent, nothing dead-lettered.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(sub.received().len(), 1, "nothing sent while unusable");
+    let list = call(
+        &gw,
+        "GET",
+        &format!("/v1/deliveries?subscription={id}"),
+        None,
+    )
+    .await
+    .1;
+    assert_eq!(list["deliveries"][0]["status"], "pending", "{list}");
+    let (_, dead) = call(&gw, "GET", "/v1/outbound/dead-letters", None).await;
+    assert_eq!(
+        dead["dead_letters"].as_array().map(Vec::len),
+        Some(0),
+        "{dead}"
+    );
+
+    // Fixed: the waiting delivery goes out with the new token.
+    let (s, v) = call(
+        &gw,
+        "PATCH",
+        &path,
+        Some(json!({"auth": {"type": "bearer", "token": "t-2"}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(sub.wait_delivered(1, 10).await, "delivered once fixed");
+    let got = sub.delivered();
+    assert_eq!(got[0].json()["data"]["n"], 1);
+    assert_eq!(got[0].header("authorization"), "Bearer t-2");
+}

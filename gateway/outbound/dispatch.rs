@@ -23,10 +23,40 @@ use tokio::task::JoinSet;
 const IDLE: Duration = Duration::from_millis(100);
 /// Most deliveries claimed per subscription per pass.
 const CLAIM_MAX: usize = 64;
+
+/// Due subscriptions read from the ready set per command.
+const READY_PAGE: usize = 1000;
+
+/// Due subscriptions looked at per pass; the rest wait for the next.
+const READY_SCAN_MAX: usize = 20_000;
 /// How long an outcome is retried while Redis is away before the lease is left to run out.
 const FINISH_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Growing delays with jitter: `base × 2^(attempt-1)`, plus up to half again, at most `max`.
+/// When to try a failed delivery again (ms since the epoch): after the backoff, or the subscriber's
+/// `Retry-After` when longer, and never later than `give_up` after the first failure: the last try is
+/// at that deadline. `None` (give up now) once the deadline has passed, or when the subscriber asks to
+/// wait beyond it: trying before it asked would be rude, and after it too late.
+fn next_try(
+    now: u64,
+    first_failed: u64,
+    give_up: Duration,
+    backoff: Duration,
+    retry_after: Option<Duration>,
+) -> Option<u64> {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let deadline = first_failed.saturating_add(ms(give_up));
+    if now >= deadline {
+        return None;
+    }
+    let asked = retry_after.map(|d| now.saturating_add(ms(d)));
+    if asked.is_some_and(|t| t > deadline) {
+        return None;
+    }
+    let due = now.saturating_add(ms(backoff)).max(asked.unwrap_or(0));
+    Some(due.min(deadline))
+}
+
 pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(30));
     let jitter = rand::rng().random_range(0.0..0.5);
@@ -187,18 +217,34 @@ impl Dispatcher {
         let mut snap = self.registry.loaded_snapshot().await?;
         let mut c = self.conn.clone();
         let now = now_ms();
-        let ready = queue::ready(&mut c, &self.keys, now).await?;
-        if ready.iter().any(|id| !snap.by_id.contains_key(id)) {
-            // Created a moment ago in another process, or deleted: look again before deciding it is gone.
-            self.registry.refresh(true).await?;
-            snap = self.registry.snapshot().await;
-        }
+        // Every due subscription is looked at, page by page: the soonest due may all be without room
+        // (rate-limited, or their slots full of slow sends), and must not hide the others.
         let mut wants = Vec::new();
-        for sub_id in ready {
-            let n = self.room(snap.by_id.get(&sub_id).map(|s| &**s));
-            if n > 0 {
-                wants.push((sub_id, n));
+        let (mut offset, mut refreshed) = (0, false);
+        while offset < READY_SCAN_MAX {
+            let page = queue::ready(&mut c, &self.keys, now, offset, READY_PAGE).await?;
+            let unknown =
+                |id: &String| !snap.by_id.contains_key(id) && !snap.unusable.contains_key(id);
+            if !refreshed && page.iter().any(unknown) {
+                // Created a moment ago in another process, or deleted: look again before deciding it is gone.
+                self.registry.refresh(true).await?;
+                snap = self.registry.snapshot().await;
+                refreshed = true;
             }
+            for sub_id in &page {
+                // Unusable (a reference that no longer resolves): its deliveries wait for it to be fixed.
+                if snap.unusable.contains_key(sub_id) {
+                    continue;
+                }
+                let n = self.room(snap.by_id.get(sub_id).map(|s| &**s));
+                if n > 0 {
+                    wants.push((sub_id.clone(), n));
+                }
+            }
+            if page.len() < READY_PAGE {
+                break;
+            }
+            offset += page.len();
         }
         if wants.is_empty() {
             return Ok(0);
@@ -255,7 +301,6 @@ impl Dispatcher {
         id: &str,
         rec: HashMap<String, String>,
     ) {
-        let now = now_ms();
         if rec.is_empty() {
             // The record expired or was removed: nothing left to send.
             let mut c = self.conn.clone();
@@ -285,7 +330,8 @@ impl Dispatcher {
                     .and_then(|e| serde_json::from_str(e).ok())
                     .unwrap_or(Value::Null);
                 let a = self.sender.send(s, id, &doc).await;
-                (self.judge(s, &rec, &a, now).await, Some(a))
+                // Backoff and Retry-After count from the answer (or the timeout), not the start.
+                (self.judge(s, &rec, &a, now_ms()).await, Some(a))
             }
         };
         let outcome = match &finish {
@@ -366,16 +412,17 @@ impl Dispatcher {
             .get(rf::FIRST_FAILED_AT)
             .and_then(|a| a.parse().ok())
             .unwrap_or(now);
-        let give_up = self.cfg.give_up_after;
-        if Duration::from_millis(now.saturating_sub(first)) >= give_up {
-            return Finish::Failed {
+        match next_try(
+            now,
+            first,
+            self.cfg.give_up_after,
+            backoff(attempts, self.cfg.retry_base, self.cfg.retry_max),
+            a.retry_after,
+        ) {
+            Some(due) => Finish::Retry { due },
+            None => Finish::Failed {
                 reason: "exhausted",
-            };
-        }
-        let wait = backoff(attempts, self.cfg.retry_base, self.cfg.retry_max)
-            .max(a.retry_after.unwrap_or_default().min(give_up));
-        Finish::Retry {
-            due: now + wait.as_millis() as u64,
+            },
         }
     }
 
@@ -575,6 +622,37 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_stop_at_the_give_up_deadline() {
+        let s = Duration::from_secs;
+        let (first, give_up) = (1_000_000, s(100));
+        // Within the window: the backoff, or a longer Retry-After.
+        assert_eq!(
+            next_try(first + 10_000, first, give_up, s(5), None),
+            Some(first + 15_000)
+        );
+        assert_eq!(
+            next_try(first + 10_000, first, give_up, s(5), Some(s(30))),
+            Some(first + 40_000)
+        );
+        // A backoff past the deadline: one last try at it.
+        assert_eq!(
+            next_try(first + 90_000, first, give_up, s(60), None),
+            Some(first + 100_000)
+        );
+        // Asked to wait past the deadline, or the deadline reached: give up now.
+        assert_eq!(
+            next_try(first + 90_000, first, give_up, s(1), Some(s(60))),
+            None
+        );
+        assert_eq!(next_try(first + 100_000, first, give_up, s(1), None), None);
+        // An absurd Retry-After does not overflow.
+        assert_eq!(
+            next_try(first, first, give_up, s(1), Some(Duration::MAX)),
+            None
+        );
+    }
 
     #[test]
     fn backoff_grows_with_jitter_under_the_cap() {

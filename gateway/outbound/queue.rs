@@ -180,15 +180,21 @@ pub async fn claim(
     inv.invoke_async(conn).await
 }
 
-/// Subscriptions with a due delivery.
-pub async fn ready(conn: &mut Conn, keys: &Keys, now: u64) -> Result<Vec<String>, RedisError> {
+/// Subscriptions with a due delivery, soonest due first: `count` of them from the `offset`-th.
+pub async fn ready(
+    conn: &mut Conn,
+    keys: &Keys,
+    now: u64,
+    offset: usize,
+    count: usize,
+) -> Result<Vec<String>, RedisError> {
     redis::cmd("ZRANGEBYSCORE")
         .arg(&keys.ready)
         .arg("-inf")
         .arg(now)
         .arg("LIMIT")
-        .arg(0)
-        .arg(1000)
+        .arg(offset)
+        .arg(count)
         .query_async(conn)
         .await
 }
