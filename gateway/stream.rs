@@ -84,9 +84,11 @@ pub mod keys {
     pub fn events(prefix: &str) -> String {
         format!("{prefix}:events")
     }
-    /// Remembers a producer's event id for the dedup window; its value is the stream id stored.
-    pub fn event_dedup(prefix: &str, id: &str) -> String {
-        format!("{prefix}:events:dedup:{id}")
+    /// Remembers a producer's event id for the dedup window, per account (one account's id must not
+    /// drop another's event); its value is the stream id stored. An account never holds a `/`, so the
+    /// first one after `dedup:` ends it; an event of no account has an empty one.
+    pub fn event_dedup(prefix: &str, account: Option<&str>, id: &str) -> String {
+        format!("{prefix}:events:dedup:{}/{id}", account.unwrap_or(""))
     }
     /// Dead letters of outbound deliveries: a stream, like `dead_inbound`.
     pub fn dead_outbound(prefix: &str) -> String {
@@ -547,10 +549,11 @@ impl Store {
     }
 
     /// Store a published event: XADD to `<prefix>:events` with `fields`, deduplicated on the producer's
-    /// `id` when there is one (the inbound store script: one round trip). Retried once like
+    /// `id` within its `account` when there is one (the inbound store script: one round trip). Retried once like
     /// `store_inbound` when the connection dropped, and bounded by the same deadline.
     pub async fn store_event(
         &self,
+        account: Option<&str>,
         id: Option<&str>,
         fields: &[(&str, String)],
         dedup_ttl: Duration,
@@ -558,7 +561,7 @@ impl Store {
         let once = || async {
             let mut inv = STORE.prepare_invoke();
             if let Some(id) = id {
-                inv.key(keys::event_dedup(&self.families.outbound, id));
+                inv.key(keys::event_dedup(&self.families.outbound, account, id));
             }
             inv.key(keys::events(&self.families.outbound));
             inv.arg(dedup_ttl.as_millis().max(1) as u64).arg("");
@@ -750,7 +753,7 @@ mod tests {
         );
         assert_eq!(
             slot(&keys::events(&f.outbound)),
-            slot(&keys::event_dedup(&f.outbound, "x"))
+            slot(&keys::event_dedup(&f.outbound, Some("acme"), "x"))
         );
     }
 

@@ -82,6 +82,16 @@ async fn publishing_validates_stores_and_dedups() {
     let again = publish(&gw, e).await;
     assert_eq!(again["duplicate"], true, "a producer id is deduplicated");
     assert_eq!(again["stream_id"], first["stream_id"]);
+    // Within its account: the same id from another account (or none) is another event.
+    for other in [json!("globex"), Value::Null] {
+        let mut e = json!({"type": "invoice.paid", "id": "evt_1", "data": {}});
+        if !other.is_null() {
+            e["account"] = other;
+        }
+        let r = publish(&gw, e).await;
+        assert_eq!(r["duplicate"], false, "{r}");
+        assert_ne!(r["stream_id"], first["stream_id"]);
+    }
     let anon = publish(&gw, json!({"type": "contact.deleted", "data": {"n": 1}})).await;
     assert_eq!(
         anon["id"], anon["stream_id"],
@@ -95,7 +105,7 @@ async fn publishing_validates_stores_and_dedups() {
         .arg("+")
         .query(&mut c)
         .unwrap();
-    assert_eq!(entries.ids.len(), 2, "the duplicate was not stored twice");
+    assert_eq!(entries.ids.len(), 4, "the duplicate was not stored twice");
     let f = &entries.ids[0];
     let get = |k: &str| redis::from_redis_value::<String>(f.map[k].clone()).unwrap();
     assert_eq!(get("type"), "contact.created");

@@ -29,7 +29,12 @@ pub async fn publish(
         .map_err(Error::Invalid)?;
     let stored = o
         .store
-        .store_event(input.id.as_deref(), &fields, o.cfg.dedup_ttl)
+        .store_event(
+            input.account.as_deref(),
+            input.id.as_deref(),
+            &fields,
+            o.cfg.dedup_ttl,
+        )
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "publish: redis did not answer");

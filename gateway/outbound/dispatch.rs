@@ -611,7 +611,7 @@ impl Dispatcher {
         }
         if let Err(e) = self
             .store
-            .store_event(None, &fields, self.cfg.dedup_ttl)
+            .store_event(None, None, &fields, self.cfg.dedup_ttl)
             .await
         {
             tracing::warn!(error = %e, "cannot publish subscription.disabled");
