@@ -64,35 +64,93 @@ struct ListQuery {
     subscription: Option<String>,
     /// pending | delivered | failed
     status: Option<String>,
-    /// The `next` of the previous page (a creation time, ms).
-    before: Option<u64>,
+    /// The `next` of the previous page.
+    before: Option<String>,
     limit: Option<usize>,
+}
+
+/// Where a page of deliveries starts: at creation time `score` (ms), after the first `skip` deliveries
+/// created then. A fan-out creates its deliveries in the same millisecond, so a time alone would skip
+/// the rest of them. Written `<ms>:<skip>`; a bare `<ms>` (a cursor of an older version) starts below it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cursor {
+    score: u64,
+    skip: usize,
+    inclusive: bool,
+}
+
+impl Cursor {
+    fn parse(s: &str) -> Option<Self> {
+        let num = |p: &str| {
+            (!p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| p.parse().ok())
+                .flatten()
+        };
+        Some(match s.split_once(':') {
+            Some((score, skip)) => Self {
+                score: num(score)?,
+                skip: num(skip)? as usize,
+                inclusive: true,
+            },
+            None => Self {
+                score: num(s)?,
+                skip: 0,
+                inclusive: false,
+            },
+        })
+    }
+
+    fn max(&self) -> String {
+        match self.inclusive {
+            true => self.score.to_string(),
+            false => format!("({}", self.score),
+        }
+    }
 }
 
 /// Newest first.
 async fn list(State(o): State<Outbound>, Query(q): Query<ListQuery>) -> Result<Json<Value>, Error> {
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+    if let Some(s) = q.status.as_deref() {
+        if !["pending", "delivered", "failed"].contains(&s) {
+            return Err(Error::BadRequest(format!(
+                "status: `{}` is not one of pending, delivered, failed",
+                crate::error::one_line(s)
+            )));
+        }
+    }
+    let mut at = match q.before.as_deref() {
+        None => None,
+        Some(b) => Some(Cursor::parse(b).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "before: `{}` is not a cursor; pass the previous page's `next`",
+                crate::error::one_line(b)
+            ))
+        })?),
+    };
     let index = match &q.subscription {
         Some(s) => o.keys.sub_index(s),
         None => o.keys.index.clone(),
     };
     let mut c = o.conn.clone();
-    let mut max = q.before.map_or("+inf".to_string(), |b| format!("({b}"));
     let mut items = Vec::new();
-    let mut next = None;
+    // Set while more entries may follow what was looked at: at the end the page's `next`.
+    let mut more = true;
     for _ in 0..20 {
+        let (max, skip) = at.map_or(("+inf".to_string(), 0), |a| (a.max(), a.skip));
         let page: Vec<(String, u64)> = redis::cmd("ZREVRANGEBYSCORE")
             .arg(&index)
             .arg(&max)
             .arg("-inf")
             .arg("WITHSCORES")
             .arg("LIMIT")
-            .arg(0)
+            .arg(skip)
             .arg(SCAN)
             .query_async(&mut c)
             .await
             .map_err(unavailable)?;
         if page.is_empty() {
+            more = false;
             break;
         }
         let mut pipe = redis::pipe();
@@ -101,34 +159,45 @@ async fn list(State(o): State<Outbound>, Query(q): Query<ListQuery>) -> Result<J
         }
         let recs: Vec<HashMap<String, String>> =
             pipe.query_async(&mut c).await.map_err(unavailable)?;
-        let last_score = page.last().map_or(0, |p| p.1);
-        // Entries sharing the last score may continue on the next page: stop before them.
-        let mut stop_at = None;
+        let mut full = false;
         for ((_, score), rec) in page.iter().zip(recs) {
-            if rec.is_empty() {
-                continue;
-            }
-            if q.status
-                .as_deref()
-                .is_some_and(|s| rec.get(rf::STATUS).map(String::as_str) != Some(s))
+            // Each entry looked at moves the cursor past it, listed or not.
+            at = Some(match at {
+                Some(a) if a.inclusive && a.score == *score => Cursor {
+                    skip: a.skip + 1,
+                    ..a
+                },
+                _ => Cursor {
+                    score: *score,
+                    skip: 1,
+                    inclusive: true,
+                },
+            });
+            if rec.is_empty()
+                || q.status
+                    .as_deref()
+                    .is_some_and(|s| rec.get(rf::STATUS).map(String::as_str) != Some(s))
             {
                 continue;
             }
             items.push(summary(&rec));
             if items.len() == limit {
-                stop_at = Some(*score);
+                full = true;
                 break;
             }
         }
-        if let Some(s) = stop_at {
-            next = Some(s);
+        if full {
             break;
         }
         if page.len() < SCAN {
+            more = false;
             break;
         }
-        max = format!("({last_score}");
     }
+    // A page cut short by the scan bound (a filter matching few) still says where to go on.
+    let next = at
+        .filter(|_| more)
+        .map(|a| format!("{}:{}", a.score, a.skip));
     Ok(Json(json!({ "deliveries": items, "next": next })))
 }
 
