@@ -213,8 +213,16 @@ impl LiveCatalog {
                 () = &mut stop => return,
                 _ = tick.tick() => {}
                 Some(()) = rx.recv() => {
-                    // A ConfigMap update is several events in a burst: wait for quiet.
-                    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                    // A ConfigMap update is several events in a burst: wait for quiet, but not for
+                    // longer than DEBOUNCE_MAX: a file written over and over in the directory (a
+                    // log, a status file) would otherwise hold every reload, and the poll, off.
+                    let until = tokio::time::Instant::now() + DEBOUNCE_MAX;
+                    while let Ok(Ok(Some(()))) = tokio::time::timeout_at(
+                        until,
+                        tokio::time::timeout(DEBOUNCE, rx.recv()),
+                    )
+                    .await
+                    {}
                 }
             }
             let live = self.clone();
@@ -231,6 +239,9 @@ fn may_change_files(kind: &notify::EventKind) -> bool {
 
 /// Quiet time after the last directory event before reloading.
 const DEBOUNCE: Duration = Duration::from_millis(300);
+
+/// The longest a burst of directory events holds a reload back.
+const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
 
 /// A hash over the names and contents of the files a load would read.
 fn fingerprint(dir: &Path) -> String {

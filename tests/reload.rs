@@ -242,6 +242,34 @@ async fn configmap_symlink_swap_is_picked_up() {
     );
 }
 
+/// A file rewritten over and over in the directory (a status file, a log) does not hold reloads off:
+/// waiting for quiet is bounded, and a new mapping file is served within seconds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_noisy_directory_does_not_starve_reloads() {
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[("a.yaml", A)], "mappings_poll: 1h\n").await;
+    let dir = gw.mappings_dir().to_path_buf();
+    let noise = dir.join("status.txt");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                std::fs::write(&noise, n.to_string()).expect("write noise");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::write(dir.join("b.yaml"), B).expect("write b.yaml");
+    let served = eventually(&gw.url("b"), 202, 8).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().expect("noise writer");
+    assert!(served, "b.yaml served while the directory kept changing");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_api_needs_the_token() {
     let redis = Redis::start();
