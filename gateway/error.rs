@@ -37,6 +37,10 @@ pub enum Error {
     UnsupportedTransferCoding(String),
     #[error("malformed body: {0}")]
     Malformed(String),
+    /// The sender closed the connection (or reset its stream) before its body was complete. No answer
+    /// reaches it; the status, nginx's 499, exists for the metrics and the log.
+    #[error("the sender closed the connection before its body was complete")]
+    ClientClosed,
     #[error("{0}")]
     Unauthorized(String),
     #[error("missing or wrong bearer token")]
@@ -100,6 +104,7 @@ impl Error {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
             Error::Malformed(_) => StatusCode::BAD_REQUEST,
+            Error::ClientClosed => CLIENT_CLOSED,
             Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::Unauthorized(_) | Error::Unauthenticated => StatusCode::UNAUTHORIZED,
@@ -125,6 +130,7 @@ impl Error {
             Error::UnsupportedEncoding(_) => "unsupported_encoding",
             Error::UnsupportedTransferCoding(_) => "unsupported_transfer_coding",
             Error::Malformed(_) => "malformed",
+            Error::ClientClosed => "client_closed",
             Error::Invalid(_) => "invalid",
             Error::Conflict(_) => "conflict",
             Error::Unauthorized(_) => "bad_signature",
@@ -136,6 +142,15 @@ impl Error {
         }
     }
 }
+
+/// "Client Closed Request", as nginx counts it: not a status any sender sees.
+pub const CLIENT_CLOSED: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
+
+/// axum's default limit on the bodies its extractors buffer (the admin API's JSON): 2 MiB.
+pub const AXUM_BODY_LIMIT: u64 = 2 * 1024 * 1024;
 
 /// Seconds a sender should wait after a 503.
 const RETRY_AFTER_SECS: &str = "5";
@@ -184,11 +199,12 @@ pub struct Refusals {
 impl Refusals {
     /// The error for a response a layer made, or `None` for any other. Every handler answers an error in
     /// our JSON, so a plain answer with one of these statuses is a layer's. A plain 413 is the backstop's
-    /// only for a declared length over its cap: a handler's own body limit (axum's, on the admin API)
-    /// answers 413 in plain text too, and is left as it is.
+    /// for a declared length over its cap; any other is axum's own body limit on the admin API's JSON
+    /// bodies ([`AXUM_BODY_LIMIT`]), in our JSON too.
     fn own<B>(&self, resp: &http::Response<B>, over_cap: bool) -> Option<Error> {
         let e = match resp.status() {
             StatusCode::PAYLOAD_TOO_LARGE if over_cap => Error::TooLarge(self.body_cap),
+            StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge(AXUM_BODY_LIMIT),
             StatusCode::REQUEST_TIMEOUT => Error::Timeout(self.timeout),
             StatusCode::INTERNAL_SERVER_ERROR => {
                 Error::Internal("the request's handler failed".into())

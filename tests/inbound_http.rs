@@ -1276,6 +1276,62 @@ async fn a_half_closed_request_is_answered() {
     assert_eq!(inbound_entries(&redis, "hookgate").len(), 2);
 }
 
+/// A sender that closes its connection before its body is complete is no malformed request: it is
+/// counted as 499 (`client_closed`), not 400, so an alert on 400s does not fire on aborted uploads. A
+/// truly malformed body (bad chunk framing) is still a 400.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sender_that_leaves_mid_body_is_not_a_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = Redis::start();
+    let gw = Gateway::start(&redis, &[("open.yaml", OPEN)], "").await;
+    let head = "POST /webhooks/open HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n";
+    for framing in [
+        "Content-Length: 100\r\n\r\n{\"id\":",
+        "Transfer-Encoding: chunked\r\n\r\n6\r\n{\"id\":\r\n",
+    ] {
+        let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(format!("{head}{framing}").as_bytes())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(s);
+    }
+    let counted = |m: &str, status: &str| {
+        m.lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "hookgate_inbound_requests_total{{source=\"open\",status=\"{status}\"}} "
+                ))
+            })
+            .map(|v| v.trim().to_string())
+    };
+    let mut m = String::new();
+    for _ in 0..50 {
+        m = gw.metrics().await;
+        if counted(&m, "499").as_deref() == Some("2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counted(&m, "499").as_deref(), Some("2"), "{m}");
+    assert_eq!(counted(&m, "400"), None, "{m}");
+
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(
+        format!("{head}Transfer-Encoding: chunked\r\n\r\nzz\r\n{{}}\r\n0\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text:?}");
+    assert!(inbound_entries(&redis, "hookgate").is_empty());
+}
+
 /// A body in a content coding hookgate does not read is a 415 before it is read, gzip or not; an
 /// `identity` coding is no coding.
 #[tokio::test(flavor = "multi_thread")]

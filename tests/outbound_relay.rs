@@ -74,6 +74,22 @@ async fn publishing_validates_stores_and_dedups() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // Past the admin API's 2 MiB body limit: 413 in the same JSON as every other error.
+    let r = client()
+        .post(gw.admin_url("/v1/events"))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 3 << 20])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let v: Value = r.json().await.expect("a JSON 413");
+    assert_eq!(v["error"], "too_large", "{v}");
+    assert_eq!(
+        v["message"], "body larger than the 2097152 byte limit",
+        "{v}"
+    );
 
     let e = json!({"type": "contact.created", "account": "acme", "id": "evt_1", "occurred_at": "2026-01-31T12:00:00Z", "data": {"email": "a@example.org"}});
     let first = publish(&gw, e.clone()).await;

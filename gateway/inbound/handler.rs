@@ -338,8 +338,25 @@ async fn read_limited(body: Body, limit: u64) -> Result<Bytes, Error> {
     match Limited::new(body, limit as usize).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if over_limit(e.as_ref()) => Err(Error::TooLarge(limit)),
+        Err(e) if sender_left(e.as_ref()) => Err(Error::ClientClosed),
         Err(e) => Err(Error::Malformed(format!("could not read the body: {e}"))),
     }
+}
+
+/// Whether reading a body failed because the sender went away (the connection closed before the
+/// declared length or the last chunk, or the stream was cancelled), not because it sent bad framing.
+fn sender_left(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind as K;
+    std::iter::successors(Some(e), |e| e.source()).any(|e| {
+        e.downcast_ref::<hyper::Error>()
+            .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
+            || e.downcast_ref::<std::io::Error>().is_some_and(|io| {
+                matches!(
+                    io.kind(),
+                    K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe
+                )
+            })
+    })
 }
 
 /// Whether reading a body stopped at a length limit: this request's, or the listener's backstop
