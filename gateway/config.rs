@@ -597,7 +597,19 @@ impl Config {
                 bad(key, "not an address such as 0.0.0.0:8080".into());
             }
         }
-        if self.listen == self.admin_listen {
+        // As addresses, not text: `127.0.0.1:8080` and `0.0.0.0:8080` (or `:08080`) are one port.
+        let clash = match (
+            self.listen.parse::<SocketAddr>(),
+            self.admin_listen.parse::<SocketAddr>(),
+        ) {
+            (Ok(a), Ok(b)) => {
+                a.port() == b.port()
+                    && a.port() != 0
+                    && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+            }
+            _ => self.listen == self.admin_listen,
+        };
+        if clash {
             bad(
                 "admin_listen",
                 "must differ from listen (the admin API is never exposed with webhooks)".into(),
@@ -773,9 +785,6 @@ impl Config {
             for (key, m) in problems {
                 bad(&key, m);
             }
-        }
-        if self.outbound.dedup_ttl > crate::inbound::source::MAX_DEDUP_TTL {
-            bad("outbound.dedup_ttl", "must be at most 366 days".into());
         }
         if let Some(why) = log_filter_problem(&self.log.level) {
             bad("log.level", why);
@@ -1500,14 +1509,40 @@ mod tests {
     /// A dedup window Redis could not take (an overflowing `PX`) would fail the SET after the XADD.
     #[test]
     fn outbound_dedup_ttl_is_bounded() {
-        let c = Config::from_sources("hg.yaml", "outbound:\n  dedup_ttl: 400days\n", &[]).unwrap();
-        let p = c.validate().unwrap_err();
+        // Every duration is at most a year; for this one Redis could not take more anyway.
+        let p =
+            Config::from_sources("hg.yaml", "outbound:\n  dedup_ttl: 400days\n", &[]).unwrap_err();
         assert_eq!(
             p,
-            vec!["hg.yaml:2:14: outbound.dedup_ttl: must be at most 366 days".to_owned()]
+            vec!["hg.yaml:2:14: outbound.dedup_ttl: longer than a year (366d), the most a duration here may be".to_owned()]
         );
         let c = Config::from_sources("hg.yaml", "outbound:\n  dedup_ttl: 366days\n", &[]).unwrap();
         assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn listeners_clash_as_addresses_not_as_text() {
+        for (listen, admin, clash) in [
+            ("127.0.0.1:8080", "0.0.0.0:8080", true),
+            ("127.0.0.1:8080", "127.0.0.1:08080", true),
+            ("[::]:8080", "127.0.0.1:8080", true),
+            ("127.0.0.1:8080", "127.0.0.2:8080", false),
+            ("127.0.0.1:0", "127.0.0.1:0", false),
+            ("0.0.0.0:8080", "0.0.0.0:9090", false),
+        ] {
+            let c = Config {
+                listen: listen.into(),
+                admin_listen: admin.into(),
+                ..Config::default()
+            };
+            let found = c
+                .validate()
+                .err()
+                .unwrap_or_default()
+                .iter()
+                .any(|p| p.contains("must differ from listen"));
+            assert_eq!(found, clash, "{listen} / {admin}");
+        }
     }
 
     #[test]

@@ -239,6 +239,11 @@ fn dates() {
         ok("[{ date: \"%d/%m/%Y\" }]", json!("01/02/2024")),
         json!("2024-02-01T00:00:00Z")
     );
+    // A number read with a format is read as its digits.
+    assert_eq!(
+        ok("[{ date: \"%Y%m%d\" }]", json!(20240229)),
+        json!("2024-02-29T00:00:00Z")
+    );
     fails(
         "[{ date: \"%d/%m/%Y\" }]",
         json!("2024-02-01"),

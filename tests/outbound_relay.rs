@@ -229,6 +229,16 @@ async fn subscriptions_are_validated_listed_masked_and_limited() {
         ),
         (bad(json!({"url": "http://127.0.0.1:0/hook"})), "port 0"),
         (bad(json!({"rate_limit": 1e-300})), "rate_limit"),
+        // The URL parser would drop the line break; the stored URL would not be the one delivered to.
+        (
+            bad(json!({"url": format!("{}\n", sub.url("/hook"))})),
+            "line break",
+        ),
+        // serde reads a struct from an array of its fields; no client means that.
+        (
+            json!(["acme", "crm", sub.url("/hook"), ["contact.*"]]),
+            "JSON object",
+        ),
     ] {
         let (s, v) = call(&gw, "POST", "/v1/subscriptions", Some(body.clone())).await;
         assert_eq!(s, 422, "{body} → {v}");
@@ -485,6 +495,17 @@ async fn deliveries_verify_with_standardwebhooks_and_rotation_signs_with_both() 
     let ts: u64 = r.header("webhook-timestamp").parse().unwrap();
     assert!(ts.abs_diff(common::now_secs()) < 30);
 
+    let (s, v) = call(
+        &gw,
+        "PATCH",
+        &format!("/v1/subscriptions/{}", created["id"].as_str().unwrap()),
+        Some(json!({"rotate_secret": "yes"})),
+    )
+    .await;
+    assert_eq!(
+        s, 422,
+        "only true rotates, and anything but a boolean is refused: {v}"
+    );
     let (s, rotated) = call(
         &gw,
         "PATCH",

@@ -11,8 +11,16 @@ use axum::Json;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-/// A JSON body: a syntax error is 400, a field of the wrong shape 422 (both with serde's reason).
+/// A JSON object body: a syntax error is 400, a field of the wrong shape 422 (both with serde's reason).
+/// Anything but an object is refused (422) even when it would fill the fields: serde also reads a
+/// struct from an array of its fields in order, which no client means.
 pub fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Error> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            Ok(_) => Err(Error::Invalid("the body must be a JSON object".into())),
+            Err(e) => Err(Error::Malformed(e.to_string())),
+        };
+    }
     serde_json::from_slice(body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => Error::Invalid(e.to_string()),
         _ => Error::Malformed(e.to_string()),

@@ -205,12 +205,14 @@ async fn patch(
                     "account: cannot be changed; create a subscription in the other account".into(),
                 ))
             }
-            "rotate_secret" => {
-                if v == Value::Bool(true) {
+            "rotate_secret" => match v {
+                Value::Bool(true) => {
                     merged.insert("secret".into(), json!(generate_secret()));
                     rotated = true;
                 }
-            }
+                Value::Bool(false) => {}
+                _ => return Err(Error::Invalid("rotate_secret: true or false".into())),
+            },
             "secret" => {
                 rotated = v != json!(old.secret);
                 merged.insert(k, v);

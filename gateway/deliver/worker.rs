@@ -84,6 +84,9 @@ pub struct Worker {
     /// While the upstream cannot be reached, no new events are taken until then: each would only fail
     /// and be parked, turning the whole stream into retry records at full speed.
     paused_until: Mutex<Option<Instant>>,
+    /// Set once shutdown begins: deliveries already sending get the grace period, but entries still
+    /// waiting for a turn are not started (a send cut off at the end of the grace would be sent twice).
+    stopping: AtomicBool,
 }
 
 /// `HOSTNAME` (set in containers), else the kernel's host name, plus the pid: unique per process.
@@ -138,6 +141,7 @@ impl Worker {
             gates: Mutex::default(),
             in_hand: Mutex::default(),
             paused_until: Mutex::default(),
+            stopping: Default::default(),
         }
     }
 
@@ -204,6 +208,7 @@ impl Worker {
                 }
             }
         }
+        self.stopping.store(true, Ordering::Relaxed);
         let left = tasks.len();
         if tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
             .await
@@ -469,7 +474,10 @@ impl Worker {
         tasks.spawn(async move {
             let _admit = admit;
             let run = gate.run.acquire().await;
-            me.handle(env, &stream, &id).await;
+            // Shutting down: left pending, so another replica (or this one restarted) takes it.
+            if !me.stopping.load(Ordering::Relaxed) {
+                me.handle(env, &stream, &id).await;
+            }
             drop(run);
             lock(&me.in_hand).remove(&(stream, id));
         });

@@ -400,7 +400,16 @@ fn parse_iso(s: &str) -> Option<DateTime<Utc>> {
 
 fn date(input: &DateInput, v: &Value) -> Result<String, String> {
     match (input, v) {
-        (DateInput::Format(f), Value::String(s)) => {
+        // A number read with a format is read as its digits (`20240229` with `%Y%m%d`).
+        (DateInput::Format(f), Value::String(_) | Value::Number(_)) => {
+            let digits;
+            let s = match v {
+                Value::String(s) => s.as_str(),
+                other => {
+                    digits = other.to_string();
+                    digits.as_str()
+                }
+            };
             if let Ok(t) = DateTime::parse_from_str(s, f) {
                 return Ok(rfc3339(t.with_timezone(&Utc)));
             }

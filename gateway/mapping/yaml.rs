@@ -139,6 +139,9 @@ fn plain_words(message: String) -> String {
             "duplicate key `{key}`: a key appears once in a map (the first one is above)"
         );
     }
+    if message.starts_with("multiple YAML documents") {
+        return "more than one YAML document (a `---` line between them): a mapping file is one document, one source".into();
+    }
     if message.starts_with("budget breached: Nodes") {
         return "too many YAML nodes once aliases are expanded (an alias bomb?); a mapping file needs far fewer".into();
     }

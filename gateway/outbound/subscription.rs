@@ -366,6 +366,11 @@ pub fn check_url(raw: &str, policy: &EgressPolicy) -> Result<url::Url, String> {
     if raw.len() > MAX_URL_LEN {
         return Err(format!("url: longer than {MAX_URL_LEN} bytes"));
     }
+    // The URL parser drops tabs and line breaks silently; the stored text would then differ from what
+    // is delivered to, and a URL with them is a paste gone wrong.
+    if raw.chars().any(|c| c.is_control() || c == ' ') {
+        return Err("url: holds a space or a control character (a tab, a line break)".into());
+    }
     let url = url::Url::parse(raw).map_err(|e| format!("url: not a URL ({e})"))?;
     match url.scheme() {
         "https" | "http" => {}
