@@ -87,8 +87,16 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let ready_flag = ready.clone();
     let delay = cfg.shutdown_delay;
+    // A worker that died (a panic) shuts the process down as a signal would, and `run` then fails, so
+    // the orchestrator restarts it: a replica that answers ready but delivers nothing helps no one.
+    let died = Arc::new(tokio::sync::Notify::new());
+    let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let on_death = died.clone();
     tokio::spawn(async move {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            () = on_death.notified() => {}
+        }
         ready_flag.shutting_down.store(true, Ordering::Relaxed);
         tokio::time::sleep(delay).await;
         let _ = stop_tx.send(true);
@@ -120,21 +128,30 @@ pub async fn run(
         cfg.metrics_sample_interval,
         stop_rx.clone(),
     );
+    let watch = |what: &'static str, task: tokio::task::JoinHandle<()>| {
+        supervise(what, task, died.clone(), failure.clone())
+    };
     let workers = match cfg.role {
         Role::Api => None,
-        Role::Worker | Role::All => Some(deliver::start(
-            &cfg,
-            live.clone(),
-            &redis,
-            deliver_conn,
-            inbound_keys,
-            stop_rx.clone(),
-        )?),
+        Role::Worker | Role::All => Some(watch(
+            "mapper worker",
+            deliver::start(
+                &cfg,
+                live.clone(),
+                &redis,
+                deliver_conn,
+                inbound_keys,
+                stop_rx.clone(),
+            )?,
+        )),
     };
     let outbound = crate::outbound::Outbound::new(&cfg, &redis, &families.outbound, store.clone())?;
     let relays = match cfg.role {
         Role::Api => None,
-        Role::Worker | Role::All => Some(outbound.start(&cfg, stop_rx.clone())?),
+        Role::Worker | Role::All => Some(watch(
+            "outbound relay",
+            outbound.start(&cfg, stop_rx.clone())?,
+        )),
     };
     let admin_app = layered(
         admin::with_fallbacks(
@@ -176,8 +193,39 @@ pub async fn run(
         let _ = r.await;
     }
     let _ = admin_task.await;
-    tracing::info!("hookgate stopped");
-    Ok(())
+    let failed = failure.lock().ok().and_then(|mut f| f.take());
+    match failed {
+        Some(why) => {
+            tracing::error!(why, "hookgate stopped after a failure");
+            Err(anyhow::anyhow!(why))
+        }
+        None => {
+            tracing::info!("hookgate stopped");
+            Ok(())
+        }
+    }
+}
+
+/// Await `task`; if it panicked, record why and wake `died` (which shuts the process down).
+fn supervise(
+    what: &'static str,
+    task: tokio::task::JoinHandle<()>,
+    died: Arc<tokio::sync::Notify>,
+    failure: Arc<std::sync::Mutex<Option<String>>>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(e) = task.await {
+            if e.is_panic() {
+                let why =
+                    format!("{what} task panicked; shutting down so that the process is restarted");
+                tracing::error!("{why}");
+                if let Ok(mut f) = failure.lock() {
+                    f.get_or_insert(why);
+                }
+                died.notify_one();
+            }
+        }
+    })
 }
 
 /// The cross-cutting concerns every route of both listeners gets, as tower layers around `svc` (the admin
@@ -261,4 +309,34 @@ async fn shutdown_signal() {
         () = term => {}
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::supervise;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A panicking worker wakes the shutdown and leaves its reason for `run` to fail with; one that
+    /// ends normally (at shutdown) does neither.
+    #[tokio::test]
+    async fn a_panicked_task_shuts_the_process_down() {
+        let died = Arc::new(tokio::sync::Notify::new());
+        let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let calm = supervise(
+            "calm",
+            tokio::spawn(async {}),
+            died.clone(),
+            failure.clone(),
+        );
+        calm.await.expect("supervisor");
+        assert!(failure.lock().expect("lock").is_none());
+        let task = tokio::spawn(async { panic!("overflow when multiplying duration by scalar") });
+        let _watch = supervise("mapper worker", task, died.clone(), failure.clone());
+        tokio::time::timeout(Duration::from_secs(5), died.notified())
+            .await
+            .expect("the shutdown is woken");
+        let why = failure.lock().expect("lock").clone().unwrap_or_default();
+        assert!(why.starts_with("mapper worker task panicked"), "{why}");
+    }
 }

@@ -169,11 +169,19 @@ impl Outbound {
             self.wake.clone(),
         ));
         let grace = cfg.shutdown_grace;
-        let relay_task = tokio::spawn(relay.run(stop.clone()));
-        let dispatch_task = tokio::spawn(dispatcher.run(stop, grace));
+        let mut parts = tokio::task::JoinSet::new();
+        parts.spawn(relay.run(stop.clone()));
+        parts.spawn(dispatcher.run(stop, grace));
+        // Either part's panic, when it happens, is the whole relay's, for the process to see
+        // (`app::supervise`).
         Ok(tokio::spawn(async move {
-            let _ = relay_task.await;
-            let _ = dispatch_task.await;
+            while let Some(part) = parts.join_next().await {
+                if let Err(e) = part {
+                    if e.is_panic() {
+                        std::panic::resume_unwind(e.into_panic());
+                    }
+                }
+            }
         }))
     }
 }
