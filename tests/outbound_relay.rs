@@ -34,6 +34,33 @@ async fn wait_for(what: &str, secs: u64, mut f: impl AsyncFnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// A subscription's stored spec with its bearer token turned into a reference, as an older version stored
+/// API subscriptions: unusable once loaded.
+fn spec_with_a_reference(c: &mut redis::Connection, id: &str) -> Value {
+    let raw: String = redis::cmd("HGET")
+        .arg("hookgate:subscriptions")
+        .arg(id)
+        .query(c)
+        .unwrap();
+    let mut spec: Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(spec["auth"]["token"], "t-1", "the stored shape: {spec}");
+    spec["auth"]["token"] = json!("${env:PATH}");
+    spec
+}
+
+/// PATCH a subscription's bearer token: the fix for an unusable one.
+async fn patch_token(gw: &Gateway, path: &str, token: &str) -> Value {
+    let (s, v) = call(
+        gw,
+        "PATCH",
+        path,
+        Some(json!({"auth": {"type": "bearer", "token": token}})),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
 fn secret() -> String {
     hookgate::outbound::subscription::generate_secret()
 }
@@ -386,14 +413,7 @@ async fn a_stored_reference_is_not_resolved_and_the_api_says_why() {
     .await;
     let id = created["id"].as_str().unwrap().to_string();
     let mut c = redis.conn();
-    let raw: String = redis::cmd("HGET")
-        .arg("hookgate:subscriptions")
-        .arg(&id)
-        .query(&mut c)
-        .unwrap();
-    let mut spec: Value = serde_json::from_str(&raw).unwrap();
-    assert_eq!(spec["auth"]["token"], "t-1", "the stored shape: {spec}");
-    spec["auth"]["token"] = json!("${env:PATH}");
+    let spec = spec_with_a_reference(&mut c, &id);
     redis::cmd("HSET")
         .arg("hookgate:subscriptions")
         .arg(&id)
@@ -428,14 +448,7 @@ async fn a_stored_reference_is_not_resolved_and_the_api_says_why() {
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(sub.received().is_empty(), "nothing sent while unusable");
 
-    let (s, v) = call(
-        &gw,
-        "PATCH",
-        &path,
-        Some(json!({"auth": {"type": "bearer", "token": "t-2"}})),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
+    let v = patch_token(&gw, &path, "t-2").await;
     assert_eq!(v["active"], true, "{v}");
     publish(&gw, json!({"type": "contact.created", "data": {"n": 2}})).await;
     assert!(sub.wait_received(1, 10).await, "delivered again");
@@ -1293,13 +1306,7 @@ async fn unusable_subscriptions_keep_their_backlog_and_hide_no_one() {
     // The stored spec gains a reference (as an older version stored it), and 1,001 more unusable
     // subscriptions are due before anyone else.
     let mut c = redis.conn();
-    let raw: String = redis::cmd("HGET")
-        .arg("hookgate:subscriptions")
-        .arg(&id)
-        .query(&mut c)
-        .unwrap();
-    let mut spec: Value = serde_json::from_str(&raw).unwrap();
-    spec["auth"]["token"] = json!("${env:PATH}");
+    let spec = spec_with_a_reference(&mut c, &id);
     let mut pipe = redis::pipe();
     pipe.cmd("HSET")
         .arg("hookgate:subscriptions")
@@ -1366,14 +1373,7 @@ async fn unusable_subscriptions_keep_their_backlog_and_hide_no_one() {
     );
 
     // Fixed: the waiting delivery goes out with the new token.
-    let (s, v) = call(
-        &gw,
-        "PATCH",
-        &path,
-        Some(json!({"auth": {"type": "bearer", "token": "t-2"}})),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
+    patch_token(&gw, &path, "t-2").await;
     assert!(sub.wait_delivered(1, 10).await, "delivered once fixed");
     let got = sub.delivered();
     assert_eq!(got[0].json()["data"]["n"], 1);
