@@ -58,6 +58,10 @@ fn main() -> ExitCode {
             hookgate::telemetry::init(&cfg.log);
             match hookgate::app::serve(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.is::<hookgate::app::InvalidMappings>() => {
+                    eprintln!("hookgate: {e:#}");
+                    ExitCode::from(2)
+                }
                 Err(e) => {
                     eprintln!("hookgate: {e:#}");
                     ExitCode::FAILURE

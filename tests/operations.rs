@@ -90,6 +90,39 @@ async fn admin_allowlist_guards_the_api_but_not_probes() {
     proxied.stop().await.expect("stop");
 }
 
+/// Mapping files that cannot start a gateway are a configuration error: `serve` lists the problems with
+/// their places and exits 2, as for the config file, before binding anything.
+#[test]
+fn serve_exits_2_on_invalid_mappings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mappings = dir.path().join("mappings");
+    std::fs::create_dir(&mappings).expect("mkdir");
+    std::fs::write(
+        mappings.join("shop.yaml"),
+        "source: shop\nallow_ips: [nowhere]\n",
+    )
+    .expect("write mapping");
+    let config = dir.path().join("hookgate.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nmappings_dir: {}\n",
+            mappings.display()
+        ),
+    )
+    .expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("HOOKGATE_ADMIN_TOKEN", "t")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hookgate serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("shop.yaml:2:13: allow_ips"), "{err}");
+}
+
 /// A connection Redis closed (a restart, a proxy's idle cut) is noticed only when a command fails on it.
 /// An admin read that meets it is sent again on the new connection: the operator gets the page, not a 503.
 #[tokio::test(flavor = "multi_thread")]
