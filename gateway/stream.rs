@@ -424,6 +424,47 @@ pub async fn trim_acknowledged(
         .await
 }
 
+/// Renew `consumer`'s hold on `ids` (reset their idle time, so no other worker reclaims them), but only of
+/// those still pending for it: an entry another worker reclaimed meanwhile (this process was paused past
+/// the reclaim time) is left to that worker, not taken back, which had it sent a third time. Returns the
+/// ids that are no longer this consumer's. One script: the check and the claim are one step.
+pub async fn renew_held(
+    conn: &mut Conn,
+    stream: &str,
+    group: &str,
+    consumer: &str,
+    ids: &[&str],
+) -> Result<Vec<String>, RedisError> {
+    RENEW_HELD
+        .key(stream)
+        .arg(group)
+        .arg(consumer)
+        .arg(ids)
+        .invoke_async(conn)
+        .await
+}
+
+static RENEW_HELD: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(
+        r#"
+local mine = {}
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 2 * #ARGV + 100, ARGV[2])
+for _, p in ipairs(pending) do mine[p[1]] = true end
+local kept, lost = {}, {}
+for i = 3, #ARGV do
+  if mine[ARGV[i]] then table.insert(kept, ARGV[i]) else table.insert(lost, ARGV[i]) end
+end
+for i = 1, #kept, 1000 do
+  local chunk = {KEYS[1], ARGV[1], ARGV[2], 0}
+  for j = i, math.min(i + 999, #kept) do table.insert(chunk, kept[j]) end
+  table.insert(chunk, 'JUSTID')
+  redis.call('XCLAIM', unpack(chunk))
+end
+return lost
+"#,
+    )
+});
+
 /// Remove `group`'s consumers on `stream` that have been idle for `idle` and hold nothing pending.
 pub async fn remove_idle_consumers(
     conn: &mut Conn,

@@ -241,3 +241,83 @@ async fn gone_consumers_are_removed_live_and_busy_ones_stay() {
         .await
         .contains("hookgate_consumers_removed_total"));
 }
+
+/// A worker's heartbeat renews only the entries still pending for it: one that another worker reclaimed
+/// while this one was paused (SIGSTOP, a long GC-like stall) stays with the other, instead of being taken
+/// back and sent a third time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_heartbeat_does_not_take_back_a_reclaimed_entry() {
+    let redis = Redis::start();
+    let mut r = redis.conn();
+    let ids: Vec<String> = (0..3)
+        .map(|i| {
+            redis::cmd("XADD")
+                .arg("s")
+                .arg("*")
+                .arg("n")
+                .arg(i)
+                .query(&mut r)
+                .expect("XADD")
+        })
+        .collect();
+    let _: () = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("s")
+        .arg("g")
+        .arg("0")
+        .query(&mut r)
+        .expect("XGROUP");
+    let _: redis::Value = redis::cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg("paused")
+        .arg("COUNT")
+        .arg(3)
+        .arg("STREAMS")
+        .arg("s")
+        .arg(">")
+        .query(&mut r)
+        .expect("XREADGROUP");
+    let _: redis::Value = redis::cmd("XCLAIM")
+        .arg("s")
+        .arg("g")
+        .arg("other")
+        .arg(0)
+        .arg(&ids[1])
+        .arg("JUSTID")
+        .query(&mut r)
+        .expect("XCLAIM");
+    let cfg = hookgate::config::Config {
+        redis_url: redis.url(),
+        ..Default::default()
+    };
+    let mut conn = hookgate::redis_conn::Redis::from_config(&cfg)
+        .expect("redis")
+        .shared()
+        .expect("conn");
+    let held: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let lost = hookgate::stream::renew_held(&mut conn, "s", "g", "paused", &held)
+        .await
+        .expect("renew");
+    assert_eq!(lost, [ids[1].clone()]);
+    let owners: Vec<(String, String, u64, u64)> = redis::cmd("XPENDING")
+        .arg("s")
+        .arg("g")
+        .arg("-")
+        .arg("+")
+        .arg(10)
+        .query(&mut r)
+        .expect("XPENDING");
+    let by_id: Vec<(&str, &str)> = owners
+        .iter()
+        .map(|(id, c, _, _)| (id.as_str(), c.as_str()))
+        .collect();
+    assert_eq!(
+        by_id,
+        [
+            (ids[0].as_str(), "paused"),
+            (ids[1].as_str(), "other"),
+            (ids[2].as_str(), "paused")
+        ]
+    );
+}

@@ -394,17 +394,23 @@ impl Worker {
                     continue;
                 }
                 let mut c = self.conn.clone();
-                let r: Result<Value, RedisError> = redis::cmd("XCLAIM")
-                    .arg(stream)
-                    .arg(MAPPERS_GROUP)
-                    .arg(&self.consumer)
-                    .arg(0)
-                    .arg(&ids)
-                    .arg("JUSTID")
-                    .query_async(&mut c)
-                    .await;
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "heartbeat failed");
+                match crate::stream::renew_held(&mut c, stream, MAPPERS_GROUP, &self.consumer, &ids)
+                    .await
+                {
+                    Ok(lost) if !lost.is_empty() => {
+                        // Reclaimed by another worker while this one was away: its now.
+                        tracing::warn!(
+                            stream,
+                            entries = lost.len(),
+                            "entries in hand were reclaimed by another worker; not renewing them"
+                        );
+                        let mut held = lock(&self.in_hand);
+                        for id in lost {
+                            held.remove(&(stream.to_string(), id));
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
                 }
             }
         }
