@@ -133,8 +133,8 @@ pub async fn run(
         cfg.metrics_sample_interval,
         stop_rx.clone(),
     );
-    let watch = |what: &'static str, task: tokio::task::JoinHandle<()>| {
-        supervise(what, task, died.clone(), failure.clone())
+    let watch = |what: &'static str, parts: tokio::task::JoinSet<()>| {
+        supervise(what, parts, died.clone(), failure.clone())
     };
     let workers = match cfg.role {
         Role::Api => None,
@@ -211,16 +211,18 @@ pub async fn run(
     }
 }
 
-/// Await `task`; if it panicked, record why and wake `died` (which shuts the process down).
+/// Await every task of `parts`; when one panics, record why and wake `died` (which shuts the process
+/// down). The others are then aborted with the set: the process is failing, and what they held is
+/// reclaimed after its lease, as after a crash.
 fn supervise(
     what: &'static str,
-    task: tokio::task::JoinHandle<()>,
+    mut parts: tokio::task::JoinSet<()>,
     died: Arc<tokio::sync::Notify>,
     failure: Arc<std::sync::Mutex<Option<String>>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        if let Err(e) = task.await {
-            if e.is_panic() {
+        while let Some(part) = parts.join_next().await {
+            if part.as_ref().is_err_and(|e| e.is_panic()) {
                 let why =
                     format!("{what} task panicked; shutting down so that the process is restarted");
                 tracing::error!("{why}");
@@ -228,6 +230,7 @@ fn supervise(
                     f.get_or_insert(why);
                 }
                 died.notify_one();
+                return;
             }
         }
     })
@@ -328,16 +331,17 @@ mod tests {
     async fn a_panicked_task_shuts_the_process_down() {
         let died = Arc::new(tokio::sync::Notify::new());
         let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-        let calm = supervise(
-            "calm",
-            tokio::spawn(async {}),
-            died.clone(),
-            failure.clone(),
-        );
-        calm.await.expect("supervisor");
+        let mut calm = tokio::task::JoinSet::new();
+        calm.spawn(async {});
+        supervise("calm", calm, died.clone(), failure.clone())
+            .await
+            .expect("supervisor");
         assert!(failure.lock().expect("lock").is_none());
-        let task = tokio::spawn(async { panic!("overflow when multiplying duration by scalar") });
-        let _watch = supervise("mapper worker", task, died.clone(), failure.clone());
+        // One part panics while another would run until shutdown: the panic is seen at once.
+        let mut parts = tokio::task::JoinSet::new();
+        parts.spawn(std::future::pending::<()>());
+        parts.spawn(async { panic!("overflow when multiplying duration by scalar") });
+        let _watch = supervise("mapper worker", parts, died.clone(), failure.clone());
         tokio::time::timeout(Duration::from_secs(5), died.notified())
             .await
             .expect("the shutdown is woken");

@@ -602,10 +602,15 @@ impl Config {
             self.listen.parse::<SocketAddr>(),
             self.admin_listen.parse::<SocketAddr>(),
         ) {
+            // An unspecified address takes its port on every address of its family; `[::]` takes
+            // IPv4 too (dual-stack, Linux's default).
             (Ok(a), Ok(b)) => {
+                let covers = |x: SocketAddr, y: SocketAddr| {
+                    x.ip().is_unspecified() && (x.is_ipv6() || x.is_ipv4() == y.is_ipv4())
+                };
                 a.port() == b.port()
                     && a.port() != 0
-                    && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+                    && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
             }
             _ => self.listen == self.admin_listen,
         };
@@ -1176,6 +1181,16 @@ fn log_filter_problem(filter: &str) -> Option<String> {
         if d.is_empty() {
             continue;
         }
+        // A span directive (`[request]`, `target[span{field=value}]=debug`) or an empty level
+        // (`hookgate=`, read as trace): whatever tracing parses is meant.
+        if d.contains('[') || d.ends_with('=') {
+            if d.parse::<Directive>().is_err() {
+                return Some(format!(
+                    "`{d}` is not a filter directive such as `hookgate=debug`"
+                ));
+            }
+            continue;
+        }
         match d.rsplit_once('=') {
             None if d.parse::<LevelFilter>().is_err() => {
                 return Some(format!(
@@ -1527,6 +1542,8 @@ mod tests {
             ("127.0.0.1:8080", "127.0.0.1:08080", true),
             ("[::]:8080", "127.0.0.1:8080", true),
             ("127.0.0.1:8080", "127.0.0.2:8080", false),
+            ("0.0.0.0:8080", "[::1]:8080", false),
+            ("[::1]:8080", "0.0.0.0:8080", false),
             ("127.0.0.1:0", "127.0.0.1:0", false),
             ("0.0.0.0:8080", "0.0.0.0:9090", false),
         ] {
@@ -1553,6 +1570,10 @@ mod tests {
             "hookgate=debug,info",
             "redis=error, warn",
             "off",
+            "hookgate[request]=debug",
+            "[{request_id}]",
+            "[request{path=/x}]",
+            "hookgate=",
         ] {
             assert_eq!(log_filter_problem(fine), None, "{fine}");
         }

@@ -115,11 +115,15 @@ async fn sample_one(conn: &mut Conn, w: &Watch) -> Result<(), redis::RedisError>
             for g in groups(conn, key).await? {
                 let labels = [("stream", label.clone()), ("group", g.name)];
                 metrics::gauge!("hookgate_stream_pending", &labels).set(g.pending as f64);
-                let lag = match (g.lag, &g.last_delivered) {
+                let lag = match (g.lag, g.entries_read) {
                     (Some(lag), _) => Some(lag),
                     // Redis reports no lag when a deletion lies past the group's position (a
-                    // redelivery's entry taken back) until the group reads past it: count instead.
-                    (None, Some(last)) => Some(unread(conn, key, last).await?),
+                    // redelivery's entry taken back) until the group reads past it. Entries added
+                    // less entries read is then the lag plus the deleted entries ahead: a close
+                    // upper bound, and cheap (no entry is read).
+                    (None, Some(read)) => {
+                        Some(entries_added(conn, key).await?.saturating_sub(read))
+                    }
                     (None, None) => None,
                 };
                 if let Some(lag) = lag {
@@ -139,23 +143,17 @@ async fn sample_one(conn: &mut Conn, w: &Watch) -> Result<(), redis::RedisError>
     Ok(())
 }
 
-/// Counted unread entries stop here: the gauge then reads "at least this many".
-pub const UNREAD_COUNT_CAP: u64 = 10_000;
-
-/// The entries after `last` (a group's last-delivered id), at most [`UNREAD_COUNT_CAP`], counted inside
-/// Redis so that no entry crosses the network. Only sampled when Redis cannot tell the lag itself.
-async fn unread(conn: &mut Conn, key: &str, last: &str) -> Result<u64, redis::RedisError> {
-    static COUNT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
-        redis::Script::new(
-            "return #redis.call('XRANGE', KEYS[1], '(' .. ARGV[1], '+', 'COUNT', ARGV[2])",
-        )
-    });
-    COUNT
-        .key(key)
-        .arg(last)
-        .arg(UNREAD_COUNT_CAP)
-        .invoke_async(conn)
-        .await
+/// How many entries were ever added to the stream (`XINFO STREAM`'s `entries-added`).
+async fn entries_added(conn: &mut Conn, key: &str) -> Result<u64, redis::RedisError> {
+    let v: Value = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(key)
+        .query_async(conn)
+        .await?;
+    Ok(fields(&v)
+        .get("entries-added")
+        .and_then(|v| number(v))
+        .unwrap_or(0))
 }
 
 /// One consumer group as `XINFO GROUPS` tells it.
@@ -164,7 +162,7 @@ pub struct Group {
     pub name: String,
     pub pending: u64,
     pub lag: Option<u64>,
-    pub last_delivered: Option<String>,
+    pub entries_read: Option<u64>,
 }
 
 /// The stream's consumer groups; none when the stream does not exist yet.
@@ -194,7 +192,7 @@ pub fn parse_groups(v: &Value) -> Vec<Group> {
                 name: f.get("name").and_then(|v| text(v))?,
                 pending: f.get("pending").and_then(|v| number(v)).unwrap_or(0),
                 lag: f.get("lag").and_then(|v| number(v)),
-                last_delivered: f.get("last-delivered-id").and_then(|v| text(v)),
+                entries_read: f.get("entries-read").and_then(|v| number(v)),
             })
         })
         .collect()
@@ -256,8 +254,8 @@ mod tests {
             Value::Int(2),
             bulk("pending"),
             Value::Int(7),
-            bulk("last-delivered-id"),
-            bulk("1700000000000-3"),
+            bulk("entries-read"),
+            Value::Int(3),
             bulk("lag"),
             Value::Nil,
         ])]);
@@ -267,7 +265,7 @@ mod tests {
                 name: "mappers".into(),
                 pending: 7,
                 lag: None,
-                last_delivered: Some("1700000000000-3".into()),
+                entries_read: Some(3),
             }]
         );
         let resp3 = Value::Array(vec![Value::Map(vec![
@@ -281,7 +279,7 @@ mod tests {
                 name: "relay".into(),
                 pending: 0,
                 lag: Some(12),
-                last_delivered: None,
+                entries_read: None,
             }]
         );
         assert!(parse_groups(&Value::Nil).is_empty());

@@ -427,7 +427,8 @@ pub async fn trim_acknowledged(
 /// Renew `consumer`'s hold on `ids` (reset their idle time, so no other worker reclaims them), but only of
 /// those still pending for it: an entry another worker reclaimed meanwhile (this process was paused past
 /// the reclaim time) is left to that worker, not taken back, which had it sent a third time. Returns the
-/// ids that are no longer this consumer's. One script: the check and the claim are one step.
+/// ids now pending for another consumer (one acknowledged meanwhile is neither renewed nor returned).
+/// One script: the check and the claim are one step.
 pub async fn renew_held(
     conn: &mut Conn,
     stream: &str,
@@ -447,12 +448,12 @@ pub async fn renew_held(
 static RENEW_HELD: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::new(
         r#"
-local mine = {}
-local pending = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 2 * #ARGV + 100, ARGV[2])
-for _, p in ipairs(pending) do mine[p[1]] = true end
 local kept, lost = {}, {}
 for i = 3, #ARGV do
-  if mine[ARGV[i]] then table.insert(kept, ARGV[i]) else table.insert(lost, ARGV[i]) end
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if p[1] then
+    if p[1][2] == ARGV[2] then table.insert(kept, ARGV[i]) else table.insert(lost, ARGV[i]) end
+  end
 end
 for i = 1, #kept, 1000 do
   local chunk = {KEYS[1], ARGV[1], ARGV[2], 0}

@@ -295,7 +295,16 @@ async fn a_heartbeat_does_not_take_back_a_reclaimed_entry() {
         .expect("redis")
         .shared()
         .expect("conn");
-    let held: Vec<&str> = ids.iter().map(String::as_str).collect();
+    // An entry acknowledged meanwhile is not "lost" to anyone.
+    let gone: String = redis::cmd("XADD")
+        .arg("s")
+        .arg("*")
+        .arg("n")
+        .arg(9)
+        .query(&mut r)
+        .expect("XADD");
+    let mut held: Vec<&str> = ids.iter().map(String::as_str).collect();
+    held.push(&gone);
     let lost = hookgate::stream::renew_held(&mut conn, "s", "g", "paused", &held)
         .await
         .expect("renew");

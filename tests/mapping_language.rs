@@ -411,8 +411,11 @@ fn header_conditions_compare_what_then_made() {
         "{ header: X-N, then: [to_number], in: [200, 201] }",
         "{ header: X-N, equals: 200 }",
         "{ header: X-N, then: [to_number], equals: \"200\" }",
+        // A transform that keeps text keeps the text comparison.
+        "{ header: X-N, then: [trim], equals: 200 }",
+        "{ header: X-N, then: [trim, lower], not_equals: 200 }",
     ];
-    assert_eq!(fired(&whens, json!({}), &h), ["r0", "r1", "r2"]);
+    assert_eq!(fired(&whens, json!({}), &h), ["r0", "r1", "r2", "r4"]);
 }
 
 /// A repeated header reads as the receiver stores it, `1, 2`, in `try` and tests as live.

@@ -1429,7 +1429,12 @@ async fn delivery_pages_cover_a_fan_out_exactly_once() {
         }
         assert_eq!(paged, all, "limit {limit}");
     }
-    for bad in ["status=bogus", "before=yesterday", "before=1:x"] {
+    for bad in [
+        "status=bogus",
+        "before=yesterday",
+        "before=1:x",
+        "before=1:18446744073709551615",
+    ] {
         let (s, v) = call(&gw, "GET", &format!("/v1/deliveries?{bad}"), None).await;
         assert_eq!(s, 400, "{bad}: {v}");
     }

@@ -87,9 +87,12 @@ impl Cursor {
                 .flatten()
         };
         Some(match s.split_once(':') {
+            // A skip Redis could not take as an offset is no cursor of ours.
             Some((score, skip)) => Self {
                 score: num(score)?,
-                skip: num(skip)? as usize,
+                skip: usize::try_from(num(skip)?)
+                    .ok()
+                    .filter(|s| *s <= i32::MAX as usize)?,
                 inclusive: true,
             },
             None => Self {

@@ -24,7 +24,6 @@ use crate::redis_conn::{Conn, Redis};
 use crate::stream::keys;
 use std::sync::Arc;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 /// The Redis keys delivery uses, under one prefix.
 #[derive(Clone, Debug)]
@@ -63,7 +62,7 @@ pub fn start(
     conn: Conn,
     keys: Keys,
     stop: watch::Receiver<bool>,
-) -> anyhow::Result<JoinHandle<()>> {
+) -> anyhow::Result<tokio::task::JoinSet<()>> {
     let up = upstream::Upstream::new(&cfg.upstream, &cfg.deliver)?;
     let worker = Arc::new(worker::Worker::new(
         cfg,
@@ -73,12 +72,15 @@ pub fn start(
         live,
         up,
     ));
-    tokio::spawn(upkeep::run(
+    let mut parts = tokio::task::JoinSet::new();
+    parts.spawn(upkeep::run(
         conn.clone(),
         keys.clone(),
         cfg.deliver.clone(),
         stop.clone(),
     ));
-    tokio::spawn(retry::mover(conn, keys, stop.clone()));
-    Ok(tokio::spawn(worker.run(stop, cfg.shutdown_grace)))
+    parts.spawn(retry::mover(conn, keys, stop.clone()));
+    parts.spawn(worker.run(stop, cfg.shutdown_grace));
+    // Supervised as one (`app::supervise`): a mover that died would leave every parked retry parked.
+    Ok(parts)
 }

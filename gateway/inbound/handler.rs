@@ -350,6 +350,9 @@ fn sender_left(e: &(dyn std::error::Error + 'static)) -> bool {
     std::iter::successors(Some(e), |e| e.source()).any(|e| {
         e.downcast_ref::<hyper::Error>()
             .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
+            // HTTP/2: the sender reset its stream (RST_STREAM, CANCEL as a rule).
+            || e.downcast_ref::<h2::Error>()
+                .is_some_and(|h| h.is_reset() && h.is_remote())
             || e.downcast_ref::<std::io::Error>().is_some_and(|io| {
                 matches!(
                     io.kind(),

@@ -126,12 +126,12 @@ impl Condition {
         };
         let tests: Vec<&str> = TESTS.iter().copied().filter(|k| f.has(k)).collect();
         let test = match tests.as_slice() {
-            // A header's text is compared as text, unless `then` made it something else.
+            // A header's text is compared as text, unless `then` makes it something else.
             [one] => compile_test(
                 ctx,
                 one,
                 f.get(one)?,
-                f.has("header") && !f.has("then"),
+                f.has("header") && f.get("then").is_none_or(|t| !leaves_text(t)),
                 env,
             ),
             [] if f.unknown => None,
@@ -252,6 +252,32 @@ fn compare(v: &Value, c: &Value) -> Option<std::cmp::Ordering> {
 }
 
 /// The part of a condition map that is the subject (path/header/then), as a value node.
+/// Whether a `then` list holds a transform whose result may be other than text (`to_number`, `round`,
+/// `split`, a lookup's value ...): after it, a header is no longer compared as text.
+fn leaves_text(then: &Node) -> bool {
+    const NOT_TEXT: &[&str] = &[
+        "to_number",
+        "to_bool",
+        "divide",
+        "multiply",
+        "round",
+        "split",
+        "lookup",
+    ];
+    let name = |n: &Node| match &n.kind {
+        Kind::Str(s) => Some(s.clone()),
+        Kind::Map(m) => m.first().map(|(k, _)| k.name.clone()),
+        _ => None,
+    };
+    match &then.kind {
+        Kind::Seq(items) => items
+            .iter()
+            .filter_map(name)
+            .any(|n| NOT_TEXT.contains(&n.as_str())),
+        _ => name(then).is_some_and(|n| NOT_TEXT.contains(&n.as_str())),
+    }
+}
+
 fn subject_node(node: &Node) -> Node {
     let entries = node
         .as_map()

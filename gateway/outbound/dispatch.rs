@@ -250,8 +250,20 @@ impl Dispatcher {
             return Ok(0);
         }
         let lease_until = now + self.lease().as_millis() as u64;
-        let claimed =
-            queue::claim(&mut c, &self.scripts, &self.keys, &wants, now, lease_until).await?;
+        // A page of subscriptions per script call: one call over all of them would hold Redis (and the
+        // receive path) for as long as it takes to lease and read every delivery they have room for.
+        let mut claimed = Vec::new();
+        for chunk in wants.chunks(READY_PAGE) {
+            match queue::claim(&mut c, &self.scripts, &self.keys, chunk, now, lease_until).await {
+                Ok(got) => claimed.extend(got),
+                Err(e) if claimed.is_empty() => return Err(e),
+                // What was leased already is started; the rest waits for the next pass.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot lease more deliveries this pass");
+                    break;
+                }
+            }
+        }
         let started = claimed.len();
         for (sub_id, id, rec) in claimed {
             let sub = snap.by_id.get(&sub_id).cloned();

@@ -23,7 +23,6 @@ use anyhow::Context;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Notify};
-use tokio::task::JoinHandle;
 
 /// The consumer group of the relays on `<prefix>:events`.
 pub const RELAY_GROUP: &str = "relays";
@@ -147,7 +146,7 @@ impl Outbound {
         &self,
         cfg: &Config,
         stop: watch::Receiver<bool>,
-    ) -> anyhow::Result<JoinHandle<()>> {
+    ) -> anyhow::Result<tokio::task::JoinSet<()>> {
         let relay = Arc::new(relay::Relay {
             conn: self.conn.clone(),
             redis: self.redis.clone(),
@@ -172,17 +171,8 @@ impl Outbound {
         let mut parts = tokio::task::JoinSet::new();
         parts.spawn(relay.run(stop.clone()));
         parts.spawn(dispatcher.run(stop, grace));
-        // Either part's panic, when it happens, is the whole relay's, for the process to see
-        // (`app::supervise`).
-        Ok(tokio::spawn(async move {
-            while let Some(part) = parts.join_next().await {
-                if let Err(e) = part {
-                    if e.is_panic() {
-                        std::panic::resume_unwind(e.into_panic());
-                    }
-                }
-            }
-        }))
+        // Supervised as one (`app::supervise`).
+        Ok(parts)
     }
 }
 
