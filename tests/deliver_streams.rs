@@ -248,36 +248,8 @@ async fn gone_consumers_are_removed_live_and_busy_ones_stay() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_heartbeat_does_not_take_back_a_reclaimed_entry() {
     let redis = Redis::start();
+    let ids = redis.stream_partly_read("s", 3, "g", "paused", 3);
     let mut r = redis.conn();
-    let ids: Vec<String> = (0..3)
-        .map(|i| {
-            redis::cmd("XADD")
-                .arg("s")
-                .arg("*")
-                .arg("n")
-                .arg(i)
-                .query(&mut r)
-                .expect("XADD")
-        })
-        .collect();
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg("s")
-        .arg("g")
-        .arg("0")
-        .query(&mut r)
-        .expect("XGROUP");
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("g")
-        .arg("paused")
-        .arg("COUNT")
-        .arg(3)
-        .arg("STREAMS")
-        .arg("s")
-        .arg(">")
-        .query(&mut r)
-        .expect("XREADGROUP");
     let _: redis::Value = redis::cmd("XCLAIM")
         .arg("s")
         .arg("g")
@@ -287,14 +259,7 @@ async fn a_heartbeat_does_not_take_back_a_reclaimed_entry() {
         .arg("JUSTID")
         .query(&mut r)
         .expect("XCLAIM");
-    let cfg = hookgate::config::Config {
-        redis_url: redis.url(),
-        ..Default::default()
-    };
-    let mut conn = hookgate::redis_conn::Redis::from_config(&cfg)
-        .expect("redis")
-        .shared()
-        .expect("conn");
+    let mut conn = redis.gateway_conn();
     // An entry acknowledged meanwhile is not "lost" to anyone.
     let gone: String = redis::cmd("XADD")
         .arg("s")

@@ -179,36 +179,8 @@ async fn metrics_cover_the_pipeline_with_hookgate_names_and_buckets() {
     // Redis reports no lag while a deletion lies past a group's position (a redelivery's entry taken
     // back); the gauge then reads entries added less entries read instead of keeping a stale value.
     let key = "probe:lag";
+    let ids = redis.stream_partly_read(key, 8, "g", "c", 2);
     let mut r = redis.conn();
-    let ids: Vec<String> = (0..8)
-        .map(|i| {
-            redis::cmd("XADD")
-                .arg(key)
-                .arg("*")
-                .arg("n")
-                .arg(i)
-                .query(&mut r)
-                .expect("XADD")
-        })
-        .collect();
-    let _: () = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(key)
-        .arg("g")
-        .arg("0")
-        .query(&mut r)
-        .expect("XGROUP");
-    let _: redis::Value = redis::cmd("XREADGROUP")
-        .arg("GROUP")
-        .arg("g")
-        .arg("c")
-        .arg("COUNT")
-        .arg(2)
-        .arg("STREAMS")
-        .arg(key)
-        .arg(">")
-        .query(&mut r)
-        .expect("XREADGROUP");
     let _: i64 = redis::cmd("XDEL")
         .arg(key)
         .arg(&ids[4])
@@ -228,14 +200,7 @@ async fn metrics_cover_the_pipeline_with_hookgate_names_and_buckets() {
         label: "probe".into(),
         key: key.into(),
     }];
-    let cfg = hookgate::config::Config {
-        redis_url: redis.url(),
-        ..Default::default()
-    };
-    let mut conn = hookgate::redis_conn::Redis::from_config(&cfg)
-        .expect("redis")
-        .shared()
-        .expect("conn");
+    let mut conn = redis.gateway_conn();
     hookgate::gauges::sample(&mut conn, &watches)
         .await
         .expect("sample");

@@ -130,6 +130,60 @@ impl Redis {
             .and_then(|c| c.get_connection())
             .expect("connect to test redis")
     }
+
+    /// The gateway's own connection to this Redis, for calling its stream and gauge functions.
+    pub fn gateway_conn(&self) -> hookgate::redis_conn::Conn {
+        let cfg = Config {
+            redis_url: self.url(),
+            ..Default::default()
+        };
+        hookgate::redis_conn::Redis::from_config(&cfg)
+            .and_then(|r| Ok(r.shared()?))
+            .expect("gateway connection")
+    }
+
+    /// A stream `key` of `n` entries with a group `group` from its start, of which `consumer` has read
+    /// the first `read`; the entries' ids.
+    pub fn stream_partly_read(
+        &self,
+        key: &str,
+        n: usize,
+        group: &str,
+        consumer: &str,
+        read: usize,
+    ) -> Vec<String> {
+        let mut r = self.conn();
+        let ids = (0..n)
+            .map(|i| {
+                redis::cmd("XADD")
+                    .arg(key)
+                    .arg("*")
+                    .arg("n")
+                    .arg(i)
+                    .query(&mut r)
+                    .expect("XADD")
+            })
+            .collect();
+        redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(key)
+            .arg(group)
+            .arg("0")
+            .query::<()>(&mut r)
+            .expect("XGROUP");
+        redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(group)
+            .arg(consumer)
+            .arg("COUNT")
+            .arg(read)
+            .arg("STREAMS")
+            .arg(key)
+            .arg(">")
+            .query::<redis::Value>(&mut r)
+            .expect("XREADGROUP");
+        ids
+    }
 }
 
 impl Drop for Redis {
