@@ -95,7 +95,7 @@ pub async fn run(
     // A worker that died (a panic) shuts the process down as a signal would, and `run` then fails, so
     // the orchestrator restarts it: a replica that answers ready but delivers nothing helps no one.
     let died = Arc::new(tokio::sync::Notify::new());
-    let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let failure: Arc<std::sync::OnceLock<String>> = Arc::default();
     let on_death = died.clone();
     tokio::spawn(async move {
         tokio::select! {
@@ -198,12 +198,9 @@ pub async fn run(
         let _ = r.await;
     }
     let _ = admin_task.await;
-    let failed = failure.lock().ok().and_then(|mut f| f.take());
-    match failed {
-        Some(why) => {
-            tracing::error!(why, "hookgate stopped after a failure");
-            Err(anyhow::anyhow!(why))
-        }
+    // The failure was logged where it happened; main prints it as the reason for the exit status.
+    match failure.get() {
+        Some(why) => Err(anyhow::anyhow!("{why}")),
         None => {
             tracing::info!("hookgate stopped");
             Ok(())
@@ -218,7 +215,7 @@ fn supervise(
     what: &'static str,
     mut parts: tokio::task::JoinSet<()>,
     died: Arc<tokio::sync::Notify>,
-    failure: Arc<std::sync::Mutex<Option<String>>>,
+    failure: Arc<std::sync::OnceLock<String>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(part) = parts.join_next().await {
@@ -226,9 +223,7 @@ fn supervise(
                 let why =
                     format!("{what} task panicked; shutting down so that the process is restarted");
                 tracing::error!("{why}");
-                if let Ok(mut f) = failure.lock() {
-                    f.get_or_insert(why);
-                }
+                let _ = failure.set(why); // the first failure names the exit
                 died.notify_one();
                 return;
             }
@@ -330,13 +325,13 @@ mod tests {
     #[tokio::test]
     async fn a_panicked_task_shuts_the_process_down() {
         let died = Arc::new(tokio::sync::Notify::new());
-        let failure: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let failure: Arc<std::sync::OnceLock<String>> = Arc::default();
         let mut calm = tokio::task::JoinSet::new();
         calm.spawn(async {});
         supervise("calm", calm, died.clone(), failure.clone())
             .await
             .expect("supervisor");
-        assert!(failure.lock().expect("lock").is_none());
+        assert!(failure.get().is_none());
         // One part panics while another would run until shutdown: the panic is seen at once.
         let mut parts = tokio::task::JoinSet::new();
         parts.spawn(std::future::pending::<()>());
@@ -345,7 +340,7 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), died.notified())
             .await
             .expect("the shutdown is woken");
-        let why = failure.lock().expect("lock").clone().unwrap_or_default();
+        let why = failure.get().cloned().unwrap_or_default();
         assert!(why.starts_with("mapper worker task panicked"), "{why}");
     }
 }

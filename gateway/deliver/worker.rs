@@ -398,7 +398,7 @@ impl Worker {
                     .await
                 {
                     Ok(lost) if !lost.is_empty() => {
-                        // Reclaimed by another worker while this one was away: its now.
+                        // Reclaimed by another worker while this one was away: it is theirs now.
                         tracing::warn!(
                             stream,
                             entries = lost.len(),

@@ -347,7 +347,7 @@ async fn read_limited(body: Body, limit: u64) -> Result<Bytes, Error> {
 /// declared length or the last chunk, or the stream was cancelled), not because it sent bad framing.
 fn sender_left(e: &(dyn std::error::Error + 'static)) -> bool {
     use std::io::ErrorKind as K;
-    std::iter::successors(Some(e), |e| e.source()).any(|e| {
+    causes(e).any(|e| {
         e.downcast_ref::<hyper::Error>()
             .is_some_and(|h| h.is_incomplete_message() || h.is_canceled())
             // HTTP/2: the sender reset its stream (RST_STREAM, CANCEL as a rule).
@@ -365,8 +365,14 @@ fn sender_left(e: &(dyn std::error::Error + 'static)) -> bool {
 /// Whether reading a body stopped at a length limit: this request's, or the listener's backstop
 /// (`app::layered`), whose error reaches us wrapped in the body's own.
 fn over_limit(e: &(dyn std::error::Error + 'static)) -> bool {
+    causes(e).any(|e| e.is::<http_body_util::LengthLimitError>())
+}
+
+/// An error and every error under it: the body's errors reach us wrapped by each layer.
+fn causes<'e>(
+    e: &'e (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'e (dyn std::error::Error + 'static)> {
     std::iter::successors(Some(e), |e| e.source())
-        .any(|e| e.is::<http_body_util::LengthLimitError>())
 }
 
 /// The URL as the sender addressed it, for schemes that sign it (twilio, hubspot). The scheme comes from
