@@ -464,13 +464,23 @@ impl Config {
         // The file's shape, with places: read once for the problems' places and the unknown keys.
         let doc = parse_shape(text);
         let mut locations = key_locations(name, doc.as_ref());
-        let cfg: Config = if text.trim().is_empty() {
-            Config::default()
+        // A file with wrong values is still read without them, so that every problem is reported at once:
+        // its own, the overrides', and the checks' on the rest. An override of a wrong value replaces it.
+        let (cfg, mut file_problems) = if text.trim().is_empty() {
+            (Config::default(), Vec::new())
         } else {
-            serde_saphyr::from_str(text)
-                .map_err(|e| parse_problems(name, text, &e, doc.as_ref(), &locations))?
+            match serde_saphyr::from_str(text) {
+                Ok(cfg) => (cfg, Vec::new()),
+                Err(e) => {
+                    let found = parse_problems(name, text, &e, doc.as_ref(), &locations);
+                    match read_without_problems(text, &found) {
+                        Some(rest) => (rest, found),
+                        None => return Err(found.into_iter().map(|p| p.message).collect()),
+                    }
+                }
+            }
         };
-        if env.is_empty() {
+        if env.is_empty() && file_problems.is_empty() {
             return Ok(Config { locations, ..cfg });
         }
         let base = serde_json::to_value(&cfg).map_err(|e| vec![format!("config: {e}")])?;
@@ -525,7 +535,11 @@ impl Config {
             }
             let first_err = first_err.map(|(_, e)| e);
             match taken {
-                Some(value) => chosen.push((path.clone(), value)),
+                Some(value) => {
+                    // The file's wrong value under this key is no longer in effect.
+                    file_problems.retain(|p| p.path.as_ref().is_none_or(|f| !f.starts_with(&path)));
+                    chosen.push((path.clone(), value));
+                }
                 None => {
                     // Not applied: the file's value stays in effect, and so do its places.
                     problems.extend(first_err);
@@ -553,20 +567,29 @@ impl Config {
         for (path, value) in chosen {
             set_path(&mut tree, &path, value).map_err(|p| vec![format!("env: {p}")])?;
         }
+        let mut all: Vec<String> = file_problems.iter().map(|p| p.message.clone()).collect();
         let cfg: Config = match serde_path_to_error::deserialize(tree) {
             Ok(cfg) => cfg,
             Err(e) => {
-                problems.push(env_problem(&e));
-                return Err(problems);
+                all.extend(problems);
+                all.push(env_problem(&e));
+                return Err(all);
             }
         };
         let cfg = Config { locations, ..cfg };
-        if problems.is_empty() {
+        if all.is_empty() && problems.is_empty() {
             return Ok(cfg);
         }
-        // With the good overrides applied, the checks still run, so every problem is reported at once.
-        problems.extend(cfg.validate().err().unwrap_or_default());
-        Err(problems)
+        // With the good overrides applied, the checks still run on what was read, so every problem is
+        // reported at once. A key whose own value was wrong has its default in its place: its checks
+        // would be about a value nobody wrote.
+        let unread: Vec<String> = file_problems
+            .iter()
+            .filter_map(|p| p.path.as_ref().map(|k| k.join(".")))
+            .collect();
+        all.extend(problems);
+        all.extend(cfg.problems_except(&unread));
+        Err(all)
     }
 
     /// `key: message`, prefixed with where the key was written when that is known.
@@ -587,8 +610,28 @@ impl Config {
     /// Every semantic problem at once, each naming its key and, when known, where it was written
     /// (`file:line:col: key: message`, or `env HOOKGATE_...: key: message`).
     pub fn validate(&self) -> Result<(), Vec<String>> {
+        let p = self.problems_except(&[]);
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    }
+
+    /// The semantic problems, except those about a key in `unread` (dotted) or under it.
+    fn problems_except(&self, unread: &[String]) -> Vec<String> {
         let mut p = Vec::new();
-        let mut bad = |key: &str, message: String| p.push(self.located(key, &message));
+        let under = |key: &str| {
+            unread.iter().any(|u| {
+                key.strip_prefix(u.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+            })
+        };
+        let mut bad = |key: &str, message: String| {
+            if !under(key) {
+                p.push(self.located(key, &message));
+            }
+        };
         for (key, v) in [
             ("listen", &self.listen),
             ("admin_listen", &self.admin_listen),
@@ -830,11 +873,7 @@ impl Config {
                 "must be at least deliver.retry_base".into(),
             );
         }
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(p)
-        }
+        p
     }
 
     /// The admin bearer token: env `HOOKGATE_ADMIN_TOKEN`, or the file named by `HOOKGATE_ADMIN_TOKEN_FILE`
@@ -863,14 +902,14 @@ fn parse_problems(
     first: &serde_saphyr::Error,
     doc: Option<&Node>,
     locations: &BTreeMap<String, String>,
-) -> Vec<String> {
+) -> Vec<FileProblem> {
     // The keys a config has, for the unknown keys and for which values are worth re-reading.
     let schema = serde_json::to_value(Config::default()).unwrap_or_default();
     let mut unknown = Vec::new();
     if let Some(d) = doc {
-        unknown_keys_in(name, "", d, &schema, &mut unknown);
+        unknown_keys_in(name, &mut Vec::new(), d, &schema, &mut unknown);
     }
-    let mut values: Vec<String> = Vec::new();
+    let mut values: Vec<FileProblem> = Vec::new();
     // `path`: the value read alone, which names the key when its place is not one the file's keys have.
     let mut add = |e: &serde_saphyr::Error, path: Option<&[String]>| {
         let at = e
@@ -888,7 +927,11 @@ fn parse_problems(
             })
             .unwrap_or_else(|| name.to_string());
         let here = format!("{at}: ");
-        if unknown.iter().chain(&values).any(|u| u.starts_with(&here)) {
+        if unknown
+            .iter()
+            .chain(&values)
+            .any(|u| u.message.starts_with(&here))
+        {
             return;
         }
         let text = e.to_string();
@@ -899,8 +942,14 @@ fn parse_problems(
             .map(|(key, _)| key.clone())
             .or_else(|| path.map(|p| p.join(".")));
         values.push(match key {
-            Some(key) => format!("{at}: {key}: {message}"),
-            None => format!("{at}: {message}"),
+            Some(key) => FileProblem {
+                message: format!("{at}: {key}: {message}"),
+                path: path.map(<[String]>::to_vec),
+            },
+            None => FileProblem {
+                message: format!("{at}: {message}"),
+                path: None,
+            },
         });
     };
     // Bounded, since each read parses the whole file: a file of thousands of values (or of aliases that
@@ -938,6 +987,29 @@ fn parse_problems(
     add(first, None);
     values.extend(unknown);
     values
+}
+
+/// A problem of the file itself, with the key path of the value it is about (`None`: about no one value,
+/// such as a syntax error).
+struct FileProblem {
+    path: Option<Vec<String>>,
+    message: String,
+}
+
+/// The file read again with every value it has a problem with hidden, so their defaults stand in: the
+/// rest of the file can then take the env overrides and the checks. `None` when a problem is about no
+/// one value (a syntax error), or the rest still does not read.
+fn read_without_problems(text: &str, problems: &[FileProblem]) -> Option<Config> {
+    let hidden: Vec<Vec<String>> = problems
+        .iter()
+        .map(|p| p.path.clone())
+        .collect::<Option<_>>()?;
+    serde_saphyr::with_deserializer_from_str_with_options(
+        text,
+        serde_saphyr::Options::default(),
+        |de| one_path::read_without::<Config, _>(de, &hidden),
+    )
+    .ok()
 }
 
 /// Values re-read at most on the error path, and the time they may take: see [`parse_problems`].
@@ -1085,7 +1157,13 @@ fn child_key(prefix: &str, key: &str) -> String {
 /// `name:line:col: unknown key `a.b`; hint`. Under a map (`upstream.routes`, `upstream.headers`) or an
 /// optional section left unset, nothing is checked (serde still is). Only called once the real parse has
 /// failed, so a gap in this walk can never refuse a valid file.
-fn unknown_keys_in(name: &str, prefix: &str, node: &Node, schema: &Value, out: &mut Vec<String>) {
+fn unknown_keys_in(
+    name: &str,
+    prefix: &mut Vec<String>,
+    node: &Node,
+    schema: &Value,
+    out: &mut Vec<FileProblem>,
+) {
     let (Kind::Map(entries), Value::Object(fields)) = (&node.kind, schema) else {
         return;
     };
@@ -1093,18 +1171,23 @@ fn unknown_keys_in(name: &str, prefix: &str, node: &Node, schema: &Value, out: &
         return; // a map: any key
     }
     for (k, v) in entries {
-        let path = child_key(prefix, &k.name);
+        prefix.push(k.name.clone());
         match fields.get(&k.name) {
-            Some(field) => unknown_keys_in(name, &path, v, field, out),
+            Some(field) => unknown_keys_in(name, prefix, v, field, out),
             None => {
                 let known: Vec<&str> = fields.keys().map(String::as_str).collect();
-                out.push(format!(
-                    "{}: unknown key `{path}`; {}",
-                    place(name, k.loc),
-                    crate::mapping::suggest(&k.name, &known)
-                ));
+                out.push(FileProblem {
+                    path: Some(prefix.clone()),
+                    message: format!(
+                        "{}: unknown key `{}`; {}",
+                        place(name, k.loc),
+                        prefix.join("."),
+                        crate::mapping::suggest(&k.name, &known)
+                    ),
+                });
             }
         }
+        prefix.pop();
     }
 }
 
@@ -1341,8 +1424,9 @@ mod tests {
         assert!(places.contains_key("upstream.url"));
         let schema = serde_json::to_value(Config::default()).unwrap();
         let mut unknown = Vec::new();
-        unknown_keys_in("dev", "", &shape, &schema, &mut unknown);
-        assert_eq!(unknown, Vec::<String>::new());
+        unknown_keys_in("dev", &mut Vec::new(), &shape, &schema, &mut unknown);
+        let unknown: Vec<&str> = unknown.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(unknown, Vec::<&str>::new());
     }
 
     #[test]
@@ -1967,6 +2051,54 @@ mod tests {
             "{:?}",
             c.upstream.routes.keys()
         );
+    }
+
+    /// A wrong value in the file hides nothing else: the overrides are still checked, and so is the rest
+    /// of the file; the checks skip the key whose value was not read, whose default stands in for it.
+    #[test]
+    fn a_wrong_value_in_the_file_hides_no_other_problem() {
+        let env = env_vars(&[("HOOKGATE_DELIVER__CONCURRENCY", "many")]);
+        let yaml = "limits:\n  max_headers: lots\n  max_json_depth: 999\nredis_url: ftp://x\n";
+        let e = Config::from_sources("hg.yaml", yaml, &env).unwrap_err();
+        let starts = [
+            "hg.yaml:2:16: limits.max_headers: ",
+            "env HOOKGATE_DELIVER__CONCURRENCY: ",
+            "hg.yaml:4:12: redis_url: ",
+            "hg.yaml:3:19: limits.max_json_depth: ",
+        ];
+        assert_eq!(e.len(), starts.len(), "{e:#?}");
+        for (got, want) in e.iter().zip(starts) {
+            assert!(got.starts_with(want), "{want} in {e:#?}");
+        }
+        // An unknown key too: the rest is read without it.
+        let e = Config::from_sources("hg.yaml", "limitz: 1\nredis_url: ftp://x\n", &[]).unwrap_err();
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(e[0].starts_with("hg.yaml:1:1: unknown key `limitz`"), "{e:#?}");
+        assert!(e[1].starts_with("hg.yaml:2:12: redis_url: "), "{e:#?}");
+        // The default standing in for a wrong `admin_listen` (0.0.0.0:9090) would clash with `listen`:
+        // that is not reported, only what was written.
+        let e = Config::from_sources("hg.yaml", "listen: 0.0.0.0:9090\nadmin_listen: [1, 2]\n", &[])
+            .unwrap_err();
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].starts_with("hg.yaml:2:15: admin_listen: "), "{e:#?}");
+        // A syntax error leaves nothing to read: it is the one problem.
+        let e = Config::from_sources("hg.yaml", "limits: [\nredis_url: ftp://x\n", &env).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:#?}");
+    }
+
+    /// An override takes the place of the file's wrong value, so the config loads with the override's.
+    #[test]
+    fn an_override_replaces_a_wrong_value_in_the_file() {
+        let yaml = "limits:\n  max_headers: lots\n  max_json_depth: 32\n";
+        let env = env_vars(&[("HOOKGATE_LIMITS__MAX_HEADERS", "50")]);
+        let c = Config::from_sources("hg.yaml", yaml, &env).expect("the override replaces it");
+        assert_eq!(c.limits.max_headers, 50);
+        assert_eq!(c.limits.max_json_depth, 32, "the rest of the file is read");
+        // A whole section's wrong value is not replaced by one of its keys.
+        let env = env_vars(&[("HOOKGATE_LIMITS__MAX_HEADERS", "50")]);
+        let e = Config::from_sources("hg.yaml", "limits: 5\n", &env).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].starts_with("hg.yaml:1:9: limits: "), "{e:#?}");
     }
 
     /// A bad override does not hide the file's other problems: the checks run with the good overrides.
