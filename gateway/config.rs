@@ -2071,18 +2071,27 @@ mod tests {
             assert!(got.starts_with(want), "{want} in {e:#?}");
         }
         // An unknown key too: the rest is read without it.
-        let e = Config::from_sources("hg.yaml", "limitz: 1\nredis_url: ftp://x\n", &[]).unwrap_err();
+        let e =
+            Config::from_sources("hg.yaml", "limitz: 1\nredis_url: ftp://x\n", &[]).unwrap_err();
         assert_eq!(e.len(), 2, "{e:#?}");
-        assert!(e[0].starts_with("hg.yaml:1:1: unknown key `limitz`"), "{e:#?}");
+        assert!(
+            e[0].starts_with("hg.yaml:1:1: unknown key `limitz`"),
+            "{e:#?}"
+        );
         assert!(e[1].starts_with("hg.yaml:2:12: redis_url: "), "{e:#?}");
         // The default standing in for a wrong `admin_listen` (0.0.0.0:9090) would clash with `listen`:
         // that is not reported, only what was written.
-        let e = Config::from_sources("hg.yaml", "listen: 0.0.0.0:9090\nadmin_listen: [1, 2]\n", &[])
-            .unwrap_err();
+        let e = Config::from_sources(
+            "hg.yaml",
+            "listen: 0.0.0.0:9090\nadmin_listen: [1, 2]\n",
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(e.len(), 1, "{e:#?}");
         assert!(e[0].starts_with("hg.yaml:2:15: admin_listen: "), "{e:#?}");
         // A syntax error leaves nothing to read: it is the one problem.
-        let e = Config::from_sources("hg.yaml", "limits: [\nredis_url: ftp://x\n", &env).unwrap_err();
+        let e =
+            Config::from_sources("hg.yaml", "limits: [\nredis_url: ftp://x\n", &env).unwrap_err();
         assert_eq!(e.len(), 1, "{e:#?}");
     }
 

@@ -1,5 +1,5 @@
 //! Gauges that only Redis knows: stream lengths, pending entries and lag per consumer group, parked
-//! retries and stored dead letters. A counter in one process cannot tell them (every replica shares the
+//! retries, stored dead letters, and how far the outbound deliveries are behind their time. A counter in one process cannot tell them (every replica shares the
 //! streams), so a sampler reads them from Redis every `metrics_sample_interval`. Every replica samples
 //! the same keys: aggregate with `max` across pods, not `sum`.
 //!
@@ -22,6 +22,11 @@ pub enum Watch {
     DeadLetters { kind: String, key: String },
     /// A sorted set of parked retries: `hookgate_retries_scheduled{kind}`.
     Scheduled { kind: String, key: String },
+    /// The outbound dispatchers' `ready` set (each subscription scored by its earliest due delivery, in
+    /// ms): `hookgate_outbound_due_subscriptions`, the subscriptions with a delivery due now, and
+    /// `hookgate_outbound_overdue_seconds`, how long the most overdue one has waited past its time. A
+    /// delivery in hand is leased into the future, so neither counts what is being sent.
+    Due { key: String },
 }
 
 /// The inbound side's keys: the inbound stream and the due-retry stream (both read by the mappers), the
@@ -63,6 +68,9 @@ pub fn outbound(prefix: &str) -> Vec<Watch> {
         Watch::DeadLetters {
             kind: "outbound".into(),
             key: crate::stream::keys::dead_outbound(prefix),
+        },
+        Watch::Due {
+            key: crate::outbound::Keys::new(prefix).ready,
         },
     ]
 }
@@ -138,6 +146,26 @@ async fn sample_one(conn: &mut Conn, w: &Watch) -> Result<(), redis::RedisError>
         Watch::Scheduled { kind, key } => {
             let n: u64 = redis::cmd("ZCARD").arg(key).query_async(conn).await?;
             metrics::gauge!("hookgate_retries_scheduled", "kind" => kind.clone()).set(n as f64);
+        }
+        Watch::Due { key } => {
+            let now = crate::clock::now_ms();
+            let (due, earliest): (u64, Vec<(String, f64)>) = redis::pipe()
+                .cmd("ZCOUNT")
+                .arg(key)
+                .arg("-inf")
+                .arg(now)
+                .cmd("ZRANGE")
+                .arg(key)
+                .arg(0)
+                .arg(0)
+                .arg("WITHSCORES")
+                .query_async(conn)
+                .await?;
+            let overdue_ms = earliest
+                .first()
+                .map_or(0.0, |(_, at)| (now as f64 - at).max(0.0));
+            metrics::gauge!("hookgate_outbound_due_subscriptions").set(due as f64);
+            metrics::gauge!("hookgate_outbound_overdue_seconds").set(overdue_ms / 1000.0);
         }
     }
     Ok(())

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod admission;
 pub mod app;
 pub mod catalog;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod deliver;

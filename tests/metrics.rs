@@ -37,7 +37,7 @@ async fn metrics_cover_the_pipeline_with_hookgate_names_and_buckets() {
         &redis,
         &[("shop.yaml", SHOP)],
         &format!(
-            "upstream: {{ url: \"{}\" }}\nmappings_poll: 1h\nmetrics_sample_interval: 100ms\ndeliver: {{ timeout: 5s, retry_base: 50ms, retry_max: 200ms }}\n",
+            "upstream: {{ url: \"{}\" }}\nmappings_poll: 1h\nmetrics_sample_interval: 100ms\ndeliver: {{ timeout: 5s, retry_base: 50ms, retry_max: 200ms }}\negress: {{ allow: [127.0.0.0/8], allow_http: true }}\n",
             up.url()
         ),
     )
@@ -211,5 +211,53 @@ async fn metrics_cover_the_pipeline_with_hookgate_names_and_buckets() {
         value(&text, r#"hookgate_stream_lag{stream="probe",group="g"}"#),
         Some(6.0),
         "{text}"
+    );
+
+    // Outbound deliveries held back by a subscriber's rate limit are due and waiting: the gauges say how
+    // many subscriptions have work due and how late the most overdue delivery is; both fall back to 0
+    // once nothing is due.
+    let due = "hookgate_outbound_due_subscriptions";
+    let overdue = "hookgate_outbound_overdue_seconds";
+    let sub = common::subscriber::Subscriber::start().await;
+    let (s, created) = admin_call(
+        &gw,
+        "POST",
+        "/v1/subscriptions",
+        Some(serde_json::json!({"name": "slow", "url": sub.url("/hook"), "events": ["a.b"], "rate_limit": 0.2})),
+    )
+    .await;
+    assert_eq!(s, 201, "{created}");
+    for i in 0..4 {
+        let (s, v) = admin_call(
+            &gw,
+            "POST",
+            "/v1/events",
+            Some(serde_json::json!({"type": "a.b", "data": {"i": i}})),
+        )
+        .await;
+        assert_eq!(s, 202, "{v}");
+    }
+    let mut text = String::new();
+    let mut late = false;
+    for _ in 0..200 {
+        text = gw.metrics().await;
+        if value(&text, due) == Some(1.0) && value(&text, overdue).is_some_and(|s| s >= 1.5) {
+            late = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(late, "one subscription with deliveries overdue:\n{text}");
+    assert!(value(&text, overdue).is_some_and(|s| s < 30.0), "{text}");
+    assert!(sub.wait_delivered(1, 10).await, "the burst of one is sent");
+    // Deleted, its deliveries are closed: nothing is due any more.
+    let id = created["id"].as_str().expect("subscription id");
+    let (s, v) = admin_call(&gw, "DELETE", &format!("/v1/subscriptions/{id}"), None).await;
+    assert!(s == 200 || s == 204, "{s} {v}");
+    wait_for(&gw, due, 0.0).await;
+    let text = wait_for(&gw, overdue, 0.0).await;
+    assert!(
+        sub.delivered().len() < 4,
+        "the rate limit held deliveries back: {text}"
     );
 }

@@ -365,7 +365,7 @@ async fn dead_replay(
 ) -> Result<Json<Value>, Error> {
     let id = super::path_id(&id)?;
     let mut c = o.conn.clone();
-    let now = crate::outbound::dispatch::now_ms();
+    let now = crate::clock::now_ms();
     match queue::replay(&mut c, &o.scripts, &o.keys, id, now)
         .await
         .map_err(unavailable)?
@@ -409,7 +409,7 @@ async fn dead_replay_all(
         )
         .await?;
         let mut c = o.conn.clone();
-        let now = crate::outbound::dispatch::now_ms();
+        let now = crate::clock::now_ms();
         for (id, _) in &page {
             if queue::replay(&mut c, &o.scripts, &o.keys, id, now)
                 .await

@@ -33,7 +33,7 @@ pub async fn publish(
 ) -> Result<(StatusCode, Json<Value>), Error> {
     let input: PublishInput = parse(&body)?;
     let fields = input
-        .fields(crate::outbound::dispatch::now_ms())
+        .fields(crate::clock::now_ms())
         .map_err(Error::Invalid)?;
     let stored = o
         .store

@@ -37,7 +37,7 @@ fn unavailable(e: redis::RedisError) -> Error {
 }
 
 fn now() -> u64 {
-    crate::outbound::dispatch::now_ms()
+    crate::clock::now_ms()
 }
 
 /// The public view plus where it came from and its health. `unusable`: why the last load skipped it.

@@ -5,8 +5,9 @@
 //! deletes the dead letter in one script, so the current mapping applies and nothing is replayed twice.
 
 use super::envelope::Envelope;
-use super::retry::{add_ack, now_ms};
+use super::retry::add_ack;
 use super::Keys;
+use crate::clock::now_ms;
 use crate::redis_conn::Conn;
 use base64::Engine;
 use redis::{RedisError, Script, Value};

@@ -4,6 +4,7 @@
 
 use super::envelope::Envelope;
 use super::Keys;
+use crate::clock::now_ms;
 use crate::redis_conn::Conn;
 use rand::Rng;
 use redis::{RedisError, Script};
@@ -31,12 +32,6 @@ pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
     let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
     let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(at.timestamp()).ok()?);
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Add "take this entry off its stream" to a MULTI: XACK, and XDEL on the retry-due stream (ours alone,

@@ -9,10 +9,11 @@
 
 use super::dead::{bury, Reason};
 use super::envelope::{digest, Done, Envelope};
-use super::retry::{add_ack, backoff, now_ms, park};
+use super::retry::{add_ack, backoff, park};
 use super::upstream::{Sent, Upstream};
 use super::Keys;
 use crate::catalog::LiveCatalog;
+use crate::clock::now_ms;
 use crate::config::{Config, Deliver};
 use crate::mapping::{Event, Headers, MappedAction};
 use crate::payload::{self, BodyKind};

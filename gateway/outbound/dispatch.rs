@@ -7,6 +7,7 @@ use super::queue::{self, rf, Scripts, MAX_ATTEMPTS_KEPT};
 use super::registry::{hf, Compiled, Registry};
 use super::send::{Attempt, Sender};
 use super::Keys;
+use crate::clock::now_ms;
 use crate::config::Outbound as Cfg;
 use crate::redis_conn::Conn;
 use crate::stream::{event_fields, Store};
@@ -65,10 +66,6 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-pub fn now_ms() -> u64 {
-    super::send_now_ms()
 }
 
 /// Per subscription, in this process.

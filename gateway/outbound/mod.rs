@@ -21,17 +21,10 @@ use crate::redis_conn::{Conn, Redis};
 use crate::stream::{keys, Store};
 use anyhow::Context;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{watch, Notify};
 
 /// The consumer group of the relays on `<prefix>:events`.
 pub const RELAY_GROUP: &str = "relays";
-
-pub(crate) fn send_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
 
 /// The Redis keys of the outbound side, under one prefix.
 #[derive(Clone, Debug)]

@@ -168,7 +168,7 @@ impl Relay {
 
     /// Enqueue one delivery per subscription that wants the event, and acknowledge it.
     async fn fan_out(&self, id: &str, map: &HashMap<String, Value>) -> Result<(), RedisError> {
-        let now = super::send_now_ms();
+        let now = crate::clock::now_ms();
         let mut c = self.conn.clone();
         let ev = match Event::from_fields(id, map) {
             Ok(ev) => ev,

@@ -4,10 +4,11 @@
 use super::registry::Compiled;
 use super::sign;
 use super::subscription::Format;
+use crate::clock::now_ms;
 use crate::egress::{is_egress_denied, EgressPolicy};
 use serde_json::{json, Map, Value};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 /// Response bytes kept per attempt.
 pub const KEEP_BODY: usize = 4096;
@@ -129,12 +130,6 @@ fn flatten_map(
     for (k, v) in m {
         flatten(ser, &key(k), v);
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Sender {
