@@ -39,6 +39,18 @@ pub fn parse_source_file(path: &Path, text: &str) -> Result<SourceFile, Vec<Diag
     let file = path.display().to_string();
     let root = yaml::parse(&file, text).map_err(|d| vec![d])?;
     let mut ctx = Ctx::new(file.clone(), text);
+    // Nothing but blanks and comments: said as such, at the top, not as a null found past the last line.
+    if matches!(root.kind, Kind::Null) {
+        let d = ctx.error_at(
+            1,
+            1,
+            1,
+            "the file holds no mapping: it is empty or only comments",
+        );
+        d.hint =
+            Some("a mapping file starts with `source: <name>`; see docs/mappings.md".to_owned());
+        return Err(ctx.diags);
+    }
     let Some(top) = ctx.map(&root, "file", TOP_KEYS) else {
         return Err(ctx.diags);
     };
@@ -164,23 +176,24 @@ fn check_dedup(ctx: &mut Ctx, root: &Node, d: &DedupSpec) -> bool {
     }
     if let Some(id) = &d.id {
         if let Err(e) = JsonPath::compile(&id.value) {
-            let (line, col) = (id.referenced.line() as u32, id.referenced.column() as u32);
+            let (line, column) = (id.referenced.line() as u32, id.referenced.column() as u32);
             let inner = e
                 .offset
-                .map_or(0, |o| id.value[..o.min(id.value.len())].chars().count())
-                as u32;
+                .map_or(0, |o| id.value[..o.min(id.value.len())].chars().count());
             let quoted = ctx
                 .text
                 .lines()
                 .nth(line.saturating_sub(1) as usize)
-                .and_then(|l| l.chars().nth(col.saturating_sub(1) as usize))
+                .and_then(|l| l.chars().nth(column.saturating_sub(1) as usize))
                 .is_some_and(|c| c == '"' || c == '\'');
-            ctx.error_at(
+            let at = Loc {
                 line,
-                col + inner + u32::from(quoted),
-                1,
-                format!("dedup.id: {e}"),
-            );
+                column,
+                width: 1,
+                quoted,
+            };
+            let col = ctx.column_in(at, inner);
+            ctx.error_at(line, col, 1, format!("dedup.id: {e}"));
             ok = false;
         }
     }

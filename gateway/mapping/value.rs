@@ -539,7 +539,7 @@ fn compile_path_at(
     env: Env,
 ) -> Option<JsonPath> {
     if s.starts_with('@') && !env.in_for_each {
-        let col = loc.column + u32::from(loc.quoted) + offset as u32;
+        let col = ctx.column_in(loc, offset);
         ctx.error_at(
             loc.line,
             col,
@@ -553,7 +553,7 @@ fn compile_path_at(
         Ok(p) => Some(p),
         Err(e) => {
             let inner = e.offset.map_or(0, |o| s[..o.min(s.len())].chars().count());
-            let col = loc.column + u32::from(loc.quoted) + (offset + inner) as u32;
+            let col = ctx.column_in(loc, offset + inner);
             let d = ctx.error_at(loc.line, col, 1, format!("{what}: {}", e));
             if let Some(fix) = e.offset.and_then(|o| bracket_fix(s, o)) {
                 d.hint = Some(format!("a name with other characters than letters, digits and `_` needs brackets: {fix}"));
@@ -603,9 +603,7 @@ fn compile_template(ctx: &mut Ctx, node: &Node, s: &str, what: &str, env: Env) -
         }
         let after = &rest[open + 2..];
         let Some(close) = after.find("}}") else {
-            let col = node.loc.column
-                + u32::from(node.loc.quoted)
-                + (consumed + rest[..open].chars().count()) as u32;
+            let col = ctx.column_in(node.loc, consumed + rest[..open].chars().count());
             ctx.error_at(
                 node.loc.line,
                 col,
@@ -625,7 +623,7 @@ fn compile_template(ctx: &mut Ctx, node: &Node, s: &str, what: &str, env: Env) -
                 None => ok = false,
             }
         } else {
-            let col = node.loc.column + u32::from(node.loc.quoted) + path_offset as u32;
+            let col = ctx.column_in(node.loc, path_offset);
             ctx.error_at(node.loc.line, col, path_text.chars().count().max(1) as u32, format!("{what}: a template inserts paths: expected `{{{{ $.field }}}}`, found `{{{{ {path_text} }}}}`"));
             ok = false;
         }
