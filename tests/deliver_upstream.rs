@@ -27,8 +27,10 @@ async fn stripe_gateway(redis: &Redis, upstream_url: &str, extra: &str) -> Setup
     let mapping = std::fs::read_to_string(repo_root().join("mappings/stripe.yaml"))
         .unwrap()
         .replace("${env:STRIPE_WEBHOOK_SECRET}", &hook);
+    // A test with its own `deliver:` section has it instead of the fast one.
+    let fast = if extra.contains("deliver:") { "" } else { FAST };
     let cfg = format!(
-        "upstream: {{ url: \"{upstream_url}\", headers: {{ api-key: \"{api_key}\", x-tenant: acme }} }}\n{FAST}{extra}"
+        "upstream: {{ url: \"{upstream_url}\", headers: {{ api-key: \"{api_key}\", x-tenant: acme }} }}\n{fast}{extra}"
     );
     let gw = Gateway::start(redis, &[("stripe.yaml", &mapping)], &cfg).await;
     Setup {
@@ -154,6 +156,85 @@ async fn answers_503_three_times_then_delivered_with_one_key() {
         "retries counted"
     );
     assert!(metrics.contains("hookgate_upstream_request_duration_seconds_bucket"));
+}
+
+/// The one dead letter of the source, waited for.
+async fn one_dead_letter(gw: &Gateway, secs: u64) -> Value {
+    for _ in 0..secs * 20 {
+        let listed = admin_get(gw, "/v1/dead-letters").await;
+        if let Some(dl) = listed["dead_letters"].as_array().and_then(|a| a.first()) {
+            return dl.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no dead letter within {secs} s");
+}
+
+/// `Retry-After` is a floor: no try before it. One that asks to wait past `give_up_after` dead-letters
+/// the event at once (waiting would end past the deadline anyway), with the status and the reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_after_is_honoured_and_one_past_the_deadline_gives_up_at_once() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    up.set_status(429);
+    up.set_retry_after(Some("1"));
+    let deliver = "deliver: { retry_base: 50ms, retry_max: 100ms, give_up_after: 5s, timeout: 2s, connect_timeout: 500ms }\n";
+    let s = stripe_gateway(&redis, &up.url(), deliver).await;
+    assert_eq!(
+        post_stripe(&s.gw, &customer_created("evt_ra", "ra@example.org"))
+            .await
+            .0,
+        202
+    );
+    assert!(poll_until(5, || !up.requests().is_empty()).await);
+    up.set_retry_after(Some("30"));
+    let dl = one_dead_letter(&s.gw, 5).await;
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 2, "tried once more, after its Retry-After: 1");
+    let gap = reqs[1].at - reqs[0].at;
+    assert!(gap >= Duration::from_millis(950), "{gap:?}");
+    assert_eq!(dl["reason"], "gave_up", "{dl}");
+    assert_eq!(dl["status"], 429, "{dl}");
+    let detail = dl["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("upstream answered 429") && detail.contains("Retry-After (30s)"),
+        "{detail}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        up.requests().len(),
+        2,
+        "never sent before the upstream asked"
+    );
+}
+
+/// A backoff that would end past `give_up_after` is cut: the last try is at the deadline, and the dead
+/// letter keeps the last answer's status and what it said.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_last_try_is_at_the_give_up_deadline() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    up.plan(&[(500, "overloaded"); 20]);
+    // Full jitter under a 10 s cap: left alone, most second tries would come long after the deadline.
+    let deliver = "deliver: { retry_base: 10s, retry_max: 10s, give_up_after: 2s, timeout: 2s, connect_timeout: 500ms }\n";
+    let s = stripe_gateway(&redis, &up.url(), deliver).await;
+    assert_eq!(
+        post_stripe(&s.gw, &customer_created("evt_deadline", "d@example.org"))
+            .await
+            .0,
+        202
+    );
+    let dl = one_dead_letter(&s.gw, 8).await;
+    let reqs = up.requests();
+    let last = reqs.last().expect("tried").at - reqs[0].at;
+    assert!(
+        last >= Duration::from_millis(1900) && last <= Duration::from_millis(3500),
+        "the last try at the 2 s deadline, not after it: {last:?} ({} tries)",
+        reqs.len()
+    );
+    assert_eq!(dl["reason"], "gave_up", "{dl}");
+    assert_eq!(dl["status"], 500, "{dl}");
+    assert_eq!(dl["detail"], "upstream answered 500: overloaded", "{dl}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -298,6 +379,10 @@ async fn mapping_errors_replay_after_the_fix() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(dead.len(), 2, "{dead:?}");
+    for d in &dead {
+        assert_eq!(d["rule"], "signup", "the failing rule is kept: {d}");
+        assert!(d["index"].is_null(), "no action was made: {d}");
+    }
     assert!(
         dead[0]["detail"]
             .as_str()

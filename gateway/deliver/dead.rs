@@ -18,12 +18,17 @@ use std::time::{Duration, UNIX_EPOCH};
 /// Why an event was given up.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Reason {
-    /// The event could not be mapped (the MapError text, or why the body or source is unusable).
-    MappingError(String),
+    /// The event could not be mapped (the MapError text, or why the body or source is unusable), and the
+    /// rule that failed when one did.
+    MappingError {
+        detail: String,
+        rule: Option<String>,
+    },
     /// The upstream refused an action with a status that retrying cannot change.
     UpstreamStatus { status: u16, body: String },
-    /// Still failing `deliver.give_up_after` after the first failure.
-    GaveUp(String),
+    /// Still failing `deliver.give_up_after` after the first failure: the last error, and the last
+    /// answer's status when there was one.
+    GaveUp { detail: String, status: Option<u16> },
     /// The action's configured route needs a value the action lacks (`upstream.routes`); nothing was sent.
     RouteError(String),
 }
@@ -31,16 +36,18 @@ pub enum Reason {
 impl Reason {
     pub fn code(&self) -> &'static str {
         match self {
-            Reason::MappingError(_) => "mapping_error",
+            Reason::MappingError { .. } => "mapping_error",
             Reason::UpstreamStatus { .. } => "upstream_status",
-            Reason::GaveUp(_) => "gave_up",
+            Reason::GaveUp { .. } => "gave_up",
             Reason::RouteError(_) => "route_error",
         }
     }
 
     fn detail(&self) -> &str {
         match self {
-            Reason::MappingError(d) | Reason::GaveUp(d) | Reason::RouteError(d) => d,
+            Reason::MappingError { detail: d, .. }
+            | Reason::GaveUp { detail: d, .. }
+            | Reason::RouteError(d) => d,
             Reason::UpstreamStatus { body, .. } => body,
         }
     }
@@ -77,11 +84,29 @@ pub async fn bury(
         .arg(reason.detail())
         .arg(df::LAST_FAILED_AT)
         .arg(now_ms());
-    if let Reason::UpstreamStatus { status, .. } = reason {
-        xadd.arg(df::STATUS).arg(*status);
+    match reason {
+        Reason::UpstreamStatus { status, .. }
+        | Reason::GaveUp {
+            status: Some(status),
+            ..
+        } => {
+            xadd.arg(df::STATUS).arg(*status);
+        }
+        _ => {}
     }
-    if let Some((rule, index)) = action {
-        xadd.arg(df::RULE).arg(rule).arg(df::INDEX).arg(index);
+    match (action, reason) {
+        (Some((rule, index)), _) => {
+            xadd.arg(df::RULE).arg(rule).arg(df::INDEX).arg(index);
+        }
+        (
+            None,
+            Reason::MappingError {
+                rule: Some(rule), ..
+            },
+        ) => {
+            xadd.arg(df::RULE).arg(rule);
+        }
+        _ => {}
     }
     let mut pipe = redis::pipe();
     pipe.atomic().add_command(xadd).ignore();

@@ -16,7 +16,7 @@ mod worker;
 
 pub use dead::{DeadLetters, Filter, Page, Reason};
 pub use envelope::Envelope;
-pub use retry::parse_retry_after;
+pub use retry::{next_try, parse_retry_after};
 
 use crate::catalog::LiveCatalog;
 use crate::config::Config;

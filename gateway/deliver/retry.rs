@@ -23,14 +23,45 @@ pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
     Duration::from_millis(rand::rng().random_range(0..=ms))
 }
 
+/// When to try a failed delivery again (ms since the epoch), inbound and outbound alike: after the backoff, or the subscriber's
+/// `Retry-After` when longer, and never later than `give_up` after the first failure: the last try is
+/// at that deadline. `None` (give up now) once the deadline has passed, or when the subscriber asks to
+/// wait beyond it: trying before it asked would be rude, and after it too late.
+pub fn next_try(
+    now: u64,
+    first_failed: u64,
+    give_up: Duration,
+    backoff: Duration,
+    retry_after: Option<Duration>,
+) -> Option<u64> {
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let deadline = first_failed.saturating_add(ms(give_up));
+    if now >= deadline {
+        return None;
+    }
+    let asked = retry_after.map(|d| now.saturating_add(ms(d)));
+    if asked.is_some_and(|t| t > deadline) {
+        return None;
+    }
+    let due = now.saturating_add(ms(backoff)).max(asked.unwrap_or(0));
+    Some(due.min(deadline))
+}
+
 /// `Retry-After` as delta seconds or an HTTP date; a date in the past means now.
 pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
     let v = v.trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    let at = UNIX_EPOCH + Duration::from_secs(u64::try_from(at.timestamp()).ok()?);
+    // The three forms RFC 9110 makes a recipient accept (IMF-fixdate, RFC 850, asctime), then any
+    // RFC 2822 date (a numeric zone such as `+0000`), which some servers send.
+    let at = match httpdate::parse_http_date(v) {
+        Ok(at) => at,
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+            UNIX_EPOCH + Duration::from_secs(u64::try_from(at.timestamp()).ok()?)
+        }
+    };
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
@@ -134,6 +165,37 @@ mod tests {
     }
 
     #[test]
+    fn retries_stop_at_the_give_up_deadline() {
+        let s = Duration::from_secs;
+        let (first, give_up) = (1_000_000, s(100));
+        // Within the window: the backoff, or a longer Retry-After.
+        assert_eq!(
+            next_try(first + 10_000, first, give_up, s(5), None),
+            Some(first + 15_000)
+        );
+        assert_eq!(
+            next_try(first + 10_000, first, give_up, s(5), Some(s(30))),
+            Some(first + 40_000)
+        );
+        // A backoff past the deadline: one last try at it.
+        assert_eq!(
+            next_try(first + 90_000, first, give_up, s(60), None),
+            Some(first + 100_000)
+        );
+        // Asked to wait past the deadline, or the deadline reached: give up now.
+        assert_eq!(
+            next_try(first + 90_000, first, give_up, s(1), Some(s(60))),
+            None
+        );
+        assert_eq!(next_try(first + 100_000, first, give_up, s(1), None), None);
+        // An absurd Retry-After does not overflow.
+        assert_eq!(
+            next_try(first, first, give_up, s(1), Some(Duration::MAX)),
+            None
+        );
+    }
+
+    #[test]
     fn retry_after_seconds_and_dates() {
         let now = UNIX_EPOCH + Duration::from_secs(784_111_777); // Sun, 06 Nov 1994 08:49:37 GMT
         assert_eq!(
@@ -148,6 +210,19 @@ mod tests {
             parse_retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now),
             Some(Duration::ZERO)
         );
+        // RFC 9110's obsolete forms, which a recipient must accept, and a numeric zone.
+        for v in [
+            "Sunday, 06-Nov-94 08:50:37 GMT",
+            "Sun Nov  6 08:50:37 1994",
+            "Sun, 06 Nov 1994 08:50:37 +0000",
+            "Sun, 06 Nov 1994 09:50:37 +0100",
+        ] {
+            assert_eq!(
+                parse_retry_after(v, now),
+                Some(Duration::from_secs(60)),
+                "{v}"
+            );
+        }
         assert_eq!(parse_retry_after("soon", now), None);
     }
 }

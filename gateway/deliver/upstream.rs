@@ -18,6 +18,8 @@ pub enum Sent {
     /// Worth trying again later (connection error, timeout, 408, 429, 5xx).
     Retry {
         error: String,
+        /// The upstream's answer, when it gave one (429, 5xx, 408).
+        status: Option<u16>,
         after: Option<Duration>,
         /// No connection could be made: the upstream is down for every source alike.
         unreachable: bool,
@@ -114,6 +116,7 @@ impl Upstream {
             Ok(resp) => classify(resp).await,
             Err(e) => Sent::Retry {
                 error: describe(&e),
+                status: None,
                 after: None,
                 unreachable: e.is_connect(),
             },
@@ -146,8 +149,15 @@ async fn classify(mut resp: reqwest::Response) -> Sent {
             .get(http::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| retry::parse_retry_after(v, std::time::SystemTime::now()));
+        // What it said, as far as the first KiB: kept as the dead letter's detail if it is the last answer.
+        let body = read_start(&mut resp, BODY_START).await;
+        let error = match String::from_utf8_lossy(&body).trim() {
+            "" => format!("upstream answered {}", status.as_u16()),
+            said => format!("upstream answered {}: {said}", status.as_u16()),
+        };
         return Sent::Retry {
-            error: format!("upstream answered {}", status.as_u16()),
+            error,
+            status: Some(status.as_u16()),
             after,
             unreachable: false,
         };

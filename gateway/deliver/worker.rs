@@ -9,7 +9,7 @@
 
 use super::dead::{bury, Reason};
 use super::envelope::{digest, Done, Envelope};
-use super::retry::{add_ack, backoff, park};
+use super::retry::{add_ack, backoff, next_try, park};
 use super::upstream::{Sent, Upstream};
 use super::Keys;
 use crate::catalog::LiveCatalog;
@@ -56,6 +56,7 @@ enum Verdict {
     Done(Vec<MappedAction>),
     Retry {
         error: String,
+        status: Option<u16>,
         after: Option<Duration>,
         action: (String, usize),
     },
@@ -530,6 +531,7 @@ impl Worker {
             }
             Verdict::Retry {
                 error,
+                status,
                 after,
                 action,
             } => {
@@ -537,15 +539,33 @@ impl Worker {
                 env.last_error = error.clone();
                 let first = *env.first_failed_at.get_or_insert(now);
                 let give_up = self.cfg.give_up_after;
-                if Duration::from_millis(now.saturating_sub(first)) >= give_up {
-                    (Finish::Bury(Reason::GaveUp(error), Some(action)), "dead")
-                } else {
-                    let wait = backoff(env.attempts, self.cfg.retry_base, self.cfg.retry_max)
-                        .max(after.unwrap_or_default().min(give_up));
-                    tracing::debug!(source = %env.source, id = %env.origin_id, attempt = env.attempts, ?wait, error, "delivery will be retried");
-                    metrics::counter!("hookgate_retries_total", "source" => env.source.clone())
-                        .increment(1);
-                    (Finish::Park(now + wait.as_millis() as u64), "retry")
+                let wait = backoff(env.attempts, self.cfg.retry_base, self.cfg.retry_max);
+                match next_try(now, first, give_up, wait, after) {
+                    Some(due) => {
+                        tracing::debug!(source = %env.source, id = %env.origin_id, attempt = env.attempts, due, error, "delivery will be retried");
+                        metrics::counter!("hookgate_retries_total", "source" => env.source.clone())
+                            .increment(1);
+                        (Finish::Park(due), "retry")
+                    }
+                    None => {
+                        // Before the deadline, the upstream asked to wait past it: not sent early.
+                        let error = match after {
+                            Some(a)
+                                if Duration::from_millis(now.saturating_sub(first)) < give_up =>
+                            {
+                                format!(
+                                    "{error}; its Retry-After ({}s) reaches past give_up_after",
+                                    a.as_secs()
+                                )
+                            }
+                            _ => error,
+                        };
+                        let reason = Reason::GaveUp {
+                            detail: error,
+                            status,
+                        };
+                        (Finish::Bury(reason, Some(action)), "dead")
+                    }
                 }
             }
         };
@@ -626,19 +646,27 @@ impl Worker {
             None => {
                 crate::telemetry::mapping_error(&env.source);
                 return Verdict::Dead(
-                    Reason::MappingError(format!("source `{}` is not loaded", env.source)),
+                    Reason::MappingError {
+                        detail: format!("source `{}` is not loaded", env.source),
+                        rule: None,
+                    },
                     None,
                 );
             }
         };
-        let actions = match self
-            .event(env)
-            .and_then(|ev| mapping.apply(&ev).map_err(|e| e.to_string()))
-        {
-            Ok(a) => a,
-            Err(why) => {
+        let mapped = self.event(env).map(|ev| mapping.apply(&ev));
+        let actions = match mapped {
+            Ok(Ok(a)) => a,
+            Ok(Err(e)) => {
                 crate::telemetry::mapping_error(&env.source);
-                return Verdict::Dead(Reason::MappingError(why), None);
+                let detail = e.to_string();
+                let rule = Some(e.rule);
+                return Verdict::Dead(Reason::MappingError { detail, rule }, None);
+            }
+            Err(detail) => {
+                crate::telemetry::mapping_error(&env.source);
+                let reason = Reason::MappingError { detail, rule: None };
+                return Verdict::Dead(reason, None);
             }
         };
         // Occurrences of each (rule, action) in this pass: two identical actions of one rule are two.
@@ -662,6 +690,7 @@ impl Worker {
                 }
                 Sent::Retry {
                     error,
+                    status,
                     after,
                     unreachable,
                 } => {
@@ -671,6 +700,7 @@ impl Worker {
                     metrics::counter!("hookgate_actions_total", "action" => kind, "outcome" => "retry").increment(1);
                     return Verdict::Retry {
                         error,
+                        status,
                         after,
                         action: at,
                     };

@@ -9,6 +9,7 @@ use super::send::{Attempt, Sender};
 use super::Keys;
 use crate::clock::now_ms;
 use crate::config::Outbound as Cfg;
+use crate::deliver::next_try;
 use crate::redis_conn::Conn;
 use crate::stream::{event_fields, Store};
 use rand::Rng;
@@ -34,30 +35,6 @@ const READY_SCAN_MAX: usize = 20_000;
 const FINISH_PATIENCE: Duration = Duration::from_secs(60);
 
 /// Growing delays with jitter: `base × 2^(attempt-1)`, plus up to half again, at most `max`.
-/// When to try a failed delivery again (ms since the epoch): after the backoff, or the subscriber's
-/// `Retry-After` when longer, and never later than `give_up` after the first failure: the last try is
-/// at that deadline. `None` (give up now) once the deadline has passed, or when the subscriber asks to
-/// wait beyond it: trying before it asked would be rude, and after it too late.
-fn next_try(
-    now: u64,
-    first_failed: u64,
-    give_up: Duration,
-    backoff: Duration,
-    retry_after: Option<Duration>,
-) -> Option<u64> {
-    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let deadline = first_failed.saturating_add(ms(give_up));
-    if now >= deadline {
-        return None;
-    }
-    let asked = retry_after.map(|d| now.saturating_add(ms(d)));
-    if asked.is_some_and(|t| t > deadline) {
-        return None;
-    }
-    let due = now.saturating_add(ms(backoff)).max(asked.unwrap_or(0));
-    Some(due.min(deadline))
-}
-
 pub fn backoff(attempt: u32, base: Duration, max: Duration) -> Duration {
     let exp = base.saturating_mul(1u32 << attempt.saturating_sub(1).min(30));
     let jitter = rand::rng().random_range(0.0..0.5);
@@ -631,37 +608,6 @@ impl Dispatcher {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retries_stop_at_the_give_up_deadline() {
-        let s = Duration::from_secs;
-        let (first, give_up) = (1_000_000, s(100));
-        // Within the window: the backoff, or a longer Retry-After.
-        assert_eq!(
-            next_try(first + 10_000, first, give_up, s(5), None),
-            Some(first + 15_000)
-        );
-        assert_eq!(
-            next_try(first + 10_000, first, give_up, s(5), Some(s(30))),
-            Some(first + 40_000)
-        );
-        // A backoff past the deadline: one last try at it.
-        assert_eq!(
-            next_try(first + 90_000, first, give_up, s(60), None),
-            Some(first + 100_000)
-        );
-        // Asked to wait past the deadline, or the deadline reached: give up now.
-        assert_eq!(
-            next_try(first + 90_000, first, give_up, s(1), Some(s(60))),
-            None
-        );
-        assert_eq!(next_try(first + 100_000, first, give_up, s(1), None), None);
-        // An absurd Retry-After does not overflow.
-        assert_eq!(
-            next_try(first, first, give_up, s(1), Some(Duration::MAX)),
-            None
-        );
-    }
 
     #[test]
     fn backoff_grows_with_jitter_under_the_cap() {

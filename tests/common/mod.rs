@@ -483,6 +483,8 @@ struct UpstreamState {
     delay_ms: std::sync::atomic::AtomicU64,
     /// Answers for requests from this source (`X-Hookgate-Source`) wait this long.
     slow_source: std::sync::Mutex<Option<(String, Duration)>>,
+    /// A `Retry-After` value sent with every answer that is not a 2xx.
+    retry_after: std::sync::Mutex<Option<String>>,
 }
 
 /// A real HTTP server standing in for the contacts API: records every request, answers as told.
@@ -553,11 +555,18 @@ impl RecordingUpstream {
                 status,
                 at: Instant::now(),
             });
-            (
-                http::StatusCode::from_u16(status).unwrap(),
-                [("content-type", "application/json")],
-                answer,
-            )
+            let mut resp = axum::response::Response::new(axum::body::Body::from(answer));
+            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            resp.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/json"),
+            );
+            let retry_after = st.retry_after.lock().unwrap().clone();
+            if let Some(v) = retry_after.filter(|_| !(200..300).contains(&status)) {
+                resp.headers_mut()
+                    .insert("retry-after", http::HeaderValue::from_str(&v).unwrap());
+            }
+            resp
         };
         let app = axum::Router::new()
             .fallback(handler)
@@ -586,6 +595,11 @@ impl RecordingUpstream {
         self.state
             .status_default
             .store(status, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Send this `Retry-After` with every answer that is not a 2xx (`None`: none).
+    pub fn set_retry_after(&self, v: Option<&str>) {
+        *self.state.retry_after.lock().unwrap() = v.map(str::to_string);
     }
 
     /// Make every answer wait this long.
