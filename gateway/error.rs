@@ -74,15 +74,20 @@ pub enum Error {
 /// Text a sender or a file wrote, fit to quote in a one-line reason: at most 60 characters, line breaks
 /// (`\r`, `\n`, U+2028, U+2029) and other control characters escaped (`\n`, `\u{1b}`), `…` when cut.
 pub fn one_line(text: &str) -> String {
+    one_line_within(text, 60)
+}
+
+/// [`one_line`] with room for `max` characters: for our own messages that quote a little input.
+pub fn one_line_within(text: &str, max: usize) -> String {
     let mut out = String::new();
-    for c in text.chars().take(60) {
+    for c in text.chars().take(max) {
         if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
             out.extend(c.escape_debug());
         } else {
             out.push(c);
         }
     }
-    if text.chars().nth(60).is_some() {
+    if text.chars().nth(max).is_some() {
         out.push('…');
     }
     out

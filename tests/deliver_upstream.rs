@@ -834,6 +834,28 @@ async fn replay_all_replays_each_letter_once_while_they_fail_again() {
         "all dead-lettered: {}",
         dead_count()
     );
+    // A bulk replay names its scope: a misspelt or missing filter is refused, not read as "everything".
+    for (query, says) in [
+        ("?sourc=shop", "unknown field `sourc`"),
+        ("", "name what to replay"),
+        ("?all=false", "name what to replay"),
+        (
+            "?all=true&source=shop",
+            "all=true replays every dead letter",
+        ),
+    ] {
+        let (s, r) = admin_post(&gw, &format!("/v1/dead-letters/replay{query}")).await;
+        assert_eq!(s, 400, "{query}: {r}");
+        let message = r["message"].as_str().unwrap_or_default();
+        assert!(message.contains(says), "{query}: {r}");
+    }
+    let (s, r) = admin_call(&gw, "GET", "/v1/dead-letters?limit=abc", None).await;
+    assert_eq!(s, 400, "{r}");
+    assert_eq!(
+        r["message"], "query: limit: invalid digit found in string",
+        "the whole reason, not cut: {r}"
+    );
+    assert_eq!(dead_count(), N, "nothing replayed by a refused call");
     let (s, r) = admin_post(&gw, "/v1/dead-letters/replay?source=shop").await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["replayed"], N, "each letter once: {r}");

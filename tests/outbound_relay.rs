@@ -887,6 +887,20 @@ async fn exhausted_deliveries_are_dead_lettered_and_replayed_with_the_same_id() 
     )
     .await;
     assert_eq!(s, 404, "replayed once");
+    // A bulk replay names its scope: a misspelt or missing filter is a 400, `all=true` is everything.
+    for query in ["", "?subscriptio=x", "?all=true&reason=exhausted"] {
+        let path = format!("/v1/outbound/dead-letters/replay{query}");
+        let (s, v) = call(&gw, "POST", &path, None).await;
+        assert_eq!(s, 400, "{query}: {v}");
+    }
+    let (s, v) = call(
+        &gw,
+        "POST",
+        "/v1/outbound/dead-letters/replay?all=true",
+        None,
+    )
+    .await;
+    assert_eq!((s, &v["replayed"]), (200, &json!(0)), "{v}");
 }
 
 #[tokio::test]

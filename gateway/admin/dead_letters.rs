@@ -23,6 +23,7 @@ pub fn routes(dead: DeadLetters) -> Router {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
     source: Option<String>,
     reason: Option<String>,
@@ -32,9 +33,12 @@ struct ListQuery {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FilterQuery {
     source: Option<String>,
     reason: Option<String>,
+    /// Every dead letter: said in so many words, never the result of a missing filter.
+    all: Option<bool>,
 }
 
 fn unavailable(e: redis::RedisError) -> Error {
@@ -105,6 +109,7 @@ async fn replay_all(
     State(dead): State<DeadLetters>,
     Query(q): Query<FilterQuery>,
 ) -> Result<Json<Value>, Error> {
+    super::bulk_scope(q.source.is_some() || q.reason.is_some(), q.all, "source")?;
     let filter = Filter {
         source: q.source,
         reason: q.reason,

@@ -60,6 +60,7 @@ fn summary(rec: &HashMap<String, String>) -> Value {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
     subscription: Option<String>,
     /// pending | delivered | failed
@@ -236,6 +237,7 @@ async fn show(State(o): State<Outbound>, Path(id): Path<String>) -> Result<Json<
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DeadQuery {
     subscription: Option<String>,
     reason: Option<String>,
@@ -379,15 +381,23 @@ async fn dead_replay(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct FilterQuery {
     subscription: Option<String>,
     reason: Option<String>,
+    /// Every dead letter: said in so many words, never the result of a missing filter.
+    all: Option<bool>,
 }
 
 async fn dead_replay_all(
     State(o): State<Outbound>,
     Query(q): Query<FilterQuery>,
 ) -> Result<Json<Value>, Error> {
+    super::bulk_scope(
+        q.subscription.is_some() || q.reason.is_some(),
+        q.all,
+        "subscription",
+    )?;
     let mut replayed = 0u64;
     let mut after: Option<String> = None;
     // Only the letters there now: one replayed and dead-lettered again comes after them.

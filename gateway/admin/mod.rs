@@ -61,7 +61,8 @@ pub fn with_fallbacks(r: Router) -> Router {
 }
 
 /// `axum`'s query extractor, refusing in our JSON (`400 bad_request` with serde's reason) instead of
-/// plain text.
+/// plain text. The query types deny unknown keys: a misspelt filter (`?sourc=`) must not widen what a
+/// call lists or replays.
 pub(crate) struct Query<T>(pub T);
 
 impl<T, S> axum::extract::FromRequestParts<S> for Query<T>
@@ -78,7 +79,30 @@ where
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
             .map(|q| Query(q.0))
-            .map_err(|e| Error::BadRequest(crate::error::one_line(&e.body_text())))
+            .map_err(|e| {
+                let text = e.body_text();
+                let reason = text
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&text);
+                Error::BadRequest(crate::error::one_line_within(
+                    &format!("query: {reason}"),
+                    200,
+                ))
+            })
+    }
+}
+
+/// A bulk replay names what it replays: a filter, or `all=true` for every dead letter (not both), so that a
+/// forgotten filter is a 400, not every letter of every source sent again.
+pub(crate) fn bulk_scope(filtered: bool, all: Option<bool>, key: &str) -> Result<(), Error> {
+    match (filtered, all) {
+        (true, None | Some(false)) | (false, Some(true)) => Ok(()),
+        (true, Some(true)) => Err(Error::BadRequest(format!(
+            "all=true replays every dead letter: give it without {key}= or reason="
+        ))),
+        (false, _) => Err(Error::BadRequest(format!(
+            "name what to replay: {key}= and/or reason=, or all=true for every dead letter"
+        ))),
     }
 }
 

@@ -117,6 +117,7 @@ async fn create(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
     /// Only this account's; empty: only those without an account.
     account: Option<String>,
