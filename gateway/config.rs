@@ -886,10 +886,26 @@ impl Config {
         } else {
             return Ok(None);
         };
-        crate::secret::Secret::resolve(&reference)
-            .map(Some)
-            .map_err(|e| vec![format!("admin token: {e}")])
+        admin_token_from(&reference).map(Some)
     }
+}
+
+/// The admin token a reference names, as it will be compared with a presented one. A bearer token has no
+/// spaces, and the one presented is read without those around it: a file's stray space or `\r` is
+/// dropped here too, and one inside could never be presented at all.
+fn admin_token_from(reference: &str) -> Result<crate::secret::Secret, Vec<String>> {
+    let token =
+        crate::secret::Secret::resolve(reference).map_err(|e| vec![format!("admin token: {e}")])?;
+    let bare = token.expose().trim();
+    if bare.is_empty() || bare.contains(char::is_whitespace) {
+        return Err(vec![format!(
+            "admin token ({reference}): a bearer token cannot hold spaces or other whitespace"
+        )]);
+    }
+    if bare.len() == token.expose().len() {
+        return Ok(token);
+    }
+    crate::secret::Secret::stored(bare).map_err(|e| vec![format!("admin token: {e}")])
 }
 
 /// The problems of a file the parser refused. serde stops at the first wrong value, so the file is read
@@ -2108,6 +2124,26 @@ mod tests {
         let e = Config::from_sources("hg.yaml", "limits: 5\n", &env).unwrap_err();
         assert_eq!(e.len(), 1, "{e:#?}");
         assert!(e[0].starts_with("hg.yaml:1:9: limits: "), "{e:#?}");
+    }
+
+    /// The admin token is compared as a bearer token is presented: a file's surrounding whitespace (a
+    /// stray space, `\r\n`) is dropped, and whitespace inside, which no request could carry, is refused.
+    #[test]
+    fn the_admin_token_is_read_as_a_bearer_token() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            format!("${{file:{}}}", p.display())
+        };
+        let t = admin_token_from(&file("a", "filetok  \r\n")).expect("trimmed");
+        assert_eq!(t.expose(), "filetok");
+        let t = admin_token_from(&file("b", "plain")).expect("as is");
+        assert_eq!(t.expose(), "plain");
+        for text in ["two words", "   \n", "tab\tinside"] {
+            let e = admin_token_from(&file("c", text)).unwrap_err();
+            assert!(e[0].contains("cannot hold spaces"), "{text:?}: {e:?}");
+        }
     }
 
     /// A bad override does not hide the file's other problems: the checks run with the good overrides.
