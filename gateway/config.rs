@@ -829,6 +829,15 @@ impl Config {
                 bad(key, "must be above 0".into());
             }
         }
+        // That switches the egress policy off, which must not happen by a typo.
+        for (i, net) in self.egress.allow.iter().enumerate() {
+            if net.prefix_len() == 0 {
+                bad(
+                    &format!("egress.allow[{i}]"),
+                    format!("{net} opens every address; list the networks to open instead"),
+                );
+            }
+        }
         if let Err(problems) = self.upstream.compiled_routes() {
             for (key, m) in problems {
                 bad(&key, m);
@@ -2144,6 +2153,27 @@ mod tests {
             let e = admin_token_from(&file("c", text)).unwrap_err();
             assert!(e[0].contains("cannot hold spaces"), "{text:?}: {e:?}");
         }
+    }
+
+    /// An egress allow entry of every address is a config problem like any other: located, reported with
+    /// the rest, and the process exits 2 before anything starts.
+    #[test]
+    fn egress_allow_of_every_address_is_refused_where_written() {
+        let yaml = "egress:\n  allow: [10.0.0.0/8, 0.0.0.0/0]\nlimits: { max_headers: 3 }\n";
+        let env = env_vars(&[("HOOKGATE_EGRESS__ALLOW", "[\"::/0\"]")]);
+        let c = Config::from_sources("hg.yaml", yaml, &[]).unwrap();
+        let p = c.validate().unwrap_err();
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(
+            p[1].starts_with("hg.yaml:2:23: egress.allow[1]: 0.0.0.0/0 opens every address"),
+            "{p:#?}"
+        );
+        let c = Config::from_sources("hg.yaml", "", &env).unwrap();
+        let p = c.validate().unwrap_err();
+        assert!(
+            p[0].starts_with("env HOOKGATE_EGRESS__ALLOW: egress.allow[0]: ::/0 opens"),
+            "{p:#?}"
+        );
     }
 
     /// A bad override does not hide the file's other problems: the checks run with the good overrides.
