@@ -158,6 +158,60 @@ async fn answers_503_three_times_then_delivered_with_one_key() {
     assert!(metrics.contains("hookgate_upstream_request_duration_seconds_bucket"));
 }
 
+/// With `actions_stream`, an action is recorded when it is delivered, whatever happens to the rest of its
+/// event: one delivered before a later action was refused is there although the event is dead-lettered,
+/// and it is not recorded again when the replay sends the rest.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_actions_stream_records_each_delivery_once_even_if_the_event_fails_later() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    up.plan(&[(201, "{}"), (422, r#"{"message":"unknown event"}"#)]);
+    let mapping = "source: shop\nallow_ips: [127.0.0.0/8]\nrules:\n  - name: contact\n    create_contact:\n      email: $.email\n  - name: signal\n    custom_event:\n      event_name: signed_up\n      email: $.email\n";
+    let gw = Gateway::start(
+        &redis,
+        &[("shop.yaml", mapping)],
+        &format!(
+            "upstream: {{ url: \"{}\" }}\ndeliver: {{ retry_base: 50ms, retry_max: 400ms, timeout: 2s, connect_timeout: 500ms, actions_stream: true }}\n",
+            up.url()
+        ),
+    )
+    .await;
+    assert_eq!(
+        post_json(&gw, "shop", r#"{"email":"a@example.org"}"#)
+            .await
+            .0,
+        202
+    );
+    let dl = one_dead_letter(&gw, 10).await;
+    assert_eq!(dl["reason"], "upstream_status", "{dl}");
+    let recorded = || -> Vec<String> {
+        let entries: Vec<(String, std::collections::HashMap<String, String>)> =
+            redis::cmd("XRANGE")
+                .arg("hookgate:actions")
+                .arg("-")
+                .arg("+")
+                .query(&mut redis.conn())
+                .unwrap();
+        entries
+            .into_iter()
+            .map(|(_, f)| f.get("rule").cloned().unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(recorded(), ["contact"], "the delivered action is recorded");
+    let id = dl["id"].as_str().unwrap();
+    let (s, r) = admin_post(&gw, &format!("/v1/dead-letters/{id}/replay")).await;
+    assert_eq!(s, 200, "{r}");
+    assert!(up.wait_delivered(2, 10).await, "the replay sends the rest");
+    assert!(
+        poll_until(5, || recorded().len() == 2).await,
+        "{:?}",
+        recorded()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(recorded(), ["contact", "signal"], "each delivery once");
+    assert_eq!(up.requests().len(), 3, "the contact is not sent again");
+}
+
 /// The one dead letter of the source, waited for.
 async fn one_dead_letter(gw: &Gateway, secs: u64) -> Value {
     for _ in 0..secs * 20 {

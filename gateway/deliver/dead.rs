@@ -63,7 +63,9 @@ mod df {
     pub const LAST_FAILED_AT: &str = "last_failed_at";
 }
 
-/// Store a dead letter and take the entry off its stream, atomically. `action` is the failing `(rule, index)`.
+/// Store a dead letter and take the entry off its stream, atomically, with `also` (the records of what
+/// this pass delivered). `action` is the failing `(rule, index)`.
+#[allow(clippy::too_many_arguments)]
 pub async fn bury(
     conn: &mut Conn,
     keys: &Keys,
@@ -72,6 +74,7 @@ pub async fn bury(
     action: Option<(&str, usize)>,
     stream: &str,
     entry_id: &str,
+    also: &[redis::Cmd],
 ) -> Result<(), RedisError> {
     let mut xadd = redis::cmd("XADD");
     xadd.arg(&keys.dead).arg("*");
@@ -109,7 +112,11 @@ pub async fn bury(
         _ => {}
     }
     let mut pipe = redis::pipe();
-    pipe.atomic().add_command(xadd).ignore();
+    pipe.atomic();
+    for cmd in also {
+        pipe.add_command(cmd.clone()).ignore();
+    }
+    pipe.add_command(xadd).ignore();
     add_ack(&mut pipe, keys, stream, entry_id);
     pipe.query_async::<()>(conn).await?;
     metrics::counter!("hookgate_dead_letters_total", "source" => env.source.clone(), "reason" => reason.code())

@@ -78,7 +78,8 @@ pub fn add_ack(pipe: &mut redis::Pipeline, keys: &Keys, stream: &str, entry_id: 
     }
 }
 
-/// Park `env` until `due_ms` and take the entry off its stream, atomically.
+/// Park `env` until `due_ms` and take the entry off its stream, atomically, with `also` (the records of
+/// what this pass delivered).
 pub async fn park(
     conn: &mut Conn,
     keys: &Keys,
@@ -86,10 +87,14 @@ pub async fn park(
     due_ms: u64,
     stream: &str,
     entry_id: &str,
+    also: &[redis::Cmd],
 ) -> Result<(), RedisError> {
     let record = format!("{}{}", keys.record_prefix, env.origin_id);
     let mut pipe = redis::pipe();
     pipe.atomic();
+    for cmd in also {
+        pipe.add_command(cmd.clone()).ignore();
+    }
     pipe.cmd("DEL").arg(&record).ignore();
     let mut hset = redis::cmd("HSET");
     hset.arg(&record);

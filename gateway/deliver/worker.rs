@@ -53,7 +53,7 @@ struct Gate {
 
 /// What one delivery pass came to.
 enum Verdict {
-    Done(Vec<MappedAction>),
+    Done,
     Retry {
         error: String,
         status: Option<u16>,
@@ -65,7 +65,7 @@ enum Verdict {
 
 /// How an entry leaves its stream.
 enum Finish {
-    Ack(Vec<MappedAction>),
+    Ack,
     Park(u64),
     Bury(Reason, Option<(String, usize)>),
 }
@@ -504,6 +504,7 @@ impl Worker {
             now_ms() + delay.as_millis() as u64,
             stream,
             id,
+            &[],
         )
         .await
         {
@@ -520,10 +521,13 @@ impl Worker {
     /// Deliver one event and record the outcome (retried while Redis is away; if it stays away, the entry
     /// stays pending and is reclaimed later).
     async fn handle(&self, mut env: Envelope, stream: &str, id: &str) {
-        let verdict = self.deliver(&mut env).await;
+        // The actions this pass delivered: written to the actions stream with the outcome, whatever it is
+        // (a later action's failure does not undo an earlier one's delivery).
+        let mut sent = Vec::new();
+        let verdict = self.deliver(&mut env, &mut sent).await;
         let now = now_ms();
         let (finish, outcome) = match verdict {
-            Verdict::Done(actions) => (Finish::Ack(actions), "delivered"),
+            Verdict::Done => (Finish::Ack, "delivered"),
             Verdict::Dead(reason, action) => {
                 // Dead on its first failure is still a failure, with a time.
                 env.first_failed_at.get_or_insert(now);
@@ -577,9 +581,9 @@ impl Worker {
         let deadline = Instant::now() + FINISH_PATIENCE;
         let mut pause = Duration::from_millis(100);
         loop {
-            match self.finish(&finish, &env, stream, id).await {
+            match self.finish(&finish, &env, &sent, stream, id).await {
                 Ok(()) => {
-                    if matches!(finish, Finish::Ack(_)) {
+                    if matches!(finish, Finish::Ack) {
                         crate::telemetry::delivered(&env.source, &env.received_at);
                     }
                     return;
@@ -601,36 +605,26 @@ impl Worker {
         &self,
         finish: &Finish,
         env: &Envelope,
+        sent: &[MappedAction],
         stream: &str,
         id: &str,
     ) -> Result<(), RedisError> {
         let mut c = self.conn.clone();
+        let delivered = self.delivered_records(env, sent);
         match finish {
-            Finish::Park(due) => park(&mut c, &self.keys, env, *due, stream, id).await,
+            Finish::Park(due) => park(&mut c, &self.keys, env, *due, stream, id, &delivered).await,
             Finish::Bury(reason, action) => {
                 let action = action.as_ref().map(|(r, i)| (r.as_str(), *i));
-                bury(&mut c, &self.keys, env, reason, action, stream, id).await
+                bury(
+                    &mut c, &self.keys, env, reason, action, stream, id, &delivered,
+                )
+                .await
             }
-            Finish::Ack(actions) => {
+            Finish::Ack => {
                 let mut pipe = redis::pipe();
                 pipe.atomic();
-                if self.cfg.actions_stream {
-                    for a in actions {
-                        pipe.cmd("XADD")
-                            .arg(&self.keys.actions)
-                            .arg("*")
-                            .arg("source")
-                            .arg(&env.source)
-                            .arg("event")
-                            .arg(&env.origin_id)
-                            .arg("rule")
-                            .arg(&a.rule)
-                            .arg("index")
-                            .arg(a.index)
-                            .arg("action")
-                            .arg(serde_json::to_string(&a.action).unwrap_or_default())
-                            .ignore();
-                    }
+                for cmd in delivered {
+                    pipe.add_command(cmd).ignore();
                 }
                 add_ack(&mut pipe, &self.keys, stream, id);
                 pipe.query_async::<()>(&mut c).await
@@ -638,9 +632,35 @@ impl Worker {
         }
     }
 
+    /// With `deliver.actions_stream`, the XADDs recording the actions delivered in this pass, for the
+    /// transaction that records its outcome.
+    fn delivered_records(&self, env: &Envelope, sent: &[MappedAction]) -> Vec<redis::Cmd> {
+        if !self.cfg.actions_stream {
+            return Vec::new();
+        }
+        sent.iter()
+            .map(|a| {
+                let mut xadd = redis::cmd("XADD");
+                xadd.arg(&self.keys.actions)
+                    .arg("*")
+                    .arg("source")
+                    .arg(&env.source)
+                    .arg("event")
+                    .arg(&env.origin_id)
+                    .arg("rule")
+                    .arg(&a.rule)
+                    .arg("index")
+                    .arg(a.index)
+                    .arg("action")
+                    .arg(serde_json::to_string(&a.action).unwrap_or_default());
+                xadd
+            })
+            .collect()
+    }
+
     /// Map with the source's current mapping and send every action not yet delivered, in order; the first
     /// failure ends the pass (later actions may depend on earlier ones, e.g. an event after its contact).
-    async fn deliver(&self, env: &mut Envelope) -> Verdict {
+    async fn deliver(&self, env: &mut Envelope, delivered: &mut Vec<MappedAction>) -> Verdict {
         let mapping = match self.live.current().sources.get(&env.source) {
             Some(s) => s.mapping.clone(),
             None => {
@@ -687,6 +707,7 @@ impl Worker {
                 Sent::Delivered => {
                     metrics::counter!("hookgate_actions_total", "action" => kind, "outcome" => "delivered").increment(1);
                     env.done.push(Done::Sent(a.rule.clone(), a.index, digest));
+                    delivered.push(a.clone());
                 }
                 Sent::Retry {
                     error,
@@ -715,7 +736,7 @@ impl Worker {
                 }
             }
         }
-        Verdict::Done(actions)
+        Verdict::Done
     }
 
     /// The event as the mapping sees it: the body parsed per its content type, the stored headers.
