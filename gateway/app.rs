@@ -32,11 +32,6 @@ pub struct Listeners {
     pub admin: TcpListener,
 }
 
-/// The mapping files cannot start a gateway: a configuration error like the file's (`serve` exits 2).
-#[derive(Debug, thiserror::Error)]
-#[error("mappings are not valid:\n{0}")]
-pub struct InvalidMappings(String);
-
 /// Bind, run until SIGTERM or SIGINT, shut down gracefully.
 pub fn serve(cfg: Config) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -67,7 +62,10 @@ pub async fn run(
     let sources = Arc::new(SourceRegistry::default());
     let live = LiveCatalog::start(&cfg.mappings_dir, sources.clone()).map_err(|problems| {
         let text: Vec<String> = problems.iter().map(|p| p.render()).collect();
-        anyhow::Error::new(InvalidMappings(text.join("\n")))
+        anyhow::Error::new(crate::error::InvalidFiles(format!(
+            "mappings are not valid:\n{}",
+            text.join("\n")
+        )))
     })?;
     let live = Arc::new(live);
     if sources.is_empty() {

@@ -701,13 +701,28 @@ impl Config {
             ),
             _ => {}
         }
-        let tls_file = [
+        let tls_files = [
             ("redis.tls_ca_file", &r.tls_ca_file),
             ("redis.tls_client_cert_file", &r.tls_client_cert_file),
             ("redis.tls_client_key_file", &r.tls_client_key_file),
-        ]
-        .into_iter()
-        .find(|(_, f)| f.is_some());
+        ];
+        // Files read at start: one that cannot be read is said here, with the rest, where it is named.
+        for (key, file) in tls_files
+            .iter()
+            .chain([&("subscriptions_file", &self.subscriptions_file)])
+        {
+            if let Some(path) = file {
+                if let Err(e) = std::fs::File::open(path).and_then(|f| f.metadata()) {
+                    bad(key, format!("cannot read {}: {e}", path.display()));
+                } else if path.is_dir() {
+                    bad(
+                        key,
+                        format!("{} is a directory, not a file", path.display()),
+                    );
+                }
+            }
+        }
+        let tls_file = tls_files.into_iter().find(|(_, f)| f.is_some());
         let urls: Vec<&String> = match r.cluster_nodes.is_empty() {
             true => vec![&self.redis_url],
             false => r.cluster_nodes.iter().collect(),
@@ -2172,6 +2187,28 @@ mod tests {
         let p = c.validate().unwrap_err();
         assert!(
             p[0].starts_with("env HOOKGATE_EGRESS__ALLOW: egress.allow[0]: ::/0 opens"),
+            "{p:#?}"
+        );
+    }
+
+    /// Files read at start are checked with the rest, each where it is named.
+    #[test]
+    fn files_read_at_start_must_be_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let yaml = format!(
+            "redis_url: rediss://h:1\nredis: {{ tls_ca_file: /nonexistent/ca.pem }}\nsubscriptions_file: {}\n",
+            dir.path().display()
+        );
+        let c = Config::from_sources("hg.yaml", &yaml, &[]).unwrap();
+        let p = c.validate().unwrap_err();
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(
+            p[0].starts_with("hg.yaml:2:23: redis.tls_ca_file: cannot read /nonexistent/ca.pem"),
+            "{p:#?}"
+        );
+        assert!(
+            p[1].starts_with("hg.yaml:3:21: subscriptions_file: ")
+                && p[1].ends_with("is a directory, not a file"),
             "{p:#?}"
         );
     }

@@ -71,6 +71,12 @@ pub enum Error {
     Internal(String),
 }
 
+/// Files the configuration names (the mappings, `subscriptions_file`) that cannot start a gateway: a
+/// configuration error like the config file's own, so `serve` exits 2, not 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidFiles(pub String);
+
 /// Text a sender or a file wrote, fit to quote in a one-line reason: at most 60 characters, line breaks
 /// (`\r`, `\n`, U+2028, U+2029) and other control characters escaped (`\n`, `\u{1b}`), `…` when cut.
 pub fn one_line(text: &str) -> String {

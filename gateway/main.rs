@@ -58,7 +58,7 @@ fn main() -> ExitCode {
             hookgate::telemetry::init(&cfg.log);
             match hookgate::app::serve(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) if e.is::<hookgate::app::InvalidMappings>() => {
+                Err(e) if e.is::<hookgate::error::InvalidFiles>() => {
                     eprintln!("hookgate: {e:#}");
                     ExitCode::from(2)
                 }

@@ -121,6 +121,44 @@ fn serve_exits_2_on_invalid_mappings() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("shop.yaml:2:13: allow_ips"), "{err}");
+
+    // Every other file the configuration names is a configuration error too (exit 2, not 1): a
+    // subscriptions_file that does not validate, and one that cannot be read (said where it is named).
+    std::fs::write(
+        mappings.join("shop.yaml"),
+        "source: shop\nallow_ips: [127.0.0.0/8]\n",
+    )
+    .expect("write mapping");
+    let subs = dir.path().join("subscriptions.yaml");
+    std::fs::write(&subs, "- id: a\n  url: ftp://nowhere\n").expect("write subscriptions");
+    for (file, says) in [
+        (subs.clone(), "subscriptions_file is not valid"),
+        (
+            dir.path().join("missing.yaml"),
+            "hookgate.yaml:4:21: subscriptions_file: cannot read",
+        ),
+    ] {
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\nmappings_dir: {}\nsubscriptions_file: {}\n",
+                mappings.display(),
+                file.display()
+            ),
+        )
+        .expect("write config");
+        let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("HOOKGATE_ADMIN_TOKEN", "t")
+            .env("HOOKGATE_REDIS_URL", "redis://127.0.0.1:1")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run hookgate serve");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(says), "{says} in {err}");
+    }
 }
 
 /// A connection Redis closed (a restart, a proxy's idle cut) is noticed only when a command fails on it.

@@ -108,7 +108,10 @@ impl Outbound {
         let policy = Arc::new(EgressPolicy::new(&cfg.egress)?);
         let file = match &cfg.subscriptions_file {
             Some(p) => registry::load_file(p, &policy).map_err(|problems| {
-                anyhow::anyhow!("subscriptions_file is not valid:\n{}", problems.join("\n"))
+                anyhow::Error::new(crate::error::InvalidFiles(format!(
+                    "subscriptions_file is not valid:\n{}",
+                    problems.join("\n")
+                )))
             })?,
             None => Vec::new(),
         };
