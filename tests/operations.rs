@@ -122,6 +122,26 @@ fn serve_exits_2_on_invalid_mappings() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("shop.yaml:2:13: allow_ips"), "{err}");
 
+    // A secret that cannot be read when serving is reported at its option, not at `source:`.
+    std::fs::write(
+        mappings.join("shop.yaml"),
+        "source: shop\nverify: { preset: stripe, secret: \"${file:/nonexistent/hookgate-secret}\" }\n",
+    )
+    .expect("write mapping");
+    let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("HOOKGATE_ADMIN_TOKEN", "t")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hookgate serve");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("shop.yaml:2:27: verify: secret: secret file /nonexistent/hookgate-secret cannot be read"),
+        "{err}"
+    );
+
     // Every other file the configuration names is a configuration error too (exit 2, not 1): a
     // subscriptions_file that does not validate, and one that cannot be read (said where it is named).
     std::fs::write(

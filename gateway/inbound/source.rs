@@ -22,6 +22,31 @@ pub struct SourceSpec {
     pub dedup: Option<DedupSpec>,
     /// `max_body:` body size limit for this source, e.g. `2MiB`; the gateway default (1 MiB) otherwise.
     pub max_body: Option<ByteSize>,
+    /// Where `verify:` and each of its options are written, for the problems found when its secrets are
+    /// resolved at serve time.
+    pub verify_places: OptionPlaces,
+}
+
+/// Where a section's key and each of its options' keys are written: `(line, column, width)`.
+#[derive(Clone, Debug, Default)]
+pub struct OptionPlaces {
+    pub section: (u32, u32, u32),
+    pub options: Vec<(String, (u32, u32, u32))>,
+}
+
+impl OptionPlaces {
+    /// Where a problem is: at the option it starts with (`secret: ...`, `secrets[1]: ...`), else at the
+    /// section's key.
+    pub fn of(&self, problem: &str) -> (u32, u32, u32) {
+        self.options
+            .iter()
+            .find(|(name, _)| {
+                problem
+                    .strip_prefix(name.as_str())
+                    .is_some_and(|rest| rest.starts_with([':', '[']))
+            })
+            .map_or(self.section, |(_, at)| *at)
+    }
 }
 
 /// `dedup: { id: $.id, ttl: 72h }` or `dedup: { header: X-GitHub-Delivery }`.
@@ -114,10 +139,14 @@ impl InboundSource {
         let verifier = match spec.verify.as_ref().map(|v| v.build()) {
             Some(Ok(v)) => Some(v),
             Some(Err(errs)) => {
-                problems.extend(
-                    errs.into_iter()
-                        .map(|m| at(&spec.name.referenced, format!("verify: {m}"))),
-                );
+                problems.extend(errs.into_iter().map(|m| {
+                    let (line, column, _) = spec.verify_places.of(&m);
+                    HeadProblem {
+                        line,
+                        column,
+                        message: format!("verify: {m}"),
+                    }
+                }));
                 None
             }
             None => None,

@@ -8,7 +8,7 @@ use super::transform::Lookups;
 use super::value::Env;
 use super::yaml::{self, Ctx, Key, Kind, Loc, Node};
 use super::{Mapping, SourceFile};
-use crate::inbound::source::{DedupSpec, SourceSpec};
+use crate::inbound::source::{DedupSpec, OptionPlaces, SourceSpec};
 use crate::inbound::verify::VerifySpec;
 use crate::jsonpath::JsonPath;
 use bytesize::ByteSize;
@@ -136,20 +136,11 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
     }
     // The verifier's options and the spelling of its secret references (their values are read only
     // when serving), so that `hookgate check` finds a broken head before a deploy does.
+    let verify_places = option_places(root, "verify");
     if let Some(Err(problems)) = verify.as_ref().map(VerifySpec::check) {
-        let options = entry(root, "verify")
-            .and_then(|(_, v)| v.as_map())
-            .unwrap_or_default();
         for p in problems {
-            // At the option a problem names (`secret: ...`), else at `verify:`.
-            let at = options
-                .iter()
-                .find(|(k, _)| {
-                    p.strip_prefix(k.name.as_str())
-                        .is_some_and(|r| r.starts_with(':'))
-                })
-                .map_or_else(|| key_loc(root, "verify"), |(k, _)| k.loc);
-            ctx.error(at, format!("verify: {p}"));
+            let (line, column, width) = verify_places.of(&p);
+            ctx.error_at(line, column, width, format!("verify: {p}"));
         }
         ok = false;
     }
@@ -160,7 +151,23 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
         allow_ips,
         dedup,
         max_body,
+        verify_places,
     })
+}
+
+/// Where the top-level key `key` and each option under it are written.
+fn option_places(root: &Node, key: &str) -> OptionPlaces {
+    let place = |l: Loc| (l.line, l.column, l.width);
+    let options = entry(root, key)
+        .and_then(|(_, v)| v.as_map())
+        .unwrap_or_default();
+    OptionPlaces {
+        section: place(key_loc(root, key)),
+        options: options
+            .iter()
+            .map(|(k, _)| (k.name.clone(), place(k.loc)))
+            .collect(),
+    }
 }
 
 /// `dedup`: exactly one of `id` (a path that compiles) and `header`; `ttl` a duration.
