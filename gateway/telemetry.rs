@@ -108,9 +108,7 @@ pub fn delivered(source: &str, received_at: &str) {
     let Ok(at) = received_at.parse::<u64>() else {
         return;
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now = crate::clock::now_ms();
     metrics::histogram!(DELIVERY_LATENCY, "source" => source.to_string())
         .record(now.saturating_sub(at) as f64 / 1000.0);
 }

@@ -10,6 +10,9 @@ use std::time::Duration;
 /// An open source whose mapping needs `$.customer.email`: a flat body is a mapping error.
 const SHOP: &str = "source: shop\nallow_ips: [127.0.0.0/8]\nrules:\n  - name: signup\n    create_contact:\n      email: $.customer.email\n";
 
+/// A source whose one rule matches only signups: anything else is acknowledged with no action.
+const QUIET: &str = "source: quiet\nallow_ips: [127.0.0.0/8]\nrules:\n  - name: signup\n    when: { path: $.type, equals: signup }\n    create_contact:\n      email: $.email\n";
+
 /// The value of the series `name{labels}` exactly as rendered (labels in the exporter's order).
 fn value(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -35,7 +38,7 @@ async fn metrics_cover_the_pipeline_with_hookgate_names_and_buckets() {
     let up = RecordingUpstream::start().await;
     let gw = Gateway::start(
         &redis,
-        &[("shop.yaml", SHOP)],
+        &[("shop.yaml", SHOP), ("quiet.yaml", QUIET)],
         &format!(
             "upstream: {{ url: \"{}\" }}\nmappings_poll: 1h\nmetrics_sample_interval: 100ms\ndeliver: {{ timeout: 5s, retry_base: 50ms, retry_max: 200ms }}\negress: {{ allow: [127.0.0.0/8], allow_http: true }}\n",
             up.url()
@@ -210,6 +213,29 @@ async fn metrics_cover_the_pipeline_with_hookgate_names_and_buckets() {
     assert_eq!(
         value(&text, r#"hookgate_stream_lag{stream="probe",group="g"}"#),
         Some(6.0),
+        "{text}"
+    );
+
+    // An event that makes no action is handled, but it was delivered nowhere: it is not an end-to-end
+    // latency.
+    assert_eq!(
+        post_json(&gw, "quiet", r#"{"type":"other","email":"q@example.org"}"#)
+            .await
+            .0,
+        202
+    );
+    let text = wait_for(
+        &gw,
+        r#"hookgate_mapper_events_total{source="quiet",outcome="delivered"}"#,
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        value(
+            &text,
+            r#"hookgate_delivery_latency_seconds_count{source="quiet"}"#
+        ),
+        None,
         "{text}"
     );
 

@@ -583,7 +583,9 @@ impl Worker {
         loop {
             match self.finish(&finish, &env, &sent, stream, id).await {
                 Ok(()) => {
-                    if matches!(finish, Finish::Ack) {
+                    // An event that made no action (no rule matched) was not delivered anywhere: its
+                    // time would only pull the latency down.
+                    if matches!(finish, Finish::Ack) && !env.done.is_empty() {
                         crate::telemetry::delivered(&env.source, &env.received_at);
                     }
                     return;
