@@ -212,6 +212,33 @@ async fn the_actions_stream_records_each_delivery_once_even_if_the_event_fails_l
     assert_eq!(up.requests().len(), 3, "the contact is not sent again");
 }
 
+/// A redirect is not followed: the dead letter says where it pointed.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redirect_is_dead_lettered_with_where_it_points() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    up.plan(&[(301, "")]);
+    up.set_refusal_header("location", Some("https://contacts.example.com/v3/contacts"));
+    let s = stripe_gateway(&redis, &up.url(), "").await;
+    assert_eq!(
+        post_stripe(&s.gw, &customer_created("evt_301", "r@example.org"))
+            .await
+            .0,
+        202
+    );
+    let dl = one_dead_letter(&s.gw, 10).await;
+    assert_eq!(
+        (&dl["reason"], &dl["status"]),
+        (&json!("upstream_status"), &json!(301)),
+        "{dl}"
+    );
+    assert_eq!(
+        dl["detail"], "redirect to https://contacts.example.com/v3/contacts (not followed)",
+        "{dl}"
+    );
+    assert_eq!(up.requests().len(), 1, "neither followed nor retried");
+}
+
 /// The one dead letter of the source, waited for.
 async fn one_dead_letter(gw: &Gateway, secs: u64) -> Value {
     for _ in 0..secs * 20 {

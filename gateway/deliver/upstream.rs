@@ -162,10 +162,26 @@ async fn classify(mut resp: reqwest::Response) -> Sent {
             unreachable: false,
         };
     }
+    // Redirects are not followed (a contacts API that moved is a configuration to fix, and following
+    // could leave the allowed upstream): where it pointed is what the operator needs to know.
+    let location = status
+        .is_redirection()
+        .then(|| resp.headers().get(http::header::LOCATION))
+        .map(|l| {
+            l.and_then(|v| v.to_str().ok())
+                .map_or("no Location".to_owned(), |to| {
+                    crate::error::one_line_within(to, 200)
+                })
+        });
     let body = read_start(&mut resp, BODY_START).await;
+    let said = String::from_utf8_lossy(&body).into_owned();
     Sent::Refused {
         status: status.as_u16(),
-        body: String::from_utf8_lossy(&body).into_owned(),
+        body: match location {
+            Some(to) if said.trim().is_empty() => format!("redirect to {to} (not followed)"),
+            Some(to) => format!("redirect to {to} (not followed): {said}"),
+            None => said,
+        },
     }
 }
 

@@ -483,8 +483,8 @@ struct UpstreamState {
     delay_ms: std::sync::atomic::AtomicU64,
     /// Answers for requests from this source (`X-Hookgate-Source`) wait this long.
     slow_source: std::sync::Mutex<Option<(String, Duration)>>,
-    /// A `Retry-After` value sent with every answer that is not a 2xx.
-    retry_after: std::sync::Mutex<Option<String>>,
+    /// Headers sent with every answer that is not a 2xx (`Retry-After`, `Location`).
+    refusal_headers: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 /// A real HTTP server standing in for the contacts API: records every request, answers as told.
@@ -561,10 +561,13 @@ impl RecordingUpstream {
                 "content-type",
                 http::HeaderValue::from_static("application/json"),
             );
-            let retry_after = st.retry_after.lock().unwrap().clone();
-            if let Some(v) = retry_after.filter(|_| !(200..300).contains(&status)) {
-                resp.headers_mut()
-                    .insert("retry-after", http::HeaderValue::from_str(&v).unwrap());
+            if !(200..300).contains(&status) {
+                for (name, value) in st.refusal_headers.lock().unwrap().iter() {
+                    resp.headers_mut().insert(
+                        http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                        http::HeaderValue::from_str(value).unwrap(),
+                    );
+                }
             }
             resp
         };
@@ -599,7 +602,16 @@ impl RecordingUpstream {
 
     /// Send this `Retry-After` with every answer that is not a 2xx (`None`: none).
     pub fn set_retry_after(&self, v: Option<&str>) {
-        *self.state.retry_after.lock().unwrap() = v.map(str::to_string);
+        self.set_refusal_header("retry-after", v);
+    }
+
+    /// Send this header with every answer that is not a 2xx (`None`: not any more).
+    pub fn set_refusal_header(&self, name: &str, v: Option<&str>) {
+        let mut headers = self.state.refusal_headers.lock().unwrap();
+        headers.retain(|(n, _)| n != name);
+        if let Some(v) = v {
+            headers.push((name.to_string(), v.to_string()));
+        }
     }
 
     /// Make every answer wait this long.
