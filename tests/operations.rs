@@ -92,6 +92,23 @@ async fn admin_allowlist_guards_the_api_but_not_probes() {
 
 /// Mapping files that cannot start a gateway are a configuration error: `serve` lists the problems with
 /// their places and exits 2, as for the config file, before binding anything.
+/// `hookgate serve` on a config it refuses before serving: its exit status and what it printed. Redis is
+/// an unused port: nothing it could find there matters.
+fn serve_refused(config: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("HOOKGATE_ADMIN_TOKEN", "t")
+        .env("HOOKGATE_REDIS_URL", "redis://127.0.0.1:1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run hookgate serve");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn serve_exits_2_on_invalid_mappings() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -111,15 +128,8 @@ fn serve_exits_2_on_invalid_mappings() {
         ),
     )
     .expect("write config");
-    let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("HOOKGATE_ADMIN_TOKEN", "t")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run hookgate serve");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = serve_refused(&config);
+    assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("shop.yaml:2:13: allow_ips"), "{err}");
 
     // A secret that cannot be read when serving is reported at its option, not at `source:`.
@@ -128,15 +138,8 @@ fn serve_exits_2_on_invalid_mappings() {
         "source: shop\nverify: { preset: stripe, secret: \"${file:/nonexistent/hookgate-secret}\" }\n",
     )
     .expect("write mapping");
-    let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("HOOKGATE_ADMIN_TOKEN", "t")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run hookgate serve");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let (code, err) = serve_refused(&config);
+    assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("shop.yaml:2:27: verify: secret: secret file /nonexistent/hookgate-secret cannot be read"),
         "{err}"
@@ -167,16 +170,8 @@ fn serve_exits_2_on_invalid_mappings() {
             ),
         )
         .expect("write config");
-        let out = Command::new(env!("CARGO_BIN_EXE_hookgate"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("HOOKGATE_ADMIN_TOKEN", "t")
-            .env("HOOKGATE_REDIS_URL", "redis://127.0.0.1:1")
-            .stdin(Stdio::null())
-            .output()
-            .expect("run hookgate serve");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{err}");
+        let (code, err) = serve_refused(&config);
+        assert_eq!(code, Some(2), "{err}");
         assert!(err.contains(says), "{says} in {err}");
     }
 }
