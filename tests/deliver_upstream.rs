@@ -218,7 +218,10 @@ async fn a_redirect_is_dead_lettered_with_where_it_points() {
     let redis = Redis::start();
     let up = RecordingUpstream::start().await;
     up.plan(&[(301, "")]);
-    up.set_refusal_header("location", Some("https://contacts.example.com/v3/contacts"));
+    up.set_refusal_header(
+        "location",
+        Some("https://contacts.example.com/v3/contacts?token=s3cret"),
+    );
     let s = stripe_gateway(&redis, &up.url(), "").await;
     assert_eq!(
         post_stripe(&s.gw, &customer_created("evt_301", "r@example.org"))

@@ -224,12 +224,22 @@ async fn metrics_cover_the_pipeline_with_hookgate_names_and_buckets() {
             .0,
         202
     );
-    let text = wait_for(
+    wait_for(
         &gw,
         r#"hookgate_mapper_events_total{source="quiet",outcome="delivered"}"#,
         1.0,
     )
     .await;
+    // That counter moves before the outcome is written, and the latency would be observed after it: wait
+    // until the entry is acknowledged (sampled from Redis), and a little more.
+    wait_for(
+        &gw,
+        r#"hookgate_stream_pending{stream="inbound",group="mappers"}"#,
+        0.0,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = gw.metrics().await;
     assert_eq!(
         value(
             &text,

@@ -887,12 +887,30 @@ async fn exhausted_deliveries_are_dead_lettered_and_replayed_with_the_same_id() 
     )
     .await;
     assert_eq!(s, 404, "replayed once");
-    // A bulk replay names its scope: a misspelt or missing filter is a 400, `all=true` is everything.
+
+    // A bulk replay names its scope: a misspelt or missing filter is a 400 and replays nothing;
+    // `all=true` alone replays every letter.
+    sub.set_status(500);
+    publish(
+        &gw,
+        json!({"type": "contact.created", "data": {"email": "b@example.org"}}),
+    )
+    .await;
+    wait_for("a second dead letter", 10, async || {
+        let (_, dead) = call(&gw, "GET", "/v1/outbound/dead-letters", None).await;
+        dead["dead_letters"]
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    sub.set_status(200);
     for query in ["", "?subscriptio=x", "?all=true&reason=exhausted"] {
         let path = format!("/v1/outbound/dead-letters/replay{query}");
         let (s, v) = call(&gw, "POST", &path, None).await;
         assert_eq!(s, 400, "{query}: {v}");
     }
+    let (_, dead) = call(&gw, "GET", "/v1/outbound/dead-letters", None).await;
+    assert_eq!(dead["dead_letters"].as_array().unwrap().len(), 1, "{dead}");
     let (s, v) = call(
         &gw,
         "POST",
@@ -900,7 +918,11 @@ async fn exhausted_deliveries_are_dead_lettered_and_replayed_with_the_same_id() 
         None,
     )
     .await;
-    assert_eq!((s, &v["replayed"]), (200, &json!(0)), "{v}");
+    assert_eq!((s, &v["replayed"]), (200, &json!(1)), "{v}");
+    assert!(
+        sub.wait_delivered(2, 10).await,
+        "the bulk replay is delivered"
+    );
 }
 
 #[tokio::test]

@@ -164,13 +164,14 @@ async fn classify(mut resp: reqwest::Response) -> Sent {
     }
     // Redirects are not followed (a contacts API that moved is a configuration to fix, and following
     // could leave the allowed upstream): where it pointed is what the operator needs to know.
-    let location = status
-        .is_redirection()
+    // Shown without a query or credentials, which may carry tokens; a 304 (no redirect) has none.
+    let redirect = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308);
+    let location = redirect
         .then(|| resp.headers().get(http::header::LOCATION))
         .map(|l| {
             l.and_then(|v| v.to_str().ok())
                 .map_or("no Location".to_owned(), |to| {
-                    crate::error::one_line_within(to, 200)
+                    crate::error::one_line_within(shown_location(to), 200)
                 })
         });
     let body = read_start(&mut resp, BODY_START).await;
@@ -182,6 +183,22 @@ async fn classify(mut resp: reqwest::Response) -> Sent {
             Some(to) => format!("redirect to {to} (not followed): {said}"),
             None => said,
         },
+    }
+}
+
+/// A `Location` as it may be stored: without its query or fragment, and without credentials.
+fn shown_location(to: &str) -> &str {
+    let to = to.split(['?', '#']).next().unwrap_or(to);
+    match to.split_once("://") {
+        Some((_, rest))
+            if rest
+                .split('/')
+                .next()
+                .is_some_and(|auth| auth.contains('@')) =>
+        {
+            "a URL with credentials"
+        }
+        _ => to,
     }
 }
 

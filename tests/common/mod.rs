@@ -535,6 +535,9 @@ impl RecordingUpstream {
                     "{}".into(),
                 )
             });
+            // Taken with the answer, before the request is recorded: a test that changes them once it
+            // sees a request changes the next answer, never this one.
+            let refusal_headers = st.refusal_headers.lock().unwrap().clone();
             st.requests.lock().unwrap().push(Recorded {
                 method: parts.method.to_string(),
                 path: parts
@@ -562,7 +565,7 @@ impl RecordingUpstream {
                 http::HeaderValue::from_static("application/json"),
             );
             if !(200..300).contains(&status) {
-                for (name, value) in st.refusal_headers.lock().unwrap().iter() {
+                for (name, value) in &refusal_headers {
                     resp.headers_mut().insert(
                         http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
                         http::HeaderValue::from_str(value).unwrap(),
