@@ -940,6 +940,20 @@ async fn replay_all_replays_each_letter_once_while_they_fail_again() {
         "the whole reason, not cut: {r}"
     );
     assert_eq!(dead_count(), N, "nothing replayed by a refused call");
+    // A page that ends with the last letter has no next page.
+    let last_page = admin_get(&gw, &format!("/v1/dead-letters?source=shop&limit={N}")).await;
+    assert_eq!(last_page["dead_letters"].as_array().map(Vec::len), Some(N));
+    assert!(last_page["next"].is_null(), "no empty page after the last");
+    let first = admin_get(
+        &gw,
+        &format!("/v1/dead-letters?source=shop&limit={}", N - 1),
+    )
+    .await;
+    assert_eq!(
+        first["next"],
+        first["dead_letters"][N - 2]["id"],
+        "a page with one more after it points past its last letter"
+    );
     let (s, r) = admin_post(&gw, "/v1/dead-letters/replay?source=shop").await;
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["replayed"], N, "each letter once: {r}");

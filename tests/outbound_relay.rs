@@ -909,8 +909,12 @@ async fn exhausted_deliveries_are_dead_lettered_and_replayed_with_the_same_id() 
         let (s, v) = call(&gw, "POST", &path, None).await;
         assert_eq!(s, 400, "{query}: {v}");
     }
-    let (_, dead) = call(&gw, "GET", "/v1/outbound/dead-letters", None).await;
+    let (_, dead) = call(&gw, "GET", "/v1/outbound/dead-letters?limit=1", None).await;
     assert_eq!(dead["dead_letters"].as_array().unwrap().len(), 1, "{dead}");
+    assert!(
+        dead["next"].is_null(),
+        "the one letter's page has no next: {dead}"
+    );
     let (s, v) = call(
         &gw,
         "POST",

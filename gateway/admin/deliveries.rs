@@ -293,10 +293,12 @@ async fn dead_scan(
         };
         for (id, f) in page {
             if dead_matches(&f, sub, reason) {
-                out.push((id.clone(), f));
+                // One more matches past a full page: only then is there a next page.
                 if out.len() == limit {
-                    return Ok((out, Some(id)));
+                    let next = out.last().map(|(id, _)| id.clone());
+                    return Ok((out, next));
                 }
+                out.push((id, f));
             }
         }
         if n < SCAN {

@@ -193,6 +193,7 @@ impl DeadLetters {
         limit: usize,
     ) -> Result<Page, RedisError> {
         let mut items = Vec::new();
+        let mut last = None;
         let mut cursor = after.map(|a| format!("({a}")).unwrap_or_else(|| "-".into());
         loop {
             let batch = self.range(&cursor, PAGE).await?;
@@ -200,13 +201,13 @@ impl DeadLetters {
             for (id, fields) in batch {
                 cursor = format!("({id}");
                 if filter.matches(&fields) {
-                    items.push(render(&id, &fields, false));
+                    // One more matches past a full page: only then is there a next page, so the last
+                    // page never points at an empty one.
                     if items.len() == limit {
-                        return Ok(Page {
-                            items,
-                            next: Some(id),
-                        });
+                        return Ok(Page { items, next: last });
                     }
+                    items.push(render(&id, &fields, false));
+                    last = Some(id);
                 }
             }
             if !full {
