@@ -361,19 +361,8 @@ async fn a_400_is_dead_lettered_at_once_with_the_answer() {
             .0,
         202
     );
-    let mut listed = Value::Null;
-    for _ in 0..100 {
-        listed = admin_get(&s.gw, "/v1/dead-letters?source=stripe").await;
-        if listed["dead_letters"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty())
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let dl = &listed["dead_letters"][0];
-    assert_eq!(dl["reason"], "upstream_status", "{listed}");
+    let dl = &one_dead_letter(&s.gw, 5).await;
+    assert_eq!(dl["reason"], "upstream_status", "{dl}");
     assert_eq!(dl["status"], 400);
     assert_eq!(dl["rule"], "new customer");
     assert_eq!(dl["index"], 0);

@@ -171,7 +171,7 @@ async fn classify(mut resp: reqwest::Response) -> Sent {
         .map(|l| {
             l.and_then(|v| v.to_str().ok())
                 .map_or("no Location".to_owned(), |to| {
-                    crate::error::one_line_within(shown_location(to), 200)
+                    crate::error::one_line_within(&shown_location(to), 200)
                 })
         });
     let body = read_start(&mut resp, BODY_START).await;
@@ -186,19 +186,19 @@ async fn classify(mut resp: reqwest::Response) -> Sent {
     }
 }
 
-/// A `Location` as it may be stored: without its query or fragment, and without credentials.
-fn shown_location(to: &str) -> &str {
-    let to = to.split(['?', '#']).next().unwrap_or(to);
-    match to.split_once("://") {
-        Some((_, rest))
-            if rest
-                .split('/')
-                .next()
-                .is_some_and(|auth| auth.contains('@')) =>
-        {
-            "a URL with credentials"
+/// A `Location` as it may be stored: without its query or fragment, and without credentials. A relative
+/// one (no scheme) is cut the same way.
+fn shown_location(to: &str) -> String {
+    match url::Url::parse(to) {
+        Ok(u) if !u.username().is_empty() || u.password().is_some() => {
+            "a URL with credentials".to_owned()
         }
-        _ => to,
+        Ok(mut u) => {
+            u.set_query(None);
+            u.set_fragment(None);
+            u.to_string()
+        }
+        Err(_) => to.split(['?', '#']).next().unwrap_or(to).to_owned(),
     }
 }
 
@@ -235,4 +235,22 @@ fn describe(e: &reqwest::Error) -> String {
         msg.push_str(&cause);
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_location;
+
+    #[test]
+    fn a_location_is_stored_without_query_fragment_or_credentials() {
+        assert_eq!(
+            shown_location("https://api.example.com/v3/contacts?token=s3cret#x"),
+            "https://api.example.com/v3/contacts"
+        );
+        assert_eq!(
+            shown_location("https://user:pw@api.example.com/v3"),
+            "a URL with credentials"
+        );
+        assert_eq!(shown_location("/v3/contacts?token=s3cret"), "/v3/contacts");
+    }
 }
