@@ -1,13 +1,21 @@
 //! Typed access to hookgate's Redis streams. Key names live here and nowhere else.
 //!
-//! Storing an inbound event is one round trip. With dedup it is a transaction (MULTI/EXEC) of `SET NX GET`
-//! on the dedup key and the XADD, each request with a token of its own: both land or neither, and the
-//! answer says whether the key was already taken. A redelivery's entry is then deleted, and a mapper
-//! worker that read it first skips it, because the key names another request's token ([`lost_race`]).
-//! This costs Redis about 40 % of the Lua script it replaces (bench/README.md: copying the arguments into
-//! Lua was most of Redis' work per event). Without dedup it is a plain XADD. On Redis Cluster the store
-//! stays the script (`Store::store_scripted` says why); the keys of one family share a hash tag
-//! ([`Families`]), so a script's keys are always in one slot.
+//! Storing an inbound event is one round trip. With dedup it is a pipeline of the XADD and then `SET NX GET`
+//! on the dedup key, each request with a token of its own that the entry carries too; the SET's answer says
+//! whether the key was already taken. A redelivery's entry is then deleted, and a mapper worker that read it
+//! first skips it, because the key names another request's token ([`lost_race`]).
+//!
+//! The key decides which entry of an id is the event: the first token set in it wins, whoever sets it. The
+//! two commands are not a transaction, so a worker can read an entry before its SET has run (or, when the
+//! connection was lost between the two, an entry whose SET never ran). It then sets the key to the entry's
+//! token itself (`SET NX GET`, the source's TTL) and the entry wins unless another token is already there;
+//! the late SET of the entry's own request then finds its own token and answers 202. Whichever order the
+//! SETs and the reads come in, one entry per id is delivered, and the event is never missing while its key
+//! says "seen" (the XADD comes first). A MULTI around the two would cost Redis two more commands and the
+//! gateway two more replies per event, for no guarantee the claim does not already give; a Lua script costs
+//! Redis more still (bench/README.md: copying the arguments into Lua). Without dedup the store is a plain
+//! XADD. On Redis Cluster it stays the script (`Store::store_scripted` says why); the keys of one family
+//! share a hash tag ([`Families`]), so a script's keys are always in one slot.
 
 use crate::redis_conn::{dropped, Conn, Redis};
 use redis::{RedisError, RedisResult, Script};
@@ -188,8 +196,8 @@ pub struct InboundRecord<'a> {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Stored {
     New(String),
-    /// The stream id of the stored original, when the store knows it (published events; an inbound
-    /// transaction only learns that the key was taken).
+    /// The stream id of the stored original, when the store knows it (published events; the inbound
+    /// pipeline only learns that the key was taken).
     Duplicate(Option<String>),
 }
 
@@ -621,7 +629,7 @@ impl Store {
         self.bounded("publishing", once).await
     }
 
-    /// The dedup transaction when the event has a sender id; a plain XADD (atomic by itself) when not.
+    /// The dedup pipeline when the event has a sender id; a plain XADD when not.
     async fn store_once(
         &self,
         rec: &InboundRecord<'_>,
@@ -662,14 +670,13 @@ impl Store {
             .arg("PX")
             .arg(dedup_ttl.as_millis().max(1) as u64);
         let mut pipe = redis::Pipeline::with_capacity(2);
-        // Each command's own answer: Redis aborts a transaction as a whole only for errors it finds
-        // while queueing (OOM, READONLY); a command that fails while running (a stream key of another
-        // type, a SET Redis < 7 does not know) leaves the other one's write in place.
-        pipe.atomic()
-            .ignore_errors()
-            .add_command(set)
-            .add_command(xadd);
-        let (set, xadd): (RedisResult<Option<Vec<u8>>>, RedisResult<String>) =
+        // A pipeline, not a transaction: the XADD comes first, so however the two are cut apart (a
+        // connection lost between them) the event is never missing while its key says "seen"; an entry
+        // whose key is not set yet is claimed by the worker that reads it (see the module doc). Each
+        // command's own answer: one can fail while the other succeeds (a stream key of another type, a
+        // SET Redis < 7 does not know); OOM and READONLY refuse both.
+        pipe.ignore_errors().add_command(xadd).add_command(set);
+        let (xadd, set): (RedisResult<String>, RedisResult<Option<Vec<u8>>>) =
             pipe.query_async(&mut c).await?;
         match (set, xadd) {
             (Ok(before), Ok(id)) if lost_race(mine.as_bytes(), before.as_deref()) => {
@@ -689,7 +696,8 @@ impl Store {
             (Err(e), Ok(id)) => {
                 // Stored, but its dedup key could not be set: a worker may already have read the entry,
                 // so taking it back and answering 503 could deliver it twice (once now, once on the
-                // retry). It stays, once, and a later redelivery is not recognised.
+                // retry). It stays, once; the worker that reads it claims the key if it can, and a later
+                // redelivery is recognised only then.
                 tracing::error!(error = %e, id, "the dedup key could not be set; the event is stored without dedup");
                 metrics::counter!("hookgate_dedup_failures_total", "source" => rec.source.to_owned())
                     .increment(1);

@@ -1,7 +1,8 @@
-//! Dedup under concurrency. The dedup key and the XADD are one transaction (`SET NX GET` + XADD), so a
-//! redelivery arriving while the original is being stored also gets an entry for a moment; it is deleted
-//! before its sender is answered, and a mapper worker that read it first must skip it. These tests check
-//! that nothing but the original reaches the upstream.
+//! Dedup under concurrency. The XADD and the dedup key's `SET NX GET` are one pipeline, so a redelivery
+//! arriving while the original is being stored also gets an entry for a moment; it is deleted before its
+//! sender is answered, and a mapper worker that read it first must skip it. A worker that reads an entry
+//! before its SET has run claims the key for it. These tests check that nothing but the original reaches
+//! the upstream.
 
 mod common;
 use common::*;
@@ -68,7 +69,7 @@ async fn a_worker_skips_the_entry_of_a_redelivery_that_lost_the_race() {
     let loser = xadd(&redis, "evt_1", "loser@example.org", "tokB|b1");
     let winner = xadd(&redis, "evt_1", "winner@example.org", "tokA|b1");
     let other_body = xadd(&redis, "evt_1", "other@example.org", "tokC|b2");
-    // Expired key: nothing to lose to.
+    // Expired key: nothing to lose to; the entry claims it again.
     let expired = xadd(&redis, "evt_2", "expired@example.org", "tokD|");
     let gw = gateway(&redis, &up).await;
     assert!(up.wait_delivered(3, 10).await, "{:?}", emails(&up));
@@ -96,6 +97,11 @@ async fn a_worker_skips_the_entry_of_a_redelivery_that_lost_the_race() {
         .query(&mut redis.conn())
         .unwrap();
     assert_eq!(pending.count(), 0, "every entry acknowledged");
+    let claimed: Option<String> = redis::cmd("GET")
+        .arg("hookgate:dedup:shop:evt_2")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(claimed.as_deref(), Some("tokD|"));
     // The recorder is per process, shared with the other test here: at least this test's one.
     let m = gw.metrics().await;
     let skipped = m
@@ -103,6 +109,55 @@ async fn a_worker_skips_the_entry_of_a_redelivery_that_lost_the_race() {
         .find_map(|l| l.strip_prefix("hookgate_mapper_redeliveries_skipped_total "))
         .and_then(|v| v.trim().parse::<u64>().ok());
     assert!(skipped >= Some(1), "{m}");
+}
+
+/// Entries whose request's SET has not run (or never will: the connection was lost after the XADD): the
+/// first one a worker reads claims the key with its own token under the source's TTL, and is delivered;
+/// a second entry of the id then loses to it. The late SET of the first entry's request finds its own
+/// token, so that request is answered 202, not "duplicate".
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_claims_the_key_of_an_entry_whose_set_has_not_run() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let first = xadd(&redis, "evt_9", "first@example.org", "tokE|");
+    let second = xadd(&redis, "evt_9", "second@example.org", "tokF|");
+    let gw = gateway(&redis, &up).await;
+    assert!(up.wait_delivered(1, 10).await, "{:?}", emails(&up));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(emails(&up), ["first@example.org"]);
+    let left: Vec<String> = inbound_entries(&redis, "hookgate")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(
+        left,
+        [first],
+        "the second entry {second} lost and is deleted"
+    );
+    let key = "hookgate:dedup:shop:evt_9";
+    let mut c = redis.conn();
+    let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut c).unwrap();
+    // SHOP keeps the default window, 72 h.
+    assert!(ttl > 71 * 3600 * 1000 && ttl <= 72 * 3600 * 1000, "{ttl}");
+    // What the gateway's own SET for the first entry then sees: its own token, so not a redelivery.
+    let before: Option<String> = redis::cmd("SET")
+        .arg(key)
+        .arg("tokE|")
+        .arg("NX")
+        .arg("GET")
+        .arg("PX")
+        .arg(1000)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(before.as_deref(), Some("tokE|"));
+    // A redelivery posted now is recognised.
+    let (s, b) = post_json(
+        &gw,
+        "shop",
+        json!({ "id": "evt_9", "email": "third@example.org" }).to_string(),
+    )
+    .await;
+    assert_eq!((s, &b["duplicate"]), (200, &json!(true)), "{b}");
 }
 
 /// The real race, many times over: 40 events, each posted by 25 concurrent senders while the workers

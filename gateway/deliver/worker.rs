@@ -20,7 +20,7 @@ use crate::payload::{self, BodyKind};
 use crate::redis_conn::{Conn, Redis};
 use crate::stream::{binding_of, ensure_group, fields, keys, lost_race, MAPPERS_GROUP};
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
-use redis::{RedisError, Value};
+use redis::{RedisError, RedisResult, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -262,7 +262,10 @@ impl Worker {
 
     /// Drop the inbound entries of redeliveries that lost the race for their dedup key (see
     /// `stream::lost_race`): acknowledged and deleted, never delivered. One MGET per batch, and only for
-    /// entries stored with dedup.
+    /// entries stored with dedup. An entry whose key is not set (its request's SET has not run yet, or
+    /// never will: the connection was lost between the XADD and the SET) claims it with its own token, as
+    /// that SET would have, under the source's dedup TTL; it wins unless another token got there first.
+    /// A key that has expired is claimed again the same way.
     async fn without_lost_races(&self, entries: Vec<Entry>) -> Result<Vec<Entry>, RedisError> {
         let text = |m: &HashMap<String, Value>, f: &str| match m.get(f) {
             Some(v) => redis::from_redis_value::<Vec<u8>>(v.clone()).unwrap_or_default(),
@@ -288,10 +291,11 @@ impl Worker {
             return Ok(entries);
         }
         let mut c = self.conn.clone();
-        let now: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+        let mut now: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
             .arg(checked.iter().map(|(_, k, _)| k).collect::<Vec<_>>())
             .query_async(&mut c)
             .await?;
+        self.claim_unset(&checked, &entries, &mut now).await?;
         let losers: HashSet<usize> = checked
             .iter()
             .zip(&now)
@@ -324,6 +328,56 @@ impl Worker {
             .filter(|(i, _)| !losers.contains(i))
             .map(|(_, e)| e)
             .collect())
+    }
+
+    /// Set each key `now` found unset to its entry's token (`SET NX GET PX`), and put what the key holds
+    /// after that in `now`: the entry's own token when the claim won, another's when a SET came first.
+    /// A claim that fails on its own (the key holds another type) leaves `None`: the entry is delivered,
+    /// as an entry whose SET failed in the gateway is.
+    async fn claim_unset(
+        &self,
+        checked: &[(usize, String, Vec<u8>)],
+        entries: &[Entry],
+        now: &mut [Option<Vec<u8>>],
+    ) -> Result<(), RedisError> {
+        let unset: Vec<usize> = (0..checked.len()).filter(|j| now[*j].is_none()).collect();
+        if unset.is_empty() {
+            return Ok(());
+        }
+        let catalog = self.live.current();
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for j in &unset {
+            let (i, key, mine) = &checked[*j];
+            let source = entries[*i]
+                .2
+                .get(fields::SOURCE)
+                .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
+            let ttl = source
+                .and_then(|s| catalog.sources.get(&s).cloned())
+                .and_then(|s| s.inbound.dedup.as_ref().map(|(_, ttl)| *ttl))
+                .unwrap_or(crate::inbound::source::DEFAULT_DEDUP_TTL);
+            pipe.cmd("SET")
+                .arg(key)
+                .arg(mine)
+                .arg("NX")
+                .arg("GET")
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64);
+        }
+        let before: Vec<RedisResult<Option<Vec<u8>>>> =
+            pipe.query_async(&mut self.conn.clone()).await?;
+        for (j, before) in unset.into_iter().zip(before) {
+            match before {
+                // Not set before: this entry's token is in it now.
+                Ok(None) => now[j] = Some(checked[j].2.clone()),
+                Ok(Some(other)) => now[j] = Some(other),
+                Err(e) => {
+                    tracing::warn!(error = %e, key = %checked[j].1, "could not claim a dedup key; the entry is delivered");
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Take over entries whose worker went away (idle longer than `reclaim_after`).

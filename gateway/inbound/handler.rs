@@ -318,7 +318,7 @@ async fn accept(
                 [r#"{"id":""#, &id, r#""}"#].concat(),
             ))
         }
-        // The sender's own id names the original; on one Redis the transaction does not learn its
+        // The sender's own id names the original; on one Redis the pipeline does not learn its
         // stream id (on a cluster the script does, and it is given too).
         Ok(Stored::Duplicate(original)) => {
             let mut body = json!({ "duplicate": true, "event_id": rec.event_id });
