@@ -74,6 +74,25 @@ impl Mac {
     }
 }
 
+impl Mac {
+    /// [`Mac::compute`] with `key`'s keyed HMAC state, made once and cloned after that (a key is used
+    /// with one algorithm; another one is keyed afresh).
+    pub(crate) fn compute_keyed(self, key: &Key, parts: &[&[u8]]) -> Option<Vec<u8>> {
+        let Mac::Hmac(alg) = self else {
+            return self.compute(key.bytes(), parts);
+        };
+        let state = match key.keyed.get() {
+            Some(k) if k.algorithm() == alg => k.clone(),
+            Some(_) => Keyed::new(alg, key.bytes())?,
+            None => {
+                let k = Keyed::new(alg, key.bytes())?;
+                key.keyed.get_or_init(|| k.clone()).clone()
+            }
+        };
+        Some(state.finish(parts))
+    }
+}
+
 /// Text encoding of a signature on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Encoding {
@@ -136,15 +155,64 @@ pub(crate) fn ct_eq_secret(received: &[u8], expected: &[u8]) -> bool {
 
 /// Key material derived from a [`crate::secret::Secret`]; `Debug` hides it like the secret does.
 #[derive(Clone)]
-pub(crate) struct Key(Vec<u8>);
+pub(crate) struct Key {
+    bytes: Vec<u8>,
+    /// The HMAC state keyed with `bytes`, made at the first verification and cloned for each one after:
+    /// keying hashes the padded key twice, the same work on every request otherwise.
+    keyed: std::sync::OnceLock<Keyed>,
+}
+
+/// An HMAC keyed and ready for the message, for the algorithm it was made for.
+#[derive(Clone)]
+enum Keyed {
+    Sha1(Hmac<Sha1>),
+    Sha256(Hmac<Sha256>),
+    Sha512(Hmac<Sha512>),
+}
+
+impl Keyed {
+    fn new(alg: Algorithm, key: &[u8]) -> Option<Keyed> {
+        use hmac::Mac as _;
+        Some(match alg {
+            Algorithm::Sha1 => Keyed::Sha1(Hmac::new_from_slice(key).ok()?),
+            Algorithm::Sha256 => Keyed::Sha256(Hmac::new_from_slice(key).ok()?),
+            Algorithm::Sha512 => Keyed::Sha512(Hmac::new_from_slice(key).ok()?),
+        })
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        match self {
+            Keyed::Sha1(_) => Algorithm::Sha1,
+            Keyed::Sha256(_) => Algorithm::Sha256,
+            Keyed::Sha512(_) => Algorithm::Sha512,
+        }
+    }
+
+    fn finish(self, parts: &[&[u8]]) -> Vec<u8> {
+        fn feed<M: hmac::Mac>(mut mac: M, parts: &[&[u8]]) -> Vec<u8> {
+            for p in parts {
+                mac.update(p);
+            }
+            mac.finalize().into_bytes().to_vec()
+        }
+        match self {
+            Keyed::Sha1(m) => feed(m, parts),
+            Keyed::Sha256(m) => feed(m, parts),
+            Keyed::Sha512(m) => feed(m, parts),
+        }
+    }
+}
 
 impl Key {
     pub(crate) fn new(bytes: Vec<u8>) -> Key {
-        Key(bytes)
+        Key {
+            bytes,
+            keyed: std::sync::OnceLock::new(),
+        }
     }
 
     pub(crate) fn bytes(&self) -> &[u8] {
-        &self.0
+        &self.bytes
     }
 }
 
@@ -183,6 +251,43 @@ mod tests {
         assert!(ct_eq_secret(b"token", b"token"));
         assert!(!ct_eq_secret(b"token", b"token2"));
         assert!(!ct_eq_secret(b"", b"token"));
+    }
+
+    /// The keyed state, cached or not, gives what keying afresh gives, for every algorithm and also for
+    /// a key first used with another algorithm.
+    #[test]
+    fn a_cached_keyed_state_computes_the_same_mac() {
+        let parts: [&[u8]; 2] = [b"what do ya ", b"want for nothing?"];
+        for alg in [Algorithm::Sha1, Algorithm::Sha256, Algorithm::Sha512] {
+            let key = Key::new(b"Jefe".to_vec());
+            let fresh = Mac::Hmac(alg).compute(b"Jefe", &parts);
+            assert!(fresh.is_some());
+            assert_eq!(
+                Mac::Hmac(alg).compute_keyed(&key, &parts),
+                fresh,
+                "{alg:?} first"
+            );
+            assert_eq!(
+                Mac::Hmac(alg).compute_keyed(&key, &parts),
+                fresh,
+                "{alg:?} cached"
+            );
+            let other = if alg == Algorithm::Sha1 {
+                Algorithm::Sha256
+            } else {
+                Algorithm::Sha1
+            };
+            assert_eq!(
+                Mac::Hmac(other).compute_keyed(&key, &parts),
+                Mac::Hmac(other).compute(b"Jefe", &parts),
+                "{other:?} after {alg:?}"
+            );
+        }
+        let key = Key::new(b"k".to_vec());
+        assert_eq!(
+            Mac::KeyPrefixedSha256.compute_keyed(&key, &[b"m"]),
+            Mac::KeyPrefixedSha256.compute(b"k", &[b"m"])
+        );
     }
 
     #[test]

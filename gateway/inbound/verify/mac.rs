@@ -278,7 +278,7 @@ pub(crate) fn any_key_matches(
 ) -> bool {
     let mut matched = false;
     for key in keys {
-        if let Some(expected) = mac.compute(key.bytes(), message) {
+        if let Some(expected) = mac.compute_keyed(key, message) {
             for sig in signatures {
                 matched |= ct_eq(&expected, sig);
             }
