@@ -670,11 +670,12 @@ impl Store {
             .arg("PX")
             .arg(dedup_ttl.as_millis().max(1) as u64);
         let mut pipe = redis::Pipeline::with_capacity(2);
-        // A pipeline, not a transaction: the XADD comes first, so however the two are cut apart (a
-        // connection lost between them) the event is never missing while its key says "seen"; an entry
-        // whose key is not set yet is claimed by the worker that reads it (see the module doc). Each
-        // command's own answer: one can fail while the other succeeds (a stream key of another type, a
-        // SET Redis < 7 does not know); OOM and READONLY refuse both.
+        // A pipeline, not a transaction: the XADD comes first, so a connection lost between the two
+        // leaves at worst an entry whose key is not set yet, which the worker that reads it claims (see
+        // the module doc). Each command's own answer: one can fail while the other succeeds (a stream key
+        // of another type, a SET Redis < 7 does not know, or out of memory: Redis counts a large XADD's
+        // arguments against `maxmemory` and may refuse it and take the small SET after it). A key set
+        // for an entry that failed is removed before the sender is answered.
         pipe.ignore_errors().add_command(xadd).add_command(set);
         let (xadd, set): (RedisResult<String>, RedisResult<Option<Vec<u8>>>) =
             pipe.query_async(&mut c).await?;
@@ -707,18 +708,28 @@ impl Store {
     }
 
     /// Remove a dedup key this request set for an event that was not stored, while it still holds this
-    /// request's value. Through [`uncancelled`]: a key left behind would call every retry a duplicate until
-    /// it expires.
+    /// request's value. Through [`uncancelled`], and tried three times (the sender is answered after):
+    /// a key left behind would call every retry a duplicate until it expires.
     async fn undo_key(&self, key: String, mine: String) {
         let mut c = self.conn.clone();
         uncancelled(async move {
-            let undone: RedisResult<i64> = DELETE_IF_MINE
-                .key(&key)
-                .arg(&mine)
-                .invoke_async(&mut c)
-                .await;
-            if let Err(u) = undone {
-                tracing::error!(error = %u, "could not remove the dedup key of an event that was not stored; its retries will be answered as duplicates until the key expires");
+            let mut pause = Duration::from_millis(50);
+            for attempt in 1..=3 {
+                let undone: RedisResult<i64> = DELETE_IF_MINE
+                    .key(&key)
+                    .arg(&mine)
+                    .invoke_async(&mut c)
+                    .await;
+                match undone {
+                    Ok(_) => return,
+                    Err(u) if attempt == 3 => {
+                        tracing::error!(error = %u, "could not remove the dedup key of an event that was not stored; its retries will be answered as duplicates until the key expires");
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(pause).await;
+                        pause *= 4;
+                    }
+                }
             }
         })
         .await;

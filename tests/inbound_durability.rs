@@ -236,8 +236,8 @@ async fn a_redis_that_never_answers_gets_503_within_the_store_deadline() {
     holder.abort();
 }
 
-/// Redis aborts a MULTI as a whole only for errors found while queueing. An XADD that fails while running
-/// (the stream key holds another type) must not leave the dedup key behind: the sender's retry would be
+/// The XADD and the dedup key's SET are one pipeline, not a transaction. An XADD that fails (here the
+/// stream key holds another type; also out of memory) must not leave the dedup key behind: the sender's retry would be
 /// answered "duplicate" for an event stored nowhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_xadd_leaves_no_dedup_key_behind() {

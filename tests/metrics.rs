@@ -48,6 +48,19 @@ async fn metrics_cover_the_pipeline_with_hookgate_names_and_buckets() {
     let gw_ref = &gw;
     let post = move |body: &'static str| async move { post_json(gw_ref, "shop", body).await.0 };
 
+    // Before any request, every served source's counts are there at zero, and its latency histogram.
+    let before = gw.metrics().await;
+    for source in ["shop", "quiet"] {
+        for status in ["202", "200"] {
+            let series = format!(
+                r#"hookgate_inbound_requests_total{{source="{source}",status="{status}"}}"#
+            );
+            assert_eq!(value(&before, &series), Some(0.0), "{series}:\n{before}");
+        }
+        let count = format!(r#"hookgate_inbound_duration_seconds_count{{source="{source}"}}"#);
+        assert_eq!(value(&before, &count), Some(0.0), "{count}:\n{before}");
+    }
+
     // A delivery held by a slow upstream is pending in the group, and the gauge says so.
     up.set_delay(Duration::from_millis(1500));
     assert_eq!(post(r#"{"customer":{"email":"a@example.org"}}"#).await, 202);

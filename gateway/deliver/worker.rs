@@ -39,6 +39,9 @@ const BATCH: usize = 64;
 const ADMIT_FACTOR: usize = 4;
 /// How long the reader waits for a saturated source before deferring the event.
 const PATIENCE: Duration = Duration::from_millis(500);
+/// The shortest TTL a worker claims a dedup key with: an entry older than its source's window still
+/// meets the other entries of its id in the same read.
+const MIN_CLAIM: Duration = Duration::from_secs(60);
 /// How long the outcome of a delivery (ack, park, dead letter) is retried while Redis is away.
 const FINISH_PATIENCE: Duration = Duration::from_secs(60);
 
@@ -332,8 +335,13 @@ impl Worker {
 
     /// Set each key `now` found unset to its entry's token (`SET NX GET PX`), and put what the key holds
     /// after that in `now`: the entry's own token when the claim won, another's when a SET came first.
-    /// A claim that fails on its own (the key holds another type) leaves `None`: the entry is delivered,
-    /// as an entry whose SET failed in the gateway is.
+    /// The TTL is what the gateway's SET would have left: the source's window less the entry's age, at
+    /// least [`MIN_CLAIM`] so that entries racing in one batch still meet. An entry of a source that no
+    /// longer deduplicates (or is gone) claims nothing and is delivered, as before the claim existed.
+    /// A key that holds another type (WRONGTYPE) leaves `None`: the entry is delivered, as an entry whose
+    /// SET failed in the gateway is. Any other failure (out of memory, a read-only replica, an ACL without
+    /// `SET` on the dedup keys) fails the batch: its entries stay pending and are read again when
+    /// reclaimed, rather than delivered unchecked.
     async fn claim_unset(
         &self,
         checked: &[(usize, String, Vec<u8>)],
@@ -345,18 +353,29 @@ impl Worker {
             return Ok(());
         }
         let catalog = self.live.current();
+        let now_ms = now_ms();
         let mut pipe = redis::pipe();
         pipe.ignore_errors();
-        for j in &unset {
-            let (i, key, mine) = &checked[*j];
-            let source = entries[*i]
-                .2
-                .get(fields::SOURCE)
-                .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok());
-            let ttl = source
+        let mut claimed = Vec::with_capacity(unset.len());
+        for j in unset {
+            let (i, key, mine) = &checked[j];
+            let text = |f: &str| {
+                entries[*i]
+                    .2
+                    .get(f)
+                    .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
+            };
+            let window = text(fields::SOURCE)
                 .and_then(|s| catalog.sources.get(&s).cloned())
-                .and_then(|s| s.inbound.dedup.as_ref().map(|(_, ttl)| *ttl))
-                .unwrap_or(crate::inbound::source::DEFAULT_DEDUP_TTL);
+                .and_then(|s| s.inbound.dedup.as_ref().map(|(_, ttl)| *ttl));
+            let Some(window) = window else { continue };
+            let age = text(fields::RECEIVED_AT)
+                .and_then(|t| t.parse::<u64>().ok())
+                .map_or(0, |at| now_ms.saturating_sub(at));
+            let ttl = window
+                .saturating_sub(Duration::from_millis(age))
+                .max(MIN_CLAIM);
+            claimed.push(j);
             pipe.cmd("SET")
                 .arg(key)
                 .arg(mine)
@@ -365,16 +384,20 @@ impl Worker {
                 .arg("PX")
                 .arg(ttl.as_millis().max(1) as u64);
         }
+        if claimed.is_empty() {
+            return Ok(());
+        }
         let before: Vec<RedisResult<Option<Vec<u8>>>> =
             pipe.query_async(&mut self.conn.clone()).await?;
-        for (j, before) in unset.into_iter().zip(before) {
+        for (j, before) in claimed.into_iter().zip(before) {
             match before {
                 // Not set before: this entry's token is in it now.
                 Ok(None) => now[j] = Some(checked[j].2.clone()),
                 Ok(Some(other)) => now[j] = Some(other),
-                Err(e) => {
-                    tracing::warn!(error = %e, key = %checked[j].1, "could not claim a dedup key; the entry is delivered");
+                Err(e) if e.code() == Some("WRONGTYPE") => {
+                    tracing::warn!(error = %e, key = %checked[j].1, "the dedup key holds another type; the entry is delivered unchecked");
                 }
+                Err(e) => return Err(e),
             }
         }
         Ok(())

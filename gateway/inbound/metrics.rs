@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 const REQUESTS: &str = "hookgate_inbound_requests_total";
 const DURATION: &str = "hookgate_inbound_duration_seconds";
 
-/// Handles for one source, made on first use: by then the recorder is installed, whenever the source
-/// was loaded.
+/// Handles for one source, made when the source is served ([`SourceMetrics::register`]) or at its first
+/// request, whichever comes first.
 #[derive(Default)]
 pub struct SourceMetrics(OnceLock<Hot>);
 
@@ -31,6 +31,14 @@ impl SourceMetrics {
             duplicate: metrics::counter!(REQUESTS, "source" => source.to_string(), "status" => "200"),
             duration: metrics::histogram!(DURATION, "source" => source.to_string()),
         })
+    }
+
+    /// Make the source's handles now, so its stored and duplicate counts and its latency histogram are
+    /// scraped at zero before its first request: an alert on `rate()` or `absent()` sees the source from
+    /// the start. Installs the process's recorder first, if nothing has yet.
+    pub fn register(&self, source: &str) {
+        let _ = crate::telemetry::metrics();
+        let _ = self.hot(source);
     }
 
     /// Count one answered request of `source` and how long it took.

@@ -230,7 +230,11 @@ impl SourceRegistry {
         self.0.load().get(name).cloned()
     }
 
+    /// Serve `sources` from now on; each one's request metrics exist from this moment.
     pub fn replace(&self, sources: HashMap<String, Arc<InboundSource>>) {
+        for (name, src) in &sources {
+            src.metrics.register(name);
+        }
         self.0.store(Arc::new(sources));
     }
 
