@@ -839,6 +839,15 @@ async fn exhausted_deliveries_are_dead_lettered_and_replayed_with_the_same_id() 
     assert_eq!(d["event"]["data"]["email"], "a@example.org");
     let tries = sub.received().len();
     assert!(tries >= 3, "retried before giving up ({tries})");
+    // Numbers as the delivery record gives them, not their text.
+    assert_eq!(d["attempts"].as_u64(), Some(tries as u64), "{d}");
+    assert_eq!(d["replays"].as_u64(), Some(0), "{d}");
+    for t in ["created_at", "failed_at"] {
+        assert!(
+            d[t].as_u64().is_some_and(|ms| ms > 1_700_000_000_000),
+            "{t}: {d}"
+        );
+    }
     let (_, rec) = call(
         &gw,
         "GET",

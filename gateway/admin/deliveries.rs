@@ -245,10 +245,20 @@ struct DeadQuery {
     limit: Option<usize>,
 }
 
+/// The dead letter's fields that are numbers, shown as numbers as the delivery record shows them (times
+/// in Unix milliseconds).
+const DEAD_NUMBERS: [&str; 4] = ["attempts", "replays", "created_at", "failed_at"];
+
 fn dead_view(id: &str, fields: &HashMap<String, String>) -> Value {
     let mut m: Map<String, Value> = fields
         .iter()
-        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .map(|(k, v)| {
+            let number = DEAD_NUMBERS
+                .contains(&k.as_str())
+                .then(|| v.parse::<u64>().ok())
+                .flatten();
+            (k.clone(), number.map_or_else(|| json!(v), |n| json!(n)))
+        })
         .collect();
     if let Some(e) = fields
         .get("event")

@@ -13,7 +13,6 @@ use base64::Engine;
 use redis::{RedisError, Script, Value};
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
-use std::time::{Duration, UNIX_EPOCH};
 
 /// Why an event was given up.
 #[derive(Debug, Clone, PartialEq)]
@@ -306,9 +305,7 @@ fn text(v: &Value) -> String {
         .unwrap_or_default()
 }
 
-fn rfc3339_ms(ms: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
-}
+use crate::clock::rfc3339_ms;
 
 /// A dead letter as the admin API shows it.
 fn render(id: &str, fields: &HashMap<String, Value>, full: bool) -> Json {

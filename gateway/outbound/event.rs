@@ -63,12 +63,7 @@ pub struct Event {
     pub doc: Value,
 }
 
-/// Milliseconds as RFC 3339 UTC with milliseconds.
-pub fn rfc3339_ms(ms: u64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms as i64)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
+pub use crate::clock::rfc3339_ms;
 
 impl Event {
     /// Parse a stream entry; `Err` says why it is not an event (it is then skipped).
