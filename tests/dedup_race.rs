@@ -56,6 +56,14 @@ fn xadd_at(
         .unwrap()
 }
 
+/// The stream ids of the inbound entries still in the stream, oldest first.
+fn ids_left(redis: &Redis) -> Vec<String> {
+    inbound_entries(redis, "hookgate")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect()
+}
+
 fn emails(up: &RecordingUpstream) -> Vec<String> {
     let mut v: Vec<String> = up
         .delivered()
@@ -94,10 +102,7 @@ async fn a_worker_skips_the_entry_of_a_redelivery_that_lost_the_race() {
             "winner@example.org"
         ]
     );
-    let left: Vec<String> = inbound_entries(&redis, "hookgate")
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let left = ids_left(&redis);
     assert_eq!(
         left,
         [winner, other_body, expired],
@@ -143,10 +148,7 @@ async fn a_worker_claims_the_key_of_an_entry_whose_set_has_not_run() {
     assert!(up.wait_delivered(1, 10).await, "{:?}", emails(&up));
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(emails(&up), ["first@example.org"]);
-    let left: Vec<String> = inbound_entries(&redis, "hookgate")
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let left = ids_left(&redis);
     assert_eq!(
         left,
         [first],
