@@ -163,6 +163,7 @@ pub async fn run(
         ),
         &cfg,
         None,
+        None,
     );
     let admin_task = tokio::spawn(server::serve(
         listeners.admin,
@@ -183,7 +184,10 @@ pub async fn run(
         let registry = state.sources.clone();
         let count: crate::error::RefusalCount =
             Box::new(move |uri, e| inbound::handler::count_refusal(&registry, uri, e));
-        let app = layered(inbound::router(state), &cfg, Some(count));
+        let (registry, default) = (state.sources.clone(), state.default_max_body);
+        let limit_for: crate::error::LimitFor =
+            Box::new(move |uri| inbound::handler::body_limit(&registry, uri, default));
+        let app = layered(inbound::router(state), &cfg, Some(count), Some(limit_for));
         server::serve(listeners.inbound, app, limits, stopped(stop_rx)).await;
     } else {
         drop(listeners.inbound);
@@ -236,6 +240,7 @@ fn layered<S>(
     svc: S,
     cfg: &Config,
     count: Option<crate::error::RefusalCount>,
+    limit_for: Option<crate::error::LimitFor>,
 ) -> impl Service<
     http::Request<Body>,
     Response = http::Response<
@@ -276,6 +281,7 @@ where
                 body_cap: crate::config::MAX_BODY_CAP.as_u64(),
                 timeout: cfg.limits.request_timeout,
                 count,
+                limit_for,
             }
             .layer(),
         )

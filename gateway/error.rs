@@ -188,6 +188,10 @@ impl IntoResponse for Error {
 /// Counts a refusal that a layer made: the request's URI and the error it was answered with.
 pub type RefusalCount = Box<dyn Fn(&http::Uri, &Error) + Send + Sync>;
 
+/// The body limit a request's path is held to (a source's `max_body`), for the backstop's 413 to name
+/// that limit rather than its own; `None` for a path with no limit of its own.
+pub type LimitFor = Box<dyn Fn(&http::Uri) -> Option<u64> + Send + Sync>;
+
 /// Three answers come from tower-http's layers rather than a handler, in plain text, and no handler
 /// counts them: the body-limit backstop's 413 for a declared length over its cap, the request timeout's
 /// 408, and catch-panic's 500. Placed outside those layers, this turns them into the one error type's
@@ -205,6 +209,8 @@ pub struct Refusals {
     /// `limits.request_timeout`, named in the 408.
     pub timeout: Duration,
     pub count: Option<RefusalCount>,
+    /// Names the limit in the backstop's 413 (the inbound listener's sources); the cap otherwise.
+    pub limit_for: Option<LimitFor>,
 }
 
 impl Refusals {
@@ -212,9 +218,14 @@ impl Refusals {
     /// our JSON, so a plain answer with one of these statuses is a layer's. A plain 413 is the backstop's
     /// for a declared length over its cap; any other is axum's own body limit on the admin API's JSON
     /// bodies ([`AXUM_BODY_LIMIT`]), in our JSON too.
-    fn own<B>(&self, resp: &http::Response<B>, over_cap: bool) -> Option<Error> {
+    fn own<B>(&self, resp: &http::Response<B>, uri: &http::Uri, over_cap: bool) -> Option<Error> {
         let e = match resp.status() {
-            StatusCode::PAYLOAD_TOO_LARGE if over_cap => Error::TooLarge(self.body_cap),
+            StatusCode::PAYLOAD_TOO_LARGE if over_cap => Error::TooLarge(
+                self.limit_for
+                    .as_ref()
+                    .and_then(|f| f(uri))
+                    .unwrap_or(self.body_cap),
+            ),
             StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge(AXUM_BODY_LIMIT),
             StatusCode::REQUEST_TIMEOUT => Error::Timeout(self.timeout),
             StatusCode::INTERNAL_SERVER_ERROR => {
@@ -292,7 +303,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let resp = ready!(this.inner.poll(cx))?;
-        let Some(e) = this.refusals.own(&resp, *this.over_cap) else {
+        let Some(e) = this.refusals.own(&resp, this.uri, *this.over_cap) else {
             return Poll::Ready(Ok(resp.map(RefusalBody::Left)));
         };
         if let Some(count) = &this.refusals.count {
@@ -320,6 +331,7 @@ mod tests {
         let sink = counted.clone();
         let refusals = Refusals {
             body_cap: 100,
+            limit_for: None,
             timeout: Duration::from_secs(7),
             count: Some(Box::new(move |uri, e| {
                 if let Ok(mut v) = sink.lock() {

@@ -178,23 +178,37 @@ async fn statuses_and_one_line_reasons() {
 async fn a_backstop_limits_every_body_to_what_a_source_may_allow() {
     let redis = Redis::start();
     let huge = "source: huge\nallow_ips: [127.0.0.0/8]\nmax_body: 64MiB\n";
-    let gw = Gateway::start(&redis, &[("huge.yaml", huge)], "").await;
+    let small = "source: small\nallow_ips: [127.0.0.0/8]\nmax_body: 2KiB\n";
+    let gw = Gateway::start(&redis, &[("huge.yaml", huge), ("small.yaml", small)], "").await;
     let cap = 64 * 1024 * 1024;
 
     let declared = format!(
         "Content-Type: application/json\r\nContent-Length: {}\r\n",
         cap + 1
     );
-    for path in ["/webhooks/huge", "/webhooks/nope"] {
+    // The 413 names the limit the path is held to: the source's own, the cap for a path naming none.
+    for (path, limit) in [
+        ("/webhooks/huge", cap),
+        ("/webhooks/small", 2048),
+        ("/webhooks/nope", cap),
+        ("/webhooks/", cap),
+    ] {
         let (status, body) = raw_post(gw.addr, path, &declared, b"").await;
         assert_eq!(status, 413, "{path}: refused from the header: {body}");
         let reason: Value = serde_json::from_str(&body).unwrap_or_default();
         assert_eq!(reason["error"], "too_large", "{path}: {body}");
+        let named = format!("the {limit} byte limit");
+        assert!(
+            reason["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(&named)),
+            "{path}: {body}"
+        );
     }
     let m = gw.metrics().await;
-    for source in ["huge", "unknown"] {
+    for (source, n) in [("huge", 1), ("small", 1), ("unknown", 2)] {
         let line =
-            format!("hookgate_inbound_requests_total{{source=\"{source}\",status=\"413\"}} 1");
+            format!("hookgate_inbound_requests_total{{source=\"{source}\",status=\"413\"}} {n}");
         assert!(m.contains(&line), "{line} not in {m}");
     }
 

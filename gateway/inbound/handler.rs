@@ -99,6 +99,13 @@ pub fn count_refusal(sources: &SourceRegistry, uri: &Uri, e: &Error) {
     }
 }
 
+/// The body limit of the source a webhook path names (its `max_body`, else `default`); `None` for a path
+/// naming no source. The backstop's 413 names it, as the receiver's own would.
+pub fn body_limit(sources: &SourceRegistry, uri: &Uri, default: u64) -> Option<u64> {
+    let src = sources.get(&source_name(uri)?)?;
+    Some(src.max_body.unwrap_or(default))
+}
+
 /// The router matched the path's shape, so [`source_name`] finds the name; one that is not UTF-8 is no
 /// source (404). Another method than POST gets 405 with `Allow`.
 async fn route(st: Arc<InboundState>, req: Request) -> Response {
