@@ -267,8 +267,8 @@ impl Worker {
     /// `stream::lost_race`): acknowledged and deleted, never delivered. One MGET per batch, and only for
     /// entries stored with dedup. An entry whose key is not set (its request's SET has not run yet, or
     /// never will: the connection was lost between the XADD and the SET) claims it with its own token, as
-    /// that SET would have, under the source's dedup TTL; it wins unless another token got there first.
-    /// A key that has expired is claimed again the same way.
+    /// that SET would have, for what is left of the source's window (`claim_unset`); it wins unless
+    /// another token got there first. A key that has expired is claimed again the same way.
     async fn without_lost_races(&self, entries: Vec<Entry>) -> Result<Vec<Entry>, RedisError> {
         let text = |m: &HashMap<String, Value>, f: &str| match m.get(f) {
             Some(v) => redis::from_redis_value::<Vec<u8>>(v.clone()).unwrap_or_default(),
