@@ -308,7 +308,7 @@ async fn test(
         "id": event_id,
         "type": input.kind,
         "account": sub.spec.account,
-        "timestamp": crate::outbound::event::rfc3339_ms(now()),
+        "timestamp": crate::clock::rfc3339_ms(now()),
         "data": input.data.unwrap_or_else(|| json!({"test": true, "note": "a sample event sent by hookgate"})),
     });
     let webhook_id = format!("msg_test_{}", uuid::Uuid::now_v7().simple());

@@ -31,6 +31,18 @@ use tokio::task::JoinSet;
 /// A stream entry read: (stream, id, fields).
 type Entry = (String, String, HashMap<String, Value>);
 
+/// An inbound entry stored with dedup, as the lost-race check reads it.
+struct Checked {
+    /// Its place in the batch.
+    index: usize,
+    /// Its dedup key, and the value its request gave that key (`<token>|<binding>`).
+    key: String,
+    mine: Vec<u8>,
+    source: String,
+    /// When it was received (Unix ms), for what is left of its dedup window.
+    received_at: Option<u64>,
+}
+
 /// How long one XREADGROUP blocks; the dedicated connection's response timeout is longer.
 const BLOCK: Duration = Duration::from_secs(2);
 /// Entries per read or reclaim.
@@ -274,11 +286,11 @@ impl Worker {
             Some(v) => redis::from_redis_value::<Vec<u8>>(v.clone()).unwrap_or_default(),
             None => Vec::new(),
         };
-        let checked: Vec<(usize, String, Vec<u8>)> = entries
+        let checked: Vec<Checked> = entries
             .iter()
             .enumerate()
             .filter(|(_, (stream, _, _))| *stream == self.keys.inbound)
-            .filter_map(|(i, (_, _, m))| {
+            .filter_map(|(index, (_, _, m))| {
                 let mine = text(m, fields::DEDUP);
                 if mine.is_empty() {
                     return None;
@@ -287,7 +299,16 @@ impl Worker {
                 let event = String::from_utf8(text(m, fields::EVENT_ID)).ok()?;
                 let binding = std::str::from_utf8(binding_of(&mine)).ok()?;
                 let key = keys::dedup(&self.keys.prefix, &source, &event, binding);
-                Some((i, key, mine))
+                let received_at = std::str::from_utf8(&text(m, fields::RECEIVED_AT))
+                    .ok()
+                    .and_then(|t| t.parse().ok());
+                Some(Checked {
+                    index,
+                    key,
+                    mine,
+                    source,
+                    received_at,
+                })
             })
             .collect();
         if checked.is_empty() {
@@ -295,15 +316,15 @@ impl Worker {
         }
         let mut c = self.conn.clone();
         let mut now: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
-            .arg(checked.iter().map(|(_, k, _)| k).collect::<Vec<_>>())
+            .arg(checked.iter().map(|e| &e.key).collect::<Vec<_>>())
             .query_async(&mut c)
             .await?;
-        self.claim_unset(&checked, &entries, &mut now).await?;
+        self.claim_unset(&checked, &mut now).await?;
         let losers: HashSet<usize> = checked
             .iter()
             .zip(&now)
-            .filter(|((_, _, mine), now)| lost_race(mine, now.as_deref()))
-            .map(|((i, _, _), _)| *i)
+            .filter(|(e, now)| lost_race(&e.mine, now.as_deref()))
+            .map(|(e, _)| e.index)
             .collect();
         if losers.is_empty() {
             return Ok(entries);
@@ -344,8 +365,7 @@ impl Worker {
     /// reclaimed, rather than delivered unchecked.
     async fn claim_unset(
         &self,
-        checked: &[(usize, String, Vec<u8>)],
-        entries: &[Entry],
+        checked: &[Checked],
         now: &mut [Option<Vec<u8>>],
     ) -> Result<(), RedisError> {
         let unset: Vec<usize> = (0..checked.len()).filter(|j| now[*j].is_none()).collect();
@@ -358,27 +378,20 @@ impl Worker {
         pipe.ignore_errors();
         let mut claimed = Vec::with_capacity(unset.len());
         for j in unset {
-            let (i, key, mine) = &checked[j];
-            let text = |f: &str| {
-                entries[*i]
-                    .2
-                    .get(f)
-                    .and_then(|v| redis::from_redis_value::<String>(v.clone()).ok())
-            };
-            let window = text(fields::SOURCE)
-                .and_then(|s| catalog.sources.get(&s).cloned())
+            let entry = &checked[j];
+            let window = catalog
+                .sources
+                .get(&entry.source)
                 .and_then(|s| s.inbound.dedup.as_ref().map(|(_, ttl)| *ttl));
             let Some(window) = window else { continue };
-            let age = text(fields::RECEIVED_AT)
-                .and_then(|t| t.parse::<u64>().ok())
-                .map_or(0, |at| now_ms.saturating_sub(at));
+            let age = entry.received_at.map_or(0, |at| now_ms.saturating_sub(at));
             let ttl = window
                 .saturating_sub(Duration::from_millis(age))
                 .max(MIN_CLAIM);
             claimed.push(j);
             pipe.cmd("SET")
-                .arg(key)
-                .arg(mine)
+                .arg(&entry.key)
+                .arg(&entry.mine)
                 .arg("NX")
                 .arg("GET")
                 .arg("PX")
@@ -392,10 +405,10 @@ impl Worker {
         for (j, before) in claimed.into_iter().zip(before) {
             match before {
                 // Not set before: this entry's token is in it now.
-                Ok(None) => now[j] = Some(checked[j].2.clone()),
+                Ok(None) => now[j] = Some(checked[j].mine.clone()),
                 Ok(Some(other)) => now[j] = Some(other),
                 Err(e) if e.code() == Some("WRONGTYPE") => {
-                    tracing::warn!(error = %e, key = %checked[j].1, "the dedup key holds another type; the entry is delivered unchecked");
+                    tracing::warn!(error = %e, key = %checked[j].key, "the dedup key holds another type; the entry is delivered unchecked");
                 }
                 Err(e) => return Err(e),
             }

@@ -568,7 +568,7 @@ impl Dispatcher {
         }
         let reason = format!(
             "failing since {} without a success",
-            super::event::rfc3339_ms(failing_since)
+            crate::clock::rfc3339_ms(failing_since)
         );
         match self.registry.disable(&sub.spec.id, &reason, now).await {
             Ok(true) => self.announce(sub, &reason).await,

@@ -63,7 +63,7 @@ pub struct Event {
     pub doc: Value,
 }
 
-pub use crate::clock::rfc3339_ms;
+use crate::clock::rfc3339_ms;
 
 impl Event {
     /// Parse a stream entry; `Err` says why it is not an event (it is then skipped).

@@ -38,7 +38,7 @@ impl Attempt {
 
     pub fn to_json(&self) -> Value {
         json!({
-            "at": super::event::rfc3339_ms(self.at_ms),
+            "at": crate::clock::rfc3339_ms(self.at_ms),
             "status": self.status,
             "latency_ms": self.latency_ms,
             "response": self.response,
