@@ -57,8 +57,9 @@ pub async fn run(
     let _ = crate::telemetry::metrics();
     let redis = Redis::from_config(&cfg).context("redis")?;
     let families = Families::from_config(&cfg);
-    let store =
-        Store::connect(&redis, families.clone(), cfg.redis.response_timeout).context("redis")?;
+    let store = Store::connect(&redis, families.clone(), cfg.redis.response_timeout)
+        .context("redis")?
+        .with_format(cfg.inbound_format);
     let sources = Arc::new(SourceRegistry::default());
     let live = LiveCatalog::start(&cfg.mappings_dir, sources.clone()).map_err(|problems| {
         let text: Vec<String> = problems.iter().map(|p| p.render()).collect();

@@ -25,6 +25,20 @@ pub enum Role {
     All,
 }
 
+/// The shape of the inbound stream entries this process writes (`inbound_format`). Every version since
+/// `meta` reads both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InboundFormat {
+    /// `source`, `meta` (the rest of the receipt as one JSON object), `body`: a fifth less Redis work per
+    /// event.
+    #[default]
+    Meta,
+    /// A field per receipt member, as versions before 2026-12-06 wrote and read: for a rolling upgrade
+    /// while workers of such a version still run (they cannot read `meta`).
+    Fields,
+}
+
 /// Log output format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -332,6 +346,9 @@ pub struct Config {
     pub mappings_poll: Duration,
     /// CIDRs of proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The shape of the inbound entries written: `meta`, or `fields` during a rolling upgrade from a
+    /// version before 2026-12-06 (README, "What is stored").
+    pub inbound_format: InboundFormat,
     pub upstream: Upstream,
     pub deliver: Deliver,
     pub egress: Egress,
@@ -376,6 +393,7 @@ impl Default for Config {
             mappings_dir: PathBuf::from("mappings"),
             mappings_poll: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
+            inbound_format: InboundFormat::default(),
             upstream: Upstream::default(),
             deliver: Deliver::default(),
             egress: Egress::default(),
@@ -1432,7 +1450,7 @@ mod tests {
             [
                 "hg.yaml:3:3: unknown key `limits.max_bodyy`; did you mean `max_body`?",
                 "hg.yaml:5:13: unknown key `upstream.urll`; did you mean `url`?",
-                "hg.yaml:7:1: unknown key `zzz`; expected one of: listen, admin_listen, redis_url, key_prefix, mappings_dir, mappings_poll, trusted_proxies, upstream, deliver, egress, outbound, subscriptions_file, limits, redis, log, shutdown_delay, shutdown_grace, admin_allow_ips, metrics_sample_interval",
+                "hg.yaml:7:1: unknown key `zzz`; expected one of: listen, admin_listen, redis_url, key_prefix, mappings_dir, mappings_poll, trusted_proxies, inbound_format, upstream, deliver, egress, outbound, subscriptions_file, limits, redis, log, shutdown_delay, shutdown_grace, admin_allow_ips, metrics_sample_interval",
             ],
         );
         // A wrong type stops the parser; the unknown keys are still all named after it.

@@ -19,6 +19,7 @@
 
 use crate::redis_conn::{dropped, Conn, Redis};
 use redis::{RedisError, RedisResult, Script};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -111,8 +112,14 @@ pub mod keys {
 /// The consumer group of the mapper workers, on `inbound` and `retry_due`.
 pub const MAPPERS_GROUP: &str = "mappers";
 
-/// Field names of an inbound stream entry: what the mapper workers and auditors read.
+/// Field names of an inbound stream entry: what the mapper workers and auditors read. An entry is
+/// [`SOURCE`](fields::SOURCE), [`META`](fields::META) (the rest of the receipt as one JSON object, see
+/// [`Receipt`]) and [`BODY`](fields::BODY). The receipt's members are named as the separate fields of
+/// entries stored before 2026-12-06 were, and those entries are still read.
 pub mod fields {
+    /// The receipt but its source: a JSON object of received_at (Unix ms), content_type, client_ip,
+    /// request_id, event_id (with dedup), dedup (this request's dedup value) and headers (an object).
+    pub const META: &str = "meta";
     pub const SOURCE: &str = "source";
     pub const RECEIVED_AT: &str = "received_at";
     pub const CONTENT_TYPE: &str = "content_type";
@@ -219,21 +226,197 @@ pub fn binding_of(value: &[u8]) -> &[u8] {
         .map_or(&[][..], |i| &value[i + 1..])
 }
 
-/// An inbound record's stream fields, in their documented order.
-fn record_fields<'a>(
-    rec: &'a InboundRecord<'_>,
-    received_at: &'a str,
-) -> [(&'static str, &'a [u8]); 8] {
-    [
-        (fields::SOURCE, rec.source.as_bytes()),
-        (fields::RECEIVED_AT, received_at.as_bytes()),
-        (fields::CONTENT_TYPE, rec.content_type.as_bytes()),
-        (fields::CLIENT_IP, rec.client_ip.as_bytes()),
-        (fields::REQUEST_ID, rec.request_id.as_bytes()),
-        (fields::EVENT_ID, rec.event_id.unwrap_or("").as_bytes()),
-        (fields::HEADERS, rec.headers_json.as_bytes()),
-        (fields::BODY, rec.body),
-    ]
+/// What an inbound event was received with: everything stored beside its body. The source is a field of
+/// its own, the rest is [`fields::META`] or, in an entry stored before `meta` existed, separate fields of
+/// the same names.
+///
+/// Why one field: Redis parses, copies and stores every field of an XADD, and seven small fields were a
+/// fifth of its work per stored event (bench/README.md); Redis is the one part all replicas share. Why the
+/// source stays apart: a worker of an older version reads an entry without a `source` as no event and
+/// acknowledges it, while one with a `source` but no content type is dead-lettered, and replayed once
+/// every worker reads `meta` (README, "What is stored").
+#[derive(Debug, Default, Clone, PartialEq, serde::Deserialize)]
+#[serde(default)]
+pub struct Receipt {
+    pub source: String,
+    /// Unix ms.
+    pub received_at: Option<u64>,
+    pub content_type: String,
+    pub client_ip: String,
+    pub request_id: String,
+    /// The sender's event id; empty without dedup.
+    pub event_id: String,
+    /// The dedup key's value this entry's request set, `<token>|<binding>`; empty without.
+    pub dedup: String,
+    /// The kept request headers, a JSON object as text.
+    #[serde(deserialize_with = "raw_text")]
+    pub headers: String,
+}
+
+/// A JSON value's own text (the headers object), kept as it was written.
+fn raw_text<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let raw: Box<serde_json::value::RawValue> = serde::Deserialize::deserialize(d)?;
+    Ok(raw.get().to_owned())
+}
+
+impl Receipt {
+    /// The receipt of a stream entry: its `source` and its `meta`, else its separate fields. An
+    /// unreadable `meta` is an error; a missing member is empty.
+    pub fn of_entry(fields: &HashMap<String, redis::Value>) -> Result<Self, String> {
+        let bytes = |k: &str| match fields.get(k) {
+            Some(v) => redis::from_redis_value::<Vec<u8>>(v.clone()).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let text = |k: &str| String::from_utf8_lossy(&bytes(k)).into_owned();
+        if fields.contains_key(fields::META) {
+            let mut r: Receipt = serde_json::from_slice(&bytes(fields::META))
+                .map_err(|e| format!("its `meta` is not a receipt: {e}"))?;
+            r.source = text(fields::SOURCE);
+            return Ok(r);
+        }
+        Ok(Receipt {
+            source: text(fields::SOURCE),
+            received_at: text(fields::RECEIVED_AT).parse().ok(),
+            content_type: text(fields::CONTENT_TYPE),
+            client_ip: text(fields::CLIENT_IP),
+            request_id: text(fields::REQUEST_ID),
+            event_id: text(fields::EVENT_ID),
+            dedup: text(fields::DEDUP),
+            headers: text(fields::HEADERS),
+        })
+    }
+
+    /// The `meta` JSON of this receipt (all of it but the source). `headers` must be a JSON object's
+    /// text; anything else is stored as `{}`.
+    pub fn to_meta(&self) -> Vec<u8> {
+        let headers = match serde_json::from_str::<&serde_json::value::RawValue>(&self.headers) {
+            Ok(raw) if raw.get().starts_with('{') => raw.get(),
+            _ => "{}",
+        };
+        write_meta(&MetaParts {
+            received_at: self.received_at,
+            content_type: &self.content_type,
+            client_ip: &self.client_ip,
+            request_id: &self.request_id,
+            event_id: Some(self.event_id.as_str()).filter(|e| !e.is_empty()),
+            dedup: Some(self.dedup.as_str()).filter(|d| !d.is_empty()),
+            headers_json: headers,
+        })
+    }
+}
+
+/// The members of a `meta` to write. `headers_json` is written as it is: a JSON object's text.
+struct MetaParts<'a> {
+    received_at: Option<u64>,
+    content_type: &'a str,
+    client_ip: &'a str,
+    request_id: &'a str,
+    event_id: Option<&'a str>,
+    dedup: Option<&'a str>,
+    headers_json: &'a str,
+}
+
+/// Write a `meta` by hand rather than through a serialised struct: the headers are already JSON, and
+/// this runs for every webhook.
+fn write_meta(m: &MetaParts<'_>) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(m.headers_json.len() + m.request_id.len() + 200);
+    meta_member(&mut out, fields::RECEIVED_AT);
+    // Writing to a Vec cannot fail.
+    let _ = match m.received_at {
+        Some(ms) => write!(out, "{ms}"),
+        None => out.write_all(b"null"),
+    };
+    meta_text(&mut out, fields::CONTENT_TYPE, m.content_type);
+    meta_text(&mut out, fields::CLIENT_IP, m.client_ip);
+    meta_text(&mut out, fields::REQUEST_ID, m.request_id);
+    if let Some(id) = m.event_id {
+        meta_text(&mut out, fields::EVENT_ID, id);
+    }
+    if let Some(d) = m.dedup {
+        meta_text(&mut out, fields::DEDUP, d);
+    }
+    meta_member(&mut out, fields::HEADERS);
+    out.extend_from_slice(m.headers_json.as_bytes());
+    out.push(b'}');
+    out
+}
+
+/// `{"name":` or `,"name":`. Member names are our own constants: nothing to escape.
+fn meta_member(out: &mut Vec<u8>, name: &str) {
+    out.push(if out.is_empty() { b'{' } else { b',' });
+    out.push(b'"');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+}
+
+fn meta_text(out: &mut Vec<u8>, name: &str, value: &str) {
+    meta_member(out, name);
+    // Writing a &str to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
+}
+
+/// An inbound record's fields as written, in either [`crate::config::InboundFormat`]: what the XADD (or
+/// the cluster's script) sends after the stream id.
+enum Shape {
+    /// The `meta` JSON.
+    Meta(Vec<u8>),
+    /// The receipt time as text, for the field per member.
+    Fields(String),
+}
+
+impl Shape {
+    fn of(
+        rec: &InboundRecord<'_>,
+        format: crate::config::InboundFormat,
+        dedup: Option<&str>,
+    ) -> Self {
+        match format {
+            crate::config::InboundFormat::Meta => Shape::Meta(record_meta(rec, dedup)),
+            crate::config::InboundFormat::Fields => Shape::Fields(rec.received_at_ms.to_string()),
+        }
+    }
+
+    /// Field/value pairs, the body last but for a `fields` entry's dedup value.
+    fn pairs<'a>(
+        &'a self,
+        rec: &'a InboundRecord<'_>,
+        dedup: Option<&'a str>,
+    ) -> Vec<(&'static str, &'a [u8])> {
+        let mut out = Vec::with_capacity(9);
+        out.push((fields::SOURCE, rec.source.as_bytes()));
+        match self {
+            Shape::Meta(meta) => out.push((fields::META, meta.as_slice())),
+            Shape::Fields(received_at) => {
+                out.extend([
+                    (fields::RECEIVED_AT, received_at.as_bytes()),
+                    (fields::CONTENT_TYPE, rec.content_type.as_bytes()),
+                    (fields::CLIENT_IP, rec.client_ip.as_bytes()),
+                    (fields::REQUEST_ID, rec.request_id.as_bytes()),
+                    (fields::EVENT_ID, rec.event_id.unwrap_or("").as_bytes()),
+                    (fields::HEADERS, rec.headers_json.as_bytes()),
+                ]);
+            }
+        }
+        out.push((fields::BODY, rec.body));
+        if let (Shape::Fields(_), Some(d)) = (self, dedup) {
+            out.push((fields::DEDUP, d.as_bytes()));
+        }
+        out
+    }
+}
+
+/// An inbound record's `meta`, with the dedup value its request sets (`None` without dedup).
+fn record_meta(rec: &InboundRecord<'_>, dedup: Option<&str>) -> Vec<u8> {
+    write_meta(&MetaParts {
+        received_at: Some(rec.received_at_ms),
+        content_type: rec.content_type,
+        client_ip: &rec.client_ip,
+        request_id: rec.request_id,
+        event_id: rec.event_id,
+        dedup,
+        headers_json: &rec.headers_json,
+    })
 }
 
 /// The dedup key's value for one store attempt: a token unique to it (128 random bits, hex), `|`, and the
@@ -271,6 +454,7 @@ pub struct Store {
     /// the multiplexer, where the response timeout runs on our backlog instead of on Redis.
     inflight: Arc<Semaphore>,
     wait: Duration,
+    format: crate::config::InboundFormat,
 }
 
 /// What a consumer loop must redo after a failed read.
@@ -502,7 +686,14 @@ impl Store {
             families,
             inflight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             wait,
+            format: crate::config::InboundFormat::default(),
         })
+    }
+
+    /// Write inbound entries in `format` (`inbound_format`).
+    pub fn with_format(mut self, format: crate::config::InboundFormat) -> Self {
+        self.format = format;
+        self
     }
 
     /// A turn on the connection, waiting at most `wait`.
@@ -635,23 +826,22 @@ impl Store {
         rec: &InboundRecord<'_>,
         dedup_ttl: Duration,
     ) -> Result<Stored, RedisError> {
-        let received_at = rec.received_at_ms.to_string();
-        let pairs = record_fields(rec, &received_at);
         let stream = &self.inbound_stream;
         let binding = rec.dedup_binding.as_deref().unwrap_or("");
         if let (Some(sender_id), true) = (rec.event_id, self.conn.is_cluster()) {
+            let shape = Shape::of(rec, self.format, None);
             return self
-                .store_scripted(rec, sender_id, binding, &pairs, dedup_ttl)
+                .store_scripted(rec, sender_id, binding, &shape.pairs(rec, None), dedup_ttl)
                 .await;
         }
         let mut c = self.conn.clone();
         let mine = rec.event_id.map(|_| store_value(binding));
+        let shape = Shape::of(rec, self.format, mine.as_deref());
+        let pairs = shape.pairs(rec, mine.as_deref());
         // Sized up front: the body is copied into the command once, with no regrowth.
-        let data: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
-            + stream.len()
-            + mine.as_ref().map_or(0, |m| fields::DEDUP.len() + m.len())
-            + 8;
-        let mut xadd = redis::Cmd::with_capacity(2 * pairs.len() + 5, data);
+        let data: usize =
+            pairs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + stream.len() + 8;
+        let mut xadd = redis::Cmd::with_capacity(2 * pairs.len() + 3, data);
         xadd.arg("XADD").arg(stream).arg("*");
         for (k, v) in pairs {
             xadd.arg(k).arg(v);
@@ -659,7 +849,6 @@ impl Store {
         let (Some(sender_id), Some(mine)) = (rec.event_id, mine) else {
             return Ok(Stored::New(xadd.query_async(&mut c).await?));
         };
-        xadd.arg(fields::DEDUP).arg(&mine);
         let key = keys::dedup(&self.families.inbound, rec.source, sender_id, binding);
         let mut set = redis::Cmd::with_capacity(7, key.len() + mine.len() + 40);
         set.arg("SET")

@@ -1032,3 +1032,55 @@ async fn a_replay_after_an_edit_sends_new_actions_and_skips_delivered_ones() {
         "no key sent twice"
     );
 }
+
+/// Both entry shapes are stored and delivered alike: `meta` (the default) and the field per member that
+/// `inbound_format: fields` writes for workers of a version before `meta` during a rolling upgrade. The
+/// form's charset, kept in the receipt, decides how the worker reads the body.
+#[tokio::test(flavor = "multi_thread")]
+async fn both_entry_formats_are_delivered_with_their_receipt() {
+    let shapes = [
+        ("meta", "body,meta,source"),
+        (
+            "fields",
+            "body,client_ip,content_type,event_id,headers,received_at,request_id,source",
+        ),
+    ];
+    for (format, names) in shapes {
+        let redis = Redis::start();
+        let up = RecordingUpstream::start().await;
+        let secrets = tempfile::tempdir().unwrap();
+        let token = secret_file(secrets.path(), "ac", "ac-token-1");
+        let mapping = std::fs::read_to_string(repo_root().join("mappings/activecampaign.yaml"))
+            .unwrap()
+            .replace("${env:ACTIVECAMPAIGN_WEBHOOK_TOKEN}", &token);
+        let cfg = format!(
+            "inbound_format: {format}\nupstream: {{ url: \"{}\" }}\n{FAST}",
+            up.url()
+        );
+        let gw = Gateway::start(&redis, &[("activecampaign.yaml", &mapping)], &cfg).await;
+        let r = client()
+            .post(format!("{}?token=ac-token-1", gw.url("activecampaign")))
+            .header(
+                "content-type",
+                "application/x-www-form-urlencoded; charset=ISO-8859-1",
+            )
+            .body("type=subscribe&contact[email]=rene%40example.com&contact[first_name]=Ren%E9e")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202, "{format}");
+        assert!(up.wait_delivered(1, 10).await, "{format}: delivered");
+        let reqs = up.requests();
+        assert_eq!(reqs[0].body["attributes"]["FIRSTNAME"], "Renée", "{format}");
+        let mut c = redis.conn();
+        let raw: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+            .arg("hookgate:inbound")
+            .arg("-")
+            .arg("+")
+            .query(&mut c)
+            .unwrap();
+        let mut stored: Vec<&str> = raw.ids[0].map.keys().map(String::as_str).collect();
+        stored.sort_unstable();
+        assert_eq!(stored.join(","), names, "{format}");
+    }
+}

@@ -481,6 +481,45 @@ async fn stored_entry_keeps_raw_body_and_drops_credentials() {
         "the request id is ours, not the sender's"
     );
     assert!(!f["request_id"].is_empty());
+    // The stored format: the source, the rest of the receipt as one JSON object, and the body.
+    let mut c = redis.conn();
+    let raw: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg("hookgate:inbound")
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .unwrap();
+    let mut names: Vec<&str> = raw.ids[0].map.keys().map(String::as_str).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["body", "meta", "source"]);
+    let meta: Value = serde_json::from_slice(&f["meta"]).unwrap();
+    let mut members: Vec<&str> = meta
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    members.sort_unstable();
+    assert_eq!(
+        members,
+        [
+            "client_ip",
+            "content_type",
+            "dedup",
+            "event_id",
+            "headers",
+            "received_at",
+            "request_id"
+        ]
+    );
+    let received = meta["received_at"].as_u64().expect("Unix ms, a number");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(received <= now && now - received < 60_000, "{received}");
+    assert!(meta["headers"].is_object());
+    assert_eq!(meta["content_type"], "application/json");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -112,13 +112,15 @@ async fn a_master_failover_keeps_receiving_and_loses_no_acknowledged_event() {
                 .collect()
         })
         .collect();
-    let stored: std::collections::HashSet<&str> = entries
+    // The sender's id is in each entry's receipt (`meta`).
+    let stored: std::collections::HashSet<String> = entries
         .iter()
-        .filter_map(|e| e.get("event_id").map(String::as_str))
+        .filter_map(|e| serde_json::from_str::<serde_json::Value>(e.get("meta")?).ok())
+        .filter_map(|m| Some(m["event_id"].as_str()?.to_owned()))
         .collect();
     let lost: Vec<&str> = answers
         .iter()
-        .filter(|a| a.1 == 202 && !stored.contains(a.0.as_str()))
+        .filter(|a| a.1 == 202 && !stored.contains(&a.0))
         .map(|a| a.0.as_str())
         .collect();
     if !lost.is_empty() {

@@ -1,6 +1,6 @@
 """Redis instructions per stored event (callgrind), for each way of storing an inbound event: see bench/README.md.
 
-Usage: python3 bench/cg/redis_store.py <cur|lean|batchN|multi|pipe|xadd|ceil> <events> <free port>
+Usage: python3 bench/cg/redis_store.py <cur|lean|batchN|multi|pipe|meta|xadd|ceil> <events> <free port>
 """
 import glob, os, re, shutil, socket, subprocess, sys, tempfile, time
 def enc(*args):
@@ -81,6 +81,10 @@ def gen(variant, n, sha):
             out += [enc("MULTI"), enc("SET", dk, "tok%d|" % ctr[0], "NX", "GET", "PX", "259200000"), enc("XADD", "hg:inbound", "*", *fields(v)), enc("EXEC")]
         elif variant == "pipe":
             out += [enc("SET", dk, "tok%d|" % ctr[0], "NX", "GET", "PX", "259200000"), enc("XADD", "hg:inbound", "*", *fields(v))]
+        elif variant == "meta":
+            # The store since 2026-12-06 (later): source, the rest of the receipt as one JSON `meta`, body.
+            meta = ('{"received_at":%s,"content_type":"application/json","client_ip":"127.0.0.1","request_id":"%s","event_id":"%s","dedup":"tok%d|","headers":' % (v[1], v[4], v[5], ctr[0])).encode() + headers + b"}"
+            out += [enc("XADD", "hg:inbound", "*", "source", "stripe", "meta", meta, "body", v[7]), enc("SET", dk, "tok%d|" % ctr[0], "NX", "GET", "PX", "259200000")]
         elif variant == "xadd":
             out.append(enc("XADD", "hg:inbound", "*", *fields(v)))
         elif variant == "ceil":

@@ -128,7 +128,7 @@ pub async fn bury(
 const REPLAY_SCRIPT: &str = r#"
 local e = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #e == 0 then return false end
-local keep = {source=1, received_at=1, content_type=1, client_ip=1, request_id=1, event_id=1,
+local keep = {meta=1, source=1, received_at=1, content_type=1, client_ip=1, request_id=1, event_id=1,
   headers=1, body=1, origin_id=1, done=1}
 local f, out, replays = e[1][2], {}, 0
 for i = 1, #f, 2 do

@@ -1,8 +1,9 @@
-//! One inbound event with its delivery progress. The same flat field layout is used for entries of
-//! `<prefix>:inbound`, parked retries, the retry-due stream and dead letters, so one parser reads them all
-//! and a dead letter replays by copying fields (see `dead.rs`).
+//! One inbound event with its delivery progress. The same field layout (`source`, the rest of the receipt
+//! in `meta`, the body, then the progress) is used for entries of `<prefix>:inbound`, parked retries, the retry-due stream and
+//! dead letters, so one parser reads them all and a dead letter replays by copying fields (see `dead.rs`).
 
-use crate::stream::fields as f;
+use crate::config::InboundFormat;
+use crate::stream::{fields as f, Receipt};
 use redis::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -33,26 +34,37 @@ pub struct Envelope {
     pub deferrals: u32,
     pub first_failed_at: Option<u64>,
     pub last_error: String,
+    /// The shape the entry was read in, and is written back in (a parked retry, a dead letter): an entry
+    /// stored for workers of a version before `meta` stays readable by them through its retries.
+    pub format: InboundFormat,
 }
 
 impl Envelope {
-    /// Read an entry's fields; `entry_id` is the origin unless the entry names one. Only `source` is required.
+    /// Read an entry's fields (its receipt in `meta`, or the separate fields of older entries);
+    /// `entry_id` is the origin unless the entry names one. Only `source` is required.
     pub fn from_fields(entry_id: &str, map: HashMap<String, Value>) -> Result<Self, String> {
+        let r = Receipt::of_entry(&map).map_err(|e| format!("entry {entry_id}: {e}"))?;
+        let format = if map.contains_key(f::META) {
+            InboundFormat::Meta
+        } else {
+            InboundFormat::Fields
+        };
         let mut e = Envelope {
+            format,
             origin_id: entry_id.to_string(),
+            source: r.source,
+            received_at: r.received_at.map(|ms| ms.to_string()).unwrap_or_default(),
+            content_type: r.content_type,
+            client_ip: r.client_ip,
+            request_id: r.request_id,
+            event_id: r.event_id,
+            headers: r.headers,
             ..Default::default()
         };
         for (k, v) in map {
             let bytes: Vec<u8> = redis::from_redis_value(v).unwrap_or_default();
             let text = || String::from_utf8_lossy(&bytes).into_owned();
             match k.as_str() {
-                f::SOURCE => e.source = text(),
-                f::RECEIVED_AT => e.received_at = text(),
-                f::CONTENT_TYPE => e.content_type = text(),
-                f::CLIENT_IP => e.client_ip = text(),
-                f::REQUEST_ID => e.request_id = text(),
-                f::EVENT_ID => e.event_id = text(),
-                f::HEADERS => e.headers = text(),
                 f::ORIGIN_ID if !bytes.is_empty() => e.origin_id = text(),
                 f::REPLAYS => e.replays = text().parse().unwrap_or(0),
                 f::DONE => e.done = serde_json::from_slice(&bytes).unwrap_or_default(),
@@ -65,21 +77,39 @@ impl Envelope {
             }
         }
         if e.source.is_empty() {
-            return Err(format!("entry {entry_id} has no `source` field"));
+            return Err(format!("entry {entry_id} names no `source`"));
         }
         Ok(e)
     }
 
     /// Every field, progress included: what a parked retry or a dead letter stores.
     pub fn fields(&self) -> Vec<(&'static str, Vec<u8>)> {
-        let mut out: Vec<(&'static str, Vec<u8>)> = vec![
-            (f::SOURCE, self.source.clone().into_bytes()),
-            (f::RECEIVED_AT, self.received_at.clone().into_bytes()),
-            (f::CONTENT_TYPE, self.content_type.clone().into_bytes()),
-            (f::CLIENT_IP, self.client_ip.clone().into_bytes()),
-            (f::REQUEST_ID, self.request_id.clone().into_bytes()),
-            (f::EVENT_ID, self.event_id.clone().into_bytes()),
-            (f::HEADERS, self.headers.clone().into_bytes()),
+        let mut out: Vec<(&'static str, Vec<u8>)> =
+            vec![(f::SOURCE, self.source.clone().into_bytes())];
+        match self.format {
+            InboundFormat::Meta => {
+                let receipt = Receipt {
+                    source: self.source.clone(),
+                    received_at: self.received_at.parse().ok(),
+                    content_type: self.content_type.clone(),
+                    client_ip: self.client_ip.clone(),
+                    request_id: self.request_id.clone(),
+                    event_id: self.event_id.clone(),
+                    dedup: String::new(),
+                    headers: self.headers.clone(),
+                };
+                out.push((f::META, receipt.to_meta()));
+            }
+            InboundFormat::Fields => out.extend([
+                (f::RECEIVED_AT, self.received_at.clone().into_bytes()),
+                (f::CONTENT_TYPE, self.content_type.clone().into_bytes()),
+                (f::CLIENT_IP, self.client_ip.clone().into_bytes()),
+                (f::REQUEST_ID, self.request_id.clone().into_bytes()),
+                (f::EVENT_ID, self.event_id.clone().into_bytes()),
+                (f::HEADERS, self.headers.clone().into_bytes()),
+            ]),
+        }
+        out.extend([
             (f::BODY, self.body.clone()),
             (f::ORIGIN_ID, self.origin_id.clone().into_bytes()),
             (f::REPLAYS, self.replays.to_string().into_bytes()),
@@ -90,7 +120,7 @@ impl Envelope {
             (f::ATTEMPTS, self.attempts.to_string().into_bytes()),
             (f::DEFERRALS, self.deferrals.to_string().into_bytes()),
             (f::LAST_ERROR, self.last_error.clone().into_bytes()),
-        ];
+        ]);
         if let Some(t) = self.first_failed_at {
             out.push((f::FIRST_FAILED_AT, t.to_string().into_bytes()));
         }
@@ -166,6 +196,12 @@ mod tests {
         let e = Envelope {
             origin_id: "1-0".into(),
             source: "s".into(),
+            received_at: "1700000000123".into(),
+            content_type: "application/x-www-form-urlencoded; charset=\"utf-8\"".into(),
+            client_ip: "::1".into(),
+            request_id: "r-1".into(),
+            event_id: "evt_\u{e9}\n".into(),
+            headers: r#"{"x-a":"b \" c","x-n":"1"}"#.into(),
             body: vec![0, 159, 255],
             done: vec![
                 Done::Position("r".into(), 2),
@@ -183,6 +219,105 @@ mod tests {
         );
         let back = Envelope::from_fields("9-9", map).unwrap();
         assert_eq!(back, e, "the stored origin wins over the entry id");
+    }
+
+    /// Entries stored before the receipt was one field are read as they were.
+    #[test]
+    fn an_entry_of_separate_fields_reads_as_its_receipt_would() {
+        let legacy = entry(&[
+            ("source", b"s"),
+            ("received_at", b"1700000000123"),
+            ("content_type", b"application/json"),
+            ("client_ip", b"10.0.0.1"),
+            ("request_id", b"r-1"),
+            ("event_id", b"evt_1"),
+            ("dedup", b"tok|"),
+            ("headers", br#"{"x-a":"b"}"#),
+            ("body", b"{}"),
+            ("attempts", b"2"),
+        ]);
+        let meta = br#"{"received_at":1700000000123,"content_type":"application/json","client_ip":"10.0.0.1","request_id":"r-1","event_id":"evt_1","dedup":"tok|","headers":{"x-a":"b"}}"#;
+        let packed = entry(&[
+            ("source", b"s"),
+            ("meta", meta),
+            ("body", b"{}"),
+            ("attempts", b"2"),
+        ]);
+        let (a, b) = (
+            Envelope::from_fields("1-0", legacy.clone()).unwrap(),
+            Envelope::from_fields("1-0", packed.clone()).unwrap(),
+        );
+        assert_eq!(
+            (a.format, b.format),
+            (InboundFormat::Fields, InboundFormat::Meta)
+        );
+        assert_eq!(
+            a,
+            Envelope {
+                format: InboundFormat::Fields,
+                ..b.clone()
+            }
+        );
+        assert_eq!((a.attempts, a.headers.as_str()), (2, r#"{"x-a":"b"}"#));
+        // Each is written back in the shape it was read in: workers of a version before `meta` still
+        // read a retry of an entry stored for them.
+        let names = |e: &Envelope| {
+            let mut n: Vec<&str> = e.fields().iter().map(|(k, _)| *k).collect();
+            n.sort_unstable();
+            n.join(",")
+        };
+        assert_eq!(
+            names(&b),
+            "attempts,body,deferrals,done,last_error,meta,origin_id,replays,source"
+        );
+        assert_eq!(
+            names(&a),
+            "attempts,body,client_ip,content_type,deferrals,done,event_id,headers,last_error,origin_id,received_at,replays,request_id,source"
+        );
+        let a = b.clone();
+        let (ra, rb) = (
+            Receipt::of_entry(&legacy).unwrap(),
+            Receipt::of_entry(&packed).unwrap(),
+        );
+        assert_eq!(ra, rb);
+        assert_eq!(ra.dedup, "tok|");
+        // What a retry or dead letter writes back is the same receipt, without the dedup value (the
+        // race is settled by then).
+        let written = entry(
+            &a.fields()
+                .iter()
+                .map(|(k, v)| (*k, v.as_slice()))
+                .collect::<Vec<_>>(),
+        );
+        assert!(
+            written.contains_key("meta") && !written.contains_key("received_at"),
+            "one `meta`, no separate fields"
+        );
+        let back = Receipt::of_entry(&written).unwrap();
+        assert_eq!(
+            back,
+            Receipt {
+                dedup: String::new(),
+                ..ra
+            }
+        );
+    }
+
+    #[test]
+    fn an_unreadable_receipt_is_an_error_that_names_the_entry() {
+        let e = Envelope::from_fields(
+            "7-0",
+            entry(&[
+                ("source", b"s"),
+                ("meta", b"{\"received_at\":"),
+                ("body", b"{}"),
+            ]),
+        );
+        let err = e.unwrap_err();
+        assert!(
+            err.starts_with("entry 7-0: its `meta` is not a receipt"),
+            "{err}"
+        );
     }
 
     #[test]

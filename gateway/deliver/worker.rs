@@ -18,7 +18,7 @@ use crate::config::{Config, Deliver};
 use crate::mapping::{Event, Headers, MappedAction};
 use crate::payload::{self, BodyKind};
 use crate::redis_conn::{Conn, Redis};
-use crate::stream::{binding_of, ensure_group, fields, keys, lost_race, MAPPERS_GROUP};
+use crate::stream::{binding_of, ensure_group, keys, lost_race, Receipt, MAPPERS_GROUP};
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 use redis::{RedisError, RedisResult, Value};
 use std::collections::{HashMap, HashSet};
@@ -282,32 +282,25 @@ impl Worker {
     /// that SET would have, for what is left of the source's window (`claim_unset`); it wins unless
     /// another token got there first. A key that has expired is claimed again the same way.
     async fn without_lost_races(&self, entries: Vec<Entry>) -> Result<Vec<Entry>, RedisError> {
-        let text = |m: &HashMap<String, Value>, f: &str| match m.get(f) {
-            Some(v) => redis::from_redis_value::<Vec<u8>>(v.clone()).unwrap_or_default(),
-            None => Vec::new(),
-        };
         let checked: Vec<Checked> = entries
             .iter()
             .enumerate()
             .filter(|(_, (stream, _, _))| *stream == self.keys.inbound)
             .filter_map(|(index, (_, _, m))| {
-                let mine = text(m, fields::DEDUP);
-                if mine.is_empty() {
+                // An unreadable receipt is left to the delivery, which dead-letters it with the reason.
+                let r = Receipt::of_entry(m).ok()?;
+                if r.dedup.is_empty() {
                     return None;
                 }
-                let source = String::from_utf8(text(m, fields::SOURCE)).ok()?;
-                let event = String::from_utf8(text(m, fields::EVENT_ID)).ok()?;
+                let mine = r.dedup.into_bytes();
                 let binding = std::str::from_utf8(binding_of(&mine)).ok()?;
-                let key = keys::dedup(&self.keys.prefix, &source, &event, binding);
-                let received_at = std::str::from_utf8(&text(m, fields::RECEIVED_AT))
-                    .ok()
-                    .and_then(|t| t.parse().ok());
+                let key = keys::dedup(&self.keys.prefix, &r.source, &r.event_id, binding);
                 Some(Checked {
                     index,
                     key,
                     mine,
-                    source,
-                    received_at,
+                    source: r.source,
+                    received_at: r.received_at,
                 })
             })
             .collect();

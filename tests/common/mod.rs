@@ -336,7 +336,9 @@ pub fn client() -> reqwest::Client {
         .expect("http client")
 }
 
-/// Every entry of the inbound stream as (id, fields).
+/// Every entry of the inbound stream as (id, fields), with the members of its receipt (`meta`, a JSON
+/// object) beside it as fields of their own, as text: the headers object as its JSON, a number as its
+/// digits. Parsed here with serde_json, not with the gateway's reader.
 pub fn inbound_entries(
     redis: &Redis,
     prefix: &str,
@@ -352,11 +354,22 @@ pub fn inbound_entries(
         .ids
         .into_iter()
         .map(|e| {
-            let fields = e
+            let mut fields: std::collections::HashMap<String, Vec<u8>> = e
                 .map
                 .into_iter()
                 .map(|(k, v)| (k, redis::from_redis_value::<Vec<u8>>(v).unwrap_or_default()))
                 .collect();
+            if let Some(meta) = fields.get("meta") {
+                let meta: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_slice(meta).expect("meta is a JSON object");
+                for (k, v) in meta {
+                    let text = match v {
+                        serde_json::Value::String(s) => s.into_bytes(),
+                        other => other.to_string().into_bytes(),
+                    };
+                    fields.insert(k, text);
+                }
+            }
             (e.id, fields)
         })
         .collect()
