@@ -820,10 +820,7 @@ async fn a_latin1_form_reaches_the_upstream_as_utf8() {
     let redis = Redis::start();
     let up = RecordingUpstream::start().await;
     let secrets = tempfile::tempdir().unwrap();
-    let token = secret_file(secrets.path(), "ac", "ac-token-1");
-    let mapping = std::fs::read_to_string(repo_root().join("mappings/activecampaign.yaml"))
-        .unwrap()
-        .replace("${env:ACTIVECAMPAIGN_WEBHOOK_TOKEN}", &token);
+    let mapping = activecampaign_mapping(secrets.path(), "ac-token-1");
     let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
     let gw = Gateway::start(&redis, &[("activecampaign.yaml", &mapping)], &cfg).await;
     // 0xE9 is é and 0xF6 is ö in ISO-8859-1; as UTF-8 these bytes are malformed.
@@ -1049,10 +1046,7 @@ async fn both_entry_formats_are_delivered_with_their_receipt() {
         let redis = Redis::start();
         let up = RecordingUpstream::start().await;
         let secrets = tempfile::tempdir().unwrap();
-        let token = secret_file(secrets.path(), "ac", "ac-token-1");
-        let mapping = std::fs::read_to_string(repo_root().join("mappings/activecampaign.yaml"))
-            .unwrap()
-            .replace("${env:ACTIVECAMPAIGN_WEBHOOK_TOKEN}", &token);
+        let mapping = activecampaign_mapping(secrets.path(), "ac-token-1");
         let cfg = format!(
             "inbound_format: {format}\nupstream: {{ url: \"{}\" }}\n{FAST}",
             up.url()
@@ -1072,15 +1066,7 @@ async fn both_entry_formats_are_delivered_with_their_receipt() {
         assert!(up.wait_delivered(1, 10).await, "{format}: delivered");
         let reqs = up.requests();
         assert_eq!(reqs[0].body["attributes"]["FIRSTNAME"], "Renée", "{format}");
-        let mut c = redis.conn();
-        let raw: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg("hookgate:inbound")
-            .arg("-")
-            .arg("+")
-            .query(&mut c)
-            .unwrap();
-        let mut stored: Vec<&str> = raw.ids[0].map.keys().map(String::as_str).collect();
-        stored.sort_unstable();
-        assert_eq!(stored.join(","), names, "{format}");
+        let stored = inbound_field_names(&redis, "hookgate");
+        assert_eq!(stored[0].join(","), names, "{format}");
     }
 }

@@ -375,6 +375,26 @@ pub fn inbound_entries(
         .collect()
 }
 
+/// The sorted field names of each entry of the inbound stream, as stored (no `meta` unpacked).
+pub fn inbound_field_names(redis: &Redis, prefix: &str) -> Vec<Vec<String>> {
+    let mut c = redis.conn();
+    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+        .arg(format!("{prefix}:inbound"))
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .expect("XRANGE");
+    reply
+        .ids
+        .into_iter()
+        .map(|e| {
+            let mut names: Vec<String> = e.map.into_keys().collect();
+            names.sort_unstable();
+            names
+        })
+        .collect()
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -471,6 +491,14 @@ pub fn secret_file(dir: &Path, name: &str, secret: &str) -> String {
     let p = dir.join(name);
     std::fs::write(&p, format!("{secret}\n")).expect("write secret");
     format!("${{file:{}}}", p.display())
+}
+
+/// The shipped `mappings/activecampaign.yaml`, its token read from a file in `dir` holding `token`.
+pub fn activecampaign_mapping(dir: &Path, token: &str) -> String {
+    let secret = secret_file(dir, "ac", token);
+    std::fs::read_to_string(repo_root().join("mappings/activecampaign.yaml"))
+        .expect("read the shipped mapping")
+        .replace("${env:ACTIVECAMPAIGN_WEBHOOK_TOKEN}", &secret)
 }
 
 /// One request the recording upstream received, and the status it answered.
