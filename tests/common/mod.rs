@@ -343,14 +343,7 @@ pub fn inbound_entries(
     redis: &Redis,
     prefix: &str,
 ) -> Vec<(String, std::collections::HashMap<String, Vec<u8>>)> {
-    let mut c = redis.conn();
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-        .arg(format!("{prefix}:inbound"))
-        .arg("-")
-        .arg("+")
-        .query(&mut c)
-        .expect("XRANGE");
-    reply
+    inbound_range(redis, prefix)
         .ids
         .into_iter()
         .map(|e| {
@@ -375,16 +368,20 @@ pub fn inbound_entries(
         .collect()
 }
 
-/// The sorted field names of each entry of the inbound stream, as stored (no `meta` unpacked).
-pub fn inbound_field_names(redis: &Redis, prefix: &str) -> Vec<Vec<String>> {
+/// Every entry of the inbound stream, as Redis answers XRANGE.
+fn inbound_range(redis: &Redis, prefix: &str) -> redis::streams::StreamRangeReply {
     let mut c = redis.conn();
-    let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
+    redis::cmd("XRANGE")
         .arg(format!("{prefix}:inbound"))
         .arg("-")
         .arg("+")
         .query(&mut c)
-        .expect("XRANGE");
-    reply
+        .expect("XRANGE")
+}
+
+/// The sorted field names of each entry of the inbound stream, as stored (no `meta` unpacked).
+pub fn inbound_field_names(redis: &Redis, prefix: &str) -> Vec<Vec<String>> {
+    inbound_range(redis, prefix)
         .ids
         .into_iter()
         .map(|e| {
