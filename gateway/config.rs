@@ -867,6 +867,34 @@ impl Config {
                 bad(key, "must be above 0".into());
             }
         }
+        // The whole request's limit includes connecting: a connect timeout set longer could never apply,
+        // and says the operator expected something else. The default one is simply cut short by a
+        // shorter `timeout`.
+        for (section, connect, whole) in [
+            (
+                "deliver",
+                self.deliver.connect_timeout,
+                self.deliver.timeout,
+            ),
+            (
+                "outbound",
+                self.outbound.connect_timeout,
+                self.outbound.timeout,
+            ),
+        ] {
+            let key = format!("{section}.connect_timeout");
+            if connect > whole && self.locations.contains_key(&key) {
+                bad(
+                    &key,
+                    format!(
+                        "{} is longer than {section}.timeout ({}), which bounds the whole request, \
+                         connecting included",
+                        humantime::format_duration(connect),
+                        humantime::format_duration(whole)
+                    ),
+                );
+            }
+        }
         // That switches the egress policy off, which must not happen by a typo.
         for (i, net) in self.egress.allow.iter().enumerate() {
             if net.prefix_len() == 0 {
@@ -1668,6 +1696,29 @@ mod tests {
     }
 
     /// A dedup window Redis could not take (an overflowing `PX`) would fail the SET after the XADD.
+    #[test]
+    fn a_connect_timeout_longer_than_the_whole_request_is_refused() {
+        let check = |yaml: &str| {
+            Config::from_sources("hg.yaml", yaml, &[])
+                .unwrap()
+                .validate()
+        };
+        let p = check(
+            "deliver: { connect_timeout: 30s, timeout: 10s }\noutbound: { connect_timeout: 20s, timeout: 15s }\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            p,
+            [
+                "hg.yaml:1:29: deliver.connect_timeout: 30s is longer than deliver.timeout (10s), which bounds the whole request, connecting included",
+                "hg.yaml:2:30: outbound.connect_timeout: 20s is longer than outbound.timeout (15s), which bounds the whole request, connecting included",
+            ]
+        );
+        assert!(check("deliver: { connect_timeout: 10s, timeout: 10s }\n").is_ok());
+        // The default connect timeout (5s) is not the operator's: a shorter timeout just bounds it.
+        assert!(check("deliver: { timeout: 1s }\noutbound: { timeout: 2s }\n").is_ok());
+    }
+
     #[test]
     fn outbound_dedup_ttl_is_bounded() {
         // Every duration is at most a year; for this one Redis could not take more anyway.
