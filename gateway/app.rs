@@ -158,9 +158,11 @@ pub async fn run(
         )),
     };
     let admin_app = layered(
-        admin::with_fallbacks(
-            admin::router(ready, live, token.clone(), dead)
-                .merge(admin::outbound_router(outbound, token)),
+        admin::guarded(
+            admin::with_fallbacks(
+                admin::router(ready, live, dead).merge(admin::outbound_router(outbound)),
+            ),
+            token,
         ),
         &cfg,
         None,

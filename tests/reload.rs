@@ -343,6 +343,25 @@ async fn admin_api_needs_the_token() {
         r.json::<Value>().await.unwrap()["error"],
         "method_not_allowed"
     );
+    // Without the token, nothing under /v1 says which routes or methods exist: the token comes first.
+    for (method, path) in [
+        (reqwest::Method::DELETE, "/v1/sources"),
+        (reqwest::Method::GET, "/v1/nope"),
+        (reqwest::Method::GET, "/v1"),
+        (reqwest::Method::GET, "/v1/sources"),
+    ] {
+        let r = c
+            .request(method.clone(), gw.admin_url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{method} {path}");
+    }
+    // The probes and the metrics stay open; another unknown path is a plain 404.
+    for (path, status) in [("/healthz", 200), ("/metrics", 200), ("/nope", 404)] {
+        let r = c.get(gw.admin_url(path)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), status, "{path}");
+    }
     for pair in [
         [format!("Bearer {ADMIN_TOKEN}"), "Bearer wrong".to_string()],
         ["Bearer wrong".to_string(), format!("Bearer {ADMIN_TOKEN}")],

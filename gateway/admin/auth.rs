@@ -61,6 +61,23 @@ impl AdminToken {
     }
 }
 
+/// The guard over the whole admin listener: a path under `/v1` needs an allowed address and the token
+/// before anything else is looked at, so a caller without them learns nothing of which routes and
+/// methods exist (the 404 and the 405 come after it). `/healthz`, `/readyz` and `/metrics` stay open to
+/// probes and scrapers.
+pub async fn guard_api(
+    State(token): State<Arc<AdminToken>>,
+    req: Request,
+    next: Next,
+) -> Result<Response, Error> {
+    let path = req.uri().path();
+    if path == "/v1" || path.starts_with("/v1/") {
+        require_token(State(token), req, next).await
+    } else {
+        Ok(next.run(req).await)
+    }
+}
+
 pub async fn require_token(
     State(token): State<Arc<AdminToken>>,
     req: Request,

@@ -30,21 +30,17 @@ pub struct Readiness {
     pub shutting_down: AtomicBool,
 }
 
+/// The probes, `/metrics` and the inbound admin API; [`guarded`] puts the API behind the token.
 pub fn router(
     ready: Arc<Readiness>,
     live: Arc<LiveCatalog>,
-    token: Arc<AdminToken>,
     dead: crate::deliver::DeadLetters,
 ) -> Router {
     let api = Router::new()
         .route("/v1/sources", get(sources::list))
         .route("/v1/mappings/reload", axum::routing::post(sources::reload))
         .with_state(live)
-        .merge(dead_letters::routes(dead))
-        .layer(axum::middleware::from_fn_with_state(
-            token,
-            auth::require_token,
-        ));
+        .merge(dead_letters::routes(dead));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -58,6 +54,12 @@ pub fn router(
 pub fn with_fallbacks(r: Router) -> Router {
     r.fallback(|| async { Error::NotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowedHere })
+}
+
+/// The whole admin router, fallbacks included, behind [`auth::guard_api`]: one guard for every `/v1`
+/// path, checked before routing (a layer per route group let a 405 or 404 answer first).
+pub fn guarded(r: Router, token: Arc<AdminToken>) -> Router {
+    r.layer(axum::middleware::from_fn_with_state(token, auth::guard_api))
 }
 
 /// `axum`'s query extractor, refusing in our JSON (`400 bad_request` with serde's reason) instead of
@@ -134,8 +136,9 @@ pub(crate) fn cursor(after: &str) -> Result<&str, Error> {
     }
 }
 
-/// The outbound admin API (events, subscriptions, deliveries, outbound dead letters), behind the token.
-pub fn outbound_router(o: crate::outbound::Outbound, token: Arc<AdminToken>) -> Router {
+/// The outbound admin API (events, subscriptions, deliveries, outbound dead letters); [`guarded`] puts it
+/// behind the token.
+pub fn outbound_router(o: crate::outbound::Outbound) -> Router {
     Router::new()
         .route(
             "/v1/events",
@@ -143,10 +146,6 @@ pub fn outbound_router(o: crate::outbound::Outbound, token: Arc<AdminToken>) -> 
         )
         .merge(subscriptions::routes(o.clone()))
         .merge(deliveries::routes(o))
-        .layer(axum::middleware::from_fn_with_state(
-            token,
-            auth::require_token,
-        ))
 }
 
 /// Ready when Redis answers, mappings are loaded and we are not shutting down; otherwise 503 with why.
