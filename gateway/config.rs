@@ -1695,14 +1695,16 @@ mod tests {
         }
     }
 
-    /// A dedup window Redis could not take (an overflowing `PX`) would fail the SET after the XADD.
+    /// A config file's validation, for tests of the checks made after parsing.
+    fn validated(yaml: &str) -> Result<(), Vec<String>> {
+        Config::from_sources("hg.yaml", yaml, &[])
+            .expect("parses")
+            .validate()
+    }
+
     #[test]
     fn a_connect_timeout_longer_than_the_whole_request_is_refused() {
-        let check = |yaml: &str| {
-            Config::from_sources("hg.yaml", yaml, &[])
-                .unwrap()
-                .validate()
-        };
+        let check = validated;
         let p = check(
             "deliver: { connect_timeout: 30s, timeout: 10s }\noutbound: { connect_timeout: 20s, timeout: 15s }\n",
         )
@@ -1719,6 +1721,7 @@ mod tests {
         assert!(check("deliver: { timeout: 1s }\noutbound: { timeout: 2s }\n").is_ok());
     }
 
+    /// A dedup window Redis could not take (an overflowing `PX`) would fail the SET after the XADD.
     #[test]
     fn outbound_dedup_ttl_is_bounded() {
         // Every duration is at most a year; for this one Redis could not take more anyway.
@@ -1862,11 +1865,7 @@ mod tests {
 
     #[test]
     fn request_timeout_must_outlast_the_receivers_own_waits() {
-        let check = |yaml: &str| {
-            Config::from_sources("hg.yaml", yaml, &[])
-                .unwrap()
-                .validate()
-        };
+        let check = validated;
         // 5 s for a slot + 3 × 2 s on Redis = 11 s; the default 30 s is fine.
         assert!(check("").is_ok());
         let p = check("limits: { request_timeout: 11s }\n").unwrap_err();
