@@ -285,40 +285,28 @@ impl Receipt {
             headers: text(fields::HEADERS),
         })
     }
-
-    /// The `meta` JSON of this receipt (all of it but the source). `headers` must be a JSON object's
-    /// text; anything else is stored as `{}`.
-    pub fn to_meta(&self) -> Vec<u8> {
-        let headers = match serde_json::from_str::<&serde_json::value::RawValue>(&self.headers) {
-            Ok(raw) if raw.get().starts_with('{') => raw.get(),
-            _ => "{}",
-        };
-        write_meta(&MetaParts {
-            received_at: self.received_at,
-            content_type: &self.content_type,
-            client_ip: &self.client_ip,
-            request_id: &self.request_id,
-            event_id: Some(self.event_id.as_str()).filter(|e| !e.is_empty()),
-            dedup: Some(self.dedup.as_str()).filter(|d| !d.is_empty()),
-            headers_json: headers,
-        })
-    }
 }
 
-/// The members of a `meta` to write. `headers_json` is written as it is: a JSON object's text.
-struct MetaParts<'a> {
-    received_at: Option<u64>,
-    content_type: &'a str,
-    client_ip: &'a str,
-    request_id: &'a str,
-    event_id: Option<&'a str>,
-    dedup: Option<&'a str>,
-    headers_json: &'a str,
+/// A receipt to write, borrowed from what holds it (the request being stored, or an [`Envelope`] going
+/// back as a retry or a dead letter): one writer for both, in either [`InboundFormat`].
+/// `headers_json` is written as it is: a JSON object's text.
+///
+/// [`Envelope`]: crate::deliver::Envelope
+/// [`InboundFormat`]: crate::config::InboundFormat
+pub(crate) struct ReceiptParts<'a> {
+    pub source: &'a str,
+    pub received_at: Option<u64>,
+    pub content_type: &'a str,
+    pub client_ip: &'a str,
+    pub request_id: &'a str,
+    pub event_id: Option<&'a str>,
+    pub dedup: Option<&'a str>,
+    pub headers_json: &'a str,
 }
 
 /// Write a `meta` by hand rather than through a serialised struct: the headers are already JSON, and
 /// this runs for every webhook.
-fn write_meta(m: &MetaParts<'_>) -> Vec<u8> {
+fn write_meta(m: &ReceiptParts<'_>) -> Vec<u8> {
     use std::io::Write;
     let mut out = Vec::with_capacity(m.headers_json.len() + m.request_id.len() + 200);
     meta_member(&mut out, fields::RECEIVED_AT);
@@ -356,9 +344,9 @@ fn meta_text(out: &mut Vec<u8>, name: &str, value: &str) {
     let _ = serde_json::to_writer(&mut *out, value);
 }
 
-/// An inbound record's fields as written, in either [`crate::config::InboundFormat`]: what the XADD (or
-/// the cluster's script) sends after the stream id.
-enum Shape {
+/// A receipt's fields as written, in either [`crate::config::InboundFormat`]: `source`, then `meta` or a
+/// field per member. The body and anything after it are the caller's.
+pub(crate) enum Shape {
     /// The `meta` JSON.
     Meta(Vec<u8>),
     /// The receipt time as text, for the field per member.
@@ -366,57 +354,56 @@ enum Shape {
 }
 
 impl Shape {
-    fn of(
-        rec: &InboundRecord<'_>,
-        format: crate::config::InboundFormat,
-        dedup: Option<&str>,
-    ) -> Self {
+    pub(crate) fn of(parts: &ReceiptParts<'_>, format: crate::config::InboundFormat) -> Self {
         match format {
-            crate::config::InboundFormat::Meta => Shape::Meta(record_meta(rec, dedup)),
-            crate::config::InboundFormat::Fields => Shape::Fields(rec.received_at_ms.to_string()),
+            crate::config::InboundFormat::Meta => Shape::Meta(write_meta(parts)),
+            crate::config::InboundFormat::Fields => Shape::Fields(
+                parts
+                    .received_at
+                    .map(|ms| ms.to_string())
+                    .unwrap_or_default(),
+            ),
         }
     }
 
-    /// Field/value pairs, the body last but for a `fields` entry's dedup value.
-    fn pairs<'a>(
-        &'a self,
-        rec: &'a InboundRecord<'_>,
-        dedup: Option<&'a str>,
-    ) -> Vec<(&'static str, &'a [u8])> {
-        let mut out = Vec::with_capacity(9);
-        out.push((fields::SOURCE, rec.source.as_bytes()));
+    /// Field/value pairs of `parts` in this shape.
+    pub(crate) fn pairs<'a>(&'a self, parts: &ReceiptParts<'a>) -> Vec<(&'static str, &'a [u8])> {
+        let mut out = Vec::with_capacity(10);
+        out.push((fields::SOURCE, parts.source.as_bytes()));
         match self {
             Shape::Meta(meta) => out.push((fields::META, meta.as_slice())),
             Shape::Fields(received_at) => {
                 out.extend([
                     (fields::RECEIVED_AT, received_at.as_bytes()),
-                    (fields::CONTENT_TYPE, rec.content_type.as_bytes()),
-                    (fields::CLIENT_IP, rec.client_ip.as_bytes()),
-                    (fields::REQUEST_ID, rec.request_id.as_bytes()),
-                    (fields::EVENT_ID, rec.event_id.unwrap_or("").as_bytes()),
-                    (fields::HEADERS, rec.headers_json.as_bytes()),
+                    (fields::CONTENT_TYPE, parts.content_type.as_bytes()),
+                    (fields::CLIENT_IP, parts.client_ip.as_bytes()),
+                    (fields::REQUEST_ID, parts.request_id.as_bytes()),
+                    (fields::EVENT_ID, parts.event_id.unwrap_or("").as_bytes()),
+                    (fields::HEADERS, parts.headers_json.as_bytes()),
                 ]);
+                if let Some(d) = parts.dedup {
+                    out.push((fields::DEDUP, d.as_bytes()));
+                }
             }
-        }
-        out.push((fields::BODY, rec.body));
-        if let (Shape::Fields(_), Some(d)) = (self, dedup) {
-            out.push((fields::DEDUP, d.as_bytes()));
         }
         out
     }
 }
 
-/// An inbound record's `meta`, with the dedup value its request sets (`None` without dedup).
-fn record_meta(rec: &InboundRecord<'_>, dedup: Option<&str>) -> Vec<u8> {
-    write_meta(&MetaParts {
-        received_at: Some(rec.received_at_ms),
-        content_type: rec.content_type,
-        client_ip: &rec.client_ip,
-        request_id: rec.request_id,
-        event_id: rec.event_id,
-        dedup,
-        headers_json: &rec.headers_json,
-    })
+impl InboundRecord<'_> {
+    /// This record's receipt, with the dedup value its request sets (`None` without dedup).
+    fn parts<'a>(&'a self, dedup: Option<&'a str>) -> ReceiptParts<'a> {
+        ReceiptParts {
+            source: self.source,
+            received_at: Some(self.received_at_ms),
+            content_type: self.content_type,
+            client_ip: &self.client_ip,
+            request_id: self.request_id,
+            event_id: self.event_id,
+            dedup,
+            headers_json: &self.headers_json,
+        }
+    }
 }
 
 /// The dedup key's value for one store attempt: a token unique to it (128 random bits, hex), `|`, and the
@@ -829,15 +816,20 @@ impl Store {
         let stream = &self.inbound_stream;
         let binding = rec.dedup_binding.as_deref().unwrap_or("");
         if let (Some(sender_id), true) = (rec.event_id, self.conn.is_cluster()) {
-            let shape = Shape::of(rec, self.format, None);
+            let parts = rec.parts(None);
+            let shape = Shape::of(&parts, self.format);
+            let mut pairs = shape.pairs(&parts);
+            pairs.push((fields::BODY, rec.body));
             return self
-                .store_scripted(rec, sender_id, binding, &shape.pairs(rec, None), dedup_ttl)
+                .store_scripted(rec, sender_id, binding, &pairs, dedup_ttl)
                 .await;
         }
         let mut c = self.conn.clone();
         let mine = rec.event_id.map(|_| store_value(binding));
-        let shape = Shape::of(rec, self.format, mine.as_deref());
-        let pairs = shape.pairs(rec, mine.as_deref());
+        let parts = rec.parts(mine.as_deref());
+        let shape = Shape::of(&parts, self.format);
+        let mut pairs = shape.pairs(&parts);
+        pairs.push((fields::BODY, rec.body));
         // Sized up front: the body is copied into the command once, with no regrowth.
         let data: usize =
             pairs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() + stream.len() + 8;

@@ -3,7 +3,7 @@
 //! dead letters, so one parser reads them all and a dead letter replays by copying fields (see `dead.rs`).
 
 use crate::config::InboundFormat;
-use crate::stream::{fields as f, Receipt};
+use crate::stream::{fields as f, Receipt, ReceiptParts, Shape};
 use redis::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -84,31 +84,29 @@ impl Envelope {
 
     /// Every field, progress included: what a parked retry or a dead letter stores.
     pub fn fields(&self) -> Vec<(&'static str, Vec<u8>)> {
-        let mut out: Vec<(&'static str, Vec<u8>)> =
-            vec![(f::SOURCE, self.source.clone().into_bytes())];
-        match self.format {
-            InboundFormat::Meta => {
-                let receipt = Receipt {
-                    source: self.source.clone(),
-                    received_at: self.received_at.parse().ok(),
-                    content_type: self.content_type.clone(),
-                    client_ip: self.client_ip.clone(),
-                    request_id: self.request_id.clone(),
-                    event_id: self.event_id.clone(),
-                    dedup: String::new(),
-                    headers: self.headers.clone(),
-                };
-                out.push((f::META, receipt.to_meta()));
-            }
-            InboundFormat::Fields => out.extend([
-                (f::RECEIVED_AT, self.received_at.clone().into_bytes()),
-                (f::CONTENT_TYPE, self.content_type.clone().into_bytes()),
-                (f::CLIENT_IP, self.client_ip.clone().into_bytes()),
-                (f::REQUEST_ID, self.request_id.clone().into_bytes()),
-                (f::EVENT_ID, self.event_id.clone().into_bytes()),
-                (f::HEADERS, self.headers.clone().into_bytes()),
-            ]),
-        }
+        // Headers from an older entry are written as they were read, or as `{}` if they are not an
+        // object: `meta` embeds them as JSON.
+        let headers = serde_json::from_str::<&serde_json::value::RawValue>(&self.headers)
+            .ok()
+            .map(|raw| raw.get())
+            .filter(|h| h.starts_with('{'))
+            .unwrap_or("{}");
+        let parts = ReceiptParts {
+            source: &self.source,
+            received_at: self.received_at.parse().ok(),
+            content_type: &self.content_type,
+            client_ip: &self.client_ip,
+            request_id: &self.request_id,
+            event_id: Some(self.event_id.as_str()).filter(|e| !e.is_empty()),
+            dedup: None,
+            headers_json: headers,
+        };
+        let shape = Shape::of(&parts, self.format);
+        let mut out: Vec<(&'static str, Vec<u8>)> = shape
+            .pairs(&parts)
+            .into_iter()
+            .map(|(k, v)| (k, v.to_vec()))
+            .collect();
         out.extend([
             (f::BODY, self.body.clone()),
             (f::ORIGIN_ID, self.origin_id.clone().into_bytes()),
