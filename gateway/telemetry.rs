@@ -103,9 +103,9 @@ pub fn spawn_upkeep(mut stop: tokio::sync::watch::Receiver<bool>) {
 }
 
 /// An event's actions all reached the upstream: observe the time since it was received (`received_at`
-/// is the stored receipt time in ms; an unreadable one is not observed).
-pub fn delivered(source: &str, received_at: &str) {
-    let Ok(at) = received_at.parse::<u64>() else {
+/// is the stored receipt time in ms; an entry without a readable one is not observed).
+pub fn delivered(source: &str, received_at: Option<u64>) {
+    let Some(at) = received_at else {
         return;
     };
     let now = crate::clock::now_ms();

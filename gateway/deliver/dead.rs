@@ -118,7 +118,7 @@ pub async fn bury(
     pipe.add_command(xadd).ignore();
     add_ack(&mut pipe, keys, stream, entry_id);
     pipe.query_async::<()>(conn).await?;
-    metrics::counter!("hookgate_dead_letters_total", "source" => env.source.clone(), "reason" => reason.code())
+    metrics::counter!("hookgate_dead_letters_total", "source" => env.source().to_owned(), "reason" => reason.code())
         .increment(1);
     Ok(())
 }
@@ -312,16 +312,17 @@ fn render(id: &str, fields: &HashMap<String, Value>, full: bool) -> Json {
     let get = |k: &str| fields.get(k).map(text).unwrap_or_default();
     let time = |k: &str| get(k).parse::<u64>().ok().map(rfc3339_ms);
     let env = Envelope::from_fields(id, fields.clone()).unwrap_or_default();
+    let r = &env.receipt;
     let mut event = json!({
         "id": env.origin_id,
-        "event_id": env.event_id,
-        "received_at": env.received_at.parse::<u64>().ok().map(rfc3339_ms),
-        "content_type": env.content_type,
-        "request_id": env.request_id,
+        "event_id": r.event_id,
+        "received_at": r.received_at.map(rfc3339_ms),
+        "content_type": r.content_type,
+        "request_id": r.request_id,
     });
     if full {
-        event["client_ip"] = json!(env.client_ip);
-        event["headers"] = serde_json::from_str(&env.headers).unwrap_or(Json::Null);
+        event["client_ip"] = json!(r.client_ip);
+        event["headers"] = serde_json::from_str(&r.headers).unwrap_or(Json::Null);
         match String::from_utf8(env.body.clone()) {
             Ok(t) => event["body"] = json!(t),
             Err(_) => {
@@ -332,7 +333,7 @@ fn render(id: &str, fields: &HashMap<String, Value>, full: bool) -> Json {
     }
     json!({
         "id": id,
-        "source": env.source,
+        "source": r.source,
         "reason": get(df::REASON),
         "detail": get(df::DETAIL),
         "status": get(df::STATUS).parse::<u16>().ok(),

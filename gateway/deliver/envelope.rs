@@ -14,14 +14,9 @@ pub struct Envelope {
     /// The stream id the event was first stored under: the basis of idempotency keys, sent as
     /// `X-Hookgate-Event-Id`.
     pub origin_id: String,
-    pub source: String,
-    pub received_at: String,
-    pub content_type: String,
-    pub client_ip: String,
-    pub request_id: String,
-    pub event_id: String,
-    /// The stored request headers, a JSON object as text.
-    pub headers: String,
+    /// What the event was received with, as stored beside its body: source, time, content type,
+    /// client IP, request id, event id, dedup value and the kept headers.
+    pub receipt: Receipt,
     pub body: Vec<u8>,
     /// Replays from the dead letters: part of the idempotency key, so an upstream that stored the failed
     /// answer under the old key gets a fresh request.
@@ -43,7 +38,7 @@ impl Envelope {
     /// Read an entry's fields (its receipt in `meta`, or the separate fields of older entries);
     /// `entry_id` is the origin unless the entry names one. Only `source` is required.
     pub fn from_fields(entry_id: &str, map: HashMap<String, Value>) -> Result<Self, String> {
-        let r = Receipt::of_entry(&map).map_err(|e| format!("entry {entry_id}: {e}"))?;
+        let receipt = Receipt::of_entry(&map).map_err(|e| format!("entry {entry_id}: {e}"))?;
         let format = if map.contains_key(f::META) {
             InboundFormat::Meta
         } else {
@@ -52,13 +47,7 @@ impl Envelope {
         let mut e = Envelope {
             format,
             origin_id: entry_id.to_string(),
-            source: r.source,
-            received_at: r.received_at.map(|ms| ms.to_string()).unwrap_or_default(),
-            content_type: r.content_type,
-            client_ip: r.client_ip,
-            request_id: r.request_id,
-            event_id: r.event_id,
-            headers: r.headers,
+            receipt,
             ..Default::default()
         };
         for (k, v) in map {
@@ -76,28 +65,35 @@ impl Envelope {
                 _ => {}
             }
         }
-        if e.source.is_empty() {
+        if e.receipt.source.is_empty() {
             return Err(format!("entry {entry_id} names no `source`"));
         }
         Ok(e)
     }
 
-    /// Every field, progress included: what a parked retry or a dead letter stores.
+    /// The event's source: the name its mapping, metrics and gates go by.
+    pub fn source(&self) -> &str {
+        &self.receipt.source
+    }
+
+    /// Every field, progress included: what a parked retry or a dead letter stores. The dedup value is
+    /// left out: the race it settles was settled when the entry was first read.
     pub fn fields(&self) -> Vec<(&'static str, Vec<u8>)> {
+        let r = &self.receipt;
         // Headers from an older entry are written as they were read, or as `{}` if they are not an
         // object: `meta` embeds them as JSON.
-        let headers = serde_json::from_str::<&serde_json::value::RawValue>(&self.headers)
+        let headers = serde_json::from_str::<&serde_json::value::RawValue>(&r.headers)
             .ok()
             .map(|raw| raw.get())
             .filter(|h| h.starts_with('{'))
             .unwrap_or("{}");
         let parts = ReceiptParts {
-            source: &self.source,
-            received_at: self.received_at.parse().ok(),
-            content_type: &self.content_type,
-            client_ip: &self.client_ip,
-            request_id: &self.request_id,
-            event_id: Some(self.event_id.as_str()).filter(|e| !e.is_empty()),
+            source: &r.source,
+            received_at: r.received_at,
+            content_type: &r.content_type,
+            client_ip: &r.client_ip,
+            request_id: &r.request_id,
+            event_id: Some(r.event_id.as_str()).filter(|e| !e.is_empty()),
             dedup: None,
             headers_json: headers,
         };
@@ -193,13 +189,16 @@ mod tests {
     fn fields_round_trip_with_binary_body() {
         let e = Envelope {
             origin_id: "1-0".into(),
-            source: "s".into(),
-            received_at: "1700000000123".into(),
-            content_type: "application/x-www-form-urlencoded; charset=\"utf-8\"".into(),
-            client_ip: "::1".into(),
-            request_id: "r-1".into(),
-            event_id: "evt_\u{e9}\n".into(),
-            headers: r#"{"x-a":"b \" c","x-n":"1"}"#.into(),
+            receipt: Receipt {
+                source: "s".into(),
+                received_at: Some(1_700_000_000_123),
+                content_type: "application/x-www-form-urlencoded; charset=\"utf-8\"".into(),
+                client_ip: "::1".into(),
+                request_id: "r-1".into(),
+                event_id: "evt_\u{e9}\n".into(),
+                dedup: String::new(),
+                headers: r#"{"x-a":"b \" c","x-n":"1"}"#.into(),
+            },
             body: vec![0, 159, 255],
             done: vec![
                 Done::Position("r".into(), 2),
@@ -242,8 +241,8 @@ mod tests {
             ("attempts", b"2"),
         ]);
         let (a, b) = (
-            Envelope::from_fields("1-0", legacy.clone()).unwrap(),
-            Envelope::from_fields("1-0", packed.clone()).unwrap(),
+            Envelope::from_fields("1-0", legacy).unwrap(),
+            Envelope::from_fields("1-0", packed).unwrap(),
         );
         assert_eq!(
             (a.format, b.format),
@@ -256,7 +255,14 @@ mod tests {
                 ..b.clone()
             }
         );
-        assert_eq!((a.attempts, a.headers.as_str()), (2, r#"{"x-a":"b"}"#));
+        assert_eq!(
+            (a.attempts, a.receipt.headers.as_str()),
+            (2, r#"{"x-a":"b"}"#)
+        );
+        assert_eq!(
+            a.receipt.dedup, "tok|",
+            "the dedup value is read for the race check"
+        );
         // Each is written back in the shape it was read in: workers of a version before `meta` still
         // read a retry of an entry stored for them.
         let names = |e: &Envelope| {
@@ -273,12 +279,7 @@ mod tests {
             "attempts,body,client_ip,content_type,deferrals,done,event_id,headers,last_error,origin_id,received_at,replays,request_id,source"
         );
         let a = b.clone();
-        let (ra, rb) = (
-            Receipt::of_entry(&legacy).unwrap(),
-            Receipt::of_entry(&packed).unwrap(),
-        );
-        assert_eq!(ra, rb);
-        assert_eq!(ra.dedup, "tok|");
+        let ra = b.receipt.clone();
         // What a retry or dead letter writes back is the same receipt, without the dedup value (the
         // race is settled by then).
         let written = entry(

@@ -104,7 +104,7 @@ impl Upstream {
             .request(req.method, format!("{}{}", self.base, req.path))
             .headers(self.headers.clone())
             .header("idempotency-key", key)
-            .header("x-hookgate-source", &env.source)
+            .header("x-hookgate-source", env.source())
             .header("x-hookgate-event-id", &env.origin_id);
         if let Some(body) = body {
             builder = builder

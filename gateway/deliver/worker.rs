@@ -18,7 +18,7 @@ use crate::config::{Config, Deliver};
 use crate::mapping::{Event, Headers, MappedAction};
 use crate::payload::{self, BodyKind};
 use crate::redis_conn::{Conn, Redis};
-use crate::stream::{binding_of, ensure_group, keys, lost_race, Receipt, MAPPERS_GROUP};
+use crate::stream::{binding_of, ensure_group, keys, lost_race, MAPPERS_GROUP};
 use redis::streams::{StreamAutoClaimReply, StreamReadReply};
 use redis::{RedisError, RedisResult, Value};
 use std::collections::{HashMap, HashSet};
@@ -28,19 +28,31 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-/// A stream entry read: (stream, id, fields).
-type Entry = (String, String, HashMap<String, Value>);
+/// A stream entry read: (stream, id, the event it holds). Its fields are read once, here: the lost-race
+/// check and the delivery both use the envelope. `Err` says why the entry is no event.
+type Entry = (String, String, Result<Envelope, String>);
+
+/// Read a stream entry's fields into its envelope.
+fn entry(stream: String, id: String, fields: HashMap<String, Value>) -> Entry {
+    let env = Envelope::from_fields(&id, fields);
+    (stream, id, env)
+}
 
 /// An inbound entry stored with dedup, as the lost-race check reads it.
-struct Checked {
+struct Checked<'e> {
     /// Its place in the batch.
     index: usize,
-    /// Its dedup key, and the value its request gave that key (`<token>|<binding>`).
+    /// Its dedup key.
     key: String,
-    mine: Vec<u8>,
-    source: String,
-    /// When it was received (Unix ms), for what is left of its dedup window.
-    received_at: Option<u64>,
+    /// The entry: its source, its receipt time (for what is left of its dedup window) and the value its
+    /// request gave the key (`<token>|<binding>`).
+    env: &'e Envelope,
+}
+
+impl Checked<'_> {
+    fn mine(&self) -> &[u8] {
+        self.env.receipt.dedup.as_bytes()
+    }
 }
 
 /// How long one XREADGROUP blocks; the dedicated connection's response timeout is longer.
@@ -208,8 +220,8 @@ impl Worker {
                 // In hand from now: the batch may wait for admission longer than `reclaim_after`, and
                 // the heartbeat must keep every entry of it from looking abandoned meanwhile.
                 lock(&self.in_hand).extend(read.iter().map(|(s, id, _)| (s.clone(), id.clone())));
-                for (stream, id, map) in read {
-                    self.dispatch(&stream, id, map, &mut tasks).await;
+                for (stream, id, env) in read {
+                    self.dispatch(&stream, id, env, &mut tasks).await;
                 }
                 Ok(())
             }
@@ -268,7 +280,9 @@ impl Worker {
                     .into_iter()
                     .flat_map(|k| {
                         let key = k.key;
-                        k.ids.into_iter().map(move |e| (key.clone(), e.id, e.map))
+                        k.ids
+                            .into_iter()
+                            .map(move |e| entry(key.clone(), e.id, e.map))
                     })
                     .collect()
             })
@@ -282,26 +296,20 @@ impl Worker {
     /// that SET would have, for what is left of the source's window (`claim_unset`); it wins unless
     /// another token got there first. A key that has expired is claimed again the same way.
     async fn without_lost_races(&self, entries: Vec<Entry>) -> Result<Vec<Entry>, RedisError> {
-        let checked: Vec<Checked> = entries
+        let checked: Vec<Checked<'_>> = entries
             .iter()
             .enumerate()
             .filter(|(_, (stream, _, _))| *stream == self.keys.inbound)
-            .filter_map(|(index, (_, _, m))| {
-                // An unreadable receipt is left to the delivery, which dead-letters it with the reason.
-                let r = Receipt::of_entry(m).ok()?;
+            .filter_map(|(index, (_, _, env))| {
+                // An entry that is no event is left to `dispatch`, which says why.
+                let env = env.as_ref().ok()?;
+                let r = &env.receipt;
                 if r.dedup.is_empty() {
                     return None;
                 }
-                let mine = r.dedup.into_bytes();
-                let binding = std::str::from_utf8(binding_of(&mine)).ok()?;
+                let binding = std::str::from_utf8(binding_of(r.dedup.as_bytes())).ok()?;
                 let key = keys::dedup(&self.keys.prefix, &r.source, &r.event_id, binding);
-                Some(Checked {
-                    index,
-                    key,
-                    mine,
-                    source: r.source,
-                    received_at: r.received_at,
-                })
+                Some(Checked { index, key, env })
             })
             .collect();
         if checked.is_empty() {
@@ -316,7 +324,7 @@ impl Worker {
         let losers: HashSet<usize> = checked
             .iter()
             .zip(&now)
-            .filter(|(e, now)| lost_race(&e.mine, now.as_deref()))
+            .filter(|(e, now)| lost_race(e.mine(), now.as_deref()))
             .map(|(e, _)| e.index)
             .collect();
         if losers.is_empty() {
@@ -358,7 +366,7 @@ impl Worker {
     /// reclaimed, rather than delivered unchecked.
     async fn claim_unset(
         &self,
-        checked: &[Checked],
+        checked: &[Checked<'_>],
         now: &mut [Option<Vec<u8>>],
     ) -> Result<(), RedisError> {
         let unset: Vec<usize> = (0..checked.len()).filter(|j| now[*j].is_none()).collect();
@@ -374,17 +382,21 @@ impl Worker {
             let entry = &checked[j];
             let window = catalog
                 .sources
-                .get(&entry.source)
+                .get(entry.env.source())
                 .and_then(|s| s.inbound.dedup.as_ref().map(|(_, ttl)| *ttl));
             let Some(window) = window else { continue };
-            let age = entry.received_at.map_or(0, |at| now_ms.saturating_sub(at));
+            let age = entry
+                .env
+                .receipt
+                .received_at
+                .map_or(0, |at| now_ms.saturating_sub(at));
             let ttl = window
                 .saturating_sub(Duration::from_millis(age))
                 .max(MIN_CLAIM);
             claimed.push(j);
             pipe.cmd("SET")
                 .arg(&entry.key)
-                .arg(&entry.mine)
+                .arg(entry.mine())
                 .arg("NX")
                 .arg("GET")
                 .arg("PX")
@@ -398,7 +410,7 @@ impl Worker {
         for (j, before) in claimed.into_iter().zip(before) {
             match before {
                 // Not set before: this entry's token is in it now.
-                Ok(None) => now[j] = Some(checked[j].mine.clone()),
+                Ok(None) => now[j] = Some(checked[j].mine().to_vec()),
                 Ok(Some(other)) => now[j] = Some(other),
                 Err(e) if e.code() == Some("WRONGTYPE") => {
                     tracing::warn!(error = %e, key = %checked[j].key, "the dedup key holds another type; the entry is delivered unchecked");
@@ -445,7 +457,7 @@ impl Worker {
                 reply
                     .claimed
                     .into_iter()
-                    .map(|e| (stream.to_string(), e.id, e.map))
+                    .map(|e| entry(stream.to_string(), e.id, e.map))
                     .filter(|(s, id, _)| !held.contains(&(s.clone(), id.clone())))
                     .collect()
             };
@@ -456,8 +468,8 @@ impl Worker {
             }
             let claimed = self.without_lost_races(claimed).await?;
             lock(&self.in_hand).extend(claimed.iter().map(|(s, id, _)| (s.clone(), id.clone())));
-            for (stream, id, map) in claimed {
-                self.dispatch(&stream, id, map, tasks).await;
+            for (stream, id, env) in claimed {
+                self.dispatch(&stream, id, env, tasks).await;
             }
         }
         Ok(())
@@ -530,10 +542,10 @@ impl Worker {
         self: &Arc<Self>,
         stream: &str,
         id: String,
-        map: HashMap<String, Value>,
+        env: Result<Envelope, String>,
         tasks: &mut JoinSet<()>,
     ) {
-        let env = match Envelope::from_fields(&id, map) {
+        let env = match env {
             Ok(e) => e,
             Err(why) => {
                 tracing::error!(stream, id, why, "entry is not an event; acknowledging it");
@@ -545,7 +557,7 @@ impl Worker {
                 return;
             }
         };
-        let gate = self.gate(&env.source);
+        let gate = self.gate(env.source());
         let admit = if gate.congested.load(Ordering::Relaxed) {
             gate.admit.clone().try_acquire_owned().ok()
         } else {
@@ -592,7 +604,7 @@ impl Worker {
         .await
         {
             Ok(()) => {
-                metrics::counter!("hookgate_mapper_events_total", "source" => env.source.clone(), "outcome" => "deferred")
+                metrics::counter!("hookgate_mapper_events_total", "source" => env.source().to_owned(), "outcome" => "deferred")
                     .increment(1)
             }
             Err(e) => {
@@ -629,8 +641,8 @@ impl Worker {
                 let wait = backoff(env.attempts, self.cfg.retry_base, self.cfg.retry_max);
                 match next_try(now, first, give_up, wait, after) {
                     Some(due) => {
-                        tracing::debug!(source = %env.source, id = %env.origin_id, attempt = env.attempts, due, error, "delivery will be retried");
-                        metrics::counter!("hookgate_retries_total", "source" => env.source.clone())
+                        tracing::debug!(source = %env.source(), id = %env.origin_id, attempt = env.attempts, due, error, "delivery will be retried");
+                        metrics::counter!("hookgate_retries_total", "source" => env.source().to_owned())
                             .increment(1);
                         (Finish::Park(due), "retry")
                     }
@@ -657,9 +669,9 @@ impl Worker {
             }
         };
         if let Finish::Bury(reason, _) = &finish {
-            tracing::warn!(source = %env.source, id = %env.origin_id, reason = reason.code(), "event dead-lettered");
+            tracing::warn!(source = %env.source(), id = %env.origin_id, reason = reason.code(), "event dead-lettered");
         }
-        metrics::counter!("hookgate_mapper_events_total", "source" => env.source.clone(), "outcome" => outcome)
+        metrics::counter!("hookgate_mapper_events_total", "source" => env.source().to_owned(), "outcome" => outcome)
             .increment(1);
         let deadline = Instant::now() + FINISH_PATIENCE;
         let mut pause = Duration::from_millis(100);
@@ -669,7 +681,7 @@ impl Worker {
                     // An event that made no action (no rule matched) was not delivered anywhere: its
                     // time would only pull the latency down.
                     if matches!(finish, Finish::Ack) && !env.done.is_empty() {
-                        crate::telemetry::delivered(&env.source, &env.received_at);
+                        crate::telemetry::delivered(env.source(), env.receipt.received_at);
                     }
                     return;
                 }
@@ -729,7 +741,7 @@ impl Worker {
                 xadd.arg(&self.keys.actions)
                     .arg("*")
                     .arg("source")
-                    .arg(&env.source)
+                    .arg(env.source())
                     .arg("event")
                     .arg(&env.origin_id)
                     .arg("rule")
@@ -746,13 +758,13 @@ impl Worker {
     /// Map with the source's current mapping and send every action not yet delivered, in order; the first
     /// failure ends the pass (later actions may depend on earlier ones, e.g. an event after its contact).
     async fn deliver(&self, env: &mut Envelope, delivered: &mut Vec<MappedAction>) -> Verdict {
-        let mapping = match self.live.current().sources.get(&env.source) {
+        let mapping = match self.live.current().sources.get(env.source()) {
             Some(s) => s.mapping.clone(),
             None => {
-                crate::telemetry::mapping_error(&env.source);
+                crate::telemetry::mapping_error(env.source());
                 return Verdict::Dead(
                     Reason::MappingError {
-                        detail: format!("source `{}` is not loaded", env.source),
+                        detail: format!("source `{}` is not loaded", env.source()),
                         rule: None,
                     },
                     None,
@@ -763,13 +775,13 @@ impl Worker {
         let actions = match mapped {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => {
-                crate::telemetry::mapping_error(&env.source);
+                crate::telemetry::mapping_error(env.source());
                 let detail = e.to_string();
                 let rule = Some(e.rule);
                 return Verdict::Dead(Reason::MappingError { detail, rule }, None);
             }
             Err(detail) => {
-                crate::telemetry::mapping_error(&env.source);
+                crate::telemetry::mapping_error(env.source());
                 let reason = Reason::MappingError { detail, rule: None };
                 return Verdict::Dead(reason, None);
             }
@@ -826,11 +838,11 @@ impl Worker {
 
     /// The event as the mapping sees it: the body parsed per its content type, the stored headers.
     fn event(&self, env: &Envelope) -> Result<Event, String> {
-        let kind = BodyKind::of_stored(&env.content_type).map_err(|e| e.to_string())?;
+        let kind = BodyKind::of_stored(&env.receipt.content_type).map_err(|e| e.to_string())?;
         let body =
             payload::parse(kind, &env.body, self.max_json_depth).map_err(|e| e.to_string())?;
         let stored: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&env.headers).unwrap_or_default();
+            serde_json::from_str(&env.receipt.headers).unwrap_or_default();
         let headers: Headers = stored
             .iter()
             .filter_map(|(k, v)| v.as_str().map(|v| (k.as_str(), v.to_string())))
