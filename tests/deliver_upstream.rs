@@ -319,6 +319,32 @@ async fn the_last_try_is_at_the_give_up_deadline() {
     assert_eq!(dl["reason"], "gave_up", "{dl}");
     assert_eq!(dl["status"], 500, "{dl}");
     assert_eq!(dl["detail"], "upstream answered 500: overloaded", "{dl}");
+
+    // A replay gets the whole window again: its failures are counted from nothing (docs/delivery.md),
+    // so it is tried until a new deadline 2 s after its own first failure, not given up at once.
+    let tries = reqs.len();
+    let id = dl["id"].as_str().expect("an id").to_string();
+    let (status, r) = admin_post(&s.gw, &format!("/v1/dead-letters/{id}/replay")).await;
+    assert_eq!(status, 200, "{r}");
+    let again = one_dead_letter(&s.gw, 8).await;
+    assert_ne!(again["id"], dl["id"], "{again}");
+    let reqs = up.requests();
+    let span = reqs.last().expect("tried").at - reqs[tries].at;
+    assert!(
+        span >= Duration::from_millis(1900) && span <= Duration::from_millis(3500),
+        "the replay is tried until its own deadline: {span:?} ({} tries)",
+        reqs.len() - tries
+    );
+    assert_eq!(again["replays"], 1, "{again}");
+    assert_eq!(
+        again["attempts"].as_u64(),
+        Some((reqs.len() - tries) as u64),
+        "only the replay's own attempts: {again}"
+    );
+    assert!(
+        again["first_failed_at"].as_str() > dl["last_failed_at"].as_str(),
+        "the replay's first failure is its own: {again} after {dl}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
