@@ -1096,3 +1096,71 @@ async fn both_entry_formats_are_delivered_with_their_receipt() {
         assert_eq!(stored[0].join(","), names, "{format}");
     }
 }
+
+/// An inbound entry whose `meta` is no receipt (written by something else, or damaged) is dead-lettered
+/// as a mapping error that says why, with its source, body and `meta` kept as they were; it used to be
+/// acknowledged and dropped. An entry without a `source` is no event and is still acknowledged.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_entry_with_an_unreadable_receipt_is_dead_lettered_not_dropped() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let mapping = "source: shop\nallow_ips: [127.0.0.0/8]\nrules:\n  - name: signup\n    create_contact:\n      email: $.email\n";
+    let gw = Gateway::start(
+        &redis,
+        &[("shop.yaml", mapping)],
+        &format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url()),
+    )
+    .await;
+    let mut c = redis.conn();
+    let broken = "{\"received_at\":17";
+    let body = r#"{"email":"kept@example.org"}"#;
+    let id: String = redis::cmd("XADD")
+        .arg("hookgate:inbound")
+        .arg("*")
+        .arg("source")
+        .arg("shop")
+        .arg("meta")
+        .arg(broken)
+        .arg("body")
+        .arg(body)
+        .query(&mut c)
+        .unwrap();
+    let _: String = redis::cmd("XADD")
+        .arg("hookgate:inbound")
+        .arg("*")
+        .arg("nonsense")
+        .arg("1")
+        .query(&mut c)
+        .unwrap();
+    let dl = one_dead_letter(&gw, 10).await;
+    assert_eq!(
+        (dl["reason"].as_str(), dl["source"].as_str()),
+        (Some("mapping_error"), Some("shop")),
+        "{dl}"
+    );
+    let detail = dl["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with(&format!("entry {id}: its `meta` is not a receipt")),
+        "{detail}"
+    );
+    let letter = dl["id"].as_str().unwrap();
+    let full = admin_get(&gw, &format!("/v1/dead-letters/{letter}")).await;
+    assert_eq!(full["event"]["body"], body, "{full}");
+    let stored: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg("hookgate:dead:inbound")
+        .arg("-")
+        .arg("+")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        stored.len(),
+        1,
+        "one dead letter: the entry without a source is no event"
+    );
+    assert_eq!(stored[0].1.get("meta").map(String::as_str), Some(broken));
+    assert!(
+        poll_until(5, || pending(&redis) == 0).await,
+        "both entries are settled"
+    );
+    assert!(up.requests().is_empty(), "nothing reached the upstream");
+}

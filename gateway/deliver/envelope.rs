@@ -32,13 +32,27 @@ pub struct Envelope {
     /// The shape the entry was read in, and is written back in (a parked retry, a dead letter): an entry
     /// stored for workers of a version before `meta` stays readable by them through its retries.
     pub format: InboundFormat,
+    /// Set when the entry's `meta` could not be read. Such an event is dead-lettered, not dropped, and
+    /// its `meta` is written back as it was stored: what arrived is kept for whoever looks into it.
+    pub unreadable: Option<Unreadable>,
+}
+
+/// An entry's `meta` that is no receipt: why, and its bytes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Unreadable {
+    pub why: String,
+    pub meta: Vec<u8>,
 }
 
 impl Envelope {
     /// Read an entry's fields (its receipt in `meta`, or the separate fields of older entries);
-    /// `entry_id` is the origin unless the entry names one. Only `source` is required.
+    /// `entry_id` is the origin unless the entry names one. Only `source` is required: an entry with an
+    /// unreadable `meta` is read as its source and body, and marked [`Envelope::unreadable`].
     pub fn from_fields(entry_id: &str, map: HashMap<String, Value>) -> Result<Self, String> {
-        let receipt = Receipt::of_entry(&map).map_err(|e| format!("entry {entry_id}: {e}"))?;
+        let (receipt, unreadable) = match Receipt::of_entry(&map) {
+            Ok(r) => (r, None),
+            Err(e) => (Receipt::default(), Some(format!("entry {entry_id}: {e}"))),
+        };
         let format = if map.contains_key(f::META) {
             InboundFormat::Meta
         } else {
@@ -50,6 +64,7 @@ impl Envelope {
             receipt,
             ..Default::default()
         };
+        let mut meta = Vec::new();
         for (k, v) in map {
             let bytes: Vec<u8> = redis::from_redis_value(v).unwrap_or_default();
             let text = || String::from_utf8_lossy(&bytes).into_owned();
@@ -62,9 +77,12 @@ impl Envelope {
                 f::FIRST_FAILED_AT => e.first_failed_at = text().parse().ok(),
                 f::LAST_ERROR => e.last_error = text(),
                 f::BODY => e.body = bytes,
+                f::SOURCE if unreadable.is_some() => e.receipt.source = text(),
+                f::META if unreadable.is_some() => meta = bytes,
                 _ => {}
             }
         }
+        e.unreadable = unreadable.map(|why| Unreadable { why, meta });
         if e.receipt.source.is_empty() {
             return Err(format!("entry {entry_id} names no `source`"));
         }
@@ -97,12 +115,17 @@ impl Envelope {
             dedup: None,
             headers_json: headers,
         };
-        let shape = Shape::of(&parts, self.format);
-        let mut out: Vec<(&'static str, Vec<u8>)> = shape
-            .pairs(&parts)
-            .into_iter()
-            .map(|(k, v)| (k, v.to_vec()))
-            .collect();
+        let mut out: Vec<(&'static str, Vec<u8>)> = match &self.unreadable {
+            Some(u) => vec![
+                (f::SOURCE, r.source.clone().into_bytes()),
+                (f::META, u.meta.clone()),
+            ],
+            None => Shape::of(&parts, self.format)
+                .pairs(&parts)
+                .into_iter()
+                .map(|(k, v)| (k, v.to_vec()))
+                .collect(),
+        };
         out.extend([
             (f::BODY, self.body.clone()),
             (f::ORIGIN_ID, self.origin_id.clone().into_bytes()),
@@ -302,21 +325,32 @@ mod tests {
         );
     }
 
+    /// An entry whose `meta` is no receipt is still an event of its source: read with its body, marked
+    /// with why (naming the entry), and written back with its `meta` as it was.
     #[test]
-    fn an_unreadable_receipt_is_an_error_that_names_the_entry() {
-        let e = Envelope::from_fields(
-            "7-0",
-            entry(&[
-                ("source", b"s"),
-                ("meta", b"{\"received_at\":"),
-                ("body", b"{}"),
-            ]),
-        );
-        let err = e.unwrap_err();
+    fn an_unreadable_receipt_is_kept_and_says_why() {
+        let stored = entry(&[
+            ("source", b"s"),
+            ("meta", b"{\"received_at\":"),
+            ("body", b"{\"a\":1}"),
+        ]);
+        let e = Envelope::from_fields("7-0", stored.clone()).unwrap();
+        let why = &e.unreadable.as_ref().expect("marked").why;
         assert!(
-            err.starts_with("entry 7-0: its `meta` is not a receipt"),
-            "{err}"
+            why.starts_with("entry 7-0: its `meta` is not a receipt"),
+            "{why}"
         );
+        assert_eq!((e.source(), e.body.as_slice()), ("s", &b"{\"a\":1}"[..]));
+        let written = entry(
+            &e.fields()
+                .iter()
+                .map(|(k, v)| (*k, v.as_slice()))
+                .collect::<Vec<_>>(),
+        );
+        for k in ["source", "meta", "body"] {
+            assert_eq!(written.get(k), stored.get(k), "{k}");
+        }
+        assert_eq!(Envelope::from_fields("7-0", written).unwrap(), e);
     }
 
     #[test]

@@ -838,6 +838,9 @@ impl Worker {
 
     /// The event as the mapping sees it: the body parsed per its content type, the stored headers.
     fn event(&self, env: &Envelope) -> Result<Event, String> {
+        if let Some(u) = &env.unreadable {
+            return Err(u.why.clone());
+        }
         let kind = BodyKind::of_stored(&env.receipt.content_type).map_err(|e| e.to_string())?;
         let body =
             payload::parse(kind, &env.body, self.max_json_depth).map_err(|e| e.to_string())?;
