@@ -267,11 +267,7 @@ where
             header::PROXY_AUTHORIZATION,
             header::COOKIE,
         ]))
-        // The id is always ours: a sender's x-request-id would otherwise name our logs and stored events.
-        .map_request(|mut req: http::Request<Body>| {
-            req.headers_mut().remove("x-request-id");
-            req
-        })
+        .map_request(crate::telemetry::drop_sender_request_id::<Body>)
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &http::Request<_>| {
             let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");

@@ -113,6 +113,22 @@ pub fn delivered(source: &str, received_at: Option<u64>) {
         .record(now.saturating_sub(at) as f64 / 1000.0);
 }
 
+/// How many `X-Request-Id` fields the sender sent, which [`drop_sender_request_id`] took off the request:
+/// the receiver still counts them against `limits.max_headers`.
+#[derive(Clone, Copy, Debug)]
+pub struct SenderRequestIds(pub usize);
+
+/// Take the sender's `X-Request-Id` off a request: the id is always ours, and a sender's would otherwise
+/// name our logs and stored events. How many fields there were is left in [`SenderRequestIds`] (only
+/// when there were any: most requests carry none).
+pub fn drop_sender_request_id<B>(mut req: http::Request<B>) -> http::Request<B> {
+    if let http::header::Entry::Occupied(e) = req.headers_mut().entry("x-request-id") {
+        let sent = e.remove_entry_mult().1.count();
+        req.extensions_mut().insert(SenderRequestIds(sent));
+    }
+    req
+}
+
 /// A mapping could not be applied to an event at delivery time (the event goes to the dead letters).
 pub fn mapping_error(source: &str) {
     metrics::counter!("hookgate_mapping_errors_total", "source" => source.to_string()).increment(1);

@@ -742,13 +742,37 @@ async fn http2_is_served() {
     assert_eq!(r.status().as_u16(), 431);
     let b: Value = r.json().await.unwrap();
     assert_eq!(b["error"], "too_many_headers", "{b}");
+    // The sender's own X-Request-Id is replaced by ours, and still counts as a field it sent.
+    let with_id = |n: usize| {
+        let mut req = c
+            .post(gw.url("open"))
+            .header("content-type", "application/json")
+            .header("x-request-id", "theirs");
+        for i in 0..n {
+            req = req.header(format!("x-h{i}"), "v");
+        }
+        req.body(format!("{{\"id\":\"h2-id-{n}\"}}")).send()
+    };
+    let r = with_id(95).await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    assert_ne!(
+        r.headers().get("x-request-id").map(|v| v.as_bytes()),
+        Some(&b"theirs"[..]),
+        "the id is ours"
+    );
+    let r = with_id(96).await.unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        431,
+        "their X-Request-Id is one of the 101"
+    );
     assert!(
         gw.metrics()
             .await
-            .contains("hookgate_inbound_requests_total{source=\"open\",status=\"431\"} 2"),
+            .contains("hookgate_inbound_requests_total{source=\"open\",status=\"431\"} 3"),
         "counted"
     );
-    assert_eq!(inbound_entries(&redis, "hookgate").len(), 2);
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 3);
 }
 
 /// On shutdown the listener stops accepting, readiness fails, and a request already in flight still

@@ -205,8 +205,14 @@ fn admit<'h>(
     let authority = parts.version == http::Version::HTTP_2
         && parts.uri.authority().is_some()
         && !headers.contains_key(header::HOST);
-    let sent =
-        headers.len() + usize::from(authority) - usize::from(headers.contains_key("x-request-id"));
+    // The sender's own `x-request-id` fields were taken off (`telemetry::drop_sender_request_id`) and
+    // ours put on: theirs count, ours does not.
+    let theirs = parts
+        .extensions
+        .get::<crate::telemetry::SenderRequestIds>()
+        .map_or(0, |t| t.0);
+    let sent = headers.len() + usize::from(authority) + theirs
+        - usize::from(headers.contains_key("x-request-id"));
     if sent > st.max_headers {
         return Err(Error::TooManyHeaders(st.max_headers));
     }
