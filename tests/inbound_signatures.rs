@@ -391,3 +391,42 @@ async fn every_other_preset_accepts_its_signer_and_refuses_the_rest_over_http() 
         "only the signers' requests are stored"
     );
 }
+
+/// Slack enables an Events API Request URL only when its signed `url_verification` POST is answered with
+/// the challenge. hookgate answers it (200, `{"challenge": ...}`) once the signature checks out, and
+/// stores nothing: it is no event. Unsigned, it is refused like any request; an event is stored as usual.
+#[tokio::test(flavor = "multi_thread")]
+async fn slack_url_verification_is_answered_with_its_challenge_and_not_stored() {
+    const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+    let redis = Redis::start();
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secret_file(secrets.path(), "slack", SECRET);
+    let file = format!("source: slack\nverify: {{ preset: slack, secret: \"{secret}\" }}\n");
+    let gw = Gateway::start(&redis, &[("slack.yaml", &file)], "").await;
+    let url = gw.url("slack");
+    let handshake = r#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}"#;
+    let event = r#"{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","type":"event_callback","event_id":"Ev1","event":{"type":"team_join"}}"#;
+    let sign = |body: &str| json!({"preset": "slack", "secret": SECRET, "body": body, "method": "POST", "url": url, "timestamp": now_secs()});
+    let signed = peer_sign(&json!([sign(handshake), sign(event)]));
+    let ct = "application/json";
+    let (status, answer) = send(&url, ct, &signed[0]["headers"], handshake).await;
+    assert_eq!(
+        (status, answer),
+        (
+            200,
+            json!({"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"})
+        )
+    );
+    let (status, answer) = send(&url, ct, &json!({}), handshake).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("bad_signature")),
+        "unsigned"
+    );
+    assert!(
+        inbound_entries(&redis, "hookgate").is_empty(),
+        "a handshake is no event"
+    );
+    assert_eq!(send(&url, ct, &signed[1]["headers"], event).await.0, 202);
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 1);
+}

@@ -297,6 +297,15 @@ async fn accept(
             return Err(Error::Unauthorized(e.to_string()));
         }
     }
+    let preset = src.verifier.as_ref().map(|v| v.preset());
+    if let Some(h) = super::handshake::of(preset, kind, &raw, st.max_json_depth)? {
+        tracing::info!(source = %src.name, "handshake answered; nothing stored");
+        return Ok(match h {
+            super::handshake::Handshake::SlackChallenge(c) => {
+                answer(StatusCode::OK, json!({ "challenge": c }))
+            }
+        });
+    }
     let event_id = validate_and_dedup_id(src, kind, &raw, headers, st.max_json_depth)?;
     let ttl = src
         .dedup

@@ -1,5 +1,6 @@
 //! Receive → verify → store. Never imports `mapping` or `deliver`.
 pub mod handler;
+pub mod handshake;
 pub mod metrics;
 pub mod source;
 pub mod verify;
