@@ -53,6 +53,27 @@ async fn send(url: &str, ct: &str, headers: &Value, body: &str) -> (u16, Value) 
     (s, r.json().await.unwrap_or(Value::Null))
 }
 
+/// Like [`send`], for answers that are not JSON: status, content type and text.
+async fn send_raw(
+    url: &str,
+    ct: &str,
+    headers: &Value,
+    body: &str,
+) -> (u16, Option<String>, String) {
+    let mut req = client().post(url).header("content-type", ct);
+    for (k, v) in headers.as_object().unwrap() {
+        req = req.header(k.as_str(), v.as_str().unwrap());
+    }
+    let r = req.body(body.to_string()).send().await.unwrap();
+    let s = r.status().as_u16();
+    let t = r
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (s, t, r.text().await.unwrap_or_default())
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn provider_libraries_signatures_accepted_over_http() {
     let redis = Redis::start();
@@ -84,23 +105,26 @@ async fn provider_libraries_signatures_accepted_over_http() {
         202,
         "stripe"
     );
+    // Twilio reads the answer as TwiML: a twilio source answers an empty <Response> as text/xml.
+    let twiml = (
+        200,
+        Some("text/xml".to_owned()),
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response></Response>"#.to_owned(),
+    );
     assert_eq!(
-        send(&twilio_url, form_ct, &signed[1]["headers"], twilio_form)
-            .await
-            .0,
-        202,
+        send_raw(&twilio_url, form_ct, &signed[1]["headers"], twilio_form).await,
+        twiml,
         "twilio form, URL with query"
     );
     assert_eq!(
-        send(
+        send_raw(
             &s.gw.url("twilio-proxied"),
             form_ct,
             &signed[2]["headers"],
             twilio_form
         )
-        .await
-        .0,
-        202,
+        .await,
+        twiml,
         "twilio behind a proxy: public_url"
     );
     assert_eq!(
@@ -429,4 +453,33 @@ async fn slack_url_verification_is_answered_with_its_challenge_and_not_stored() 
     );
     assert_eq!(send(&url, ct, &signed[1]["headers"], event).await.0, 202);
     assert_eq!(inbound_entries(&redis, "hookgate").len(), 1);
+}
+
+/// A source's `response:` is what a stored event and its redelivery are answered with (the sender is
+/// answered as it was the first time); refusals keep hookgate's own JSON answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configured_response_answers_stored_events_and_redeliveries() {
+    let redis = Redis::start();
+    let file = "source: acks\nallow_ips: [127.0.0.0/8]\ndedup: { id: $.id }\nresponse: { status: 200, content_type: \"text/plain; charset=utf-8\", body: \"thanks\\n\" }\n";
+    let gw = Gateway::start(&redis, &[("acks.yaml", file)], "").await;
+    let url = gw.url("acks");
+    let ct = "application/json";
+    let ours = (
+        200,
+        Some("text/plain; charset=utf-8".to_owned()),
+        "thanks\n".to_owned(),
+    );
+    assert_eq!(send_raw(&url, ct, &json!({}), r#"{"id":"a1"}"#).await, ours);
+    assert_eq!(
+        send_raw(&url, ct, &json!({}), r#"{"id":"a1"}"#).await,
+        ours,
+        "the redelivery"
+    );
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 1, "stored once");
+    let (status, answer) = send(&url, ct, &json!({}), "{").await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("malformed")),
+        "a refusal is ours"
+    );
 }

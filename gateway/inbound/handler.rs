@@ -331,8 +331,15 @@ async fn accept(
         body: &raw,
     };
     let stored = st.store.store_inbound(&rec, ttl).await;
-    match stored {
-        Ok(Stored::New(id)) => {
+    match (stored, &src.answer) {
+        // The source's own answer (`response:`, or its preset's), to a new event and to a redelivery
+        // alike: the sender is answered as it was the first time.
+        (Ok(Stored::New(id)), Some(own)) => {
+            tracing::Span::current().record("event_id", id.as_str());
+            Ok(answer_as_configured(own))
+        }
+        (Ok(Stored::Duplicate(_)), Some(own)) => Ok(answer_as_configured(own)),
+        (Ok(Stored::New(id)), None) => {
             tracing::Span::current().record("event_id", id.as_str());
             // A stream id is digits and a dash: nothing to escape, so no JSON value is built.
             Ok(answer_text(
@@ -342,18 +349,28 @@ async fn accept(
         }
         // The sender's own id names the original; on one Redis the pipeline does not learn its
         // stream id (on a cluster the script does, and it is given too).
-        Ok(Stored::Duplicate(original)) => {
+        (Ok(Stored::Duplicate(original)), None) => {
             let mut body = json!({ "duplicate": true, "event_id": rec.event_id });
             if let Some(id) = original {
                 body["id"] = json!(id);
             }
             Ok(answer(StatusCode::OK, body))
         }
-        Err(e) => {
+        (Err(e), _) => {
             tracing::warn!(source = %src.name, error = %e, "redis did not take the event");
             Err(Error::Unavailable)
         }
     }
+}
+
+/// A source's own answer (`response:`), as configured.
+fn answer_as_configured(own: &super::source::Answer) -> Response {
+    let mut resp = Response::new(Body::from(own.body.clone()));
+    *resp.status_mut() = own.status;
+    if let Some(t) = &own.content_type {
+        resp.headers_mut().insert(header::CONTENT_TYPE, t.clone());
+    }
+    resp
 }
 
 async fn read_limited(body: Body, limit: u64) -> Result<Bytes, Error> {

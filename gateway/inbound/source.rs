@@ -22,6 +22,8 @@ pub struct SourceSpec {
     pub dedup: Option<DedupSpec>,
     /// `max_body:` body size limit for this source, e.g. `2MiB`; the gateway default (1 MiB) otherwise.
     pub max_body: Option<ByteSize>,
+    /// `response:` what a stored event (or a redelivery) is answered with, for senders that read it.
+    pub response: Option<ResponseSpec>,
     /// Where `verify:` and each of its options are written, for the problems found when its secrets are
     /// resolved at serve time.
     pub verify_places: OptionPlaces,
@@ -62,6 +64,106 @@ pub struct DedupSpec {
     /// How long an id is remembered; default 72h.
     #[serde(default)]
     pub ttl: Option<Spanned<String>>,
+}
+
+/// `response: { status: 200, content_type: text/xml, body: "<Response/>" }`: the answer a sender gets
+/// once its event is stored, or for a redelivery, instead of hookgate's JSON. For senders that read the
+/// answer: Twilio parses it as TwiML, and logs an error (12300) for JSON.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseSpec {
+    /// A 2xx status; default 202.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// The body's media type; required with a body.
+    #[serde(default)]
+    pub content_type: Option<String>,
+    /// The body, as text; default empty.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+/// The longest `response.body`: an acknowledgement, not a document.
+pub const MAX_RESPONSE_BODY: usize = 64 * 1024;
+
+impl ResponseSpec {
+    /// The answer, or every problem as (the key it is at, the message). The one reading for `serve`
+    /// and `hookgate check`.
+    pub fn compile(&self) -> Result<Answer, Vec<(&'static str, String)>> {
+        let mut problems = Vec::new();
+        let status = match self.status {
+            None => Some(http::StatusCode::ACCEPTED),
+            Some(s) => match http::StatusCode::from_u16(s) {
+                Ok(s) if s.is_success() => Some(s),
+                _ => {
+                    problems.push((
+                        "status",
+                        format!("response.status: {s} is not a 2xx status (a sender retries anything else; refusals keep hookgate's own answers)"),
+                    ));
+                    None
+                }
+            },
+        };
+        let content_type = self.content_type.as_deref().and_then(|t| {
+            let valid = t.parse::<mime::Mime>().is_ok() && t.trim() == t;
+            match http::HeaderValue::from_str(t) {
+                Ok(v) if valid => Some(v),
+                _ => {
+                    problems.push((
+                        "content_type",
+                        format!("response.content_type: `{}` is not a media type (e.g. text/xml, application/json)", crate::error::one_line(t)),
+                    ));
+                    None
+                }
+            }
+        });
+        let body = self.body.clone().unwrap_or_default();
+        if body.len() > MAX_RESPONSE_BODY {
+            problems.push((
+                "body",
+                format!(
+                    "response.body: {} bytes, at most {MAX_RESPONSE_BODY}",
+                    body.len()
+                ),
+            ));
+        }
+        if !body.is_empty() && self.content_type.is_none() {
+            problems.push((
+                "body",
+                "response.body: give its `content_type` too".to_owned(),
+            ));
+        }
+        match (status, problems.is_empty()) {
+            (Some(status), true) => Ok(Answer {
+                status,
+                content_type,
+                body: bytes::Bytes::from(body),
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+/// What a stored event (or a redelivery) of a source is answered with, when not hookgate's JSON.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    pub status: http::StatusCode,
+    pub content_type: Option<http::HeaderValue>,
+    pub body: bytes::Bytes,
+}
+
+impl Answer {
+    /// The `twilio` preset's answer when the file sets none: Twilio reads the answer to a message or
+    /// call webhook as TwiML, and an empty `<Response/>` does nothing (no reply, no call handling).
+    fn empty_twiml() -> Self {
+        Answer {
+            status: http::StatusCode::OK,
+            content_type: Some(http::HeaderValue::from_static("text/xml")),
+            body: bytes::Bytes::from_static(
+                b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response></Response>",
+            ),
+        }
+    }
 }
 
 use crate::ip_policy::IpAllowlist;
@@ -116,6 +218,9 @@ pub struct InboundSource {
     /// The dedup id comes from a header the signature does not cover, so it is bound to the body.
     pub dedup_binds_body: bool,
     pub max_body: Option<u64>,
+    /// The answer to a stored event or a redelivery, when not hookgate's JSON (`response:`, or the
+    /// preset's own: twilio's empty TwiML).
+    pub answer: Option<Answer>,
     /// Headers that carry a credential and are never stored.
     pub secret_headers: Vec<http::HeaderName>,
     pub metrics: super::metrics::SourceMetrics,
@@ -205,6 +310,22 @@ impl InboundSource {
         });
         // `max_body` is bounded where the file is parsed (`mapping::file`), at its own location; every
         // spec built here came through that parse.
+        let answer = match &spec.response {
+            Some(r) => match r.compile() {
+                Ok(a) => Some(a),
+                Err(errs) => {
+                    problems.extend(errs.into_iter().map(|(_, m)| at(&spec.name.referenced, m)));
+                    None
+                }
+            },
+            None if verifier
+                .as_ref()
+                .is_some_and(|v| v.preset() == Preset::Twilio) =>
+            {
+                Some(Answer::empty_twiml())
+            }
+            None => None,
+        };
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -215,6 +336,7 @@ impl InboundSource {
             dedup_binds_body: matches!(&dedup, Some((DedupKey::Header(h), _)) if !signed_header(spec, h)),
             dedup,
             max_body: spec.max_body.map(|b| b.as_u64()),
+            answer,
             secret_headers,
             metrics: Default::default(),
         })

@@ -8,7 +8,7 @@ use super::transform::Lookups;
 use super::value::Env;
 use super::yaml::{self, Ctx, Key, Kind, Loc, Node};
 use super::{Mapping, SourceFile};
-use crate::inbound::source::{DedupSpec, OptionPlaces, SourceSpec};
+use crate::inbound::source::{DedupSpec, OptionPlaces, ResponseSpec, SourceSpec};
 use crate::inbound::verify::VerifySpec;
 use crate::jsonpath::JsonPath;
 use bytesize::ByteSize;
@@ -29,6 +29,7 @@ const TOP_KEYS: &[&str] = &[
     "allow_ips",
     "dedup",
     "max_body",
+    "response",
     "lookups",
     "rules",
     "tests",
@@ -90,6 +91,7 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
     let allow_ips: Option<Vec<IpNet>> = field(ctx, text, root, "allow_ips", &mut ok);
     let dedup: Option<DedupSpec> = field(ctx, text, root, "dedup", &mut ok);
     let max_body: Option<ByteSize> = field(ctx, text, root, "max_body", &mut ok);
+    let response: Option<ResponseSpec> = field(ctx, text, root, "response", &mut ok);
     let name: Option<serde_saphyr::Spanned<String>> = field(ctx, text, root, "source", &mut ok);
     match (source, &name) {
         (None, _) => {
@@ -134,6 +136,18 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
         );
         ok = false;
     }
+    if let Some(Err(problems)) = response.as_ref().map(ResponseSpec::compile) {
+        let section = entry(root, "response");
+        for (key, message) in problems {
+            // At the value the problem is about, else at `response:`.
+            let at = section
+                .and_then(|(_, v)| v.as_map())
+                .and_then(|m| m.iter().find(|(k, _)| k.name == key).map(|(_, v)| v.loc))
+                .unwrap_or_else(|| key_loc(root, "response"));
+            ctx.error(at, message);
+        }
+        ok = false;
+    }
     // The verifier's options and the spelling of its secret references (their values are read only
     // when serving), so that `hookgate check` finds a broken head before a deploy does.
     let verify_places = option_places(root, "verify");
@@ -151,6 +165,7 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
         allow_ips,
         dedup,
         max_body,
+        response,
         verify_places,
     })
 }
