@@ -23,7 +23,12 @@ pub fn of(
     raw: &[u8],
     max_depth: usize,
 ) -> Result<Option<Handshake>, Error> {
-    if preset != Some(Preset::Slack) || kind != BodyKind::Json {
+    // Slack's events are read a second time only when they could be the handshake: most are not.
+    const TYPE: &[u8] = b"url_verification";
+    if preset != Some(Preset::Slack)
+        || kind != BodyKind::Json
+        || memchr::memmem::find(raw, TYPE).is_none()
+    {
         return Ok(None);
     }
     let kind = payload::json_member(raw, &["type"], max_depth)?;

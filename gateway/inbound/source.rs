@@ -154,7 +154,7 @@ pub struct Answer {
 
 impl Answer {
     /// The `twilio` preset's answer when the file sets none: Twilio reads the answer to a message or
-    /// call webhook as TwiML, and an empty `<Response/>` does nothing (no reply, no call handling).
+    /// call webhook as TwiML. An empty `<Response>` sends no reply to a message and ends a call.
     fn empty_twiml() -> Self {
         Answer {
             status: http::StatusCode::OK,
