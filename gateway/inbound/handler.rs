@@ -331,16 +331,18 @@ async fn accept(
         body: &raw,
     };
     let stored = st.store.store_inbound(&rec, ttl).await;
+    if let Ok(Stored::New(id)) = &stored {
+        tracing::Span::current().record("event_id", id.as_str());
+    }
     match (stored, &src.answer) {
         // The source's own answer (`response:`, or its preset's), to a new event and to a redelivery
         // alike: the sender is answered as it was the first time.
-        (Ok(Stored::New(id)), Some(own)) => {
-            tracing::Span::current().record("event_id", id.as_str());
-            Ok(answer_as_configured(own))
-        }
-        (Ok(Stored::Duplicate(_)), Some(own)) => Ok(answer_as_configured(own)),
+        (Ok(_), Some(own)) => Ok(reply(
+            own.status,
+            own.content_type.clone(),
+            own.body.clone(),
+        )),
         (Ok(Stored::New(id)), None) => {
-            tracing::Span::current().record("event_id", id.as_str());
             // A stream id is digits and a dash: nothing to escape, so no JSON value is built.
             Ok(answer_text(
                 StatusCode::ACCEPTED,
@@ -361,16 +363,6 @@ async fn accept(
             Err(Error::Unavailable)
         }
     }
-}
-
-/// A source's own answer (`response:`), as configured.
-fn answer_as_configured(own: &super::source::Answer) -> Response {
-    let mut resp = Response::new(Body::from(own.body.clone()));
-    *resp.status_mut() = own.status;
-    if let Some(t) = &own.content_type {
-        resp.headers_mut().insert(header::CONTENT_TYPE, t.clone());
-    }
-    resp
 }
 
 async fn read_limited(body: Body, limit: u64) -> Result<Bytes, Error> {
@@ -521,12 +513,21 @@ fn answer(status: StatusCode, body: Value) -> Response {
 
 /// A JSON answer already written as text.
 fn answer_text(status: StatusCode, json: String) -> Response {
-    let mut resp = Response::new(Body::from(json));
+    let json_type = http::HeaderValue::from_static("application/json");
+    reply(status, Some(json_type), json)
+}
+
+/// An answer: ours in JSON, or a source's own (`response:`).
+fn reply(
+    status: StatusCode,
+    content_type: Option<http::HeaderValue>,
+    body: impl Into<Body>,
+) -> Response {
+    let mut resp = Response::new(body.into());
     *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
+    if let Some(t) = content_type {
+        resp.headers_mut().insert(header::CONTENT_TYPE, t);
+    }
     resp
 }
 
