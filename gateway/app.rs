@@ -183,6 +183,7 @@ pub async fn run(
             max_json_depth: cfg.limits.max_json_depth,
             max_headers: cfg.limits.max_headers,
             in_flight: Arc::new(tokio::sync::Semaphore::new(cfg.limits.max_in_flight)),
+            pace: inbound::pace::Pace::of(&cfg.limits),
         });
         let registry = state.sources.clone();
         let count: crate::error::RefusalCount =

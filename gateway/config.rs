@@ -94,6 +94,14 @@ pub struct Limits {
     /// ([`IN_FLIGHT_WAIT`] + 3 × `redis.response_timeout`), so a stalled Redis gets its 503.
     #[serde(with = "humantime_serde_compat")]
     pub request_timeout: Duration,
+    /// The least rate, in bytes per second, at which a webhook body must arrive once
+    /// `body_rate_grace` has passed (averaged since the body began); slower → 408. A stalled body would
+    /// otherwise hold its in-flight slot until `request_timeout`. 0 turns the floor off.
+    #[serde(serialize_with = "bytes_as_number")]
+    pub min_body_rate: bytesize::ByteSize,
+    /// How long a body may take before `min_body_rate` is checked.
+    #[serde(with = "humantime_serde_compat")]
+    pub body_rate_grace: Duration,
 }
 
 /// How long a webhook request waits for an in-flight slot (`limits.max_in_flight`) before it gets 503.
@@ -117,6 +125,8 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
+            min_body_rate: bytesize::ByteSize::kib(1),
+            body_rate_grace: Duration::from_secs(5),
         }
     }
 }
@@ -821,6 +831,17 @@ impl Config {
             bad(
                 "limits.idle_timeout",
                 "must be longer than limits.request_timeout, so no request is running when an idle connection closes".into(),
+            );
+        }
+        // A grace as long as the whole request leaves the rate nothing to check.
+        if l.min_body_rate.as_u64() > 0
+            && (l.body_rate_grace.is_zero() || l.body_rate_grace >= l.request_timeout)
+            && !under("limits.request_timeout")
+            && !under("limits.min_body_rate")
+        {
+            bad(
+                "limits.body_rate_grace",
+                "must be above 0 and shorter than limits.request_timeout while limits.min_body_rate is set (0 turns the rate off)".into(),
             );
         }
         if l.max_headers < 8 {
@@ -1895,6 +1916,27 @@ mod tests {
                 .all(|m| m.contains("must be between 1 and 1000000")),
             "{p:?}"
         );
+    }
+
+    /// The body-rate floor needs a grace inside the request timeout; 0 turns it off, and then the grace
+    /// is not checked.
+    #[test]
+    fn the_body_rate_grace_must_fit_in_the_request_timeout() {
+        let check = validated;
+        let c = Config::from_sources("hg.yaml", "", &[]).unwrap();
+        assert_eq!(c.limits.min_body_rate.as_u64(), 1024);
+        assert_eq!(c.limits.body_rate_grace, Duration::from_secs(5));
+        let p = check("limits: { body_rate_grace: 30s }\n").unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("hg.yaml:1:28: limits.body_rate_grace: must be above 0 and shorter than limits.request_timeout"),
+            "{p:?}"
+        );
+        assert!(check("limits: { body_rate_grace: 0s }\n").is_err());
+        assert!(check("limits: { body_rate_grace: 29s }\n").is_ok());
+        assert!(check("limits: { body_rate_grace: 30s, min_body_rate: 0 }\n").is_ok());
+        let c = Config::from_sources("hg.yaml", "limits: { min_body_rate: 2KiB }\n", &[]).unwrap();
+        assert_eq!(c.limits.min_body_rate.as_u64(), 2048);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub enum Error {
     /// The whole request took longer than `limits.request_timeout`: a sender too slow to send its body.
     #[error("request not completed within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
+    /// The body came slower than `limits.min_body_rate` (bytes per second) once its grace had passed.
+    #[error("the body arrived slower than {0} bytes/s")]
+    TooSlow(u64),
     #[error("unsupported content type `{0}`; send application/json or application/x-www-form-urlencoded")]
     UnsupportedType(String),
     /// A `Content-Encoding` other than identity: hookgate stores and verifies the bytes as sent, and
@@ -110,7 +113,7 @@ impl Error {
             Error::IpNotAllowed(_) => StatusCode::FORBIDDEN,
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooManyHeaders(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Error::Timeout(_) | Error::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             Error::UnsupportedType(_) | Error::UnsupportedEncoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
@@ -137,6 +140,7 @@ impl Error {
             Error::TooLarge(_) => "too_large",
             Error::TooManyHeaders(_) => "too_many_headers",
             Error::Timeout(_) => "timeout",
+            Error::TooSlow(_) => "too_slow",
             Error::UnsupportedType(_) => "unsupported_type",
             Error::UnsupportedEncoding(_) => "unsupported_encoding",
             Error::UnsupportedTransferCoding(_) => "unsupported_transfer_coding",

@@ -251,7 +251,8 @@ async fn a_body_too_slow_to_arrive_gets_408_counted() {
     let gw = Gateway::start(
         &redis,
         &[("open.yaml", OPEN)],
-        "limits: { request_timeout: 5500ms }\nredis: { response_timeout: 100ms }\n",
+        // No rate floor: the body stalls, and only the request's own timeout ends it.
+        "limits: { request_timeout: 5500ms, min_body_rate: 0 }\nredis: { response_timeout: 100ms }\n",
     )
     .await;
     let started = std::time::Instant::now();
@@ -274,6 +275,81 @@ async fn a_body_too_slow_to_arrive_gets_408_counted() {
     gw.stop().await.unwrap();
 }
 
+/// A body that stalls gets the JSON 408 `too_slow` once `limits.body_rate_grace` has passed, long
+/// before `limits.request_timeout`, and frees its in-flight slot and its connection (the rest of its body
+/// must not be read as a next request). A body that trickles above `limits.min_body_rate` for longer
+/// than the grace is stored whole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_body_frees_its_slot_at_the_least_rate() {
+    use tokio::io::AsyncWriteExt;
+    let redis = Redis::start();
+    let gw = Gateway::start(
+        &redis,
+        // A source of its own: its 408 is counted per source, in this process's one recorder.
+        &[(
+            "paced.yaml",
+            "source: paced\nallow_ips: [127.0.0.0/8]\ndedup: { id: $.id }\n",
+        )],
+        "limits: { max_in_flight: 1, min_body_rate: 1KiB, body_rate_grace: 1s }\n",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = "POST /webhooks/paced HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"id\":";
+    s.write_all(head.as_bytes()).await.unwrap();
+    let got = read_until_closed(&mut s, Duration::from_secs(20))
+        .await
+        .expect("the connection is closed after the 408");
+    let elapsed = started.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let reason: Value = serde_json::from_str(body).unwrap_or_default();
+    assert_eq!(reason["error"], "too_slow", "{text}");
+    assert_eq!(
+        reason["message"], "the body arrived slower than 1024 bytes/s",
+        "{text}"
+    );
+    // At the grace, not at the request timeout (30 s); the bound is loose for a loaded CI machine.
+    assert!(
+        elapsed >= Duration::from_secs(1) && elapsed < Duration::from_secs(15),
+        "{elapsed:?}"
+    );
+    // The one slot is free again.
+    let c = client();
+    let r = post(&c, &gw.url("paced"), "application/json", r#"{"id":"next"}"#).await;
+    assert_eq!(r.0, 202, "{r:?}");
+
+    // 3,000 bytes in 150-byte pieces every 100 ms (1,500 bytes/s) for about 2 s, twice the grace.
+    let filler = "x".repeat(3000 - r#"{"id":"trickled","pad":""}"#.len());
+    let whole = format!(r#"{{"id":"trickled","pad":"{filler}"}}"#);
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let head = format!(
+        "POST /webhooks/paced HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        whole.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    for piece in whole.as_bytes().chunks(150) {
+        s.write_all(piece).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = read_until_closed(&mut s, Duration::from_secs(10)).await;
+    let text = String::from_utf8_lossy(got.as_deref().unwrap_or_default()).into_owned();
+    assert!(text.starts_with("HTTP/1.1 202"), "{text}");
+
+    let ids: Vec<String> = inbound_entries(&redis, "hookgate")
+        .into_iter()
+        .map(|(_, f)| String::from_utf8_lossy(&f["event_id"]).into_owned())
+        .collect();
+    assert_eq!(ids, ["next", "trickled"]);
+    let m = gw.metrics().await;
+    assert!(
+        m.contains("hookgate_inbound_requests_total{source=\"paced\",status=\"408\"} 1"),
+        "counted: {m}"
+    );
+    gw.stop().await.unwrap();
+}
+
 /// `limits.max_in_flight` bounds the requests being handled: one more waits for a slot (up to 5 s) and
 /// is stored once one frees; one that waits longer gets 503 `overloaded` with `Retry-After`, counted.
 #[tokio::test(flavor = "multi_thread")]
@@ -283,7 +359,8 @@ async fn requests_beyond_max_in_flight_wait_then_get_503() {
     let gw = Gateway::start(
         &redis,
         &[("open.yaml", OPEN)],
-        "limits: { max_in_flight: 1 }\n",
+        // No rate floor: the held bodies stall for longer than its grace.
+        "limits: { max_in_flight: 1, min_body_rate: 0 }\n",
     )
     .await;
     let c = client();
@@ -1262,13 +1339,13 @@ async fn a_drained_body_does_not_start_a_head_timer() {
         &redis,
         // A source of its own: the 503 it gets is counted per source, in this process's one recorder.
         &[("drain.yaml", "source: drain\nallow_ips: [127.0.0.0/8]\n")],
-        "limits: { max_in_flight: 1, header_read_timeout: 1s, request_timeout: 5500ms, idle_timeout: 12s }\nredis: { response_timeout: 100ms }\n",
+        "limits: { max_in_flight: 1, header_read_timeout: 1s, request_timeout: 5500ms, idle_timeout: 12s, min_body_rate: 0 }\nredis: { response_timeout: 100ms }\n",
     )
     .await;
     let head = |len: usize| {
         format!("POST /webhooks/drain HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n")
     };
-    // Holds the one slot until its request timeout: its body never completes.
+    // Holds the one slot until its request timeout (no rate floor): its body never completes.
     let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     slow.write_all(format!("{}{{", head(100)).as_bytes())
         .await

@@ -33,6 +33,8 @@ pub struct InboundState {
     pub max_headers: usize,
     /// Requests being handled; bounds memory held by bodies (`max_in_flight × max_body`).
     pub in_flight: Arc<tokio::sync::Semaphore>,
+    /// The least rate a body must arrive at (`limits.min_body_rate`), so a stalled one frees its slot.
+    pub pace: Option<super::pace::Pace>,
 }
 
 /// The route's path, before the source name (one segment, which the router matches).
@@ -275,7 +277,10 @@ async fn accept(
     let headers = &parts.headers;
     // One clock read for the replay window and the stored receive time.
     let now = SystemTime::now();
-    let raw = read_limited(body, limit).await?;
+    let raw = match st.pace {
+        Some(pace) => read_limited(super::pace::Paced::new(body, pace), limit).await?,
+        None => read_limited(body, limit).await?,
+    };
 
     if let Some(verifier) = &src.verifier {
         // Only the schemes that sign the URL (twilio, hubspot, a `{url}` template, a token parameter)
@@ -365,12 +370,19 @@ async fn accept(
     }
 }
 
-async fn read_limited(body: Body, limit: u64) -> Result<Bytes, Error> {
+async fn read_limited<B>(body: B, limit: u64) -> Result<Bytes, Error>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: Into<tower::BoxError>,
+{
     match Limited::new(body, limit as usize).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if over_limit(e.as_ref()) => Err(Error::TooLarge(limit)),
         Err(e) if sender_left(e.as_ref()) => Err(Error::ClientClosed),
-        Err(e) => Err(Error::Malformed(format!("could not read the body: {e}"))),
+        Err(e) => match causes(e.as_ref()).find_map(|e| e.downcast_ref::<super::pace::TooSlow>()) {
+            Some(slow) => Err(Error::TooSlow(slow.min_per_sec)),
+            None => Err(Error::Malformed(format!("could not read the body: {e}"))),
+        },
     }
 }
 

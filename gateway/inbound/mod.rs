@@ -2,6 +2,7 @@
 pub mod handler;
 pub mod handshake;
 pub mod metrics;
+pub mod pace;
 pub mod source;
 pub mod verify;
 
