@@ -419,8 +419,9 @@ async fn every_other_preset_accepts_its_signer_and_refuses_the_rest_over_http() 
 /// Slack enables an Events API Request URL only when its signed `url_verification` POST is answered with
 /// the challenge. hookgate answers it (200, `{"challenge": ...}`) once the signature checks out, and
 /// stores nothing: it is no event. Unsigned, it is refused like any request; an event is stored as usual.
+/// The same for a slash command URL's `ssl_check` form, answered with an empty 200.
 #[tokio::test(flavor = "multi_thread")]
-async fn slack_url_verification_is_answered_with_its_challenge_and_not_stored() {
+async fn slack_handshakes_are_answered_and_not_stored() {
     const SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
     let redis = Redis::start();
     let secrets = tempfile::tempdir().unwrap();
@@ -453,6 +454,29 @@ async fn slack_url_verification_is_answered_with_its_challenge_and_not_stored() 
     );
     assert_eq!(send(&url, ct, &signed[1]["headers"], event).await.0, 202);
     assert_eq!(inbound_entries(&redis, "hookgate").len(), 1);
+
+    // A slash command's certificate check: a signed form with `ssl_check=1`, answered with an empty 200
+    // and not stored; unsigned, 401. A slash command itself is stored.
+    let ssl_check = "token=gIkuvaNzQIHg97ATvDxqgjtO&ssl_check=1";
+    let command = "token=gIkuvaNzQIHg97ATvDxqgjtO&team_id=T0001&command=%2Fweather&text=94070&trigger_id=13345224609.738474920.8088930838d88f008e0";
+    let signed = peer_sign(&json!([sign(ssl_check), sign(command)]));
+    let form = "application/x-www-form-urlencoded";
+    assert_eq!(
+        send_raw(&url, form, &signed[0]["headers"], ssl_check).await,
+        (200, None, String::new())
+    );
+    let (status, answer) = send(&url, form, &json!({}), ssl_check).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("bad_signature")),
+        "unsigned"
+    );
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 1, "not stored");
+    assert_eq!(
+        send(&url, form, &signed[1]["headers"], command).await.0,
+        202
+    );
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 2);
 }
 
 /// A source's `response:` is what a stored event and its redelivery are answered with (the sender is

@@ -309,6 +309,9 @@ async fn accept(
             super::handshake::Handshake::SlackChallenge(c) => {
                 answer(StatusCode::OK, json!({ "challenge": c }))
             }
+            super::handshake::Handshake::SlackSslCheck => {
+                reply(StatusCode::OK, None, Body::empty())
+            }
         });
     }
     let event_id = validate_and_dedup_id(src, kind, &raw, headers, st.max_json_depth)?;

@@ -11,26 +11,39 @@ use serde_json::Value;
 pub enum Handshake {
     /// Slack's Events API: `{"challenge": ...}` with 200.
     SlackChallenge(String),
+    /// Slack's check of a slash command's certificate (`ssl_check=1`): an empty 200.
+    SlackSslCheck,
 }
 
 /// The handshake a verified request is, if any, for a source verified with `preset`.
 ///
 /// Slack enables an Events API Request URL only once a `{"type": "url_verification", "challenge": ...}`
 /// POST (signed like any event) is answered with its challenge; stored as an event, it would never be.
+/// It also posts the form `ssl_check=1&token=...` (signed) to slash-command URLs to check their
+/// certificate, and wants an empty 200: no command was run.
 pub fn of(
     preset: Option<Preset>,
     kind: BodyKind,
     raw: &[u8],
     max_depth: usize,
 ) -> Result<Option<Handshake>, Error> {
-    // Slack's events are read a second time only when they could be the handshake: most are not.
-    const TYPE: &[u8] = b"url_verification";
-    if preset != Some(Preset::Slack)
-        || kind != BodyKind::Json
-        || memchr::memmem::find(raw, TYPE).is_none()
-    {
+    if preset != Some(Preset::Slack) {
         return Ok(None);
     }
+    // Slack's requests are read a second time only when they could be a handshake: most are not.
+    match kind {
+        BodyKind::Json if memchr::memmem::find(raw, b"url_verification").is_some() => {
+            url_verification(raw, max_depth)
+        }
+        BodyKind::Form(_) if memchr::memmem::find(raw, b"ssl_check").is_some() => {
+            let check = form_urlencoded::parse(raw).any(|(k, v)| k == "ssl_check" && v == "1");
+            Ok(check.then_some(Handshake::SlackSslCheck))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn url_verification(raw: &[u8], max_depth: usize) -> Result<Option<Handshake>, Error> {
     let kind = payload::json_member(raw, &["type"], max_depth)?;
     if kind.as_ref().and_then(Value::as_str) != Some("url_verification") {
         return Ok(None);
@@ -77,5 +90,23 @@ mod tests {
             ),
             Err(Error::Malformed(_))
         ));
+    }
+
+    /// Slack's certificate check is a form with `ssl_check=1`; a slash command that mentions
+    /// `ssl_check` in its text, or a JSON body, is not one.
+    #[test]
+    fn a_slack_ssl_check_form_is_a_handshake() {
+        let form = BodyKind::Form(encoding_rs::UTF_8);
+        let slack = Some(Preset::Slack);
+        let check = b"token=gIkuvaNzQIHg97ATvDxqgjtO&ssl_check=1";
+        assert_eq!(
+            of(slack, form, check, 64).unwrap(),
+            Some(Handshake::SlackSslCheck)
+        );
+        let command = b"token=t&command=%2Fweather&text=ssl_check%3D1&ssl_check=0";
+        assert_eq!(of(slack, form, command, 64).unwrap(), None);
+        assert_eq!(of(Some(Preset::Twilio), form, check, 64).unwrap(), None);
+        let json = br#"{"ssl_check":"1"}"#;
+        assert_eq!(of(slack, BodyKind::Json, json, 64).unwrap(), None);
     }
 }
