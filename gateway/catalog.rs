@@ -18,10 +18,29 @@ pub struct LoadedSource {
     pub file: PathBuf,
     /// SHA-256 of the file's text.
     pub hash: String,
-    /// When this content was first loaded (unchanged files keep their time across reloads).
+    /// When this content was first loaded (unchanged files keep their time across reloads; a changed
+    /// secret file is a change).
     pub loaded_at: SystemTime,
     pub inbound: Arc<InboundSource>,
     pub mapping: Arc<Mapping>,
+    /// The secret files its `verify:` names, each with the digest of its content when the source was
+    /// built (read before the build: a change in between only causes one more reload).
+    pub secret_files: Vec<(PathBuf, Option<[u8; 32]>)>,
+}
+
+/// The digest of a file's content; `None` when it cannot be read.
+fn file_digest(path: &Path) -> Option<[u8; 32]> {
+    std::fs::read(path).ok().map(|b| Sha256::digest(&b).into())
+}
+
+impl Catalog {
+    /// The first secret file whose content is no longer what a source was built with.
+    fn rotated_secret(&self) -> Option<&Path> {
+        let mut files = self.sources.values().flat_map(|s| &s.secret_files);
+        files
+            .find(|(path, digest)| file_digest(path) != *digest)
+            .map(|(path, _)| path.as_path())
+    }
 }
 
 /// Everything loaded from one mappings directory.
@@ -48,11 +67,17 @@ pub fn load(dir: &Path, previous: Option<&Catalog>) -> Result<Catalog, Vec<Diagn
         let at = f.head.name.referenced;
         let file = f.path.display().to_string();
         let name = f.head.name.value.clone();
+        let secret_files = (f.head.verify.iter().flat_map(|v| v.secret_files()))
+            .map(|path| {
+                let digest = file_digest(&path);
+                (path, digest)
+            })
+            .collect();
         match InboundSource::build(&f.head) {
             Ok(inbound) => {
                 let loaded_at = previous
                     .and_then(|p| p.sources.get(&name))
-                    .filter(|p| p.hash == f.hash)
+                    .filter(|p| p.hash == f.hash && p.secret_files == secret_files)
                     .map_or(now, |p| p.loaded_at);
                 let src = LoadedSource {
                     name: name.clone(),
@@ -61,6 +86,7 @@ pub fn load(dir: &Path, previous: Option<&Catalog>) -> Result<Catalog, Vec<Diagn
                     loaded_at,
                     inbound: Arc::new(inbound),
                     mapping: Arc::new(f.mapping),
+                    secret_files,
                 };
                 sources.insert(name, Arc::new(src));
             }
@@ -121,14 +147,20 @@ impl LiveCatalog {
         self.current.load_full()
     }
 
-    /// Reload if the directory changed; the swap is atomic and only happens for a fully valid set.
+    /// Reload if the directory changed, or a secret file a served source was built with; the swap is
+    /// atomic and only happens for a fully valid set.
     pub fn reload(&self, force: bool) -> Reload {
         let mut last = self.fingerprint.lock().unwrap_or_else(|p| p.into_inner());
         let fp = fingerprint(&self.dir);
-        if !force && last.as_deref() == Some(fp.as_str()) {
+        let previous = self.current();
+        let files_changed = last.as_deref() != Some(fp.as_str());
+        let rotated = previous.rotated_secret();
+        if !force && !files_changed && rotated.is_none() {
             return Reload::Unchanged;
         }
-        let previous = self.current();
+        if let Some(path) = rotated.filter(|_| !files_changed) {
+            tracing::info!(file = %path.display(), "a secret file changed; reloading the mappings");
+        }
         let loaded = load(&self.dir, Some(&previous)).and_then(|c| {
             // A directory emptied while sources are served is far more often a mount caught mid-update
             // or a mistake than an intent, and applying it would answer 404 to every sender.

@@ -423,3 +423,73 @@ async fn admin_api_is_closed_without_a_configured_token() {
         200
     );
 }
+
+/// A secret file a source is verified with (a mounted Kubernetes Secret) is read again when it changes,
+/// though no mapping file did: once the kubelet-style swap is seen (at the next poll), the new token is
+/// accepted, the old one refused, and the source's `loaded_at` moves. A secret file emptied mid-rotation
+/// makes a rejected set, and the last good secret keeps serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_secret_file_is_read_again_without_a_restart() {
+    let redis = Redis::start();
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("token");
+    std::fs::write(&secret, "old-token\n").unwrap();
+    let file = format!(
+        "source: t\nverify: {{ preset: token, header: X-Token, secret: \"${{file:{}}}\" }}\n",
+        secret.display()
+    );
+    let gw = Gateway::start(&redis, &[("t.yaml", &file)], "mappings_poll: 1s\n").await;
+    let url = gw.url("t");
+    let with = |token: &'static str| {
+        let url = url.clone();
+        async move {
+            client()
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-token", token)
+                .body("{}")
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(with("old-token").await, 202);
+    assert_eq!(with("new-token").await, 401);
+    let loaded_at = |v: Value| v["sources"][0]["loaded_at"].as_str().map(str::to_owned);
+    let first = loaded_at(admin_get(&gw, "/v1/sources").await);
+    assert!(first.is_some());
+
+    // Replaced the way the kubelet does it: a new file renamed over the old.
+    let swap = |text: &str| {
+        let tmp = secrets.path().join("..token_tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &secret).unwrap();
+    };
+    swap("new-token\n");
+    let mut rotated = false;
+    for _ in 0..100 {
+        if with("new-token").await == 202 {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rotated, "the new secret is served within 10 s");
+    assert_eq!(with("old-token").await, 401, "the old one is not");
+    let second = loaded_at(admin_get(&gw, "/v1/sources").await);
+    assert!(second.is_some() && second != first, "{first:?} {second:?}");
+
+    // Emptied: the set is rejected at each poll, and the last good secret keeps serving.
+    swap("");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(with("new-token").await, 202);
+    assert_eq!(loaded_at(admin_get(&gw, "/v1/sources").await), second);
+    let (status, problems) = admin_reload(&gw).await;
+    assert_eq!(status, 422);
+    assert!(
+        problems.iter().any(|p| p.contains("is empty")),
+        "{problems:?}"
+    );
+}

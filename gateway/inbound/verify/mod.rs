@@ -151,6 +151,22 @@ pub struct VerifySpec {
     pub param: Option<String>,
 }
 
+impl VerifySpec {
+    /// The files its secret references name (`${file:/path}`): a served set is reloaded when one of them
+    /// changes (a rotated Kubernetes Secret), though no mapping file did.
+    pub fn secret_files(&self) -> Vec<std::path::PathBuf> {
+        let references = (self.secret.iter().chain(&self.secrets))
+            .chain(self.username.iter().chain(&self.password))
+            .chain(&self.passwords);
+        references
+            .filter_map(|r| match crate::secret::SecretRef::parse(r) {
+                Ok(crate::secret::SecretRef::File(path)) => Some(path),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// What a verifier sees of a request. `url` is the URL as received (scheme://host/path?query).
 pub struct SignedRequest<'a> {
     pub method: &'a str,

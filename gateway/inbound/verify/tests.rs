@@ -1101,3 +1101,31 @@ fn verifier_is_shareable_across_tasks() {
     assert_send_sync_clone::<Verifier>();
     assert_send_sync_clone::<VerifyError>();
 }
+
+/// The files a reload watches for rotation: every `${file:}` reference among the secret options, and
+/// nothing else (env references, a plain user name).
+#[test]
+fn secret_files_are_the_file_references() {
+    let spec = VerifySpec {
+        preset: Preset::Basic,
+        username: Some("hookgate".into()),
+        password: Some("${file:/run/secrets/pw}".into()),
+        passwords: vec!["${env:OLD_PW}".into(), "${file:/run/secrets/pw2}".into()],
+        ..Default::default()
+    };
+    let files = spec.secret_files();
+    assert_eq!(
+        files,
+        [
+            std::path::PathBuf::from("/run/secrets/pw"),
+            std::path::PathBuf::from("/run/secrets/pw2")
+        ]
+    );
+    let spec = VerifySpec {
+        preset: Preset::Stripe,
+        secret: Some("${env:STRIPE_WEBHOOK_SECRET}".into()),
+        secrets: vec!["${file:/s/stripe}".into()],
+        ..Default::default()
+    };
+    assert_eq!(spec.secret_files(), [std::path::PathBuf::from("/s/stripe")]);
+}
