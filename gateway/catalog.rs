@@ -36,10 +36,14 @@ fn file_digest(path: &Path) -> Option<[u8; 32]> {
 impl Catalog {
     /// The first secret file whose content is no longer what a source was built with.
     fn rotated_secret(&self) -> Option<&Path> {
-        let mut files = self.sources.values().flat_map(|s| &s.secret_files);
+        let files: std::collections::BTreeMap<&Path, &Option<[u8; 32]>> = (self.sources.values())
+            .flat_map(|s| &s.secret_files)
+            .map(|(path, digest)| (path.as_path(), digest))
+            .collect();
         files
-            .find(|(path, digest)| file_digest(path) != *digest)
-            .map(|(path, _)| path.as_path())
+            .into_iter()
+            .find(|(path, digest)| file_digest(path) != **digest)
+            .map(|(path, _)| path)
     }
 }
 
@@ -153,13 +157,15 @@ impl LiveCatalog {
         let mut last = self.fingerprint.lock().unwrap_or_else(|p| p.into_inner());
         let fp = fingerprint(&self.dir);
         let previous = self.current();
-        let files_changed = last.as_deref() != Some(fp.as_str());
-        let rotated = previous.rotated_secret();
-        if !force && !files_changed && rotated.is_none() {
-            return Reload::Unchanged;
-        }
-        if let Some(path) = rotated.filter(|_| !files_changed) {
-            tracing::info!(file = %path.display(), "a secret file changed; reloading the mappings");
+        if !force && last.as_deref() == Some(fp.as_str()) {
+            // No mapping file changed: a secret file a served source was built with may have.
+            match previous.rotated_secret() {
+                None => return Reload::Unchanged,
+                Some(path) => tracing::info!(
+                    file = %path.display(),
+                    "a secret file changed; reloading the mappings"
+                ),
+            }
         }
         let loaded = load(&self.dir, Some(&previous)).and_then(|c| {
             // A directory emptied while sources are served is far more often a mount caught mid-update

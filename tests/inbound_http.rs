@@ -276,9 +276,9 @@ async fn a_body_too_slow_to_arrive_gets_408_counted() {
 }
 
 /// A body that stalls gets the JSON 408 `too_slow` once `limits.body_rate_grace` has passed, long
-/// before `limits.request_timeout`, and frees its in-flight slot and its connection (the rest of its body
-/// must not be read as a next request). A body that trickles above `limits.min_body_rate` for longer
-/// than the grace is stored whole.
+/// before `limits.request_timeout`, and frees its in-flight slot; on HTTP/1 its connection is closed (the
+/// rest of its body must not be read as a next request), on HTTP/2 its stream is reset and the connection
+/// serves on. A body that trickles above `limits.min_body_rate` for longer than the grace is stored whole.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stalled_body_frees_its_slot_at_the_least_rate() {
     use tokio::io::AsyncWriteExt;
@@ -337,14 +337,52 @@ async fn a_stalled_body_frees_its_slot_at_the_least_rate() {
     let text = String::from_utf8_lossy(got.as_deref().unwrap_or_default()).into_owned();
     assert!(text.starts_with("HTTP/1.1 202"), "{text}");
 
+    // HTTP/2: the stalled stream is answered 408 too, and reset; the connection serves the next request.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    tx.send(Ok(bytes::Bytes::from_static(b"{\"id\":")))
+        .await
+        .unwrap();
+    let stalled = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let r = tokio::time::timeout(
+        Duration::from_secs(15),
+        h2.post(gw.url("paced"))
+            .header("content-type", "application/json")
+            .body(stalled)
+            .send(),
+    )
+    .await
+    .expect("answered at the grace")
+    .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status().as_u16(), 408);
+    let reason: Value = r.json().await.unwrap();
+    assert_eq!(reason["error"], "too_slow");
+    drop(tx);
+    let r = h2
+        .post(gw.url("paced"))
+        .header("content-type", "application/json")
+        .body(r#"{"id":"after-h2"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        202,
+        "the slot and the connection serve on"
+    );
+
     let ids: Vec<String> = inbound_entries(&redis, "hookgate")
         .into_iter()
         .map(|(_, f)| String::from_utf8_lossy(&f["event_id"]).into_owned())
         .collect();
-    assert_eq!(ids, ["next", "trickled"]);
+    assert_eq!(ids, ["next", "trickled", "after-h2"]);
     let m = gw.metrics().await;
     assert!(
-        m.contains("hookgate_inbound_requests_total{source=\"paced\",status=\"408\"} 1"),
+        m.contains("hookgate_inbound_requests_total{source=\"paced\",status=\"408\"} 2"),
         "counted: {m}"
     );
     gw.stop().await.unwrap();

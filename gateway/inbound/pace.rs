@@ -1,8 +1,8 @@
 //! The least rate at which a webhook body must arrive (`limits.min_body_rate`, checked once
 //! `limits.body_rate_grace` has passed). A body being read holds an in-flight slot
 //! (`limits.max_in_flight`) and the bytes it has sent; without a floor on its rate, a body that stalls
-//! would hold both until `limits.request_timeout`, and a few hundred stalled senders could take every
-//! slot for half a minute. The rule is Kestrel's (`MinRequestBodyDataRate`): after the grace, the bytes
+//! would hold both until `limits.request_timeout`, and as many stalled senders as there are slots could
+//! take every one for half a minute. The rule is Kestrel's (`MinRequestBodyDataRate`): after the grace, the bytes
 //! received so far must average at least the rate since the body began.
 
 use bytes::Bytes;
@@ -12,12 +12,12 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::time::{Instant, Sleep};
 
-/// `limits.min_body_rate` and `limits.body_rate_grace`.
+/// `limits.min_body_rate` and `limits.body_rate_grace`; made only by [`Pace::of`], which keeps the rate
+/// above 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pace {
-    /// Bytes per second; above 0.
-    pub min_per_sec: u64,
-    pub grace: std::time::Duration,
+    min_per_sec: u64,
+    grace: std::time::Duration,
 }
 
 impl Pace {
@@ -33,8 +33,13 @@ impl Pace {
     /// The latest moment the next bytes may come, `received` bytes having come since `start`: the end of
     /// the grace, or the moment those bytes would have taken at the least rate, whichever is later.
     fn deadline(&self, start: Instant, received: u64) -> Instant {
-        let earned = std::time::Duration::from_secs_f64(received as f64 / self.min_per_sec as f64);
-        start + self.grace.max(earned)
+        let earned = received as f64 / self.min_per_sec.max(1) as f64;
+        let earned =
+            std::time::Duration::try_from_secs_f64(earned).unwrap_or(std::time::Duration::MAX);
+        // Past what an Instant can hold: a year on, which no request outlives.
+        let far = std::time::Duration::from_secs(366 * 86_400);
+        let wait = self.grace.max(earned);
+        start.checked_add(wait).unwrap_or(start + far)
     }
 }
 
