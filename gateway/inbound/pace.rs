@@ -52,24 +52,25 @@ pub struct TooSlow {
 
 pin_project_lite::pin_project! {
     /// A body held to a [`Pace`]. The timer is made only when the sender makes us wait: a body that is
-    /// already in the socket buffer, as most webhooks are, costs no timer.
+    /// already in the socket buffer, as most webhooks are, costs no timer and no clock read.
     pub struct Paced<B> {
         #[pin]
         inner: B,
         pace: Pace,
-        start: Instant,
+        // Set at the first wait: a body already in the socket buffer reads no clock.
+        start: Option<Instant>,
         received: u64,
         timer: Option<Pin<Box<Sleep>>>,
     }
 }
 
 impl<B> Paced<B> {
-    /// Starts the clock: the body begins now.
+    /// The clock starts when the body first makes the reader wait, microseconds after reading began.
     pub fn new(inner: B, pace: Pace) -> Self {
         Paced {
             inner,
             pace,
-            start: Instant::now(),
+            start: None,
             received: 0,
             timer: None,
         }
@@ -99,7 +100,8 @@ where
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                let deadline = this.pace.deadline(*this.start, *this.received);
+                let start = *this.start.get_or_insert_with(Instant::now);
+                let deadline = this.pace.deadline(start, *this.received);
                 let timer = this
                     .timer
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
