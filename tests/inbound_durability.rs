@@ -37,13 +37,6 @@ async fn send_signed(
     Ok((s, r.json::<Value>().await.unwrap_or(Value::Null)))
 }
 
-fn stored_event_ids(redis: &Redis) -> Vec<String> {
-    inbound_entries(redis, "hookgate")
-        .into_iter()
-        .map(|(_, f)| String::from_utf8_lossy(&f["event_id"]).into_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_concurrent_signed_requests_are_all_stored() {
     let redis = Redis::start();

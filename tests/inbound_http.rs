@@ -375,11 +375,7 @@ async fn a_stalled_body_frees_its_slot_at_the_least_rate() {
         "the slot and the connection serve on"
     );
 
-    let ids: Vec<String> = inbound_entries(&redis, "hookgate")
-        .into_iter()
-        .map(|(_, f)| String::from_utf8_lossy(&f["event_id"]).into_owned())
-        .collect();
-    assert_eq!(ids, ["next", "trickled", "after-h2"]);
+    assert_eq!(stored_event_ids(&redis), ["next", "trickled", "after-h2"]);
     let m = gw.metrics().await;
     assert!(
         m.contains("hookgate_inbound_requests_total{source=\"paced\",status=\"408\"} 2"),
@@ -474,11 +470,7 @@ async fn requests_beyond_max_in_flight_wait_then_get_503() {
     assert_eq!(b["error"], "overloaded");
     assert!(release(held).await.starts_with("HTTP/1.1 202"));
 
-    let ids: Vec<String> = inbound_entries(&redis, "hookgate")
-        .into_iter()
-        .map(|(_, f)| String::from_utf8_lossy(&f["event_id"]).into_owned())
-        .collect();
-    assert_eq!(ids, ["held-1", "waits", "held-2"]);
+    assert_eq!(stored_event_ids(&redis), ["held-1", "waits", "held-2"]);
     let m = gw.metrics().await;
     assert!(
         m.contains("hookgate_inbound_requests_total{source=\"open\",status=\"503\"} 1"),

@@ -368,6 +368,14 @@ pub fn inbound_entries(
         .collect()
 }
 
+/// The sender's event id of every entry of `hookgate:inbound`, in stream order.
+pub fn stored_event_ids(redis: &Redis) -> Vec<String> {
+    inbound_entries(redis, "hookgate")
+        .into_iter()
+        .map(|(_, f)| String::from_utf8_lossy(&f["event_id"]).into_owned())
+        .collect()
+}
+
 /// Every entry of the inbound stream, as Redis answers XRANGE.
 fn inbound_range(redis: &Redis, prefix: &str) -> redis::streams::StreamRangeReply {
     let mut c = redis.conn();
