@@ -1,5 +1,6 @@
-//! Handshakes: requests a provider sends to prove that a URL is the receiver it was told of, before it
-//! sends events there. They are answered as the provider asks and never stored: they are no events.
+//! Handshakes: requests a provider sends to prove that a URL is the receiver it was told of, or that its
+//! certificate is good, before it sends events there. They are answered as the provider asks and never
+//! stored: they are no events.
 
 use super::verify::Preset;
 use crate::error::Error;

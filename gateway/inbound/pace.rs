@@ -2,8 +2,8 @@
 //! `limits.body_rate_grace` has passed). A body being read holds an in-flight slot
 //! (`limits.max_in_flight`) and the bytes it has sent; without a floor on its rate, a body that stalls
 //! would hold both until `limits.request_timeout`, and as many stalled senders as there are slots could
-//! take every one for half a minute. The rule is Kestrel's (`MinRequestBodyDataRate`): after the grace, the bytes
-//! received so far must average at least the rate since the body began.
+//! take every one for half a minute. The rule is Kestrel's (`MinRequestBodyDataRate`): after the grace,
+//! the bytes received so far must average at least the rate since the body began.
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
@@ -33,7 +33,7 @@ impl Pace {
     /// The latest moment the next bytes may come, `received` bytes having come since `start`: the end of
     /// the grace, or the moment those bytes would have taken at the least rate, whichever is later.
     fn deadline(&self, start: Instant, received: u64) -> Instant {
-        let earned = received as f64 / self.min_per_sec.max(1) as f64;
+        let earned = received as f64 / self.min_per_sec as f64;
         let earned =
             std::time::Duration::try_from_secs_f64(earned).unwrap_or(std::time::Duration::MAX);
         // Past what an Instant can hold: a year on, which no request outlives.

@@ -22,8 +22,9 @@ pub struct SourceSpec {
     pub dedup: Option<DedupSpec>,
     /// `max_body:` body size limit for this source, e.g. `2MiB`; the gateway default (1 MiB) otherwise.
     pub max_body: Option<ByteSize>,
-    /// `response:` what a stored event (or a redelivery) is answered with, for senders that read it.
-    pub response: Option<ResponseSpec>,
+    /// `response:` what a stored event (or a redelivery) is answered with, for senders that read it;
+    /// compiled and checked where the file is parsed.
+    pub response: Option<Answer>,
     /// Where `verify:` and each of its options are written, for the problems found when its secrets are
     /// resolved at serve time.
     pub verify_places: OptionPlaces,
@@ -308,22 +309,14 @@ impl InboundSource {
             };
             key.map(|k| (k, ttl))
         });
-        // `max_body` is bounded where the file is parsed (`mapping::file`), at its own location; every
-        // spec built here came through that parse.
+        // `max_body` and `response` are checked where the file is parsed (`mapping::file`), at their own
+        // locations; every spec built here came through that parse.
+        let twilio = verifier
+            .as_ref()
+            .is_some_and(|v| v.preset() == Preset::Twilio);
         let answer = match &spec.response {
-            Some(r) => match r.compile() {
-                Ok(a) => Some(a),
-                Err(errs) => {
-                    problems.extend(errs.into_iter().map(|(_, m)| at(&spec.name.referenced, m)));
-                    None
-                }
-            },
-            None if verifier
-                .as_ref()
-                .is_some_and(|v| v.preset() == Preset::Twilio) =>
-            {
-                Some(Answer::empty_twiml())
-            }
+            Some(own) => Some(own.clone()),
+            None if twilio => Some(Answer::empty_twiml()),
             None => None,
         };
         if !problems.is_empty() {

@@ -136,18 +136,24 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
         );
         ok = false;
     }
-    if let Some(Err(problems)) = response.as_ref().map(ResponseSpec::compile) {
-        let section = entry(root, "response");
-        for (key, message) in problems {
-            // At the value the problem is about, else at `response:`.
-            let at = section
-                .and_then(|(_, v)| v.as_map())
-                .and_then(|m| m.iter().find(|(k, _)| k.name == key).map(|(_, v)| v.loc))
-                .unwrap_or_else(|| key_loc(root, "response"));
-            ctx.error(at, message);
+    // Compiled once, here: `serve` builds the source from the answer, `hookgate check` reports its problems.
+    let response = match response.as_ref().map(ResponseSpec::compile) {
+        None => None,
+        Some(Ok(answer)) => Some(answer),
+        Some(Err(problems)) => {
+            let section = entry(root, "response");
+            for (key, message) in problems {
+                // At the value the problem is about, else at `response:`.
+                let at = section
+                    .and_then(|(_, v)| v.as_map())
+                    .and_then(|m| m.iter().find(|(k, _)| k.name == key).map(|(_, v)| v.loc))
+                    .unwrap_or_else(|| key_loc(root, "response"));
+                ctx.error(at, message);
+            }
+            ok = false;
+            None
         }
-        ok = false;
-    }
+    };
     // The verifier's options and the spelling of its secret references (their values are read only
     // when serving), so that `hookgate check` finds a broken head before a deploy does.
     let verify_places = option_places(root, "verify");
