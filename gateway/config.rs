@@ -151,6 +151,13 @@ pub struct RedisConfig {
     /// the certificate and its key (a mounted Secret).
     pub tls_client_cert_file: Option<PathBuf>,
     pub tls_client_key_file: Option<PathBuf>,
+    /// Answer a webhook or a publish 2xx only once this many replicas of the master that stored it hold
+    /// it (Redis `WAIT`), so a failover loses nothing a sender was told was taken; otherwise 503. 0 (the
+    /// default) answers once the master has it.
+    pub min_replica_acks: u32,
+    /// How long a request waits for its replica acknowledgements before it gets 503.
+    #[serde(with = "humantime_serde_compat")]
+    pub replica_ack_timeout: Duration,
 }
 
 impl Default for RedisConfig {
@@ -162,6 +169,8 @@ impl Default for RedisConfig {
             tls_ca_file: None,
             tls_client_cert_file: None,
             tls_client_key_file: None,
+            min_replica_acks: 0,
+            replica_ack_timeout: Duration::from_secs(1),
         }
     }
 }
@@ -847,21 +856,40 @@ impl Config {
         if l.max_headers < 8 {
             bad("limits.max_headers", "must be at least 8".into());
         }
-        // The receiver's own waits: a slot, then the store's deadline. A request timeout inside them would
-        // answer a stalled Redis 408, without Retry-After.
-        let receiver_waits =
-            IN_FLIGHT_WAIT.saturating_add(store_deadline(self.redis.response_timeout));
+        // The receiver's own waits: a slot, then the store's deadline, then the replicas. A request
+        // timeout inside them would answer a stalled Redis 408, without Retry-After.
+        let acks = self.redis.min_replica_acks > 0;
+        let receiver_waits = IN_FLIGHT_WAIT
+            .saturating_add(store_deadline(self.redis.response_timeout))
+            .saturating_add(if acks {
+                self.redis.replica_ack_timeout
+            } else {
+                Duration::ZERO
+            });
         if !l.request_timeout.is_zero()
             && l.request_timeout <= receiver_waits
             && !under("redis.response_timeout")
+            && !under("redis.replica_ack_timeout")
         {
+            let ack = if acks {
+                " and redis.replica_ack_timeout"
+            } else {
+                ""
+            };
             bad(
                 "limits.request_timeout",
                 format!(
-                    "must be longer than {} (the in-flight wait, 5s, and 3 × redis.response_timeout), \
+                    "must be longer than {} (the in-flight wait, 5s, 3 × redis.response_timeout{ack}), \
                      so a stalled Redis is answered 503 with Retry-After",
                     humantime::format_duration(receiver_waits)
                 ),
+            );
+        }
+        if acks && self.redis.replica_ack_timeout.is_zero() {
+            bad(
+                "redis.replica_ack_timeout",
+                "must be above 0 while redis.min_replica_acks is set (Redis would WAIT for ever)"
+                    .into(),
             );
         }
         for (key, d) in [
@@ -1882,6 +1910,30 @@ mod tests {
             p[0].starts_with("admin_listen: must differ from listen"),
             "{p:?}"
         );
+    }
+
+    #[test]
+    fn replica_acknowledgements_need_a_timeout_that_fits_the_request() {
+        let check = validated;
+        assert!(check("redis: { min_replica_acks: 1 }\n").is_ok());
+        // The acknowledgement's wait is added to the receiver's: 5 s + 3 × 2 s + 1 s = 12 s.
+        let p = check("limits: { request_timeout: 12s }\nredis: { min_replica_acks: 1 }\n")
+            .unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("hg.yaml:1:28: limits.request_timeout: must be longer than 12s")
+                && p[0].contains("redis.replica_ack_timeout"),
+            "{p:?}"
+        );
+        assert!(check("limits: { request_timeout: 12s }\n").is_ok());
+        // WAIT with a timeout of 0 never returns.
+        let p = check("redis: { min_replica_acks: 2, replica_ack_timeout: 0s }\n").unwrap_err();
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("hg.yaml:1:52: redis.replica_ack_timeout: must be above 0 while redis.min_replica_acks is set"),
+            "{p:?}"
+        );
+        assert!(check("redis: { replica_ack_timeout: 0s }\n").is_ok());
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod mapping;
 pub mod outbound;
 pub mod payload;
 pub mod redis_conn;
+pub mod replica_ack;
 pub mod route;
 pub mod secret;
 pub mod server;

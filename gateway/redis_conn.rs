@@ -28,6 +28,30 @@ impl Conn {
     pub fn is_cluster(&self) -> bool {
         matches!(self, Conn::Cluster(_))
     }
+
+    /// Every reply of `pipe`, run on the master that holds `key`'s slot (on one node, the node), in one
+    /// go on one connection: for a command without a key (`WAIT`) that must follow a write on the same
+    /// connection. A command's own error is its reply, not the call's.
+    pub async fn pipeline_on_master_of(
+        &mut self,
+        key: &str,
+        pipe: &Pipeline,
+    ) -> Result<Vec<Value>, RedisError> {
+        match self {
+            Conn::Cluster(c) => {
+                use redis::cluster_routing::{Route, SingleNodeRoutingInfo, Slot, SlotAddr};
+                let route = Route::with_slot(Slot::for_key(key), SlotAddr::Master);
+                c.route_pipeline(
+                    pipe.clone(),
+                    0,
+                    pipe.len(),
+                    SingleNodeRoutingInfo::SpecificNode(route),
+                )
+                .await
+            }
+            other => other.req_packed_commands(pipe, 0, pipe.len()).await,
+        }
+    }
 }
 
 /// Commands that only read. Sending one twice changes nothing, so one that failed on a connection Redis

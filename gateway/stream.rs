@@ -18,6 +18,7 @@
 //! share a hash tag ([`Families`]), so a script's keys are always in one slot.
 
 use crate::redis_conn::{dropped, Conn, Redis};
+use crate::replica_ack::{AckError, ReplicaAck};
 use redis::{RedisError, RedisResult, Script};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,6 +73,10 @@ pub mod keys {
     /// The readiness probe's key ([`super::Store::ready`]): a write as the store makes, expiring soon.
     pub fn ready(prefix: &str) -> String {
         format!("{prefix}:ready")
+    }
+    /// The marker each round of replica acknowledgements writes ([`crate::replica_ack`]).
+    pub fn replica_ack(prefix: &str) -> String {
+        format!("{prefix}:replica-ack")
     }
     /// Inbound events waiting for a retry: a sorted set of event ids, scored by due time (ms).
     pub fn retry_inbound(prefix: &str) -> String {
@@ -428,6 +433,9 @@ pub enum StoreError {
     /// The whole store took longer than [`Store::deadline`].
     #[error("redis did not take the event within {}", humantime::format_duration(*.0))]
     Deadline(Duration),
+    /// Stored on the master, but not acknowledged by `redis.min_replica_acks` replicas.
+    #[error("stored, but not acknowledged by enough replicas: {0}")]
+    NotReplicated(#[from] AckError),
 }
 
 /// Short commands on one multiplexed, self-reconnecting connection.
@@ -442,6 +450,16 @@ pub struct Store {
     inflight: Arc<Semaphore>,
     wait: Duration,
     format: crate::config::InboundFormat,
+    /// With `redis.min_replica_acks`: the rounds of each family, whose acknowledgement a store waits for
+    /// before it counts as taken.
+    acks: Option<Acks>,
+}
+
+/// The acknowledgement rounds of the two families; one shared when both are on one node.
+#[derive(Clone)]
+struct Acks {
+    inbound: ReplicaAck,
+    outbound: ReplicaAck,
 }
 
 /// What a consumer loop must redo after a failed read.
@@ -674,7 +692,22 @@ impl Store {
             inflight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             wait,
             format: crate::config::InboundFormat::default(),
+            acks: None,
         })
+    }
+
+    /// Count a store as done only once `replicas` replicas acknowledged it (`redis.min_replica_acks`),
+    /// waiting at most `timeout` (`redis.replica_ack_timeout`). Starts the rounds' tasks.
+    pub fn with_replica_acks(mut self, redis: &Redis, replicas: u32, timeout: Duration) -> Self {
+        let start = |prefix: &str| ReplicaAck::start(redis, prefix, replicas, timeout, self.wait);
+        let inbound = start(&self.families.inbound);
+        let outbound = if self.families.outbound == self.families.inbound {
+            inbound.clone()
+        } else {
+            start(&self.families.outbound)
+        };
+        self.acks = Some(Acks { inbound, outbound });
+        self
     }
 
     /// Write inbound entries in `format` (`inbound_format`).
@@ -742,8 +775,14 @@ impl Store {
         rec: &InboundRecord<'_>,
         dedup_ttl: Duration,
     ) -> Result<Stored, StoreError> {
-        self.bounded("storing", || self.store_once(rec, dedup_ttl))
-            .await
+        let stored = self
+            .bounded("storing", || self.store_once(rec, dedup_ttl))
+            .await?;
+        // A duplicate waits too: its original may have been stored a moment ago, not yet replicated.
+        if let Some(acks) = &self.acks {
+            acks.inbound.replicated().await?;
+        }
+        Ok(stored)
     }
 
     /// Run `once` on a turn of the connection; once more if the connection dropped under it (not on a
@@ -804,7 +843,11 @@ impl Store {
                 Stored::Duplicate(Some(sid))
             })
         };
-        self.bounded("publishing", once).await
+        let stored = self.bounded("publishing", once).await?;
+        if let Some(acks) = &self.acks {
+            acks.outbound.replicated().await?;
+        }
+        Ok(stored)
     }
 
     /// The dedup pipeline when the event has a sender id; a plain XADD when not.

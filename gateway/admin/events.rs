@@ -45,7 +45,7 @@ pub async fn publish(
         )
         .await
         .map_err(|e| {
-            tracing::warn!(error = %e, "publish: redis did not answer");
+            tracing::warn!(error = %e, "publish not acknowledged; the producer retries");
             Error::Unavailable
         })?;
     let (sid, duplicate) = match stored {

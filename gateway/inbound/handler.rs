@@ -367,7 +367,7 @@ async fn accept(
             Ok(answer(StatusCode::OK, body))
         }
         (Err(e), _) => {
-            tracing::warn!(source = %src.name, error = %e, "redis did not take the event");
+            tracing::warn!(source = %src.name, error = %e, "event not acknowledged; the sender retries");
             Err(Error::Unavailable)
         }
     }

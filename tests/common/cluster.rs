@@ -222,6 +222,39 @@ impl RedisCluster {
             .expect("a master serves every slot")
     }
 
+    /// The port of a replica of the master on `master_port`, as the first node that answers sees it.
+    pub fn replica_of(&self, master_port: u16) -> Option<u16> {
+        let mut conn = redis::Client::open(self.urls()[0].as_str())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+            .expect("connect to a cluster node");
+        let nodes: String = redis::cmd("CLUSTER")
+            .arg("NODES")
+            .query(&mut conn)
+            .expect("CLUSTER NODES");
+        // `<id> <ip:port@bus> <flags> <master id or -> ...`, one node a line.
+        let node = |line: &str| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let port = f.get(1)?.split(['@', ':']).nth(1)?.parse::<u16>().ok()?;
+            Some((f.first()?.to_string(), port, f.get(3)?.to_string()))
+        };
+        let all: Vec<(String, u16, String)> = nodes.lines().filter_map(node).collect();
+        let master_id = all.iter().find(|n| n.1 == master_port)?.0.clone();
+        all.iter().find(|n| n.2 == master_id).map(|n| n.1)
+    }
+
+    /// Send the node on `port` a signal (`libc::SIGSTOP` freezes it, `libc::SIGCONT` lets it go on).
+    pub fn signal_node(&self, port: u16, sig: i32) {
+        let i = self
+            .ports
+            .iter()
+            .position(|p| *p == port)
+            .expect("a node of ours");
+        let pid = self.children[i].id();
+        // SAFETY: kill(2) on a child process of ours, which has not been waited for.
+        let rc = unsafe { libc::kill(pid as i32, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig})");
+    }
+
     /// `redis://127.0.0.1:P` for each node.
     pub fn urls(&self) -> Vec<String> {
         self.ports

@@ -39,6 +39,8 @@ pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     durable: bool,
+    /// More `redis-server` arguments (`--replicaof`).
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
@@ -52,14 +54,57 @@ impl Redis {
     }
 
     fn start_with(durable: bool) -> Self {
+        Self::start_with_args(durable, Vec::new())
+    }
+
+    fn start_with_args(durable: bool, extra: Vec<String>) -> Self {
         let mut r = Redis {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
             durable,
+            extra,
             child: None,
         };
         r.restart();
         r
+    }
+
+    /// A replica of the Redis at `127.0.0.1:master_port`, returned once its link to the master is up
+    /// and its first sync is done (within 20 s). The master should have `repl-diskless-sync-delay 0`.
+    pub fn start_replica_of(master_port: u16) -> Self {
+        let r = Self::start_with_args(
+            false,
+            vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master_port.to_string(),
+            ],
+        );
+        let mut conn = r.conn();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("replication")
+                .query(&mut conn)
+                .expect("INFO replication");
+            if info.contains("master_link_status:up") && !info.contains("master_sync_in_progress:1")
+            {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica did not sync: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Send the process a signal (`libc::SIGSTOP` to freeze it, `libc::SIGCONT` to let it go on).
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("running").id();
+        // SAFETY: kill(2) on a child process of ours, which has not been waited for.
+        let rc = unsafe { libc::kill(pid as i32, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig})");
     }
 
     pub fn url(&self) -> String {
@@ -90,6 +135,7 @@ impl Redis {
                 "",
             ])
             .args(["--appendonly", aof, "--appendfsync", "always"])
+            .args(&self.extra)
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
