@@ -152,8 +152,8 @@ pub struct RedisConfig {
     pub tls_client_cert_file: Option<PathBuf>,
     pub tls_client_key_file: Option<PathBuf>,
     /// Answer a webhook or a publish 2xx only once this many replicas of the master that stored it hold
-    /// it (Redis `WAIT`), so a failover loses nothing a sender was told was taken; otherwise 503. 0 (the
-    /// default) answers once the master has it.
+    /// it (Redis `WAIT`), so promoting one of them loses nothing a sender was told was taken; otherwise
+    /// 503. 0 (the default) answers once the master has it.
     pub min_replica_acks: u32,
     /// How long a request waits for its replica acknowledgements before it gets 503.
     #[serde(with = "humantime_serde_compat")]

@@ -1,7 +1,7 @@
 //! Answering 2xx only for what replicas have (`redis.min_replica_acks`). Redis replicates asynchronously:
 //! without this, an event the master took and acknowledged, but had not yet sent to a replica, is lost
 //! when that replica is promoted. With it, a sender is answered only once that many replicas hold its
-//! event, and otherwise 503, so it sends again (and the redelivery is answered as a duplicate).
+//! event, and otherwise 503, so it sends again (with dedup, the redelivery is answered as a duplicate).
 //!
 //! Redis's `WAIT` counts the replicas that acknowledged *the calling connection's* last write, so it
 //! cannot run on the shared connection (it would block every command behind it) and means nothing on a
@@ -55,12 +55,14 @@ pub enum AckError {
 }
 
 impl ReplicaAck {
-    /// Start the rounds for the family whose keys begin with `prefix`: `replicas` acknowledgements, each
-    /// round (and each waiter) bounded by `timeout`. `response_timeout` is added to the round
-    /// connection's own timeout, so a WAIT that uses its whole time still gets its answer.
+    /// Start the rounds for the family whose keys begin with `prefix` (`family` names it in metrics):
+    /// `replicas` acknowledgements, each waiter bounded by `timeout`. A round WAITs half of it, so a
+    /// waiter that arrives during one still sees its own end in time. `response_timeout` is added to the
+    /// round connection's own timeout, so a WAIT that uses its whole time still gets its answer.
     pub fn start(
         redis: &Redis,
         prefix: &str,
+        family: &'static str,
         replicas: u32,
         timeout: Duration,
         response_timeout: Duration,
@@ -77,10 +79,13 @@ impl ReplicaAck {
             replicas,
             timeout,
         });
+        let wait = (timeout / 2).max(Duration::from_millis(1));
         let rounds = Rounds {
             redis: redis.clone(),
             marker: crate::stream::keys::replica_ack(prefix),
-            read_timeout: timeout.saturating_add(response_timeout),
+            family,
+            wait,
+            read_timeout: wait.saturating_add(response_timeout),
             conn: None,
         };
         tokio::spawn(rounds.run(Arc::downgrade(&shared)));
@@ -114,6 +119,9 @@ impl ReplicaAck {
 struct Rounds {
     redis: Redis,
     marker: String,
+    family: &'static str,
+    /// What a round WAITs at most.
+    wait: Duration,
     read_timeout: Duration,
     /// Dropped after an error and made again for the next round.
     conn: Option<Conn>,
@@ -133,14 +141,15 @@ impl Rounds {
                 continue;
             }
             let round = s.begun.fetch_add(1, SeqCst) + 1;
-            let outcome = self.round(s.replicas, s.timeout).await;
+            let outcome = self.round(s.replicas).await;
             let label = match &outcome {
                 Ok(()) => "acknowledged",
                 Err(_) => "short",
             };
-            metrics::counter!("hookgate_replica_ack_rounds_total", "outcome" => label).increment(1);
+            metrics::counter!("hookgate_replica_ack_rounds_total", "family" => self.family, "outcome" => label)
+                .increment(1);
             if let Err(e) = &outcome {
-                tracing::warn!(error = %e, "replica acknowledgement round fell short; its events are answered 503");
+                tracing::warn!(family = self.family, error = %e, "replica acknowledgement round fell short; its events are answered 503");
             }
             finished = round;
             s.ended.send_replace(Ended { round, outcome });
@@ -156,12 +165,12 @@ impl Rounds {
         self.conn.as_mut().ok_or_else(|| "no connection".into())
     }
 
-    async fn round(&mut self, replicas: u32, timeout: Duration) -> Result<(), String> {
-        let marker = self.marker.clone();
+    async fn round(&mut self, replicas: u32) -> Result<(), String> {
+        let (marker, wait) = (self.marker.clone(), self.wait);
         let conn = self.connect().await?;
         let mut pipe = redis::pipe();
         // WAIT 0 would wait for ever.
-        let ms = timeout.as_millis().clamp(1, u64::MAX as u128) as u64;
+        let ms = wait.as_millis().clamp(1, u64::MAX as u128) as u64;
         pipe.cmd("INCR")
             .arg(&marker)
             .cmd("WAIT")
@@ -182,7 +191,7 @@ impl Rounds {
             Some(Ok(n)) if n >= i64::from(replicas) => Ok(()),
             Some(Ok(n)) => Err(format!(
                 "{n} of {replicas} replicas acknowledged within {}",
-                humantime::format_duration(timeout)
+                humantime::format_duration(wait)
             )),
             _ => Err(format!("WAIT answered {replies:?}")),
         }

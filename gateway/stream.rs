@@ -699,15 +699,30 @@ impl Store {
     /// Count a store as done only once `replicas` replicas acknowledged it (`redis.min_replica_acks`),
     /// waiting at most `timeout` (`redis.replica_ack_timeout`). Starts the rounds' tasks.
     pub fn with_replica_acks(mut self, redis: &Redis, replicas: u32, timeout: Duration) -> Self {
-        let start = |prefix: &str| ReplicaAck::start(redis, prefix, replicas, timeout, self.wait);
-        let inbound = start(&self.families.inbound);
-        let outbound = if self.families.outbound == self.families.inbound {
-            inbound.clone()
-        } else {
-            start(&self.families.outbound)
+        let start = |prefix: &str, family| {
+            ReplicaAck::start(redis, prefix, family, replicas, timeout, self.wait)
         };
-        self.acks = Some(Acks { inbound, outbound });
+        self.acks = Some(if self.families.outbound == self.families.inbound {
+            let both = start(&self.families.inbound, "all");
+            Acks {
+                inbound: both.clone(),
+                outbound: both,
+            }
+        } else {
+            Acks {
+                inbound: start(&self.families.inbound, "inbound"),
+                outbound: start(&self.families.outbound, "outbound"),
+            }
+        });
         self
+    }
+
+    /// This store without waiting for replicas: for hookgate's own writes, which no sender waits on.
+    pub fn without_replica_acks(&self) -> Self {
+        Self {
+            acks: None,
+            ..self.clone()
+        }
     }
 
     /// Write inbound entries in `format` (`inbound_format`).

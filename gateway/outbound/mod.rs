@@ -159,7 +159,8 @@ impl Outbound {
             self.keys.clone(),
             self.registry.clone(),
             self.sender.clone(),
-            self.store.clone(),
+            // `subscription.disabled` is hookgate's own event: nobody waits on its acknowledgement.
+            self.store.without_replica_acks(),
             self.cfg.clone(),
             self.wake.clone(),
         ));
