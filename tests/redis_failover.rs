@@ -31,25 +31,7 @@ async fn a_master_failover_keeps_receiving_and_loses_no_acknowledged_event() {
             // Replication is asynchronous: a write the master acknowledged but had not yet sent to its
             // replica dies with it (README, "Failover"). The sender is idle here, so once the replica has
             // everything, every 202 so far must survive, and so must every 202 after the failover.
-            let mut master = redis::Client::open(format!("redis://127.0.0.1:{victim}"))
-                .and_then(|c| c.get_connection())
-                .expect("connect to the master");
-            // WAIT counts the replicas that acknowledged this connection's own last write. A write of
-            // ours, after hookgate's on the same master, makes it cover them all (replication keeps
-            // order); without it WAIT returns at once, even while a replica that has just finished its
-            // initial sync has not yet been sent anything since (the master streams to it only after
-            // its first ACK, up to a second later), and that replica is then promoted empty.
-            let _: () = redis::cmd("SET")
-                .arg("{hookgate:in}:failover-probe")
-                .arg(i)
-                .query(&mut master)
-                .expect("a write on the master");
-            let synced: i64 = redis::cmd("WAIT")
-                .arg(1)
-                .arg(5000)
-                .query(&mut master)
-                .expect("WAIT");
-            assert_eq!(synced, 1, "the replica caught up");
+            replica_caught_up(victim, "{hookgate:in}:failover-probe");
             cluster.kill_node(victim);
             killed_at = Some(at);
         }

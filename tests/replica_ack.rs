@@ -50,40 +50,33 @@ async fn lagging_relay(to: u16, lag: Duration) -> u16 {
     port
 }
 
-/// A master whose replica is connected through a [`lagging_relay`].
-async fn master_with_lagging_replica() -> (Redis, Redis) {
+/// A master and its replica, connected directly or, with `lag`, through a [`lagging_relay`].
+async fn master_and_replica(lag: Option<Duration>) -> (Redis, Redis) {
     let master = Redis::start();
+    // The first sync starts at once rather than after the default 5 s wait for more replicas.
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("repl-diskless-sync-delay")
         .arg(0)
         .query(&mut master.conn())
         .expect("CONFIG SET");
-    let relay = lagging_relay(master.port, LAG).await;
-    let replica = tokio::task::spawn_blocking(move || Redis::start_replica_of(relay))
+    let port = match lag {
+        Some(lag) => lagging_relay(master.port, lag).await,
+        None => master.port,
+    };
+    let replica = tokio::task::spawn_blocking(move || Redis::start_replica_of(port))
         .await
         .expect("replica start");
     (master, replica)
 }
 
-/// Wait until the master's replicas have acknowledged a write of ours. A replica that has just finished
-/// its first sync is sent (and acknowledges) nothing until its first ACK, up to a second later
-/// (README, "Failover"); a short `replica_ack_timeout` would answer 503 meanwhile, as it should.
-fn replica_caught_up(master_port: u16, key: &str) {
-    let mut master = redis::Client::open(format!("redis://127.0.0.1:{master_port}"))
-        .and_then(|c| c.get_connection())
-        .expect("connect to the master");
-    let _: () = redis::cmd("SET")
-        .arg(key)
-        .arg(1)
-        .query(&mut master)
-        .expect("a write on the master");
-    let acked: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(10_000)
-        .query(&mut master)
-        .expect("WAIT");
-    assert_eq!(acked, 1, "the replica acknowledged");
+/// Publish a `contact.created` event with producer id `id` on the admin API.
+async fn publish(gw: &Gateway, id: Option<&str>) -> (u16, serde_json::Value) {
+    let mut event = serde_json::json!({"type": "contact.created", "data": {}});
+    if let Some(id) = id {
+        event["id"] = id.into();
+    }
+    admin_call(gw, "POST", "/v1/events", Some(event)).await
 }
 
 /// Whether `redis` holds inbound stream entry `id`.
@@ -142,7 +135,7 @@ fn event(i: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_webhook_is_answered_only_once_a_replica_holds_it() {
-    let (master, replica) = master_with_lagging_replica().await;
+    let (master, replica) = master_and_replica(Some(LAG)).await;
     let plain = Gateway::start(&master, &[("shop.yaml", SHOP)], "").await;
     let acked = Gateway::start(
         &master,
@@ -216,17 +209,7 @@ async fn a_webhook_is_answered_only_once_a_replica_holds_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_replica_acknowledgement_the_sender_gets_503_and_its_retry_is_a_duplicate() {
-    let master = Redis::start();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("repl-diskless-sync-delay")
-        .arg(0)
-        .query(&mut master.conn())
-        .expect("CONFIG SET");
-    let port = master.port;
-    let replica = tokio::task::spawn_blocking(move || Redis::start_replica_of(port))
-        .await
-        .expect("replica start");
+    let (master, replica) = master_and_replica(None).await;
     replica_caught_up(master.port, "probe");
     let gw = Gateway::start(
         &master,
@@ -258,13 +241,7 @@ async fn without_a_replica_acknowledgement_the_sender_gets_503_and_its_retry_is_
     // Stored on the master all the same: the sender's retry will be a duplicate, not a second event.
     assert_eq!(xlen(&master), 2);
     // A publish is held to the same rule.
-    let (s, v) = admin_call(
-        &gw,
-        "POST",
-        "/v1/events",
-        Some(serde_json::json!({"type": "contact.created", "id": "pub_1", "data": {}})),
-    )
-    .await;
+    let (s, v) = publish(&gw, Some("pub_1")).await;
     assert_eq!(s, 503, "{v}");
     // One Redis holds both families: their rounds are one, labelled `all` (the cluster test's are not).
     let short = sample(
@@ -282,13 +259,7 @@ async fn without_a_replica_acknowledgement_the_sender_gets_503_and_its_retry_is_
     let (s, v) = post_json(&gw, "shop", event("frozen")).await;
     assert_eq!((s, &v["duplicate"]), (200, &serde_json::json!(true)), "{v}");
     assert_eq!(xlen(&master), 2);
-    let (s, v) = admin_call(
-        &gw,
-        "POST",
-        "/v1/events",
-        Some(serde_json::json!({"type": "contact.created", "id": "pub_1", "data": {}})),
-    )
-    .await;
+    let (s, v) = publish(&gw, Some("pub_1")).await;
     assert_eq!((s, &v["duplicate"]), (202, &serde_json::json!(true)), "{v}");
 }
 
@@ -317,13 +288,7 @@ async fn on_a_cluster_the_acknowledgement_is_asked_of_the_master_that_stored_the
     assert_eq!(s, 503, "{v}");
     if outbound != inbound {
         // The outbound family's master and replica are untouched: publishing goes on.
-        let (s, v) = admin_call(
-            &gw,
-            "POST",
-            "/v1/events",
-            Some(serde_json::json!({"type": "contact.created", "data": {}})),
-        )
-        .await;
+        let (s, v) = publish(&gw, None).await;
         assert_eq!(s, 202, "{v}");
     }
     cluster.signal_node(replica, libc::SIGCONT);

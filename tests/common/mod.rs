@@ -855,3 +855,25 @@ pub async fn raw_post_bytes(addr: SocketAddr, path: &str, rest: &[u8]) -> (u16, 
         .map_or(String::new(), |(_, b)| b.to_string());
     (status, body)
 }
+
+/// Wait (up to 10 s) until a replica of the master on `master_port` has acknowledged a write of ours to
+/// `key`, and with it every earlier write on that master (replication keeps order). `WAIT` counts the
+/// replicas that acknowledged the calling connection's own last write: without a write first it returns
+/// at once, even while a replica that has just finished its first sync has been sent nothing since (the
+/// master streams to it only after its first ACK, up to a second later; README, "Failover").
+pub fn replica_caught_up(master_port: u16, key: &str) {
+    let mut master = redis::Client::open(format!("redis://127.0.0.1:{master_port}"))
+        .and_then(|c| c.get_connection())
+        .expect("connect to the master");
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(1)
+        .query(&mut master)
+        .expect("a write on the master");
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(10_000)
+        .query(&mut master)
+        .expect("WAIT");
+    assert_eq!(acked, 1, "the replica acknowledged");
+}
