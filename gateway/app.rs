@@ -126,6 +126,7 @@ pub async fn run(
     let deliver_conn = redis.shared().context("redis")?;
     let inbound_keys = deliver::Keys::new(&families.inbound);
     let dead = deliver::DeadLetters::new(deliver_conn.clone(), inbound_keys.clone());
+    let received = deliver::Received::new(deliver_conn.clone(), &inbound_keys);
     crate::gauges::spawn(
         deliver_conn.clone(),
         [
@@ -164,7 +165,7 @@ pub async fn run(
     let admin_app = layered(
         admin::guarded(
             admin::with_fallbacks(
-                admin::router(ready, live, dead).merge(admin::outbound_router(outbound)),
+                admin::router(ready, live, dead, received).merge(admin::outbound_router(outbound)),
             ),
             token,
         ),

@@ -4,6 +4,7 @@ mod auth;
 mod dead_letters;
 mod deliveries;
 mod events;
+mod received;
 mod sources;
 mod subscriptions;
 
@@ -35,12 +36,14 @@ pub fn router(
     ready: Arc<Readiness>,
     live: Arc<LiveCatalog>,
     dead: crate::deliver::DeadLetters,
+    received: crate::deliver::Received,
 ) -> Router {
     let api = Router::new()
         .route("/v1/sources", get(sources::list))
         .route("/v1/mappings/reload", axum::routing::post(sources::reload))
         .with_state(live)
-        .merge(dead_letters::routes(dead));
+        .merge(dead_letters::routes(dead))
+        .merge(received::routes(received));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))

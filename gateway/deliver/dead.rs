@@ -9,7 +9,6 @@ use super::retry::add_ack;
 use super::Keys;
 use crate::clock::now_ms;
 use crate::redis_conn::Conn;
-use base64::Engine;
 use redis::{RedisError, Script, Value};
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
@@ -312,28 +311,10 @@ fn render(id: &str, fields: &HashMap<String, Value>, full: bool) -> Json {
     let get = |k: &str| fields.get(k).map(text).unwrap_or_default();
     let time = |k: &str| get(k).parse::<u64>().ok().map(rfc3339_ms);
     let env = Envelope::from_fields(id, fields.clone()).unwrap_or_default();
-    let r = &env.receipt;
-    let mut event = json!({
-        "id": env.origin_id,
-        "event_id": r.event_id,
-        "received_at": r.received_at.map(rfc3339_ms),
-        "content_type": r.content_type,
-        "request_id": r.request_id,
-    });
-    if full {
-        event["client_ip"] = json!(r.client_ip);
-        event["headers"] = serde_json::from_str(&r.headers).unwrap_or(Json::Null);
-        match String::from_utf8(env.body.clone()) {
-            Ok(t) => event["body"] = json!(t),
-            Err(_) => {
-                event["body_base64"] =
-                    json!(base64::engine::general_purpose::STANDARD.encode(&env.body))
-            }
-        }
-    }
+    let event = env.view(full);
     json!({
         "id": id,
-        "source": r.source,
+        "source": env.receipt.source,
         "reason": get(df::REASON),
         "detail": get(df::DETAIL),
         "status": get(df::STATUS).parse::<u16>().ok(),

@@ -48,6 +48,34 @@ impl Envelope {
     /// Read an entry's fields (its receipt in `meta`, or the separate fields of older entries);
     /// `entry_id` is the origin unless the entry names one. Only `source` is required: an entry with an
     /// unreadable `meta` is read as its source and body, and marked [`Envelope::unreadable`].
+    /// The event as the admin API shows it (a dead letter's `event`, a received event): the summary, and
+    /// with `full` the client address, the kept headers and the body (`body`, or `body_base64` when it
+    /// is not UTF-8).
+    pub fn view(&self, full: bool) -> serde_json::Value {
+        use base64::Engine;
+        use serde_json::json;
+        let r = &self.receipt;
+        let mut event = json!({
+            "id": self.origin_id,
+            "event_id": r.event_id,
+            "received_at": r.received_at.map(crate::clock::rfc3339_ms),
+            "content_type": r.content_type,
+            "request_id": r.request_id,
+        });
+        if full {
+            event["client_ip"] = json!(r.client_ip);
+            event["headers"] = serde_json::from_str(&r.headers).unwrap_or(serde_json::Value::Null);
+            match std::str::from_utf8(&self.body) {
+                Ok(t) => event["body"] = json!(t),
+                Err(_) => {
+                    event["body_base64"] =
+                        json!(base64::engine::general_purpose::STANDARD.encode(&self.body))
+                }
+            }
+        }
+        event
+    }
+
     pub fn from_fields(entry_id: &str, map: HashMap<String, Value>) -> Result<Self, String> {
         let (receipt, unreadable) = match Receipt::of_entry(&map) {
             Ok(r) => (r, None),
