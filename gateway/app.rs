@@ -126,7 +126,8 @@ pub async fn run(
     let deliver_conn = redis.shared().context("redis")?;
     let inbound_keys = deliver::Keys::new(&families.inbound);
     let dead = deliver::DeadLetters::new(deliver_conn.clone(), inbound_keys.clone());
-    let received = deliver::Received::new(deliver_conn.clone(), &inbound_keys);
+    // Reading back received events moves bodies: on a connection of its own, not ahead of delivery.
+    let received = deliver::Received::new(redis.shared().context("redis")?, &inbound_keys);
     crate::gauges::spawn(
         deliver_conn.clone(),
         [

@@ -515,20 +515,32 @@ async fn received_webhooks_are_read_back_newest_first() {
     let (_, none) = list("?source=shop&event_id=c1").await;
     assert_eq!(event_ids(&none), Vec::<String>::new());
 
-    // One at a time: every event once, in the same order, and the last page says there is no next.
-    let mut paged = Vec::new();
-    let mut after = String::new();
-    loop {
-        let (s, page) = list(&format!("?limit=1{after}")).await;
-        assert_eq!(s, 200, "{page}");
-        paged.extend(event_ids(&page));
-        match page["next"].as_str() {
-            Some(next) => after = format!("&after={next}"),
-            None => break,
+    // One at a time: every event once, in the same order, and the last page says there is no next;
+    // with a filter too, whose pages pass over the entries it does not match.
+    let pages = |query: &'static str| {
+        let list = &list;
+        async move {
+            let mut paged = Vec::new();
+            let mut after = String::new();
+            loop {
+                let (s, page) = list(&format!("?limit=1{query}{after}")).await;
+                assert_eq!(s, 200, "{page}");
+                paged.extend(event_ids(&page));
+                match page["next"].as_str() {
+                    Some(next) => after = format!("&after={next}"),
+                    None => return paged,
+                }
+                assert!(paged.len() <= 4, "paging does not end: {paged:?}");
+            }
         }
-        assert!(paged.len() <= 4, "paging does not end: {paged:?}");
-    }
-    assert_eq!(paged, ["c2", "s2", "c1", "s1"]);
+    };
+    assert_eq!(pages("").await, ["c2", "s2", "c1", "s1"]);
+    assert_eq!(pages("&source=shop").await, ["s2", "s1"]);
+    // An empty filter is none; the first possible id has nothing after it.
+    let (_, empty) = list("?source=").await;
+    assert_eq!(event_ids(&empty), ["c2", "s2", "c1", "s1"]);
+    let (s, last) = list("?after=0-0").await;
+    assert_eq!((s, event_ids(&last)), (200, Vec::<String>::new()));
 
     // One in full: the body as it arrived, the headers kept for mapping and audit, without credentials.
     let (s, full) = admin_call(&gw, "GET", &format!("/v1/inbound/events/{}", ids[1]), None).await;
@@ -560,6 +572,27 @@ async fn received_webhooks_are_read_back_newest_first() {
     }
     let s = status(client().get(gw.admin_url("/v1/inbound/events"))).await;
     assert_eq!(s, 401);
+
+    // A body that is not UTF-8 (a Latin-1 form) is given as base64, byte for byte.
+    let latin1: &[u8] = b"id=f1&name=caf\xe9";
+    let r = client()
+        .post(gw.url("shop"))
+        .header(
+            "content-type",
+            "application/x-www-form-urlencoded; charset=iso-8859-1",
+        )
+        .body(latin1)
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 202);
+    let v: serde_json::Value = r.json().await.expect("json");
+    let path = format!("/v1/inbound/events/{}", v["id"].as_str().expect("id"));
+    let (_, form) = admin_call(&gw, "GET", &path, None).await;
+    use base64::Engine;
+    let expected = base64::engine::general_purpose::STANDARD.encode(latin1);
+    assert_eq!(form["event"]["body_base64"], expected.as_str(), "{form}");
+    assert_eq!(form["event"]["event_id"], "f1");
 
     // A listing looks at SCAN_LIMIT entries at most, and says where it stopped: with more newer
     // entries than that, a search for the oldest event takes two calls and finds it.

@@ -45,9 +45,6 @@ pub struct Unreadable {
 }
 
 impl Envelope {
-    /// Read an entry's fields (its receipt in `meta`, or the separate fields of older entries);
-    /// `entry_id` is the origin unless the entry names one. Only `source` is required: an entry with an
-    /// unreadable `meta` is read as its source and body, and marked [`Envelope::unreadable`].
     /// The event as the admin API shows it (a dead letter's `event`, a received event): the summary, and
     /// with `full` the client address, the kept headers and the body (`body`, or `body_base64` when it
     /// is not UTF-8).
@@ -76,6 +73,9 @@ impl Envelope {
         event
     }
 
+    /// Read an entry's fields (its receipt in `meta`, or the separate fields of older entries);
+    /// `entry_id` is the origin unless the entry names one. Only `source` is required: an entry with an
+    /// unreadable `meta` is read as its source and body, and marked [`Envelope::unreadable`].
     pub fn from_fields(entry_id: &str, map: HashMap<String, Value>) -> Result<Self, String> {
         let (receipt, unreadable) = match Receipt::of_entry(&map) {
             Ok(r) => (r, None),

@@ -8,12 +8,16 @@ use redis::{RedisError, Value};
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
 
-/// Entries read per command.
-const BATCH: usize = 500;
+/// Entries read per command. Each comes with its body (up to `max_body`), which a listing then drops.
+const BATCH: usize = 100;
 
 /// Entries one listing call looks at, at most: a filter that matches nothing must not walk a day of
 /// webhooks in one call. A call that stops there gives its place as `next`.
 pub const SCAN_LIMIT: usize = 10_000;
+
+/// Body bytes one listing call reads, at most (checked after each batch, so one batch of large bodies
+/// may pass it); then it stops as at [`SCAN_LIMIT`].
+const BYTE_BUDGET: usize = 64 << 20;
 
 /// Which received events a listing wants.
 #[derive(Default)]
@@ -24,10 +28,13 @@ pub struct ReceivedFilter {
 }
 
 impl ReceivedFilter {
+    /// An empty value (`?source=`) is no filter: no source or sender id is empty.
     fn matches(&self, env: &Envelope) -> bool {
         let r = &env.receipt;
-        self.source.as_deref().is_none_or(|s| r.source == s)
-            && self.event_id.as_deref().is_none_or(|id| r.event_id == id)
+        let is = |want: &Option<String>, have: &str| {
+            want.as_deref().is_none_or(|w| w.is_empty() || w == have)
+        };
+        is(&self.source, &r.source) && is(&self.event_id, &r.event_id)
     }
 }
 
@@ -53,8 +60,9 @@ impl Received {
     }
 
     /// Up to `limit` events older than `after` (exclusive; the newest when `None`) that match, newest
-    /// first, without headers and body. Looks at [`SCAN_LIMIT`] entries at most; `next` is then where it
-    /// stopped, so a page may hold fewer than `limit` events and still have a next one.
+    /// first, without headers and body. Looks at [`SCAN_LIMIT`] entries (and about [`BYTE_BUDGET`] of
+    /// bodies) at most; `next` is then where it stopped, so a page may hold fewer than `limit` events and
+    /// still have a next one.
     pub async fn list(
         &self,
         filter: &ReceivedFilter,
@@ -62,16 +70,28 @@ impl Received {
         limit: usize,
     ) -> Result<ReceivedPage, RedisError> {
         let mut items = Vec::new();
+        // Nothing is older than the first possible id (and Redis refuses the range `(0-0`).
+        let zero = |a: &str| {
+            a.split_once('-')
+                .is_some_and(|(ms, seq)| ms.parse() == Ok(0u64) && seq.parse() == Ok(0u64))
+        };
+        if after.is_some_and(zero) {
+            return Ok(ReceivedPage { items, next: None });
+        }
         let mut cursor = after.map(|a| format!("({a}")).unwrap_or_else(|| "+".into());
-        let mut seen = 0;
+        let (mut seen, mut bytes) = (0, 0);
         let mut last = None;
         loop {
+            if bytes > BYTE_BUDGET {
+                return Ok(ReceivedPage { items, next: last });
+            }
             let batch = self.range(&cursor, "-", BATCH).await?;
             let full = batch.len() == BATCH;
             for (id, fields) in batch {
                 cursor = format!("({id}");
                 seen += 1;
                 let env = Envelope::from_fields(&id, fields).unwrap_or_default();
+                bytes += env.body.len();
                 if filter.matches(&env) {
                     // One more matches past a full page: only then is there a next page.
                     if items.len() == limit {
