@@ -496,18 +496,46 @@ pub async fn back_off(
     what
 }
 
+/// Which way [`entries`] walks a stream.
+#[derive(Clone, Copy)]
+pub enum Walk {
+    /// XRANGE: from `from` (the oldest end) towards `to`.
+    Oldest,
+    /// XREVRANGE: from `from` (the newest end) towards `to`.
+    Newest,
+}
+
+/// Up to `count` entries of `stream` between `from` and `to` (ids, `-`, `+`, or `(id` for an exclusive
+/// bound), walked as `walk` says: each entry's id and fields.
+pub async fn entries(
+    conn: &Conn,
+    stream: &str,
+    walk: Walk,
+    from: &str,
+    to: &str,
+    count: usize,
+) -> Result<Vec<(String, HashMap<String, redis::Value>)>, RedisError> {
+    let name = match walk {
+        Walk::Oldest => "XRANGE",
+        Walk::Newest => "XREVRANGE",
+    };
+    let mut c = conn.clone();
+    let reply: redis::streams::StreamRangeReply = redis::cmd(name)
+        .arg(stream)
+        .arg(from)
+        .arg(to)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(&mut c)
+        .await?;
+    Ok(reply.ids.into_iter().map(|e| (e.id, e.map)).collect())
+}
+
 /// The id of the newest entry of `stream`; `None` when it is empty or missing. A bound for walks that
 /// must not see what is added while they run.
 pub async fn last_id(conn: &mut Conn, stream: &str) -> Result<Option<String>, RedisError> {
-    let newest: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(stream)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query_async(conn)
-        .await?;
-    Ok(newest.ids.into_iter().next().map(|e| e.id))
+    let newest = entries(conn, stream, Walk::Newest, "+", "-", 1).await?;
+    Ok(newest.into_iter().next().map(|(id, _)| id))
 }
 
 /// Create the group on each stream, from the start (`0`) so events stored before any worker ran are

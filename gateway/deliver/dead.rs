@@ -285,16 +285,8 @@ impl DeadLetters {
         end: &str,
         count: usize,
     ) -> Result<Vec<(String, HashMap<String, Value>)>, RedisError> {
-        let mut c = self.conn.clone();
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XRANGE")
-            .arg(&self.keys.dead)
-            .arg(start)
-            .arg(end)
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut c)
-            .await?;
-        Ok(reply.ids.into_iter().map(|e| (e.id, e.map)).collect())
+        use crate::stream::{entries, Walk};
+        entries(&self.conn, &self.keys.dead, Walk::Oldest, start, end, count).await
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::envelope::Envelope;
 use crate::redis_conn::Conn;
+use crate::stream::Walk;
 use redis::{RedisError, Value};
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
@@ -119,23 +120,14 @@ impl Received {
         }))
     }
 
-    /// Entries from `start` down to `end` (XREVRANGE), at most `count`.
+    /// Entries from `start` down to `end`, at most `count`.
     async fn range(
         &self,
         start: &str,
         end: &str,
         count: usize,
     ) -> Result<Vec<(String, HashMap<String, Value>)>, RedisError> {
-        let mut c = self.conn.clone();
-        let reply: redis::streams::StreamRangeReply = redis::cmd("XREVRANGE")
-            .arg(&self.stream)
-            .arg(start)
-            .arg(end)
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut c)
-            .await?;
-        Ok(reply.ids.into_iter().map(|e| (e.id, e.map)).collect())
+        crate::stream::entries(&self.conn, &self.stream, Walk::Newest, start, end, count).await
     }
 }
 
