@@ -156,15 +156,17 @@ impl Rounds {
         }
     }
 
-    /// Write the marker and WAIT for it, in one pipeline on the marker's master.
+    /// The rounds' connection, made when there is none.
     async fn connect(&mut self) -> Result<&mut Conn, String> {
-        if self.conn.is_none() {
-            let conn = self.redis.blocking_reader(self.read_timeout).await;
-            self.conn = Some(conn.map_err(|e| format!("redis: {e}"))?);
-        }
-        self.conn.as_mut().ok_or_else(|| "no connection".into())
+        let conn = match self.conn.take() {
+            Some(c) => c,
+            None => (self.redis.blocking_reader(self.read_timeout).await)
+                .map_err(|e| format!("redis: {e}"))?,
+        };
+        Ok(self.conn.insert(conn))
     }
 
+    /// Write the marker and WAIT for it, in one pipeline on the marker's master.
     async fn round(&mut self, replicas: u32) -> Result<(), String> {
         let (marker, wait) = (self.marker.clone(), self.wait);
         let conn = self.connect().await?;

@@ -533,7 +533,7 @@ pub async fn entries(
 
 /// The id of the newest entry of `stream`; `None` when it is empty or missing. A bound for walks that
 /// must not see what is added while they run.
-pub async fn last_id(conn: &mut Conn, stream: &str) -> Result<Option<String>, RedisError> {
+pub async fn last_id(conn: &Conn, stream: &str) -> Result<Option<String>, RedisError> {
     let newest = entries(conn, stream, Walk::Newest, "+", "-", 1).await?;
     Ok(newest.into_iter().next().map(|(id, _)| id))
 }

@@ -413,8 +413,7 @@ async fn dead_replay_all(
     let mut replayed = 0u64;
     let mut after: Option<String> = None;
     // Only the letters there now: one replayed and dead-lettered again comes after them.
-    let mut c = o.conn.clone();
-    let Some(last) = crate::stream::last_id(&mut c, &o.keys.dead)
+    let Some(last) = crate::stream::last_id(&o.conn, &o.keys.dead)
         .await
         .map_err(unavailable)?
     else {

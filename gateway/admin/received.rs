@@ -45,6 +45,10 @@ async fn list(
         event_id: q.event_id,
     };
     let after = q.after.as_deref().map(super::cursor).transpose()?;
+    // Nothing is older than the first possible id (and Redis refuses the range below it).
+    if after.and_then(super::stream_id) == Some((0, 0)) {
+        return Ok(Json(json!({ "events": [], "next": null })));
+    }
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let page = received
         .list(&filter, after, limit)

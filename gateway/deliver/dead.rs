@@ -168,7 +168,8 @@ impl Filter {
     }
 }
 
-/// A page of dead letters, and the cursor to pass as `after` for the next one.
+/// A page of a listing (dead letters, received events), and the cursor to pass as `after` for the next
+/// one.
 pub struct Page {
     pub items: Vec<Json>,
     pub next: Option<String>,
@@ -250,8 +251,7 @@ impl DeadLetters {
     /// it starts: a replayed event that fails again is dead-lettered anew, after them, and would otherwise
     /// be replayed again within the same call, without end.
     pub async fn replay_all(&self, filter: &Filter) -> Result<usize, RedisError> {
-        let mut c = self.conn.clone();
-        let Some(last) = crate::stream::last_id(&mut c, &self.keys.dead).await? else {
+        let Some(last) = crate::stream::last_id(&self.conn, &self.keys.dead).await? else {
             return Ok(0);
         };
         let mut cursor = "-".to_string();

@@ -17,7 +17,7 @@ mod worker;
 
 pub use dead::{DeadLetters, Filter, Page, Reason};
 pub use envelope::Envelope;
-pub use received::{Received, ReceivedFilter, ReceivedPage, SCAN_LIMIT};
+pub use received::{Received, ReceivedFilter, SCAN_LIMIT};
 pub use retry::{next_try, parse_retry_after};
 
 use crate::catalog::LiveCatalog;

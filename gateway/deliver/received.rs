@@ -3,6 +3,7 @@
 //! once mapped). "Did Stripe send us evt_123?" is answered here rather than with redis-cli.
 
 use super::envelope::Envelope;
+use super::Page;
 use crate::redis_conn::Conn;
 use crate::stream::Walk;
 use redis::{RedisError, Value};
@@ -39,12 +40,6 @@ impl ReceivedFilter {
     }
 }
 
-/// A page of received events, newest first, and the cursor to pass as `after` for the next one.
-pub struct ReceivedPage {
-    pub items: Vec<Json>,
-    pub next: Option<String>,
-}
-
 /// The received events on the inbound stream.
 #[derive(Clone)]
 pub struct Received {
@@ -60,8 +55,8 @@ impl Received {
         }
     }
 
-    /// Up to `limit` events older than `after` (exclusive; the newest when `None`) that match, newest
-    /// first, without headers and body. Looks at [`SCAN_LIMIT`] entries (and about [`BYTE_BUDGET`] of
+    /// Up to `limit` events older than `after` (exclusive, and above `0-0`, which Redis refuses as the
+    /// top of this range; the newest when `None`) that match, newest first, without headers and body. Looks at [`SCAN_LIMIT`] entries (and about [`BYTE_BUDGET`] of
     /// bodies) at most; `next` is then where it stopped, so a page may hold fewer than `limit` events and
     /// still have a next one.
     pub async fn list(
@@ -69,22 +64,14 @@ impl Received {
         filter: &ReceivedFilter,
         after: Option<&str>,
         limit: usize,
-    ) -> Result<ReceivedPage, RedisError> {
+    ) -> Result<Page, RedisError> {
         let mut items = Vec::new();
-        // Nothing is older than the first possible id (and Redis refuses the range `(0-0`).
-        let zero = |a: &str| {
-            a.split_once('-')
-                .is_some_and(|(ms, seq)| ms.parse() == Ok(0u64) && seq.parse() == Ok(0u64))
-        };
-        if after.is_some_and(zero) {
-            return Ok(ReceivedPage { items, next: None });
-        }
         let mut cursor = after.map(|a| format!("({a}")).unwrap_or_else(|| "+".into());
         let (mut seen, mut bytes) = (0, 0);
         let mut last = None;
         loop {
             if bytes > BYTE_BUDGET {
-                return Ok(ReceivedPage { items, next: last });
+                return Ok(Page { items, next: last });
             }
             let batch = self.range(&cursor, "-", BATCH).await?;
             let full = batch.len() == BATCH;
@@ -96,17 +83,17 @@ impl Received {
                 if filter.matches(&env) {
                     // One more matches past a full page: only then is there a next page.
                     if items.len() == limit {
-                        return Ok(ReceivedPage { items, next: last });
+                        return Ok(Page { items, next: last });
                     }
                     items.push(render(&id, &env, false));
                 }
                 last = Some(id);
                 if seen == SCAN_LIMIT {
-                    return Ok(ReceivedPage { items, next: last });
+                    return Ok(Page { items, next: last });
                 }
             }
             if !full {
-                return Ok(ReceivedPage { items, next: None });
+                return Ok(Page { items, next: None });
             }
         }
     }
