@@ -507,3 +507,74 @@ async fn a_configured_response_answers_stored_events_and_redeliveries() {
         "a refusal is ours"
     );
 }
+
+/// Standard Webhooks' asymmetric signatures over HTTP. A source given the sender's public key, read
+/// from a file as a mounted ConfigMap or Secret holds it, stores an event that OpenSSL signed with
+/// `v1a` (PyPI cryptography), stores its redelivery once, and refuses a tampered body or another key
+/// with the reason. A rotated key file is served without a restart, and the old key is refused then.
+#[tokio::test(flavor = "multi_thread")]
+async fn standard_webhooks_public_key_signatures_over_http() {
+    use base64::Engine as _;
+    let redis = Redis::start();
+    let now = now_secs();
+    let body = r#"{"type":"contact.created","data":{"email":"a@example.org"}}"#;
+    let request = |seed: u8, id: &str| {
+        json!({
+            "preset": "standard-webhooks-v1a",
+            "private_key": base64::engine::general_purpose::STANDARD.encode([seed; 32]),
+            "id": id,
+            "timestamp": now,
+            "body": body,
+        })
+    };
+    let signed = peer_sign(&json!([
+        request(21, "msg_v1a_1"),
+        request(22, "msg_v1a_2"),
+        request(21, "msg_v1a_3"),
+    ]));
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("whpk");
+    std::fs::write(
+        &key_file,
+        format!("{}\n", signed[0]["public_key"].as_str().unwrap()),
+    )
+    .unwrap();
+    let file = format!(
+        "source: sw-asym\nverify: {{ preset: standard-webhooks, public_key: \"${{file:{}}}\" }}\ndedup: {{ header: webhook-id }}\n",
+        key_file.display()
+    );
+    let gw = Gateway::start(&redis, &[("sw-asym.yaml", &file)], "mappings_poll: 1s\n").await;
+    let url = gw.url("sw-asym");
+    let json_ct = "application/json";
+
+    let (status, answer) = send(&url, json_ct, &signed[0]["headers"], body).await;
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = send(&url, json_ct, &signed[0]["headers"], body).await;
+    assert_eq!((status, answer["duplicate"].as_bool()), (200, Some(true)));
+    let tampered = body.replace("a@example.org", "b@example.org");
+    let (status, answer) = send(&url, json_ct, &signed[0]["headers"], &tampered).await;
+    assert_eq!(
+        (status, answer["message"].as_str()),
+        (401, Some("no signature matches"))
+    );
+    let (status, _) = send(&url, json_ct, &signed[1]["headers"], body).await;
+    assert_eq!(status, 401, "signed with another key");
+    assert_eq!(stored_event_ids(&redis), ["msg_v1a_1"]);
+
+    // The key file replaced the way the kubelet does it: a new file renamed over the old.
+    let tmp = keys.path().join("..whpk_tmp");
+    std::fs::write(&tmp, signed[1]["public_key"].as_str().unwrap()).unwrap();
+    std::fs::rename(&tmp, &key_file).unwrap();
+    let mut rotated = false;
+    for _ in 0..100 {
+        if send(&url, json_ct, &signed[1]["headers"], body).await.0 == 202 {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(rotated, "the new key is served within 10 s");
+    let (status, _) = send(&url, json_ct, &signed[2]["headers"], body).await;
+    assert_eq!(status, 401, "the old key is not");
+    assert_eq!(stored_event_ids(&redis), ["msg_v1a_1", "msg_v1a_2"]);
+}

@@ -1,5 +1,6 @@
 //! Every preset against an independent signer: the providers' own libraries (PyPI stripe,
-//! standardwebhooks, slack_sdk, twilio, hubspot-api-client; npm @octokit/webhooks-methods), or
+//! standardwebhooks, slack_sdk, twilio, hubspot-api-client; npm @octokit/webhooks-methods), OpenSSL
+//! (PyPI cryptography) for Standard Webhooks' Ed25519 signatures, or
 //! Python's stdlib where a provider publishes no signer (shopify, typeform, calendly, generic hmac)
 //! and `requests` for basic auth and tokens. Each preset must accept the peer's request and reject
 //! a wrong secret, one changed body byte, each missing header and (where the scheme has one) a
@@ -350,6 +351,147 @@ fn standard_webhooks_with_standardwebhooks_python() {
     c.required = &["webhook-id", "webhook-timestamp", "webhook-signature"];
     c.window = Some(Window::Seconds);
     c.run();
+}
+
+/// Standard Webhooks' asymmetric signatures (`v1a`, Ed25519), signed by OpenSSL through PyPI
+/// `cryptography`, since no Standard Webhooks library signs them. The public key OpenSSL derives
+/// verifies them; another key, a changed byte, a missing header or a stale timestamp does not. A
+/// sender that signs both ways (`v1` by the standardwebhooks library, then `v1a`) is accepted by a
+/// source holding the secret, the public key, or both.
+#[test]
+fn standard_webhooks_v1a_with_openssl_ed25519() {
+    use base64::Engine as _;
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let body = json_body();
+    let request = |seed: u8, ts: i64, also_v1: bool| {
+        json!({
+            "preset": "standard-webhooks-v1a",
+            "private_key": base64::engine::general_purpose::STANDARD.encode([seed; 32]),
+            "id": "msg_2Lz8XyZ0aB1cD2eF3gH4iJ5kL6m",
+            "timestamp": ts,
+            "body": body,
+            "also_v1": also_v1.then_some(SECRET),
+        })
+    };
+    let signed = common::peer_sign(&json!([
+        request(11, NOW, false),
+        request(12, NOW, false),
+        request(11, NOW - SKEW, false),
+        request(11, NOW + SKEW, false),
+        request(11, NOW, true),
+    ]));
+    assert_eq!(signed.len(), 5, "the peer answered short");
+    let public_key = |i: usize| -> String {
+        let key = signed[i]["public_key"].as_str().unwrap_or_default();
+        assert!(key.starts_with("whpk_"), "the peer's public key: {key}");
+        key.to_owned()
+    };
+    let verify = |v: &Verifier, i: usize, body: &str, skip: Option<&str>| -> &'static str {
+        let mut headers = HeaderMap::new();
+        for (name, value) in signed[i]["headers"].as_object().into_iter().flatten() {
+            if Some(name.as_str()) == skip {
+                continue;
+            }
+            let (Ok(n), Some(Ok(val))) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                value.as_str().map(HeaderValue::from_str),
+            ) else {
+                panic!("the peer produced an invalid header {name}");
+            };
+            headers.append(n, val);
+        }
+        let req = SignedRequest {
+            method: "POST",
+            url: "http://127.0.0.1:8080/webhooks/peer",
+            headers: &headers,
+            body: body.as_bytes(),
+        };
+        v.verify(&req, now()).map_or_else(|e| e.reason(), |()| "ok")
+    };
+    let build = |spec: VerifySpec| {
+        spec.build()
+            .unwrap_or_else(|p| panic!("build failed: {p:?}"))
+    };
+    let sender = build(VerifySpec {
+        preset: Preset::StandardWebhooks,
+        public_key: Some(public_key(0)),
+        ..Default::default()
+    });
+    assert_eq!(verify(&sender, 0, &body, None), "ok", "genuine");
+    assert_eq!(verify(&sender, 1, &body, None), "mismatch", "another key");
+    assert_eq!(
+        verify(&sender, 0, &change_one_byte(&body), None),
+        "mismatch",
+        "one changed body byte"
+    );
+    for header in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        assert_eq!(
+            verify(&sender, 0, &body, Some(header)),
+            "missing_header",
+            "without {header}"
+        );
+    }
+    assert_eq!(verify(&sender, 2, &body, None), "stale", "too old");
+    assert_eq!(verify(&sender, 3, &body, None), "stale", "in the future");
+    // Rotation: both public keys listed, the sender's second.
+    let rotating = build(VerifySpec {
+        preset: Preset::StandardWebhooks,
+        public_keys: vec![public_key(1), public_key(0)],
+        ..Default::default()
+    });
+    assert_eq!(
+        verify(&rotating, 0, &body, None),
+        "ok",
+        "rotation, the listed key"
+    );
+    assert_eq!(
+        verify(&rotating, 1, &body, None),
+        "ok",
+        "rotation, the other key"
+    );
+    assert_eq!(
+        verify(&rotating, 1, &change_one_byte(&body), None),
+        "mismatch",
+        "rotation, one changed body byte"
+    );
+    // Signed both ways: each kind of key finds its own signature.
+    assert_eq!(public_key(4), public_key(0));
+    let secret_only = build(with_secrets(
+        VerifySpec {
+            preset: Preset::StandardWebhooks,
+            ..Default::default()
+        },
+        "HG_PEER_SW_V1A",
+        &[SECRET],
+    ));
+    let both = build(VerifySpec {
+        public_key: Some(public_key(0)),
+        ..with_secrets(
+            VerifySpec {
+                preset: Preset::StandardWebhooks,
+                ..Default::default()
+            },
+            "HG_PEER_SW_V1A_BOTH",
+            &[SECRET],
+        )
+    });
+    for (v, which) in [
+        (&secret_only, "secret"),
+        (&sender, "public key"),
+        (&both, "both"),
+    ] {
+        assert_eq!(verify(v, 4, &body, None), "ok", "signed both ways, {which}");
+        assert_eq!(
+            verify(v, 4, &change_one_byte(&body), None),
+            "mismatch",
+            "signed both ways, one changed byte, {which}"
+        );
+    }
+    assert_eq!(
+        verify(&secret_only, 0, &body, None),
+        "malformed",
+        "v1a alone, to a source with a secret only"
+    );
 }
 
 #[test]

@@ -182,11 +182,20 @@ fn option_places(root: &Node, key: &str) -> OptionPlaces {
     let options = entry(root, key)
         .and_then(|(_, v)| v.as_map())
         .unwrap_or_default();
+    // A list's items come before its key (`secrets[1]` before `secrets`), so a problem with one item
+    // points at that item rather than at the list.
+    let items = options.iter().flat_map(|(k, v)| match &v.kind {
+        Kind::Seq(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| (format!("{}[{i}]", k.name), place(item.loc)))
+            .collect(),
+        _ => Vec::new(),
+    });
     OptionPlaces {
         section: place(key_loc(root, key)),
-        options: options
-            .iter()
-            .map(|(k, _)| (k.name.clone(), place(k.loc)))
+        options: items
+            .chain(options.iter().map(|(k, _)| (k.name.clone(), place(k.loc))))
             .collect(),
     }
 }

@@ -3,10 +3,12 @@
 
 Reads a JSON array of requests on stdin and prints a JSON array of results, one per request:
     request: {"preset", "secret", "body", "url", "method", "timestamp", "id", "version", "params"}
-    result:  {"headers": {name: value}, "url": signed URL (twilio JSON adds bodySHA256)}
+    result:  {"headers": {name: value}, "url": signed URL (twilio JSON adds bodySHA256),
+              "public_key": the whpk_ key (standard-webhooks-v1a only)}
 Batching keeps the (slow) library imports to one per test.
 
-Signers: stripe (PyPI stripe), standard-webhooks (PyPI standardwebhooks), slack (PyPI slack_sdk),
+Signers: stripe (PyPI stripe), standard-webhooks (PyPI standardwebhooks; its asymmetric v1a by PyPI
+cryptography, which is OpenSSL), slack (PyPI slack_sdk),
 twilio (PyPI twilio), hubspot v1/v2/v3 (PyPI hubspot-api-client). shopify, typeform and calendly
 publish no signer, so they are signed here with the standard library's hmac, following each
 provider's documentation independently of hookgate's Rust code.
@@ -39,6 +41,30 @@ def standard_webhooks_sign(r):
         "webhook-timestamp": str(r["timestamp"]),
         "webhook-signature": sig,
     }
+
+
+def standard_webhooks_v1a_sign(r):
+    # Standard Webhooks' asymmetric scheme (the spec: "v1a", Ed25519 over "{id}.{timestamp}.{body}", the
+    # public key as base64 after "whpk_"), signed by OpenSSL through pyca/cryptography: no Standard
+    # Webhooks library signs v1a. "private_key" is the base64 of the 32-byte seed; the result carries
+    # the public key OpenSSL derives from it. With "also_v1" (a secret), the standardwebhooks library's
+    # v1 signature comes first in the header, as from a sender that signs both ways during a move.
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(r["private_key"]))
+    content = f"{r['id']}.{r['timestamp']}.{r['body']}".encode()
+    signature = "v1a," + base64.b64encode(key.sign(content)).decode()
+    if r.get("also_v1"):
+        v1 = standard_webhooks_sign({**r, "secret": r["also_v1"]})["webhook-signature"]
+        signature = f"{v1} {signature}"
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    headers = {
+        "webhook-id": r["id"],
+        "webhook-timestamp": str(r["timestamp"]),
+        "webhook-signature": signature,
+    }
+    return headers, r.get("url"), {"public_key": "whpk_" + base64.b64encode(public).decode()}
 
 
 def slack_sign(r):
@@ -153,6 +179,7 @@ SIGNERS = {
     "token": token_sign,
     "stripe": stripe_sign,
     "standard-webhooks": standard_webhooks_sign,
+    "standard-webhooks-v1a": standard_webhooks_v1a_sign,
     "slack": slack_sign,
     "twilio": twilio_sign,
     "hubspot": hubspot_sign,
@@ -164,8 +191,8 @@ SIGNERS = {
 
 def sign(r):
     out = SIGNERS[r["preset"]](r)
-    headers, url = out if isinstance(out, tuple) else (out, r.get("url"))
-    return {"headers": headers, "url": url}
+    headers, url, *extra = out if isinstance(out, tuple) else (out, r.get("url"))
+    return {"headers": headers, "url": url, **(extra[0] if extra else {})}
 
 
 if __name__ == "__main__":

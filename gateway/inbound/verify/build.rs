@@ -3,6 +3,7 @@
 //! name options and references, never secret values.
 
 use super::credentials::{Basic, Token, TokenLocation};
+use super::crypto::PublicKey;
 use super::twilio::Twilio;
 use super::{presets, Check, Preset, Verifier, VerifySpec};
 use crate::secret::{Secret, SecretRef};
@@ -59,10 +60,12 @@ impl VerifySpec {
     }
 
     /// Options set in the spec, by YAML name.
-    fn set_options(&self) -> [(&'static str, bool); 16] {
+    fn set_options(&self) -> [(&'static str, bool); 18] {
         [
             ("secret", self.secret.is_some()),
             ("secrets", !self.secrets.is_empty()),
+            ("public_key", self.public_key.is_some()),
+            ("public_keys", !self.public_keys.is_empty()),
             ("tolerance", self.tolerance.is_some()),
             ("version", self.version.is_some()),
             ("public_url", self.public_url.is_some()),
@@ -85,9 +88,8 @@ impl VerifySpec {
     fn check_applicable(&self, problems: &mut Problems) {
         const SECRETS: &[&str] = &["secret", "secrets"];
         let extra: &[&str] = match self.preset {
-            Preset::Stripe | Preset::StandardWebhooks | Preset::Calendly | Preset::Slack => {
-                &["tolerance"]
-            }
+            Preset::StandardWebhooks => &["tolerance", "public_key", "public_keys"],
+            Preset::Stripe | Preset::Calendly | Preset::Slack => &["tolerance"],
             Preset::Github | Preset::Shopify | Preset::Typeform => &[],
             Preset::Hubspot => &["version", "public_url", "tolerance"],
             Preset::Twilio => &["public_url"],
@@ -127,6 +129,61 @@ impl VerifySpec {
             problems,
         )
         .0
+    }
+
+    /// Standard Webhooks: the shared secrets, for symmetric `v1` signatures, and the sender's public
+    /// keys, for asymmetric `v1a` ones. A source needs one kind and may have both (a sender moving from
+    /// one to the other signs with both for a while).
+    pub(crate) fn standard_webhooks_keys(
+        &self,
+        mode: Secrets,
+        problems: &mut Problems,
+    ) -> (Vec<(String, Secret)>, Vec<PublicKey>) {
+        let has_secret = self.secret.is_some() || !self.secrets.is_empty();
+        let has_public_key = self.public_key.is_some() || !self.public_keys.is_empty();
+        if !has_secret && !has_public_key {
+            problems.push(
+                "preset standard-webhooks needs `secret` or `secrets` (v1 signatures), or `public_key` or `public_keys` (v1a)"
+                    .to_owned(),
+            );
+            return (Vec::new(), Vec::new());
+        }
+        let secrets = if has_secret {
+            self.secrets(mode, problems)
+        } else {
+            Vec::new()
+        };
+        (secrets, self.public_keys(mode, problems))
+    }
+
+    /// `public_key` then `public_keys`, each checked to be a usable Ed25519 key. A key is no secret, so
+    /// it may be written as it is (then `hookgate check` checks it too), or referenced like a secret
+    /// (`${file:}` from a mounted Secret or ConfigMap); the value is never quoted in a message, in case
+    /// a private key was given by mistake.
+    fn public_keys(&self, mode: Secrets, problems: &mut Problems) -> Vec<PublicKey> {
+        let named = (self.public_key.iter().map(|k| ("public_key".to_owned(), k))).chain(
+            self.public_keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| (format!("public_keys[{i}]"), k)),
+        );
+        let mut keys = Vec::new();
+        for (field, text) in named {
+            let value = if text.trim_start().starts_with("${") {
+                match secret(&field, text, mode, problems) {
+                    Some(resolved) => resolved.expose().to_owned(),
+                    // Not read (`hookgate check`), or its problem is reported.
+                    None => continue,
+                }
+            } else {
+                text.clone()
+            };
+            match PublicKey::parse(&value) {
+                Ok(key) => keys.push(key),
+                Err(why) => problems.push(format!("{field}: {why}")),
+            }
+        }
+        keys
     }
 
     /// The replay window: `tolerance` parsed as a duration (`300s`, `5m`), default 300 s.

@@ -212,6 +212,50 @@ impl std::fmt::Debug for Key {
     }
 }
 
+/// A sender's Ed25519 public key, for Standard Webhooks' asymmetric (`v1a`) signatures. It is no
+/// secret: only the sender holds the private key (`whsk_`), so a leaked public key forges nothing.
+#[derive(Clone, Debug)]
+pub(crate) struct PublicKey(ed25519_dalek::VerifyingKey);
+
+/// The length of an Ed25519 signature, in bytes.
+pub(crate) const ED25519_SIGNATURE_LEN: usize = ed25519_dalek::SIGNATURE_LENGTH;
+
+impl PublicKey {
+    /// `whpk_` followed by the base64 of the 32-byte key (the prefix may be left out, as for
+    /// `whsec_`). A sender's private key or a shared secret given by mistake is named as such, and a
+    /// small-order key, which verifies forged signatures, is refused.
+    pub(crate) fn parse(text: &str) -> Result<PublicKey, &'static str> {
+        let text = text.trim();
+        if text.starts_with("whsk_") {
+            return Err("this is the sender's private key (whsk_); give its public key (whpk_)");
+        }
+        if text.starts_with("whsec_") {
+            return Err(
+                "this is a shared secret (whsec_), which goes in `secret` or `secrets`, not a public key (whpk_)",
+            );
+        }
+        let encoded = text.strip_prefix("whpk_").unwrap_or(text);
+        let bytes: [u8; ed25519_dalek::PUBLIC_KEY_LENGTH] = base64_decode(encoded)
+            .and_then(|b| b.try_into().ok())
+            .ok_or("not a Standard Webhooks public key (expected whpk_ followed by the base64 of 32 bytes)")?;
+        let key = ed25519_dalek::VerifyingKey::from_bytes(&bytes)
+            .map_err(|_| "not an Ed25519 public key (the 32 bytes are no point of the curve)")?;
+        if key.is_weak() {
+            return Err("a small-order Ed25519 key, which would verify forged signatures");
+        }
+        Ok(PublicKey(key))
+    }
+
+    /// Whether `signature` (64 bytes) is this key's signature of `message`. Strict verification
+    /// (RFC 8032's checks plus canonical encodings), so no signature has a second valid form.
+    pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        match ed25519_dalek::Signature::from_slice(signature) {
+            Ok(sig) => self.0.verify_strict(message, &sig).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -305,6 +349,92 @@ mod tests {
             hex::encode(mac),
             "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    /// RFC 8032 section 7.1, tests 1 to 3: the published key and signature verify; one changed bit of
+    /// the message or the signature does not, nor does another test's key.
+    #[test]
+    fn rfc8032_ed25519_vectors_verify() {
+        use base64::Engine as _;
+        let vectors: [(&str, &str, &str); 3] = [
+            (
+                "d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",
+                "",
+                concat!(
+                    "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e06522490155",
+                    "5fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+                ),
+            ),
+            (
+                "3d4017c3e843895a92b70aa74d1b7ebc9c982ccf2ec4968cc0cd55f12af4660c",
+                "72",
+                concat!(
+                    "92a009a9f0d4cab8720e820b5f642540a2b27b5416503f8fb3762223ebdb69da",
+                    "085ac1e43e15996e458f3613d0f11d8c387b2eaeb4302aeeb00d291612bb0c00"
+                ),
+            ),
+            (
+                "fc51cd8e6218a1a38da47ed00230f0580816ed13ba3303ac5deb911548908025",
+                "af82",
+                concat!(
+                    "6291d657deec24024827e69c3abe01a30ce548a284743a445e3680d7db5ac3ac",
+                    "18ff9b538d16f290ae67f760984dc6594a7c15e9716ed28dc027beceea1ec40a"
+                ),
+            ),
+        ];
+        let decode = |h: &str| hex::decode(h).unwrap_or_default();
+        for (i, (key, message, signature)) in vectors.iter().enumerate() {
+            let whpk = format!("whpk_{}", BASE64.encode(decode(key)));
+            let key = PublicKey::parse(&whpk).unwrap_or_else(|e| panic!("test {}: {e}", i + 1));
+            let (message, signature) = (decode(message), decode(signature));
+            assert!(key.verifies(&message, &signature), "test {}", i + 1);
+            let mut changed = message.clone();
+            changed.push(0);
+            assert!(
+                !key.verifies(&changed, &signature),
+                "test {}: longer message",
+                i + 1
+            );
+            let mut bad = signature.clone();
+            bad[10] ^= 1;
+            assert!(
+                !key.verifies(&message, &bad),
+                "test {}: changed signature",
+                i + 1
+            );
+            assert!(
+                !key.verifies(&message, &signature[..63]),
+                "test {}: short signature",
+                i + 1
+            );
+            let (other, _, _) = vectors[(i + 1) % 3];
+            let other =
+                PublicKey::parse(&BASE64.encode(decode(other))).unwrap_or_else(|e| panic!("{e}"));
+            assert!(
+                !other.verifies(&message, &signature),
+                "test {}: another key",
+                i + 1
+            );
+        }
+    }
+
+    #[test]
+    fn public_keys_that_cannot_verify_are_refused_with_a_reason() {
+        use base64::Engine as _;
+        let reason = |text: &str| PublicKey::parse(text).err().unwrap_or("accepted");
+        assert!(reason("whsk_AAAA").contains("private key"));
+        assert!(reason("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").contains("shared secret"));
+        assert!(reason("whpk_AAAA").contains("32 bytes"));
+        assert!(reason("whpk_!!").contains("32 bytes"));
+        // The identity point (y = 1) has small order: any signature with R = identity, s = 0 verifies
+        // under plain RFC 8032 rules.
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        assert!(reason(&format!("whpk_{}", BASE64.encode(identity))).contains("small-order"));
+        // y = 2 is no point of the curve.
+        let mut off_curve = [0u8; 32];
+        off_curve[0] = 2;
+        assert!(reason(&format!("whpk_{}", BASE64.encode(off_curve))).contains("no point"));
     }
 
     #[test]

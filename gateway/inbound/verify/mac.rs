@@ -4,8 +4,10 @@
 //! A scheme is data: where the signatures come from ([`Carrier`]), where the timestamp and id come
 //! from, what content is signed ([`Template`]), which MAC and which encoding. Presets differ only
 //! in that data (see `presets.rs`), so the checking code below is written, and reviewed, once.
+//! Standard Webhooks' asymmetric signatures (`v1a`, Ed25519) share everything but the last step with
+//! its MAC (`v1`), so they are checked here too, against the scheme's public keys.
 
-use super::crypto::{ct_eq, Encoding, Key, Mac};
+use super::crypto::{ct_eq, Encoding, Key, Mac, PublicKey, ED25519_SIGNATURE_LEN};
 use super::error::VerifyError;
 use super::request::{self, check_window, header, parse_key_value, TimeUnit, Window};
 use super::SignedRequest;
@@ -103,7 +105,12 @@ pub(crate) enum Carrier {
     /// `t=<ts>,v1=<sig>[,v1=<sig>...]`: timestamp and signatures in one header (Stripe, Calendly).
     KeyValue { name: String, version: &'static str },
     /// Space-separated `v1,<sig>` entries; unknown versions are ignored (Standard Webhooks).
-    VersionedList { name: String, version: &'static str },
+    /// `asymmetric` names the entries that carry public-key signatures (`v1a`).
+    VersionedList {
+        name: String,
+        version: &'static str,
+        asymmetric: Option<&'static str>,
+    },
 }
 
 /// Where the signed timestamp comes from, when the scheme has one.
@@ -139,11 +146,16 @@ pub(crate) struct MacScheme {
     pub window: Window,
     /// All accepted keys (rotation): a request is genuine when any key produces any signature.
     pub keys: Vec<Key>,
+    /// Standard Webhooks: the sender's public keys; a request is also genuine when any of them verifies
+    /// any asymmetric signature. Empty for every other scheme.
+    pub public_keys: Vec<PublicKey>,
 }
 
 /// Signatures and timestamp as read from the carrier, still encoded.
 struct Received<'a> {
     signatures: Vec<&'a str>,
+    /// Public-key signatures (Standard Webhooks `v1a`).
+    asymmetric: Vec<&'a str>,
     timestamp: Option<&'a str>,
     field: &'a str,
 }
@@ -158,6 +170,7 @@ impl Carrier {
                 })?;
                 Ok(Received {
                     signatures: vec![sig],
+                    asymmetric: Vec::new(),
                     timestamp: None,
                     field: name,
                 })
@@ -166,26 +179,31 @@ impl Carrier {
                 let parsed = parse_key_value(header(req.headers, name)?, version, name)?;
                 Ok(Received {
                     signatures: parsed.signatures,
+                    asymmetric: Vec::new(),
                     timestamp: Some(parsed.timestamp),
                     field: name,
                 })
             }
-            Carrier::VersionedList { name, version } => {
+            Carrier::VersionedList {
+                name,
+                version,
+                asymmetric,
+            } => {
                 let value = header(req.headers, name)?;
-                let signatures: Vec<&str> = value
-                    .split_whitespace()
-                    .filter_map(|entry| entry.split_once(','))
-                    .filter(|(v, _)| v == version)
-                    .map(|(_, sig)| sig)
-                    .collect();
-                if signatures.is_empty() {
-                    return Err(VerifyError::malformed_header(
-                        name,
-                        "no signature with the expected version",
-                    ));
-                }
+                let entries = || {
+                    value
+                        .split_whitespace()
+                        .filter_map(|entry| entry.split_once(','))
+                };
+                let of = |wanted: &str| -> Vec<&'h str> {
+                    entries()
+                        .filter(|(v, _)| *v == wanted)
+                        .map(|(_, sig)| sig)
+                        .collect()
+                };
                 Ok(Received {
-                    signatures,
+                    signatures: of(version),
+                    asymmetric: asymmetric.map(of).unwrap_or_default(),
                     timestamp: None,
                     field: name,
                 })
@@ -218,6 +236,24 @@ impl MacScheme {
         now: SystemTime,
     ) -> Result<(), VerifyError> {
         let received = self.carrier.read(req)?;
+        // Only the kinds of signature this source has keys for count: a source given public keys alone
+        // does not take a `v1` entry as a signature, nor one given secrets alone a `v1a`.
+        let macs: &[&str] = if self.keys.is_empty() {
+            &[]
+        } else {
+            &received.signatures
+        };
+        let asymmetric: &[&str] = if self.public_keys.is_empty() {
+            &[]
+        } else {
+            &received.asymmetric
+        };
+        if macs.is_empty() && asymmetric.is_empty() {
+            return Err(VerifyError::malformed_header(
+                received.field,
+                "no signature with the expected version",
+            ));
+        }
         let timestamp = match &self.timestamp {
             None => "",
             Some(source) => {
@@ -237,17 +273,22 @@ impl MacScheme {
             Some(name) => header(req.headers, name)?,
             None => "",
         };
-        let signatures: Vec<Vec<u8>> = received
-            .signatures
+        let signatures: Vec<Vec<u8>> = macs
             .iter()
             .filter_map(|s| self.encoding.decode(s))
             .collect();
-        if signatures.is_empty() {
+        let asymmetric: Vec<Vec<u8>> = asymmetric
+            .iter()
+            .filter_map(|s| Encoding::Base64.decode(s))
+            .filter(|s| s.len() == ED25519_SIGNATURE_LEN)
+            .collect();
+        if signatures.is_empty() && asymmetric.is_empty() {
             return Err(VerifyError::malformed_header(
                 received.field,
                 match self.encoding {
                     Encoding::Hex => "signature is not hex",
-                    Encoding::Base64 => "signature is not base64",
+                    Encoding::Base64 if self.public_keys.is_empty() => "signature is not base64",
+                    Encoding::Base64 => "signature is not base64 (v1a: of 64 bytes)",
                 },
             ));
         }
@@ -260,7 +301,9 @@ impl MacScheme {
         let signed_url = request::signed_url(req.url, self.public_url.as_deref());
         for url in url_candidates(&signed_url, self.url_form, self.template.uses(&Part::Url)) {
             let message = self.template.pieces(&values, &url);
-            if any_key_matches(self.mac, &self.keys, &message, &signatures) {
+            if any_key_matches(self.mac, &self.keys, &message, &signatures)
+                || any_public_key_verifies(&self.public_keys, &message, &asymmetric)
+            {
                 return Ok(());
             }
         }
@@ -285,6 +328,18 @@ pub(crate) fn any_key_matches(
         }
     }
     matched
+}
+
+/// True when any public key verifies any received signature of `message` (its pieces concatenated:
+/// Ed25519 hashes the message twice, so it takes it whole). Nothing secret is compared, so this need
+/// not run in constant time.
+fn any_public_key_verifies(keys: &[PublicKey], message: &[&[u8]], signatures: &[Vec<u8>]) -> bool {
+    if keys.is_empty() || signatures.is_empty() {
+        return false;
+    }
+    let message = message.concat();
+    keys.iter()
+        .any(|key| signatures.iter().any(|sig| key.verifies(&message, sig)))
 }
 
 fn url_candidates(url: &str, form: UrlForm, used: bool) -> Vec<String> {

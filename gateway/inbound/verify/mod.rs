@@ -12,6 +12,7 @@
 //! ```yaml
 //! verify: { preset: stripe, secret: "${env:STRIPE_WEBHOOK_SECRET}" }            # tolerance: 300s
 //! verify: { preset: standard-webhooks, secrets: ["${file:/run/secrets/old}", "${file:/run/secrets/new}"] }
+//! verify: { preset: standard-webhooks, public_key: "whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=" }  # v1a
 //! verify: { preset: hubspot, version: v3, secret: "${env:HUBSPOT_CLIENT_SECRET}",
 //!           public_url: "https://hooks.example.com/webhooks/hubspot" }          # behind a proxy
 //! verify: { preset: twilio, secret: "${env:TWILIO_AUTH_TOKEN}", public_url: "https://hooks.example.com/webhooks/sms" }
@@ -106,6 +107,13 @@ pub struct VerifySpec {
     /// Several secret references, all accepted (rotation).
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Standard Webhooks: the sender's Ed25519 public key (`whpk_...`, written as it is or as a
+    /// `${env:}`/`${file:}` reference), which checks its asymmetric `v1a` signatures.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// Standard Webhooks: several public keys, all accepted (rotation), beside or instead of `public_key`.
+    #[serde(default)]
+    pub public_keys: Vec<String>,
     /// Replay window for schemes with a timestamp, e.g. `300s` (the default) or `5m`.
     #[serde(default)]
     pub tolerance: Option<String>,
@@ -156,6 +164,7 @@ impl VerifySpec {
     /// changes (a rotated Kubernetes Secret), though no mapping file did.
     pub fn secret_files(&self) -> Vec<std::path::PathBuf> {
         let references = (self.secret.iter().chain(&self.secrets))
+            .chain(self.public_key.iter().chain(&self.public_keys))
             .chain(self.username.iter().chain(&self.password))
             .chain(&self.passwords);
         references

@@ -62,6 +62,7 @@ pub(crate) fn mac_scheme(
             carrier: Carrier::VersionedList {
                 name: "webhook-signature".to_owned(),
                 version: "v1",
+                asymmetric: Some("v1a"),
             },
             timestamp: Some(TimestampSource::Header(
                 "webhook-timestamp".to_owned(),
@@ -112,7 +113,10 @@ pub(crate) fn mac_scheme(
         ));
     }
     let public_url = spec.public_url(problems);
-    let secrets = spec.secrets(mode, problems);
+    let (secrets, public_keys) = match spec.preset {
+        Preset::StandardWebhooks => spec.standard_webhooks_keys(mode, problems),
+        _ => (spec.secrets(mode, problems), Vec::new()),
+    };
     let shape = shape?;
     if public_url.is_some() && !shape.template.uses(&Part::Url) {
         problems.push(format!(
@@ -136,6 +140,7 @@ pub(crate) fn mac_scheme(
         tolerance,
         window: shape.window,
         keys,
+        public_keys,
     })
 }
 

@@ -196,6 +196,213 @@ fn kat_standard_webhooks_a_and_b() {
     }
 }
 
+/// Standard Webhooks asymmetric signatures. The signer here is ed25519-dalek's own; the independent
+/// one (OpenSSL, through PyPI `cryptography`) is in tests/verify_presets.rs. These check the plumbing:
+/// which entries count for which keys, rotation, a source with both kinds, and the messages.
+mod asymmetric {
+    use super::*;
+    use base64::Engine as _;
+    use ed25519_dalek::{Signer as _, SigningKey};
+
+    const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+    const ID: &str = "msg_2KWPBgLlAfxdpx2AI54pPJ85f4W";
+    const TS: u64 = 1674087231;
+    const BODY: &str = r#"{"type":"contact.created","data":{"id":"1f81eb52"}}"#;
+    const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    fn signer(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn whpk(key: &SigningKey) -> String {
+        format!("whpk_{}", B64.encode(key.verifying_key().as_bytes()))
+    }
+
+    /// `v1a,<base64>` over `id.ts.body`.
+    fn v1a(key: &SigningKey, body: &str) -> String {
+        let content = format!("{ID}.{TS}.{body}");
+        format!(
+            "v1a,{}",
+            B64.encode(key.sign(content.as_bytes()).to_bytes())
+        )
+    }
+
+    /// `v1,<base64>` with [`SECRET`], from the crates.io `standardwebhooks` signer.
+    fn v1(body: &str) -> String {
+        let wh = standardwebhooks::Webhook::new(SECRET).unwrap_or_else(|e| panic!("{e}"));
+        wh.sign(ID, TS as i64, body.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn verify(v: &Verifier, signature: &str, body: &str, now: u64) -> Result<(), VerifyError> {
+        let ts = TS.to_string();
+        let hdrs = [
+            ("webhook-id", ID),
+            ("webhook-timestamp", ts.as_str()),
+            ("webhook-signature", signature),
+        ];
+        check(v, "POST", URL, &hdrs, body, at(now))
+    }
+
+    fn with_keys(public_keys: &[&SigningKey], secret: bool) -> Verifier {
+        let mut keys = public_keys.iter().map(|k| whpk(k));
+        build(VerifySpec {
+            preset: Preset::StandardWebhooks,
+            public_key: keys.next(),
+            public_keys: keys.collect(),
+            secret: secret.then(|| env_secret("HG_T_SW_ASYM", SECRET)),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_public_key_checks_v1a_signatures_and_nothing_else() {
+        let (sender, other) = (signer(7), signer(8));
+        let v = with_keys(&[&sender], false);
+        assert_eq!(verify(&v, &v1a(&sender, BODY), BODY, TS), Ok(()));
+        let changed = BODY.replace("created", "deleted");
+        assert_eq!(
+            reason(verify(&v, &v1a(&sender, BODY), &changed, TS)),
+            "mismatch"
+        );
+        assert_eq!(reason(verify(&v, &v1a(&other, BODY), BODY, TS)), "mismatch");
+        // Among other entries, in any order.
+        let many = format!(
+            "v2,AAAA {} v1,{} {}",
+            v1a(&other, BODY),
+            "A".repeat(44),
+            v1a(&sender, BODY)
+        );
+        assert_eq!(verify(&v, &many, BODY, TS), Ok(()));
+        // The id and timestamp are signed, and the window is 300 s both ways.
+        assert_eq!(verify(&v, &v1a(&sender, BODY), BODY, TS + 300), Ok(()));
+        assert_eq!(
+            reason(verify(&v, &v1a(&sender, BODY), BODY, TS + 301)),
+            "stale"
+        );
+        assert_eq!(
+            reason(verify(&v, &v1a(&sender, BODY), BODY, TS - 301)),
+            "stale"
+        );
+        let ts = TS.to_string();
+        let hdrs = [
+            ("webhook-id", "msg_other"),
+            ("webhook-timestamp", ts.as_str()),
+            ("webhook-signature", &v1a(&sender, BODY)),
+        ];
+        assert_eq!(
+            reason(check(&v, "POST", URL, &hdrs, BODY, at(TS))),
+            "mismatch"
+        );
+        // A v1 (HMAC) signature is no signature to a source that has no secret.
+        assert_eq!(
+            verify(&v, &v1(BODY), BODY, TS).map_err(|e| e.to_string()),
+            Err(
+                "malformed webhook-signature header: no signature with the expected version".into()
+            )
+        );
+        // A v1a entry that is not 64 bytes of base64.
+        for bad in [
+            "v1a,!!!!",
+            "v1a,AAAA",
+            &format!("v1a,{}", B64.encode([1u8; 65])),
+        ] {
+            assert_eq!(
+                verify(&v, bad, BODY, TS).map_err(|e| e.to_string()),
+                Err("malformed webhook-signature header: signature is not base64 (v1a: of 64 bytes)".into()),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn public_keys_rotate_and_sit_beside_secrets() {
+        let (old, new, stranger) = (signer(1), signer(2), signer(3));
+        let rotating = with_keys(&[&old, &new], false);
+        assert_eq!(verify(&rotating, &v1a(&old, BODY), BODY, TS), Ok(()));
+        assert_eq!(verify(&rotating, &v1a(&new, BODY), BODY, TS), Ok(()));
+        assert_eq!(
+            reason(verify(&rotating, &v1a(&stranger, BODY), BODY, TS)),
+            "mismatch"
+        );
+        // Secrets only: v1a entries are ignored, as before public keys existed.
+        let secret_only = preset(Preset::StandardWebhooks, "HG_T_SW_ASYM_S", SECRET);
+        assert_eq!(verify(&secret_only, &v1(BODY), BODY, TS), Ok(()));
+        assert_eq!(
+            reason(verify(&secret_only, &v1a(&new, BODY), BODY, TS)),
+            "malformed"
+        );
+        // Both kinds: either signature is enough, and both are checked against the body.
+        let both = with_keys(&[&new], true);
+        assert_eq!(verify(&both, &v1(BODY), BODY, TS), Ok(()));
+        assert_eq!(verify(&both, &v1a(&new, BODY), BODY, TS), Ok(()));
+        let pair = format!("{} {}", v1(BODY), v1a(&new, BODY));
+        assert_eq!(verify(&both, &pair, BODY, TS), Ok(()));
+        assert_eq!(reason(verify(&both, &pair, "{}", TS)), "mismatch");
+        let wrong = format!("{} {}", v1("{}"), v1a(&stranger, BODY));
+        assert_eq!(reason(verify(&both, &wrong, BODY, TS)), "mismatch");
+    }
+
+    #[test]
+    fn public_key_options_are_checked_where_they_are_written() {
+        let problems = |spec: VerifySpec| build_problems(spec);
+        assert_eq!(
+            problems(VerifySpec {
+                preset: Preset::StandardWebhooks,
+                ..Default::default()
+            }),
+            ["preset standard-webhooks needs `secret` or `secrets` (v1 signatures), or `public_key` or `public_keys` (v1a)"]
+        );
+        assert_eq!(
+            problems(VerifySpec {
+                preset: Preset::Stripe,
+                secret: Some(env_secret("HG_T_SW_ASYM_STRIPE", "whsec_x")),
+                public_key: Some(whpk(&signer(1))),
+                ..Default::default()
+            }),
+            ["`public_key` does not apply to preset stripe"]
+        );
+        // Each bad key by its option and index, never quoting it: a private key given by mistake is a
+        // secret.
+        let private = format!("whsk_{}", B64.encode(signer(5).to_keypair_bytes()));
+        let spec = VerifySpec {
+            preset: Preset::StandardWebhooks,
+            public_key: Some(private.clone()),
+            public_keys: vec![
+                whpk(&signer(1)),
+                "whpk_AAAA".into(),
+                "${env:HG_T_SW_ASYM_UNSET}".into(),
+            ],
+            ..Default::default()
+        };
+        std::env::remove_var("HG_T_SW_ASYM_UNSET");
+        let found = problems(spec.clone());
+        assert_eq!(
+            found,
+            [
+                "public_key: this is the sender's private key (whsk_); give its public key (whpk_)",
+                "public_keys[1]: not a Standard Webhooks public key (expected whpk_ followed by the base64 of 32 bytes)",
+                "public_keys[2]: env var HG_T_SW_ASYM_UNSET is not set",
+            ]
+        );
+        assert!(found.iter().all(|p| !p.contains(&private[5..])));
+        // `hookgate check` checks the keys written in the file, not the references it cannot read.
+        assert_eq!(spec.check().err().map(|p| p.len()), Some(2));
+        // A key from a file (a mounted Secret or ConfigMap) is read like a secret, and watched.
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("whpk");
+        std::fs::write(&path, format!("{}\n", whpk(&signer(9)))).unwrap_or_else(|e| panic!("{e}"));
+        let spec = VerifySpec {
+            preset: Preset::StandardWebhooks,
+            public_key: Some(format!("${{file:{}}}", path.display())),
+            ..Default::default()
+        };
+        assert_eq!(spec.secret_files(), std::slice::from_ref(&path));
+        let v = build(spec);
+        assert_eq!(verify(&v, &v1a(&signer(9), BODY), BODY, TS), Ok(()));
+    }
+}
+
 #[test]
 fn standard_webhooks_only_unknown_versions_is_malformed() {
     let v = preset(
@@ -1085,7 +1292,7 @@ fn module_doc_examples_parse_and_check() {
             last.push_str(line);
         }
     }
-    assert_eq!(examples.len(), 7);
+    assert_eq!(examples.len(), 8);
     for example in examples {
         let source: Source = match serde_saphyr::from_str(&example) {
             Ok(s) => s,
