@@ -45,6 +45,28 @@ struct Signed {
     headers: Vec<(String, String)>,
     /// The URL the peer signed, when it changes it (twilio JSON adds `bodySHA256`).
     url: Option<String>,
+    /// The public key that checks the signature (Standard Webhooks `v1a`).
+    public_key: Option<String>,
+}
+
+impl Signed {
+    /// The peer's headers as a request carries them, without `skip`.
+    fn header_map(&self, skip: Option<&str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (name, value) in &self.headers {
+            if Some(name.as_str()) == skip {
+                continue;
+            }
+            let (Ok(n), Ok(val)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) else {
+                panic!("the peer produced an invalid header {name}");
+            };
+            headers.append(n, val);
+        }
+        headers
+    }
 }
 
 impl Peer {
@@ -67,6 +89,7 @@ impl Peer {
                     })
                     .unwrap_or_default(),
                 url: r["url"].as_str().map(str::to_owned),
+                public_key: r["public_key"].as_str().map(str::to_owned),
             })
             .collect()
     }
@@ -172,19 +195,7 @@ impl Case {
         body: &str,
         skip_header: Option<&str>,
     ) -> &'static str {
-        let mut headers = HeaderMap::new();
-        for (name, value) in &signed.headers {
-            if Some(name.as_str()) == skip_header {
-                continue;
-            }
-            let (Ok(n), Ok(val)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) else {
-                panic!("{}: peer produced an invalid header {name}", self.name);
-            };
-            headers.append(n, val);
-        }
+        let headers = signed.header_map(skip_header);
         // Twilio JSON: the peer added bodySHA256 to the URL it signed; hookgate receives that URL.
         let url = match (&signed.url, &self.signed_url) {
             (Some(u), None) => u.clone(),
@@ -373,33 +384,21 @@ fn standard_webhooks_v1a_with_openssl_ed25519() {
             "also_v1": also_v1.then_some(SECRET),
         })
     };
-    let signed = common::peer_sign(&json!([
+    let signed = Peer::Python.sign(&[
         request(11, NOW, false),
         request(12, NOW, false),
         request(11, NOW - SKEW, false),
         request(11, NOW + SKEW, false),
         request(11, NOW, true),
-    ]));
+    ]);
     assert_eq!(signed.len(), 5, "the peer answered short");
     let public_key = |i: usize| -> String {
-        let key = signed[i]["public_key"].as_str().unwrap_or_default();
+        let key = signed[i].public_key.clone().unwrap_or_default();
         assert!(key.starts_with("whpk_"), "the peer's public key: {key}");
-        key.to_owned()
+        key
     };
     let verify = |v: &Verifier, i: usize, body: &str, skip: Option<&str>| -> &'static str {
-        let mut headers = HeaderMap::new();
-        for (name, value) in signed[i]["headers"].as_object().into_iter().flatten() {
-            if Some(name.as_str()) == skip {
-                continue;
-            }
-            let (Ok(n), Some(Ok(val))) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                value.as_str().map(HeaderValue::from_str),
-            ) else {
-                panic!("the peer produced an invalid header {name}");
-            };
-            headers.append(n, val);
-        }
+        let headers = signed[i].header_map(skip);
         let req = SignedRequest {
             method: "POST",
             url: "http://127.0.0.1:8080/webhooks/peer",

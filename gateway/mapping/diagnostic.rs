@@ -63,6 +63,20 @@ impl Diagnostic {
         self
     }
 
+    /// Star out `width` characters of the excerpt from `column` (1-based), keeping the caret's place: for
+    /// a value that must not be printed (a literal secret), whatever the problem is about.
+    pub fn conceal(&mut self, column: u32, width: u32) {
+        if let Some(line) = &mut self.source_line {
+            let from = column.max(1) as usize - 1;
+            let to = from.saturating_add(width as usize);
+            *line = line
+                .chars()
+                .enumerate()
+                .map(|(i, c)| if (from..to).contains(&i) { '*' } else { c })
+                .collect();
+        }
+    }
+
     /// [`Diagnostic::with_source`] through an index of the text's lines.
     pub fn with_source_in(self, index: &LineIndex<'_>) -> Self {
         let line = index.line(self.line);

@@ -70,6 +70,7 @@ pub fn parse_source_file(path: &Path, text: &str) -> Result<SourceFile, Vec<Diag
         None => Vec::new(),
     };
     let mut diags = ctx.diags;
+    conceal_literal_secrets(&root, &mut diags);
     diagnostic::sort(&mut diags);
     match (head, diags.is_empty()) {
         (Some(head), true) => Ok(SourceFile {
@@ -174,6 +175,55 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
         response,
         verify_places,
     })
+}
+
+/// Star out, in every excerpt, the values of `verify:` that are secrets written out: a literal where a
+/// reference belongs (refused, but `hookgate check`'s output lands in CI logs), or a private key or
+/// shared secret given as a public key. References, user names and public keys stay readable.
+fn conceal_literal_secrets(root: &Node, diags: &mut [Diagnostic]) {
+    const SECRET_OPTIONS: &[&str] = &[
+        "secret",
+        "secrets",
+        "password",
+        "passwords",
+        "public_key",
+        "public_keys",
+    ];
+    let Some(options) = entry(root, "verify").and_then(|(_, v)| v.as_map()) else {
+        return;
+    };
+    let mut secrets = Vec::new();
+    for (key, value) in options {
+        if !SECRET_OPTIONS.contains(&key.name.as_str()) {
+            continue;
+        }
+        let values = match &value.kind {
+            Kind::Seq(items) => items.iter().collect(),
+            _ => vec![value],
+        };
+        for node in values {
+            let shown = match &node.kind {
+                Kind::Str(text) => {
+                    let text = text.trim_start();
+                    text.starts_with("${")
+                        || (key.name.starts_with("public_key")
+                            && !text.starts_with("whsk_")
+                            && !text.starts_with("whsec_"))
+                }
+                Kind::Null | Kind::Seq(_) | Kind::Map(_) => true,
+                Kind::Bool(_) | Kind::Int(_) | Kind::UInt(_) | Kind::Float(_) => false,
+            };
+            if !shown {
+                secrets.push(node.loc);
+            }
+        }
+    }
+    for d in diags.iter_mut() {
+        let line = d.line;
+        for at in secrets.iter().filter(|at| at.line == line) {
+            d.conceal(at.column, at.width);
+        }
+    }
 }
 
 /// Where the top-level key `key` and each option under it are written.

@@ -169,16 +169,18 @@ impl VerifySpec {
         );
         let mut keys = Vec::new();
         for (field, text) in named {
-            let value = if text.trim_start().starts_with("${") {
+            let parsed = if text.trim_start().starts_with("${") {
                 match secret(&field, text, mode, problems) {
-                    Some(resolved) => resolved.expose().to_owned(),
+                    // Parsed where it was read: the text is not copied out of its `Secret`, in case it
+                    // was a private key after all.
+                    Some(resolved) => PublicKey::parse(resolved.expose()),
                     // Not read (`hookgate check`), or its problem is reported.
                     None => continue,
                 }
             } else {
-                text.clone()
+                PublicKey::parse(text)
             };
-            match PublicKey::parse(&value) {
+            match parsed {
                 Ok(key) => keys.push(key),
                 Err(why) => problems.push(format!("{field}: {why}")),
             }

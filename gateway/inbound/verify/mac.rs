@@ -13,6 +13,9 @@ use super::request::{self, check_window, header, parse_key_value, TimeUnit, Wind
 use super::SignedRequest;
 use std::time::{Duration, SystemTime};
 
+/// The most public-key signatures one request may carry: a sender rotating its key sends two.
+pub(crate) const MAX_ASYMMETRIC_SIGNATURES: usize = 4;
+
 /// One piece of the signed content.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Part {
@@ -254,6 +257,14 @@ impl MacScheme {
                 "no signature with the expected version",
             ));
         }
+        // An HMAC is computed once per key and compared with every entry, but each public-key
+        // signature hashes the whole body again: bounded, or one request's header would cost seconds.
+        if asymmetric.len() > MAX_ASYMMETRIC_SIGNATURES {
+            return Err(VerifyError::malformed_header(
+                received.field,
+                "more than 4 v1a signatures",
+            ));
+        }
         let timestamp = match &self.timestamp {
             None => "",
             Some(source) => {
@@ -277,6 +288,7 @@ impl MacScheme {
             .iter()
             .filter_map(|s| self.encoding.decode(s))
             .collect();
+        let asymmetric_entries = asymmetric.len();
         let asymmetric: Vec<Vec<u8>> = asymmetric
             .iter()
             .filter_map(|s| Encoding::Base64.decode(s))
@@ -287,8 +299,11 @@ impl MacScheme {
                 received.field,
                 match self.encoding {
                     Encoding::Hex => "signature is not hex",
-                    Encoding::Base64 if self.public_keys.is_empty() => "signature is not base64",
-                    Encoding::Base64 => "signature is not base64 (v1a: of 64 bytes)",
+                    Encoding::Base64 if asymmetric_entries == 0 => "signature is not base64",
+                    Encoding::Base64 if macs.is_empty() => "signature is not base64 of 64 bytes",
+                    Encoding::Base64 => {
+                        "no signature decodes (v1: base64; v1a: base64 of 64 bytes)"
+                    }
                 },
             ));
         }

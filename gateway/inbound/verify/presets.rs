@@ -302,6 +302,13 @@ fn whsec_keys(secrets: Vec<(String, Secret)>, problems: &mut Problems) -> Vec<Ke
     let mut keys = Vec::new();
     for (field, secret) in secrets {
         let text = secret.expose();
+        if text.trim_start().starts_with("whpk_") {
+            // A public key as an HMAC key would let anyone who has it sign.
+            problems.push(format!(
+                "{field}: this is a public key (whpk_), which goes in `public_key` or `public_keys`"
+            ));
+            continue;
+        }
         let encoded = text.strip_prefix("whsec_").unwrap_or(text);
         match base64_decode(encoded).filter(|k| !k.is_empty()) {
             Some(bytes) => keys.push(Key::new(bytes)),

@@ -209,6 +209,7 @@ mod asymmetric {
     const TS: u64 = 1674087231;
     const BODY: &str = r#"{"type":"contact.created","data":{"id":"1f81eb52"}}"#;
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const MAX_V1A: usize = super::super::mac::MAX_ASYMMETRIC_SIGNATURES;
 
     fn signer(seed: u8) -> SigningKey {
         SigningKey::from_bytes(&[seed; 32])
@@ -309,10 +310,24 @@ mod asymmetric {
         ] {
             assert_eq!(
                 verify(&v, bad, BODY, TS).map_err(|e| e.to_string()),
-                Err("malformed webhook-signature header: signature is not base64 (v1a: of 64 bytes)".into()),
+                Err(
+                    "malformed webhook-signature header: signature is not base64 of 64 bytes"
+                        .into()
+                ),
                 "{bad}"
             );
         }
+        // Each v1a entry hashes the body again: at most 4 are read, the genuine one among them or not.
+        let entries = |n: usize| {
+            let mut list = vec![v1a(&other, BODY); n - 1];
+            list.push(v1a(&sender, BODY));
+            list.join(" ")
+        };
+        assert_eq!(verify(&v, &entries(MAX_V1A), BODY, TS), Ok(()));
+        assert_eq!(
+            verify(&v, &entries(MAX_V1A + 1), BODY, TS).map_err(|e| e.to_string()),
+            Err("malformed webhook-signature header: more than 4 v1a signatures".into())
+        );
     }
 
     #[test]
@@ -341,6 +356,25 @@ mod asymmetric {
         assert_eq!(reason(verify(&both, &pair, "{}", TS)), "mismatch");
         let wrong = format!("{} {}", v1("{}"), v1a(&stranger, BODY));
         assert_eq!(reason(verify(&both, &wrong, BODY, TS)), "mismatch");
+        // What does not decode is named by the kinds of entry sent.
+        let message = |header: &str| verify(&both, header, BODY, TS).map_err(|e| e.to_string());
+        let malformed =
+            |problem: &str| Err(format!("malformed webhook-signature header: {problem}"));
+        assert_eq!(message("v1,!!!"), malformed("signature is not base64"));
+        assert_eq!(
+            message("v1,!!! v1a,AAAA"),
+            malformed("no signature decodes (v1: base64; v1a: base64 of 64 bytes)")
+        );
+        // A public key given as the HMAC secret would let anyone who has it sign.
+        let problems = build_problems(VerifySpec {
+            preset: Preset::StandardWebhooks,
+            secret: Some(env_secret("HG_T_SW_ASYM_PK", &whpk(&new))),
+            ..Default::default()
+        });
+        assert_eq!(
+            problems,
+            ["secret: this is a public key (whpk_), which goes in `public_key` or `public_keys`"]
+        );
     }
 
     #[test]
