@@ -60,9 +60,9 @@ pub async fn run(
     let store = Store::connect(&redis, families.clone(), cfg.redis.response_timeout)
         .context("redis")?
         .with_format(cfg.inbound_format);
-    let store = match cfg.redis.min_replica_acks {
-        0 => store,
-        n => store.with_replica_acks(&redis, n, cfg.redis.replica_ack_timeout),
+    let store = match crate::replica_ack::AckPolicy::from_config(&cfg.redis) {
+        None => store,
+        Some(policy) => store.with_acks(&redis, policy),
     };
     let sources = Arc::new(SourceRegistry::default());
     let live = LiveCatalog::start(&cfg.mappings_dir, sources.clone()).map_err(|problems| {

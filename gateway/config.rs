@@ -155,7 +155,11 @@ pub struct RedisConfig {
     /// it (Redis `WAIT`), so promoting one of them loses nothing a sender was told was taken; otherwise
     /// 503. 0 (the default) answers once the master has it.
     pub min_replica_acks: u32,
-    /// How long a request waits for its replica acknowledgements before it gets 503.
+    /// Answer 2xx only once the event is in the master's append-only file on disk (and in that of each of
+    /// the `min_replica_acks` replicas): Redis `WAITAOF`, 7.2 or later. Without it, `appendfsync everysec`
+    /// leaves up to a second of acknowledged events in the page cache, where a power cut loses them.
+    pub fsync_acks: bool,
+    /// How long a request waits for its acknowledgements (replicas, fsync) before it gets 503.
     #[serde(with = "humantime_serde_compat")]
     pub replica_ack_timeout: Duration,
 }
@@ -170,6 +174,7 @@ impl Default for RedisConfig {
             tls_client_cert_file: None,
             tls_client_key_file: None,
             min_replica_acks: 0,
+            fsync_acks: false,
             replica_ack_timeout: Duration::from_secs(1),
         }
     }
@@ -858,7 +863,7 @@ impl Config {
         }
         // The receiver's own waits: a slot, then the store's deadline, then the replicas. A request
         // timeout inside them would answer a stalled Redis 408, without Retry-After.
-        let acks = self.redis.min_replica_acks > 0;
+        let acks = self.redis.min_replica_acks > 0 || self.redis.fsync_acks;
         let receiver_waits = IN_FLIGHT_WAIT
             .saturating_add(store_deadline(self.redis.response_timeout))
             .saturating_add(if acks {
@@ -888,7 +893,7 @@ impl Config {
         if acks && self.redis.replica_ack_timeout.is_zero() {
             bad(
                 "redis.replica_ack_timeout",
-                "must be above 0 while redis.min_replica_acks is set (Redis would WAIT for ever)"
+                "must be above 0 while redis.min_replica_acks or redis.fsync_acks is set (Redis would WAIT for ever)"
                     .into(),
             );
         }
@@ -1930,10 +1935,24 @@ mod tests {
         let p = check("redis: { min_replica_acks: 2, replica_ack_timeout: 0s }\n").unwrap_err();
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
-            p[0].starts_with("hg.yaml:1:52: redis.replica_ack_timeout: must be above 0 while redis.min_replica_acks is set"),
+            p[0].starts_with("hg.yaml:1:52: redis.replica_ack_timeout: must be above 0 while redis.min_replica_acks or redis.fsync_acks is set"),
             "{p:?}"
         );
         assert!(check("redis: { replica_ack_timeout: 0s }\n").is_ok());
+        // fsync acknowledgements wait the same way, replicas or none.
+        let p =
+            check("limits: { request_timeout: 12s }\nredis: { fsync_acks: true }\n").unwrap_err();
+        assert!(
+            p.len() == 1 && p[0].contains("redis.replica_ack_timeout"),
+            "{p:?}"
+        );
+        let p = check("redis: { fsync_acks: true, replica_ack_timeout: 0s }\n").unwrap_err();
+        assert!(
+            p.len() == 1
+                && p[0].starts_with("hg.yaml:1:49: redis.replica_ack_timeout: must be above 0"),
+            "{p:?}"
+        );
+        assert!(check("redis: { fsync_acks: true }\n").is_ok());
     }
 
     #[test]

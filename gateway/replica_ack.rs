@@ -1,14 +1,18 @@
-//! Answering 2xx only for what replicas have (`redis.min_replica_acks`). Redis replicates asynchronously:
-//! without this, an event the master took and acknowledged, but had not yet sent to a replica, is lost
-//! when that replica is promoted. With it, a sender is answered only once that many replicas hold its
-//! event, and otherwise 503, so it sends again (with dedup, the redelivery is answered as a duplicate).
+//! Answering 2xx only for what replicas have (`redis.min_replica_acks`), or what is on disk
+//! (`redis.fsync_acks`). Redis replicates asynchronously: without this, an event the master took and
+//! acknowledged, but had not yet sent to a replica, is lost when that replica is promoted. And with
+//! `appendfsync everysec` the append-only file reaches the disk once a second: a power cut loses what
+//! was acknowledged since. With them, a sender is answered only once that many replicas hold its event
+//! (and, with `fsync_acks`, once the master and those replicas have it in their append-only files on
+//! disk), and otherwise 503, so it sends again (with dedup, the redelivery is answered as a duplicate).
 //!
-//! Redis's `WAIT` counts the replicas that acknowledged *the calling connection's* last write, so it
-//! cannot run on the shared connection (it would block every command behind it) and means nothing on a
-//! connection that wrote nothing. So acknowledgements are taken in rounds, on a connection of their own:
-//! a round writes a marker key on the family's master and WAITs for it. Replication keeps the master's
-//! order, so a round begun after an event's store returned covers that event, and every other event
-//! stored before it began: one WAIT per round, however many requests wait on it.
+//! Redis's `WAIT` (and `WAITAOF`, Redis 7.2) counts the acknowledgements of *the calling connection's*
+//! last write, so it cannot run on the shared connection (it would block every command behind it) and
+//! means nothing on a connection that wrote nothing. So acknowledgements are taken in rounds, on a
+//! connection of their own: a round writes a marker key on the family's master and WAITs for it.
+//! Replication and the append-only file keep the master's order, so a round begun after an event's
+//! store returned covers that event, and every other event stored before it began: one WAIT per round,
+//! however many requests wait on it.
 
 use crate::redis_conn::{Conn, Redis};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -18,6 +22,29 @@ use tokio::sync::{watch, Notify};
 
 /// How often an idle round task looks whether anybody still holds its handle.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+/// What a stored event waits for before it is answered 2xx (`redis.min_replica_acks`,
+/// `redis.fsync_acks`, `redis.replica_ack_timeout`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckPolicy {
+    /// Replicas that must hold the event (on disk, with `fsync`).
+    pub replicas: u32,
+    /// The master's append-only file must have the event on disk, and so must the replicas' (`WAITAOF`).
+    pub fsync: bool,
+    /// How long a request waits for its round.
+    pub timeout: Duration,
+}
+
+impl AckPolicy {
+    /// The policy the configuration asks for, if it asks a store to wait at all.
+    pub fn from_config(redis: &crate::config::RedisConfig) -> Option<AckPolicy> {
+        (redis.min_replica_acks > 0 || redis.fsync_acks).then_some(AckPolicy {
+            replicas: redis.min_replica_acks,
+            fsync: redis.fsync_acks,
+            timeout: redis.replica_ack_timeout,
+        })
+    }
+}
 
 /// Rounds of acknowledgement for one key family's master; cloned into every store.
 #[derive(Clone)]
@@ -34,8 +61,7 @@ struct Shared {
     wake: Notify,
     /// The last round that ended, and how.
     ended: watch::Sender<Ended>,
-    replicas: u32,
-    timeout: Duration,
+    policy: AckPolicy,
 }
 
 #[derive(Clone, Debug)]
@@ -44,29 +70,30 @@ struct Ended {
     outcome: Result<(), String>,
 }
 
-/// Why an acknowledgement was not had: the event is on the master, but not known to be on enough replicas.
+/// Why an acknowledgement was not had: the event is on the master, but not known to be on enough replicas
+/// (or on disk).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AckError {
-    /// The round that covered the event ended short: too few replicas, or Redis did not answer.
+    /// The round that covered the event ended short: too few replicas, no fsync, or Redis did not answer.
     #[error("{0}")]
     Short(String),
-    #[error("no round of replica acknowledgements covered the event within {}", humantime::format_duration(*.0))]
+    #[error("no round of acknowledgements covered the event within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
 }
 
 impl ReplicaAck {
     /// Start the rounds for the family whose keys begin with `prefix` (`family` names it in metrics):
-    /// `replicas` acknowledgements, each waiter bounded by `timeout`. A round WAITs half of it, so a
-    /// waiter that arrives during one still sees its own end in time. `response_timeout` is added to the
-    /// round connection's own timeout, so a WAIT that uses its whole time still gets its answer.
+    /// the acknowledgements of `policy`, each waiter bounded by its timeout. A round WAITs half of it, so
+    /// a waiter that arrives during one still sees its own end in time. `response_timeout` is added to
+    /// the round connection's own timeout, so a WAIT that uses its whole time still gets its answer.
     pub fn start(
         redis: &Redis,
         prefix: &str,
         family: &'static str,
-        replicas: u32,
-        timeout: Duration,
+        policy: AckPolicy,
         response_timeout: Duration,
     ) -> Self {
+        let timeout = policy.timeout;
         let (ended, _) = watch::channel(Ended {
             round: 0,
             outcome: Ok(()),
@@ -76,8 +103,7 @@ impl ReplicaAck {
             wanted: AtomicU64::new(0),
             wake: Notify::new(),
             ended,
-            replicas,
-            timeout,
+            policy,
         });
         let wait = (timeout / 2).max(Duration::from_millis(1));
         let rounds = Rounds {
@@ -105,12 +131,12 @@ impl ReplicaAck {
             let e = ended.wait_for(|e| e.round >= need).await?;
             Ok::<_, watch::error::RecvError>(e.outcome.clone())
         };
-        match tokio::time::timeout(s.timeout, covering).await {
+        match tokio::time::timeout(s.policy.timeout, covering).await {
             // The latest round decides: a later one that fell short means the replicas are not there now.
             Ok(Ok(outcome)) => outcome.map_err(AckError::Short),
             // The sender lives in `Shared`, which this handle holds.
             Ok(Err(_)) => Err(AckError::Short("the acknowledgement rounds stopped".into())),
-            Err(_) => Err(AckError::Timeout(s.timeout)),
+            Err(_) => Err(AckError::Timeout(s.policy.timeout)),
         }
     }
 }
@@ -132,6 +158,13 @@ impl Rounds {
         // Connected before the first request needs it: connecting can take longer than a waiter waits
         // (a cluster client greets every node), and a failure here is retried at the first round.
         let _ = self.connect().await;
+        // A Redis that can never acknowledge an fsync (before 7.2, or without its append-only file)
+        // is said at start, once, rather than first by a sender's 503.
+        if let Some(s) = shared.upgrade().filter(|s| s.policy.fsync) {
+            if let Err(e @ RoundError::Unmeetable(_)) = self.round(s.policy).await {
+                tracing::error!(family = self.family, error = %e, "redis.fsync_acks cannot be met: every webhook and publish will be answered 503");
+            }
+        }
         let mut finished = 0;
         loop {
             let Some(s) = shared.upgrade() else { return };
@@ -141,17 +174,25 @@ impl Rounds {
                 continue;
             }
             let round = s.begun.fetch_add(1, SeqCst) + 1;
-            let outcome = self.round(s.replicas).await;
+            let outcome = self.round(s.policy).await;
             let label = match &outcome {
                 Ok(()) => "acknowledged",
-                Err(_) => "short",
+                Err(RoundError::Short(_)) => "short",
+                Err(RoundError::Unmeetable(_)) => "misconfigured",
             };
             metrics::counter!("hookgate_replica_ack_rounds_total", "family" => self.family, "outcome" => label)
                 .increment(1);
-            if let Err(e) = &outcome {
-                tracing::warn!(family = self.family, error = %e, "replica acknowledgement round fell short; its events are answered 503");
+            match &outcome {
+                Err(e @ RoundError::Unmeetable(_)) => {
+                    tracing::error!(family = self.family, error = %e, "acknowledgement round cannot succeed; its events are answered 503")
+                }
+                Err(e) => {
+                    tracing::warn!(family = self.family, error = %e, "acknowledgement round fell short; its events are answered 503")
+                }
+                Ok(()) => {}
             }
             finished = round;
+            let outcome = outcome.map_err(|e| e.to_string());
             s.ended.send_replace(Ended { round, outcome });
         }
     }
@@ -166,36 +207,97 @@ impl Rounds {
         Ok(self.conn.insert(conn))
     }
 
-    /// Write the marker and WAIT for it, in one pipeline on the marker's master.
-    async fn round(&mut self, replicas: u32) -> Result<(), String> {
+    /// Write the marker and WAIT (`WAITAOF 1 n` with `fsync`) for it, on the marker's master.
+    ///
+    /// `WAIT` goes in one pipeline with the write. `WAITAOF` goes only once the write is answered: sent
+    /// together, it is read before the write reaches the append-only file, and Redis then fsyncs it only
+    /// at its next timer tick or once-a-second fsync (70 ms to a second, measured on Valkey 8.0 with
+    /// `everysec`), where a `WAITAOF` that finds the write already in the file gets it fsynced at once.
+    async fn round(&mut self, policy: AckPolicy) -> Result<(), RoundError> {
         let (marker, wait) = (self.marker.clone(), self.wait);
-        let conn = self.connect().await?;
-        let mut pipe = redis::pipe();
         // WAIT 0 would wait for ever.
         let ms = wait.as_millis().clamp(1, u64::MAX as u128) as u64;
-        pipe.cmd("INCR")
-            .arg(&marker)
-            .cmd("WAIT")
-            .arg(replicas)
-            .arg(ms);
-        let replies = match conn.pipeline_on_master_of(&marker, &pipe).await {
+        let mut write = redis::pipe();
+        write.cmd("INCR").arg(&marker);
+        let mut ack = redis::pipe();
+        if policy.fsync {
+            ack.cmd("WAITAOF").arg(1).arg(policy.replicas).arg(ms);
+        } else {
+            write.cmd("WAIT").arg(policy.replicas).arg(ms);
+        }
+        let conn = self.connect().await.map_err(RoundError::Short)?;
+        let sent = async {
+            let mut replies = conn.pipeline_on_master_of(&marker, &write).await?;
+            if !ack.is_empty() && !matches!(replies.first(), Some(redis::Value::ServerError(_))) {
+                replies.extend(conn.pipeline_on_master_of(&marker, &ack).await?);
+            }
+            Ok::<_, redis::RedisError>(replies)
+        };
+        let replies = match sent.await {
             Ok(r) => r,
             Err(e) => {
                 self.conn = None;
-                return Err(format!("redis: {e}"));
+                return Err(RoundError::Short(format!("redis: {e}")));
             }
         };
         // A refused marker write (a read-only replica after a failover, a full Redis) is an answer too.
         if let Some(redis::Value::ServerError(e)) = replies.first() {
-            return Err(format!("redis refused the marker write: {e:?}"));
+            return Err(RoundError::Short(format!(
+                "redis refused the marker write: {e:?}"
+            )));
         }
-        match replies.last().map(redis::from_redis_value_ref::<i64>) {
-            Some(Ok(n)) if n >= i64::from(replicas) => Ok(()),
-            Some(Ok(n)) => Err(format!(
-                "{n} of {replicas} replicas acknowledged within {}",
-                humantime::format_duration(wait)
-            )),
-            _ => Err(format!("WAIT answered {replies:?}")),
+        let within = humantime::format_duration(wait);
+        let replicas = policy.replicas;
+        match replies.last() {
+            Some(redis::Value::ServerError(e)) => Err(refused_wait(e, policy)),
+            Some(reply) if policy.fsync => match redis::from_redis_value_ref::<(i64, i64)>(reply) {
+                Ok((local, n)) if local >= 1 && n >= i64::from(replicas) => Ok(()),
+                Ok((0, _)) => Err(RoundError::Short(format!(
+                    "the master's append-only file was not fsynced within {within}"
+                ))),
+                Ok((_, n)) => Err(RoundError::Short(format!(
+                    "{n} of {replicas} replicas fsynced their append-only file within {within}"
+                ))),
+                Err(_) => Err(RoundError::Short(format!("WAITAOF answered {reply:?}"))),
+            },
+            Some(reply) => match redis::from_redis_value_ref::<i64>(reply) {
+                Ok(n) if n >= i64::from(replicas) => Ok(()),
+                Ok(n) => Err(RoundError::Short(format!(
+                    "{n} of {replicas} replicas acknowledged within {within}"
+                ))),
+                Err(_) => Err(RoundError::Short(format!("WAIT answered {reply:?}"))),
+            },
+            None => Err(RoundError::Short("redis answered nothing".into())),
         }
+    }
+}
+
+/// Why a round did not have its acknowledgements.
+#[derive(Debug, thiserror::Error)]
+enum RoundError {
+    /// Not now: too few replicas, Redis unreachable, a slow disk. A later round may succeed.
+    #[error("{0}")]
+    Short(String),
+    /// Never, with this Redis as it is set up: it has no `WAITAOF`, or no append-only file to fsync.
+    #[error("{0}")]
+    Unmeetable(String),
+}
+
+/// Redis refused the WAIT itself: say what to change when it is the setup, not the moment.
+fn refused_wait(error: &redis::ServerError, policy: AckPolicy) -> RoundError {
+    let text = format!("{error:?}");
+    if !policy.fsync {
+        return RoundError::Short(format!("redis refused WAIT: {text}"));
+    }
+    if text.contains("unknown command") {
+        RoundError::Unmeetable(
+            "this Redis has no WAITAOF (Redis 7.2 or later, and Valkey, have it): turn redis.fsync_acks off or upgrade Redis".into(),
+        )
+    } else if text.contains("appendonly") {
+        RoundError::Unmeetable(
+            "the master's append-only file is off (appendonly no), so nothing is ever fsynced: set appendonly yes, or turn redis.fsync_acks off".into(),
+        )
+    } else {
+        RoundError::Short(format!("redis refused WAITAOF: {text}"))
     }
 }

@@ -18,7 +18,7 @@
 //! share a hash tag ([`Families`]), so a script's keys are always in one slot.
 
 use crate::redis_conn::{dropped, Conn, Redis};
-use crate::replica_ack::{AckError, ReplicaAck};
+use crate::replica_ack::{AckError, AckPolicy, ReplicaAck};
 use redis::{RedisError, RedisResult, Script};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -433,9 +433,10 @@ pub enum StoreError {
     /// The whole store took longer than [`Store::deadline`].
     #[error("redis did not take the event within {}", humantime::format_duration(*.0))]
     Deadline(Duration),
-    /// Stored on the master, but not acknowledged by `redis.min_replica_acks` replicas.
-    #[error("stored, but not acknowledged by enough replicas: {0}")]
-    NotReplicated(#[from] AckError),
+    /// Stored on the master, but not acknowledged by `redis.min_replica_acks` replicas, or not fsynced
+    /// (`redis.fsync_acks`).
+    #[error("stored, but not acknowledged: {0}")]
+    NotAcknowledged(#[from] AckError),
 }
 
 /// Short commands on one multiplexed, self-reconnecting connection.
@@ -450,8 +451,8 @@ pub struct Store {
     inflight: Arc<Semaphore>,
     wait: Duration,
     format: crate::config::InboundFormat,
-    /// With `redis.min_replica_acks`: the rounds of each family, whose acknowledgement a store waits for
-    /// before it counts as taken.
+    /// With `redis.min_replica_acks` or `redis.fsync_acks`: the rounds of each family, whose
+    /// acknowledgement a store waits for before it counts as taken.
     acks: Option<Acks>,
 }
 
@@ -724,12 +725,12 @@ impl Store {
         })
     }
 
-    /// Count a store as done only once `replicas` replicas acknowledged it (`redis.min_replica_acks`),
-    /// waiting at most `timeout` (`redis.replica_ack_timeout`). Starts the rounds' tasks.
-    pub fn with_replica_acks(mut self, redis: &Redis, replicas: u32, timeout: Duration) -> Self {
-        let start = |prefix: &str, family| {
-            ReplicaAck::start(redis, prefix, family, replicas, timeout, self.wait)
-        };
+    /// Count a store as done only once `policy` is met: replicas hold it (`redis.min_replica_acks`), and
+    /// it is on disk (`redis.fsync_acks`), waiting at most `redis.replica_ack_timeout`. Starts the
+    /// rounds' tasks.
+    pub fn with_acks(mut self, redis: &Redis, policy: AckPolicy) -> Self {
+        let start =
+            |prefix: &str, family| ReplicaAck::start(redis, prefix, family, policy, self.wait);
         self.acks = Some(if self.families.outbound == self.families.inbound {
             let both = start(&self.families.inbound, "all");
             Acks {
@@ -745,8 +746,9 @@ impl Store {
         self
     }
 
-    /// This store without waiting for replicas: for hookgate's own writes, which no sender waits on.
-    pub fn without_replica_acks(&self) -> Self {
+    /// This store without waiting for acknowledgements: for hookgate's own writes, which no sender
+    /// waits on.
+    pub fn without_acks(&self) -> Self {
         Self {
             acks: None,
             ..self.clone()

@@ -160,7 +160,7 @@ impl Outbound {
             self.registry.clone(),
             self.sender.clone(),
             // `subscription.disabled` is hookgate's own event: nobody waits on its acknowledgement.
-            self.store.without_replica_acks(),
+            self.store.without_acks(),
             self.cfg.clone(),
             self.wake.clone(),
         ));

@@ -39,6 +39,8 @@ pub struct Redis {
     pub port: u16,
     dir: tempfile::TempDir,
     durable: bool,
+    /// `redis-server`, or `valkey-server` for Redis 7.2's commands (`WAITAOF`).
+    server: &'static str,
     /// More `redis-server` arguments (`--replicaof`).
     extra: Vec<String>,
     child: Option<Child>,
@@ -58,10 +60,15 @@ impl Redis {
     }
 
     fn start_with_args(durable: bool, extra: Vec<String>) -> Self {
+        Self::start_server("redis-server", durable, extra)
+    }
+
+    fn start_server(server: &'static str, durable: bool, extra: Vec<String>) -> Self {
         let mut r = Redis {
             port: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
             durable,
+            server,
             extra,
             child: None,
         };
@@ -69,17 +76,36 @@ impl Redis {
         r
     }
 
+    /// A Valkey server (`valkey-server`, from Debian's bookworm-backports): Redis 7.2's commands, among
+    /// them `WAITAOF`, which the Redis 7.0 of Debian's bookworm lacks. `extra` are more arguments
+    /// (`--appendonly yes`), after the defaults of [`Redis::start`].
+    pub fn start_valkey(extra: &[&str]) -> Self {
+        Self::start_server(
+            "valkey-server",
+            false,
+            extra.iter().map(|a| a.to_string()).collect(),
+        )
+    }
+
     /// A replica of the Redis at `127.0.0.1:master_port`, returned once its link to the master is up
     /// and its first sync is done (within 20 s). The master should have `repl-diskless-sync-delay 0`.
     pub fn start_replica_of(master_port: u16) -> Self {
-        let r = Self::start_with_args(
-            false,
-            vec![
-                "--replicaof".into(),
-                "127.0.0.1".into(),
-                master_port.to_string(),
-            ],
-        );
+        Self::replica_of("redis-server", master_port, &[])
+    }
+
+    /// [`Redis::start_replica_of`] with `valkey-server` and more arguments.
+    pub fn start_valkey_replica_of(master_port: u16, extra: &[&str]) -> Self {
+        Self::replica_of("valkey-server", master_port, extra)
+    }
+
+    fn replica_of(server: &'static str, master_port: u16, extra: &[&str]) -> Self {
+        let mut args: Vec<String> = vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            master_port.to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let r = Self::start_server(server, false, args);
         let mut conn = r.conn();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -120,12 +146,12 @@ impl Redis {
             }
             self.port = free_port();
         }
-        panic!("redis-server did not start");
+        panic!("{} did not start", self.server);
     }
 
     fn spawn_and_wait(&mut self) -> bool {
         let aof = if self.durable { "yes" } else { "no" };
-        let child = Command::new("redis-server")
+        let child = Command::new(self.server)
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -141,7 +167,12 @@ impl Redis {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("redis-server must be installed (apt-get install redis-server)");
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{} must be installed (scripts/test installs it): {e}",
+                    self.server
+                )
+            });
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
