@@ -164,6 +164,13 @@ pub struct RedisConfig {
     pub replica_ack_timeout: Duration,
 }
 
+impl RedisConfig {
+    /// Whether a store waits for acknowledgements (replicas, fsync) before it counts as taken.
+    pub fn waits_for_acks(&self) -> bool {
+        self.min_replica_acks > 0 || self.fsync_acks
+    }
+}
+
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
@@ -863,7 +870,7 @@ impl Config {
         }
         // The receiver's own waits: a slot, then the store's deadline, then the replicas. A request
         // timeout inside them would answer a stalled Redis 408, without Retry-After.
-        let acks = self.redis.min_replica_acks > 0 || self.redis.fsync_acks;
+        let acks = self.redis.waits_for_acks();
         let receiver_waits = IN_FLIGHT_WAIT
             .saturating_add(store_deadline(self.redis.response_timeout))
             .saturating_add(if acks {
@@ -893,7 +900,7 @@ impl Config {
         if acks && self.redis.replica_ack_timeout.is_zero() {
             bad(
                 "redis.replica_ack_timeout",
-                "must be above 0 while redis.min_replica_acks or redis.fsync_acks is set (Redis would WAIT for ever)"
+                "must be above 0 while redis.min_replica_acks or redis.fsync_acks is set (Redis would WAIT/WAITAOF for ever)"
                     .into(),
             );
         }

@@ -17,7 +17,7 @@
 use crate::redis_conn::{Conn, Redis};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
 /// How often an idle round task looks whether anybody still holds its handle.
@@ -38,7 +38,7 @@ pub struct AckPolicy {
 impl AckPolicy {
     /// The policy the configuration asks for, if it asks a store to wait at all.
     pub fn from_config(redis: &crate::config::RedisConfig) -> Option<AckPolicy> {
-        (redis.min_replica_acks > 0 || redis.fsync_acks).then_some(AckPolicy {
+        redis.waits_for_acks().then_some(AckPolicy {
             replicas: redis.min_replica_acks,
             fsync: redis.fsync_acks,
             timeout: redis.replica_ack_timeout,
@@ -158,14 +158,16 @@ impl Rounds {
         // Connected before the first request needs it: connecting can take longer than a waiter waits
         // (a cluster client greets every node), and a failure here is retried at the first round.
         let _ = self.connect().await;
-        // A Redis that can never acknowledge an fsync (before 7.2, or without its append-only file)
-        // is said at start, once, rather than first by a sender's 503.
-        if let Some(s) = shared.upgrade().filter(|s| s.policy.fsync) {
-            if let Err(e @ RoundError::Unmeetable(_)) = self.round(s.policy).await {
+        // A Redis that can never acknowledge an fsync (before 7.2, or without its append-only file) is
+        // said at start rather than first by a sender's 503. A quick probe, which publishes nothing: a
+        // whole round could hold up the first requests for half their timeout.
+        if shared.upgrade().is_some_and(|s| s.policy.fsync) {
+            if let Err(e @ RoundError::Unmeetable(_)) = self.probe().await {
                 tracing::error!(family = self.family, error = %e, "redis.fsync_acks cannot be met: every webhook and publish will be answered 503");
             }
         }
         let mut finished = 0;
+        let mut logged: Option<(&'static str, Instant)> = None;
         loop {
             let Some(s) = shared.upgrade() else { return };
             if s.wanted.load(SeqCst) <= finished {
@@ -182,14 +184,23 @@ impl Rounds {
             };
             metrics::counter!("hookgate_replica_ack_rounds_total", "family" => self.family, "outcome" => label)
                 .increment(1);
+            // Logged when the outcome changes, and every 10 s while it fails: under traffic rounds run
+            // hundreds of times a second, and the counter has every one.
+            let due = logged.is_none_or(|(last, at)| last != label || at.elapsed() >= LOG_EVERY);
             match &outcome {
-                Err(e @ RoundError::Unmeetable(_)) => {
-                    tracing::error!(family = self.family, error = %e, "acknowledgement round cannot succeed; its events are answered 503")
+                Err(e @ RoundError::Unmeetable(_)) if due => {
+                    tracing::error!(family = self.family, error = %e, "acknowledgement rounds cannot succeed; their events are answered 503")
                 }
-                Err(e) => {
+                Err(e) if due => {
                     tracing::warn!(family = self.family, error = %e, "acknowledgement round fell short; its events are answered 503")
                 }
-                Ok(()) => {}
+                Ok(()) if logged.is_some_and(|(last, _)| last != label) => {
+                    tracing::info!(family = self.family, "acknowledgement rounds succeed again")
+                }
+                _ => {}
+            }
+            if due || outcome.is_ok() {
+                logged = Some((label, Instant::now()));
             }
             finished = round;
             let outcome = outcome.map_err(|e| e.to_string());
@@ -209,95 +220,280 @@ impl Rounds {
 
     /// Write the marker and WAIT (`WAITAOF 1 n` with `fsync`) for it, on the marker's master.
     ///
-    /// `WAIT` goes in one pipeline with the write. `WAITAOF` goes only once the write is answered: sent
-    /// together, it is read before the write reaches the append-only file, and Redis then fsyncs it only
-    /// at its next timer tick or once-a-second fsync (70 ms to a second, measured on Valkey 8.0 with
-    /// `everysec`), where a `WAITAOF` that finds the write already in the file gets it fsynced at once.
+    /// `WAIT` goes in one pipeline with the write: if the connection is made again and the pipeline
+    /// resent, both go together. `WAITAOF` goes only once the write is answered: sent together, it is
+    /// read before the write reaches the append-only file, and Redis then fsyncs it only at its next
+    /// timer tick or once-a-second fsync (70 ms to a second, measured on Valkey 8.0 with `everysec`),
+    /// where a `WAITAOF` that finds the write already in the file gets it fsynced at once. Sent apart,
+    /// the two must be on one connection: a `WAITAOF` on a connection that wrote nothing (a cluster
+    /// client resends a pipeline on a new connection after an error) answers at once. So each half
+    /// carries `CLIENT ID`, and the round counts only when both name the same connection.
     async fn round(&mut self, policy: AckPolicy) -> Result<(), RoundError> {
-        let (marker, wait) = (self.marker.clone(), self.wait);
-        // WAIT 0 would wait for ever.
-        let ms = wait.as_millis().clamp(1, u64::MAX as u128) as u64;
+        let marker = self.marker.clone();
+        let ms = millis(self.wait);
         let mut write = redis::pipe();
         write.cmd("INCR").arg(&marker);
         let mut ack = redis::pipe();
         if policy.fsync {
+            write.cmd("CLIENT").arg("ID");
+            ack.cmd("CLIENT").arg("ID");
             ack.cmd("WAITAOF").arg(1).arg(policy.replicas).arg(ms);
         } else {
             write.cmd("WAIT").arg(policy.replicas).arg(ms);
         }
+        let replies = self.send(&marker, &write, &ack).await?;
+        judge(&replies, policy, self.wait)
+    }
+
+    /// `WAITAOF 1 0 1` after a marker write: answered at once, and refused by a Redis that can never
+    /// acknowledge an fsync.
+    async fn probe(&mut self) -> Result<(), RoundError> {
+        let marker = self.marker.clone();
+        let mut write = redis::pipe();
+        write.cmd("INCR").arg(&marker);
+        let mut ack = redis::pipe();
+        ack.cmd("WAITAOF").arg(1).arg(0).arg(1);
+        let replies = self.send(&marker, &write, &ack).await?;
+        match replies.last() {
+            Some(redis::Value::ServerError(e)) => Err(refused_wait(e, true)),
+            _ => Ok(()),
+        }
+    }
+
+    /// `write`, then `ack` (when not empty) once `write` is answered and its first command taken, on the
+    /// marker's master; every reply. A transport error drops the connection.
+    async fn send(
+        &mut self,
+        marker: &str,
+        write: &redis::Pipeline,
+        ack: &redis::Pipeline,
+    ) -> Result<Vec<redis::Value>, RoundError> {
         let conn = self.connect().await.map_err(RoundError::Short)?;
         let sent = async {
-            let mut replies = conn.pipeline_on_master_of(&marker, &write).await?;
-            if !ack.is_empty() && !matches!(replies.first(), Some(redis::Value::ServerError(_))) {
-                replies.extend(conn.pipeline_on_master_of(&marker, &ack).await?);
+            let mut replies = conn.pipeline_on_master_of(marker, write).await?;
+            let taken = !matches!(replies.first(), Some(redis::Value::ServerError(_)));
+            if taken && !ack.is_empty() {
+                replies.extend(conn.pipeline_on_master_of(marker, ack).await?);
             }
             Ok::<_, redis::RedisError>(replies)
         };
-        let replies = match sent.await {
-            Ok(r) => r,
+        match sent.await {
+            Ok(replies) => Ok(replies),
             Err(e) => {
                 self.conn = None;
-                return Err(RoundError::Short(format!("redis: {e}")));
+                Err(RoundError::Short(format!("redis: {e}")))
             }
+        }
+    }
+}
+
+/// How often a failing round is logged again while its outcome stays the same.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// A WAIT timeout in milliseconds: at least 1, since WAIT 0 waits for ever.
+fn millis(wait: Duration) -> u64 {
+    wait.as_millis().clamp(1, u64::MAX as u128) as u64
+}
+
+/// What a round's replies say: `[INCR, WAIT]`, or `[INCR, CLIENT ID, CLIENT ID, WAITAOF]` with `fsync`
+/// (`[INCR]` alone when the marker write was refused).
+fn judge(replies: &[redis::Value], policy: AckPolicy, wait: Duration) -> Result<(), RoundError> {
+    use redis::Value;
+    // A refused marker write (a read-only replica after a failover, a full Redis) is an answer too.
+    if let Some(Value::ServerError(e)) = replies.first() {
+        return Err(RoundError::Short(format!(
+            "redis refused the marker write: {}",
+            server_text(e)
+        )));
+    }
+    let within = humantime::format_duration(wait);
+    let replicas = policy.replicas;
+    let last = replies.last();
+    if let Some(Value::ServerError(e)) = last {
+        return Err(refused_wait(e, policy.fsync));
+    }
+    if !policy.fsync {
+        return match last.map(redis::from_redis_value_ref::<i64>) {
+            Some(Ok(n)) if n >= i64::from(replicas) => Ok(()),
+            Some(Ok(n)) => Err(RoundError::Short(format!(
+                "{n} of {replicas} replicas acknowledged within {within}"
+            ))),
+            _ => Err(RoundError::Short(format!("WAIT answered {last:?}"))),
         };
-        // A refused marker write (a read-only replica after a failover, a full Redis) is an answer too.
-        if let Some(redis::Value::ServerError(e)) = replies.first() {
-            return Err(RoundError::Short(format!(
-                "redis refused the marker write: {e:?}"
-            )));
-        }
-        let within = humantime::format_duration(wait);
-        let replicas = policy.replicas;
-        match replies.last() {
-            Some(redis::Value::ServerError(e)) => Err(refused_wait(e, policy)),
-            Some(reply) if policy.fsync => match redis::from_redis_value_ref::<(i64, i64)>(reply) {
-                Ok((local, n)) if local >= 1 && n >= i64::from(replicas) => Ok(()),
-                Ok((0, _)) => Err(RoundError::Short(format!(
-                    "the master's append-only file was not fsynced within {within}"
-                ))),
-                Ok((_, n)) => Err(RoundError::Short(format!(
-                    "{n} of {replicas} replicas fsynced their append-only file within {within}"
-                ))),
-                Err(_) => Err(RoundError::Short(format!("WAITAOF answered {reply:?}"))),
-            },
-            Some(reply) => match redis::from_redis_value_ref::<i64>(reply) {
-                Ok(n) if n >= i64::from(replicas) => Ok(()),
-                Ok(n) => Err(RoundError::Short(format!(
-                    "{n} of {replicas} replicas acknowledged within {within}"
-                ))),
-                Err(_) => Err(RoundError::Short(format!("WAIT answered {reply:?}"))),
-            },
-            None => Err(RoundError::Short("redis answered nothing".into())),
-        }
+    }
+    let id = |i: usize| {
+        replies
+            .get(i)
+            .and_then(|v| redis::from_redis_value_ref::<i64>(v).ok())
+    };
+    if replies.len() != 4 || id(1).is_none() || id(1) != id(2) {
+        return Err(RoundError::Short(
+            "the marker write and WAITAOF went over different connections (Redis was reconnected): nothing is known to be fsynced".into(),
+        ));
+    }
+    match last.map(redis::from_redis_value_ref::<(i64, i64)>) {
+        Some(Ok((local, n))) if local >= 1 && n >= i64::from(replicas) => Ok(()),
+        Some(Ok((0, _))) => Err(RoundError::Short(format!(
+            "the master's append-only file was not fsynced within {within} (with appendfsync no, it never is)"
+        ))),
+        Some(Ok((_, n))) => Err(RoundError::Short(format!(
+            "{n} of {replicas} replicas fsynced their append-only file within {within} (with appendfsync no on a replica, it never does)"
+        ))),
+        _ => Err(RoundError::Short(format!("WAITAOF answered {last:?}"))),
     }
 }
 
 /// Why a round did not have its acknowledgements.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 enum RoundError {
     /// Not now: too few replicas, Redis unreachable, a slow disk. A later round may succeed.
     #[error("{0}")]
     Short(String),
-    /// Never, with this Redis as it is set up: it has no `WAITAOF`, or no append-only file to fsync.
+    /// Never, with this Redis as it is set up: it has no `WAITAOF`, no append-only file to fsync, or its
+    /// user may not run it.
     #[error("{0}")]
     Unmeetable(String),
 }
 
-/// Redis refused the WAIT itself: say what to change when it is the setup, not the moment.
-fn refused_wait(error: &redis::ServerError, policy: AckPolicy) -> RoundError {
-    let text = format!("{error:?}");
-    if !policy.fsync {
-        return RoundError::Short(format!("redis refused WAIT: {text}"));
+/// A server error as Redis wrote it: its code and text.
+fn server_text(error: &redis::ServerError) -> String {
+    match error.details() {
+        Some(details) => format!("{} {details}", error.code()),
+        None => error.code().to_owned(),
     }
-    if text.contains("unknown command") {
-        RoundError::Unmeetable(
-            "this Redis has no WAITAOF (Redis 7.2 or later, and Valkey, have it): turn redis.fsync_acks off or upgrade Redis".into(),
-        )
-    } else if text.contains("appendonly") {
-        RoundError::Unmeetable(
-            "the master's append-only file is off (appendonly no), so nothing is ever fsynced: set appendonly yes, or turn redis.fsync_acks off".into(),
-        )
+}
+
+/// Redis refused the WAIT itself: say what to change when it is the setup, not the moment. The server's
+/// own words are kept in the message, so a reply this does not know is still readable.
+fn refused_wait(error: &redis::ServerError, fsync: bool) -> RoundError {
+    let text = server_text(error);
+    let words = text.to_ascii_lowercase();
+    let command = if fsync { "WAITAOF" } else { "WAIT" };
+    let fix = if error.code() == "NOPERM" {
+        "the Redis user may not run it (allow the @connection category)"
+    } else if fsync && words.contains("unknown command") {
+        "this Redis has no WAITAOF (Redis 7.2 or later, and Valkey, have it): upgrade Redis or turn redis.fsync_acks off"
+    } else if fsync && words.contains("appendonly") {
+        "the master's append-only file is off (appendonly no), so nothing is ever fsynced: set appendonly yes, or turn redis.fsync_acks off"
     } else {
-        RoundError::Short(format!("redis refused WAITAOF: {text}"))
+        return RoundError::Short(format!("redis refused {command}: {text}"));
+    };
+    RoundError::Unmeetable(format!("redis refused {command} ({text}): {fix}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis::Value;
+
+    fn error(text: &str) -> Value {
+        redis::parse_redis_value(format!("-{text}\r\n").as_bytes())
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn policy(replicas: u32, fsync: bool) -> AckPolicy {
+        AckPolicy {
+            replicas,
+            fsync,
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn judged(replies: &[Value], policy: AckPolicy) -> Result<(), RoundError> {
+        judge(replies, policy, Duration::from_millis(500))
+    }
+
+    fn fsync_replies(first_id: i64, second_id: i64, waitaof: Value) -> Vec<Value> {
+        vec![
+            Value::Int(7),
+            Value::Int(first_id),
+            Value::Int(second_id),
+            waitaof,
+        ]
+    }
+
+    fn waitaof(local: i64, replicas: i64) -> Value {
+        Value::Array(vec![Value::Int(local), Value::Int(replicas)])
+    }
+
+    #[test]
+    fn wait_counts_replicas() {
+        let p = policy(2, false);
+        assert_eq!(judged(&[Value::Int(1), Value::Int(2)], p), Ok(()));
+        assert!(matches!(
+            judged(&[Value::Int(1), Value::Int(1)], p),
+            Err(RoundError::Short(m)) if m == "1 of 2 replicas acknowledged within 500ms"
+        ));
+        assert!(matches!(
+            judged(&[error("READONLY You can't write against a read only replica.")], p),
+            Err(RoundError::Short(m)) if m.starts_with("redis refused the marker write: READONLY")
+        ));
+    }
+
+    #[test]
+    fn waitaof_needs_the_local_fsync_the_replicas_and_one_connection() {
+        let p = policy(1, true);
+        assert_eq!(judged(&fsync_replies(5, 5, waitaof(1, 1)), p), Ok(()));
+        assert_eq!(judged(&fsync_replies(5, 5, waitaof(1, 3)), p), Ok(()));
+        assert!(matches!(
+            judged(&fsync_replies(5, 5, waitaof(0, 1)), p),
+            Err(RoundError::Short(m)) if m.starts_with("the master's append-only file was not fsynced")
+        ));
+        assert!(matches!(
+            judged(&fsync_replies(5, 5, waitaof(1, 0)), p),
+            Err(RoundError::Short(m)) if m.starts_with("0 of 1 replicas fsynced")
+        ));
+        // Another connection waited than the one that wrote: its answer says nothing of the marker.
+        assert!(matches!(
+            judged(&fsync_replies(5, 6, waitaof(1, 1)), p),
+            Err(RoundError::Short(m)) if m.contains("different connections")
+        ));
+        assert!(matches!(
+            judged(&[Value::Int(7), Value::Int(5), waitaof(1, 1)], p),
+            Err(RoundError::Short(_))
+        ));
+        assert!(matches!(
+            judged(&fsync_replies(5, 5, Value::Int(1)), p),
+            Err(RoundError::Short(m)) if m.starts_with("WAITAOF answered")
+        ));
+    }
+
+    /// The replies Redis 7.0 and Valkey 8.0 give (as measured): what cannot change by waiting is
+    /// `Unmeetable`, with the server's words kept; anything else is `Short`.
+    #[test]
+    fn a_redis_that_can_never_fsync_acknowledge_is_told_apart() {
+        let p = policy(0, true);
+        let unknown =
+            error("ERR unknown command 'WAITAOF', with args beginning with: '1' '0' '100' ");
+        let off =
+            error("ERR WAITAOF cannot be used when numlocal is set but appendonly is disabled.");
+        let denied = error("NOPERM User hookgate has no permissions to run the 'waitaof' command");
+        for (reply, words) in [
+            (unknown, "has no WAITAOF"),
+            (off, "append-only file is off"),
+            (denied, "may not run it"),
+        ] {
+            match judged(&fsync_replies(5, 5, reply), p) {
+                Err(RoundError::Unmeetable(m)) => {
+                    assert!(
+                        m.contains(words) && m.starts_with("redis refused WAITAOF ("),
+                        "{m}"
+                    )
+                }
+                other => panic!("{words}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            judged(&fsync_replies(5, 5, error("LOADING Redis is loading the dataset in memory")), p),
+            Err(RoundError::Short(m)) if m == "redis refused WAITAOF: LOADING Redis is loading the dataset in memory"
+        ));
+        // WAIT's own refusals are never about the append-only file.
+        assert!(matches!(
+            judged(
+                &[Value::Int(1), error("ERR appendonly whatever")],
+                policy(1, false)
+            ),
+            Err(RoundError::Short(_))
+        ));
     }
 }

@@ -33,12 +33,7 @@ async fn acknowledged_old_entries_are_trimmed_pending_and_unread_ones_stay() {
     let mut c = redis.conn();
     // Trimming is approximate (`XTRIM MINID ~`: whole radix-tree nodes); one entry per node makes it
     // exact here, so the test can say which entries go.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("stream-node-max-entries")
-        .arg(1)
-        .query(&mut c)
-        .unwrap();
+    redis.config_set("stream-node-max-entries", 1);
     let up = RecordingUpstream::start().await;
     let gw = Gateway::start(
         &redis,

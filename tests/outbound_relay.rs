@@ -1305,12 +1305,7 @@ async fn an_event_with_no_subscription_is_acknowledged_not_held() {
 async fn acknowledged_events_are_trimmed_after_the_retention() {
     let redis = Redis::start();
     // One entry per stream node, so the approximate trim (`MINID ~`) is exact here.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("stream-node-max-entries")
-        .arg("1")
-        .query(&mut redis.conn())
-        .unwrap();
+    redis.config_set("stream-node-max-entries", 1);
     let gw = Gateway::start(
         &redis,
         &[],

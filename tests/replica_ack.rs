@@ -54,12 +54,7 @@ async fn lagging_relay(to: u16, lag: Duration) -> u16 {
 async fn master_and_replica(lag: Option<Duration>) -> (Redis, Redis) {
     let master = Redis::start();
     // The first sync starts at once rather than after the default 5 s wait for more replicas.
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("repl-diskless-sync-delay")
-        .arg(0)
-        .query(&mut master.conn())
-        .expect("CONFIG SET");
+    master.config_set("repl-diskless-sync-delay", 0);
     let port = match lag {
         Some(lag) => lagging_relay(master.port, lag).await,
         None => master.port,
@@ -106,33 +101,6 @@ fn rounds(master: &Redis) -> u64 {
         .unwrap_or(0)
 }
 
-/// The value of the series of `metric` whose labels include each of `labels`, 0 when absent. The
-/// recorder is the test process's, shared by the tests running at once: pick labels only this test makes.
-fn sample(text: &str, metric: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{metric}{{")))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// POST `body` until it is answered otherwise than 503, for at most `secs`: what a sender does. The
-/// gateway's rounds connect after it reports healthy, and a cluster client greets every node first.
-async fn post_until_taken(gw: &Gateway, body: String, secs: u64) -> (u16, serde_json::Value) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let (s, v) = post_json(gw, "shop", body.clone()).await;
-        if s != 503 || Instant::now() > deadline {
-            return (s, v);
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn event(i: &str) -> String {
-    format!(r#"{{"id":"evt_{i}","email":"{i}@example.org"}}"#)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_webhook_is_answered_only_once_a_replica_holds_it() {
     let (master, replica) = master_and_replica(Some(LAG)).await;
@@ -147,7 +115,7 @@ async fn a_webhook_is_answered_only_once_a_replica_holds_it() {
     // Without acknowledgements the answer comes before the replica has the event: the relay's lag shows.
     let mut missing = 0;
     for i in 0..5 {
-        let (s, v) = post_json(&plain, "shop", event(&format!("p{i}"))).await;
+        let (s, v) = post_json(&plain, "shop", shop_event(&format!("p{i}"))).await;
         assert_eq!(s, 202, "{v}");
         missing += usize::from(!holds(&replica, v["id"].as_str().expect("id")));
     }
@@ -155,7 +123,7 @@ async fn a_webhook_is_answered_only_once_a_replica_holds_it() {
 
     // With them, the replica holds every event at the moment its 202 arrives.
     for i in 0..5 {
-        let (s, v) = post_json(&acked, "shop", event(&format!("a{i}"))).await;
+        let (s, v) = post_json(&acked, "shop", shop_event(&format!("a{i}"))).await;
         assert_eq!(s, 202, "{v}");
         let id = v["id"].as_str().expect("id");
         assert!(
@@ -165,10 +133,10 @@ async fn a_webhook_is_answered_only_once_a_replica_holds_it() {
     }
     // A redelivery is answered once the replica has the original too, here one stored a moment before
     // without waiting.
-    let (s, v) = post_json(&plain, "shop", event("r")).await;
+    let (s, v) = post_json(&plain, "shop", shop_event("r")).await;
     assert_eq!(s, 202, "{v}");
     let original = v["id"].as_str().expect("id").to_owned();
-    let (s, v) = post_json(&acked, "shop", event("r")).await;
+    let (s, v) = post_json(&acked, "shop", shop_event("r")).await;
     assert_eq!((s, &v["duplicate"]), (200, &serde_json::json!(true)), "{v}");
     assert!(
         holds(&replica, &original),
@@ -179,7 +147,7 @@ async fn a_webhook_is_answered_only_once_a_replica_holds_it() {
     let before = rounds(&master);
     let mut posts = tokio::task::JoinSet::new();
     for i in 0..64 {
-        let (url, body) = (acked.url("shop"), event(&format!("c{i}")));
+        let (url, body) = (acked.url("shop"), shop_event(&format!("c{i}")));
         posts.spawn(async move {
             let r = client()
                 .post(url)
@@ -217,7 +185,7 @@ async fn without_a_replica_acknowledgement_the_sender_gets_503_and_its_retry_is_
         "redis: { min_replica_acks: 1, replica_ack_timeout: 500ms }\n",
     )
     .await;
-    let (s, v) = post_until_taken(&gw, event("before"), 10).await;
+    let (s, v) = post_until_taken(&gw, "shop", &shop_event("before"), 10).await;
     assert_eq!(s, 202, "{v}");
 
     replica.signal(libc::SIGSTOP);
@@ -225,7 +193,7 @@ async fn without_a_replica_acknowledgement_the_sender_gets_503_and_its_retry_is_
     let r = client()
         .post(gw.url("shop"))
         .header("content-type", "application/json")
-        .body(event("frozen"))
+        .body(shop_event("frozen"))
         .send()
         .await
         .expect("POST");
@@ -244,7 +212,7 @@ async fn without_a_replica_acknowledgement_the_sender_gets_503_and_its_retry_is_
     let (s, v) = publish(&gw, Some("pub_1")).await;
     assert_eq!(s, 503, "{v}");
     // One Redis holds both families: their rounds are one, labelled `all` (the cluster test's are not).
-    let short = sample(
+    let short = metric_sum(
         &gw.metrics().await,
         "hookgate_replica_ack_rounds_total",
         &[r#"family="all""#, r#"outcome="short""#],
@@ -256,7 +224,7 @@ async fn without_a_replica_acknowledgement_the_sender_gets_503_and_its_retry_is_
         poll_until(15, || xlen(&replica) == 2).await,
         "the replica caught up"
     );
-    let (s, v) = post_json(&gw, "shop", event("frozen")).await;
+    let (s, v) = post_json(&gw, "shop", shop_event("frozen")).await;
     assert_eq!((s, &v["duplicate"]), (200, &serde_json::json!(true)), "{v}");
     assert_eq!(xlen(&master), 2);
     let (s, v) = publish(&gw, Some("pub_1")).await;
@@ -276,14 +244,14 @@ async fn on_a_cluster_the_acknowledgement_is_asked_of_the_master_that_stored_the
         "redis: { min_replica_acks: 1, replica_ack_timeout: 500ms }\n",
     )
     .await;
-    let (s, v) = post_until_taken(&gw, event("c_before"), 15).await;
+    let (s, v) = post_until_taken(&gw, "shop", &shop_event("c_before"), 15).await;
     assert_eq!(s, 202, "{v}");
 
     let replica = cluster
         .replica_of(inbound)
         .expect("the inbound master has a replica");
     cluster.signal_node(replica, libc::SIGSTOP);
-    let (s, v) = post_json(&gw, "shop", event("c_frozen")).await;
+    let (s, v) = post_json(&gw, "shop", shop_event("c_frozen")).await;
     // Asked of another master, WAIT would count that master's replica and answer 202.
     assert_eq!(s, 503, "{v}");
     if outbound != inbound {
@@ -294,7 +262,7 @@ async fn on_a_cluster_the_acknowledgement_is_asked_of_the_master_that_stored_the
     cluster.signal_node(replica, libc::SIGCONT);
 
     // The sender retries until it is answered; the event was stored once.
-    let (s, v) = post_until_taken(&gw, event("c_frozen"), 20).await;
+    let (s, v) = post_until_taken(&gw, "shop", &shop_event("c_frozen"), 20).await;
     assert_eq!((s, &v["duplicate"]), (200, &serde_json::json!(true)), "{v}");
     let stored: usize = redis::cmd("XLEN")
         .arg("{hookgate:in}:inbound")

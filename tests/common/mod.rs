@@ -194,6 +194,16 @@ impl Redis {
         false
     }
 
+    /// `CONFIG SET key value`.
+    pub fn config_set(&self, key: &str, value: impl redis::ToRedisArgs) {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(key)
+            .arg(value)
+            .query(&mut self.conn())
+            .unwrap_or_else(|e| panic!("CONFIG SET {key}: {e}"));
+    }
+
     /// Stop abruptly (SIGKILL): no chance to flush anything that was not already written.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -885,6 +895,40 @@ pub async fn raw_post_bytes(addr: SocketAddr, path: &str, rest: &[u8]) -> (u16, 
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_string());
     (status, body)
+}
+
+/// POST `body` to `source` until it is answered otherwise than 503, for at most `secs`: what a sender
+/// does after a 503.
+pub async fn post_until_taken(
+    gw: &Gateway,
+    source: &str,
+    body: &str,
+    secs: u64,
+) -> (u16, serde_json::Value) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let (s, v) = post_json(gw, source, body.to_owned()).await;
+        if s != 503 || Instant::now() > deadline {
+            return (s, v);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A signup event for the `shop` sources of the tests, with id `evt_<i>`.
+pub fn shop_event(i: &str) -> String {
+    format!(r#"{{"id":"evt_{i}","email":"{i}@example.org"}}"#)
+}
+
+/// The sum of the series of `metric` whose labels include each of `labels` (0 when none) in the
+/// Prometheus text `text`. The recorder is the test process's, shared by the tests running at once: pick
+/// labels only one test makes, or compare before and after within one test.
+pub fn metric_sum(text: &str, metric: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// Wait (up to 10 s) until a replica of the master on `master_port` has acknowledged a write of ours to
