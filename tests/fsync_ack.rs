@@ -7,20 +7,32 @@
 
 mod common;
 
+use common::cluster::RedisCluster;
 use common::*;
 use std::time::{Duration, Instant};
 
 const SHOP: &str = "source: shop\nallow_ips: [127.0.0.0/8]\ndedup: { id: $.id }\n";
 
-/// Turn the append-only file on and wait until its first rewrite is done: until then nothing written
-/// is counted as fsynced.
-fn append_only_on(redis: &Redis) {
-    redis.config_set("appendonly", "yes");
+/// `CONFIG SET appendonly <value>` on the server on `port`, and with `yes` wait until the file's first
+/// rewrite is done: until then nothing written is counted as fsynced.
+fn append_only(port: u16, value: &str) {
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendonly")
+        .arg(value)
+        .query(&mut conn)
+        .expect("CONFIG SET appendonly");
+    if value != "yes" {
+        return;
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let info: String = redis::cmd("INFO")
             .arg("persistence")
-            .query(&mut redis.conn())
+            .query(&mut conn)
             .expect("INFO persistence");
         if info.contains("aof_enabled:1") && info.contains("aof_rewrite_in_progress:0") {
             return;
@@ -53,7 +65,7 @@ async fn a_webhook_is_answered_only_once_the_masters_append_only_file_has_it() {
 
     // Without it, nothing is ever fsynced: the event is stored, but its sender gets 503 and sends it
     // again. A gateway without the setting takes events on the same Redis.
-    master.config_set("appendonly", "no");
+    append_only(master.port, "no");
     let (status, answer) = post_json(&on_disk, "shop", shop_event("b")).await;
     assert_eq!(
         (status, answer["error"].as_str()),
@@ -68,7 +80,7 @@ async fn a_webhook_is_answered_only_once_the_masters_append_only_file_has_it() {
     assert_eq!(status, 202, "without the setting: {answer}");
 
     // The file back: the retry is a duplicate, stored once, and new events are taken.
-    append_only_on(&master);
+    append_only(master.port, "yes");
     let (status, answer) = post_until_taken(&on_disk, "shop", &shop_event("b"), 10).await;
     assert_eq!(
         (status, answer["duplicate"].as_bool()),
@@ -136,7 +148,7 @@ async fn replicas_count_only_once_their_append_only_file_has_the_event() {
         "both events are on the replica"
     );
 
-    append_only_on(&replica);
+    append_only(replica.port, "yes");
     let (status, answer) = post_until_taken(&on_disk, "shop", &shop_event("n"), 10).await;
     assert_eq!(
         (status, answer["duplicate"].as_bool()),
@@ -190,4 +202,61 @@ async fn a_redis_that_cannot_acknowledge_an_fsync_answers_503() {
         );
         assert!(misconfigured >= 1.0, "{name}: {misconfigured}");
     }
+}
+
+/// On a cluster each family's rounds run on its own master, the marker write and `WAITAOF` over one
+/// connection of the cluster client: a replica of the inbound master without its append-only file gives
+/// webhooks 503 (a `WAITAOF` sent to another master would count that master's replica), while
+/// publishes, on another master, are answered 202.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_a_cluster_the_fsync_is_asked_of_the_master_that_stored_the_event() {
+    let cluster = RedisCluster::start_valkey_with_replicas(&[
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "always",
+    ]);
+    let inbound = cluster.master_of("{hookgate:in}:inbound");
+    let outbound = cluster.master_of("{hookgate:out}:events");
+    replica_caught_up(inbound, "{hookgate:in}:probe");
+    replica_caught_up(outbound, "{hookgate:out}:probe");
+    let gw = Gateway::start(
+        &cluster,
+        &[("shop.yaml", SHOP)],
+        "redis: { min_replica_acks: 1, fsync_acks: true, replica_ack_timeout: 3s }\n",
+    )
+    .await;
+    let (status, answer) = post_until_taken(&gw, "shop", &shop_event("k_before"), 15).await;
+    assert!(taken(status, &answer), "{status} {answer}");
+
+    let replica = cluster
+        .replica_of(inbound)
+        .expect("the inbound master has a replica");
+    append_only(replica, "no");
+    let (status, answer) = post_until_taken(&gw, "shop", &shop_event("k_off"), 4).await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (503, Some("unavailable"))
+    );
+    if outbound != inbound {
+        let event = serde_json::json!({"type": "contact.created", "data": {}});
+        let (status, answer) = admin_call(&gw, "POST", "/v1/events", Some(event)).await;
+        assert_eq!(
+            status, 202,
+            "the outbound family's master and replica are untouched: {answer}"
+        );
+    }
+
+    append_only(replica, "yes");
+    let (status, answer) = post_until_taken(&gw, "shop", &shop_event("k_off"), 10).await;
+    assert_eq!(
+        (status, answer["duplicate"].as_bool()),
+        (200, Some(true)),
+        "{answer}"
+    );
+    let stored: usize = redis::cmd("XLEN")
+        .arg("{hookgate:in}:inbound")
+        .query(&mut cluster.conn())
+        .expect("XLEN");
+    assert_eq!(stored, 2);
 }

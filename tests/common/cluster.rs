@@ -28,6 +28,23 @@ fn free_cluster_port() -> u16 {
     panic!("no port P with P + 10000 free for a cluster node");
 }
 
+/// Which server a cluster runs, and the command line that creates it.
+struct Servers {
+    server: &'static str,
+    cli: &'static str,
+}
+
+impl Servers {
+    const REDIS: Servers = Servers {
+        server: "redis-server",
+        cli: "redis-cli",
+    };
+    const VALKEY: Servers = Servers {
+        server: "valkey-server",
+        cli: "valkey-cli",
+    };
+}
+
 /// Three `redis-server --cluster-enabled yes` masters on loopback, slots spread by
 /// `redis-cli --cluster create`, each with its own temp dir.
 pub struct RedisCluster {
@@ -47,16 +64,31 @@ impl RedisCluster {
         Self::start_with(1, 1000)
     }
 
+    /// [`RedisCluster::start_with_replicas`] with Valkey (Redis 7.2's commands, `WAITAOF` among them),
+    /// each node with `extra` arguments after the defaults (`--appendonly yes`).
+    pub fn start_valkey_with_replicas(extra: &[&str]) -> Self {
+        Self::launch(&Servers::VALKEY, 1, 1000, extra)
+    }
+
     fn start_with(replicas: usize, node_timeout_ms: u64) -> Self {
+        Self::launch(&Servers::REDIS, replicas, node_timeout_ms, &[])
+    }
+
+    fn launch(servers: &Servers, replicas: usize, node_timeout_ms: u64, extra: &[&str]) -> Self {
         for _ in 0..3 {
-            if let Some(c) = Self::try_start(replicas, node_timeout_ms) {
+            if let Some(c) = Self::try_start(servers, replicas, node_timeout_ms, extra) {
                 return c;
             }
         }
-        panic!("redis cluster did not start (3 tries)");
+        panic!("{} cluster did not start (3 tries)", servers.server);
     }
 
-    fn try_start(replicas: usize, node_timeout_ms: u64) -> Option<Self> {
+    fn try_start(
+        servers: &Servers,
+        replicas: usize,
+        node_timeout_ms: u64,
+        extra: &[&str],
+    ) -> Option<Self> {
         let mut c = RedisCluster {
             ports: Vec::new(),
             dirs: Vec::new(),
@@ -65,18 +97,24 @@ impl RedisCluster {
         for _ in 0..3 * (1 + replicas) {
             let port = free_cluster_port();
             let dir = tempfile::tempdir().expect("cluster node tempdir");
-            let child = Command::new("redis-server")
+            let child = Command::new(servers.server)
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--cluster-enabled", "yes"])
                 .args(["--cluster-config-file", "nodes.conf"])
                 .args(["--cluster-node-timeout", &node_timeout_ms.to_string()])
                 .args(["--appendonly", "no", "--save", ""])
+                .args(extra)
                 .arg("--dir")
                 .arg(dir.path())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
-                .expect("redis-server must be installed (apt-get install redis-server)");
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{} must be installed (scripts/test installs it): {e}",
+                        servers.server
+                    )
+                });
             c.ports.push(port);
             c.dirs.push(dir);
             c.children.push(child);
@@ -89,13 +127,13 @@ impl RedisCluster {
             }
         }
         let nodes: Vec<String> = c.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let out = Command::new("redis-cli")
+        let out = Command::new(servers.cli)
             .args(["--cluster", "create"])
             .args(&nodes)
             .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
-            .expect("redis-cli must be installed");
+            .unwrap_or_else(|e| panic!("{} must be installed: {e}", servers.cli));
         if !out.status.success() {
             eprintln!(
                 "redis-cli --cluster create failed: {}{}",
