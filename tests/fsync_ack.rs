@@ -16,18 +16,13 @@ const SHOP: &str = "source: shop\nallow_ips: [127.0.0.0/8]\ndedup: { id: $.id }\
 /// `CONFIG SET appendonly <value>` on the server on `port`, and with `yes` wait until the file's first
 /// rewrite is done: until then nothing written is counted as fsynced.
 fn append_only(port: u16, value: &str) {
-    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .and_then(|c| c.get_connection())
-        .expect("connect");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("appendonly")
-        .arg(value)
-        .query(&mut conn)
-        .expect("CONFIG SET appendonly");
+    config_set_at(port, "appendonly", value);
     if value != "yes" {
         return;
     }
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .and_then(|c| c.get_connection())
+        .expect("connect");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let info: String = redis::cmd("INFO")

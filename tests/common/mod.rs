@@ -196,12 +196,7 @@ impl Redis {
 
     /// `CONFIG SET key value`.
     pub fn config_set(&self, key: &str, value: impl redis::ToRedisArgs) {
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg(key)
-            .arg(value)
-            .query(&mut self.conn())
-            .unwrap_or_else(|e| panic!("CONFIG SET {key}: {e}"));
+        config_set_at(self.port, key, value);
     }
 
     /// Stop abruptly (SIGKILL): no chance to flush anything that was not already written.
@@ -895,6 +890,20 @@ pub async fn raw_post_bytes(addr: SocketAddr, path: &str, rest: &[u8]) -> (u16, 
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_string());
     (status, body)
+}
+
+/// `CONFIG SET key value` on the server at `127.0.0.1:port` (a cluster node, a [`Redis`]).
+pub fn config_set_at(port: u16, key: &str, value: impl redis::ToRedisArgs) {
+    let _: () = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .and_then(|c| c.get_connection())
+        .and_then(|mut conn| {
+            redis::cmd("CONFIG")
+                .arg("SET")
+                .arg(key)
+                .arg(value)
+                .query(&mut conn)
+        })
+        .unwrap_or_else(|e| panic!("CONFIG SET {key} on {port}: {e}"));
 }
 
 /// POST `body` to `source` until it is answered otherwise than 503, for at most `secs`: what a sender
