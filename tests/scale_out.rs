@@ -192,17 +192,7 @@ impl Rig {
     /// Start one more process with its own listeners and config file (not waiting: `wait_ready`).
     fn add(&mut self, role: &str) {
         let name = format!("node{}-{role}", self.nodes.len() + 1);
-        let admin = format!("127.0.0.1:{}", free_port());
-        let config = self.dir.path().join(format!("{name}.yaml"));
-        std::fs::write(
-            &config,
-            format!(
-                "listen: 127.0.0.1:{}\nadmin_listen: {admin}\n{}",
-                free_port(),
-                self.base
-            ),
-        )
-        .expect("write node config");
+        let (config, admin) = self.write_config(&name);
         let log = self.dir.path().join(format!("{name}.log"));
         self.nodes.push(Node::spawn(
             &name,
@@ -214,9 +204,39 @@ impl Rig {
         ));
     }
 
+    /// The config file of process `name`, with listeners on ports free now; its path and admin address.
+    fn write_config(&self, name: &str) -> (std::path::PathBuf, String) {
+        let admin = format!("127.0.0.1:{}", free_port());
+        let config = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{}\nadmin_listen: {admin}\n{}",
+                free_port(),
+                self.base
+            ),
+        )
+        .expect("write node config");
+        (config, admin)
+    }
+
+    /// Every process ready. A port picked for a process can be taken by another test's server before the
+    /// process binds it (the suite runs tests in parallel): such a process starts again on new ports.
     async fn wait_ready(&mut self) {
-        for n in &mut self.nodes {
-            n.wait_ready(30).await;
+        for i in 0..self.nodes.len() {
+            let mut tries = 0;
+            loop {
+                match self.nodes[i].ready_within(30).await {
+                    Ok(()) => break,
+                    Err(e) if e.contains("Address already in use") && tries < 3 => {
+                        tries += 1;
+                        let (_, admin) = self.write_config(&self.nodes[i].name.clone());
+                        self.nodes[i].admin = admin;
+                        self.nodes[i].start();
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
         }
     }
 

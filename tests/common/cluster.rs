@@ -372,6 +372,13 @@ impl Node {
 
     /// Wait until `/readyz` answers 200; panics (with the log's tail) after `secs` or when the process exits.
     pub async fn wait_ready(&mut self, secs: u64) {
+        if let Err(e) = self.ready_within(secs).await {
+            panic!("{e}");
+        }
+    }
+
+    /// [`Node::wait_ready`], with the reason (and the log's tail) as an error instead of a panic.
+    pub async fn ready_within(&mut self, secs: u64) -> Result<(), String> {
         let url = format!("http://{}/readyz", self.admin);
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
@@ -381,25 +388,25 @@ impl Node {
         while Instant::now() < deadline {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!(
+                    return Err(format!(
                         "hookgate {} exited before it was ready ({status}):\n{}",
                         self.name,
                         self.log_tail(40)
-                    );
+                    ));
                 }
             }
             if let Ok(r) = client.get(&url).send().await {
                 if r.status().as_u16() == 200 {
-                    return;
+                    return Ok(());
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!(
+        Err(format!(
             "hookgate {} not ready within {secs} s:\n{}",
             self.name,
             self.log_tail(40)
-        );
+        ))
     }
 
     /// SIGKILL: no drain, nothing flushed, pending work left to the others.
