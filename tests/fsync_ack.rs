@@ -9,7 +9,6 @@ mod common;
 
 use common::cluster::RedisCluster;
 use common::*;
-use std::time::{Duration, Instant};
 
 const SHOP: &str = "source: shop\nallow_ips: [127.0.0.0/8]\ndedup: { id: $.id }\n";
 
@@ -20,21 +19,9 @@ fn append_only(port: u16, value: &str) {
     if value != "yes" {
         return;
     }
-    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .and_then(|c| c.get_connection())
-        .expect("connect");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let info: String = redis::cmd("INFO")
-            .arg("persistence")
-            .query(&mut conn)
-            .expect("INFO persistence");
-        if info.contains("aof_enabled:1") && info.contains("aof_rewrite_in_progress:0") {
-            return;
-        }
-        assert!(Instant::now() < deadline, "no append-only file: {info}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    info_until(port, "persistence", "no append-only file", |info| {
+        info.contains("aof_enabled:1") && info.contains("aof_rewrite_in_progress:0")
+    });
 }
 
 /// Answered 202, or (when a retry after an early 503 was needed) as the duplicate of what that 503 left

@@ -106,23 +106,10 @@ impl Redis {
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
         let r = Self::start_server(server, false, args);
-        let mut conn = r.conn();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let info: String = redis::cmd("INFO")
-                .arg("replication")
-                .query(&mut conn)
-                .expect("INFO replication");
-            if info.contains("master_link_status:up") && !info.contains("master_sync_in_progress:1")
-            {
-                return r;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the replica did not sync: {info}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        info_until(r.port, "replication", "the replica did not sync", |info| {
+            info.contains("master_link_status:up") && !info.contains("master_sync_in_progress:1")
+        });
+        r
     }
 
     /// Send the process a signal (`libc::SIGSTOP` to freeze it, `libc::SIGCONT` to let it go on).
@@ -890,6 +877,26 @@ pub async fn raw_post_bytes(addr: SocketAddr, path: &str, rest: &[u8]) -> (u16, 
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_string());
     (status, body)
+}
+
+/// Read `INFO section` of the server at `127.0.0.1:port` until `done` holds of it (within 20 s, else
+/// panic with `what` and the last reading).
+pub fn info_until(port: u16, section: &str, what: &str, done: impl Fn(&str) -> bool) {
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+        .and_then(|c| c.get_connection())
+        .unwrap_or_else(|e| panic!("connect to {port}: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg(section)
+            .query(&mut conn)
+            .unwrap_or_else(|e| panic!("INFO {section}: {e}"));
+        if done(&info) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {info}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `CONFIG SET key value` on the server at `127.0.0.1:port` (a cluster node, a [`Redis`]).

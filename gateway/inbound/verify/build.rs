@@ -161,13 +161,11 @@ impl VerifySpec {
     /// (`${file:}` from a mounted Secret or ConfigMap); the value is never quoted in a message, in case
     /// a private key was given by mistake.
     fn public_keys(&self, mode: Secrets, problems: &mut Problems) -> Vec<PublicKey> {
-        let named = (self.public_key.iter().map(|k| ("public_key".to_owned(), k))).chain(
-            self.public_keys
-                .iter()
-                .enumerate()
-                .map(|(i, k)| (format!("public_keys[{i}]"), k)),
-        );
         let mut keys = Vec::new();
+        let named = named(
+            ("public_key", self.public_key.as_ref()),
+            ("public_keys", &self.public_keys),
+        );
         for (field, text) in named {
             let parsed = if text.trim_start().starts_with("${") {
                 match secret(&field, text, mode, problems) {
@@ -314,11 +312,7 @@ fn resolve_all(
         problems.push(needs.to_owned());
         return (Vec::new(), false);
     }
-    let references = one.map(|r| (one_name.to_owned(), r)).into_iter().chain(
-        many.iter()
-            .enumerate()
-            .map(|(i, r)| (format!("{many_name}[{i}]"), r)),
-    );
+    let references = named((one_name, one), (many_name, many));
     let mut resolved = Vec::new();
     let mut all = true;
     for (field, reference) in references {
@@ -328,6 +322,20 @@ fn resolve_all(
         }
     }
     (resolved, all)
+}
+
+/// The values of an option pair such as `secret` + `secrets: [..]`, each with the name a message gives
+/// it: the single one first, then the list's items by index (`secrets[1]`).
+fn named<'a>(
+    (one_name, one): (&str, Option<&'a String>),
+    (many_name, many): (&str, &'a [String]),
+) -> impl Iterator<Item = (String, &'a String)> {
+    let many_name = many_name.to_owned();
+    one.map(|r| (one_name.to_owned(), r)).into_iter().chain(
+        many.iter()
+            .enumerate()
+            .map(move |(i, r)| (format!("{many_name}[{i}]"), r)),
+    )
 }
 
 fn secret(field: &str, reference: &str, mode: Secrets, problems: &mut Problems) -> Option<Secret> {
