@@ -1164,3 +1164,94 @@ async fn an_entry_with_an_unreadable_receipt_is_dead_lettered_not_dropped() {
     );
     assert!(up.requests().is_empty(), "nothing reached the upstream");
 }
+
+/// A SendGrid batch end to end, through the shipped `mappings/sendgrid.yaml` with its verification key
+/// read from a file: signed by OpenSSL (ECDSA P-256, PyPI cryptography), stored once (its retry is a
+/// duplicate), refused when tampered with or signed by another key, and delivered as one upstream
+/// request per mapped event, each with its own Idempotency-Key: 8 custom events and the hard bounce's
+/// contact update.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let body = std::fs::read_to_string(repo_root().join("mappings/testdata/sendgrid_events.json"))
+        .unwrap();
+    let now = now_secs();
+    let request = |key: u64, body: &str| json!({"preset": "sendgrid", "private_key": key, "timestamp": now, "body": body});
+    let signed = peer_sign(&json!([request(0x5e9d, &body), request(0x0b0b, &body)]));
+    let keys = tempfile::tempdir().unwrap();
+    let key = secret_file(
+        keys.path(),
+        "sendgrid.pub",
+        signed[0]["public_key"].as_str().unwrap(),
+    );
+    let mapping = std::fs::read_to_string(repo_root().join("mappings/sendgrid.yaml"))
+        .unwrap()
+        .replace("${env:SENDGRID_WEBHOOK_PUBLIC_KEY}", &key);
+    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
+    let gw = Gateway::start(&redis, &[("sendgrid.yaml", &mapping)], &cfg).await;
+    let post = |headers: &Value, body: &str| {
+        let mut req = client()
+            .post(gw.url("sendgrid"))
+            .header("content-type", "application/json");
+        for (k, v) in headers.as_object().unwrap() {
+            req = req.header(k.as_str(), v.as_str().unwrap());
+        }
+        let req = req.body(body.to_owned());
+        async move {
+            let r = req.send().await.unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, answer) = post(&signed[0]["headers"], &body).await;
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = post(&signed[0]["headers"], &body).await;
+    assert_eq!((status, answer["duplicate"].as_bool()), (200, Some(true)));
+    let tampered = body.replace("bob@example.net", "eve@example.net");
+    let (status, answer) = post(&signed[0]["headers"], &tampered).await;
+    assert_eq!(
+        (status, answer["message"].as_str()),
+        (401, Some("no signature matches"))
+    );
+    let (status, _) = post(&signed[1]["headers"], &body).await;
+    assert_eq!(status, 401, "signed by another key");
+
+    assert!(up.wait_delivered(9, 15).await, "nine requests delivered");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 9, "{reqs:?}");
+    let mut names: Vec<&str> = reqs
+        .iter()
+        .filter(|r| (r.method.as_str(), r.path.as_str()) == ("POST", "/events"))
+        .filter_map(|r| r.body["event_name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "email_blocked",
+            "email_clicked",
+            "email_complained",
+            "email_delivered",
+            "email_group_unsubscribed",
+            "email_hard_bounced",
+            "email_opened",
+            "email_sent"
+        ]
+    );
+    let updates: Vec<&Recorded> = reqs.iter().filter(|r| r.method == "PUT").collect();
+    assert_eq!(updates.len(), 1, "{updates:?}");
+    assert_eq!(updates[0].path, "/contacts/bob%40example.net");
+    assert_eq!(
+        updates[0].body,
+        json!({"attributes": {"EMAIL_BOUNCED": true}})
+    );
+    let distinct: HashSet<String> = reqs.iter().map(key_of).collect();
+    assert_eq!(distinct.len(), 9, "one Idempotency-Key per action");
+    assert_eq!(
+        pending(&redis),
+        0,
+        "the entry is acknowledged once delivered"
+    );
+}

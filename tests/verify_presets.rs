@@ -1,6 +1,7 @@
 //! Every preset against an independent signer: the providers' own libraries (PyPI stripe,
 //! standardwebhooks, slack_sdk, twilio, hubspot-api-client; npm @octokit/webhooks-methods), OpenSSL
-//! (PyPI cryptography) for Standard Webhooks' Ed25519 signatures, or
+//! (PyPI cryptography) for Standard Webhooks' Ed25519 signatures and SendGrid's ECDSA ones (which
+//! SendGrid's own library, PyPI sendgrid, checks beside hookgate), or
 //! Python's stdlib where a provider publishes no signer (shopify, typeform, calendly, generic hmac)
 //! and `requests` for basic auth and tokens. Each preset must accept the peer's request and reject
 //! a wrong secret, one changed body byte, each missing header and (where the scheme has one) a
@@ -490,6 +491,123 @@ fn standard_webhooks_v1a_with_openssl_ed25519() {
         verify(&secret_only, 0, &body, None),
         "malformed",
         "v1a alone, to a source with a secret only"
+    );
+}
+
+/// SendGrid's signed Event Webhook (ECDSA P-256 over `timestamp + body`): signed by OpenSSL through
+/// PyPI `cryptography` (SendGrid publishes no signer), and every case checked by SendGrid's own
+/// library (PyPI `sendgrid`, `EventWebhook.verify_signature`) as well as by hookgate: the two must
+/// agree on what is genuine. Both forms of the signature's `s` verify in both. SendGrid's library checks
+/// no time, so a stale request is hookgate's refusal alone.
+#[test]
+fn sendgrid_with_openssl_ecdsa_and_sendgrids_library() {
+    const SIG: &str = "X-Twilio-Email-Event-Webhook-Signature";
+    const TS: &str = "X-Twilio-Email-Event-Webhook-Timestamp";
+    let body = fixture("sendgrid-events.json");
+    let request = |key: u64, ts: i64, s_form: Option<&str>| json!({"preset": "sendgrid", "private_key": key, "timestamp": ts, "body": body, "s_form": s_form});
+    let signed = Peer::Python.sign(&[
+        request(0x5e9d_6a11, NOW, None),
+        request(0x5e9d_6a11, NOW, Some("high")),
+        request(0x5e9d_6a11, NOW, Some("low")),
+        request(0x0b0b_0b0b, NOW, None),
+        request(0x5e9d_6a11, NOW - SKEW, None),
+        request(0x5e9d_6a11, NOW + SKEW, None),
+    ]);
+    assert_eq!(signed.len(), 6, "the peer answered short");
+    let key = |i: usize| signed[i].public_key.clone().unwrap_or_default();
+    assert_eq!(key(1), key(0));
+    let header = |i: usize, name: &str| {
+        signed[i]
+            .headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("the peer set no {name}"))
+    };
+    assert_ne!(header(1, SIG), header(2, SIG), "the two forms of s differ");
+    let verify = |v: &Verifier, i: usize, body: &str, skip: Option<&str>| -> &'static str {
+        let headers = signed[i].header_map(skip);
+        let req = SignedRequest {
+            method: "POST",
+            url: "http://127.0.0.1:8080/webhooks/sendgrid",
+            headers: &headers,
+            body: body.as_bytes(),
+        };
+        v.verify(&req, now()).map_or_else(|e| e.reason(), |()| "ok")
+    };
+    let build = |keys: Vec<String>| {
+        let mut keys = keys.into_iter();
+        VerifySpec {
+            preset: Preset::Sendgrid,
+            public_key: keys.next(),
+            public_keys: keys.collect(),
+            ..Default::default()
+        }
+        .build()
+        .unwrap_or_else(|p| panic!("build failed: {p:?}"))
+    };
+    let sender = build(vec![key(0)]);
+    // (request, verifying key, body, hookgate's verdict, SendGrid's library's verdict, what)
+    let changed = change_one_byte(&body);
+    let cases: Vec<(usize, String, &str, &str, bool, &str)> = vec![
+        (0, key(0), &body, "ok", true, "genuine"),
+        (1, key(0), &body, "ok", true, "the high form of s"),
+        (2, key(0), &body, "ok", true, "the low form of s"),
+        (3, key(0), &body, "mismatch", false, "signed by another key"),
+        (
+            0,
+            key(0),
+            &changed,
+            "mismatch",
+            false,
+            "one changed body byte",
+        ),
+        (
+            4,
+            key(0),
+            &body,
+            "stale",
+            true,
+            "too old (SendGrid's library checks no time)",
+        ),
+        (5, key(0), &body, "stale", true, "in the future (likewise)"),
+    ];
+    let verdicts = common::peer_verify_sendgrid(&Value::Array(
+        cases
+            .iter()
+            .map(|(i, key, body, ..)| {
+                json!({"public_key": key, "body": body, "signature": header(*i, SIG), "timestamp": header(*i, TS)})
+            })
+            .collect(),
+    ));
+    for ((i, key, body, ours, theirs, what), library) in cases.iter().zip(verdicts) {
+        assert_eq!(library, *theirs, "SendGrid's library: {what}");
+        let verifier = build(vec![key.clone()]);
+        assert_eq!(verify(&verifier, *i, body, None), *ours, "hookgate: {what}");
+    }
+    for header in [SIG, TS] {
+        assert_eq!(
+            verify(&sender, 0, &body, Some(header)),
+            "missing_header",
+            "without {header}"
+        );
+    }
+    // Rotation: the sender's key listed second.
+    let rotating = build(vec![key(3), key(0)]);
+    assert_eq!(
+        verify(&rotating, 0, &body, None),
+        "ok",
+        "rotation, the listed key"
+    );
+    assert_eq!(
+        verify(&rotating, 3, &body, None),
+        "ok",
+        "rotation, the other key"
+    );
+    assert_eq!(
+        verify(&rotating, 0, &changed, None),
+        "mismatch",
+        "rotation, one changed body byte"
     );
 }
 

@@ -510,6 +510,20 @@ pub fn peer_sign(requests: &serde_json::Value) -> Vec<serde_json::Value> {
     run_peer(c, requests)
 }
 
+/// SendGrid's own verdicts on signed Event Webhook requests, from its library (PyPI `sendgrid`'s
+/// `EventWebhook.verify_signature`, through `tests/peers/verify_sendgrid.py`): requests
+/// `{"public_key", "body", "signature", "timestamp"}`, one boolean each.
+pub fn peer_verify_sendgrid(requests: &serde_json::Value) -> Vec<bool> {
+    let python = repo_root().join(".peers/venv/bin/python");
+    assert!(python.exists(), "{PEERS_MISSING}");
+    let mut c = Command::new(python);
+    c.arg(repo_root().join("tests/peers/verify_sendgrid.py"));
+    run_peer(c, requests)
+        .iter()
+        .map(|v| v.as_bool().expect("a verdict is a boolean"))
+        .collect()
+}
+
 /// Sign bodies with GitHub's own helper, npm `@octokit/webhooks-methods`, through
 /// `tests/peers/sign_github.mjs` (requests: `{"secret", "body"}`; results: `{"headers"}`).
 pub fn peer_sign_github(requests: &serde_json::Value) -> Vec<serde_json::Value> {

@@ -4,11 +4,12 @@
 Reads a JSON array of requests on stdin and prints a JSON array of results, one per request:
     request: {"preset", "secret", "body", "url", "method", "timestamp", "id", "version", "params"}
     result:  {"headers": {name: value}, "url": signed URL (twilio JSON adds bodySHA256),
-              "public_key": the whpk_ key (standard-webhooks-v1a only)}
+              "public_key": the key that verifies (standard-webhooks-v1a: whpk_; sendgrid: base64 DER)}
 Batching keeps the (slow) library imports to one per test.
 
 Signers: stripe (PyPI stripe), standard-webhooks (PyPI standardwebhooks; its asymmetric v1a by PyPI
-cryptography, which is OpenSSL), slack (PyPI slack_sdk),
+cryptography, which is OpenSSL), sendgrid (OpenSSL through PyPI cryptography; checked by SendGrid's
+own library in verify_sendgrid.py), slack (PyPI slack_sdk),
 twilio (PyPI twilio), hubspot v1/v2/v3 (PyPI hubspot-api-client). shopify, typeform and calendly
 publish no signer, so they are signed here with the standard library's hmac, following each
 provider's documentation independently of hookgate's Rust code.
@@ -65,6 +66,36 @@ def standard_webhooks_v1a_sign(r):
         "webhook-signature": signature,
     }
     return headers, r.get("url"), {"public_key": "whpk_" + base64.b64encode(public).decode()}
+
+
+def sendgrid_sign(r):
+    # SendGrid's signed Event Webhook: ECDSA P-256 with SHA-256 over "{timestamp}{body}", the signature
+    # base64 of its DER, the verification key base64 of its DER SubjectPublicKeyInfo (as SendGrid's
+    # settings show it). SendGrid publishes no signer (its libraries only verify: verify_sendgrid.py),
+    # so OpenSSL signs, through pyca/cryptography. "private_key" is the private scalar (an integer);
+    # "s_form" "high" or "low" rewrites the signature to that form of s (both verify).
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import (
+        decode_dss_signature,
+        encode_dss_signature,
+    )
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = ec.derive_private_key(r["private_key"], ec.SECP256R1())
+    content = f"{r['timestamp']}{r['body']}".encode()
+    der = key.sign(content, ec.ECDSA(hashes.SHA256()))
+    if r.get("s_form"):
+        n = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+        rr, s = decode_dss_signature(der)
+        low = min(s, n - s)
+        der = encode_dss_signature(rr, low if r["s_form"] == "low" else n - low)
+    public = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    headers = {
+        "X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(der).decode(),
+        "X-Twilio-Email-Event-Webhook-Timestamp": str(r["timestamp"]),
+    }
+    return headers, r.get("url"), {"public_key": base64.b64encode(public).decode()}
 
 
 def slack_sign(r):
@@ -181,6 +212,7 @@ SIGNERS = {
     "standard-webhooks": standard_webhooks_sign,
     "standard-webhooks-v1a": standard_webhooks_v1a_sign,
     "slack": slack_sign,
+    "sendgrid": sendgrid_sign,
     "twilio": twilio_sign,
     "hubspot": hubspot_sign,
     "shopify": shopify_sign,

@@ -3,7 +3,7 @@
 //! name options and references, never secret values.
 
 use super::credentials::{Basic, Token, TokenLocation};
-use super::crypto::PublicKey;
+use super::crypto::{KeyKind, PublicKey};
 use super::twilio::Twilio;
 use super::{presets, Check, Preset, Verifier, VerifySpec};
 use crate::secret::{Secret, SecretRef};
@@ -88,7 +88,9 @@ impl VerifySpec {
     fn check_applicable(&self, problems: &mut Problems) {
         const SECRETS: &[&str] = &["secret", "secrets"];
         let extra: &[&str] = match self.preset {
-            Preset::StandardWebhooks => &["tolerance", "public_key", "public_keys"],
+            Preset::StandardWebhooks | Preset::Sendgrid => {
+                &["tolerance", "public_key", "public_keys"]
+            }
             Preset::Stripe | Preset::Calendly | Preset::Slack => &["tolerance"],
             Preset::Github | Preset::Shopify | Preset::Typeform => &[],
             Preset::Hubspot => &["version", "public_url", "tolerance"],
@@ -107,7 +109,7 @@ impl VerifySpec {
             Preset::Basic => &["username", "password", "passwords"],
             Preset::Token => &["header", "prefix", "param"],
         };
-        let uses_secrets = self.preset != Preset::Basic;
+        let uses_secrets = !matches!(self.preset, Preset::Basic | Preset::Sendgrid);
         for (name, set) in self.set_options() {
             let applies = extra.contains(&name) || (uses_secrets && SECRETS.contains(&name));
             if set && !applies {
@@ -153,14 +155,31 @@ impl VerifySpec {
         } else {
             Vec::new()
         };
-        (secrets, self.public_keys(mode, problems))
+        (secrets, self.public_keys(KeyKind::Ed25519, mode, problems))
     }
 
-    /// `public_key` then `public_keys`, each checked to be a usable Ed25519 key. A key is no secret, so
+    /// The public keys of a preset that checks nothing else (SendGrid): at least one.
+    pub(crate) fn public_keys_needed(
+        &self,
+        kind: KeyKind,
+        mode: Secrets,
+        problems: &mut Problems,
+    ) -> Vec<PublicKey> {
+        if self.public_key.is_none() && self.public_keys.is_empty() {
+            problems.push(format!(
+                "preset {} needs `public_key` (or `public_keys` to rotate)",
+                self.preset
+            ));
+            return Vec::new();
+        }
+        self.public_keys(kind, mode, problems)
+    }
+
+    /// `public_key` then `public_keys`, each checked to be a usable key of `kind`. A key is no secret, so
     /// it may be written as it is (then `hookgate check` checks it too), or referenced like a secret
     /// (`${file:}` from a mounted Secret or ConfigMap); the value is never quoted in a message, in case
     /// a private key was given by mistake.
-    fn public_keys(&self, mode: Secrets, problems: &mut Problems) -> Vec<PublicKey> {
+    fn public_keys(&self, kind: KeyKind, mode: Secrets, problems: &mut Problems) -> Vec<PublicKey> {
         let mut keys = Vec::new();
         let named = named(
             ("public_key", self.public_key.as_ref()),
@@ -171,12 +190,12 @@ impl VerifySpec {
                 match secret(&field, text, mode, problems) {
                     // Parsed where it was read: the text is not copied out of its `Secret`, in case it
                     // was a private key after all.
-                    Some(resolved) => PublicKey::parse(resolved.expose()),
+                    Some(resolved) => PublicKey::parse(kind, resolved.expose()),
                     // Not read (`hookgate check`), or its problem is reported.
                     None => continue,
                 }
             } else {
-                PublicKey::parse(text)
+                PublicKey::parse(kind, text)
             };
             match parsed {
                 Ok(key) => keys.push(key),

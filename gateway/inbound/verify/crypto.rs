@@ -212,19 +212,64 @@ impl std::fmt::Debug for Key {
     }
 }
 
-/// A sender's Ed25519 public key, for Standard Webhooks' asymmetric (`v1a`) signatures. It is no
-/// secret: only the sender holds the private key (`whsk_`), so a leaked public key forges nothing.
+/// The kind of public key a scheme checks signatures with. It fixes how the key is written and what a
+/// signature looks like.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum KeyKind {
+    /// Standard Webhooks `v1a`: Ed25519, the key `whpk_` + base64 of its 32 bytes, signatures of 64
+    /// bytes.
+    Ed25519,
+    /// SendGrid's Event Webhook: ECDSA over P-256 with SHA-256, the key as SendGrid shows it (the base64
+    /// of its DER SubjectPublicKeyInfo) or as PEM, signatures DER-encoded.
+    EcdsaP256,
+}
+
+impl KeyKind {
+    /// Whether a decoded signature has a length this kind's signatures have: a cheap refusal, and a
+    /// precise reason, before any curve arithmetic.
+    pub(crate) fn signature_fits(self, len: usize) -> bool {
+        match self {
+            KeyKind::Ed25519 => len == ED25519_SIGNATURE_LEN,
+            // SEQUENCE { INTEGER r, INTEGER s }: 8 bytes for one-byte integers, 72 with both 33 bytes.
+            KeyKind::EcdsaP256 => (8..=72).contains(&len),
+        }
+    }
+
+    /// A 401's reason when no signature of this kind decodes.
+    pub(crate) fn not_decoded(self) -> &'static str {
+        match self {
+            KeyKind::Ed25519 => "signature is not base64 of 64 bytes",
+            KeyKind::EcdsaP256 => "signature is not base64 of a DER-encoded ECDSA signature",
+        }
+    }
+}
+
+/// A sender's public key: only the sender holds the private key, so a leaked public key forges
+/// nothing, and it is no secret.
 #[derive(Clone, Debug)]
-pub(crate) struct PublicKey(ed25519_dalek::VerifyingKey);
+pub(crate) enum PublicKey {
+    /// Standard Webhooks' asymmetric (`v1a`) signatures.
+    Ed25519(ed25519_dalek::VerifyingKey),
+    /// SendGrid's signed Event Webhook.
+    EcdsaP256(p256::ecdsa::VerifyingKey),
+}
 
 /// The length of an Ed25519 signature, in bytes.
 pub(crate) const ED25519_SIGNATURE_LEN: usize = ed25519_dalek::SIGNATURE_LENGTH;
 
 impl PublicKey {
+    /// A key of `kind` as written. A private key or a shared secret given by mistake is named as such
+    /// (and never quoted), and a key that would verify forged signatures is refused.
+    pub(crate) fn parse(kind: KeyKind, text: &str) -> Result<PublicKey, &'static str> {
+        match kind {
+            KeyKind::Ed25519 => Self::parse_whpk(text),
+            KeyKind::EcdsaP256 => Self::parse_p256(text),
+        }
+    }
+
     /// `whpk_` followed by the base64 of the 32-byte key (the prefix may be left out, as for
-    /// `whsec_`). A sender's private key or a shared secret given by mistake is named as such, and a
-    /// small-order key, which verifies forged signatures, is refused.
-    pub(crate) fn parse(text: &str) -> Result<PublicKey, &'static str> {
+    /// `whsec_`). A small-order key, which verifies forged signatures, is refused.
+    fn parse_whpk(text: &str) -> Result<PublicKey, &'static str> {
         let text = text.trim();
         if text.starts_with("whsk_") {
             return Err("this is the sender's private key (whsk_); give its public key (whpk_)");
@@ -243,15 +288,66 @@ impl PublicKey {
         if key.is_weak() {
             return Err("a small-order Ed25519 key, which would verify forged signatures");
         }
-        Ok(PublicKey(key))
+        Ok(PublicKey::Ed25519(key))
     }
 
-    /// Whether `signature` (64 bytes) is this key's signature of `message`. Strict verification
-    /// (RFC 8032's checks plus canonical encodings), so no signature has a second valid form.
+    /// SendGrid's verification key: the base64 of a DER SubjectPublicKeyInfo, as SendGrid's settings
+    /// page and API show it (line breaks allowed), or the same in PEM. The point must be on the curve
+    /// and not the identity (the SEC1 decoding checks both).
+    fn parse_p256(text: &str) -> Result<PublicKey, &'static str> {
+        use p256::pkcs8::{DecodePrivateKey, DecodePublicKey};
+        const WHAT: &str = "not a P-256 public key (expected SendGrid's verification key: the base64 of its DER SubjectPublicKeyInfo, or PEM)";
+        let text = text.trim();
+        if text.contains("PRIVATE KEY") {
+            return Err("this is a private key; give the public (verification) key");
+        }
+        if text.starts_with("-----BEGIN PUBLIC KEY-----") {
+            return p256::ecdsa::VerifyingKey::from_public_key_pem(text)
+                .map(PublicKey::EcdsaP256)
+                .map_err(|_| WHAT);
+        }
+        let compact: String = text.split_ascii_whitespace().collect();
+        let der = base64_decode(&compact).ok_or(WHAT)?;
+        match p256::ecdsa::VerifyingKey::from_public_key_der(&der) {
+            Ok(key) => Ok(PublicKey::EcdsaP256(key)),
+            Err(_)
+                if p256::SecretKey::from_pkcs8_der(&der).is_ok()
+                    || p256::SecretKey::from_sec1_der(&der).is_ok() =>
+            {
+                Err("this is a private key; give the public (verification) key")
+            }
+            Err(_) => Err(WHAT),
+        }
+    }
+
+    /// The kind of key this is.
+    pub(crate) fn kind(&self) -> KeyKind {
+        match self {
+            PublicKey::Ed25519(_) => KeyKind::Ed25519,
+            PublicKey::EcdsaP256(_) => KeyKind::EcdsaP256,
+        }
+    }
+
+    /// Whether `signature` is this key's signature of `message`.
+    ///
+    /// - Ed25519: strict verification (RFC 8032's checks plus canonical encodings), so no signature
+    ///   has a second valid form.
+    /// - ECDSA: strict DER, and both forms of `s` (low and high), as SendGrid's own libraries (OpenSSL)
+    ///   accept: what SendGrid signs is not normalised. The second form changes nothing here, since
+    ///   dedup never reads the signature.
     pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
-        match ed25519_dalek::Signature::from_slice(signature) {
-            Ok(sig) => self.0.verify_strict(message, &sig).is_ok(),
-            Err(_) => false,
+        match self {
+            PublicKey::Ed25519(key) => match ed25519_dalek::Signature::from_slice(signature) {
+                Ok(sig) => key.verify_strict(message, &sig).is_ok(),
+                Err(_) => false,
+            },
+            PublicKey::EcdsaP256(key) => {
+                use p256::ecdsa::signature::Verifier as _;
+                match p256::ecdsa::Signature::from_der(signature) {
+                    Ok(sig) => key.verify(message, &sig).is_ok(),
+                    Err(_) => false,
+                }
+            }
         }
     }
 }
@@ -385,7 +481,8 @@ mod tests {
         let decode = |h: &str| hex::decode(h).unwrap_or_default();
         for (i, (key, message, signature)) in vectors.iter().enumerate() {
             let whpk = format!("whpk_{}", BASE64.encode(decode(key)));
-            let key = PublicKey::parse(&whpk).unwrap_or_else(|e| panic!("test {}: {e}", i + 1));
+            let key = PublicKey::parse(KeyKind::Ed25519, &whpk)
+                .unwrap_or_else(|e| panic!("test {}: {e}", i + 1));
             let (message, signature) = (decode(message), decode(signature));
             assert!(key.verifies(&message, &signature), "test {}", i + 1);
             let mut changed = message.clone();
@@ -408,8 +505,8 @@ mod tests {
                 i + 1
             );
             let (other, _, _) = vectors[(i + 1) % 3];
-            let other =
-                PublicKey::parse(&BASE64.encode(decode(other))).unwrap_or_else(|e| panic!("{e}"));
+            let other = PublicKey::parse(KeyKind::Ed25519, &BASE64.encode(decode(other)))
+                .unwrap_or_else(|e| panic!("{e}"));
             assert!(
                 !other.verifies(&message, &signature),
                 "test {}: another key",
@@ -421,7 +518,11 @@ mod tests {
     #[test]
     fn public_keys_that_cannot_verify_are_refused_with_a_reason() {
         use base64::Engine as _;
-        let reason = |text: &str| PublicKey::parse(text).err().unwrap_or("accepted");
+        let reason = |text: &str| {
+            PublicKey::parse(KeyKind::Ed25519, text)
+                .err()
+                .unwrap_or("accepted")
+        };
         assert!(reason("whsk_AAAA").contains("private key"));
         assert!(reason("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").contains("shared secret"));
         assert!(reason("whpk_AAAA").contains("32 bytes"));

@@ -5,9 +5,10 @@
 //! from, what content is signed ([`Template`]), which MAC and which encoding. Presets differ only
 //! in that data (see `presets.rs`), so the checking code below is written, and reviewed, once.
 //! Standard Webhooks' asymmetric signatures (`v1a`, Ed25519) share everything but the last step with
-//! its MAC (`v1`), so they are checked here too, against the scheme's public keys.
+//! its MAC (`v1`), and SendGrid's (ECDSA P-256) everything but the MAC, so they are checked here too,
+//! against the scheme's public keys.
 
-use super::crypto::{ct_eq, Encoding, Key, Mac, PublicKey, ED25519_SIGNATURE_LEN};
+use super::crypto::{ct_eq, Encoding, Key, KeyKind, Mac, PublicKey};
 use super::error::VerifyError;
 use super::request::{self, check_window, header, parse_key_value, TimeUnit, Window};
 use super::SignedRequest;
@@ -114,6 +115,8 @@ pub(crate) enum Carrier {
         version: &'static str,
         asymmetric: Option<&'static str>,
     },
+    /// One public-key signature, base64, the whole value of a header (SendGrid).
+    PublicKeySignature { name: String },
 }
 
 /// Where the signed timestamp comes from, when the scheme has one.
@@ -149,8 +152,8 @@ pub(crate) struct MacScheme {
     pub window: Window,
     /// All accepted keys (rotation): a request is genuine when any key produces any signature.
     pub keys: Vec<Key>,
-    /// Standard Webhooks: the sender's public keys; a request is also genuine when any of them verifies
-    /// any asymmetric signature. Empty for every other scheme.
+    /// The sender's public keys (Standard Webhooks, SendGrid), all of one kind; a request is also
+    /// genuine when any of them verifies any asymmetric signature. Empty for every other scheme.
     pub public_keys: Vec<PublicKey>,
 }
 
@@ -211,6 +214,12 @@ impl Carrier {
                     field: name,
                 })
             }
+            Carrier::PublicKeySignature { name } => Ok(Received {
+                signatures: Vec::new(),
+                asymmetric: vec![header(req.headers, name)?.trim()],
+                timestamp: None,
+                field: name,
+            }),
         }
     }
 }
@@ -289,23 +298,25 @@ impl MacScheme {
             .filter_map(|s| self.encoding.decode(s))
             .collect();
         let asymmetric_entries = asymmetric.len();
+        // Every key of a scheme is of one kind; without keys, `asymmetric` is empty.
+        let kind = self
+            .public_keys
+            .first()
+            .map_or(KeyKind::Ed25519, PublicKey::kind);
         let asymmetric: Vec<Vec<u8>> = asymmetric
             .iter()
             .filter_map(|s| Encoding::Base64.decode(s))
-            .filter(|s| s.len() == ED25519_SIGNATURE_LEN)
+            .filter(|s| kind.signature_fits(s.len()))
             .collect();
         if signatures.is_empty() && asymmetric.is_empty() {
-            return Err(VerifyError::malformed_header(
-                received.field,
-                match self.encoding {
-                    Encoding::Hex => "signature is not hex",
-                    Encoding::Base64 if asymmetric_entries == 0 => "signature is not base64",
-                    Encoding::Base64 if macs.is_empty() => "signature is not base64 of 64 bytes",
-                    Encoding::Base64 => {
-                        "no signature decodes (v1: base64; v1a: base64 of 64 bytes)"
-                    }
-                },
-            ));
+            let why = match self.encoding {
+                Encoding::Hex => "signature is not hex",
+                Encoding::Base64 if asymmetric_entries == 0 => "signature is not base64",
+                Encoding::Base64 if macs.is_empty() => kind.not_decoded(),
+                // Signed both ways: only Standard Webhooks has MACs and public keys.
+                Encoding::Base64 => "no signature decodes (v1: base64; v1a: base64 of 64 bytes)",
+            };
+            return Err(VerifyError::malformed_header(received.field, why));
         }
         let values = Values {
             body: req.body,
@@ -346,7 +357,7 @@ pub(crate) fn any_key_matches(
 }
 
 /// True when any public key verifies any received signature of `message` (its pieces concatenated:
-/// Ed25519 hashes the message twice, so it takes it whole). Nothing secret is compared, so this need
+/// Ed25519 hashes the message twice, so it takes it whole; ECDSA takes it whole too). Nothing secret is compared, so this need
 /// not run in constant time.
 fn any_public_key_verifies(keys: &[PublicKey], message: &[&[u8]], signatures: &[Vec<u8>]) -> bool {
     if keys.is_empty() || signatures.is_empty() {

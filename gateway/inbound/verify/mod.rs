@@ -1,5 +1,5 @@
 //! Signature verification presets (stripe, standard-webhooks, github, shopify, hubspot, typeform,
-//! calendly, slack, twilio, generic hmac, basic auth, static token).
+//! calendly, slack, sendgrid, twilio, generic hmac, basic auth, static token).
 //!
 //! A source's `verify:` block ([`VerifySpec`]) is compiled once by [`VerifySpec::build`], which
 //! resolves secrets and reports every configuration problem together; the resulting [`Verifier`]
@@ -13,6 +13,7 @@
 //! verify: { preset: stripe, secret: "${env:STRIPE_WEBHOOK_SECRET}" }            # tolerance: 300s
 //! verify: { preset: standard-webhooks, secrets: ["${file:/run/secrets/old}", "${file:/run/secrets/new}"] }
 //! verify: { preset: standard-webhooks, public_key: "whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=" }  # v1a
+//! verify: { preset: sendgrid, public_key: "${env:SENDGRID_WEBHOOK_PUBLIC_KEY}" }   # ECDSA P-256
 //! verify: { preset: hubspot, version: v3, secret: "${env:HUBSPOT_CLIENT_SECRET}",
 //!           public_url: "https://hooks.example.com/webhooks/hubspot" }          # behind a proxy
 //! verify: { preset: twilio, secret: "${env:TWILIO_AUTH_TOKEN}", public_url: "https://hooks.example.com/webhooks/sms" }
@@ -57,6 +58,8 @@ pub enum Preset {
     Typeform,
     Calendly,
     Slack,
+    /// SendGrid's signed Event Webhook: ECDSA P-256 over `timestamp + body`, checked with `public_key`.
+    Sendgrid,
     Twilio,
     /// Generic HMAC: `header`, `prefix`, `algorithm`, `encoding`, `timestamp_header`, `id_header`,
     /// `signed_content`.
@@ -80,6 +83,7 @@ impl Preset {
             Preset::Typeform => "typeform",
             Preset::Calendly => "calendly",
             Preset::Slack => "slack",
+            Preset::Sendgrid => "sendgrid",
             Preset::Twilio => "twilio",
             Preset::Hmac => "hmac",
             Preset::Basic => "basic",
@@ -107,11 +111,12 @@ pub struct VerifySpec {
     /// Several secret references, all accepted (rotation).
     #[serde(default)]
     pub secrets: Vec<String>,
-    /// Standard Webhooks: the sender's Ed25519 public key (`whpk_...`, written as it is or as a
-    /// `${env:}`/`${file:}` reference), which checks its asymmetric `v1a` signatures.
+    /// The sender's public key, written as it is or as a `${env:}`/`${file:}` reference. Standard
+    /// Webhooks: Ed25519 (`whpk_...`), which checks its asymmetric `v1a` signatures. SendGrid: its
+    /// verification key (ECDSA P-256, base64 DER as SendGrid shows it, or PEM).
     #[serde(default)]
     pub public_key: Option<String>,
-    /// Standard Webhooks: several public keys, all accepted (rotation), beside or instead of `public_key`.
+    /// Several public keys, all accepted (rotation), beside or instead of `public_key`.
     #[serde(default)]
     pub public_keys: Vec<String>,
     /// Replay window for schemes with a timestamp, e.g. `300s` (the default) or `5m`.

@@ -3,7 +3,7 @@
 //! same data from the spec's options.
 
 use super::build::{header_name, Problems, Secrets};
-use super::crypto::{base64_decode, Algorithm, Encoding, Key, Mac};
+use super::crypto::{base64_decode, Algorithm, Encoding, Key, KeyKind, Mac};
 use super::mac::{Carrier, MacScheme, Part, Template, TimestampSource, UrlForm};
 use super::request::{TimeUnit, Window};
 use super::{Preset, VerifySpec};
@@ -100,6 +100,24 @@ pub(crate) fn mac_scheme(
             template: template("v0:{timestamp}:{body}"),
             ..body_only(header("X-Slack-Signature", "v0="), Encoding::Hex)
         }),
+        Preset::Sendgrid => Some(Shape {
+            carrier: Carrier::PublicKeySignature {
+                name: "X-Twilio-Email-Event-Webhook-Signature".to_owned(),
+            },
+            timestamp: Some(TimestampSource::Header(
+                "X-Twilio-Email-Event-Webhook-Timestamp".to_owned(),
+                TimeUnit::Seconds,
+            )),
+            // SendGrid documents no window: the one every other timestamped scheme has.
+            window: Window::Both,
+            id_header: None,
+            template: template("{timestamp}{body}"),
+            url_form: UrlForm::AsReceived,
+            // No MAC: the scheme has public keys only (`mac` and `key_form` are never used).
+            mac: HMAC_SHA256,
+            encoding: Encoding::Base64,
+            key_form: KeyForm::Utf8,
+        }),
         Preset::Hubspot => hubspot(spec, problems),
         Preset::Hmac => generic(spec, problems),
         Preset::Twilio | Preset::Basic | Preset::Token => None,
@@ -115,6 +133,11 @@ pub(crate) fn mac_scheme(
     let public_url = spec.public_url(problems);
     let (secrets, public_keys) = match spec.preset {
         Preset::StandardWebhooks => spec.standard_webhooks_keys(mode, problems),
+        // Public keys only: SendGrid signs with a private key of its own, and shares no secret.
+        Preset::Sendgrid => (
+            Vec::new(),
+            spec.public_keys_needed(KeyKind::EcdsaP256, mode, problems),
+        ),
         _ => (spec.secrets(mode, problems), Vec::new()),
     };
     let shape = shape?;

@@ -1176,6 +1176,214 @@ fn build_checks_preset_specific_options() {
     );
 }
 
+/// SendGrid's signed Event Webhook (ECDSA P-256 over `timestamp + body`), against the vector in
+/// SendGrid's own library's tests (sendgrid-python `test/unit/test_eventwebhook.py`): its key,
+/// signature, timestamp and payload, with each of their negative cases. The signature's `s` is the
+/// high one of its two forms, so this also checks that both forms are accepted, as SendGrid's
+/// libraries (OpenSSL) accept them. Signed by OpenSSL and checked by SendGrid's library too:
+/// tests/verify_presets.rs.
+mod sendgrid {
+    use super::*;
+
+    const PUBLIC_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE83T4O/n84iotIvIW4mdBgQ/7dAfSmpqIM8kF9mN1flpVKS3GRqe62gw+2fNNRaINXvVpiglSI8eNEc6wEA3F+g==";
+    const SIGNATURE: &str = "MEUCIGHQVtGj+Y3LkG9fLcxf3qfI10QysgDWmMOVmxG0u6ZUAiEAyBiXDWzM+uOe5W0JuG+luQAbPIqHh89M15TluLtEZtM=";
+    const TIMESTAMP: &str = "1600112502";
+    /// `json.dumps([...], sort_keys=True, separators=(',', ':')) + '\r\n'`, as the test builds it.
+    const PAYLOAD: &str = concat!(
+        r#"[{"email":"hello@world.com","event":"dropped","reason":"Bounced Address","#,
+        r#""sg_event_id":"ZHJvcC0xMDk5NDkxOS1MUnpYbF9OSFN0T0doUTRrb2ZTbV9BLTA","#,
+        r#""sg_message_id":"LRzXl_NHStOGhQ4kofSm_A.filterdrecv-p3mdw1-756b745b58-kmzbl-18-5F5FC76C-9.0","#,
+        r#""smtp-id":"<LRzXl_NHStOGhQ4kofSm_A@ismtpd0039p1iad1.sendgrid.net>","timestamp":1600112492}]"#,
+        "\r\n"
+    );
+    /// The other key of the library's `test_verify_bad_key`.
+    const OTHER_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEqTxd43gyp8IOEto2LdIfjRQrIbsd4SXZkLW6jDutdhXSJCWHw8REntlo7aNDthvj+y7GjUuFDb/R1NGe1OPzpA==";
+    /// The library's `test_verify_bad_signature`: one character changed near the end.
+    const BAD_SIGNATURE: &str = "MEUCIQCtIHJeH93Y+qpYeWrySphQgpNGNr/U+UyUlBkU6n7RAwIgJTz2C+8a8xonZGi6BpSzoQsbVRamr2nlxFDWYNH3j/0=";
+    const SIG_HEADER: &str = "X-Twilio-Email-Event-Webhook-Signature";
+    const TS_HEADER: &str = "X-Twilio-Email-Event-Webhook-Timestamp";
+
+    fn with_key(key: &str) -> Verifier {
+        build(VerifySpec {
+            preset: Preset::Sendgrid,
+            public_key: Some(key.to_owned()),
+            ..Default::default()
+        })
+    }
+
+    fn verify(v: &Verifier, signature: &str, ts: &str, body: &str, now: u64) -> &'static str {
+        let hdrs = [(SIG_HEADER, signature), (TS_HEADER, ts)];
+        reason(check(v, "POST", URL, &hdrs, body, at(now)))
+    }
+
+    const NOW: u64 = 1600112502 + 5;
+
+    #[test]
+    fn the_libraries_vector_and_its_negative_cases() {
+        let v = with_key(PUBLIC_KEY);
+        assert_eq!(verify(&v, SIGNATURE, TIMESTAMP, PAYLOAD, NOW), "ok");
+        assert_eq!(
+            verify(&with_key(OTHER_KEY), SIGNATURE, TIMESTAMP, PAYLOAD, NOW),
+            "mismatch",
+            "bad key"
+        );
+        assert_eq!(
+            verify(&v, SIGNATURE, TIMESTAMP, "payload", NOW),
+            "mismatch",
+            "bad payload"
+        );
+        assert_eq!(
+            verify(&v, BAD_SIGNATURE, TIMESTAMP, PAYLOAD, NOW),
+            "mismatch",
+            "bad signature"
+        );
+        assert_eq!(
+            verify(&v, SIGNATURE, "timestamp", PAYLOAD, NOW),
+            "malformed",
+            "bad timestamp"
+        );
+        // The trailing CRLF is part of what was signed.
+        assert_eq!(
+            verify(&v, SIGNATURE, TIMESTAMP, PAYLOAD.trim_end(), NOW),
+            "mismatch"
+        );
+        // The window: 300 s both ways, `tolerance` to change it.
+        assert_eq!(
+            verify(&v, SIGNATURE, TIMESTAMP, PAYLOAD, NOW + 400),
+            "stale"
+        );
+        assert_eq!(
+            verify(&v, SIGNATURE, TIMESTAMP, PAYLOAD, NOW - 500),
+            "stale"
+        );
+        let day = build(VerifySpec {
+            preset: Preset::Sendgrid,
+            public_key: Some(PUBLIC_KEY.to_owned()),
+            tolerance: Some("24h".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            verify(&day, SIGNATURE, TIMESTAMP, PAYLOAD, NOW + 3600),
+            "ok"
+        );
+        // Each header is required.
+        let only =
+            |h: &str, value: &str| reason(check(&v, "POST", URL, &[(h, value)], PAYLOAD, at(NOW)));
+        assert_eq!(only(SIG_HEADER, SIGNATURE), "missing_header");
+        assert_eq!(only(TS_HEADER, TIMESTAMP), "missing_header");
+        // A signature that is no DER of plausible length is malformed, with the form expected.
+        let err = check(
+            &v,
+            "POST",
+            URL,
+            &[(SIG_HEADER, "AAAA"), (TS_HEADER, TIMESTAMP)],
+            PAYLOAD,
+            at(NOW),
+        );
+        assert_eq!(
+            err.map_err(|e| e.to_string()),
+            Err(format!(
+                "malformed {SIG_HEADER} header: signature is not base64 of a DER-encoded ECDSA signature"
+            ))
+        );
+    }
+
+    /// Both forms of `s` verify (the vector's is the high one); an `s` or `r` out of range, or trailing
+    /// bytes after the DER, do not.
+    #[test]
+    fn both_forms_of_s_and_nothing_else() {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let der = b64.decode(SIGNATURE).unwrap_or_default();
+        let sig = p256::ecdsa::Signature::from_der(&der).unwrap_or_else(|e| panic!("{e}"));
+        let low = sig
+            .normalize_s()
+            .unwrap_or_else(|| panic!("the vector's s is the high form"));
+        let low = b64.encode(low.to_der().as_bytes());
+        let v = with_key(PUBLIC_KEY);
+        assert_eq!(verify(&v, &low, TIMESTAMP, PAYLOAD, NOW), "ok", "low s");
+        let mut trailing = der.clone();
+        trailing.push(0);
+        assert_eq!(
+            verify(&v, &b64.encode(&trailing), TIMESTAMP, PAYLOAD, NOW),
+            "mismatch",
+            "a byte after the DER"
+        );
+        // r = 0 and s = 0: DER of two zero integers.
+        let zeros = b64.encode([0x30, 0x06, 0x02, 0x01, 0x00, 0x02, 0x01, 0x00]);
+        assert_eq!(verify(&v, &zeros, TIMESTAMP, PAYLOAD, NOW), "mismatch");
+    }
+
+    #[test]
+    fn the_key_is_read_as_sendgrid_shows_it_or_as_pem_and_checked() {
+        // PEM, and the base64 broken over lines, as pasted from a terminal.
+        let pem = format!(
+            "-----BEGIN PUBLIC KEY-----\n{}\n{}\n-----END PUBLIC KEY-----\n",
+            &PUBLIC_KEY[..64],
+            &PUBLIC_KEY[64..]
+        );
+        let wrapped = format!("{}\n {}", &PUBLIC_KEY[..40], &PUBLIC_KEY[40..]);
+        for key in [pem.as_str(), wrapped.as_str()] {
+            assert_eq!(
+                verify(&with_key(key), SIGNATURE, TIMESTAMP, PAYLOAD, NOW),
+                "ok",
+                "{key}"
+            );
+        }
+        // A private key (PKCS#8, as `openssl genpkey` writes it) is named as such and never quoted;
+        // a P-384 key, an Ed25519 key and text that is no key are not P-256 keys.
+        let private = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAEjRWeJCrze+hRANCAASfrYSurgi7738BABTYLO9qCd4rDPhxtc4MTx0TpZpZNAfLRXafEHDiwkcP5bG/5jEzwLDNxk6kvzeRqOwqB/1P";
+        // The same key in SEC1 (`openssl ec` writes it so).
+        let sec1 = "MHcCAQEEIAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAABI0VniQq83voAoGCCqGSM49AwEHoUQDQgAEn62Erq4Iu+9/AQAU2CzvagneKwz4cbXODE8dE6WaWTQHy0V2nxBw4sJHD+Wxv+YxM8CwzcZOpL83kajsKgf9Tw==";
+        let p384 = "MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAE+/lglZFetYc5D4UOyVs19hiuEhxypwgIrY+fTCYbYCtjVBdD45X3x3jlK7KMGNyDAWpv8/csk2gyatUKO9FIpTzSITu0gORzCtAZ24euEAmV7GXfAR4ZgRoV3J3fyas8";
+        let ed25519 = "MCowBQYDK2VwAyEA6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=";
+        let problems = |key: &str| {
+            build_problems(VerifySpec {
+                preset: Preset::Sendgrid,
+                public_keys: vec![PUBLIC_KEY.to_owned(), key.to_owned()],
+                ..Default::default()
+            })
+        };
+        let found = problems(private);
+        assert_eq!(
+            found,
+            ["public_keys[1]: this is a private key; give the public (verification) key"]
+        );
+        assert!(found.iter().all(|p| !p.contains(&private[30..50])));
+        let pem_private = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----";
+        assert_eq!(problems(pem_private), found);
+        assert_eq!(problems(sec1), found);
+        let not_p256 = ["public_keys[1]: not a P-256 public key (expected SendGrid's verification key: the base64 of its DER SubjectPublicKeyInfo, or PEM)"];
+        for other in [p384, ed25519, "not a key", ""] {
+            assert_eq!(problems(other), not_p256, "{other}");
+        }
+        // A secret is no key for this preset, and a key is needed.
+        assert_eq!(
+            build_problems(VerifySpec {
+                preset: Preset::Sendgrid,
+                secret: Some(env_secret("HG_T_SENDGRID", "s")),
+                ..Default::default()
+            }),
+            [
+                "`secret` does not apply to preset sendgrid",
+                "preset sendgrid needs `public_key` (or `public_keys` to rotate)"
+            ]
+        );
+    }
+
+    #[test]
+    fn rotation_takes_either_key() {
+        let v = build(VerifySpec {
+            preset: Preset::Sendgrid,
+            public_key: Some(OTHER_KEY.to_owned()),
+            public_keys: vec![PUBLIC_KEY.to_owned()],
+            ..Default::default()
+        });
+        assert_eq!(verify(&v, SIGNATURE, TIMESTAMP, PAYLOAD, NOW), "ok");
+        assert_eq!(verify(&v, SIGNATURE, TIMESTAMP, "payload", NOW), "mismatch");
+    }
+}
+
 #[test]
 fn every_preset_builds_with_defaults() {
     for p in [
@@ -1326,7 +1534,7 @@ fn module_doc_examples_parse_and_check() {
             last.push_str(line);
         }
     }
-    assert_eq!(examples.len(), 8);
+    assert_eq!(examples.len(), 9);
     for example in examples {
         let source: Source = match serde_saphyr::from_str(&example) {
             Ok(s) => s,
