@@ -38,15 +38,21 @@ pub struct OptionPlaces {
 }
 
 impl OptionPlaces {
-    /// Where a problem is: at the option it starts with (`secret: ...`, `secrets[1]: ...`), else at the
-    /// section's key.
+    /// Where a problem is: at the option it starts with (`secret: ...`, `secrets[1]: ...`, or quoted, as
+    /// in ``"`secret` does not apply to ..."``), else at the section's key.
     pub fn of(&self, problem: &str) -> (u32, u32, u32) {
         self.options
             .iter()
             .find(|(name, _)| {
-                problem
-                    .strip_prefix(name.as_str())
-                    .is_some_and(|rest| rest.starts_with([':', '[']))
+                let named = |text: &str| {
+                    text.strip_prefix(name.as_str())
+                        .is_some_and(|rest| rest.starts_with([':', '[']))
+                };
+                let quoted = |text: &str| {
+                    text.strip_prefix(name.as_str())
+                        .is_some_and(|rest| rest.starts_with('`'))
+                };
+                named(problem) || problem.strip_prefix('`').is_some_and(quoted)
             })
             .map_or(self.section, |(_, at)| *at)
     }

@@ -207,8 +207,7 @@ fn conceal_literal_secrets(root: &Node, diags: &mut [Diagnostic]) {
                     let text = text.trim_start();
                     text.starts_with("${")
                         || (key.name.starts_with("public_key")
-                            && !text.starts_with("whsk_")
-                            && !text.starts_with("whsec_"))
+                            && crate::inbound::verify::public_key_may_be_shown(text))
                 }
                 Kind::Null | Kind::Seq(_) | Kind::Map(_) => true,
                 Kind::Bool(_) | Kind::Int(_) | Kind::UInt(_) | Kind::Float(_) => false,

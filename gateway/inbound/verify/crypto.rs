@@ -291,6 +291,22 @@ impl PublicKey {
         Ok(PublicKey::Ed25519(key))
     }
 
+    /// Whether `text`, given as a public key, is something secret by mistake: a Standard Webhooks private
+    /// key (`whsk_`) or secret (`whsec_`), a PEM private key, or the base64 of a P-256 private key (PKCS#8
+    /// or SEC1 DER). Such text is never shown, not even in `hookgate check`'s excerpt of the line.
+    pub(crate) fn is_secret_by_mistake(text: &str) -> bool {
+        use p256::pkcs8::DecodePrivateKey;
+        let text = text.trim();
+        if text.starts_with("whsk_") || text.starts_with("whsec_") || text.contains("PRIVATE KEY") {
+            return true;
+        }
+        let compact: String = text.split_ascii_whitespace().collect();
+        base64_decode(&compact).is_some_and(|der| {
+            p256::SecretKey::from_pkcs8_der(&der).is_ok()
+                || p256::SecretKey::from_sec1_der(&der).is_ok()
+        })
+    }
+
     /// SendGrid's verification key: the base64 of a DER SubjectPublicKeyInfo, as SendGrid's settings
     /// page and API show it (line breaks allowed), or the same in PEM. The point must be on the curve
     /// and not the identity (the SEC1 decoding checks both).

@@ -181,6 +181,12 @@ impl VerifySpec {
     }
 }
 
+/// Whether a public key written in a source file may be shown in a diagnostic's excerpt: not when it is
+/// a private key or a shared secret given by mistake.
+pub fn public_key_may_be_shown(text: &str) -> bool {
+    !crypto::PublicKey::is_secret_by_mistake(text)
+}
+
 /// What a verifier sees of a request. `url` is the URL as received (scheme://host/path?query).
 pub struct SignedRequest<'a> {
     pub method: &'a str,
