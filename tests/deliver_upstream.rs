@@ -1061,11 +1061,12 @@ async fn a_replay_after_an_edit_sends_new_actions_and_skips_delivered_ones() {
 /// form's charset, kept in the receipt, decides how the worker reads the body.
 #[tokio::test(flavor = "multi_thread")]
 async fn both_entry_formats_are_delivered_with_their_receipt() {
+    // The shipped ActiveCampaign source deduplicates (by the body's bytes): `dedup` is its entry's token.
     let shapes = [
         ("meta", "body,meta,source"),
         (
             "fields",
-            "body,client_ip,content_type,event_id,headers,received_at,request_id,source",
+            "body,client_ip,content_type,dedup,event_id,headers,received_at,request_id,source",
         ),
     ];
     for (format, names) in shapes {
@@ -1177,8 +1178,12 @@ async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
     let body = std::fs::read_to_string(repo_root().join("mappings/testdata/sendgrid_events.json"))
         .unwrap();
     let now = now_secs();
-    let request = |key: u64, body: &str| json!({"preset": "sendgrid", "private_key": key, "timestamp": now, "body": body});
-    let signed = peer_sign(&json!([request(0x5e9d, &body), request(0x0b0b, &body)]));
+    let request = |key: u64, ts: u64| json!({"preset": "sendgrid", "private_key": key, "timestamp": ts, "body": body});
+    let signed = peer_sign(&json!([
+        request(0x5e9d, now),
+        request(0x0b0b, now),
+        request(0x5e9d, now - 400)
+    ]));
     let keys = tempfile::tempdir().unwrap();
     let key = secret_file(
         keys.path(),
@@ -1216,6 +1221,31 @@ async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
     );
     let (status, _) = post(&signed[1]["headers"], &body).await;
     assert_eq!(status, 401, "signed by another key");
+    let (status, answer) = post(&signed[2]["headers"], &body).await;
+    assert_eq!(
+        (status, answer["message"].as_str()),
+        (401, Some("timestamp outside the 300 s window")),
+        "signed too long ago"
+    );
+    let mut unsigned = signed[0]["headers"].clone();
+    unsigned
+        .as_object_mut()
+        .unwrap()
+        .remove("X-Twilio-Email-Event-Webhook-Signature");
+    let (status, answer) = post(&unsigned, &body).await;
+    assert_eq!(
+        (status, answer["message"].as_str()),
+        (
+            401,
+            Some("missing header X-Twilio-Email-Event-Webhook-Signature")
+        )
+    );
+    let mut conn = redis.conn();
+    let stored: u64 = redis::cmd("XLEN")
+        .arg("hookgate:inbound")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(stored, 1, "only the genuine batch is stored, once");
 
     assert!(up.wait_delivered(9, 15).await, "nine requests delivered");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1254,4 +1284,74 @@ async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
         0,
         "the entry is acknowledged once delivered"
     );
+}
+
+/// Mailchimp end to end through the shipped `mappings/mailchimp.yaml`, its key read from a file: the GET
+/// Mailchimp sends to check the URL before it saves the webhook is answered 200 and stores nothing; the
+/// subscribe form it then posts becomes the contact upsert and the event; the same form again is a
+/// duplicate (known by its bytes), and a wrong key is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mailchimp_audience_webhook_is_checked_then_synced() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let key = secret_file(secrets.path(), "mc", "mc-key-7f3a");
+    let mapping = std::fs::read_to_string(repo_root().join("mappings/mailchimp.yaml"))
+        .unwrap()
+        .replace("${env:MAILCHIMP_WEBHOOK_KEY}", &key);
+    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
+    let gw = Gateway::start(&redis, &[("mailchimp.yaml", &mapping)], &cfg).await;
+    let url = format!("{}?key=mc-key-7f3a", gw.url("mailchimp"));
+
+    let r = client().get(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "Mailchimp's check of the URL");
+    let form =
+        std::fs::read_to_string(repo_root().join("mappings/testdata/mailchimp_subscribe.form"))
+            .unwrap();
+    let post = |url: String| {
+        client()
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form.clone())
+            .send()
+    };
+    let r = post(url.clone()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let r = post(url.clone()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "the same form again");
+    let r = post(format!("{}?key=guess", gw.url("mailchimp")))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+
+    assert!(up.wait_delivered(2, 10).await, "delivered");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    let upsert = reqs
+        .iter()
+        .find(|r| r.path == "/contacts")
+        .expect("the upsert");
+    assert_eq!(
+        upsert.body,
+        json!({
+            "email": "grace.hopper@example.com",
+            "attributes": {
+                "FIRSTNAME": "Grace", "LASTNAME": "Hopper", "SMS": "+15550142",
+                "INTERESTS": ["Newsletter", "Product updates"], "MAILCHIMP_ID": "8a25ff1d98"
+            },
+            "updateEnabled": true
+        })
+    );
+    let event = reqs
+        .iter()
+        .find(|r| r.path == "/events")
+        .expect("the event");
+    assert_eq!(event.body["event_name"], "subscribed");
+    let mut conn = redis.conn();
+    let stored: u64 = redis::cmd("XLEN")
+        .arg("hookgate:inbound")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(stored, 1, "the GET and the repeat stored nothing");
 }

@@ -545,6 +545,110 @@ async fn the_webhook_route_answers_as_a_router_would() {
     assert_eq!(n, 1, "only the one POST to a source was stored");
 }
 
+/// `handshake: get`: the GET a provider (Mailchimp) sends to check a URL before it saves a webhook gets
+/// an empty 200 once the allowlist and the credential a GET can carry (here a token in the query) pass;
+/// a wrong or missing token gets 401 and an address outside the allowlist 403, as a POST would. Nothing
+/// a GET brings is stored, each answer is counted under its source, and the source's 405 names both
+/// methods it takes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_providers_get_check_of_the_url_is_answered_and_not_stored() {
+    let redis = Redis::start();
+    let secrets = tempfile::tempdir().unwrap();
+    let key = secret_file(secrets.path(), "mc", "mc-url-key-123");
+    let mc = format!(
+        "source: mc\nverify: {{ preset: token, param: key, secret: \"{key}\" }}\nhandshake: get\n"
+    );
+    let far = "source: far\nallow_ips: [10.0.0.0/8]\nhandshake: get\n";
+    // The source without the handshake has a name of its own: the metrics recorder is one per process,
+    // and the route test counts `open`'s 405s.
+    let plain = OPEN.replace("source: open", "source: plain");
+    let gw = Gateway::start(
+        &redis,
+        &[("mc.yaml", &mc), ("far.yaml", far), ("plain.yaml", &plain)],
+        "",
+    )
+    .await;
+    let c = client();
+    let get = |url: String| {
+        let c = c.clone();
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            let status = r.status().as_u16();
+            let allow = r
+                .headers()
+                .get("allow")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, allow, r.text().await.unwrap())
+        }
+    };
+    let url = gw.url("mc");
+
+    let (status, _, body) = get(format!("{url}?key=mc-url-key-123")).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (200, ""),
+        "the check is answered, empty"
+    );
+    let (status, _, body) = get(format!("{url}?key=guess")).await;
+    let b: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, b["message"].as_str()),
+        (401, Some("bad credentials")),
+        "{b}"
+    );
+    let (status, _, _) = get(url.clone()).await;
+    assert_eq!(status, 401, "no token");
+    let (status, _, body) = get(gw.url("far")).await;
+    let b: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (status, b["error"].as_str()),
+        (403, Some("ip_not_allowed")),
+        "{b}"
+    );
+
+    // Another method is refused, and the refusal names the two this source takes.
+    let r = c
+        .put(format!("{url}?key=mc-url-key-123"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    assert_eq!(
+        r.headers().get("allow").map(|v| v.as_bytes()),
+        Some(&b"GET, POST"[..])
+    );
+    // A source without the handshake takes no GET.
+    let (status, allow, _) = get(gw.url("plain")).await;
+    assert_eq!((status, allow.as_deref()), (405, Some("POST")));
+
+    // The events themselves are POSTs, stored as ever.
+    let (status, b) = post(
+        &c,
+        &format!("{url}?key=mc-url-key-123"),
+        "application/x-www-form-urlencoded",
+        "type=subscribe&data[email]=ada%40example.com",
+    )
+    .await;
+    assert_eq!(status, 202, "{b}");
+    let mut conn = redis.conn();
+    let n: u64 = redis::cmd("XLEN")
+        .arg("hookgate:inbound")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(n, 1, "only the POST was stored");
+
+    let m = gw.metrics().await;
+    for line in [
+        "hookgate_inbound_requests_total{source=\"mc\",status=\"200\"} 1",
+        "hookgate_inbound_requests_total{source=\"mc\",status=\"401\"} 2",
+        "hookgate_inbound_requests_total{source=\"mc\",status=\"405\"} 1",
+        "hookgate_inbound_requests_total{source=\"far\",status=\"403\"} 1",
+    ] {
+        assert!(m.contains(line), "{line}\n{m}");
+    }
+    gw.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn stored_entry_keeps_raw_body_and_drops_credentials() {
     let redis = Redis::start();
@@ -1595,5 +1699,44 @@ async fn ids_that_are_numbers_and_events_without_one() {
             .await
             .contains("hookgate_dedup_id_missing_total{source=\"open\"} 11"),
         "counted"
+    );
+}
+
+/// `dedup: { body: true }`: a source whose events carry no id (or a batch of several) is deduplicated by
+/// the exact bytes, JSON or form: the same request again is a duplicate named by its hash, another body
+/// is a new event, and none of it counts as an id that was missing. An invalid body is still refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn dedup_on_the_exact_body() {
+    let redis = Redis::start();
+    let file = "source: bytes\nallow_ips: [127.0.0.0/8]\ndedup: { body: true, ttl: 1h }\n";
+    let gw = Gateway::start(&redis, &[("bytes.yaml", file)], "").await;
+    let c = client();
+    let url = gw.url("bytes");
+    let json_ct = "application/json";
+    let form = "application/x-www-form-urlencoded";
+    let batch = r#"[{"event":"open","sg_event_id":"a"},{"event":"click","sg_event_id":"b"}]"#;
+    assert_eq!(post(&c, &url, json_ct, batch).await.0, 202);
+    let (s, b) = post(&c, &url, json_ct, batch).await;
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(batch.as_bytes()));
+    assert_eq!(
+        (s, b["duplicate"].as_bool(), b["event_id"].as_str()),
+        (
+            200,
+            Some(true),
+            Some(format!("body-sha256:{hash}").as_str())
+        )
+    );
+    // The same events in another batch are another body: a new event.
+    let rebatched = r#"[{"event":"open","sg_event_id":"a"}]"#;
+    assert_eq!(post(&c, &url, json_ct, rebatched).await.0, 202);
+    let subscribe = "type=subscribe&data[email]=ada%40example.com";
+    assert_eq!(post(&c, &url, form, subscribe).await.0, 202);
+    assert_eq!(post(&c, &url, form, subscribe).await.0, 200);
+    assert_eq!(post(&c, &url, json_ct, "[1,").await.0, 400, "still checked");
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 3);
+    let m = gw.metrics().await;
+    assert!(
+        !m.contains("hookgate_dedup_id_missing_total{source=\"bytes\"}"),
+        "{m}"
     );
 }

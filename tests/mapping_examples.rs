@@ -96,6 +96,7 @@ fn every_provider_has_a_mapping_with_tests() {
             "calendly",
             "github",
             "hubspot",
+            "mailchimp",
             "sendgrid",
             "shopify",
             "standard-webhooks",

@@ -109,7 +109,8 @@ pub fn body_limit(sources: &SourceRegistry, uri: &Uri, default: u64) -> Option<u
 }
 
 /// The router matched the path's shape, so [`source_name`] finds the name; one that is not UTF-8 is no
-/// source (404). Another method than POST gets 405 with `Allow`.
+/// source (404). Another method than POST gets 405 with `Allow`, but for a GET to a source that answers
+/// its provider's check of the URL (`handshake: get`).
 async fn route(st: Arc<InboundState>, req: Request) -> Response {
     let refuse = |e: Error| {
         count_refusal(&st.sources, req.uri(), &e);
@@ -119,7 +120,14 @@ async fn route(st: Arc<InboundState>, req: Request) -> Response {
         return refuse(Error::NotFound);
     };
     if req.method() != Method::POST {
-        return refuse(Error::MethodNotAllowed("POST"));
+        let answers_get = st.sources.get(&name).is_some_and(|s| s.answers_get);
+        if !(answers_get && req.method() == Method::GET) {
+            return refuse(Error::MethodNotAllowed(if answers_get {
+                "GET, POST"
+            } else {
+                "POST"
+            }));
+        }
     }
     let peer = req
         .extensions()
@@ -142,6 +150,9 @@ async fn receive(st: Arc<InboundState>, name: String, peer: SocketAddr, req: Req
     // What needs no body is refused at once. A burst waits briefly for a slot before its body is read;
     // a sustained overload gets 503 (a sender told to retry, which a 403 or 415 never should be).
     let result = async {
+        if parts.method == Method::GET {
+            return handshake_get(&st, &src, peer, &parts);
+        }
         let admitted = admit(&st, &src, peer, &parts)?;
         let Some(_slot) =
             crate::admission::permit_within(&st.in_flight, crate::config::IN_FLIGHT_WAIT).await
@@ -194,13 +205,27 @@ fn coding_other_than(headers: &HeaderMap, name: header::HeaderName, ok: &str) ->
     })
 }
 
-/// The checks on the head and the address: header count, allowlist, declared length, content type.
-fn admit<'h>(
+/// `handshake: get`: the provider's GET of the URL gets an empty 200 once the checks a GET can pass have
+/// (header count, allowlist, the credential). No body is read, nothing is stored.
+fn handshake_get(
     st: &InboundState,
     src: &InboundSource,
     peer: SocketAddr,
-    parts: &'h Parts,
-) -> Result<Admitted<'h>, Error> {
+    parts: &Parts,
+) -> Result<Response, Error> {
+    admit_sender(st, src, peer, parts)?;
+    verify(st, src, peer, parts, &[], SystemTime::now())?;
+    tracing::info!(source = %src.name, "handshake answered; nothing stored");
+    Ok(reply(StatusCode::OK, None, Body::empty()))
+}
+
+/// The checks on the head's size and the sender's address: header count, allowlist. The client address.
+fn admit_sender(
+    st: &InboundState,
+    src: &InboundSource,
+    peer: SocketAddr,
+    parts: &Parts,
+) -> Result<IpAddr, Error> {
     let headers = &parts.headers;
     // The request-id layer has set `x-request-id`: not the sender's field. An HTTP/2 request names its
     // host in `:authority`, no field here, where HTTP/1's Host line counts against the same limit.
@@ -222,6 +247,18 @@ fn admit<'h>(
     if !src.allow.allows(client) {
         return Err(Error::IpNotAllowed(client));
     }
+    Ok(client)
+}
+
+/// The checks on the head and the address: header count, allowlist, declared length, content type.
+fn admit<'h>(
+    st: &InboundState,
+    src: &InboundSource,
+    peer: SocketAddr,
+    parts: &'h Parts,
+) -> Result<Admitted<'h>, Error> {
+    let headers = &parts.headers;
+    let client = admit_sender(st, src, peer, parts)?;
     let limit = src.max_body.unwrap_or(st.default_max_body);
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -282,26 +319,7 @@ async fn accept(
         None => read_limited(body, limit).await?,
     };
 
-    if let Some(verifier) = &src.verifier {
-        // Only the schemes that sign the URL (twilio, hubspot, a `{url}` template, a token parameter)
-        // read it.
-        let url = if verifier.needs_url() {
-            signed_url(peer, headers, &parts.uri, &st.trusted_proxies)
-        } else {
-            String::new()
-        };
-        let req = SignedRequest {
-            method: parts.method.as_str(),
-            url: &url,
-            headers,
-            body: &raw,
-        };
-        if let Err(e) = verifier.verify(&req, now) {
-            ::metrics::counter!("hookgate_verify_failures_total", "source" => src.name.clone(), "reason" => e.reason())
-                .increment(1);
-            return Err(Error::Unauthorized(e.to_string()));
-        }
-    }
+    verify(st, src, peer, parts, &raw, now)?;
     let preset = src.verifier.as_ref().map(|v| v.preset());
     if let Some(h) = super::handshake::of(preset, kind, &raw, st.max_json_depth)? {
         tracing::info!(source = %src.name, "handshake answered; nothing stored");
@@ -371,6 +389,37 @@ async fn accept(
             Err(Error::Unavailable)
         }
     }
+}
+
+/// The source's signature or credential check; a failure is counted by its reason.
+fn verify(
+    st: &InboundState,
+    src: &InboundSource,
+    peer: SocketAddr,
+    parts: &Parts,
+    body: &[u8],
+    now: SystemTime,
+) -> Result<(), Error> {
+    let Some(verifier) = &src.verifier else {
+        return Ok(());
+    };
+    // Only the schemes that sign the URL (twilio, hubspot, a `{url}` template, a token parameter) read it.
+    let url = if verifier.needs_url() {
+        signed_url(peer, &parts.headers, &parts.uri, &st.trusted_proxies)
+    } else {
+        String::new()
+    };
+    let req = SignedRequest {
+        method: parts.method.as_str(),
+        url: &url,
+        headers: &parts.headers,
+        body,
+    };
+    verifier.verify(&req, now).map_err(|e| {
+        ::metrics::counter!("hookgate_verify_failures_total", "source" => src.name.clone(), "reason" => e.reason())
+            .increment(1);
+        Error::Unauthorized(e.to_string())
+    })
 }
 
 async fn read_limited<B>(body: B, limit: u64) -> Result<Bytes, Error>
@@ -465,6 +514,16 @@ fn validate_and_dedup_id(
         (Some((DedupKey::Path(p), _)), BodyKind::Form(_)) => p
             .first(&payload::parse(kind, raw, max_depth)?)
             .and_then(id_text),
+        // The exact bytes, by choice: not counted as an id that was missing.
+        (Some((DedupKey::Body, _)), kind) => {
+            match kind {
+                BodyKind::Json => payload::validate_json(raw, max_depth)?,
+                BodyKind::Form(_) => {
+                    payload::parse(kind, raw, max_depth)?;
+                }
+            }
+            return Ok(Some(body_id(raw)));
+        }
         (dedup, BodyKind::Json) => {
             payload::validate_json(raw, max_depth)?;
             header_id(dedup, headers)
@@ -482,10 +541,7 @@ fn validate_and_dedup_id(
         None if src.dedup.is_some() => {
             ::metrics::counter!("hookgate_dedup_id_missing_total", "source" => src.name.clone())
                 .increment(1);
-            return Ok(Some(format!(
-                "body-sha256:{}",
-                hex::encode(sha2::Sha256::digest(raw))
-            )));
+            return Ok(Some(body_id(raw)));
         }
         id => id,
     };
@@ -498,6 +554,11 @@ fn validate_and_dedup_id(
             hex::encode(sha2::Sha256::digest(id.as_bytes()))
         )),
     }))
+}
+
+/// The id of an event known by its exact bytes (`dedup: { body: true }`, or no usable id).
+fn body_id(raw: &[u8]) -> String {
+    format!("body-sha256:{}", hex::encode(sha2::Sha256::digest(raw)))
 }
 
 /// An id is a string, or an integer within 64 bits as its decimal text. Any other number (a fraction,

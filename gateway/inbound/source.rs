@@ -25,6 +25,8 @@ pub struct SourceSpec {
     /// `response:` what a stored event (or a redelivery) is answered with, for senders that read it;
     /// compiled and checked where the file is parsed.
     pub response: Option<Answer>,
+    /// `handshake:` a check of the URL the provider makes before it sends events there.
+    pub handshake: Option<HandshakeSpec>,
     /// Where `verify:` and each of its options are written, for the problems found when its secrets are
     /// resolved at serve time.
     pub verify_places: OptionPlaces,
@@ -44,21 +46,30 @@ impl OptionPlaces {
         self.options
             .iter()
             .find(|(name, _)| {
-                let named = |text: &str| {
-                    text.strip_prefix(name.as_str())
-                        .is_some_and(|rest| rest.starts_with([':', '[']))
+                let (text, ends) = match problem.strip_prefix('`') {
+                    Some(quoted) => (quoted, &['`'][..]),
+                    None => (problem, &[':', '['][..]),
                 };
-                let quoted = |text: &str| {
-                    text.strip_prefix(name.as_str())
-                        .is_some_and(|rest| rest.starts_with('`'))
-                };
-                named(problem) || problem.strip_prefix('`').is_some_and(quoted)
+                text.strip_prefix(name.as_str())
+                    .is_some_and(|rest| rest.starts_with(ends))
             })
             .map_or(self.section, |(_, at)| *at)
     }
 }
 
-/// `dedup: { id: $.id, ttl: 72h }` or `dedup: { header: X-GitHub-Delivery }`.
+/// `handshake:` how a provider checks the URL before it sends events there (Slack's, read from signed
+/// POSTs, needs no setting: its preset implies it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HandshakeSpec {
+    /// A GET of the URL, as Mailchimp sends when a webhook is saved (it saves none that fails): answered
+    /// `200` with an empty body once the allowlist and the credential check pass; nothing is stored. Only
+    /// a check a GET can carry will do (a token or basic auth, or the allowlist alone): there is no body
+    /// to sign.
+    Get,
+}
+
+/// `dedup: { id: $.id, ttl: 72h }`, `dedup: { header: X-GitHub-Delivery }` or `dedup: { body: true }`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DedupSpec {
@@ -68,6 +79,10 @@ pub struct DedupSpec {
     /// A request header.
     #[serde(default)]
     pub header: Option<String>,
+    /// The exact body: for senders whose events carry no id (Mailchimp, Brevo, ActiveCampaign) or whose
+    /// batches carry several (SendGrid), a request sent again is stored once.
+    #[serde(default)]
+    pub body: Option<bool>,
     /// How long an id is remembered; default 72h.
     #[serde(default)]
     pub ttl: Option<Spanned<String>>,
@@ -205,6 +220,8 @@ pub fn dedup_ttl(text: &str) -> Result<Duration, String> {
 pub enum DedupKey {
     Path(JsonPath),
     Header(http::HeaderName),
+    /// The SHA-256 of the exact body.
+    Body,
 }
 
 /// A head problem, at a place in the file (line 0: the place is the `source:` key).
@@ -230,6 +247,8 @@ pub struct InboundSource {
     pub answer: Option<Answer>,
     /// Headers that carry a credential and are never stored.
     pub secret_headers: Vec<http::HeaderName>,
+    /// `handshake: get`: a GET of the URL is answered (after the allowlist and the credential check).
+    pub answers_get: bool,
     pub metrics: super::metrics::SourceMetrics,
 }
 
@@ -277,15 +296,16 @@ impl InboundSource {
             secret_headers.push(h);
         }
         let dedup = spec.dedup.as_ref().and_then(|d| {
-            let key = match (&d.id, &d.header) {
-                (Some(p), None) => match JsonPath::compile(&p.value) {
+            let key = match (&d.id, &d.header, d.body == Some(true)) {
+                (None, None, true) => Some(DedupKey::Body),
+                (Some(p), None, false) => match JsonPath::compile(&p.value) {
                     Ok(path) => Some(DedupKey::Path(path)),
                     Err(e) => {
                         problems.push(at(&p.referenced, format!("dedup.id: {}", e.message)));
                         None
                     }
                 },
-                (None, Some(h)) => match http::HeaderName::try_from(h.as_str()) {
+                (None, Some(h), false) => match http::HeaderName::try_from(h.as_str()) {
                     Ok(h) => Some(DedupKey::Header(h)),
                     Err(_) => {
                         problems.push(at(
@@ -298,7 +318,8 @@ impl InboundSource {
                 _ => {
                     problems.push(at(
                         &spec.name.referenced,
-                        "dedup: give exactly one of `id` (a JSONPath) or `header`".into(),
+                        "dedup: give exactly one of `id` (a JSONPath), `header` or `body: true`"
+                            .into(),
                     ));
                     None
                 }
@@ -337,6 +358,7 @@ impl InboundSource {
             max_body: spec.max_body.map(|b| b.as_u64()),
             answer,
             secret_headers,
+            answers_get: spec.handshake == Some(HandshakeSpec::Get),
             metrics: Default::default(),
         })
     }

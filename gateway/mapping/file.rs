@@ -8,7 +8,7 @@ use super::transform::Lookups;
 use super::value::Env;
 use super::yaml::{self, Ctx, Key, Kind, Loc, Node};
 use super::{Mapping, SourceFile};
-use crate::inbound::source::{DedupSpec, OptionPlaces, ResponseSpec, SourceSpec};
+use crate::inbound::source::{DedupSpec, HandshakeSpec, OptionPlaces, ResponseSpec, SourceSpec};
 use crate::inbound::verify::VerifySpec;
 use crate::jsonpath::JsonPath;
 use bytesize::ByteSize;
@@ -30,6 +30,7 @@ const TOP_KEYS: &[&str] = &[
     "dedup",
     "max_body",
     "response",
+    "handshake",
     "lookups",
     "rules",
     "tests",
@@ -93,6 +94,7 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
     let dedup: Option<DedupSpec> = field(ctx, text, root, "dedup", &mut ok);
     let max_body: Option<ByteSize> = field(ctx, text, root, "max_body", &mut ok);
     let response: Option<ResponseSpec> = field(ctx, text, root, "response", &mut ok);
+    let handshake: Option<HandshakeSpec> = field(ctx, text, root, "handshake", &mut ok);
     let name: Option<serde_saphyr::Spanned<String>> = field(ctx, text, root, "source", &mut ok);
     match (source, &name) {
         (None, _) => {
@@ -155,6 +157,17 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
             None
         }
     };
+    if let (Some(HandshakeSpec::Get), Some(v)) = (handshake, &verify) {
+        if !v.checks_a_get() {
+            let at = entry(root, "handshake").map_or(root.loc, |(_, v)| v.loc);
+            ctx.error(
+                at,
+                format!("handshake: get: a GET has no body, so preset {} cannot check it", v.preset),
+            )
+            .hint = Some("a sender that checks its URL with a GET (Mailchimp) signs nothing: put a token in the URL you give it, verify: { preset: token, param: key, secret: \"${env:NAME}\" }, or use allow_ips alone".to_owned());
+            ok = false;
+        }
+    }
     // The verifier's options and the spelling of its secret references (their values are read only
     // when serving), so that `hookgate check` finds a broken head before a deploy does.
     let verify_places = option_places(root, "verify");
@@ -173,6 +186,7 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
         dedup,
         max_body,
         response,
+        handshake,
         verify_places,
     })
 }
@@ -249,14 +263,21 @@ fn option_places(root: &Node, key: &str) -> OptionPlaces {
     }
 }
 
-/// `dedup`: exactly one of `id` (a path that compiles) and `header`; `ttl` a duration.
+/// `dedup`: exactly one of `id` (a path that compiles), `header` and `body: true`; `ttl` a duration.
 fn check_dedup(ctx: &mut Ctx, root: &Node, d: &DedupSpec) -> bool {
     let at = key_loc(root, "dedup");
     let mut ok = true;
-    if d.id.is_some() == d.header.is_some() {
+    let given = [d.id.is_some(), d.header.is_some(), d.body.is_some()];
+    if given.iter().filter(|g| **g).count() != 1 {
         ctx.error(
             at,
-            "dedup: give exactly one of `id` (a JSONPath into the body) or `header`",
+            "dedup: give exactly one of `id` (a JSONPath into the body), `header` or `body: true`",
+        );
+        ok = false;
+    } else if d.body == Some(false) {
+        ctx.error(
+            at,
+            "dedup: `body: false` keeps no id; leave `dedup:` out to store every request",
         );
         ok = false;
     }

@@ -16,6 +16,6 @@ for r in json.load(sys.stdin):
     try:
         key = webhook.convert_public_key_to_ecdsa(r["public_key"])
         out.append(bool(webhook.verify_signature(r["body"], r["signature"], r["timestamp"], key)))
-    except Exception:  # a key or signature the library cannot even parse verifies nothing
+    except ValueError:  # a key or signature (base64) the library cannot parse verifies nothing
         out.append(False)
 json.dump(out, sys.stdout)

@@ -291,49 +291,27 @@ impl PublicKey {
         Ok(PublicKey::Ed25519(key))
     }
 
-    /// Whether `text`, given as a public key, is something secret by mistake: a Standard Webhooks private
-    /// key (`whsk_`) or secret (`whsec_`), a PEM private key, or the base64 of a P-256 private key (PKCS#8
-    /// or SEC1 DER). Such text is never shown, not even in `hookgate check`'s excerpt of the line.
-    pub(crate) fn is_secret_by_mistake(text: &str) -> bool {
-        use p256::pkcs8::DecodePrivateKey;
-        let text = text.trim();
-        if text.starts_with("whsk_") || text.starts_with("whsec_") || text.contains("PRIVATE KEY") {
-            return true;
-        }
-        let compact: String = text.split_ascii_whitespace().collect();
-        base64_decode(&compact).is_some_and(|der| {
-            p256::SecretKey::from_pkcs8_der(&der).is_ok()
-                || p256::SecretKey::from_sec1_der(&der).is_ok()
-        })
-    }
-
     /// SendGrid's verification key: the base64 of a DER SubjectPublicKeyInfo, as SendGrid's settings
-    /// page and API show it (line breaks allowed), or the same in PEM. The point must be on the curve
-    /// and not the identity (the SEC1 decoding checks both).
+    /// page and API show it, or the same in PEM (one line, as SendGrid's own library wraps the key, or
+    /// many, any width). The point must be on the curve and not the identity (the SEC1 decoding checks
+    /// both).
     fn parse_p256(text: &str) -> Result<PublicKey, &'static str> {
-        use p256::pkcs8::{DecodePrivateKey, DecodePublicKey};
+        use p256::pkcs8::DecodePublicKey;
         const WHAT: &str = "not a P-256 public key (expected SendGrid's verification key: the base64 of its DER SubjectPublicKeyInfo, or PEM)";
+        const PRIVATE: &str = "this is a private key; give the public (verification) key";
         let text = text.trim();
         if text.contains("PRIVATE KEY") {
-            return Err("this is a private key; give the public (verification) key");
+            return Err(PRIVATE);
         }
-        if text.starts_with("-----BEGIN PUBLIC KEY-----") {
-            return p256::ecdsa::VerifyingKey::from_public_key_pem(text)
-                .map(PublicKey::EcdsaP256)
-                .map_err(|_| WHAT);
-        }
-        let compact: String = text.split_ascii_whitespace().collect();
+        let inner = text
+            .strip_prefix("-----BEGIN PUBLIC KEY-----")
+            .and_then(|t| t.strip_suffix("-----END PUBLIC KEY-----"))
+            .unwrap_or(text);
+        let compact: String = inner.split_ascii_whitespace().collect();
         let der = base64_decode(&compact).ok_or(WHAT)?;
-        match p256::ecdsa::VerifyingKey::from_public_key_der(&der) {
-            Ok(key) => Ok(PublicKey::EcdsaP256(key)),
-            Err(_)
-                if p256::SecretKey::from_pkcs8_der(&der).is_ok()
-                    || p256::SecretKey::from_sec1_der(&der).is_ok() =>
-            {
-                Err("this is a private key; give the public (verification) key")
-            }
-            Err(_) => Err(WHAT),
-        }
+        p256::ecdsa::VerifyingKey::from_public_key_der(&der)
+            .map(PublicKey::EcdsaP256)
+            .map_err(|_| if is_private_key(&der) { PRIVATE } else { WHAT })
     }
 
     /// The kind of key this is.
@@ -344,28 +322,71 @@ impl PublicKey {
         }
     }
 
-    /// Whether `signature` is this key's signature of `message`.
+    /// Whether `signature` is this key's signature of `content` (prepared for this kind of key).
     ///
     /// - Ed25519: strict verification (RFC 8032's checks plus canonical encodings), so no signature
     ///   has a second valid form.
     /// - ECDSA: strict DER, and both forms of `s` (low and high), as SendGrid's own libraries (OpenSSL)
     ///   accept: what SendGrid signs is not normalised. The second form changes nothing here, since
     ///   dedup never reads the signature.
-    pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
-        match self {
-            PublicKey::Ed25519(key) => match ed25519_dalek::Signature::from_slice(signature) {
-                Ok(sig) => key.verify_strict(message, &sig).is_ok(),
-                Err(_) => false,
-            },
-            PublicKey::EcdsaP256(key) => {
-                use p256::ecdsa::signature::Verifier as _;
-                match p256::ecdsa::Signature::from_der(signature) {
-                    Ok(sig) => key.verify(message, &sig).is_ok(),
+    pub(crate) fn verifies(&self, content: &SignedContent, signature: &[u8]) -> bool {
+        match (self, content) {
+            (PublicKey::Ed25519(key), SignedContent::Whole(message)) => {
+                match ed25519_dalek::Signature::from_slice(signature) {
+                    Ok(sig) => key.verify_strict(message, &sig).is_ok(),
                     Err(_) => false,
                 }
             }
+            (PublicKey::EcdsaP256(key), SignedContent::Sha256(digest)) => {
+                use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
+                match p256::ecdsa::Signature::from_der(signature) {
+                    Ok(sig) => key.verify_prehash(digest, &sig).is_ok(),
+                    Err(_) => false,
+                }
+            }
+            // Content prepared for the other kind verifies nothing.
+            _ => false,
         }
     }
+}
+
+/// The signed content as a kind of key takes it, prepared once per request for every key and signature:
+/// Ed25519 takes the message whole (it hashes it twice, with the key between), ECDSA its SHA-256, fed
+/// piece by piece so the body is not copied.
+pub(crate) enum SignedContent {
+    Whole(Vec<u8>),
+    Sha256([u8; 32]),
+}
+
+impl KeyKind {
+    /// `pieces`, concatenated, as this kind of key verifies them.
+    pub(crate) fn prepare(self, pieces: &[&[u8]]) -> SignedContent {
+        match self {
+            KeyKind::Ed25519 => SignedContent::Whole(pieces.concat()),
+            KeyKind::EcdsaP256 => {
+                let mut hash = Sha256::new();
+                for piece in pieces {
+                    hash.update(piece);
+                }
+                SignedContent::Sha256(hash.finalize().into())
+            }
+        }
+    }
+}
+
+/// Whether `der` is a private key: PKCS#8 of any algorithm, or an EC key in SEC1 form (`openssl ec`'s).
+fn is_private_key(der: &[u8]) -> bool {
+    p256::pkcs8::PrivateKeyInfo::try_from(der).is_ok()
+        || p256::SecretKey::from_sec1_der(der).is_ok()
+}
+
+/// Whether text given as a public key may be shown (in `hookgate check`'s excerpt of its line): only when
+/// it is a usable public key of some kind. Anything else may be a secret given by mistake (a private key
+/// in any form, a shared secret, an API key), and its problem is told without it.
+pub(crate) fn is_public_key(text: &str) -> bool {
+    [KeyKind::Ed25519, KeyKind::EcdsaP256]
+        .into_iter()
+        .any(|kind| PublicKey::parse(kind, text).is_ok())
 }
 
 #[cfg(test)]
@@ -500,23 +521,24 @@ mod tests {
             let key = PublicKey::parse(KeyKind::Ed25519, &whpk)
                 .unwrap_or_else(|e| panic!("test {}: {e}", i + 1));
             let (message, signature) = (decode(message), decode(signature));
-            assert!(key.verifies(&message, &signature), "test {}", i + 1);
+            let whole = |m: &[u8]| KeyKind::Ed25519.prepare(&[m]);
+            assert!(key.verifies(&whole(&message), &signature), "test {}", i + 1);
             let mut changed = message.clone();
             changed.push(0);
             assert!(
-                !key.verifies(&changed, &signature),
+                !key.verifies(&whole(&changed), &signature),
                 "test {}: longer message",
                 i + 1
             );
             let mut bad = signature.clone();
             bad[10] ^= 1;
             assert!(
-                !key.verifies(&message, &bad),
+                !key.verifies(&whole(&message), &bad),
                 "test {}: changed signature",
                 i + 1
             );
             assert!(
-                !key.verifies(&message, &signature[..63]),
+                !key.verifies(&whole(&message), &signature[..63]),
                 "test {}: short signature",
                 i + 1
             );
@@ -524,7 +546,7 @@ mod tests {
             let other = PublicKey::parse(KeyKind::Ed25519, &BASE64.encode(decode(other)))
                 .unwrap_or_else(|e| panic!("{e}"));
             assert!(
-                !other.verifies(&message, &signature),
+                !other.verifies(&whole(&message), &signature),
                 "test {}: another key",
                 i + 1
             );

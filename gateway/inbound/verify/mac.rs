@@ -1,5 +1,6 @@
 //! The signature engine shared by every MAC-based preset (stripe, standard-webhooks, github,
-//! shopify, hubspot, typeform, calendly, slack) and the generic `hmac` preset.
+//! shopify, hubspot, typeform, calendly, slack), the generic `hmac` preset, and the public-key
+//! signatures of standard-webhooks (`v1a`) and sendgrid.
 //!
 //! A scheme is data: where the signatures come from ([`Carrier`]), where the timestamp and id come
 //! from, what content is signed ([`Template`]), which MAC and which encoding. Presets differ only
@@ -160,7 +161,7 @@ pub(crate) struct MacScheme {
 /// Signatures and timestamp as read from the carrier, still encoded.
 struct Received<'a> {
     signatures: Vec<&'a str>,
-    /// Public-key signatures (Standard Webhooks `v1a`).
+    /// Public-key signatures (Standard Webhooks `v1a`, SendGrid's).
     asymmetric: Vec<&'a str>,
     timestamp: Option<&'a str>,
     field: &'a str,
@@ -216,7 +217,7 @@ impl Carrier {
             }
             Carrier::PublicKeySignature { name } => Ok(Received {
                 signatures: Vec::new(),
-                asymmetric: vec![header(req.headers, name)?.trim()],
+                asymmetric: vec![header(req.headers, name)?],
                 timestamp: None,
                 field: name,
             }),
@@ -356,16 +357,19 @@ pub(crate) fn any_key_matches(
     matched
 }
 
-/// True when any public key verifies any received signature of `message` (its pieces concatenated:
-/// Ed25519 hashes the message twice, so it takes it whole; ECDSA takes it whole too). Nothing secret is compared, so this need
-/// not run in constant time.
+/// True when any public key verifies any received signature of `message`, prepared once for them all
+/// (every key of a scheme is of one kind). Nothing secret is compared, so this need not run in
+/// constant time.
 fn any_public_key_verifies(keys: &[PublicKey], message: &[&[u8]], signatures: &[Vec<u8>]) -> bool {
-    if keys.is_empty() || signatures.is_empty() {
+    let Some(first) = keys.first() else {
+        return false;
+    };
+    if signatures.is_empty() {
         return false;
     }
-    let message = message.concat();
+    let content = first.kind().prepare(message);
     keys.iter()
-        .any(|key| signatures.iter().any(|sig| key.verifies(&message, sig)))
+        .any(|key| signatures.iter().any(|sig| key.verifies(&content, sig)))
 }
 
 fn url_candidates(url: &str, form: UrlForm, used: bool) -> Vec<String> {

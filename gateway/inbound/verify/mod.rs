@@ -165,6 +165,12 @@ pub struct VerifySpec {
 }
 
 impl VerifySpec {
+    /// Whether a request without a body can pass: only a credential (a token, basic auth) can be checked
+    /// on a GET, which a provider's check of the URL is (`handshake: get`).
+    pub fn checks_a_get(&self) -> bool {
+        matches!(self.preset, Preset::Token | Preset::Basic)
+    }
+
     /// The files its secret references name (`${file:/path}`): a served set is reloaded when one of them
     /// changes (a rotated Kubernetes Secret), though no mapping file did.
     pub fn secret_files(&self) -> Vec<std::path::PathBuf> {
@@ -181,10 +187,10 @@ impl VerifySpec {
     }
 }
 
-/// Whether a public key written in a source file may be shown in a diagnostic's excerpt: not when it is
-/// a private key or a shared secret given by mistake.
+/// Whether a public key written in a source file may be shown in a diagnostic's excerpt: only when it is
+/// one. Anything else may be a secret given by mistake.
 pub fn public_key_may_be_shown(text: &str) -> bool {
-    !crypto::PublicKey::is_secret_by_mistake(text)
+    crypto::is_public_key(text)
 }
 
 /// What a verifier sees of a request. `url` is the URL as received (scheme://host/path?query).

@@ -1198,7 +1198,7 @@ mod sendgrid {
     );
     /// The other key of the library's `test_verify_bad_key`.
     const OTHER_KEY: &str = "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEqTxd43gyp8IOEto2LdIfjRQrIbsd4SXZkLW6jDutdhXSJCWHw8REntlo7aNDthvj+y7GjUuFDb/R1NGe1OPzpA==";
-    /// The library's `test_verify_bad_signature`: one character changed near the end.
+    /// The library's `test_verify_bad_signature`: another signature (its r and s both differ).
     const BAD_SIGNATURE: &str = "MEUCIQCtIHJeH93Y+qpYeWrySphQgpNGNr/U+UyUlBkU6n7RAwIgJTz2C+8a8xonZGi6BpSzoQsbVRamr2nlxFDWYNH3j/0=";
     const SIG_HEADER: &str = "X-Twilio-Email-Event-Webhook-Signature";
     const TS_HEADER: &str = "X-Twilio-Email-Event-Webhook-Timestamp";
@@ -1254,6 +1254,12 @@ mod sendgrid {
         );
         assert_eq!(
             verify(&v, SIGNATURE, TIMESTAMP, PAYLOAD, NOW - 500),
+            "stale"
+        );
+        // The window is checked first: a stale request is refused as stale, before any curve work, even
+        // with a signature that would not verify.
+        assert_eq!(
+            verify(&v, BAD_SIGNATURE, TIMESTAMP, PAYLOAD, NOW + 400),
             "stale"
         );
         let day = build(VerifySpec {
@@ -1316,14 +1322,17 @@ mod sendgrid {
 
     #[test]
     fn the_key_is_read_as_sendgrid_shows_it_or_as_pem_and_checked() {
-        // PEM, and the base64 broken over lines, as pasted from a terminal.
+        // PEM in 64 columns, PEM of one line (as SendGrid's own library wraps the key), and the base64
+        // broken over lines, as pasted from a terminal.
         let pem = format!(
             "-----BEGIN PUBLIC KEY-----\n{}\n{}\n-----END PUBLIC KEY-----\n",
             &PUBLIC_KEY[..64],
             &PUBLIC_KEY[64..]
         );
+        let one_line =
+            format!("-----BEGIN PUBLIC KEY-----\n{PUBLIC_KEY}\n-----END PUBLIC KEY-----");
         let wrapped = format!("{}\n {}", &PUBLIC_KEY[..40], &PUBLIC_KEY[40..]);
-        for key in [pem.as_str(), wrapped.as_str()] {
+        for key in [pem.as_str(), one_line.as_str(), wrapped.as_str()] {
             assert_eq!(
                 verify(&with_key(key), SIGNATURE, TIMESTAMP, PAYLOAD, NOW),
                 "ok",
@@ -1353,6 +1362,11 @@ mod sendgrid {
         let pem_private = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----";
         assert_eq!(problems(pem_private), found);
         assert_eq!(problems(sec1), found);
+        // A private key of another algorithm (Ed25519, PKCS#8) is a private key too.
+        assert_eq!(
+            problems("MC4CAQAwBQYDK2VwBCIEIAcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcH"),
+            found
+        );
         let not_p256 = ["public_keys[1]: not a P-256 public key (expected SendGrid's verification key: the base64 of its DER SubjectPublicKeyInfo, or PEM)"];
         for other in [p384, ed25519, "not a key", ""] {
             assert_eq!(problems(other), not_p256, "{other}");
