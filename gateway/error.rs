@@ -56,7 +56,7 @@ pub enum Error {
     Overloaded,
     #[error("not found")]
     NotFound,
-    /// The method is not served on this path; `Allow` names the one that is.
+    /// The method is not served on this path; `Allow` names those that are.
     #[error("method not allowed; use {0}")]
     MethodNotAllowed(&'static str),
     /// The same on a router path that serves several methods: the router adds `Allow` itself.

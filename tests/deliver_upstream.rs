@@ -1305,6 +1305,15 @@ async fn a_mailchimp_audience_webhook_is_checked_then_synced() {
 
     let r = client().get(&url).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200, "Mailchimp's check of the URL");
+    let listed = admin_get(&gw, "/v1/sources").await;
+    assert_eq!(
+        (
+            &listed["sources"][0]["handshake"],
+            &listed["sources"][0]["dedup"]
+        ),
+        (&json!("get"), &json!(true)),
+        "{listed}"
+    );
     let form =
         std::fs::read_to_string(repo_root().join("mappings/testdata/mailchimp_subscribe.form"))
             .unwrap();

@@ -546,10 +546,10 @@ async fn the_webhook_route_answers_as_a_router_would() {
 }
 
 /// `handshake: get`: the GET a provider (Mailchimp) sends to check a URL before it saves a webhook gets
-/// an empty 200 once the allowlist and the credential a GET can carry (here a token in the query) pass;
-/// a wrong or missing token gets 401 and an address outside the allowlist 403, as a POST would. Nothing
-/// a GET brings is stored, each answer is counted under its source, and the source's 405 names both
-/// methods it takes.
+/// an empty 200 that no cache keeps, with or without the source's token (a GET is no event: nothing is
+/// read, stored or done); HEAD alike, and a GET with a body is still only a check. An address outside the
+/// allowlist gets 403, as a POST would. A POST still needs the token. Each answer is counted under its
+/// source, and the source's 405 names the methods it takes; a source without the handshake takes no GET.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_providers_get_check_of_the_url_is_answered_and_not_stored() {
     let redis = Redis::start();
@@ -569,36 +569,40 @@ async fn a_providers_get_check_of_the_url_is_answered_and_not_stored() {
     )
     .await;
     let c = client();
-    let get = |url: String| {
+    let send = |method: reqwest::Method, url: String, body: &'static str| {
         let c = c.clone();
         async move {
-            let r = c.get(url).send().await.unwrap();
+            let r = c.request(method, url).body(body).send().await.unwrap();
             let status = r.status().as_u16();
-            let allow = r
-                .headers()
-                .get("allow")
-                .map(|v| v.to_str().unwrap().to_owned());
-            (status, allow, r.text().await.unwrap())
+            let header = |name: &str| {
+                r.headers()
+                    .get(name)
+                    .map(|v| v.to_str().unwrap().to_owned())
+            };
+            let (allow, cache) = (header("allow"), header("cache-control"));
+            (status, allow, cache, r.text().await.unwrap())
         }
     };
+    let get = |url: String| send(reqwest::Method::GET, url, "");
     let url = gw.url("mc");
 
-    let (status, _, body) = get(format!("{url}?key=mc-url-key-123")).await;
-    assert_eq!(
-        (status, body.as_str()),
-        (200, ""),
-        "the check is answered, empty"
-    );
-    let (status, _, body) = get(format!("{url}?key=guess")).await;
-    let b: Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(
-        (status, b["message"].as_str()),
-        (401, Some("bad credentials")),
-        "{b}"
-    );
-    let (status, _, _) = get(url.clone()).await;
-    assert_eq!(status, 401, "no token");
-    let (status, _, body) = get(gw.url("far")).await;
+    for (asked, what) in [
+        (format!("{url}?key=mc-url-key-123"), "with the token"),
+        (format!("{url}?key=guess"), "with another"),
+        (url.clone(), "without one"),
+    ] {
+        let (status, _, cache, body) = get(asked).await;
+        assert_eq!(
+            (status, cache.as_deref(), body.as_str()),
+            (200, Some("no-store"), ""),
+            "the check is answered, empty, {what}"
+        );
+    }
+    let (status, _, _, body) = send(reqwest::Method::HEAD, url.clone(), "").await;
+    assert_eq!((status, body.as_str()), (200, ""), "HEAD");
+    let (status, _, _, _) = send(reqwest::Method::GET, url.clone(), r#"{"id":"in-a-get"}"#).await;
+    assert_eq!(status, 200, "a GET with a body is a check all the same");
+    let (status, _, _, body) = get(gw.url("far")).await;
     let b: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         (status, b["error"].as_str()),
@@ -606,29 +610,23 @@ async fn a_providers_get_check_of_the_url_is_answered_and_not_stored() {
         "{b}"
     );
 
-    // Another method is refused, and the refusal names the two this source takes.
-    let r = c
-        .put(format!("{url}?key=mc-url-key-123"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 405);
-    assert_eq!(
-        r.headers().get("allow").map(|v| v.as_bytes()),
-        Some(&b"GET, POST"[..])
-    );
+    // Another method is refused, and the refusal names those this source takes.
+    let (status, allow, _, _) = send(reqwest::Method::PUT, url.clone(), "").await;
+    assert_eq!((status, allow.as_deref()), (405, Some("GET, HEAD, POST")));
     // A source without the handshake takes no GET.
-    let (status, allow, _) = get(gw.url("plain")).await;
+    let (status, allow, _, _) = get(gw.url("plain")).await;
     assert_eq!((status, allow.as_deref()), (405, Some("POST")));
 
-    // The events themselves are POSTs, stored as ever.
-    let (status, b) = post(
-        &c,
-        &format!("{url}?key=mc-url-key-123"),
-        "application/x-www-form-urlencoded",
-        "type=subscribe&data[email]=ada%40example.com",
-    )
-    .await;
+    // The events themselves are POSTs, which need the token, and are stored as ever.
+    let form = "application/x-www-form-urlencoded";
+    let event = "type=subscribe&data[email]=ada%40example.com";
+    let (status, b) = post(&c, &format!("{url}?key=guess"), form, event).await;
+    assert_eq!(
+        (status, b["message"].as_str()),
+        (401, Some("bad credentials")),
+        "{b}"
+    );
+    let (status, b) = post(&c, &format!("{url}?key=mc-url-key-123"), form, event).await;
     assert_eq!(status, 202, "{b}");
     let mut conn = redis.conn();
     let n: u64 = redis::cmd("XLEN")
@@ -639,8 +637,8 @@ async fn a_providers_get_check_of_the_url_is_answered_and_not_stored() {
 
     let m = gw.metrics().await;
     for line in [
-        "hookgate_inbound_requests_total{source=\"mc\",status=\"200\"} 1",
-        "hookgate_inbound_requests_total{source=\"mc\",status=\"401\"} 2",
+        "hookgate_inbound_requests_total{source=\"mc\",status=\"200\"} 5",
+        "hookgate_inbound_requests_total{source=\"mc\",status=\"401\"} 1",
         "hookgate_inbound_requests_total{source=\"mc\",status=\"405\"} 1",
         "hookgate_inbound_requests_total{source=\"far\",status=\"403\"} 1",
     ] {

@@ -26,6 +26,7 @@ pub async fn list(State(live): State<Arc<LiveCatalog>>) -> Json<serde_json::Valu
                 "loaded_at": rfc3339(s.loaded_at),
                 "verify": s.inbound.verifier.as_ref().map(|v| v.preset().to_string()),
                 "dedup": s.inbound.dedup.is_some(),
+                "handshake": s.inbound.answers_get.then_some("get"),
                 "rules": s.mapping.rule_count(),
             })
         })

@@ -109,8 +109,9 @@ pub fn body_limit(sources: &SourceRegistry, uri: &Uri, default: u64) -> Option<u
 }
 
 /// The router matched the path's shape, so [`source_name`] finds the name; one that is not UTF-8 is no
-/// source (404). Another method than POST gets 405 with `Allow`, but for a GET to a source that answers
-/// its provider's check of the URL (`handshake: get`).
+/// source (404). Another method than POST gets 405 with `Allow`, but for a GET (or HEAD) to a source
+/// that answers its provider's check of the URL (`handshake: get`), which [`receive`] decides with the
+/// source it serves the request with.
 async fn route(st: Arc<InboundState>, req: Request) -> Response {
     let refuse = |e: Error| {
         count_refusal(&st.sources, req.uri(), &e);
@@ -119,15 +120,13 @@ async fn route(st: Arc<InboundState>, req: Request) -> Response {
     let Some(name) = source_name(req.uri()) else {
         return refuse(Error::NotFound);
     };
-    if req.method() != Method::POST {
+    if req.method() != Method::POST && !is_get(req.method()) {
         let answers_get = st.sources.get(&name).is_some_and(|s| s.answers_get);
-        if !(answers_get && req.method() == Method::GET) {
-            return refuse(Error::MethodNotAllowed(if answers_get {
-                "GET, POST"
-            } else {
-                "POST"
-            }));
-        }
+        return refuse(Error::MethodNotAllowed(if answers_get {
+            HANDSHAKE_METHODS
+        } else {
+            "POST"
+        }));
     }
     let peer = req
         .extensions()
@@ -150,7 +149,11 @@ async fn receive(st: Arc<InboundState>, name: String, peer: SocketAddr, req: Req
     // What needs no body is refused at once. A burst waits briefly for a slot before its body is read;
     // a sustained overload gets 503 (a sender told to retry, which a 403 or 415 never should be).
     let result = async {
-        if parts.method == Method::GET {
+        // Decided with the source this request is served with: a reload may have changed it since.
+        if is_get(&parts.method) {
+            if !src.answers_get {
+                return Err(Error::MethodNotAllowed("POST"));
+            }
             return handshake_get(&st, &src, peer, &parts);
         }
         let admitted = admit(&st, &src, peer, &parts)?;
@@ -205,8 +208,19 @@ fn coding_other_than(headers: &HeaderMap, name: header::HeaderName, ok: &str) ->
     })
 }
 
-/// `handshake: get`: the provider's GET of the URL gets an empty 200 once the checks a GET can pass have
-/// (header count, allowlist, the credential). No body is read, nothing is stored.
+/// The methods a source with `handshake: get` takes.
+const HANDSHAKE_METHODS: &str = "GET, HEAD, POST";
+
+/// GET, or HEAD, which asks for what GET would answer without its body.
+fn is_get(method: &Method) -> bool {
+    method == Method::GET || method == Method::HEAD
+}
+
+/// `handshake: get`: the provider's GET of the URL gets an empty 200 once the header count and the
+/// allowlist pass. The credential is not asked for: a GET is no event, nothing is read, stored or done,
+/// and its answer tells only that the source exists, which a POST's 401 tells too; Mailchimp does not
+/// document that its check carries the URL's query, where its token is. Never cached: the URL may carry
+/// the token.
 fn handshake_get(
     st: &InboundState,
     src: &InboundSource,
@@ -214,9 +228,13 @@ fn handshake_get(
     parts: &Parts,
 ) -> Result<Response, Error> {
     admit_sender(st, src, peer, parts)?;
-    verify(st, src, peer, parts, &[], SystemTime::now())?;
-    tracing::info!(source = %src.name, "handshake answered; nothing stored");
-    Ok(reply(StatusCode::OK, None, Body::empty()))
+    tracing::info!(source = %src.name, kind = "get", "handshake answered; nothing stored");
+    let mut resp = reply(StatusCode::OK, None, Body::empty());
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Ok(resp)
 }
 
 /// The checks on the head's size and the sender's address: header count, allowlist. The client address.
@@ -322,7 +340,7 @@ async fn accept(
     verify(st, src, peer, parts, &raw, now)?;
     let preset = src.verifier.as_ref().map(|v| v.preset());
     if let Some(h) = super::handshake::of(preset, kind, &raw, st.max_json_depth)? {
-        tracing::info!(source = %src.name, "handshake answered; nothing stored");
+        tracing::info!(source = %src.name, kind = "slack", "handshake answered; nothing stored");
         return Ok(match h {
             super::handshake::Handshake::SlackChallenge(c) => {
                 answer(StatusCode::OK, json!({ "challenge": c }))

@@ -63,9 +63,7 @@ impl OptionPlaces {
 #[serde(rename_all = "lowercase")]
 pub enum HandshakeSpec {
     /// A GET of the URL, as Mailchimp sends when a webhook is saved (it saves none that fails): answered
-    /// `200` with an empty body once the allowlist and the credential check pass; nothing is stored. Only
-    /// a check a GET can carry will do (a token or basic auth, or the allowlist alone): there is no body
-    /// to sign.
+    /// `200` with an empty body once the allowlist passes; nothing is read or stored (HEAD alike).
     Get,
 }
 
@@ -247,7 +245,7 @@ pub struct InboundSource {
     pub answer: Option<Answer>,
     /// Headers that carry a credential and are never stored.
     pub secret_headers: Vec<http::HeaderName>,
-    /// `handshake: get`: a GET of the URL is answered (after the allowlist and the credential check).
+    /// `handshake: get`: a GET (or HEAD) of the URL is answered, after the allowlist.
     pub answers_get: bool,
     pub metrics: super::metrics::SourceMetrics,
 }

@@ -157,17 +157,6 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
             None
         }
     };
-    if let (Some(HandshakeSpec::Get), Some(v)) = (handshake, &verify) {
-        if !v.checks_a_get() {
-            let at = entry(root, "handshake").map_or(root.loc, |(_, v)| v.loc);
-            ctx.error(
-                at,
-                format!("handshake: get: a GET has no body, so preset {} cannot check it", v.preset),
-            )
-            .hint = Some("a sender that checks its URL with a GET (Mailchimp) signs nothing: put a token in the URL you give it, verify: { preset: token, param: key, secret: \"${env:NAME}\" }, or use allow_ips alone".to_owned());
-            ok = false;
-        }
-    }
     // The verifier's options and the spelling of its secret references (their values are read only
     // when serving), so that `hookgate check` finds a broken head before a deploy does.
     let verify_places = option_places(root, "verify");
@@ -268,16 +257,16 @@ fn check_dedup(ctx: &mut Ctx, root: &Node, d: &DedupSpec) -> bool {
     let at = key_loc(root, "dedup");
     let mut ok = true;
     let given = [d.id.is_some(), d.header.is_some(), d.body.is_some()];
-    if given.iter().filter(|g| **g).count() != 1 {
-        ctx.error(
-            at,
-            "dedup: give exactly one of `id` (a JSONPath into the body), `header` or `body: true`",
-        );
-        ok = false;
-    } else if d.body == Some(false) {
+    if d.body == Some(false) {
         ctx.error(
             at,
             "dedup: `body: false` keeps no id; leave `dedup:` out to store every request",
+        );
+        ok = false;
+    } else if given.iter().filter(|g| **g).count() != 1 {
+        ctx.error(
+            at,
+            "dedup: give exactly one of `id` (a JSONPath into the body), `header` or `body: true`",
         );
         ok = false;
     }

@@ -165,12 +165,6 @@ pub struct VerifySpec {
 }
 
 impl VerifySpec {
-    /// Whether a request without a body can pass: only a credential (a token, basic auth) can be checked
-    /// on a GET, which a provider's check of the URL is (`handshake: get`).
-    pub fn checks_a_get(&self) -> bool {
-        matches!(self.preset, Preset::Token | Preset::Basic)
-    }
-
     /// The files its secret references name (`${file:/path}`): a served set is reloaded when one of them
     /// changes (a rotated Kubernetes Secret), though no mapping file did.
     pub fn secret_files(&self) -> Vec<std::path::PathBuf> {
