@@ -1240,12 +1240,11 @@ async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
             Some("missing header X-Twilio-Email-Event-Webhook-Signature")
         )
     );
-    let mut conn = redis.conn();
-    let stored: u64 = redis::cmd("XLEN")
-        .arg("hookgate:inbound")
-        .query(&mut conn)
-        .unwrap();
-    assert_eq!(stored, 1, "only the genuine batch is stored, once");
+    assert_eq!(
+        inbound_entries(&redis, "hookgate").len(),
+        1,
+        "only the genuine batch is stored, once"
+    );
 
     assert!(up.wait_delivered(9, 15).await, "nine requests delivered");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1357,10 +1356,9 @@ async fn a_mailchimp_audience_webhook_is_checked_then_synced() {
         .find(|r| r.path == "/events")
         .expect("the event");
     assert_eq!(event.body["event_name"], "subscribed");
-    let mut conn = redis.conn();
-    let stored: u64 = redis::cmd("XLEN")
-        .arg("hookgate:inbound")
-        .query(&mut conn)
-        .unwrap();
-    assert_eq!(stored, 1, "the GET and the repeat stored nothing");
+    assert_eq!(
+        inbound_entries(&redis, "hookgate").len(),
+        1,
+        "the GET and the repeat stored nothing"
+    );
 }

@@ -628,12 +628,11 @@ async fn a_providers_get_check_of_the_url_is_answered_and_not_stored() {
     );
     let (status, b) = post(&c, &format!("{url}?key=mc-url-key-123"), form, event).await;
     assert_eq!(status, 202, "{b}");
-    let mut conn = redis.conn();
-    let n: u64 = redis::cmd("XLEN")
-        .arg("hookgate:inbound")
-        .query(&mut conn)
-        .unwrap();
-    assert_eq!(n, 1, "only the POST was stored");
+    assert_eq!(
+        inbound_entries(&redis, "hookgate").len(),
+        1,
+        "only the POST was stored"
+    );
 
     let m = gw.metrics().await;
     for line in [

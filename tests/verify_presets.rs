@@ -51,6 +51,19 @@ struct Signed {
 }
 
 impl Signed {
+    /// What `v` says of this request, posted to `url` with `body` and without header `skip`: `ok`, or
+    /// the reason of its refusal.
+    fn verdict(&self, v: &Verifier, url: &str, body: &str, skip: Option<&str>) -> &'static str {
+        let headers = self.header_map(skip);
+        let req = SignedRequest {
+            method: "POST",
+            url,
+            headers: &headers,
+            body: body.as_bytes(),
+        };
+        v.verify(&req, now()).map_or_else(|e| e.reason(), |()| "ok")
+    }
+
     /// The peer's headers as a request carries them, without `skip`.
     fn header_map(&self, skip: Option<&str>) -> HeaderMap {
         let mut headers = HeaderMap::new();
@@ -398,15 +411,8 @@ fn standard_webhooks_v1a_with_openssl_ed25519() {
         assert!(key.starts_with("whpk_"), "the peer's public key: {key}");
         key
     };
-    let verify = |v: &Verifier, i: usize, body: &str, skip: Option<&str>| -> &'static str {
-        let headers = signed[i].header_map(skip);
-        let req = SignedRequest {
-            method: "POST",
-            url: "http://127.0.0.1:8080/webhooks/peer",
-            headers: &headers,
-            body: body.as_bytes(),
-        };
-        v.verify(&req, now()).map_or_else(|e| e.reason(), |()| "ok")
+    let verify = |v: &Verifier, i: usize, body: &str, skip: Option<&str>| {
+        signed[i].verdict(v, "http://127.0.0.1:8080/webhooks/peer", body, skip)
     };
     let build = |spec: VerifySpec| {
         spec.build()
@@ -525,15 +531,8 @@ fn sendgrid_with_openssl_ecdsa_and_sendgrids_library() {
             .unwrap_or_else(|| panic!("the peer set no {name}"))
     };
     assert_ne!(header(1, SIG), header(2, SIG), "the two forms of s differ");
-    let verify = |v: &Verifier, i: usize, body: &str, skip: Option<&str>| -> &'static str {
-        let headers = signed[i].header_map(skip);
-        let req = SignedRequest {
-            method: "POST",
-            url: "http://127.0.0.1:8080/webhooks/sendgrid",
-            headers: &headers,
-            body: body.as_bytes(),
-        };
-        v.verify(&req, now()).map_or_else(|e| e.reason(), |()| "ok")
+    let verify = |v: &Verifier, i: usize, body: &str, skip: Option<&str>| {
+        signed[i].verdict(v, "http://127.0.0.1:8080/webhooks/sendgrid", body, skip)
     };
     let build = |keys: Vec<String>| {
         let mut keys = keys.into_iter();
