@@ -39,6 +39,14 @@ pub struct Contact {
     pub attributes: Fields,
     #[serde(default, rename = "listIds", skip_serializing_if = "Vec::is_empty")]
     pub list_ids: Vec<i64>,
+    /// Whether the contact may be sent email at all: `true` after an unsubscribe or a complaint, so the
+    /// platform stops mailing the address (Brevo's `emailBlacklisted`). Left out when not mapped.
+    #[serde(
+        default,
+        rename = "emailBlacklisted",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub email_blacklisted: Option<bool>,
 }
 
 /// Identifies the contact an update applies to.
@@ -58,6 +66,13 @@ pub struct ContactUpdate {
     pub attributes: Fields,
     #[serde(default, rename = "listIds", skip_serializing_if = "Vec::is_empty")]
     pub list_ids: Vec<i64>,
+    /// As [`Contact::email_blacklisted`].
+    #[serde(
+        default,
+        rename = "emailBlacklisted",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub email_blacklisted: Option<bool>,
 }
 
 /// Who a custom event is about: at least one is set.
@@ -134,6 +149,9 @@ impl Action {
                 }
                 if !u.list_ids.is_empty() {
                     body.insert("listIds".into(), Value::from(u.list_ids.clone()));
+                }
+                if let Some(b) = u.email_blacklisted {
+                    body.insert("emailBlacklisted".into(), Value::Bool(b));
                 }
                 UpstreamRequest {
                     method: http::Method::PUT,
@@ -287,9 +305,32 @@ mod unit_tests {
             identifier: Identifier::Email("a+b@c.d".into()),
             attributes: Fields::new(),
             list_ids: vec![],
+            email_blacklisted: None,
         });
         assert_eq!(u.upstream().path, "/contacts/a%2Bb%40c.d");
         assert_eq!(u.upstream().method, http::Method::PUT);
+        assert_eq!(u.upstream().body, json!({}));
+        // An unsubscribe: the contact may no longer be mailed, in each kind of contact action.
+        let u = Action::UpdateContact(ContactUpdate {
+            identifier: Identifier::Email("a@b.c".into()),
+            attributes: Fields::new(),
+            list_ids: vec![],
+            email_blacklisted: Some(true),
+        });
+        assert_eq!(u.upstream().body, json!({"emailBlacklisted": true}));
+        assert_eq!(
+            serde_json::to_value(&u).unwrap(),
+            json!({"update_contact": {"identifier": {"email": "a@b.c"}, "emailBlacklisted": true}})
+        );
+        let c = Action::CreateContact(Contact {
+            email: Some("a@b.c".into()),
+            email_blacklisted: Some(false),
+            ..Default::default()
+        });
+        assert_eq!(
+            c.upstream().body,
+            json!({"email": "a@b.c", "emailBlacklisted": false, "updateEnabled": false})
+        );
     }
 }
 

@@ -343,6 +343,7 @@ mod tests {
             identifier: id,
             attributes: crate::action::Fields::from_iter([("PLAN", json!("pro"))]),
             list_ids: vec![],
+            email_blacklisted: None,
         })
     }
 

@@ -1169,8 +1169,8 @@ async fn an_entry_with_an_unreadable_receipt_is_dead_lettered_not_dropped() {
 /// A SendGrid batch end to end, through the shipped `mappings/sendgrid.yaml` with its verification key
 /// read from a file: signed by OpenSSL (ECDSA P-256, PyPI cryptography), stored once (its retry is a
 /// duplicate), refused when tampered with or signed by another key, and delivered as one upstream
-/// request per mapped event, each with its own Idempotency-Key: 8 custom events and the hard bounce's
-/// contact update.
+/// request per mapped action, each with its own Idempotency-Key: 8 custom events, the hard bounce's
+/// contact update, and the spam report's (`emailBlacklisted`).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
     let redis = Redis::start();
@@ -1246,10 +1246,10 @@ async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
         "only the genuine batch is stored, once"
     );
 
-    assert!(up.wait_delivered(9, 15).await, "nine requests delivered");
+    assert!(up.wait_delivered(10, 15).await, "ten requests delivered");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let reqs = up.requests();
-    assert_eq!(reqs.len(), 9, "{reqs:?}");
+    assert_eq!(reqs.len(), 10, "{reqs:?}");
     let mut names: Vec<&str> = reqs
         .iter()
         .filter(|r| (r.method.as_str(), r.path.as_str()) == ("POST", "/events"))
@@ -1269,15 +1269,28 @@ async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
             "email_sent"
         ]
     );
-    let updates: Vec<&Recorded> = reqs.iter().filter(|r| r.method == "PUT").collect();
-    assert_eq!(updates.len(), 1, "{updates:?}");
-    assert_eq!(updates[0].path, "/contacts/bob%40example.net");
+    // The hard bounce flags its contact; the spam report stops mail to its own.
+    let mut updates: Vec<(&str, &Value)> = reqs
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .map(|r| (r.path.as_str(), &r.body))
+        .collect();
+    updates.sort_by_key(|(path, _)| *path);
     assert_eq!(
-        updates[0].body,
-        json!({"attributes": {"EMAIL_BOUNCED": true}})
+        updates,
+        [
+            (
+                "/contacts/bob%40example.net",
+                &json!({"attributes": {"EMAIL_BOUNCED": true}})
+            ),
+            (
+                "/contacts/dan%40example.com",
+                &json!({"emailBlacklisted": true})
+            )
+        ]
     );
     let distinct: HashSet<String> = reqs.iter().map(key_of).collect();
-    assert_eq!(distinct.len(), 9, "one Idempotency-Key per action");
+    assert_eq!(distinct.len(), 10, "one Idempotency-Key per action");
     assert_eq!(
         pending(&redis),
         0,

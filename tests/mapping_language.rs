@@ -428,3 +428,37 @@ fn repeated_headers_are_joined() {
     let v = json_of(&apply(rules, ev).unwrap());
     assert_eq!(v[0]["custom_event"]["event_properties"]["m"], "1, 2");
 }
+
+/// `email_blacklisted`: a constant, or a boolean from the payload (text through `to_bool`), sent as
+/// `emailBlacklisted`; missing, it is left out; anything else fails the event naming the field.
+#[test]
+fn email_blacklisted_is_a_yes_or_no() {
+    let rules = "rules:\n  - name: consent\n    update_contact:\n      email: $.email\n      email_blacklisted: $.suppressed\n  - name: texted\n    upsert_contact:\n      email: $.email\n      email_blacklisted: { path: $.opted_out, then: [to_bool] }\n";
+    let out = apply(
+        rules,
+        Event::new(json!({"email": "a@b.c", "suppressed": true, "opted_out": "false"})),
+    )
+    .unwrap();
+    assert_eq!(
+        json_of(&out),
+        json!([
+            {"rule": "consent", "index": 0, "update_contact": {"identifier": {"email": "a@b.c"}, "emailBlacklisted": true}},
+            {"rule": "texted", "index": 0, "upsert_contact": {"email": "a@b.c", "emailBlacklisted": false}}
+        ])
+    );
+    let out = apply(rules, Event::new(json!({"email": "a@b.c"}))).unwrap();
+    assert_eq!(
+        json_of(&out)[0]["update_contact"],
+        json!({"identifier": {"email": "a@b.c"}}),
+        "left out when missing"
+    );
+    let e = apply(
+        rules,
+        Event::new(json!({"email": "a@b.c", "suppressed": "yes"})),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        "rule `consent`: update_contact.email_blacklisted: expected true or false, found text"
+    );
+}

@@ -31,7 +31,13 @@ const RULE_KEYS: &[&str] = &[
     "update_contact",
     "custom_event",
 ];
-const CONTACT_KEYS: &[&str] = &["email", "ext_id", "attributes", "list_ids"];
+const CONTACT_KEYS: &[&str] = &[
+    "email",
+    "ext_id",
+    "attributes",
+    "list_ids",
+    "email_blacklisted",
+];
 const EVENT_KEYS: &[&str] = &[
     "event_name",
     "event_date",
@@ -57,11 +63,13 @@ enum ActionSpec {
         ids: Ids,
         attributes: FieldSpecs,
         list_ids: Option<ValueExpr>,
+        email_blacklisted: Option<ValueExpr>,
     },
     Update {
         ids: Ids,
         attributes: FieldSpecs,
         list_ids: Option<ValueExpr>,
+        email_blacklisted: Option<ValueExpr>,
     },
     Event {
         name: ValueExpr,
@@ -307,10 +315,13 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
         lint_email(ctx, n, kind);
     }
     let list_ids = value(ctx, "list_ids");
+    let email_blacklisted = value(ctx, "email_blacklisted");
     let date = value(ctx, "event_date");
     let constants_fine = f
         .get("list_ids")
         .is_none_or(|n| lint_list_ids(ctx, n, kind))
+        & f.get("email_blacklisted")
+            .is_none_or(|n| lint_flag(ctx, n, kind, "email_blacklisted"))
         & f.get("event_date")
             .is_none_or(|n| lint_event_date(ctx, n, kind))
         & ["email", "ext_id", "event_name"]
@@ -382,12 +393,14 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
             ids,
             attributes,
             list_ids,
+            email_blacklisted,
         },
         _ => ActionSpec::Contact {
             upsert: kind == "upsert_contact",
             ids,
             attributes,
             list_ids,
+            email_blacklisted,
         },
     })
 }
@@ -430,6 +443,24 @@ fn lint_text(ctx: &mut Ctx, n: &Node, kind: &str, key: &str) -> bool {
             ),
         )
         .hint = Some(format!("quote it to send it as text: \"{}\"", n.to_json()));
+    }
+    fine
+}
+
+/// A yes-or-no field (`email_blacklisted`): a constant must be `true` or `false` (YAML 1.2: `yes` is text,
+/// which would fail every event at run time); a path or a map is computed.
+fn lint_flag(ctx: &mut Ctx, n: &Node, kind: &str, key: &str) -> bool {
+    let fine = match &n.kind {
+        Kind::Bool(_) | Kind::Map(_) | Kind::Null => true,
+        Kind::Str(s) => computed(s),
+        _ => false,
+    };
+    if !fine {
+        ctx.error(
+            n.loc,
+            format!("{kind}.{key}: expected true, false or a path, found {}", n.describe()),
+        )
+        .hint = Some("write true or false (`yes` is text in YAML); a path to text such as \"yes\" takes `then: [to_bool]`".to_owned());
     }
     fine
 }
@@ -490,6 +521,7 @@ impl ActionSpec {
                 ids,
                 attributes,
                 list_ids,
+                email_blacklisted,
             } => {
                 let kind = if *upsert {
                     "upsert_contact"
@@ -503,6 +535,7 @@ impl ActionSpec {
                     attributes: eval_fields(attributes, scope)
                         .map_err(|e| e.within(&format!("{kind}.attributes")))?,
                     list_ids: lists(list_ids, scope).map_err(|e| e.within(kind))?,
+                    email_blacklisted: flag(email_blacklisted, scope, kind)?,
                 };
                 if *upsert {
                     Action::UpsertContact(contact)
@@ -514,6 +547,7 @@ impl ActionSpec {
                 ids,
                 attributes,
                 list_ids,
+                email_blacklisted,
             } => {
                 let kind = "update_contact";
                 let (email, ext_id) = ids.eval(scope).map_err(|e| e.within(kind))?;
@@ -527,6 +561,7 @@ impl ActionSpec {
                     attributes: eval_fields(attributes, scope)
                         .map_err(|e| e.within(&format!("{kind}.attributes")))?,
                     list_ids: lists(list_ids, scope).map_err(|e| e.within(kind))?,
+                    email_blacklisted: flag(email_blacklisted, scope, kind)?,
                 })
             }
             ActionSpec::Event {
@@ -609,6 +644,23 @@ impl Ids {
             });
         }
         Ok((email, ext_id))
+    }
+}
+
+/// A yes-or-no field as computed: `true` or `false`, or left out when missing; anything else fails the
+/// event, naming the field.
+fn flag(expr: &Option<ValueExpr>, scope: Scope<'_>, kind: &str) -> Result<Option<bool>, EvalError> {
+    let field = format!("{kind}.email_blacklisted");
+    let Some(expr) = expr else {
+        return Ok(None);
+    };
+    match expr.eval(scope).map_err(|e| e.within(&field))?.as_deref() {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(other) => Err(EvalError {
+            field,
+            reason: format!("expected true or false, found {}", super::json_kind(other)),
+        }),
     }
 }
 
