@@ -1269,25 +1269,23 @@ async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
             "email_sent"
         ]
     );
-    // The hard bounce flags its contact; the spam report stops mail to its own.
-    let mut updates: Vec<(&str, &Value)> = reqs
+    // The hard bounce flags its contact; the spam report stops mail to its own, recorded by an upsert.
+    let contacts: Vec<(&str, &str, &Value)> = reqs
         .iter()
-        .filter(|r| r.method == "PUT")
-        .map(|r| (r.path.as_str(), &r.body))
+        .filter(|r| r.path.starts_with("/contacts"))
+        .map(|r| (r.method.as_str(), r.path.as_str(), &r.body))
         .collect();
-    updates.sort_by_key(|(path, _)| *path);
-    assert_eq!(
-        updates,
-        [
-            (
-                "/contacts/bob%40example.net",
-                &json!({"attributes": {"EMAIL_BOUNCED": true}})
-            ),
-            (
-                "/contacts/dan%40example.com",
-                &json!({"emailBlacklisted": true})
-            )
-        ]
+    let bounce = json!({"attributes": {"EMAIL_BOUNCED": true}});
+    let consent =
+        json!({"email": "dan@example.com", "emailBlacklisted": true, "updateEnabled": true});
+    assert_eq!(contacts.len(), 2, "{contacts:?}");
+    assert!(
+        contacts.contains(&("PUT", "/contacts/bob%40example.net", &bounce)),
+        "{contacts:?}"
+    );
+    assert!(
+        contacts.contains(&("POST", "/contacts", &consent)),
+        "{contacts:?}"
     );
     let distinct: HashSet<String> = reqs.iter().map(key_of).collect();
     assert_eq!(distinct.len(), 10, "one Idempotency-Key per action");

@@ -450,15 +450,23 @@ fn lint_text(ctx: &mut Ctx, n: &Node, kind: &str, key: &str) -> bool {
 /// A yes-or-no field (`email_blacklisted`): a constant must be `true` or `false` (YAML 1.2: `yes` is text,
 /// which would fail every event at run time); a path or a map is computed.
 fn lint_flag(ctx: &mut Ctx, n: &Node, kind: &str, key: &str) -> bool {
-    let fine = match &n.kind {
+    // `{ const: X }` is a constant too, and `X` the node to check.
+    let constant = n
+        .as_map()
+        .and_then(|m| m.iter().find(|(k, _)| k.name == "const").map(|(_, v)| v))
+        .unwrap_or(n);
+    let fine = match &constant.kind {
         Kind::Bool(_) | Kind::Map(_) | Kind::Null => true,
-        Kind::Str(s) => computed(s),
+        Kind::Str(s) => computed(s) && std::ptr::eq(constant, n),
         _ => false,
     };
     if !fine {
         ctx.error(
-            n.loc,
-            format!("{kind}.{key}: expected true, false or a path, found {}", n.describe()),
+            constant.loc,
+            format!(
+                "{kind}.{key}: expected true, false or a path, found {}",
+                constant.describe()
+            ),
         )
         .hint = Some("write true or false (`yes` is text in YAML); a path to text such as \"yes\" takes `then: [to_bool]`".to_owned());
     }
@@ -535,7 +543,11 @@ impl ActionSpec {
                     attributes: eval_fields(attributes, scope)
                         .map_err(|e| e.within(&format!("{kind}.attributes")))?,
                     list_ids: lists(list_ids, scope).map_err(|e| e.within(kind))?,
-                    email_blacklisted: flag(email_blacklisted, scope, kind)?,
+                    email_blacklisted: flag(
+                        email_blacklisted,
+                        scope,
+                        &format!("{kind}.email_blacklisted"),
+                    )?,
                 };
                 if *upsert {
                     Action::UpsertContact(contact)
@@ -561,7 +573,11 @@ impl ActionSpec {
                     attributes: eval_fields(attributes, scope)
                         .map_err(|e| e.within(&format!("{kind}.attributes")))?,
                     list_ids: lists(list_ids, scope).map_err(|e| e.within(kind))?,
-                    email_blacklisted: flag(email_blacklisted, scope, kind)?,
+                    email_blacklisted: flag(
+                        email_blacklisted,
+                        scope,
+                        &format!("{kind}.email_blacklisted"),
+                    )?,
                 })
             }
             ActionSpec::Event {
@@ -649,8 +665,12 @@ impl Ids {
 
 /// A yes-or-no field as computed: `true` or `false`, or left out when missing; anything else fails the
 /// event, naming the field.
-fn flag(expr: &Option<ValueExpr>, scope: Scope<'_>, kind: &str) -> Result<Option<bool>, EvalError> {
-    let field = format!("{kind}.email_blacklisted");
+fn flag(
+    expr: &Option<ValueExpr>,
+    scope: Scope<'_>,
+    field: &str,
+) -> Result<Option<bool>, EvalError> {
+    let field = field.to_owned();
     let Some(expr) = expr else {
         return Ok(None);
     };
