@@ -375,6 +375,23 @@ mod tests {
                 json!({"update_contact": {"identifier": {"ext_id": "42/x y"}, "attributes": {"PLAN": "pro"}}})
             )
         );
+        // An unsubscribe travels in either body.
+        let unsubscribed = Action::UpdateContact(ContactUpdate {
+            identifier: Identifier::Email("a@b.c".into()),
+            attributes: crate::action::Fields::new(),
+            list_ids: vec![],
+            email_blacklisted: Some(true),
+        });
+        assert_eq!(
+            rs.request(&unsubscribed).unwrap().body,
+            Some(
+                json!({"update_contact": {"identifier": {"email": "a@b.c"}, "emailBlacklisted": true}})
+            )
+        );
+        assert_eq!(
+            Routes::default().request(&unsubscribed).unwrap().body,
+            Some(json!({"emailBlacklisted": true}))
+        );
         // other types keep their defaults
         let e = Action::CustomEvent(CustomEvent {
             event_name: "paid".into(),

@@ -461,4 +461,23 @@ fn email_blacklisted_is_a_yes_or_no() {
         e,
         "rule `consent`: update_contact.email_blacklisted: expected true or false, found text"
     );
+    let e = apply(
+        rules,
+        Event::new(json!({"email": "a@b.c", "suppressed": 1})),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        "rule `consent`: update_contact.email_blacklisted: expected true or false, found a number"
+    );
+    let out = apply(
+        rules,
+        Event::new(json!({"email": "a@b.c", "suppressed": null})),
+    )
+    .unwrap();
+    assert_eq!(
+        json_of(&out)[0]["update_contact"],
+        json!({"identifier": {"email": "a@b.c"}}),
+        "null is missing: left out"
+    );
 }
