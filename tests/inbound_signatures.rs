@@ -479,6 +479,60 @@ async fn slack_handshakes_are_answered_and_not_stored() {
     assert_eq!(inbound_entries(&redis, "hookgate").len(), 2);
 }
 
+/// Zoom's URL validation over HTTP, against Zoom's own library: a signed `endpoint.url_validation` is
+/// answered with exactly what @zoom/rivet answers for the same request (its `plainToken` and
+/// `encryptedToken`), and is not stored; unsigned or signed with another secret, it gets 401 (no MAC
+/// is computed for anyone without the secret). A signed event is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn zoom_url_validation_is_answered_as_zooms_library_answers_it() {
+    const SECRET: &str = "zm_secret_token_4f1c";
+    let redis = Redis::start();
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secret_file(secrets.path(), "zoom", SECRET);
+    let file = format!(
+        "source: zoom\nverify: {{ preset: zoom, secret: \"{secret}\" }}\ndedup: {{ body: true }}\n"
+    );
+    let gw = Gateway::start(&redis, &[("zoom.yaml", &file)], "").await;
+    let url = gw.url("zoom");
+    let validation = r#"{"payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680,"event":"endpoint.url_validation"}"#;
+    let event = r#"{"event":"webinar.registration_created","payload":{"object":{"registrant":{"email":"ada@example.com"}}},"event_ts":1654503849681}"#;
+    let sign = |body: &str, secret: &str| json!({"preset": "zoom", "secret": secret, "body": body, "timestamp": now_secs()});
+    let signed = peer_sign(&json!([
+        sign(validation, SECRET),
+        sign(validation, "another"),
+        sign(event, SECRET)
+    ]));
+    let rivet = peer_zoom_rivet(&json!([
+        {"secret": SECRET, "body": validation, "headers": signed[0]["headers"]}
+    ]));
+    assert_eq!(rivet[0]["status"], 200, "{}", rivet[0]);
+    let ct = "application/json";
+    let (status, answer) = send(&url, ct, &signed[0]["headers"], validation).await;
+    assert_eq!((status, &answer), (200, &rivet[0]["body"]));
+    assert_eq!(answer["plainToken"], "qgg8vlvZRS6UYooatFL8Aw");
+    for (headers, what) in [
+        (&json!({}), "unsigned"),
+        (&signed[1]["headers"], "another secret"),
+    ] {
+        let (status, answer) = send(&url, ct, headers, validation).await;
+        assert_eq!(
+            (
+                status,
+                answer["error"].as_str(),
+                answer.get("encryptedToken")
+            ),
+            (401, Some("bad_signature"), None),
+            "{what}"
+        );
+    }
+    assert!(
+        inbound_entries(&redis, "hookgate").is_empty(),
+        "a validation is no event"
+    );
+    assert_eq!(send(&url, ct, &signed[2]["headers"], event).await.0, 202);
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 1);
+}
+
 /// A source's `response:` is what a stored event and its redelivery are answered with (the sender is
 /// answered as it was the first time); refusals keep hookgate's own JSON answers.
 #[tokio::test(flavor = "multi_thread")]

@@ -658,6 +658,53 @@ fn slack_with_slack_sdk() {
     c.run();
 }
 
+/// Zoom: signed as Zoom documents it (Python's stdlib; Zoom publishes no signer), and the same requests
+/// judged by Zoom's own library (npm `@zoom/rivet`): it accepts the genuine one and refuses another
+/// secret, as hookgate does. The library reads the body back through `JSON.stringify`, so its body is
+/// compact JSON; the matrix of refusals runs on a body with whitespace and escapes.
+#[test]
+fn zoom_with_stdlib_hmac_checked_by_zoom_rivet() {
+    let mut c = Case::new("zoom", Preset::Zoom, Peer::Python, json_body());
+    c.required = &["x-zm-signature", "x-zm-request-timestamp"];
+    c.window = Some(Window::Seconds);
+    c.run();
+
+    let body = r#"{"event":"webinar.registration_created","payload":{"object":{"registrant":{"email":"ada@example.com"}}},"event_ts":1700000000000}"#;
+    let sign =
+        |secret: &str| json!({"preset": "zoom", "secret": secret, "body": body, "timestamp": NOW});
+    let signed = Peer::Python.sign(&[sign("zoom-secret"), sign("another")]);
+    let rivet = common::peer_zoom_rivet(&Value::Array(
+        signed
+            .iter()
+            .map(|s| {
+                let headers: serde_json::Map<String, Value> = s
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v)))
+                    .collect();
+                json!({"secret": "zoom-secret", "body": body, "headers": headers})
+            })
+            .collect(),
+    ));
+    assert_eq!(
+        rivet[0]["status"], 200,
+        "Zoom's library: genuine: {}",
+        rivet[0]
+    );
+    assert_eq!(rivet[1]["status"], 400, "Zoom's library: another secret");
+    std::env::set_var("HG_PEER_ZOOM_RIVET", "zoom-secret");
+    let v = VerifySpec {
+        preset: Preset::Zoom,
+        secret: Some("${env:HG_PEER_ZOOM_RIVET}".into()),
+        ..Default::default()
+    }
+    .build()
+    .unwrap_or_else(|p| panic!("{p:?}"));
+    let url = "http://127.0.0.1:8080/webhooks/zoom";
+    assert_eq!(signed[0].verdict(&v, url, body, None), "ok");
+    assert_eq!(signed[1].verdict(&v, url, body, None), "mismatch");
+}
+
 #[test]
 fn twilio_form_with_twilio_python() {
     let mut c = Case::new("twilio-form", Preset::Twilio, Peer::Python, FORM.to_owned());

@@ -340,13 +340,22 @@ async fn accept(
     verify(st, src, peer, parts, &raw, now)?;
     let preset = src.verifier.as_ref().map(|v| v.preset());
     if let Some(h) = super::handshake::of(preset, kind, &raw, st.max_json_depth)? {
-        tracing::info!(source = %src.name, kind = "slack", "handshake answered; nothing stored");
+        use super::handshake::Handshake;
+        tracing::info!(source = %src.name, kind = %preset.map_or("", |p| p.name()), "handshake answered; nothing stored");
         return Ok(match h {
-            super::handshake::Handshake::SlackChallenge(c) => {
-                answer(StatusCode::OK, json!({ "challenge": c }))
-            }
-            super::handshake::Handshake::SlackSslCheck => {
-                reply(StatusCode::OK, None, Body::empty())
+            Handshake::SlackChallenge(c) => answer(StatusCode::OK, json!({ "challenge": c })),
+            Handshake::SlackSslCheck => reply(StatusCode::OK, None, Body::empty()),
+            Handshake::ZoomUrlValidation(plain) => {
+                // The request was verified, so only the holder of the secret asks for this MAC.
+                let encrypted = src
+                    .verifier
+                    .as_ref()
+                    .and_then(|v| v.first_key_hex_mac(&plain))
+                    .ok_or_else(|| Error::Internal("a zoom source without a key".into()))?;
+                answer(
+                    StatusCode::OK,
+                    json!({ "plainToken": plain, "encryptedToken": encrypted }),
+                )
             }
         });
     }

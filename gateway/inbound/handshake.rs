@@ -14,7 +14,14 @@ pub enum Handshake {
     SlackChallenge(String),
     /// Slack's check of a slash command's certificate (`ssl_check=1`): an empty 200.
     SlackSslCheck,
+    /// Zoom's URL validation (`endpoint.url_validation`, when the URL is set and every 72 hours): 200
+    /// with the `plainToken` and its HMAC under the source's secret, hex, as `encryptedToken`.
+    ZoomUrlValidation(String),
 }
+
+/// The longest `plainToken` answered. Zoom's are 22 characters; the HMAC answer is computed only for a
+/// signed request, so this bounds nothing but waste.
+const MAX_PLAIN_TOKEN: usize = 256;
 
 /// The handshake a verified request is, if any, for a source verified with `preset`.
 ///
@@ -22,16 +29,45 @@ pub enum Handshake {
 /// POST (signed like any event) is answered with its challenge; stored as an event, it would never be.
 /// It also posts the form `ssl_check=1&token=...` (signed) to slash-command URLs to check their
 /// certificate, and wants an empty 200: no command was run.
+///
+/// Zoom validates the URL when it is set and every 72 hours with a signed `endpoint.url_validation` POST,
+/// and sends no events to a URL that does not answer it (Zoom's own library, @zoom/rivet, checks the
+/// signature before it answers, as hookgate does).
 pub fn of(
     preset: Option<Preset>,
     kind: BodyKind,
     raw: &[u8],
     max_depth: usize,
 ) -> Result<Option<Handshake>, Error> {
-    if preset != Some(Preset::Slack) {
+    match preset {
+        Some(Preset::Slack) => slack(kind, raw, max_depth),
+        Some(Preset::Zoom)
+            if kind == BodyKind::Json
+                && memchr::memmem::find(raw, b"endpoint.url_validation").is_some() =>
+        {
+            zoom_url_validation(raw, max_depth)
+        }
+        _ => Ok(None),
+    }
+}
+
+fn zoom_url_validation(raw: &[u8], max_depth: usize) -> Result<Option<Handshake>, Error> {
+    let event = payload::json_member(raw, &["event"], max_depth)?;
+    if event.as_ref().and_then(Value::as_str) != Some("endpoint.url_validation") {
         return Ok(None);
     }
-    // Slack's requests are read a second time only when they could be a handshake: most are not.
+    match payload::json_member(raw, &["payload", "plainToken"], max_depth)? {
+        Some(Value::String(t)) if !t.is_empty() && t.len() <= MAX_PLAIN_TOKEN => {
+            Ok(Some(Handshake::ZoomUrlValidation(t)))
+        }
+        _ => Err(Error::Malformed(format!(
+            "Zoom endpoint.url_validation without a `payload.plainToken` string of 1 to {MAX_PLAIN_TOKEN} bytes"
+        ))),
+    }
+}
+
+/// Slack's requests are read a second time only when they could be a handshake: most are not.
+fn slack(kind: BodyKind, raw: &[u8], max_depth: usize) -> Result<Option<Handshake>, Error> {
     match kind {
         BodyKind::Json if memchr::memmem::find(raw, b"url_verification").is_some() => {
             url_verification(raw, max_depth)
@@ -91,6 +127,41 @@ mod tests {
             ),
             Err(Error::Malformed(_))
         ));
+    }
+
+    /// Zoom's URL validation is an `endpoint.url_validation` event with a `plainToken`; an event that
+    /// mentions it elsewhere is none, and one without its token cannot be answered.
+    #[test]
+    fn a_zoom_url_validation_is_a_handshake() {
+        let zoom = Some(Preset::Zoom);
+        let body = br#"{"payload":{"plainToken":"qgg8vlvZRS6UYooatFL8Aw"},"event_ts":1654503849680,"event":"endpoint.url_validation"}"#;
+        assert_eq!(
+            of(zoom, BodyKind::Json, body, 64).unwrap(),
+            Some(Handshake::ZoomUrlValidation(
+                "qgg8vlvZRS6UYooatFL8Aw".into()
+            ))
+        );
+        assert_eq!(
+            of(Some(Preset::Slack), BodyKind::Json, body, 64).unwrap(),
+            None
+        );
+        let event = br#"{"event":"meeting.started","payload":{"note":"endpoint.url_validation"}}"#;
+        assert_eq!(of(zoom, BodyKind::Json, event, 64).unwrap(), None);
+        for bad in [
+            &br#"{"event":"endpoint.url_validation","payload":{}}"#[..],
+            br#"{"event":"endpoint.url_validation","payload":{"plainToken":""}}"#,
+            br#"{"event":"endpoint.url_validation","payload":{"plainToken":7}}"#,
+        ] {
+            assert!(matches!(
+                of(zoom, BodyKind::Json, bad, 64),
+                Err(Error::Malformed(_))
+            ));
+        }
+        let long = format!(
+            r#"{{"event":"endpoint.url_validation","payload":{{"plainToken":"{}"}}}}"#,
+            "a".repeat(MAX_PLAIN_TOKEN + 1)
+        );
+        assert!(of(zoom, BodyKind::Json, long.as_bytes(), 64).is_err());
     }
 
     /// Slack's certificate check is a form with `ssl_check=1`; a slash command that mentions

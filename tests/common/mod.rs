@@ -524,6 +524,23 @@ pub fn peer_verify_sendgrid(requests: &serde_json::Value) -> Vec<bool> {
         .collect()
 }
 
+/// Zoom's own handling of signed requests, from its library (npm `@zoom/rivet`'s `AwsLambdaReceiver`,
+/// through `tests/peers/zoom_rivet.mjs`): requests `{"secret", "body", "headers"}`; results `{"status",
+/// "body"}` (200 and the event, or the URL validation's answer; 400 and the library's error).
+pub fn peer_zoom_rivet(requests: &serde_json::Value) -> Vec<serde_json::Value> {
+    let node_dir = repo_root().join(".peers/node");
+    assert!(
+        node_dir.join("node_modules/@zoom/rivet").exists(),
+        "{PEERS_MISSING}"
+    );
+    let script = std::fs::read_to_string(repo_root().join("tests/peers/zoom_rivet.mjs"))
+        .expect("read zoom_rivet.mjs");
+    let mut c = Command::new("node");
+    c.args(["--input-type=module", "-e", &script])
+        .current_dir(&node_dir);
+    run_peer(c, requests)
+}
+
 /// Sign bodies with GitHub's own helper, npm `@octokit/webhooks-methods`, through
 /// `tests/peers/sign_github.mjs` (requests: `{"secret", "body"}`; results: `{"headers"}`).
 pub fn peer_sign_github(requests: &serde_json::Value) -> Vec<serde_json::Value> {

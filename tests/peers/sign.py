@@ -158,6 +158,15 @@ def shopify_sign(r):
     return {"X-Shopify-Hmac-Sha256": base64.b64encode(stdlib_hmac(r, r["body"])).decode()}
 
 
+def zoom_sign(r):
+    # Zoom "Verify webhook events": "v0=" + hex HMAC-SHA256 of "v0:{timestamp}:{body}" with the secret
+    # token. Zoom publishes no signer; its own library, @zoom/rivet, checks these in the tests
+    # (tests/peers/zoom_rivet.mjs).
+    ts = str(r["timestamp"])
+    sig = hmac.new(r["secret"].encode(), f"v0:{ts}:{r['body']}".encode(), hashlib.sha256).hexdigest()
+    return {"x-zm-request-timestamp": ts, "x-zm-signature": "v0=" + sig}
+
+
 def typeform_sign(r):
     # Typeform "Secure your webhooks": "sha256=" + base64 HMAC-SHA256 of the payload.
     sig = base64.b64encode(stdlib_hmac(r, r["body"])).decode()
@@ -212,6 +221,7 @@ SIGNERS = {
     "standard-webhooks": standard_webhooks_sign,
     "standard-webhooks-v1a": standard_webhooks_v1a_sign,
     "slack": slack_sign,
+    "zoom": zoom_sign,
     "sendgrid": sendgrid_sign,
     "twilio": twilio_sign,
     "hubspot": hubspot_sign,

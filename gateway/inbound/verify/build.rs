@@ -91,7 +91,7 @@ impl VerifySpec {
             Preset::StandardWebhooks | Preset::Sendgrid => {
                 &["tolerance", "public_key", "public_keys"]
             }
-            Preset::Stripe | Preset::Calendly | Preset::Slack => &["tolerance"],
+            Preset::Stripe | Preset::Calendly | Preset::Slack | Preset::Zoom => &["tolerance"],
             Preset::Github | Preset::Shopify | Preset::Typeform => &[],
             Preset::Hubspot => &["version", "public_url", "tolerance"],
             Preset::Twilio => &["public_url"],

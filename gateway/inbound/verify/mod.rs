@@ -1,5 +1,5 @@
 //! Signature verification presets (stripe, standard-webhooks, github, shopify, hubspot, typeform,
-//! calendly, slack, sendgrid, twilio, generic hmac, basic auth, static token).
+//! calendly, slack, zoom, sendgrid, twilio, generic hmac, basic auth, static token).
 //!
 //! A source's `verify:` block ([`VerifySpec`]) is compiled once by [`VerifySpec::build`], which
 //! resolves secrets and reports every configuration problem together; the resulting [`Verifier`]
@@ -58,6 +58,8 @@ pub enum Preset {
     Typeform,
     Calendly,
     Slack,
+    /// Zoom: `x-zm-signature: v0=<hex>` over `v0:{timestamp}:{body}`; answers its URL validation.
+    Zoom,
     /// SendGrid's signed Event Webhook: ECDSA P-256 over `timestamp + body`, checked with `public_key`.
     Sendgrid,
     Twilio,
@@ -83,6 +85,7 @@ impl Preset {
             Preset::Typeform => "typeform",
             Preset::Calendly => "calendly",
             Preset::Slack => "slack",
+            Preset::Zoom => "zoom",
             Preset::Sendgrid => "sendgrid",
             Preset::Twilio => "twilio",
             Preset::Hmac => "hmac",
@@ -241,6 +244,22 @@ impl Verifier {
             Check::Twilio(_) => true,
             Check::Basic(_) => false,
             Check::Token(token) => matches!(token.location, credentials::TokenLocation::Param(_)),
+        }
+    }
+
+    /// The MAC of `text` with the scheme's first key, hex: Zoom's answer to its URL validation, whose
+    /// request was verified first. The first key is the current one: a source rotating its secret lists
+    /// the new one first once the sender uses it.
+    pub fn first_key_hex_mac(&self, text: &str) -> Option<String> {
+        match &self.check {
+            Check::Mac(scheme) => {
+                let key = scheme.keys.first()?;
+                scheme
+                    .mac
+                    .compute_keyed(key, &[text.as_bytes()])
+                    .map(hex::encode)
+            }
+            _ => None,
         }
     }
 

@@ -92,14 +92,11 @@ pub(crate) fn mac_scheme(
             header("Typeform-Signature", "sha256="),
             Encoding::Base64,
         )),
-        Preset::Slack => Some(Shape {
-            timestamp: Some(TimestampSource::Header(
-                "X-Slack-Request-Timestamp".to_owned(),
-                TimeUnit::Seconds,
-            )),
-            template: template("v0:{timestamp}:{body}"),
-            ..body_only(header("X-Slack-Signature", "v0="), Encoding::Hex)
-        }),
+        Preset::Slack => Some(v0_timestamp(
+            "X-Slack-Signature",
+            "X-Slack-Request-Timestamp",
+        )),
+        Preset::Zoom => Some(v0_timestamp("x-zm-signature", "x-zm-request-timestamp")),
         Preset::Sendgrid => Some(Shape {
             carrier: Carrier::PublicKeySignature {
                 name: "X-Twilio-Email-Event-Webhook-Signature".to_owned(),
@@ -178,6 +175,19 @@ fn t_v1(name: &str) -> Shape {
         window: Window::TooOldOnly,
         template: template("{timestamp}.{body}"),
         ..body_only(header(name, ""), Encoding::Hex)
+    }
+}
+
+/// Slack and Zoom: `v0=<hex>` in one header, HMAC-SHA256 over `v0:{timestamp}:{body}` with the
+/// timestamp in another, 300 s both ways.
+fn v0_timestamp(signature: &str, timestamp: &str) -> Shape {
+    Shape {
+        timestamp: Some(TimestampSource::Header(
+            timestamp.to_owned(),
+            TimeUnit::Seconds,
+        )),
+        template: template("v0:{timestamp}:{body}"),
+        ..body_only(header(signature, "v0="), Encoding::Hex)
     }
 }
 

@@ -1409,6 +1409,7 @@ fn every_preset_builds_with_defaults() {
         Preset::Typeform,
         Preset::Calendly,
         Preset::Slack,
+        Preset::Zoom,
         Preset::Twilio,
     ] {
         let v = preset(p, "HG_T_EVERY", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
