@@ -531,6 +531,31 @@ async fn zoom_url_validation_is_answered_as_zooms_library_answers_it() {
     );
     assert_eq!(send(&url, ct, &signed[2]["headers"], event).await.0, 202);
     assert_eq!(inbound_entries(&redis, "hookgate").len(), 1);
+
+    // During a rotation (the old secret listed first), a validation signed with the new secret is
+    // answered under the new one: Zoom checks the answer with the secret it signed with.
+    const NEW: &str = "zm_secret_token_new_9a2e";
+    let new_secret = secret_file(secrets.path(), "zoom-new", NEW);
+    let rotating = format!(
+        "source: zoom-rotating\nverify: {{ preset: zoom, secrets: [\"{secret}\", \"{new_secret}\"] }}\n"
+    );
+    let gw2 = Gateway::start(&redis, &[("zoom-rotating.yaml", &rotating)], "").await;
+    let signed = peer_sign(&json!([sign(validation, NEW)]));
+    let rivet = peer_zoom_rivet(&json!([
+        {"secret": NEW, "body": validation, "headers": signed[0]["headers"]}
+    ]));
+    let (status, answer) = send(
+        &gw2.url("zoom-rotating"),
+        ct,
+        &signed[0]["headers"],
+        validation,
+    )
+    .await;
+    assert_eq!(
+        (status, &answer),
+        (200, &rivet[0]["body"]),
+        "under the new secret"
+    );
 }
 
 /// A source's `response:` is what a stored event and its redelivery are answered with (the sender is

@@ -337,7 +337,7 @@ async fn accept(
         None => read_limited(body, limit).await?,
     };
 
-    verify(st, src, peer, parts, &raw, now)?;
+    let signed_with = verify(st, src, peer, parts, &raw, now)?;
     let preset = src.verifier.as_ref().map(|v| v.preset());
     if let Some(h) = super::handshake::of(preset, kind, &raw, st.max_json_depth)? {
         use super::handshake::Handshake;
@@ -346,12 +346,14 @@ async fn accept(
             Handshake::SlackChallenge(c) => answer(StatusCode::OK, json!({ "challenge": c })),
             Handshake::SlackSslCheck => reply(StatusCode::OK, None, Body::empty()),
             Handshake::ZoomUrlValidation(plain) => {
-                // The request was verified, so only the holder of the secret asks for this MAC.
+                // The request was verified: only the holder of a secret asks for this MAC, and it gets
+                // it under the secret it signed with, which Zoom checks the answer with.
                 let encrypted = src
                     .verifier
                     .as_ref()
-                    .and_then(|v| v.first_key_hex_mac(&plain))
-                    .ok_or_else(|| Error::Internal("a zoom source without a key".into()))?;
+                    .zip(signed_with)
+                    .and_then(|(v, key)| v.key_hex_mac(key, &plain))
+                    .ok_or_else(|| Error::Internal("a zoom validation without its key".into()))?;
                 answer(
                     StatusCode::OK,
                     json!({ "plainToken": plain, "encryptedToken": encrypted }),
@@ -418,7 +420,8 @@ async fn accept(
     }
 }
 
-/// The source's signature or credential check; a failure is counted by its reason.
+/// The source's signature or credential check; a failure is counted by its reason. Which secret made
+/// the matching MAC, for a scheme that computes one.
 fn verify(
     st: &InboundState,
     src: &InboundSource,
@@ -426,9 +429,9 @@ fn verify(
     parts: &Parts,
     body: &[u8],
     now: SystemTime,
-) -> Result<(), Error> {
+) -> Result<Option<usize>, Error> {
     let Some(verifier) = &src.verifier else {
-        return Ok(());
+        return Ok(None);
     };
     // Only the schemes that sign the URL (twilio, hubspot, a `{url}` template, a token parameter) read it.
     let url = if verifier.needs_url() {
@@ -442,7 +445,7 @@ fn verify(
         headers: &parts.headers,
         body,
     };
-    verifier.verify(&req, now).map_err(|e| {
+    verifier.verify_key(&req, now).map_err(|e| {
         ::metrics::counter!("hookgate_verify_failures_total", "source" => src.name.clone(), "reason" => e.reason())
             .increment(1);
         Error::Unauthorized(e.to_string())

@@ -19,9 +19,18 @@ pub enum Handshake {
     ZoomUrlValidation(String),
 }
 
-/// The longest `plainToken` answered. Zoom's are 22 characters; the HMAC answer is computed only for a
-/// signed request, so this bounds nothing but waste.
-const MAX_PLAIN_TOKEN: usize = 256;
+/// The longest `plainToken` answered. Zoom's are 22 characters of base64.
+const MAX_PLAIN_TOKEN: usize = 64;
+
+/// Whether `token` can be a Zoom `plainToken`: base64 or base64url text. Never a `:`, so the answer, a
+/// MAC under the source's secret, can never be the signature of an event (`v0:{timestamp}:{body}`): a
+/// holder of one secret (one being retired, say) cannot mint event signatures with it.
+fn plain_token(token: &str) -> bool {
+    (1..=MAX_PLAIN_TOKEN).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-'))
+}
 
 /// The handshake a verified request is, if any, for a source verified with `preset`.
 ///
@@ -41,6 +50,8 @@ pub fn of(
 ) -> Result<Option<Handshake>, Error> {
     match preset {
         Some(Preset::Slack) => slack(kind, raw, max_depth),
+        // A body that spells the name with JSON escapes is stored as an event instead: only a holder
+        // of the secret can send one, and Zoom does not.
         Some(Preset::Zoom)
             if kind == BodyKind::Json
                 && memchr::memmem::find(raw, b"endpoint.url_validation").is_some() =>
@@ -57,11 +68,9 @@ fn zoom_url_validation(raw: &[u8], max_depth: usize) -> Result<Option<Handshake>
         return Ok(None);
     }
     match payload::json_member(raw, &["payload", "plainToken"], max_depth)? {
-        Some(Value::String(t)) if !t.is_empty() && t.len() <= MAX_PLAIN_TOKEN => {
-            Ok(Some(Handshake::ZoomUrlValidation(t)))
-        }
+        Some(Value::String(t)) if plain_token(&t) => Ok(Some(Handshake::ZoomUrlValidation(t))),
         _ => Err(Error::Malformed(format!(
-            "Zoom endpoint.url_validation without a `payload.plainToken` string of 1 to {MAX_PLAIN_TOKEN} bytes"
+            "Zoom endpoint.url_validation without a `payload.plainToken` of 1 to {MAX_PLAIN_TOKEN} base64 characters"
         ))),
     }
 }
@@ -147,21 +156,24 @@ mod tests {
         );
         let event = br#"{"event":"meeting.started","payload":{"note":"endpoint.url_validation"}}"#;
         assert_eq!(of(zoom, BodyKind::Json, event, 64).unwrap(), None);
-        for bad in [
-            &br#"{"event":"endpoint.url_validation","payload":{}}"#[..],
-            br#"{"event":"endpoint.url_validation","payload":{"plainToken":""}}"#,
-            br#"{"event":"endpoint.url_validation","payload":{"plainToken":7}}"#,
-        ] {
-            assert!(matches!(
-                of(zoom, BodyKind::Json, bad, 64),
-                Err(Error::Malformed(_))
-            ));
-        }
         let long = format!(
             r#"{{"event":"endpoint.url_validation","payload":{{"plainToken":"{}"}}}}"#,
             "a".repeat(MAX_PLAIN_TOKEN + 1)
         );
-        assert!(of(zoom, BodyKind::Json, long.as_bytes(), 64).is_err());
+        for bad in [
+            &br#"{"event":"endpoint.url_validation","payload":{}}"#[..],
+            br#"{"event":"endpoint.url_validation","payload":{"plainToken":""}}"#,
+            br#"{"event":"endpoint.url_validation","payload":{"plainToken":7}}"#,
+            // What an event's signature covers: answering it would sign that event.
+            br#"{"event":"endpoint.url_validation","payload":{"plainToken":"v0:1:{}"}}"#,
+            long.as_bytes(),
+        ] {
+            assert!(
+                matches!(of(zoom, BodyKind::Json, bad, 64), Err(Error::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     /// Slack's certificate check is a form with `ssl_check=1`; a slash command that mentions

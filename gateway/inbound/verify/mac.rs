@@ -243,11 +243,13 @@ fn first_present<'h>(
 impl MacScheme {
     /// Check order: signature header present and parseable, timestamp fresh, then the MACs.
     /// Freshness first keeps replayed requests cheap to refuse.
-    pub(crate) fn verify(
+    /// Also tells which of [`MacScheme::keys`] made the matching MAC (`None`: a public key verified it);
+    /// Zoom's URL validation is answered with that key.
+    pub(crate) fn verify_key(
         &self,
         req: &SignedRequest<'_>,
         now: SystemTime,
-    ) -> Result<(), VerifyError> {
+    ) -> Result<Option<usize>, VerifyError> {
         let received = self.carrier.read(req)?;
         // Only the kinds of signature this source has keys for count: a source given public keys alone
         // does not take a `v1` entry as a signature, nor one given secrets alone a `v1a`.
@@ -328,10 +330,11 @@ impl MacScheme {
         let signed_url = request::signed_url(req.url, self.public_url.as_deref());
         for url in url_candidates(&signed_url, self.url_form, self.template.uses(&Part::Url)) {
             let message = self.template.pieces(&values, &url);
-            if any_key_matches(self.mac, &self.keys, &message, &signatures)
-                || any_public_key_verifies(&self.public_keys, &message, &asymmetric)
-            {
-                return Ok(());
+            if let Some(key) = matching_key(self.mac, &self.keys, &message, &signatures) {
+                return Ok(Some(key));
+            }
+            if any_public_key_verifies(&self.public_keys, &message, &asymmetric) {
+                return Ok(None);
             }
         }
         Err(VerifyError::Mismatch)
@@ -346,15 +349,30 @@ pub(crate) fn any_key_matches(
     message: &[&[u8]],
     signatures: &[Vec<u8>],
 ) -> bool {
-    let mut matched = false;
-    for key in keys {
+    matching_key(mac, keys, message, signatures).is_some()
+}
+
+/// The first key whose MAC of `message` equals a received signature. Every key and signature is
+/// compared (in constant time), whichever matches, so the time taken tells nothing of which did.
+fn matching_key(
+    mac: Mac,
+    keys: &[Key],
+    message: &[&[u8]],
+    signatures: &[Vec<u8>],
+) -> Option<usize> {
+    let mut found = None;
+    for (i, key) in keys.iter().enumerate() {
         if let Some(expected) = mac.compute_keyed(key, message) {
+            let mut matched = false;
             for sig in signatures {
                 matched |= ct_eq(&expected, sig);
             }
+            if matched && found.is_none() {
+                found = Some(i);
+            }
         }
     }
-    matched
+    found
 }
 
 /// True when any public key verifies any received signature of `message`, prepared once for them all

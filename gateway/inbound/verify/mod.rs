@@ -217,11 +217,21 @@ enum Check {
 impl Verifier {
     /// Check one request. `now` is injected so replay windows are testable with fixed vectors.
     pub fn verify(&self, req: &SignedRequest<'_>, now: SystemTime) -> Result<(), VerifyError> {
+        self.verify_key(req, now).map(|_| ())
+    }
+
+    /// As [`Verifier::verify`], telling which secret (by its place in the list, `secret` first) made a
+    /// matching MAC, for the schemes that compute one (`None` otherwise).
+    pub fn verify_key(
+        &self,
+        req: &SignedRequest<'_>,
+        now: SystemTime,
+    ) -> Result<Option<usize>, VerifyError> {
         match &self.check {
-            Check::Mac(scheme) => scheme.verify(req, now),
-            Check::Twilio(twilio) => twilio.verify(req),
-            Check::Basic(basic) => basic.verify(req),
-            Check::Token(token) => token.verify(req),
+            Check::Mac(scheme) => scheme.verify_key(req, now),
+            Check::Twilio(twilio) => twilio.verify(req).map(|()| None),
+            Check::Basic(basic) => basic.verify(req).map(|()| None),
+            Check::Token(token) => token.verify(req).map(|()| None),
         }
     }
 
@@ -247,13 +257,13 @@ impl Verifier {
         }
     }
 
-    /// The MAC of `text` with the scheme's first key, hex: Zoom's answer to its URL validation, whose
-    /// request was verified first. The first key is the current one: a source rotating its secret lists
-    /// the new one first once the sender uses it.
-    pub fn first_key_hex_mac(&self, text: &str) -> Option<String> {
+    /// The MAC of `text` under secret `key` (as [`Verifier::verify_key`] names it), hex: Zoom's answer
+    /// to its URL validation, given with the secret that signed the validation itself, the one Zoom
+    /// checks the answer with.
+    pub fn key_hex_mac(&self, key: usize, text: &str) -> Option<String> {
         match &self.check {
             Check::Mac(scheme) => {
-                let key = scheme.keys.first()?;
+                let key = scheme.keys.get(key)?;
                 scheme
                     .mac
                     .compute_keyed(key, &[text.as_bytes()])
