@@ -450,14 +450,15 @@ fn lint_text(ctx: &mut Ctx, n: &Node, kind: &str, key: &str) -> bool {
 /// A yes-or-no field (`email_blacklisted`): a constant must be `true` or `false` (YAML 1.2: `yes` is text,
 /// which would fail every event at run time); a path or a map is computed.
 fn lint_flag(ctx: &mut Ctx, n: &Node, kind: &str, key: &str) -> bool {
-    // `{ const: X }` is a constant too, and `X` the node to check.
-    let constant = n
+    // `{ const: X }` is a constant too, and `X` the node to check: written there, even a text that looks
+    // like a path is sent as text.
+    let spelled_out = n
         .as_map()
-        .and_then(|m| m.iter().find(|(k, _)| k.name == "const").map(|(_, v)| v))
-        .unwrap_or(n);
+        .and_then(|m| m.iter().find(|(k, _)| k.name == "const").map(|(_, v)| v));
+    let constant = spelled_out.unwrap_or(n);
     let fine = match &constant.kind {
         Kind::Bool(_) | Kind::Map(_) | Kind::Null => true,
-        Kind::Str(s) => computed(s) && std::ptr::eq(constant, n),
+        Kind::Str(s) => spelled_out.is_none() && computed(s),
         _ => false,
     };
     if !fine {
@@ -543,11 +544,8 @@ impl ActionSpec {
                     attributes: eval_fields(attributes, scope)
                         .map_err(|e| e.within(&format!("{kind}.attributes")))?,
                     list_ids: lists(list_ids, scope).map_err(|e| e.within(kind))?,
-                    email_blacklisted: flag(
-                        email_blacklisted,
-                        scope,
-                        &format!("{kind}.email_blacklisted"),
-                    )?,
+                    email_blacklisted: flag(email_blacklisted, scope)
+                        .map_err(|e| e.within(kind))?,
                 };
                 if *upsert {
                     Action::UpsertContact(contact)
@@ -573,11 +571,8 @@ impl ActionSpec {
                     attributes: eval_fields(attributes, scope)
                         .map_err(|e| e.within(&format!("{kind}.attributes")))?,
                     list_ids: lists(list_ids, scope).map_err(|e| e.within(kind))?,
-                    email_blacklisted: flag(
-                        email_blacklisted,
-                        scope,
-                        &format!("{kind}.email_blacklisted"),
-                    )?,
+                    email_blacklisted: flag(email_blacklisted, scope)
+                        .map_err(|e| e.within(kind))?,
                 })
             }
             ActionSpec::Event {
@@ -663,22 +658,18 @@ impl Ids {
     }
 }
 
-/// A yes-or-no field as computed: `true` or `false`, or left out when missing; anything else fails the
-/// event, naming the field.
-fn flag(
-    expr: &Option<ValueExpr>,
-    scope: Scope<'_>,
-    field: &str,
-) -> Result<Option<bool>, EvalError> {
-    let field = field.to_owned();
+/// `email_blacklisted` as computed: `true` or `false`, or left out when missing; anything else fails
+/// the event, naming the field (the caller adds the action, as for `list_ids`).
+fn flag(expr: &Option<ValueExpr>, scope: Scope<'_>) -> Result<Option<bool>, EvalError> {
+    const FIELD: &str = "email_blacklisted";
     let Some(expr) = expr else {
         return Ok(None);
     };
-    match expr.eval(scope).map_err(|e| e.within(&field))?.as_deref() {
+    match expr.eval(scope).map_err(|e| e.within(FIELD))?.as_deref() {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(other) => Err(EvalError {
-            field,
+            field: FIELD.to_owned(),
             reason: format!("expected true or false, found {}", super::json_kind(other)),
         }),
     }
