@@ -1296,6 +1296,126 @@ async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
     );
 }
 
+/// Mailgun end to end through the shipped `mappings/mailgun.yaml`, its signing key read from a file:
+/// Mailgun signs a timestamp and a token in the body, not the event, so the token is used once. A
+/// genuine failure is stored and becomes the hard bounce and the contact's flag; the same request
+/// again (Mailgun's retry) is a duplicate, and so is its signature block put on another event (a
+/// forged click for another address), which is never stored; another key, a stale block and no block
+/// are refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mailgun_signature_is_used_once_whatever_body_it_comes_with() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let now = now_secs();
+    let request =
+        |secret: &str, ts: u64| json!({"preset": "mailgun", "secret": secret, "timestamp": ts});
+    let signed = peer_sign(&json!([
+        request("mg-signing-key-1", now),
+        request("mg-signing-key-other", now),
+        request("mg-signing-key-1", now - 10 * 3600)
+    ]));
+    let with_block = |file: &str, i: usize| {
+        let text =
+            std::fs::read_to_string(repo_root().join("mappings/testdata").join(file)).unwrap();
+        let mut event: Value = serde_json::from_str(&text).unwrap();
+        event["signature"] = signed[i]["signature"].clone();
+        event.to_string()
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    let key = secret_file(secrets.path(), "mailgun", "mg-signing-key-1");
+    let mapping = std::fs::read_to_string(repo_root().join("mappings/mailgun.yaml"))
+        .unwrap()
+        .replace("${env:MAILGUN_WEBHOOK_SIGNING_KEY}", &key);
+    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
+    let gw = Gateway::start(&redis, &[("mailgun.yaml", &mapping)], &cfg).await;
+    let post = |body: String| {
+        let req = client()
+            .post(gw.url("mailgun"))
+            .header("content-type", "application/json")
+            .body(body);
+        async move {
+            let r = req.send().await.unwrap();
+            let s = r.status().as_u16();
+            (s, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    // Mailgun ends its retries on a 200 (not any 2xx): the preset answers with an empty one.
+    let failed = with_block("mailgun_failed.json", 0);
+    let (status, answer) = post(failed.clone()).await;
+    assert_eq!((status, &answer), (200, &Value::Null));
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 1, "stored");
+    let (status, _) = post(failed.clone()).await;
+    assert_eq!(status, 200, "Mailgun's retry");
+    let forged =
+        with_block("mailgun_clicked.json", 0).replace("ada@example.com", "eve@example.com");
+    let (status, _) = post(forged).await;
+    assert_eq!(
+        status, 200,
+        "a used signature on another event is a duplicate"
+    );
+    let dup = metric_sum(
+        &gw.metrics().await,
+        "hookgate_inbound_duplicates_total",
+        &["source=\"mailgun\""],
+    );
+    assert_eq!(
+        dup, 2.0,
+        "the retry and the forged event are both counted as redeliveries"
+    );
+    let (status, answer) = post(with_block("mailgun_clicked.json", 1)).await;
+    assert_eq!(
+        (status, answer["message"].as_str()),
+        (401, Some("no signature matches"))
+    );
+    let (status, answer) = post(with_block("mailgun_clicked.json", 2)).await;
+    assert_eq!(
+        (status, answer["message"].as_str()),
+        (401, Some("timestamp outside the 32400 s window")),
+        "signed ten hours ago, past Mailgun's eight hours of retries"
+    );
+    let (status, answer) = post(r#"{"event-data": {"event": "opened"}}"#.to_owned()).await;
+    assert_eq!(
+        (status, answer["message"].as_str()),
+        (401, Some("missing body field signature"))
+    );
+    let stored = inbound_entries(&redis, "hookgate");
+    assert_eq!(stored.len(), 1, "only the genuine event is stored, once");
+
+    assert!(up.wait_delivered(2, 10).await, "delivered");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    let event = reqs
+        .iter()
+        .find(|r| r.path == "/events")
+        .expect("the event");
+    assert_eq!(
+        (
+            event.body["event_name"].as_str(),
+            event.body["identifiers"]["email_id"].as_str()
+        ),
+        (Some("email_hard_bounced"), Some("bob@example.net"))
+    );
+    let flag = reqs
+        .iter()
+        .find(|r| r.path.starts_with("/contacts"))
+        .expect("the flag");
+    assert_eq!(
+        (flag.method.as_str(), flag.path.as_str(), &flag.body),
+        (
+            "PUT",
+            "/contacts/bob%40example.net",
+            &json!({"attributes": {"EMAIL_BOUNCED": true}})
+        )
+    );
+    assert!(
+        !reqs
+            .iter()
+            .any(|r| r.body.to_string().contains("eve@example.com")),
+        "nothing of the forged event reached the upstream"
+    );
+}
+
 /// Mailchimp end to end through the shipped `mappings/mailchimp.yaml`, its key read from a file: the GET
 /// Mailchimp sends to check the URL before it saves the webhook is answered 200 and stores nothing; the
 /// subscribe form it then posts becomes the contact upsert and the event; the same form again is a

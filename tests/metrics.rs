@@ -59,6 +59,12 @@ async fn metrics_cover_the_pipeline_with_hookgate_names_and_buckets() {
         }
         let count = format!(r#"hookgate_inbound_duration_seconds_count{{source="{source}"}}"#);
         assert_eq!(value(&before, &count), Some(0.0), "{count}:\n{before}");
+        let redeliveries = format!(r#"hookgate_inbound_duplicates_total{{source="{source}"}}"#);
+        assert_eq!(
+            value(&before, &redeliveries),
+            Some(0.0),
+            "{redeliveries}:\n{before}"
+        );
     }
 
     // A delivery held by a slow upstream is pending in the group, and the gauge says so.

@@ -386,8 +386,12 @@ async fn accept(
         body: &raw,
     };
     let stored = st.store.store_inbound(&rec, ttl).await;
-    if let Ok(Stored::New(id)) = &stored {
-        tracing::Span::current().record("event_id", id.as_str());
+    match &stored {
+        Ok(Stored::New(id)) => {
+            tracing::Span::current().record("event_id", id.as_str());
+        }
+        Ok(Stored::Duplicate(_)) => src.metrics.redelivery(&src.name),
+        Err(_) => {}
     }
     match (stored, &src.answer) {
         // The source's own answer (`response:`, or its preset's), to a new event and to a redelivery

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 const REQUESTS: &str = "hookgate_inbound_requests_total";
 const DURATION: &str = "hookgate_inbound_duration_seconds";
+const DUPLICATES: &str = "hookgate_inbound_duplicates_total";
 
 /// Handles for one source, made when the source is served ([`SourceMetrics::register`]) or at its first
 /// request, whichever comes first.
@@ -15,6 +16,9 @@ pub struct SourceMetrics(OnceLock<Hot>);
 struct Hot {
     stored: Counter,
     duplicate: Counter,
+    /// Redeliveries, whatever they were answered with: a source with its own answer (`response:`, or
+    /// twilio's and mailgun's) answers a new event and a redelivery alike.
+    redeliveries: Counter,
     duration: Histogram,
 }
 
@@ -29,6 +33,7 @@ impl SourceMetrics {
         self.0.get_or_init(|| Hot {
             stored: metrics::counter!(REQUESTS, "source" => source.to_string(), "status" => "202"),
             duplicate: metrics::counter!(REQUESTS, "source" => source.to_string(), "status" => "200"),
+            redeliveries: metrics::counter!(DUPLICATES, "source" => source.to_string()),
             duration: metrics::histogram!(DURATION, "source" => source.to_string()),
         })
     }
@@ -39,6 +44,11 @@ impl SourceMetrics {
     pub fn register(&self, source: &str) {
         let _ = crate::telemetry::metrics();
         let _ = self.hot(source);
+    }
+
+    /// Count one redelivery of `source`, not stored again (its answer is counted by [`Self::record`]).
+    pub fn redelivery(&self, source: &str) {
+        self.hot(source).redeliveries.increment(1);
     }
 
     /// Count one answered request of `source` and how long it took.

@@ -173,6 +173,16 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The `mailgun` preset's answer when the file sets none: Mailgun documents `200` as the answer that
+    /// ends its retries (and `406` as a refusal); any other status, a `202` among them, it may resend.
+    fn empty_ok() -> Self {
+        Answer {
+            status: http::StatusCode::OK,
+            content_type: None,
+            body: bytes::Bytes::new(),
+        }
+    }
+
     /// The `twilio` preset's answer when the file sets none: Twilio reads the answer to a message or
     /// call webhook as TwiML. An empty `<Response>` sends no reply to a message and ends a call.
     fn empty_twiml() -> Self {
@@ -241,7 +251,7 @@ pub struct InboundSource {
     pub dedup_binds_body: bool,
     pub max_body: Option<u64>,
     /// The answer to a stored event or a redelivery, when not hookgate's JSON (`response:`, or the
-    /// preset's own: twilio's empty TwiML).
+    /// preset's own: twilio's empty TwiML, mailgun's empty `200`).
     pub answer: Option<Answer>,
     /// Headers that carry a credential and are never stored.
     pub secret_headers: Vec<http::HeaderName>,
@@ -336,13 +346,11 @@ impl InboundSource {
         });
         // `max_body` and `response` are checked where the file is parsed (`mapping::file`), at their own
         // locations; every spec built here came through that parse.
-        let twilio = verifier
-            .as_ref()
-            .is_some_and(|v| v.preset() == Preset::Twilio);
-        let answer = match &spec.response {
-            Some(own) => Some(own.clone()),
-            None if twilio => Some(Answer::empty_twiml()),
-            None => None,
+        let answer = match (&spec.response, verifier.as_ref().map(Verifier::preset)) {
+            (Some(own), _) => Some(own.clone()),
+            (None, Some(Preset::Twilio)) => Some(Answer::empty_twiml()),
+            (None, Some(Preset::Mailgun)) => Some(Answer::empty_ok()),
+            (None, _) => None,
         };
         if !problems.is_empty() {
             return Err(problems);

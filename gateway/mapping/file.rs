@@ -128,6 +128,9 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
     if let Some(d) = &dedup {
         ok &= check_dedup(ctx, root, d);
     }
+    if let Some(v) = &verify {
+        ok &= check_single_use(ctx, root, v, dedup.as_ref());
+    }
     if max_body.is_some_and(|b| b.as_u64() == 0 || b > crate::config::MAX_BODY_CAP) {
         let at = entry(root, "max_body").map_or(root.loc, |(_, v)| v.loc);
         ctx.error(
@@ -276,12 +279,7 @@ fn check_dedup(ctx: &mut Ctx, root: &Node, d: &DedupSpec) -> bool {
             let inner = e
                 .offset
                 .map_or(0, |o| id.value[..o.min(id.value.len())].chars().count());
-            let quoted = ctx
-                .text
-                .lines()
-                .nth(line.saturating_sub(1) as usize)
-                .and_then(|l| l.chars().nth(column.saturating_sub(1) as usize))
-                .is_some_and(|c| c == '"' || c == '\'');
+            let quoted = quoted_at(ctx, line, column);
             let at = Loc {
                 line,
                 column,
@@ -306,6 +304,97 @@ fn check_dedup(ctx: &mut Ctx, root: &Node, d: &DedupSpec) -> bool {
         }
     }
     ok
+}
+
+/// A scheme whose signature covers no body (Mailgun's covers a timestamp and a random token) is sound
+/// only when each signed token is taken once: the source must dedup on it, for at least twice the
+/// replay window (a token signed at the window's future edge stays fresh for two windows).
+fn check_single_use(ctx: &mut Ctx, root: &Node, v: &VerifySpec, d: Option<&DedupSpec>) -> bool {
+    let Some(token) = v.single_use_token() else {
+        return true;
+    };
+    let fix = format!("dedup: {{ id: {token} }}");
+    let on_token = d
+        .and_then(|d| d.id.as_ref())
+        .is_some_and(|id| id.value.trim() == token);
+    if !on_token {
+        let (line, column, width) = match (d, d.and_then(|d| d.id.as_ref())) {
+            (_, Some(id)) => value_place(ctx, id),
+            (Some(_), None) => {
+                let at = key_loc(root, "dedup");
+                (at.line, at.column, at.width)
+            }
+            (None, _) => {
+                let at = key_loc(root, "verify");
+                (at.line, at.column, at.width)
+            }
+        };
+        ctx.error_at(
+            line,
+            column,
+            width,
+            format!(
+                "preset {} needs `{fix}`: its signature covers the token, not the body, so each token may be used once",
+                v.preset
+            ),
+        )
+        .hint = Some(format!(
+            "write `{fix}`: a retry carries the same token, so retries are caught too"
+        ));
+        return false;
+    }
+    let (Some(window), Some(d)) = (v.replay_window(), d) else {
+        return true;
+    };
+    let ttl = match &d.ttl {
+        None => crate::inbound::source::DEFAULT_DEDUP_TTL,
+        Some(t) => match crate::inbound::source::dedup_ttl(&t.value) {
+            Ok(ttl) => ttl,
+            // Reported by `check_dedup`.
+            Err(_) => return true,
+        },
+    };
+    if ttl < window * 2 {
+        let (line, column, width) = match &d.ttl {
+            Some(t) => value_place(ctx, t),
+            None => {
+                let at = key_loc(root, "dedup");
+                (at.line, at.column, at.width)
+            }
+        };
+        ctx.error_at(
+            line,
+            column,
+            width,
+            format!(
+                "dedup.ttl: at least twice the replay window ({}) for preset {}: a token must be refused for as long as its timestamp is fresh",
+                humantime::format_duration(window * 2),
+                v.preset
+            ),
+        );
+        return false;
+    }
+    true
+}
+
+/// Where a scalar value is written, `(line, column, width)`, its quotes included when it has them.
+fn value_place(ctx: &Ctx, value: &serde_saphyr::Spanned<String>) -> (u32, u32, u32) {
+    let (line, column) = (
+        value.referenced.line() as u32,
+        value.referenced.column() as u32,
+    );
+    let width =
+        value.value.chars().count() as u32 + if quoted_at(ctx, line, column) { 2 } else { 0 };
+    (line, column, width)
+}
+
+/// Whether the scalar written at `line:column` is quoted.
+fn quoted_at(ctx: &Ctx, line: u32, column: u32) -> bool {
+    ctx.text
+        .lines()
+        .nth(line.saturating_sub(1) as usize)
+        .and_then(|l| l.chars().nth(column.saturating_sub(1) as usize))
+        .is_some_and(|c| c == '"' || c == '\'')
 }
 
 /// A key of a map node and its value.

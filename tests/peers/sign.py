@@ -10,14 +10,16 @@ Batching keeps the (slow) library imports to one per test.
 Signers: stripe (PyPI stripe), standard-webhooks (PyPI standardwebhooks; its asymmetric v1a by PyPI
 cryptography, which is OpenSSL), sendgrid (OpenSSL through PyPI cryptography; checked by SendGrid's
 own library in verify_sendgrid.py), slack (PyPI slack_sdk),
-twilio (PyPI twilio), hubspot v1/v2/v3 (PyPI hubspot-api-client). shopify, typeform and calendly
-publish no signer, so they are signed here with the standard library's hmac, following each
-provider's documentation independently of hookgate's Rust code.
+twilio (PyPI twilio), hubspot v1/v2/v3 (PyPI hubspot-api-client). shopify, typeform, calendly, zoom and
+mailgun publish no signer, so they are signed here with the standard library's hmac, following each
+provider's documentation independently of hookgate's Rust code. mailgun's result has no headers: its
+"signature" object goes in the body.
 """
 import base64
 import hashlib
 import hmac
 import json
+import secrets
 import sys
 from datetime import datetime, timezone
 from urllib.parse import parse_qsl
@@ -167,6 +169,16 @@ def zoom_sign(r):
     return {"x-zm-request-timestamp": ts, "x-zm-signature": "v0=" + sig}
 
 
+def mailgun_sign(r):
+    # Mailgun "Securing Webhooks": hex HMAC-SHA256 of timestamp + token (no separator) under the webhook
+    # signing key, posted in the body's "signature" object, not in a header. Mailgun publishes no signer;
+    # the unit tests also check the vector of its own PHP library's tests.
+    ts = str(r["timestamp"])
+    token = r.get("token") or secrets.token_hex(25)
+    sig = hmac.new(r["secret"].encode(), (ts + token).encode(), hashlib.sha256).hexdigest()
+    return {}, r.get("url"), {"signature": {"timestamp": ts, "token": token, "signature": sig}}
+
+
 def typeform_sign(r):
     # Typeform "Secure your webhooks": "sha256=" + base64 HMAC-SHA256 of the payload.
     sig = base64.b64encode(stdlib_hmac(r, r["body"])).decode()
@@ -222,6 +234,7 @@ SIGNERS = {
     "standard-webhooks-v1a": standard_webhooks_v1a_sign,
     "slack": slack_sign,
     "zoom": zoom_sign,
+    "mailgun": mailgun_sign,
     "sendgrid": sendgrid_sign,
     "twilio": twilio_sign,
     "hubspot": hubspot_sign,

@@ -4,6 +4,7 @@
 
 use super::credentials::{Basic, Token, TokenLocation};
 use super::crypto::{KeyKind, PublicKey};
+use super::mailgun::Mailgun;
 use super::twilio::Twilio;
 use super::{presets, Check, Preset, Verifier, VerifySpec};
 use crate::secret::{Secret, SecretRef};
@@ -52,6 +53,7 @@ impl VerifySpec {
         self.check_applicable(&mut problems);
         let check = match self.preset {
             Preset::Twilio => self.twilio(mode, &mut problems).map(Check::Twilio),
+            Preset::Mailgun => self.mailgun(mode, &mut problems).map(Check::Mailgun),
             Preset::Basic => self.basic(mode, &mut problems).map(Check::Basic),
             Preset::Token => self.token(mode, &mut problems).map(Check::Token),
             _ => presets::mac_scheme(self, mode, &mut problems).map(Check::Mac),
@@ -91,7 +93,9 @@ impl VerifySpec {
             Preset::StandardWebhooks | Preset::Sendgrid => {
                 &["tolerance", "public_key", "public_keys"]
             }
-            Preset::Stripe | Preset::Calendly | Preset::Slack | Preset::Zoom => &["tolerance"],
+            Preset::Stripe | Preset::Calendly | Preset::Slack | Preset::Zoom | Preset::Mailgun => {
+                &["tolerance"]
+            }
             Preset::Github | Preset::Shopify | Preset::Typeform => &[],
             Preset::Hubspot => &["version", "public_url", "tolerance"],
             Preset::Twilio => &["public_url"],
@@ -207,13 +211,27 @@ impl VerifySpec {
 
     /// The replay window: `tolerance` parsed as a duration (`300s`, `5m`), default 300 s.
     pub(crate) fn tolerance(&self, problems: &mut Problems) -> Duration {
+        self.tolerance_or(DEFAULT_TOLERANCE, problems)
+    }
+
+    /// The window a preset applies when `tolerance` is not set: 300 s, but Mailgun's 9 hours, since
+    /// it resends a failed delivery with its original signature for 8 hours.
+    pub(crate) fn default_tolerance(&self) -> Duration {
+        match self.preset {
+            Preset::Mailgun => super::mailgun::DEFAULT_TOLERANCE,
+            _ => DEFAULT_TOLERANCE,
+        }
+    }
+
+    /// `tolerance` parsed as a duration, `default` when it is not set (or is invalid: reported).
+    pub(crate) fn tolerance_or(&self, default: Duration, problems: &mut Problems) -> Duration {
         let Some(text) = &self.tolerance else {
-            return DEFAULT_TOLERANCE;
+            return default;
         };
         match humantime::parse_duration(text.trim()) {
             Ok(d) if d.is_zero() => {
                 problems.push("tolerance: must be more than zero".to_owned());
-                DEFAULT_TOLERANCE
+                default
             }
             Ok(d) => d,
             Err(_) => {
@@ -221,7 +239,7 @@ impl VerifySpec {
                     "tolerance: invalid duration `{}` (write e.g. 300s or 5m)",
                     crate::error::one_line(text)
                 ));
-                DEFAULT_TOLERANCE
+                default
             }
         }
     }
@@ -244,6 +262,12 @@ impl VerifySpec {
         let keys = presets::utf8_keys(self.secrets(mode, problems));
         let public_url = self.public_url(problems);
         Some(Twilio { keys, public_url })
+    }
+
+    fn mailgun(&self, mode: Secrets, problems: &mut Problems) -> Option<Mailgun> {
+        let keys = presets::utf8_keys(self.secrets(mode, problems));
+        let tolerance = self.tolerance_or(self.default_tolerance(), problems);
+        Some(Mailgun { keys, tolerance })
     }
 
     fn basic(&self, mode: Secrets, problems: &mut Problems) -> Option<Basic> {

@@ -13,6 +13,9 @@ pub enum VerifyError {
     /// The token preset's query parameter is absent.
     #[error("missing query parameter {0}")]
     MissingParam(String),
+    /// A member of the body a scheme reads is absent (Mailgun's `signature.token`, say).
+    #[error("missing body field {0}")]
+    MissingField(&'static str),
     /// A header (or parameter) is present but cannot be parsed. `problem` is a fixed description,
     /// never the received value.
     #[error("malformed {field}: {problem}")]
@@ -35,11 +38,12 @@ pub enum VerifyError {
 }
 
 impl VerifyError {
-    /// A short stable label for metrics: `missing_header`, `malformed`, `stale`, `mismatch` or
-    /// `bad_credentials`.
+    /// A short stable label for metrics: `missing_header`, `missing_field`, `malformed`, `stale`,
+    /// `mismatch` or `bad_credentials`.
     pub fn reason(&self) -> &'static str {
         match self {
             VerifyError::MissingHeader(_) | VerifyError::MissingParam(_) => "missing_header",
+            VerifyError::MissingField(_) => "missing_field",
             VerifyError::Malformed { .. } => "malformed",
             VerifyError::Stale(_) => "stale",
             VerifyError::Mismatch | VerifyError::BodyHashMismatch => "mismatch",
@@ -92,6 +96,11 @@ mod tests {
                 "stale",
             ),
             (VerifyError::Mismatch, "no signature matches", "mismatch"),
+            (
+                VerifyError::MissingField("signature.token"),
+                "missing body field signature.token",
+                "missing_field",
+            ),
             (
                 VerifyError::BadCredentials,
                 "bad credentials",

@@ -1,5 +1,5 @@
 //! Signature verification presets (stripe, standard-webhooks, github, shopify, hubspot, typeform,
-//! calendly, slack, zoom, sendgrid, twilio, generic hmac, basic auth, static token).
+//! calendly, slack, zoom, sendgrid, mailgun, twilio, generic hmac, basic auth, static token).
 //!
 //! A source's `verify:` block ([`VerifySpec`]) is compiled once by [`VerifySpec::build`], which
 //! resolves secrets and reports every configuration problem together; the resulting [`Verifier`]
@@ -7,13 +7,15 @@
 //!
 //! Layout: `crypto` (MACs, decoding, constant-time compare), `request` (headers, timestamps,
 //! signed URL), `mac` (the engine for every MAC scheme), `presets` (each preset as data for that
-//! engine), `twilio`, `credentials` (basic, token), `build` (validating a spec), `error`.
+//! engine), `twilio`, `mailgun` (signed in the body), `credentials` (basic, token), `build`
+//! (validating a spec), `error`.
 //!
 //! ```yaml
 //! verify: { preset: stripe, secret: "${env:STRIPE_WEBHOOK_SECRET}" }            # tolerance: 300s
 //! verify: { preset: standard-webhooks, secrets: ["${file:/run/secrets/old}", "${file:/run/secrets/new}"] }
 //! verify: { preset: standard-webhooks, public_key: "whpk_11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=" }  # v1a
 //! verify: { preset: sendgrid, public_key: "${env:SENDGRID_WEBHOOK_PUBLIC_KEY}" }   # ECDSA P-256
+//! verify: { preset: mailgun, secret: "${env:MAILGUN_WEBHOOK_SIGNING_KEY}" }  # with dedup: { id: $.signature.token }
 //! verify: { preset: hubspot, version: v3, secret: "${env:HUBSPOT_CLIENT_SECRET}",
 //!           public_url: "https://hooks.example.com/webhooks/hubspot" }          # behind a proxy
 //! verify: { preset: twilio, secret: "${env:TWILIO_AUTH_TOKEN}", public_url: "https://hooks.example.com/webhooks/sms" }
@@ -32,6 +34,7 @@ mod credentials;
 mod crypto;
 mod error;
 mod mac;
+mod mailgun;
 mod presets;
 mod request;
 mod twilio;
@@ -62,6 +65,9 @@ pub enum Preset {
     Zoom,
     /// SendGrid's signed Event Webhook: ECDSA P-256 over `timestamp + body`, checked with `public_key`.
     Sendgrid,
+    /// Mailgun: hex HMAC-SHA256 of `timestamp + token`, both read from the JSON body's `signature`
+    /// object; the source must dedup on the token, which the signature alone does not bind to the body.
+    Mailgun,
     Twilio,
     /// Generic HMAC: `header`, `prefix`, `algorithm`, `encoding`, `timestamp_header`, `id_header`,
     /// `signed_content`.
@@ -87,6 +93,7 @@ impl Preset {
             Preset::Slack => "slack",
             Preset::Zoom => "zoom",
             Preset::Sendgrid => "sendgrid",
+            Preset::Mailgun => "mailgun",
             Preset::Twilio => "twilio",
             Preset::Hmac => "hmac",
             Preset::Basic => "basic",
@@ -184,6 +191,22 @@ impl VerifySpec {
     }
 }
 
+impl VerifySpec {
+    /// The dedup id a source with this verification must use, when its signature covers no body and is
+    /// sound only if each signed value is used once (Mailgun's token).
+    pub fn single_use_token(&self) -> Option<&'static str> {
+        (self.preset == Preset::Mailgun).then_some(mailgun::SINGLE_USE_TOKEN)
+    }
+
+    /// The replay window as configured, or the preset's default (`None` when `tolerance` is invalid,
+    /// which the verifier's own check reports).
+    pub fn replay_window(&self) -> Option<std::time::Duration> {
+        let mut problems = Vec::new();
+        let window = self.tolerance_or(self.default_tolerance(), &mut problems);
+        problems.is_empty().then_some(window)
+    }
+}
+
 /// Whether a public key written in a source file may be shown in a diagnostic's excerpt: only when it is
 /// one. Anything else may be a secret given by mistake.
 pub fn public_key_may_be_shown(text: &str) -> bool {
@@ -210,6 +233,7 @@ pub struct Verifier {
 enum Check {
     Mac(mac::MacScheme),
     Twilio(twilio::Twilio),
+    Mailgun(mailgun::Mailgun),
     Basic(credentials::Basic),
     Token(credentials::Token),
 }
@@ -230,6 +254,7 @@ impl Verifier {
         match &self.check {
             Check::Mac(scheme) => scheme.verify_key(req, now),
             Check::Twilio(twilio) => twilio.verify(req).map(|()| None),
+            Check::Mailgun(mailgun) => mailgun.verify(req, now).map(|()| None),
             Check::Basic(basic) => basic.verify(req).map(|()| None),
             Check::Token(token) => token.verify(req).map(|()| None),
         }
@@ -252,7 +277,7 @@ impl Verifier {
         match &self.check {
             Check::Mac(scheme) => scheme.template.uses(&mac::Part::Url),
             Check::Twilio(_) => true,
-            Check::Basic(_) => false,
+            Check::Mailgun(_) | Check::Basic(_) => false,
             Check::Token(token) => matches!(token.location, credentials::TokenLocation::Param(_)),
         }
     }

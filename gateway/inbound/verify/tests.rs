@@ -1398,6 +1398,211 @@ mod sendgrid {
     }
 }
 
+/// Mailgun: the vector of Mailgun's own PHP library's tests (mailgun/mailgun-php, `WebhookTest`:
+/// `testVerifyWebhookGood` and `testVerifyWebhookBad`), posted as Mailgun's JSON webhooks post it.
+mod mailgun {
+    use super::*;
+
+    const KEY: &str = "key-3ax6xnjp29jd6fds4gc373sgvjxteol0";
+    const TIMESTAMP: &str = "1403645220";
+    const TOKEN: &str = "5egbgr1vjgqxtrnp65xfznchgdccwh5d6i09vijqi3whgowmn6";
+    const OTHER_TOKEN: &str = "owyldpe6nxhmrn78epljl6bj0orrki1u3d2v5e6cnlmmuox8jr";
+    const SIGNATURE: &str = "9cfc5c41582e51246e73c88d34db3af0a3a2692a76fbab81492842f000256d33";
+    const NOW: u64 = 1_403_645_220;
+
+    fn body(block: &str) -> String {
+        format!(
+            r#"{{"signature": {block}, "event-data": {{"event": "opened", "recipient": "ada@example.com"}}}}"#
+        )
+    }
+
+    fn block(timestamp: &str, token: &str, signature: &str) -> String {
+        body(&format!(
+            r#"{{"timestamp": {timestamp}, "token": "{token}", "signature": "{signature}"}}"#
+        ))
+    }
+
+    fn verify(v: &Verifier, body: &str, now: u64) -> Result<(), VerifyError> {
+        check(v, "POST", URL, &[], body, at(now))
+    }
+
+    fn with_key() -> Verifier {
+        preset(Preset::Mailgun, "HG_T_MAILGUN", KEY)
+    }
+
+    #[test]
+    fn the_libraries_vector_and_its_negative_case() {
+        let v = with_key();
+        let good = block(&format!("\"{TIMESTAMP}\""), TOKEN, SIGNATURE);
+        assert_eq!(verify(&v, &good, NOW), Ok(()));
+        // testVerifyWebhookBad: the same signature with another token.
+        let bad = block(&format!("\"{TIMESTAMP}\""), OTHER_TOKEN, SIGNATURE);
+        assert_eq!(verify(&v, &bad, NOW), Err(VerifyError::Mismatch));
+        // Documented as an int: a number is read as its decimal text.
+        let number = block(TIMESTAMP, TOKEN, SIGNATURE);
+        assert_eq!(verify(&v, &number, NOW), Ok(()));
+        // Another key; another timestamp (a second later, still fresh).
+        let other = preset(Preset::Mailgun, "HG_T_MAILGUN_OTHER", "key-other");
+        assert_eq!(verify(&other, &good, NOW), Err(VerifyError::Mismatch));
+        let later = block("\"1403645221\"", TOKEN, SIGNATURE);
+        assert_eq!(verify(&v, &later, NOW), Err(VerifyError::Mismatch));
+        // The body outside the block is not signed: that is Mailgun's scheme, and why the source must
+        // take each token once (the file parser insists on it).
+        let other_event = good.replace("opened", "clicked");
+        assert_eq!(verify(&v, &other_event, NOW), Ok(()));
+    }
+
+    #[test]
+    fn the_window_defaults_to_mailguns_eight_hours_of_retries() {
+        let v = with_key();
+        let good = block(&format!("\"{TIMESTAMP}\""), TOKEN, SIGNATURE);
+        // Mailgun resends with the original block for 8 hours: a retry 8 hours later is taken.
+        assert_eq!(verify(&v, &good, NOW + 8 * 3600), Ok(()));
+        assert_eq!(verify(&v, &good, NOW - 9 * 3600), Ok(()));
+        assert_eq!(
+            verify(&v, &good, NOW + 9 * 3600 + 1),
+            Err(VerifyError::Stale(Duration::from_secs(9 * 3600)))
+        );
+        assert_eq!(
+            verify(&v, &good, NOW - 9 * 3600 - 1).map_err(|e| e.reason()),
+            Err("stale")
+        );
+        let short = build(VerifySpec {
+            preset: Preset::Mailgun,
+            secret: Some(env_secret("HG_T_MAILGUN_SHORT", KEY)),
+            tolerance: Some("5m".into()),
+            ..Default::default()
+        });
+        assert_eq!(verify(&short, &good, NOW + 300), Ok(()));
+        assert_eq!(
+            verify(&short, &good, NOW + 301),
+            Err(VerifyError::Stale(Duration::from_secs(300)))
+        );
+        // A stale block with a bad signature is refused as stale, before any MAC.
+        let bad = block(&format!("\"{TIMESTAMP}\""), OTHER_TOKEN, SIGNATURE);
+        assert_eq!(
+            verify(&short, &bad, NOW + 301).map_err(|e| e.reason()),
+            Err("stale")
+        );
+    }
+
+    #[test]
+    fn a_subaccounts_parent_signature_is_taken_under_the_parents_key() {
+        let parent = "key-parent-account";
+        let v = preset(Preset::Mailgun, "HG_T_MAILGUN_PARENT", parent);
+        let parent_sig = hex::encode(
+            super::crypto::Mac::Hmac(super::crypto::Algorithm::Sha256)
+                .compute(parent.as_bytes(), &[TIMESTAMP.as_bytes(), TOKEN.as_bytes()])
+                .unwrap_or_default(),
+        );
+        let both = body(&format!(
+            r#"{{"timestamp": "{TIMESTAMP}", "token": "{TOKEN}", "signature": "{SIGNATURE}", "parent-signature": "{parent_sig}"}}"#
+        ));
+        assert_eq!(verify(&v, &both, NOW), Ok(()));
+        // The subaccount's own key takes it too, by `signature`.
+        assert_eq!(verify(&with_key(), &both, NOW), Ok(()));
+        // A parent signature under no configured key is no match.
+        let stranger = preset(Preset::Mailgun, "HG_T_MAILGUN_STRANGER", "key-stranger");
+        assert_eq!(verify(&stranger, &both, NOW), Err(VerifyError::Mismatch));
+    }
+
+    #[test]
+    fn a_block_that_is_not_mailguns_is_refused_precisely() {
+        let v = with_key();
+        let cases = [
+            ("[1, 2]", "malformed body: not a JSON object with a signature object (Mailgun's webhooks post JSON)"),
+            ("token=abc&timestamp=1&signature=00", "malformed body: not a JSON object with a signature object (Mailgun's webhooks post JSON)"),
+            (r#"{"event-data": {}}"#, "missing body field signature"),
+            (&body(r#"{"token": "t", "signature": "00"}"#), "missing body field signature.timestamp"),
+            (&body(r#"{"timestamp": "1403645220", "signature": "00"}"#), "missing body field signature.token"),
+            (&body(r#"{"timestamp": "1403645220", "token": "t"}"#), "missing body field signature.signature"),
+            (&body(r#"{"timestamp": "1403645220", "token": "", "signature": "00"}"#), "malformed body field signature.token: empty or longer than 256 bytes"),
+            (&body(r#"{"timestamp": "1403645220", "token": "t", "signature": "xyz"}"#), "malformed body field signature.signature: not hex"),
+            (&body(r#"{"timestamp": "14036.5", "token": "t", "signature": "00"}"#), "malformed body field signature.timestamp: timestamp is not a unix time"),
+            (&body(r#"{"timestamp": -5, "token": "t", "signature": "00"}"#), "malformed body: not a JSON object with a signature object (Mailgun's webhooks post JSON)"),
+        ];
+        for (body, message) in cases {
+            let got = verify(&v, body, NOW).map_err(|e| e.to_string());
+            assert_eq!(got, Err(message.to_owned()), "{body}");
+        }
+        let long = body(&format!(
+            r#"{{"timestamp": "{TIMESTAMP}", "token": "{}", "signature": "00"}}"#,
+            "a".repeat(257)
+        ));
+        assert_eq!(
+            verify(&v, &long, NOW).map_err(|e| e.reason()),
+            Err("malformed")
+        );
+        assert_eq!(
+            verify(&v, r#"{"event-data": {}}"#, NOW).map_err(|e| e.reason()),
+            Err("missing_field")
+        );
+    }
+
+    /// The dedup id is read from the body the verifier read: a block (or a token) given twice could be
+    /// checked in one copy and deduplicated on the other, so it is refused.
+    #[test]
+    fn a_member_given_twice_is_refused() {
+        let v = with_key();
+        let good = format!(
+            r#"{{"timestamp": "{TIMESTAMP}", "token": "{TOKEN}", "signature": "{SIGNATURE}"}}"#
+        );
+        let twice = format!(r#"{{"signature": {good}, "signature": {good}}}"#);
+        assert_eq!(
+            verify(&v, &twice, NOW).map_err(|e| e.reason()),
+            Err("malformed")
+        );
+        let token_twice = format!(
+            r#"{{"signature": {{"timestamp": "{TIMESTAMP}", "token": "x", "token": "{TOKEN}", "signature": "{SIGNATURE}"}}}}"#
+        );
+        assert_eq!(
+            verify(&v, &token_twice, NOW).map_err(|e| e.reason()),
+            Err("malformed")
+        );
+    }
+
+    #[test]
+    fn rotation_and_options() {
+        let v = build(VerifySpec {
+            preset: Preset::Mailgun,
+            secrets: vec![
+                env_secret("HG_T_MAILGUN_NEW", "key-new"),
+                env_secret("HG_T_MAILGUN_OLD", KEY),
+            ],
+            ..Default::default()
+        });
+        let good = block(&format!("\"{TIMESTAMP}\""), TOKEN, SIGNATURE);
+        assert_eq!(verify(&v, &good, NOW), Ok(()));
+        assert!(!v.needs_url());
+        let problems = build_problems(VerifySpec {
+            preset: Preset::Mailgun,
+            header: Some("X-Sig".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            problems,
+            [
+                "`header` does not apply to preset mailgun",
+                "preset mailgun needs `secret` or `secrets`"
+            ]
+        );
+        let spec = VerifySpec {
+            preset: Preset::Mailgun,
+            secret: Some("${env:MAILGUN_WEBHOOK_SIGNING_KEY}".into()),
+            ..Default::default()
+        };
+        assert_eq!(spec.single_use_token(), Some("$.signature.token"));
+        assert_eq!(spec.replay_window(), Some(Duration::from_secs(9 * 3600)));
+        let stripe = VerifySpec {
+            preset: Preset::Stripe,
+            tolerance: Some("10m".into()),
+            ..Default::default()
+        };
+        assert_eq!(stripe.single_use_token(), None);
+        assert_eq!(stripe.replay_window(), Some(Duration::from_secs(600)));
+    }
+}
+
 #[test]
 fn every_preset_builds_with_defaults() {
     for p in [
@@ -1410,6 +1615,7 @@ fn every_preset_builds_with_defaults() {
         Preset::Calendly,
         Preset::Slack,
         Preset::Zoom,
+        Preset::Mailgun,
         Preset::Twilio,
     ] {
         let v = preset(p, "HG_T_EVERY", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
@@ -1549,7 +1755,7 @@ fn module_doc_examples_parse_and_check() {
             last.push_str(line);
         }
     }
-    assert_eq!(examples.len(), 9);
+    assert_eq!(examples.len(), 10);
     for example in examples {
         let source: Source = match serde_saphyr::from_str(&example) {
             Ok(s) => s,
