@@ -1378,6 +1378,30 @@ async fn a_mailgun_signature_is_used_once_whatever_body_it_comes_with() {
         (status, answer["message"].as_str()),
         (401, Some("missing body field signature"))
     );
+    // The block's members as an array (which serde would take for a struct): no token to dedup on, so
+    // it must not verify either.
+    let block = &signed[0]["signature"];
+    let as_array = json!({
+        "signature": [block["timestamp"], block["token"], block["signature"]],
+        "event-data": {"event": "unsubscribed", "recipient": "eve@example.com", "timestamp": now}
+    });
+    let (status, answer) = post(as_array.to_string()).await;
+    assert_eq!(
+        (status, answer["message"].as_str()),
+        (401, Some("malformed body field signature: not an object"))
+    );
+    // The captured request as a form, whose fields the mapper would read instead: refused before any
+    // check, since the token would not be read as the dedup id there.
+    let r = client()
+        .post(gw.url("mailgun"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "{failed}&event-data[event]=unsubscribed&event-data[recipient]=eve%40example.com"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 415);
     let stored = inbound_entries(&redis, "hookgate");
     assert_eq!(stored.len(), 1, "only the genuine event is stored, once");
 
@@ -1413,6 +1437,101 @@ async fn a_mailgun_signature_is_used_once_whatever_body_it_comes_with() {
             .iter()
             .any(|r| r.body.to_string().contains("eve@example.com")),
         "nothing of the forged event reached the upstream"
+    );
+}
+
+/// A Google Ads lead end to end through the shipped `mappings/google-ads.yaml`, its key read from a file:
+/// Google posts the key in the body (`google_key`). The lead is answered 200 (as Google reads a success),
+/// stored with the key's value redacted and everything else byte for byte, and becomes the contact upsert
+/// and the event; the same lead again is a duplicate; a wrong or missing key is refused; a test lead is
+/// the event alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_google_ads_lead_becomes_a_contact_and_its_key_is_not_kept() {
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let key = secret_file(secrets.path(), "gads", "google-ads-lead-key");
+    let mapping = std::fs::read_to_string(repo_root().join("mappings/google-ads.yaml"))
+        .unwrap()
+        .replace("${env:GOOGLE_ADS_LEAD_KEY}", &key);
+    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
+    let gw = Gateway::start(&redis, &[("google-ads.yaml", &mapping)], &cfg).await;
+    let lead = std::fs::read_to_string(repo_root().join("mappings/testdata/google_ads_lead.json"))
+        .unwrap();
+    let post = |body: String| {
+        client()
+            .post(gw.url("google-ads"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let r = post(lead.clone()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = post(lead.clone()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "the same lead again");
+    let r = post(lead.replace("google-ads-lead-key", "guessed-key"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["message"], "bad credentials");
+    let r = post(lead.replace("\"google_key\"", "\"other\""))
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["message"], "missing body field google_key");
+    let stored = inbound_entries(&redis, "hookgate");
+    assert_eq!(stored.len(), 1, "the lead is stored once");
+    let kept = String::from_utf8(stored[0].1["body"].clone()).unwrap();
+    assert_eq!(
+        kept,
+        lead.replace("\"google-ads-lead-key\"", "\"[redacted]\""),
+        "the key is replaced, the rest kept byte for byte"
+    );
+    let test_lead = json!({
+        "lead_id": "TeSter-9", "is_test": true, "google_key": "google-ads-lead-key",
+        "user_column_data": [{"column_id": "EMAIL", "string_value": "test@example.com"}]
+    });
+    let r = post(test_lead.to_string()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+
+    assert!(up.wait_delivered(3, 10).await, "delivered");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    let upserts: Vec<&Value> = reqs
+        .iter()
+        .filter(|r| r.path == "/contacts")
+        .map(|r| &r.body)
+        .collect();
+    assert_eq!(
+        upserts,
+        [&json!({
+            "email": "grace.hopper@example.com",
+            "attributes": {
+                "FIRSTNAME": "Grace", "LASTNAME": "Hopper", "SMS": "+1 650-555-0142",
+                "ZIP": "94043", "COMPANY": "Navy Labs"
+            },
+            "updateEnabled": true
+        })],
+        "one contact: the test lead makes none"
+    );
+    let mut tests: Vec<bool> = reqs
+        .iter()
+        .filter(|r| r.path == "/events")
+        .filter_map(|r| r.body["event_properties"]["test"].as_bool())
+        .collect();
+    tests.sort_unstable();
+    assert_eq!(
+        tests,
+        [false, true],
+        "an event for each lead, the test one marked"
+    );
+    assert!(
+        !reqs
+            .iter()
+            .any(|r| r.body.to_string().contains("google-ads-lead-key")),
+        "the key reaches no upstream request"
     );
 }
 

@@ -912,6 +912,49 @@ async fn a_source_without_any_authentication_is_refused_at_load() {
     );
 }
 
+/// Two Mailgun sources under one signing key would each take a token once: a signature taken at one could
+/// be used again, with any body, at the other. The set is refused, naming both; under other keys it loads.
+#[test]
+fn two_mailgun_sources_sharing_a_key_are_refused_at_load() {
+    std::env::set_var("HG_T_MG_SHARED", "key-shared");
+    std::env::set_var("HG_T_MG_OWN", "key-own");
+    let file = |name: &str, secrets: &str| {
+        format!("source: {name}\nverify: {{ preset: mailgun, secrets: [{secrets}] }}\ndedup: {{ id: $.signature.token }}\nrules: []\n")
+    };
+    let load = |files: &[(&str, String)]| {
+        let d = tempfile::tempdir().unwrap();
+        for (name, text) in files {
+            std::fs::write(d.path().join(name), text).unwrap();
+        }
+        hookgate::catalog::load(d.path(), None).map(|c| c.sources.len())
+    };
+    let problems = load(&[
+        ("eu.yaml", file("mailgun-eu", r#""${env:HG_T_MG_OWN}""#)),
+        (
+            "us.yaml",
+            file(
+                "mailgun-us",
+                r#""${env:HG_T_MG_OWN}", "${env:HG_T_MG_SHARED}""#,
+            ),
+        ),
+    ])
+    .expect_err("a key shared by two mailgun sources");
+    let text: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 1, "{text:?}");
+    assert!(
+        text[0].contains("us.yaml:1:")
+            && text[0].contains(
+                "source `mailgun-us` checks Mailgun signatures with a key of source `mailgun-eu`"
+            ),
+        "{text:?}"
+    );
+    let loaded = load(&[
+        ("eu.yaml", file("mailgun-eu", r#""${env:HG_T_MG_OWN}""#)),
+        ("us.yaml", file("mailgun-us", r#""${env:HG_T_MG_SHARED}""#)),
+    ]);
+    assert_eq!(loaded.ok(), Some(2));
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn http2_is_served() {
     let redis = Redis::start();

@@ -299,6 +299,13 @@ fn admit<'h>(
         }
     };
     let kind = BodyKind::from_content_type(content_type)?;
+    // Its signature is read from a JSON body, and its dedup id too: under another type the two would not
+    // read the same token.
+    if src.single_use_token && !matches!(kind, BodyKind::Json) {
+        return Err(Error::JsonOnly(crate::error::one_line(
+            content_type.unwrap_or(""),
+        )));
+    }
     // Content codings, in the order applied; only `identity` (no coding) is read.
     if let Some(other) = coding_other_than(headers, header::CONTENT_ENCODING, "identity") {
         return Err(Error::UnsupportedEncoding(other));
@@ -338,6 +345,12 @@ async fn accept(
     };
 
     let signed_with = verify(st, src, peer, parts, &raw, now)?;
+    // A token carried in the body (Google Ads' `google_key`) is no part of the event: kept, it would be
+    // read back wherever events are (the admin API, dead letters, replays).
+    let raw = match &src.secret_field {
+        Some(name) => super::verify::redact_member(&raw, name).map_or(raw, Bytes::from),
+        None => raw,
+    };
     let preset = src.verifier.as_ref().map(|v| v.preset());
     if let Some(h) = super::handshake::of(preset, kind, &raw, st.max_json_depth)? {
         use super::handshake::Handshake;
@@ -572,6 +585,13 @@ fn validate_and_dedup_id(
     // covers and under which the id is not found), and never merged with another event.
     // An empty id (`"id": ""`, an empty header) is no id either.
     let id = match id.filter(|id| !id.is_empty()) {
+        // A token that is the only thing signed (Mailgun's) must be the id: its bytes would make a
+        // replayed signature on a new body a new event. The verifier read it, so this is a defence only.
+        None if src.single_use_token => {
+            return Err(Error::Unauthorized(
+                "missing body field signature.token".to_owned(),
+            ))
+        }
         None if src.dedup.is_some() => {
             ::metrics::counter!("hookgate_dedup_id_missing_total", "source" => src.name.clone())
                 .increment(1);

@@ -255,8 +255,14 @@ pub struct InboundSource {
     pub answer: Option<Answer>,
     /// Headers that carry a credential and are never stored.
     pub secret_headers: Vec<http::HeaderName>,
+    /// The top-level member of the JSON body that carries a credential (token preset's `field`): its
+    /// value is replaced before the body is stored.
+    pub secret_field: Option<String>,
     /// `handshake: get`: a GET (or HEAD) of the URL is answered, after the allowlist.
     pub answers_get: bool,
+    /// The signature covers a token, not the body (Mailgun): only JSON bodies are taken, and an event
+    /// without its token is refused rather than deduplicated by its bytes.
+    pub single_use_token: bool,
     pub metrics: super::metrics::SourceMetrics,
 }
 
@@ -352,6 +358,27 @@ impl InboundSource {
             (None, Some(Preset::Mailgun)) => Some(Answer::empty_ok()),
             (None, _) => None,
         };
+        // Checked where the file is parsed too (`hookgate check`); repeated here, where it is enforced.
+        let single_use_token = match spec.verify.as_ref().and_then(|v| v.single_use_token()) {
+            None => false,
+            Some(token) => {
+                let wanted = JsonPath::compile(token).ok();
+                let wanted = wanted.as_ref().and_then(JsonPath::member_names);
+                let on_token = matches!(&dedup, Some((DedupKey::Path(p), _))
+                    if wanted.is_some() && p.member_names() == wanted);
+                if !on_token {
+                    problems.push(at(
+                        &spec.name.referenced,
+                        format!("verify: this preset needs `dedup: {{ id: {token} }}`"),
+                    ));
+                }
+                true
+            }
+        };
+        let secret_field = verifier
+            .as_ref()
+            .and_then(|v| v.credential_field())
+            .map(str::to_owned);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -364,7 +391,9 @@ impl InboundSource {
             max_body: spec.max_body.map(|b| b.as_u64()),
             answer,
             secret_headers,
+            secret_field,
             answers_get: spec.handshake == Some(HandshakeSpec::Get),
+            single_use_token,
             metrics: Default::default(),
         })
     }

@@ -313,21 +313,25 @@ fn check_single_use(ctx: &mut Ctx, root: &Node, v: &VerifySpec, d: Option<&Dedup
     let Some(token) = v.single_use_token() else {
         return true;
     };
+    let key_place = |key: &str| {
+        let at = key_loc(root, key);
+        (at.line, at.column, at.width)
+    };
     let fix = format!("dedup: {{ id: {token} }}");
+    // The same member however the path is spelled (`$['signature']['token']`), as the receive path reads it.
+    let names = |path: &str| {
+        JsonPath::compile(path)
+            .ok()
+            .and_then(|p| p.member_names().map(|n| n.join("\u{0}")))
+    };
     let on_token = d
         .and_then(|d| d.id.as_ref())
-        .is_some_and(|id| id.value.trim() == token);
+        .is_some_and(|id| names(&id.value).is_some() && names(&id.value) == names(token));
     if !on_token {
         let (line, column, width) = match (d, d.and_then(|d| d.id.as_ref())) {
             (_, Some(id)) => value_place(ctx, id),
-            (Some(_), None) => {
-                let at = key_loc(root, "dedup");
-                (at.line, at.column, at.width)
-            }
-            (None, _) => {
-                let at = key_loc(root, "verify");
-                (at.line, at.column, at.width)
-            }
+            (Some(_), None) => key_place("dedup"),
+            (None, _) => key_place("verify"),
         };
         ctx.error_at(
             line,
@@ -354,27 +358,29 @@ fn check_single_use(ctx: &mut Ctx, root: &Node, v: &VerifySpec, d: Option<&Dedup
             Err(_) => return true,
         },
     };
-    if ttl < window * 2 {
-        let (line, column, width) = match &d.ttl {
-            Some(t) => value_place(ctx, t),
-            None => {
-                let at = key_loc(root, "dedup");
-                (at.line, at.column, at.width)
-            }
-        };
-        ctx.error_at(
-            line,
-            column,
-            width,
-            format!(
-                "dedup.ttl: at least twice the replay window ({}) for preset {}: a token must be refused for as long as its timestamp is fresh",
-                humantime::format_duration(window * 2),
-                v.preset
-            ),
-        );
-        return false;
+    // A window so long that twice it overflows is longer than any dedup window too.
+    let twice = window.checked_mul(2);
+    if twice.is_some_and(|twice| ttl >= twice) {
+        return true;
     }
-    true
+    let (line, column, width) = match &d.ttl {
+        Some(t) => value_place(ctx, t),
+        None => key_place("dedup"),
+    };
+    let needed = twice.map_or_else(
+        || "twice the replay window".to_owned(),
+        |t| humantime::format_duration(t).to_string(),
+    );
+    ctx.error_at(
+        line,
+        column,
+        width,
+        format!(
+            "dedup.ttl: at least twice the replay window ({needed}) for preset {}: a token must be refused for as long as its timestamp is fresh",
+            v.preset
+        ),
+    );
+    false
 }
 
 /// Where a scalar value is written, `(line, column, width)`, its quotes included when it has them.

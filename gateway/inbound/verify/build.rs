@@ -62,7 +62,7 @@ impl VerifySpec {
     }
 
     /// Options set in the spec, by YAML name.
-    fn set_options(&self) -> [(&'static str, bool); 18] {
+    fn set_options(&self) -> [(&'static str, bool); 19] {
         [
             ("secret", self.secret.is_some()),
             ("secrets", !self.secrets.is_empty()),
@@ -82,6 +82,7 @@ impl VerifySpec {
             ("password", self.password.is_some()),
             ("passwords", !self.passwords.is_empty()),
             ("param", self.param.is_some()),
+            ("field", self.field.is_some()),
         ]
     }
 
@@ -111,7 +112,7 @@ impl VerifySpec {
                 "signed_content",
             ],
             Preset::Basic => &["username", "password", "passwords"],
-            Preset::Token => &["header", "prefix", "param"],
+            Preset::Token => &["header", "prefix", "param", "field"],
         };
         let uses_secrets = !matches!(self.preset, Preset::Basic | Preset::Sendgrid);
         for (name, set) in self.set_options() {
@@ -309,29 +310,38 @@ impl VerifySpec {
             .into_iter()
             .map(|(_, s)| s)
             .collect();
-        let location = match (&self.header, &self.param) {
-            (Some(name), None) => Some(TokenLocation::Header {
+        let location = match (&self.header, &self.param, &self.field) {
+            (Some(name), None, None) => Some(TokenLocation::Header {
                 name: header_name("header", name, problems)?,
                 prefix: self.prefix.clone().unwrap_or_default(),
             }),
-            (None, Some(param)) => {
-                if self.prefix.is_some() {
-                    problems.push("`prefix` applies to preset token only with `header`".to_owned());
-                }
+            (None, Some(param), None) => {
                 if param.is_empty() {
                     problems.push("param: must not be empty".to_owned());
                 }
                 Some(TokenLocation::Param(param.clone()))
             }
-            (Some(_), Some(_)) => {
-                problems.push("preset token takes `header` or `param`, not both".to_owned());
+            (None, None, Some(field)) => {
+                if field.is_empty() || field.starts_with('$') {
+                    problems.push(
+                        "field: the name of a top-level member of the JSON body, such as google_key (not a JSONPath)"
+                            .to_owned(),
+                    );
+                }
+                Some(TokenLocation::Field(field.clone()))
+            }
+            (None, None, None) => {
+                problems.push("preset token needs `header`, `param` or `field`".to_owned());
                 None
             }
-            (None, None) => {
-                problems.push("preset token needs `header` or `param`".to_owned());
+            _ => {
+                problems.push("preset token takes one of `header`, `param` and `field`".to_owned());
                 None
             }
         };
+        if self.prefix.is_some() && self.header.is_none() {
+            problems.push("`prefix` applies to preset token only with `header`".to_owned());
+        }
         Some(Token {
             location: location?,
             tokens,

@@ -1,6 +1,7 @@
-//! Presets for senders that cannot sign (Brevo, ActiveCampaign): HTTP basic auth and a shared
-//! token in a header or query parameter. Comparisons hash both sides first, so neither the
-//! content nor the length of the expected credential leaks through timing.
+//! Presets for senders that cannot sign (Brevo, ActiveCampaign, Google Ads lead forms): HTTP basic
+//! auth and a shared token in a header, a query parameter or a member of the JSON body. Comparisons
+//! hash both sides first, so neither the content nor the length of the expected credential leaks
+//! through timing.
 
 use super::crypto::{base64_decode, ct_eq_secret};
 use super::error::VerifyError;
@@ -65,6 +66,9 @@ pub(crate) enum TokenLocation {
     Header { name: String, prefix: String },
     /// A query parameter, for senders that can only configure a URL.
     Param(String),
+    /// A top-level member of the JSON body (Google Ads lead forms' `google_key`). The stored body has
+    /// its value replaced ([`redact_member`]), so the token is not kept where events are read.
+    Field(String),
 }
 
 #[derive(Clone, Debug)]
@@ -85,6 +89,21 @@ impl Token {
             }
             TokenLocation::Param(param) => query_param(req.url, param)?
                 .ok_or_else(|| VerifyError::MissingParam(param.clone()))?,
+            TokenLocation::Field(name) => {
+                let raw = body_member(req.body, name)?.ok_or_else(|| {
+                    VerifyError::MissingField(if name == GOOGLE_KEY {
+                        GOOGLE_KEY
+                    } else {
+                        "named by `field`"
+                    })
+                })?;
+                serde_json::from_str::<std::borrow::Cow<'_, str>>(raw.get()).map_err(|_| {
+                    VerifyError::Malformed {
+                        field: format!("body field {name}"),
+                        problem: "not a string",
+                    }
+                })?
+            }
         };
         let mut ok = false;
         for expected in &self.tokens {
@@ -98,6 +117,69 @@ impl Token {
     }
 }
 
+/// The member Google Ads lead forms carry their key in, named in messages as it is (any other name is
+/// the operator's, and is not echoed back to a sender).
+const GOOGLE_KEY: &str = "google_key";
+
+/// The top-level member `name` of a JSON object body, as written (borrowed from the body, so its place
+/// is known), or `None` when the object has none. A body that is no JSON object, or names the member
+/// twice (one copy checked, another read), is refused.
+fn body_member<'b>(
+    body: &'b [u8],
+    name: &str,
+) -> Result<Option<&'b serde_json::value::RawValue>, VerifyError> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+
+    struct Member<'n>(&'n str);
+    impl<'de> Visitor<'de> for Member<'_> {
+        type Value = Option<&'de serde_json::value::RawValue>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == self.0 {
+                    if found.is_some() {
+                        return Err(serde::de::Error::custom("member given twice"));
+                    }
+                    found = Some(map.next_value::<&'de serde_json::value::RawValue>()?);
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Member<'_> {
+        type Value = Option<&'de serde_json::value::RawValue>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    Member(name)
+        .deserialize(&mut de)
+        .and_then(|found| de.end().map(|()| found))
+        .map_err(|_| VerifyError::Malformed {
+            field: "body".to_owned(),
+            problem: "not a JSON object naming the token's member once",
+        })
+}
+
+/// The body with the value of its top-level member `name` replaced by `"[redacted]"`, the rest byte for
+/// byte; `None` when the body has no such member (or is no JSON object).
+pub(crate) fn redact_member(body: &[u8], name: &str) -> Option<Vec<u8>> {
+    let raw = body_member(body, name).ok()??;
+    let start = (raw.get().as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let end = start + raw.get().len();
+    let mut out = Vec::with_capacity(body.len());
+    out.extend_from_slice(body.get(..start)?);
+    out.extend_from_slice(br#""[redacted]""#);
+    out.extend_from_slice(body.get(end..)?);
+    Some(out)
+}
+
 fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
     let head = value.get(..prefix.len())?;
     head.eq_ignore_ascii_case(prefix)
@@ -107,6 +189,44 @@ fn strip_prefix_ignore_case<'a>(value: &'a str, prefix: &str) -> Option<&'a str>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_body_member_is_found_once_and_redacted_in_place() {
+        let body = br#"{"lead_id": "L1", "google_key" : "s3cr\u0065t", "n": {"google_key": 1}}"#;
+        let raw = body_member(body, "google_key")
+            .ok()
+            .flatten()
+            .map(|r| r.get());
+        assert_eq!(raw, Some(r#""s3cr\u0065t""#));
+        assert_eq!(
+            redact_member(body, "google_key").map(String::from_utf8),
+            Some(Ok(
+                r#"{"lead_id": "L1", "google_key" : "[redacted]", "n": {"google_key": 1}}"#
+                    .to_owned()
+            ))
+        );
+        // An escaped name is the same member.
+        let escaped = br#"{"google\u005fkey": "k"}"#;
+        assert!(body_member(escaped, "google_key").ok().flatten().is_some());
+        assert!(matches!(
+            body_member(br#"{"a": 1}"#, "google_key"),
+            Ok(None)
+        ));
+        assert_eq!(redact_member(br#"{"a": 1}"#, "google_key"), None);
+        for bad in [
+            &br#"{"google_key": "a", "google_key": "b"}"#[..],
+            br#"["google_key"]"#,
+            br#"{"google_key": "a"} trailing"#,
+            b"google_key=a",
+        ] {
+            assert_eq!(
+                body_member(bad, "google_key").err().map(|e| e.reason()),
+                Some("malformed"),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
 
     #[test]
     fn prefix_is_case_insensitive() {

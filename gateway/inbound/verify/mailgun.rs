@@ -2,9 +2,10 @@
 //! "signature"}, "event-data": {...}}`, and is a hex HMAC-SHA256 of `timestamp + token` under the
 //! domain's HTTP webhook signing key. It covers neither the body nor the event, only a random token,
 //! so a signed block is bound to nothing but itself: the source must use each token once. The file
-//! parser refuses a `mailgun` source whose dedup is not that token ([`SINGLE_USE_TOKEN`]), and the
-//! dedup key is taken in the same round trip that stores the event, so a replayed block, whatever
-//! body it comes with, is a duplicate and is never stored.
+//! parser refuses a `mailgun` source whose dedup is not that token ([`SINGLE_USE_TOKEN`]), the receive
+//! path takes only JSON for it and never falls back to the body's bytes as its id, the catalog refuses
+//! two sources sharing a key, and the dedup key is taken in the same round trip that stores the event:
+//! a replayed block, whatever body it comes with, is a duplicate and is never delivered.
 //!
 //! An event of a subaccount also carries `parent-signature`, the same MAC under the primary account's
 //! key; either signature may match, so a source may be given the parent's key and take every
@@ -15,8 +16,7 @@ use super::error::VerifyError;
 use super::mac::any_key_matches;
 use super::request::{check_window, TimeUnit, Window};
 use super::SignedRequest;
-use serde::Deserialize;
-use std::borrow::Cow;
+use serde_json::Value;
 use std::time::{Duration, SystemTime};
 
 /// The dedup id a `mailgun` source must use: the signed token, so that it is single-use.
@@ -36,33 +36,39 @@ pub(crate) struct Mailgun {
     pub tolerance: Duration,
 }
 
-/// The body as far as verification reads it; every other member is skipped (still checked to be JSON).
-/// A member given twice is refused by serde, so the block checked is the one the dedup id is read from.
-#[derive(Deserialize)]
-struct Envelope<'a> {
-    #[serde(borrow)]
-    signature: Option<Block<'a>>,
+/// The deepest body the verifier reads: the cap of `limits.max_json_depth`, so that it never refuses a
+/// body the source's own limit takes (that limit is applied afterwards, as for every source).
+const MAX_DEPTH: usize = 128;
+
+/// The body's `signature` object, read by the receive path's own reader (`payload::json_member`, which
+/// reads as the whole parse does): the very reader the dedup id `$.signature.token` is read with, so the
+/// token checked here is the token deduplicated on, whatever the body's shape (a member given twice, an
+/// escaped name). Anything but an object is refused, an array in its place among them.
+fn block(body: &[u8]) -> Result<serde_json::Map<String, Value>, VerifyError> {
+    let read = crate::payload::json_member(body, &["signature"], MAX_DEPTH).map_err(|_| {
+        VerifyError::Malformed {
+            field: "body".to_owned(),
+            problem: "not JSON (Mailgun's webhooks post JSON)",
+        }
+    })?;
+    match read {
+        Some(Value::Object(block)) => Ok(block),
+        Some(_) => Err(malformed("signature", "not an object")),
+        None => Err(missing("signature")),
+    }
 }
 
-#[derive(Deserialize)]
-struct Block<'a> {
-    #[serde(borrow)]
-    timestamp: Option<Stamp<'a>>,
-    #[serde(borrow)]
-    token: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    signature: Option<Cow<'a, str>>,
-    #[serde(borrow, rename = "parent-signature")]
-    parent_signature: Option<Cow<'a, str>>,
-}
-
-/// Mailgun documents the timestamp as an int and sends it as a string; either is taken, and the MAC is
-/// over its decimal text.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Stamp<'a> {
-    Text(#[serde(borrow)] Cow<'a, str>),
-    Number(u64),
+/// A member of the block that must be text, when present.
+fn text<'b>(
+    block: &'b serde_json::Map<String, Value>,
+    name: &str,
+    field: &'static str,
+) -> Result<Option<&'b str>, VerifyError> {
+    match block.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(malformed(field, "not a string")),
+    }
 }
 
 fn missing(field: &'static str) -> VerifyError {
@@ -83,37 +89,38 @@ impl Mailgun {
         req: &SignedRequest<'_>,
         now: SystemTime,
     ) -> Result<(), VerifyError> {
-        let envelope: Envelope<'_> =
-            serde_json::from_slice(req.body).map_err(|_| VerifyError::Malformed {
-                field: "body".to_owned(),
-                problem: "not a JSON object with a signature object (Mailgun's webhooks post JSON)",
-            })?;
-        let block = envelope.signature.ok_or_else(|| missing("signature"))?;
-        let timestamp = match block
-            .timestamp
-            .ok_or_else(|| missing("signature.timestamp"))?
-        {
-            Stamp::Text(text) => text,
-            Stamp::Number(n) => Cow::Owned(n.to_string()),
+        let block = block(req.body)?;
+        // Documented as an int, sent as a string: either is taken, and the MAC is over its decimal text.
+        let timestamp = match block.get("timestamp") {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) if n.is_u64() => n.to_string(),
+            Some(_) => {
+                return Err(malformed(
+                    "signature.timestamp",
+                    "timestamp is not a unix time",
+                ))
+            }
+            None => return Err(missing("signature.timestamp")),
         };
-        let token = block.token.ok_or_else(|| missing("signature.token"))?;
+        let token =
+            text(&block, "token", "signature.token")?.ok_or_else(|| missing("signature.token"))?;
         if token.is_empty() || token.len() > MAX_TOKEN {
             return Err(malformed(
                 "signature.token",
                 "empty or longer than 256 bytes",
             ));
         }
-        let signatures: Vec<Vec<u8>> = [block.signature, block.parent_signature]
-            .into_iter()
-            .flatten()
-            .map(|s| {
-                Encoding::Hex
-                    .decode(&s)
-                    .ok_or_else(|| malformed("signature.signature", "not hex"))
-            })
-            .collect::<Result<_, _>>()?;
-        if signatures.is_empty() {
-            return Err(missing("signature.signature"));
+        let signature = text(&block, "signature", "signature.signature")?
+            .ok_or_else(|| missing("signature.signature"))?;
+        let parent = text(&block, "parent-signature", "signature.parent-signature")?;
+        let decode = |text: &str, field| {
+            Encoding::Hex
+                .decode(text)
+                .ok_or_else(|| malformed(field, "not hex"))
+        };
+        let mut signatures = vec![decode(signature, "signature.signature")?];
+        if let Some(parent) = parent {
+            signatures.push(decode(parent, "signature.parent-signature")?);
         }
         check_window(
             &timestamp,

@@ -23,6 +23,7 @@
 //!           timestamp_header: X-Timestamp, signed_content: "{timestamp}.{body}", secret: "${env:S}" }
 //! verify: { preset: basic, username: brevo, password: "${env:BREVO_HOOK_PASSWORD}" }
 //! verify: { preset: token, header: Authorization, prefix: "Bearer ", secret: "${env:HOOK_TOKEN}" }
+//! verify: { preset: token, field: google_key, secret: "${env:GOOGLE_ADS_LEAD_KEY}" }  # in the JSON body
 //! ```
 //!
 //! The caller passes the raw body bytes, the method as sent (`POST`) and the full URL as received
@@ -75,7 +76,8 @@ pub enum Preset {
     Hmac,
     /// HTTP basic auth: `username`, `password` (a secret reference; `passwords: [..]` to rotate).
     Basic,
-    /// A shared token in a header (`header`, optional `prefix` such as `Bearer `) or a query parameter (`param`).
+    /// A shared token in a header (`header`, optional `prefix` such as `Bearer `), a query parameter
+    /// (`param`) or a top-level member of the JSON body (`field`).
     Token,
 }
 
@@ -172,6 +174,10 @@ pub struct VerifySpec {
     /// Token: query parameter carrying the token (for senders that cannot set headers).
     #[serde(default)]
     pub param: Option<String>,
+    /// Token: a top-level member of the JSON body carrying the token (Google Ads lead forms'
+    /// `google_key`); its value is redacted from the stored body.
+    #[serde(default)]
+    pub field: Option<String>,
 }
 
 impl VerifySpec {
@@ -205,6 +211,12 @@ impl VerifySpec {
         let window = self.tolerance_or(self.default_tolerance(), &mut problems);
         problems.is_empty().then_some(window)
     }
+}
+
+/// `body` with the value of its top-level member `name` replaced by `"[redacted]"` (the rest byte for
+/// byte), for a source whose token is carried there; `None` when it has no such member.
+pub fn redact_member(body: &[u8], name: &str) -> Option<Vec<u8>> {
+    credentials::redact_member(body, name)
 }
 
 /// Whether a public key written in a source file may be shown in a diagnostic's excerpt: only when it is
@@ -271,6 +283,18 @@ impl Verifier {
         }
     }
 
+    /// The top-level member of the body that carries a shared credential (preset token with `field`),
+    /// whose value is redacted before the body is stored.
+    pub fn credential_field(&self) -> Option<&str> {
+        match &self.check {
+            Check::Token(credentials::Token {
+                location: credentials::TokenLocation::Field(name),
+                ..
+            }) => Some(name),
+            _ => None,
+        }
+    }
+
     /// Whether the check reads `SignedRequest::url`. The receive path builds the URL only then: most
     /// presets never look at it.
     pub fn needs_url(&self) -> bool {
@@ -295,6 +319,18 @@ impl Verifier {
                     .map(hex::encode)
             }
             _ => None,
+        }
+    }
+
+    /// Whether this verifier and `other` both check single-use tokens (Mailgun) under a key in common:
+    /// the token is used once per source, so a signature taken at one could be used again at the other.
+    pub fn shares_token_key_with(&self, other: &Verifier) -> bool {
+        match (&self.check, &other.check) {
+            (Check::Mailgun(a), Check::Mailgun(b)) => a
+                .keys
+                .iter()
+                .any(|k| b.keys.iter().any(|l| k.bytes() == l.bytes())),
+            _ => false,
         }
     }
 
