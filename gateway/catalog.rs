@@ -67,8 +67,6 @@ pub fn load(dir: &Path, previous: Option<&Catalog>) -> Result<Catalog, Vec<Diagn
     let (files, mut problems) = mapping::load_files(&[dir.to_path_buf()]);
     let now = SystemTime::now();
     let mut sources = HashMap::new();
-    // Sources whose signatures are single-use tokens, with where each is named, to check they share no key.
-    let mut single_use = Vec::new();
     for f in files {
         let at = f.head.name.referenced;
         let file = f.path.display().to_string();
@@ -85,9 +83,6 @@ pub fn load(dir: &Path, previous: Option<&Catalog>) -> Result<Catalog, Vec<Diagn
                     .and_then(|p| p.sources.get(&name))
                     .filter(|p| p.hash == f.hash && p.secret_files == secret_files)
                     .map_or(now, |p| p.loaded_at);
-                if inbound.single_use_token {
-                    single_use.push((name.clone(), file.clone(), at));
-                }
                 let src = LoadedSource {
                     name: name.clone(),
                     file: f.path,
@@ -109,40 +104,11 @@ pub fn load(dir: &Path, previous: Option<&Catalog>) -> Result<Catalog, Vec<Diagn
             })),
         }
     }
-    problems.extend(shared_token_keys(&sources, single_use));
     if problems.is_empty() {
         Ok(Catalog { sources })
     } else {
         Err(problems)
     }
-}
-
-/// Two sources checking single-use tokens (Mailgun's) under one key: each remembers the tokens it took,
-/// so a signature taken at one could be used once more, with any body, at the other. One source per key;
-/// its rules can tell the domains apart.
-fn shared_token_keys(
-    sources: &HashMap<String, Arc<LoadedSource>>,
-    mut single_use: Vec<(String, String, serde_saphyr::Location)>,
-) -> Vec<Diagnostic> {
-    single_use.sort_by(|a, b| a.0.cmp(&b.0));
-    let verifier = |name: &str| sources.get(name).and_then(|s| s.inbound.verifier.as_ref());
-    let mut problems = Vec::new();
-    for (i, (name, file, at)) in single_use.iter().enumerate() {
-        let earlier = single_use[..i].iter().find(|(other, _, _)| {
-            verifier(name)
-                .zip(verifier(other))
-                .is_some_and(|(a, b)| a.shares_token_key_with(b))
-        });
-        if let Some((other, _, _)) = earlier {
-            problems.push(Diagnostic::new(
-                file,
-                at.line() as u32,
-                at.column() as u32,
-                format!("source `{name}` checks Mailgun signatures with a key of source `{other}`: each remembers the tokens it took, so a signature taken at one could be used again at the other; receive them with one source"),
-            ));
-        }
-    }
-    problems
 }
 
 /// What a reload did.

@@ -1478,6 +1478,7 @@ async fn a_google_ads_lead_becomes_a_contact_and_its_key_is_not_kept() {
     let r = post(lead.replace("\"google_key\"", "\"other\""))
         .await
         .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["message"], "missing body field google_key");
     let stored = inbound_entries(&redis, "hookgate");

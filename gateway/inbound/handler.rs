@@ -588,9 +588,11 @@ fn validate_and_dedup_id(
         // A token that is the only thing signed (Mailgun's) must be the id: its bytes would make a
         // replayed signature on a new body a new event. The verifier read it, so this is a defence only.
         None if src.single_use_token => {
+            ::metrics::counter!("hookgate_verify_failures_total", "source" => src.name.clone(), "reason" => "missing_field")
+                .increment(1);
             return Err(Error::Unauthorized(
                 "missing body field signature.token".to_owned(),
-            ))
+            ));
         }
         None if src.dedup.is_some() => {
             ::metrics::counter!("hookgate_dedup_id_missing_total", "source" => src.name.clone())

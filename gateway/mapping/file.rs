@@ -130,6 +130,7 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
     }
     if let Some(v) = &verify {
         ok &= check_single_use(ctx, root, v, dedup.as_ref());
+        ok &= check_token_not_dedup_id(ctx, v, dedup.as_ref());
     }
     if max_body.is_some_and(|b| b.as_u64() == 0 || b > crate::config::MAX_BODY_CAP) {
         let at = entry(root, "max_body").map_or(root.loc, |(_, v)| v.loc);
@@ -383,6 +384,27 @@ fn check_single_use(ctx: &mut Ctx, root: &Node, v: &VerifySpec, d: Option<&Dedup
     false
 }
 
+/// A token carried in the body (`field`) is redacted before the dedup id is read: as the id, it would make
+/// every event after the first a duplicate.
+fn check_token_not_dedup_id(ctx: &mut Ctx, v: &VerifySpec, d: Option<&DedupSpec>) -> bool {
+    let (Some(field), Some(id)) = (&v.field, d.and_then(|d| d.id.as_ref())) else {
+        return true;
+    };
+    let path = JsonPath::compile(&id.value).ok();
+    if path.as_ref().and_then(JsonPath::member_names) != Some(vec![field.as_str()]) {
+        return true;
+    }
+    let (line, column, width) = value_place(ctx, id);
+    ctx.error_at(
+        line,
+        column,
+        width,
+        "dedup.id: this is the token (`field`), which is redacted before the id is read: every event would be a duplicate of the first",
+    )
+    .hint = Some("use the event's own id, such as $.lead_id".to_owned());
+    false
+}
+
 /// Where a scalar value is written, `(line, column, width)`, its quotes included when it has them.
 fn value_place(ctx: &Ctx, value: &serde_saphyr::Spanned<String>) -> (u32, u32, u32) {
     let (line, column) = (
@@ -629,7 +651,26 @@ fn regular_file(p: &Path) -> Result<(), String> {
     }
 }
 
-/// Parse every file `source_paths` finds, and check that source names are unique across files.
+/// The source among `loaded` that checks single-use tokens (Mailgun's), when `sf` does too. Tokens are
+/// remembered per source: with two such sources a captured signature could be taken once at each.
+fn single_use_token_source<'a>(
+    loaded: &'a [SourceFile],
+    sf: &SourceFile,
+) -> Option<&'a SourceFile> {
+    let single_use = |f: &SourceFile| {
+        f.head
+            .verify
+            .as_ref()
+            .is_some_and(|v| v.single_use_token().is_some())
+    };
+    if !single_use(sf) {
+        return None;
+    }
+    loaded.iter().find(|o| single_use(o))
+}
+
+/// Parse every file `source_paths` finds, and check that source names are unique across files, and that
+/// at most one source checks single-use tokens.
 pub fn load_files(paths: &[PathBuf]) -> (Vec<SourceFile>, Vec<Diagnostic>) {
     let (files, mut diags) = source_paths(paths);
     let mut out: Vec<SourceFile> = Vec::new();
@@ -663,6 +704,24 @@ pub fn load_files(paths: &[PathBuf]) -> (Vec<SourceFile>, Vec<Diagnostic>) {
                             ),
                         )
                         .with_source(&text),
+                    );
+                } else if let Some(other) = single_use_token_source(&out, &sf) {
+                    let at = &sf.head.name.referenced;
+                    diags.push(
+                        Diagnostic::new(
+                            path.display().to_string(),
+                            at.line() as u32,
+                            at.column() as u32,
+                            format!(
+                                "source `{}`: only one source may check Mailgun signatures, and `{}` does ({}:{}): each source remembers the tokens it took, so a signature taken at one could be used again at another (a subaccount's event is signed with its primary account's key too)",
+                                sf.head.name.value,
+                                other.head.name.value,
+                                other.path.display(),
+                                other.head.name.referenced.line()
+                            ),
+                        )
+                        .with_source(&text)
+                        .with_hint("give every signing key to one source (`secrets: [..]`); its rules can tell the domains apart"),
                     );
                 } else {
                     out.push(sf);

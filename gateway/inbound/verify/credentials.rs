@@ -90,16 +90,17 @@ impl Token {
             TokenLocation::Param(param) => query_param(req.url, param)?
                 .ok_or_else(|| VerifyError::MissingParam(param.clone()))?,
             TokenLocation::Field(name) => {
-                let raw = body_member(req.body, name)?.ok_or_else(|| {
-                    VerifyError::MissingField(if name == GOOGLE_KEY {
-                        GOOGLE_KEY
-                    } else {
-                        "named by `field`"
-                    })
-                })?;
+                // Google's member is named as it is; any other name is the operator's, and is not
+                // echoed back to a sender.
+                let shown = if name == GOOGLE_KEY {
+                    GOOGLE_KEY
+                } else {
+                    "named by `field`"
+                };
+                let raw = body_member(req.body, name)?.ok_or(VerifyError::MissingField(shown))?;
                 serde_json::from_str::<std::borrow::Cow<'_, str>>(raw.get()).map_err(|_| {
                     VerifyError::Malformed {
-                        field: format!("body field {name}"),
+                        field: format!("body field {shown}"),
                         problem: "not a string",
                     }
                 })?
@@ -117,8 +118,7 @@ impl Token {
     }
 }
 
-/// The member Google Ads lead forms carry their key in, named in messages as it is (any other name is
-/// the operator's, and is not echoed back to a sender).
+/// The member Google Ads lead forms carry their key in, named in messages as it is.
 const GOOGLE_KEY: &str = "google_key";
 
 /// The top-level member `name` of a JSON object body, as written (borrowed from the body, so its place

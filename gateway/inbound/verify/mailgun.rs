@@ -3,8 +3,8 @@
 //! domain's HTTP webhook signing key. It covers neither the body nor the event, only a random token,
 //! so a signed block is bound to nothing but itself: the source must use each token once. The file
 //! parser refuses a `mailgun` source whose dedup is not that token ([`SINGLE_USE_TOKEN`]), the receive
-//! path takes only JSON for it and never falls back to the body's bytes as its id, the catalog refuses
-//! two sources sharing a key, and the dedup key is taken in the same round trip that stores the event:
+//! path takes only JSON for it and never falls back to the body's bytes as its id, a set of files may
+//! have one such source only, and the dedup key is taken in the same round trip that stores the event:
 //! a replayed block, whatever body it comes with, is a duplicate and is never delivered.
 //!
 //! An event of a subaccount also carries `parent-signature`, the same MAC under the primary account's

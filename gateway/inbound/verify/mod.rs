@@ -322,18 +322,6 @@ impl Verifier {
         }
     }
 
-    /// Whether this verifier and `other` both check single-use tokens (Mailgun) under a key in common:
-    /// the token is used once per source, so a signature taken at one could be used again at the other.
-    pub fn shares_token_key_with(&self, other: &Verifier) -> bool {
-        match (&self.check, &other.check) {
-            (Check::Mailgun(a), Check::Mailgun(b)) => a
-                .keys
-                .iter()
-                .any(|k| b.keys.iter().any(|l| k.bytes() == l.bytes())),
-            _ => false,
-        }
-    }
-
     /// The preset this verifier implements (for logs and metrics labels).
     pub fn preset(&self) -> Preset {
         self.preset

@@ -989,7 +989,7 @@ fn token_in_a_body_member() {
         "either key of a rotation"
     );
     assert_eq!(
-        run(&lead(r#""lead-key-1""#)),
+        run(&lead(r#""lead\u002dkey-1""#)),
         Ok(()),
         "a JSON escape is the same text"
     );
@@ -1027,6 +1027,18 @@ fn token_in_a_body_member() {
     });
     let e = check(&other, "POST", URL, &[], "{}", now).map_err(|e| e.to_string());
     assert_eq!(e, Err("missing body field named by `field`".into()));
+    let e = check(
+        &other,
+        "POST",
+        URL,
+        &[],
+        r#"{"internal_secret_name": 1}"#,
+        now,
+    );
+    assert_eq!(
+        e.map_err(|e| e.to_string()),
+        Err("malformed body field named by `field`: not a string".into())
+    );
 }
 
 #[test]
