@@ -118,7 +118,6 @@ impl JsonPath {
         self.relative
     }
 
-    /// True when the path takes the direct route (exposed for tests and benchmarks).
     /// The member names of a path such as `$.data.object.id` (names only, no indexes), so a caller can
     /// fetch that one member while streaming a document instead of building all of it.
     pub fn member_names(&self) -> Option<Vec<&str>> {
@@ -134,6 +133,15 @@ impl JsonPath {
         }
     }
 
+    /// Whether `path` names the same member as this path, however either is spelled (`$.a.b`,
+    /// `$['a']['b']`): both are member names only.
+    pub fn names_same_member(&self, path: &str) -> bool {
+        let other = JsonPath::compile(path).ok();
+        let other = other.as_ref().and_then(JsonPath::member_names);
+        other.is_some() && self.member_names() == other
+    }
+
+    /// True when the path takes the direct route (exposed for tests and benchmarks).
     pub fn is_direct(&self) -> bool {
         matches!(self.route, Route::Direct(_))
     }

@@ -362,10 +362,8 @@ impl InboundSource {
         let single_use_token = match spec.verify.as_ref().and_then(|v| v.single_use_token()) {
             None => false,
             Some(token) => {
-                let wanted = JsonPath::compile(token).ok();
-                let wanted = wanted.as_ref().and_then(JsonPath::member_names);
-                let on_token = matches!(&dedup, Some((DedupKey::Path(p), _))
-                    if wanted.is_some() && p.member_names() == wanted);
+                let on_token =
+                    matches!(&dedup, Some((DedupKey::Path(p), _)) if p.names_same_member(token));
                 if !on_token {
                     problems.push(at(
                         &spec.name.referenced,

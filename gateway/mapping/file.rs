@@ -320,14 +320,9 @@ fn check_single_use(ctx: &mut Ctx, root: &Node, v: &VerifySpec, d: Option<&Dedup
     };
     let fix = format!("dedup: {{ id: {token} }}");
     // The same member however the path is spelled (`$['signature']['token']`), as the receive path reads it.
-    let names = |path: &str| {
-        JsonPath::compile(path)
-            .ok()
-            .and_then(|p| p.member_names().map(|n| n.join("\u{0}")))
-    };
     let on_token = d
         .and_then(|d| d.id.as_ref())
-        .is_some_and(|id| names(&id.value).is_some() && names(&id.value) == names(token));
+        .is_some_and(|id| JsonPath::compile(&id.value).is_ok_and(|p| p.names_same_member(token)));
     if !on_token {
         let (line, column, width) = match (d, d.and_then(|d| d.id.as_ref())) {
             (_, Some(id)) => value_place(ctx, id),

@@ -1748,6 +1748,22 @@ mod mailgun {
             ..Default::default()
         };
         assert_eq!(spec.single_use_token(), Some("$.signature.token"));
+        // The dedup id may spell the path either way; it must name that member and nothing else.
+        let same = |path: &str| {
+            crate::jsonpath::JsonPath::compile(path)
+                .is_ok_and(|p| p.names_same_member("$.signature.token"))
+        };
+        assert!(
+            same("$.signature.token")
+                && same("$['signature']['token']")
+                && same("$[\"signature\"].token")
+        );
+        assert!(
+            !same("$.signature")
+                && !same("$.signature.token[0]")
+                && !same("$..token")
+                && !same("@.signature.token")
+        );
         assert_eq!(spec.replay_window(), Some(Duration::from_secs(9 * 3600)));
         let stripe = VerifySpec {
             preset: Preset::Stripe,
