@@ -684,40 +684,35 @@ pub fn load_files(paths: &[PathBuf]) -> (Vec<SourceFile>, Vec<Diagnostic>) {
         };
         match parse_source_file(&path, &text) {
             Ok(sf) => {
-                if let Some(other) = out.iter().find(|o| o.head.name.value == sf.head.name.value) {
-                    let at = &sf.head.name.referenced;
-                    diags.push(
-                        Diagnostic::new(
-                            path.display().to_string(),
-                            at.line() as u32,
-                            at.column() as u32,
-                            format!(
-                                "source `{}` is already defined in {}:{}",
-                                sf.head.name.value,
-                                other.path.display(),
-                                other.head.name.referenced.line()
-                            ),
-                        )
-                        .with_source(&text),
-                    );
+                // A clash with a file loaded before: reported at this file's `source:`, naming the other's.
+                let at = &sf.head.name.referenced;
+                let place = |o: &SourceFile| {
+                    format!("{}:{}", o.path.display(), o.head.name.referenced.line())
+                };
+                let clash = |problem: String| {
+                    Diagnostic::new(
+                        path.display().to_string(),
+                        at.line() as u32,
+                        at.column() as u32,
+                        problem,
+                    )
+                    .with_source(&text)
+                };
+                let name = &sf.head.name.value;
+                if let Some(other) = out.iter().find(|o| o.head.name.value == *name) {
+                    diags.push(clash(format!(
+                        "source `{name}` is already defined in {}",
+                        place(other)
+                    )));
                 } else if let Some(other) = single_use_token_source(&out, &sf) {
-                    let at = &sf.head.name.referenced;
-                    diags.push(
-                        Diagnostic::new(
-                            path.display().to_string(),
-                            at.line() as u32,
-                            at.column() as u32,
-                            format!(
-                                "source `{}`: only one source may check Mailgun signatures, and `{}` does ({}:{}): each source remembers the tokens it took, so a signature taken at one could be used again at another (a subaccount's event is signed with its primary account's key too)",
-                                sf.head.name.value,
-                                other.head.name.value,
-                                other.path.display(),
-                                other.head.name.referenced.line()
-                            ),
-                        )
-                        .with_source(&text)
-                        .with_hint("give every signing key to one source (`secrets: [..]`); its rules can tell the domains apart"),
+                    let problem = format!(
+                        "source `{name}`: only one source may check Mailgun signatures, and `{}` does ({}): each source remembers the tokens it took, so a signature taken at one could be used again at another (a subaccount's event is signed with its primary account's key too)",
+                        other.head.name.value,
+                        place(other)
                     );
+                    diags.push(clash(problem).with_hint(
+                        "give every signing key to one source (`secrets: [..]`); its rules can tell the domains apart",
+                    ));
                 } else {
                     out.push(sf);
                 }
