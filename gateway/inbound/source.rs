@@ -86,6 +86,15 @@ pub struct DedupSpec {
     pub ttl: Option<Spanned<String>>,
 }
 
+impl DedupSpec {
+    /// How long an id is remembered: `ttl`, or 72 h when it is not set.
+    pub fn window(&self) -> Result<Duration, String> {
+        self.ttl
+            .as_ref()
+            .map_or(Ok(DEFAULT_DEDUP_TTL), |t| dedup_ttl(&t.value))
+    }
+}
+
 /// `response: { status: 200, content_type: text/xml, body: "<Response/>" }`: the answer a sender gets
 /// once its event is stored, or for a redelivery, instead of hookgate's JSON. For senders that read the
 /// answer: Twilio parses it as TwiML, and logs an error (12300) for JSON.
@@ -338,16 +347,14 @@ impl InboundSource {
                     None
                 }
             };
-            let ttl = match &d.ttl {
-                None => DEFAULT_DEDUP_TTL,
-                Some(t) => match dedup_ttl(&t.value) {
-                    Ok(ttl) => ttl,
-                    Err(message) => {
-                        problems.push(at(&t.referenced, message));
-                        DEFAULT_DEDUP_TTL
-                    }
-                },
-            };
+            let ttl = d.window().unwrap_or_else(|message| {
+                let place = d
+                    .ttl
+                    .as_ref()
+                    .map_or(&spec.name.referenced, |t| &t.referenced);
+                problems.push(at(place, message));
+                DEFAULT_DEDUP_TTL
+            });
             key.map(|k| (k, ttl))
         });
         // `max_body` and `response` are checked where the file is parsed (`mapping::file`), at their own

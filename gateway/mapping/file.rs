@@ -346,13 +346,9 @@ fn check_single_use(ctx: &mut Ctx, root: &Node, v: &VerifySpec, d: Option<&Dedup
     let (Some(window), Some(d)) = (v.replay_window(), d) else {
         return true;
     };
-    let ttl = match &d.ttl {
-        None => crate::inbound::source::DEFAULT_DEDUP_TTL,
-        Some(t) => match crate::inbound::source::dedup_ttl(&t.value) {
-            Ok(ttl) => ttl,
-            // Reported by `check_dedup`.
-            Err(_) => return true,
-        },
+    // An invalid `ttl` is reported by `check_dedup`.
+    let Ok(ttl) = d.window() else {
+        return true;
     };
     // A window so long that twice it overflows is longer than any dedup window too.
     let twice = window.checked_mul(2);

@@ -210,22 +210,14 @@ impl VerifySpec {
         keys
     }
 
-    /// The replay window: `tolerance` parsed as a duration (`300s`, `5m`), default 300 s.
+    /// The replay window: `tolerance` parsed as a duration (`300s`, `5m`), else the preset's default
+    /// (also when invalid: reported). The default is 300 s, but Mailgun's is 9 hours, since it resends
+    /// a failed delivery with its original signature for 8 hours.
     pub(crate) fn tolerance(&self, problems: &mut Problems) -> Duration {
-        self.tolerance_or(DEFAULT_TOLERANCE, problems)
-    }
-
-    /// The window a preset applies when `tolerance` is not set: 300 s, but Mailgun's 9 hours, since
-    /// it resends a failed delivery with its original signature for 8 hours.
-    pub(crate) fn default_tolerance(&self) -> Duration {
-        match self.preset {
+        let default = match self.preset {
             Preset::Mailgun => super::mailgun::DEFAULT_TOLERANCE,
             _ => DEFAULT_TOLERANCE,
-        }
-    }
-
-    /// `tolerance` parsed as a duration, `default` when it is not set (or is invalid: reported).
-    pub(crate) fn tolerance_or(&self, default: Duration, problems: &mut Problems) -> Duration {
+        };
         let Some(text) = &self.tolerance else {
             return default;
         };
@@ -267,7 +259,7 @@ impl VerifySpec {
 
     fn mailgun(&self, mode: Secrets, problems: &mut Problems) -> Option<Mailgun> {
         let keys = presets::utf8_keys(self.secrets(mode, problems));
-        let tolerance = self.tolerance_or(self.default_tolerance(), problems);
+        let tolerance = self.tolerance(problems);
         Some(Mailgun { keys, tolerance })
     }
 

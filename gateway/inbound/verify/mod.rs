@@ -208,7 +208,7 @@ impl VerifySpec {
     /// which the verifier's own check reports).
     pub fn replay_window(&self) -> Option<std::time::Duration> {
         let mut problems = Vec::new();
-        let window = self.tolerance_or(self.default_tolerance(), &mut problems);
+        let window = self.tolerance(&mut problems);
         problems.is_empty().then_some(window)
     }
 }
