@@ -1536,6 +1536,114 @@ async fn a_google_ads_lead_becomes_a_contact_and_its_key_is_not_kept() {
     );
 }
 
+/// WooCommerce end to end through the shipped `mappings/woocommerce.yaml`, its secret read from a file,
+/// with deliveries built and signed by PHP as WooCommerce builds them (`json_encode`, so `\/` and
+/// `\u2013` escapes; `hash_hmac`). The ping of a saved webhook is answered and stores nothing; a new
+/// customer becomes an upsert with its empty fields left out; a guest's order the buyer's upsert and an
+/// `order_placed` event with its items; the same delivery again is a duplicate, known by its bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn woocommerce_customers_and_orders_reach_the_upstream() {
+    const SECRET: &str = "wc-webhook-secret-5f1e";
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secret_file(secrets.path(), "woo", SECRET);
+    let mapping = std::fs::read_to_string(repo_root().join("mappings/woocommerce.yaml"))
+        .unwrap()
+        .replace("${env:WOOCOMMERCE_WEBHOOK_SECRET}", &secret);
+    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
+    let gw = Gateway::start(&redis, &[("woocommerce.yaml", &mapping)], &cfg).await;
+    let testdata = |name: &str| -> Value {
+        let path = repo_root().join("mappings/testdata").join(name);
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let delivery = |payload: Value, topic: &str, webhook_id: u32| json!({"secret": SECRET, "payload": payload, "topic": topic, "webhook_id": webhook_id, "delivery_id": "9c1d7e"});
+    let signed = peer_sign_woocommerce(&json!([
+        delivery(testdata("woocommerce_customer.json"), "customer.created", 3),
+        delivery(testdata("woocommerce_order.json"), "order.created", 4),
+    ]));
+    let post = |result: &Value| {
+        let mut req = client().post(gw.url("woocommerce"));
+        for (k, v) in result["headers"].as_object().unwrap() {
+            req = req.header(k.as_str(), v.as_str().unwrap());
+        }
+        req.body(result["body"].as_str().unwrap().to_owned()).send()
+    };
+
+    let r = client()
+        .post(gw.url("woocommerce"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("webhook_id=3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "the ping of a saved webhook");
+    assert!(
+        inbound_entries(&redis, "hookgate").is_empty(),
+        "a ping is no event"
+    );
+    for result in &signed {
+        let r = post(result).await.unwrap();
+        assert_eq!(r.status().as_u16(), 202, "{}", result["headers"]);
+    }
+    let r = post(&signed[1]).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "the same delivery again");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["duplicate"], true);
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 2);
+
+    assert!(up.wait_delivered(3, 10).await, "delivered");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    let mut upserts: Vec<&Value> = reqs
+        .iter()
+        .filter(|r| r.path == "/contacts")
+        .map(|r| &r.body)
+        .collect();
+    upserts.sort_by_key(|b| b["email"].as_str().map(str::to_owned));
+    assert_eq!(
+        upserts,
+        [
+            &json!({
+                "email": "marie.curie@example.com", "ext_id": "25",
+                "attributes": {
+                    "FIRSTNAME": "Marie", "LASTNAME": "Curie", "SMS": "+33 1 44 27 00 00",
+                    "CITY": "Paris", "ZIP": "75005", "COUNTRY": "FR"
+                },
+                "updateEnabled": true
+            }),
+            &json!({
+                "email": "rosalind.franklin@example.org",
+                "attributes": {
+                    "FIRSTNAME": "Rosalind", "LASTNAME": "Franklin", "COMPANY": "King's College",
+                    "CITY": "London", "ZIP": "WC2R 2LS", "COUNTRY": "GB"
+                },
+                "updateEnabled": true
+            }),
+        ],
+        "no attribute is sent empty"
+    );
+    let event = reqs
+        .iter()
+        .find(|r| r.path == "/events")
+        .map(|r| &r.body)
+        .expect("the order's event");
+    assert_eq!(event["event_name"], "order_placed");
+    assert_eq!(
+        event["identifiers"]["email_id"],
+        "rosalind.franklin@example.org"
+    );
+    assert_eq!(event["event_date"], "2025-11-21T13:28:02Z");
+    assert_eq!(event["event_properties"]["total"], json!(40.8));
+    assert_eq!(event["event_properties"]["coupons"], json!(["welcome5"]));
+    assert_eq!(
+        event["event_properties"]["items"][1],
+        json!({"product_id": 22, "name": "Lab coat – Size: M", "quantity": 1, "price": 15, "total": 15}),
+        "the escaped name read as the text it is, the empty sku left out"
+    );
+}
+
 /// Mailchimp end to end through the shipped `mappings/mailchimp.yaml`, its key read from a file: the GET
 /// Mailchimp sends to check the URL before it saves the webhook is answered 200 and stores nothing; the
 /// subscribe form it then posts becomes the contact upsert and the event; the same form again is a

@@ -479,6 +479,168 @@ async fn slack_handshakes_are_answered_and_not_stored() {
     assert_eq!(inbound_entries(&redis, "hookgate").len(), 2);
 }
 
+/// A request as WooCommerce sends it: HTTP/1.0 (`'httpversion' => '1.0'` in `WC_Webhook::deliver`), the
+/// connection closed after the answer. Status, and the body of the answer.
+async fn post_http10(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut head = format!(
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).await.expect("write head");
+    s.write_all(body.as_bytes()).await.expect("write body");
+    let mut buf = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .expect("HTTP/1.0: the gateway closes the connection after its answer")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
+    (status, body)
+}
+
+/// WooCommerce over HTTP/1.0, as it sends: a delivery built and signed by PHP as WooCommerce does is
+/// stored; another secret, one changed byte and no signature get 401. The unsigned ping posted when a
+/// webhook is saved (`webhook_id=<id>`) gets an empty 200 and is not stored; the same body signed, with
+/// more in it, as JSON, or to another preset's source, is no ping.
+#[tokio::test(flavor = "multi_thread")]
+async fn woocommerce_deliveries_and_its_ping_over_http() {
+    const SECRET: &str = "ck_9f2c!x<W&amp;q}:`7Zr";
+    let redis = Redis::start();
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secret_file(secrets.path(), "woo", SECRET);
+    let woo = format!("source: woo\nverify: {{ preset: woocommerce, secret: \"{secret}\" }}\n");
+    let shopify = format!("source: shop\nverify: {{ preset: shopify, secret: \"{secret}\" }}\n");
+    let gw = Gateway::start(&redis, &[("woo.yaml", &woo), ("shop.yaml", &shopify)], "").await;
+    let customer = json!({"id": 25, "email": "zoe@example.com", "first_name": "Zoë", "avatar_url": "https://secure.gravatar.com/avatar/x?s=96"});
+    let request = |secret: &str| json!({"secret": secret, "payload": customer, "topic": "customer.created", "webhook_id": 7, "delivery_id": "1a2b3c"});
+    let signed = peer_sign_woocommerce(&json!([request(SECRET), request("another secret")]));
+    let body = signed[0]["body"].as_str().expect("a body");
+    assert!(
+        body.contains(r#"\/\/secure.gravatar.com"#) && body.contains(r#"Zo\u00eb"#),
+        "PHP's json_encode escapes as WooCommerce's body does: {body}"
+    );
+    let headers = |result: &Value| -> Vec<(String, String)> {
+        result["headers"]
+            .as_object()
+            .expect("headers")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().expect("text").to_owned()))
+            .collect()
+    };
+    let post = |headers: Vec<(String, String)>, body: String| {
+        let addr = gw.addr;
+        async move {
+            let refs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            post_http10(addr, "/webhooks/woo", &refs, &body).await
+        }
+    };
+    let (status, answer) = post(headers(&signed[0]), body.to_owned()).await;
+    assert_eq!(status, 202, "the genuine delivery: {answer}");
+    let stored = inbound_entries(&redis, "hookgate");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].1["body"], body.as_bytes(), "stored as sent");
+
+    let refused = |what: &str, (status, answer): (u16, String)| {
+        let answer: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (401, Some("bad_signature")),
+            "{what}: {answer}"
+        );
+    };
+    refused(
+        "another secret",
+        post(headers(&signed[1]), body.to_owned()).await,
+    );
+    refused(
+        "one byte changed",
+        post(headers(&signed[0]), body.replacen("25", "26", 1)).await,
+    );
+    let unsigned: Vec<(String, String)> = headers(&signed[0])
+        .into_iter()
+        .filter(|(k, _)| k != "X-WC-Webhook-Signature")
+        .collect();
+    refused("no signature", post(unsigned, body.to_owned()).await);
+
+    // The ping, as WooCommerce posts it (a form, no X-WC-Webhook-* header).
+    let form = vec![
+        (
+            "Content-Type".to_owned(),
+            "application/x-www-form-urlencoded; charset=UTF-8".to_owned(),
+        ),
+        (
+            "User-Agent".to_owned(),
+            "WooCommerce/9.4.2 Hookshot (WordPress/6.7.1)".to_owned(),
+        ),
+    ];
+    assert_eq!(
+        post(form.clone(), "webhook_id=7".into()).await,
+        (200, String::new()),
+        "the ping is answered with an empty 200"
+    );
+    assert_eq!(
+        inbound_entries(&redis, "hookgate").len(),
+        1,
+        "the ping is not stored"
+    );
+    let mut signed_ping = form.clone();
+    signed_ping.push(("X-WC-Webhook-Signature".to_owned(), "c2lnbmVk".to_owned()));
+    refused(
+        "a signed ping",
+        post(signed_ping, "webhook_id=7".into()).await,
+    );
+    refused(
+        "more than the id",
+        post(form.clone(), "webhook_id=7&email=a%40b.example".into()).await,
+    );
+    let json_type = vec![("Content-Type".to_owned(), "application/json".to_owned())];
+    refused("as JSON", post(json_type, "webhook_id=7".into()).await);
+    let (status, answer) = send(
+        &gw.url("shop"),
+        "application/x-www-form-urlencoded",
+        &json!({}),
+        "webhook_id=7",
+    )
+    .await;
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (401, Some("bad_signature")),
+        "another preset's source"
+    );
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 1);
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "hookgate_inbound_requests_total",
+            &["source=\"woo\"", "status=\"200\""]
+        ),
+        1.0,
+        "the ping is counted under its source"
+    );
+}
+
 /// Zoom's URL validation over HTTP, against Zoom's own library: a signed `endpoint.url_validation` is
 /// answered with exactly what @zoom/rivet answers for the same request (its `plainToken` and
 /// `encryptedToken`), and is not stored; unsigned or signed with another secret, it gets 401 (no MAC

@@ -50,6 +50,7 @@ const ALL: &[&str] = &[
     "[lower]",
     "[upper]",
     "[trim]",
+    "[not_blank]",
     "[first_word]",
     "[rest_words]",
     "[{ split: \",\" }]",
@@ -87,6 +88,26 @@ fn text_transforms() {
     );
     fails("[upper]", json!({"a": 1}), "expected text, found an object");
     assert_eq!(ok("[trim]", json!("")), json!(""));
+}
+
+/// `not_blank` makes a sender's `""` (or whitespace) missing, so it is left out of the action or its
+/// `default` applies; every other value passes unchanged, untrimmed, and a list loses its blank items.
+#[test]
+fn not_blank() {
+    missing("[not_blank]", Some(json!("")));
+    missing("[not_blank]", Some(json!(" \t\u{a0}\n")));
+    assert_eq!(ok("[not_blank]", json!(" Ada ")), json!(" Ada "));
+    assert_eq!(ok("[not_blank, trim]", json!(" Ada ")), json!("Ada"));
+    for kept in [json!(0), json!(false), json!({}), json!({"a": ""})] {
+        assert_eq!(ok("[not_blank]", kept.clone()), kept);
+    }
+    assert_eq!(
+        ok("[not_blank]", json!(["a", "", " ", "b"])),
+        json!(["a", "b"])
+    );
+    missing("[not_blank]", Some(json!(["", " "])));
+    // After `trim`, which keeps `""` as a value.
+    missing("[trim, not_blank]", Some(json!("   ")));
 }
 
 #[test]

@@ -39,6 +39,8 @@ enum Peer {
     Python,
     /// `tests/peers/sign_github.mjs` with `.peers/node`.
     Octokit,
+    /// `tests/peers/sign_woocommerce.php`: PHP's `hash_hmac`, as WooCommerce calls it.
+    Php,
 }
 
 /// A signed request as the peer produced it.
@@ -90,6 +92,7 @@ impl Peer {
         let results = match self {
             Peer::Python => common::peer_sign(&requests),
             Peer::Octokit => common::peer_sign_github(&requests),
+            Peer::Php => common::peer_sign_woocommerce(&requests),
         };
         results
             .into_iter()
@@ -630,6 +633,13 @@ fn shopify_with_stdlib_hmac() {
 }
 
 #[test]
+fn woocommerce_with_php_hash_hmac() {
+    let mut c = Case::new("woocommerce", Preset::Woocommerce, Peer::Php, json_body());
+    c.required = &["X-WC-Webhook-Signature"];
+    c.run();
+}
+
+#[test]
 fn typeform_with_stdlib_hmac() {
     let mut c = Case::new("typeform", Preset::Typeform, Peer::Python, json_body());
     c.required = &["Typeform-Signature"];
@@ -1000,13 +1010,14 @@ mod properties {
             value in "[ -~]{0,200}",
             ts in "[0-9]{0,25}",
         ) {
-            let cases: [(Preset, &[&str]); 9] = [
+            let cases: [(Preset, &[&str]); 10] = [
                 (Preset::Stripe, &["Stripe-Signature"]),
                 (Preset::Calendly, &["Calendly-Webhook-Signature"]),
                 (Preset::StandardWebhooks, &["webhook-signature", "webhook-id"]),
                 (Preset::Github, &["X-Hub-Signature-256"]),
                 (Preset::Shopify, &["X-Shopify-Hmac-Sha256"]),
                 (Preset::Typeform, &["Typeform-Signature"]),
+                (Preset::Woocommerce, &["X-WC-Webhook-Signature"]),
                 (Preset::Slack, &["X-Slack-Signature"]),
                 (Preset::Hubspot, &["X-HubSpot-Signature-v3"]),
                 (Preset::Twilio, &["X-Twilio-Signature", "X-Twilio-Webhooks-Signature-Settings"]),

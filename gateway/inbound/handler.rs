@@ -344,6 +344,11 @@ async fn accept(
         None => read_limited(body, limit).await?,
     };
 
+    let preset = src.verifier.as_ref().map(|v| v.preset());
+    if super::handshake::woocommerce_ping(preset, kind, headers, &raw) {
+        tracing::info!(source = %src.name, kind = "woocommerce", "handshake answered; nothing stored");
+        return Ok(reply(StatusCode::OK, None, Body::empty()));
+    }
     let signed_with = verify(st, src, peer, parts, &raw, now)?;
     // A token carried in the body (Google Ads' `google_key`) is no part of the event: kept, it would be
     // read back wherever events are (the admin API, dead letters, replays).
@@ -351,7 +356,6 @@ async fn accept(
         Some(name) => super::verify::redact_member(&raw, name).map_or(raw, Bytes::from),
         None => raw,
     };
-    let preset = src.verifier.as_ref().map(|v| v.preset());
     if let Some(h) = super::handshake::of(preset, kind, &raw, st.max_json_depth)? {
         use super::handshake::Handshake;
         tracing::info!(source = %src.name, kind = %preset.map_or("", |p| p.name()), "handshake answered; nothing stored");

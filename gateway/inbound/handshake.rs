@@ -5,6 +5,7 @@
 use super::verify::Preset;
 use crate::error::Error;
 use crate::payload::{self, BodyKind};
+use http::HeaderMap;
 use serde_json::Value;
 
 /// What a handshake is answered with.
@@ -17,6 +18,34 @@ pub enum Handshake {
     /// Zoom's URL validation (`endpoint.url_validation`, when the URL is set and every 72 hours): 200
     /// with the `plainToken` and its HMAC under the source's secret, hex, as `encryptedToken`.
     ZoomUrlValidation(String),
+}
+
+/// The header WooCommerce signs its deliveries in, and never its ping.
+const WOOCOMMERCE_SIGNATURE: &str = "x-wc-webhook-signature";
+
+/// The most digits a WooCommerce webhook id is given (a 64-bit id has 20).
+const MAX_WEBHOOK_ID_DIGITS: usize = 20;
+
+/// Whether a request to a source verified with `preset` is WooCommerce's ping, answered before
+/// verification since it carries no signature.
+///
+/// When a webhook is saved active, WooCommerce posts the form `webhook_id=<id>` to its URL, unsigned
+/// (`WC_Webhook::deliver_ping`), and keeps the webhook's first delivery pending, with an error on the
+/// admin page, until a ping is answered with exactly `200`. Only that exact body, as a form and
+/// without the signature header, is a ping: anything else is verified as an event. Answering it
+/// tells a sender no more than a `401` would (that the source exists), and nothing is stored.
+pub fn woocommerce_ping(
+    preset: Option<Preset>,
+    kind: BodyKind,
+    headers: &HeaderMap,
+    raw: &[u8],
+) -> bool {
+    preset == Some(Preset::Woocommerce)
+        && matches!(kind, BodyKind::Form(_))
+        && !headers.contains_key(WOOCOMMERCE_SIGNATURE)
+        && raw.strip_prefix(b"webhook_id=").is_some_and(|id| {
+            (1..=MAX_WEBHOOK_ID_DIGITS).contains(&id.len()) && id.iter().all(u8::is_ascii_digit)
+        })
 }
 
 /// The longest `plainToken` answered. Zoom's are 22 characters of base64.
@@ -172,6 +201,56 @@ mod tests {
                 matches!(of(zoom, BodyKind::Json, bad, 64), Err(Error::Malformed(_))),
                 "{}",
                 String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    /// WooCommerce's ping is the unsigned form `webhook_id=<digits>` to a `woocommerce` source; a
+    /// signed one, another body or type, or another preset's source, is verified as any request.
+    #[test]
+    fn a_woocommerce_ping_is_the_unsigned_webhook_id_form() {
+        let form = BodyKind::Form(encoding_rs::UTF_8);
+        let woo = Some(Preset::Woocommerce);
+        let none = HeaderMap::new();
+        let mut signed = HeaderMap::new();
+        signed.insert("X-WC-Webhook-Signature", "c2ln".parse().unwrap());
+        assert!(woocommerce_ping(woo, form, &none, b"webhook_id=12"));
+        assert!(woocommerce_ping(
+            woo,
+            form,
+            &none,
+            b"webhook_id=18446744073709551615"
+        ));
+        assert!(!woocommerce_ping(woo, form, &signed, b"webhook_id=12"));
+        assert!(!woocommerce_ping(
+            Some(Preset::Shopify),
+            form,
+            &none,
+            b"webhook_id=12"
+        ));
+        assert!(!woocommerce_ping(None, form, &none, b"webhook_id=12"));
+        assert!(!woocommerce_ping(
+            woo,
+            BodyKind::Json,
+            &none,
+            b"webhook_id=12"
+        ));
+        for other in [
+            &b"webhook_id="[..],
+            b"webhook_id=12&email=a%40b.c",
+            b"webhook_id=1x",
+            b"webhook_id=-1",
+            b"webhook_id=+1",
+            b"webhook_id=12\n",
+            b"webhook_id=123456789012345678901",
+            b"webhook%5Fid=12",
+            b"id=12",
+            b"",
+        ] {
+            assert!(
+                !woocommerce_ping(woo, form, &none, other),
+                "{}",
+                String::from_utf8_lossy(other)
             );
         }
     }

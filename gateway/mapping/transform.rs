@@ -18,6 +18,7 @@ pub const NAMES: &[&str] = &[
     "lower",
     "upper",
     "trim",
+    "not_blank",
     "first_word",
     "rest_words",
     "split",
@@ -42,11 +43,18 @@ pub enum Transform {
     Lower,
     Upper,
     Trim,
+    /// Empty or whitespace-only text is missing; anything else is kept as it is. Senders that fill
+    /// every field of a form or record (WooCommerce, form builders) send `""` for "not given", which
+    /// would otherwise be written upstream over a value the contact has.
+    NotBlank,
     FirstWord,
     RestWords,
     Split(String),
     Join(String),
-    Replace { from: Pattern, to: String },
+    Replace {
+        from: Pattern,
+        to: String,
+    },
     ToNumber,
     ToString,
     ToBool,
@@ -83,6 +91,7 @@ impl Transform {
             Transform::Lower => "lower",
             Transform::Upper => "upper",
             Transform::Trim => "trim",
+            Transform::NotBlank => "not_blank",
             Transform::FirstWord => "first_word",
             Transform::RestWords => "rest_words",
             Transform::Split(_) => "split",
@@ -126,6 +135,10 @@ impl Transform {
             Transform::Lower => text(v, |s| s.to_lowercase()),
             Transform::Upper => text(v, |s| s.to_uppercase()),
             Transform::Trim => text(v, |s| s.trim().to_owned()),
+            Transform::NotBlank => match &*v {
+                Value::String(s) if s.trim().is_empty() => Ok(None),
+                _ => Ok(Some(v.into_owned())),
+            },
             Transform::FirstWord => {
                 let s = want_text(&v)?;
                 Ok(s.split_whitespace()
@@ -474,6 +487,7 @@ pub fn compile(ctx: &mut Ctx, node: &Node, lookups: &Lookups) -> Option<Transfor
         ("lower", None) => Transform::Lower,
         ("upper", None) => Transform::Upper,
         ("trim", None) => Transform::Trim,
+        ("not_blank", None) => Transform::NotBlank,
         ("first_word", None) => Transform::FirstWord,
         ("rest_words", None) => Transform::RestWords,
         ("to_number", None) => Transform::ToNumber,

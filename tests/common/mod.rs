@@ -560,6 +560,16 @@ pub fn peer_sign_github(requests: &serde_json::Value) -> Vec<serde_json::Value> 
     run_peer(c, requests)
 }
 
+/// WooCommerce deliveries built and signed by PHP as WooCommerce builds them (`json_encode` of the
+/// resource, PHP's own `hash_hmac`), through `tests/peers/sign_woocommerce.php`: requests `{"secret",
+/// "payload", "topic", "webhook_id", "delivery_id"}`; results `{"body", "headers"}`. PHP is installed by
+/// `scripts/test`.
+pub fn peer_sign_woocommerce(requests: &serde_json::Value) -> Vec<serde_json::Value> {
+    let mut c = Command::new("php");
+    c.arg(repo_root().join("tests/peers/sign_woocommerce.php"));
+    run_peer(c, requests)
+}
+
 /// Run a peer signer: the requests as a JSON array on stdin, one JSON result per request on stdout.
 fn run_peer(mut command: Command, requests: &serde_json::Value) -> Vec<serde_json::Value> {
     use std::io::Write;

@@ -97,7 +97,7 @@ impl VerifySpec {
             Preset::Stripe | Preset::Calendly | Preset::Slack | Preset::Zoom | Preset::Mailgun => {
                 &["tolerance"]
             }
-            Preset::Github | Preset::Shopify | Preset::Typeform => &[],
+            Preset::Github | Preset::Shopify | Preset::Typeform | Preset::Woocommerce => &[],
             Preset::Hubspot => &["version", "public_url", "tolerance"],
             Preset::Twilio => &["public_url"],
             Preset::Hmac => &[

@@ -1,5 +1,5 @@
 //! Signature verification presets (stripe, standard-webhooks, github, shopify, hubspot, typeform,
-//! calendly, slack, zoom, sendgrid, mailgun, twilio, generic hmac, basic auth, static token).
+//! calendly, slack, zoom, sendgrid, mailgun, twilio, woocommerce, generic hmac, basic auth, static token).
 //!
 //! A source's `verify:` block ([`VerifySpec`]) is compiled once by [`VerifySpec::build`], which
 //! resolves secrets and reports every configuration problem together; the resulting [`Verifier`]
@@ -70,6 +70,9 @@ pub enum Preset {
     /// object; the source must dedup on the token, which the signature alone does not bind to the body.
     Mailgun,
     Twilio,
+    /// WooCommerce: `X-WC-Webhook-Signature`, base64 HMAC-SHA256 of the body; its unsigned ping, sent
+    /// when a webhook is saved, is answered (`handshake::woocommerce_ping`).
+    Woocommerce,
     /// Generic HMAC: `header`, `prefix`, `algorithm`, `encoding`, `timestamp_header`, `id_header`,
     /// `signed_content`.
     #[default]
@@ -97,6 +100,7 @@ impl Preset {
             Preset::Sendgrid => "sendgrid",
             Preset::Mailgun => "mailgun",
             Preset::Twilio => "twilio",
+            Preset::Woocommerce => "woocommerce",
             Preset::Hmac => "hmac",
             Preset::Basic => "basic",
             Preset::Token => "token",

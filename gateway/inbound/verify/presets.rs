@@ -92,6 +92,12 @@ pub(crate) fn mac_scheme(
             header("Typeform-Signature", "sha256="),
             Encoding::Base64,
         )),
+        // The secret as the webhook's admin page shows it: WooCommerce signs with the stored secret's
+        // HTML character references decoded (`&amp;` as `&`), which the page shows decoded (README).
+        Preset::Woocommerce => Some(body_only(
+            header("X-WC-Webhook-Signature", ""),
+            Encoding::Base64,
+        )),
         Preset::Slack => Some(v0_timestamp(
             "X-Slack-Signature",
             "X-Slack-Request-Timestamp",
