@@ -1296,6 +1296,111 @@ async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
     );
 }
 
+/// Paddle Billing end to end through the shipped `mappings/paddle.yaml`, its secret read from a file,
+/// each request signed by `sign.py` as Paddle documents (`ts=..;h1=..`, checked against Paddle's own SDK
+/// in `tests/verify_presets.rs`). A new customer and its completed transaction are answered `200` (as
+/// Paddle asks) and become the upsert and the `payment_completed` event on the same `ext_id`; Paddle's
+/// retry of the transaction (same `event_id`, signed anew) is a duplicate; a request signed ten minutes
+/// ago, or with another secret, is refused and stored nowhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn paddle_customers_and_payments_reach_the_upstream() {
+    const SECRET: &str = "pdl_ntfset_01jdk7s0000000000000000000_kZp3YwQ9rT2vX8mN4bC6dF1gH5jL7sA0";
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secret_file(secrets.path(), "paddle", SECRET);
+    let mapping = std::fs::read_to_string(repo_root().join("mappings/paddle.yaml"))
+        .unwrap()
+        .replace("${env:PADDLE_WEBHOOK_SECRET}", &secret);
+    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
+    let gw = Gateway::start(&redis, &[("paddle.yaml", &mapping)], &cfg).await;
+    let testdata = |name: &str| {
+        std::fs::read_to_string(repo_root().join("mappings/testdata").join(name)).unwrap()
+    };
+    let customer = testdata("paddle_customer_created.json");
+    let transaction = testdata("paddle_transaction_completed.json");
+    let now = now_secs();
+    let sign = |body: &str, secret: &str, ts: u64| json!({"preset": "paddle", "secret": secret, "body": body, "timestamp": ts});
+    let signed = peer_sign(&json!([
+        sign(&customer, SECRET, now),
+        sign(&transaction, SECRET, now),
+        sign(&transaction, SECRET, now + 1),
+        sign(&transaction, SECRET, now - 600),
+        sign(&transaction, "pdl_ntfset_another", now),
+    ]));
+    let post = |i: usize, body: &str| {
+        let header = signed[i]["headers"]["Paddle-Signature"]
+            .as_str()
+            .expect("signed")
+            .to_owned();
+        client()
+            .post(gw.url("paddle"))
+            .header("content-type", "application/json")
+            .header("Paddle-Signature", header)
+            .body(body.to_owned())
+            .send()
+    };
+    for (i, body, what) in [
+        (0, &customer, "the customer"),
+        (1, &transaction, "the transaction"),
+        (2, &transaction, "Paddle's retry, signed anew"),
+    ] {
+        let r = post(i, body).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{what}");
+        assert_eq!(r.text().await.unwrap(), "", "{what}: the preset's empty 200");
+    }
+    for (i, what) in [(3, "ten minutes old"), (4, "another secret")] {
+        let r = post(i, &transaction).await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{what}");
+    }
+    assert_eq!(
+        inbound_entries(&redis, "hookgate").len(),
+        2,
+        "the customer and the transaction, once each"
+    );
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "hookgate_inbound_duplicates_total",
+            &["source=\"paddle\""]
+        ),
+        1.0,
+        "the retry"
+    );
+
+    assert!(up.wait_delivered(2, 10).await, "delivered");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    let upsert = reqs
+        .iter()
+        .find(|r| r.path == "/contacts")
+        .map(|r| &r.body)
+        .expect("the customer's upsert");
+    assert_eq!(
+        upsert,
+        &json!({
+            "email": "katherine.johnson@example.com",
+            "ext_id": "ctm_01jdk8wz1p6s5r4q3n2m1k0j9h",
+            "attributes": {"FIRSTNAME": "Katherine", "LASTNAME": "Johnson", "LOCALE": "en", "MARKETING_CONSENT": true},
+            "updateEnabled": true
+        })
+    );
+    let event = reqs
+        .iter()
+        .find(|r| r.path == "/events")
+        .map(|r| &r.body)
+        .expect("the payment's event");
+    assert_eq!(event["event_name"], "payment_completed");
+    assert_eq!(
+        event["identifiers"],
+        json!({"ext_id": "ctm_01jdk8wz1p6s5r4q3n2m1k0j9h"}),
+        "the same contact, by its Paddle id"
+    );
+    assert_eq!(event["event_properties"]["total"], json!(71.4));
+}
+
 /// Mailgun end to end through the shipped `mappings/mailgun.yaml`, its signing key read from a file:
 /// Mailgun signs a timestamp and a token in the body, not the event, so the token is used once. A
 /// genuine failure is stored and becomes the hard bounce and the contact's flag; the same request
@@ -1540,7 +1645,8 @@ async fn a_google_ads_lead_becomes_a_contact_and_its_key_is_not_kept() {
 /// with deliveries built and signed by PHP as WooCommerce builds them (`json_encode`, so `\/` and
 /// `\u2013` escapes; `hash_hmac`). The ping of a saved webhook is answered and stores nothing; a new
 /// customer becomes an upsert with its empty fields left out; a guest's order the buyer's upsert and an
-/// `order_placed` event with its items; the same delivery again is a duplicate, known by its bytes.
+/// `order_placed` event with its items; the same bytes under `order.updated`, as at checkout, are stored
+/// too and become `order_updated`; the same delivery again is a duplicate (same topic, same bytes).
 #[tokio::test(flavor = "multi_thread")]
 async fn woocommerce_customers_and_orders_reach_the_upstream() {
     const SECRET: &str = "wc-webhook-secret-5f1e";
@@ -1561,7 +1667,12 @@ async fn woocommerce_customers_and_orders_reach_the_upstream() {
     let signed = peer_sign_woocommerce(&json!([
         delivery(testdata("woocommerce_customer.json"), "customer.created", 3),
         delivery(testdata("woocommerce_order.json"), "order.created", 4),
+        delivery(testdata("woocommerce_order.json"), "order.updated", 5),
     ]));
+    assert_eq!(
+        signed[1]["body"], signed[2]["body"],
+        "one order, the same bytes under both topics"
+    );
     let post = |result: &Value| {
         let mut req = client().post(gw.url("woocommerce"));
         for (k, v) in result["headers"].as_object().unwrap() {
@@ -1590,12 +1701,12 @@ async fn woocommerce_customers_and_orders_reach_the_upstream() {
     assert_eq!(r.status().as_u16(), 200, "the same delivery again");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["duplicate"], true);
-    assert_eq!(inbound_entries(&redis, "hookgate").len(), 2);
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 3);
 
-    assert!(up.wait_delivered(3, 10).await, "delivered");
+    assert!(up.wait_delivered(4, 10).await, "delivered");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let reqs = up.requests();
-    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert_eq!(reqs.len(), 4, "{reqs:?}");
     let mut upserts: Vec<&Value> = reqs
         .iter()
         .filter(|r| r.path == "/contacts")
@@ -1606,9 +1717,9 @@ async fn woocommerce_customers_and_orders_reach_the_upstream() {
         upserts,
         [
             &json!({
-                "email": "marie.curie@example.com", "ext_id": "25",
+                "email": "marie.curie@example.com", "ext_id": "woo-25",
                 "attributes": {
-                    "FIRSTNAME": "Marie", "LASTNAME": "Curie", "SMS": "+33 1 44 27 00 00",
+                    "FIRSTNAME": "Marie", "LASTNAME": "Curie", "SMS": "+33144270000",
                     "CITY": "Paris", "ZIP": "75005", "COUNTRY": "FR"
                 },
                 "updateEnabled": true
@@ -1626,10 +1737,15 @@ async fn woocommerce_customers_and_orders_reach_the_upstream() {
     );
     let event = reqs
         .iter()
-        .find(|r| r.path == "/events")
         .map(|r| &r.body)
+        .find(|b| b["event_name"] == "order_placed")
         .expect("the order's event");
-    assert_eq!(event["event_name"], "order_placed");
+    let updated = reqs
+        .iter()
+        .map(|r| &r.body)
+        .find(|b| b["event_name"] == "order_updated")
+        .expect("the same bytes under order.updated are an event of their own");
+    assert_eq!(updated["event_properties"]["status"], "processing");
     assert_eq!(
         event["identifiers"]["email_id"],
         "rosalind.franklin@example.org"

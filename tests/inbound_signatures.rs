@@ -228,6 +228,7 @@ async fn every_other_preset_accepts_its_signer_and_refuses_the_rest_over_http() 
         ("shopify", "{ preset: shopify".to_string()),
         ("typeform", "{ preset: typeform".to_string()),
         ("calendly", "{ preset: calendly".to_string()),
+        ("paddle", "{ preset: paddle".to_string()),
         ("slack", "{ preset: slack".to_string()),
         ("hubspot-v1", "{ preset: hubspot, version: v1".to_string()),
         ("hubspot-v2", "{ preset: hubspot, version: v2".to_string()),
@@ -286,6 +287,14 @@ async fn every_other_preset_accepts_its_signer_and_refuses_the_rest_over_http() 
             json_body,
             gw.url("calendly"),
             json!({"preset": "calendly"}),
+            true,
+        ),
+        (
+            "paddle",
+            "application/json",
+            json_body,
+            gw.url("paddle"),
+            json!({"preset": "paddle"}),
             true,
         ),
         (
@@ -374,9 +383,11 @@ async fn every_other_preset_accepts_its_signer_and_refuses_the_rest_over_http() 
     for (name, ct, body, url, _, windowed) in &cases {
         let genuine = &next.next().expect("signed")["headers"];
         let wrong = &next.next().expect("signed")["headers"];
+        // Paddle asks for a 200, which its preset answers with.
+        let stored_status = if *name == "paddle" { 200 } else { 202 };
         assert_eq!(
             send(url, ct, genuine, body).await.0,
-            202,
+            stored_status,
             "{name}: the signer's request"
         );
         stored += 1;
@@ -479,59 +490,40 @@ async fn slack_handshakes_are_answered_and_not_stored() {
     assert_eq!(inbound_entries(&redis, "hookgate").len(), 2);
 }
 
-/// A request as WooCommerce sends it: HTTP/1.0 (`'httpversion' => '1.0'` in `WC_Webhook::deliver`), the
-/// connection closed after the answer. Status, and the body of the answer.
-async fn post_http10(
-    addr: std::net::SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut head = format!(
-        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes()).await.expect("write head");
-    s.write_all(body.as_bytes()).await.expect("write body");
-    let mut buf = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .expect("HTTP/1.0: the gateway closes the connection after its answer")
-        .expect("read");
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no HTTP answer: {text:?}"));
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or(String::new(), |(_, b)| b.to_string());
-    (status, body)
-}
-
 /// WooCommerce over HTTP/1.0, as it sends: a delivery built and signed by PHP as WooCommerce does is
-/// stored; another secret, one changed byte and no signature get 401. The unsigned ping posted when a
-/// webhook is saved (`webhook_id=<id>`) gets an empty 200 and is not stored; the same body signed, with
-/// more in it, as JSON, or to another preset's source, is no ping.
+/// stored, under the secret as WooCommerce's page shows it (its `&amp;` decoded, as WooCommerce decodes
+/// it before signing), and refused under the secret as stored; another secret, one changed byte and no
+/// signature get 401. The unsigned ping posted when a webhook is saved (`webhook_id=<id>`) gets an empty
+/// 200 and is not stored; the same body signed, with more in it, as JSON, to another preset's source, or
+/// from outside the source's allowlist, is no ping.
 #[tokio::test(flavor = "multi_thread")]
 async fn woocommerce_deliveries_and_its_ping_over_http() {
-    const SECRET: &str = "ck_9f2c!x<W&amp;q}:`7Zr";
+    const STORED: &str = "ck_9f2c!x<W&amp;q}:`7Zr";
+    const SHOWN: &str = "ck_9f2c!x<W&q}:`7Zr";
     let redis = Redis::start();
     let secrets = tempfile::tempdir().unwrap();
-    let secret = secret_file(secrets.path(), "woo", SECRET);
-    let woo = format!("source: woo\nverify: {{ preset: woocommerce, secret: \"{secret}\" }}\n");
-    let shopify = format!("source: shop\nverify: {{ preset: shopify, secret: \"{secret}\" }}\n");
-    let gw = Gateway::start(&redis, &[("woo.yaml", &woo), ("shop.yaml", &shopify)], "").await;
+    let shown = secret_file(secrets.path(), "shown", SHOWN);
+    let stored = secret_file(secrets.path(), "stored", STORED);
+    let woo = |name: &str, secret: &str, extra: &str| {
+        format!("source: {name}\nverify: {{ preset: woocommerce, secret: \"{secret}\" }}\n{extra}")
+    };
+    let files = [
+        ("woo.yaml", woo("woo", &shown, "")),
+        ("woo-stored.yaml", woo("woo-stored", &stored, "")),
+        (
+            "woo-far.yaml",
+            woo("woo-far", &shown, "allow_ips: [10.0.0.0/8]\n"),
+        ),
+        (
+            "shop.yaml",
+            format!("source: shop\nverify: {{ preset: shopify, secret: \"{shown}\" }}\n"),
+        ),
+    ];
+    let refs: Vec<(&str, &str)> = files.iter().map(|(n, t)| (*n, t.as_str())).collect();
+    let gw = Gateway::start(&redis, &refs, "").await;
     let customer = json!({"id": 25, "email": "zoe@example.com", "first_name": "Zoë", "avatar_url": "https://secure.gravatar.com/avatar/x?s=96"});
     let request = |secret: &str| json!({"secret": secret, "payload": customer, "topic": "customer.created", "webhook_id": 7, "delivery_id": "1a2b3c"});
-    let signed = peer_sign_woocommerce(&json!([request(SECRET), request("another secret")]));
+    let signed = peer_sign_woocommerce(&json!([request(STORED), request("another secret")]));
     let body = signed[0]["body"].as_str().expect("a body");
     assert!(
         body.contains(r#"\/\/secure.gravatar.com"#) && body.contains(r#"Zo\u00eb"#),
@@ -545,21 +537,15 @@ async fn woocommerce_deliveries_and_its_ping_over_http() {
             .map(|(k, v)| (k.clone(), v.as_str().expect("text").to_owned()))
             .collect()
     };
-    let post = |headers: Vec<(String, String)>, body: String| {
+    let post = |source: &'static str, headers: Vec<(String, String)>, body: String| {
         let addr = gw.addr;
-        async move {
-            let refs: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            post_http10(addr, "/webhooks/woo", &refs, &body).await
-        }
+        async move { raw_post_http10(addr, &format!("/webhooks/{source}"), &headers, &body).await }
     };
-    let (status, answer) = post(headers(&signed[0]), body.to_owned()).await;
+    let (status, answer) = post("woo", headers(&signed[0]), body.to_owned()).await;
     assert_eq!(status, 202, "the genuine delivery: {answer}");
-    let stored = inbound_entries(&redis, "hookgate");
-    assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].1["body"], body.as_bytes(), "stored as sent");
+    let entries = inbound_entries(&redis, "hookgate");
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].1["body"], body.as_bytes(), "stored as sent");
 
     let refused = |what: &str, (status, answer): (u16, String)| {
         let answer: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
@@ -570,18 +556,22 @@ async fn woocommerce_deliveries_and_its_ping_over_http() {
         );
     };
     refused(
+        "the secret as stored, its &amp; not decoded",
+        post("woo-stored", headers(&signed[0]), body.to_owned()).await,
+    );
+    refused(
         "another secret",
-        post(headers(&signed[1]), body.to_owned()).await,
+        post("woo", headers(&signed[1]), body.to_owned()).await,
     );
     refused(
         "one byte changed",
-        post(headers(&signed[0]), body.replacen("25", "26", 1)).await,
+        post("woo", headers(&signed[0]), body.replacen("25", "26", 1)).await,
     );
     let unsigned: Vec<(String, String)> = headers(&signed[0])
         .into_iter()
         .filter(|(k, _)| k != "X-WC-Webhook-Signature")
         .collect();
-    refused("no signature", post(unsigned, body.to_owned()).await);
+    refused("no signature", post("woo", unsigned, body.to_owned()).await);
 
     // The ping, as WooCommerce posts it (a form, no X-WC-Webhook-* header).
     let form = vec![
@@ -595,7 +585,7 @@ async fn woocommerce_deliveries_and_its_ping_over_http() {
         ),
     ];
     assert_eq!(
-        post(form.clone(), "webhook_id=7".into()).await,
+        post("woo", form.clone(), "webhook_id=7".into()).await,
         (200, String::new()),
         "the ping is answered with an empty 200"
     );
@@ -608,25 +598,30 @@ async fn woocommerce_deliveries_and_its_ping_over_http() {
     signed_ping.push(("X-WC-Webhook-Signature".to_owned(), "c2lnbmVk".to_owned()));
     refused(
         "a signed ping",
-        post(signed_ping, "webhook_id=7".into()).await,
+        post("woo", signed_ping, "webhook_id=7".into()).await,
     );
     refused(
         "more than the id",
-        post(form.clone(), "webhook_id=7&email=a%40b.example".into()).await,
+        post(
+            "woo",
+            form.clone(),
+            "webhook_id=7&email=a%40b.example".into(),
+        )
+        .await,
     );
     let json_type = vec![("Content-Type".to_owned(), "application/json".to_owned())];
-    refused("as JSON", post(json_type, "webhook_id=7".into()).await);
-    let (status, answer) = send(
-        &gw.url("shop"),
-        "application/x-www-form-urlencoded",
-        &json!({}),
-        "webhook_id=7",
-    )
-    .await;
+    refused(
+        "as JSON",
+        post("woo", json_type, "webhook_id=7".into()).await,
+    );
+    refused(
+        "another preset's source",
+        post("shop", form.clone(), "webhook_id=7".into()).await,
+    );
+    let (status, answer) = post("woo-far", form.clone(), "webhook_id=7".into()).await;
     assert_eq!(
-        (status, answer["error"].as_str()),
-        (401, Some("bad_signature")),
-        "another preset's source"
+        status, 403,
+        "outside the allowlist, a ping is refused too: {answer}"
     );
     assert_eq!(inbound_entries(&redis, "hookgate").len(), 1);
     let metrics = gw.metrics().await;

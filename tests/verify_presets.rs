@@ -633,6 +633,90 @@ fn shopify_with_stdlib_hmac() {
 }
 
 #[test]
+fn paddle_with_stdlib_hmac() {
+    let mut c = Case::new("paddle", Preset::Paddle, Peer::Python, json_body());
+    c.required = &["Paddle-Signature"];
+    c.window = Some(Window::Seconds);
+    c.run();
+}
+
+/// Paddle's own SDK judges the requests `sign.py` signs as hookgate does: the genuine one, another
+/// secret, a changed body, and a rotation's two `h1` entries (hookgate configured with either secret).
+/// Its time check is left out (see `verify_paddle.py`); the window is checked by `paddle_with_stdlib_hmac`.
+#[test]
+fn paddle_signatures_are_judged_alike_by_paddles_sdk() {
+    const OLD: &str = "pdl_ntfset_01hq2dps8hp1rwmd1aanxe1j6t_o9zGw8q2mEz3x1mC8W0tFqLhVrXuyaB4";
+    const NEW: &str = "pdl_ntfset_01hq2dps8hp1rwmd1aanxe1j6t_fKc4m1Y2r7hUuZq6tLpE0dJx9sWvNbA3";
+    let body = json_body();
+    let changed = change_one_byte(&body);
+    let sign = |h1s: &[&str]| json!({"preset": "paddle", "secret": h1s[0], "h1s": h1s, "body": body, "timestamp": NOW});
+    let signed = Peer::Python.sign(&[sign(&[NEW]), sign(&[OLD]), sign(&[OLD, NEW])]);
+    let header = |i: usize| -> String {
+        signed[i]
+            .headers
+            .iter()
+            .find(|(k, _)| k == "Paddle-Signature")
+            .map(|(_, v)| v.clone())
+            .expect("the signer sends Paddle-Signature")
+    };
+    // (signed request, secret configured, body, hookgate's verdict, what)
+    let cases: [(usize, &str, &str, &str, &str); 6] = [
+        (0, NEW, &body, "ok", "genuine"),
+        (1, NEW, &body, "mismatch", "another secret"),
+        (0, NEW, &changed, "mismatch", "one changed body byte"),
+        (2, NEW, &body, "ok", "a rotation's two h1, the new secret"),
+        (2, OLD, &body, "ok", "a rotation's two h1, the old secret"),
+        (
+            2,
+            NEW,
+            &changed,
+            "mismatch",
+            "a rotation's two h1, a changed body",
+        ),
+    ];
+    let verdicts = common::peer_verify_paddle(&Value::Array(
+        cases
+            .iter()
+            .map(|(i, secret, body, ..)| json!({"secrets": [secret], "body": body, "header": header(*i)}))
+            .collect(),
+    ));
+    for ((i, secret, body, ours, what), library) in cases.iter().zip(verdicts) {
+        assert_eq!(library, *ours == "ok", "Paddle's SDK: {what}");
+        let verifier = with_secrets(
+            VerifySpec {
+                preset: Preset::Paddle,
+                ..Default::default()
+            },
+            "HG_PEER_PADDLE_SDK",
+            &[secret],
+        )
+        .build()
+        .unwrap_or_else(|p| panic!("{p:?}"));
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "paddle-signature",
+            HeaderValue::from_str(&header(*i)).expect("a header"),
+        );
+        let req = SignedRequest {
+            method: "POST",
+            url: "http://127.0.0.1:8080/webhooks/paddle",
+            headers: &headers,
+            body: body.as_bytes(),
+        };
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(NOW as u64);
+        assert_eq!(
+            verifier
+                .verify(&req, at)
+                .map_err(|e| e.reason())
+                .err()
+                .unwrap_or("ok"),
+            *ours,
+            "hookgate: {what}"
+        );
+    }
+}
+
+#[test]
 fn woocommerce_with_php_hash_hmac() {
     let mut c = Case::new("woocommerce", Preset::Woocommerce, Peer::Php, json_body());
     c.required = &["X-WC-Webhook-Signature"];
@@ -1010,9 +1094,10 @@ mod properties {
             value in "[ -~]{0,200}",
             ts in "[0-9]{0,25}",
         ) {
-            let cases: [(Preset, &[&str]); 10] = [
+            let cases: [(Preset, &[&str]); 11] = [
                 (Preset::Stripe, &["Stripe-Signature"]),
                 (Preset::Calendly, &["Calendly-Webhook-Signature"]),
+                (Preset::Paddle, &["Paddle-Signature"]),
                 (Preset::StandardWebhooks, &["webhook-signature", "webhook-id"]),
                 (Preset::Github, &["X-Hub-Signature-256"]),
                 (Preset::Shopify, &["X-Shopify-Hmac-Sha256"]),

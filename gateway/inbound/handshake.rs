@@ -20,9 +20,6 @@ pub enum Handshake {
     ZoomUrlValidation(String),
 }
 
-/// The header WooCommerce signs its deliveries in, and never its ping.
-const WOOCOMMERCE_SIGNATURE: &str = "x-wc-webhook-signature";
-
 /// The most digits a WooCommerce webhook id is given (a 64-bit id has 20).
 const MAX_WEBHOOK_ID_DIGITS: usize = 20;
 
@@ -30,10 +27,10 @@ const MAX_WEBHOOK_ID_DIGITS: usize = 20;
 /// verification since it carries no signature.
 ///
 /// When a webhook is saved active, WooCommerce posts the form `webhook_id=<id>` to its URL, unsigned
-/// (`WC_Webhook::deliver_ping`), and keeps the webhook's first delivery pending, with an error on the
-/// admin page, until a ping is answered with exactly `200`. Only that exact body, as a form and
-/// without the signature header, is a ping: anything else is verified as an event. Answering it
-/// tells a sender no more than a `401` would (that the source exists), and nothing is stored.
+/// (`WC_Webhook::deliver_ping`), and shows an error on the webhook's page, and pings again at the next
+/// save, unless the answer is exactly `200`. Only that exact body, as a form and without the signature
+/// header, is a ping: anything else is verified as an event. Answering it tells a sender that the
+/// source exists and uses this preset, and nothing is stored.
 pub fn woocommerce_ping(
     preset: Option<Preset>,
     kind: BodyKind,
@@ -42,7 +39,7 @@ pub fn woocommerce_ping(
 ) -> bool {
     preset == Some(Preset::Woocommerce)
         && matches!(kind, BodyKind::Form(_))
-        && !headers.contains_key(WOOCOMMERCE_SIGNATURE)
+        && !headers.contains_key(super::verify::WOOCOMMERCE_SIGNATURE)
         && raw.strip_prefix(b"webhook_id=").is_some_and(|id| {
             (1..=MAX_WEBHOOK_ID_DIGITS).contains(&id.len()) && id.iter().all(u8::is_ascii_digit)
         })

@@ -182,8 +182,9 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// The `mailgun` preset's answer when the file sets none: Mailgun documents `200` as the answer that
-    /// ends its retries (and `406` as a refusal); any other status, a `202` among them, it may resend.
+    /// The `mailgun` and `paddle` presets' answer when the file sets none. Mailgun documents `200` as the
+    /// answer that ends its retries (and `406` as a refusal); any other status, a `202` among them, it
+    /// may resend. Paddle asks for a `200` within five seconds.
     fn empty_ok() -> Self {
         Answer {
             status: http::StatusCode::OK,
@@ -362,7 +363,7 @@ impl InboundSource {
         let answer = match (&spec.response, verifier.as_ref().map(Verifier::preset)) {
             (Some(own), _) => Some(own.clone()),
             (None, Some(Preset::Twilio)) => Some(Answer::empty_twiml()),
-            (None, Some(Preset::Mailgun)) => Some(Answer::empty_ok()),
+            (None, Some(Preset::Mailgun | Preset::Paddle)) => Some(Answer::empty_ok()),
             (None, _) => None,
         };
         // Checked where the file is parsed too (`hookgate check`); repeated here, where it is enforced.

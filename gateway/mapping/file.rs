@@ -256,9 +256,6 @@ fn option_places(root: &Node, key: &str) -> OptionPlaces {
     }
 }
 
-/// WooCommerce's delivery id header: `wp_hash(webhook id . current second)` (`WC_Webhook::deliver`).
-const WOOCOMMERCE_DELIVERY_ID: &str = "X-WC-Webhook-Delivery-ID";
-
 /// `dedup`: exactly one of `id` (a path that compiles), `header` and `body: true`; `ttl` a duration.
 fn check_dedup(ctx: &mut Ctx, root: &Node, d: &DedupSpec) -> bool {
     let at = key_loc(root, "dedup");
@@ -294,20 +291,6 @@ fn check_dedup(ctx: &mut Ctx, root: &Node, d: &DedupSpec) -> bool {
             ctx.error_at(line, col, 1, format!("dedup.id: {e}"));
             ok = false;
         }
-    }
-    if let Some(h) = d
-        .header
-        .as_deref()
-        .filter(|h| h.eq_ignore_ascii_case(WOOCOMMERCE_DELIVERY_ID))
-    {
-        let header = entry(root, "dedup").and_then(|(_, d)| entry(d, "header"));
-        let at = header.map_or(at, |(_, v)| v.loc);
-        ctx.error(
-            at,
-            format!("dedup.header: {h} is no event id: WooCommerce makes it from the webhook's id and the current second, so two events delivered in one second share it and the second would be dropped as a duplicate"),
-        )
-        .hint = Some("write `dedup: { body: true }`: WooCommerce does not retry, and the exact bytes still stop a delivery sent again".to_owned());
-        ok = false;
     }
     if let Some(ttl) = &d.ttl {
         if let Err(message) = crate::inbound::source::dedup_ttl(&ttl.value) {

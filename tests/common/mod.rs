@@ -524,6 +524,20 @@ pub fn peer_verify_sendgrid(requests: &serde_json::Value) -> Vec<bool> {
         .collect()
 }
 
+/// Paddle's own verdicts on signed webhook requests, from its SDK (PyPI `paddle-python-sdk`'s
+/// `PaddleSignature.verify`, through `tests/peers/verify_paddle.py`): requests `{"secrets", "body",
+/// "header"}`, one boolean each.
+pub fn peer_verify_paddle(requests: &serde_json::Value) -> Vec<bool> {
+    let python = repo_root().join(".peers/venv/bin/python");
+    assert!(python.exists(), "{PEERS_MISSING}");
+    let mut c = Command::new(python);
+    c.arg(repo_root().join("tests/peers/verify_paddle.py"));
+    run_peer(c, requests)
+        .iter()
+        .map(|v| v.as_bool().expect("a verdict is a boolean"))
+        .collect()
+}
+
 /// Zoom's own handling of signed requests, from its library (npm `@zoom/rivet`'s `AwsLambdaReceiver`,
 /// through `tests/peers/zoom_rivet.mjs`): requests `{"secret", "body", "headers"}`; results `{"status",
 /// "body"}` (200 and the event, or the URL validation's answer; 400 and the library's error).
@@ -901,13 +915,44 @@ pub async fn raw_post(addr: SocketAddr, path: &str, headers: &str, body: &[u8]) 
 /// A POST whose header fields (after Host and Connection), blank line and body are given as bytes: for
 /// header values no HTTP client would send.
 pub async fn raw_post_bytes(addr: SocketAddr, path: &str, rest: &[u8]) -> (u16, String) {
+    let head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let (status, body, _) = raw_exchange(addr, &head, rest).await;
+    (status, body)
+}
+
+/// An HTTP/1.0 POST, as WooCommerce sends (`'httpversion' => '1.0'`): `headers` after Host, then the
+/// body with its Content-Length. The gateway must close the connection after its answer (HTTP/1.0
+/// without keep-alive), or this fails after 10 s without one.
+pub async fn raw_post_http10(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(String, String)],
+    body: &str,
+) -> (u16, String) {
+    let mut head = format!("POST {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    let rest = format!("Content-Length: {}\r\n\r\n{body}", body.len());
+    let (status, answer, closed) = raw_exchange(addr, &head, rest.as_bytes()).await;
+    assert!(
+        closed,
+        "HTTP/1.0: the connection is closed after the answer"
+    );
+    (status, answer)
+}
+
+/// Write `head` and `rest` on a new connection, read until the gateway closes it (at most 10 s), and
+/// return the answer's status and body, and whether the gateway closed the connection.
+async fn raw_exchange(addr: SocketAddr, head: &str, rest: &[u8]) -> (u16, String, bool) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let head = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     let _ = s.write_all(head.as_bytes()).await;
     let _ = s.write_all(rest).await;
     let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+        .await
+        .is_ok();
     let text = String::from_utf8_lossy(&buf).into_owned();
     let status = text
         .split(' ')
@@ -917,7 +962,7 @@ pub async fn raw_post_bytes(addr: SocketAddr, path: &str, rest: &[u8]) -> (u16, 
     let body = text
         .split_once("\r\n\r\n")
         .map_or(String::new(), |(_, b)| b.to_string());
-    (status, body)
+    (status, body, closed)
 }
 
 /// Read `INFO section` of the server at `127.0.0.1:port` until `done` holds of it (within 20 s, else

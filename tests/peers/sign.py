@@ -10,9 +10,10 @@ Batching keeps the (slow) library imports to one per test.
 Signers: stripe (PyPI stripe), standard-webhooks (PyPI standardwebhooks; its asymmetric v1a by PyPI
 cryptography, which is OpenSSL), sendgrid (OpenSSL through PyPI cryptography; checked by SendGrid's
 own library in verify_sendgrid.py), slack (PyPI slack_sdk),
-twilio (PyPI twilio), hubspot v1/v2/v3 (PyPI hubspot-api-client). shopify, typeform, calendly, zoom and
-mailgun publish no signer, so they are signed here with the standard library's hmac, following each
-provider's documentation independently of hookgate's Rust code. mailgun's result has no headers: its
+twilio (PyPI twilio), hubspot v1/v2/v3 (PyPI hubspot-api-client). shopify, typeform, calendly, zoom,
+paddle and mailgun publish no signer, so they are signed here with the standard library's hmac,
+following each provider's documentation independently of hookgate's Rust code (paddle's are also judged
+by Paddle's own SDK, verify_paddle.py). mailgun's result has no headers: its
 "signature" object goes in the body.
 """
 import base64
@@ -179,6 +180,16 @@ def mailgun_sign(r):
     return {}, r.get("url"), {"signature": {"timestamp": ts, "token": token, "signature": sig}}
 
 
+def paddle_sign(r):
+    # Paddle "Verify webhook signatures": Paddle-Signature: ts=<ts>;h1=<hex HMAC-SHA256 of "<ts>:<body>">
+    # under the notification destination's secret key. "h1s" signs with several secrets (a rotation).
+    ts = r["timestamp"]
+    secrets_ = r.get("h1s") or [r["secret"]]
+    h1 = ";".join("h1=" + hmac.new(s.encode(), f"{ts}:{r['body']}".encode(), hashlib.sha256).hexdigest()
+                  for s in secrets_)
+    return {"Paddle-Signature": f"ts={ts};{h1}"}
+
+
 def typeform_sign(r):
     # Typeform "Secure your webhooks": "sha256=" + base64 HMAC-SHA256 of the payload.
     sig = base64.b64encode(stdlib_hmac(r, r["body"])).decode()
@@ -235,6 +246,7 @@ SIGNERS = {
     "slack": slack_sign,
     "zoom": zoom_sign,
     "mailgun": mailgun_sign,
+    "paddle": paddle_sign,
     "sendgrid": sendgrid_sign,
     "twilio": twilio_sign,
     "hubspot": hubspot_sign,

@@ -10,7 +10,9 @@
 // The body is `trim(wp_json_encode($payload))`: PHP's json_encode with its default flags, so `/` is
 // sent as `\/` and every non-ASCII character as a `\uXXXX` escape, as WooCommerce sends them. The
 // signature is PHP's own base64_encode(hash_hmac('sha256', $body, $secret, true)), the call
-// WooCommerce makes (with the default `woocommerce_webhook_hash_algorithm`, sha256).
+// WooCommerce makes (with the default `woocommerce_webhook_hash_algorithm`, sha256), with the secret
+// as WooCommerce stores it and decodes it first (wp_specialchars_decode($secret, ENT_QUOTES): PHP's
+// htmlspecialchars_decode decodes the same references, of & < > " and ').
 $requests = json_decode(stream_get_contents(STDIN), true, 512, JSON_THROW_ON_ERROR);
 $out = [];
 foreach ($requests as $r) {
@@ -26,7 +28,9 @@ foreach ($requests as $r) {
             'X-WC-Webhook-Topic' => $topic,
             'X-WC-Webhook-Resource' => $resource,
             'X-WC-Webhook-Event' => $event,
-            'X-WC-Webhook-Signature' => base64_encode(hash_hmac('sha256', $body, $r['secret'], true)),
+            'X-WC-Webhook-Signature' => base64_encode(
+                hash_hmac('sha256', $body, htmlspecialchars_decode($r['secret'], ENT_QUOTES), true)
+            ),
             'X-WC-Webhook-ID' => (string) ($r['webhook_id'] ?? 1),
             'X-WC-Webhook-Delivery-ID' => $r['delivery_id'] ?? bin2hex(random_bytes(20)),
         ],

@@ -94,9 +94,12 @@ impl VerifySpec {
             Preset::StandardWebhooks | Preset::Sendgrid => {
                 &["tolerance", "public_key", "public_keys"]
             }
-            Preset::Stripe | Preset::Calendly | Preset::Slack | Preset::Zoom | Preset::Mailgun => {
-                &["tolerance"]
-            }
+            Preset::Stripe
+            | Preset::Calendly
+            | Preset::Paddle
+            | Preset::Slack
+            | Preset::Zoom
+            | Preset::Mailgun => &["tolerance"],
             Preset::Github | Preset::Shopify | Preset::Typeform | Preset::Woocommerce => &[],
             Preset::Hubspot => &["version", "public_url", "tolerance"],
             Preset::Twilio => &["public_url"],

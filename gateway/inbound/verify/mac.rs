@@ -11,7 +11,9 @@
 
 use super::crypto::{ct_eq, Encoding, Key, KeyKind, Mac, PublicKey};
 use super::error::VerifyError;
-use super::request::{self, check_window, header, parse_key_value, TimeUnit, Window};
+use super::request::{
+    self, check_window, header, parse_key_value, KeyValueFormat, TimeUnit, Window,
+};
 use super::SignedRequest;
 use std::time::{Duration, SystemTime};
 
@@ -107,8 +109,12 @@ struct Values<'a> {
 pub(crate) enum Carrier {
     /// One signature in the first present of `names`, after `prefix` (`sha256=`, `v0=`, or empty).
     Header { names: Vec<String>, prefix: String },
-    /// `t=<ts>,v1=<sig>[,v1=<sig>...]`: timestamp and signatures in one header (Stripe, Calendly).
-    KeyValue { name: String, version: &'static str },
+    /// `t=<ts>,v1=<sig>[,v1=<sig>...]`: timestamp and signatures in one header (Stripe, Calendly), or
+    /// another [`KeyValueFormat`] (Paddle's `ts=<ts>;h1=<sig>`).
+    KeyValue {
+        name: String,
+        format: KeyValueFormat,
+    },
     /// Space-separated `v1,<sig>` entries; unknown versions are ignored (Standard Webhooks).
     /// `asymmetric` names the entries that carry public-key signatures (`v1a`).
     VersionedList {
@@ -123,7 +129,7 @@ pub(crate) enum Carrier {
 /// Where the signed timestamp comes from, when the scheme has one.
 #[derive(Clone, Debug)]
 pub(crate) enum TimestampSource {
-    /// The `t=` entry of a [`Carrier::KeyValue`] header.
+    /// The timestamp entry of a [`Carrier::KeyValue`] header (`t=`, `ts=`).
     Carrier(TimeUnit),
     Header(String, TimeUnit),
 }
@@ -182,8 +188,8 @@ impl Carrier {
                     field: name,
                 })
             }
-            Carrier::KeyValue { name, version } => {
-                let parsed = parse_key_value(header(req.headers, name)?, version, name)?;
+            Carrier::KeyValue { name, format } => {
+                let parsed = parse_key_value(header(req.headers, name)?, format, name)?;
                 Ok(Received {
                     signatures: parsed.signatures,
                     asymmetric: Vec::new(),

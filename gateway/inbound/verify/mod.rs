@@ -1,5 +1,6 @@
 //! Signature verification presets (stripe, standard-webhooks, github, shopify, hubspot, typeform,
-//! calendly, slack, zoom, sendgrid, mailgun, twilio, woocommerce, generic hmac, basic auth, static token).
+//! calendly, paddle, slack, zoom, sendgrid, mailgun, twilio, woocommerce, generic hmac, basic auth,
+//! static token).
 //!
 //! A source's `verify:` block ([`VerifySpec`]) is compiled once by [`VerifySpec::build`], which
 //! resolves secrets and reports every configuration problem together; the resulting [`Verifier`]
@@ -49,6 +50,9 @@ use http::HeaderMap;
 use serde::Deserialize;
 use std::time::SystemTime;
 
+/// The header WooCommerce signs its deliveries in, and never sends with its ping.
+pub const WOOCOMMERCE_SIGNATURE: &str = "X-WC-Webhook-Signature";
+
 /// Which scheme a source uses. (`Default` exists only so `VerifySpec { preset, ..Default::default() }`
 /// reads well in code; YAML always names the preset.)
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -61,6 +65,8 @@ pub enum Preset {
     Hubspot,
     Typeform,
     Calendly,
+    /// Paddle Billing: `Paddle-Signature: ts=<ts>;h1=<hex>`, HMAC-SHA256 over `{ts}:{body}`.
+    Paddle,
     Slack,
     /// Zoom: `x-zm-signature: v0=<hex>` over `v0:{timestamp}:{body}`; answers its URL validation.
     Zoom,
@@ -95,6 +101,7 @@ impl Preset {
             Preset::Hubspot => "hubspot",
             Preset::Typeform => "typeform",
             Preset::Calendly => "calendly",
+            Preset::Paddle => "paddle",
             Preset::Slack => "slack",
             Preset::Zoom => "zoom",
             Preset::Sendgrid => "sendgrid",

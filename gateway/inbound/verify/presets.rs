@@ -5,7 +5,7 @@
 use super::build::{header_name, Problems, Secrets};
 use super::crypto::{base64_decode, Algorithm, Encoding, Key, KeyKind, Mac};
 use super::mac::{Carrier, MacScheme, Part, Template, TimestampSource, UrlForm};
-use super::request::{TimeUnit, Window};
+use super::request::{KeyValueFormat, TimeUnit, Window, TS_H1, T_V1};
 use super::{Preset, VerifySpec};
 use crate::secret::Secret;
 
@@ -56,6 +56,12 @@ pub(crate) fn mac_scheme(
     let shape = match spec.preset {
         Preset::Stripe => Some(t_v1("Stripe-Signature")),
         Preset::Calendly => Some(t_v1("Calendly-Webhook-Signature")),
+        // Paddle's own SDK refuses a request 5 s old: Paddle signs each attempt when it sends it.
+        Preset::Paddle => Some(Shape {
+            window: Window::Both,
+            template: template("{timestamp}:{body}"),
+            ..key_value("Paddle-Signature", TS_H1)
+        }),
         Preset::StandardWebhooks => Some(Shape {
             mac: HMAC_SHA256,
             encoding: Encoding::Base64,
@@ -95,7 +101,7 @@ pub(crate) fn mac_scheme(
         // The secret as the webhook's admin page shows it: WooCommerce signs with the stored secret's
         // HTML character references decoded (`&amp;` as `&`), which the page shows decoded (README).
         Preset::Woocommerce => Some(body_only(
-            header("X-WC-Webhook-Signature", ""),
+            header(super::WOOCOMMERCE_SIGNATURE, ""),
             Encoding::Base64,
         )),
         Preset::Slack => Some(v0_timestamp(
@@ -173,13 +179,20 @@ pub(crate) fn mac_scheme(
 /// Stripe and Calendly: `t=<ts>,v1=<hex>` over `<t>.<body>`.
 fn t_v1(name: &str) -> Shape {
     Shape {
-        carrier: Carrier::KeyValue {
-            name: name.to_owned(),
-            version: "v1",
-        },
-        timestamp: Some(TimestampSource::Carrier(TimeUnit::Seconds)),
         window: Window::TooOldOnly,
         template: template("{timestamp}.{body}"),
+        ..key_value(name, T_V1)
+    }
+}
+
+/// A timestamp and hex HMAC-SHA256 signatures as `key=value` entries of one header.
+fn key_value(name: &str, format: KeyValueFormat) -> Shape {
+    Shape {
+        carrier: Carrier::KeyValue {
+            name: name.to_owned(),
+            format,
+        },
+        timestamp: Some(TimestampSource::Carrier(TimeUnit::Seconds)),
         ..body_only(header(name, ""), Encoding::Hex)
     }
 }

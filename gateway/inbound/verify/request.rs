@@ -85,7 +85,40 @@ pub(crate) fn check_window(
     Ok(())
 }
 
-/// A parsed `t=<ts>,v1=<sig>,v1=<sig>,v0=<sig>` header (Stripe, Calendly).
+/// How a header that carries a timestamp and signatures as `key=value` entries is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KeyValueFormat {
+    /// Between entries.
+    pub separator: char,
+    /// The key of the timestamp's entry.
+    pub timestamp: &'static str,
+    /// The key of each signature's entry; entries of other keys are skipped.
+    pub version: &'static str,
+    /// The problems named in a `401 malformed`: no timestamp, and two.
+    pub no_timestamp: &'static str,
+    pub two_timestamps: &'static str,
+}
+
+/// `t=<ts>,v1=<sig>,v1=<sig>,v0=<sig>` (Stripe, Calendly).
+pub(crate) const T_V1: KeyValueFormat = KeyValueFormat {
+    separator: ',',
+    timestamp: "t",
+    version: "v1",
+    no_timestamp: "no t= timestamp",
+    two_timestamps: "more than one t= timestamp",
+};
+
+/// `ts=<ts>;h1=<sig>;h1=<sig>` (Paddle; a second `h1` while a secret rotates).
+pub(crate) const TS_H1: KeyValueFormat = KeyValueFormat {
+    separator: ';',
+    timestamp: "ts",
+    version: "h1",
+    no_timestamp: "no ts= timestamp",
+    two_timestamps: "more than one ts= timestamp",
+};
+
+/// A parsed `t=<ts>,v1=<sig>,v1=<sig>,v0=<sig>` header (Stripe, Calendly), or one of another
+/// [`KeyValueFormat`].
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct KeyValueSignature<'a> {
     pub timestamp: &'a str,
@@ -93,16 +126,17 @@ pub(crate) struct KeyValueSignature<'a> {
     pub signatures: Vec<&'a str>,
 }
 
-/// Parse a comma-separated `key=value` signature header. Whitespace around entries is ignored,
-/// unknown keys are skipped (new versions must not break us), exactly one `t` is required.
+/// Parse a `key=value` signature header written in `format`. Whitespace around entries is ignored,
+/// unknown keys are skipped (new versions must not break us), exactly one timestamp is required.
 pub(crate) fn parse_key_value<'a>(
     value: &'a str,
-    version: &str,
+    format: &KeyValueFormat,
     header_name: &str,
 ) -> Result<KeyValueSignature<'a>, VerifyError> {
     let mut timestamp = None;
     let mut signatures = Vec::new();
-    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+    let entries = value.split(format.separator).map(str::trim);
+    for entry in entries.filter(|e| !e.is_empty()) {
         let Some((key, val)) = entry.split_once('=') else {
             return Err(VerifyError::malformed_header(
                 header_name,
@@ -110,19 +144,19 @@ pub(crate) fn parse_key_value<'a>(
             ));
         };
         let (key, val) = (key.trim(), val.trim());
-        if key == "t" {
+        if key == format.timestamp {
             if timestamp.replace(val).is_some() {
                 return Err(VerifyError::malformed_header(
                     header_name,
-                    "more than one t= timestamp",
+                    format.two_timestamps,
                 ));
             }
-        } else if key == version {
+        } else if key == format.version {
             signatures.push(val);
         }
     }
     let timestamp =
-        timestamp.ok_or_else(|| VerifyError::malformed_header(header_name, "no t= timestamp"))?;
+        timestamp.ok_or_else(|| VerifyError::malformed_header(header_name, format.no_timestamp))?;
     if signatures.is_empty() {
         return Err(VerifyError::malformed_header(
             header_name,
@@ -270,18 +304,36 @@ mod tests {
 
     #[test]
     fn key_value_header_variants() {
-        let parsed = parse_key_value("t=12, v1=aa ,v0=bb,v1=cc,x=y", "v1", "H").unwrap();
+        let parsed = parse_key_value("t=12, v1=aa ,v0=bb,v1=cc,x=y", &T_V1, "H").unwrap();
         assert_eq!(parsed.timestamp, "12");
         assert_eq!(parsed.signatures, vec!["aa", "cc"]);
         // Only unknown versions: nothing to check.
         assert_eq!(
-            parse_key_value("t=12,v0=bb", "v1", "H").map_err(|e| e.to_string()),
+            parse_key_value("t=12,v0=bb", &T_V1, "H").map_err(|e| e.to_string()),
             Err("malformed H header: no signature with the expected version".into())
         );
-        assert!(parse_key_value("v1=aa", "v1", "H").is_err());
-        assert!(parse_key_value("t=1,t=2,v1=aa", "v1", "H").is_err());
-        assert!(parse_key_value("t=1,garbage,v1=aa", "v1", "H").is_err());
-        assert!(parse_key_value("", "v1", "H").is_err());
+        assert!(parse_key_value("v1=aa", &T_V1, "H").is_err());
+        assert!(parse_key_value("t=1,t=2,v1=aa", &T_V1, "H").is_err());
+        assert!(parse_key_value("t=1,garbage,v1=aa", &T_V1, "H").is_err());
+        assert!(parse_key_value("", &T_V1, "H").is_err());
+        // Paddle's: `;` between entries, `ts` and `h1`; a `,` is no separator there.
+        let parsed = parse_key_value("ts=12;h1=aa; h1=bb;x=y", &TS_H1, "P").unwrap();
+        assert_eq!(
+            (parsed.timestamp, parsed.signatures),
+            ("12", vec!["aa", "bb"])
+        );
+        assert_eq!(
+            parse_key_value("ts=1,h1=aa", &TS_H1, "P").map_err(|e| e.to_string()),
+            Err("malformed P header: no signature with the expected version".into())
+        );
+        assert_eq!(
+            parse_key_value("t=1;h1=aa", &TS_H1, "P").map_err(|e| e.to_string()),
+            Err("malformed P header: no ts= timestamp".into())
+        );
+        assert_eq!(
+            parse_key_value("ts=1;ts=2;h1=aa", &TS_H1, "P").map_err(|e| e.to_string()),
+            Err("malformed P header: more than one ts= timestamp".into())
+        );
     }
 
     #[test]

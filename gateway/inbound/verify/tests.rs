@@ -745,6 +745,76 @@ fn kat_typeform_and_shopify() {
     assert_eq!(reason(r), "malformed");
 }
 
+/// Paddle: the vector of Paddle's own SDK's tests (paddle-python-sdk, `test_Verifier.py`): a header
+/// with a decoy `h1` and the real one, three secrets of which only the last signed it.
+#[test]
+fn kat_paddle() {
+    const TS: u64 = 1_696_195_954;
+    let header = "ts=1696195954;h1=dummy;h1=d96299976a6eb066f484d7fde011ac56fc32b38fc9940bc419d6e537fdc6ef02";
+    let body = "hello-world";
+    let good = "pdl_ntf_01hbpjmytsa32fhr36nqgc3kgb_WvRO0eL4Bj9rgYYIBZY6wZhG4EHy9jzh";
+    let bad = [
+        "pdl_ntf_01hbpjmytsa32fhr36nqgc3kgb_TjIG2BXbm83HPXqNfziwe506sBEdqL/4",
+        "pdl_ntf_01hbpjmytsa32fhr36nqgc3kgb_vB/yIOnTOCWIvpBadM5jzBZPHc7OmdSo",
+    ];
+    let v = preset(Preset::Paddle, "HG_T_PADDLE", good);
+    let h = [("Paddle-Signature", header)];
+    assert_eq!(check(&v, "POST", URL, &h, body, at(TS)), Ok(()));
+    // As the SDK's test configures it: all three secrets, the good one last.
+    let rotating = build(VerifySpec {
+        preset: Preset::Paddle,
+        secrets: vec![
+            env_secret("HG_T_PADDLE_R1", bad[0]),
+            env_secret("HG_T_PADDLE_R2", bad[1]),
+            env_secret("HG_T_PADDLE_R3", good),
+        ],
+        ..Default::default()
+    });
+    assert_eq!(check(&rotating, "POST", URL, &h, body, at(TS)), Ok(()));
+    for (i, secret) in bad.iter().enumerate() {
+        let v = preset(Preset::Paddle, &format!("HG_T_PADDLE_BAD{i}"), secret);
+        assert_eq!(reason(check(&v, "POST", URL, &h, body, at(TS))), "mismatch");
+    }
+    assert_eq!(
+        reason(check(&v, "POST", URL, &h, "hello-worle", at(TS))),
+        "mismatch"
+    );
+    // 300 s both ways.
+    assert_eq!(check(&v, "POST", URL, &h, body, at(TS + 300)), Ok(()));
+    assert_eq!(
+        reason(check(&v, "POST", URL, &h, body, at(TS + 301))),
+        "stale"
+    );
+    assert_eq!(
+        reason(check(&v, "POST", URL, &h, body, at(TS - 301))),
+        "stale"
+    );
+    // The timestamp is signed: moved, the signature no longer matches.
+    let moved = header.replace("ts=1696195954", "ts=1696195955");
+    let r = check(
+        &v,
+        "POST",
+        URL,
+        &[("Paddle-Signature", &moved)],
+        body,
+        at(TS),
+    );
+    assert_eq!(reason(r), "mismatch");
+    let r = check(&v, "POST", URL, &[], body, at(TS));
+    assert_eq!(
+        r.map_err(|e| e.to_string()),
+        Err("missing header Paddle-Signature".into())
+    );
+    for malformed in [
+        "h1=d96299976a6eb066f484d7fde011ac56fc32b38fc9940bc419d6e537fdc6ef02",
+        "ts=1696195954,h1=d96299976a6eb066f484d7fde011ac56fc32b38fc9940bc419d6e537fdc6ef02",
+        "ts=1696195954;ts=1696195954;h1=d96299976a6eb066f484d7fde011ac56fc32b38fc9940bc419d6e537fdc6ef02",
+    ] {
+        let r = check(&v, "POST", URL, &[("Paddle-Signature", malformed)], body, at(TS));
+        assert_eq!(reason(r), "malformed", "{malformed}");
+    }
+}
+
 /// WooCommerce: the body as WooCommerce sends it (PHP's `json_encode`, `\/` and `\u00eb` escaped) and
 /// its signature, both computed by PHP (`base64_encode(hash_hmac('sha256', $body, $secret, true))`, as
 /// `WC_Webhook::generate_signature` calls it).
@@ -1842,6 +1912,7 @@ fn every_preset_builds_with_defaults() {
         Preset::Slack,
         Preset::Zoom,
         Preset::Mailgun,
+        Preset::Paddle,
         Preset::Twilio,
         Preset::Woocommerce,
     ] {
