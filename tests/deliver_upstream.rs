@@ -1347,7 +1347,11 @@ async fn paddle_customers_and_payments_reach_the_upstream() {
     ] {
         let r = post(i, body).await.unwrap();
         assert_eq!(r.status().as_u16(), 200, "{what}");
-        assert_eq!(r.text().await.unwrap(), "", "{what}: the preset's empty 200");
+        assert_eq!(
+            r.text().await.unwrap(),
+            "",
+            "{what}: the preset's empty 200"
+        );
     }
     for (i, what) in [(3, "ten minutes old"), (4, "another secret")] {
         let r = post(i, &transaction).await.unwrap();
@@ -1646,7 +1650,8 @@ async fn a_google_ads_lead_becomes_a_contact_and_its_key_is_not_kept() {
 /// `\u2013` escapes; `hash_hmac`). The ping of a saved webhook is answered and stores nothing; a new
 /// customer becomes an upsert with its empty fields left out; a guest's order the buyer's upsert and an
 /// `order_placed` event with its items; the same bytes under `order.updated`, as at checkout, are stored
-/// too and become `order_updated`; the same delivery again is a duplicate (same topic, same bytes).
+/// too and become `order_updated`; another order under the same topic is stored (the topic is no event
+/// id: the dedup key binds the body); the same delivery again is a duplicate (same topic, same bytes).
 #[tokio::test(flavor = "multi_thread")]
 async fn woocommerce_customers_and_orders_reach_the_upstream() {
     const SECRET: &str = "wc-webhook-secret-5f1e";
@@ -1664,10 +1669,14 @@ async fn woocommerce_customers_and_orders_reach_the_upstream() {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     };
     let delivery = |payload: Value, topic: &str, webhook_id: u32| json!({"secret": SECRET, "payload": payload, "topic": topic, "webhook_id": webhook_id, "delivery_id": "9c1d7e"});
+    let mut another_order = testdata("woocommerce_order.json");
+    another_order["id"] = json!(729);
+    another_order["billing"]["email"] = json!("lise.meitner@example.org");
     let signed = peer_sign_woocommerce(&json!([
         delivery(testdata("woocommerce_customer.json"), "customer.created", 3),
         delivery(testdata("woocommerce_order.json"), "order.created", 4),
         delivery(testdata("woocommerce_order.json"), "order.updated", 5),
+        delivery(another_order, "order.created", 4),
     ]));
     assert_eq!(
         signed[1]["body"], signed[2]["body"],
@@ -1701,15 +1710,23 @@ async fn woocommerce_customers_and_orders_reach_the_upstream() {
     assert_eq!(r.status().as_u16(), 200, "the same delivery again");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["duplicate"], true);
-    assert_eq!(inbound_entries(&redis, "hookgate").len(), 3);
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 4);
 
-    assert!(up.wait_delivered(4, 10).await, "delivered");
+    assert!(up.wait_delivered(6, 10).await, "delivered");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let reqs = up.requests();
-    assert_eq!(reqs.len(), 4, "{reqs:?}");
+    assert_eq!(reqs.len(), 6, "{reqs:?}");
+    let placed: Vec<&Value> = reqs
+        .iter()
+        .map(|r| &r.body)
+        .filter(|b| b["event_name"] == "order_placed")
+        .map(|b| &b["event_properties"]["order_id"])
+        .collect();
+    assert_eq!(placed.len(), 2, "both orders: {placed:?}");
     let mut upserts: Vec<&Value> = reqs
         .iter()
         .filter(|r| r.path == "/contacts")
+        .filter(|r| r.body["email"] != "lise.meitner@example.org")
         .map(|r| &r.body)
         .collect();
     upserts.sort_by_key(|b| b["email"].as_str().map(str::to_owned));
@@ -1738,7 +1755,7 @@ async fn woocommerce_customers_and_orders_reach_the_upstream() {
     let event = reqs
         .iter()
         .map(|r| &r.body)
-        .find(|b| b["event_name"] == "order_placed")
+        .find(|b| b["event_name"] == "order_placed" && b["event_properties"]["order_id"] == 727)
         .expect("the order's event");
     let updated = reqs
         .iter()

@@ -261,7 +261,7 @@ pub struct InboundSource {
     pub dedup_binds_body: bool,
     pub max_body: Option<u64>,
     /// The answer to a stored event or a redelivery, when not hookgate's JSON (`response:`, or the
-    /// preset's own: twilio's empty TwiML, mailgun's empty `200`).
+    /// preset's own: twilio's empty TwiML, mailgun's and paddle's empty `200`).
     pub answer: Option<Answer>,
     /// Headers that carry a credential and are never stored.
     pub secret_headers: Vec<http::HeaderName>,

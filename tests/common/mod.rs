@@ -514,24 +514,23 @@ pub fn peer_sign(requests: &serde_json::Value) -> Vec<serde_json::Value> {
 /// `EventWebhook.verify_signature`, through `tests/peers/verify_sendgrid.py`): requests
 /// `{"public_key", "body", "signature", "timestamp"}`, one boolean each.
 pub fn peer_verify_sendgrid(requests: &serde_json::Value) -> Vec<bool> {
-    let python = repo_root().join(".peers/venv/bin/python");
-    assert!(python.exists(), "{PEERS_MISSING}");
-    let mut c = Command::new(python);
-    c.arg(repo_root().join("tests/peers/verify_sendgrid.py"));
-    run_peer(c, requests)
-        .iter()
-        .map(|v| v.as_bool().expect("a verdict is a boolean"))
-        .collect()
+    python_verdicts("tests/peers/verify_sendgrid.py", requests)
 }
 
 /// Paddle's own verdicts on signed webhook requests, from its SDK (PyPI `paddle-python-sdk`'s
 /// `PaddleSignature.verify`, through `tests/peers/verify_paddle.py`): requests `{"secrets", "body",
 /// "header"}`, one boolean each.
 pub fn peer_verify_paddle(requests: &serde_json::Value) -> Vec<bool> {
+    python_verdicts("tests/peers/verify_paddle.py", requests)
+}
+
+/// A provider library's verdicts, one boolean per request, from a `tests/peers` script run in the
+/// peers' venv.
+fn python_verdicts(script: &str, requests: &serde_json::Value) -> Vec<bool> {
     let python = repo_root().join(".peers/venv/bin/python");
     assert!(python.exists(), "{PEERS_MISSING}");
     let mut c = Command::new(python);
-    c.arg(repo_root().join("tests/peers/verify_paddle.py"));
+    c.arg(repo_root().join(script));
     run_peer(c, requests)
         .iter()
         .map(|v| v.as_bool().expect("a verdict is a boolean"))

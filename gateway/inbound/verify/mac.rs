@@ -1,6 +1,6 @@
 //! The signature engine shared by every MAC-based preset (stripe, standard-webhooks, github,
-//! shopify, hubspot, typeform, calendly, slack), the generic `hmac` preset, and the public-key
-//! signatures of standard-webhooks (`v1a`) and sendgrid.
+//! shopify, hubspot, typeform, calendly, paddle, slack, zoom, woocommerce), the generic `hmac`
+//! preset, and the public-key signatures of standard-webhooks (`v1a`) and sendgrid.
 //!
 //! A scheme is data: where the signatures come from ([`Carrier`]), where the timestamp and id come
 //! from, what content is signed ([`Template`]), which MAC and which encoding. Presets differ only

@@ -57,11 +57,12 @@ pub(crate) fn mac_scheme(
         Preset::Stripe => Some(t_v1("Stripe-Signature")),
         Preset::Calendly => Some(t_v1("Calendly-Webhook-Signature")),
         // Paddle's own SDK refuses a request 5 s old: Paddle signs each attempt when it sends it.
-        Preset::Paddle => Some(Shape {
-            window: Window::Both,
-            template: template("{timestamp}:{body}"),
-            ..key_value("Paddle-Signature", TS_H1)
-        }),
+        Preset::Paddle => Some(key_value(
+            "Paddle-Signature",
+            TS_H1,
+            "{timestamp}:{body}",
+            Window::Both,
+        )),
         Preset::StandardWebhooks => Some(Shape {
             mac: HMAC_SHA256,
             encoding: Encoding::Base64,
@@ -178,21 +179,20 @@ pub(crate) fn mac_scheme(
 
 /// Stripe and Calendly: `t=<ts>,v1=<hex>` over `<t>.<body>`.
 fn t_v1(name: &str) -> Shape {
-    Shape {
-        window: Window::TooOldOnly,
-        template: template("{timestamp}.{body}"),
-        ..key_value(name, T_V1)
-    }
+    key_value(name, T_V1, "{timestamp}.{body}", Window::TooOldOnly)
 }
 
-/// A timestamp and hex HMAC-SHA256 signatures as `key=value` entries of one header.
-fn key_value(name: &str, format: KeyValueFormat) -> Shape {
+/// A timestamp and hex HMAC-SHA256 signatures as `key=value` entries of one header, the MAC over
+/// `signed` (which names the timestamp: it is what the window trusts).
+fn key_value(name: &str, format: KeyValueFormat, signed: &'static str, window: Window) -> Shape {
     Shape {
         carrier: Carrier::KeyValue {
             name: name.to_owned(),
             format,
         },
         timestamp: Some(TimestampSource::Carrier(TimeUnit::Seconds)),
+        window,
+        template: template(signed),
         ..body_only(header(name, ""), Encoding::Hex)
     }
 }

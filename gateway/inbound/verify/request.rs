@@ -1,5 +1,5 @@
-//! Reading the parts of a request that schemes share: single-valued headers, `k=v,k=v` signature
-//! headers, signed timestamps and their replay window, and the URL the sender signed.
+//! Reading the parts of a request that schemes share: single-valued headers, `k=v,k=v` (or `k=v;k=v`)
+//! signature headers, signed timestamps and their replay window, and the URL the sender signed.
 
 use super::error::VerifyError;
 use http::HeaderMap;
@@ -43,7 +43,7 @@ pub(crate) enum TimeUnit {
 /// Which side of now a signed timestamp may stray from by the tolerance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Window {
-    /// Older or newer (Standard Webhooks, Slack, HubSpot v3, the generic preset).
+    /// Older or newer (Standard Webhooks, Slack, Zoom, Paddle, HubSpot v3, the generic preset).
     Both,
     /// Only too old is refused (Stripe, Calendly: SIGNATURES.md, and Stripe's own library). A sender
     /// whose clock runs ahead of ours is not refused for it; a replay is then possible until the
