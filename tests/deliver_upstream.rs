@@ -1405,6 +1405,97 @@ async fn paddle_customers_and_payments_reach_the_upstream() {
     assert_eq!(event["event_properties"]["total"], json!(71.4));
 }
 
+/// Webflow end to end through the shipped `mappings/webflow.yaml`, its secret read from a file, each
+/// request signed by `sign.py` as Webflow documents (checked against Webflow's own SDK in
+/// `tests/verify_presets.rs`). A form submission is answered `200` (any other status is a failure to
+/// Webflow) and becomes the contact upsert and the `form_submitted` event; its retry twenty minutes on,
+/// inside the file's 35-minute window, is a duplicate; one signed forty minutes ago, or with another
+/// secret, is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webflow_form_submission_becomes_a_contact() {
+    const SECRET: &str = "whsec_4d2c7f1e9a8b3c6d";
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secret_file(secrets.path(), "webflow", SECRET);
+    let mapping = std::fs::read_to_string(repo_root().join("mappings/webflow.yaml"))
+        .unwrap()
+        .replace("${env:WEBFLOW_WEBHOOK_SECRET}", &secret);
+    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
+    let gw = Gateway::start(&redis, &[("webflow.yaml", &mapping)], &cfg).await;
+    let body =
+        std::fs::read_to_string(repo_root().join("mappings/testdata/webflow_form_submission.json"))
+            .unwrap();
+    let other = body.replace("6743523f9a1b2c3d4e5f6071", "6743523f9a1b2c3d4e5f6072");
+    let now_ms = now_secs() * 1000;
+    let sign = |body: &str, secret: &str, ms: u64| json!({"preset": "webflow", "secret": secret, "body": body, "timestamp": ms});
+    let signed = peer_sign(&json!([
+        sign(&body, SECRET, now_ms),
+        sign(&body, SECRET, now_ms - 20 * 60 * 1000),
+        sign(&other, SECRET, now_ms - 40 * 60 * 1000),
+        sign(&other, "whsec_another", now_ms),
+    ]));
+    let post = |i: usize, body: &str| {
+        let mut req = client()
+            .post(gw.url("webflow"))
+            .header("content-type", "application/json");
+        for (k, v) in signed[i]["headers"].as_object().unwrap() {
+            req = req.header(k.as_str(), v.as_str().unwrap());
+        }
+        req.body(body.to_owned()).send()
+    };
+    let r = post(0, &body).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "a submission");
+    assert_eq!(r.text().await.unwrap(), "", "the preset's empty 200");
+    let r = post(1, &body).await.unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        200,
+        "its retry, signed twenty minutes ago"
+    );
+    for (i, what) in [(2, "signed forty minutes ago"), (3, "another secret")] {
+        let r = post(i, &other).await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{what}");
+    }
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 1, "stored once");
+    let metrics = gw.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "hookgate_inbound_duplicates_total",
+            &["source=\"webflow\""]
+        ),
+        1.0,
+        "the retry is a duplicate"
+    );
+
+    assert!(up.wait_delivered(2, 10).await, "delivered");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    let upsert = reqs
+        .iter()
+        .find(|r| r.path == "/contacts")
+        .map(|r| &r.body)
+        .expect("the upsert");
+    assert_eq!(
+        upsert,
+        &json!({
+            "email": "grace.hopper@example.com",
+            "attributes": {"FIRSTNAME": "Grace", "LASTNAME": "Hopper", "SMS": "15550100142"},
+            "updateEnabled": true
+        }),
+        "the empty Company left out"
+    );
+    let event = reqs
+        .iter()
+        .find(|r| r.path == "/events")
+        .map(|r| &r.body)
+        .expect("the event");
+    assert_eq!(event["event_name"], "form_submitted");
+    assert_eq!(event["event_properties"]["form"], "Newsletter signup");
+}
+
 /// Mailgun end to end through the shipped `mappings/mailgun.yaml`, its signing key read from a file:
 /// Mailgun signs a timestamp and a token in the body, not the event, so the token is used once. A
 /// genuine failure is stored and becomes the hard bounce and the contact's flag; the same request

@@ -229,6 +229,7 @@ async fn every_other_preset_accepts_its_signer_and_refuses_the_rest_over_http() 
         ("typeform", "{ preset: typeform".to_string()),
         ("calendly", "{ preset: calendly".to_string()),
         ("paddle", "{ preset: paddle".to_string()),
+        ("webflow", "{ preset: webflow".to_string()),
         ("slack", "{ preset: slack".to_string()),
         ("hubspot-v1", "{ preset: hubspot, version: v1".to_string()),
         ("hubspot-v2", "{ preset: hubspot, version: v2".to_string()),
@@ -298,6 +299,14 @@ async fn every_other_preset_accepts_its_signer_and_refuses_the_rest_over_http() 
             true,
         ),
         (
+            "webflow",
+            "application/json",
+            json_body,
+            gw.url("webflow"),
+            json!({"preset": "webflow"}),
+            true,
+        ),
+        (
             "slack",
             "application/x-www-form-urlencoded",
             form_body,
@@ -361,6 +370,12 @@ async fn every_other_preset_accepts_its_signer_and_refuses_the_rest_over_http() 
             r["body"] = json!(body);
             r["method"] = json!("POST");
             r["url"] = json!(url);
+            // Webflow's timestamp is in milliseconds.
+            let t = if sign["preset"] == "webflow" {
+                t * 1000
+            } else {
+                t
+            };
             r["timestamp"] = json!(t);
             batch.push(r);
         }
@@ -383,8 +398,12 @@ async fn every_other_preset_accepts_its_signer_and_refuses_the_rest_over_http() 
     for (name, ct, body, url, _, windowed) in &cases {
         let genuine = &next.next().expect("signed")["headers"];
         let wrong = &next.next().expect("signed")["headers"];
-        // Paddle asks for a 200, which its preset answers with.
-        let stored_status = if *name == "paddle" { 200 } else { 202 };
+        // Paddle and Webflow ask for a 200, which their presets answer with.
+        let stored_status = if matches!(*name, "paddle" | "webflow") {
+            200
+        } else {
+            202
+        };
         assert_eq!(
             send(url, ct, genuine, body).await.0,
             stored_status,

@@ -780,6 +780,92 @@ fn paddle_signatures_are_judged_alike_by_paddles_sdk() {
 }
 
 #[test]
+fn webflow_with_stdlib_hmac() {
+    let mut c = Case::new("webflow", Preset::Webflow, Peer::Python, json_body());
+    c.required = &["x-webflow-signature", "x-webflow-timestamp"];
+    c.window = Some(Window::Millis);
+    c.run();
+}
+
+/// Webflow's own SDK (npm `webflow-api`) judges the requests `sign.py` signs as hookgate does: the
+/// genuine one, another secret, a changed body, a changed timestamp (it is signed). The SDK checks no
+/// time: the window is checked by `webflow_with_stdlib_hmac`.
+#[test]
+fn webflow_signatures_are_judged_alike_by_webflows_sdk() {
+    const SECRET: &str = "whsec_9c1f4e2a7b3d8e6f0a5c2b9d4e7f1a3c";
+    let body = json_body();
+    let ms = NOW * 1000 + 457;
+    let sign = |secret: &str| json!({"preset": "webflow", "secret": secret, "body": body, "timestamp": ms});
+    let signed = Peer::Python.sign(&[sign(SECRET), sign("whsec_another")]);
+    let headers = |i: usize| -> Value {
+        Value::Object(
+            signed[i]
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect(),
+        )
+    };
+    let mut moved = headers(0);
+    moved["x-webflow-timestamp"] = json!((ms + 1).to_string());
+    // (headers, body, verdict of both, what)
+    let cases: Vec<(Value, String, bool, &str)> = vec![
+        (headers(0), body.clone(), true, "genuine"),
+        (headers(1), body.clone(), false, "another secret"),
+        (
+            headers(0),
+            change_one_byte(&body),
+            false,
+            "one changed body byte",
+        ),
+        (
+            moved,
+            body.clone(),
+            false,
+            "the timestamp moved by a millisecond",
+        ),
+    ];
+    let verdicts = common::peer_verify_webflow(&Value::Array(
+        cases
+            .iter()
+            .map(|(headers, body, ..)| json!({"secret": SECRET, "body": body, "headers": headers}))
+            .collect(),
+    ));
+    let verifier = with_secrets(
+        VerifySpec {
+            preset: Preset::Webflow,
+            ..Default::default()
+        },
+        "HG_PEER_WEBFLOW_SDK",
+        &[SECRET],
+    )
+    .build()
+    .unwrap_or_else(|p| panic!("{p:?}"));
+    for ((headers, body, genuine, what), library) in cases.iter().zip(verdicts) {
+        assert_eq!(library, *genuine, "Webflow's SDK: {what}");
+        let mut map = HeaderMap::new();
+        for (k, v) in headers.as_object().expect("headers") {
+            map.insert(
+                HeaderName::from_bytes(k.as_bytes()).expect("a name"),
+                HeaderValue::from_str(v.as_str().expect("text")).expect("a value"),
+            );
+        }
+        let req = SignedRequest {
+            method: "POST",
+            url: "http://127.0.0.1:8080/webhooks/webflow",
+            headers: &map,
+            body: body.as_bytes(),
+        };
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(NOW as u64);
+        assert_eq!(
+            verifier.verify(&req, at).is_ok(),
+            *genuine,
+            "hookgate: {what}"
+        );
+    }
+}
+
+#[test]
 fn woocommerce_with_php_hash_hmac() {
     let mut c = Case::new("woocommerce", Preset::Woocommerce, Peer::Php, json_body());
     c.required = &["X-WC-Webhook-Signature"];
@@ -1157,10 +1243,11 @@ mod properties {
             value in "[ -~]{0,200}",
             ts in "[0-9]{0,25}",
         ) {
-            let cases: [(Preset, &[&str]); 11] = [
+            let cases: [(Preset, &[&str]); 12] = [
                 (Preset::Stripe, &["Stripe-Signature"]),
                 (Preset::Calendly, &["Calendly-Webhook-Signature"]),
                 (Preset::Paddle, &["Paddle-Signature"]),
+                (Preset::Webflow, &["x-webflow-signature"]),
                 (Preset::StandardWebhooks, &["webhook-signature", "webhook-id"]),
                 (Preset::Github, &["X-Hub-Signature-256"]),
                 (Preset::Shopify, &["X-Shopify-Hmac-Sha256"]),

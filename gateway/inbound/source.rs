@@ -182,9 +182,10 @@ pub struct Answer {
 }
 
 impl Answer {
-    /// The `mailgun` and `paddle` presets' answer when the file sets none. Mailgun documents `200` as the
-    /// answer that ends its retries (and `406` as a refusal); any other status, a `202` among them, it
-    /// may resend. Paddle asks for a `200` within five seconds.
+    /// The `mailgun`, `paddle` and `webflow` presets' answer when the file sets none. Mailgun documents
+    /// `200` as the answer that ends its retries (and `406` as a refusal); any other status, a `202`
+    /// among them, it may resend. Paddle asks for a `200` within five seconds. Webflow counts any other
+    /// status than `200` as a failure, retries, and deactivates a webhook that keeps failing.
     fn empty_ok() -> Self {
         Answer {
             status: http::StatusCode::OK,
@@ -261,7 +262,7 @@ pub struct InboundSource {
     pub dedup_binds_body: bool,
     pub max_body: Option<u64>,
     /// The answer to a stored event or a redelivery, when not hookgate's JSON (`response:`, or the
-    /// preset's own: twilio's empty TwiML, mailgun's and paddle's empty `200`).
+    /// preset's own: twilio's empty TwiML, mailgun's, paddle's and webflow's empty `200`).
     pub answer: Option<Answer>,
     /// Headers that carry a credential and are never stored.
     pub secret_headers: Vec<http::HeaderName>,
@@ -363,7 +364,9 @@ impl InboundSource {
         let answer = match (&spec.response, verifier.as_ref().map(Verifier::preset)) {
             (Some(own), _) => Some(own.clone()),
             (None, Some(Preset::Twilio)) => Some(Answer::empty_twiml()),
-            (None, Some(Preset::Mailgun | Preset::Paddle)) => Some(Answer::empty_ok()),
+            (None, Some(Preset::Mailgun | Preset::Paddle | Preset::Webflow)) => {
+                Some(Answer::empty_ok())
+            }
             (None, _) => None,
         };
         // Checked where the file is parsed too (`hookgate check`); repeated here, where it is enforced.

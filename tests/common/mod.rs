@@ -554,6 +554,26 @@ pub fn peer_zoom_rivet(requests: &serde_json::Value) -> Vec<serde_json::Value> {
     run_peer(c, requests)
 }
 
+/// Webflow's own verdicts on signed webhook requests, from its SDK (npm `webflow-api`'s
+/// `webhooks.verifySignature`, through `tests/peers/verify_webflow.mjs`): requests `{"secret", "body",
+/// "headers"}`, one boolean each.
+pub fn peer_verify_webflow(requests: &serde_json::Value) -> Vec<bool> {
+    let node_dir = repo_root().join(".peers/node");
+    assert!(
+        node_dir.join("node_modules/webflow-api").exists(),
+        "{PEERS_MISSING}"
+    );
+    let script = std::fs::read_to_string(repo_root().join("tests/peers/verify_webflow.mjs"))
+        .expect("read verify_webflow.mjs");
+    let mut c = Command::new("node");
+    c.args(["--input-type=module", "-e", &script])
+        .current_dir(node_dir);
+    run_peer(c, requests)
+        .iter()
+        .map(|v| v.as_bool().expect("a verdict is a boolean"))
+        .collect()
+}
+
 /// Sign bodies with GitHub's own helper, npm `@octokit/webhooks-methods`, through
 /// `tests/peers/sign_github.mjs` (requests: `{"secret", "body"}`; results: `{"headers"}`).
 pub fn peer_sign_github(requests: &serde_json::Value) -> Vec<serde_json::Value> {

@@ -11,9 +11,9 @@ Signers: stripe (PyPI stripe), standard-webhooks (PyPI standardwebhooks; its asy
 cryptography, which is OpenSSL), sendgrid (OpenSSL through PyPI cryptography; checked by SendGrid's
 own library in verify_sendgrid.py), slack (PyPI slack_sdk),
 twilio (PyPI twilio), hubspot v1/v2/v3 (PyPI hubspot-api-client). shopify, typeform, calendly, zoom,
-paddle and mailgun publish no signer, so they are signed here with the standard library's hmac,
-following each provider's documentation independently of hookgate's Rust code (paddle's are also judged
-by Paddle's own SDK, verify_paddle.py). mailgun's result has no headers: its
+paddle, webflow and mailgun publish no signer, so they are signed here with the standard library's
+hmac, following each provider's documentation independently of hookgate's Rust code (paddle's are also
+judged by Paddle's own SDK, verify_paddle.py, and webflow's by Webflow's, verify_webflow.mjs). mailgun's result has no headers: its
 "signature" object goes in the body.
 """
 import base64
@@ -190,6 +190,14 @@ def paddle_sign(r):
     return {"Paddle-Signature": f"ts={ts};{h1}"}
 
 
+def webflow_sign(r):
+    # Webflow "Validating request signatures": x-webflow-signature is the hex HMAC-SHA256 of
+    # "<x-webflow-timestamp>:<body>", the timestamp in milliseconds.
+    ts = str(r["timestamp"])
+    sig = hmac.new(r["secret"].encode(), f"{ts}:{r['body']}".encode(), hashlib.sha256).hexdigest()
+    return {"x-webflow-timestamp": ts, "x-webflow-signature": sig}
+
+
 def typeform_sign(r):
     # Typeform "Secure your webhooks": "sha256=" + base64 HMAC-SHA256 of the payload.
     sig = base64.b64encode(stdlib_hmac(r, r["body"])).decode()
@@ -247,6 +255,7 @@ SIGNERS = {
     "zoom": zoom_sign,
     "mailgun": mailgun_sign,
     "paddle": paddle_sign,
+    "webflow": webflow_sign,
     "sendgrid": sendgrid_sign,
     "twilio": twilio_sign,
     "hubspot": hubspot_sign,

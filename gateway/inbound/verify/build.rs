@@ -97,6 +97,7 @@ impl VerifySpec {
             Preset::Stripe
             | Preset::Calendly
             | Preset::Paddle
+            | Preset::Webflow
             | Preset::Slack
             | Preset::Zoom
             | Preset::Mailgun => &["tolerance"],

@@ -1,6 +1,6 @@
 //! Signature verification presets (stripe, standard-webhooks, github, shopify, hubspot, typeform,
-//! calendly, paddle, slack, zoom, sendgrid, mailgun, twilio, woocommerce, generic hmac, basic auth,
-//! static token).
+//! calendly, paddle, slack, zoom, sendgrid, mailgun, twilio, woocommerce, webflow, generic hmac,
+//! basic auth, static token).
 //!
 //! A source's `verify:` block ([`VerifySpec`]) is compiled once by [`VerifySpec::build`], which
 //! resolves secrets and reports every configuration problem together; the resulting [`Verifier`]
@@ -79,6 +79,9 @@ pub enum Preset {
     /// WooCommerce: `X-WC-Webhook-Signature`, base64 HMAC-SHA256 of the body; its unsigned ping, sent
     /// when a webhook is saved, is answered (`handshake::woocommerce_ping`).
     Woocommerce,
+    /// Webflow: `x-webflow-signature`, hex HMAC-SHA256 over `{timestamp}:{body}`, the timestamp in
+    /// milliseconds in `x-webflow-timestamp`; answered with the `200` Webflow wants.
+    Webflow,
     /// Generic HMAC: `header`, `prefix`, `algorithm`, `encoding`, `timestamp_header`, `id_header`,
     /// `signed_content`.
     #[default]
@@ -108,6 +111,7 @@ impl Preset {
             Preset::Mailgun => "mailgun",
             Preset::Twilio => "twilio",
             Preset::Woocommerce => "woocommerce",
+            Preset::Webflow => "webflow",
             Preset::Hmac => "hmac",
             Preset::Basic => "basic",
             Preset::Token => "token",

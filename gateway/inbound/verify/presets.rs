@@ -105,6 +105,14 @@ pub(crate) fn mac_scheme(
             header(super::WOOCOMMERCE_SIGNATURE, ""),
             Encoding::Base64,
         )),
+        Preset::Webflow => Some(Shape {
+            timestamp: Some(TimestampSource::Header(
+                "x-webflow-timestamp".to_owned(),
+                TimeUnit::Millis,
+            )),
+            template: template("{timestamp}:{body}"),
+            ..body_only(header("x-webflow-signature", ""), Encoding::Hex)
+        }),
         Preset::Slack => Some(v0_timestamp(
             "X-Slack-Signature",
             "X-Slack-Request-Timestamp",

@@ -815,6 +815,53 @@ fn kat_paddle() {
     }
 }
 
+/// Webflow: the signature computed by OpenSSL (`openssl dgst -sha256 -hmac`) over
+/// `<ms timestamp>:<body>`, as Webflow's docs and its SDK's `verifySignature` build it.
+#[test]
+fn kat_webflow() {
+    let v = preset(Preset::Webflow, "HG_T_WEBFLOW", "whsec_6ff0b1d9c3a24e58");
+    let body = r#"{"triggerType":"form_submission","payload":{"id":"6321ca84df3949bfc6752327"}}"#;
+    let sig = "4029f1314fc2d72cfa1925ed43a5b18be64ce88a385c3d23d3e2c9f34a542e77";
+    let h = [
+        ("x-webflow-timestamp", "1764000000123"),
+        ("x-webflow-signature", sig),
+    ];
+    let now = |s: u64| at(s);
+    assert_eq!(check(&v, "POST", URL, &h, body, now(1_764_000_000)), Ok(()));
+    // The timestamp is in milliseconds: 300 s both ways of 1764000000.123.
+    assert_eq!(check(&v, "POST", URL, &h, body, now(1_764_000_300)), Ok(()));
+    assert_eq!(
+        reason(check(&v, "POST", URL, &h, body, now(1_764_000_301))),
+        "stale"
+    );
+    assert_eq!(
+        reason(check(&v, "POST", URL, &h, body, now(1_763_999_699))),
+        "stale"
+    );
+    let seconds = [
+        ("x-webflow-timestamp", "1764000000"),
+        ("x-webflow-signature", sig),
+    ];
+    assert_ne!(
+        check(&v, "POST", URL, &seconds, body, now(1_764_000_000)),
+        Ok(()),
+        "a timestamp in seconds is no Webflow timestamp"
+    );
+    let changed = body.replace("6321", "6322");
+    assert_eq!(
+        reason(check(&v, "POST", URL, &h, &changed, now(1_764_000_000))),
+        "mismatch"
+    );
+    for missing in ["x-webflow-timestamp", "x-webflow-signature"] {
+        let without: Vec<(&str, &str)> = h.iter().copied().filter(|(k, _)| *k != missing).collect();
+        let r = check(&v, "POST", URL, &without, body, now(1_764_000_000));
+        assert_eq!(
+            r.map_err(|e| e.to_string()),
+            Err(format!("missing header {missing}"))
+        );
+    }
+}
+
 /// WooCommerce: the body as WooCommerce sends it (PHP's `json_encode`, `\/` and `\u00eb` escaped) and
 /// its signature, both computed by PHP (`base64_encode(hash_hmac('sha256', $body, $secret, true))`, as
 /// `WC_Webhook::generate_signature` calls it).
@@ -1915,6 +1962,7 @@ fn every_preset_builds_with_defaults() {
         Preset::Paddle,
         Preset::Twilio,
         Preset::Woocommerce,
+        Preset::Webflow,
     ] {
         let v = preset(p, "HG_T_EVERY", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
         assert_eq!(v.preset(), p);
