@@ -41,9 +41,7 @@ async fn send(c: &reqwest::Client, url: &str, i: usize) -> bool {
 
 fn stripe_mapping(dir: &std::path::Path) -> String {
     let secret = secret_file(dir, "stripe", SECRET);
-    std::fs::read_to_string(repo_root().join("mappings/stripe.yaml"))
-        .unwrap()
-        .replace("${env:STRIPE_WEBHOOK_SECRET}", &secret)
+    shipped_mapping("stripe.yaml", "STRIPE_WEBHOOK_SECRET", &secret)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

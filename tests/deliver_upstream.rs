@@ -24,9 +24,7 @@ async fn stripe_gateway(redis: &Redis, upstream_url: &str, extra: &str) -> Setup
     let secrets = tempfile::tempdir().unwrap();
     let hook = secret_file(secrets.path(), "stripe", SECRET);
     let api_key = secret_file(secrets.path(), "api-key", "xkeysib-test");
-    let mapping = std::fs::read_to_string(repo_root().join("mappings/stripe.yaml"))
-        .unwrap()
-        .replace("${env:STRIPE_WEBHOOK_SECRET}", &hook);
+    let mapping = shipped_mapping("stripe.yaml", "STRIPE_WEBHOOK_SECRET", &hook);
     // A test with its own `deliver:` section has it instead of the fast one.
     let fast = if extra.contains("deliver:") { "" } else { FAST };
     let cfg = format!(
@@ -71,6 +69,29 @@ fn key_of(r: &Recorded) -> String {
         .get("idempotency-key")
         .cloned()
         .unwrap_or_default()
+}
+
+/// Wait (at most `secs`) until the upstream has received `n` requests, half a second more for a stray
+/// one, and return them: exactly `n`.
+async fn delivered_exactly(
+    up: &RecordingUpstream,
+    n: usize,
+    secs: u64,
+    what: &str,
+) -> Vec<Recorded> {
+    assert!(up.wait_delivered(n, secs).await, "{what}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reqs = up.requests();
+    assert_eq!(reqs.len(), n, "{reqs:?}");
+    reqs
+}
+
+/// The body of the first request to `path`.
+fn first_to<'a>(reqs: &'a [Recorded], path: &str) -> &'a Value {
+    reqs.iter()
+        .find(|r| r.path == path)
+        .map(|r| &r.body)
+        .unwrap_or_else(|| panic!("no request to {path}: {reqs:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1190,9 +1211,7 @@ async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
         "sendgrid.pub",
         signed[0]["public_key"].as_str().unwrap(),
     );
-    let mapping = std::fs::read_to_string(repo_root().join("mappings/sendgrid.yaml"))
-        .unwrap()
-        .replace("${env:SENDGRID_WEBHOOK_PUBLIC_KEY}", &key);
+    let mapping = shipped_mapping("sendgrid.yaml", "SENDGRID_WEBHOOK_PUBLIC_KEY", &key);
     let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
     let gw = Gateway::start(&redis, &[("sendgrid.yaml", &mapping)], &cfg).await;
     let post = |headers: &Value, body: &str| {
@@ -1246,10 +1265,7 @@ async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
         "only the genuine batch is stored, once"
     );
 
-    assert!(up.wait_delivered(10, 15).await, "ten requests delivered");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let reqs = up.requests();
-    assert_eq!(reqs.len(), 10, "{reqs:?}");
+    let reqs = delivered_exactly(&up, 10, 15, "ten requests delivered").await;
     let mut names: Vec<&str> = reqs
         .iter()
         .filter(|r| (r.method.as_str(), r.path.as_str()) == ("POST", "/events"))
@@ -1309,9 +1325,7 @@ async fn paddle_customers_and_payments_reach_the_upstream() {
     let up = RecordingUpstream::start().await;
     let secrets = tempfile::tempdir().unwrap();
     let secret = secret_file(secrets.path(), "paddle", SECRET);
-    let mapping = std::fs::read_to_string(repo_root().join("mappings/paddle.yaml"))
-        .unwrap()
-        .replace("${env:PADDLE_WEBHOOK_SECRET}", &secret);
+    let mapping = shipped_mapping("paddle.yaml", "PADDLE_WEBHOOK_SECRET", &secret);
     let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
     let gw = Gateway::start(&redis, &[("paddle.yaml", &mapping)], &cfg).await;
     let testdata = |name: &str| {
@@ -1373,15 +1387,8 @@ async fn paddle_customers_and_payments_reach_the_upstream() {
         "the retry"
     );
 
-    assert!(up.wait_delivered(2, 10).await, "delivered");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let reqs = up.requests();
-    assert_eq!(reqs.len(), 2, "{reqs:?}");
-    let upsert = reqs
-        .iter()
-        .find(|r| r.path == "/contacts")
-        .map(|r| &r.body)
-        .expect("the customer's upsert");
+    let reqs = delivered_exactly(&up, 2, 10, "delivered").await;
+    let upsert = first_to(&reqs, "/contacts");
     assert_eq!(
         upsert,
         &json!({
@@ -1391,11 +1398,7 @@ async fn paddle_customers_and_payments_reach_the_upstream() {
             "updateEnabled": true
         })
     );
-    let event = reqs
-        .iter()
-        .find(|r| r.path == "/events")
-        .map(|r| &r.body)
-        .expect("the payment's event");
+    let event = first_to(&reqs, "/events");
     assert_eq!(event["event_name"], "payment_completed");
     assert_eq!(
         event["identifiers"],
@@ -1418,9 +1421,7 @@ async fn a_webflow_form_submission_becomes_a_contact() {
     let up = RecordingUpstream::start().await;
     let secrets = tempfile::tempdir().unwrap();
     let secret = secret_file(secrets.path(), "webflow", SECRET);
-    let mapping = std::fs::read_to_string(repo_root().join("mappings/webflow.yaml"))
-        .unwrap()
-        .replace("${env:WEBFLOW_WEBHOOK_SECRET}", &secret);
+    let mapping = shipped_mapping("webflow.yaml", "WEBFLOW_WEBHOOK_SECRET", &secret);
     let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
     let gw = Gateway::start(&redis, &[("webflow.yaml", &mapping)], &cfg).await;
     let body =
@@ -1469,15 +1470,8 @@ async fn a_webflow_form_submission_becomes_a_contact() {
         "the retry is a duplicate"
     );
 
-    assert!(up.wait_delivered(2, 10).await, "delivered");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let reqs = up.requests();
-    assert_eq!(reqs.len(), 2, "{reqs:?}");
-    let upsert = reqs
-        .iter()
-        .find(|r| r.path == "/contacts")
-        .map(|r| &r.body)
-        .expect("the upsert");
+    let reqs = delivered_exactly(&up, 2, 10, "delivered").await;
+    let upsert = first_to(&reqs, "/contacts");
     assert_eq!(
         upsert,
         &json!({
@@ -1487,11 +1481,7 @@ async fn a_webflow_form_submission_becomes_a_contact() {
         }),
         "the empty Company left out"
     );
-    let event = reqs
-        .iter()
-        .find(|r| r.path == "/events")
-        .map(|r| &r.body)
-        .expect("the event");
+    let event = first_to(&reqs, "/events");
     assert_eq!(event["event_name"], "form_submitted");
     assert_eq!(event["event_properties"]["form"], "Newsletter signup");
 }
@@ -1523,9 +1513,7 @@ async fn a_mailgun_signature_is_used_once_whatever_body_it_comes_with() {
     };
     let secrets = tempfile::tempdir().unwrap();
     let key = secret_file(secrets.path(), "mailgun", "mg-signing-key-1");
-    let mapping = std::fs::read_to_string(repo_root().join("mappings/mailgun.yaml"))
-        .unwrap()
-        .replace("${env:MAILGUN_WEBHOOK_SIGNING_KEY}", &key);
+    let mapping = shipped_mapping("mailgun.yaml", "MAILGUN_WEBHOOK_SIGNING_KEY", &key);
     let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
     let gw = Gateway::start(&redis, &[("mailgun.yaml", &mapping)], &cfg).await;
     let post = |body: String| {
@@ -1605,10 +1593,7 @@ async fn a_mailgun_signature_is_used_once_whatever_body_it_comes_with() {
     let stored = inbound_entries(&redis, "hookgate");
     assert_eq!(stored.len(), 1, "only the genuine event is stored, once");
 
-    assert!(up.wait_delivered(2, 10).await, "delivered");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let reqs = up.requests();
-    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    let reqs = delivered_exactly(&up, 2, 10, "delivered").await;
     let event = reqs
         .iter()
         .find(|r| r.path == "/events")
@@ -1651,9 +1636,7 @@ async fn a_google_ads_lead_becomes_a_contact_and_its_key_is_not_kept() {
     let up = RecordingUpstream::start().await;
     let secrets = tempfile::tempdir().unwrap();
     let key = secret_file(secrets.path(), "gads", "google-ads-lead-key");
-    let mapping = std::fs::read_to_string(repo_root().join("mappings/google-ads.yaml"))
-        .unwrap()
-        .replace("${env:GOOGLE_ADS_LEAD_KEY}", &key);
+    let mapping = shipped_mapping("google-ads.yaml", "GOOGLE_ADS_LEAD_KEY", &key);
     let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
     let gw = Gateway::start(&redis, &[("google-ads.yaml", &mapping)], &cfg).await;
     let lead = std::fs::read_to_string(repo_root().join("mappings/testdata/google_ads_lead.json"))
@@ -1696,10 +1679,7 @@ async fn a_google_ads_lead_becomes_a_contact_and_its_key_is_not_kept() {
     let r = post(test_lead.to_string()).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
 
-    assert!(up.wait_delivered(3, 10).await, "delivered");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let reqs = up.requests();
-    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    let reqs = delivered_exactly(&up, 3, 10, "delivered").await;
     let upserts: Vec<&Value> = reqs
         .iter()
         .filter(|r| r.path == "/contacts")
@@ -1750,9 +1730,7 @@ async fn woocommerce_customers_and_orders_reach_the_upstream() {
     let up = RecordingUpstream::start().await;
     let secrets = tempfile::tempdir().unwrap();
     let secret = secret_file(secrets.path(), "woo", SECRET);
-    let mapping = std::fs::read_to_string(repo_root().join("mappings/woocommerce.yaml"))
-        .unwrap()
-        .replace("${env:WOOCOMMERCE_WEBHOOK_SECRET}", &secret);
+    let mapping = shipped_mapping("woocommerce.yaml", "WOOCOMMERCE_WEBHOOK_SECRET", &secret);
     let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
     let gw = Gateway::start(&redis, &[("woocommerce.yaml", &mapping)], &cfg).await;
     let testdata = |name: &str| -> Value {
@@ -1803,10 +1781,7 @@ async fn woocommerce_customers_and_orders_reach_the_upstream() {
     assert_eq!(body["duplicate"], true);
     assert_eq!(inbound_entries(&redis, "hookgate").len(), 4);
 
-    assert!(up.wait_delivered(6, 10).await, "delivered");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let reqs = up.requests();
-    assert_eq!(reqs.len(), 6, "{reqs:?}");
+    let reqs = delivered_exactly(&up, 6, 10, "delivered").await;
     let placed: Vec<&Value> = reqs
         .iter()
         .map(|r| &r.body)
@@ -1878,9 +1853,7 @@ async fn a_mailchimp_audience_webhook_is_checked_then_synced() {
     let up = RecordingUpstream::start().await;
     let secrets = tempfile::tempdir().unwrap();
     let key = secret_file(secrets.path(), "mc", "mc-key-7f3a");
-    let mapping = std::fs::read_to_string(repo_root().join("mappings/mailchimp.yaml"))
-        .unwrap()
-        .replace("${env:MAILCHIMP_WEBHOOK_KEY}", &key);
+    let mapping = shipped_mapping("mailchimp.yaml", "MAILCHIMP_WEBHOOK_KEY", &key);
     let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
     let gw = Gateway::start(&redis, &[("mailchimp.yaml", &mapping)], &cfg).await;
     let url = format!("{}?key=mc-key-7f3a", gw.url("mailchimp"));
@@ -1915,10 +1888,7 @@ async fn a_mailchimp_audience_webhook_is_checked_then_synced() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
 
-    assert!(up.wait_delivered(2, 10).await, "delivered");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let reqs = up.requests();
-    assert_eq!(reqs.len(), 2, "{reqs:?}");
+    let reqs = delivered_exactly(&up, 2, 10, "delivered").await;
     let upsert = reqs
         .iter()
         .find(|r| r.path == "/contacts")

@@ -531,66 +531,51 @@ fn python_verdicts(script: &str, requests: &serde_json::Value) -> Vec<bool> {
     assert!(python.exists(), "{PEERS_MISSING}");
     let mut c = Command::new(python);
     c.arg(repo_root().join(script));
-    run_peer(c, requests)
-        .iter()
-        .map(|v| v.as_bool().expect("a verdict is a boolean"))
-        .collect()
+    verdicts(run_peer(c, requests))
 }
 
 /// Zoom's own handling of signed requests, from its library (npm `@zoom/rivet`'s `AwsLambdaReceiver`,
 /// through `tests/peers/zoom_rivet.mjs`): requests `{"secret", "body", "headers"}`; results `{"status",
 /// "body"}` (200 and the event, or the URL validation's answer; 400 and the library's error).
 pub fn peer_zoom_rivet(requests: &serde_json::Value) -> Vec<serde_json::Value> {
-    let node_dir = repo_root().join(".peers/node");
-    assert!(
-        node_dir.join("node_modules/@zoom/rivet").exists(),
-        "{PEERS_MISSING}"
-    );
-    let script = std::fs::read_to_string(repo_root().join("tests/peers/zoom_rivet.mjs"))
-        .expect("read zoom_rivet.mjs");
-    let mut c = Command::new("node");
-    c.args(["--input-type=module", "-e", &script])
-        .current_dir(&node_dir);
-    run_peer(c, requests)
+    node_peer("@zoom/rivet", "zoom_rivet.mjs", requests)
 }
 
 /// Webflow's own verdicts on signed webhook requests, from its SDK (npm `webflow-api`'s
 /// `webhooks.verifySignature`, through `tests/peers/verify_webflow.mjs`): requests `{"secret", "body",
 /// "headers"}`, one boolean each.
 pub fn peer_verify_webflow(requests: &serde_json::Value) -> Vec<bool> {
-    let node_dir = repo_root().join(".peers/node");
-    assert!(
-        node_dir.join("node_modules/webflow-api").exists(),
-        "{PEERS_MISSING}"
-    );
-    let script = std::fs::read_to_string(repo_root().join("tests/peers/verify_webflow.mjs"))
-        .expect("read verify_webflow.mjs");
-    let mut c = Command::new("node");
-    c.args(["--input-type=module", "-e", &script])
-        .current_dir(node_dir);
-    run_peer(c, requests)
-        .iter()
-        .map(|v| v.as_bool().expect("a verdict is a boolean"))
-        .collect()
+    verdicts(node_peer("webflow-api", "verify_webflow.mjs", requests))
 }
 
 /// Sign bodies with GitHub's own helper, npm `@octokit/webhooks-methods`, through
 /// `tests/peers/sign_github.mjs` (requests: `{"secret", "body"}`; results: `{"headers"}`).
 pub fn peer_sign_github(requests: &serde_json::Value) -> Vec<serde_json::Value> {
+    node_peer("@octokit/webhooks-methods", "sign_github.mjs", requests)
+}
+
+/// Run `tests/peers/<script>`, an ES module that imports `package`, with Node. ES modules resolve bare
+/// imports next to the importing file, so the source runs from `.peers/node`, where the peers are.
+fn node_peer(package: &str, script: &str, requests: &serde_json::Value) -> Vec<serde_json::Value> {
     let node_dir = repo_root().join(".peers/node");
     assert!(
-        node_dir
-            .join("node_modules/@octokit/webhooks-methods")
-            .exists(),
+        node_dir.join("node_modules").join(package).exists(),
         "{PEERS_MISSING}"
     );
-    // ES modules resolve bare imports next to the importing file: run the source from .peers/node.
-    let script = std::fs::read_to_string(repo_root().join("tests/peers/sign_github.mjs"))
-        .expect("read sign_github.mjs");
+    let source = std::fs::read_to_string(repo_root().join("tests/peers").join(script))
+        .unwrap_or_else(|e| panic!("read tests/peers/{script}: {e}"));
     let mut c = Command::new("node");
-    c.args(["--input-type=module", "-e", &script])
+    c.args(["--input-type=module", "-e", &source])
         .current_dir(node_dir);
     run_peer(c, requests)
+}
+
+/// A verdict peer's results: one boolean per request.
+fn verdicts(results: Vec<serde_json::Value>) -> Vec<bool> {
+    results
+        .iter()
+        .map(|v| v.as_bool().expect("a verdict is a boolean"))
+        .collect()
 }
 
 /// WooCommerce deliveries built and signed by PHP as WooCommerce builds them (`json_encode` of the
@@ -641,12 +626,27 @@ pub fn secret_file(dir: &Path, name: &str, secret: &str) -> String {
     format!("${{file:{}}}", p.display())
 }
 
+/// A shipped mapping file (`mappings/<file>`) with its `${env:<var>}` reference replaced by `secret`
+/// (a `${file:}` reference, from [`secret_file`]).
+pub fn shipped_mapping(file: &str, var: &str, secret: &str) -> String {
+    let text = std::fs::read_to_string(repo_root().join("mappings").join(file))
+        .unwrap_or_else(|e| panic!("read the shipped mappings/{file}: {e}"));
+    let reference = format!("${{env:{var}}}");
+    assert!(
+        text.contains(&reference),
+        "mappings/{file} references {reference}"
+    );
+    text.replace(&reference, secret)
+}
+
 /// The shipped `mappings/activecampaign.yaml`, its token read from a file in `dir` holding `token`.
 pub fn activecampaign_mapping(dir: &Path, token: &str) -> String {
     let secret = secret_file(dir, "ac", token);
-    std::fs::read_to_string(repo_root().join("mappings/activecampaign.yaml"))
-        .expect("read the shipped mapping")
-        .replace("${env:ACTIVECAMPAIGN_WEBHOOK_TOKEN}", &secret)
+    shipped_mapping(
+        "activecampaign.yaml",
+        "ACTIVECAMPAIGN_WEBHOOK_TOKEN",
+        &secret,
+    )
 }
 
 /// One request the recording upstream received, and the status it answered.

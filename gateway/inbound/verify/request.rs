@@ -43,7 +43,7 @@ pub(crate) enum TimeUnit {
 /// Which side of now a signed timestamp may stray from by the tolerance.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Window {
-    /// Older or newer (Standard Webhooks, Slack, Zoom, Paddle, HubSpot v3, the generic preset).
+    /// Older or newer (Standard Webhooks, Slack, Zoom, Paddle, Webflow, HubSpot v3, the generic preset).
     Both,
     /// Only too old is refused (Stripe, Calendly: SIGNATURES.md, and Stripe's own library). A sender
     /// whose clock runs ahead of ours is not refused for it; a replay is then possible until the
@@ -270,6 +270,16 @@ mod tests {
         assert!(
             check_window("999699999", TimeUnit::Millis, now, (tol, Window::Both), "t").is_err()
         );
+        // Milliseconds (HubSpot v3, Webflow): both edges, to the millisecond.
+        for (ms, ok) in [
+            ("999700000", true),
+            ("1000300000", true),
+            ("1000300001", false),
+            ("999699999", false),
+        ] {
+            let r = check_window(ms, TimeUnit::Millis, now, (tol, Window::Both), "t");
+            assert_eq!(r.is_ok(), ok, "{ms}");
+        }
         // Too old only: the past bound is the same, the future has none.
         let old_only = (tol, Window::TooOldOnly);
         assert!(check_window("999700", TimeUnit::Seconds, now, old_only, "t").is_ok());
