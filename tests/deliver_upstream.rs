@@ -39,9 +39,7 @@ async fn stripe_gateway(redis: &Redis, upstream_url: &str, extra: &str) -> Setup
 
 /// The Stripe test payload with its own event id and email.
 fn customer_created(evt: &str, email: &str) -> String {
-    let text =
-        std::fs::read_to_string(repo_root().join("mappings/testdata/stripe_customer_created.json"))
-            .unwrap();
+    let text = testdata("stripe_customer_created.json");
     let mut v: Value = serde_json::from_str(&text).unwrap();
     v["id"] = json!(evt);
     v["data"]["object"]["email"] = json!(email);
@@ -1196,8 +1194,7 @@ async fn an_entry_with_an_unreadable_receipt_is_dead_lettered_not_dropped() {
 async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
     let redis = Redis::start();
     let up = RecordingUpstream::start().await;
-    let body = std::fs::read_to_string(repo_root().join("mappings/testdata/sendgrid_events.json"))
-        .unwrap();
+    let body = testdata("sendgrid_events.json");
     let now = now_secs();
     let request = |key: u64, ts: u64| json!({"preset": "sendgrid", "private_key": key, "timestamp": ts, "body": body});
     let signed = peer_sign(&json!([
@@ -1328,9 +1325,6 @@ async fn paddle_customers_and_payments_reach_the_upstream() {
     let mapping = shipped_mapping("paddle.yaml", "PADDLE_WEBHOOK_SECRET", &secret);
     let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
     let gw = Gateway::start(&redis, &[("paddle.yaml", &mapping)], &cfg).await;
-    let testdata = |name: &str| {
-        std::fs::read_to_string(repo_root().join("mappings/testdata").join(name)).unwrap()
-    };
     let customer = testdata("paddle_customer_created.json");
     let transaction = testdata("paddle_transaction_completed.json");
     let now = now_secs();
@@ -1424,9 +1418,7 @@ async fn a_webflow_form_submission_becomes_a_contact() {
     let mapping = shipped_mapping("webflow.yaml", "WEBFLOW_WEBHOOK_SECRET", &secret);
     let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
     let gw = Gateway::start(&redis, &[("webflow.yaml", &mapping)], &cfg).await;
-    let body =
-        std::fs::read_to_string(repo_root().join("mappings/testdata/webflow_form_submission.json"))
-            .unwrap();
+    let body = testdata("webflow_form_submission.json");
     let other = body.replace("6743523f9a1b2c3d4e5f6071", "6743523f9a1b2c3d4e5f6072");
     let now_ms = now_secs() * 1000;
     let sign = |body: &str, secret: &str, ms: u64| json!({"preset": "webflow", "secret": secret, "body": body, "timestamp": ms});
@@ -1505,9 +1497,7 @@ async fn a_mailgun_signature_is_used_once_whatever_body_it_comes_with() {
         request("mg-signing-key-1", now - 10 * 3600)
     ]));
     let with_block = |file: &str, i: usize| {
-        let text =
-            std::fs::read_to_string(repo_root().join("mappings/testdata").join(file)).unwrap();
-        let mut event: Value = serde_json::from_str(&text).unwrap();
+        let mut event: Value = serde_json::from_str(&testdata(file)).unwrap();
         event["signature"] = signed[i]["signature"].clone();
         event.to_string()
     };
@@ -1594,14 +1584,11 @@ async fn a_mailgun_signature_is_used_once_whatever_body_it_comes_with() {
     assert_eq!(stored.len(), 1, "only the genuine event is stored, once");
 
     let reqs = delivered_exactly(&up, 2, 10, "delivered").await;
-    let event = reqs
-        .iter()
-        .find(|r| r.path == "/events")
-        .expect("the event");
+    let event = first_to(&reqs, "/events");
     assert_eq!(
         (
-            event.body["event_name"].as_str(),
-            event.body["identifiers"]["email_id"].as_str()
+            event["event_name"].as_str(),
+            event["identifiers"]["email_id"].as_str()
         ),
         (Some("email_hard_bounced"), Some("bob@example.net"))
     );
@@ -1639,8 +1626,7 @@ async fn a_google_ads_lead_becomes_a_contact_and_its_key_is_not_kept() {
     let mapping = shipped_mapping("google-ads.yaml", "GOOGLE_ADS_LEAD_KEY", &key);
     let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
     let gw = Gateway::start(&redis, &[("google-ads.yaml", &mapping)], &cfg).await;
-    let lead = std::fs::read_to_string(repo_root().join("mappings/testdata/google_ads_lead.json"))
-        .unwrap();
+    let lead = testdata("google_ads_lead.json");
     let post = |body: String| {
         client()
             .post(gw.url("google-ads"))
@@ -1733,18 +1719,15 @@ async fn woocommerce_customers_and_orders_reach_the_upstream() {
     let mapping = shipped_mapping("woocommerce.yaml", "WOOCOMMERCE_WEBHOOK_SECRET", &secret);
     let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
     let gw = Gateway::start(&redis, &[("woocommerce.yaml", &mapping)], &cfg).await;
-    let testdata = |name: &str| -> Value {
-        let path = repo_root().join("mappings/testdata").join(name);
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-    };
+    let resource = |name: &str| -> Value { serde_json::from_str(&testdata(name)).unwrap() };
     let delivery = |payload: Value, topic: &str, webhook_id: u32| json!({"secret": SECRET, "payload": payload, "topic": topic, "webhook_id": webhook_id, "delivery_id": "9c1d7e"});
-    let mut another_order = testdata("woocommerce_order.json");
+    let mut another_order = resource("woocommerce_order.json");
     another_order["id"] = json!(729);
     another_order["billing"]["email"] = json!("lise.meitner@example.org");
     let signed = peer_sign_woocommerce(&json!([
-        delivery(testdata("woocommerce_customer.json"), "customer.created", 3),
-        delivery(testdata("woocommerce_order.json"), "order.created", 4),
-        delivery(testdata("woocommerce_order.json"), "order.updated", 5),
+        delivery(resource("woocommerce_customer.json"), "customer.created", 3),
+        delivery(resource("woocommerce_order.json"), "order.created", 4),
+        delivery(resource("woocommerce_order.json"), "order.updated", 5),
         delivery(another_order, "order.created", 4),
     ]));
     assert_eq!(
@@ -1869,9 +1852,7 @@ async fn a_mailchimp_audience_webhook_is_checked_then_synced() {
         (&json!("get"), &json!(true)),
         "{listed}"
     );
-    let form =
-        std::fs::read_to_string(repo_root().join("mappings/testdata/mailchimp_subscribe.form"))
-            .unwrap();
+    let form = testdata("mailchimp_subscribe.form");
     let post = |url: String| {
         client()
             .post(url)
@@ -1889,13 +1870,10 @@ async fn a_mailchimp_audience_webhook_is_checked_then_synced() {
     assert_eq!(r.status().as_u16(), 401);
 
     let reqs = delivered_exactly(&up, 2, 10, "delivered").await;
-    let upsert = reqs
-        .iter()
-        .find(|r| r.path == "/contacts")
-        .expect("the upsert");
+    let upsert = first_to(&reqs, "/contacts");
     assert_eq!(
-        upsert.body,
-        json!({
+        upsert,
+        &json!({
             "email": "grace.hopper@example.com",
             "attributes": {
                 "FIRSTNAME": "Grace", "LASTNAME": "Hopper", "SMS": "+15550142",
@@ -1904,11 +1882,8 @@ async fn a_mailchimp_audience_webhook_is_checked_then_synced() {
             "updateEnabled": true
         })
     );
-    let event = reqs
-        .iter()
-        .find(|r| r.path == "/events")
-        .expect("the event");
-    assert_eq!(event.body["event_name"], "subscribed");
+    let event = first_to(&reqs, "/events");
+    assert_eq!(event["event_name"], "subscribed");
     assert_eq!(
         inbound_entries(&redis, "hookgate").len(),
         1,

@@ -212,7 +212,8 @@ async fn bad_signatures_get_401_with_a_reason_and_are_counted() {
     }
 }
 
-/// Every preset not covered above, through the running gateway: the signer's request is stored (202);
+/// Every preset not covered above, through the running gateway: the signer's request is stored (202, or
+/// the 200 a `paddle` or `webflow` source answers with);
 /// the same request signed with another secret, without its signature headers, or (where the scheme
 /// has a timestamp) ten minutes old is refused with 401 `bad_signature`; nothing refused is stored.
 #[tokio::test(flavor = "multi_thread")]

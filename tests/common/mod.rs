@@ -639,6 +639,12 @@ pub fn shipped_mapping(file: &str, var: &str, secret: &str) -> String {
     text.replace(&reference, secret)
 }
 
+/// A file of `mappings/testdata`, as text.
+pub fn testdata(name: &str) -> String {
+    std::fs::read_to_string(repo_root().join("mappings/testdata").join(name))
+        .unwrap_or_else(|e| panic!("read mappings/testdata/{name}: {e}"))
+}
+
 /// The shipped `mappings/activecampaign.yaml`, its token read from a file in `dir` holding `token`.
 pub fn activecampaign_mapping(dir: &Path, token: &str) -> String {
     let secret = secret_file(dir, "ac", token);
