@@ -84,6 +84,16 @@ async fn delivered_exactly(
     reqs
 }
 
+/// `hookgate_inbound_duplicates_total` of `source`: the redeliveries it answered without storing.
+async fn duplicates_counted(gw: &Gateway, source: &str) -> f64 {
+    let source = format!("source=\"{source}\"");
+    metric_sum(
+        &gw.metrics().await,
+        "hookgate_inbound_duplicates_total",
+        &[&source],
+    )
+}
+
 /// The body of the first request to `path`.
 fn first_to<'a>(reqs: &'a [Recorded], path: &str) -> &'a Value {
     reqs.iter()
@@ -1370,16 +1380,7 @@ async fn paddle_customers_and_payments_reach_the_upstream() {
         2,
         "the customer and the transaction, once each"
     );
-    let metrics = gw.metrics().await;
-    assert_eq!(
-        metric_sum(
-            &metrics,
-            "hookgate_inbound_duplicates_total",
-            &["source=\"paddle\""]
-        ),
-        1.0,
-        "the retry"
-    );
+    assert_eq!(duplicates_counted(&gw, "paddle").await, 1.0, "the retry");
 
     let reqs = delivered_exactly(&up, 2, 10, "delivered").await;
     let upsert = first_to(&reqs, "/contacts");
@@ -1451,13 +1452,8 @@ async fn a_webflow_form_submission_becomes_a_contact() {
         assert_eq!(r.status().as_u16(), 401, "{what}");
     }
     assert_eq!(inbound_entries(&redis, "hookgate").len(), 1, "stored once");
-    let metrics = gw.metrics().await;
     assert_eq!(
-        metric_sum(
-            &metrics,
-            "hookgate_inbound_duplicates_total",
-            &["source=\"webflow\""]
-        ),
+        duplicates_counted(&gw, "webflow").await,
         1.0,
         "the retry is a duplicate"
     );
@@ -1531,11 +1527,7 @@ async fn a_mailgun_signature_is_used_once_whatever_body_it_comes_with() {
         status, 200,
         "a used signature on another event is a duplicate"
     );
-    let dup = metric_sum(
-        &gw.metrics().await,
-        "hookgate_inbound_duplicates_total",
-        &["source=\"mailgun\""],
-    );
+    let dup = duplicates_counted(&gw, "mailgun").await;
     assert_eq!(
         dup, 2.0,
         "the retry and the forged event are both counted as redeliveries"
