@@ -84,6 +84,22 @@ async fn delivered_exactly(
     reqs
 }
 
+/// A gateway serving the shipped `mappings/<file>` alone, its `${env:<var>}` secret written to a file in
+/// `dir`, delivering to `up` with the fast retry settings.
+async fn serve_shipped(
+    redis: &Redis,
+    up: &RecordingUpstream,
+    dir: &std::path::Path,
+    file: &str,
+    var: &str,
+    secret: &str,
+) -> Gateway {
+    let secret = secret_file(dir, &format!("{file}.secret"), secret);
+    let mapping = shipped_mapping(file, var, &secret);
+    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
+    Gateway::start(redis, &[(file, &mapping)], &cfg).await
+}
+
 /// `hookgate_inbound_duplicates_total` of `source`: the redeliveries it answered without storing.
 async fn duplicates_counted(gw: &Gateway, source: &str) -> f64 {
     let source = format!("source=\"{source}\"");
@@ -1331,10 +1347,15 @@ async fn paddle_customers_and_payments_reach_the_upstream() {
     let redis = Redis::start();
     let up = RecordingUpstream::start().await;
     let secrets = tempfile::tempdir().unwrap();
-    let secret = secret_file(secrets.path(), "paddle", SECRET);
-    let mapping = shipped_mapping("paddle.yaml", "PADDLE_WEBHOOK_SECRET", &secret);
-    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
-    let gw = Gateway::start(&redis, &[("paddle.yaml", &mapping)], &cfg).await;
+    let gw = serve_shipped(
+        &redis,
+        &up,
+        secrets.path(),
+        "paddle.yaml",
+        "PADDLE_WEBHOOK_SECRET",
+        SECRET,
+    )
+    .await;
     let customer = testdata("paddle_customer_created.json");
     let transaction = testdata("paddle_transaction_completed.json");
     let now = now_secs();
@@ -1415,10 +1436,15 @@ async fn a_webflow_form_submission_becomes_a_contact() {
     let redis = Redis::start();
     let up = RecordingUpstream::start().await;
     let secrets = tempfile::tempdir().unwrap();
-    let secret = secret_file(secrets.path(), "webflow", SECRET);
-    let mapping = shipped_mapping("webflow.yaml", "WEBFLOW_WEBHOOK_SECRET", &secret);
-    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
-    let gw = Gateway::start(&redis, &[("webflow.yaml", &mapping)], &cfg).await;
+    let gw = serve_shipped(
+        &redis,
+        &up,
+        secrets.path(),
+        "webflow.yaml",
+        "WEBFLOW_WEBHOOK_SECRET",
+        SECRET,
+    )
+    .await;
     let body = testdata("webflow_form_submission.json");
     let other = body.replace("6743523f9a1b2c3d4e5f6071", "6743523f9a1b2c3d4e5f6072");
     let now_ms = now_secs() * 1000;
@@ -1498,10 +1524,15 @@ async fn a_mailgun_signature_is_used_once_whatever_body_it_comes_with() {
         event.to_string()
     };
     let secrets = tempfile::tempdir().unwrap();
-    let key = secret_file(secrets.path(), "mailgun", "mg-signing-key-1");
-    let mapping = shipped_mapping("mailgun.yaml", "MAILGUN_WEBHOOK_SIGNING_KEY", &key);
-    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
-    let gw = Gateway::start(&redis, &[("mailgun.yaml", &mapping)], &cfg).await;
+    let gw = serve_shipped(
+        &redis,
+        &up,
+        secrets.path(),
+        "mailgun.yaml",
+        "MAILGUN_WEBHOOK_SIGNING_KEY",
+        "mg-signing-key-1",
+    )
+    .await;
     let post = |body: String| {
         let req = client()
             .post(gw.url("mailgun"))
@@ -1614,10 +1645,15 @@ async fn a_google_ads_lead_becomes_a_contact_and_its_key_is_not_kept() {
     let redis = Redis::start();
     let up = RecordingUpstream::start().await;
     let secrets = tempfile::tempdir().unwrap();
-    let key = secret_file(secrets.path(), "gads", "google-ads-lead-key");
-    let mapping = shipped_mapping("google-ads.yaml", "GOOGLE_ADS_LEAD_KEY", &key);
-    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
-    let gw = Gateway::start(&redis, &[("google-ads.yaml", &mapping)], &cfg).await;
+    let gw = serve_shipped(
+        &redis,
+        &up,
+        secrets.path(),
+        "google-ads.yaml",
+        "GOOGLE_ADS_LEAD_KEY",
+        "google-ads-lead-key",
+    )
+    .await;
     let lead = testdata("google_ads_lead.json");
     let post = |body: String| {
         client()
@@ -1707,10 +1743,15 @@ async fn woocommerce_customers_and_orders_reach_the_upstream() {
     let redis = Redis::start();
     let up = RecordingUpstream::start().await;
     let secrets = tempfile::tempdir().unwrap();
-    let secret = secret_file(secrets.path(), "woo", SECRET);
-    let mapping = shipped_mapping("woocommerce.yaml", "WOOCOMMERCE_WEBHOOK_SECRET", &secret);
-    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
-    let gw = Gateway::start(&redis, &[("woocommerce.yaml", &mapping)], &cfg).await;
+    let gw = serve_shipped(
+        &redis,
+        &up,
+        secrets.path(),
+        "woocommerce.yaml",
+        "WOOCOMMERCE_WEBHOOK_SECRET",
+        SECRET,
+    )
+    .await;
     let resource = |name: &str| -> Value { serde_json::from_str(&testdata(name)).unwrap() };
     let delivery = |payload: Value, topic: &str, webhook_id: u32| json!({"secret": SECRET, "payload": payload, "topic": topic, "webhook_id": webhook_id, "delivery_id": "9c1d7e"});
     let mut another_order = resource("woocommerce_order.json");
@@ -1827,10 +1868,15 @@ async fn a_mailchimp_audience_webhook_is_checked_then_synced() {
     let redis = Redis::start();
     let up = RecordingUpstream::start().await;
     let secrets = tempfile::tempdir().unwrap();
-    let key = secret_file(secrets.path(), "mc", "mc-key-7f3a");
-    let mapping = shipped_mapping("mailchimp.yaml", "MAILCHIMP_WEBHOOK_KEY", &key);
-    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
-    let gw = Gateway::start(&redis, &[("mailchimp.yaml", &mapping)], &cfg).await;
+    let gw = serve_shipped(
+        &redis,
+        &up,
+        secrets.path(),
+        "mailchimp.yaml",
+        "MAILCHIMP_WEBHOOK_KEY",
+        "mc-key-7f3a",
+    )
+    .await;
     let url = format!("{}?key=mc-key-7f3a", gw.url("mailchimp"));
 
     let r = client().get(&url).send().await.unwrap();
