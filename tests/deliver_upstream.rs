@@ -1500,6 +1500,102 @@ async fn a_webflow_form_submission_becomes_a_contact() {
     assert_eq!(event["event_properties"]["form"], "Newsletter signup");
 }
 
+/// Square end to end through the shipped `mappings/square.yaml`, its signature key read from a file,
+/// each request signed by `sign.py` over the URL hookgate is reached at and the body, as Square does
+/// (checked against Square's own SDK in `tests/verify_presets.rs`). A new customer becomes a contact;
+/// Square's retry of it is a duplicate; an update from a customer who unsubscribed updates the
+/// contact and stops mail to it. Another key, a request signed for another URL and a deletion's
+/// notification signed with another key are refused; nothing refused is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn square_customers_reach_the_upstream_and_an_opt_out_stops_mail() {
+    const KEY: &str = "Ibxx_5AKakO-3qeNVR61Dw";
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let gw = serve_shipped(
+        &redis,
+        &up,
+        secrets.path(),
+        "square.yaml",
+        "SQUARE_WEBHOOK_SIGNATURE_KEY",
+        KEY,
+    )
+    .await;
+    let created = testdata("square_customer_created.json");
+    let mut updated: Value = serde_json::from_str(&created).unwrap();
+    updated["type"] = json!("customer.updated");
+    updated["event_id"] = json!("b4ce4698-00de-4b5d-a771-4941b3913b34");
+    updated["data"]["object"]["customer"]["preferences"]["email_unsubscribed"] = json!(true);
+    let updated = updated.to_string();
+    let url = gw.url("square");
+    let sign = |key: &str, url: &str, body: &str| json!({"preset": "square", "secret": key, "url": url, "body": body});
+    let signed = peer_sign(&json!([
+        sign(KEY, &url, &created),
+        sign(KEY, &url, &updated),
+        sign("Ibxx_5AKakO-3qeNVR61Dx", &url, &updated),
+        sign(KEY, "https://hooks.example.com/webhooks/square", &updated),
+    ]));
+    let post = |i: usize, body: &str| {
+        let header = signed[i]["headers"]["x-square-hmacsha256-signature"]
+            .as_str()
+            .expect("signed")
+            .to_owned();
+        client()
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-square-hmacsha256-signature", header)
+            .body(body.to_owned())
+            .send()
+    };
+    assert_eq!(post(0, &created).await.unwrap().status().as_u16(), 202);
+    let retry = post(0, &created).await.unwrap();
+    assert_eq!(retry.status().as_u16(), 200, "Square's retry");
+    assert_eq!(retry.json::<Value>().await.unwrap()["duplicate"], true);
+    assert_eq!(post(1, &updated).await.unwrap().status().as_u16(), 202);
+    for (i, what) in [(2, "another key"), (3, "signed for another URL")] {
+        let r = post(i, &updated).await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{what}");
+    }
+    assert_eq!(
+        inbound_entries(&redis, "hookgate").len(),
+        2,
+        "the new customer and its update, once each"
+    );
+    assert_eq!(duplicates_counted(&gw, "square").await, 1.0, "the retry");
+
+    let reqs = delivered_exactly(&up, 3, 10, "delivered").await;
+    let upserts: Vec<&Value> = reqs
+        .iter()
+        .filter(|r| r.path == "/contacts")
+        .map(|r| &r.body)
+        .collect();
+    assert_eq!(upserts.len(), 3, "{reqs:?}");
+    assert!(
+        upserts.contains(&&json!({
+            "email": "ada.lovelace@example.com",
+            "ext_id": "square-A0AP25A6SCVTH8JES9BX01GXM4",
+            "attributes": {"FIRSTNAME": "Ada", "LASTNAME": "Lovelace", "SMS": "+12125554240",
+                           "COMPANY": "Analytical Engines", "CITY": "New York", "ZIP": "10003", "COUNTRY": "US"},
+            "updateEnabled": true
+        })),
+        "the contact, twice (created, updated): {upserts:?}"
+    );
+    let opted_out: Vec<&&Value> = upserts
+        .iter()
+        .filter(|b| b.get("emailBlacklisted").is_some())
+        .collect();
+    assert_eq!(
+        opted_out,
+        vec![&&json!({
+            "email": "ada.lovelace@example.com",
+            "ext_id": "square-A0AP25A6SCVTH8JES9BX01GXM4",
+            "emailBlacklisted": true,
+            "updateEnabled": true
+        })],
+        "one opt-out, from the update"
+    );
+}
+
 /// Mailgun end to end through the shipped `mappings/mailgun.yaml`, its signing key read from a file:
 /// Mailgun signs a timestamp and a token in the body, not the event, so the token is used once. A
 /// genuine failure is stored and becomes the hard bounce and the contact's flag; the same request

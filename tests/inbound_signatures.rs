@@ -231,6 +231,7 @@ async fn every_other_preset_accepts_its_signer_and_refuses_the_rest_over_http() 
         ("calendly", "{ preset: calendly".to_string()),
         ("paddle", "{ preset: paddle".to_string()),
         ("webflow", "{ preset: webflow".to_string()),
+        ("square", "{ preset: square".to_string()),
         ("slack", "{ preset: slack".to_string()),
         ("hubspot-v1", "{ preset: hubspot, version: v1".to_string()),
         ("hubspot-v2", "{ preset: hubspot, version: v2".to_string()),
@@ -306,6 +307,15 @@ async fn every_other_preset_accepts_its_signer_and_refuses_the_rest_over_http() 
             gw.url("webflow"),
             json!({"preset": "webflow"}),
             true,
+        ),
+        // Square signs the notification URL: here the one hookgate rebuilds from Host and the path.
+        (
+            "square",
+            "application/json",
+            json_body,
+            gw.url("square"),
+            json!({"preset": "square"}),
+            false,
         ),
         (
             "slack",

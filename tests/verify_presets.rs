@@ -3,8 +3,8 @@
 //! (PyPI cryptography) for Standard Webhooks' Ed25519 signatures and SendGrid's ECDSA ones (which
 //! SendGrid's own library, PyPI sendgrid, checks beside hookgate), or
 //! Python's stdlib where a provider publishes no signer (shopify, typeform, calendly, paddle, webflow,
-//! generic hmac; Paddle's own SDK, PyPI paddle-python-sdk, and Webflow's, npm webflow-api, judge their
-//! requests beside hookgate), PHP's `hash_hmac` for woocommerce (a PHP plugin) and `requests` for
+//! square, generic hmac; Paddle's own SDK, PyPI paddle-python-sdk, Webflow's, npm webflow-api, and
+//! Square's, PyPI squareup, judge their requests beside hookgate), PHP's `hash_hmac` for woocommerce (a PHP plugin) and `requests` for
 //! basic auth and tokens. Each preset must accept the peer's request and reject
 //! a wrong secret, one changed body byte, each missing header and (where the scheme has one) a
 //! timestamp outside the window: too old, and too far in the future except for Stripe and Calendly,
@@ -864,6 +864,116 @@ fn webflow_signatures_are_judged_alike_by_webflows_sdk() {
 }
 
 #[test]
+fn square_with_stdlib_hmac() {
+    let mut c = Case::new("square", Preset::Square, Peer::Python, json_body());
+    c.required = &["x-square-hmacsha256-signature"];
+    c.run();
+}
+
+/// Behind a proxy, Square signs the URL registered with it, which hookgate does not see: `public_url`
+/// gives it, and the query hookgate receives is kept.
+#[test]
+fn square_behind_a_proxy_with_public_url() {
+    let mut c = Case::new("square-proxy", Preset::Square, Peer::Python, json_body());
+    c.spec.public_url = Some("https://hooks.example.com/webhooks/square".to_owned());
+    c.url = "http://10.0.0.7:8080/webhooks/square?tenant=7".to_owned();
+    c.signed_url = Some("https://hooks.example.com/webhooks/square?tenant=7".to_owned());
+    c.required = &["x-square-hmacsha256-signature"];
+    c.run();
+}
+
+/// Square's own SDK (PyPI `squareup`) judges the requests `sign.py` signs as hookgate does: the genuine
+/// one (its body has non-ASCII text: both hash UTF-8), another key, a changed body, and a request
+/// signed for another notification URL than the one registered. They differ on an empty body, which
+/// the SDK refuses before any check and hookgate verifies like any other (Square never sends one, and
+/// the receiver refuses it as no JSON after the check).
+#[test]
+fn square_signatures_are_judged_alike_by_squares_sdk() {
+    const KEY: &str = "wSdLqvd8ZmFAdRH0TkSFRw";
+    const REGISTERED: &str = "https://hooks.example.com/webhooks/square";
+    const OTHER: &str = "https://hooks.example.com/webhooks/square-2";
+    let body = json_body();
+    let changed = change_one_byte(&body);
+    let sign = |key: &str, url: &str, body: &str| json!({"preset": "square", "secret": key, "url": url, "body": body});
+    let signed = Peer::Python.sign(&[
+        sign(KEY, REGISTERED, &body),
+        sign("wSdLqvd8ZmFAdRH0TkSFRx", REGISTERED, &body),
+        sign(KEY, OTHER, &body),
+        sign(KEY, REGISTERED, ""),
+    ]);
+    let header = |i: usize| signed[i].header("x-square-hmacsha256-signature").to_owned();
+    // (header, registered URL, body, hookgate's verdict, the SDK's, what)
+    let cases: Vec<(String, &str, &str, &str, bool, &str)> = vec![
+        (header(0), REGISTERED, &body, "ok", true, "genuine"),
+        (
+            header(1),
+            REGISTERED,
+            &body,
+            "mismatch",
+            false,
+            "another key",
+        ),
+        (
+            header(0),
+            REGISTERED,
+            &changed,
+            "mismatch",
+            false,
+            "one changed body byte",
+        ),
+        (
+            header(2),
+            REGISTERED,
+            &body,
+            "mismatch",
+            false,
+            "signed for another URL",
+        ),
+        (header(2), OTHER, &body, "ok", true, "that URL registered"),
+        (
+            header(3),
+            REGISTERED,
+            "",
+            "ok",
+            false,
+            "an empty body (the SDK refuses it unchecked)",
+        ),
+    ];
+    let verdicts = common::peer_verify_square(&Value::Array(
+        cases
+            .iter()
+            .map(|(header, url, body, ..)| json!({"key": KEY, "url": url, "body": body, "header": header}))
+            .collect(),
+    ));
+    for ((header, url, body, ours, theirs, what), library) in cases.iter().zip(verdicts) {
+        assert_eq!(library, *theirs, "Square's SDK: {what}");
+        let v = with_secrets(
+            VerifySpec {
+                preset: Preset::Square,
+                public_url: Some((*url).to_owned()),
+                ..Default::default()
+            },
+            "HG_PEER_SQUARE_SDK",
+            &[KEY],
+        )
+        .build()
+        .unwrap_or_else(|p| panic!("{p:?}"));
+        let request = Signed {
+            headers: vec![("x-square-hmacsha256-signature".to_owned(), header.clone())],
+            url: None,
+            public_key: None,
+        };
+        // Received behind a proxy, at another address than the one Square signs.
+        let received = "http://10.0.0.7:8080/webhooks/square";
+        assert_eq!(
+            request.verdict(&v, received, body, None),
+            *ours,
+            "hookgate: {what}"
+        );
+    }
+}
+
+#[test]
 fn woocommerce_with_php_hash_hmac() {
     let mut c = Case::new("woocommerce", Preset::Woocommerce, Peer::Php, json_body());
     c.required = &["X-WC-Webhook-Signature"];
@@ -1241,7 +1351,7 @@ mod properties {
             value in "[ -~]{0,200}",
             ts in "[0-9]{0,25}",
         ) {
-            let cases: [(Preset, &[&str]); 12] = [
+            let cases: [(Preset, &[&str]); 13] = [
                 (Preset::Stripe, &["Stripe-Signature"]),
                 (Preset::Calendly, &["Calendly-Webhook-Signature"]),
                 (Preset::Paddle, &["Paddle-Signature"]),
@@ -1251,6 +1361,7 @@ mod properties {
                 (Preset::Shopify, &["X-Shopify-Hmac-Sha256"]),
                 (Preset::Typeform, &["Typeform-Signature"]),
                 (Preset::Woocommerce, &["X-WC-Webhook-Signature"]),
+                (Preset::Square, &["x-square-hmacsha256-signature"]),
                 (Preset::Slack, &["X-Slack-Signature"]),
                 (Preset::Hubspot, &["X-HubSpot-Signature-v3"]),
                 (Preset::Twilio, &["X-Twilio-Signature", "X-Twilio-Webhooks-Signature-Settings"]),

@@ -524,6 +524,13 @@ pub fn peer_verify_paddle(requests: &serde_json::Value) -> Vec<bool> {
     python_verdicts("tests/peers/verify_paddle.py", requests)
 }
 
+/// Square's own verdicts on signed webhook requests, from its SDK (PyPI `squareup`'s
+/// `square.utils.webhooks_helper.verify_signature`, through `tests/peers/verify_square.py`): requests
+/// `{"key", "url", "body", "header"}`, one boolean each.
+pub fn peer_verify_square(requests: &serde_json::Value) -> Vec<bool> {
+    python_verdicts("tests/peers/verify_square.py", requests)
+}
+
 /// A provider library's verdicts, one boolean per request, from a `tests/peers` script run in the
 /// peers' venv.
 fn python_verdicts(script: &str, requests: &serde_json::Value) -> Vec<bool> {

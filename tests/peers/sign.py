@@ -11,9 +11,10 @@ Signers: stripe (PyPI stripe), standard-webhooks (PyPI standardwebhooks; its asy
 cryptography, which is OpenSSL), sendgrid (OpenSSL through PyPI cryptography; checked by SendGrid's
 own library in verify_sendgrid.py), slack (PyPI slack_sdk),
 twilio (PyPI twilio), hubspot v1/v2/v3 (PyPI hubspot-api-client). shopify, typeform, calendly, zoom,
-paddle, webflow and mailgun publish no signer, so they are signed here with the standard library's
-hmac, following each provider's documentation independently of hookgate's Rust code (paddle's are also
-judged by Paddle's own SDK, verify_paddle.py, and webflow's by Webflow's, verify_webflow.mjs). mailgun's result has no headers: its
+paddle, webflow, square and mailgun publish no signer, so they are signed here with the standard
+library's hmac, following each provider's documentation independently of hookgate's Rust code (paddle's
+are also judged by Paddle's own SDK, verify_paddle.py, webflow's by Webflow's, verify_webflow.mjs, and
+square's by Square's, verify_square.py). mailgun's result has no headers: its
 "signature" object goes in the body.
 """
 import base64
@@ -198,6 +199,13 @@ def webflow_sign(r):
     return {"x-webflow-timestamp": ts, "x-webflow-signature": sig}
 
 
+def square_sign(r):
+    # Square "Verify and validate an event notification": x-square-hmacsha256-signature is the base64
+    # HMAC-SHA256 of the notification URL (as registered) followed by the raw body, under the
+    # subscription's signature key.
+    return {"x-square-hmacsha256-signature": base64.b64encode(stdlib_hmac(r, r["url"] + r["body"])).decode()}
+
+
 def typeform_sign(r):
     # Typeform "Secure your webhooks": "sha256=" + base64 HMAC-SHA256 of the payload.
     sig = base64.b64encode(stdlib_hmac(r, r["body"])).decode()
@@ -256,6 +264,7 @@ SIGNERS = {
     "mailgun": mailgun_sign,
     "paddle": paddle_sign,
     "webflow": webflow_sign,
+    "square": square_sign,
     "sendgrid": sendgrid_sign,
     "twilio": twilio_sign,
     "hubspot": hubspot_sign,

@@ -103,7 +103,7 @@ impl VerifySpec {
             | Preset::Mailgun => &["tolerance"],
             Preset::Github | Preset::Shopify | Preset::Typeform | Preset::Woocommerce => &[],
             Preset::Hubspot => &["version", "public_url", "tolerance"],
-            Preset::Twilio => &["public_url"],
+            Preset::Twilio | Preset::Square => &["public_url"],
             Preset::Hmac => &[
                 "tolerance",
                 "public_url",

@@ -1,6 +1,6 @@
 //! Signature verification presets (stripe, standard-webhooks, github, shopify, hubspot, typeform,
-//! calendly, paddle, slack, zoom, sendgrid, mailgun, twilio, woocommerce, webflow, generic hmac,
-//! basic auth, static token).
+//! calendly, paddle, slack, zoom, sendgrid, mailgun, twilio, woocommerce, webflow, square, generic
+//! hmac, basic auth, static token).
 //!
 //! A source's `verify:` block ([`VerifySpec`]) is compiled once by [`VerifySpec::build`], which
 //! resolves secrets and reports every configuration problem together; the resulting [`Verifier`]
@@ -82,6 +82,9 @@ pub enum Preset {
     /// Webflow: `x-webflow-signature`, hex HMAC-SHA256 over `{timestamp}:{body}`, the timestamp in
     /// milliseconds in `x-webflow-timestamp`; answered with the `200` Webflow wants.
     Webflow,
+    /// Square: `x-square-hmacsha256-signature`, base64 HMAC-SHA256 over the notification URL followed
+    /// by the body (`{url}{body}`); no timestamp, so replays are stopped by dedup on `$.event_id`.
+    Square,
     /// Generic HMAC: `header`, `prefix`, `algorithm`, `encoding`, `timestamp_header`, `id_header`,
     /// `signed_content`.
     #[default]
@@ -112,6 +115,7 @@ impl Preset {
             Preset::Twilio => "twilio",
             Preset::Woocommerce => "woocommerce",
             Preset::Webflow => "webflow",
+            Preset::Square => "square",
             Preset::Hmac => "hmac",
             Preset::Basic => "basic",
             Preset::Token => "token",

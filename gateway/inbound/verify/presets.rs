@@ -113,6 +113,15 @@ pub(crate) fn mac_scheme(
             template: template("{timestamp}:{body}"),
             ..body_only(header("x-webflow-signature", ""), Encoding::Hex)
         }),
+        // Square signs the notification URL as registered, then the body: behind a proxy that changes
+        // the scheme, host or path, `public_url` gives the registered one.
+        Preset::Square => Some(Shape {
+            template: template("{url}{body}"),
+            ..body_only(
+                header("x-square-hmacsha256-signature", ""),
+                Encoding::Base64,
+            )
+        }),
         Preset::Slack => Some(v0_timestamp(
             "X-Slack-Signature",
             "X-Slack-Request-Timestamp",
@@ -142,7 +151,10 @@ pub(crate) fn mac_scheme(
     };
     let has_timestamp = shape.as_ref().is_some_and(|s| s.timestamp.is_some());
     let tolerance = spec.tolerance(problems);
-    if spec.tolerance.is_some() && shape.is_some() && !has_timestamp {
+    // Only where `tolerance` can apply (hubspot v3, hmac with a timestamp header): a preset that never
+    // signs a timestamp has it reported once, as an option it does not take (`check_applicable`).
+    let may_take_tolerance = matches!(spec.preset, Preset::Hubspot | Preset::Hmac);
+    if spec.tolerance.is_some() && shape.is_some() && !has_timestamp && may_take_tolerance {
         problems.push(format!(
             "`tolerance` applies to preset {} only with a signed timestamp",
             spec.preset

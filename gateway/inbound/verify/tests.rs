@@ -866,6 +866,69 @@ fn kat_webflow() {
     }
 }
 
+/// Square: the two vectors of Square's own SDK tests (`verify_signature` in PyPI `squareup`, the same
+/// in its Node, Ruby and Java SDKs): a test notification, and a body with `>` and `<` as sent (no
+/// escaping). The URL is part of what is signed: received at another address, a request verifies only
+/// with `public_url` set to the registered notification URL, and the received query is kept.
+#[test]
+fn kat_square() {
+    const BODY: &str = r#"{"merchant_id":"MLEFBHHSJGVHD","type":"webhooks.test_notification","event_id":"ac3ac95b-f97d-458c-a6e6-18981597e05f","created_at":"2022-07-13T20:30:59.037339943Z","data":{"type":"webhooks","id":"bc368e64-01aa-407e-b46e-3231809b1129"}}"#;
+    const SIGNATURE: &str = "GF4YkrJgGBDZ9NIYbNXBnMzqb2HoL4RW/S6vkZ9/2N4=";
+    const NOTIFICATION_URL: &str = "https://webhook.site/679a4f3a-dcfa-49ee-bac5-9d0edad886b9";
+    let h = [("x-square-hmacsha256-signature", SIGNATURE)];
+    let v = preset(Preset::Square, "HG_T_SQUARE", "Ibxx_5AKakO-3qeNVR61Dw");
+    // Received at the registered URL itself (the URL hookgate rebuilds from Host and the path).
+    assert_eq!(check(&v, "POST", NOTIFICATION_URL, &h, BODY, at(0)), Ok(()));
+    // Received elsewhere (behind a proxy): the signed URL is not the one seen.
+    assert_eq!(reason(check(&v, "POST", URL, &h, BODY, at(0))), "mismatch");
+    let behind_proxy = build(VerifySpec {
+        preset: Preset::Square,
+        secret: Some(env_secret("HG_T_SQUARE_PUB", "Ibxx_5AKakO-3qeNVR61Dw")),
+        public_url: Some(NOTIFICATION_URL.into()),
+        ..Default::default()
+    });
+    assert_eq!(check(&behind_proxy, "POST", URL, &h, BODY, at(0)), Ok(()));
+    // The SDK's URL-mismatch case: a query the registered URL does not have is signed over too.
+    let with_query = format!("{URL}?tenant=7");
+    assert_eq!(
+        reason(check(&behind_proxy, "POST", &with_query, &h, BODY, at(0))),
+        "mismatch"
+    );
+    let changed = BODY.replace("MLEFBHHSJGVHD", "MLEFBHHSJGVHE");
+    assert_eq!(
+        reason(check(&v, "POST", NOTIFICATION_URL, &h, &changed, at(0))),
+        "mismatch"
+    );
+    let r = check(&v, "POST", NOTIFICATION_URL, &[], BODY, at(0));
+    assert_eq!(
+        r.map_err(|e| e.to_string()),
+        Err("missing header x-square-hmacsha256-signature".to_owned())
+    );
+    // No timestamp is signed: the same request verifies at any time (dedup on `$.event_id` stops
+    // replays), and `tolerance` is refused where it is written.
+    assert_eq!(
+        check(&v, "POST", NOTIFICATION_URL, &h, BODY, at(2_000_000_000)),
+        Ok(())
+    );
+    let escaped = preset(Preset::Square, "HG_T_SQUARE_ESC", "signature-key");
+    let h = [(
+        "x-square-hmacsha256-signature",
+        "Cxt7+aTi4rKgcA0bC4g9EHdVtLSDWdqccmL5MvihU4U=",
+    )];
+    let body = r#"{"data":{"type":"webhooks","id":">id<"}}"#;
+    assert_eq!(
+        check(
+            &escaped,
+            "POST",
+            "https://webhook.site/webhooks",
+            &h,
+            body,
+            at(0)
+        ),
+        Ok(())
+    );
+}
+
 /// WooCommerce: the body as WooCommerce sends it (PHP's `json_encode`, `\/` and `\u00eb` escaped) and
 /// its signature, both computed by PHP (`base64_encode(hash_hmac('sha256', $body, $secret, true))`, as
 /// `WC_Webhook::generate_signature` calls it).
@@ -1355,6 +1418,16 @@ fn build_checks_preset_specific_options() {
             ..Default::default()
         }),
         vec!["public_url: must be an absolute http(s) URL without query or fragment"]
+    );
+    // Square signs no timestamp: a window would protect nothing (dedup on `$.event_id` does).
+    assert_eq!(
+        problems(VerifySpec {
+            preset: Preset::Square,
+            secret: s(),
+            tolerance: Some("5m".into()),
+            ..Default::default()
+        }),
+        vec!["`tolerance` does not apply to preset square"]
     );
     assert_eq!(
         problems(VerifySpec {
@@ -1967,6 +2040,7 @@ fn every_preset_builds_with_defaults() {
         Preset::Twilio,
         Preset::Woocommerce,
         Preset::Webflow,
+        Preset::Square,
     ] {
         let v = preset(p, "HG_T_EVERY", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
         assert_eq!(v.preset(), p);
