@@ -454,7 +454,8 @@ fn verify(
     let Some(verifier) = &src.verifier else {
         return Ok(None);
     };
-    // Only the schemes that sign the URL (twilio, hubspot, a `{url}` template, a token parameter) read it.
+    // Only the schemes that sign the URL (twilio, hubspot, square, a `{url}` template, a token parameter)
+    // read it.
     let url = if verifier.needs_url() {
         signed_url(peer, &parts.headers, &parts.uri, &st.trusted_proxies)
     } else {
@@ -521,7 +522,7 @@ fn causes<'e>(
     std::iter::successors(Some(e), |e| e.source())
 }
 
-/// The URL as the sender addressed it, for schemes that sign it (twilio, hubspot). The scheme comes from
+/// The URL as the sender addressed it, for schemes that sign it (twilio, hubspot, square). The scheme comes from
 /// `X-Forwarded-Proto` only when the peer is a trusted proxy: its left-most value (the scheme the first
 /// proxy was reached by, where a chain appends), in any case (`HTTPS`).
 fn signed_url(peer: SocketAddr, headers: &HeaderMap, uri: &Uri, trusted: &CidrList) -> String {

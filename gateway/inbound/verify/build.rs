@@ -90,34 +90,7 @@ impl VerifySpec {
     /// (hubspot `tolerance` with v3, token `prefix` with `header`) are checked by the preset.
     fn check_applicable(&self, problems: &mut Problems) {
         const SECRETS: &[&str] = &["secret", "secrets"];
-        let extra: &[&str] = match self.preset {
-            Preset::StandardWebhooks | Preset::Sendgrid => {
-                &["tolerance", "public_key", "public_keys"]
-            }
-            Preset::Stripe
-            | Preset::Calendly
-            | Preset::Paddle
-            | Preset::Webflow
-            | Preset::Slack
-            | Preset::Zoom
-            | Preset::Mailgun => &["tolerance"],
-            Preset::Github | Preset::Shopify | Preset::Typeform | Preset::Woocommerce => &[],
-            Preset::Hubspot => &["version", "public_url", "tolerance"],
-            Preset::Twilio | Preset::Square => &["public_url"],
-            Preset::Hmac => &[
-                "tolerance",
-                "public_url",
-                "header",
-                "prefix",
-                "algorithm",
-                "encoding",
-                "timestamp_header",
-                "id_header",
-                "signed_content",
-            ],
-            Preset::Basic => &["username", "password", "passwords"],
-            Preset::Token => &["header", "prefix", "param", "field"],
-        };
+        let extra = self.preset.options();
         let uses_secrets = !matches!(self.preset, Preset::Basic | Preset::Sendgrid);
         for (name, set) in self.set_options() {
             let applies = extra.contains(&name) || (uses_secrets && SECRETS.contains(&name));
@@ -412,4 +385,39 @@ pub(crate) fn header_name(field: &str, name: &str, problems: &mut Problems) -> O
         return None;
     }
     Some(name.to_owned())
+}
+
+impl Preset {
+    /// The options besides `secret`/`secrets` the preset may take. Some apply only in some
+    /// configurations (hubspot `tolerance` with v3, token `prefix` with `header`): the preset checks those.
+    pub(crate) fn options(self) -> &'static [&'static str] {
+        match self {
+            Preset::StandardWebhooks | Preset::Sendgrid => {
+                &["tolerance", "public_key", "public_keys"]
+            }
+            Preset::Stripe
+            | Preset::Calendly
+            | Preset::Paddle
+            | Preset::Webflow
+            | Preset::Slack
+            | Preset::Zoom
+            | Preset::Mailgun => &["tolerance"],
+            Preset::Github | Preset::Shopify | Preset::Typeform | Preset::Woocommerce => &[],
+            Preset::Hubspot => &["version", "public_url", "tolerance"],
+            Preset::Twilio | Preset::Square => &["public_url"],
+            Preset::Hmac => &[
+                "tolerance",
+                "public_url",
+                "header",
+                "prefix",
+                "algorithm",
+                "encoding",
+                "timestamp_header",
+                "id_header",
+                "signed_content",
+            ],
+            Preset::Basic => &["username", "password", "passwords"],
+            Preset::Token => &["header", "prefix", "param", "field"],
+        }
+    }
 }

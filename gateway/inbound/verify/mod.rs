@@ -28,7 +28,7 @@
 //! ```
 //!
 //! The caller passes the raw body bytes, the method as sent (`POST`) and the full URL as received
-//! (`http://host/path?query`); schemes that sign the URL (twilio, hubspot v2/v3, hmac with `{url}`)
+//! (`http://host/path?query`); schemes that sign the URL (twilio, hubspot v2/v3, square, hmac with `{url}`)
 //! need `public_url` whenever a proxy changes the scheme, host, port or path the sender used.
 
 mod build;
@@ -156,7 +156,7 @@ pub struct VerifySpec {
     /// HubSpot signature version: `v1`, `v2` or `v3` (default v3).
     #[serde(default)]
     pub version: Option<String>,
-    /// The public URL the sender signs (twilio, hubspot v2/v3), when hookgate sits behind a proxy that rewrites it.
+    /// The public URL the sender signs (twilio, hubspot v2/v3, square), when hookgate sits behind a proxy that rewrites it.
     #[serde(default)]
     pub public_url: Option<String>,
     /// Generic hmac and token: the header carrying the signature or token.

@@ -151,9 +151,9 @@ pub(crate) fn mac_scheme(
     };
     let has_timestamp = shape.as_ref().is_some_and(|s| s.timestamp.is_some());
     let tolerance = spec.tolerance(problems);
-    // Only where `tolerance` can apply (hubspot v3, hmac with a timestamp header): a preset that never
-    // signs a timestamp has it reported once, as an option it does not take (`check_applicable`).
-    let may_take_tolerance = matches!(spec.preset, Preset::Hubspot | Preset::Hmac);
+    // Only for a preset that may take `tolerance` (hubspot v3, hmac with a timestamp header): one that
+    // never signs a timestamp has it reported once, as an option it does not take.
+    let may_take_tolerance = spec.preset.options().contains(&"tolerance");
     if spec.tolerance.is_some() && shape.is_some() && !has_timestamp && may_take_tolerance {
         problems.push(format!(
             "`tolerance` applies to preset {} only with a signed timestamp",

@@ -888,7 +888,7 @@ fn kat_square() {
         ..Default::default()
     });
     assert_eq!(check(&behind_proxy, "POST", URL, &h, BODY, at(0)), Ok(()));
-    // The SDK's URL-mismatch case: a query the registered URL does not have is signed over too.
+    // The received query is part of the URL: one the sender did not sign over makes it another URL.
     let with_query = format!("{URL}?tenant=7");
     assert_eq!(
         reason(check(&behind_proxy, "POST", &with_query, &h, BODY, at(0))),
