@@ -195,6 +195,58 @@ fn for_each_rule_with_relative_and_root_paths() {
     );
 }
 
+/// `for_each: $` reads the body's events: a batch (a list) is each of its elements, and a body that is
+/// one event (an object) is that event, once. Anything else at `$` still fails.
+#[test]
+fn for_each_over_the_body_takes_one_event_or_a_batch() {
+    let rules = r#"rules:
+  - name: each
+    for_each: $
+    when: { path: "@.event", equals: open }
+    custom_event:
+      event_name: email_opened
+      email: "@.email"
+"#;
+    let one = apply(
+        rules,
+        Event::new(json!({"event": "open", "email": "a@b.c"})),
+    )
+    .unwrap();
+    assert_eq!(
+        json_of(&one)[0]["custom_event"]["identifiers"],
+        json!({"email_id": "a@b.c"})
+    );
+    assert_eq!(
+        (one.len(), json_of(&one)[0]["index"].clone()),
+        (1, json!(0))
+    );
+    let batch = apply(
+        rules,
+        Event::new(json!([
+            {"event": "open", "email": "a@b.c"},
+            {"event": "click", "email": "d@e.f"},
+            {"event": "open", "email": "g@h.i"}
+        ])),
+    )
+    .unwrap();
+    let v = json_of(&batch);
+    assert_eq!(
+        (
+            batch.len(),
+            v[1]["custom_event"]["identifiers"]["email_id"].clone()
+        ),
+        (2, json!("g@h.i"))
+    );
+    assert!(apply(
+        rules,
+        Event::new(json!({"event": "click", "email": "a@b.c"}))
+    )
+    .unwrap()
+    .is_empty());
+    let e = apply(rules, Event::new(json!("open"))).unwrap_err();
+    assert_eq!(e, "rule `each`: for_each: expected a list at $, found text");
+}
+
 #[test]
 fn values() {
     let rules = r#"rules:

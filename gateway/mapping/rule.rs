@@ -250,6 +250,10 @@ impl Rule {
         let elements: &[Value] = match over.first(scope.root) {
             None | Some(Value::Null) => &[],
             Some(Value::Array(items)) => items,
+            // `for_each: $` runs over the body's events: a body that is one event is a list of one, since
+            // senders such as Mailjet and Segment post one event or a batch of them to the same URL. Any
+            // other path must find a list, so a path that misses the list fails loudly.
+            Some(one @ Value::Object(_)) if over.as_str() == "$" => std::slice::from_ref(one),
             Some(other) => {
                 return Err(fail(
                     None,
