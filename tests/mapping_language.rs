@@ -247,6 +247,45 @@ fn for_each_over_the_body_takes_one_event_or_a_batch() {
     assert_eq!(e, "rule `each`: for_each: expected a list at $, found text");
 }
 
+/// `event_properties: $.properties` takes every member of the object as a property, as it is (nested
+/// values too); a missing object gives none, and anything but an object fails the event.
+#[test]
+fn fields_from_the_members_of_an_object() {
+    let rules = r#"rules:
+  - name: track
+    custom_event:
+      event_name: tracked
+      ext_id: $.userId
+      event_properties: $.properties
+      contact_properties: { PLAN: $.plan }
+"#;
+    let got = apply(
+        rules,
+        Event::new(json!({"userId": "u1", "plan": "pro", "properties": {"total": 9.5, "currency": "EUR", "products": [{"sku": "A"}], "coupon": null}})),
+    )
+    .unwrap();
+    let event = &json_of(&got)[0]["custom_event"];
+    assert_eq!(
+        event["event_properties"],
+        json!({"total": 9.5, "currency": "EUR", "products": [{"sku": "A"}], "coupon": null})
+    );
+    assert_eq!(event["contact_properties"], json!({"PLAN": "pro"}));
+    let none = apply(rules, Event::new(json!({"userId": "u1"}))).unwrap();
+    assert_eq!(
+        json_of(&none)[0]["custom_event"].get("event_properties"),
+        None
+    );
+    let e = apply(
+        rules,
+        Event::new(json!({"userId": "u1", "properties": [1]})),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        "rule `track`: custom_event.event_properties: expected an object at $.properties, found a list"
+    );
+}
+
 #[test]
 fn values() {
     let rules = r#"rules:

@@ -8,7 +8,7 @@ use super::condition::Condition;
 use super::value::{eval_fields, Env, EvalError, FieldSpecs, Scope, ValueExpr};
 use super::yaml::{Ctx, Kind, Node};
 use super::MappedAction;
-use crate::action::{Action, Contact, ContactUpdate, CustomEvent, Identifier, Identifiers};
+use crate::action::{Action, Contact, ContactUpdate, CustomEvent, Fields, Identifier, Identifiers};
 use crate::jsonpath::JsonPath;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -61,13 +61,13 @@ enum ActionSpec {
     Contact {
         upsert: bool,
         ids: Ids,
-        attributes: FieldSpecs,
+        attributes: FieldsExpr,
         list_ids: Option<ValueExpr>,
         email_blacklisted: Option<ValueExpr>,
     },
     Update {
         ids: Ids,
-        attributes: FieldSpecs,
+        attributes: FieldsExpr,
         list_ids: Option<ValueExpr>,
         email_blacklisted: Option<ValueExpr>,
     },
@@ -75,9 +75,45 @@ enum ActionSpec {
         name: ValueExpr,
         date: Option<ValueExpr>,
         ids: Ids,
-        contact_properties: FieldSpecs,
-        event_properties: FieldSpecs,
+        contact_properties: FieldsExpr,
+        event_properties: FieldsExpr,
     },
+}
+
+/// An action's `attributes`, `contact_properties` or `event_properties`: named values, or a path
+/// (`$.properties`, `"@.properties"` in a `for_each`) whose object's members are taken as they are, for senders whose properties are their users' own
+/// (Segment's `properties`), which no file can list.
+#[derive(Debug)]
+enum FieldsExpr {
+    Named(FieldSpecs),
+    Members(ValueExpr),
+}
+
+impl FieldsExpr {
+    fn eval(&self, scope: Scope<'_>) -> Result<Fields, EvalError> {
+        let expr = match self {
+            FieldsExpr::Named(specs) => return eval_fields(specs, scope),
+            FieldsExpr::Members(expr) => expr,
+        };
+        match expr.eval(scope)?.as_deref() {
+            None => Ok(Fields::new()),
+            Some(Value::Object(members)) => {
+                let mut out = Fields::with_capacity(members.len());
+                for (name, v) in members {
+                    out.push_new(name.as_str().into(), v.clone());
+                }
+                Ok(out)
+            }
+            Some(other) => Err(EvalError {
+                field: String::new(),
+                reason: format!(
+                    "expected an object {}, found {}",
+                    expr.describe(),
+                    super::json_kind(other)
+                ),
+            }),
+        }
+    }
 }
 
 /// `email` and/or `ext_id`: at least one must have a value.
@@ -334,14 +370,21 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
                 fine & f.get(key).is_none_or(|n| lint_text(ctx, n, kind, key))
             });
     let event_name = value(ctx, "event_name");
-    let mut fields = |ctx: &mut Ctx, key: &str| -> FieldSpecs {
+    let mut fields = |ctx: &mut Ctx, key: &str| -> FieldsExpr {
         let Some(n) = f.get(key) else {
-            return Vec::new();
+            return FieldsExpr::Named(Vec::new());
         };
         let Some(entries) = n.as_map() else {
-            ctx.expected(n, &format!("{kind}.{key}"), "a map of names to values");
+            let what = format!("{kind}.{key}");
+            if n.as_str().is_some_and(|s| s.starts_with(['$', '@'])) {
+                if let Some(e) = ValueExpr::compile(ctx, n, &what, env) {
+                    return FieldsExpr::Members(e);
+                }
+            } else {
+                ctx.expected(n, &what, "a map of names to values, or a path to an object");
+            }
             ok = false;
-            return Vec::new();
+            return FieldsExpr::Named(Vec::new());
         };
         let mut out = Vec::with_capacity(entries.len());
         for (k, v) in entries {
@@ -350,7 +393,7 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
                 None => ok = false,
             }
         }
-        out
+        FieldsExpr::Named(out)
     };
     let attributes = fields(ctx, "attributes");
     let contact_properties = fields(ctx, "contact_properties");
@@ -545,7 +588,8 @@ impl ActionSpec {
                 let contact = Contact {
                     email,
                     ext_id,
-                    attributes: eval_fields(attributes, scope)
+                    attributes: attributes
+                        .eval(scope)
                         .map_err(|e| e.within(&format!("{kind}.attributes")))?,
                     list_ids: lists(list_ids, scope).map_err(|e| e.within(kind))?,
                     email_blacklisted: flag(email_blacklisted, scope)
@@ -572,7 +616,8 @@ impl ActionSpec {
                 };
                 Action::UpdateContact(ContactUpdate {
                     identifier,
-                    attributes: eval_fields(attributes, scope)
+                    attributes: attributes
+                        .eval(scope)
                         .map_err(|e| e.within(&format!("{kind}.attributes")))?,
                     list_ids: lists(list_ids, scope).map_err(|e| e.within(kind))?,
                     email_blacklisted: flag(email_blacklisted, scope)
@@ -609,9 +654,11 @@ impl ActionSpec {
                     event_name,
                     event_date,
                     identifiers: Identifiers { email_id, ext_id },
-                    contact_properties: eval_fields(contact_properties, scope)
+                    contact_properties: contact_properties
+                        .eval(scope)
                         .map_err(|e| e.within("custom_event.contact_properties"))?,
-                    event_properties: eval_fields(event_properties, scope)
+                    event_properties: event_properties
+                        .eval(scope)
                         .map_err(|e| e.within("custom_event.event_properties"))?,
                 })
             }
