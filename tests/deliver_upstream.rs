@@ -1598,6 +1598,92 @@ async fn square_customers_reach_the_upstream_and_an_opt_out_stops_mail() {
     );
 }
 
+/// Segment end to end through the shipped `mappings/segment.yaml`, its shared secret read from a file,
+/// each request signed by `sign.py` as Segment's Webhooks destinations sign (the hex HMAC-SHA1 of the
+/// body; checked against OpenSSL and Node's `createHmac` in the unit tests). An identify call becomes
+/// the contact and a track call the event with all its properties; Segment's retry of the track call
+/// is a duplicate; another secret and no signature are refused and not stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn segment_identify_and_track_reach_the_upstream() {
+    const SECRET: &str = "segment-shared-secret-91c2";
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let gw = serve_shipped(
+        &redis,
+        &up,
+        secrets.path(),
+        "segment.yaml",
+        "SEGMENT_SHARED_SECRET",
+        SECRET,
+    )
+    .await;
+    let identify = testdata("segment_identify.json");
+    let track = testdata("segment_track.json");
+    let sign =
+        |secret: &str, body: &str| json!({"preset": "segment", "secret": secret, "body": body});
+    let signed = peer_sign(&json!([
+        sign(SECRET, &identify),
+        sign(SECRET, &track),
+        sign("segment-shared-secret-91c3", &track),
+    ]));
+    let post = |i: Option<usize>, body: &str| {
+        let mut req = client()
+            .post(gw.url("segment"))
+            .header("content-type", "application/json");
+        if let Some(i) = i {
+            let sig = signed[i]["headers"]["X-Signature"]
+                .as_str()
+                .expect("signed");
+            req = req.header("X-Signature", sig);
+        }
+        req.body(body.to_owned()).send()
+    };
+    for (i, body, what) in [(0, &identify, "identify"), (1, &track, "track")] {
+        assert_eq!(
+            post(Some(i), body).await.unwrap().status().as_u16(),
+            202,
+            "{what}"
+        );
+    }
+    let retry = post(Some(1), &track).await.unwrap();
+    assert_eq!(retry.status().as_u16(), 200, "Segment's retry");
+    assert_eq!(retry.json::<Value>().await.unwrap()["duplicate"], true);
+    for (i, what) in [(Some(2), "another secret"), (None, "no signature")] {
+        let r = post(i, &track).await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{what}");
+    }
+    assert_eq!(
+        inbound_entries(&redis, "hookgate").len(),
+        2,
+        "the identify and the track call, once each"
+    );
+    assert_eq!(duplicates_counted(&gw, "segment").await, 1.0, "the retry");
+
+    let reqs = delivered_exactly(&up, 2, 10, "delivered").await;
+    assert_eq!(
+        first_to(&reqs, "/contacts"),
+        &json!({
+            "email": "peter@example.com",
+            "ext_id": "97980cfea0067",
+            "attributes": {"FIRSTNAME": "Peter", "LASTNAME": "Gibbons", "SMS": "+15550102030",
+                           "COMPANY": "Initech", "CITY": "Austin", "ZIP": "78701", "COUNTRY": "US"},
+            "updateEnabled": true
+        })
+    );
+    let event = first_to(&reqs, "/events");
+    let sent: Value = serde_json::from_str(&track).unwrap();
+    assert_eq!(event["event_name"], "order_completed");
+    assert_eq!(
+        event["identifiers"],
+        json!({"email_id": "peter@example.com", "ext_id": "97980cfea0067"})
+    );
+    assert_eq!(
+        event["event_properties"], sent["properties"],
+        "every property, as Segment sent it"
+    );
+}
+
 /// Mailgun end to end through the shipped `mappings/mailgun.yaml`, its signing key read from a file:
 /// Mailgun signs a timestamp and a token in the body, not the event, so the token is used once. A
 /// genuine failure is stored and becomes the hard bounce and the contact's flag; the same request

@@ -232,6 +232,7 @@ async fn every_other_preset_accepts_its_signer_and_refuses_the_rest_over_http() 
         ("paddle", "{ preset: paddle".to_string()),
         ("webflow", "{ preset: webflow".to_string()),
         ("square", "{ preset: square".to_string()),
+        ("segment", "{ preset: segment".to_string()),
         ("slack", "{ preset: slack".to_string()),
         ("hubspot-v1", "{ preset: hubspot, version: v1".to_string()),
         ("hubspot-v2", "{ preset: hubspot, version: v2".to_string()),
@@ -315,6 +316,14 @@ async fn every_other_preset_accepts_its_signer_and_refuses_the_rest_over_http() 
             json_body,
             gw.url("square"),
             json!({"preset": "square"}),
+            false,
+        ),
+        (
+            "segment",
+            "application/json",
+            json_body,
+            gw.url("segment"),
+            json!({"preset": "segment"}),
             false,
         ),
         (

@@ -3,7 +3,7 @@
 //! (PyPI cryptography) for Standard Webhooks' Ed25519 signatures and SendGrid's ECDSA ones (which
 //! SendGrid's own library, PyPI sendgrid, checks beside hookgate), or
 //! Python's stdlib where a provider publishes no signer (shopify, typeform, calendly, paddle, webflow,
-//! square, generic hmac; Paddle's own SDK, PyPI paddle-python-sdk, Webflow's, npm webflow-api, and
+//! square, segment, generic hmac; Paddle's own SDK, PyPI paddle-python-sdk, Webflow's, npm webflow-api, and
 //! Square's, PyPI squareup, judge their requests beside hookgate), PHP's `hash_hmac` for woocommerce (a PHP plugin) and `requests` for
 //! basic auth and tokens. Each preset must accept the peer's request and reject
 //! a wrong secret, one changed body byte, each missing header and (where the scheme has one) a
@@ -864,6 +864,13 @@ fn webflow_signatures_are_judged_alike_by_webflows_sdk() {
 }
 
 #[test]
+fn segment_with_stdlib_hmac() {
+    let mut c = Case::new("segment", Preset::Segment, Peer::Python, json_body());
+    c.required = &["X-Signature"];
+    c.run();
+}
+
+#[test]
 fn square_with_stdlib_hmac() {
     let mut c = Case::new("square", Preset::Square, Peer::Python, json_body());
     c.required = &["x-square-hmacsha256-signature"];
@@ -1359,7 +1366,7 @@ mod properties {
             value in "[ -~]{0,200}",
             ts in "[0-9]{0,25}",
         ) {
-            let cases: [(Preset, &[&str]); 13] = [
+            let cases: [(Preset, &[&str]); 14] = [
                 (Preset::Stripe, &["Stripe-Signature"]),
                 (Preset::Calendly, &["Calendly-Webhook-Signature"]),
                 (Preset::Paddle, &["Paddle-Signature"]),
@@ -1370,6 +1377,7 @@ mod properties {
                 (Preset::Typeform, &["Typeform-Signature"]),
                 (Preset::Woocommerce, &["X-WC-Webhook-Signature"]),
                 (Preset::Square, &["x-square-hmacsha256-signature"]),
+                (Preset::Segment, &["X-Signature"]),
                 (Preset::Slack, &["X-Slack-Signature"]),
                 (Preset::Hubspot, &["X-HubSpot-Signature-v3"]),
                 (Preset::Twilio, &["X-Twilio-Signature", "X-Twilio-Webhooks-Signature-Settings"]),

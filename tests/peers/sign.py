@@ -11,8 +11,8 @@ Signers: stripe (PyPI stripe), standard-webhooks (PyPI standardwebhooks; its asy
 cryptography, which is OpenSSL), sendgrid (OpenSSL through PyPI cryptography; checked by SendGrid's
 own library in verify_sendgrid.py), slack (PyPI slack_sdk),
 twilio (PyPI twilio), hubspot v1/v2/v3 (PyPI hubspot-api-client). shopify, typeform, calendly, zoom,
-paddle, webflow, square and mailgun publish no signer, so they are signed here with the standard
-library's hmac, following each provider's documentation independently of hookgate's Rust code (paddle's
+paddle, webflow, square, segment and mailgun publish no signer, so they are signed here with the
+standard library's hmac, following each provider's documentation independently of hookgate's Rust code (paddle's
 are also judged by Paddle's own SDK, verify_paddle.py, webflow's by Webflow's, verify_webflow.mjs, and
 square's by Square's, verify_square.py). mailgun's result has no headers: its
 "signature" object goes in the body.
@@ -206,6 +206,13 @@ def square_sign(r):
     return {"x-square-hmacsha256-signature": base64.b64encode(stdlib_hmac(r, r["url"] + r["body"])).decode()}
 
 
+def segment_sign(r):
+    # Segment's Webhooks destinations: X-Signature is the hex HMAC-SHA1 of the body (the event as
+    # JSON.stringify writes it) under the destination's shared secret.
+    sig = hmac.new(r["secret"].encode(), r["body"].encode(), hashlib.sha1).hexdigest()
+    return {"X-Signature": sig}
+
+
 def typeform_sign(r):
     # Typeform "Secure your webhooks": "sha256=" + base64 HMAC-SHA256 of the payload.
     sig = base64.b64encode(stdlib_hmac(r, r["body"])).decode()
@@ -265,6 +272,7 @@ SIGNERS = {
     "paddle": paddle_sign,
     "webflow": webflow_sign,
     "square": square_sign,
+    "segment": segment_sign,
     "sendgrid": sendgrid_sign,
     "twilio": twilio_sign,
     "hubspot": hubspot_sign,

@@ -402,7 +402,11 @@ impl Preset {
             | Preset::Slack
             | Preset::Zoom
             | Preset::Mailgun => &["tolerance"],
-            Preset::Github | Preset::Shopify | Preset::Typeform | Preset::Woocommerce => &[],
+            Preset::Github
+            | Preset::Shopify
+            | Preset::Typeform
+            | Preset::Woocommerce
+            | Preset::Segment => &[],
             Preset::Hubspot => &["version", "public_url", "tolerance"],
             Preset::Twilio | Preset::Square => &["public_url"],
             Preset::Hmac => &[

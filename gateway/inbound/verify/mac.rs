@@ -1,5 +1,5 @@
 //! The signature engine shared by every MAC-based preset (stripe, standard-webhooks, github,
-//! shopify, hubspot, typeform, calendly, paddle, slack, zoom, woocommerce, webflow, square), the generic `hmac`
+//! shopify, hubspot, typeform, calendly, paddle, slack, zoom, woocommerce, webflow, square, segment), the generic `hmac`
 //! preset, and the public-key signatures of standard-webhooks (`v1a`) and sendgrid.
 //!
 //! A scheme is data: where the signatures come from ([`Carrier`]), where the timestamp and id come

@@ -1,6 +1,6 @@
 //! Signature verification presets (stripe, standard-webhooks, github, shopify, hubspot, typeform,
-//! calendly, paddle, slack, zoom, sendgrid, mailgun, twilio, woocommerce, webflow, square, generic
-//! hmac, basic auth, static token).
+//! calendly, paddle, slack, zoom, sendgrid, mailgun, twilio, woocommerce, webflow, square, segment,
+//! generic hmac, basic auth, static token).
 //!
 //! A source's `verify:` block ([`VerifySpec`]) is compiled once by [`VerifySpec::build`], which
 //! resolves secrets and reports every configuration problem together; the resulting [`Verifier`]
@@ -85,6 +85,9 @@ pub enum Preset {
     /// Square: `x-square-hmacsha256-signature`, base64 HMAC-SHA256 over the notification URL followed
     /// by the body (`{url}{body}`); no timestamp, so replays are stopped by dedup on `$.event_id`.
     Square,
+    /// Segment's Webhooks destinations (and Customer.io's, which signs alike): `X-Signature`, hex
+    /// HMAC-SHA1 of the body, with no timestamp.
+    Segment,
     /// Generic HMAC: `header`, `prefix`, `algorithm`, `encoding`, `timestamp_header`, `id_header`,
     /// `signed_content`.
     #[default]
@@ -116,6 +119,7 @@ impl Preset {
             Preset::Woocommerce => "woocommerce",
             Preset::Webflow => "webflow",
             Preset::Square => "square",
+            Preset::Segment => "segment",
             Preset::Hmac => "hmac",
             Preset::Basic => "basic",
             Preset::Token => "token",

@@ -122,6 +122,10 @@ pub(crate) fn mac_scheme(
                 Encoding::Base64,
             )
         }),
+        Preset::Segment => Some(Shape {
+            mac: Mac::Hmac(Algorithm::Sha1),
+            ..body_only(header("X-Signature", ""), Encoding::Hex)
+        }),
         Preset::Slack => Some(v0_timestamp(
             "X-Slack-Signature",
             "X-Slack-Request-Timestamp",

@@ -929,6 +929,42 @@ fn kat_square() {
     );
 }
 
+/// Segment: a track call as its Webhooks (Actions) destination sends it (`JSON.stringify` of the event,
+/// non-ASCII as UTF-8) and its `X-Signature`, computed twice, by OpenSSL (`openssl dgst -sha1 -hmac`)
+/// and by Node's `createHmac('sha1', secret).update(body, 'utf8').digest('hex')`, the destination's own
+/// call; both gave this value. No time is signed.
+#[test]
+fn kat_segment() {
+    let v = preset(
+        Preset::Segment,
+        "HG_T_SEGMENT",
+        "segment-shared-secret-4f2a",
+    );
+    let body = r#"{"type":"track","event":"Order Completed","userId":"u-42","properties":{"total":19.5,"note":"café"},"messageId":"ajs-next-7f3c"}"#;
+    let h = [("X-Signature", "f226ac70c25906894173bcea5dd34139d940702d")];
+    assert_eq!(check(&v, "POST", URL, &h, body, at(0)), Ok(()));
+    assert_eq!(check(&v, "POST", URL, &h, body, at(2_000_000_000)), Ok(()));
+    let changed = body.replace("19.5", "19.6");
+    assert_eq!(
+        reason(check(&v, "POST", URL, &h, &changed, at(0))),
+        "mismatch"
+    );
+    let other = preset(
+        Preset::Segment,
+        "HG_T_SEGMENT_OTHER",
+        "segment-shared-secret-4f2b",
+    );
+    assert_eq!(
+        reason(check(&other, "POST", URL, &h, body, at(0))),
+        "mismatch"
+    );
+    let r = check(&v, "POST", URL, &[], body, at(0));
+    assert_eq!(
+        r.map_err(|e| e.to_string()),
+        Err("missing header X-Signature".to_owned())
+    );
+}
+
 /// WooCommerce: the body as WooCommerce sends it (PHP's `json_encode`, `\/` and `\u00eb` escaped) and
 /// its signature, both computed by PHP (`base64_encode(hash_hmac('sha256', $body, $secret, true))`, as
 /// `WC_Webhook::generate_signature` calls it).
@@ -2041,6 +2077,7 @@ fn every_preset_builds_with_defaults() {
         Preset::Woocommerce,
         Preset::Webflow,
         Preset::Square,
+        Preset::Segment,
     ] {
         let v = preset(p, "HG_T_EVERY", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
         assert_eq!(v.preset(), p);
