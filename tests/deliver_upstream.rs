@@ -1684,6 +1684,116 @@ async fn segment_identify_and_track_reach_the_upstream() {
     );
 }
 
+/// Mailjet end to end through the shipped `mappings/mailjet.yaml`, its password read from a file: Mailjet
+/// sends basic auth (the credentials in the URL it calls) and reads any answer but `200` as a failure.
+/// A grouped request (the Event API's version 2, a list) becomes each of its events, and one event on
+/// its own (version 1) that event; each is answered an empty `200`, the same bytes again are a
+/// duplicate, and another password or none is refused and not stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn mailjet_grouped_and_single_events_reach_the_upstream() {
+    const PASSWORD: &str = "mj-hook-password-7d3e";
+    let redis = Redis::start();
+    let up = RecordingUpstream::start().await;
+    let secrets = tempfile::tempdir().unwrap();
+    let gw = serve_shipped(
+        &redis,
+        &up,
+        secrets.path(),
+        "mailjet.yaml",
+        "MAILJET_WEBHOOK_PASSWORD",
+        PASSWORD,
+    )
+    .await;
+    let grouped = testdata("mailjet_grouped.json");
+    let single = r#"{"event":"click","time":1764000000,"MessageID":19421777396190491,"email":"ada@example.com","mj_campaign_id":7173,"mj_contact_id":320,"customcampaign":"","CustomID":"","Payload":"","url":"https://example.com/offer","ip":"127.0.0.1","geo":"US","agent":"Mozilla/5.0"}"#;
+    let signed = peer_sign(&json!([
+        {"preset": "basic", "username": "mailjet", "secret": PASSWORD},
+        {"preset": "basic", "username": "mailjet", "secret": "mj-hook-password-7d3f"},
+    ]));
+    let post = |i: Option<usize>, body: &str| {
+        let mut req = client()
+            .post(gw.url("mailjet"))
+            .header("content-type", "application/json");
+        if let Some(i) = i {
+            let auth = signed[i]["headers"]["Authorization"]
+                .as_str()
+                .expect("signed");
+            req = req.header("Authorization", auth);
+        }
+        req.body(body.to_owned()).send()
+    };
+    for (body, what) in [
+        (grouped.as_str(), "a grouped request"),
+        (single, "a single event"),
+        (grouped.as_str(), "Mailjet's retry"),
+    ] {
+        let r = post(Some(0), body).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{what}");
+        assert_eq!(r.text().await.unwrap(), "", "{what}: the file's empty 200");
+    }
+    for (i, what) in [(Some(1), "another password"), (None, "no credentials")] {
+        let r = post(i, single).await.unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{what}");
+    }
+    assert_eq!(
+        inbound_entries(&redis, "hookgate").len(),
+        2,
+        "the grouped request and the single event, once each"
+    );
+    assert_eq!(duplicates_counted(&gw, "mailjet").await, 1.0, "the retry");
+
+    // The grouped request: three events, the hard bounce's flag and the unsubscribe's suppression;
+    // the single one: its click.
+    let reqs = delivered_exactly(&up, 6, 10, "delivered").await;
+    let mut names: Vec<&str> = reqs
+        .iter()
+        .filter(|r| r.path == "/events")
+        .filter_map(|r| r.body["event_name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "email_clicked",
+            "email_hard_bounced",
+            "email_opened",
+            "email_unsubscribed"
+        ]
+    );
+    let click = reqs
+        .iter()
+        .find(|r| r.body["event_name"] == "email_clicked")
+        .map(|r| &r.body)
+        .expect("the click");
+    assert_eq!(
+        click["event_properties"],
+        json!({"message_id": "19421777396190491", "campaign_id": 7173, "link": "https://example.com/offer"}),
+        "the id as text, past 2^53"
+    );
+    let contacts: Vec<(&str, &str, &Value)> = reqs
+        .iter()
+        .filter(|r| r.path.starts_with("/contacts"))
+        .map(|r| (r.method.as_str(), r.path.as_str(), &r.body))
+        .collect();
+    assert_eq!(contacts.len(), 2, "{contacts:?}");
+    assert!(
+        contacts.contains(&(
+            "PUT",
+            "/contacts/bounce%40example.org",
+            &json!({"attributes": {"EMAIL_BOUNCED": true}})
+        )),
+        "{contacts:?}"
+    );
+    assert!(
+        contacts.contains(&(
+            "POST",
+            "/contacts",
+            &json!({"email": "grace@example.net", "emailBlacklisted": true, "updateEnabled": true})
+        )),
+        "{contacts:?}"
+    );
+}
+
 /// Mailgun end to end through the shipped `mappings/mailgun.yaml`, its signing key read from a file:
 /// Mailgun signs a timestamp and a token in the body, not the event, so the token is used once. A
 /// genuine failure is stored and becomes the hard bounce and the contact's flag; the same request
