@@ -169,7 +169,7 @@ impl Action {
 }
 
 /// Named values of an action (`attributes`, `contact_properties`, `event_properties`): a JSON object,
-/// kept in the order the mapping writes them. The names are shared with the compiled mapping
+/// kept in the order the mapping writes them (or, taken from a payload's object, in its order). The names are shared with the compiled mapping
 /// (`Arc<str>`), so building an action neither copies nor hashes a name: that was most of a
 /// mapping's cost. Equality ignores order, as for a JSON object.
 #[derive(Clone, Debug, Default)]
@@ -198,8 +198,8 @@ impl Fields {
         }
     }
 
-    /// Append a field the caller knows is not set yet (a mapping's field names are distinct:
-    /// the YAML parser rejects duplicate keys), without searching for it.
+    /// Append a field the caller knows is not set yet (a mapping's field names are distinct: the YAML
+    /// parser rejects duplicate keys; so are a JSON object's members), without searching for it.
     pub(crate) fn push_new(&mut self, name: Arc<str>, value: Value) {
         debug_assert!(self.get(&name).is_none(), "duplicate field {name}");
         self.0.push((name, value));

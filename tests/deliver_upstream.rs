@@ -84,20 +84,32 @@ async fn delivered_exactly(
     reqs
 }
 
-/// A gateway serving the shipped `mappings/<file>` alone, its `${env:<var>}` secret written to a file in
-/// `dir`, delivering to `up` with the fast retry settings.
-async fn serve_shipped(
-    redis: &Redis,
-    up: &RecordingUpstream,
-    dir: &std::path::Path,
-    file: &str,
-    var: &str,
-    secret: &str,
-) -> Gateway {
-    let secret = secret_file(dir, &format!("{file}.secret"), secret);
-    let mapping = shipped_mapping(file, var, &secret);
-    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
-    Gateway::start(redis, &[(file, &mapping)], &cfg).await
+/// A gateway serving the shipped `mappings/<file>` alone, with a Redis and a recording upstream of its
+/// own, its `${env:<var>}` secret written to a file in `_secrets` (kept while the gateway runs), and
+/// the fast retry settings.
+struct Shipped {
+    redis: Redis,
+    up: RecordingUpstream,
+    gw: Gateway,
+    _secrets: tempfile::TempDir,
+}
+
+impl Shipped {
+    async fn start(file: &str, var: &str, secret: &str) -> Shipped {
+        let redis = Redis::start();
+        let up = RecordingUpstream::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = secret_file(dir.path(), &format!("{file}.secret"), secret);
+        let mapping = shipped_mapping(file, var, &secret);
+        let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
+        let gw = Gateway::start(&redis, &[(file, &mapping)], &cfg).await;
+        Shipped {
+            redis,
+            up,
+            gw,
+            _secrets: dir,
+        }
+    }
 }
 
 /// `hookgate_inbound_duplicates_total` of `source`: the redeliveries it answered without storing.
@@ -1344,18 +1356,12 @@ async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
 #[tokio::test(flavor = "multi_thread")]
 async fn paddle_customers_and_payments_reach_the_upstream() {
     const SECRET: &str = "pdl_ntfset_01jdk7s0000000000000000000_kZp3YwQ9rT2vX8mN4bC6dF1gH5jL7sA0";
-    let redis = Redis::start();
-    let up = RecordingUpstream::start().await;
-    let secrets = tempfile::tempdir().unwrap();
-    let gw = serve_shipped(
-        &redis,
-        &up,
-        secrets.path(),
-        "paddle.yaml",
-        "PADDLE_WEBHOOK_SECRET",
-        SECRET,
-    )
-    .await;
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start("paddle.yaml", "PADDLE_WEBHOOK_SECRET", SECRET).await;
     let customer = testdata("paddle_customer_created.json");
     let transaction = testdata("paddle_transaction_completed.json");
     let now = now_secs();
@@ -1433,18 +1439,12 @@ async fn paddle_customers_and_payments_reach_the_upstream() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_webflow_form_submission_becomes_a_contact() {
     const SECRET: &str = "whsec_4d2c7f1e9a8b3c6d";
-    let redis = Redis::start();
-    let up = RecordingUpstream::start().await;
-    let secrets = tempfile::tempdir().unwrap();
-    let gw = serve_shipped(
-        &redis,
-        &up,
-        secrets.path(),
-        "webflow.yaml",
-        "WEBFLOW_WEBHOOK_SECRET",
-        SECRET,
-    )
-    .await;
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start("webflow.yaml", "WEBFLOW_WEBHOOK_SECRET", SECRET).await;
     let body = testdata("webflow_form_submission.json");
     let other = body.replace("6743523f9a1b2c3d4e5f6071", "6743523f9a1b2c3d4e5f6072");
     let now_ms = now_secs() * 1000;
@@ -1509,18 +1509,12 @@ async fn a_webflow_form_submission_becomes_a_contact() {
 #[tokio::test(flavor = "multi_thread")]
 async fn square_customers_reach_the_upstream_and_an_opt_out_stops_mail() {
     const KEY: &str = "Ibxx_5AKakO-3qeNVR61Dw";
-    let redis = Redis::start();
-    let up = RecordingUpstream::start().await;
-    let secrets = tempfile::tempdir().unwrap();
-    let gw = serve_shipped(
-        &redis,
-        &up,
-        secrets.path(),
-        "square.yaml",
-        "SQUARE_WEBHOOK_SIGNATURE_KEY",
-        KEY,
-    )
-    .await;
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start("square.yaml", "SQUARE_WEBHOOK_SIGNATURE_KEY", KEY).await;
     let created = testdata("square_customer_created.json");
     let mut updated: Value = serde_json::from_str(&created).unwrap();
     updated["type"] = json!("customer.updated");
@@ -1606,18 +1600,12 @@ async fn square_customers_reach_the_upstream_and_an_opt_out_stops_mail() {
 #[tokio::test(flavor = "multi_thread")]
 async fn segment_identify_and_track_reach_the_upstream() {
     const SECRET: &str = "segment-shared-secret-91c2";
-    let redis = Redis::start();
-    let up = RecordingUpstream::start().await;
-    let secrets = tempfile::tempdir().unwrap();
-    let gw = serve_shipped(
-        &redis,
-        &up,
-        secrets.path(),
-        "segment.yaml",
-        "SEGMENT_SHARED_SECRET",
-        SECRET,
-    )
-    .await;
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start("segment.yaml", "SEGMENT_SHARED_SECRET", SECRET).await;
     let identify = testdata("segment_identify.json");
     let track = testdata("segment_track.json");
     let sign =
@@ -1674,6 +1662,7 @@ async fn segment_identify_and_track_reach_the_upstream() {
     let event = first_to(&reqs, "/events");
     let sent: Value = serde_json::from_str(&track).unwrap();
     assert_eq!(event["event_name"], "order_completed");
+    assert_eq!(event["event_date"], "2026-11-20T11:20:01.987Z");
     assert_eq!(
         event["identifiers"],
         json!({"email_id": "peter@example.com", "ext_id": "97980cfea0067"})
@@ -1692,18 +1681,12 @@ async fn segment_identify_and_track_reach_the_upstream() {
 #[tokio::test(flavor = "multi_thread")]
 async fn mailjet_grouped_and_single_events_reach_the_upstream() {
     const PASSWORD: &str = "mj-hook-password-7d3e";
-    let redis = Redis::start();
-    let up = RecordingUpstream::start().await;
-    let secrets = tempfile::tempdir().unwrap();
-    let gw = serve_shipped(
-        &redis,
-        &up,
-        secrets.path(),
-        "mailjet.yaml",
-        "MAILJET_WEBHOOK_PASSWORD",
-        PASSWORD,
-    )
-    .await;
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start("mailjet.yaml", "MAILJET_WEBHOOK_PASSWORD", PASSWORD).await;
     let grouped = testdata("mailjet_grouped.json");
     let single = r#"{"event":"click","time":1764000000,"MessageID":19421777396190491,"email":"ada@example.com","mj_campaign_id":7173,"mj_contact_id":320,"customcampaign":"","CustomID":"","Payload":"","url":"https://example.com/offer","ip":"127.0.0.1","geo":"US","agent":"Mozilla/5.0"}"#;
     let signed = peer_sign(&json!([
@@ -1802,8 +1785,17 @@ async fn mailjet_grouped_and_single_events_reach_the_upstream() {
 /// are refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mailgun_signature_is_used_once_whatever_body_it_comes_with() {
-    let redis = Redis::start();
-    let up = RecordingUpstream::start().await;
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start(
+        "mailgun.yaml",
+        "MAILGUN_WEBHOOK_SIGNING_KEY",
+        "mg-signing-key-1",
+    )
+    .await;
     let now = now_secs();
     let request =
         |secret: &str, ts: u64| json!({"preset": "mailgun", "secret": secret, "timestamp": ts});
@@ -1817,16 +1809,6 @@ async fn a_mailgun_signature_is_used_once_whatever_body_it_comes_with() {
         event["signature"] = signed[i]["signature"].clone();
         event.to_string()
     };
-    let secrets = tempfile::tempdir().unwrap();
-    let gw = serve_shipped(
-        &redis,
-        &up,
-        secrets.path(),
-        "mailgun.yaml",
-        "MAILGUN_WEBHOOK_SIGNING_KEY",
-        "mg-signing-key-1",
-    )
-    .await;
     let post = |body: String| {
         let req = client()
             .post(gw.url("mailgun"))
@@ -1936,13 +1918,12 @@ async fn a_mailgun_signature_is_used_once_whatever_body_it_comes_with() {
 /// the event alone.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_google_ads_lead_becomes_a_contact_and_its_key_is_not_kept() {
-    let redis = Redis::start();
-    let up = RecordingUpstream::start().await;
-    let secrets = tempfile::tempdir().unwrap();
-    let gw = serve_shipped(
-        &redis,
-        &up,
-        secrets.path(),
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start(
         "google-ads.yaml",
         "GOOGLE_ADS_LEAD_KEY",
         "google-ads-lead-key",
@@ -2034,18 +2015,12 @@ async fn a_google_ads_lead_becomes_a_contact_and_its_key_is_not_kept() {
 #[tokio::test(flavor = "multi_thread")]
 async fn woocommerce_customers_and_orders_reach_the_upstream() {
     const SECRET: &str = "wc-webhook-secret-5f1e";
-    let redis = Redis::start();
-    let up = RecordingUpstream::start().await;
-    let secrets = tempfile::tempdir().unwrap();
-    let gw = serve_shipped(
-        &redis,
-        &up,
-        secrets.path(),
-        "woocommerce.yaml",
-        "WOOCOMMERCE_WEBHOOK_SECRET",
-        SECRET,
-    )
-    .await;
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start("woocommerce.yaml", "WOOCOMMERCE_WEBHOOK_SECRET", SECRET).await;
     let resource = |name: &str| -> Value { serde_json::from_str(&testdata(name)).unwrap() };
     let delivery = |payload: Value, topic: &str, webhook_id: u32| json!({"secret": SECRET, "payload": payload, "topic": topic, "webhook_id": webhook_id, "delivery_id": "9c1d7e"});
     let mut another_order = resource("woocommerce_order.json");
@@ -2159,18 +2134,12 @@ async fn woocommerce_customers_and_orders_reach_the_upstream() {
 /// duplicate (known by its bytes), and a wrong key is refused.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_mailchimp_audience_webhook_is_checked_then_synced() {
-    let redis = Redis::start();
-    let up = RecordingUpstream::start().await;
-    let secrets = tempfile::tempdir().unwrap();
-    let gw = serve_shipped(
-        &redis,
-        &up,
-        secrets.path(),
-        "mailchimp.yaml",
-        "MAILCHIMP_WEBHOOK_KEY",
-        "mc-key-7f3a",
-    )
-    .await;
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start("mailchimp.yaml", "MAILCHIMP_WEBHOOK_KEY", "mc-key-7f3a").await;
     let url = format!("{}?key=mc-key-7f3a", gw.url("mailchimp"));
 
     let r = client().get(&url).send().await.unwrap();

@@ -243,12 +243,26 @@ fn for_each_over_the_body_takes_one_event_or_a_batch() {
     )
     .unwrap()
     .is_empty());
+    let one_bad = r#"rules:
+  - name: each
+    for_each: $
+    custom_event: { event_name: e, email: "@.email" }
+"#;
+    let e = apply(one_bad, Event::new(json!({"event": "open"}))).unwrap_err();
+    assert_eq!(
+        e, "rule `each`: custom_event.email: required value missing at @.email",
+        "one event has no element number"
+    );
+    let e = apply(one_bad, Event::new(json!([{"email": "a@b.c"}, {}]))).unwrap_err();
+    assert!(e.starts_with("rule `each`: element 1: "), "{e}");
     let e = apply(rules, Event::new(json!("open"))).unwrap_err();
     assert_eq!(e, "rule `each`: for_each: expected a list at $, found text");
 }
 
 /// `event_properties: $.properties` takes every member of the object as a property, as it is (nested
-/// values too); a missing object gives none, and anything but an object fails the event.
+/// values too), in the payload's order, a null member left out as a null field is; a missing or null
+/// object gives none, and anything but an object fails the event. Inside a `for_each`, `"@.properties"`
+/// reads each element's.
 #[test]
 fn fields_from_the_members_of_an_object() {
     let rules = r#"rules:
@@ -267,13 +281,44 @@ fn fields_from_the_members_of_an_object() {
     let event = &json_of(&got)[0]["custom_event"];
     assert_eq!(
         event["event_properties"],
-        json!({"total": 9.5, "currency": "EUR", "products": [{"sku": "A"}], "coupon": null})
+        json!({"total": 9.5, "currency": "EUR", "products": [{"sku": "A"}]})
+    );
+    let names: Vec<&String> = event["event_properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(
+        names,
+        ["total", "currency", "products"],
+        "the payload's order"
     );
     assert_eq!(event["contact_properties"], json!({"PLAN": "pro"}));
-    let none = apply(rules, Event::new(json!({"userId": "u1"}))).unwrap();
+    for body in [
+        json!({"userId": "u1"}),
+        json!({"userId": "u1", "properties": null}),
+    ] {
+        let none = apply(rules, Event::new(body)).unwrap();
+        assert_eq!(
+            json_of(&none)[0]["custom_event"].get("event_properties"),
+            None
+        );
+    }
+    let each = r#"rules:
+  - name: each
+    for_each: $
+    upsert_contact: { ext_id: "@.id", attributes: "@.traits" }
+"#;
+    let got = apply(
+        each,
+        Event::new(json!([{"id": "a", "traits": {"PLAN": "pro"}}, {"id": "b", "traits": {"PLAN": "free", "SEATS": 3}}])),
+    )
+    .unwrap();
+    let v = json_of(&got);
+    assert_eq!(v[0]["upsert_contact"]["attributes"], json!({"PLAN": "pro"}));
     assert_eq!(
-        json_of(&none)[0]["custom_event"].get("event_properties"),
-        None
+        v[1]["upsert_contact"]["attributes"],
+        json!({"PLAN": "free", "SEATS": 3})
     );
     let e = apply(
         rules,

@@ -97,9 +97,10 @@ impl FieldsExpr {
         };
         match expr.eval(scope)?.as_deref() {
             None => Ok(Fields::new()),
+            // A null member is missing, as a named field's null is: left out, never sent empty.
             Some(Value::Object(members)) => {
                 let mut out = Fields::with_capacity(members.len());
-                for (name, v) in members {
+                for (name, v) in members.iter().filter(|(_, v)| !v.is_null()) {
                     out.push_new(name.as_str().into(), v.clone());
                 }
                 Ok(out)
@@ -287,8 +288,8 @@ impl Rule {
             None | Some(Value::Null) => &[],
             Some(Value::Array(items)) => items,
             // `for_each: $` runs over the body's events: a body that is one event is a list of one, since
-            // senders such as Mailjet and Segment post one event or a batch of them to the same URL. Any
-            // other path must find a list, so a path that misses the list fails loudly.
+            // senders such as Mailjet post one event or a batch of them to the same URL. Any other path
+            // must find a list, so a path that misses the list fails loudly.
             Some(one @ Value::Object(_)) if over.as_str() == "$" => std::slice::from_ref(one),
             Some(other) => {
                 return Err(fail(
@@ -304,6 +305,8 @@ impl Rule {
                 ))
             }
         };
+        // A body that is one event has no element number to report.
+        let listed = !matches!(over.first(scope.root), Some(Value::Object(_)));
         let mut matched = false;
         let mut index = 0;
         for (i, el) in elements.iter().enumerate() {
@@ -311,14 +314,15 @@ impl Rule {
                 item: Some(el),
                 ..scope
             };
+            let at = listed.then_some(i);
             if let Some(when) = &self.when {
-                if !when.eval(inner).map_err(|e| fail(Some(i), e))? {
+                if !when.eval(inner).map_err(|e| fail(at, e))? {
                     continue;
                 }
             }
             matched = true;
             for a in &self.actions {
-                let action = a.build(inner).map_err(|e| fail(Some(i), e))?;
+                let action = a.build(inner).map_err(|e| fail(at, e))?;
                 out.push(self.mapped(index, action));
                 index += 1;
             }
@@ -376,7 +380,7 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
         };
         let Some(entries) = n.as_map() else {
             let what = format!("{kind}.{key}");
-            if n.as_str().is_some_and(|s| s.starts_with(['$', '@'])) {
+            if n.as_str().is_some_and(super::value::looks_like_path) {
                 if let Some(e) = ValueExpr::compile(ctx, n, &what, env) {
                     return FieldsExpr::Members(e);
                 }

@@ -510,7 +510,7 @@ fn path_nodes<'a>(path: &JsonPath, scope: Scope<'a>) -> Vec<&'a Value> {
 }
 
 /// Text that would be read as a path.
-fn looks_like_path(s: &str) -> bool {
+pub(super) fn looks_like_path(s: &str) -> bool {
     s.starts_with('$') || s.starts_with('@')
 }
 
