@@ -1675,8 +1675,9 @@ async fn segment_identify_and_track_reach_the_upstream() {
 
 /// Mailjet end to end through the shipped `mappings/mailjet.yaml`, its password read from a file: Mailjet
 /// sends basic auth (the credentials in the URL it calls) and reads any answer but `200` as a failure.
-/// A grouped request (the Event API's version 2, a list) becomes each of its events, and one event on
-/// its own (version 1) that event; each is answered an empty `200`, the same bytes again are a
+/// A grouped request (the Event API's version 2, a list) becomes each of its events (its unsubscribe
+/// from a contact list an event only), and one event on its own (version 1), a spam report, that event
+/// and the address's suppression; each is answered an empty `200`, the same bytes again are a
 /// duplicate, and another password or none is refused and not stored.
 #[tokio::test(flavor = "multi_thread")]
 async fn mailjet_grouped_and_single_events_reach_the_upstream() {
@@ -1688,7 +1689,7 @@ async fn mailjet_grouped_and_single_events_reach_the_upstream() {
         _secrets,
     } = Shipped::start("mailjet.yaml", "MAILJET_WEBHOOK_PASSWORD", PASSWORD).await;
     let grouped = testdata("mailjet_grouped.json");
-    let single = r#"{"event":"click","time":1764000000,"MessageID":19421777396190491,"email":"ada@example.com","mj_campaign_id":7173,"mj_contact_id":320,"customcampaign":"","CustomID":"","Payload":"","url":"https://example.com/offer","ip":"127.0.0.1","geo":"US","agent":"Mozilla/5.0"}"#;
+    let single = r#"{"event":"spam","time":1764000000,"MessageID":19421777396190491,"email":"ada@example.com","mj_campaign_id":7173,"mj_contact_id":320,"customcampaign":"","CustomID":"","Payload":"","source":"JMRPP"}"#;
     let signed = peer_sign(&json!([
         {"preset": "basic", "username": "mailjet", "secret": PASSWORD},
         {"preset": "basic", "username": "mailjet", "secret": "mj-hook-password-7d3f"},
@@ -1725,8 +1726,8 @@ async fn mailjet_grouped_and_single_events_reach_the_upstream() {
     );
     assert_eq!(duplicates_counted(&gw, "mailjet").await, 1.0, "the retry");
 
-    // The grouped request: three events, the hard bounce's flag and the unsubscribe's suppression;
-    // the single one: its click.
+    // The grouped request: three events and the hard bounce's flag; the single one: the spam report
+    // and the suppression.
     let reqs = delivered_exactly(&up, 6, 10, "delivered").await;
     let mut names: Vec<&str> = reqs
         .iter()
@@ -1737,20 +1738,20 @@ async fn mailjet_grouped_and_single_events_reach_the_upstream() {
     assert_eq!(
         names,
         [
-            "email_clicked",
+            "email_complained",
             "email_hard_bounced",
             "email_opened",
             "email_unsubscribed"
         ]
     );
-    let click = reqs
+    let spam = reqs
         .iter()
-        .find(|r| r.body["event_name"] == "email_clicked")
+        .find(|r| r.body["event_name"] == "email_complained")
         .map(|r| &r.body)
-        .expect("the click");
+        .expect("the spam report");
     assert_eq!(
-        click["event_properties"],
-        json!({"message_id": "19421777396190491", "campaign_id": 7173, "link": "https://example.com/offer"}),
+        spam["event_properties"],
+        json!({"message_id": "19421777396190491", "campaign_id": 7173, "feedback_loop": "JMRPP"}),
         "the id as text, past 2^53"
     );
     let contacts: Vec<(&str, &str, &Value)> = reqs
@@ -1771,7 +1772,7 @@ async fn mailjet_grouped_and_single_events_reach_the_upstream() {
         contacts.contains(&(
             "POST",
             "/contacts",
-            &json!({"email": "grace@example.net", "emailBlacklisted": true, "updateEnabled": true})
+            &json!({"email": "ada@example.com", "emailBlacklisted": true, "updateEnabled": true})
         )),
         "{contacts:?}"
     );
