@@ -169,9 +169,10 @@ impl Action {
 }
 
 /// Named values of an action (`attributes`, `contact_properties`, `event_properties`): a JSON object,
-/// kept in the order the mapping writes them (or, taken from a payload's object, in its order). The names are shared with the compiled mapping
-/// (`Arc<str>`), so building an action neither copies nor hashes a name: that was most of a
-/// mapping's cost. Equality ignores order, as for a JSON object.
+/// kept in the order the mapping writes them (or, taken from a payload's object, in its order). Named
+/// fields share their names with the compiled mapping (`Arc<str>`), so building an action neither
+/// copies nor hashes a name: that was most of a mapping's cost; members taken from a payload's object
+/// are copied. Equality ignores order, as for a JSON object.
 #[derive(Clone, Debug, Default)]
 pub struct Fields(Vec<(Arc<str>, Value)>);
 

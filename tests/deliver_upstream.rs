@@ -900,12 +900,17 @@ async fn route_overrides_reach_the_upstream_as_configured() {
 /// stores the raw bytes with the content type, and the worker reads them the same way.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_latin1_form_reaches_the_upstream_as_utf8() {
-    let redis = Redis::start();
-    let up = RecordingUpstream::start().await;
-    let secrets = tempfile::tempdir().unwrap();
-    let mapping = activecampaign_mapping(secrets.path(), "ac-token-1");
-    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
-    let gw = Gateway::start(&redis, &[("activecampaign.yaml", &mapping)], &cfg).await;
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start(
+        "activecampaign.yaml",
+        "ACTIVECAMPAIGN_WEBHOOK_TOKEN",
+        "ac-token-1",
+    )
+    .await;
     // 0xE9 is é and 0xF6 is ö in ISO-8859-1; as UTF-8 these bytes are malformed.
     let body = "type=subscribe&contact[id]=8&contact[email]=rene%40example.com&contact[first_name]=Ren%E9e&contact[fields][company]=K%F6ln+GmbH";
     let post = |ct: &'static str| {
@@ -1230,8 +1235,6 @@ async fn an_entry_with_an_unreadable_receipt_is_dead_lettered_not_dropped() {
 /// contact update, and the spam report's (`emailBlacklisted`).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
-    let redis = Redis::start();
-    let up = RecordingUpstream::start().await;
     let body = testdata("sendgrid_events.json");
     let now = now_secs();
     let request = |key: u64, ts: u64| json!({"preset": "sendgrid", "private_key": key, "timestamp": ts, "body": body});
@@ -1240,15 +1243,17 @@ async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
         request(0x0b0b, now),
         request(0x5e9d, now - 400)
     ]));
-    let keys = tempfile::tempdir().unwrap();
-    let key = secret_file(
-        keys.path(),
-        "sendgrid.pub",
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start(
+        "sendgrid.yaml",
+        "SENDGRID_WEBHOOK_PUBLIC_KEY",
         signed[0]["public_key"].as_str().unwrap(),
-    );
-    let mapping = shipped_mapping("sendgrid.yaml", "SENDGRID_WEBHOOK_PUBLIC_KEY", &key);
-    let cfg = format!("upstream: {{ url: \"{}\" }}\n{FAST}", up.url());
-    let gw = Gateway::start(&redis, &[("sendgrid.yaml", &mapping)], &cfg).await;
+    )
+    .await;
     let post = |headers: &Value, body: &str| {
         let mut req = client()
             .post(gw.url("sendgrid"))

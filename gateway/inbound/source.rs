@@ -77,8 +77,9 @@ pub struct DedupSpec {
     /// A request header.
     #[serde(default)]
     pub header: Option<String>,
-    /// The exact body: for senders whose events carry no id (Mailchimp, Brevo, ActiveCampaign) or whose
-    /// batches carry several (SendGrid), a request sent again is stored once.
+    /// The exact body: for senders whose events carry no id (Mailchimp, Brevo, ActiveCampaign, Mailjet)
+    /// or whose batches carry several (SendGrid, Mailjet's grouped events), a request sent again is
+    /// stored once.
     #[serde(default)]
     pub body: Option<bool>,
     /// How long an id is remembered; default 72h.

@@ -5,7 +5,9 @@
 //! `actions:`. Every matching rule fires, in file order, until one with `stop: true` matches.
 
 use super::condition::Condition;
-use super::value::{eval_fields, Env, EvalError, FieldSpecs, Scope, ValueExpr};
+use super::value::{
+    eval_fields, first, looks_like_path, Env, EvalError, FieldSpecs, Scope, ValueExpr,
+};
 use super::yaml::{Ctx, Kind, Node};
 use super::MappedAction;
 use crate::action::{Action, Contact, ContactUpdate, CustomEvent, Fields, Identifier, Identifiers};
@@ -52,6 +54,8 @@ pub struct Rule {
     pub name: String,
     when: Option<Condition>,
     for_each: Option<JsonPath>,
+    /// `for_each: $`: a body that is one object is one event (see `apply`).
+    over_body: bool,
     pub stop: bool,
     actions: Vec<ActionSpec>,
 }
@@ -86,17 +90,17 @@ enum ActionSpec {
 #[derive(Debug)]
 enum FieldsExpr {
     Named(FieldSpecs),
-    Members(ValueExpr),
+    Members(JsonPath),
 }
 
 impl FieldsExpr {
     fn eval(&self, scope: Scope<'_>) -> Result<Fields, EvalError> {
-        let expr = match self {
+        let path = match self {
             FieldsExpr::Named(specs) => return eval_fields(specs, scope),
-            FieldsExpr::Members(expr) => expr,
+            FieldsExpr::Members(path) => path,
         };
-        match expr.eval(scope)?.as_deref() {
-            None => Ok(Fields::new()),
+        match first(path, scope) {
+            None | Some(Value::Null) => Ok(Fields::new()),
             // A null member is missing, as a named field's null is: left out, never sent empty.
             Some(Value::Object(members)) => {
                 let mut out = Fields::with_capacity(members.len());
@@ -108,8 +112,8 @@ impl FieldsExpr {
             Some(other) => Err(EvalError {
                 field: String::new(),
                 reason: format!(
-                    "expected an object {}, found {}",
-                    expr.describe(),
+                    "expected an object at {}, found {}",
+                    path.as_str(),
                     super::json_kind(other)
                 ),
             }),
@@ -129,7 +133,8 @@ struct Ids {
 #[error("rule `{rule}`: {}{field}: {reason}", element.map(|i| format!("element {i}: ")).unwrap_or_default())]
 pub struct MapError {
     pub rule: String,
-    /// The `for_each` element, when the rule has one.
+    /// The `for_each` element, when the rule has one (none for `for_each: $` over a body that is one
+    /// object).
     pub element: Option<usize>,
     pub field: String,
     pub reason: String,
@@ -256,6 +261,7 @@ impl Rule {
         ok.then_some(Rule {
             name,
             when,
+            over_body: for_each.as_ref().is_some_and(|p| p.as_str() == "$"),
             for_each,
             stop,
             actions,
@@ -284,13 +290,14 @@ impl Rule {
             return Ok(true);
         };
         // With for_each, `when` is tested per element (it may use `@` paths).
-        let elements: &[Value] = match over.first(scope.root) {
-            None | Some(Value::Null) => &[],
-            Some(Value::Array(items)) => items,
+        let (elements, listed): (&[Value], bool) = match over.first(scope.root) {
+            None | Some(Value::Null) => (&[], true),
+            Some(Value::Array(items)) => (items, true),
             // `for_each: $` runs over the body's events: a body that is one event is a list of one, since
             // senders such as Mailjet post one event or a batch of them to the same URL. Any other path
             // must find a list, so a path that misses the list fails loudly.
-            Some(one @ Value::Object(_)) if over.as_str() == "$" => std::slice::from_ref(one),
+            // A body that is one event has no element number to report.
+            Some(one @ Value::Object(_)) if self.over_body => (std::slice::from_ref(one), false),
             Some(other) => {
                 return Err(fail(
                     None,
@@ -305,8 +312,6 @@ impl Rule {
                 ))
             }
         };
-        // A body that is one event has no element number to report.
-        let listed = !matches!(over.first(scope.root), Some(Value::Object(_)));
         let mut matched = false;
         let mut index = 0;
         for (i, el) in elements.iter().enumerate() {
@@ -380,9 +385,9 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
         };
         let Some(entries) = n.as_map() else {
             let what = format!("{kind}.{key}");
-            if n.as_str().is_some_and(super::value::looks_like_path) {
-                if let Some(e) = ValueExpr::compile(ctx, n, &what, env) {
-                    return FieldsExpr::Members(e);
+            if let Some(s) = n.as_str().filter(|s| looks_like_path(s)) {
+                if let Some(path) = super::value::compile_path(ctx, n, s, &what, env) {
+                    return FieldsExpr::Members(path);
                 }
             } else {
                 ctx.expected(n, &what, "a map of names to values, or a path to an object");
@@ -459,7 +464,7 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
 /// A constant email without `@` is almost always a path written without `$.`.
 fn lint_email(ctx: &mut Ctx, n: &Node, kind: &str) {
     if let Some(s) = n.as_str() {
-        if !s.starts_with('$') && !s.starts_with('@') && !s.contains("{{") && !s.contains('@') {
+        if !computed(s) && !s.contains('@') {
             ctx.error(
                 n.loc,
                 format!("{kind}.email: `{s}` is neither a path nor an email address"),
@@ -527,7 +532,7 @@ fn lint_flag(ctx: &mut Ctx, n: &Node, kind: &str, key: &str) -> bool {
 
 /// Whether a written text is a value to compute (a path or a template) rather than a constant.
 fn computed(s: &str) -> bool {
-    s.starts_with('$') || s.starts_with('@') || s.contains("{{")
+    looks_like_path(s) || s.contains("{{")
 }
 
 /// Constant list ids must be whole numbers: anything else would fail every event at delivery.

@@ -488,7 +488,7 @@ pub(super) fn eval_object(
 
 /// The first node a path selects that is not null: null counts as missing, so `$..email` over a null
 /// `email` and a set one takes the set one.
-fn first<'a>(path: &JsonPath, scope: Scope<'a>) -> Option<&'a Value> {
+pub(super) fn first<'a>(path: &JsonPath, scope: Scope<'a>) -> Option<&'a Value> {
     let base = if path.is_relative() {
         scope.item?
     } else {

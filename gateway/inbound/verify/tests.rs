@@ -905,7 +905,7 @@ fn kat_square() {
         Err("missing header x-square-hmacsha256-signature".to_owned())
     );
     // No timestamp is signed: the same request verifies at any time (dedup on `$.event_id` stops
-    // replays), and `tolerance` is refused where it is written.
+    // replays; `tolerance` is refused, build_checks_preset_specific_options).
     assert_eq!(
         check(&v, "POST", NOTIFICATION_URL, &h, BODY, at(2_000_000_000)),
         Ok(())
@@ -1464,6 +1464,16 @@ fn build_checks_preset_specific_options() {
             ..Default::default()
         }),
         vec!["`tolerance` does not apply to preset square"]
+    );
+    assert_eq!(
+        problems(VerifySpec {
+            preset: Preset::Github,
+            secret: s(),
+            tolerance: Some("5m".into()),
+            ..Default::default()
+        }),
+        vec!["`tolerance` does not apply to preset github"],
+        "said once, as an option the preset never takes"
     );
     assert_eq!(
         problems(VerifySpec {
