@@ -1254,33 +1254,21 @@ async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
         signed[0]["public_key"].as_str().unwrap(),
     )
     .await;
-    let post = |headers: &Value, body: &str| {
-        let mut req = client()
-            .post(gw.url("sendgrid"))
-            .header("content-type", "application/json");
-        for (k, v) in headers.as_object().unwrap() {
-            req = req.header(k.as_str(), v.as_str().unwrap());
-        }
-        let req = req.body(body.to_owned());
-        async move {
-            let r = req.send().await.unwrap();
-            let s = r.status().as_u16();
-            (s, r.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
-    let (status, answer) = post(&signed[0]["headers"], &body).await;
+    let url = gw.url("sendgrid");
+    let post = |headers: &Value, body: &str| post_signed(&url, headers, body);
+    let (status, answer) = status_and_json(post(&signed[0]["headers"], &body).await).await;
     assert_eq!(status, 202, "{answer}");
-    let (status, answer) = post(&signed[0]["headers"], &body).await;
+    let (status, answer) = status_and_json(post(&signed[0]["headers"], &body).await).await;
     assert_eq!((status, answer["duplicate"].as_bool()), (200, Some(true)));
     let tampered = body.replace("bob@example.net", "eve@example.net");
-    let (status, answer) = post(&signed[0]["headers"], &tampered).await;
+    let (status, answer) = status_and_json(post(&signed[0]["headers"], &tampered).await).await;
     assert_eq!(
         (status, answer["message"].as_str()),
         (401, Some("no signature matches"))
     );
-    let (status, _) = post(&signed[1]["headers"], &body).await;
+    let (status, _) = status_and_json(post(&signed[1]["headers"], &body).await).await;
     assert_eq!(status, 401, "signed by another key");
-    let (status, answer) = post(&signed[2]["headers"], &body).await;
+    let (status, answer) = status_and_json(post(&signed[2]["headers"], &body).await).await;
     assert_eq!(
         (status, answer["message"].as_str()),
         (401, Some("timestamp outside the 300 s window")),
@@ -1291,7 +1279,7 @@ async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
         .as_object_mut()
         .unwrap()
         .remove("X-Twilio-Email-Event-Webhook-Signature");
-    let (status, answer) = post(&unsigned, &body).await;
+    let (status, answer) = status_and_json(post(&unsigned, &body).await).await;
     assert_eq!(
         (status, answer["message"].as_str()),
         (
@@ -1378,24 +1366,14 @@ async fn paddle_customers_and_payments_reach_the_upstream() {
         sign(&transaction, SECRET, now - 600),
         sign(&transaction, "pdl_ntfset_another", now),
     ]));
-    let post = |i: usize, body: &str| {
-        let header = signed[i]["headers"]["Paddle-Signature"]
-            .as_str()
-            .expect("signed")
-            .to_owned();
-        client()
-            .post(gw.url("paddle"))
-            .header("content-type", "application/json")
-            .header("Paddle-Signature", header)
-            .body(body.to_owned())
-            .send()
-    };
+    let url = gw.url("paddle");
+    let post = |i: usize, body: &str| post_signed(&url, &signed[i]["headers"], body);
     for (i, body, what) in [
         (0, &customer, "the customer"),
         (1, &transaction, "the transaction"),
         (2, &transaction, "Paddle's retry, signed anew"),
     ] {
-        let r = post(i, body).await.unwrap();
+        let r = post(i, body).await;
         assert_eq!(r.status().as_u16(), 200, "{what}");
         assert_eq!(
             r.text().await.unwrap(),
@@ -1404,7 +1382,7 @@ async fn paddle_customers_and_payments_reach_the_upstream() {
         );
     }
     for (i, what) in [(3, "ten minutes old"), (4, "another secret")] {
-        let r = post(i, &transaction).await.unwrap();
+        let r = post(i, &transaction).await;
         assert_eq!(r.status().as_u16(), 401, "{what}");
     }
     assert_eq!(
@@ -1460,26 +1438,19 @@ async fn a_webflow_form_submission_becomes_a_contact() {
         sign(&other, SECRET, now_ms - 40 * 60 * 1000),
         sign(&other, "whsec_another", now_ms),
     ]));
-    let post = |i: usize, body: &str| {
-        let mut req = client()
-            .post(gw.url("webflow"))
-            .header("content-type", "application/json");
-        for (k, v) in signed[i]["headers"].as_object().unwrap() {
-            req = req.header(k.as_str(), v.as_str().unwrap());
-        }
-        req.body(body.to_owned()).send()
-    };
-    let r = post(0, &body).await.unwrap();
+    let url = gw.url("webflow");
+    let post = |i: usize, body: &str| post_signed(&url, &signed[i]["headers"], body);
+    let r = post(0, &body).await;
     assert_eq!(r.status().as_u16(), 200, "a submission");
     assert_eq!(r.text().await.unwrap(), "", "the preset's empty 200");
-    let r = post(1, &body).await.unwrap();
+    let r = post(1, &body).await;
     assert_eq!(
         r.status().as_u16(),
         200,
         "its retry, signed twenty minutes ago"
     );
     for (i, what) in [(2, "signed forty minutes ago"), (3, "another secret")] {
-        let r = post(i, &other).await.unwrap();
+        let r = post(i, &other).await;
         assert_eq!(r.status().as_u16(), 401, "{what}");
     }
     assert_eq!(inbound_entries(&redis, "hookgate").len(), 1, "stored once");
@@ -1534,25 +1505,14 @@ async fn square_customers_reach_the_upstream_and_an_opt_out_stops_mail() {
         sign("Ibxx_5AKakO-3qeNVR61Dx", &url, &updated),
         sign(KEY, "https://hooks.example.com/webhooks/square", &updated),
     ]));
-    let post = |i: usize, body: &str| {
-        let header = signed[i]["headers"]["x-square-hmacsha256-signature"]
-            .as_str()
-            .expect("signed")
-            .to_owned();
-        client()
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("x-square-hmacsha256-signature", header)
-            .body(body.to_owned())
-            .send()
-    };
-    assert_eq!(post(0, &created).await.unwrap().status().as_u16(), 202);
-    let retry = post(0, &created).await.unwrap();
+    let post = |i: usize, body: &str| post_signed(&url, &signed[i]["headers"], body);
+    assert_eq!(post(0, &created).await.status().as_u16(), 202);
+    let retry = post(0, &created).await;
     assert_eq!(retry.status().as_u16(), 200, "Square's retry");
     assert_eq!(retry.json::<Value>().await.unwrap()["duplicate"], true);
-    assert_eq!(post(1, &updated).await.unwrap().status().as_u16(), 202);
+    assert_eq!(post(1, &updated).await.status().as_u16(), 202);
     for (i, what) in [(2, "another key"), (3, "signed for another URL")] {
-        let r = post(i, &updated).await.unwrap();
+        let r = post(i, &updated).await;
         assert_eq!(r.status().as_u16(), 401, "{what}");
     }
     assert_eq!(
@@ -1620,30 +1580,22 @@ async fn segment_identify_and_track_reach_the_upstream() {
         sign(SECRET, &track),
         sign("segment-shared-secret-91c3", &track),
     ]));
+    let url = gw.url("segment");
     let post = |i: Option<usize>, body: &str| {
-        let mut req = client()
-            .post(gw.url("segment"))
-            .header("content-type", "application/json");
-        if let Some(i) = i {
-            let sig = signed[i]["headers"]["X-Signature"]
-                .as_str()
-                .expect("signed");
-            req = req.header("X-Signature", sig);
-        }
-        req.body(body.to_owned()).send()
+        post_signed(
+            &url,
+            i.map_or(&Value::Null, |i| &signed[i]["headers"]),
+            body,
+        )
     };
     for (i, body, what) in [(0, &identify, "identify"), (1, &track, "track")] {
-        assert_eq!(
-            post(Some(i), body).await.unwrap().status().as_u16(),
-            202,
-            "{what}"
-        );
+        assert_eq!(post(Some(i), body).await.status().as_u16(), 202, "{what}");
     }
-    let retry = post(Some(1), &track).await.unwrap();
+    let retry = post(Some(1), &track).await;
     assert_eq!(retry.status().as_u16(), 200, "Segment's retry");
     assert_eq!(retry.json::<Value>().await.unwrap()["duplicate"], true);
     for (i, what) in [(Some(2), "another secret"), (None, "no signature")] {
-        let r = post(i, &track).await.unwrap();
+        let r = post(i, &track).await;
         assert_eq!(r.status().as_u16(), 401, "{what}");
     }
     assert_eq!(
@@ -1699,29 +1651,25 @@ async fn mailjet_grouped_and_single_events_reach_the_upstream() {
         {"preset": "basic", "username": "mailjet", "secret": PASSWORD},
         {"preset": "basic", "username": "mailjet", "secret": "mj-hook-password-7d3f"},
     ]));
+    let url = gw.url("mailjet");
     let post = |i: Option<usize>, body: &str| {
-        let mut req = client()
-            .post(gw.url("mailjet"))
-            .header("content-type", "application/json");
-        if let Some(i) = i {
-            let auth = signed[i]["headers"]["Authorization"]
-                .as_str()
-                .expect("signed");
-            req = req.header("Authorization", auth);
-        }
-        req.body(body.to_owned()).send()
+        post_signed(
+            &url,
+            i.map_or(&Value::Null, |i| &signed[i]["headers"]),
+            body,
+        )
     };
     for (body, what) in [
         (grouped.as_str(), "a grouped request"),
         (single, "a single event"),
         (grouped.as_str(), "Mailjet's retry"),
     ] {
-        let r = post(Some(0), body).await.unwrap();
+        let r = post(Some(0), body).await;
         assert_eq!(r.status().as_u16(), 200, "{what}");
         assert_eq!(r.text().await.unwrap(), "", "{what}: the file's empty 200");
     }
     for (i, what) in [(Some(1), "another password"), (None, "no credentials")] {
-        let r = post(i, single).await.unwrap();
+        let r = post(i, single).await;
         assert_eq!(r.status().as_u16(), 401, "{what}");
     }
     assert_eq!(
@@ -1815,17 +1763,7 @@ async fn a_mailgun_signature_is_used_once_whatever_body_it_comes_with() {
         event["signature"] = signed[i]["signature"].clone();
         event.to_string()
     };
-    let post = |body: String| {
-        let req = client()
-            .post(gw.url("mailgun"))
-            .header("content-type", "application/json")
-            .body(body);
-        async move {
-            let r = req.send().await.unwrap();
-            let s = r.status().as_u16();
-            (s, r.json::<Value>().await.unwrap_or(Value::Null))
-        }
-    };
+    let post = |body: String| post_json(&gw, "mailgun", body);
     // Mailgun ends its retries on a 200 (not any 2xx): the preset answers with an empty one.
     let failed = with_block("mailgun_failed.json", 0);
     let (status, answer) = post(failed.clone()).await;
@@ -1936,26 +1874,17 @@ async fn a_google_ads_lead_becomes_a_contact_and_its_key_is_not_kept() {
     )
     .await;
     let lead = testdata("google_ads_lead.json");
-    let post = |body: String| {
-        client()
-            .post(gw.url("google-ads"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-    };
-    let r = post(lead.clone()).await.unwrap();
+    let url = gw.url("google-ads");
+    let post = |body: String| post_signed(&url, &Value::Null, &body);
+    let r = post(lead.clone()).await;
     assert_eq!(r.status().as_u16(), 200);
-    let r = post(lead.clone()).await.unwrap();
+    let r = post(lead.clone()).await;
     assert_eq!(r.status().as_u16(), 200, "the same lead again");
-    let r = post(lead.replace("google-ads-lead-key", "guessed-key"))
-        .await
-        .unwrap();
+    let r = post(lead.replace("google-ads-lead-key", "guessed-key")).await;
     assert_eq!(r.status().as_u16(), 401);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["message"], "bad credentials");
-    let r = post(lead.replace("\"google_key\"", "\"other\""))
-        .await
-        .unwrap();
+    let r = post(lead.replace("\"google_key\"", "\"other\"")).await;
     assert_eq!(r.status().as_u16(), 401);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["message"], "missing body field google_key");
@@ -1971,7 +1900,7 @@ async fn a_google_ads_lead_becomes_a_contact_and_its_key_is_not_kept() {
         "lead_id": "TeSter-9", "is_test": true, "google_key": "google-ads-lead-key",
         "user_column_data": [{"column_id": "EMAIL", "string_value": "test@example.com"}]
     });
-    let r = post(test_lead.to_string()).await.unwrap();
+    let r = post(test_lead.to_string()).await;
     assert_eq!(r.status().as_u16(), 200);
 
     let reqs = delivered_exactly(&up, 3, 10, "delivered").await;
@@ -2042,13 +1971,9 @@ async fn woocommerce_customers_and_orders_reach_the_upstream() {
         signed[1]["body"], signed[2]["body"],
         "one order, the same bytes under both topics"
     );
-    let post = |result: &Value| {
-        let mut req = client().post(gw.url("woocommerce"));
-        for (k, v) in result["headers"].as_object().unwrap() {
-            req = req.header(k.as_str(), v.as_str().unwrap());
-        }
-        req.body(result["body"].as_str().unwrap().to_owned()).send()
-    };
+    let url = gw.url("woocommerce");
+    let post =
+        |result: &Value| post_signed(&url, &result["headers"], result["body"].as_str().unwrap());
 
     let r = client()
         .post(gw.url("woocommerce"))
@@ -2063,10 +1988,10 @@ async fn woocommerce_customers_and_orders_reach_the_upstream() {
         "a ping is no event"
     );
     for result in &signed {
-        let r = post(result).await.unwrap();
+        let r = post(result).await;
         assert_eq!(r.status().as_u16(), 202, "{}", result["headers"]);
     }
-    let r = post(&signed[1]).await.unwrap();
+    let r = post(&signed[1]).await;
     assert_eq!(r.status().as_u16(), 200, "the same delivery again");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["duplicate"], true);

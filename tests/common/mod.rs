@@ -880,8 +880,37 @@ pub async fn post_json(
         .send()
         .await
         .expect("POST /webhooks/{source}");
+    status_and_json(r).await
+}
+
+/// A response's status and JSON body (null when it has none).
+pub async fn status_and_json(r: reqwest::Response) -> (u16, serde_json::Value) {
     let s = r.status().as_u16();
     (s, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// POST `body` to `url` with the headers a peer signed (its result's `headers`: `{"name": "value"}`,
+/// `{}` or null for none), as JSON unless they name their own `Content-Type`. The request is built at
+/// once, so the future borrows nothing (a closure can return it).
+pub fn post_signed(
+    url: &str,
+    headers: &serde_json::Value,
+    body: &str,
+) -> impl std::future::Future<Output = reqwest::Response> {
+    let mut req = client().post(url);
+    let mut typed = false;
+    for (name, value) in headers.as_object().into_iter().flatten() {
+        typed |= name.eq_ignore_ascii_case("content-type");
+        req = req.header(
+            name.as_str(),
+            value.as_str().expect("a header value is text"),
+        );
+    }
+    if !typed {
+        req = req.header("content-type", "application/json");
+    }
+    let req = req.body(body.to_owned());
+    async move { req.send().await.expect("POST a signed request") }
 }
 
 /// An admin API call with the test token: status and body (JSON, or the text as a JSON string).
