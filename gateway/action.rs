@@ -27,7 +27,8 @@ pub enum Action {
     CustomEvent(CustomEvent),
 }
 
-/// The body of create/upsert: at least one of `email`, `ext_id` is set.
+/// The body of create/upsert: at least one of `email`, `ext_id` and the `SMS` attribute is set (a
+/// mapping's `phone` is written as that attribute, where Brevo's API takes a phone number).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Contact {
@@ -47,6 +48,25 @@ pub struct Contact {
         skip_serializing_if = "Option::is_none"
     )]
     pub email_blacklisted: Option<bool>,
+    /// As `email_blacklisted`, for text messages: `true` after the phone's owner texted STOP (Brevo's
+    /// `smsBlacklisted`).
+    #[serde(
+        default,
+        rename = "smsBlacklisted",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sms_blacklisted: Option<bool>,
+}
+
+/// The attribute that holds a contact's phone number, by which the upstream also finds the contact
+/// (Brevo's `SMS`, `identifierType=phone_id`).
+pub const PHONE_ATTRIBUTE: &str = "SMS";
+
+impl Contact {
+    /// The phone number the contact is identified by, if any (its `SMS` attribute, as text).
+    pub fn phone(&self) -> Option<&str> {
+        self.attributes.get(PHONE_ATTRIBUTE).and_then(Value::as_str)
+    }
 }
 
 /// Identifies the contact an update applies to.
@@ -55,6 +75,26 @@ pub struct Contact {
 pub enum Identifier {
     Email(String),
     ExtId(String),
+    /// A phone number in international format, as the contact's `SMS` attribute holds it.
+    Phone(String),
+}
+
+impl Identifier {
+    /// The identifier's value.
+    pub fn value(&self) -> &str {
+        match self {
+            Identifier::Email(v) | Identifier::ExtId(v) | Identifier::Phone(v) => v,
+        }
+    }
+
+    /// Its kind, as `{identifier_type}` in a route names it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Identifier::Email(_) => "email",
+            Identifier::ExtId(_) => "ext_id",
+            Identifier::Phone(_) => "phone",
+        }
+    }
 }
 
 /// An update: the identifier goes in the URL, the rest is the body.
@@ -73,6 +113,13 @@ pub struct ContactUpdate {
         skip_serializing_if = "Option::is_none"
     )]
     pub email_blacklisted: Option<bool>,
+    /// As [`Contact::sms_blacklisted`].
+    #[serde(
+        default,
+        rename = "smsBlacklisted",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sms_blacklisted: Option<bool>,
 }
 
 /// Who a custom event is about: at least one is set.
@@ -83,6 +130,9 @@ pub struct Identifiers {
     pub email_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ext_id: Option<String>,
+    /// A phone number in international format (Brevo's `phone_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -142,6 +192,9 @@ impl Action {
                     Identifier::ExtId(id) => {
                         format!("/contacts/{}?identifierType=ext_id", percent_encode(id))
                     }
+                    Identifier::Phone(p) => {
+                        format!("/contacts/{}?identifierType=phone_id", percent_encode(p))
+                    }
                 };
                 let mut body = Map::new();
                 if !u.attributes.is_empty() {
@@ -152,6 +205,9 @@ impl Action {
                 }
                 if let Some(b) = u.email_blacklisted {
                     body.insert("emailBlacklisted".into(), Value::Bool(b));
+                }
+                if let Some(b) = u.sms_blacklisted {
+                    body.insert("smsBlacklisted".into(), Value::Bool(b));
                 }
                 UpstreamRequest {
                     method: http::Method::PUT,
@@ -307,6 +363,7 @@ mod unit_tests {
             attributes: Fields::new(),
             list_ids: vec![],
             email_blacklisted: None,
+            sms_blacklisted: None,
         });
         assert_eq!(u.upstream().path, "/contacts/a%2Bb%40c.d");
         assert_eq!(u.upstream().method, http::Method::PUT);
@@ -317,6 +374,7 @@ mod unit_tests {
             attributes: Fields::new(),
             list_ids: vec![],
             email_blacklisted: Some(true),
+            sms_blacklisted: None,
         });
         assert_eq!(u.upstream().body, json!({"emailBlacklisted": true}));
         assert_eq!(
@@ -331,6 +389,58 @@ mod unit_tests {
         assert_eq!(
             c.upstream().body,
             json!({"email": "a@b.c", "emailBlacklisted": false, "updateEnabled": false})
+        );
+        // A text STOP: the phone is the identifier, in the URL as Brevo's phone_id, and the body says
+        // the number may no longer be texted.
+        let u = Action::UpdateContact(ContactUpdate {
+            identifier: Identifier::Phone("+14155550100".into()),
+            attributes: Fields::new(),
+            list_ids: vec![],
+            email_blacklisted: None,
+            sms_blacklisted: Some(true),
+        });
+        let r = u.upstream();
+        assert_eq!(
+            (r.method, r.path.as_str(), r.body),
+            (
+                http::Method::PUT,
+                "/contacts/%2B14155550100?identifierType=phone_id",
+                json!({"smsBlacklisted": true})
+            )
+        );
+        assert_eq!(
+            serde_json::to_value(&u).unwrap(),
+            json!({"update_contact": {"identifier": {"phone": "+14155550100"}, "smsBlacklisted": true}})
+        );
+        // An upsert by phone carries it as the SMS attribute, the one Brevo finds the contact by.
+        let c = Action::UpsertContact(Contact {
+            attributes: [(PHONE_ATTRIBUTE, json!("+14155550100"))]
+                .into_iter()
+                .collect(),
+            sms_blacklisted: Some(false),
+            ..Default::default()
+        });
+        assert_eq!(c.upstream().path, "/contacts");
+        assert_eq!(
+            c.upstream().body,
+            json!({"attributes": {"SMS": "+14155550100"}, "smsBlacklisted": false, "updateEnabled": true})
+        );
+        let Action::UpsertContact(contact) = &c else {
+            unreachable!()
+        };
+        assert_eq!(contact.phone(), Some("+14155550100"));
+        // An event about a phone names it as phone_id.
+        let e = Action::CustomEvent(CustomEvent {
+            event_name: "sms_delivered".into(),
+            identifiers: Identifiers {
+                phone_id: Some("+14155550100".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        assert_eq!(
+            e.upstream().body,
+            json!({"event_name": "sms_delivered", "identifiers": {"phone_id": "+14155550100"}})
         );
     }
 }

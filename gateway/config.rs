@@ -2049,7 +2049,7 @@ mod tests {
             "hg.yaml:8:5: upstream.routes.delete_contact: unknown action type `delete_contact`; one of create_contact, upsert_contact, update_contact, custom_event",
             "hg.yaml:7:13: upstream.routes.update_contact.body: unknown body shape `xml`; one of brevo, action, none",
             "hg.yaml:5:15: upstream.routes.update_contact.method: unknown method `FETCH`",
-            "hg.yaml:6:13: upstream.routes.update_contact.path: unknown placeholder `{mail}` for update_contact; known: {identifier}, {identifier_type}, {email}, {ext_id}",
+            "hg.yaml:6:13: upstream.routes.update_contact.path: unknown placeholder `{mail}` for update_contact; known: {identifier}, {identifier_type}, {email}, {ext_id}, {phone}",
         ];
         for w in want {
             assert!(p.iter().any(|m| m.starts_with(w)), "{w}\nnot in {p:#?}");

@@ -3,7 +3,7 @@
 //! upstream that is not Brevo-shaped. Compiled (and so validated) once at config load; rendering an
 //! action can then fail only when the action lacks a value a path placeholder needs.
 
-use crate::action::{Action, Identifier, UpstreamRequest};
+use crate::action::{Action, UpstreamRequest};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -22,9 +22,9 @@ const METHODS: [&str; 5] = ["POST", "PUT", "PATCH", "DELETE", "GET"];
 /// action may still lack its value (an upsert identified by email has no `ext_id`).
 pub fn placeholders(kind: &str) -> &'static [&'static str] {
     match kind {
-        "create_contact" | "upsert_contact" => &["email", "ext_id"],
-        "update_contact" => &["identifier", "identifier_type", "email", "ext_id"],
-        "custom_event" => &["event_name", "event_date", "email", "ext_id"],
+        "create_contact" | "upsert_contact" => &["email", "ext_id", "phone"],
+        "update_contact" => &["identifier", "identifier_type", "email", "ext_id", "phone"],
+        "custom_event" => &["event_name", "event_date", "email", "ext_id", "phone"],
         _ => &[],
     }
 }
@@ -34,17 +34,18 @@ fn value<'a>(action: &'a Action, name: &str) -> Option<&'a str> {
     match (action, name) {
         (Action::CreateContact(c) | Action::UpsertContact(c), "email") => c.email.as_deref(),
         (Action::CreateContact(c) | Action::UpsertContact(c), "ext_id") => c.ext_id.as_deref(),
-        (Action::UpdateContact(u), _) => match (&u.identifier, name) {
-            (Identifier::Email(v) | Identifier::ExtId(v), "identifier") => Some(v.as_str()),
-            (Identifier::Email(_), "identifier_type") => Some("email"),
-            (Identifier::ExtId(_), "identifier_type") => Some("ext_id"),
-            (Identifier::Email(v), "email") | (Identifier::ExtId(v), "ext_id") => Some(v.as_str()),
-            _ => None,
-        },
+        (Action::CreateContact(c) | Action::UpsertContact(c), "phone") => c.phone(),
+        (Action::UpdateContact(u), "identifier") => Some(u.identifier.value()),
+        (Action::UpdateContact(u), "identifier_type") => Some(u.identifier.kind()),
+        // Only the identifier's own kind has a value: an update by email has no `{ext_id}`.
+        (Action::UpdateContact(u), _) => {
+            Some(u.identifier.value()).filter(|_| u.identifier.kind() == name)
+        }
         (Action::CustomEvent(e), "event_name") => Some(e.event_name.as_str()),
         (Action::CustomEvent(e), "event_date") => e.event_date.as_deref(),
         (Action::CustomEvent(e), "email") => e.identifiers.email_id.as_deref(),
         (Action::CustomEvent(e), "ext_id") => e.identifiers.ext_id.as_deref(),
+        (Action::CustomEvent(e), "phone") => e.identifiers.phone_id.as_deref(),
         _ => None,
     }
     .filter(|v| !v.is_empty())
@@ -331,7 +332,7 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::action::{Contact, ContactUpdate, CustomEvent, Identifiers};
+    use crate::action::{Contact, ContactUpdate, CustomEvent, Identifier, Identifiers};
     use serde_json::json;
 
     fn routes(entries: &[Entry]) -> Routes {
@@ -344,6 +345,7 @@ mod tests {
             attributes: crate::action::Fields::from_iter([("PLAN", json!("pro"))]),
             list_ids: vec![],
             email_blacklisted: None,
+            sms_blacklisted: None,
         })
     }
 
@@ -381,6 +383,7 @@ mod tests {
             attributes: crate::action::Fields::new(),
             list_ids: vec![],
             email_blacklisted: Some(true),
+            sms_blacklisted: None,
         });
         assert_eq!(
             rs.request(&unsubscribed).unwrap().body,
@@ -397,7 +400,7 @@ mod tests {
             event_name: "paid".into(),
             identifiers: Identifiers {
                 email_id: Some("a@b.c".into()),
-                ext_id: None,
+                ..Default::default()
             },
             ..Default::default()
         });
@@ -435,6 +438,54 @@ mod tests {
         assert!(rs
             .request(&update(Identifier::Email("a@b.c".into())))
             .is_err());
+    }
+
+    #[test]
+    fn a_phone_is_a_placeholder_of_every_action() {
+        let rs = routes(&[
+            (
+                "update_contact",
+                None,
+                Some("/p/{identifier_type}/{identifier}/{phone}"),
+                None,
+            ),
+            ("upsert_contact", None, Some("/p/{phone}"), None),
+            ("custom_event", None, Some("/p/{phone}/{event_name}"), None),
+        ]);
+        let r = rs
+            .request(&update(Identifier::Phone("+14155550100".into())))
+            .unwrap();
+        assert_eq!(r.path, "/p/phone/%2B14155550100/%2B14155550100");
+        // an update by phone has no email, and one by email no phone
+        let rs_email = routes(&[("update_contact", None, Some("/c/{email}"), None)]);
+        assert!(rs_email
+            .request(&update(Identifier::Phone("+1".into())))
+            .is_err());
+        assert!(rs
+            .request(&update(Identifier::Email("a@b.c".into())))
+            .is_err());
+        let by_phone = Action::UpsertContact(Contact {
+            attributes: crate::action::Fields::from_iter([("SMS", json!("+33612345678"))]),
+            ..Default::default()
+        });
+        assert_eq!(rs.request(&by_phone).unwrap().path, "/p/%2B33612345678");
+        let by_email = Action::UpsertContact(Contact {
+            email: Some("a@b.c".into()),
+            ..Default::default()
+        });
+        assert!(rs.request(&by_email).is_err());
+        let e = Action::CustomEvent(CustomEvent {
+            event_name: "sms_delivered".into(),
+            identifiers: Identifiers {
+                phone_id: Some("+33612345678".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+        assert_eq!(
+            rs.request(&e).unwrap().path,
+            "/p/%2B33612345678/sms_delivered"
+        );
     }
 
     #[test]

@@ -565,6 +565,75 @@ fn repeated_headers_are_joined() {
     assert_eq!(v[0]["custom_event"]["event_properties"]["m"], "1, 2");
 }
 
+/// `phone` identifies a contact by its phone number: the SMS attribute of a create or upsert, Brevo's
+/// `phone_id` for an update (after `email` and `ext_id`, when those have no value) and an event;
+/// `sms_blacklisted` is the texting twin of `email_blacklisted`.
+#[test]
+fn a_phone_identifies_a_contact() {
+    let rules = "rules:\n  - name: stop\n    upsert_contact:\n      phone: $.From\n      attributes: { FIRSTNAME: $.name }\n      sms_blacklisted: true\n    update_contact:\n      email: $.email\n      phone: $.From\n      sms_blacklisted: $.stopped\n    custom_event:\n      event_name: sms_unsubscribed\n      phone: $.From\n";
+    let out = apply(
+        rules,
+        Event::new(json!({"From": "+14155550100", "name": "Ada", "stopped": false})),
+    )
+    .unwrap();
+    assert_eq!(
+        json_of(&out),
+        json!([
+            {"rule": "stop", "index": 0, "upsert_contact": {"attributes": {"FIRSTNAME": "Ada", "SMS": "+14155550100"}, "smsBlacklisted": true}},
+            {"rule": "stop", "index": 1, "update_contact": {"identifier": {"phone": "+14155550100"}, "smsBlacklisted": false}},
+            {"rule": "stop", "index": 2, "custom_event": {"event_name": "sms_unsubscribed", "identifiers": {"phone_id": "+14155550100"}}}
+        ])
+    );
+    // The upstream requests: the phone in the URL as phone_id, and in the upsert's attributes.
+    let req: Vec<_> = out.iter().map(|a| a.action.upstream()).collect();
+    assert_eq!(req[0].body["attributes"]["SMS"], "+14155550100");
+    assert_eq!(req[0].body["updateEnabled"], true);
+    assert_eq!(
+        req[1].path,
+        "/contacts/%2B14155550100?identifierType=phone_id"
+    );
+    assert_eq!(req[1].body, json!({"smsBlacklisted": false}));
+    assert_eq!(req[2].body["identifiers"], json!({"phone_id": "+14155550100"}));
+    // With an email, the update is by email; a phone as a JSON number is its digits.
+    let out = apply(
+        rules,
+        Event::new(json!({"From": 33612345678u64, "email": "a@b.c", "stopped": true})),
+    )
+    .unwrap();
+    assert_eq!(
+        json_of(&out)[1]["update_contact"],
+        json!({"identifier": {"email": "a@b.c"}, "smsBlacklisted": true})
+    );
+    assert_eq!(
+        json_of(&out)[0]["upsert_contact"]["attributes"]["SMS"],
+        "33612345678"
+    );
+    // A sole phone is required: its absence fails the event and says where it was looked for.
+    let e = apply(rules, Event::new(json!({"name": "Ada"}))).unwrap_err();
+    assert_eq!(
+        e,
+        "rule `stop`: upsert_contact.phone: required value missing at $.From"
+    );
+    let e = apply(
+        "rules:\n  - name: u\n    update_contact: { email: $.email, phone: $.p }\n",
+        Event::new(json!({})),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        "rule `u`: update_contact: no identifier: email missing at $.email, phone missing at $.p"
+    );
+    let e = apply(
+        rules,
+        Event::new(json!({"From": "+14155550100", "stopped": "no"})),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        "rule `stop`: update_contact.sms_blacklisted: expected true or false, found text"
+    );
+}
+
 /// `email_blacklisted`: a constant, or a boolean from the payload (text through `to_bool`), sent as
 /// `emailBlacklisted`; missing, it is left out; anything else fails the event naming the field.
 #[test]

@@ -10,7 +10,9 @@ use super::value::{
 };
 use super::yaml::{Ctx, Kind, Node};
 use super::MappedAction;
-use crate::action::{Action, Contact, ContactUpdate, CustomEvent, Fields, Identifier, Identifiers};
+use crate::action::{
+    Action, Contact, ContactUpdate, CustomEvent, Fields, Identifier, Identifiers, PHONE_ATTRIBUTE,
+};
 use crate::jsonpath::JsonPath;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -36,18 +38,23 @@ const RULE_KEYS: &[&str] = &[
 const CONTACT_KEYS: &[&str] = &[
     "email",
     "ext_id",
+    "phone",
     "attributes",
     "list_ids",
     "email_blacklisted",
+    "sms_blacklisted",
 ];
 const EVENT_KEYS: &[&str] = &[
     "event_name",
     "event_date",
     "email",
     "ext_id",
+    "phone",
     "contact_properties",
     "event_properties",
 ];
+/// The keys that identify a contact: at least one per action.
+const ID_KEYS: [&str; 3] = ["email", "ext_id", "phone"];
 
 #[derive(Debug)]
 pub struct Rule {
@@ -67,13 +74,13 @@ enum ActionSpec {
         ids: Ids,
         attributes: FieldsExpr,
         list_ids: Option<ValueExpr>,
-        email_blacklisted: Option<ValueExpr>,
+        flags: Flags,
     },
     Update {
         ids: Ids,
         attributes: FieldsExpr,
         list_ids: Option<ValueExpr>,
-        email_blacklisted: Option<ValueExpr>,
+        flags: Flags,
     },
     Event {
         name: ValueExpr,
@@ -121,11 +128,36 @@ impl FieldsExpr {
     }
 }
 
-/// `email` and/or `ext_id`: at least one must have a value.
+/// `email`, `ext_id` and/or `phone`: at least one must have a value.
 #[derive(Debug)]
 struct Ids {
     email: Option<ValueExpr>,
     ext_id: Option<ValueExpr>,
+    phone: Option<ValueExpr>,
+}
+
+/// The identifiers' values of one event.
+struct IdValues {
+    email: Option<String>,
+    ext_id: Option<String>,
+    phone: Option<String>,
+}
+
+/// A contact's consent flags: whether it may be mailed, and texted.
+#[derive(Debug)]
+struct Flags {
+    email_blacklisted: Option<ValueExpr>,
+    sms_blacklisted: Option<ValueExpr>,
+}
+
+impl Flags {
+    /// `(emailBlacklisted, smsBlacklisted)` as computed.
+    fn eval(&self, scope: Scope<'_>) -> Result<(Option<bool>, Option<bool>), EvalError> {
+        Ok((
+            flag(&self.email_blacklisted, "email_blacklisted", scope)?,
+            flag(&self.sms_blacklisted, "sms_blacklisted", scope)?,
+        ))
+    }
 }
 
 /// Why one event could not be mapped: which rule, which field, why.
@@ -360,20 +392,27 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
     };
     let email = value(ctx, "email");
     let ext_id = value(ctx, "ext_id");
+    let phone = value(ctx, "phone");
     if let Some(n) = f.get("email") {
         lint_email(ctx, n, kind);
     }
     let list_ids = value(ctx, "list_ids");
-    let email_blacklisted = value(ctx, "email_blacklisted");
+    let flags = Flags {
+        email_blacklisted: value(ctx, "email_blacklisted"),
+        sms_blacklisted: value(ctx, "sms_blacklisted"),
+    };
     let date = value(ctx, "event_date");
     let constants_fine = f
         .get("list_ids")
         .is_none_or(|n| lint_list_ids(ctx, n, kind))
-        & f.get("email_blacklisted")
-            .is_none_or(|n| lint_flag(ctx, n, kind, "email_blacklisted"))
+        & ["email_blacklisted", "sms_blacklisted"]
+            .iter()
+            .fold(true, |fine, key| {
+                fine & f.get(key).is_none_or(|n| lint_flag(ctx, n, kind, key))
+            })
         & f.get("event_date")
             .is_none_or(|n| lint_event_date(ctx, n, kind))
-        & ["email", "ext_id", "event_name"]
+        & ["email", "ext_id", "phone", "event_name"]
             .iter()
             .fold(true, |fine, key| {
                 fine & f.get(key).is_none_or(|n| lint_text(ctx, n, kind, key))
@@ -407,28 +446,43 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
     let attributes = fields(ctx, "attributes");
     let contact_properties = fields(ctx, "contact_properties");
     let event_properties = fields(ctx, "event_properties");
-    let ids = match (f.has("email"), f.has("ext_id")) {
-        (false, false) => {
-            // An unknown key (`emial`) already explains it.
-            if !f.unknown {
-                ctx.error(
-                    node.loc,
-                    format!("{kind}: needs `email` or `ext_id` to identify the contact"),
-                );
-            }
+    // A contact's phone is its SMS attribute (see `Contact`): written twice, one would silently win.
+    if let (Some(_), Some(entries)) = (
+        f.get("phone").filter(|_| kind != "custom_event"),
+        f.get("attributes").and_then(Node::as_map),
+    ) {
+        if let Some((k, _)) = entries.iter().find(|(k, _)| k.name == PHONE_ATTRIBUTE) {
+            ctx.error(
+                k.loc,
+                format!("{kind}.attributes.{PHONE_ATTRIBUTE}: `phone` sets this attribute already"),
+            )
+            .hint = Some(format!(
+                "keep one of them: `phone` is sent as the {PHONE_ATTRIBUTE} attribute"
+            ));
             ok = false;
-            Ids { email, ext_id }
         }
-        // A single identifier is required: the action cannot be sent without it.
-        (true, false) => Ids {
-            email: email.map(ValueExpr::require),
-            ext_id,
-        },
-        (false, true) => Ids {
-            email,
-            ext_id: ext_id.map(ValueExpr::require),
-        },
-        (true, true) => Ids { email, ext_id },
+    }
+    let given = ID_KEYS.iter().filter(|k| f.has(k)).count();
+    if given == 0 && !f.unknown {
+        // An unknown key (`emial`) already explains it.
+        ctx.error(
+            node.loc,
+            format!("{kind}: needs `email`, `ext_id` or `phone` to identify the contact"),
+        );
+    }
+    ok &= given > 0;
+    // A single identifier is required: the action cannot be sent without it.
+    let only = |e: Option<ValueExpr>| {
+        if given == 1 {
+            e.map(ValueExpr::require)
+        } else {
+            e
+        }
+    };
+    let ids = Ids {
+        email: only(email),
+        ext_id: only(ext_id),
+        phone: only(phone),
     };
     if kind == "custom_event" && !f.has("event_name") && !f.unknown {
         ctx.error(node.loc, "custom_event: missing `event_name`");
@@ -449,14 +503,14 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
             ids,
             attributes,
             list_ids,
-            email_blacklisted,
+            flags,
         },
         _ => ActionSpec::Contact {
             upsert: kind == "upsert_contact",
             ids,
             attributes,
             list_ids,
-            email_blacklisted,
+            flags,
         },
     })
 }
@@ -503,7 +557,7 @@ fn lint_text(ctx: &mut Ctx, n: &Node, kind: &str, key: &str) -> bool {
     fine
 }
 
-/// A yes-or-no field (`email_blacklisted`): a constant must be `true` or `false` (YAML 1.2: `yes` is text,
+/// A yes-or-no field (`email_blacklisted`, `sms_blacklisted`): a constant must be `true` or `false` (YAML 1.2: `yes` is text,
 /// which would fail every event at run time); a path or a map is computed.
 fn lint_flag(ctx: &mut Ctx, n: &Node, kind: &str, key: &str) -> bool {
     // `{ const: X }` is a constant too, and `X` the node to check: written there, even a text that looks
@@ -586,23 +640,29 @@ impl ActionSpec {
                 ids,
                 attributes,
                 list_ids,
-                email_blacklisted,
+                flags,
             } => {
                 let kind = if *upsert {
                     "upsert_contact"
                 } else {
                     "create_contact"
                 };
-                let (email, ext_id) = ids.eval(scope).map_err(|e| e.within(kind))?;
+                let id = ids.eval(scope).map_err(|e| e.within(kind))?;
+                let mut attributes = attributes
+                    .eval(scope)
+                    .map_err(|e| e.within(&format!("{kind}.attributes")))?;
+                if let Some(phone) = id.phone {
+                    attributes.insert(PHONE_ATTRIBUTE, Value::String(phone));
+                }
+                let (email_blacklisted, sms_blacklisted) =
+                    flags.eval(scope).map_err(|e| e.within(kind))?;
                 let contact = Contact {
-                    email,
-                    ext_id,
-                    attributes: attributes
-                        .eval(scope)
-                        .map_err(|e| e.within(&format!("{kind}.attributes")))?,
+                    email: id.email,
+                    ext_id: id.ext_id,
+                    attributes,
                     list_ids: lists(list_ids, scope).map_err(|e| e.within(kind))?,
-                    email_blacklisted: flag(email_blacklisted, scope)
-                        .map_err(|e| e.within(kind))?,
+                    email_blacklisted,
+                    sms_blacklisted,
                 };
                 if *upsert {
                     Action::UpsertContact(contact)
@@ -614,23 +674,28 @@ impl ActionSpec {
                 ids,
                 attributes,
                 list_ids,
-                email_blacklisted,
+                flags,
             } => {
                 let kind = "update_contact";
-                let (email, ext_id) = ids.eval(scope).map_err(|e| e.within(kind))?;
-                let identifier = match (email, ext_id) {
-                    (Some(e), _) => Identifier::Email(e),
-                    (None, Some(id)) => Identifier::ExtId(id),
-                    (None, None) => unreachable_ids(kind)?,
+                let id = ids.eval(scope).map_err(|e| e.within(kind))?;
+                let identifier = match id {
+                    IdValues { email: Some(e), .. } => Identifier::Email(e),
+                    IdValues {
+                        ext_id: Some(x), ..
+                    } => Identifier::ExtId(x),
+                    IdValues { phone: Some(p), .. } => Identifier::Phone(p),
+                    _ => unreachable_ids(kind)?,
                 };
+                let (email_blacklisted, sms_blacklisted) =
+                    flags.eval(scope).map_err(|e| e.within(kind))?;
                 Action::UpdateContact(ContactUpdate {
                     identifier,
                     attributes: attributes
                         .eval(scope)
                         .map_err(|e| e.within(&format!("{kind}.attributes")))?,
                     list_ids: lists(list_ids, scope).map_err(|e| e.within(kind))?,
-                    email_blacklisted: flag(email_blacklisted, scope)
-                        .map_err(|e| e.within(kind))?,
+                    email_blacklisted,
+                    sms_blacklisted,
                 })
             }
             ActionSpec::Event {
@@ -641,7 +706,7 @@ impl ActionSpec {
                 event_properties,
             } => {
                 let kind = "custom_event";
-                let (email_id, ext_id) = ids.eval(scope).map_err(|e| e.within(kind))?;
+                let id = ids.eval(scope).map_err(|e| e.within(kind))?;
                 let event_name = match name
                     .eval(scope)
                     .map_err(|e| e.within("custom_event.event_name"))?
@@ -662,7 +727,11 @@ impl ActionSpec {
                 Action::CustomEvent(CustomEvent {
                     event_name,
                     event_date,
-                    identifiers: Identifiers { email_id, ext_id },
+                    identifiers: Identifiers {
+                        email_id: id.email,
+                        ext_id: id.ext_id,
+                        phone_id: id.phone,
+                    },
                     contact_properties: contact_properties
                         .eval(scope)
                         .map_err(|e| e.within("custom_event.contact_properties"))?,
@@ -678,58 +747,64 @@ impl ActionSpec {
 fn unreachable_ids<T>(kind: &str) -> Result<T, EvalError> {
     Err(EvalError {
         field: kind.to_owned(),
-        reason: "no identifier: email and ext_id are both missing".to_owned(),
+        reason: "no identifier: email, ext_id and phone are all missing".to_owned(),
     })
 }
 
 impl Ids {
-    /// Email and ext_id as text; an error when neither has a value.
-    fn eval(&self, scope: Scope<'_>) -> Result<(Option<String>, Option<String>), EvalError> {
-        let email = match &self.email {
-            Some(e) => match e.eval(scope).map_err(|e| e.within("email"))? {
-                Some(v) => Some(text(&v, "email")?),
-                None => None,
-            },
-            None => None,
-        };
-        let ext_id = match &self.ext_id {
-            Some(e) => match e.eval(scope).map_err(|e| e.within("ext_id"))? {
-                Some(Cow::Borrowed(Value::Number(n))) => Some(n.to_string()),
-                Some(Cow::Owned(Value::Number(n))) => Some(n.to_string()),
-                Some(v) => Some(text(&v, "ext_id")?),
-                None => None,
-            },
-            None => None,
-        };
-        if email.is_none() && ext_id.is_none() {
-            let mut missing = Vec::new();
-            if let Some(e) = &self.email {
-                missing.push(format!("email missing {}", e.describe()));
+    /// The identifiers as text; an error when none has a value. An ext_id or a phone given as a JSON
+    /// number is taken as its digits (a phone's leading `+` is then the mapping's to add).
+    fn eval(&self, scope: Scope<'_>) -> Result<IdValues, EvalError> {
+        let one = |expr: &Option<ValueExpr>, field: &str, numbers: bool| {
+            let Some(e) = expr else {
+                return Ok(None);
+            };
+            match e.eval(scope).map_err(|e| e.within(field))? {
+                Some(Cow::Borrowed(Value::Number(n))) if numbers => Ok(Some(n.to_string())),
+                Some(Cow::Owned(Value::Number(n))) if numbers => Ok(Some(n.to_string())),
+                Some(v) => text(&v, field).map(Some),
+                None => Ok(None),
             }
-            if let Some(e) = &self.ext_id {
-                missing.push(format!("ext_id missing {}", e.describe()));
-            }
+        };
+        let ids = IdValues {
+            email: one(&self.email, "email", false)?,
+            ext_id: one(&self.ext_id, "ext_id", true)?,
+            phone: one(&self.phone, "phone", true)?,
+        };
+        if ids.email.is_none() && ids.ext_id.is_none() && ids.phone.is_none() {
+            let missing: Vec<String> = [
+                ("email", &self.email),
+                ("ext_id", &self.ext_id),
+                ("phone", &self.phone),
+            ]
+            .into_iter()
+            .filter_map(|(name, e)| Some(format!("{name} missing {}", e.as_ref()?.describe())))
+            .collect();
             return Err(EvalError {
                 field: String::new(),
                 reason: format!("no identifier: {}", missing.join(", ")),
             });
         }
-        Ok((email, ext_id))
+        Ok(ids)
     }
 }
 
-/// `email_blacklisted` as computed: `true` or `false`, or left out when missing; anything else fails
-/// the event, naming the field (the caller adds the action, as for `list_ids`).
-fn flag(expr: &Option<ValueExpr>, scope: Scope<'_>) -> Result<Option<bool>, EvalError> {
-    const FIELD: &str = "email_blacklisted";
+/// A flag (`email_blacklisted`, `sms_blacklisted`) as computed: `true` or `false`, or left out when
+/// missing; anything else fails the event, naming the field (the caller adds the action, as for
+/// `list_ids`).
+fn flag(
+    expr: &Option<ValueExpr>,
+    field: &str,
+    scope: Scope<'_>,
+) -> Result<Option<bool>, EvalError> {
     let Some(expr) = expr else {
         return Ok(None);
     };
-    match expr.eval(scope).map_err(|e| e.within(FIELD))?.as_deref() {
+    match expr.eval(scope).map_err(|e| e.within(field))?.as_deref() {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(other) => Err(EvalError {
-            field: FIELD.to_owned(),
+            field: field.to_owned(),
             reason: format!("expected true or false, found {}", super::json_kind(other)),
         }),
     }
