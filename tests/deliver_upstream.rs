@@ -1731,6 +1731,114 @@ async fn mailjet_grouped_and_single_events_reach_the_upstream() {
     );
 }
 
+/// Twilio end to end through the shipped `mappings/twilio.yaml`, its Auth Token read from a file, each
+/// form signed by Twilio's own library (PyPI `twilio`, through `sign.py`). A recipient's STOP stops texts
+/// to their number, by phone, and a text that failed because they had opted out earlier does too; both
+/// are answered with Twilio's empty TwiML. Twilio's request again is a duplicate; another token, and the
+/// STOP's signature on a START, are refused and not stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_twilio_stop_reaches_the_upstream_by_phone() {
+    const TOKEN: &str = "twilio-auth-token-5c21";
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start("twilio.yaml", "TWILIO_AUTH_TOKEN", TOKEN).await;
+    let stop = testdata("twilio_inbound_stop.form");
+    let failed = "SmsSid=SM8&SmsStatus=failed&MessageStatus=failed&ErrorCode=21610&To=%2B14155550123&MessageSid=SM8&AccountSid=AC1&From=%2B14155550199&ApiVersion=2010-04-01";
+    let url = gw.url("twilio");
+    let sign = |token: &str, body: &str| json!({"preset": "twilio", "secret": token, "url": url, "body": body});
+    let mut signed = peer_sign(&json!([
+        sign(TOKEN, &stop),
+        sign(TOKEN, failed),
+        sign("twilio-auth-token-5c22", failed),
+    ]));
+    for s in &mut signed {
+        s["headers"]["Content-Type"] = json!("application/x-www-form-urlencoded");
+    }
+    let post = |i: usize, body: &str| post_signed(&url, &signed[i]["headers"], body);
+    for (i, body, what) in [
+        (0, stop.as_str(), "a STOP"),
+        (0, stop.as_str(), "the same request again"),
+        (
+            1,
+            failed,
+            "a text that failed: the number opted out earlier",
+        ),
+    ] {
+        let r = post(i, body).await;
+        assert_eq!(r.status().as_u16(), 200, "{what}");
+        assert_eq!(
+            r.headers()["content-type"].to_str().unwrap(),
+            "text/xml",
+            "{what}"
+        );
+        assert_eq!(
+            r.text().await.unwrap(),
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response></Response>"#,
+            "{what}: an empty TwiML answer, so nothing is texted back"
+        );
+    }
+    let start = stop.replace("Body=+Stop+", "Body=START");
+    for (i, body, what) in [
+        (2, failed, "another token"),
+        (0, start.as_str(), "the STOP's signature on a START"),
+    ] {
+        let r = post(i, body).await;
+        assert_eq!(r.status().as_u16(), 401, "{what}");
+    }
+    assert_eq!(
+        inbound_entries(&redis, "hookgate").len(),
+        2,
+        "the STOP and the status callback, once each"
+    );
+    assert_eq!(
+        duplicates_counted(&gw, "twilio").await,
+        1.0,
+        "the request again"
+    );
+
+    let reqs = delivered_exactly(&up, 4, 10, "delivered").await;
+    let mut contacts: Vec<&Value> = reqs
+        .iter()
+        .filter(|r| r.path == "/contacts")
+        .map(|r| &r.body)
+        .collect();
+    contacts.sort_by_key(|b| b.to_string());
+    assert_eq!(
+        contacts,
+        [
+            &json!({"attributes": {"SMS": "+14155550100"}, "smsBlacklisted": true, "updateEnabled": true}),
+            &json!({"attributes": {"SMS": "+14155550123"}, "smsBlacklisted": true, "updateEnabled": true}),
+        ],
+        "both numbers may no longer be texted: {reqs:?}"
+    );
+    let events: Vec<&Value> = reqs
+        .iter()
+        .filter(|r| r.path == "/events")
+        .map(|r| &r.body)
+        .collect();
+    assert_eq!(events.len(), 2, "{reqs:?}");
+    assert!(
+        events.contains(&&json!({
+            "event_name": "sms_unsubscribed",
+            "identifiers": {"phone_id": "+14155550100"},
+            "event_properties": {"keyword": "STOP", "message_sid": "SM9c1f4ab2e17f4a1d8a6c8a9d3b2e7f10",
+                                 "to": "+14155550199", "messaging_service_sid": "MG2b6e6fbc8a4d4e0f9c3b7a1d5e8f2c44"}
+        })),
+        "{events:?}"
+    );
+    assert!(
+        events.contains(&&json!({
+            "event_name": "sms_failed",
+            "identifiers": {"phone_id": "+14155550123"},
+            "event_properties": {"message_sid": "SM8", "from": "+14155550199", "error_code": "21610"}
+        })),
+        "{events:?}"
+    );
+}
+
 /// Mailgun end to end through the shipped `mappings/mailgun.yaml`, its signing key read from a file:
 /// Mailgun signs a timestamp and a token in the body, not the event, so the token is used once. A
 /// genuine failure is stored and becomes the hard bounce and the contact's flag; the same request

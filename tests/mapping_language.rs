@@ -593,7 +593,10 @@ fn a_phone_identifies_a_contact() {
         "/contacts/%2B14155550100?identifierType=phone_id"
     );
     assert_eq!(req[1].body, json!({"smsBlacklisted": false}));
-    assert_eq!(req[2].body["identifiers"], json!({"phone_id": "+14155550100"}));
+    assert_eq!(
+        req[2].body["identifiers"],
+        json!({"phone_id": "+14155550100"})
+    );
     // With an email, the update is by email; a phone as a JSON number is its digits.
     let out = apply(
         rules,
