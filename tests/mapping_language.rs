@@ -611,6 +611,25 @@ fn a_phone_identifies_a_contact() {
         json_of(&out)[0]["upsert_contact"]["attributes"]["SMS"],
         "33612345678"
     );
+    // An ext_id comes before the phone too, and an update's SMS attribute is the contact's new number.
+    let moved = apply(
+        "rules:\n  - name: m\n    update_contact: { ext_id: $.id, phone: $.old, attributes: { SMS: $.new } }\n",
+        Event::new(json!({"id": 7, "old": "+1", "new": "+2"})),
+    )
+    .unwrap();
+    assert_eq!(
+        json_of(&moved)[0]["update_contact"],
+        json!({"identifier": {"ext_id": "7"}, "attributes": {"SMS": "+2"}})
+    );
+    let moved = apply(
+        "rules:\n  - name: m\n    update_contact: { ext_id: $.id, phone: $.old, attributes: { SMS: $.new } }\n",
+        Event::new(json!({"old": "+1", "new": "+2"})),
+    )
+    .unwrap();
+    assert_eq!(
+        json_of(&moved)[0]["update_contact"],
+        json!({"identifier": {"phone": "+1"}, "attributes": {"SMS": "+2"}})
+    );
     // A sole phone is required: its absence fails the event and says where it was looked for.
     let e = apply(rules, Event::new(json!({"name": "Ada"}))).unwrap_err();
     assert_eq!(

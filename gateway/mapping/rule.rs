@@ -396,6 +396,9 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
     if let Some(n) = f.get("email") {
         lint_email(ctx, n, kind);
     }
+    if let Some(n) = f.get("phone") {
+        lint_phone(ctx, n, kind);
+    }
     let list_ids = value(ctx, "list_ids");
     let flags = Flags {
         email_blacklisted: value(ctx, "email_blacklisted"),
@@ -446,12 +449,18 @@ fn compile_action(ctx: &mut Ctx, kind: &str, node: &Node, env: Env) -> Option<Ac
     let attributes = fields(ctx, "attributes");
     let contact_properties = fields(ctx, "contact_properties");
     let event_properties = fields(ctx, "event_properties");
-    // A contact's phone is its SMS attribute (see `Contact`): written twice, one would silently win.
+    // A created or upserted contact's phone is its SMS attribute (see `Contact`): written twice, one
+    // would silently win. An update's phone is only its identifier, so `attributes.SMS` there is the
+    // contact's new number.
+    let contact = matches!(kind, "create_contact" | "upsert_contact");
     if let (Some(_), Some(entries)) = (
-        f.get("phone").filter(|_| kind != "custom_event"),
+        f.get("phone").filter(|_| contact),
         f.get("attributes").and_then(Node::as_map),
     ) {
-        if let Some((k, _)) = entries.iter().find(|(k, _)| k.name == PHONE_ATTRIBUTE) {
+        if let Some((k, _)) = entries
+            .iter()
+            .find(|(k, _)| k.name.eq_ignore_ascii_case(PHONE_ATTRIBUTE))
+        {
             ctx.error(
                 k.loc,
                 format!("{kind}.attributes.{PHONE_ATTRIBUTE}: `phone` sets this attribute already"),
@@ -533,6 +542,32 @@ fn lint_email(ctx: &mut Ctx, n: &Node, kind: &str) {
                 },
             );
         }
+    }
+}
+
+/// A constant phone that is no phone number is almost always a path written without `$.`
+/// (`phone: From`), which would give every contact that text as its number.
+fn lint_phone(ctx: &mut Ctx, n: &Node, kind: &str) {
+    let Some(s) = n.as_str() else {
+        return;
+    };
+    let phone_like = s.chars().any(|c| c.is_ascii_digit())
+        && s.chars()
+            .all(|c| c.is_ascii_digit() || " +-.()".contains(c));
+    if !computed(s) && !phone_like {
+        ctx.error(
+            n.loc,
+            format!("{kind}.phone: `{s}` is neither a path nor a phone number"),
+        )
+        .hint = Some(
+            if s.chars()
+                .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+            {
+                format!("did you mean `$.{s}`?")
+            } else {
+                "write a path such as $.phone, or a number such as \"+14155550100\"".to_owned()
+            },
+        );
     }
 }
 
@@ -654,13 +689,14 @@ impl ActionSpec {
                 if let Some(phone) = id.phone {
                     attributes.insert(PHONE_ATTRIBUTE, Value::String(phone));
                 }
+                let list_ids = lists(list_ids, scope).map_err(|e| e.within(kind))?;
                 let (email_blacklisted, sms_blacklisted) =
                     flags.eval(scope).map_err(|e| e.within(kind))?;
                 let contact = Contact {
                     email: id.email,
                     ext_id: id.ext_id,
                     attributes,
-                    list_ids: lists(list_ids, scope).map_err(|e| e.within(kind))?,
+                    list_ids,
                     email_blacklisted,
                     sms_blacklisted,
                 };
@@ -686,14 +722,16 @@ impl ActionSpec {
                     IdValues { phone: Some(p), .. } => Identifier::Phone(p),
                     _ => unreachable_ids(kind)?,
                 };
+                let attributes = attributes
+                    .eval(scope)
+                    .map_err(|e| e.within(&format!("{kind}.attributes")))?;
+                let list_ids = lists(list_ids, scope).map_err(|e| e.within(kind))?;
                 let (email_blacklisted, sms_blacklisted) =
                     flags.eval(scope).map_err(|e| e.within(kind))?;
                 Action::UpdateContact(ContactUpdate {
                     identifier,
-                    attributes: attributes
-                        .eval(scope)
-                        .map_err(|e| e.within(&format!("{kind}.attributes")))?,
-                    list_ids: lists(list_ids, scope).map_err(|e| e.within(kind))?,
+                    attributes,
+                    list_ids,
                     email_blacklisted,
                     sms_blacklisted,
                 })
