@@ -1746,7 +1746,7 @@ async fn a_twilio_stop_reaches_the_upstream_by_phone() {
         _secrets,
     } = Shipped::start("twilio.yaml", "TWILIO_AUTH_TOKEN", TOKEN).await;
     let stop = testdata("twilio_inbound_stop.form");
-    let failed = "SmsSid=SM8&SmsStatus=failed&MessageStatus=failed&ErrorCode=21610&To=%2B14155550123&MessageSid=SM8&AccountSid=AC1&From=%2B14155550199&ApiVersion=2010-04-01";
+    let failed = "SmsSid=SM8&SmsStatus=failed&MessageStatus=failed&ErrorCode=21610&To=%2B14155550123&MessageSid=SM8&MessagingServiceSid=MG1&AccountSid=AC1&From=%2B14155550199&ApiVersion=2010-04-01";
     let url = gw.url("twilio");
     let sign = |token: &str, body: &str| json!({"preset": "twilio", "secret": token, "url": url, "body": body});
     let mut signed = peer_sign(&json!([
@@ -1833,9 +1833,70 @@ async fn a_twilio_stop_reaches_the_upstream_by_phone() {
         events.contains(&&json!({
             "event_name": "sms_failed",
             "identifiers": {"phone_id": "+14155550123"},
-            "event_properties": {"message_sid": "SM8", "from": "+14155550199", "error_code": "21610"}
+            "event_properties": {"message_sid": "SM8", "from": "+14155550199", "messaging_service_sid": "MG1", "error_code": "21610"}
         })),
         "{events:?}"
+    );
+}
+
+/// Intercom end to end through the shipped `mappings/intercom.yaml`, its client secret read from a
+/// file, each notification signed by `sign.py` as Intercom's own sample receivers compute it (`sha1=` and
+/// the hex HMAC-SHA1 of the body, through Python's hmac, not hookgate's code). Intercom's HEAD check of
+/// the URL is answered; a new user becomes the contact; Intercom's retry is a duplicate; another secret,
+/// a changed byte and no signature are refused and not stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_intercom_user_becomes_a_contact() {
+    const SECRET: &str = "intercom-client-secret-0b7e";
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start("intercom.yaml", "INTERCOM_CLIENT_SECRET", SECRET).await;
+    let url = gw.url("intercom");
+    let head = client().head(&url).send().await.unwrap();
+    assert_eq!(head.status().as_u16(), 200, "Intercom's check of the URL");
+    let created = testdata("intercom_contact_user_created.json");
+    let signed = peer_sign(&json!([
+        {"preset": "intercom", "secret": SECRET, "body": created},
+        {"preset": "intercom", "secret": "intercom-client-secret-0b7f", "body": created},
+    ]));
+    let post = |i: Option<usize>, body: &str| {
+        post_signed(
+            &url,
+            i.map_or(&Value::Null, |i| &signed[i]["headers"]),
+            body,
+        )
+    };
+    assert_eq!(post(Some(0), &created).await.status().as_u16(), 202);
+    let retry = post(Some(0), &created).await;
+    assert_eq!(retry.status().as_u16(), 200, "Intercom's retry");
+    assert_eq!(retry.json::<Value>().await.unwrap()["duplicate"], true);
+    let changed = created.replace("Grace Brewster", "Grace Brewster!");
+    for (i, body, what) in [
+        (Some(1), created.as_str(), "another secret"),
+        (Some(0), changed.as_str(), "a changed body"),
+        (None, created.as_str(), "no signature"),
+    ] {
+        let r = post(i, body).await;
+        assert_eq!(r.status().as_u16(), 401, "{what}");
+    }
+    assert_eq!(
+        inbound_entries(&redis, "hookgate").len(),
+        1,
+        "the user, once"
+    );
+    assert_eq!(duplicates_counted(&gw, "intercom").await, 1.0, "the retry");
+    let reqs = delivered_exactly(&up, 1, 10, "delivered").await;
+    assert_eq!(
+        first_to(&reqs, "/contacts"),
+        &json!({
+            "email": "grace.hopper@example.com",
+            "ext_id": "intercom-6961d4041c1e12de4c5499cc",
+            "attributes": {"FIRSTNAME": "Grace", "LASTNAME": "Brewster Hopper", "SMS": "+16505550142",
+                           "CITY": "Mountain View", "INTERCOM_ROLE": "user"},
+            "updateEnabled": true
+        })
     );
 }
 

@@ -11,7 +11,7 @@ Signers: stripe (PyPI stripe), standard-webhooks (PyPI standardwebhooks; its asy
 cryptography, which is OpenSSL), sendgrid (OpenSSL through PyPI cryptography; checked by SendGrid's
 own library in verify_sendgrid.py), slack (PyPI slack_sdk),
 twilio (PyPI twilio), hubspot v1/v2/v3 (PyPI hubspot-api-client). shopify, typeform, calendly, zoom,
-paddle, webflow, square, segment and mailgun publish no signer, so they are signed here with the
+paddle, webflow, square, segment, intercom and mailgun publish no signer, so they are signed here with the
 standard library's hmac, following each provider's documentation independently of hookgate's Rust code (paddle's
 are also judged by Paddle's own SDK, verify_paddle.py, webflow's by Webflow's, verify_webflow.mjs, and
 square's by Square's, verify_square.py). mailgun's result has no headers: its
@@ -213,6 +213,13 @@ def segment_sign(r):
     return {"X-Signature": sig}
 
 
+def intercom_sign(r):
+    # Intercom "Signed notifications": X-Hub-Signature is "sha1=" + the hex HMAC-SHA1 of the body under
+    # the app's client_secret, as Intercom's own sample receivers (intercom/intercom-webhooks) compute it.
+    sig = hmac.new(r["secret"].encode(), r["body"].encode(), hashlib.sha1).hexdigest()
+    return {"X-Hub-Signature": "sha1=" + sig}
+
+
 def typeform_sign(r):
     # Typeform "Secure your webhooks": "sha256=" + base64 HMAC-SHA256 of the payload.
     sig = base64.b64encode(stdlib_hmac(r, r["body"])).decode()
@@ -273,6 +280,7 @@ SIGNERS = {
     "webflow": webflow_sign,
     "square": square_sign,
     "segment": segment_sign,
+    "intercom": intercom_sign,
     "sendgrid": sendgrid_sign,
     "twilio": twilio_sign,
     "hubspot": hubspot_sign,
