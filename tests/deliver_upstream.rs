@@ -1900,6 +1900,65 @@ async fn an_intercom_user_becomes_a_contact() {
     );
 }
 
+/// Tally end to end through the shipped `mappings/tally.yaml`, its signing secret read from a file, the
+/// response signed by `sign.py` as Tally's own example computes it (the base64 HMAC-SHA256 of
+/// JSON.stringify of the body, which `sign.py` checks is the body sent). The response becomes the
+/// contact and a `form_submitted` event; Tally's resend is a duplicate; another secret and a changed
+/// answer are refused and not stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tally_response_becomes_a_contact_and_an_event() {
+    const SECRET: &str = "tally-signing-secret-44d0";
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start("tally.yaml", "TALLY_SIGNING_SECRET", SECRET).await;
+    let response = testdata("tally_form_response.json");
+    let signed = peer_sign(&json!([
+        {"preset": "tally", "secret": SECRET, "body": response},
+        {"preset": "tally", "secret": "tally-signing-secret-44d1", "body": response},
+    ]));
+    let url = gw.url("tally");
+    let post = |i: usize, body: &str| post_signed(&url, &signed[i]["headers"], body);
+    assert_eq!(post(0, &response).await.status().as_u16(), 202);
+    let resend = post(0, &response).await;
+    assert_eq!(resend.status().as_u16(), 200, "Tally's resend");
+    assert_eq!(resend.json::<Value>().await.unwrap()["duplicate"], true);
+    let changed = response.replace("Acme BV", "Acme SA");
+    for (i, body, what) in [
+        (1, response.as_str(), "another secret"),
+        (0, changed.as_str(), "a changed answer"),
+    ] {
+        assert_eq!(post(i, body).await.status().as_u16(), 401, "{what}");
+    }
+    assert_eq!(
+        inbound_entries(&redis, "hookgate").len(),
+        1,
+        "the response, once"
+    );
+    assert_eq!(duplicates_counted(&gw, "tally").await, 1.0, "the resend");
+    let reqs = delivered_exactly(&up, 2, 10, "delivered").await;
+    assert_eq!(
+        first_to(&reqs, "/contacts"),
+        &json!({
+            "email": "zoe.vanderberg@example.com",
+            "attributes": {"FIRSTNAME": "Zoë", "LASTNAME": "Van der Berg", "SMS": "+32491223344", "COMPANY": "Acme BV"},
+            "updateEnabled": true
+        })
+    );
+    assert_eq!(
+        first_to(&reqs, "/events"),
+        &json!({
+            "event_name": "form_submitted",
+            "event_date": "2026-06-28T15:00:21.000Z",
+            "identifiers": {"email_id": "zoe.vanderberg@example.com"},
+            "event_properties": {"form_id": "VwbNEw", "form_name": "Early access", "response_id": "2wgx4n",
+                                 "utm_source": "linkedin", "utm_campaign": "newsletter"}
+        })
+    );
+}
+
 /// Mailgun end to end through the shipped `mappings/mailgun.yaml`, its signing key read from a file:
 /// Mailgun signs a timestamp and a token in the body, not the event, so the token is used once. A
 /// genuine failure is stored and becomes the hard bounce and the contact's flag; the same request

@@ -11,7 +11,7 @@ Signers: stripe (PyPI stripe), standard-webhooks (PyPI standardwebhooks; its asy
 cryptography, which is OpenSSL), sendgrid (OpenSSL through PyPI cryptography; checked by SendGrid's
 own library in verify_sendgrid.py), slack (PyPI slack_sdk),
 twilio (PyPI twilio), hubspot v1/v2/v3 (PyPI hubspot-api-client). shopify, typeform, calendly, zoom,
-paddle, webflow, square, segment, intercom and mailgun publish no signer, so they are signed here with the
+paddle, webflow, square, segment, intercom, tally and mailgun publish no signer, so they are signed here with the
 standard library's hmac, following each provider's documentation independently of hookgate's Rust code (paddle's
 are also judged by Paddle's own SDK, verify_paddle.py, webflow's by Webflow's, verify_webflow.mjs, and
 square's by Square's, verify_square.py). mailgun's result has no headers: its
@@ -220,6 +220,16 @@ def intercom_sign(r):
     return {"X-Hub-Signature": "sha1=" + sig}
 
 
+def tally_sign(r):
+    # Tally "Webhooks", its Express example: Tally-Signature is the base64 HMAC-SHA256 of
+    # JSON.stringify(the parsed body) under the signing secret. That is the raw body only when the body
+    # is compact JSON as JSON.stringify writes it, which is what Tally sends: the case's body must be so.
+    parsed = json.loads(r["body"])
+    stringified = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False)
+    assert stringified == r["body"], "a Tally body is JSON.stringify's output"
+    return {"Tally-Signature": base64.b64encode(stdlib_hmac(r, stringified)).decode()}
+
+
 def typeform_sign(r):
     # Typeform "Secure your webhooks": "sha256=" + base64 HMAC-SHA256 of the payload.
     sig = base64.b64encode(stdlib_hmac(r, r["body"])).decode()
@@ -281,6 +291,7 @@ SIGNERS = {
     "square": square_sign,
     "segment": segment_sign,
     "intercom": intercom_sign,
+    "tally": tally_sign,
     "sendgrid": sendgrid_sign,
     "twilio": twilio_sign,
     "hubspot": hubspot_sign,
