@@ -195,6 +195,62 @@ fn for_each_rule_with_relative_and_root_paths() {
     );
 }
 
+/// A `for_each` path that selects (a filter, a wildcard) runs over the nodes it selects, in order: the
+/// first node would be an element, not a list. A selection of none gives no actions; an error names the
+/// element's place in the selection.
+#[test]
+fn for_each_over_a_selection_runs_over_its_nodes() {
+    let rules = r#"rules:
+  - name: absent
+    for_each: "$.attendees[?@.noShow == true]"
+    custom_event: { event_name: no_show, email: "@.email", event_properties: { booking: $.uid } }
+  - name: all
+    for_each: "$.groups[*].members[*]"
+    custom_event: { event_name: member, email: "@" }
+"#;
+    let body = json!({
+        "uid": "b1",
+        "attendees": [{"email": "a@x.org", "noShow": true}, {"email": "b@x.org", "noShow": false}, {"email": "c@x.org", "noShow": true}],
+        "groups": [{"members": ["d@x.org"]}, {"members": ["e@x.org", "f@x.org"]}]
+    });
+    let got = json_of(&apply(rules, Event::new(body)).unwrap());
+    let seen: Vec<(&str, &str, u64)> = got
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["rule"].as_str().unwrap(),
+                a["custom_event"]["identifiers"]["email_id"]
+                    .as_str()
+                    .unwrap(),
+                a["index"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("absent", "a@x.org", 0),
+            ("absent", "c@x.org", 1),
+            ("all", "d@x.org", 0),
+            ("all", "e@x.org", 1),
+            ("all", "f@x.org", 2)
+        ]
+    );
+    assert_eq!(
+        got[0]["custom_event"]["event_properties"],
+        json!({"booking": "b1"})
+    );
+    let none = json!({"attendees": [{"email": "b@x.org", "noShow": false}]});
+    assert!(apply(rules, Event::new(none)).unwrap().is_empty());
+    let e = apply(rules, Event::new(json!({"attendees": [{"noShow": true}]}))).unwrap_err();
+    assert_eq!(
+        e,
+        "rule `absent`: element 0: custom_event.email: required value missing at @.email"
+    );
+}
+
 /// `for_each: $` reads the body's events: a batch (a list) is each of its elements, and a body that is
 /// one event (an object) is that event, once. Anything else at `$` still fails.
 #[test]

@@ -322,6 +322,34 @@ impl Rule {
             return Ok(true);
         };
         // With for_each, `when` is tested per element (it may use `@` paths).
+        let mut matched = false;
+        let mut index = 0;
+        let mut each = |at: Option<usize>, el: &Value| -> Result<(), MapError> {
+            let inner = Scope {
+                item: Some(el),
+                ..scope
+            };
+            if let Some(when) = &self.when {
+                if !when.eval(inner).map_err(|e| fail(at, e))? {
+                    return Ok(());
+                }
+            }
+            matched = true;
+            for a in &self.actions {
+                let action = a.build(inner).map_err(|e| fail(at, e))?;
+                out.push(self.mapped(index, action));
+                index += 1;
+            }
+            Ok(())
+        };
+        // A path that selects (`$.attendees[?@.noShow == true]`, `$.items[*]`) runs over the nodes it
+        // selects, in order, as a filter in `when` would: the first node is no list to run over.
+        if !over.is_direct() {
+            for (i, el) in over.query(scope.root).into_iter().enumerate() {
+                each(Some(i), el)?;
+            }
+            return Ok(matched);
+        }
         let (elements, listed): (&[Value], bool) = match over.first(scope.root) {
             None | Some(Value::Null) => (&[], true),
             Some(Value::Array(items)) => (items, true),
@@ -344,25 +372,8 @@ impl Rule {
                 ))
             }
         };
-        let mut matched = false;
-        let mut index = 0;
         for (i, el) in elements.iter().enumerate() {
-            let inner = Scope {
-                item: Some(el),
-                ..scope
-            };
-            let at = listed.then_some(i);
-            if let Some(when) = &self.when {
-                if !when.eval(inner).map_err(|e| fail(at, e))? {
-                    continue;
-                }
-            }
-            matched = true;
-            for a in &self.actions {
-                let action = a.build(inner).map_err(|e| fail(at, e))?;
-                out.push(self.mapped(index, action));
-                index += 1;
-            }
+            each(listed.then_some(i), el)?;
         }
         Ok(matched)
     }
