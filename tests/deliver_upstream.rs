@@ -1959,6 +1959,108 @@ async fn a_tally_response_becomes_a_contact_and_an_event() {
     );
 }
 
+/// Cal.com end to end through the shipped `mappings/calcom.yaml`, its secret read from a file, each
+/// request signed by `sign.py` as Cal.com's sender signs (the hex HMAC-SHA256 of the body). A booking
+/// makes both attendees contacts and `meeting_booked` events; a no-show marks only the absent one; the
+/// same request again is a duplicate; Cal.com's `no-secret-provided` and another secret are refused and
+/// not stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cal_com_booking_makes_its_attendees_contacts() {
+    const SECRET: &str = "calcom-webhook-secret-7a19";
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start("calcom.yaml", "CALCOM_WEBHOOK_SECRET", SECRET).await;
+    let booking = testdata("calcom_booking_created.json");
+    let no_show = r#"{"triggerEvent":"BOOKING_NO_SHOW_UPDATED","createdAt":"2026-12-02T16:00:00.000Z","payload":{"message":"grace.hopper@example.com marked as no-show","attendees":[{"email":"grace.hopper@example.com","noShow":true},{"email":"ada@example.org","noShow":false}],"bookingUid":"bFJeNb2uX8ANpT3JL5EfXw","bookingId":100}}"#;
+    let signed = peer_sign(&json!([
+        {"preset": "calcom", "secret": SECRET, "body": booking},
+        {"preset": "calcom", "secret": SECRET, "body": no_show},
+        {"preset": "calcom", "secret": "calcom-webhook-secret-7a1a", "body": no_show},
+    ]));
+    let url = gw.url("calcom");
+    let post = |headers: &Value, body: &str| post_signed(&url, headers, body);
+    assert_eq!(
+        post(&signed[0]["headers"], &booking)
+            .await
+            .status()
+            .as_u16(),
+        202
+    );
+    assert_eq!(
+        post(&signed[1]["headers"], no_show).await.status().as_u16(),
+        202
+    );
+    let again = post(&signed[0]["headers"], &booking).await;
+    assert_eq!(again.status().as_u16(), 200, "the same request again");
+    assert_eq!(again.json::<Value>().await.unwrap()["duplicate"], true);
+    let unsigned = json!({"X-Cal-Signature-256": "no-secret-provided"});
+    for (headers, what) in [
+        (&signed[2]["headers"], "another secret"),
+        (&unsigned, "a webhook without a secret"),
+    ] {
+        assert_eq!(
+            post(headers, no_show).await.status().as_u16(),
+            401,
+            "{what}"
+        );
+    }
+    assert_eq!(
+        inbound_entries(&redis, "hookgate").len(),
+        2,
+        "the booking and the no-show, once each"
+    );
+    assert_eq!(
+        duplicates_counted(&gw, "calcom").await,
+        1.0,
+        "the request again"
+    );
+
+    // Two contacts and two events from the booking, one event from the no-show.
+    let reqs = delivered_exactly(&up, 5, 10, "delivered").await;
+    let mut contacts: Vec<&str> = reqs
+        .iter()
+        .filter(|r| r.path == "/contacts")
+        .filter_map(|r| r.body["email"].as_str())
+        .collect();
+    contacts.sort_unstable();
+    assert_eq!(contacts, ["ada@example.org", "grace.hopper@example.com"]);
+    let grace = reqs
+        .iter()
+        .find(|r| r.path == "/contacts" && r.body["email"] == "grace.hopper@example.com")
+        .map(|r| &r.body);
+    assert_eq!(
+        grace,
+        Some(
+            &json!({"email": "grace.hopper@example.com", "updateEnabled": true,
+            "attributes": {"FIRSTNAME": "Grace", "LASTNAME": "Hopper", "SMS": "+16505550142", "TIMEZONE": "America/New_York"}})
+        )
+    );
+    let mut events: Vec<(&str, &str)> = reqs
+        .iter()
+        .filter(|r| r.path == "/events")
+        .map(|r| {
+            (
+                r.body["event_name"].as_str().unwrap_or_default(),
+                r.body["identifiers"]["email_id"]
+                    .as_str()
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    events.sort_unstable();
+    assert_eq!(
+        events,
+        [
+            ("meeting_booked", "ada@example.org"),
+            ("meeting_booked", "grace.hopper@example.com"),
+            ("meeting_no_show", "grace.hopper@example.com")
+        ]
+    );
+}
+
 /// Mailgun end to end through the shipped `mappings/mailgun.yaml`, its signing key read from a file:
 /// Mailgun signs a timestamp and a token in the body, not the event, so the token is used once. A
 /// genuine failure is stored and becomes the hard bounce and the contact's flag; the same request

@@ -11,7 +11,7 @@ Signers: stripe (PyPI stripe), standard-webhooks (PyPI standardwebhooks; its asy
 cryptography, which is OpenSSL), sendgrid (OpenSSL through PyPI cryptography; checked by SendGrid's
 own library in verify_sendgrid.py), slack (PyPI slack_sdk),
 twilio (PyPI twilio), hubspot v1/v2/v3 (PyPI hubspot-api-client). shopify, typeform, calendly, zoom,
-paddle, webflow, square, segment, intercom, tally and mailgun publish no signer, so they are signed here with the
+paddle, webflow, square, segment, intercom, tally, calcom and mailgun publish no signer, so they are signed here with the
 standard library's hmac, following each provider's documentation independently of hookgate's Rust code (paddle's
 are also judged by Paddle's own SDK, verify_paddle.py, webflow's by Webflow's, verify_webflow.mjs, and
 square's by Square's, verify_square.py). mailgun's result has no headers: its
@@ -230,6 +230,14 @@ def tally_sign(r):
     return {"Tally-Signature": base64.b64encode(stdlib_hmac(r, stringified)).decode()}
 
 
+def calcom_sign(r):
+    # Cal.com's webhook sender (calcom/cal.com, packages/features/webhooks, createWebhookSignature):
+    # X-Cal-Signature-256 is the lowercase hex HMAC-SHA256 of the body it posts, under the webhook's
+    # secret, with no prefix.
+    sig = hmac.new(r["secret"].encode(), r["body"].encode(), hashlib.sha256).hexdigest()
+    return {"X-Cal-Signature-256": sig}
+
+
 def typeform_sign(r):
     # Typeform "Secure your webhooks": "sha256=" + base64 HMAC-SHA256 of the payload.
     sig = base64.b64encode(stdlib_hmac(r, r["body"])).decode()
@@ -292,6 +300,7 @@ SIGNERS = {
     "segment": segment_sign,
     "intercom": intercom_sign,
     "tally": tally_sign,
+    "calcom": calcom_sign,
     "sendgrid": sendgrid_sign,
     "twilio": twilio_sign,
     "hubspot": hubspot_sign,
