@@ -1840,10 +1840,12 @@ async fn a_twilio_stop_reaches_the_upstream_by_phone() {
 }
 
 /// Intercom end to end through the shipped `mappings/intercom.yaml`, its client secret read from a
-/// file, each notification signed by `sign.py` as Intercom's own sample receivers compute it (`sha1=` and
-/// the hex HMAC-SHA1 of the body, through Python's hmac, not hookgate's code). Intercom's HEAD check of
-/// the URL is answered; a new user becomes the contact; Intercom's retry is a duplicate; another secret,
-/// a changed byte and no signature are refused and not stored.
+/// file, each notification signed by `sign.py` as Intercom documents it (`sha1=` and the hex HMAC-SHA1
+/// of the body, with Python's hmac, not hookgate's code). Intercom's HEAD check of the URL is answered; a
+/// new user becomes the contact, and an unsubscribe from every email stops mail to the address.
+/// Intercom's retry of the first, with its attempt count raised (other bytes, signed anew), is a
+/// duplicate by the notification id; another secret, a changed byte and no signature are refused, on a
+/// notification of their own, and not stored.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_intercom_user_becomes_a_contact() {
     const SECRET: &str = "intercom-client-secret-0b7e";
@@ -1857,9 +1859,19 @@ async fn an_intercom_user_becomes_a_contact() {
     let head = client().head(&url).send().await.unwrap();
     assert_eq!(head.status().as_u16(), 200, "Intercom's check of the URL");
     let created = testdata("intercom_contact_user_created.json");
+    let retried = created.replace(r#""delivery_attempts":1"#, r#""delivery_attempts":2"#);
+    assert_ne!(retried, created);
+    let unsubscribed = r#"{"type":"notification_event","app_id":"abc123def","data":{"type":"notification_event_data","item":{"type":"contact_unsubscribe","contact":{"type":"contact","id":"6961d4041c1e12de4c5499cc","email":"grace.hopper@example.com","unsubscribed_from_emails":true},"subscription_types":{"type":"list","data":[]},"created_at":1768019000}},"links":{},"id":"notif_2a7c1d0e-5b8f-4e63-9a41-0c6d2f1b7e55","topic":"contact.unsubscribed","delivery_status":"pending","delivery_attempts":1,"delivered_at":0,"first_sent_at":1768019000,"created_at":1768019000,"self":null}"#;
+    let forged = unsubscribed.replace("notif_2a7c", "notif_3b8d");
+    let changed = forged.replace("grace.hopper", "grace.hoppex");
+    let sign =
+        |secret: &str, body: &str| json!({"preset": "intercom", "secret": secret, "body": body});
     let signed = peer_sign(&json!([
-        {"preset": "intercom", "secret": SECRET, "body": created},
-        {"preset": "intercom", "secret": "intercom-client-secret-0b7f", "body": created},
+        sign(SECRET, &created),
+        sign(SECRET, &retried),
+        sign(SECRET, unsubscribed),
+        sign("intercom-client-secret-0b7f", &forged),
+        sign(SECRET, &forged),
     ]));
     let post = |i: Option<usize>, body: &str| {
         post_signed(
@@ -1869,34 +1881,53 @@ async fn an_intercom_user_becomes_a_contact() {
         )
     };
     assert_eq!(post(Some(0), &created).await.status().as_u16(), 202);
-    let retry = post(Some(0), &created).await;
+    let retry = post(Some(1), &retried).await;
     assert_eq!(retry.status().as_u16(), 200, "Intercom's retry");
     assert_eq!(retry.json::<Value>().await.unwrap()["duplicate"], true);
-    let changed = created.replace("Grace Brewster", "Grace Brewster!");
+    assert_eq!(post(Some(2), unsubscribed).await.status().as_u16(), 202);
     for (i, body, what) in [
-        (Some(1), created.as_str(), "another secret"),
-        (Some(0), changed.as_str(), "a changed body"),
-        (None, created.as_str(), "no signature"),
+        (Some(3), forged.as_str(), "another secret"),
+        (Some(4), changed.as_str(), "a changed body"),
+        (None, forged.as_str(), "no signature"),
     ] {
         let r = post(i, body).await;
         assert_eq!(r.status().as_u16(), 401, "{what}");
     }
     assert_eq!(
         inbound_entries(&redis, "hookgate").len(),
-        1,
-        "the user, once"
+        2,
+        "the user and the unsubscribe, once each"
     );
     assert_eq!(duplicates_counted(&gw, "intercom").await, 1.0, "the retry");
-    let reqs = delivered_exactly(&up, 1, 10, "delivered").await;
-    assert_eq!(
-        first_to(&reqs, "/contacts"),
-        &json!({
+    let reqs = delivered_exactly(&up, 3, 10, "delivered").await;
+    let contacts: Vec<&Value> = reqs
+        .iter()
+        .filter(|r| r.path == "/contacts")
+        .map(|r| &r.body)
+        .collect();
+    assert!(
+        contacts.contains(&&json!({
             "email": "grace.hopper@example.com",
             "ext_id": "intercom-6961d4041c1e12de4c5499cc",
             "attributes": {"FIRSTNAME": "Grace", "LASTNAME": "Brewster Hopper", "SMS": "+16505550142",
                            "CITY": "Mountain View", "INTERCOM_ROLE": "user"},
             "updateEnabled": true
-        })
+        })),
+        "{contacts:?}"
+    );
+    assert!(
+        contacts.contains(&&json!({
+            "email": "grace.hopper@example.com",
+            "ext_id": "intercom-6961d4041c1e12de4c5499cc",
+            "emailBlacklisted": true,
+            "updateEnabled": true
+        })),
+        "{contacts:?}"
+    );
+    assert_eq!(
+        first_to(&reqs, "/events")["event_name"],
+        "email_unsubscribed",
+        "{reqs:?}"
     );
 }
 

@@ -556,30 +556,40 @@ fn lint_email(ctx: &mut Ctx, n: &Node, kind: &str) {
     }
 }
 
-/// A constant phone that is no phone number is almost always a path written without `$.`
-/// (`phone: From`), which would give every contact that text as its number.
+/// A constant phone must be what the upstream keeps: `+` and 7 to 15 digits (E.164). Anything else is
+/// almost always a path written without `$.` (`phone: From`), which would give every contact that text
+/// as its number, or a number written for people (`+1 (415) 555-0100`), which would be sent as written.
 fn lint_phone(ctx: &mut Ctx, n: &Node, kind: &str) {
-    let Some(s) = n.as_str() else {
+    let Some(s) = n.as_str().filter(|s| !computed(s)) else {
         return;
     };
-    let phone_like = s.chars().any(|c| c.is_ascii_digit())
-        && s.chars()
-            .all(|c| c.is_ascii_digit() || " +-.()".contains(c));
-    if !computed(s) && !phone_like {
-        ctx.error(
-            n.loc,
-            format!("{kind}.phone: `{s}` is neither a path nor a phone number"),
-        )
-        .hint = Some(
-            if s.chars()
-                .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
-            {
-                format!("did you mean `$.{s}`?")
-            } else {
-                "write a path such as $.phone, or a number such as \"+14155550100\"".to_owned()
-            },
-        );
+    let digits = s.strip_prefix('+').filter(|d| {
+        (7..=15).contains(&d.len()) && !d.starts_with('0') && d.bytes().all(|b| b.is_ascii_digit())
+    });
+    if digits.is_some() {
+        return;
     }
+    let written_for_people: String = s.chars().filter(|c| !" -.()".contains(*c)).collect();
+    let hint = if written_for_people != s
+        && written_for_people.starts_with('+')
+        && written_for_people[1..].bytes().all(|b| b.is_ascii_digit())
+    {
+        format!("write it as the upstream keeps it: \"{written_for_people}\"")
+    } else if s
+        .chars()
+        .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+    {
+        format!("did you mean `$.{s}`?")
+    } else {
+        "write a path such as $.phone, or a number in international format such as \"+14155550100\""
+            .to_owned()
+    };
+    ctx.error(
+        n.loc,
+        format!("{kind}.phone: `{s}` is neither a path nor a phone number in international format"),
+    )
+    .hint = Some(hint);
 }
 
 /// An identifier or event name written as a constant must be text: a number, a boolean or null there
