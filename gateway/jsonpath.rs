@@ -6,7 +6,7 @@
 //! such paths take a direct route over `serde_json::Value`. The direct route is only taken for
 //! paths jsonpath-rust also accepts, and the tests check both routes return the same nodes.
 
-use jsonpath_rust::parser::model::JpQuery;
+use jsonpath_rust::parser::model::{JpQuery, Segment, Selector};
 use jsonpath_rust::parser::parse_json_path;
 use jsonpath_rust::query::js_path_process;
 use serde_json::{Map, Value};
@@ -139,6 +139,29 @@ impl JsonPath {
         let other = JsonPath::compile(path).ok();
         let other = other.as_ref().and_then(JsonPath::member_names);
         other.is_some() && self.member_names() == other
+    }
+
+    /// Whether the path selects nodes rather than naming one: it has a wildcard, a slice, a filter or
+    /// several selectors in one segment (`$.items[*]`, `$.a[?@.x]`, `$['a','b']`). Names and indexes,
+    /// however spelled and wherever a descendant segment (`$..items`) looks for them, name a node.
+    pub fn is_selection(&self) -> bool {
+        fn selects(s: &Selector) -> bool {
+            matches!(
+                s,
+                Selector::Wildcard | Selector::Slice(..) | Selector::Filter(_)
+            )
+        }
+        fn segment(seg: &Segment) -> bool {
+            match seg {
+                Segment::Descendant(inner) => segment(inner),
+                Segment::Selector(s) => selects(s),
+                Segment::Selectors(list) => list.len() > 1 || list.iter().any(selects),
+            }
+        }
+        match &self.route {
+            Route::Direct(_) => false,
+            Route::Full(query) => query.segments.iter().any(segment),
+        }
     }
 
     /// True when the path takes the direct route (exposed for tests and benchmarks).
@@ -401,6 +424,36 @@ mod unit_tests {
             if let Ok(jp) = JsonPath::compile(p) {
                 assert!(!jp.is_direct(), "{p}");
             }
+        }
+    }
+
+    /// A path that names one node (by names and indexes, on either route, or searched for by a
+    /// descendant segment) is no selection; wildcards, slices, filters and unions are.
+    #[test]
+    fn selections_are_told_from_named_nodes() {
+        for p in [
+            "$",
+            "$.a.b[0]",
+            "$[ 'items' ]",
+            "$['a\\'b']",
+            "$.a[-1]",
+            "$..items",
+            "@.x",
+        ] {
+            let jp = JsonPath::compile_relative(p).unwrap();
+            assert!(!jp.is_selection(), "{p}");
+        }
+        for p in [
+            "$.a[*]",
+            "$.a[?@.x == 1]",
+            "$.a[0:2]",
+            "$['a','b']",
+            "$..[?@.x]",
+            "$.g[*].m[*]",
+            "@.items[*]",
+        ] {
+            let jp = JsonPath::compile_relative(p).unwrap();
+            assert!(jp.is_selection(), "{p}");
         }
     }
 

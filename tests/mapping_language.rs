@@ -244,11 +244,58 @@ fn for_each_over_a_selection_runs_over_its_nodes() {
     );
     let none = json!({"attendees": [{"email": "b@x.org", "noShow": false}]});
     assert!(apply(rules, Event::new(none)).unwrap().is_empty());
-    let e = apply(rules, Event::new(json!({"attendees": [{"noShow": true}]}))).unwrap_err();
+    // The element number is the node's place in the selection: attendees[2] is the second absent one.
+    let e = apply(
+        rules,
+        Event::new(json!({"attendees": [{"email": "a@x.org", "noShow": true}, {"noShow": false}, {"noShow": true}]})),
+    )
+    .unwrap_err();
     assert_eq!(
         e,
-        "rule `absent`: element 0: custom_event.email: required value missing at @.email"
+        "rule `absent`: element 1: custom_event.email: required value missing at @.email"
     );
+    // A path that names one list, however spelled or searched for, still runs over its elements.
+    for path in ["$[ 'items' ]", "$..items"] {
+        let rules = format!(
+            "rules:\n  - name: r\n    for_each: \"{path}\"\n    custom_event: {{ event_name: e, email: \"@.email\" }}\n"
+        );
+        let got = apply(
+            &rules,
+            Event::new(json!({"items": [{"email": "a@x.org"}, {"email": "b@x.org"}]})),
+        )
+        .unwrap();
+        assert_eq!(got.len(), 2, "{path}");
+        let e = apply(&rules, Event::new(json!({"items": {"email": "a@x.org"}}))).unwrap_err();
+        assert!(e.contains("expected a list"), "{path}: {e}");
+    }
+    // Inside a value too: a list of objects built from the selected nodes, none selected is missing.
+    let rules = r#"rules:
+  - name: order
+    custom_event:
+      event_name: ordered
+      email: $.email
+      event_properties:
+        shipped: { for_each: "$.items[?@.qty > 0]", object: { sku: "@.sku" } }
+"#;
+    let got = json_of(
+        &apply(
+            rules,
+            Event::new(json!({"email": "a@x.org", "items": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 0}, {"sku": "C", "qty": 2}]})),
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        got[0]["custom_event"]["event_properties"],
+        json!({"shipped": [{"sku": "A"}, {"sku": "C"}]})
+    );
+    let got = json_of(
+        &apply(
+            rules,
+            Event::new(json!({"email": "a@x.org", "items": [{"sku": "B", "qty": 0}]})),
+        )
+        .unwrap(),
+    );
+    assert_eq!(got[0]["custom_event"].get("event_properties"), None);
 }
 
 /// `for_each: $` reads the body's events: a batch (a list) is each of its elements, and a body that is

@@ -63,6 +63,8 @@ pub struct Rule {
     for_each: Option<JsonPath>,
     /// `for_each: $`: a body that is one object is one event (see `apply`).
     over_body: bool,
+    /// `for_each` over a path that selects nodes (a filter, a wildcard): each node is an element.
+    over_selection: bool,
     pub stop: bool,
     actions: Vec<ActionSpec>,
 }
@@ -166,7 +168,7 @@ impl Flags {
 pub struct MapError {
     pub rule: String,
     /// The `for_each` element, when the rule has one (none for `for_each: $` over a body that is one
-    /// object).
+    /// object): its index in the list, or its place among the nodes a selecting path selects.
     pub element: Option<usize>,
     pub field: String,
     pub reason: String,
@@ -200,7 +202,11 @@ impl Rule {
                     super::value::compile_path(ctx, n, s, "for_each", env)
                 }
                 Some(_) => {
-                    ctx.expected(n, "for_each", "a `$.` path to a list, such as $.line_items");
+                    ctx.expected(
+                        n,
+                        "for_each",
+                        "a `$.` path to a list, such as $.line_items, or one that selects, such as $.items[?@.qty > 0]",
+                    );
                     None
                 }
                 None => None,
@@ -294,6 +300,7 @@ impl Rule {
             name,
             when,
             over_body: for_each.as_ref().is_some_and(|p| p.as_str() == "$"),
+            over_selection: for_each.as_ref().is_some_and(JsonPath::is_selection),
             for_each,
             stop,
             actions,
@@ -343,8 +350,9 @@ impl Rule {
             Ok(())
         };
         // A path that selects (`$.attendees[?@.noShow == true]`, `$.items[*]`) runs over the nodes it
-        // selects, in order, as a filter in `when` would: the first node is no list to run over.
-        if !over.is_direct() {
+        // selects, in order, as a filter in `when` would: the first node is no list to run over. An
+        // error's element number is then the node's place in the selection.
+        if self.over_selection {
             for (i, el) in over.query(scope.root).into_iter().enumerate() {
                 each(Some(i), el)?;
             }

@@ -421,18 +421,8 @@ impl ValueExpr {
                 (out.is_empty() == fields.is_empty()).then_some(Cow::Owned(Value::Object(out)))
             }
             Source::ForEach { over, item } => {
-                let Some(list) = first(over, scope) else {
-                    return Ok(None);
-                };
-                let Value::Array(elements) = list else {
-                    return Err(EvalError::new(format!(
-                        "for_each: expected a list at {}, found {}",
-                        over.as_str(),
-                        super::json_kind(list)
-                    )));
-                };
-                let mut out = Vec::with_capacity(elements.len());
-                for (i, el) in elements.iter().enumerate() {
+                let mut out = Vec::new();
+                let mut each = |i: usize, el: &Value| -> Result<(), EvalError> {
                     let inner = Scope {
                         item: Some(el),
                         ..scope
@@ -440,8 +430,37 @@ impl ValueExpr {
                     if let Some(v) = item.eval(inner).map_err(|e| e.within(&format!("[{i}]")))? {
                         out.push(v.into_owned());
                     }
-                }
-                (out.is_empty() == elements.is_empty()).then_some(Cow::Owned(Value::Array(out)))
+                    Ok(())
+                };
+                // A path that selects runs over the nodes it selects, as a rule's for_each does; none
+                // selected is a missing value, as a missing list is.
+                let count = if over.is_selection() {
+                    let nodes = path_nodes(over, scope);
+                    for (i, el) in nodes.iter().enumerate() {
+                        each(i, el)?;
+                    }
+                    if nodes.is_empty() {
+                        return Ok(None);
+                    }
+                    nodes.len()
+                } else {
+                    let Some(list) = first(over, scope) else {
+                        return Ok(None);
+                    };
+                    let Value::Array(elements) = list else {
+                        return Err(EvalError::new(format!(
+                            "for_each: expected a list at {}, found {}",
+                            over.as_str(),
+                            super::json_kind(list)
+                        )));
+                    };
+                    for (i, el) in elements.iter().enumerate() {
+                        each(i, el)?;
+                    }
+                    elements.len()
+                };
+                // Parts all missing make the list missing; an empty list is a value.
+                (out.is_empty() == (count == 0)).then_some(Cow::Owned(Value::Array(out)))
             }
         })
     }
@@ -673,7 +692,7 @@ fn compile_for_each(
             ctx.expected(
                 over,
                 &format!("{what}.for_each"),
-                "a path to a list, such as $.line_items",
+                "a path to a list, such as $.line_items, or one that selects, such as $.items[?@.qty > 0]",
             );
             None
         }
