@@ -1934,8 +1934,9 @@ async fn an_intercom_user_becomes_a_contact() {
 /// Tally end to end through the shipped `mappings/tally.yaml`, its signing secret read from a file, the
 /// response signed by `sign.py` as Tally's own example computes it (the base64 HMAC-SHA256 of
 /// JSON.stringify of the body, which `sign.py` checks is the body sent). The response becomes the
-/// contact and a `form_submitted` event; Tally's resend is a duplicate; another secret and a changed
-/// answer are refused and not stored.
+/// contact and a `form_submitted` event; a resend, even with another event id, is a duplicate by the
+/// response id; another secret, a changed answer and no signature are refused, on a response of their
+/// own, and not stored.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tally_response_becomes_a_contact_and_an_event() {
     const SECRET: &str = "tally-signing-secret-44d0";
@@ -1946,20 +1947,36 @@ async fn a_tally_response_becomes_a_contact_and_an_event() {
         _secrets,
     } = Shipped::start("tally.yaml", "TALLY_SIGNING_SECRET", SECRET).await;
     let response = testdata("tally_form_response.json");
+    // A resend with another event id (Tally does not say it keeps it): the same response, by its id.
+    let resent = response.replace("a4cb511e-d513", "b5dc622f-e624");
+    assert_ne!(resent, response);
+    // Forgeries carry a response of their own, so only the signature check can keep them out.
+    let forged = response.replace("2wgx4n", "3xhy5o");
+    let changed = forged.replace("Acme BV", "Acme SA");
+    let sign =
+        |secret: &str, body: &str| json!({"preset": "tally", "secret": secret, "body": body});
     let signed = peer_sign(&json!([
-        {"preset": "tally", "secret": SECRET, "body": response},
-        {"preset": "tally", "secret": "tally-signing-secret-44d1", "body": response},
+        sign(SECRET, &response),
+        sign(SECRET, &resent),
+        sign("tally-signing-secret-44d1", &forged),
+        sign(SECRET, &forged),
     ]));
     let url = gw.url("tally");
-    let post = |i: usize, body: &str| post_signed(&url, &signed[i]["headers"], body);
-    assert_eq!(post(0, &response).await.status().as_u16(), 202);
-    let resend = post(0, &response).await;
+    let post = |i: Option<usize>, body: &str| {
+        post_signed(
+            &url,
+            i.map_or(&Value::Null, |i| &signed[i]["headers"]),
+            body,
+        )
+    };
+    assert_eq!(post(Some(0), &response).await.status().as_u16(), 202);
+    let resend = post(Some(1), &resent).await;
     assert_eq!(resend.status().as_u16(), 200, "Tally's resend");
     assert_eq!(resend.json::<Value>().await.unwrap()["duplicate"], true);
-    let changed = response.replace("Acme BV", "Acme SA");
     for (i, body, what) in [
-        (1, response.as_str(), "another secret"),
-        (0, changed.as_str(), "a changed answer"),
+        (Some(2), forged.as_str(), "another secret"),
+        (Some(3), changed.as_str(), "a changed answer"),
+        (None, forged.as_str(), "no signature"),
     ] {
         assert_eq!(post(i, body).await.status().as_u16(), 401, "{what}");
     }
@@ -2006,10 +2023,12 @@ async fn a_cal_com_booking_makes_its_attendees_contacts() {
     } = Shipped::start("calcom.yaml", "CALCOM_WEBHOOK_SECRET", SECRET).await;
     let booking = testdata("calcom_booking_created.json");
     let no_show = r#"{"triggerEvent":"BOOKING_NO_SHOW_UPDATED","createdAt":"2026-12-02T16:00:00.000Z","payload":{"message":"grace.hopper@example.com marked as no-show","attendees":[{"email":"grace.hopper@example.com","noShow":true},{"email":"ada@example.org","noShow":false}],"bookingUid":"bFJeNb2uX8ANpT3JL5EfXw","bookingId":100}}"#;
+    // Forgeries carry bytes of their own, so only the signature check can keep them out.
+    let forged = no_show.replace("2026-12-02T16:00:00.000Z", "2026-12-02T16:00:01.000Z");
     let signed = peer_sign(&json!([
         {"preset": "calcom", "secret": SECRET, "body": booking},
         {"preset": "calcom", "secret": SECRET, "body": no_show},
-        {"preset": "calcom", "secret": "calcom-webhook-secret-7a1a", "body": no_show},
+        {"preset": "calcom", "secret": "calcom-webhook-secret-7a1a", "body": forged},
     ]));
     let url = gw.url("calcom");
     let post = |headers: &Value, body: &str| post_signed(&url, headers, body);
@@ -2033,7 +2052,7 @@ async fn a_cal_com_booking_makes_its_attendees_contacts() {
         (&unsigned, "a webhook without a secret"),
     ] {
         assert_eq!(
-            post(headers, no_show).await.status().as_u16(),
+            post(headers, &forged).await.status().as_u16(),
             401,
             "{what}"
         );

@@ -223,7 +223,9 @@ def intercom_sign(r):
 def tally_sign(r):
     # Tally "Webhooks", its Express example: Tally-Signature is the base64 HMAC-SHA256 of
     # JSON.stringify(the parsed body) under the signing secret. That is the raw body only when the body
-    # is compact JSON as JSON.stringify writes it, which is what Tally sends: the case's body must be so.
+    # is compact JSON as JSON.stringify writes it, which is what Tally sends: the case's body must be so
+    # (checked here with Python's compact output, which matches JSON.stringify's for strings, integers
+    # and booleans, all a test body holds; not for a float such as 1.0).
     parsed = json.loads(r["body"])
     stringified = json.dumps(parsed, separators=(",", ":"), ensure_ascii=False)
     assert stringified == r["body"], "a Tally body is JSON.stringify's output"
