@@ -2111,6 +2111,80 @@ async fn a_cal_com_booking_makes_its_attendees_contacts() {
     );
 }
 
+/// Customer.io end to end through the shipped `mappings/customerio.yaml`, its signing key read from a
+/// file, each request signed by `sign.py` as Customer.io signs (`v0:<timestamp>:<body>`, checked against
+/// Customer.io's own library in tests/verify_presets.rs). A click becomes the event, a spam report the
+/// event and the suppression; the click sent again a minute later, signed anew, is a duplicate by its
+/// event id; another key, a request signed 9 days ago and no signature are refused, on an event of
+/// their own, and not stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn customer_io_activity_reaches_the_upstream() {
+    const KEY: &str = "cio-signing-key-91aa";
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start("customerio.yaml", "CUSTOMERIO_WEBHOOK_SIGNING_KEY", KEY).await;
+    let clicked = testdata("customerio_email_clicked.json");
+    let spammed = r#"{"event_id":"01E4C4CT6YDC7Y5M7FE1GWWPQN","object_type":"email","metric":"spammed","timestamp":1764000300,"data":{"customer_id":"42","identifiers":{"id":"42","email":"grace.hopper@example.com"},"recipient":"grace.hopper@example.com","subject":"Your December picks","delivery_id":"RPILAgUBcRhIBqSbvEZotk16z5A=","campaign_id":123,"action_id":456}}"#;
+    let forged = spammed.replace("WPQN", "WPQZ");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let sign = |key: &str, body: &str, ts: i64| json!({"preset": "customerio", "secret": key, "body": body, "timestamp": ts});
+    let signed = peer_sign(&json!([
+        sign(KEY, &clicked, now),
+        sign(KEY, &clicked, now + 60),
+        sign(KEY, spammed, now),
+        sign("cio-signing-key-91ab", &forged, now),
+        sign(KEY, &forged, now - 9 * 86_400),
+    ]));
+    let url = gw.url("customerio");
+    let post = |i: Option<usize>, body: &str| {
+        post_signed(
+            &url,
+            i.map_or(&Value::Null, |i| &signed[i]["headers"]),
+            body,
+        )
+    };
+    assert_eq!(post(Some(0), &clicked).await.status().as_u16(), 202);
+    let again = post(Some(1), &clicked).await;
+    assert_eq!(again.status().as_u16(), 200, "sent again, signed anew");
+    assert_eq!(again.json::<Value>().await.unwrap()["duplicate"], true);
+    assert_eq!(post(Some(2), spammed).await.status().as_u16(), 202);
+    for (i, what) in [
+        (Some(3), "another key"),
+        (Some(4), "signed 9 days ago"),
+        (None, "no signature"),
+    ] {
+        assert_eq!(post(i, &forged).await.status().as_u16(), 401, "{what}");
+    }
+    assert_eq!(
+        inbound_entries(&redis, "hookgate").len(),
+        2,
+        "the click and the spam report, once each"
+    );
+    assert_eq!(
+        duplicates_counted(&gw, "customerio").await,
+        1.0,
+        "sent again"
+    );
+    let reqs = delivered_exactly(&up, 3, 10, "delivered").await;
+    let mut names: Vec<&str> = reqs
+        .iter()
+        .filter(|r| r.path == "/events")
+        .filter_map(|r| r.body["event_name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["email_clicked", "email_complained"]);
+    assert_eq!(
+        first_to(&reqs, "/contacts"),
+        &json!({"email": "grace.hopper@example.com", "emailBlacklisted": true, "updateEnabled": true})
+    );
+}
+
 /// Mailgun end to end through the shipped `mappings/mailgun.yaml`, its signing key read from a file:
 /// Mailgun signs a timestamp and a token in the body, not the event, so the token is used once. A
 /// genuine failure is stored and becomes the hard bounce and the contact's flag; the same request

@@ -3,8 +3,8 @@
 //! (PyPI cryptography) for Standard Webhooks' Ed25519 signatures and SendGrid's ECDSA ones (which
 //! SendGrid's own library, PyPI sendgrid, checks beside hookgate), or
 //! Python's stdlib where a provider publishes no signer (shopify, typeform, calendly, paddle, webflow,
-//! square, segment, generic hmac; Paddle's own SDK, PyPI paddle-python-sdk, Webflow's, npm webflow-api, and
-//! Square's, PyPI squareup, judge their requests beside hookgate), PHP's `hash_hmac` for woocommerce (a PHP plugin) and `requests` for
+//! square, segment, generic hmac; Paddle's own SDK, PyPI paddle-python-sdk, Webflow's, npm webflow-api,
+//! Square's, PyPI squareup, and Customer.io's, npm customerio-node, judge their requests beside hookgate), PHP's `hash_hmac` for woocommerce (a PHP plugin) and `requests` for
 //! basic auth and tokens. Each preset must accept the peer's request and reject
 //! a wrong secret, one changed body byte, each missing header and (where the scheme has one) a
 //! timestamp outside the window: too old, and too far in the future except for Stripe and Calendly,
@@ -1203,6 +1203,132 @@ fn generic_hmac_over_the_url_without_a_timestamp() {
         "the signature of one URL accepted at another"
     );
     c.run();
+}
+
+/// Customer.io's reporting webhooks, through the generic preset as `mappings/customerio.yaml` sets it
+/// up (`v0:{timestamp}:{body}`, hex HMAC-SHA256, an 8-day window). The golden vector of Customer.io's
+/// own library's tests (customerio-node, `test/webhooks.ts`) passes at its own time. Customer.io's check
+/// (npm customerio-node, `verifyRequestSignature`) judges each request `sign.py` signs beside hookgate,
+/// and they agree: genuine, another key, a changed byte, the timestamp moved by a second. The library
+/// checks no time: a request 9 days old is its `true` and hookgate's `stale`.
+#[test]
+fn customerio_through_the_generic_preset_judged_by_customerio_node() {
+    const KEY: &str = "cio-signing-key-4e1b";
+    let spec = |var: &str, secret: &str| {
+        with_secrets(
+            VerifySpec {
+                preset: Preset::Hmac,
+                header: Some("X-CIO-Signature".to_owned()),
+                algorithm: Some("sha256".to_owned()),
+                encoding: Some("hex".to_owned()),
+                timestamp_header: Some("X-CIO-Timestamp".to_owned()),
+                signed_content: Some("v0:{timestamp}:{body}".to_owned()),
+                tolerance: Some("8d".to_owned()),
+                ..Default::default()
+            },
+            var,
+            &[secret],
+        )
+        .build()
+        .unwrap_or_else(|p| panic!("{p:?}"))
+    };
+    let url = "http://127.0.0.1:8080/webhooks/customerio";
+
+    // The library's golden vector, at its own time.
+    let golden_body = r#"{"event_id":"abc","object_type":"email","metric":"delivered"}"#;
+    let golden = Signed {
+        headers: vec![
+            ("X-CIO-Timestamp".to_owned(), "1614265384".to_owned()),
+            (
+                "X-CIO-Signature".to_owned(),
+                "6f55cf23f9b73a2ff07733fe04421f64ce9ec5e409696edda6b2a80311944230".to_owned(),
+            ),
+        ],
+        url: None,
+        public_key: None,
+    };
+    let verifier = spec("HG_CIO_GOLDEN", "signing-secret");
+    let at = |t: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(t);
+    let request = |s: &Signed, body: &str, t: u64| {
+        let headers = s.header_map(None);
+        let req = SignedRequest {
+            method: "POST",
+            url,
+            headers: &headers,
+            body: body.as_bytes(),
+        };
+        verifier
+            .verify(&req, at(t))
+            .map_or_else(|e| e.reason(), |()| "ok")
+    };
+    assert_eq!(
+        request(&golden, golden_body, 1_614_265_384),
+        "ok",
+        "the golden vector"
+    );
+    assert_eq!(
+        request(&golden, &change_one_byte(golden_body), 1_614_265_384),
+        "mismatch"
+    );
+
+    // sign.py's requests, judged by Customer.io's library and by hookgate.
+    let body = json_body();
+    let sign = |secret: &str, ts: i64| json!({"preset": "customerio", "secret": secret, "body": body, "timestamp": ts});
+    let signed = Peer::Python.sign(&[
+        sign(KEY, NOW),
+        sign("cio-signing-key-4e1c", NOW),
+        sign(KEY, NOW - 9 * 86_400),
+    ]);
+    let moved = Signed {
+        headers: vec![
+            ("X-CIO-Timestamp".to_owned(), (NOW + 1).to_string()),
+            (
+                "X-CIO-Signature".to_owned(),
+                signed[0].header("X-CIO-Signature").to_owned(),
+            ),
+        ],
+        url: None,
+        public_key: None,
+    };
+    // (request, body, hookgate's verdict, the library's, what)
+    let cases: Vec<(&Signed, String, &str, bool, &str)> = vec![
+        (&signed[0], body.clone(), "ok", true, "genuine"),
+        (&signed[1], body.clone(), "mismatch", false, "another key"),
+        (
+            &signed[0],
+            change_one_byte(&body),
+            "mismatch",
+            false,
+            "one changed body byte",
+        ),
+        (
+            &moved,
+            body.clone(),
+            "mismatch",
+            false,
+            "the timestamp moved by a second",
+        ),
+        (&signed[2], body.clone(), "stale", true, "signed 9 days ago"),
+    ];
+    let verdicts = common::peer_verify_customerio(&Value::Array(
+        cases
+            .iter()
+            .map(|(s, body, ..)| {
+                json!({"secret": KEY, "timestamp": s.header("X-CIO-Timestamp"),
+                       "signature": s.header("X-CIO-Signature"), "body": body})
+            })
+            .collect(),
+    ));
+    assert_eq!(verdicts.len(), cases.len(), "the library answered short");
+    let verifier = spec("HG_CIO_PEER", KEY);
+    for ((s, body, ours, theirs, what), library) in cases.iter().zip(verdicts) {
+        assert_eq!(library, *theirs, "customerio-node: {what}");
+        assert_eq!(
+            s.verdict(&verifier, url, body, None),
+            *ours,
+            "hookgate: {what}"
+        );
+    }
 }
 
 /// Basic auth and tokens are not signatures: the "wrong secret" is a wrong password or token and

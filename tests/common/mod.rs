@@ -555,6 +555,17 @@ pub fn peer_verify_webflow(requests: &serde_json::Value) -> Vec<bool> {
     verdicts(node_peer("webflow-api", "verify_webflow.mjs", requests))
 }
 
+/// Customer.io's own verdicts on signed reporting webhooks, from its library (npm `customerio-node`'s
+/// `verifyRequestSignature`, through `tests/peers/verify_customerio.mjs`): requests `{"secret",
+/// "timestamp", "signature", "body"}`, one boolean each.
+pub fn peer_verify_customerio(requests: &serde_json::Value) -> Vec<bool> {
+    verdicts(node_peer(
+        "customerio-node",
+        "verify_customerio.mjs",
+        requests,
+    ))
+}
+
 /// Sign bodies with GitHub's own helper, npm `@octokit/webhooks-methods`, through
 /// `tests/peers/sign_github.mjs` (requests: `{"secret", "body"}`; results: `{"headers"}`).
 pub fn peer_sign_github(requests: &serde_json::Value) -> Vec<serde_json::Value> {

@@ -11,7 +11,7 @@ Signers: stripe (PyPI stripe), standard-webhooks (PyPI standardwebhooks; its asy
 cryptography, which is OpenSSL), sendgrid (OpenSSL through PyPI cryptography; checked by SendGrid's
 own library in verify_sendgrid.py), slack (PyPI slack_sdk),
 twilio (PyPI twilio), hubspot v1/v2/v3 (PyPI hubspot-api-client). shopify, typeform, calendly, zoom,
-paddle, webflow, square, segment, intercom, tally, calcom and mailgun publish no signer, so they are signed here with the
+paddle, webflow, square, segment, intercom, tally, calcom, customerio and mailgun publish no signer, so they are signed here with the
 standard library's hmac, following each provider's documentation independently of hookgate's Rust code (paddle's
 are also judged by Paddle's own SDK, verify_paddle.py, webflow's by Webflow's, verify_webflow.mjs, and
 square's by Square's, verify_square.py). mailgun's result has no headers: its
@@ -240,6 +240,15 @@ def calcom_sign(r):
     return {"X-Cal-Signature-256": sig}
 
 
+def customerio_sign(r):
+    # Customer.io reporting webhooks: X-CIO-Signature is the hex HMAC-SHA256 of "v0:<timestamp>:<body>"
+    # under the webhook's signing key, the timestamp (seconds) in X-CIO-Timestamp. Customer.io's own
+    # library, npm customerio-node, judges these beside hookgate (verify_customerio.mjs).
+    ts = str(r["timestamp"])
+    sig = hmac.new(r["secret"].encode(), f"v0:{ts}:{r['body']}".encode(), hashlib.sha256).hexdigest()
+    return {"X-CIO-Timestamp": ts, "X-CIO-Signature": sig}
+
+
 def typeform_sign(r):
     # Typeform "Secure your webhooks": "sha256=" + base64 HMAC-SHA256 of the payload.
     sig = base64.b64encode(stdlib_hmac(r, r["body"])).decode()
@@ -303,6 +312,7 @@ SIGNERS = {
     "intercom": intercom_sign,
     "tally": tally_sign,
     "calcom": calcom_sign,
+    "customerio": customerio_sign,
     "sendgrid": sendgrid_sign,
     "twilio": twilio_sign,
     "hubspot": hubspot_sign,
