@@ -438,6 +438,8 @@ mod unit_tests {
             "$['a\\'b']",
             "$.a[-1]",
             "$..items",
+            "$..[0]",
+            "$[ 0 ]",
             "@.x",
         ] {
             let jp = JsonPath::compile_relative(p).unwrap();
@@ -451,6 +453,9 @@ mod unit_tests {
             "$..[?@.x]",
             "$.g[*].m[*]",
             "@.items[*]",
+            "$[0,1]",
+            "$..*",
+            "$[-1:]",
         ] {
             let jp = JsonPath::compile_relative(p).unwrap();
             assert!(jp.is_selection(), "{p}");

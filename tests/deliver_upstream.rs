@@ -1952,6 +1952,7 @@ async fn a_tally_response_becomes_a_contact_and_an_event() {
     assert_ne!(resent, response);
     // Forgeries carry a response of their own, so only the signature check can keep them out.
     let forged = response.replace("2wgx4n", "3xhy5o");
+    assert_ne!(forged, response);
     let changed = forged.replace("Acme BV", "Acme SA");
     let sign =
         |secret: &str, body: &str| json!({"preset": "tally", "secret": secret, "body": body});

@@ -296,6 +296,18 @@ fn for_each_over_a_selection_runs_over_its_nodes() {
         .unwrap(),
     );
     assert_eq!(got[0]["custom_event"].get("event_properties"), None);
+    // A value's error names the element's place in the selection: items[2] is the second selected.
+    let strict = rules.replace(
+        "{ sku: \"@.sku\" }",
+        "{ sku: { path: \"@.sku\", required: true } }",
+    );
+    assert_ne!(strict, rules);
+    let e = apply(
+        &strict,
+        Event::new(json!({"email": "a@x.org", "items": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 0}, {"qty": 2}]})),
+    )
+    .unwrap_err();
+    assert!(e.contains("shipped[1]"), "{e}");
 }
 
 /// `for_each: $` reads the body's events: a batch (a list) is each of its elements, and a body that is

@@ -358,7 +358,7 @@ impl Rule {
             }
             return Ok(matched);
         }
-        let (elements, listed): (&[Value], bool) = match over.first(scope.root) {
+        let (elements, listed): (&[Value], bool) = match over.first_present(scope.root) {
             None | Some(Value::Null) => (&[], true),
             Some(Value::Array(items)) => (items, true),
             // `for_each: $` runs over the body's events: a body that is one event is a list of one, since

@@ -136,6 +136,8 @@ enum Source {
     Object(FieldSpecs),
     ForEach {
         over: JsonPath,
+        /// `over` selects nodes (see [`JsonPath::is_selection`]): each is an element.
+        selection: bool,
         item: Box<ValueExpr>,
     },
 }
@@ -420,9 +422,34 @@ impl ValueExpr {
                 let out = eval_object(fields, scope)?;
                 (out.is_empty() == fields.is_empty()).then_some(Cow::Owned(Value::Object(out)))
             }
-            Source::ForEach { over, item } => {
-                let mut out = Vec::new();
-                let mut each = |i: usize, el: &Value| -> Result<(), EvalError> {
+            Source::ForEach {
+                over,
+                selection,
+                item,
+            } => {
+                // A path that selects runs over the nodes it selects, as a rule's for_each does; none
+                // selected is a missing value, as a missing list is.
+                let (nodes, list): (Vec<&Value>, &[Value]) = if *selection {
+                    (path_nodes(over, scope), &[])
+                } else {
+                    match first(over, scope) {
+                        None => return Ok(None),
+                        Some(Value::Array(elements)) => (Vec::new(), elements),
+                        Some(other) => {
+                            return Err(EvalError::new(format!(
+                                "for_each: expected a list at {}, found {}",
+                                over.as_str(),
+                                super::json_kind(other)
+                            )))
+                        }
+                    }
+                };
+                if *selection && nodes.is_empty() {
+                    return Ok(None);
+                }
+                let count = nodes.len() + list.len();
+                let mut out = Vec::with_capacity(count);
+                for (i, el) in nodes.into_iter().chain(list).enumerate() {
                     let inner = Scope {
                         item: Some(el),
                         ..scope
@@ -430,35 +457,7 @@ impl ValueExpr {
                     if let Some(v) = item.eval(inner).map_err(|e| e.within(&format!("[{i}]")))? {
                         out.push(v.into_owned());
                     }
-                    Ok(())
-                };
-                // A path that selects runs over the nodes it selects, as a rule's for_each does; none
-                // selected is a missing value, as a missing list is.
-                let count = if over.is_selection() {
-                    let nodes = path_nodes(over, scope);
-                    for (i, el) in nodes.iter().enumerate() {
-                        each(i, el)?;
-                    }
-                    if nodes.is_empty() {
-                        return Ok(None);
-                    }
-                    nodes.len()
-                } else {
-                    let Some(list) = first(over, scope) else {
-                        return Ok(None);
-                    };
-                    let Value::Array(elements) = list else {
-                        return Err(EvalError::new(format!(
-                            "for_each: expected a list at {}, found {}",
-                            over.as_str(),
-                            super::json_kind(list)
-                        )));
-                    };
-                    for (i, el) in elements.iter().enumerate() {
-                        each(i, el)?;
-                    }
-                    elements.len()
-                };
+                }
                 // Parts all missing make the list missing; an empty list is a value.
                 (out.is_empty() == (count == 0)).then_some(Cow::Owned(Value::Array(out)))
             }
@@ -716,8 +715,10 @@ fn compile_for_each(
         default: None,
         required: false,
     };
+    let over_path = over_path?;
     Some(Source::ForEach {
-        over: over_path?,
+        selection: over_path.is_selection(),
+        over: over_path,
         item: Box::new(item),
     })
 }
