@@ -254,6 +254,16 @@ fn for_each_over_a_selection_runs_over_its_nodes() {
         e,
         "rule `absent`: element 1: custom_event.email: required value missing at @.email"
     );
+    // `$..items` is the first list found that is not null, outer before inner, for a rule and a value.
+    let nested = json!({"items": null, "order": {"items": [{"email": "a@x.org", "sku": "A"}]}});
+    let rule = "rules:\n  - name: r\n    for_each: \"$..items\"\n    custom_event: { event_name: e, email: \"@.email\", event_properties: { skus: { for_each: \"$..items\", object: { sku: \"@.sku\" } } } }\n";
+    let got = json_of(&apply(rule, Event::new(nested)).unwrap());
+    assert_eq!(got.as_array().map(Vec::len), Some(1), "{got}");
+    assert_eq!(got[0]["custom_event"]["identifiers"]["email_id"], "a@x.org");
+    assert_eq!(
+        got[0]["custom_event"]["event_properties"]["skus"],
+        json!([{"sku": "A"}])
+    );
     // A path that names one list, however spelled or searched for, still runs over its elements.
     for path in ["$[ 'items' ]", "$..items"] {
         let rules = format!(

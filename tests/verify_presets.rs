@@ -1206,11 +1206,13 @@ fn generic_hmac_over_the_url_without_a_timestamp() {
 }
 
 /// Customer.io's reporting webhooks, through the generic preset as `mappings/customerio.yaml` sets it
-/// up (`v0:{timestamp}:{body}`, hex HMAC-SHA256, an 8-day window). The golden vector of Customer.io's
-/// own library's tests (customerio-node, `test/webhooks.ts`) passes at its own time. Customer.io's check
-/// (npm customerio-node, `verifyRequestSignature`) judges each request `sign.py` signs beside hookgate,
-/// and they agree: genuine, another key, a changed byte, the timestamp moved by a second. The library
-/// checks no time: a request 9 days old is its `true` and hookgate's `stale`.
+/// up (`v0:{timestamp}:{body}`, hex HMAC-SHA256, an 8-day window both ways). The golden vector of
+/// Customer.io's own library's tests (customerio-node, `test/webhooks.ts`) passes hookgate at its own
+/// time and the library itself. Customer.io's check (npm customerio-node, `verifyRequestSignature`)
+/// judges each request `sign.py` signs beside hookgate, and they agree: genuine, another key, a changed
+/// byte, the timestamp moved by a second. The library checks no time: signed 7 days ago is `ok` to both
+/// (a resend inside the window); 9 days ago or ahead is its `true` and hookgate's `stale`. Each header is
+/// needed.
 #[test]
 fn customerio_through_the_generic_preset_judged_by_customerio_node() {
     const KEY: &str = "cio-signing-key-4e1b";
@@ -1278,6 +1280,8 @@ fn customerio_through_the_generic_preset_judged_by_customerio_node() {
         sign(KEY, NOW),
         sign("cio-signing-key-4e1c", NOW),
         sign(KEY, NOW - 9 * 86_400),
+        sign(KEY, NOW - 7 * 86_400),
+        sign(KEY, NOW + 9 * 86_400),
     ]);
     let moved = Signed {
         headers: vec![
@@ -1309,24 +1313,50 @@ fn customerio_through_the_generic_preset_judged_by_customerio_node() {
             "the timestamp moved by a second",
         ),
         (&signed[2], body.clone(), "stale", true, "signed 9 days ago"),
+        (
+            &signed[3],
+            body.clone(),
+            "ok",
+            true,
+            "signed 7 days ago: a resend inside the 8-day window",
+        ),
+        (
+            &signed[4],
+            body.clone(),
+            "stale",
+            true,
+            "signed 9 days ahead",
+        ),
     ];
-    let verdicts = common::peer_verify_customerio(&Value::Array(
-        cases
-            .iter()
-            .map(|(s, body, ..)| {
-                json!({"secret": KEY, "timestamp": s.header("X-CIO-Timestamp"),
-                       "signature": s.header("X-CIO-Signature"), "body": body})
-            })
-            .collect(),
-    ));
-    assert_eq!(verdicts.len(), cases.len(), "the library answered short");
+    let judge = |secret: &str, s: &Signed, body: &str| {
+        json!({"secret": secret, "timestamp": s.header("X-CIO-Timestamp"),
+               "signature": s.header("X-CIO-Signature"), "body": body})
+    };
+    // The library's own vector first, then the cases.
+    let mut requests = vec![judge("signing-secret", &golden, golden_body)];
+    requests.extend(cases.iter().map(|(s, body, ..)| judge(KEY, s, body)));
+    let verdicts = common::peer_verify_customerio(&Value::Array(requests));
+    assert_eq!(
+        verdicts.len(),
+        cases.len() + 1,
+        "the library answered short"
+    );
+    assert!(verdicts[0], "customerio-node: its own tests' vector");
     let verifier = spec("HG_CIO_PEER", KEY);
-    for ((s, body, ours, theirs, what), library) in cases.iter().zip(verdicts) {
-        assert_eq!(library, *theirs, "customerio-node: {what}");
+    for ((s, body, ours, theirs, what), library) in cases.iter().zip(&verdicts[1..]) {
+        assert_eq!(*library, *theirs, "customerio-node: {what}");
         assert_eq!(
             s.verdict(&verifier, url, body, None),
             *ours,
             "hookgate: {what}"
+        );
+    }
+    // Each header is needed.
+    for header in ["X-CIO-Signature", "X-CIO-Timestamp"] {
+        assert_ne!(
+            signed[0].verdict(&verifier, url, &body, Some(header)),
+            "ok",
+            "without {header}"
         );
     }
 }

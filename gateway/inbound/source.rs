@@ -77,8 +77,8 @@ pub struct DedupSpec {
     /// A request header.
     #[serde(default)]
     pub header: Option<String>,
-    /// The exact body: for senders whose events carry no id (Mailchimp, Brevo, ActiveCampaign, Mailjet)
-    /// or whose batches carry several (SendGrid, Mailjet's grouped events), a request sent again is
+    /// The exact body: for senders whose events carry no id (Mailchimp, Brevo, ActiveCampaign, Mailjet,
+    /// Twilio, Cal.com, ...) or whose batches carry several (SendGrid, Mailjet's grouped events), a request sent again is
     /// stored once.
     #[serde(default)]
     pub body: Option<bool>,

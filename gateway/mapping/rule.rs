@@ -359,7 +359,7 @@ impl Rule {
             return Ok(matched);
         }
         let (elements, listed): (&[Value], bool) = match over.first_present(scope.root) {
-            None | Some(Value::Null) => (&[], true),
+            None => (&[], true),
             Some(Value::Array(items)) => (items, true),
             // `for_each: $` runs over the body's events: a body that is one event is a list of one, since
             // senders such as Mailjet post one event or a batch of them to the same URL. Any other path

@@ -13,8 +13,8 @@ own library in verify_sendgrid.py), slack (PyPI slack_sdk),
 twilio (PyPI twilio), hubspot v1/v2/v3 (PyPI hubspot-api-client). shopify, typeform, calendly, zoom,
 paddle, webflow, square, segment, intercom, tally, calcom, customerio and mailgun publish no signer, so they are signed here with the
 standard library's hmac, following each provider's documentation independently of hookgate's Rust code (paddle's
-are also judged by Paddle's own SDK, verify_paddle.py, webflow's by Webflow's, verify_webflow.mjs, and
-square's by Square's, verify_square.py). mailgun's result has no headers: its
+are also judged by Paddle's own SDK, verify_paddle.py, webflow's by Webflow's, verify_webflow.mjs,
+square's by Square's, verify_square.py, and customerio's by customerio-node, verify_customerio.mjs). mailgun's result has no headers: its
 "signature" object goes in the body.
 """
 import base64
