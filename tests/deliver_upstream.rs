@@ -122,6 +122,18 @@ async fn duplicates_counted(gw: &Gateway, source: &str) -> f64 {
     )
 }
 
+/// The text at `member` of the bodies of the requests to `path`, sorted: what a test expects of
+/// deliveries whose order across events is not fixed.
+fn sorted_at<'a>(reqs: &'a [Recorded], path: &str, member: &str) -> Vec<&'a str> {
+    let mut found: Vec<&str> = reqs
+        .iter()
+        .filter(|r| r.path == path)
+        .filter_map(|r| r.body[member].as_str())
+        .collect();
+    found.sort_unstable();
+    found
+}
+
 /// The body of the first request to `path`.
 fn first_to<'a>(reqs: &'a [Recorded], path: &str) -> &'a Value {
     reqs.iter()
@@ -1682,14 +1694,8 @@ async fn mailjet_grouped_and_single_events_reach_the_upstream() {
     // The grouped request: three events and the hard bounce's flag; the single one: the spam report
     // and the suppression.
     let reqs = delivered_exactly(&up, 6, 10, "delivered").await;
-    let mut names: Vec<&str> = reqs
-        .iter()
-        .filter(|r| r.path == "/events")
-        .filter_map(|r| r.body["event_name"].as_str())
-        .collect();
-    names.sort_unstable();
     assert_eq!(
-        names,
+        sorted_at(&reqs, "/events", "event_name"),
         [
             "email_complained",
             "email_hard_bounced",
@@ -2071,13 +2077,10 @@ async fn a_cal_com_booking_makes_its_attendees_contacts() {
 
     // Two contacts and two events from the booking, one event from the no-show.
     let reqs = delivered_exactly(&up, 5, 10, "delivered").await;
-    let mut contacts: Vec<&str> = reqs
-        .iter()
-        .filter(|r| r.path == "/contacts")
-        .filter_map(|r| r.body["email"].as_str())
-        .collect();
-    contacts.sort_unstable();
-    assert_eq!(contacts, ["ada@example.org", "grace.hopper@example.com"]);
+    assert_eq!(
+        sorted_at(&reqs, "/contacts", "email"),
+        ["ada@example.org", "grace.hopper@example.com"]
+    );
     let grace = reqs
         .iter()
         .find(|r| r.path == "/contacts" && r.body["email"] == "grace.hopper@example.com")
@@ -2173,13 +2176,10 @@ async fn customer_io_activity_reaches_the_upstream() {
         "sent again"
     );
     let reqs = delivered_exactly(&up, 3, 10, "delivered").await;
-    let mut names: Vec<&str> = reqs
-        .iter()
-        .filter(|r| r.path == "/events")
-        .filter_map(|r| r.body["event_name"].as_str())
-        .collect();
-    names.sort_unstable();
-    assert_eq!(names, ["email_clicked", "email_complained"]);
+    assert_eq!(
+        sorted_at(&reqs, "/events", "event_name"),
+        ["email_clicked", "email_complained"]
+    );
     assert_eq!(
         first_to(&reqs, "/contacts"),
         &json!({"email": "grace.hopper@example.com", "emailBlacklisted": true, "updateEnabled": true})
