@@ -1206,7 +1206,7 @@ fn generic_hmac_over_the_url_without_a_timestamp() {
 }
 
 /// Customer.io's reporting webhooks, through the generic preset as `mappings/customerio.yaml` sets it
-/// up (`v0:{timestamp}:{body}`, hex HMAC-SHA256, an 8-day window both ways). The golden vector of
+/// up, read from the file (`v0:{timestamp}:{body}`, hex HMAC-SHA256, an 8-day window both ways). The golden vector of
 /// Customer.io's own library's tests (customerio-node, `test/webhooks.ts`) passes hookgate at its own
 /// time and the library itself. Customer.io's check (npm customerio-node, `verifyRequestSignature`)
 /// judges each request `sign.py` signs beside hookgate, and they agree: genuine, another key, a changed
@@ -1216,23 +1216,22 @@ fn generic_hmac_over_the_url_without_a_timestamp() {
 #[test]
 fn customerio_through_the_generic_preset_judged_by_customerio_node() {
     const KEY: &str = "cio-signing-key-4e1b";
+    // The verify block of the shipped file itself, its secret reference swapped for the test's.
+    let path = common::repo_root().join("mappings/customerio.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let shipped = hookgate::mapping::parse_source_file(&path, &text)
+        .unwrap_or_else(|d| panic!("{d:?}"))
+        .head
+        .verify
+        .expect("customerio.yaml verifies");
+    assert_eq!(
+        shipped.signed_content.as_deref(),
+        Some("v0:{timestamp}:{body}")
+    );
     let spec = |var: &str, secret: &str| {
-        with_secrets(
-            VerifySpec {
-                preset: Preset::Hmac,
-                header: Some("X-CIO-Signature".to_owned()),
-                algorithm: Some("sha256".to_owned()),
-                encoding: Some("hex".to_owned()),
-                timestamp_header: Some("X-CIO-Timestamp".to_owned()),
-                signed_content: Some("v0:{timestamp}:{body}".to_owned()),
-                tolerance: Some("8d".to_owned()),
-                ..Default::default()
-            },
-            var,
-            &[secret],
-        )
-        .build()
-        .unwrap_or_else(|p| panic!("{p:?}"))
+        with_secrets(shipped.clone(), var, &[secret])
+            .build()
+            .unwrap_or_else(|p| panic!("{p:?}"))
     };
     let url = "http://127.0.0.1:8080/webhooks/customerio";
 
