@@ -55,6 +55,19 @@ struct Signed {
 }
 
 impl Signed {
+    /// A request carrying only `headers`, as a test writes them by hand (a vector, or a peer's header
+    /// changed).
+    fn with_headers(headers: &[(&str, &str)]) -> Signed {
+        Signed {
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            url: None,
+            public_key: None,
+        }
+    }
+
     /// The value of the header the peer sent as `name`.
     fn header(&self, name: &str) -> &str {
         self.headers
@@ -67,6 +80,18 @@ impl Signed {
     /// What `v` says of this request, posted to `url` with `body` and without header `skip`: `ok`, or
     /// the reason of its refusal.
     fn verdict(&self, v: &Verifier, url: &str, body: &str, skip: Option<&str>) -> &'static str {
+        self.verdict_at(v, url, body, skip, now())
+    }
+
+    /// As [`Signed::verdict`], received at time `at` (a vector dated by its provider).
+    fn verdict_at(
+        &self,
+        v: &Verifier,
+        url: &str,
+        body: &str,
+        skip: Option<&str>,
+        at: SystemTime,
+    ) -> &'static str {
         let headers = self.header_map(skip);
         let req = SignedRequest {
             method: "POST",
@@ -74,7 +99,7 @@ impl Signed {
             headers: &headers,
             body: body.as_bytes(),
         };
-        v.verify(&req, now()).map_or_else(|e| e.reason(), |()| "ok")
+        v.verify(&req, at).map_or_else(|e| e.reason(), |()| "ok")
     }
 
     /// The peer's headers as a request carries them, without `skip`.
@@ -754,11 +779,7 @@ fn paddle_signatures_are_judged_alike_by_paddles_sdk() {
     let (new, old) = (verifier(NEW), verifier(OLD));
     for ((header, secret, body, ours, theirs, what), library) in cases.iter().zip(verdicts) {
         assert_eq!(library, *theirs, "Paddle's SDK: {what}");
-        let request = Signed {
-            headers: vec![("Paddle-Signature".to_owned(), header.clone())],
-            url: None,
-            public_key: None,
-        };
+        let request = Signed::with_headers(&[("Paddle-Signature", header)]);
         let v = if *secret == NEW { &new } else { &old };
         let url = "http://127.0.0.1:8080/webhooks/paddle";
         assert_eq!(
@@ -973,11 +994,7 @@ fn square_signatures_are_judged_alike_by_squares_sdk() {
         } else {
             &other
         };
-        let request = Signed {
-            headers: vec![("x-square-hmacsha256-signature".to_owned(), header.clone())],
-            url: None,
-            public_key: None,
-        };
+        let request = Signed::with_headers(&[("x-square-hmacsha256-signature", header)]);
         // Received behind a proxy, at another address than the one Square signs.
         let received = "http://10.0.0.7:8080/webhooks/square";
         assert_eq!(
@@ -1237,38 +1254,28 @@ fn customerio_through_the_generic_preset_judged_by_customerio_node() {
 
     // The library's golden vector, at its own time.
     let golden_body = r#"{"event_id":"abc","object_type":"email","metric":"delivered"}"#;
-    let golden = Signed {
-        headers: vec![
-            ("X-CIO-Timestamp".to_owned(), "1614265384".to_owned()),
-            (
-                "X-CIO-Signature".to_owned(),
-                "6f55cf23f9b73a2ff07733fe04421f64ce9ec5e409696edda6b2a80311944230".to_owned(),
-            ),
-        ],
-        url: None,
-        public_key: None,
-    };
+    let golden = Signed::with_headers(&[
+        ("X-CIO-Timestamp", "1614265384"),
+        (
+            "X-CIO-Signature",
+            "6f55cf23f9b73a2ff07733fe04421f64ce9ec5e409696edda6b2a80311944230",
+        ),
+    ]);
     let verifier = spec("HG_CIO_GOLDEN", "signing-secret");
-    let at = |t: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(t);
-    let request = |s: &Signed, body: &str, t: u64| {
-        let headers = s.header_map(None);
-        let req = SignedRequest {
-            method: "POST",
-            url,
-            headers: &headers,
-            body: body.as_bytes(),
-        };
-        verifier
-            .verify(&req, at(t))
-            .map_or_else(|e| e.reason(), |()| "ok")
-    };
+    let signed_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_614_265_384);
     assert_eq!(
-        request(&golden, golden_body, 1_614_265_384),
+        golden.verdict_at(&verifier, url, golden_body, None, signed_at),
         "ok",
         "the golden vector"
     );
     assert_eq!(
-        request(&golden, &change_one_byte(golden_body), 1_614_265_384),
+        golden.verdict_at(
+            &verifier,
+            url,
+            &change_one_byte(golden_body),
+            None,
+            signed_at
+        ),
         "mismatch"
     );
 
@@ -1282,17 +1289,10 @@ fn customerio_through_the_generic_preset_judged_by_customerio_node() {
         sign(KEY, NOW - 7 * 86_400),
         sign(KEY, NOW + 9 * 86_400),
     ]);
-    let moved = Signed {
-        headers: vec![
-            ("X-CIO-Timestamp".to_owned(), (NOW + 1).to_string()),
-            (
-                "X-CIO-Signature".to_owned(),
-                signed[0].header("X-CIO-Signature").to_owned(),
-            ),
-        ],
-        url: None,
-        public_key: None,
-    };
+    let moved = Signed::with_headers(&[
+        ("X-CIO-Timestamp", &(NOW + 1).to_string()),
+        ("X-CIO-Signature", signed[0].header("X-CIO-Signature")),
+    ]);
     // (request, body, hookgate's verdict, the library's, what)
     let cases: Vec<(&Signed, String, &str, bool, &str)> = vec![
         (&signed[0], body.clone(), "ok", true, "genuine"),

@@ -6,7 +6,8 @@
 
 use super::condition::Condition;
 use super::value::{
-    eval_fields, first, looks_like_path, Env, EvalError, FieldSpecs, Scope, ValueExpr,
+    eval_fields, first, for_each_elements, looks_like_path, not_a_list, Env, EvalError, FieldSpecs,
+    Scope, ValueExpr,
 };
 use super::yaml::{Ctx, Kind, Node};
 use super::MappedAction;
@@ -350,38 +351,28 @@ impl Rule {
             Ok(())
         };
         // A path that selects (`$.attendees[?@.noShow == true]`, `$.items[*]`) runs over the nodes it
-        // selects, in order, as a filter in `when` would: the first node is no list to run over. An
-        // error's element number is then the node's place in the selection.
-        if self.over_selection {
-            for (i, el) in over.query(scope.root).into_iter().enumerate() {
-                each(Some(i), el)?;
+        // selects, in order, as a filter in `when` would; an error's element number is then the node's
+        // place in the selection. A path that names a list runs over its items; nothing there, over none.
+        match for_each_elements(over, self.over_selection, scope) {
+            Ok(elements) => {
+                for (i, el) in elements.iter().flat_map(|e| e.iter()).enumerate() {
+                    each(Some(i), el)?;
+                }
             }
-            return Ok(matched);
-        }
-        let (elements, listed): (&[Value], bool) = match over.first_present(scope.root) {
-            None => (&[], true),
-            Some(Value::Array(items)) => (items, true),
-            // `for_each: $` runs over the body's events: a body that is one event is a list of one, since
-            // senders such as Mailjet post one event or a batch of them to the same URL. Any other path
-            // must find a list, so a path that misses the list fails loudly.
-            // A body that is one event has no element number to report.
-            Some(one @ Value::Object(_)) if self.over_body => (std::slice::from_ref(one), false),
-            Some(other) => {
+            // `for_each: $` runs over the body's events: a body that is one event is a list of one,
+            // since senders such as Mailjet post one event or a batch of them to the same URL. It has no
+            // element number to report. Any other path must find a list, so a path that misses the list
+            // fails loudly.
+            Err(one @ Value::Object(_)) if self.over_body => each(None, one)?,
+            Err(found) => {
                 return Err(fail(
                     None,
                     EvalError {
                         field: "for_each".into(),
-                        reason: format!(
-                            "expected a list at {}, found {}",
-                            over.as_str(),
-                            super::json_kind(other)
-                        ),
+                        reason: not_a_list(over, found),
                     },
                 ))
             }
-        };
-        for (i, el) in elements.iter().enumerate() {
-            each(listed.then_some(i), el)?;
         }
         Ok(matched)
     }
@@ -551,15 +542,11 @@ fn lint_email(ctx: &mut Ctx, n: &Node, kind: &str) {
                 n.loc,
                 format!("{kind}.email: `{s}` is neither a path nor an email address"),
             )
-            .hint = Some(
-                if s.chars()
-                    .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
-                {
-                    format!("did you mean `$.{s}`?")
-                } else {
-                    "write a path such as $.email, or an email address".to_owned()
-                },
-            );
+            .hint = Some(if reads_as_bare_path(s) {
+                format!("did you mean `$.{s}`?")
+            } else {
+                "write a path such as $.email, or an email address".to_owned()
+            });
         }
     }
 }
@@ -583,11 +570,7 @@ fn lint_phone(ctx: &mut Ctx, n: &Node, kind: &str) {
         && written_for_people[1..].bytes().all(|b| b.is_ascii_digit())
     {
         format!("write it as the upstream keeps it: \"{written_for_people}\"")
-    } else if s
-        .chars()
-        .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
-        && !s.starts_with(|c: char| c.is_ascii_digit())
-    {
+    } else if reads_as_bare_path(s) && !s.starts_with(|c: char| c.is_ascii_digit()) {
         format!("did you mean `$.{s}`?")
     } else {
         "write a path such as $.phone, or a number in international format such as \"+14155550100\""
@@ -598,6 +581,12 @@ fn lint_phone(ctx: &mut Ctx, n: &Node, kind: &str) {
         format!("{kind}.phone: `{s}` is neither a path nor a phone number in international format"),
     )
     .hint = Some(hint);
+}
+
+/// Whether a constant reads as a member path written without its `$.` (`email`, `data.From`).
+fn reads_as_bare_path(s: &str) -> bool {
+    s.chars()
+        .all(|c| c.is_alphanumeric() || c == '_' || c == '.')
 }
 
 /// An identifier or event name written as a constant must be text: a number, a boolean or null there

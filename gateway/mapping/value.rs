@@ -427,29 +427,19 @@ impl ValueExpr {
                 selection,
                 item,
             } => {
-                // A path that selects runs over the nodes it selects, as a rule's for_each does; none
-                // selected is a missing value, as a missing list is.
-                let (nodes, list): (Vec<&Value>, &[Value]) = if *selection {
-                    (path_nodes(over, scope), &[])
-                } else {
-                    match first(over, scope) {
-                        None => return Ok(None),
-                        Some(Value::Array(elements)) => (Vec::new(), elements),
-                        Some(other) => {
-                            return Err(EvalError::new(format!(
-                                "for_each: expected a list at {}, found {}",
-                                over.as_str(),
-                                super::json_kind(other)
-                            )))
-                        }
+                let elements = match for_each_elements(over, *selection, scope) {
+                    Ok(Some(elements)) => elements,
+                    Ok(None) => return Ok(None),
+                    Err(found) => {
+                        return Err(EvalError::new(format!(
+                            "for_each: {}",
+                            not_a_list(over, found)
+                        )))
                     }
                 };
-                if *selection && nodes.is_empty() {
-                    return Ok(None);
-                }
-                let count = nodes.len() + list.len();
+                let count = elements.len();
                 let mut out = Vec::with_capacity(count);
-                for (i, el) in nodes.into_iter().chain(list).enumerate() {
+                for (i, el) in elements.iter().enumerate() {
                     let inner = Scope {
                         item: Some(el),
                         ..scope
@@ -513,6 +503,55 @@ pub(super) fn first<'a>(path: &JsonPath, scope: Scope<'a>) -> Option<&'a Value> 
         scope.root
     };
     path.first_present(base)
+}
+
+/// What a `for_each` runs over, a rule's or a value's: the nodes a selecting path selects, in order, or
+/// the items of the list a path names.
+pub(super) struct Elements<'a> {
+    nodes: Vec<&'a Value>,
+    items: &'a [Value],
+}
+
+impl<'a> Elements<'a> {
+    pub(super) fn len(&self) -> usize {
+        self.nodes.len() + self.items.len()
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &'a Value> + '_ {
+        self.nodes.iter().copied().chain(self.items)
+    }
+}
+
+/// The elements of `for_each: over`. `None` when there are none to speak of: the path names nothing (or
+/// null), or selects nothing; a list that is there and empty is `Some`, no elements. `Err` is the node
+/// a naming path found that is no list, for the caller to refuse (or, a rule's `for_each: $` over one
+/// event, to run once over).
+pub(super) fn for_each_elements<'a>(
+    over: &JsonPath,
+    selection: bool,
+    scope: Scope<'a>,
+) -> Result<Option<Elements<'a>>, &'a Value> {
+    if selection {
+        let nodes = path_nodes(over, scope);
+        return Ok((!nodes.is_empty()).then_some(Elements { nodes, items: &[] }));
+    }
+    match first(over, scope) {
+        None => Ok(None),
+        Some(Value::Array(items)) => Ok(Some(Elements {
+            nodes: Vec::new(),
+            items,
+        })),
+        Some(found) => Err(found),
+    }
+}
+
+/// Why a `for_each` path cannot be run over: it found `found`, which is no list.
+pub(super) fn not_a_list(over: &JsonPath, found: &Value) -> String {
+    format!(
+        "expected a list at {}, found {}",
+        over.as_str(),
+        super::json_kind(found)
+    )
 }
 
 fn path_nodes<'a>(path: &JsonPath, scope: Scope<'a>) -> Vec<&'a Value> {
