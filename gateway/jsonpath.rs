@@ -164,6 +164,42 @@ impl JsonPath {
         }
     }
 
+    /// The node an absolute path of names and indexes names, to change it in place (`parse_json:`
+    /// replaces a member's text with the document it holds), with how many steps down it is; `None`
+    /// when the path is not such a path or nothing is there.
+    pub fn direct_mut<'a>(&self, mut value: &'a mut Value) -> Option<(&'a mut Value, usize)> {
+        let Route::Direct(steps) = &self.route else {
+            return None;
+        };
+        if self.relative {
+            return None;
+        }
+        for step in steps {
+            value = match (step, value) {
+                (Step::Name(name), Value::Object(map)) => map.get_mut(name)?,
+                (Step::Index(i), Value::Array(items)) => {
+                    let i = if *i < 0 {
+                        items.len().checked_sub(i.unsigned_abs() as usize)?
+                    } else {
+                        usize::try_from(*i).ok()?
+                    };
+                    items.get_mut(i)?
+                }
+                _ => return None,
+            };
+        }
+        Some((value, steps.len()))
+    }
+
+    /// How many names and indexes an absolute direct path steps through (`$` is 0); `None` for any
+    /// other path. `parse_json:` takes only these.
+    pub fn direct_len(&self) -> Option<usize> {
+        match &self.route {
+            Route::Direct(steps) if !self.relative => Some(steps.len()),
+            _ => None,
+        }
+    }
+
     /// True when the path takes the direct route (exposed for tests and benchmarks).
     pub fn is_direct(&self) -> bool {
         matches!(self.route, Route::Direct(_))

@@ -4,6 +4,7 @@
 mod form;
 
 use crate::error::Error;
+use crate::jsonpath::JsonPath;
 use encoding_rs::Encoding;
 use serde::Deserialize;
 use serde_json::Value;
@@ -108,6 +109,49 @@ pub fn parse(kind: BodyKind, body: &[u8], max_depth: usize) -> Result<Value, Err
         }
         BodyKind::Form(charset) => form::parse(body, charset, max_depth),
     }
+}
+
+/// Parse a body as [`parse`] does, then the members whose text is a JSON document of its own
+/// (`parse_json:`, see [`parse_members`]): what the receive path validates and the mapper reads.
+pub fn parse_with(
+    kind: BodyKind,
+    body: &[u8],
+    max_depth: usize,
+    members: &[JsonPath],
+) -> Result<Value, Error> {
+    let mut value = parse(kind, body, max_depth)?;
+    parse_members(&mut value, members, max_depth)?;
+    Ok(value)
+}
+
+/// Replace each member named in `members` whose value is text with the JSON document that text holds
+/// (Mailchimp Transactional posts its events as JSON in the form field `mandrill_events`; Amazon SNS
+/// sends its `Message` as JSON text), in the order given, so a later path may reach into an earlier
+/// one. A member that is absent or not text is left as it is (a sender posting the document itself
+/// is read alike); text that is not JSON is malformed, and so is a document nested deeper than
+/// `max_depth` counted from the body's top.
+pub fn parse_members(
+    value: &mut Value,
+    members: &[JsonPath],
+    max_depth: usize,
+) -> Result<(), Error> {
+    for path in members {
+        let Some((node, above)) = path.direct_mut(value) else {
+            continue;
+        };
+        let Value::String(text) = node else {
+            continue;
+        };
+        if check_json_depth(text.as_bytes(), max_depth.saturating_sub(above)).is_err() {
+            return Err(Error::Malformed(format!(
+                "`{}` holds JSON nested deeper than {max_depth} (counted from the body's top)",
+                path.as_str()
+            )));
+        }
+        *node = serde_json::from_str(text)
+            .map_err(|e| Error::Malformed(format!("`{}` is not JSON text: {e}", path.as_str())))?;
+    }
+    Ok(())
 }
 
 /// Validate a JSON body without building it: one pass that checks the nesting as it goes.

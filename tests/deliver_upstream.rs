@@ -2577,3 +2577,122 @@ async fn a_mailchimp_audience_webhook_is_checked_then_synced() {
         "the GET and the repeat stored nothing"
     );
 }
+
+/// Mailchimp Transactional (Mandrill) end to end through the shipped `mappings/mandrill.yaml`, its key
+/// read from a file, each batch signed by the `generateSignature` Mandrill publishes, run by PHP over what
+/// `parse_str` makes of the body (`tests/peers/sign_mandrill.php`). Mandrill's HEAD check of the URL is
+/// answered and stores nothing; the batch, whose events are JSON text in the form field
+/// `mandrill_events`, becomes one request per mapped event; the batch again is a duplicate; another key,
+/// a changed event and a signed batch whose events are not JSON are refused, and not stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mandrill_batch_becomes_one_request_per_event() {
+    const KEY: &str = "mandrill-webhook-key-9Qx2";
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start("mandrill.yaml", "MANDRILL_WEBHOOK_KEY", KEY).await;
+    let url = gw.url("mandrill");
+    let r = client().head(&url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "Mandrill's check of the URL");
+
+    let batch = testdata("mandrill_events.form");
+    let not_json = "mandrill_events=%5B%7B%22event%22%3A%22send%22";
+    let sign = |key: &str, body: &str| json!({"secret": key, "url": url, "body": body});
+    let signed = peer_sign_mandrill(&json!([
+        sign(KEY, &batch),
+        sign("mandrill-webhook-key-9Qx3", &batch),
+        sign(KEY, not_json),
+    ]));
+    let post = |i: usize, body: &str| post_signed(&url, &signed[i]["headers"], body);
+    let (status, answer) = status_and_json(post(0, &batch).await).await;
+    assert_eq!(status, 202, "{answer}");
+    let (status, answer) = status_and_json(post(0, &batch).await).await;
+    assert_eq!((status, answer["duplicate"].as_bool()), (200, Some(true)));
+    let (status, _) = status_and_json(post(1, &batch).await).await;
+    assert_eq!(status, 401, "signed with another key");
+    let changed = batch.replace("carol%40example.org", "eve%40example.org");
+    assert_ne!(changed, batch);
+    let (status, answer) = status_and_json(post(0, &changed).await).await;
+    assert_eq!(
+        (status, answer["message"].as_str()),
+        (401, Some("no signature matches")),
+        "a changed event"
+    );
+    let (status, answer) = status_and_json(post(2, not_json).await).await;
+    assert_eq!(status, 400, "{answer}");
+    let reason = answer["message"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("malformed body: `$.mandrill_events` is not JSON text: EOF"),
+        "{answer}"
+    );
+    assert_eq!(
+        inbound_entries(&redis, "hookgate").len(),
+        1,
+        "only the genuine batch is stored, once"
+    );
+
+    // Eight message events (the deferral and the sync event are left out), the hard bounce's flag and
+    // the two withdrawals of consent.
+    let reqs = delivered_exactly(&up, 11, 15, "eleven requests delivered").await;
+    let mut names: Vec<&str> = reqs
+        .iter()
+        .filter(|r| (r.method.as_str(), r.path.as_str()) == ("POST", "/events"))
+        .filter_map(|r| r.body["event_name"].as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "email_clicked",
+            "email_complained",
+            "email_hard_bounced",
+            "email_opened",
+            "email_rejected",
+            "email_sent",
+            "email_soft_bounced",
+            "email_unsubscribed"
+        ]
+    );
+    let click = reqs
+        .iter()
+        .find(|r| r.body["event_name"] == "email_clicked")
+        .map(|r| &r.body);
+    assert_eq!(
+        click,
+        Some(&json!({
+            "event_name": "email_clicked",
+            "event_date": "2025-11-24T16:06:00Z",
+            "identifiers": {"email_id": "ada@example.com"},
+            "event_properties": {
+                "message_id": "a1b2c3d4e5f60718293a4b5c6d7e8f90",
+                "subject": "Your order is on its way",
+                "sender": "shop@mail.example.com",
+                "tags": ["shipping"],
+                "link": "https://shop.example.com/track?o=4711"
+            }
+        }))
+    );
+    let contacts: Vec<(&str, &str, &Value)> = reqs
+        .iter()
+        .filter(|r| r.path.starts_with("/contacts"))
+        .map(|r| (r.method.as_str(), r.path.as_str(), &r.body))
+        .collect();
+    let bounce = json!({"attributes": {"EMAIL_BOUNCED": true}});
+    let consent =
+        |email: &str| json!({"email": email, "emailBlacklisted": true, "updateEnabled": true});
+    assert_eq!(contacts.len(), 3, "{contacts:?}");
+    assert!(
+        contacts.contains(&("PUT", "/contacts/carol%40example.org", &bounce)),
+        "{contacts:?}"
+    );
+    for email in ["erin@example.com", "zoë@example.com"] {
+        assert!(
+            contacts.contains(&("POST", "/contacts", &consent(email))),
+            "{email}: {contacts:?}"
+        );
+    }
+    let distinct: HashSet<String> = reqs.iter().map(key_of).collect();
+    assert_eq!(distinct.len(), 11, "one Idempotency-Key per action");
+}

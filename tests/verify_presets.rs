@@ -43,6 +43,8 @@ enum Peer {
     Octokit,
     /// `tests/peers/sign_woocommerce.php`: PHP's `hash_hmac`, as WooCommerce calls it.
     Php,
+    /// `tests/peers/sign_mandrill.php`: the `generateSignature` Mandrill publishes, in PHP.
+    Mandrill,
 }
 
 /// A signed request as the peer produced it.
@@ -129,6 +131,7 @@ impl Peer {
             Peer::Python => common::peer_sign(&requests),
             Peer::Octokit => common::peer_sign_github(&requests),
             Peer::Php => common::peer_sign_woocommerce(&requests),
+            Peer::Mandrill => common::peer_sign_mandrill(&requests),
         };
         results
             .into_iter()
@@ -1118,6 +1121,110 @@ fn twilio_behind_a_proxy_with_public_url() {
     c.signed_url = Some("https://hooks.example.com/webhooks/sms?tenant=7".to_owned());
     c.required = &["X-Twilio-Signature"];
     c.run();
+}
+
+/// A Mandrill batch as it posts it: the events as JSON text in the one form field `mandrill_events`,
+/// with non-ASCII text and characters a form percent-encodes.
+fn mandrill_form() -> String {
+    let events = json!([
+        {"event": "click", "_id": "m1", "ts": 1_700_000_000, "url": "https://example.com/a?b=1&c=d e",
+         "msg": {"email": "zoë@example.com", "subject": "Größe + 👋", "_id": "m1"}},
+        {"event": "hard_bounce", "_id": "m2", "ts": 1_700_000_001,
+         "msg": {"email": "x@example.com", "bounce_description": "bad_mailbox", "_id": "m2"}}
+    ]);
+    form_urlencoded::Serializer::new(String::new())
+        .append_pair("mandrill_events", &events.to_string())
+        .finish()
+}
+
+#[test]
+fn mandrill_with_its_published_php_signer() {
+    let mut c = Case::new(
+        "mandrill",
+        Preset::Mandrill,
+        Peer::Mandrill,
+        mandrill_form(),
+    );
+    // Signed with the URL exactly as entered, its query string included.
+    c.url = "https://hooks.example.com/webhooks/mandrill?tenant=a%20b&x=1".to_owned();
+    c.required = &["X-Mandrill-Signature"];
+    c.run();
+}
+
+#[test]
+fn mandrill_behind_a_proxy_with_public_url() {
+    let mut c = Case::new(
+        "mandrill-proxy",
+        Preset::Mandrill,
+        Peer::Mandrill,
+        mandrill_form(),
+    );
+    c.spec.public_url = Some("https://hooks.example.com/webhooks/mandrill".to_owned());
+    c.url = "http://10.0.0.7:8080/webhooks/mandrill?tenant=7".to_owned();
+    c.signed_url = Some("https://hooks.example.com/webhooks/mandrill?tenant=7".to_owned());
+    c.required = &["X-Mandrill-Signature"];
+    c.run();
+}
+
+/// A request Mandrill sent (tests/peers/fixtures: two click events, captured with the webhook's URL
+/// and key): accepted at that URL only, as Mandrill signs it "exactly as you entered it".
+#[test]
+fn mandrill_request_captured_from_mandrill() {
+    let vector: Value = serde_json::from_str(&fixture("mandrill-click-signed.json")).unwrap();
+    let text = |k: &str| vector[k].as_str().unwrap().to_owned();
+    let (url, body) = (text("url"), text("body"));
+    let spec = |public_url: Option<&str>| {
+        let spec = VerifySpec {
+            preset: Preset::Mandrill,
+            public_url: public_url.map(str::to_owned),
+            ..Default::default()
+        };
+        with_secrets(spec, "HG_MANDRILL_VECTOR", &[&text("key")])
+            .build()
+            .unwrap_or_else(|p| panic!("{p:?}"))
+    };
+    let request = Signed::with_headers(&[("X-Mandrill-Signature", &text("signature"))]);
+    let v = spec(None);
+    assert_eq!(request.verdict(&v, &url, &body, None), "ok");
+    // Not the URL with a trailing slash, nor with its default port (Twilio's validators try both
+    // forms; Mandrill documents one), nor with a changed byte of the events.
+    assert_eq!(
+        request.verdict(&v, &format!("{url}/"), &body, None),
+        "mismatch"
+    );
+    let with_port = url.replacen("requestb.in", "requestb.in:80", 1);
+    assert_eq!(request.verdict(&v, &with_port, &body, None), "mismatch");
+    assert_eq!(
+        request.verdict(&v, &url, &change_one_byte(&body), None),
+        "mismatch"
+    );
+    // Received behind a proxy, checked at the public URL.
+    let proxied = spec(Some(&url));
+    assert_eq!(
+        request.verdict(
+            &proxied,
+            "http://10.0.0.7:8080/webhooks/mandrill",
+            &body,
+            None
+        ),
+        "ok"
+    );
+    // Another key, as a Twilio token of the same scheme would be.
+    let other = with_secrets(
+        VerifySpec {
+            preset: Preset::Twilio,
+            ..Default::default()
+        },
+        "HG_MANDRILL_AS_TWILIO",
+        &[&text("key")],
+    )
+    .build()
+    .unwrap();
+    assert_eq!(
+        request.verdict(&other, &url, &body, None),
+        "missing_header",
+        "the twilio preset reads its own header"
+    );
 }
 
 #[test]

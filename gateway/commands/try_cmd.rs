@@ -57,7 +57,8 @@ pub fn try_event(mapping: &Path, payload: &Path, headers: &[String]) -> Result<S
         event.headers.insert(name, value);
     }
     let bytes = read_payload(payload, file.head.max_body)?;
-    event.body = parse_payload(&bytes, kind).map_err(|e| format!("{}: {e}", payload.display()))?;
+    event.body = parse_payload(&bytes, kind, &file.head.parse_json)
+        .map_err(|e| format!("{}: {e}", payload.display()))?;
     let actions = file
         .mapping
         .apply(&event)

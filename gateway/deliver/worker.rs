@@ -15,6 +15,7 @@ use super::Keys;
 use crate::catalog::LiveCatalog;
 use crate::clock::now_ms;
 use crate::config::{Config, Deliver};
+use crate::jsonpath::JsonPath;
 use crate::mapping::{Event, Headers, MappedAction};
 use crate::payload::{self, BodyKind};
 use crate::redis_conn::{Conn, Redis};
@@ -758,8 +759,8 @@ impl Worker {
     /// Map with the source's current mapping and send every action not yet delivered, in order; the first
     /// failure ends the pass (later actions may depend on earlier ones, e.g. an event after its contact).
     async fn deliver(&self, env: &mut Envelope, delivered: &mut Vec<MappedAction>) -> Verdict {
-        let mapping = match self.live.current().sources.get(env.source()) {
-            Some(s) => s.mapping.clone(),
+        let (mapping, inbound) = match self.live.current().sources.get(env.source()) {
+            Some(s) => (s.mapping.clone(), s.inbound.clone()),
             None => {
                 crate::telemetry::mapping_error(env.source());
                 return Verdict::Dead(
@@ -771,7 +772,9 @@ impl Worker {
                 );
             }
         };
-        let mapped = self.event(env).map(|ev| mapping.apply(&ev));
+        let mapped = self
+            .event(env, &inbound.parse_json)
+            .map(|ev| mapping.apply(&ev));
         let actions = match mapped {
             Ok(Ok(a)) => a,
             Ok(Err(e)) => {
@@ -836,14 +839,15 @@ impl Worker {
         Verdict::Done
     }
 
-    /// The event as the mapping sees it: the body parsed per its content type, the stored headers.
-    fn event(&self, env: &Envelope) -> Result<Event, String> {
+    /// The event as the mapping sees it: the body parsed per its content type (and the source's
+    /// `parse_json:` members), the stored headers.
+    fn event(&self, env: &Envelope, parse_json: &[JsonPath]) -> Result<Event, String> {
         if let Some(u) = &env.unreadable {
             return Err(u.why.clone());
         }
         let kind = BodyKind::of_stored(&env.receipt.content_type).map_err(|e| e.to_string())?;
-        let body =
-            payload::parse(kind, &env.body, self.max_json_depth).map_err(|e| e.to_string())?;
+        let body = payload::parse_with(kind, &env.body, self.max_json_depth, parse_json)
+            .map_err(|e| e.to_string())?;
         let stored: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&env.receipt.headers).unwrap_or_default();
         let headers: Headers = stored

@@ -554,35 +554,46 @@ fn validate_and_dedup_id(
     headers: &HeaderMap,
     max_depth: usize,
 ) -> Result<Option<String>, Error> {
-    let id = match (&src.dedup, kind) {
-        (Some((DedupKey::Path(p), _)), BodyKind::Json) => match p.member_names() {
-            Some(names) => payload::json_member(raw, &names, max_depth)?
-                .as_ref()
-                .and_then(id_text),
-            None => p
+    // Members that hold JSON text (`parse_json:`) are part of the body's form: read whole, they are
+    // checked, and a dedup path may reach into them.
+    let id = if !src.parse_json.is_empty() {
+        let value = payload::parse_with(kind, raw, max_depth, &src.parse_json)?;
+        match &src.dedup {
+            Some((DedupKey::Path(p), _)) => p.first(&value).and_then(id_text),
+            Some((DedupKey::Body, _)) => return Ok(Some(body_id(raw))),
+            dedup => header_id(dedup, headers),
+        }
+    } else {
+        match (&src.dedup, kind) {
+            (Some((DedupKey::Path(p), _)), BodyKind::Json) => match p.member_names() {
+                Some(names) => payload::json_member(raw, &names, max_depth)?
+                    .as_ref()
+                    .and_then(id_text),
+                None => p
+                    .first(&payload::parse(kind, raw, max_depth)?)
+                    .and_then(id_text),
+            },
+            (Some((DedupKey::Path(p), _)), BodyKind::Form(_)) => p
                 .first(&payload::parse(kind, raw, max_depth)?)
                 .and_then(id_text),
-        },
-        (Some((DedupKey::Path(p), _)), BodyKind::Form(_)) => p
-            .first(&payload::parse(kind, raw, max_depth)?)
-            .and_then(id_text),
-        // The exact bytes, by choice: not counted as an id that was missing.
-        (Some((DedupKey::Body, _)), kind) => {
-            match kind {
-                BodyKind::Json => payload::validate_json(raw, max_depth)?,
-                BodyKind::Form(_) => {
-                    payload::parse(kind, raw, max_depth)?;
+            // The exact bytes, by choice: not counted as an id that was missing.
+            (Some((DedupKey::Body, _)), kind) => {
+                match kind {
+                    BodyKind::Json => payload::validate_json(raw, max_depth)?,
+                    BodyKind::Form(_) => {
+                        payload::parse(kind, raw, max_depth)?;
+                    }
                 }
+                return Ok(Some(body_id(raw)));
             }
-            return Ok(Some(body_id(raw)));
-        }
-        (dedup, BodyKind::Json) => {
-            payload::validate_json(raw, max_depth)?;
-            header_id(dedup, headers)
-        }
-        (dedup, BodyKind::Form(_)) => {
-            payload::parse(kind, raw, max_depth)?;
-            header_id(dedup, headers)
+            (dedup, BodyKind::Json) => {
+                payload::validate_json(raw, max_depth)?;
+                header_id(dedup, headers)
+            }
+            (dedup, BodyKind::Form(_)) => {
+                payload::parse(kind, raw, max_depth)?;
+                header_id(dedup, headers)
+            }
         }
     };
     // A source with dedup whose event has no usable id is deduplicated by its exact bytes: stored once

@@ -27,6 +27,9 @@ pub struct SourceSpec {
     pub response: Option<Answer>,
     /// `handshake:` a check of the URL the provider makes before it sends events there.
     pub handshake: Option<HandshakeSpec>,
+    /// `parse_json:` members whose text is JSON (Mandrill's `mandrill_events`), parsed in place for
+    /// validation, dedup and the mapping; compiled where the file is parsed.
+    pub parse_json: Vec<JsonPath>,
     /// Where `verify:` and each of its options are written, for the problems found when its secrets are
     /// resolved at serve time.
     pub verify_places: OptionPlaces,
@@ -272,6 +275,8 @@ pub struct InboundSource {
     pub secret_field: Option<String>,
     /// `handshake: get`: a GET (or HEAD) of the URL is answered, after the allowlist.
     pub answers_get: bool,
+    /// Members whose text is JSON, parsed in place wherever the body is read (`payload::parse_with`).
+    pub parse_json: Vec<JsonPath>,
     /// The signature covers a token, not the body (Mailgun): only JSON bodies are taken, and an event
     /// without its token is refused rather than deduplicated by its bytes.
     pub single_use_token: bool,
@@ -403,6 +408,7 @@ impl InboundSource {
             secret_headers,
             secret_field,
             answers_get: spec.handshake == Some(HandshakeSpec::Get),
+            parse_json: spec.parse_json.clone(),
             single_use_token,
             metrics: Default::default(),
         })

@@ -31,6 +31,7 @@ const TOP_KEYS: &[&str] = &[
     "max_body",
     "response",
     "handshake",
+    "parse_json",
     "lookups",
     "rules",
     "tests",
@@ -96,6 +97,7 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
     let response: Option<ResponseSpec> = field(ctx, text, root, "response", &mut ok);
     let handshake: Option<HandshakeSpec> = field(ctx, text, root, "handshake", &mut ok);
     let name: Option<serde_saphyr::Spanned<String>> = field(ctx, text, root, "source", &mut ok);
+    let parse_json = parse_json(ctx, root, &mut ok);
     match (source, &name) {
         (None, _) => {
             ctx.error(
@@ -180,8 +182,63 @@ fn head(ctx: &mut Ctx, root: &Node, source: Option<&Node>) -> Option<SourceSpec>
         max_body,
         response,
         handshake,
+        parse_json,
         verify_places,
     })
+}
+
+/// `parse_json:` one path or a list of them, each naming one member by names and indexes: the member
+/// whose text is replaced by the JSON document it holds.
+fn parse_json(ctx: &mut Ctx, root: &Node, ok: &mut bool) -> Vec<JsonPath> {
+    let Some((_, node)) = entry(root, "parse_json") else {
+        return Vec::new();
+    };
+    let items: Vec<&Node> = match &node.kind {
+        Kind::Seq(items) => items.iter().collect(),
+        _ => vec![node],
+    };
+    let no_lookups = Lookups::default();
+    let env = Env {
+        lookups: &no_lookups,
+        in_for_each: false,
+    };
+    let mut paths = Vec::new();
+    for item in items {
+        let path = ctx
+            .string(item, "parse_json")
+            .and_then(|s| super::value::compile_path(ctx, item, s, "parse_json", env));
+        let Some(path) = path else {
+            *ok = false;
+            continue;
+        };
+        match path.direct_len() {
+            Some(1..) => paths.push(path),
+            Some(0) => {
+                ctx.error(
+                    item.loc,
+                    "parse_json: `$` is the body itself, which is parsed already",
+                )
+                .hint =
+                    Some("name the member that holds JSON text, e.g. $.mandrill_events".to_owned());
+                *ok = false;
+            }
+            None => {
+                ctx.error(
+                    item.loc,
+                    format!(
+                        "parse_json: `{}` must name one member, by names and indexes only",
+                        path.as_str()
+                    ),
+                )
+                .hint = Some(
+                    "e.g. $.mandrill_events or $.Records[0].Sns.Message: each is parsed in place"
+                        .to_owned(),
+                );
+                *ok = false;
+            }
+        }
+    }
+    paths
 }
 
 /// Star out, in every excerpt, the values of `verify:` that are secrets written out: a literal where a

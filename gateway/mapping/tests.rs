@@ -6,6 +6,7 @@ use super::condition::same;
 use super::yaml::{Ctx, Kind, Node};
 use super::{Event, SourceFile};
 use crate::action::Action;
+use crate::jsonpath::JsonPath;
 use crate::payload::BodyKind;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -328,10 +329,16 @@ fn remove_at<'p>(
 }
 
 /// Read a test's payload. JSON unless the test says `content_type: form` or the file ends in
-/// `.form`/`.txt`/`.urlencoded` (or inline text that is not JSON).
-fn load_payload(case: &TestCase, dir: &Path) -> Result<Value, String> {
+/// `.form`/`.txt`/`.urlencoded` (or inline text that is not JSON). The source's `parse_json:` members
+/// are parsed in every case, an inline document's too.
+fn load_payload(case: &TestCase, dir: &Path, parse_json: &[JsonPath]) -> Result<Value, String> {
     let (bytes, by_name) = match &case.payload {
-        Payload::Json(v) => return Ok(v.clone()),
+        Payload::Json(v) => {
+            let mut v = v.clone();
+            crate::payload::parse_members(&mut v, parse_json, default_max_depth())
+                .map_err(|e| e.to_string())?;
+            return Ok(v);
+        }
         Payload::Text(t) => {
             let kind = if t.trim_start().starts_with(['{', '[']) {
                 BodyKind::Json
@@ -347,7 +354,7 @@ fn load_payload(case: &TestCase, dir: &Path) -> Result<Value, String> {
             (bytes, kind_of_file(p))
         }
     };
-    parse_payload(&bytes, case.kind.unwrap_or(by_name))
+    parse_payload(&bytes, case.kind.unwrap_or(by_name), parse_json)
 }
 
 /// A payload file's type by its name: a form when it ends in `.form`, `.txt` or `.urlencoded`, else JSON.
@@ -360,9 +367,17 @@ pub fn kind_of_file(path: &Path) -> BodyKind {
 
 /// A payload as the mapper sees it: JSON, or a form turned into JSON, by the same parser (and the same
 /// default limits) as live requests, so a mapping that passes `check` behaves the same in production.
-pub fn parse_payload(bytes: &[u8], kind: BodyKind) -> Result<Value, String> {
-    crate::payload::parse(kind, bytes, crate::config::Limits::default().max_json_depth)
+pub fn parse_payload(
+    bytes: &[u8],
+    kind: BodyKind,
+    parse_json: &[JsonPath],
+) -> Result<Value, String> {
+    crate::payload::parse_with(kind, bytes, default_max_depth(), parse_json)
         .map_err(|e| e.to_string())
+}
+
+fn default_max_depth() -> usize {
+    crate::config::Limits::default().max_json_depth
 }
 
 /// Run every test of a file.
@@ -379,7 +394,13 @@ pub fn run(file: &SourceFile) -> Vec<Outcome> {
 }
 
 fn run_one(file: &SourceFile, case: &TestCase, dir: &Path) -> Result<(), String> {
-    let body = load_payload(case, dir)?;
+    // A payload the receiver would refuse (a `parse_json` member that is not JSON) fails as the event
+    // would: an `expect_error` may name its reason.
+    let body = match (load_payload(case, dir, &file.head.parse_json), &case.expect) {
+        (Ok(body), _) => body,
+        (Err(e), Expect::Error(want)) if e.contains(want.as_str()) => return Ok(()),
+        (Err(e), _) => return Err(e),
+    };
     let mut event = Event::new(body);
     for (k, v) in &case.headers {
         event.headers.insert(k, v.clone());

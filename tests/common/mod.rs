@@ -606,6 +606,15 @@ pub fn peer_sign_woocommerce(requests: &serde_json::Value) -> Vec<serde_json::Va
     run_peer(c, requests)
 }
 
+/// Sign Mailchimp Transactional (Mandrill) requests with the `generateSignature` Mandrill publishes, over
+/// what PHP's `parse_str` makes of the body, through `tests/peers/sign_mandrill.php`: requests
+/// `{"secret", "url", "body"}`; results `{"headers"}`.
+pub fn peer_sign_mandrill(requests: &serde_json::Value) -> Vec<serde_json::Value> {
+    let mut c = Command::new("php");
+    c.arg(repo_root().join("tests/peers/sign_mandrill.php"));
+    run_peer(c, requests)
+}
+
 /// Run a peer signer: the requests as a JSON array on stdin, one JSON result per request on stdout.
 fn run_peer(mut command: Command, requests: &serde_json::Value) -> Vec<serde_json::Value> {
     use std::io::Write;

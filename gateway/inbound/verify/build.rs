@@ -5,7 +5,7 @@
 use super::credentials::{Basic, Token, TokenLocation};
 use super::crypto::{KeyKind, PublicKey};
 use super::mailgun::Mailgun;
-use super::twilio::Twilio;
+use super::twilio::{Sender, Twilio};
 use super::{presets, Check, Preset, Verifier, VerifySpec};
 use crate::secret::{Secret, SecretRef};
 use std::time::Duration;
@@ -52,7 +52,12 @@ impl VerifySpec {
         let mut problems = Problems::new();
         self.check_applicable(&mut problems);
         let check = match self.preset {
-            Preset::Twilio => self.twilio(mode, &mut problems).map(Check::Twilio),
+            Preset::Twilio => self
+                .twilio(mode, Sender::Twilio, &mut problems)
+                .map(Check::Twilio),
+            Preset::Mandrill => self
+                .twilio(mode, Sender::Mandrill, &mut problems)
+                .map(Check::Twilio),
             Preset::Mailgun => self.mailgun(mode, &mut problems).map(Check::Mailgun),
             Preset::Basic => self.basic(mode, &mut problems).map(Check::Basic),
             Preset::Token => self.token(mode, &mut problems).map(Check::Token),
@@ -228,10 +233,14 @@ impl VerifySpec {
         Some(url.to_owned())
     }
 
-    fn twilio(&self, mode: Secrets, problems: &mut Problems) -> Option<Twilio> {
+    fn twilio(&self, mode: Secrets, sender: Sender, problems: &mut Problems) -> Option<Twilio> {
         let keys = presets::utf8_keys(self.secrets(mode, problems));
         let public_url = self.public_url(problems);
-        Some(Twilio { keys, public_url })
+        Some(Twilio {
+            keys,
+            public_url,
+            sender,
+        })
     }
 
     fn mailgun(&self, mode: Secrets, problems: &mut Problems) -> Option<Mailgun> {
@@ -408,7 +417,7 @@ impl Preset {
             | Preset::Woocommerce
             | Preset::Segment => &[],
             Preset::Hubspot => &["version", "public_url", "tolerance"],
-            Preset::Twilio | Preset::Square => &["public_url"],
+            Preset::Twilio | Preset::Mandrill | Preset::Square => &["public_url"],
             Preset::Hmac => &[
                 "tolerance",
                 "public_url",

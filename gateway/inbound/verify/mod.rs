@@ -1,5 +1,5 @@
 //! Signature verification presets (stripe, standard-webhooks, github, shopify, hubspot, typeform,
-//! calendly, paddle, slack, zoom, sendgrid, mailgun, twilio, woocommerce, webflow, square, segment,
+//! calendly, paddle, slack, zoom, sendgrid, mailgun, twilio, mandrill, woocommerce, webflow, square, segment,
 //! generic hmac, basic auth, static token).
 //!
 //! A source's `verify:` block ([`VerifySpec`]) is compiled once by [`VerifySpec::build`], which
@@ -76,6 +76,10 @@ pub enum Preset {
     /// object; the source must dedup on the token, which the signature alone does not bind to the body.
     Mailgun,
     Twilio,
+    /// Mailchimp Transactional (Mandrill): `X-Mandrill-Signature`, base64 HMAC-SHA1 of the webhook's URL
+    /// exactly as entered followed by each form parameter's name and value, sorted by name (Twilio's
+    /// scheme, without its port variants and JSON bodies).
+    Mandrill,
     /// WooCommerce: `X-WC-Webhook-Signature`, base64 HMAC-SHA256 of the body; its unsigned ping, sent
     /// when a webhook is saved, is answered (`handshake::woocommerce_ping`).
     Woocommerce,
@@ -116,6 +120,7 @@ impl Preset {
             Preset::Sendgrid => "sendgrid",
             Preset::Mailgun => "mailgun",
             Preset::Twilio => "twilio",
+            Preset::Mandrill => "mandrill",
             Preset::Woocommerce => "woocommerce",
             Preset::Webflow => "webflow",
             Preset::Square => "square",

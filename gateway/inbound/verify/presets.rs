@@ -151,7 +151,7 @@ pub(crate) fn mac_scheme(
         }),
         Preset::Hubspot => hubspot(spec, problems),
         Preset::Hmac => generic(spec, problems),
-        Preset::Twilio | Preset::Mailgun | Preset::Basic | Preset::Token => None,
+        Preset::Twilio | Preset::Mandrill | Preset::Mailgun | Preset::Basic | Preset::Token => None,
     };
     let has_timestamp = shape.as_ref().is_some_and(|s| s.timestamp.is_some());
     let tolerance = spec.tolerance(problems);

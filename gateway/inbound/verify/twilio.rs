@@ -5,6 +5,10 @@
 //! Like Twilio's own validators, the URL is tried with and without its default port, because
 //! Twilio's signing is inconsistent about ports. Twilio "SharedKey" webhooks announce HMAC-SHA256
 //! in `X-Twilio-Webhooks-Signature-Settings`; that is honoured too.
+//!
+//! Mailchimp Transactional (Mandrill) signs the same way in `X-Mandrill-Signature`, always with SHA-1,
+//! over the webhook's URL "exactly as you entered it": no port variants, and no JSON bodies (it posts
+//! only forms).
 
 use super::crypto::{ct_eq, sha256, Algorithm, Encoding, Key, Mac};
 use super::error::VerifyError;
@@ -16,14 +20,28 @@ const SIGNATURE_HEADER: &str = "X-Twilio-Signature";
 const SETTINGS_HEADER: &str = "X-Twilio-Webhooks-Signature-Settings";
 const BODY_HASH_PARAM: &str = "bodySHA256";
 
+const MANDRILL_SIGNATURE_HEADER: &str = "X-Mandrill-Signature";
+
 #[derive(Clone, Debug)]
 pub(crate) struct Twilio {
     pub keys: Vec<Key>,
     pub public_url: Option<String>,
+    pub sender: Sender,
+}
+
+/// Who signs: the two differ in the header, and in what Twilio alone allows (SHA-256 settings, JSON
+/// bodies bound by `bodySHA256`, the URL with or without its default port).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sender {
+    Twilio,
+    Mandrill,
 }
 
 impl Twilio {
     pub(crate) fn verify(&self, req: &SignedRequest<'_>) -> Result<(), VerifyError> {
+        if self.sender == Sender::Mandrill {
+            return self.verify_mandrill(req);
+        }
         let signature = Encoding::Base64
             .decode(header(req.headers, SIGNATURE_HEADER)?)
             .ok_or_else(|| {
@@ -58,6 +76,23 @@ impl Twilio {
             }
         }
         Err(VerifyError::Mismatch)
+    }
+
+    /// Mandrill: the URL as it is (or `public_url`), then the sorted parameters, HMAC-SHA1.
+    fn verify_mandrill(&self, req: &SignedRequest<'_>) -> Result<(), VerifyError> {
+        let signature = Encoding::Base64
+            .decode(header(req.headers, MANDRILL_SIGNATURE_HEADER)?)
+            .ok_or_else(|| {
+                VerifyError::malformed_header(MANDRILL_SIGNATURE_HEADER, "signature is not base64")
+            })?;
+        let url = signed_url(req.url, self.public_url.as_deref());
+        let message = format!("{url}{}", sorted_params(req.body));
+        let mac = Mac::Hmac(Algorithm::Sha1);
+        if any_key_matches(mac, &self.keys, &[message.as_bytes()], &[signature]) {
+            Ok(())
+        } else {
+            Err(VerifyError::Mismatch)
+        }
     }
 }
 
