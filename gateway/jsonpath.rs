@@ -443,6 +443,45 @@ mod unit_tests {
     use super::*;
     use serde_json::json;
 
+    /// `direct_mut` reaches the node `first` finds, however the path is spelled, with its depth; only
+    /// absolute paths of names and indexes have one.
+    #[test]
+    fn direct_mut_reaches_the_node_first_finds() {
+        let mut v = json!({"a": {"b c": [1, {"d": "x"}]}});
+        for (path, steps) in [
+            ("$.a['b c'][1].d", 4),
+            ("$['a']['b c'][-1]['d']", 4),
+            ("$.a", 1),
+            ("$", 0),
+        ] {
+            let p = JsonPath::compile(path).unwrap();
+            let want = p.first(&v).cloned();
+            assert_eq!(p.direct_len(), Some(steps), "{path}");
+            let (node, depth) = p.direct_mut(&mut v).unwrap();
+            assert_eq!((Some(node.clone()), depth), (want, steps), "{path}");
+        }
+        let p = JsonPath::compile("$.a['b c'][1].d").unwrap();
+        *p.direct_mut(&mut v).unwrap().0 = json!(7);
+        assert_eq!(v, json!({"a": {"b c": [1, {"d": 7}]}}));
+        for path in ["$.a['b c'][5]", "$.a.b", "$.a['b c'][0].d"] {
+            assert!(
+                JsonPath::compile(path)
+                    .unwrap()
+                    .direct_mut(&mut v)
+                    .is_none(),
+                "{path}"
+            );
+        }
+        for path in ["$.a[*]", "$..d", "$.a['b c'][?@.d]"] {
+            let p = JsonPath::compile(path).unwrap();
+            assert_eq!(p.direct_len(), None, "{path}");
+            assert!(p.direct_mut(&mut v).is_none(), "{path}");
+        }
+        let relative = JsonPath::compile_relative("@.a").unwrap();
+        assert_eq!(relative.direct_len(), None);
+        assert!(relative.direct_mut(&mut v).is_none());
+    }
+
     #[test]
     fn direct_route_is_taken_for_member_chains() {
         for p in ["$", "$.a", "$.a.b[0]", "$['a b'].c[-1]", "$.é"] {

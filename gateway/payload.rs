@@ -725,4 +725,71 @@ mod tests {
             "malformed body: form body is not Shift_JIS after percent-decoding"
         );
     }
+
+    fn paths(list: &[&str]) -> Vec<JsonPath> {
+        list.iter().map(|p| JsonPath::compile(p).unwrap()).collect()
+    }
+
+    /// A form field holding JSON text (Mandrill's) is read as the document, in the order the paths
+    /// are given (a later one may reach into an earlier one); what is absent or not text is left alone.
+    #[test]
+    fn members_holding_json_text_are_parsed_in_place() {
+        let body = b"mandrill_events=%5B%7B%22event%22%3A%22send%22%2C%22msg%22%3A%22%7B%5C%22a%5C%22%3A1%7D%22%7D%5D&n=7";
+        let members = paths(&[
+            "$.mandrill_events",
+            "$.mandrill_events[0].msg",
+            "$.missing",
+            "$.n",
+        ]);
+        let v = parse_with(BodyKind::utf8_form(), body, 64, &members).unwrap();
+        assert_eq!(
+            v,
+            json!({"mandrill_events": [{"event": "send", "msg": {"a": 1}}], "n": 7})
+        );
+        // Without the paths, the same body is text.
+        let plain = parse(BodyKind::utf8_form(), body, 64).unwrap();
+        assert!(plain["mandrill_events"].is_string());
+        // A document posted as itself (not as text) is read alike; a number is not text.
+        let mut doc = json!({"mandrill_events": [{"event": "send"}], "n": 7});
+        let before = doc.clone();
+        parse_members(&mut doc, &members, 64).unwrap();
+        assert_eq!(doc, before);
+    }
+
+    #[test]
+    fn a_member_that_is_not_json_is_malformed() {
+        let members = paths(&["$.events"]);
+        let e = parse_with(BodyKind::utf8_form(), b"events=%5B1%2C", 64, &members).unwrap_err();
+        assert!(matches!(e, Error::Malformed(_)), "{e:?}");
+        assert!(
+            e.to_string()
+                .starts_with("malformed body: `$.events` is not JSON text: EOF while parsing"),
+            "{e}"
+        );
+        let mut v = json!({"events": "not json"});
+        assert!(parse_members(&mut v, &members, 64).is_err());
+        // Empty text is no document either.
+        let mut v = json!({"events": ""});
+        assert!(parse_members(&mut v, &members, 64).is_err());
+    }
+
+    /// The depth limit counts from the body's top: the member's own place, then the document in it.
+    #[test]
+    fn a_member_document_counts_toward_the_depth_limit() {
+        let members = paths(&["$.a.b"]);
+        // `$.a.b` sits two levels down; `[[1]]` adds two: four in all.
+        let mut v = json!({"a": {"b": "[[1]]"}});
+        parse_members(&mut v, &members, 4).unwrap();
+        assert_eq!(v, json!({"a": {"b": [[1]]}}));
+        let mut v = json!({"a": {"b": "[[1]]"}});
+        let e = parse_members(&mut v, &members, 3).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "malformed body: `$.a.b` holds JSON nested deeper than 3 (counted from the body's top)"
+        );
+        // Brackets inside strings do not count.
+        let mut v = json!({"a": {"b": r#"["[[[[[["]"#}});
+        parse_members(&mut v, &members, 3).unwrap();
+        assert_eq!(v, json!({"a": {"b": ["[[[[[["]}}));
+    }
 }

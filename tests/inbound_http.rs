@@ -1737,6 +1737,42 @@ async fn ids_that_are_numbers_and_events_without_one() {
     );
 }
 
+/// `parse_json:` a member whose text is JSON is part of the body's form at receive: text that is not
+/// JSON is a 400 with the member named, and a dedup path reaches into the document, so the same event
+/// posted again as other bytes (re-encoded, or as a JSON body holding the document itself) is a duplicate.
+#[tokio::test(flavor = "multi_thread")]
+async fn parse_json_members_are_checked_and_deduplicated_into() {
+    let redis = Redis::start();
+    let file = "source: nested\nallow_ips: [127.0.0.0/8]\nparse_json: $.payload\ndedup: { id: $.payload.id }\n";
+    let gw = Gateway::start(&redis, &[("nested.yaml", file)], "").await;
+    let c = client();
+    let url = gw.url("nested");
+    let form = "application/x-www-form-urlencoded";
+    let (s, b) = post(&c, &url, form, "payload=%7B%22id%22%3A%22e1%22%7D").await;
+    assert_eq!(s, 202, "{b}");
+    let (s, b) = post(&c, &url, form, "payload=%7B+%22id%22+%3A+%22e1%22+%7D").await;
+    assert_eq!(
+        (s, b["duplicate"].as_bool(), b["event_id"].as_str()),
+        (200, Some(true), Some("e1")),
+        "re-encoded"
+    );
+    let (s, b) = post(&c, &url, "application/json", r#"{"payload":{"id":"e1"}}"#).await;
+    assert_eq!(
+        (s, b["duplicate"].as_bool()),
+        (200, Some(true)),
+        "as a document"
+    );
+    let (s, b) = post(&c, &url, form, "payload=%7B%22id%22").await;
+    assert_eq!(s, 400, "{b}");
+    assert!(
+        b["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("malformed body: `$.payload` is not JSON text")),
+        "{b}"
+    );
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 1);
+}
+
 /// `dedup: { body: true }`: a source whose events carry no id (or a batch of several) is deduplicated by
 /// the exact bytes, JSON or form: the same request again is a duplicate named by its hash, another body
 /// is a new event, and none of it counts as an id that was missing. An invalid body is still refused.
