@@ -33,6 +33,12 @@ pub enum Error {
     /// A form (or another type) to a source whose signature and id are read from a JSON body (Mailgun).
     #[error("unsupported content type `{0}`; this source takes application/json only")]
     JsonOnly(String),
+    /// JSON (or another type) to a source whose sender signs form parameters only (Mandrill): read as a
+    /// form, its text would be checked as one thing and mapped as another.
+    #[error(
+        "unsupported content type `{0}`; this source takes application/x-www-form-urlencoded only"
+    )]
+    FormOnly(String),
     /// A `Content-Encoding` other than identity: hookgate stores and verifies the bytes as sent, and
     /// reads them as the content type says, so a compressed body would only fail later as malformed.
     #[error("unsupported content encoding `{0}`; send the body uncompressed")]
@@ -117,9 +123,10 @@ impl Error {
             Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooManyHeaders(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Error::Timeout(_) | Error::TooSlow(_) => StatusCode::REQUEST_TIMEOUT,
-            Error::UnsupportedType(_) | Error::JsonOnly(_) | Error::UnsupportedEncoding(_) => {
-                StatusCode::UNSUPPORTED_MEDIA_TYPE
-            }
+            Error::UnsupportedType(_)
+            | Error::JsonOnly(_)
+            | Error::FormOnly(_)
+            | Error::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Error::Malformed(_) => StatusCode::BAD_REQUEST,
             Error::ClientClosed => CLIENT_CLOSED,
             Error::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -144,7 +151,9 @@ impl Error {
             Error::TooManyHeaders(_) => "too_many_headers",
             Error::Timeout(_) => "timeout",
             Error::TooSlow(_) => "too_slow",
-            Error::UnsupportedType(_) | Error::JsonOnly(_) => "unsupported_type",
+            Error::UnsupportedType(_) | Error::JsonOnly(_) | Error::FormOnly(_) => {
+                "unsupported_type"
+            }
             Error::UnsupportedEncoding(_) => "unsupported_encoding",
             Error::UnsupportedTransferCoding(_) => "unsupported_transfer_coding",
             Error::Malformed(_) => "malformed",

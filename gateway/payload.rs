@@ -142,16 +142,63 @@ pub fn parse_members(
         let Value::String(text) = node else {
             continue;
         };
-        if check_json_depth(text.as_bytes(), max_depth.saturating_sub(above)).is_err() {
-            return Err(Error::Malformed(format!(
-                "`{}` holds JSON nested deeper than {max_depth} (counted from the body's top)",
-                path.as_str()
-            )));
-        }
-        *node = serde_json::from_str(text)
-            .map_err(|e| Error::Malformed(format!("`{}` is not JSON text: {e}", path.as_str())))?;
+        member_depth(path, text, above, max_depth)?;
+        *node = serde_json::from_str(text).map_err(|e| not_json(path, e))?;
     }
     Ok(())
+}
+
+/// Check a body as [`parse_with`] reads it, building no more than the receive path needs: a JSON body
+/// is validated in one pass and its member's text read alone, a form's member text (the form itself is
+/// built, as always) is validated without building its document. Several members, one of which may lie
+/// inside another, and paths with indexes into a JSON body, are read whole by [`parse_with`].
+pub fn check_with(
+    kind: BodyKind,
+    body: &[u8],
+    max_depth: usize,
+    members: &[JsonPath],
+) -> Result<(), Error> {
+    let [path] = members else {
+        return parse_with(kind, body, max_depth, members).map(drop);
+    };
+    let (text, above) = match kind {
+        BodyKind::Json => {
+            let Some(names) = path.member_names() else {
+                return parse_with(kind, body, max_depth, members).map(drop);
+            };
+            validate_json(body, max_depth)?;
+            match json_member(body, &names, max_depth)? {
+                Some(Value::String(text)) => (text, names.len()),
+                _ => return Ok(()),
+            }
+        }
+        BodyKind::Form(charset) => {
+            let value = form::parse(body, charset, max_depth)?;
+            match (path.first(&value), path.direct_len()) {
+                (Some(Value::String(text)), Some(above)) => (text.clone(), above),
+                _ => return Ok(()),
+            }
+        }
+    };
+    member_depth(path, &text, above, max_depth)?;
+    let mut de = serde_json::Deserializer::from_str(&text);
+    serde::de::IgnoredAny::deserialize(&mut de)
+        .and_then(|_| de.end())
+        .map_err(|e| not_json(path, e))
+}
+
+/// A member's document, `above` levels down, must keep the whole within `max_depth`.
+fn member_depth(path: &JsonPath, text: &str, above: usize, max_depth: usize) -> Result<(), Error> {
+    check_json_depth(text.as_bytes(), max_depth.saturating_sub(above)).map_err(|_| {
+        Error::Malformed(format!(
+            "`{}` holds JSON nested deeper than {max_depth} (counted from the body's top)",
+            path.as_str()
+        ))
+    })
+}
+
+fn not_json(path: &JsonPath, e: serde_json::Error) -> Error {
+    Error::Malformed(format!("`{}` is not JSON text: {e}", path.as_str()))
 }
 
 /// Validate a JSON body without building it: one pass that checks the nesting as it goes.
@@ -791,5 +838,51 @@ mod tests {
         let mut v = json!({"a": {"b": r#"["[[[[[["]"#}});
         parse_members(&mut v, &members, 3).unwrap();
         assert_eq!(v, json!({"a": {"b": ["[[[[[["]}}));
+    }
+
+    /// The receive path's check builds less than `parse_with` but must agree with it on every body:
+    /// accepted or refused, and refused for the same reason.
+    #[test]
+    fn check_with_agrees_with_parse_with() {
+        let cases: &[(BodyKind, &str, &[&str])] = &[
+            (
+                BodyKind::utf8_form(),
+                "e=%5B1%2C%7B%22a%22%3A2%7D%5D",
+                &["$.e"],
+            ),
+            (BodyKind::utf8_form(), "e=%5B1%2C", &["$.e"]),
+            (BodyKind::utf8_form(), "e=%5B1%5D+x", &["$.e"]),
+            (BodyKind::utf8_form(), "e=", &["$.e"]),
+            (BodyKind::utf8_form(), "e[x]=1", &["$.e"]),
+            (
+                BodyKind::utf8_form(),
+                "e=%5B%5B%5B%5B1%5D%5D%5D%5D",
+                &["$.e"],
+            ),
+            (BodyKind::utf8_form(), "other=1", &["$.e"]),
+            (BodyKind::Json, r#"{"e":"[1,2]"}"#, &["$.e"]),
+            (BodyKind::Json, r#"{"e":"[1,"}"#, &["$.e"]),
+            (BodyKind::Json, r#"{"e":[1,"#, &["$.e"]),
+            (BodyKind::Json, r#"{"e":"[[[[1]]]]"}"#, &["$.e"]),
+            (BodyKind::Json, r#"{"a":{"e":"[[1]]"}}"#, &["$.a.e"]),
+            (BodyKind::Json, r#"{"a":{"e":"[[[[1]]]]"}}"#, &["$.a.e"]),
+            (BodyKind::Json, r#"{"e":["{\"x\":1"]}"#, &["$.e[0]"]),
+            (
+                BodyKind::Json,
+                r#"{"e":"{\"x\":\"[1\"}"}"#,
+                &["$.e", "$.e.x"],
+            ),
+            (BodyKind::Json, r#"{"e":{"x":1}}"#, &["$.e"]),
+        ];
+        for (kind, body, members) in cases {
+            let members = paths(members);
+            let built = parse_with(*kind, body.as_bytes(), 5, &members).map(drop);
+            let checked = check_with(*kind, body.as_bytes(), 5, &members);
+            assert_eq!(
+                checked.map_err(|e| e.to_string()),
+                built.map_err(|e| e.to_string()),
+                "{body}"
+            );
+        }
     }
 }

@@ -306,6 +306,11 @@ fn admit<'h>(
             content_type.unwrap_or(""),
         )));
     }
+    if src.form_only && !matches!(kind, BodyKind::Form(_)) {
+        return Err(Error::FormOnly(crate::error::one_line(
+            content_type.unwrap_or(""),
+        )));
+    }
     // Content codings, in the order applied; only `identity` (no coding) is read.
     if let Some(other) = coding_other_than(headers, header::CONTENT_ENCODING, "identity") {
         return Err(Error::UnsupportedEncoding(other));
@@ -557,11 +562,17 @@ fn validate_and_dedup_id(
     // Members that hold JSON text (`parse_json:`) are part of the body's form: read whole, they are
     // checked, and a dedup path may reach into them.
     let id = if !src.parse_json.is_empty() {
-        let value = payload::parse_with(kind, raw, max_depth, &src.parse_json)?;
         match &src.dedup {
-            Some((DedupKey::Path(p), _)) => p.first(&value).and_then(id_text),
-            Some((DedupKey::Body, _)) => return Ok(Some(body_id(raw))),
-            dedup => header_id(dedup, headers),
+            Some((DedupKey::Path(p), _)) => p
+                .first(&payload::parse_with(kind, raw, max_depth, &src.parse_json)?)
+                .and_then(id_text),
+            dedup => {
+                payload::check_with(kind, raw, max_depth, &src.parse_json)?;
+                if matches!(dedup, Some((DedupKey::Body, _))) {
+                    return Ok(Some(body_id(src, kind, raw)));
+                }
+                header_id(dedup, headers)
+            }
         }
     } else {
         match (&src.dedup, kind) {
@@ -584,7 +595,7 @@ fn validate_and_dedup_id(
                         payload::parse(kind, raw, max_depth)?;
                     }
                 }
-                return Ok(Some(body_id(raw)));
+                return Ok(Some(body_id(src, kind, raw)));
             }
             (dedup, BodyKind::Json) => {
                 payload::validate_json(raw, max_depth)?;
@@ -613,7 +624,7 @@ fn validate_and_dedup_id(
         None if src.dedup.is_some() => {
             ::metrics::counter!("hookgate_dedup_id_missing_total", "source" => src.name.clone())
                 .increment(1);
-            return Ok(Some(body_id(raw)));
+            return Ok(Some(body_id(src, kind, raw)));
         }
         id => id,
     };
@@ -628,9 +639,22 @@ fn validate_and_dedup_id(
     }))
 }
 
-/// The id of an event known by its exact bytes (`dedup: { body: true }`, or no usable id).
-fn body_id(raw: &[u8]) -> String {
-    format!("body-sha256:{}", hex::encode(sha2::Sha256::digest(raw)))
+/// The id of an event known by its exact bytes (`dedup: { body: true }`, or no usable id). A form whose
+/// signature covers its decoded parameters rather than its bytes (Twilio's, Mandrill's) is known by
+/// what is signed: its bytes could be re-encoded (`%5b` for `%5B`, a trailing `&`) under the same
+/// signature, and a captured request would be stored again.
+fn body_id(src: &InboundSource, kind: BodyKind, raw: &[u8]) -> String {
+    let signed = match (kind, &src.verifier) {
+        (BodyKind::Form(_), Some(v)) => v.signed_form_params(raw),
+        _ => None,
+    };
+    match signed {
+        Some(params) => format!(
+            "signed-sha256:{}",
+            hex::encode(sha2::Sha256::digest(params.as_bytes()))
+        ),
+        None => format!("body-sha256:{}", hex::encode(sha2::Sha256::digest(raw))),
+    }
 }
 
 /// An id is a string, or an integer within 64 bits as its decimal text. Any other number (a fraction,

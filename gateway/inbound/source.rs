@@ -280,6 +280,8 @@ pub struct InboundSource {
     /// The signature covers a token, not the body (Mailgun): only JSON bodies are taken, and an event
     /// without its token is refused rather than deduplicated by its bytes.
     pub single_use_token: bool,
+    /// The signature covers form parameters only (Mandrill): other types are refused.
+    pub form_only: bool,
     pub metrics: super::metrics::SourceMetrics,
 }
 
@@ -394,6 +396,7 @@ impl InboundSource {
             .as_ref()
             .and_then(|v| v.credential_field())
             .map(str::to_owned);
+        let form_only = verifier.as_ref().map(Verifier::preset) == Some(Preset::Mandrill);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -410,6 +413,7 @@ impl InboundSource {
             answers_get: spec.handshake == Some(HandshakeSpec::Get),
             parse_json: spec.parse_json.clone(),
             single_use_token,
+            form_only,
             metrics: Default::default(),
         })
     }

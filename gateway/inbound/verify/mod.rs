@@ -300,6 +300,15 @@ impl Verifier {
         }
     }
 
+    /// For a scheme that signs a form's decoded parameters rather than its bytes (twilio, mandrill),
+    /// those parameters as they are signed: two bodies that give the same are the same signed request.
+    pub fn signed_form_params(&self, body: &[u8]) -> Option<String> {
+        match &self.check {
+            Check::Twilio(_) => Some(twilio::sorted_params(body)),
+            _ => None,
+        }
+    }
+
     /// The header that carries a shared credential (preset token), which must never be stored.
     pub fn credential_header(&self) -> Option<&str> {
         match &self.check {

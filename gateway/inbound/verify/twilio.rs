@@ -117,7 +117,7 @@ fn algorithm(settings: Option<&str>) -> Result<Algorithm, VerifyError> {
 
 /// Form parameters concatenated as Twilio signs them: names sorted, each name's distinct values
 /// sorted, `name + value` for each.
-fn sorted_params(body: &[u8]) -> String {
+pub(super) fn sorted_params(body: &[u8]) -> String {
     let mut pairs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
     pairs.sort();
     pairs.dedup();
