@@ -344,7 +344,7 @@ fn check_dedup(ctx: &mut Ctx, root: &Node, d: &DedupSpec) -> bool {
                 width: 1,
                 quoted,
             };
-            let col = ctx.column_in(at, inner);
+            let (line, col) = ctx.place_in(at, inner);
             ctx.error_at(line, col, 1, format!("dedup.id: {e}"));
             ok = false;
         }

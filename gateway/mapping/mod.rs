@@ -9,6 +9,7 @@
 mod condition;
 mod diagnostic;
 mod file;
+mod place;
 mod rule;
 pub mod standalone;
 pub mod tests;

@@ -596,9 +596,9 @@ fn compile_path_at(
     env: Env,
 ) -> Option<JsonPath> {
     if s.starts_with('@') && !env.in_for_each {
-        let col = ctx.column_in(loc, offset);
+        let (line, col) = ctx.place_in(loc, offset);
         ctx.error_at(
-            loc.line,
+            line,
             col,
             s.chars().count() as u32,
             format!("{what}: `@` paths are relative to a for_each element, and there is none here"),
@@ -610,8 +610,8 @@ fn compile_path_at(
         Ok(p) => Some(p),
         Err(e) => {
             let inner = e.offset.map_or(0, |o| s[..o.min(s.len())].chars().count());
-            let col = ctx.column_in(loc, offset + inner);
-            let d = ctx.error_at(loc.line, col, 1, format!("{what}: {}", e));
+            let (line, col) = ctx.place_in(loc, offset + inner);
+            let d = ctx.error_at(line, col, 1, format!("{what}: {}", e));
             if let Some(fix) = e.offset.and_then(|o| bracket_fix(s, o)) {
                 d.hint = Some(format!("a name with other characters than letters, digits and `_` needs brackets: {fix}"));
             } else if !s.starts_with("$.")
@@ -660,9 +660,9 @@ fn compile_template(ctx: &mut Ctx, node: &Node, s: &str, what: &str, env: Env) -
         }
         let after = &rest[open + 2..];
         let Some(close) = after.find("}}") else {
-            let col = ctx.column_in(node.loc, consumed + rest[..open].chars().count());
+            let (line, col) = ctx.place_in(node.loc, consumed + rest[..open].chars().count());
             ctx.error_at(
-                node.loc.line,
+                line,
                 col,
                 2,
                 format!("{what}: `{{{{` is not closed with `}}}}`"),
@@ -680,8 +680,8 @@ fn compile_template(ctx: &mut Ctx, node: &Node, s: &str, what: &str, env: Env) -
                 None => ok = false,
             }
         } else {
-            let col = ctx.column_in(node.loc, path_offset);
-            ctx.error_at(node.loc.line, col, path_text.chars().count().max(1) as u32, format!("{what}: a template inserts paths: expected `{{{{ $.field }}}}`, found `{{{{ {path_text} }}}}`"));
+            let (line, col) = ctx.place_in(node.loc, path_offset);
+            ctx.error_at(line, col, path_text.chars().count().max(1) as u32, format!("{what}: a template inserts paths: expected `{{{{ $.field }}}}`, found `{{{{ {path_text} }}}}`"));
             ok = false;
         }
         let used = open + 2 + close + 2;

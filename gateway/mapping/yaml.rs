@@ -434,42 +434,11 @@ impl<'t> Ctx<'t> {
         }
     }
 
-    /// The column of the character `offset` characters into the text of the scalar at `loc`. In a quoted
-    /// scalar an escape (`\"`, `\\`, `\u00e9`; `''` in single quotes) takes more columns than the one
-    /// character it stands for. A scalar that goes on past its first line is counted as written.
-    pub fn column_in(&self, loc: Loc, offset: usize) -> u32 {
-        let as_written = loc.column + u32::from(loc.quoted) + offset as u32;
-        if !loc.quoted {
-            return as_written;
-        }
-        let Some(line) = self.lines.line(loc.line) else {
-            return as_written;
-        };
-        let mut chars = line.chars().skip((loc.column as usize).saturating_sub(1));
-        let quote = chars.next();
-        let mut column = loc.column + 1;
-        for _ in 0..offset {
-            let Some(c) = chars.next() else {
-                return as_written;
-            };
-            column += match (quote, c) {
-                (Some('"'), '\\') => {
-                    let digits: u32 = match chars.next() {
-                        Some('x') => 2,
-                        Some('u') => 4,
-                        Some('U') => 8,
-                        Some(_) => 0,
-                        None => return as_written,
-                    };
-                    chars.by_ref().take(digits as usize).for_each(drop);
-                    2 + digits
-                }
-                (Some('\''), '\'') if chars.next() == Some('\'') => 2,
-                (Some('"'), '"') | (Some('\''), '\'') => return as_written,
-                _ => 1,
-            };
-        }
-        column
+    /// Where the character `offset` characters into the text of the scalar at `loc` is written, as
+    /// `(line, column)`: escapes, folded line breaks and a block scalar's indentation taken into account
+    /// (`place::place_in`).
+    pub fn place_in(&self, loc: Loc, offset: usize) -> (u32, u32) {
+        super::place::place_in(|n| self.lines.line(n), loc, offset)
     }
 
     /// Record a problem at `loc`, underlining the whole scalar or key.
