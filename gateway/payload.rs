@@ -166,7 +166,7 @@ pub fn check_with(
             let Some(names) = path.member_names() else {
                 return parse_with(kind, body, max_depth, members).map(drop);
             };
-            validate_json(body, max_depth)?;
+            // One pass that validates the whole body and keeps the member.
             match json_member(body, &names, max_depth)? {
                 Some(Value::String(text)) => (text, names.len()),
                 _ => return Ok(()),
@@ -181,9 +181,10 @@ pub fn check_with(
         }
     };
     member_depth(path, &text, above, max_depth)?;
+    // Read as the mapper's parse reads it (`Skip`): numbers in range, `\u` escapes decoded.
     let mut de = serde_json::Deserializer::from_str(&text);
-    serde::de::IgnoredAny::deserialize(&mut de)
-        .and_then(|_| de.end())
+    serde::de::DeserializeSeed::deserialize(Skip(UNCOUNTED), &mut de)
+        .and_then(|()| de.end())
         .map_err(|e| not_json(path, e))
 }
 
@@ -873,6 +874,11 @@ mod tests {
                 &["$.e", "$.e.x"],
             ),
             (BodyKind::Json, r#"{"e":{"x":1}}"#, &["$.e"]),
+            // What serde's skipping would let through and the whole parse refuses.
+            (BodyKind::utf8_form(), "e=%5B1e400%5D", &["$.e"]),
+            (BodyKind::Json, r#"{"e":"[1e400]"}"#, &["$.e"]),
+            (BodyKind::Json, r#"{"e":"[\"\\ud800\"]"}"#, &["$.e"]),
+            (BodyKind::utf8_form(), "e=%5B%22%5Cud800%22%5D", &["$.e"]),
         ];
         for (kind, body, members) in cases {
             let members = paths(members);
@@ -883,6 +889,11 @@ mod tests {
                 built.map_err(|e| e.to_string()),
                 "{body}"
             );
+        }
+        // Each case after the marker is refused, by both.
+        for (kind, body, members) in &cases[cases.len() - 4..] {
+            let e = check_with(*kind, body.as_bytes(), 5, &paths(members)).unwrap_err();
+            assert!(e.to_string().contains("is not JSON text"), "{body}: {e}");
         }
     }
 }

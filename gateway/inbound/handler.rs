@@ -607,7 +607,8 @@ fn validate_and_dedup_id(
             }
         }
     };
-    // A source with dedup whose event has no usable id is deduplicated by its exact bytes: stored once
+    // A source with dedup whose event has no usable id is deduplicated by its exact bytes (a form signed
+    // by its parameters, by those: `body_id`): stored once
     // however often the same request is sent again (also under another Content-Type, which no signature
     // covers and under which the id is not found), and never merged with another event.
     // An empty id (`"id": ""`, an empty header) is no id either.
@@ -642,7 +643,9 @@ fn validate_and_dedup_id(
 /// The id of an event known by its exact bytes (`dedup: { body: true }`, or no usable id). A form whose
 /// signature covers its decoded parameters rather than its bytes (Twilio's, Mandrill's) is known by
 /// what is signed: its bytes could be re-encoded (`%5b` for `%5B`, a trailing `&`) under the same
-/// signature, and a captured request would be stored again.
+/// signature, and a captured request would be stored again. The parameters are joined as they are
+/// signed, with no separator, on purpose: two bodies that join alike carry the same signature, so a
+/// separator would let a holder of one re-split its parameters into a new key.
 fn body_id(src: &InboundSource, kind: BodyKind, raw: &[u8]) -> String {
     let signed = match (kind, &src.verifier) {
         (BodyKind::Form(_), Some(v)) => v.signed_form_params(raw),

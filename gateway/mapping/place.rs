@@ -26,13 +26,18 @@ pub fn place_in<'t>(line: impl Fn(u32) -> Option<&'t str>, loc: Loc, offset: usi
         return fallback;
     };
     let start = (loc.column as usize).saturating_sub(1);
-    let style = match first.chars().nth(start) {
-        Some('"') if loc.quoted => Style::Double,
-        Some('\'') if loc.quoted => Style::Single,
-        _ => block_style(&line, loc.line, first, start).unwrap_or(Style::Plain),
+    // A block scalar is placed at its first line of text, which may start with a quote (`"Thanks," ...`):
+    // its header decides first.
+    let (style, header) = match block_style(&line, loc.line, first, start) {
+        Some(found) => found,
+        None => match first.chars().nth(start) {
+            Some('"') if loc.quoted => (Style::Double, 0),
+            Some('\'') if loc.quoted => (Style::Single, 0),
+            _ => (Style::Plain, 0),
+        },
     };
     let found = match style {
-        Style::Literal | Style::Folded => block(&line, loc.line, start, style, offset),
+        Style::Literal | Style::Folded => block(&line, header + 1, start, style, offset),
         Style::Plain => {
             let end = span_end(&line, loc);
             flow(&line, loc.line, start, style, offset, end)
@@ -43,17 +48,23 @@ pub fn place_in<'t>(line: impl Fn(u32) -> Option<&'t str>, loc: Loc, offset: usi
 }
 
 /// A block scalar's content starts its line, under a line whose value is a block header (`|`, `>-`,
-/// `|2`, a comment after it).
+/// `|2`, an anchor or tag before it, a comment after it), blank lines between them. Gives the style
+/// and the header's line.
 fn block_style<'t>(
     line: &impl Fn(u32) -> Option<&'t str>,
     at: u32,
     first: &str,
     start: usize,
-) -> Option<Style> {
+) -> Option<(Style, u32)> {
     if !first.chars().take(start).all(|c| c == ' ') {
         return None;
     }
-    let above = line(at.checked_sub(1)?)?;
+    let mut n = at.checked_sub(1)?;
+    let mut above = line(n)?;
+    while above.trim().is_empty() {
+        n = n.checked_sub(1)?;
+        above = line(n)?;
+    }
     let head = above.split(" #").next()?.trim_end();
     let indicators = head.trim_end_matches(|c: char| c.is_ascii_digit() || c == '+' || c == '-');
     let style = match indicators.chars().last()? {
@@ -61,9 +72,17 @@ fn block_style<'t>(
         '>' => Style::Folded,
         _ => return None,
     };
-    // The indicator is the value, after `key:`, `- ` or at the start of the line.
-    let before = indicators[..indicators.len() - 1].trim_end();
-    (before.is_empty() || before.ends_with(':') || before.ends_with('-')).then_some(style)
+    // The indicator is the value, after `key:`, `- ` or at the start of the line, past any anchor
+    // (`&name`) or tag (`!!str`).
+    let mut before = indicators[..indicators.len() - 1].trim_end();
+    while let Some((rest, last)) = before.rsplit_once(' ') {
+        if !(last.starts_with('&') || last.starts_with('!')) {
+            break;
+        }
+        before = rest.trim_end();
+    }
+    let valued = before.is_empty() || before.ends_with(':') || before.ends_with('-');
+    valued.then_some((style, n))
 }
 
 /// Where a plain scalar ends, as `(line, characters before it)`: `loc.width` characters from its start,
@@ -77,7 +96,7 @@ fn span_end<'t>(line: &impl Fn(u32) -> Option<&'t str>, loc: Loc) -> Option<(u32
         if from + remaining <= len {
             return Some((n, from + remaining));
         }
-        remaining -= (len - from).min(remaining) + 1;
+        remaining -= len.checked_sub(from)?.min(remaining) + 1;
         n += 1;
         from = 0;
     }
@@ -185,14 +204,18 @@ fn block<'t>(
     }
     let mut produced = 0usize;
     let mut previous = Kind::Text;
+    // The kind of the last line that was not blank: a folded scalar's break dropped before blank lines
+    // comes back when a more indented line follows them.
+    let mut last_text = Kind::Blank;
     let mut n = first;
     loop {
         let chars = chars_of(line(n)?);
-        let kind = if chars.iter().all(|c| *c == ' ') {
+        let spaces = chars.iter().take_while(|c| **c == ' ').count();
+        let kind = if spaces == chars.len() && spaces <= indent {
             Kind::Blank
-        } else if chars.iter().take(indent).any(|c| *c != ' ') {
+        } else if spaces < indent {
             return None; // less indented: the scalar has ended
-        } else if chars.get(indent) == Some(&' ') {
+        } else if matches!(chars.get(indent), Some(' ' | '\t')) {
             Kind::More
         } else {
             Kind::Text
@@ -200,9 +223,17 @@ fn block<'t>(
         // The break before this line. A literal scalar keeps each as a line feed. A folded one makes a
         // space of a break between two lines of text, drops the one before blank lines (each blank
         // line's own break is its line feed) and keeps those around more indented lines.
-        let produces = n > first
-            && (style == Style::Literal || !(previous == Kind::Text && kind == Kind::Blank));
-        if produces {
+        let mut breaks = 0;
+        if n > first {
+            let dropped = style == Style::Folded && previous == Kind::Text && kind == Kind::Blank;
+            breaks += usize::from(!dropped);
+            let restored = style == Style::Folded
+                && previous == Kind::Blank
+                && kind == Kind::More
+                && last_text == Kind::Text;
+            breaks += usize::from(restored);
+        }
+        for _ in 0..breaks {
             if produced == offset {
                 return Some((n, indent as u32 + 1));
             }
@@ -215,6 +246,7 @@ fn block<'t>(
                 }
                 produced += 1;
             }
+            last_text = kind;
         }
         previous = kind;
         n += 1;
@@ -264,6 +296,19 @@ mod tests {
     fn plain_scalars_over_several_lines() {
         check("k: Order {{ $.a }} placed by\n  {{ $.customer[ }} today\n");
         check("k:\n  first line\n  second line\n\n  after blank\n");
+    }
+
+    #[test]
+    fn block_scalars_as_ops_write_them() {
+        // Text that starts with a quote; blank lines after the header; a paragraph, a blank line and
+        // a more indented list; a line of spaces that is text; an anchor before the header.
+        check("k: >\n  \"Thanks,\" said {{ $.a }} to\n  {{ $.b }} twice\n");
+        check("k: |\n\n\n  after two blank lines {{ $.a }}\n  next\n");
+        check("k: >\n\n  folded after a blank line\n  more text\n");
+        check("k: >\n  para one text\n\n    - item one {{ $.a }}\n    - item two\n  back again\n");
+        check("k: |\n  a1\n     \n  b2 c3 d4\n");
+        check("k: &anchor |\n  anchored text\n\n  second para\n");
+        check("k: !!str >\n  tagged text\n\n  second para\n");
     }
 
     #[test]
