@@ -2738,3 +2738,69 @@ async fn a_mandrill_batch_becomes_one_request_per_event() {
     let distinct: HashSet<String> = reqs.iter().map(key_of).collect();
     assert_eq!(distinct.len(), 12, "one Idempotency-Key per action");
 }
+
+/// Unbounce end to end through the shipped `mappings/unbounce.yaml`, its token read from a file: the
+/// submission, JSON text in the form field `data.json`, becomes the contact upsert and the
+/// `form_submitted` event; the same form again is a duplicate, a wrong token is refused, and a
+/// submission whose `data.json` is not JSON is a 400 naming it; neither is stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unbounce_submission_becomes_a_contact() {
+    let Shipped {
+        redis,
+        up,
+        gw,
+        _secrets,
+    } = Shipped::start("unbounce.yaml", "UNBOUNCE_WEBHOOK_TOKEN", "ub-token-3e9c").await;
+    let url = format!("{}?key=ub-token-3e9c", gw.url("unbounce"));
+    let post = |url: String, form: String| {
+        client()
+            .post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form)
+            .send()
+    };
+    let form = testdata("unbounce_submission.form");
+    let r = post(url.clone(), form.clone()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let r = post(url.clone(), form.clone()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200, "the same form again");
+    let r = post(format!("{}?key=guess", gw.url("unbounce")), form.clone())
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let broken = "page_id=p1&variant=a&data.json=%7B%22email%22%3A";
+    let (status, answer) =
+        status_and_json(post(url.clone(), broken.to_owned()).await.unwrap()).await;
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("malformed body: `$.data_json` is not JSON text")),
+        "{answer}"
+    );
+    assert_eq!(inbound_entries(&redis, "hookgate").len(), 1);
+
+    let reqs = delivered_exactly(&up, 2, 10, "delivered").await;
+    assert_eq!(
+        first_to(&reqs, "/contacts"),
+        &json!({
+            "email": "grace.hopper@example.com",
+            "attributes": {"FIRSTNAME": "Grace", "LASTNAME": "Brewster Hopper", "SMS": "+15550100142", "COMPANY": "Navy Labs"},
+            "updateEnabled": true
+        })
+    );
+    assert_eq!(
+        first_to(&reqs, "/events"),
+        &json!({
+            "event_name": "form_submitted",
+            "event_date": "2025-11-24T16:20:00Z",
+            "identifiers": {"email_id": "grace.hopper@example.com"},
+            "event_properties": {
+                "page": "Spring demo",
+                "page_id": "7648177d-7323-4330-b4f9-9951a52138b6",
+                "page_url": "https://offers.example.com/spring-demo/",
+                "variant": "b"
+            }
+        })
+    );
+}
