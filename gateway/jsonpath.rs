@@ -178,12 +178,8 @@ impl JsonPath {
             value = match (step, value) {
                 (Step::Name(name), Value::Object(map)) => map.get_mut(name)?,
                 (Step::Index(i), Value::Array(items)) => {
-                    let i = if *i < 0 {
-                        items.len().checked_sub(i.unsigned_abs() as usize)?
-                    } else {
-                        usize::try_from(*i).ok()?
-                    };
-                    items.get_mut(i)?
+                    let at = position(*i, items.len())?;
+                    items.get_mut(at)?
                 }
                 _ => return None,
             };
@@ -272,18 +268,20 @@ fn full_query<'a>(query: &JpQuery, value: &'a Value) -> Vec<&'a Value> {
     }
 }
 
+/// The position an index names in a list of `len` items: from the end when negative (RFC 9535).
+fn position(i: i64, len: usize) -> Option<usize> {
+    if i < 0 {
+        len.checked_sub(i.unsigned_abs() as usize)
+    } else {
+        usize::try_from(i).ok()
+    }
+}
+
 fn walk<'a>(steps: &[Step], mut value: &'a Value) -> Option<&'a Value> {
     for step in steps {
         value = match (step, value) {
             (Step::Name(name), Value::Object(map)) => member(map, name)?,
-            (Step::Index(i), Value::Array(items)) => {
-                let i = if *i < 0 {
-                    items.len().checked_sub(i.unsigned_abs() as usize)?
-                } else {
-                    usize::try_from(*i).ok()?
-                };
-                items.get(i)?
-            }
+            (Step::Index(i), Value::Array(items)) => items.get(position(*i, items.len())?)?,
             _ => return None,
         };
     }

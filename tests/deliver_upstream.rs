@@ -134,6 +134,17 @@ fn sorted_at<'a>(reqs: &'a [Recorded], path: &str, member: &str) -> Vec<&'a str>
     found
 }
 
+/// The names of the custom events delivered, sorted.
+fn event_names(reqs: &[Recorded]) -> Vec<&str> {
+    let mut names: Vec<&str> = reqs
+        .iter()
+        .filter(|r| (r.method.as_str(), r.path.as_str()) == ("POST", "/events"))
+        .filter_map(|r| r.body["event_name"].as_str())
+        .collect();
+    names.sort_unstable();
+    names
+}
+
 /// The body of the first request to `path`.
 fn first_to<'a>(reqs: &'a [Recorded], path: &str) -> &'a Value {
     reqs.iter()
@@ -1306,14 +1317,8 @@ async fn a_signed_sendgrid_batch_becomes_one_request_per_event() {
     );
 
     let reqs = delivered_exactly(&up, 10, 15, "ten requests delivered").await;
-    let mut names: Vec<&str> = reqs
-        .iter()
-        .filter(|r| (r.method.as_str(), r.path.as_str()) == ("POST", "/events"))
-        .filter_map(|r| r.body["event_name"].as_str())
-        .collect();
-    names.sort_unstable();
     assert_eq!(
-        names,
+        event_names(&reqs),
         [
             "email_blocked",
             "email_clicked",
@@ -2677,14 +2682,8 @@ async fn a_mandrill_batch_becomes_one_request_per_event() {
     // Nine message events (the deferral and the sync event are left out), the hard bounce's flag and
     // the two withdrawals of consent.
     let reqs = delivered_exactly(&up, 12, 15, "twelve requests delivered").await;
-    let mut names: Vec<&str> = reqs
-        .iter()
-        .filter(|r| (r.method.as_str(), r.path.as_str()) == ("POST", "/events"))
-        .filter_map(|r| r.body["event_name"].as_str())
-        .collect();
-    names.sort_unstable();
     assert_eq!(
-        names,
+        event_names(&reqs),
         [
             "email_blocked",
             "email_clicked",

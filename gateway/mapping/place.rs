@@ -102,6 +102,14 @@ fn span_end<'t>(line: &impl Fn(u32) -> Option<&'t str>, loc: Loc) -> Option<(u32
     }
 }
 
+/// How many spaces and tabs a line starts with: the indentation a folded line break drops.
+fn indentation(chars: &[char]) -> usize {
+    chars
+        .iter()
+        .take_while(|c| **c == ' ' || **c == '\t')
+        .count()
+}
+
 /// A line's characters without the carriage return of a CRLF file.
 fn chars_of(text: &str) -> Vec<char> {
     text.strip_suffix('\r').unwrap_or(text).chars().collect()
@@ -142,10 +150,7 @@ fn flow<'t>(
                 n += 1;
                 chars = chars_of(line(n)?);
             }
-            i = chars
-                .iter()
-                .take_while(|c| **c == ' ' || **c == '\t')
-                .count();
+            i = indentation(&chars);
             if blanks == 0 {
                 if produced == offset {
                     return Some((n, i as u32 + 1));
@@ -166,10 +171,7 @@ fn flow<'t>(
                 None => {
                     n += 1;
                     chars = chars_of(line(n)?);
-                    i = chars
-                        .iter()
-                        .take_while(|c| **c == ' ' || **c == '\t')
-                        .count();
+                    i = indentation(&chars);
                     continue;
                 }
                 Some('x') => 4,
