@@ -4,7 +4,7 @@
 //! form's charset included; a type the receiver refuses is refused here too); else by its file name
 //! (`.form`/`.txt`/`.urlencoded` are forms, anything else JSON).
 
-use crate::mapping::tests::{kind_of_file, parse_payload};
+use crate::mapping::tests::{kind_of_file, parse_json_members, parse_payload};
 use crate::mapping::{parse_source_file, Event};
 use crate::payload::BodyKind;
 use std::path::Path;
@@ -57,7 +57,8 @@ pub fn try_event(mapping: &Path, payload: &Path, headers: &[String]) -> Result<S
         event.headers.insert(name, value);
     }
     let bytes = read_payload(payload, file.head.max_body)?;
-    event.body = parse_payload(&bytes, kind, &file.head.parse_json)
+    event.body = parse_payload(&bytes, kind).map_err(|e| format!("{}: {e}", payload.display()))?;
+    parse_json_members(&mut event.body, &file)
         .map_err(|e| format!("{}: {e}", payload.display()))?;
     let actions = file
         .mapping

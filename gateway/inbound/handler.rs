@@ -608,9 +608,9 @@ fn validate_and_dedup_id(
         }
     };
     // A source with dedup whose event has no usable id is deduplicated by its exact bytes (a form signed
-    // by its parameters, by those: `body_id`): stored once
-    // however often the same request is sent again (also under another Content-Type, which no signature
-    // covers and under which the id is not found), and never merged with another event.
+    // by its parameters, by those: `body_id`): stored once however often the same request is sent again
+    // (also under another Content-Type, which no signature covers and under which the id is not found),
+    // and never merged with another event.
     // An empty id (`"id": ""`, an empty header) is no id either.
     let id = match id.filter(|id| !id.is_empty()) {
         // A token that is the only thing signed (Mailgun's) must be the id: its bytes would make a

@@ -396,7 +396,7 @@ impl InboundSource {
             .as_ref()
             .and_then(|v| v.credential_field())
             .map(str::to_owned);
-        let form_only = verifier.as_ref().map(Verifier::preset) == Some(Preset::Mandrill);
+        let form_only = verifier.as_ref().is_some_and(Verifier::forms_only);
         if !problems.is_empty() {
             return Err(problems);
         }

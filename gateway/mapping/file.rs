@@ -333,17 +333,10 @@ fn check_dedup(ctx: &mut Ctx, root: &Node, d: &DedupSpec) -> bool {
     }
     if let Some(id) = &d.id {
         if let Err(e) = JsonPath::compile(&id.value) {
-            let (line, column) = (id.referenced.line() as u32, id.referenced.column() as u32);
             let inner = e
                 .offset
                 .map_or(0, |o| id.value[..o.min(id.value.len())].chars().count());
-            let quoted = quoted_at(ctx, line, column);
-            let at = Loc {
-                line,
-                column,
-                width: 1,
-                quoted,
-            };
+            let at = yaml::loc(&id.referenced, ctx.text);
             let (line, col) = ctx.place_in(at, inner);
             ctx.error_at(line, col, 1, format!("dedup.id: {e}"));
             ok = false;

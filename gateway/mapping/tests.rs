@@ -6,7 +6,6 @@ use super::condition::same;
 use super::yaml::{Ctx, Kind, Node};
 use super::{Event, SourceFile};
 use crate::action::Action;
-use crate::jsonpath::JsonPath;
 use crate::payload::BodyKind;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -349,7 +348,7 @@ fn load_payload(case: &TestCase, dir: &Path) -> Result<Value, String> {
             (bytes, kind_of_file(p))
         }
     };
-    parse_payload(&bytes, case.kind.unwrap_or(by_name), &[])
+    parse_payload(&bytes, case.kind.unwrap_or(by_name))
 }
 
 /// A payload file's type by its name: a form when it ends in `.form`, `.txt` or `.urlencoded`, else JSON.
@@ -362,13 +361,14 @@ pub fn kind_of_file(path: &Path) -> BodyKind {
 
 /// A payload as the mapper sees it: JSON, or a form turned into JSON, by the same parser (and the same
 /// default limits) as live requests, so a mapping that passes `check` behaves the same in production.
-pub fn parse_payload(
-    bytes: &[u8],
-    kind: BodyKind,
-    parse_json: &[JsonPath],
-) -> Result<Value, String> {
-    crate::payload::parse_with(kind, bytes, default_max_depth(), parse_json)
-        .map_err(|e| e.to_string())
+/// The source's `parse_json:` members are parsed by the caller ([`parse_json_members`]).
+pub fn parse_payload(bytes: &[u8], kind: BodyKind) -> Result<Value, String> {
+    crate::payload::parse(kind, bytes, default_max_depth()).map_err(|e| e.to_string())
+}
+
+/// The source's `parse_json:` members of a payload, parsed in place as the mapper reads them.
+pub fn parse_json_members(body: &mut Value, file: &SourceFile) -> Result<(), crate::error::Error> {
+    crate::payload::parse_members(body, &file.head.parse_json, default_max_depth())
 }
 
 fn default_max_depth() -> usize {
@@ -392,9 +392,7 @@ fn run_one(file: &SourceFile, case: &TestCase, dir: &Path) -> Result<(), String>
     let mut body = load_payload(case, dir)?;
     // A `parse_json` member that is not JSON fails the event as the receiver would refuse it: an
     // `expect_error` may name that reason (and only that one: a payload that cannot be read fails).
-    let members =
-        crate::payload::parse_members(&mut body, &file.head.parse_json, default_max_depth());
-    match (members, &case.expect) {
+    match (parse_json_members(&mut body, file), &case.expect) {
         (Ok(()), _) => {}
         (Err(e), Expect::Error(want)) if e.to_string().contains(want.as_str()) => return Ok(()),
         (Err(e), _) => return Err(e.to_string()),

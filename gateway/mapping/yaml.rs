@@ -365,7 +365,7 @@ impl<'de> Deserialize<'de> for KeyText {
     }
 }
 
-fn loc(l: &serde_saphyr::Location, text: &str) -> Loc {
+pub(super) fn loc(l: &serde_saphyr::Location, text: &str) -> Loc {
     let span = l.span();
     let (width, quoted) = match span.byte_offset() {
         Some(off) => {

@@ -5,7 +5,7 @@
 use super::credentials::{Basic, Token, TokenLocation};
 use super::crypto::{KeyKind, PublicKey};
 use super::mailgun::Mailgun;
-use super::twilio::{Sender, Twilio};
+use super::twilio::{Mandrill, Twilio};
 use super::{presets, Check, Preset, Verifier, VerifySpec};
 use crate::secret::{Secret, SecretRef};
 use std::time::Duration;
@@ -52,12 +52,10 @@ impl VerifySpec {
         let mut problems = Problems::new();
         self.check_applicable(&mut problems);
         let check = match self.preset {
-            Preset::Twilio => self
-                .twilio(mode, Sender::Twilio, &mut problems)
-                .map(Check::Twilio),
+            Preset::Twilio => self.twilio(mode, &mut problems).map(Check::Twilio),
             Preset::Mandrill => self
-                .twilio(mode, Sender::Mandrill, &mut problems)
-                .map(Check::Twilio),
+                .twilio(mode, &mut problems)
+                .map(|Twilio { keys, public_url }| Check::Mandrill(Mandrill { keys, public_url })),
             Preset::Mailgun => self.mailgun(mode, &mut problems).map(Check::Mailgun),
             Preset::Basic => self.basic(mode, &mut problems).map(Check::Basic),
             Preset::Token => self.token(mode, &mut problems).map(Check::Token),
@@ -233,14 +231,11 @@ impl VerifySpec {
         Some(url.to_owned())
     }
 
-    fn twilio(&self, mode: Secrets, sender: Sender, problems: &mut Problems) -> Option<Twilio> {
+    /// Twilio's keys and public URL; Mandrill's are the same.
+    fn twilio(&self, mode: Secrets, problems: &mut Problems) -> Option<Twilio> {
         let keys = presets::utf8_keys(self.secrets(mode, problems));
         let public_url = self.public_url(problems);
-        Some(Twilio {
-            keys,
-            public_url,
-            sender,
-        })
+        Some(Twilio { keys, public_url })
     }
 
     fn mailgun(&self, mode: Secrets, problems: &mut Problems) -> Option<Mailgun> {

@@ -273,6 +273,7 @@ pub struct Verifier {
 enum Check {
     Mac(mac::MacScheme),
     Twilio(twilio::Twilio),
+    Mandrill(twilio::Mandrill),
     Mailgun(mailgun::Mailgun),
     Basic(credentials::Basic),
     Token(credentials::Token),
@@ -294,6 +295,7 @@ impl Verifier {
         match &self.check {
             Check::Mac(scheme) => scheme.verify_key(req, now),
             Check::Twilio(twilio) => twilio.verify(req).map(|()| None),
+            Check::Mandrill(mandrill) => mandrill.verify(req).map(|()| None),
             Check::Mailgun(mailgun) => mailgun.verify(req, now).map(|()| None),
             Check::Basic(basic) => basic.verify(req).map(|()| None),
             Check::Token(token) => token.verify(req).map(|()| None),
@@ -304,9 +306,15 @@ impl Verifier {
     /// those parameters as they are signed: two bodies that give the same are the same signed request.
     pub fn signed_form_params(&self, body: &[u8]) -> Option<String> {
         match &self.check {
-            Check::Twilio(_) => Some(twilio::sorted_params(body)),
+            Check::Twilio(_) | Check::Mandrill(_) => Some(twilio::sorted_params(body)),
             _ => None,
         }
+    }
+
+    /// Whether the sender signs forms only (Mandrill): another type would be checked as one thing and
+    /// read as another, so it is refused.
+    pub fn forms_only(&self) -> bool {
+        matches!(self.check, Check::Mandrill(_))
     }
 
     /// The header that carries a shared credential (preset token), which must never be stored.
@@ -337,7 +345,7 @@ impl Verifier {
     pub fn needs_url(&self) -> bool {
         match &self.check {
             Check::Mac(scheme) => scheme.template.uses(&mac::Part::Url),
-            Check::Twilio(_) => true,
+            Check::Twilio(_) | Check::Mandrill(_) => true,
             Check::Mailgun(_) | Check::Basic(_) => false,
             Check::Token(token) => matches!(token.location, credentials::TokenLocation::Param(_)),
         }

@@ -26,22 +26,18 @@ const MANDRILL_SIGNATURE_HEADER: &str = "X-Mandrill-Signature";
 pub(crate) struct Twilio {
     pub keys: Vec<Key>,
     pub public_url: Option<String>,
-    pub sender: Sender,
 }
 
-/// Who signs: the two differ in the header, and in what Twilio alone allows (SHA-256 settings, JSON
-/// bodies bound by `bodySHA256`, the URL with or without its default port).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Sender {
-    Twilio,
-    Mandrill,
+/// Mandrill's check: Twilio's scheme without what Twilio alone allows (SHA-256 settings, JSON bodies
+/// bound by `bodySHA256`, the URL with or without its default port).
+#[derive(Clone, Debug)]
+pub(crate) struct Mandrill {
+    pub keys: Vec<Key>,
+    pub public_url: Option<String>,
 }
 
 impl Twilio {
     pub(crate) fn verify(&self, req: &SignedRequest<'_>) -> Result<(), VerifyError> {
-        if self.sender == Sender::Mandrill {
-            return self.verify_mandrill(req);
-        }
         let signature = Encoding::Base64
             .decode(header(req.headers, SIGNATURE_HEADER)?)
             .ok_or_else(|| {
@@ -77,9 +73,11 @@ impl Twilio {
         }
         Err(VerifyError::Mismatch)
     }
+}
 
-    /// Mandrill: the URL as it is (or `public_url`), then the sorted parameters, HMAC-SHA1.
-    fn verify_mandrill(&self, req: &SignedRequest<'_>) -> Result<(), VerifyError> {
+impl Mandrill {
+    /// The URL as it is (or `public_url`), then the sorted parameters, HMAC-SHA1.
+    pub(crate) fn verify(&self, req: &SignedRequest<'_>) -> Result<(), VerifyError> {
         let signature = Encoding::Base64
             .decode(header(req.headers, MANDRILL_SIGNATURE_HEADER)?)
             .ok_or_else(|| {
