@@ -149,7 +149,7 @@ pub fn parse_members(
 }
 
 /// Check a body as [`parse_with`] reads it, building no more than the receive path needs: a JSON body
-/// is validated in one pass and its member's text read alone, a form's member text (the form itself is
+/// is validated in one pass (and its member's text read alone), a form's member text (the form itself is
 /// built, as always) is validated without building its document. Several members, one of which may lie
 /// inside another, and paths with indexes into a JSON body, are read whole by [`parse_with`].
 pub fn check_with(
@@ -158,8 +158,11 @@ pub fn check_with(
     max_depth: usize,
     members: &[JsonPath],
 ) -> Result<(), Error> {
-    let [path] = members else {
-        return parse_with(kind, body, max_depth, members).map(drop);
+    let path = match (members, kind) {
+        ([], BodyKind::Json) => return validate_json(body, max_depth),
+        ([], BodyKind::Form(charset)) => return form::parse(body, charset, max_depth).map(drop),
+        ([path], _) => path,
+        _ => return parse_with(kind, body, max_depth, members).map(drop),
     };
     match kind {
         BodyKind::Json => {
@@ -880,6 +883,12 @@ mod tests {
                 &["$.e", "$.e.x"],
             ),
             (BodyKind::Json, r#"{"e":{"x":1}}"#, &["$.e"]),
+            // No members: the body alone.
+            (BodyKind::Json, r#"{"e":"[1,"}"#, &[]),
+            (BodyKind::Json, r#"{"e":[1,"#, &[]),
+            (BodyKind::Json, "[[[[[[1]]]]]]", &[]),
+            (BodyKind::utf8_form(), "e=%5B1%2C", &[]),
+            (BodyKind::utf8_form(), "a[b][c][d][e][f]=1", &[]),
         ];
         // What serde's skipping would let through and the whole parse refuses.
         let refused: &[(BodyKind, &str, &[&str])] = &[

@@ -559,52 +559,26 @@ fn validate_and_dedup_id(
     headers: &HeaderMap,
     max_depth: usize,
 ) -> Result<Option<String>, Error> {
-    // Members that hold JSON text (`parse_json:`) are part of the body's form: read whole, they are
-    // checked, and a dedup path may reach into them.
-    let id = if !src.parse_json.is_empty() {
-        match &src.dedup {
-            Some((DedupKey::Path(p), _)) => p
+    // Members that hold JSON text (`parse_json:`) are part of the body's form: they are checked with it,
+    // and a dedup path may reach into them.
+    let id = match &src.dedup {
+        Some((DedupKey::Path(p), _)) => match (kind, p.member_names()) {
+            (BodyKind::Json, Some(names)) if src.parse_json.is_empty() => {
+                payload::json_member(raw, &names, max_depth)?
+                    .as_ref()
+                    .and_then(id_text)
+            }
+            _ => p
                 .first(&payload::parse_with(kind, raw, max_depth, &src.parse_json)?)
                 .and_then(id_text),
-            dedup => {
-                payload::check_with(kind, raw, max_depth, &src.parse_json)?;
-                if matches!(dedup, Some((DedupKey::Body, _))) {
-                    return Ok(Some(body_id(src, kind, raw)));
-                }
-                header_id(dedup, headers)
-            }
-        }
-    } else {
-        match (&src.dedup, kind) {
-            (Some((DedupKey::Path(p), _)), BodyKind::Json) => match p.member_names() {
-                Some(names) => payload::json_member(raw, &names, max_depth)?
-                    .as_ref()
-                    .and_then(id_text),
-                None => p
-                    .first(&payload::parse(kind, raw, max_depth)?)
-                    .and_then(id_text),
-            },
-            (Some((DedupKey::Path(p), _)), BodyKind::Form(_)) => p
-                .first(&payload::parse(kind, raw, max_depth)?)
-                .and_then(id_text),
+        },
+        dedup => {
+            payload::check_with(kind, raw, max_depth, &src.parse_json)?;
             // The exact bytes, by choice: not counted as an id that was missing.
-            (Some((DedupKey::Body, _)), kind) => {
-                match kind {
-                    BodyKind::Json => payload::validate_json(raw, max_depth)?,
-                    BodyKind::Form(_) => {
-                        payload::parse(kind, raw, max_depth)?;
-                    }
-                }
+            if matches!(dedup, Some((DedupKey::Body, _))) {
                 return Ok(Some(body_id(src, kind, raw)));
             }
-            (dedup, BodyKind::Json) => {
-                payload::validate_json(raw, max_depth)?;
-                header_id(dedup, headers)
-            }
-            (dedup, BodyKind::Form(_)) => {
-                payload::parse(kind, raw, max_depth)?;
-                header_id(dedup, headers)
-            }
+            header_id(dedup, headers)
         }
     };
     // A source with dedup whose event has no usable id is deduplicated by its exact bytes (a form signed
