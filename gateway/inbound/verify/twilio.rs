@@ -38,11 +38,7 @@ pub(crate) struct Mandrill {
 
 impl Twilio {
     pub(crate) fn verify(&self, req: &SignedRequest<'_>) -> Result<(), VerifyError> {
-        let signature = Encoding::Base64
-            .decode(header(req.headers, SIGNATURE_HEADER)?)
-            .ok_or_else(|| {
-                VerifyError::malformed_header(SIGNATURE_HEADER, "signature is not base64")
-            })?;
+        let signature = base64_signature(req, SIGNATURE_HEADER)?;
         let mac = Mac::Hmac(algorithm(optional_header(req.headers, SETTINGS_HEADER)?)?);
         let url = signed_url(req.url, self.public_url.as_deref());
 
@@ -78,11 +74,7 @@ impl Twilio {
 impl Mandrill {
     /// The URL as it is (or `public_url`), then the sorted parameters, HMAC-SHA1.
     pub(crate) fn verify(&self, req: &SignedRequest<'_>) -> Result<(), VerifyError> {
-        let signature = Encoding::Base64
-            .decode(header(req.headers, MANDRILL_SIGNATURE_HEADER)?)
-            .ok_or_else(|| {
-                VerifyError::malformed_header(MANDRILL_SIGNATURE_HEADER, "signature is not base64")
-            })?;
+        let signature = base64_signature(req, MANDRILL_SIGNATURE_HEADER)?;
         let url = signed_url(req.url, self.public_url.as_deref());
         let message = format!("{url}{}", sorted_params(req.body));
         let mac = Mac::Hmac(Algorithm::Sha1);
@@ -92,6 +84,13 @@ impl Mandrill {
             Err(VerifyError::Mismatch)
         }
     }
+}
+
+/// The signature in header `name`, base64 as both senders write it.
+fn base64_signature(req: &SignedRequest<'_>, name: &str) -> Result<Vec<u8>, VerifyError> {
+    Encoding::Base64
+        .decode(header(req.headers, name)?)
+        .ok_or_else(|| VerifyError::malformed_header(name, "signature is not base64"))
 }
 
 /// `algorithm=HMAC_SHA256` in the settings header selects SHA-256; absent means legacy SHA-1.
