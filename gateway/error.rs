@@ -81,6 +81,10 @@ pub enum Error {
     Conflict(String),
     #[error("{0}")]
     Internal(String),
+    /// Something the answer depends on could not be fetched (SNS's signing certificate, its subscription
+    /// confirmation): 502, which the sender retries.
+    #[error("{0}")]
+    BadGateway(String),
 }
 
 /// Files the configuration names (the mappings, `subscriptions_file`) that cannot start a gateway: a
@@ -135,6 +139,7 @@ impl Error {
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
             Error::Unavailable | Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::BadGateway(_) => StatusCode::BAD_GATEWAY,
             Error::UnsupportedTransferCoding(_) => StatusCode::NOT_IMPLEMENTED,
         }
     }
@@ -166,6 +171,7 @@ impl Error {
             Error::Unavailable => "unavailable",
             Error::Overloaded => "overloaded",
             Error::Internal(_) => "internal",
+            Error::BadGateway(_) => "bad_gateway",
         }
     }
 }

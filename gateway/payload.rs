@@ -92,10 +92,32 @@ impl BodyKind {
     /// included. A content type the receiver would now refuse is read by its media type alone: an event
     /// stored before a stricter check (a JSON charset hookgate now refuses) must still be mapped.
     pub fn of_stored(content_type: &str) -> Result<Self, Error> {
-        Self::from_content_type(Some(content_type)).or_else(|_| {
+        Self::from_content_type(Some(content_type)).or_else(|e| {
             let essence = content_type.split(';').next().unwrap_or("").trim();
-            Self::from_content_type(Some(essence))
+            // Stored only from a source whose sender posts JSON as text (SNS): see `is_text_json`.
+            if essence.eq_ignore_ascii_case("text/plain") {
+                return Ok(BodyKind::Json);
+            }
+            Self::from_content_type(Some(essence)).map_err(|_| e)
         })
+    }
+
+    /// Whether a `Content-Type` is `text/plain` in UTF-8 (or with no charset), which Amazon SNS sends
+    /// its JSON messages as: read as JSON for a source whose verifier says its sender does that.
+    pub fn is_text_json(content_type: &str) -> bool {
+        let mut parts = content_type.split(';').map(|p| p.trim_matches([' ', '\t']));
+        if !parts.next().is_some_and(|e| e.eq_ignore_ascii_case("text/plain")) {
+            return false;
+        }
+        let mut charsets = parts.filter_map(|p| {
+            let (name, value) = p.split_once('=')?;
+            name.trim().eq_ignore_ascii_case("charset").then(|| value.trim().trim_matches('"'))
+        });
+        match (charsets.next(), charsets.next()) {
+            (None, _) => true,
+            (Some(c), None) => c.eq_ignore_ascii_case("utf-8") || c.eq_ignore_ascii_case("us-ascii"),
+            _ => false,
+        }
     }
 }
 
@@ -551,12 +573,36 @@ mod tests {
                 Some(BodyKind::utf8_form()),
             ),
             ("application/+json", None),
-            ("text/plain", None),
+            // Only SNS sources store it (JSON sent as text).
+            ("text/plain; charset=UTF-8", Some(BodyKind::Json)),
+            ("text/html", None),
             ("", None),
             ("é+json", None),
             ("applicationé/x+json", None),
         ] {
             assert_eq!(BodyKind::of_stored(ct).ok(), kind, "{ct}");
+        }
+    }
+
+    #[test]
+    fn text_json_is_plain_text_in_utf8() {
+        for ok in [
+            "text/plain; charset=UTF-8",
+            "text/plain",
+            "Text/Plain ; charset=\"utf-8\"",
+            "text/plain; charset=us-ascii",
+        ] {
+            assert!(BodyKind::is_text_json(ok), "{ok}");
+        }
+        for bad in [
+            "text/plain; charset=ISO-8859-1",
+            "text/plain; charset=utf-8; charset=latin1",
+            "text/html",
+            "text/plainer",
+            "application/json",
+            "",
+        ] {
+            assert!(!BodyKind::is_text_json(bad), "{bad}");
         }
     }
 

@@ -298,7 +298,12 @@ fn admit<'h>(
             return Err(Error::UnsupportedType(crate::error::one_line(&joined)));
         }
     };
-    let kind = BodyKind::from_content_type(content_type)?;
+    let kind = match BodyKind::from_content_type(content_type) {
+        Err(_) if src.text_is_json && content_type.is_some_and(BodyKind::is_text_json) => {
+            BodyKind::Json
+        }
+        kind => kind?,
+    };
     // Its signature is read from a JSON body, and its dedup id too: under another type the two would not
     // read the same token.
     if src.single_use_token && !matches!(kind, BodyKind::Json) {
@@ -354,7 +359,7 @@ async fn accept(
         tracing::info!(source = %src.name, kind = "woocommerce", "handshake answered; nothing stored");
         return Ok(reply(StatusCode::OK, None, Body::empty()));
     }
-    let signed_with = verify(st, src, peer, parts, &raw, now)?;
+    let signed_with = verify(st, src, peer, parts, &raw, now).await?;
     // A token carried in the body (Google Ads' `google_key`) is no part of the event: kept, it would be
     // read back wherever events are (the admin API, dead letters, replays).
     let raw = match &src.secret_field {
@@ -380,6 +385,29 @@ async fn accept(
                     StatusCode::OK,
                     json!({ "plainToken": plain, "encryptedToken": encrypted }),
                 )
+            }
+            Handshake::SnsSubscribe {
+                topic,
+                subscribe_url,
+            } => {
+                match super::verify::confirm_sns_subscription(&subscribe_url).await {
+                    Ok(subscription) => {
+                        ::metrics::counter!("hookgate_sns_subscriptions_confirmed_total", "source" => src.name.clone()).increment(1);
+                        tracing::info!(source = %src.name, topic = %topic, subscription = subscription.as_deref().unwrap_or(""), "SNS subscription confirmed");
+                    }
+                    // SNS retries its confirmation like any message on a 5xx.
+                    Err(why) => {
+                        tracing::warn!(source = %src.name, topic = %topic, reason = %why, "SNS subscription not confirmed");
+                        return Err(Error::BadGateway(format!(
+                            "could not confirm the SNS subscription: {why}"
+                        )));
+                    }
+                }
+                reply(StatusCode::OK, None, Body::empty())
+            }
+            Handshake::SnsUnsubscribed { topic } => {
+                tracing::warn!(source = %src.name, topic = %topic, "SNS unsubscribed this source from a topic; it sends nothing more from it");
+                reply(StatusCode::OK, None, Body::empty())
             }
         });
     }
@@ -448,7 +476,7 @@ async fn accept(
 
 /// The source's signature or credential check; a failure is counted by its reason. Which secret made
 /// the matching MAC, for a scheme that computes one.
-fn verify(
+async fn verify(
     st: &InboundState,
     src: &InboundSource,
     peer: SocketAddr,
@@ -472,11 +500,19 @@ fn verify(
         headers: &parts.headers,
         body,
     };
-    verifier.verify_key(&req, now).map_err(|e| {
+    let refused = |e: super::verify::VerifyError| {
         ::metrics::counter!("hookgate_verify_failures_total", "source" => src.name.clone(), "reason" => e.reason())
             .increment(1);
-        Error::Unauthorized(e.to_string())
-    })
+        match e {
+            // Not the sender's fault, and maybe a good message: a 5xx makes it retry.
+            super::verify::VerifyError::CertUnavailable(_) => Error::BadGateway(e.to_string()),
+            _ => Error::Unauthorized(e.to_string()),
+        }
+    };
+    if verifier.fetches() {
+        verifier.fetch(&req, now).await.map_err(refused)?;
+    }
+    verifier.verify_key(&req, now).map_err(refused)
 }
 
 async fn read_limited<B>(body: B, limit: u64) -> Result<Bytes, Error>

@@ -18,6 +18,11 @@ pub enum Handshake {
     /// Zoom's URL validation (`endpoint.url_validation`, when the URL is set and every 72 hours): 200
     /// with the `plainToken` and its HMAC under the source's secret, hex, as `encryptedToken`.
     ZoomUrlValidation(String),
+    /// Amazon SNS's `SubscriptionConfirmation`: the subscription is confirmed by fetching its
+    /// `SubscribeURL` (which verification found on an SNS endpoint), then an empty 200.
+    SnsSubscribe { topic: String, subscribe_url: String },
+    /// Amazon SNS's `UnsubscribeConfirmation`: the endpoint was unsubscribed; an empty 200.
+    SnsUnsubscribed { topic: String },
 }
 
 /// The most digits a WooCommerce webhook id is given (a 64-bit id has 20).
@@ -68,6 +73,11 @@ fn plain_token(token: &str) -> bool {
 /// Zoom validates the URL when it is set and every 72 hours with a signed `endpoint.url_validation` POST,
 /// and sends no events to a URL that does not answer it (Zoom's own library, @zoom/rivet, checks the
 /// signature before it answers, as hookgate does).
+///
+/// Amazon SNS sends nothing to an HTTP(S) subscription until it is confirmed: a signed
+/// `SubscriptionConfirmation` whose `SubscribeURL` the receiver fetches. Only topics the source takes
+/// get this far (verification refuses the others), so confirming is what its operator asked for by
+/// subscribing the URL. SNS also tells of an unsubscription; both are answered, never stored.
 pub fn of(
     preset: Option<Preset>,
     kind: BodyKind,
@@ -84,8 +94,33 @@ pub fn of(
         {
             zoom_url_validation(raw, max_depth)
         }
+        // A notification is an event; only the two confirmations have "Confirmation" in their Type.
+        Some(Preset::Sns)
+            if kind == BodyKind::Json && memchr::memmem::find(raw, b"Confirmation").is_some() =>
+        {
+            sns(raw, max_depth)
+        }
         _ => Ok(None),
     }
+}
+
+fn sns(raw: &[u8], max_depth: usize) -> Result<Option<Handshake>, Error> {
+    let text = |name: &str| -> Result<String, Error> {
+        match payload::json_member(raw, &[name], max_depth)? {
+            Some(Value::String(s)) => Ok(s),
+            _ => Ok(String::new()),
+        }
+    };
+    Ok(match text("Type")?.as_str() {
+        "SubscriptionConfirmation" => Some(Handshake::SnsSubscribe {
+            topic: text("TopicArn")?,
+            subscribe_url: text("SubscribeURL")?,
+        }),
+        "UnsubscribeConfirmation" => Some(Handshake::SnsUnsubscribed {
+            topic: text("TopicArn")?,
+        }),
+        _ => None,
+    })
 }
 
 fn zoom_url_validation(raw: &[u8], max_depth: usize) -> Result<Option<Handshake>, Error> {

@@ -282,6 +282,8 @@ pub struct InboundSource {
     pub single_use_token: bool,
     /// The signature covers form parameters only (Mandrill): other types are refused.
     pub form_only: bool,
+    /// The sender posts JSON as `text/plain` (SNS): such a body is read as JSON.
+    pub text_is_json: bool,
     pub metrics: super::metrics::SourceMetrics,
 }
 
@@ -397,6 +399,7 @@ impl InboundSource {
             .and_then(|v| v.credential_field())
             .map(str::to_owned);
         let form_only = verifier.as_ref().is_some_and(Verifier::forms_only);
+        let text_is_json = verifier.as_ref().is_some_and(Verifier::text_is_json);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -414,6 +417,7 @@ impl InboundSource {
             parse_json: spec.parse_json.clone(),
             single_use_token,
             form_only,
+            text_is_json,
             metrics: Default::default(),
         })
     }

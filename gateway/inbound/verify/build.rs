@@ -5,6 +5,7 @@
 use super::credentials::{Basic, Token, TokenLocation};
 use super::crypto::{KeyKind, PublicKey};
 use super::mailgun::Mailgun;
+use super::sns::{Endpoints, Sns, TopicPattern};
 use super::twilio::{Mandrill, Twilio};
 use super::{presets, Check, Preset, Verifier, VerifySpec};
 use crate::secret::{Secret, SecretRef};
@@ -59,13 +60,14 @@ impl VerifySpec {
             Preset::Mailgun => self.mailgun(mode, &mut problems).map(Check::Mailgun),
             Preset::Basic => self.basic(mode, &mut problems).map(Check::Basic),
             Preset::Token => self.token(mode, &mut problems).map(Check::Token),
+            Preset::Sns => self.sns(&mut problems).map(Check::Sns),
             _ => presets::mac_scheme(self, mode, &mut problems).map(Check::Mac),
         };
         (check, problems)
     }
 
     /// Options set in the spec, by YAML name.
-    fn set_options(&self) -> [(&'static str, bool); 19] {
+    fn set_options(&self) -> [(&'static str, bool); 21] {
         [
             ("secret", self.secret.is_some()),
             ("secrets", !self.secrets.is_empty()),
@@ -86,6 +88,8 @@ impl VerifySpec {
             ("passwords", !self.passwords.is_empty()),
             ("param", self.param.is_some()),
             ("field", self.field.is_some()),
+            ("topics", !self.topics.is_empty()),
+            ("endpoints", !self.endpoints.is_empty()),
         ]
     }
 
@@ -94,7 +98,7 @@ impl VerifySpec {
     fn check_applicable(&self, problems: &mut Problems) {
         const SECRETS: &[&str] = &["secret", "secrets"];
         let extra = self.preset.options();
-        let uses_secrets = !matches!(self.preset, Preset::Basic | Preset::Sendgrid);
+        let uses_secrets = !matches!(self.preset, Preset::Basic | Preset::Sendgrid | Preset::Sns);
         for (name, set) in self.set_options() {
             let applies = extra.contains(&name) || (uses_secrets && SECRETS.contains(&name));
             if set && !applies {
@@ -192,10 +196,11 @@ impl VerifySpec {
 
     /// The replay window: `tolerance` parsed as a duration (`300s`, `5m`), else the preset's default
     /// (also when invalid: reported). The default is 300 s, but Mailgun's is 9 hours, since it resends
-    /// a failed delivery with its original signature for 8 hours.
+    /// a failed delivery with its original signature for 8 hours, and SNS's an hour, its longest retry.
     pub(crate) fn tolerance(&self, problems: &mut Problems) -> Duration {
         let default = match self.preset {
             Preset::Mailgun => super::mailgun::DEFAULT_TOLERANCE,
+            Preset::Sns => super::sns::DEFAULT_TOLERANCE,
             _ => DEFAULT_TOLERANCE,
         };
         let Some(text) = &self.tolerance else {
@@ -236,6 +241,42 @@ impl VerifySpec {
         let keys = presets::utf8_keys(self.secrets(mode, problems));
         let public_url = self.public_url(problems);
         Some(Twilio { keys, public_url })
+    }
+
+    /// SNS: the topics (at least one: AWS signs every account's messages alike), the endpoints trusted
+    /// instead of AWS's, the replay window. Nothing secret.
+    fn sns(&self, problems: &mut Problems) -> Option<Sns> {
+        if self.topics.is_empty() {
+            problems.push(
+                "preset sns needs `topics`: the topic ARNs it takes (AWS signs every account's messages, so a signature alone does not say they are yours)"
+                    .to_owned(),
+            );
+        }
+        let mut topics = Vec::new();
+        for (i, text) in self.topics.iter().enumerate() {
+            match TopicPattern::parse(text) {
+                Ok(t) => topics.push(t),
+                Err(why) => problems.push(format!("topics[{i}]: {why}")),
+            }
+        }
+        let mut origins = Vec::new();
+        for (i, text) in self.endpoints.iter().enumerate() {
+            match Endpoints::parse_origin(text) {
+                Ok(o) => origins.push(o),
+                Err(why) => problems.push(format!("endpoints[{i}]: {why}")),
+            }
+        }
+        let endpoints = if origins.is_empty() {
+            Endpoints::Aws
+        } else {
+            Endpoints::Listed(origins)
+        };
+        let tolerance = self.tolerance(problems);
+        Some(Sns {
+            topics,
+            endpoints,
+            tolerance,
+        })
     }
 
     fn mailgun(&self, mode: Secrets, problems: &mut Problems) -> Option<Mailgun> {
@@ -413,6 +454,7 @@ impl Preset {
             | Preset::Segment => &[],
             Preset::Hubspot => &["version", "public_url", "tolerance"],
             Preset::Twilio | Preset::Mandrill | Preset::Square => &["public_url"],
+            Preset::Sns => &["topics", "endpoints", "tolerance"],
             Preset::Hmac => &[
                 "tolerance",
                 "public_url",

@@ -35,11 +35,22 @@ pub enum VerifyError {
     /// Basic auth or token presets: the credentials are wrong.
     #[error("bad credentials")]
     BadCredentials,
+    /// SNS: the message comes from a topic the source does not take (AWS signs every account's messages).
+    #[error("topic {0} is not one this source takes")]
+    TopicNotAllowed(String),
+    /// SNS: the certificate or a link the message names is not on an SNS endpoint, or the certificate is
+    /// not valid now. `0` is a fixed description.
+    #[error("untrusted: {0}")]
+    Untrusted(&'static str),
+    /// SNS: the signing certificate could not be fetched. Not the sender's fault: answered with 502 so it
+    /// retries.
+    #[error("the SNS signing certificate could not be fetched: {0}")]
+    CertUnavailable(String),
 }
 
 impl VerifyError {
     /// A short stable label for metrics: `missing_header`, `missing_field`, `malformed`, `stale`,
-    /// `mismatch` or `bad_credentials`.
+    /// `mismatch`, `bad_credentials`, or for SNS `topic_not_allowed`, `untrusted`, `cert_unavailable`.
     pub fn reason(&self) -> &'static str {
         match self {
             VerifyError::MissingHeader(_) | VerifyError::MissingParam(_) => "missing_header",
@@ -48,6 +59,9 @@ impl VerifyError {
             VerifyError::Stale(_) => "stale",
             VerifyError::Mismatch | VerifyError::BodyHashMismatch => "mismatch",
             VerifyError::BadCredentials => "bad_credentials",
+            VerifyError::TopicNotAllowed(_) => "topic_not_allowed",
+            VerifyError::Untrusted(_) => "untrusted",
+            VerifyError::CertUnavailable(_) => "cert_unavailable",
         }
     }
 
@@ -105,6 +119,16 @@ mod tests {
                 VerifyError::BadCredentials,
                 "bad credentials",
                 "bad_credentials",
+            ),
+            (
+                VerifyError::TopicNotAllowed("arn:aws:sns:us-east-1:123456789012:x".into()),
+                "topic arn:aws:sns:us-east-1:123456789012:x is not one this source takes",
+                "topic_not_allowed",
+            ),
+            (
+                VerifyError::CertUnavailable("SNS answered 404 Not Found".into()),
+                "the SNS signing certificate could not be fetched: SNS answered 404 Not Found",
+                "cert_unavailable",
             ),
         ];
         for (err, message, reason) in cases {

@@ -1,6 +1,6 @@
 //! Signature verification presets (stripe, standard-webhooks, github, shopify, hubspot, typeform,
 //! calendly, paddle, slack, zoom, sendgrid, mailgun, twilio, mandrill, woocommerce, webflow, square, segment,
-//! generic hmac, basic auth, static token).
+//! sns, generic hmac, basic auth, static token).
 //!
 //! A source's `verify:` block ([`VerifySpec`]) is compiled once by [`VerifySpec::build`], which
 //! resolves secrets and reports every configuration problem together; the resulting [`Verifier`]
@@ -8,8 +8,9 @@
 //!
 //! Layout: `crypto` (MACs, decoding, constant-time compare), `request` (headers, timestamps,
 //! signed URL), `mac` (the engine for every MAC scheme), `presets` (each preset as data for that
-//! engine), `twilio`, `mailgun` (signed in the body), `credentials` (basic, token), `build`
-//! (validating a spec), `error`.
+//! engine), `twilio`, `mailgun` (signed in the body), `sns` (AWS's RSA signatures, with `sns_fetch`
+//! for certificates and confirmations), `credentials` (basic, token), `build` (validating a spec),
+//! `error`.
 //!
 //! ```yaml
 //! verify: { preset: stripe, secret: "${env:STRIPE_WEBHOOK_SECRET}" }            # tolerance: 300s
@@ -25,6 +26,7 @@
 //! verify: { preset: basic, username: brevo, password: "${env:BREVO_HOOK_PASSWORD}" }
 //! verify: { preset: token, header: Authorization, prefix: "Bearer ", secret: "${env:HOOK_TOKEN}" }
 //! verify: { preset: token, field: google_key, secret: "${env:GOOGLE_ADS_LEAD_KEY}" }  # in the JSON body
+//! verify: { preset: sns, topics: ["arn:aws:sns:*:123456789012:ses-events"] }   # Amazon SNS / SES
 //! ```
 //!
 //! The caller passes the raw body bytes, the method as sent (`POST`) and the full URL as received
@@ -39,6 +41,8 @@ mod mac;
 mod mailgun;
 mod presets;
 mod request;
+mod sns;
+mod sns_fetch;
 mod twilio;
 
 #[cfg(test)]
@@ -92,6 +96,10 @@ pub enum Preset {
     /// Segment's Webhooks destinations (and Customer.io's, which signs alike): `X-Signature`, hex
     /// HMAC-SHA1 of the body, with no timestamp.
     Segment,
+    /// Amazon SNS (Amazon SES events come through it): RSA signatures by AWS over each message's
+    /// fields, checked with the certificate the message names on an SNS endpoint; only the `topics`
+    /// listed are taken, and a subscription to one of them is confirmed.
+    Sns,
     /// Generic HMAC: `header`, `prefix`, `algorithm`, `encoding`, `timestamp_header`, `id_header`,
     /// `signed_content`.
     #[default]
@@ -125,6 +133,7 @@ impl Preset {
             Preset::Webflow => "webflow",
             Preset::Square => "square",
             Preset::Segment => "segment",
+            Preset::Sns => "sns",
             Preset::Hmac => "hmac",
             Preset::Basic => "basic",
             Preset::Token => "token",
@@ -206,6 +215,13 @@ pub struct VerifySpec {
     /// `google_key`); its value is redacted from the stored body.
     #[serde(default)]
     pub field: Option<String>,
+    /// SNS: the topic ARNs taken (`arn:aws:sns:<region>:<account>:<topic>`; region and topic may be `*`).
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// SNS: origins (`http://localhost.localstack.cloud:4566`) whose certificates and confirmation links
+    /// are trusted instead of AWS's own (`https://sns.<region>.amazonaws.com`), for an emulator.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
 }
 
 impl VerifySpec {
@@ -247,6 +263,13 @@ pub fn redact_member(body: &[u8], name: &str) -> Option<Vec<u8>> {
     credentials::redact_member(body, name)
 }
 
+/// Confirm an SNS subscription by fetching its `SubscribeURL`, which the message's verification found on
+/// an SNS endpoint. The subscription's ARN when SNS tells it; otherwise why it failed, one line.
+pub async fn confirm_sns_subscription(subscribe_url: &str) -> Result<Option<String>, String> {
+    let url = url::Url::parse(subscribe_url).map_err(|_| "SubscribeURL is not a URL".to_owned())?;
+    sns_fetch::confirm(&url).await
+}
+
 /// Whether a public key written in a source file may be shown in a diagnostic's excerpt: only when it is
 /// one. Anything else may be a secret given by mistake.
 pub fn public_key_may_be_shown(text: &str) -> bool {
@@ -277,6 +300,7 @@ enum Check {
     Mailgun(mailgun::Mailgun),
     Basic(credentials::Basic),
     Token(credentials::Token),
+    Sns(sns::Sns),
 }
 
 impl Verifier {
@@ -299,7 +323,28 @@ impl Verifier {
             Check::Mailgun(mailgun) => mailgun.verify(req, now).map(|()| None),
             Check::Basic(basic) => basic.verify(req).map(|()| None),
             Check::Token(token) => token.verify(req).map(|()| None),
+            Check::Sns(sns) => sns.verify(req, now).map(|()| None),
         }
+    }
+
+    /// Whether the check needs something fetched first ([`Verifier::fetch`]): SNS's certificates.
+    pub fn fetches(&self) -> bool {
+        matches!(self.check, Check::Sns(_))
+    }
+
+    /// Fetch what checking `req` needs (SNS: the certificate it names, unless cached), after the checks
+    /// that need nothing fetched, so a request that fails them fetches nothing. A fetch that fails is
+    /// [`VerifyError::CertUnavailable`].
+    pub async fn fetch(&self, req: &SignedRequest<'_>, now: SystemTime) -> Result<(), VerifyError> {
+        match &self.check {
+            Check::Sns(sns) => sns.fetch(req, now).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the sender posts JSON as `text/plain` (SNS), which is then read as JSON.
+    pub fn text_is_json(&self) -> bool {
+        matches!(self.check, Check::Sns(_))
     }
 
     /// For a scheme that signs a form's decoded parameters rather than its bytes (twilio, mandrill),
@@ -346,7 +391,7 @@ impl Verifier {
         match &self.check {
             Check::Mac(scheme) => scheme.template.uses(&mac::Part::Url),
             Check::Twilio(_) | Check::Mandrill(_) => true,
-            Check::Mailgun(_) | Check::Basic(_) => false,
+            Check::Mailgun(_) | Check::Basic(_) | Check::Sns(_) => false,
             Check::Token(token) => matches!(token.location, credentials::TokenLocation::Param(_)),
         }
     }

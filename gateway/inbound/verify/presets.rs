@@ -47,7 +47,7 @@ fn template(text: &'static str) -> Template {
 
 const HMAC_SHA256: Mac = Mac::Hmac(Algorithm::Sha256);
 
-/// Compile a MAC preset (everything except twilio, basic and token).
+/// Compile a MAC preset (everything except twilio, mandrill, mailgun, sns, basic and token).
 pub(crate) fn mac_scheme(
     spec: &VerifySpec,
     mode: Secrets,
@@ -151,7 +151,12 @@ pub(crate) fn mac_scheme(
         }),
         Preset::Hubspot => hubspot(spec, problems),
         Preset::Hmac => generic(spec, problems),
-        Preset::Twilio | Preset::Mandrill | Preset::Mailgun | Preset::Basic | Preset::Token => None,
+        Preset::Twilio
+        | Preset::Mandrill
+        | Preset::Mailgun
+        | Preset::Sns
+        | Preset::Basic
+        | Preset::Token => None,
     };
     let has_timestamp = shape.as_ref().is_some_and(|s| s.timestamp.is_some());
     let tolerance = spec.tolerance(problems);

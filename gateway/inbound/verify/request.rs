@@ -70,6 +70,16 @@ pub(crate) fn check_window(
         TimeUnit::Seconds => value.checked_mul(1000).ok_or_else(malformed)?,
         TimeUnit::Millis => value,
     };
+    check_age(signed_ms, now, (tolerance, window))
+}
+
+/// Check that a signed time, in unix milliseconds, lies within `tolerance` of `now` on the `window`'s
+/// sides: [`check_window`] for unix timestamps, SNS for its ISO 8601 `Timestamp`.
+pub(crate) fn check_age(
+    signed_ms: i128,
+    now: SystemTime,
+    (tolerance, window): (Duration, Window),
+) -> Result<(), VerifyError> {
     let now_ms = match now.duration_since(SystemTime::UNIX_EPOCH) {
         Ok(d) => d.as_millis() as i128,
         Err(e) => -(e.duration().as_millis() as i128),

@@ -2226,7 +2226,7 @@ fn module_doc_examples_parse_and_check() {
             last.push_str(line);
         }
     }
-    assert_eq!(examples.len(), 11);
+    assert_eq!(examples.len(), 12);
     for example in examples {
         let source: Source = match serde_saphyr::from_str(&example) {
             Ok(s) => s,

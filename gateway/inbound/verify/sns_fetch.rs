@@ -1,0 +1,205 @@
+//! What SNS verification fetches: signing certificates (cached for the process, shared by every source
+//! and every reload, since a certificate's URL never changes content) and subscription confirmations.
+//! Both go only to addresses `sns::Endpoints` trusts; every call is bounded in time and size, follows no
+//! redirect and takes no proxy from the environment.
+
+use super::error::VerifyError;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+use url::Url;
+
+/// The longest a fetch (connect, request, whole answer) may take: SNS waits 15 s for our answer.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest certificate read; SNS's are about 2 KB.
+const MAX_CERT_BYTES: usize = 64 * 1024;
+/// The largest confirmation answer read (a short XML document).
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+/// Certificates kept; the oldest goes first. SNS uses one per region at a time.
+const MAX_CACHED: usize = 64;
+/// How long a failed fetch is answered from the cache, so a burst does not hammer a failing endpoint.
+const FAILURE_TTL: Duration = Duration::from_secs(10);
+
+/// A signing certificate, reduced to what the check needs.
+#[derive(Debug)]
+pub(crate) struct SigningCert {
+    /// The RSA public key, PKCS#1 `RSAPublicKey` DER, as ring reads it.
+    rsa_key: Vec<u8>,
+    not_before: SystemTime,
+    not_after: SystemTime,
+}
+
+impl SigningCert {
+    /// Read a PEM certificate; only an RSA key is taken.
+    pub(crate) fn from_pem(pem: &[u8]) -> Result<SigningCert, String> {
+        use x509_cert::der::DecodePem;
+        let cert = x509_cert::Certificate::from_pem(pem)
+            .map_err(|e| format!("not a PEM certificate: {e}"))?;
+        let tbs = &cert.tbs_certificate;
+        let spki = &tbs.subject_public_key_info;
+        const RSA_ENCRYPTION: x509_cert::der::oid::ObjectIdentifier =
+            x509_cert::der::oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+        if spki.algorithm.oid != RSA_ENCRYPTION {
+            return Err("the certificate's key is not RSA".to_owned());
+        }
+        let rsa_key = spki
+            .subject_public_key
+            .as_bytes()
+            .ok_or("the certificate's key is not whole bytes")?
+            .to_vec();
+        Ok(SigningCert {
+            rsa_key,
+            not_before: tbs.validity.not_before.to_system_time(),
+            not_after: tbs.validity.not_after.to_system_time(),
+        })
+    }
+
+    pub(crate) fn valid_at(&self, now: SystemTime) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
+
+    /// Whether `signature` is this key's RSA PKCS#1 v1.5 signature of `text` (SHA-256, else SHA-1).
+    /// ring refuses keys under 2048 bits.
+    pub(crate) fn verifies(&self, sha256: bool, text: &[u8], signature: &[u8]) -> bool {
+        use ring::signature::{
+            UnparsedPublicKey, RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY,
+            RSA_PKCS1_2048_8192_SHA256,
+        };
+        let algorithm = if sha256 {
+            &RSA_PKCS1_2048_8192_SHA256
+        } else {
+            &RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY
+        };
+        UnparsedPublicKey::new(algorithm, &self.rsa_key)
+            .verify(text, signature)
+            .is_ok()
+    }
+}
+
+enum Entry {
+    Ready(Arc<SigningCert>),
+    Failed(String),
+}
+
+struct Cache {
+    entries: Mutex<HashMap<String, (Instant, Entry)>>,
+    /// One fetch at a time: a burst of first messages fetches the certificate once.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+static CACHE: LazyLock<Cache> = LazyLock::new(|| Cache {
+    entries: Mutex::new(HashMap::new()),
+    fetching: tokio::sync::Mutex::new(()),
+});
+
+/// The one client of these fetches. Per-request timeouts are set too, so the fallback (a client
+/// without them, if the builder ever fails) is still bounded.
+static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
+    reqwest::Client::builder()
+        .user_agent(crate::egress::USER_AGENT)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(FETCH_TIMEOUT)
+        .build()
+        .unwrap_or_default()
+});
+
+fn lookup(url: &str) -> Option<Result<Arc<SigningCert>, String>> {
+    let entries = CACHE.entries.lock().unwrap_or_else(|e| e.into_inner());
+    match entries.get(url) {
+        Some((_, Entry::Ready(cert))) => Some(Ok(cert.clone())),
+        Some((at, Entry::Failed(why))) if at.elapsed() < FAILURE_TTL => Some(Err(why.clone())),
+        _ => None,
+    }
+}
+
+fn remember(url: &str, entry: Entry) {
+    let mut entries = CACHE.entries.lock().unwrap_or_else(|e| e.into_inner());
+    if entries.len() >= MAX_CACHED && !entries.contains_key(url) {
+        if let Some(oldest) = entries
+            .iter()
+            .min_by_key(|(_, (at, _))| *at)
+            .map(|(k, _)| k.clone())
+        {
+            entries.remove(&oldest);
+        }
+    }
+    entries.insert(url.to_owned(), (Instant::now(), entry));
+}
+
+/// The certificate at `url` if it has been fetched.
+pub(crate) fn cached(url: &Url) -> Option<Arc<SigningCert>> {
+    lookup(url.as_str()).and_then(Result::ok)
+}
+
+/// The certificate at `url`, from the cache or fetched. A failure is `CertUnavailable`: the sender
+/// should retry, the message may well be good.
+pub(crate) async fn certificate(url: &Url) -> Result<Arc<SigningCert>, VerifyError> {
+    if let Some(found) = lookup(url.as_str()) {
+        return found.map_err(VerifyError::CertUnavailable);
+    }
+    let _one = CACHE.fetching.lock().await;
+    // Another request may have fetched it while this one waited.
+    if let Some(found) = lookup(url.as_str()) {
+        return found.map_err(VerifyError::CertUnavailable);
+    }
+    let fetched = get(url, MAX_CERT_BYTES)
+        .await
+        .and_then(|(status, body)| {
+            if status == reqwest::StatusCode::OK {
+                SigningCert::from_pem(&body)
+            } else {
+                Err(format!("the certificate's address answered {status}"))
+            }
+        });
+    match fetched {
+        Ok(cert) => {
+            let cert = Arc::new(cert);
+            remember(url.as_str(), Entry::Ready(cert.clone()));
+            tracing::info!(url = %url, "SNS signing certificate fetched");
+            Ok(cert)
+        }
+        Err(why) => {
+            tracing::warn!(url = %url, reason = %why, "SNS signing certificate not fetched");
+            remember(url.as_str(), Entry::Failed(why.clone()));
+            Err(VerifyError::CertUnavailable(why))
+        }
+    }
+}
+
+/// Confirm a subscription: GET its `SubscribeURL`. The subscription's ARN (from SNS's XML answer) when
+/// it says; otherwise the reason it failed, one line.
+pub(crate) async fn confirm(url: &Url) -> Result<Option<String>, String> {
+    let (status, body) = get(url, MAX_ANSWER_BYTES).await?;
+    if !status.is_success() {
+        return Err(format!("SNS answered {status}"));
+    }
+    let text = String::from_utf8_lossy(&body);
+    let arn = text
+        .split_once("<SubscriptionArn>")
+        .and_then(|(_, rest)| rest.split_once("</SubscriptionArn>"))
+        .map(|(arn, _)| crate::error::one_line_within(arn.trim(), 256));
+    Ok(arn)
+}
+
+/// GET `url`, reading at most `max` bytes of its answer.
+async fn get(url: &Url, max: usize) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
+    let fail = |e: reqwest::Error| crate::error::one_line_within(&e.without_url().to_string(), 200);
+    let mut resp = CLIENT
+        .get(url.clone())
+        .timeout(FETCH_TIMEOUT)
+        .send()
+        .await
+        .map_err(fail)?;
+    let status = resp.status();
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(fail)? {
+        if body.len() + chunk.len() > max {
+            return Err(format!("the answer is larger than {max} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, body))
+}
