@@ -106,16 +106,23 @@ impl BodyKind {
     /// its JSON messages as: read as JSON for a source whose verifier says its sender does that.
     pub fn is_text_json(content_type: &str) -> bool {
         let mut parts = content_type.split(';').map(|p| p.trim_matches([' ', '\t']));
-        if !parts.next().is_some_and(|e| e.eq_ignore_ascii_case("text/plain")) {
+        if !parts
+            .next()
+            .is_some_and(|e| e.eq_ignore_ascii_case("text/plain"))
+        {
             return false;
         }
         let mut charsets = parts.filter_map(|p| {
             let (name, value) = p.split_once('=')?;
-            name.trim().eq_ignore_ascii_case("charset").then(|| value.trim().trim_matches('"'))
+            name.trim()
+                .eq_ignore_ascii_case("charset")
+                .then(|| value.trim().trim_matches('"'))
         });
         match (charsets.next(), charsets.next()) {
             (None, _) => true,
-            (Some(c), None) => c.eq_ignore_ascii_case("utf-8") || c.eq_ignore_ascii_case("us-ascii"),
+            (Some(c), None) => {
+                c.eq_ignore_ascii_case("utf-8") || c.eq_ignore_ascii_case("us-ascii")
+            }
             _ => false,
         }
     }

@@ -20,7 +20,10 @@ pub enum Handshake {
     ZoomUrlValidation(String),
     /// Amazon SNS's `SubscriptionConfirmation`: the subscription is confirmed by fetching its
     /// `SubscribeURL` (which verification found on an SNS endpoint), then an empty 200.
-    SnsSubscribe { topic: String, subscribe_url: String },
+    SnsSubscribe {
+        topic: String,
+        subscribe_url: String,
+    },
     /// Amazon SNS's `UnsubscribeConfirmation`: the endpoint was unsubscribed; an empty 200.
     SnsUnsubscribed { topic: String },
 }

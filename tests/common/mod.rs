@@ -588,6 +588,23 @@ fn node_peer(package: &str, script: &str, requests: &serde_json::Value) -> Vec<s
     run_peer(c, requests)
 }
 
+/// Amazon SNS messages signed as AWS documents it, by `tests/peers/sign_sns.py` (PyPI `cryptography`):
+/// requests `{"op": "keygen"}` (results `{"key_pem", "cert_pem"}`) or `{"op": "sign", "key_pem",
+/// "message", "version"}` (results: the message, signed).
+pub fn peer_sign_sns(requests: &serde_json::Value) -> Vec<serde_json::Value> {
+    let python = repo_root().join(".peers/venv/bin/python");
+    assert!(python.exists(), "{PEERS_MISSING}");
+    let mut c = Command::new(python);
+    c.arg(repo_root().join("tests/peers/sign_sns.py"));
+    run_peer(c, requests)
+}
+
+/// AWS's own verdicts on SNS messages, from its validator (npm `sns-validator`, through
+/// `tests/peers/verify_sns.mjs`): requests `{"key_pem", "cert_pem", "message"}`, one boolean each.
+pub fn peer_verify_sns(requests: &serde_json::Value) -> Vec<bool> {
+    verdicts(node_peer("sns-validator", "verify_sns.mjs", requests))
+}
+
 /// A verdict peer's results: one boolean per request.
 fn verdicts(results: Vec<serde_json::Value>) -> Vec<bool> {
     results

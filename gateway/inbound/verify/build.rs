@@ -196,7 +196,7 @@ impl VerifySpec {
 
     /// The replay window: `tolerance` parsed as a duration (`300s`, `5m`), else the preset's default
     /// (also when invalid: reported). The default is 300 s, but Mailgun's is 9 hours, since it resends
-    /// a failed delivery with its original signature for 8 hours, and SNS's an hour, its longest retry.
+    /// a failed delivery with its original signature for 8 hours, and SNS's a day (`sns::DEFAULT_TOLERANCE`).
     pub(crate) fn tolerance(&self, problems: &mut Problems) -> Duration {
         let default = match self.preset {
             Preset::Mailgun => super::mailgun::DEFAULT_TOLERANCE,

@@ -22,8 +22,10 @@ use std::time::{Duration, SystemTime};
 use url::Url;
 
 /// SNS retries a delivery for at most an hour (the longest HTTP/S delivery policy), keeping the message's
-/// `Timestamp` and signature: a message older than that is a replay.
-pub(crate) const DEFAULT_TOLERANCE: Duration = Duration::from_secs(3600);
+/// `Timestamp` and signature, but a throttled subscription or a backlog can hold a message longer, and
+/// SNS takes a 4xx as final: the message would be lost. So the window is a day, inside the 72 h that
+/// dedup on `MessageId` keeps by default, which stops replays within it.
+pub(crate) const DEFAULT_TOLERANCE: Duration = Duration::from_secs(24 * 3600);
 
 /// The signed fields, in the order AWS's validators write them; each present one is signed as
 /// `Name\nvalue\n`. A notification has no `SubscribeURL` or `Token`; a confirmation has no `Subject`.
@@ -41,6 +43,7 @@ const SIGNED_FIELDS: [&str; 8] = [
 /// The header SNS names the message's type in, beside its `Type`.
 pub(crate) const TYPE_HEADER: &str = "x-amz-sns-message-type";
 const TOPIC_HEADER: &str = "x-amz-sns-topic-arn";
+const RAW_HEADER: &str = "x-amz-sns-rawdelivery";
 
 #[derive(Clone, Debug)]
 pub(crate) struct Sns {
@@ -70,7 +73,11 @@ impl TopicPattern {
             return Err("not an SNS topic ARN (arn:aws:sns:<region>:<account>:<topic>)");
         }
         let wild = |s: &str| (s != "*").then(|| s.to_owned());
-        let word = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        let word = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        };
         if partition != "*" && !word(partition) {
             return Err("the partition must be aws, aws-cn, aws-us-gov, ... or *");
         }
@@ -78,7 +85,9 @@ impl TopicPattern {
             return Err("the region must be a region name (us-east-1) or *");
         }
         if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
-            return Err("the account must be 12 digits (a wildcard would take every AWS account's topics)");
+            return Err(
+                "the account must be 12 digits (a wildcard would take every AWS account's topics)",
+            );
         }
         let topic_char = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
         if name != "*" && (name.is_empty() || name.len() > 256 || !name.bytes().all(topic_char)) {
@@ -186,7 +195,8 @@ fn is_aws_sns_host(host: &str) -> bool {
     let region = rest
         .strip_suffix(".amazonaws.com")
         .or_else(|| rest.strip_suffix(".amazonaws.com.cn"));
-    region.is_some_and(|r| r.len() >= 3 && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+    region
+        .is_some_and(|r| r.len() >= 3 && r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
 }
 
 /// The kinds of message SNS posts.
@@ -298,6 +308,18 @@ impl Sns {
         now: SystemTime,
     ) -> Result<Checked, VerifyError> {
         let message = Message::parse(req.body)?;
+        // Raw message delivery posts the bare message, unsigned (and says so in a header): name the
+        // setting rather than a missing field.
+        if message.signature.is_none()
+            || optional_header(req.headers, RAW_HEADER)?
+                .is_some_and(|h| h.eq_ignore_ascii_case("true"))
+        {
+            return Err(VerifyError::Malformed {
+                field: "body".to_owned(),
+                problem:
+                    "not a signed SNS message: turn raw message delivery off for this subscription",
+            });
+        }
         let kind_text = required(&message.kind, "Type")?;
         let kind = MessageType::parse(kind_text).ok_or(VerifyError::Malformed {
             field: "Type".to_owned(),
@@ -338,11 +360,7 @@ impl Sns {
             }
             None => return Err(VerifyError::MissingField("SignatureVersion")),
         };
-        // Raw message delivery posts the bare message, unsigned: say so rather than "missing field".
-        let signature = message.signature.as_deref().ok_or(VerifyError::Malformed {
-            field: "body".to_owned(),
-            problem: "no Signature: turn raw message delivery off for this subscription",
-        })?;
+        let signature = required(&message.signature, "Signature")?;
         let signature = super::crypto::base64_decode(signature).ok_or(VerifyError::Malformed {
             field: "Signature".to_owned(),
             problem: "not base64",
@@ -388,11 +406,14 @@ impl Sns {
     }
 
     /// The whole check, with the certificate from the cache.
-    pub(crate) fn verify(&self, req: &SignedRequest<'_>, now: SystemTime) -> Result<(), VerifyError> {
+    pub(crate) fn verify(
+        &self,
+        req: &SignedRequest<'_>,
+        now: SystemTime,
+    ) -> Result<(), VerifyError> {
         let checked = self.checked(req, now)?;
-        let cert = sns_fetch::cached(&checked.cert_url).ok_or_else(|| {
-            VerifyError::CertUnavailable("not fetched".to_owned())
-        })?;
+        let cert = sns_fetch::cached(&checked.cert_url)
+            .ok_or_else(|| VerifyError::CertUnavailable("not fetched".to_owned()))?;
         verify_with(&cert, &checked, now)
     }
 }
@@ -404,7 +425,9 @@ pub(crate) fn verify_with(
     now: SystemTime,
 ) -> Result<(), VerifyError> {
     if !cert.valid_at(now) {
-        return Err(untrusted("the signing certificate is expired or not yet valid"));
+        return Err(untrusted(
+            "the signing certificate is expired or not yet valid",
+        ));
     }
     let text = checked.message.string_to_sign();
     if cert.verifies(checked.sha256, text.as_bytes(), &checked.signature) {
@@ -472,11 +495,14 @@ mod tests {
         assert!(aws
             .subscribe_url("https://sns.us-west-2.amazonaws.com/?Action=Unsubscribe&Token=1")
             .is_err());
-        let local = Endpoints::Listed(vec![
-            Endpoints::parse_origin("http://localhost.localstack.cloud:4566").unwrap(),
-        ]);
+        let local = Endpoints::Listed(vec![Endpoints::parse_origin(
+            "http://localhost.localstack.cloud:4566",
+        )
+        .unwrap()]);
         assert!(local
-            .cert_url("http://localhost.localstack.cloud:4566/_aws/sns/SimpleNotificationService-x.pem")
+            .cert_url(
+                "http://localhost.localstack.cloud:4566/_aws/sns/SimpleNotificationService-x.pem"
+            )
             .is_ok());
         assert!(local
             .cert_url("https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem")

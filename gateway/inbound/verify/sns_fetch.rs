@@ -145,15 +145,13 @@ pub(crate) async fn certificate(url: &Url) -> Result<Arc<SigningCert>, VerifyErr
     if let Some(found) = lookup(url.as_str()) {
         return found.map_err(VerifyError::CertUnavailable);
     }
-    let fetched = get(url, MAX_CERT_BYTES)
-        .await
-        .and_then(|(status, body)| {
-            if status == reqwest::StatusCode::OK {
-                SigningCert::from_pem(&body)
-            } else {
-                Err(format!("the certificate's address answered {status}"))
-            }
-        });
+    let fetched = get(url, MAX_CERT_BYTES).await.and_then(|(status, body)| {
+        if status == reqwest::StatusCode::OK {
+            SigningCert::from_pem(&body)
+        } else {
+            Err(format!("the certificate's address answered {status}"))
+        }
+    });
     match fetched {
         Ok(cert) => {
             let cert = Arc::new(cert);

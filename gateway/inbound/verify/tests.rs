@@ -2270,3 +2270,61 @@ fn secret_files_are_the_file_references() {
     };
     assert_eq!(spec.secret_files(), [std::path::PathBuf::from("/s/stripe")]);
 }
+
+#[test]
+fn sns_needs_topics_and_takes_no_secret() {
+    let spec = VerifySpec {
+        preset: Preset::Sns,
+        secret: Some("${env:SNS_SECRET}".into()),
+        topics: vec![
+            "arn:aws:sns:us-east-1:*:ses-events".into(),
+            "arn:aws:sns:*:123456789012:ses-events".into(),
+        ],
+        endpoints: vec!["http://localhost.localstack.cloud:4566/_aws".into()],
+        ..Default::default()
+    };
+    assert_eq!(
+        spec.check(),
+        Err(vec![
+            "`secret` does not apply to preset sns".to_owned(),
+            "topics[0]: the account must be 12 digits (a wildcard would take every AWS account's topics)".to_owned(),
+            "endpoints[0]: must be an origin only (scheme, host and port), with no path or query".to_owned(),
+        ])
+    );
+    let none = VerifySpec {
+        preset: Preset::Sns,
+        ..Default::default()
+    };
+    let problems = none.check().unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0].starts_with("preset sns needs `topics`"),
+        "{problems:?}"
+    );
+    let ok = VerifySpec {
+        preset: Preset::Sns,
+        topics: vec!["arn:aws:sns:*:123456789012:*".into()],
+        tolerance: Some("2h".into()),
+        ..Default::default()
+    };
+    assert_eq!(ok.check(), Ok(()));
+    assert_eq!(ok.replay_window(), Some(Duration::from_secs(7200)));
+    let default = VerifySpec {
+        tolerance: None,
+        ..ok
+    };
+    assert_eq!(
+        default.replay_window(),
+        Some(Duration::from_secs(24 * 3600))
+    );
+    let stripe_with_topics = VerifySpec {
+        preset: Preset::Stripe,
+        secret: Some("${env:S}".into()),
+        topics: vec!["arn:aws:sns:*:123456789012:*".into()],
+        ..Default::default()
+    };
+    assert_eq!(
+        stripe_with_topics.check(),
+        Err(vec!["`topics` does not apply to preset stripe".to_owned()])
+    );
+}
