@@ -31,6 +31,12 @@ impl BodyKind {
     /// parameters (quoted values, case), except for the two spellings nearly every sender writes
     /// (`application/json`, Stripe's `application/json; charset=utf-8`).
     pub fn from_content_type(ct: Option<&str>) -> Result<Self, Error> {
+        Self::from_content_type_with(ct, false)
+    }
+
+    /// [`BodyKind::from_content_type`], where `text_is_json` also reads `text/plain` (UTF-8, or no
+    /// charset) as JSON: for a source whose sender posts its JSON so (Amazon SNS).
+    pub fn from_content_type_with(ct: Option<&str>, text_is_json: bool) -> Result<Self, Error> {
         let Some(raw) = ct else {
             return Err(Error::UnsupportedType("(none)".into()));
         };
@@ -53,6 +59,7 @@ impl BodyKind {
             (mime::APPLICATION, mime::JSON, _) => BodyKind::Json,
             (mime::APPLICATION, mime::WWW_FORM_URLENCODED, _) => BodyKind::utf8_form(),
             (mime::APPLICATION, _, Some(mime::JSON)) => BodyKind::Json,
+            (mime::TEXT, mime::PLAIN, None) if text_is_json => BodyKind::Json,
             _ => return Err(unsupported()),
         };
         // Two charsets are no one charset (and a reader taking the last would read another text).
@@ -92,39 +99,11 @@ impl BodyKind {
     /// included. A content type the receiver would now refuse is read by its media type alone: an event
     /// stored before a stricter check (a JSON charset hookgate now refuses) must still be mapped.
     pub fn of_stored(content_type: &str) -> Result<Self, Error> {
-        Self::from_content_type(Some(content_type)).or_else(|e| {
+        // `text/plain` is stored only from a source whose sender posts JSON so (SNS).
+        Self::from_content_type_with(Some(content_type), true).or_else(|_| {
             let essence = content_type.split(';').next().unwrap_or("").trim();
-            // Stored only from a source whose sender posts JSON as text (SNS): see `is_text_json`.
-            if essence.eq_ignore_ascii_case("text/plain") {
-                return Ok(BodyKind::Json);
-            }
-            Self::from_content_type(Some(essence)).map_err(|_| e)
+            Self::from_content_type_with(Some(essence), true)
         })
-    }
-
-    /// Whether a `Content-Type` is `text/plain` in UTF-8 (or with no charset), which Amazon SNS sends
-    /// its JSON messages as: read as JSON for a source whose verifier says its sender does that.
-    pub fn is_text_json(content_type: &str) -> bool {
-        let mut parts = content_type.split(';').map(|p| p.trim_matches([' ', '\t']));
-        if !parts
-            .next()
-            .is_some_and(|e| e.eq_ignore_ascii_case("text/plain"))
-        {
-            return false;
-        }
-        let mut charsets = parts.filter_map(|p| {
-            let (name, value) = p.split_once('=')?;
-            name.trim()
-                .eq_ignore_ascii_case("charset")
-                .then(|| value.trim().trim_matches('"'))
-        });
-        match (charsets.next(), charsets.next()) {
-            (None, _) => true,
-            (Some(c), None) => {
-                c.eq_ignore_ascii_case("utf-8") || c.eq_ignore_ascii_case("us-ascii")
-            }
-            _ => false,
-        }
     }
 }
 
@@ -599,17 +578,24 @@ mod tests {
             "Text/Plain ; charset=\"utf-8\"",
             "text/plain; charset=us-ascii",
         ] {
-            assert!(BodyKind::is_text_json(ok), "{ok}");
+            assert_eq!(
+                BodyKind::from_content_type_with(Some(ok), true).ok(),
+                Some(BodyKind::Json),
+                "{ok}"
+            );
+            assert!(BodyKind::from_content_type(Some(ok)).is_err(), "{ok}");
         }
         for bad in [
             "text/plain; charset=ISO-8859-1",
             "text/plain; charset=utf-8; charset=latin1",
             "text/html",
             "text/plainer",
-            "application/json",
             "",
         ] {
-            assert!(!BodyKind::is_text_json(bad), "{bad}");
+            assert!(
+                BodyKind::from_content_type_with(Some(bad), true).is_err(),
+                "{bad}"
+            );
         }
     }
 

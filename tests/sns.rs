@@ -49,7 +49,13 @@ impl FakeSns {
         let st = state.clone();
         let app = axum::Router::new().fallback(move |uri: http::Uri| {
             let st = st.clone();
-            async move { answer(&st, &uri) }
+            async move {
+                // An address that answers slowly, as a far or failing endpoint would.
+                if uri.path().contains("slow") {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+                answer(&st, &uri)
+            }
         });
         tokio::spawn(async move {
             axum::serve(listener, app).await.ok();
@@ -192,8 +198,10 @@ async fn check(v: &Verifier, message: &Value, at: SystemTime) -> Result<(), &'st
         headers: &headers,
         body: &body,
     };
-    v.fetch(&req, at).await.map_err(|e| e.reason())?;
-    v.verify(&req, at).map_err(|e| e.reason())
+    v.verify_fetching(&req, at)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.reason())
 }
 
 /// Four notifications AWS signed in 2022 (SignatureVersion 1 and 2, with and without a Subject), from
@@ -304,6 +312,77 @@ async fn messages_aws_signed_verify_with_their_certificate() {
         1,
         "the certificate was fetched once, then cached"
     );
+}
+
+/// Certificate addresses that fail, however many and however slow, cost the good one nothing: failures
+/// are kept apart from certificates (they never push one out), and each address is fetched on its own
+/// (a slow one holds up only the requests that name it).
+#[tokio::test]
+async fn failing_certificate_addresses_do_not_disturb_a_good_one() {
+    let key = keygen();
+    let sns = FakeSns::start().await;
+    let cert_url = sns.serve_cert("SimpleNotificationService-good.pem", &key.cert_pem);
+    let v = verifier(&[TOPIC], &[&sns.origin], None);
+    let good = sign(&key, &[(&notification("g-1", "x", &cert_url), "2")]).remove(0);
+    assert_eq!(check(&v, &good, SystemTime::now()).await, Ok(()));
+    let junk: Vec<Value> = (0..100)
+        .map(|i| {
+            notification(
+                &format!("j-{i}"),
+                "x",
+                &format!("{}/SimpleNotificationService-junk-{i}.pem", sns.origin),
+            )
+        })
+        .collect();
+    let pairs: Vec<(&Value, &str)> = junk.iter().map(|m| (m, "2")).collect();
+    let junk = sign(&key, &pairs);
+    for m in &junk {
+        assert_eq!(
+            check(&v, m, SystemTime::now()).await,
+            Err("cert_unavailable")
+        );
+    }
+    let gets = sns.cert_gets();
+    assert_eq!(gets, 101, "each failing address fetched once");
+    assert_eq!(
+        check(&v, &junk[0], SystemTime::now()).await,
+        Err("cert_unavailable")
+    );
+    assert_eq!(sns.cert_gets(), gets, "a failure is remembered for a while");
+    assert_eq!(check(&v, &good, SystemTime::now()).await, Ok(()));
+    assert_eq!(
+        sns.cert_gets(),
+        gets,
+        "the good certificate is still cached"
+    );
+
+    let slow = notification(
+        "s-1",
+        "x",
+        &format!("{}/SimpleNotificationService-slow.pem", sns.origin),
+    );
+    let slow = sign(&key, &[(&slow, "2")]).remove(0);
+    let waiting = {
+        let v = v.clone();
+        tokio::spawn(async move { check(&v, &slow, SystemTime::now()).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let other = notification(
+        "o-1",
+        "x",
+        &format!("{}/SimpleNotificationService-other.pem", sns.origin),
+    );
+    let other = sign(&key, &[(&other, "2")]).remove(0);
+    assert_eq!(
+        check(&v, &other, SystemTime::now()).await,
+        Err("cert_unavailable")
+    );
+    assert_eq!(check(&v, &good, SystemTime::now()).await, Ok(()));
+    assert!(
+        !waiting.is_finished(),
+        "the slow address is still being fetched"
+    );
+    assert_eq!(waiting.await.unwrap(), Err("cert_unavailable"));
 }
 
 /// Messages signed as AWS documents it, by a second implementation: AWS's own validator and hookgate

@@ -298,12 +298,7 @@ fn admit<'h>(
             return Err(Error::UnsupportedType(crate::error::one_line(&joined)));
         }
     };
-    let kind = match BodyKind::from_content_type(content_type) {
-        Err(_) if src.text_is_json && content_type.is_some_and(BodyKind::is_text_json) => {
-            BodyKind::Json
-        }
-        kind => kind?,
-    };
+    let kind = BodyKind::from_content_type_with(content_type, src.text_is_json)?;
     // Its signature is read from a JSON body, and its dedup id too: under another type the two would not
     // read the same token.
     if src.single_use_token && !matches!(kind, BodyKind::Json) {
@@ -390,7 +385,10 @@ async fn accept(
                 topic,
                 subscribe_url,
             } => {
-                match super::verify::confirm_sns_subscription(&subscribe_url).await {
+                let verifier = src.verifier.as_ref().ok_or_else(|| {
+                    Error::Internal("an SNS confirmation without its verifier".into())
+                })?;
+                match verifier.confirm_subscription(&subscribe_url).await {
                     Ok(subscription) => {
                         ::metrics::counter!("hookgate_sns_subscriptions_confirmed_total", "source" => src.name.clone()).increment(1);
                         tracing::info!(source = %src.name, topic = %topic, subscription = subscription.as_deref().unwrap_or(""), "SNS subscription confirmed");
@@ -510,9 +508,10 @@ async fn verify(
         }
     };
     if verifier.fetches() {
-        verifier.fetch(&req, now).await.map_err(refused)?;
+        verifier.verify_fetching(&req, now).await.map_err(refused)
+    } else {
+        verifier.verify_key(&req, now).map_err(refused)
     }
-    verifier.verify_key(&req, now).map_err(refused)
 }
 
 async fn read_limited<B>(body: B, limit: u64) -> Result<Bytes, Error>

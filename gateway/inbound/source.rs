@@ -380,20 +380,20 @@ impl InboundSource {
             (None, _) => None,
         };
         // Checked where the file is parsed too (`hookgate check`); repeated here, where it is enforced.
-        let single_use_token = match spec.verify.as_ref().and_then(|v| v.single_use_token()) {
-            None => false,
-            Some(token) => {
-                let on_token =
-                    matches!(&dedup, Some((DedupKey::Path(p), _)) if p.names_same_member(token));
-                if !on_token {
-                    problems.push(at(
-                        &spec.name.referenced,
-                        format!("verify: this preset needs `dedup: {{ id: {token} }}`"),
-                    ));
-                }
-                true
+        if let Some((token, _)) = spec.verify.as_ref().and_then(|v| v.required_dedup()) {
+            let on_token =
+                matches!(&dedup, Some((DedupKey::Path(p), _)) if p.names_same_member(token));
+            if !on_token {
+                problems.push(at(
+                    &spec.name.referenced,
+                    format!("verify: this preset needs `dedup: {{ id: {token} }}`"),
+                ));
             }
-        };
+        }
+        let single_use_token = spec
+            .verify
+            .as_ref()
+            .is_some_and(|v| v.single_use_token().is_some());
         let secret_field = verifier
             .as_ref()
             .and_then(|v| v.credential_field())

@@ -357,11 +357,12 @@ fn check_dedup(ctx: &mut Ctx, root: &Node, d: &DedupSpec) -> bool {
     ok
 }
 
-/// A scheme whose signature covers no body (Mailgun's covers a timestamp and a random token) is sound
-/// only when each signed token is taken once: the source must dedup on it, for at least twice the
-/// replay window (a token signed at the window's future edge stays fresh for two windows).
+/// A scheme whose signed requests stay valid for their whole window (Mailgun's signature covers a
+/// timestamp and a random token, not the body; SNS's messages are resent, signature and all, for a day)
+/// is sound only when each is taken once: the source must dedup on its id, for at least twice the replay
+/// window (a request signed at the window's future edge stays fresh for two windows).
 fn check_single_use(ctx: &mut Ctx, root: &Node, v: &VerifySpec, d: Option<&DedupSpec>) -> bool {
-    let Some(token) = v.single_use_token() else {
+    let Some((token, why)) = v.required_dedup() else {
         return true;
     };
     let key_place = |key: &str| {
@@ -383,13 +384,10 @@ fn check_single_use(ctx: &mut Ctx, root: &Node, v: &VerifySpec, d: Option<&Dedup
             line,
             column,
             width,
-            format!(
-                "preset {} needs `{fix}`: its signature covers the token, not the body, so each token may be used once",
-                v.preset
-            ),
+            format!("preset {} needs `{fix}`: {why}", v.preset),
         )
         .hint = Some(format!(
-            "write `{fix}`: a retry carries the same token, so retries are caught too"
+            "write `{fix}`: a retry carries the same id, so retries are caught too"
         ));
         return false;
     }
@@ -418,7 +416,7 @@ fn check_single_use(ctx: &mut Ctx, root: &Node, v: &VerifySpec, d: Option<&Dedup
         column,
         width,
         format!(
-            "dedup.ttl: at least twice the replay window ({needed}) for preset {}: a token must be refused for as long as its timestamp is fresh",
+            "dedup.ttl: at least twice the replay window ({needed}) for preset {}: an id must be refused for as long as its timestamp is fresh",
             v.preset
         ),
     );

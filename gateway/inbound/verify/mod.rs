@@ -248,6 +248,24 @@ impl VerifySpec {
         (self.preset == Preset::Mailgun).then_some(mailgun::SINGLE_USE_TOKEN)
     }
 
+    /// The dedup id a source with this verification must use, and why, when a signed request stays
+    /// valid for its whole window and only dedup stops its replay inside it: Mailgun's token (its
+    /// signature covers no body) and SNS's `MessageId` (a captured message is resent, signature and
+    /// all, for a day).
+    pub fn required_dedup(&self) -> Option<(&'static str, &'static str)> {
+        match self.preset {
+            Preset::Mailgun => Some((
+                mailgun::SINGLE_USE_TOKEN,
+                "its signature covers the token, not the body, so each token may be used once",
+            )),
+            Preset::Sns => Some((
+                sns::MESSAGE_ID,
+                "a message stays signed for its whole window, so each message may be taken once",
+            )),
+            _ => None,
+        }
+    }
+
     /// The replay window as configured, or the preset's default (`None` when `tolerance` is invalid,
     /// which the verifier's own check reports).
     pub fn replay_window(&self) -> Option<std::time::Duration> {
@@ -261,13 +279,6 @@ impl VerifySpec {
 /// byte), for a source whose token is carried there; `None` when it has no such member.
 pub fn redact_member(body: &[u8], name: &str) -> Option<Vec<u8>> {
     credentials::redact_member(body, name)
-}
-
-/// Confirm an SNS subscription by fetching its `SubscribeURL`, which the message's verification found on
-/// an SNS endpoint. The subscription's ARN when SNS tells it; otherwise why it failed, one line.
-pub async fn confirm_sns_subscription(subscribe_url: &str) -> Result<Option<String>, String> {
-    let url = url::Url::parse(subscribe_url).map_err(|_| "SubscribeURL is not a URL".to_owned())?;
-    sns_fetch::confirm(&url).await
 }
 
 /// Whether a public key written in a source file may be shown in a diagnostic's excerpt: only when it is
@@ -327,18 +338,36 @@ impl Verifier {
         }
     }
 
-    /// Whether the check needs something fetched first ([`Verifier::fetch`]): SNS's certificates.
+    /// Whether checking a request may wait on the network ([`Verifier::verify_fetching`]): SNS's
+    /// certificates. The other schemes are checked with [`Verifier::verify_key`] alone.
     pub fn fetches(&self) -> bool {
         matches!(self.check, Check::Sns(_))
     }
 
-    /// Fetch what checking `req` needs (SNS: the certificate it names, unless cached), after the checks
-    /// that need nothing fetched, so a request that fails them fetches nothing. A fetch that fails is
-    /// [`VerifyError::CertUnavailable`].
-    pub async fn fetch(&self, req: &SignedRequest<'_>, now: SystemTime) -> Result<(), VerifyError> {
+    /// As [`Verifier::verify_key`], fetching what the check needs (SNS: the certificate the message
+    /// names, unless cached) after every check that needs nothing fetched, so a request that fails them
+    /// fetches nothing. A fetch that fails is [`VerifyError::CertUnavailable`].
+    pub async fn verify_fetching(
+        &self,
+        req: &SignedRequest<'_>,
+        now: SystemTime,
+    ) -> Result<Option<usize>, VerifyError> {
         match &self.check {
-            Check::Sns(sns) => sns.fetch(req, now).await,
-            _ => Ok(()),
+            Check::Sns(sns) => sns.verify_fetching(req, now).await.map(|()| None),
+            _ => self.verify_key(req, now),
+        }
+    }
+
+    /// SNS: confirm the subscription of a verified `SubscriptionConfirmation` by fetching its
+    /// `SubscribeURL`, checked again to be a `ConfirmSubscription` call on an endpoint this source
+    /// trusts. The subscription's ARN when SNS tells it; otherwise why it failed, one line.
+    pub async fn confirm_subscription(
+        &self,
+        subscribe_url: &str,
+    ) -> Result<Option<String>, String> {
+        match &self.check {
+            Check::Sns(sns) => sns.confirm(subscribe_url).await,
+            _ => Err(format!("preset {} confirms no subscription", self.preset)),
         }
     }
 

@@ -27,18 +27,29 @@ use url::Url;
 /// dedup on `MessageId` keeps by default, which stops replays within it.
 pub(crate) const DEFAULT_TOLERANCE: Duration = Duration::from_secs(24 * 3600);
 
-/// The signed fields, in the order AWS's validators write them; each present one is signed as
-/// `Name\nvalue\n`. A notification has no `SubscribeURL` or `Token`; a confirmation has no `Subject`.
-const SIGNED_FIELDS: [&str; 8] = [
+/// The fields a notification signs, in AWS's order; each present one is signed as `Name\nvalue\n`
+/// (`Subject` only when the publisher set one).
+const NOTIFICATION_FIELDS: &[&str] = &[
     "Message",
     "MessageId",
     "Subject",
+    "Timestamp",
+    "TopicArn",
+    "Type",
+];
+/// The fields a subscription or unsubscription confirmation signs, in AWS's order.
+const CONFIRMATION_FIELDS: &[&str] = &[
+    "Message",
+    "MessageId",
     "SubscribeURL",
     "Timestamp",
     "Token",
     "TopicArn",
     "Type",
 ];
+
+/// What an `sns` source must dedup on (`VerifySpec::required_dedup`): SNS keeps it across retries.
+pub(crate) const MESSAGE_ID: &str = "$.MessageId";
 
 /// The header SNS names the message's type in, beside its `Type`.
 pub(crate) const TYPE_HEADER: &str = "x-amz-sns-message-type";
@@ -73,25 +84,19 @@ impl TopicPattern {
             return Err("not an SNS topic ARN (arn:aws:sns:<region>:<account>:<topic>)");
         }
         let wild = |s: &str| (s != "*").then(|| s.to_owned());
-        let word = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        };
-        if partition != "*" && !word(partition) {
+        if partition != "*" && !is_word(partition) {
             return Err("the partition must be aws, aws-cn, aws-us-gov, ... or *");
         }
-        if region != "*" && !word(region) {
+        if region != "*" && !is_word(region) {
             return Err("the region must be a region name (us-east-1) or *");
         }
-        if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+        if !is_account(account) {
             return Err(
                 "the account must be 12 digits (a wildcard would take every AWS account's topics)",
             );
         }
-        let topic_char = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
-        if name != "*" && (name.is_empty() || name.len() > 256 || !name.bytes().all(topic_char)) {
-            return Err("the topic name must be 1 to 256 letters, digits, - and _, or *");
+        if name != "*" && !is_topic_name(name) {
+            return Err("the topic name must be 1 to 256 letters, digits, -, _ and ., or *");
         }
         Ok(TopicPattern {
             partition: wild(partition),
@@ -106,14 +111,36 @@ impl TopicPattern {
         let [p0, partition, service, region, account, name] = parts[..] else {
             return false;
         };
+        // A wildcard takes any well-formed value, never odd text.
         let field = |want: &Option<String>, got: &str| want.as_deref().is_none_or(|w| w == got);
         p0 == "arn"
             && service == "sns"
+            && is_word(partition)
+            && is_word(region)
+            && is_topic_name(name)
             && field(&self.partition, partition)
             && field(&self.region, region)
             && self.account == account
             && field(&self.name, name)
     }
+}
+
+/// A partition or region name: lowercase letters, digits and `-`.
+fn is_word(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn is_account(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A topic name as AWS allows it (`.fifo` for FIFO topics).
+fn is_topic_name(s: &str) -> bool {
+    (1..=256).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Where certificates and confirmation links may be fetched from.
@@ -159,7 +186,9 @@ impl Endpoints {
     /// `SigningCertURL`, if it names a certificate (`.pem`) on a trusted endpoint.
     pub(crate) fn cert_url(&self, text: &str) -> Result<Url, VerifyError> {
         let url = Url::parse(text).map_err(|_| untrusted("SigningCertURL is not a URL"))?;
-        if !self.trusts(&url) || !url.path().ends_with(".pem") {
+        // No query or fragment: each would make another cache entry of one certificate.
+        let plain = url.query().is_none() && url.fragment().is_none();
+        if !self.trusts(&url) || !plain || !url.path().ends_with(".pem") {
             return Err(untrusted(
                 "SigningCertURL is not a certificate on an SNS endpoint",
             ));
@@ -218,9 +247,10 @@ impl MessageType {
     }
 }
 
-/// An SNS message as posted. Every member is text; other members (`UnsubscribeURL`,
-/// `MessageAttributes`) are not signed and not read here. A repeated member is refused by serde, so the
-/// text checked is the text the mapping reads.
+/// An SNS message as posted: a JSON object whose members are text; other members (`UnsubscribeURL`,
+/// `MessageAttributes`) are not signed and not read here. A repeated member is refused by serde, and a
+/// body that is not an object (serde would fill the struct from an array too) is refused, so the text
+/// checked is the text dedup and the mapping read.
 #[derive(Deserialize)]
 pub(crate) struct Message {
     #[serde(rename = "Type")]
@@ -250,10 +280,14 @@ pub(crate) struct Message {
 impl Message {
     /// Read a body as an SNS message.
     pub(crate) fn parse(body: &[u8]) -> Result<Message, VerifyError> {
-        serde_json::from_slice(body).map_err(|_| VerifyError::Malformed {
+        let malformed = || VerifyError::Malformed {
             field: "body".to_owned(),
             problem: "not an SNS message (a JSON object whose members are text)",
-        })
+        };
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(malformed());
+        }
+        serde_json::from_slice(body).map_err(|_| malformed())
     }
 
     fn field(&self, name: &str) -> Option<&str> {
@@ -270,10 +304,16 @@ impl Message {
         }
     }
 
-    /// The text AWS signs: each signed member present, `Name\nvalue\n`, in [`SIGNED_FIELDS`]' order.
-    pub(crate) fn string_to_sign(&self) -> String {
+    /// The text AWS signs: each member its type signs that is present, `Name\nvalue\n`, in order.
+    pub(crate) fn string_to_sign(&self, kind: MessageType) -> String {
+        let fields = match kind {
+            MessageType::Notification => NOTIFICATION_FIELDS,
+            MessageType::SubscriptionConfirmation | MessageType::UnsubscribeConfirmation => {
+                CONFIRMATION_FIELDS
+            }
+        };
         let mut out = String::new();
-        for name in SIGNED_FIELDS {
+        for &name in fields {
             if let Some(value) = self.field(name) {
                 out.push_str(name);
                 out.push('\n');
@@ -288,6 +328,7 @@ impl Message {
 /// A message whose form, topic, age and addresses passed; its signature is still to check.
 pub(crate) struct Checked {
     pub message: Message,
+    kind: MessageType,
     pub cert_url: Url,
     sha256: bool,
     signature: Vec<u8>,
@@ -387,25 +428,37 @@ impl Sns {
         }
         Ok(Checked {
             message,
+            kind,
             cert_url,
             sha256,
             signature,
         })
     }
 
-    /// Fetch the certificate this request names, unless it is cached: the one step of the check that
-    /// waits on the network, done before [`Sns::verify`]. A request that fails the other checks fetches
-    /// nothing.
-    pub(crate) async fn fetch(
+    /// The whole check, fetching the certificate unless it is cached: the one step that waits on the
+    /// network, after every other check, so a request that fails them fetches nothing.
+    pub(crate) async fn verify_fetching(
         &self,
         req: &SignedRequest<'_>,
         now: SystemTime,
     ) -> Result<(), VerifyError> {
         let checked = self.checked(req, now)?;
-        sns_fetch::certificate(&checked.cert_url).await.map(|_| ())
+        let cert = sns_fetch::certificate(&checked.cert_url).await?;
+        verify_with(&cert, &checked, now)
     }
 
-    /// The whole check, with the certificate from the cache.
+    /// Confirm a subscription: fetch `subscribe_url` (a verified message's), once it is found to be a
+    /// `ConfirmSubscription` call on an endpoint this source trusts.
+    pub(crate) async fn confirm(&self, subscribe_url: &str) -> Result<Option<String>, String> {
+        let url = self
+            .endpoints
+            .subscribe_url(subscribe_url)
+            .map_err(|e| e.to_string())?;
+        sns_fetch::confirm(&url).await
+    }
+
+    /// The whole check, with the certificate from the cache (for a caller that cannot wait on the
+    /// network; the receive path uses [`Sns::verify_fetching`]).
     pub(crate) fn verify(
         &self,
         req: &SignedRequest<'_>,
@@ -429,7 +482,7 @@ pub(crate) fn verify_with(
             "the signing certificate is expired or not yet valid",
         ));
     }
-    let text = checked.message.string_to_sign();
+    let text = checked.message.string_to_sign(checked.kind);
     if cert.verifies(checked.sha256, text.as_bytes(), &checked.signature) {
         Ok(())
     } else {
@@ -454,6 +507,10 @@ mod tests {
         assert!(any_topic.matches("arn:aws-cn:sns:us-east-1:123456789012:x"));
         assert!(!any_topic.matches("arn:aws:sns:us-east-2:123456789012:x"));
         assert!(!any_topic.matches("arn:aws:sns:us-east-1:123456789012:x:extra"));
+        assert!(!any_topic.matches("arn:aws:sns:us-east-1:123456789012:"));
+        assert!(!any_topic.matches("arn:aws:sns:us-east-1:123456789012:x\ny"));
+        assert!(!any_topic.matches("arn:AWS:sns:us-east-1:123456789012:x"));
+        assert!(any_topic.matches("arn:aws:sns:us-east-1:123456789012:orders.fifo"));
         for bad in [
             "arn:aws:sns:us-east-1:*:topic",
             "arn:aws:sns:us-east-1:12345:topic",
@@ -484,6 +541,8 @@ mod tests {
             "https://sns.us-east-1.amazonaws.com:8443/x.pem",
             "https://user@sns.us-east-1.amazonaws.com/x.pem",
             "https://sns.us-east-1.amazonaws.com/x.txt",
+            "https://sns.us-east-1.amazonaws.com/x.pem?n=1",
+            "https://sns.us-east-1.amazonaws.com/x.pem#1",
             "https://sns.a.amazonaws.com/x.pem",
             "https://s3.us-east-1.amazonaws.com/x.pem",
             "not a url",
@@ -521,10 +580,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            m.string_to_sign(),
+            m.string_to_sign(MessageType::Notification),
             "Message\na\nb\nMessageId\nm\nTimestamp\n2012-05-02T00:54:06.655Z\nTopicArn\nt\nType\nNotification\n"
         );
         assert!(Message::parse(br#"{"Type":"Notification","Type":"Notification"}"#).is_err());
+        // serde would fill the struct from an array of its members in order: what dedup and the
+        // mapping could not read.
+        assert!(Message::parse(br#"["Notification","m","t",null,"a"]"#).is_err());
+        assert!(Message::parse(br#" {"Type":"Notification"}"#).is_ok());
         assert!(Message::parse(br#"{"Type":1}"#).is_err());
     }
 }

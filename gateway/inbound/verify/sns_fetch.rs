@@ -20,6 +20,8 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 const MAX_CACHED: usize = 64;
 /// How long a failed fetch is answered from the cache, so a burst does not hammer a failing endpoint.
 const FAILURE_TTL: Duration = Duration::from_secs(10);
+/// Failures remembered at once.
+const MAX_FAILURES: usize = 1024;
 
 /// A signing certificate, reduced to what the check needs.
 #[derive(Debug)]
@@ -77,25 +79,28 @@ impl SigningCert {
     }
 }
 
-enum Entry {
-    Ready(Arc<SigningCert>),
-    Failed(String),
-}
-
+/// Certificates fetched, and fetches that failed, kept apart: the failures (which anyone can cause by
+/// naming addresses that do not exist) can never push a good certificate out.
 struct Cache {
-    entries: Mutex<HashMap<String, (Instant, Entry)>>,
-    /// One fetch at a time: a burst of first messages fetches the certificate once.
-    fetching: tokio::sync::Mutex<()>,
+    /// By URL, with when each was fetched; at most [`MAX_CACHED`], the oldest going first.
+    certs: Mutex<HashMap<String, (Instant, Arc<SigningCert>)>>,
+    /// By URL: when and why; forgotten after [`FAILURE_TTL`], at most [`MAX_FAILURES`].
+    failures: Mutex<HashMap<String, (Instant, String)>>,
+    /// One fetch per URL at a time: a burst of first messages fetches their certificate once, and a slow
+    /// or failing address holds up only the requests that name it.
+    fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 static CACHE: LazyLock<Cache> = LazyLock::new(|| Cache {
-    entries: Mutex::new(HashMap::new()),
-    fetching: tokio::sync::Mutex::new(()),
+    certs: Mutex::new(HashMap::new()),
+    failures: Mutex::new(HashMap::new()),
+    fetching: Mutex::new(HashMap::new()),
 });
 
-/// The one client of these fetches. Per-request timeouts are set too, so the fallback (a client
-/// without them, if the builder ever fails) is still bounded.
-static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
+/// The one client of these fetches: no redirects, no proxy from the environment, bounded in time. If it
+/// cannot be built (no TLS roots, say), every fetch fails with the reason, rather than falling back to a
+/// client without those limits.
+static CLIENT: LazyLock<Result<reqwest::Client, String>> = LazyLock::new(|| {
     reqwest::Client::builder()
         .user_agent(crate::egress::USER_AGENT)
         .redirect(reqwest::redirect::Policy::none())
@@ -103,30 +108,43 @@ static CLIENT: LazyLock<reqwest::Client> = LazyLock::new(|| {
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(FETCH_TIMEOUT)
         .build()
-        .unwrap_or_default()
+        .map_err(|e| format!("no HTTP client: {e}"))
 });
 
+/// Lock a map, whatever a panicking holder left in it (each update is one insert or remove).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The cached certificate, or the recent failure, for `url`.
 fn lookup(url: &str) -> Option<Result<Arc<SigningCert>, String>> {
-    let entries = CACHE.entries.lock().unwrap_or_else(|e| e.into_inner());
-    match entries.get(url) {
-        Some((_, Entry::Ready(cert))) => Some(Ok(cert.clone())),
-        Some((at, Entry::Failed(why))) if at.elapsed() < FAILURE_TTL => Some(Err(why.clone())),
+    if let Some((_, cert)) = lock(&CACHE.certs).get(url) {
+        return Some(Ok(cert.clone()));
+    }
+    match lock(&CACHE.failures).get(url) {
+        Some((at, why)) if at.elapsed() < FAILURE_TTL => Some(Err(why.clone())),
         _ => None,
     }
 }
 
-fn remember(url: &str, entry: Entry) {
-    let mut entries = CACHE.entries.lock().unwrap_or_else(|e| e.into_inner());
-    if entries.len() >= MAX_CACHED && !entries.contains_key(url) {
-        if let Some(oldest) = entries
+/// Insert into a bounded map, the oldest entry going first when it is full.
+fn insert_bounded<V>(map: &mut HashMap<String, (Instant, V)>, max: usize, key: &str, value: V) {
+    if map.len() >= max && !map.contains_key(key) {
+        if let Some(oldest) = map
             .iter()
             .min_by_key(|(_, (at, _))| *at)
             .map(|(k, _)| k.clone())
         {
-            entries.remove(&oldest);
+            map.remove(&oldest);
         }
     }
-    entries.insert(url.to_owned(), (Instant::now(), entry));
+    map.insert(key.to_owned(), (Instant::now(), value));
+}
+
+fn remember_failure(url: &str, why: &str) {
+    let mut failures = lock(&CACHE.failures);
+    failures.retain(|_, (at, _)| at.elapsed() < FAILURE_TTL);
+    insert_bounded(&mut failures, MAX_FAILURES, url, why.to_owned());
 }
 
 /// The certificate at `url` if it has been fetched.
@@ -137,34 +155,47 @@ pub(crate) fn cached(url: &Url) -> Option<Arc<SigningCert>> {
 /// The certificate at `url`, from the cache or fetched. A failure is `CertUnavailable`: the sender
 /// should retry, the message may well be good.
 pub(crate) async fn certificate(url: &Url) -> Result<Arc<SigningCert>, VerifyError> {
-    if let Some(found) = lookup(url.as_str()) {
+    let key = url.as_str();
+    if let Some(found) = lookup(key) {
         return found.map_err(VerifyError::CertUnavailable);
     }
-    let _one = CACHE.fetching.lock().await;
-    // Another request may have fetched it while this one waited.
-    if let Some(found) = lookup(url.as_str()) {
+    let one = lock(&CACHE.fetching)
+        .entry(key.to_owned())
+        .or_default()
+        .clone();
+    // A waiter gives up when the fetch ahead of it should have ended: it is bounded too.
+    let Ok(_turn) = tokio::time::timeout(FETCH_TIMEOUT + CONNECT_TIMEOUT, one.lock()).await else {
+        return Err(VerifyError::CertUnavailable(
+            "another fetch of it is still running".to_owned(),
+        ));
+    };
+    // The fetch ahead of this one may have settled it.
+    if let Some(found) = lookup(key) {
         return found.map_err(VerifyError::CertUnavailable);
     }
-    let fetched = get(url, MAX_CERT_BYTES).await.and_then(|(status, body)| {
-        if status == reqwest::StatusCode::OK {
-            SigningCert::from_pem(&body)
-        } else {
-            Err(format!("the certificate's address answered {status}"))
-        }
-    });
+    let fetched = fetch_cert(url).await;
+    lock(&CACHE.fetching).remove(key);
     match fetched {
         Ok(cert) => {
             let cert = Arc::new(cert);
-            remember(url.as_str(), Entry::Ready(cert.clone()));
+            insert_bounded(&mut lock(&CACHE.certs), MAX_CACHED, key, cert.clone());
             tracing::info!(url = %url, "SNS signing certificate fetched");
             Ok(cert)
         }
         Err(why) => {
             tracing::warn!(url = %url, reason = %why, "SNS signing certificate not fetched");
-            remember(url.as_str(), Entry::Failed(why.clone()));
+            remember_failure(key, &why);
             Err(VerifyError::CertUnavailable(why))
         }
     }
+}
+
+async fn fetch_cert(url: &Url) -> Result<SigningCert, String> {
+    let (status, body) = get(url, MAX_CERT_BYTES).await?;
+    if status != reqwest::StatusCode::OK {
+        return Err(format!("the certificate's address answered {status}"));
+    }
+    SigningCert::from_pem(&body)
 }
 
 /// Confirm a subscription: GET its `SubscribeURL`. The subscription's ARN (from SNS's XML answer) when
@@ -185,7 +216,8 @@ pub(crate) async fn confirm(url: &Url) -> Result<Option<String>, String> {
 /// GET `url`, reading at most `max` bytes of its answer.
 async fn get(url: &Url, max: usize) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
     let fail = |e: reqwest::Error| crate::error::one_line_within(&e.without_url().to_string(), 200);
-    let mut resp = CLIENT
+    let client = CLIENT.as_ref().map_err(Clone::clone)?;
+    let mut resp = client
         .get(url.clone())
         .timeout(FETCH_TIMEOUT)
         .send()
