@@ -66,14 +66,21 @@ impl FakeSns {
         }
     }
 
-    /// Serve `pem` at `/<name>`; its URL.
+    /// Serve `pem` as certificate `name`; its URL.
     fn serve_cert(&self, name: &str, pem: &str) -> String {
+        let url = self.cert_url(name);
+        let path = url.trim_start_matches(&self.origin).to_owned();
         self.state
             .certs
             .lock()
             .unwrap()
-            .insert(format!("/{name}"), pem.to_owned());
-        format!("{}/{name}", self.origin)
+            .insert(path, pem.to_owned());
+        url
+    }
+
+    /// The URL SNS would give certificate `name`, served here or not.
+    fn cert_url(&self, name: &str) -> String {
+        format!("{}/SimpleNotificationService-{name}.pem", self.origin)
     }
 
     fn cert_gets(&self) -> usize {
@@ -133,6 +140,11 @@ fn sign(key: &Key, messages: &[(&Value, &str)]) -> Vec<Value> {
         .map(|(m, v)| json!({"op": "sign", "key_pem": key.key_pem, "message": m, "version": v}))
         .collect();
     peer_sign_sns(&Value::Array(requests))
+}
+
+/// One message signed by the peer.
+fn signed(key: &Key, message: &Value, version: &str) -> Value {
+    sign(key, &[(message, version)]).remove(0)
 }
 
 /// `t`, as SNS writes its `Timestamp`.
@@ -211,7 +223,7 @@ async fn check(v: &Verifier, message: &Value, at: SystemTime) -> Result<(), &'st
 async fn messages_aws_signed_verify_with_their_certificate() {
     let sns = FakeSns::start().await;
     let cert_url = sns.serve_cert(
-        "SimpleNotificationService-7ff5318490ec183fbaddaa2a969abfda.pem",
+        "7ff5318490ec183fbaddaa2a969abfda",
         &fixture("sns-signing-cert-2022.pem"),
     );
     let origin = sns.origin.as_str();
@@ -321,18 +333,12 @@ async fn messages_aws_signed_verify_with_their_certificate() {
 async fn failing_certificate_addresses_do_not_disturb_a_good_one() {
     let key = keygen();
     let sns = FakeSns::start().await;
-    let cert_url = sns.serve_cert("SimpleNotificationService-good.pem", &key.cert_pem);
+    let cert_url = sns.serve_cert("good", &key.cert_pem);
     let v = verifier(&[TOPIC], &[&sns.origin], None);
-    let good = sign(&key, &[(&notification("g-1", "x", &cert_url), "2")]).remove(0);
+    let good = signed(&key, &notification("g-1", "x", &cert_url), "2");
     assert_eq!(check(&v, &good, SystemTime::now()).await, Ok(()));
     let junk: Vec<Value> = (0..100)
-        .map(|i| {
-            notification(
-                &format!("j-{i}"),
-                "x",
-                &format!("{}/SimpleNotificationService-junk-{i}.pem", sns.origin),
-            )
-        })
+        .map(|i| notification(&format!("j-{i}"), "x", &sns.cert_url(&format!("junk-{i}"))))
         .collect();
     let pairs: Vec<(&Value, &str)> = junk.iter().map(|m| (m, "2")).collect();
     let junk = sign(&key, &pairs);
@@ -356,23 +362,13 @@ async fn failing_certificate_addresses_do_not_disturb_a_good_one() {
         "the good certificate is still cached"
     );
 
-    let slow = notification(
-        "s-1",
-        "x",
-        &format!("{}/SimpleNotificationService-slow.pem", sns.origin),
-    );
-    let slow = sign(&key, &[(&slow, "2")]).remove(0);
+    let slow = signed(&key, &notification("s-1", "x", &sns.cert_url("slow")), "2");
     let waiting = {
         let v = v.clone();
         tokio::spawn(async move { check(&v, &slow, SystemTime::now()).await })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let other = notification(
-        "o-1",
-        "x",
-        &format!("{}/SimpleNotificationService-other.pem", sns.origin),
-    );
-    let other = sign(&key, &[(&other, "2")]).remove(0);
+    let other = signed(&key, &notification("o-1", "x", &sns.cert_url("other")), "2");
     assert_eq!(
         check(&v, &other, SystemTime::now()).await,
         Err("cert_unavailable")
@@ -391,7 +387,7 @@ async fn failing_certificate_addresses_do_not_disturb_a_good_one() {
 async fn aws_validator_and_hookgate_agree() {
     let key = keygen();
     let sns = FakeSns::start().await;
-    let cert_url = sns.serve_cert("SimpleNotificationService-agree.pem", &key.cert_pem);
+    let cert_url = sns.serve_cert("agree", &key.cert_pem);
     let ses = r#"{"eventType":"Bounce","bounce":{"bounceType":"Permanent","bouncedRecipients":[{"emailAddress":"zoë@example.com"}]},"mail":{"messageId":"m"}}"#;
     let mut with_subject = notification("n-2", &format!("{ses}\nsecond line"), &cert_url);
     with_subject["Subject"] = json!("Über € \"quoted\"");
@@ -410,13 +406,13 @@ async fn aws_validator_and_hookgate_agree() {
         &sns.subscribe_url("tok-2"),
         &cert_url,
     );
-    let signed = sign(
+    let genuine = sign(
         &key,
         &[(&n1, "1"), (&with_subject, "2"), (&c1, "1"), (&c2, "2")],
     );
-    let mut all = signed.clone();
+    let mut all = genuine.clone();
     let mut tamper = |i: usize, f: &dyn Fn(&mut Value)| {
-        let mut c = signed[i].clone();
+        let mut c = genuine[i].clone();
         f(&mut c);
         all.push(c);
     };
@@ -432,7 +428,7 @@ async fn aws_validator_and_hookgate_agree() {
     tamper(1, &|c| {
         c["Timestamp"] = json!(iso(SystemTime::now() + Duration::from_secs(1)))
     });
-    let expected: Vec<bool> = (0..all.len()).map(|i| i < signed.len()).collect();
+    let expected: Vec<bool> = (0..all.len()).map(|i| i < genuine.len()).collect();
 
     let requests: Vec<Value> = all
         .iter()
@@ -460,7 +456,7 @@ async fn aws_validator_and_hookgate_agree() {
         &sns.subscribe_url("tok-3"),
         &cert_url,
     );
-    let u = sign(&key, &[(&u, "2")]).remove(0);
+    let u = signed(&key, &u, "2");
     assert_eq!(check(&v, &u, SystemTime::now()).await, Ok(()));
     let mut changed = u.clone();
     changed["Token"] = json!("tok-4");
@@ -512,7 +508,7 @@ async fn an_sns_source_over_http() {
     let redis = Redis::start();
     let sns = FakeSns::start().await;
     let key = keygen();
-    let cert_url = sns.serve_cert("SimpleNotificationService-http.pem", &key.cert_pem);
+    let cert_url = sns.serve_cert("http", &key.cert_pem);
     let source = format!(
         "source: ses\nverify: {{ preset: sns, topics: [\"{TOPIC}\"], endpoints: [\"{}\"] }}\ndedup: {{ id: $.MessageId }}\n",
         sns.origin
@@ -527,7 +523,7 @@ async fn an_sns_source_over_http() {
         &sns.subscribe_url("tok-1"),
         &cert_url,
     );
-    let c1 = sign(&key, &[(&c1, "1")]).remove(0);
+    let c1 = signed(&key, &c1, "1");
     let (status, body) = post(&url, &c1).await;
     assert_eq!((status, body.as_str()), (200, ""), "confirmed");
     assert_eq!(sns.confirms().len(), 1);
@@ -538,8 +534,11 @@ async fn an_sns_source_over_http() {
     );
     assert_eq!(sns.cert_gets(), 1);
 
-    let n1 = notification("n-1", r#"{"eventType":"Send"}"#, &cert_url);
-    let n1 = sign(&key, &[(&n1, "2")]).remove(0);
+    let n1 = signed(
+        &key,
+        &notification("n-1", r#"{"eventType":"Send"}"#, &cert_url),
+        "2",
+    );
     let (status, body) = post(&url, &n1).await;
     assert_eq!(status, 202, "{body}");
     let entries = inbound_entries(&redis, "hookgate");
@@ -559,7 +558,7 @@ async fn an_sns_source_over_http() {
 
     let mut elsewhere = notification("n-2", "x", &cert_url);
     elsewhere["TopicArn"] = json!("arn:aws:sns:us-east-1:210987654321:theirs");
-    let elsewhere = sign(&key, &[(&elsewhere, "2")]).remove(0);
+    let elsewhere = signed(&key, &elsewhere, "2");
     let gets = sns.cert_gets();
     let (status, body) = post(&url, &elsewhere).await;
     assert_eq!(status, 401, "{body}");
@@ -590,7 +589,7 @@ async fn an_sns_source_over_http() {
         "x",
         "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-x.pem",
     );
-    far = sign(&key, &[(&far, "1")]).remove(0);
+    far = signed(&key, &far, "1");
     let (status, body) = post(&url, &far).await;
     assert_eq!(status, 401, "{body}");
     assert!(
@@ -603,12 +602,7 @@ async fn an_sns_source_over_http() {
         "no certificate fetched for a refused message"
     );
 
-    let missing = notification(
-        "n-5",
-        "x",
-        &format!("{}/SimpleNotificationService-gone.pem", sns.origin),
-    );
-    let missing = sign(&key, &[(&missing, "1")]).remove(0);
+    let missing = signed(&key, &notification("n-5", "x", &sns.cert_url("gone")), "1");
     let (status, body) = post(&url, &missing).await;
     assert_eq!(status, 502, "SNS retries on a 5xx: {body}");
     assert_eq!(error_of(&body).0, "bad_gateway");
@@ -622,7 +616,7 @@ async fn an_sns_source_over_http() {
         &sns.subscribe_url("tok-2"),
         &cert_url,
     );
-    let c2 = sign(&key, &[(&c2, "2")]).remove(0);
+    let c2 = signed(&key, &c2, "2");
     let (status, body) = post(&url, &c2).await;
     assert_eq!(status, 502, "{body}");
     assert!(
@@ -643,7 +637,7 @@ async fn an_sns_source_over_http() {
         &sns.subscribe_url("tok-9"),
         &cert_url,
     );
-    let u = sign(&key, &[(&u, "2")]).remove(0);
+    let u = signed(&key, &u, "2");
     assert_eq!(post(&url, &u).await, (200, String::new()));
     assert_eq!(
         sns.confirms().len(),
@@ -651,7 +645,7 @@ async fn an_sns_source_over_http() {
         "an unsubscription is not confirmed back"
     );
 
-    let n6 = sign(&key, &[(&notification("n-6", "{}", &cert_url), "2")]).remove(0);
+    let n6 = signed(&key, &notification("n-6", "{}", &cert_url), "2");
     assert_eq!(
         post_as(&url, "application/json", &n6).await.0,
         202,
@@ -701,7 +695,7 @@ async fn an_ses_bounce_reaches_the_contacts_api() {
     let sns = FakeSns::start().await;
     let up = Subscriber::start().await;
     let key = keygen();
-    let cert_url = sns.serve_cert("SimpleNotificationService-ses.pem", &key.cert_pem);
+    let cert_url = sns.serve_cert("ses", &key.cert_pem);
     let shipped = std::fs::read_to_string(repo_root().join("mappings/amazon-ses.yaml")).unwrap();
     let line = "verify: { preset: sns, topics: [\"arn:aws:sns:*:123456789012:*\"] }\n";
     assert_eq!(shipped.matches(line).count(), 1, "the shipped verify line");
@@ -723,7 +717,7 @@ async fn an_ses_bounce_reaches_the_contacts_api() {
     bounce["TopicArn"] = json!(TOPIC);
     bounce["Timestamp"] = json!(iso(SystemTime::now()));
     bounce["SigningCertURL"] = json!(cert_url);
-    let bounce = sign(&key, &[(&bounce, "1")]).remove(0);
+    let bounce = signed(&key, &bounce, "1");
     let (status, body) = post(&gw.url("amazon-ses"), &bounce).await;
     assert_eq!(status, 202, "{body}");
     assert!(
