@@ -384,27 +384,11 @@ async fn accept(
             Handshake::SnsSubscribe {
                 topic,
                 subscribe_url,
-            } => {
-                let verifier = src.verifier.as_ref().ok_or_else(|| {
-                    Error::Internal("an SNS confirmation without its verifier".into())
-                })?;
-                match verifier.confirm_subscription(&subscribe_url).await {
-                    Ok(subscription) => {
-                        ::metrics::counter!("hookgate_sns_subscriptions_confirmed_total", "source" => src.name.clone()).increment(1);
-                        tracing::info!(source = %src.name, topic = %topic, subscription = subscription.as_deref().unwrap_or(""), "SNS subscription confirmed");
-                    }
-                    // SNS retries its confirmation like any message on a 5xx.
-                    Err(why) => {
-                        tracing::warn!(source = %src.name, topic = %topic, reason = %why, "SNS subscription not confirmed");
-                        return Err(Error::BadGateway(format!(
-                            "could not confirm the SNS subscription: {why}"
-                        )));
-                    }
-                }
-                reply(StatusCode::OK, None, Body::empty())
-            }
+            } => confirm_sns(src, &topic, &subscribe_url).await?,
             Handshake::SnsUnsubscribed { topic } => {
-                tracing::warn!(source = %src.name, topic = %topic, "SNS unsubscribed this source from a topic; it sends nothing more from it");
+                let what =
+                    "SNS unsubscribed this source from a topic; it sends nothing more from it";
+                tracing::warn!(source = %src.name, topic, "{what}");
                 reply(StatusCode::OK, None, Body::empty())
             }
         });
@@ -468,6 +452,33 @@ async fn accept(
         (Err(e), _) => {
             tracing::warn!(source = %src.name, error = %e, "event not acknowledged; the sender retries");
             Err(Error::Unavailable)
+        }
+    }
+}
+
+/// Amazon SNS's `SubscriptionConfirmation`, verified: confirm the subscription (fetch its
+/// `SubscribeURL`) and answer an empty 200; if SNS does not take it, a 502, and SNS sends it again.
+async fn confirm_sns(
+    src: &InboundSource,
+    topic: &str,
+    subscribe_url: &str,
+) -> Result<Response, Error> {
+    let verifier = (src.verifier.as_ref())
+        .ok_or_else(|| Error::Internal("an SNS confirmation without its verifier".into()))?;
+    match verifier.confirm_subscription(subscribe_url).await {
+        Ok(subscription) => {
+            let source = src.name.clone();
+            ::metrics::counter!("hookgate_sns_subscriptions_confirmed_total", "source" => source)
+                .increment(1);
+            let subscription = subscription.as_deref().unwrap_or("");
+            tracing::info!(source = %src.name, topic, subscription, "SNS subscription confirmed");
+            Ok(reply(StatusCode::OK, None, Body::empty()))
+        }
+        Err(why) => {
+            tracing::warn!(source = %src.name, topic, reason = %why, "SNS subscription not confirmed");
+            Err(Error::BadGateway(format!(
+                "could not confirm the SNS subscription: {why}"
+            )))
         }
     }
 }
