@@ -232,3 +232,20 @@ fn try_reads_form_payloads_and_headers() {
     let err = try_cmd::try_event(&mapping, Path::new("/nonexistent.json"), &[]).unwrap_err();
     assert!(err.contains("cannot read"), "{err}");
 }
+
+/// `try` reads a Content-Type as the receiver reads it for that source: SNS's `text/plain` is JSON for
+/// `amazon-ses.yaml` (an `sns` source) and refused for a source of another preset.
+#[test]
+fn try_reads_sns_text_as_json_for_an_sns_source_only() {
+    let payload = root().join("mappings/testdata/ses_bounce.json");
+    let text = ["Content-Type: text/plain; charset=UTF-8".to_owned()];
+    let out =
+        try_cmd::try_event(&root().join("mappings/amazon-ses.yaml"), &payload, &text).unwrap();
+    let actions: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        actions[0]["custom_event"]["event_name"], "email_hard_bounced",
+        "{out}"
+    );
+    let e = try_cmd::try_event(&root().join("mappings/stripe.yaml"), &payload, &text).unwrap_err();
+    assert!(e.contains("the receiver would refuse it"), "{e}");
+}

@@ -51,7 +51,9 @@ pub fn try_event(mapping: &Path, payload: &Path, headers: &[String]) -> Result<S
             ));
         }
         if name.eq_ignore_ascii_case("content-type") {
-            kind = BodyKind::from_content_type(Some(value))
+            let text_is_json =
+                (file.head.verify.as_ref()).is_some_and(|v| v.preset.posts_json_as_text());
+            kind = BodyKind::from_content_type_with(Some(value), text_is_json)
                 .map_err(|e| format!("--header {h:?}: the receiver would refuse it: {e}"))?;
         }
         event.headers.insert(name, value);

@@ -112,6 +112,11 @@ pub enum Preset {
 }
 
 impl Preset {
+    /// Whether the sender posts its JSON as `text/plain` (Amazon SNS), which is then read as JSON.
+    pub fn posts_json_as_text(self) -> bool {
+        self == Preset::Sns
+    }
+
     /// The preset's name as written in YAML, for messages.
     pub fn name(self) -> &'static str {
         match self {
@@ -373,7 +378,7 @@ impl Verifier {
 
     /// Whether the sender posts JSON as `text/plain` (SNS), which is then read as JSON.
     pub fn text_is_json(&self) -> bool {
-        matches!(self.check, Check::Sns(_))
+        self.preset.posts_json_as_text()
     }
 
     /// For a scheme that signs a form's decoded parameters rather than its bytes (twilio, mandrill),
