@@ -336,7 +336,18 @@ async fn failing_certificate_addresses_do_not_disturb_a_good_one() {
     let cert_url = sns.serve_cert("good", &key.cert_pem);
     let v = verifier(&[TOPIC], &[&sns.origin], None);
     let good = signed(&key, &notification("g-1", "x", &cert_url), "2");
-    assert_eq!(check(&v, &good, SystemTime::now()).await, Ok(()));
+    // A burst of first messages fetches their certificate once.
+    let burst: Vec<_> = (0..20)
+        .map(|_| {
+            let (v, good) = (v.clone(), good.clone());
+            tokio::spawn(async move { check(&v, &good, SystemTime::now()).await })
+        })
+        .collect();
+    for task in burst {
+        assert_eq!(task.await.unwrap(), Ok(()));
+    }
+    assert_eq!(sns.cert_gets(), 1, "one fetch for the burst");
+    // More failing addresses than the 64 certificates kept.
     let junk: Vec<Value> = (0..100)
         .map(|i| notification(&format!("j-{i}"), "x", &sns.cert_url(&format!("junk-{i}"))))
         .collect();
@@ -464,6 +475,18 @@ async fn aws_validator_and_hookgate_agree() {
         check(&v, &changed, SystemTime::now()).await,
         Err("mismatch")
     );
+
+    // A member with a name AWS signs never rides along unsigned, whatever the type (as AWS's PHP
+    // validator builds the text; its JS validator would take a notification with an unsigned Token).
+    let mut extra = genuine[0].clone();
+    extra["Token"] = json!("tok-5");
+    assert_eq!(check(&v, &extra, SystemTime::now()).await, Err("mismatch"));
+    let mut extra = genuine[0].clone();
+    extra["SubscribeURL"] = json!(sns.subscribe_url("tok-6"));
+    assert_eq!(check(&v, &extra, SystemTime::now()).await, Err("mismatch"));
+    let mut extra = genuine[2].clone();
+    extra["Subject"] = json!("unsigned");
+    assert_eq!(check(&v, &extra, SystemTime::now()).await, Err("mismatch"));
 }
 
 /// POST a message as SNS does: `text/plain; charset=UTF-8`, its type and topic in headers.
@@ -645,6 +668,31 @@ async fn an_sns_source_over_http() {
         "an unsubscription is not confirmed back"
     );
 
+    // The type spelled with a JSON escape is the same type: confirmed, not stored as an event.
+    let c3 = confirmation(
+        "SubscriptionConfirmation",
+        "c-3",
+        "tok-3",
+        &sns.subscribe_url("tok-3"),
+        &cert_url,
+    );
+    let c3 = signed(&key, &c3, "1");
+    let escaped = serde_json::to_string(&c3).unwrap().replace(
+        r#""SubscriptionConfirmation""#,
+        r#""Subscription\u0043onfirmation""#,
+    );
+    assert!(escaped.contains(r"\u0043"), "{escaped}");
+    let r = client()
+        .post(&url)
+        .header("content-type", "text/plain; charset=UTF-8")
+        .header("x-amz-sns-message-type", "SubscriptionConfirmation")
+        .body(escaped)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(sns.confirms().len(), 4, "confirmed");
+
     let n6 = signed(&key, &notification("n-6", "{}", &cert_url), "2");
     assert_eq!(
         post_as(&url, "application/json", &n6).await.0,
@@ -682,7 +730,7 @@ async fn an_sns_source_over_http() {
             "hookgate_sns_subscriptions_confirmed_total",
             &["source=\"ses\""]
         ),
-        2.0
+        3.0
     );
 }
 

@@ -27,26 +27,29 @@ use url::Url;
 /// dedup on `MessageId` keeps by default, which stops replays within it.
 pub(crate) const DEFAULT_TOLERANCE: Duration = Duration::from_secs(24 * 3600);
 
-/// The fields a notification signs, in AWS's order; each present one is signed as `Name\nvalue\n`
-/// (`Subject` only when the publisher set one).
-const NOTIFICATION_FIELDS: &[&str] = &[
+/// The members AWS signs, in its order, each as `Name\nvalue\n`. A notification has `Message`,
+/// `MessageId`, `Subject` (when the publisher set one), `Timestamp`, `TopicArn` and `Type`; a confirmation
+/// has `SubscribeURL` and `Token` instead of `Subject`. Every one of them that is present is signed,
+/// whatever the type, as AWS's PHP validator builds the text: a member with a signed name can never
+/// ride along unsigned (a notification given a `SubscribeURL`, a confirmation a `Subject`), where
+/// AWS's JS validator would take a notification with an unsigned `Token`.
+const SIGNED_FIELDS: [&str; 8] = [
     "Message",
     "MessageId",
     "Subject",
-    "Timestamp",
-    "TopicArn",
-    "Type",
-];
-/// The fields a subscription or unsubscription confirmation signs, in AWS's order.
-const CONFIRMATION_FIELDS: &[&str] = &[
-    "Message",
-    "MessageId",
     "SubscribeURL",
     "Timestamp",
     "Token",
     "TopicArn",
     "Type",
 ];
+
+/// The longest certificate address taken (AWS's are about 90 bytes): anything longer is no SNS address,
+/// and would only fill the cache of failed fetches.
+const MAX_CERT_URL: usize = 512;
+/// The longest `SubscribeURL` taken (AWS's, with the topic ARN and a token of some 250 characters, are
+/// under 600 bytes).
+const MAX_SUBSCRIBE_URL: usize = 2048;
 
 /// What an `sns` source must dedup on (`VerifySpec::required_dedup`): SNS keeps it across retries.
 pub(crate) const MESSAGE_ID: &str = "$.MessageId";
@@ -185,10 +188,24 @@ impl Endpoints {
 
     /// `SigningCertURL`, if it names a certificate (`.pem`) on a trusted endpoint.
     pub(crate) fn cert_url(&self, text: &str) -> Result<Url, VerifyError> {
+        if text.len() > MAX_CERT_URL {
+            return Err(untrusted(
+                "SigningCertURL is too long for an SNS certificate",
+            ));
+        }
         let url = Url::parse(text).map_err(|_| untrusted("SigningCertURL is not a URL"))?;
-        // No query or fragment: each would make another cache entry of one certificate.
+        // One spelling per certificate (no query, fragment or escapes), so each is one cache entry.
         let plain = url.query().is_none() && url.fragment().is_none();
-        if !self.trusts(&url) || !plain || !url.path().ends_with(".pem") {
+        let path_ok = match self {
+            // AWS's are all `/SimpleNotificationService-<hex>.pem`.
+            Endpoints::Aws => url
+                .path()
+                .strip_prefix("/SimpleNotificationService-")
+                .and_then(|p| p.strip_suffix(".pem"))
+                .is_some_and(|id| !id.is_empty() && id.bytes().all(|b| b.is_ascii_alphanumeric())),
+            Endpoints::Listed(_) => url.path().ends_with(".pem"),
+        };
+        if !self.trusts(&url) || !plain || !path_ok {
             return Err(untrusted(
                 "SigningCertURL is not a certificate on an SNS endpoint",
             ));
@@ -198,6 +215,11 @@ impl Endpoints {
 
     /// `SubscribeURL`, if it is a `ConfirmSubscription` call on a trusted endpoint.
     pub(crate) fn subscribe_url(&self, text: &str) -> Result<Url, VerifyError> {
+        if text.len() > MAX_SUBSCRIBE_URL {
+            return Err(untrusted(
+                "SubscribeURL is too long for an SNS confirmation",
+            ));
+        }
         let url = Url::parse(text).map_err(|_| untrusted("SubscribeURL is not a URL"))?;
         let confirms = url
             .query_pairs()
@@ -304,16 +326,10 @@ impl Message {
         }
     }
 
-    /// The text AWS signs: each member its type signs that is present, `Name\nvalue\n`, in order.
-    pub(crate) fn string_to_sign(&self, kind: MessageType) -> String {
-        let fields = match kind {
-            MessageType::Notification => NOTIFICATION_FIELDS,
-            MessageType::SubscriptionConfirmation | MessageType::UnsubscribeConfirmation => {
-                CONFIRMATION_FIELDS
-            }
-        };
+    /// The text AWS signs: each signed member present, `Name\nvalue\n`, in [`SIGNED_FIELDS`]' order.
+    pub(crate) fn string_to_sign(&self) -> String {
         let mut out = String::new();
-        for &name in fields {
+        for name in SIGNED_FIELDS {
             if let Some(value) = self.field(name) {
                 out.push_str(name);
                 out.push('\n');
@@ -328,7 +344,6 @@ impl Message {
 /// A message whose form, topic, age and addresses passed; its signature is still to check.
 pub(crate) struct Checked {
     pub message: Message,
-    kind: MessageType,
     pub cert_url: Url,
     sha256: bool,
     signature: Vec<u8>,
@@ -428,7 +443,6 @@ impl Sns {
         }
         Ok(Checked {
             message,
-            kind,
             cert_url,
             sha256,
             signature,
@@ -482,7 +496,7 @@ pub(crate) fn verify_with(
             "the signing certificate is expired or not yet valid",
         ));
     }
-    let text = checked.message.string_to_sign(checked.kind);
+    let text = checked.message.string_to_sign();
     if cert.verifies(checked.sha256, text.as_bytes(), &checked.signature) {
         Ok(())
     } else {
@@ -526,6 +540,11 @@ mod tests {
     #[test]
     fn only_sns_endpoints_are_trusted() {
         let aws = Endpoints::Aws;
+        let long = format!(
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-{}.pem",
+            "a".repeat(512)
+        );
+        assert!(aws.cert_url(&long).is_err());
         for ok in [
             "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem",
             "https://SNS.eu-west-1.amazonaws.com/SimpleNotificationService-abc.pem",
@@ -541,8 +560,12 @@ mod tests {
             "https://sns.us-east-1.amazonaws.com:8443/x.pem",
             "https://user@sns.us-east-1.amazonaws.com/x.pem",
             "https://sns.us-east-1.amazonaws.com/x.txt",
-            "https://sns.us-east-1.amazonaws.com/x.pem?n=1",
-            "https://sns.us-east-1.amazonaws.com/x.pem#1",
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem?n=1",
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-abc.pem#1",
+            "https://sns.us-east-1.amazonaws.com//SimpleNotificationService-abc.pem",
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-a%62c.pem",
+            "https://sns.us-east-1.amazonaws.com/x/SimpleNotificationService-abc.pem",
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-.pem",
             "https://sns.a.amazonaws.com/x.pem",
             "https://s3.us-east-1.amazonaws.com/x.pem",
             "not a url",
@@ -580,13 +603,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            m.string_to_sign(MessageType::Notification),
+            m.string_to_sign(),
             "Message\na\nb\nMessageId\nm\nTimestamp\n2012-05-02T00:54:06.655Z\nTopicArn\nt\nType\nNotification\n"
         );
         assert!(Message::parse(br#"{"Type":"Notification","Type":"Notification"}"#).is_err());
         // serde would fill the struct from an array of its members in order: what dedup and the
         // mapping could not read.
-        assert!(Message::parse(br#"["Notification","m","t",null,"a"]"#).is_err());
+        let array = br#"["Notification","m","t",null,"a","2012-05-02T00:54:06.655Z","1","x","u",null,null]"#;
+        assert!(
+            serde_json::from_slice::<Message>(array).is_ok(),
+            "what serde alone takes"
+        );
+        assert!(Message::parse(array).is_err());
         assert!(Message::parse(br#" {"Type":"Notification"}"#).is_ok());
         assert!(Message::parse(br#"{"Type":1}"#).is_err());
     }

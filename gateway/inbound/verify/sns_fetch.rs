@@ -20,8 +20,10 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 const MAX_CACHED: usize = 64;
 /// How long a failed fetch is answered from the cache, so a burst does not hammer a failing endpoint.
 const FAILURE_TTL: Duration = Duration::from_secs(10);
-/// Failures remembered at once.
+/// Failures remembered at once (each key at most `sns::MAX_CERT_URL` bytes).
 const MAX_FAILURES: usize = 1024;
+/// Certificates fetched at once.
+const MAX_FETCHES: usize = 8;
 
 /// A signing certificate, reduced to what the check needs.
 #[derive(Debug)]
@@ -89,12 +91,15 @@ struct Cache {
     /// One fetch per URL at a time: a burst of first messages fetches their certificate once, and a slow
     /// or failing address holds up only the requests that name it.
     fetching: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Fetches of different URLs at once, at most: the network calls anyone can cause stay few.
+    slots: tokio::sync::Semaphore,
 }
 
 static CACHE: LazyLock<Cache> = LazyLock::new(|| Cache {
     certs: Mutex::new(HashMap::new()),
     failures: Mutex::new(HashMap::new()),
     fetching: Mutex::new(HashMap::new()),
+    slots: tokio::sync::Semaphore::const_new(MAX_FETCHES),
 });
 
 /// The one client of these fetches: no redirects, no proxy from the environment, bounded in time. If it
@@ -159,33 +164,60 @@ pub(crate) async fn certificate(url: &Url) -> Result<Arc<SigningCert>, VerifyErr
     if let Some(found) = lookup(key) {
         return found.map_err(VerifyError::CertUnavailable);
     }
+    // One deadline for waiting and fetching, inside the 15 s SNS waits for an answer.
+    let deadline = tokio::time::Instant::now() + FETCH_TIMEOUT;
+    let unavailable = |why: &str| VerifyError::CertUnavailable(why.to_owned());
     let one = lock(&CACHE.fetching)
         .entry(key.to_owned())
         .or_default()
         .clone();
-    // A waiter gives up when the fetch ahead of it should have ended: it is bounded too.
-    let Ok(_turn) = tokio::time::timeout(FETCH_TIMEOUT + CONNECT_TIMEOUT, one.lock()).await else {
-        return Err(VerifyError::CertUnavailable(
-            "another fetch of it is still running".to_owned(),
-        ));
+    let Ok(_turn) = tokio::time::timeout_at(deadline, one.lock()).await else {
+        return Err(unavailable("another fetch of it is still running"));
     };
+    // Taken off the map when this turn ends, however it ends (a cancelled request included).
+    let _leave = Turn { key, one: &one };
     // The fetch ahead of this one may have settled it.
     if let Some(found) = lookup(key) {
         return found.map_err(VerifyError::CertUnavailable);
     }
-    let fetched = fetch_cert(url).await;
-    lock(&CACHE.fetching).remove(key);
+    let Ok(_slot) = tokio::time::timeout_at(deadline, CACHE.slots.acquire()).await else {
+        return Err(unavailable("too many certificates being fetched"));
+    };
+    let fetched = match tokio::time::timeout_at(deadline, fetch_cert(url)).await {
+        Ok(fetched) => fetched,
+        Err(_) => Err("no answer in time".to_owned()),
+    };
+    let shown = crate::error::one_line_within(key, 160);
     match fetched {
         Ok(cert) => {
             let cert = Arc::new(cert);
             insert_bounded(&mut lock(&CACHE.certs), MAX_CACHED, key, cert.clone());
-            tracing::info!(url = %url, "SNS signing certificate fetched");
+            tracing::info!(url = %shown, "SNS signing certificate fetched");
             Ok(cert)
         }
         Err(why) => {
-            tracing::warn!(url = %url, reason = %why, "SNS signing certificate not fetched");
+            tracing::warn!(url = %shown, reason = %why, "SNS signing certificate not fetched");
             remember_failure(key, &why);
             Err(VerifyError::CertUnavailable(why))
+        }
+    }
+}
+
+/// A fetch's place in `Cache::fetching`, given up when the fetch ends: only its own entry, which a
+/// later fetch of the same URL may have replaced.
+struct Turn<'a> {
+    key: &'a str,
+    one: &'a Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut fetching = lock(&CACHE.fetching);
+        if fetching
+            .get(self.key)
+            .is_some_and(|o| Arc::ptr_eq(o, self.one))
+        {
+            fetching.remove(self.key);
         }
     }
 }
