@@ -91,6 +91,21 @@ impl FakeSns {
         self.state.confirms.lock().unwrap().clone()
     }
 
+    /// A subscription or unsubscription confirmation of `TOPIC` with `token`, its certificate at
+    /// `cert_url`, unsigned.
+    fn control(&self, kind: &str, id: &str, token: &str, cert_url: &str) -> Value {
+        json!({
+            "Type": kind,
+            "MessageId": id,
+            "Token": token,
+            "TopicArn": TOPIC,
+            "Message": format!("You have chosen to subscribe to the topic {TOPIC}.\nTo confirm the subscription, visit the SubscribeURL included in this message."),
+            "SubscribeURL": self.subscribe_url(token),
+            "Timestamp": iso(SystemTime::now()),
+            "SigningCertURL": cert_url,
+        })
+    }
+
     fn subscribe_url(&self, token: &str) -> String {
         format!(
             "{}/?Action=ConfirmSubscription&TopicArn={TOPIC}&Token={token}",
@@ -167,19 +182,6 @@ fn notification(id: &str, message: &str, cert_url: &str) -> Value {
         "Timestamp": iso(SystemTime::now()),
         "SigningCertURL": cert_url,
         "UnsubscribeURL": "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn=x",
-    })
-}
-
-fn confirmation(kind: &str, id: &str, token: &str, subscribe_url: &str, cert_url: &str) -> Value {
-    json!({
-        "Type": kind,
-        "MessageId": id,
-        "Token": token,
-        "TopicArn": TOPIC,
-        "Message": format!("You have chosen to subscribe to the topic {TOPIC}.\nTo confirm the subscription, visit the SubscribeURL included in this message."),
-        "SubscribeURL": subscribe_url,
-        "Timestamp": iso(SystemTime::now()),
-        "SigningCertURL": cert_url,
     })
 }
 
@@ -403,20 +405,8 @@ async fn aws_validator_and_hookgate_agree() {
     let mut with_subject = notification("n-2", &format!("{ses}\nsecond line"), &cert_url);
     with_subject["Subject"] = json!("Über € \"quoted\"");
     let n1 = notification("n-1", "Hello", &cert_url);
-    let c1 = confirmation(
-        "SubscriptionConfirmation",
-        "c-1",
-        "tok-1",
-        &sns.subscribe_url("tok-1"),
-        &cert_url,
-    );
-    let c2 = confirmation(
-        "SubscriptionConfirmation",
-        "c-2",
-        "tok-2",
-        &sns.subscribe_url("tok-2"),
-        &cert_url,
-    );
+    let c1 = sns.control("SubscriptionConfirmation", "c-1", "tok-1", &cert_url);
+    let c2 = sns.control("SubscriptionConfirmation", "c-2", "tok-2", &cert_url);
     let genuine = sign(
         &key,
         &[(&n1, "1"), (&with_subject, "2"), (&c1, "1"), (&c2, "2")],
@@ -460,14 +450,11 @@ async fn aws_validator_and_hookgate_agree() {
 
     // AWS's JS validator checks an UnsubscribeConfirmation without its Token, where AWS's documentation
     // and its PHP validator sign the Token: hookgate follows the documentation, on its own here.
-    let u = confirmation(
-        "UnsubscribeConfirmation",
-        "u-1",
-        "tok-3",
-        &sns.subscribe_url("tok-3"),
-        &cert_url,
+    let u = signed(
+        &key,
+        &sns.control("UnsubscribeConfirmation", "u-1", "tok-3", &cert_url),
+        "2",
     );
-    let u = signed(&key, &u, "2");
     assert_eq!(check(&v, &u, SystemTime::now()).await, Ok(()));
     let mut changed = u.clone();
     changed["Token"] = json!("tok-4");
@@ -539,14 +526,11 @@ async fn an_sns_source_over_http() {
     let gw = Gateway::start(&redis, &[("ses.yaml", &source)], "").await;
     let url = gw.url("ses");
 
-    let c1 = confirmation(
-        "SubscriptionConfirmation",
-        "c-1",
-        "tok-1",
-        &sns.subscribe_url("tok-1"),
-        &cert_url,
+    let c1 = signed(
+        &key,
+        &sns.control("SubscriptionConfirmation", "c-1", "tok-1", &cert_url),
+        "1",
     );
-    let c1 = signed(&key, &c1, "1");
     let (status, body) = post(&url, &c1).await;
     assert_eq!((status, body.as_str()), (200, ""), "confirmed");
     assert_eq!(sns.confirms().len(), 1);
@@ -632,14 +616,11 @@ async fn an_sns_source_over_http() {
     assert!(error_of(&body).1.contains("could not be fetched"), "{body}");
 
     sns.state.confirm_status.store(500, Ordering::SeqCst);
-    let c2 = confirmation(
-        "SubscriptionConfirmation",
-        "c-2",
-        "tok-2",
-        &sns.subscribe_url("tok-2"),
-        &cert_url,
+    let c2 = signed(
+        &key,
+        &sns.control("SubscriptionConfirmation", "c-2", "tok-2", &cert_url),
+        "2",
     );
-    let c2 = signed(&key, &c2, "2");
     let (status, body) = post(&url, &c2).await;
     assert_eq!(status, 502, "{body}");
     assert!(
@@ -653,14 +634,11 @@ async fn an_sns_source_over_http() {
     assert_eq!(status, 200, "SNS's retry confirms it");
     assert_eq!(sns.confirms().len(), 3);
 
-    let u = confirmation(
-        "UnsubscribeConfirmation",
-        "u-1",
-        "tok-9",
-        &sns.subscribe_url("tok-9"),
-        &cert_url,
+    let u = signed(
+        &key,
+        &sns.control("UnsubscribeConfirmation", "u-1", "tok-9", &cert_url),
+        "2",
     );
-    let u = signed(&key, &u, "2");
     assert_eq!(post(&url, &u).await, (200, String::new()));
     assert_eq!(
         sns.confirms().len(),
@@ -669,14 +647,11 @@ async fn an_sns_source_over_http() {
     );
 
     // The type spelled with a JSON escape is the same type: confirmed, not stored as an event.
-    let c3 = confirmation(
-        "SubscriptionConfirmation",
-        "c-3",
-        "tok-3",
-        &sns.subscribe_url("tok-3"),
-        &cert_url,
+    let c3 = signed(
+        &key,
+        &sns.control("SubscriptionConfirmation", "c-3", "tok-3", &cert_url),
+        "1",
     );
-    let c3 = signed(&key, &c3, "1");
     let escaped = serde_json::to_string(&c3).unwrap().replace(
         r#""SubscriptionConfirmation""#,
         r#""Subscription\u0043onfirmation""#,
