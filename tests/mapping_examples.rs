@@ -249,3 +249,45 @@ fn try_reads_sns_text_as_json_for_an_sns_source_only() {
     let e = try_cmd::try_event(&root().join("mappings/stripe.yaml"), &payload, &text).unwrap_err();
     assert!(e.contains("the receiver would refuse it"), "{e}");
 }
+
+/// An embedded test may post as SNS does (`content_type: "text/plain; charset=UTF-8"`): read as JSON on
+/// an `sns` source, and a failure of the test, with the reason, on any other.
+#[test]
+fn embedded_tests_take_sns_text_on_an_sns_source_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = r#"
+tests:
+  - payload: { Type: Notification, MessageId: m-1, Message: '{"eventType":"Send"}' }
+    content_type: "text/plain; charset=UTF-8"
+    expect:
+      - custom_event: { event_name: sent, identifiers: { email_id: a@example.com } }
+rules:
+  - name: sent
+    custom_event: { event_name: sent, email: a@example.com }
+"#;
+    let sns = "source: ses\nverify: { preset: sns, topics: [\"arn:aws:sns:*:123456789012:*\"] }\ndedup: { id: $.MessageId }\n";
+    std::fs::write(dir.path().join("ses.yaml"), format!("{sns}{test}")).unwrap();
+    std::fs::write(
+        dir.path().join("other.yaml"),
+        format!("source: other\nallow_ips: [127.0.0.0/8]\n{test}"),
+    )
+    .unwrap();
+    let (files, diags) = hookgate::mapping::load_files(&[dir.path().to_path_buf()]);
+    assert!(diags.is_empty(), "{diags:?}");
+    for f in &files {
+        let outcomes = hookgate::mapping::tests::run(f);
+        assert_eq!(outcomes.len(), 1);
+        match f.head.name.value.as_str() {
+            "ses" => assert_eq!(outcomes[0].failure, None),
+            _ => assert!(
+                outcomes[0]
+                    .failure
+                    .as_deref()
+                    .is_some_and(|e| e.contains("refuses text/plain for this source")),
+                "{:?}",
+                outcomes[0].failure
+            ),
+        }
+    }
+    assert_eq!(files.len(), 2);
+}

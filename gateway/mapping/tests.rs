@@ -28,6 +28,9 @@ pub struct TestCase {
     pub payload: Payload,
     /// The body's type when the test names one (`json`, `form`, or a `Content-Type` value).
     pub kind: Option<BodyKind>,
+    /// The named `Content-Type` is `text/plain`, read as JSON: only on a source whose sender posts its
+    /// JSON so (SNS), which the file's head says and the test checks when it runs.
+    pub text_json: bool,
     pub headers: Vec<(String, String)>,
     pub expect: Expect,
 }
@@ -97,6 +100,7 @@ fn compile_one(ctx: &mut Ctx, node: &Node, i: usize) -> Option<TestCase> {
         }
     };
     let mut ok = true;
+    let mut text_json = false;
     let kind = match f.get("content_type") {
         Some(n) => match ctx.string(n, "content_type") {
             Some("json") => Some(BodyKind::Json),
@@ -104,6 +108,10 @@ fn compile_one(ctx: &mut Ctx, node: &Node, i: usize) -> Option<TestCase> {
             // A sender's own value, read as the receiver reads it (a form's charset included).
             Some(other) => match BodyKind::from_content_type(Some(other)) {
                 Ok(kind) => Some(kind),
+                Err(_) if BodyKind::from_content_type_with(Some(other), true).is_ok() => {
+                    text_json = true;
+                    Some(BodyKind::Json)
+                }
                 Err(_) => {
                     ctx.error(
                         n.loc,
@@ -157,6 +165,7 @@ fn compile_one(ctx: &mut Ctx, node: &Node, i: usize) -> Option<TestCase> {
         line: node.loc.line,
         payload,
         kind,
+        text_json,
         headers,
         expect,
     })
@@ -389,6 +398,13 @@ pub fn run(file: &SourceFile) -> Vec<Outcome> {
 }
 
 fn run_one(file: &SourceFile, case: &TestCase, dir: &Path) -> Result<(), String> {
+    let text_is_json = (file.head.verify.as_ref()).is_some_and(|v| v.preset.posts_json_as_text());
+    if case.text_json && !text_is_json {
+        return Err(
+            "content_type: the receiver refuses text/plain for this source (an sns source reads it as JSON)"
+                .to_owned(),
+        );
+    }
     let mut body = load_payload(case, dir)?;
     // A `parse_json` member that is not JSON fails the event as the receiver would refuse it: an
     // `expect_error` may name that reason (and only that one: a payload that cannot be read fails).
