@@ -518,11 +518,7 @@ async fn verify(
             _ => Error::Unauthorized(e.to_string()),
         }
     };
-    if verifier.fetches() {
-        verifier.verify_fetching(&req, now).await.map_err(refused)
-    } else {
-        verifier.verify_key(&req, now).map_err(refused)
-    }
+    verifier.verify_fetching(&req, now).await.map_err(refused)
 }
 
 async fn read_limited<B>(body: B, limit: u64) -> Result<Bytes, Error>

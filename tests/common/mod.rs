@@ -503,10 +503,15 @@ const PEERS_MISSING: &str = "peer libraries missing: run scripts/setup-peers";
 /// Sign requests with the providers' own libraries through `tests/peers/sign.py` (see that file for the
 /// request shape); fails, never skips, when the peers are not installed.
 pub fn peer_sign(requests: &serde_json::Value) -> Vec<serde_json::Value> {
+    python_peer("tests/peers/sign.py", requests)
+}
+
+/// A `tests/peers` script's results, one per request, run in the peers' venv.
+fn python_peer(script: &str, requests: &serde_json::Value) -> Vec<serde_json::Value> {
     let python = repo_root().join(".peers/venv/bin/python");
     assert!(python.exists(), "{PEERS_MISSING}");
     let mut c = Command::new(python);
-    c.arg(repo_root().join("tests/peers/sign.py"));
+    c.arg(repo_root().join(script));
     run_peer(c, requests)
 }
 
@@ -534,11 +539,7 @@ pub fn peer_verify_square(requests: &serde_json::Value) -> Vec<bool> {
 /// A provider library's verdicts, one boolean per request, from a `tests/peers` script run in the
 /// peers' venv.
 fn python_verdicts(script: &str, requests: &serde_json::Value) -> Vec<bool> {
-    let python = repo_root().join(".peers/venv/bin/python");
-    assert!(python.exists(), "{PEERS_MISSING}");
-    let mut c = Command::new(python);
-    c.arg(repo_root().join(script));
-    verdicts(run_peer(c, requests))
+    verdicts(python_peer(script, requests))
 }
 
 /// Zoom's own handling of signed requests, from its library (npm `@zoom/rivet`'s `AwsLambdaReceiver`,
@@ -592,11 +593,7 @@ fn node_peer(package: &str, script: &str, requests: &serde_json::Value) -> Vec<s
 /// requests `{"op": "keygen"}` (results `{"key_pem", "cert_pem"}`) or `{"op": "sign", "key_pem",
 /// "message", "version"}` (results: the message, signed).
 pub fn peer_sign_sns(requests: &serde_json::Value) -> Vec<serde_json::Value> {
-    let python = repo_root().join(".peers/venv/bin/python");
-    assert!(python.exists(), "{PEERS_MISSING}");
-    let mut c = Command::new(python);
-    c.arg(repo_root().join("tests/peers/sign_sns.py"));
-    run_peer(c, requests)
+    python_peer("tests/peers/sign_sns.py", requests)
 }
 
 /// AWS's own verdicts on SNS messages, from its validator (npm `sns-validator`, through

@@ -343,12 +343,6 @@ impl Verifier {
         }
     }
 
-    /// Whether checking a request may wait on the network ([`Verifier::verify_fetching`]): SNS's
-    /// certificates. The other schemes are checked with [`Verifier::verify_key`] alone.
-    pub fn fetches(&self) -> bool {
-        matches!(self.check, Check::Sns(_))
-    }
-
     /// As [`Verifier::verify_key`], fetching what the check needs (SNS: the certificate the message
     /// names, unless cached) after every check that needs nothing fetched, so a request that fails them
     /// fetches nothing. A fetch that fails is [`VerifyError::CertUnavailable`].

@@ -10,8 +10,8 @@
 //! The certificate is fetched (`sns_fetch`) only from an SNS endpoint: `https://sns.<region>.amazonaws.com`
 //! (`.com.cn` in China), as AWS's own validators require, or an origin the source lists in `endpoints`
 //! (an emulator such as LocalStack). The same holds for the `SubscribeURL` that confirms a subscription
-//! (`handshake`). The check itself is synchronous and reads the certificate from the cache that
-//! [`Sns::fetch`] fills first.
+//! (`handshake`). The receive path checks with [`Sns::verify_fetching`], which fetches the certificate
+//! unless `sns_fetch` has it cached, after every check that needs nothing fetched.
 
 use super::error::VerifyError;
 use super::request::{check_age, optional_header, Window};
@@ -55,7 +55,7 @@ const MAX_SUBSCRIBE_URL: usize = 2048;
 pub(crate) const MESSAGE_ID: &str = "$.MessageId";
 
 /// The header SNS names the message's type in, beside its `Type`.
-pub(crate) const TYPE_HEADER: &str = "x-amz-sns-message-type";
+const TYPE_HEADER: &str = "x-amz-sns-message-type";
 const TOPIC_HEADER: &str = "x-amz-sns-topic-arn";
 const RAW_HEADER: &str = "x-amz-sns-rawdelivery";
 
@@ -274,7 +274,7 @@ impl MessageType {
 /// body that is not an object (serde would fill the struct from an array too) is refused, so the text
 /// checked is the text dedup and the mapping read.
 #[derive(Deserialize)]
-pub(crate) struct Message {
+struct Message {
     #[serde(rename = "Type")]
     kind: Option<String>,
     #[serde(rename = "MessageId")]
@@ -301,7 +301,7 @@ pub(crate) struct Message {
 
 impl Message {
     /// Read a body as an SNS message.
-    pub(crate) fn parse(body: &[u8]) -> Result<Message, VerifyError> {
+    fn parse(body: &[u8]) -> Result<Message, VerifyError> {
         let malformed = || VerifyError::Malformed {
             field: "body".to_owned(),
             problem: "not an SNS message (a JSON object whose members are text)",
@@ -327,7 +327,7 @@ impl Message {
     }
 
     /// The text AWS signs: each signed member present, `Name\nvalue\n`, in [`SIGNED_FIELDS`]' order.
-    pub(crate) fn string_to_sign(&self) -> String {
+    fn string_to_sign(&self) -> String {
         let mut out = String::new();
         for name in SIGNED_FIELDS {
             if let Some(value) = self.field(name) {
@@ -342,9 +342,9 @@ impl Message {
 }
 
 /// A message whose form, topic, age and addresses passed; its signature is still to check.
-pub(crate) struct Checked {
-    pub message: Message,
-    pub cert_url: Url,
+struct Checked {
+    message: Message,
+    cert_url: Url,
     sha256: bool,
     signature: Vec<u8>,
 }
@@ -358,11 +358,7 @@ impl Sns {
     /// Everything but the signature: the message's form, that SNS's headers agree with it, its topic,
     /// its signature version, its age, and that its certificate (and, to confirm a subscription, its
     /// `SubscribeURL`) is on an SNS endpoint.
-    pub(crate) fn checked(
-        &self,
-        req: &SignedRequest<'_>,
-        now: SystemTime,
-    ) -> Result<Checked, VerifyError> {
+    fn checked(&self, req: &SignedRequest<'_>, now: SystemTime) -> Result<Checked, VerifyError> {
         let message = Message::parse(req.body)?;
         // Raw message delivery posts the bare message, unsigned (and says so in a header): name the
         // setting rather than a missing field.
@@ -486,11 +482,7 @@ impl Sns {
 }
 
 /// Check a message's signature with its certificate, which must be valid now.
-pub(crate) fn verify_with(
-    cert: &SigningCert,
-    checked: &Checked,
-    now: SystemTime,
-) -> Result<(), VerifyError> {
+fn verify_with(cert: &SigningCert, checked: &Checked, now: SystemTime) -> Result<(), VerifyError> {
     if !cert.valid_at(now) {
         return Err(untrusted(
             "the signing certificate is expired or not yet valid",
