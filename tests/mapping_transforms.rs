@@ -8,16 +8,21 @@ use std::path::Path;
 
 /// `Ok(None)`: the value was missing (left out); `Err`: the event failed, with its reason.
 fn run(then: &str, input: Option<Value>) -> Result<Option<Value>, String> {
+    let body = match input {
+        Some(v) => json!({ "in": v }),
+        None => json!({}),
+    };
+    run_on(then, body)
+}
+
+/// `run` on a whole body, for transforms that read more of the event than `$.in`.
+fn run_on(then: &str, body: Value) -> Result<Option<Value>, String> {
     let text = format!(
         "source: t\nverify: {{ preset: token, header: X-Token, secret: \"${{env:T_TOKEN}}\" }}\nlookups:\n  plans: {{ gold: 3, \"1\": one, \"true\": yes }}\nrules:\n  - name: r\n    custom_event:\n      event_name: e\n      ext_id: id\n      event_properties:\n        out: {{ path: $.in, then: {then} }}\n"
     );
     let file = parse_source_file(Path::new("t.yaml"), &text)
         .map_err(|d| d.iter().map(|d| d.render()).collect::<Vec<_>>().join("\n"))
         .expect("the test mapping compiles");
-    let body = match input {
-        Some(v) => json!({ "in": v }),
-        None => json!({}),
-    };
     let actions = file
         .mapping
         .apply(&Event::new(body))
@@ -60,6 +65,8 @@ const ALL: &[&str] = &[
     "[to_string]",
     "[to_bool]",
     "[{ divide: 100 }]",
+    "[{ from_minor_units: JPY }]",
+    "[{ from_minor_units: { currency: $.cur, exponents: { isk: 2 } } }]",
     "[{ multiply: 3 }]",
     "[round]",
     "[date]",
@@ -202,6 +209,147 @@ fn numbers() {
     fails("[{ multiply: 10 }]", json!(1e308), "not a finite number");
     fails("[{ divide: 100 }]", json!("abc"), "`abc` is not a number");
     fails("[{ divide: 100 }]", json!(true), "expected a number");
+}
+
+/// Amounts in a currency's smallest unit, by its ISO 4217 exponent (the ISO list of 2026-01-01).
+#[test]
+fn from_minor_units() {
+    let iso = "[{ from_minor_units: $.cur }]";
+    let at = |amount: Value, cur: &str| run_on(iso, json!({ "in": amount, "cur": cur }));
+    for (amount, cur, major) in [
+        (json!(1999), "usd", json!(19.99)),
+        (json!(2000), "EUR", json!(20)),
+        (json!("7140"), "EUR", json!(71.4)),
+        (json!(500), "jpy", json!(500)),
+        (json!(1000), " KRW ", json!(1000)),
+        (json!(1000), "ISK", json!(1000)),
+        (json!(5124), "kwd", json!(5.124)),
+        (json!(5120), "BHD", json!(5.12)),
+        (json!(12345), "CLF", json!(1.2345)),
+        (json!(150), "MGA", json!(1.5)),
+        (json!(-250), "usd", json!(-2.5)),
+        (json!("1999.5"), "usd", json!(19.995)),
+    ] {
+        assert_eq!(at(amount.clone(), cur), Ok(Some(major)), "{amount} {cur}");
+    }
+    assert_eq!(at(json!(""), "usd"), Ok(None));
+    assert_eq!(
+        ok("[{ from_minor_units: jpy }]", json!([100, "250"])),
+        json!([100, 250])
+    );
+    assert_eq!(ok("[{ from_minor_units: usd }]", json!(5)), json!(0.05));
+
+    // A sender's own exponents replace ISO's (Stripe: ISK and UGX with two decimals, MGA with none).
+    let stripe =
+        "[{ from_minor_units: { currency: $.cur, exponents: { isk: 2, UGX: 2, mga: 0 } } }]";
+    let at = |amount: Value, cur: &str| run_on(stripe, json!({ "in": amount, "cur": cur }));
+    assert_eq!(at(json!(100000), "isk"), Ok(Some(json!(1000))));
+    assert_eq!(at(json!(500), "ugx"), Ok(Some(json!(5))));
+    assert_eq!(at(json!(500), "mga"), Ok(Some(json!(500))));
+    assert_eq!(at(json!(1999), "usd"), Ok(Some(json!(19.99))));
+    let token = "[{ from_minor_units: { currency: $.cur, exponents: { usdc: 6 } } }]";
+    assert_eq!(
+        run_on(token, json!({ "in": 2_500_000, "cur": "USDC" })),
+        Ok(Some(json!(2.5)))
+    );
+
+    let fails_on = |then: &str, body: Value, reason: &str| match run_on(then, body.clone()) {
+        Err(e) => assert!(e.contains(reason), "{then} on {body}: {e}"),
+        other => panic!("{then} on {body}: expected an error, got {other:?}"),
+    };
+    fails_on(
+        iso,
+        json!({ "in": 100, "cur": "ZZZ" }),
+        "`ZZZ` is not an ISO 4217 currency code",
+    );
+    fails_on(
+        iso,
+        json!({ "in": 100, "cur": "xau" }),
+        "`XAU` has no minor unit",
+    );
+    fails_on(iso, json!({ "in": 100 }), "no currency at $.cur");
+    fails_on(iso, json!({ "in": 100, "cur": "" }), "no currency at $.cur");
+    fails_on(
+        iso,
+        json!({ "in": 100, "cur": 840 }),
+        "is a number, not a currency code",
+    );
+    fails_on(
+        iso,
+        json!({ "in": "ten", "cur": "usd" }),
+        "`ten` is not a number",
+    );
+    fails_on(
+        iso,
+        json!({ "in": true, "cur": "usd" }),
+        "expected a number",
+    );
+    assert_eq!(
+        run_on(iso, json!({ "in": "n/a", "cur": "usd" })).unwrap_err(),
+        "rule `r`: custom_event.event_properties.out: from_minor_units at $.in: `n/a` is not a number"
+    );
+}
+
+/// Each element of a `for_each` reads its own currency (`@.`), and a condition can compare the
+/// converted amount.
+#[test]
+fn from_minor_units_per_element_and_in_conditions() {
+    let text = r#"
+source: t
+verify: { preset: token, header: X-Token, secret: "${env:T_TOKEN}" }
+rules:
+  - name: big
+    when: { path: $.total, then: [{ from_minor_units: $.currency }], gte: 1000 }
+    custom_event:
+      event_name: big_order
+      ext_id: $.id
+      event_properties:
+        lines:
+          for_each: $.lines
+          object:
+            amount: { path: "@.amount", then: [{ from_minor_units: "@.currency" }] }
+"#;
+    let file = parse_source_file(Path::new("t.yaml"), text)
+        .map_err(|d| d.iter().map(|d| d.render()).collect::<Vec<_>>().join("\n"))
+        .expect("compiles");
+    let order = |total: u64, currency: &str| {
+        json!({ "id": "o1", "total": total, "currency": currency, "lines": [
+            { "amount": 1050, "currency": "usd" },
+            { "amount": 1050, "currency": "jpy" },
+            { "amount": 1050, "currency": "kwd" },
+        ] })
+    };
+    let actions = file
+        .mapping
+        .apply(&Event::new(order(150_000, "jpy")))
+        .expect("maps");
+    let Action::CustomEvent(ev) = &actions[0].action else {
+        panic!("not an event")
+    };
+    assert_eq!(
+        ev.event_properties.get("lines"),
+        Some(&json!([{ "amount": 10.5 }, { "amount": 1050 }, { "amount": 1.05 }]))
+    );
+    // 99,999 cents are 999.99 dollars, below the 1,000 of the condition; 99,999 yen are not.
+    assert_eq!(
+        file.mapping
+            .apply(&Event::new(order(150_000, "usd")))
+            .expect("maps")
+            .len(),
+        1
+    );
+    assert!(file
+        .mapping
+        .apply(&Event::new(order(99_999, "usd")))
+        .expect("maps")
+        .is_empty());
+    assert_eq!(
+        file.mapping
+            .apply(&Event::new(order(99_999, "jpy")))
+            .expect("maps")
+            .len(),
+        1
+    );
 }
 
 #[test]

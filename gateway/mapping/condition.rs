@@ -259,6 +259,7 @@ fn leaves_text(then: &Node) -> bool {
         "to_number",
         "to_bool",
         "divide",
+        "from_minor_units",
         "multiply",
         "round",
         "split",

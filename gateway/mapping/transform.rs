@@ -4,6 +4,7 @@
 //! `all: true` or `split`) apply to each element.
 
 use super::json_kind as kind;
+use super::value::{Env, Scope, ValueExpr};
 use super::yaml::{Ctx, Kind, Node};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use regex::Regex;
@@ -28,6 +29,7 @@ pub const NAMES: &[&str] = &[
     "to_string",
     "to_bool",
     "divide",
+    "from_minor_units",
     "multiply",
     "round",
     "date",
@@ -59,11 +61,72 @@ pub enum Transform {
     ToString,
     ToBool,
     Divide(f64),
+    FromMinorUnits(Box<MinorUnits>),
     Multiply(f64),
     Round(u32),
     Date(DateInput),
     Lookup(Arc<Map<String, Value>>),
     Sha256,
+}
+
+/// `from_minor_units`: an amount in a currency's smallest unit (cents, yen, fils) to the currency's
+/// unit, by the currency's ISO 4217 exponent, read from the event beside the amount. A fixed
+/// `divide: 100` is wrong for the currencies without cents (JPY, KRW) and the ones with mills (KWD).
+#[derive(Debug)]
+pub struct MinorUnits {
+    currency: ValueExpr,
+    /// Exponents that replace ISO's for this sender, by upper-case code: Stripe writes ISK and UGX
+    /// with two decimals although ISO gives them none, and MGA with none although ISO gives it two.
+    exponents: HashMap<String, u32>,
+}
+
+/// The largest exponent `exponents:` takes: ISO's largest is 4 (CLF, UYW); crypto senders use up
+/// to 18 (wei), and 10^18 is still exact in an f64.
+const MAX_EXPONENT: u32 = 18;
+
+impl MinorUnits {
+    /// The decimal places of a currency (its code in upper case): the file's, else ISO 4217's.
+    fn exponent(&self, code: &str) -> Result<u32, String> {
+        if let Some(e) = self.exponents.get(code) {
+            return Ok(*e);
+        }
+        match code.parse::<iso_currency::Currency>() {
+            Ok(c) => c
+                .exponent()
+                .map(u32::from)
+                .ok_or_else(|| format!("`{code}` has no minor unit in ISO 4217")),
+            Err(_) => Err(format!(
+                "`{}` is not an ISO 4217 currency code (give its decimal places under `exponents:`)",
+                clip(code)
+            )),
+        }
+    }
+
+    fn apply(&self, v: &Value, scope: Scope<'_>) -> Out {
+        if matches!(v, Value::String(s) if s.trim().is_empty()) {
+            return Ok(None);
+        }
+        let amount = number_of(v)?;
+        let currency = self.currency.eval(scope).map_err(|e| e.reason)?;
+        let code = match currency.as_deref() {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_ascii_uppercase(),
+            None | Some(Value::String(_)) => {
+                return Err(format!("no currency {}", self.currency.describe()))
+            }
+            Some(other) => {
+                return Err(format!(
+                    "the currency {} is {}, not a currency code",
+                    self.currency.describe(),
+                    kind(other)
+                ))
+            }
+        };
+        let exponent = self.exponent(&code)?;
+        let divisor = 10f64.powi(exponent as i32);
+        float(amount / divisor)
+            .map(|n| Some(Value::Number(n)))
+            .ok_or_else(|| "the result is not a finite number".to_owned())
+    }
 }
 
 #[derive(Debug)]
@@ -101,6 +164,7 @@ impl Transform {
             Transform::ToString => "to_string",
             Transform::ToBool => "to_bool",
             Transform::Divide(_) => "divide",
+            Transform::FromMinorUnits(_) => "from_minor_units",
             Transform::Multiply(_) => "multiply",
             Transform::Round(_) => "round",
             Transform::Date(_) => "date",
@@ -111,7 +175,7 @@ impl Transform {
 
     /// Apply to a present value; `Err` says what was wrong with the input. Takes the value
     /// borrowed when it can, so text transforms read the payload without copying it first.
-    pub fn apply(&self, v: Cow<'_, Value>) -> Out {
+    pub fn apply(&self, v: Cow<'_, Value>, scope: Scope<'_>) -> Out {
         match (self, &*v) {
             (Transform::Join(sep), Value::Array(items)) => join(sep, items),
             (Transform::Join(_), Value::String(_)) => Ok(Some(v.into_owned())),
@@ -119,18 +183,18 @@ impl Transform {
             (t, Value::Array(items)) if !matches!(t, Transform::ToString) => {
                 let mut out = Vec::with_capacity(items.len());
                 for item in items {
-                    if let Some(v) = t.apply(Cow::Borrowed(item))? {
+                    if let Some(v) = t.apply(Cow::Borrowed(item), scope)? {
                         out.push(v);
                     }
                 }
                 // Nothing left of a list that had items: nothing to return, so `default` applies.
                 Ok((out.is_empty() == items.is_empty()).then_some(Value::Array(out)))
             }
-            _ => self.apply_one(v),
+            _ => self.apply_one(v, scope),
         }
     }
 
-    fn apply_one(&self, v: Cow<'_, Value>) -> Out {
+    fn apply_one(&self, v: Cow<'_, Value>, scope: Scope<'_>) -> Out {
         match self {
             Transform::Lower => text(v, |s| s.to_lowercase()),
             Transform::Upper => text(v, |s| s.to_uppercase()),
@@ -188,6 +252,7 @@ impl Transform {
             }))),
             Transform::ToBool => to_bool(&v),
             Transform::Divide(d) => arith(&v, |x| x / d),
+            Transform::FromMinorUnits(m) => m.apply(&v, scope),
             Transform::Multiply(m) => arith(&v, |x| x * m),
             Transform::Round(places) => {
                 let factor = 10f64.powi(*places as i32);
@@ -458,7 +523,8 @@ fn date(input: &DateInput, v: &Value) -> Result<String, String> {
 }
 
 /// Compile one entry of a `then:` list: a name (`lower`) or a one-key map (`{ divide: 100 }`).
-pub fn compile(ctx: &mut Ctx, node: &Node, lookups: &Lookups) -> Option<Transform> {
+pub fn compile(ctx: &mut Ctx, node: &Node, env: Env) -> Option<Transform> {
+    let lookups = env.lookups;
     let (name, name_loc, arg) = match &node.kind {
         Kind::Str(s) => (s.as_str(), node.loc, None),
         Kind::Map(entries) if entries.len() == 1 => (
@@ -502,6 +568,9 @@ pub fn compile(ctx: &mut Ctx, node: &Node, lookups: &Lookups) -> Option<Transfor
         ("divide", None) => return needs_arg(ctx, "{ divide: 100 }"),
         ("multiply", None) => return needs_arg(ctx, "{ multiply: 100 }"),
         ("lookup", None) => return needs_arg(ctx, "{ lookup: TABLE } with TABLE under `lookups:`"),
+        ("from_minor_units", None) => {
+            return needs_arg(ctx, "{ from_minor_units: $.currency }, the currency's path")
+        }
         ("split", Some(a)) => Transform::Split(nonempty_text(ctx, a, "split")?),
         ("join", Some(a)) => Transform::Join(ctx.string(a, "join")?.to_owned()),
         ("replace", Some(a)) => compile_replace(ctx, a)?,
@@ -512,6 +581,9 @@ pub fn compile(ctx: &mut Ctx, node: &Node, lookups: &Lookups) -> Option<Transfor
                 return None;
             }
             Transform::Divide(d)
+        }
+        ("from_minor_units", Some(a)) => {
+            Transform::FromMinorUnits(Box::new(compile_minor_units(ctx, a, env)?))
         }
         ("multiply", Some(a)) => Transform::Multiply(number_arg(ctx, a, "multiply")?),
         ("round", Some(a)) => match a.kind {
@@ -579,6 +651,112 @@ fn number_arg(ctx: &mut Ctx, a: &Node, what: &str) -> Option<f64> {
         _ => {
             ctx.expected(a, what, "a number");
             None
+        }
+    }
+}
+
+/// `{ from_minor_units: $.currency }`, or `{ from_minor_units: { currency: $.currency, exponents:
+/// { isk: 2 } } }` for a sender that departs from ISO 4217.
+fn compile_minor_units(ctx: &mut Ctx, a: &Node, env: Env) -> Option<MinorUnits> {
+    const WHAT: &str = "from_minor_units";
+    let Kind::Map(_) = a.kind else {
+        let minor = MinorUnits {
+            currency: ValueExpr::compile(ctx, a, WHAT, env)?,
+            exponents: HashMap::new(),
+        };
+        return constant_currency(ctx, a, &minor).then_some(minor);
+    };
+    let f = ctx.map(a, WHAT, &["currency", "exponents"])?;
+    let Some(c) = f.get("currency") else {
+        if !f.unknown {
+            ctx.error(
+                a.loc,
+                "from_minor_units: missing `currency` (where the event names the currency, e.g. $.currency)",
+            );
+        }
+        return None;
+    };
+    let currency = ValueExpr::compile(ctx, c, "from_minor_units.currency", env);
+    let mut exponents = HashMap::new();
+    let mut ok = !f.unknown;
+    if let Some(e) = f.get("exponents") {
+        match e.as_map() {
+            Some(entries) => {
+                for (key, value) in entries {
+                    let code = key.name.trim().to_ascii_uppercase();
+                    if code.is_empty()
+                        || code.len() > 12
+                        || !code.bytes().all(|b| b.is_ascii_alphanumeric())
+                    {
+                        ctx.error(
+                            key.loc,
+                            format!(
+                                "from_minor_units.exponents: `{}` is not a currency code",
+                                key.name
+                            ),
+                        )
+                        .hint =
+                            Some("write codes such as isk or USD: letters and digits".to_owned());
+                        ok = false;
+                        continue;
+                    }
+                    let exponent = match value.kind {
+                        Kind::Int(i) if (0..=i64::from(MAX_EXPONENT)).contains(&i) => i as u32,
+                        Kind::UInt(u) if u <= u64::from(MAX_EXPONENT) => u as u32,
+                        _ => {
+                            ctx.expected(
+                                value,
+                                "from_minor_units.exponents",
+                                &format!("a number of decimal places from 0 to {MAX_EXPONENT}"),
+                            );
+                            ok = false;
+                            continue;
+                        }
+                    };
+                    if exponents.insert(code.clone(), exponent).is_some() {
+                        ctx.error(
+                            key.loc,
+                            format!("from_minor_units.exponents: `{code}` is given twice"),
+                        );
+                        ok = false;
+                    }
+                }
+            }
+            None => {
+                ctx.expected(
+                    e,
+                    "from_minor_units.exponents",
+                    "a map of currency codes to decimal places",
+                );
+                ok = false;
+            }
+        }
+    }
+    let minor = MinorUnits {
+        currency: currency?,
+        exponents,
+    };
+    (constant_currency(ctx, c, &minor) && ok).then_some(minor)
+}
+
+/// A currency written as a constant (`{ from_minor_units: JPY }`) is checked at load, so that a path
+/// written without its `$.` is reported where it is, not when the first event fails.
+fn constant_currency(ctx: &mut Ctx, node: &Node, minor: &MinorUnits) -> bool {
+    let checked = match minor.currency.constant() {
+        None => return true,
+        Some(Value::String(code)) => minor.exponent(&code.trim().to_ascii_uppercase()),
+        Some(other) => Err(format!(
+            "a currency is a code such as USD, found {}",
+            kind(other)
+        )),
+    };
+    match checked {
+        Ok(_) => true,
+        Err(reason) => {
+            ctx.error(node.loc, format!("from_minor_units: {reason}"))
+                .hint =
+                Some("to read the currency from the event, write its path: $.currency".to_owned());
+            false
         }
     }
 }

@@ -272,7 +272,7 @@ impl ValueExpr {
                 _ => vec![t],
             };
             for item in items {
-                match transform::compile(ctx, item, env.lookups) {
+                match transform::compile(ctx, item, env) {
                     Some(tr) => then.push(tr),
                     None => ok = false,
                 }
@@ -307,6 +307,14 @@ impl ValueExpr {
         })
     }
 
+    /// The constant this value always is, when it is one (no transforms), for checks at load.
+    pub fn constant(&self) -> Option<&Value> {
+        match &self.source {
+            Source::Const(v) if self.then.is_empty() => Some(v),
+            _ => None,
+        }
+    }
+
     /// Mark as required (identifier fields, event names).
     pub fn require(mut self) -> Self {
         self.required = self.default.is_none();
@@ -319,7 +327,7 @@ impl ValueExpr {
         let mut v = match (raw, self.then.is_empty()) {
             (None, _) => None,
             (Some(v), true) => Some(v),
-            (Some(v), false) => self.transform(v)?.map(Cow::Owned),
+            (Some(v), false) => self.transform(v, scope)?.map(Cow::Owned),
         };
         if let (None, Some(d)) = (&v, &self.default) {
             v = d.eval(scope)?;
@@ -344,7 +352,9 @@ impl ValueExpr {
             if self.then.is_empty() {
                 return Ok(test(v));
             }
-            Ok(self.transform(Cow::Borrowed(v))?.is_some_and(|t| test(&t)))
+            Ok(self
+                .transform(Cow::Borrowed(v), scope)?
+                .is_some_and(|t| test(&t)))
         };
         match &self.source {
             Source::Path { path, all: false } if !path.is_direct() => {
@@ -362,10 +372,10 @@ impl ValueExpr {
         }
     }
 
-    fn transform(&self, v: Cow<'_, Value>) -> Result<Option<Value>, EvalError> {
+    fn transform(&self, v: Cow<'_, Value>, scope: Scope<'_>) -> Result<Option<Value>, EvalError> {
         let mut v = v;
         for t in &self.then {
-            match t.apply(v) {
+            match t.apply(v, scope) {
                 Ok(Some(next)) => v = Cow::Owned(next),
                 Ok(None) => return Ok(None),
                 Err(reason) => {
