@@ -6,6 +6,8 @@ use hookgate::mapping::{parse_source_file, Event};
 use serde_json::{json, Value};
 use std::path::Path;
 
+mod common;
+
 /// `Ok(None)`: the value was missing (left out); `Err`: the event failed, with its reason.
 fn run(then: &str, input: Option<Value>) -> Result<Option<Value>, String> {
     let body = match input {
@@ -288,6 +290,41 @@ fn from_minor_units() {
         run_on(iso, json!({ "in": "n/a", "cur": "usd" })).unwrap_err(),
         "rule `r`: custom_event.event_properties.out: from_minor_units at $.in: `n/a` is not a number"
     );
+}
+
+/// Every currency of SIX's ISO 4217 list (the official table, through PyPI `iso4217`), converted
+/// with the decimal places the list gives it; a currency without a minor unit fails the event.
+#[test]
+fn from_minor_units_agrees_with_the_iso_4217_list() {
+    let (published, table) = common::peer_iso4217_exponents();
+    assert!(
+        table.len() >= 150,
+        "the list has {} currencies",
+        table.len()
+    );
+    assert!(
+        published.as_str() >= "2026-01-01",
+        "an older list: {published}"
+    );
+    let iso = "[{ from_minor_units: $.cur }]";
+    for (code, exponent) in &table {
+        for cur in [code.clone(), code.to_lowercase()] {
+            let got = run_on(iso, json!({ "in": 123_456, "cur": cur }));
+            match exponent.as_u64() {
+                Some(e) => {
+                    let want = 123_456f64 / 10f64.powi(e as i32);
+                    let got = got
+                        .unwrap_or_else(|err| panic!("{cur} ({e} decimals): {err}"))
+                        .and_then(|v| v.as_f64());
+                    assert_eq!(got, Some(want), "{cur}: {e} decimals");
+                }
+                None => {
+                    let err = got.expect_err(&cur);
+                    assert!(err.contains("has no minor unit"), "{cur}: {err}");
+                }
+            }
+        }
+    }
 }
 
 /// Each element of a `for_each` reads its own currency (`@.`), and a condition can compare the

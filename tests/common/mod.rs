@@ -506,6 +506,21 @@ pub fn peer_sign(requests: &serde_json::Value) -> Vec<serde_json::Value> {
     python_peer("tests/peers/sign.py", requests)
 }
 
+/// ISO 4217's decimal places by currency code, from SIX's own list (PyPI `iso4217`, through
+/// `tests/peers/iso4217_exponents.py`): `null` for a currency without a minor unit. Also the list's date.
+pub fn peer_iso4217_exponents() -> (String, serde_json::Map<String, serde_json::Value>) {
+    let mut out = python_peer(
+        "tests/peers/iso4217_exponents.py",
+        &serde_json::json!([{ "op": "table" }]),
+    );
+    let mut table = out.remove(0);
+    let published = table["published"].as_str().unwrap_or_default().to_owned();
+    match table["exponents"].take() {
+        serde_json::Value::Object(exponents) => (published, exponents),
+        other => panic!("the peer's table is not an object: {other}"),
+    }
+}
+
 /// A `tests/peers` script's results, one per request, run in the peers' venv.
 fn python_peer(script: &str, requests: &serde_json::Value) -> Vec<serde_json::Value> {
     let python = repo_root().join(".peers/venv/bin/python");
