@@ -23,6 +23,13 @@ pub struct LoadedSource {
     pub loaded_at: SystemTime,
     pub inbound: Arc<InboundSource>,
     pub mapping: Arc<Mapping>,
+    /// The file's warnings (`file:line:col: warning: ...`), as `hookgate check` prints them but for
+    /// the test coverage, which needs the tests run: logged when the file is loaded, and listed by
+    /// `GET /v1/sources`.
+    pub warnings: Vec<String>,
+    /// Loaded from new content (or a new secret) rather than kept from the previous set: its
+    /// warnings are logged when the set is applied.
+    pub changed: bool,
     /// The secret files its `verify:` names, each with the digest of its content when the source was
     /// built (read before the build: a change in between only causes one more reload).
     pub secret_files: Vec<(PathBuf, Option<[u8; 32]>)>,
@@ -79,10 +86,10 @@ pub fn load(dir: &Path, previous: Option<&Catalog>) -> Result<Catalog, Vec<Diagn
             .collect();
         match InboundSource::build(&f.head) {
             Ok(inbound) => {
-                let loaded_at = previous
+                let kept = previous
                     .and_then(|p| p.sources.get(&name))
-                    .filter(|p| p.hash == f.hash && p.secret_files == secret_files)
-                    .map_or(now, |p| p.loaded_at);
+                    .filter(|p| p.hash == f.hash && p.secret_files == secret_files);
+                let loaded_at = kept.map_or(now, |p| p.loaded_at);
                 let src = LoadedSource {
                     name: name.clone(),
                     file: f.path,
@@ -90,6 +97,8 @@ pub fn load(dir: &Path, previous: Option<&Catalog>) -> Result<Catalog, Vec<Diagn
                     loaded_at,
                     inbound: Arc::new(inbound),
                     mapping: Arc::new(f.mapping),
+                    warnings: f.warnings.iter().map(ToString::to_string).collect(),
+                    changed: kept.is_none(),
                     secret_files,
                 };
                 sources.insert(name, Arc::new(src));
@@ -207,6 +216,11 @@ impl LiveCatalog {
     }
 
     fn publish(&self, catalog: Catalog) {
+        for s in catalog.sources.values().filter(|s| s.changed) {
+            for w in &s.warnings {
+                tracing::warn!(source = %s.name, warning = %w, "mapping file loaded with a warning");
+            }
+        }
         self.registry.replace(
             catalog
                 .sources

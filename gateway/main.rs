@@ -30,6 +30,9 @@ enum Command {
     Check {
         /// Files or directories (default: mappings/).
         paths: Vec<PathBuf>,
+        /// Fail (exit 1) on warnings too, not only on problems and failed tests.
+        #[arg(long)]
+        deny_warnings: bool,
     },
     /// Print the actions one event produces, as JSON.
     Try {
@@ -68,13 +71,16 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { paths } => {
+        Command::Check {
+            paths,
+            deny_warnings,
+        } => {
             let paths = if paths.is_empty() {
                 vec![PathBuf::from("mappings")]
             } else {
                 paths
             };
-            hookgate::commands::check::run(&paths)
+            hookgate::commands::check::run(&paths, deny_warnings)
         }
         Command::Try {
             mapping,

@@ -527,7 +527,8 @@ async fn mapping_errors_replay_after_the_fix() {
     let redis = Redis::start();
     let up = RecordingUpstream::start().await;
     let broken = "source: shop\nallow_ips: [127.0.0.0/8]\nrules:\n  - name: signup\n    create_contact:\n      email: $.customer.email\n";
-    let fixed = "source: shop\nallow_ips: [127.0.0.0/8]\nrules:\n  - name: signup\n    create_contact:\n      email: $.email\n      attributes: { SOURCE: shop }\n";
+    // The fix leaves a table behind: it loads, with a warning.
+    let fixed = "source: shop\nallow_ips: [127.0.0.0/8]\nlookups: { old: { a: 1 } }\nrules:\n  - name: signup\n    create_contact:\n      email: $.email\n      attributes: { SOURCE: shop }\n";
     let gw = Gateway::start(
         &redis,
         &[("shop.yaml", broken)],
@@ -627,9 +628,22 @@ async fn mapping_errors_replay_after_the_fix() {
     }
     assert_eq!(back, 2);
 
+    assert_eq!(
+        admin_get(&gw, "/v1/sources").await["sources"][0]["warnings"],
+        json!([])
+    );
     std::fs::write(gw.mappings_dir().join("shop.yaml"), fixed).unwrap();
     let (s, r) = admin_post(&gw, "/v1/mappings/reload").await;
     assert_eq!((s, r["outcome"].as_str()), (200, Some("applied")), "{r}");
+    let warning = format!(
+        "{}:3:12: warning: lookup table `old` is never used",
+        gw.mappings_dir().join("shop.yaml").display()
+    );
+    assert_eq!(r["warnings"], json!([warning]), "{r}");
+    assert_eq!(
+        admin_get(&gw, "/v1/sources").await["sources"][0]["warnings"],
+        json!([warning])
+    );
     let (s, r) = admin_post(&gw, "/v1/dead-letters/replay?source=shop").await;
     assert_eq!((s, r["replayed"].as_u64()), (200, Some(2)), "{r}");
     assert!(up.wait_delivered(3, 10).await, "replayed events delivered");

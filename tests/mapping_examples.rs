@@ -11,10 +11,79 @@ fn root() -> PathBuf {
 #[test]
 fn shipped_mappings_pass_check() {
     let mut out = Vec::new();
-    let ok = check::check(&[root().join("mappings")], &mut out);
+    let found = check::check(&[root().join("mappings")], &mut out);
     let report = String::from_utf8_lossy(&out);
-    assert!(ok, "{report}");
-    assert!(report.contains("29 file(s) ok, 0 problem(s)"), "{report}");
+    assert!(found.ok(true), "{report}");
+    assert!(
+        report.contains("29 file(s) ok, 0 problem(s), 0 warning(s)"),
+        "{report}"
+    );
+}
+
+/// Warnings: printed, counted, passing unless `--deny-warnings`; a rule that none of a file's tests
+/// reaches is one (only when the file has tests), and a file without tests gets none of that kind.
+#[test]
+fn check_warns_and_deny_warnings_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("w.yaml");
+    let head = "source: w\nverify: { preset: stripe, secret: \"${env:STRIPE_WEBHOOK_SECRET}\" }\ndedup: { id: $.id }\n";
+    let rules = "rules:\n  - name: created\n    when: { path: $.type, equals: customer.created }\n    custom_event: { event_name: created, email: $.email }\n  - name: deleted\n    when: { path: $.type, equals: customer.deleted }\n    custom_event: { event_name: deleted, email: $.email }\n";
+    let tests = "tests:\n  - payload: { type: customer.created, email: a@example.com }\n    expect:\n      - custom_event: { event_name: created, identifiers: { email_id: a@example.com } }\n";
+    let hookgate = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hookgate"))
+            .arg("check")
+            .args(args)
+            .arg(&file)
+            .output()
+            .expect("run hookgate check");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+
+    std::fs::write(&file, format!("{head}{rules}{tests}")).expect("write");
+    let (code, report) = hookgate(&[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        report.contains(
+            "w.yaml:8:11: warning: rule `deleted` is reached by none of the file's 1 test(s)"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("1 file(s) ok, 0 problem(s), 1 warning(s); 1 test(s) passed, 0 failed"),
+        "{report}"
+    );
+    let (code, report) = hookgate(&["--deny-warnings"]);
+    assert_eq!(code, Some(1), "{report}");
+
+    // A test for the second rule: nothing to warn about.
+    let second = "  - payload: { type: customer.deleted, email: a@example.com }\n    expect_error: nothing is expected to fail\n";
+    std::fs::write(&file, format!("{head}{rules}{tests}{second}")).expect("write");
+    let (code, report) = hookgate(&["--deny-warnings"]);
+    assert_eq!(code, Some(1), "a failing test still fails: {report}");
+    assert!(
+        report.contains("0 warning(s); 1 test(s) passed, 1 failed"),
+        "{report}"
+    );
+
+    // No tests: no coverage warnings; a missing dedup is one.
+    let no_dedup = head.replace("dedup: { id: $.id }\n", "");
+    std::fs::write(&file, format!("{no_dedup}{rules}")).expect("write");
+    let (code, report) = hookgate(&[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        report
+            .contains("w.yaml:2:1: warning: no `dedup`: Stripe retries an event with the same id"),
+        "{report}"
+    );
+    assert!(
+        report.contains("0 problem(s), 1 warning(s); 0 test(s)"),
+        "{report}"
+    );
+    let (code, _) = hookgate(&["--deny-warnings"]);
+    assert_eq!(code, Some(1));
 }
 
 /// What `check` is given that is no mapping file is a problem, never skipped in silence: a directory
@@ -24,7 +93,7 @@ fn shipped_mappings_pass_check() {
 fn check_reports_what_is_not_a_mapping_file() {
     let run = |paths: &[PathBuf]| {
         let mut out = Vec::new();
-        let ok = check::check(paths, &mut out);
+        let ok = check::check(paths, &mut out).ok(false);
         (ok, String::from_utf8_lossy(&out).into_owned())
     };
     let dir = tempfile::tempdir().expect("tempdir");

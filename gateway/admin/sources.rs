@@ -28,6 +28,7 @@ pub async fn list(State(live): State<Arc<LiveCatalog>>) -> Json<serde_json::Valu
                 "dedup": s.inbound.dedup.is_some(),
                 "handshake": s.inbound.answers_get.then_some("get"),
                 "rules": s.mapping.rule_count(),
+                "warnings": s.warnings,
             })
         })
         .collect();
@@ -37,10 +38,16 @@ pub async fn list(State(live): State<Arc<LiveCatalog>>) -> Json<serde_json::Valu
 
 /// Reload now (even if nothing changed); 422 with every problem when the new set is invalid.
 pub async fn reload(State(live): State<Arc<LiveCatalog>>) -> Response {
+    let live_after = live.clone();
     let outcome = tokio::task::spawn_blocking(move || live.reload(true)).await;
     match outcome {
         Ok(Reload::Applied(n)) => {
-            Json(json!({ "outcome": "applied", "sources": n })).into_response()
+            let cat = live_after.current();
+            let mut warnings: Vec<&String> =
+                cat.sources.values().flat_map(|s| &s.warnings).collect();
+            warnings.sort();
+            Json(json!({ "outcome": "applied", "sources": n, "warnings": warnings }))
+                .into_response()
         }
         Ok(Reload::Unchanged) => Json(json!({ "outcome": "unchanged" })).into_response(),
         Ok(Reload::Rejected(problems)) => (

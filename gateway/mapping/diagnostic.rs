@@ -3,9 +3,11 @@
 
 use std::fmt;
 
-/// One problem in a file, shown as `file:line:col: message`.
+/// One problem in a file, shown as `file:line:col: message` (`file:line:col: warning: message` for a
+/// warning).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Diagnostic {
+    pub severity: Severity,
     pub file: String,
     /// 1-based; 0 when the problem is about the file as a whole (e.g. it cannot be read).
     pub line: u32,
@@ -19,6 +21,35 @@ pub struct Diagnostic {
     pub source_line: Option<String>,
 }
 
+/// An error keeps the file from loading; a warning is something that loads and works but is likely
+/// not what the author meant (a table nothing uses, a rule no event reaches), or leaves out what the
+/// sender needs (dedup where it retries with an id).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Severity {
+    #[default]
+    Error,
+    Warning,
+}
+
+/// Where something is written, kept past parsing for a diagnostic found later (a rule that no
+/// embedded test reaches is known only once `check` has run the tests).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Site {
+    pub line: u32,
+    pub column: u32,
+    pub width: u32,
+    pub source_line: Option<String>,
+}
+
+impl Site {
+    pub fn warning(&self, file: impl Into<String>, message: impl Into<String>) -> Diagnostic {
+        let mut d = Diagnostic::new(file, self.line, self.column, message).with_width(self.width);
+        d.source_line = self.source_line.clone();
+        d.severity = Severity::Warning;
+        d
+    }
+}
+
 impl Diagnostic {
     pub fn new(
         file: impl Into<String>,
@@ -27,6 +58,7 @@ impl Diagnostic {
         message: impl Into<String>,
     ) -> Self {
         Self {
+            severity: Severity::Error,
             file: file.into(),
             line,
             column,
@@ -113,9 +145,13 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let severity = match self.severity {
+            Severity::Error => "",
+            Severity::Warning => "warning: ",
+        };
         write!(
             f,
-            "{}:{}:{}: {}",
+            "{}:{}:{}: {severity}{}",
             self.file, self.line, self.column, self.message
         )
     }

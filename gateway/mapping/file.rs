@@ -67,10 +67,16 @@ pub fn parse_source_file(path: &Path, text: &str) -> Result<SourceFile, Vec<Diag
         in_for_each: false,
     };
     let rules = rules(&mut ctx, top.get("rules"), env);
+    unused_lookups(&mut ctx, top.get("lookups"), &lookups);
     let tests = match top.get("tests") {
         Some(n) => embedded::compile(&mut ctx, n),
         None => Vec::new(),
     };
+    if let Some(head) = &head {
+        missing_dedup(&mut ctx, &root, head);
+    }
+    let mut warnings = ctx.warnings;
+    diagnostic::sort(&mut warnings);
     let mut diags = ctx.diags;
     conceal_literal_secrets(&root, &mut diags);
     diagnostic::sort(&mut diags);
@@ -81,6 +87,7 @@ pub fn parse_source_file(path: &Path, text: &str) -> Result<SourceFile, Vec<Diag
             head,
             mapping: Mapping { rules },
             tests,
+            warnings,
         }),
         _ => Err(diags),
     }
@@ -573,6 +580,45 @@ fn lookups(ctx: &mut Ctx, node: Option<&Node>) -> Lookups {
     out
 }
 
+/// A table under `lookups:` that no transform or condition names: likely a misspelt reference
+/// elsewhere that fell back on something else, or a leftover. Each use holds the table's `Arc`.
+fn unused_lookups(ctx: &mut Ctx, node: Option<&Node>, lookups: &Lookups) {
+    let Some(tables) = node.and_then(Node::as_map) else {
+        return;
+    };
+    for (name, _) in tables {
+        if lookups
+            .get(&name.name)
+            .is_some_and(|t| Arc::strong_count(t) == 1)
+        {
+            ctx.warn(
+                name.loc,
+                format!("lookup table `{}` is never used", name.name),
+            )
+            .hint = Some(format!(
+                "use it with then: [{{ lookup: {0} }}] or in: {{ lookup: {0} }}, or remove it",
+                name.name
+            ));
+        }
+    }
+}
+
+/// A sender that retries with a stable event id, on a source without `dedup`: a retry whose first
+/// answer was lost (a timeout, a dropped connection) becomes a second event and its actions run twice.
+fn missing_dedup(ctx: &mut Ctx, root: &Node, head: &SourceSpec) {
+    let (None, Some(v)) = (&head.dedup, &head.verify) else {
+        return;
+    };
+    let Some((fix, why)) = v.preset.suggested_dedup() else {
+        return;
+    };
+    ctx.warn(
+        key_loc(root, "verify"),
+        format!("no `dedup`: {why}, so a retry of an event already stored becomes a second event"),
+    )
+    .hint = Some(format!("add `{fix}`"));
+}
+
 fn rules(ctx: &mut Ctx, node: Option<&Node>, env: Env) -> Vec<Rule> {
     let Some(node) = node else { return Vec::new() };
     let Kind::Seq(items) = &node.kind else {
@@ -599,11 +645,25 @@ fn rules(ctx: &mut Ctx, node: Option<&Node>, env: Env) -> Vec<Rule> {
             seen.insert(text, name.loc.line);
         }
     }
-    items
-        .iter()
-        .enumerate()
-        .filter_map(|(i, item)| Rule::compile(ctx, item, i, env))
-        .collect()
+    let mut out: Vec<Rule> = Vec::with_capacity(items.len());
+    let mut stopper: Option<(String, u32)> = None;
+    for (i, item) in items.iter().enumerate() {
+        let rule = Rule::compile(ctx, item, i, env);
+        if let Some((name, line)) = &stopper {
+            let at = entry(item, "name").map_or(item.loc, |(_, n)| n.loc);
+            ctx.warn(
+                at,
+                format!("this rule never runs: rule `{name}` (line {line}) matches every event and stops"),
+            )
+            .hint = Some(format!(
+                "give rule `{name}` a `when:`, or move this rule above it"
+            ));
+        } else if let Some(r) = rule.as_ref().filter(|r| r.always_stops()) {
+            stopper = Some((r.name.clone(), r.site.line));
+        }
+        out.extend(rule);
+    }
+    out
 }
 
 /// Expand directories to their `*.yaml`/`*.yml` files (any case; top level only, skipping dot names such

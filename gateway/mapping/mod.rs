@@ -19,7 +19,7 @@ pub(crate) mod yaml;
 
 /// The "did you mean" hint of mapping errors, also used for unknown configuration keys.
 pub(crate) use diagnostic::suggest;
-pub use diagnostic::Diagnostic;
+pub use diagnostic::{Diagnostic, Severity, Site};
 pub use file::{
     load_files, parse_source_file, read_text, source_paths,
     MAX_FILE_BYTES as MAX_MAPPING_FILE_BYTES,
@@ -50,6 +50,8 @@ pub struct SourceFile {
     pub head: SourceSpec,
     pub mapping: Mapping,
     pub tests: Vec<tests::TestCase>,
+    /// What loads but is likely a mistake (`hookgate check` prints them, `serve` logs them).
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// One received event as the mapper sees it: the parsed body and the request headers.
@@ -105,6 +107,11 @@ impl Mapping {
             }
         }
         Ok(out)
+    }
+
+    /// The rules, in file order.
+    pub fn rules(&self) -> impl Iterator<Item = &rule::Rule> {
+        self.rules.iter()
     }
 
     /// The rule names, in file order.

@@ -60,6 +60,8 @@ const ID_KEYS: [&str; 3] = ["email", "ext_id", "phone"];
 #[derive(Debug)]
 pub struct Rule {
     pub name: String,
+    /// Where the name is written, for a warning found later (`check`: a rule no test reaches).
+    pub site: super::diagnostic::Site,
     when: Option<Condition>,
     for_each: Option<JsonPath>,
     /// `for_each: $`: a body that is one object is one event (see `apply`).
@@ -297,8 +299,10 @@ impl Rule {
             }
         }
         let name = name?;
+        let site = ctx.site(f.get("name").map_or(node.loc, |n| n.loc));
         ok.then_some(Rule {
             name,
+            site,
             when,
             over_body: for_each.as_ref().is_some_and(|p| p.as_str() == "$"),
             over_selection: for_each.as_ref().is_some_and(JsonPath::is_selection),
@@ -306,6 +310,11 @@ impl Rule {
             stop,
             actions,
         })
+    }
+
+    /// Does the rule match every event and stop there, so that no later rule ever runs?
+    pub fn always_stops(&self) -> bool {
+        self.stop && self.when.is_none() && self.for_each.is_none()
     }
 
     /// Does this rule match? If so, its actions are appended to `out`, in order. On an error

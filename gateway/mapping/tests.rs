@@ -60,6 +60,8 @@ pub struct Outcome {
     pub line: u32,
     /// None when it passed; otherwise what went wrong, ready to print.
     pub failure: Option<String>,
+    /// The rules the test's event reached: those its actions came from, or the one that failed it.
+    pub reached: Vec<String>,
 }
 
 pub(super) fn compile(ctx: &mut Ctx, node: &Node) -> Vec<TestCase> {
@@ -389,15 +391,55 @@ pub fn run(file: &SourceFile) -> Vec<Outcome> {
     let dir = file.path.parent().unwrap_or(Path::new("."));
     file.tests
         .iter()
-        .map(|case| Outcome {
-            name: case.name.clone(),
-            line: case.line,
-            failure: run_one(file, case, dir).err(),
+        .map(|case| {
+            let mut reached = Vec::new();
+            let failure = run_one(file, case, dir, &mut reached).err();
+            Outcome {
+                name: case.name.clone(),
+                line: case.line,
+                failure,
+                reached,
+            }
         })
         .collect()
 }
 
-fn run_one(file: &SourceFile, case: &TestCase, dir: &Path) -> Result<(), String> {
+/// Warnings for the rules that none of `outcomes` reached, when the file has tests at all: a rule
+/// without a test is one whose paths and conditions nothing has tried.
+pub fn unreached_rules(file: &SourceFile, outcomes: &[Outcome]) -> Vec<super::Diagnostic> {
+    if outcomes.is_empty() {
+        return Vec::new();
+    }
+    let reached: std::collections::HashSet<&str> = outcomes
+        .iter()
+        .flat_map(|o| o.reached.iter().map(String::as_str))
+        .collect();
+    let file_name = file.path.display().to_string();
+    file.mapping
+        .rules()
+        .filter(|r| !reached.contains(r.name.as_str()))
+        .map(|r| {
+            let mut d = r.site.warning(
+                &file_name,
+                format!(
+                    "rule `{}` is reached by none of the file's {} test(s)",
+                    r.name,
+                    outcomes.len()
+                ),
+            );
+            d.hint =
+                Some("add a test whose payload the rule maps (docs/mappings.md, Tests)".to_owned());
+            d
+        })
+        .collect()
+}
+
+fn run_one(
+    file: &SourceFile,
+    case: &TestCase,
+    dir: &Path,
+    reached: &mut Vec<String>,
+) -> Result<(), String> {
     let text_is_json = (file.head.verify.as_ref()).is_some_and(|v| v.preset.posts_json_as_text());
     if case.text_json && !text_is_json {
         return Err(
@@ -418,6 +460,10 @@ fn run_one(file: &SourceFile, case: &TestCase, dir: &Path) -> Result<(), String>
         event.headers.insert(k, v.clone());
     }
     let result = file.mapping.apply(&event);
+    match &result {
+        Ok(actions) => reached.extend(actions.iter().map(|a| a.rule.clone())),
+        Err(e) => reached.push(e.rule.clone()),
+    }
     match (&case.expect, result) {
         (Expect::Error(want), Err(e)) if e.to_string().contains(want.as_str()) => Ok(()),
         (Expect::Error(want), Err(e)) => {

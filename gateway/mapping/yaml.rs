@@ -421,6 +421,8 @@ pub struct Ctx<'t> {
     pub file: String,
     pub text: &'t str,
     pub diags: Vec<Diagnostic>,
+    /// What loads but is likely a mistake; never stops the file from loading.
+    pub warnings: Vec<Diagnostic>,
     lines: LineIndex<'t>,
 }
 
@@ -430,6 +432,7 @@ impl<'t> Ctx<'t> {
             file: file.into(),
             text,
             diags: Vec::new(),
+            warnings: Vec::new(),
             lines: LineIndex::new(text),
         }
     }
@@ -439,6 +442,27 @@ impl<'t> Ctx<'t> {
     /// (`place::place_in`).
     pub fn place_in(&self, loc: Loc, offset: usize) -> (u32, u32) {
         super::place::place_in(|n| self.lines.line(n), loc, offset)
+    }
+
+    /// Record a warning at `loc`, underlining the whole scalar or key.
+    pub fn warn(&mut self, loc: Loc, message: impl Into<String>) -> &mut Diagnostic {
+        let d = self.site(loc).warning(&self.file, message);
+        self.warnings.push(d);
+        let last = self.warnings.len() - 1;
+        &mut self.warnings[last]
+    }
+
+    /// `loc` with its line's text, kept for a diagnostic made after parsing.
+    pub fn site(&self, loc: Loc) -> super::diagnostic::Site {
+        super::diagnostic::Site {
+            line: loc.line,
+            column: loc.column,
+            width: loc.width.max(1),
+            source_line: self
+                .lines
+                .line(loc.line)
+                .map(|l| l.trim_end_matches('\r').to_owned()),
+        }
     }
 
     /// Record a problem at `loc`, underlining the whole scalar or key.

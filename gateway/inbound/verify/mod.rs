@@ -112,6 +112,45 @@ pub enum Preset {
 }
 
 impl Preset {
+    /// The `dedup` for a sender that retries each delivery with a stable id of the event, and why: a
+    /// source of this preset without `dedup` gets a warning (`hookgate check`). The shipped mapping
+    /// files use the same ones. Senders whose id means something else per topic (Webflow's item ids)
+    /// or that send none (HubSpot's workflows, Calendly) are left out.
+    pub fn suggested_dedup(self) -> Option<(&'static str, &'static str)> {
+        Some(match self {
+            Preset::Stripe => ("dedup: { id: $.id }", "Stripe retries an event with the same id"),
+            Preset::StandardWebhooks => (
+                "dedup: { header: webhook-id }",
+                "Standard Webhooks senders retry a message with the same webhook-id",
+            ),
+            Preset::Github => (
+                "dedup: { header: X-GitHub-Delivery }",
+                "GitHub redelivers with the same X-GitHub-Delivery",
+            ),
+            Preset::Shopify => (
+                "dedup: { header: X-Shopify-Webhook-Id }",
+                "Shopify retries a webhook with the same X-Shopify-Webhook-Id",
+            ),
+            Preset::Typeform => (
+                "dedup: { id: $.event_id }",
+                "Typeform retries a submission with the same event_id",
+            ),
+            Preset::Paddle => (
+                "dedup: { id: $.event_id }",
+                "Paddle retries an event with the same event_id",
+            ),
+            Preset::Square => (
+                "dedup: { id: $.event_id }",
+                "Square retries with the same event_id, and signs no time, so dedup is also what stops a replay",
+            ),
+            Preset::Segment => (
+                "dedup: { id: $.messageId }",
+                "Segment retries a call with the same messageId, and signs no time, so dedup is also what stops a replay",
+            ),
+            _ => return None,
+        })
+    }
+
     /// Whether the sender posts its JSON as `text/plain` (Amazon SNS), which is then read as JSON.
     pub fn posts_json_as_text(self) -> bool {
         self == Preset::Sns
