@@ -125,7 +125,8 @@ pub enum Reload {
     /// No file changed since the last attempt.
     Unchanged,
     /// The new set is serving.
-    Applied(usize),
+    /// How many sources, and every warning of the new set, sorted.
+    Applied(usize, Vec<String>),
     /// The new set has problems; the previous set keeps serving.
     Rejected(Vec<Diagnostic>),
 }
@@ -197,12 +198,16 @@ impl LiveCatalog {
         match loaded {
             Ok(catalog) => {
                 let n = catalog.sources.len();
+                let mut warnings: Vec<String> = (catalog.sources.values())
+                    .flat_map(|s| s.warnings.iter().cloned())
+                    .collect();
+                warnings.sort();
                 self.publish(catalog);
                 *last = Some(fp);
                 metrics::counter!("hookgate_mapping_reloads_total", "outcome" => "applied")
                     .increment(1);
                 tracing::info!(sources = n, "mappings reloaded");
-                Reload::Applied(n)
+                Reload::Applied(n, warnings)
             }
             Err(problems) => {
                 metrics::counter!("hookgate_mapping_reloads_total", "outcome" => "rejected")

@@ -68,6 +68,20 @@ fn check_warns_and_deny_warnings_fails() {
         "{report}"
     );
 
+    // A rule after one that matches every event and stops is warned about once, as dead.
+    let dead = "rules:\n  - name: all\n    stop: true\n    custom_event: { event_name: created, email: $.email }\n  - name: never\n    custom_event: { event_name: never, email: $.email }\n";
+    std::fs::write(&file, format!("{head}{dead}{tests}")).expect("write");
+    let (code, report) = hookgate(&[]);
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        report.contains("warning: this rule never runs: rule `all`"),
+        "{report}"
+    );
+    assert!(
+        report.contains("0 problem(s), 1 warning(s); 1 test(s) passed"),
+        "{report}"
+    );
+
     // No tests: no coverage warnings; a missing dedup is one.
     let no_dedup = head.replace("dedup: { id: $.id }\n", "");
     std::fs::write(&file, format!("{no_dedup}{rules}")).expect("write");

@@ -281,6 +281,16 @@ fn from_minor_units() {
         json!({ "in": "ten", "cur": "usd" }),
         "`ten` is not a number",
     );
+    // Up to 2^53 every amount is exact; past it, refused rather than rounded.
+    assert_eq!(
+        run_on(iso, json!({ "in": 9_007_199_254_740_992u64, "cur": "jpy" })),
+        Ok(Some(json!(9_007_199_254_740_992u64)))
+    );
+    fails_on(
+        iso,
+        json!({ "in": "12345678901234567890", "cur": "usd" }),
+        "too large to convert exactly",
+    );
     fails_on(
         iso,
         json!({ "in": true, "cur": "usd" }),

@@ -38,14 +38,9 @@ pub async fn list(State(live): State<Arc<LiveCatalog>>) -> Json<serde_json::Valu
 
 /// Reload now (even if nothing changed); 422 with every problem when the new set is invalid.
 pub async fn reload(State(live): State<Arc<LiveCatalog>>) -> Response {
-    let live_after = live.clone();
     let outcome = tokio::task::spawn_blocking(move || live.reload(true)).await;
     match outcome {
-        Ok(Reload::Applied(n)) => {
-            let cat = live_after.current();
-            let mut warnings: Vec<&String> =
-                cat.sources.values().flat_map(|s| &s.warnings).collect();
-            warnings.sort();
+        Ok(Reload::Applied(n, warnings)) => {
             Json(json!({ "outcome": "applied", "sources": n, "warnings": warnings }))
                 .into_response()
         }

@@ -415,8 +415,11 @@ pub fn unreached_rules(file: &SourceFile, outcomes: &[Outcome]) -> Vec<super::Di
         .flat_map(|o| o.reached.iter().map(String::as_str))
         .collect();
     let file_name = file.path.display().to_string();
+    // Rules after one that matches every event and stops are dead, and warned about as such.
+    let mut live = true;
     file.mapping
         .rules()
+        .take_while(|r| std::mem::replace(&mut live, !r.always_stops()))
         .filter(|r| !reached.contains(r.name.as_str()))
         .map(|r| {
             let mut d = r.site.warning(

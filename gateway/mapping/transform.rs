@@ -84,6 +84,10 @@ pub struct MinorUnits {
 /// to 18 (wei), and 10^18 is still exact in an f64.
 const MAX_EXPONENT: u32 = 18;
 
+/// The largest amount `from_minor_units` takes: every integer up to 2^53 is exact in an f64, so the
+/// quotient is the correctly rounded decimal; above it the amount itself would be rounded.
+const EXACT_LIMIT: f64 = 9_007_199_254_740_992.0;
+
 impl MinorUnits {
     /// The decimal places of a currency (its code in upper case): the file's, else ISO 4217's.
     fn exponent(&self, code: &str) -> Result<u32, String> {
@@ -107,6 +111,13 @@ impl MinorUnits {
             return Ok(None);
         }
         let amount = number_of(v)?;
+        // Past 2^53 an f64 no longer holds every integer: the amount would be rounded in silence.
+        if amount.abs() > EXACT_LIMIT {
+            return Err(format!(
+                "{} is too large to convert exactly (at most 2^53 = 9007199254740992 in the smallest unit)",
+                clip(&v.to_string())
+            ));
+        }
         let currency = self.currency.eval(scope).map_err(|e| e.reason)?;
         let code = match currency.as_deref() {
             Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_ascii_uppercase(),
@@ -666,6 +677,18 @@ fn compile_minor_units(ctx: &mut Ctx, a: &Node, env: Env) -> Option<MinorUnits> 
         };
         return constant_currency(ctx, a, &minor).then_some(minor);
     };
+    // The long form of a value (`{ path: ..., default: ... }`) is the currency's, one level down.
+    let value_keys = ["path", "header", "const", "template", "default", "then"];
+    if let Some((k, _)) =
+        (a.as_map().unwrap_or(&[]).iter()).find(|(k, _)| value_keys.contains(&k.name.as_str()))
+    {
+        ctx.error(k.loc, format!("from_minor_units: unknown key `{}`", k.name))
+            .hint = Some(format!(
+            "the currency's value goes under `currency:`: {{ from_minor_units: {{ currency: {{ {}: ... }} }} }}",
+            k.name
+        ));
+        return None;
+    }
     let f = ctx.map(a, WHAT, &["currency", "exponents"])?;
     let Some(c) = f.get("currency") else {
         if !f.unknown {
