@@ -351,7 +351,7 @@ fn float(f: f64) -> Option<Number> {
     if !f.is_finite() {
         return None;
     }
-    if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+    if f.fract() == 0.0 && f.abs() < EXACT_LIMIT {
         return Some((f as i64).into());
     }
     Number::from_f64(f)
@@ -700,66 +700,67 @@ fn compile_minor_units(ctx: &mut Ctx, a: &Node, env: Env) -> Option<MinorUnits> 
         return None;
     };
     let currency = ValueExpr::compile(ctx, c, "from_minor_units.currency", env);
-    let mut exponents = HashMap::new();
-    let mut ok = !f.unknown;
-    if let Some(e) = f.get("exponents") {
-        match e.as_map() {
-            Some(entries) => {
-                for (key, value) in entries {
-                    let code = key.name.trim().to_ascii_uppercase();
-                    if code.is_empty()
-                        || code.len() > 12
-                        || !code.bytes().all(|b| b.is_ascii_alphanumeric())
-                    {
-                        ctx.error(
-                            key.loc,
-                            format!(
-                                "from_minor_units.exponents: `{}` is not a currency code",
-                                key.name
-                            ),
-                        )
-                        .hint =
-                            Some("write codes such as isk or USD: letters and digits".to_owned());
-                        ok = false;
-                        continue;
-                    }
-                    let exponent = match value.kind {
-                        Kind::Int(i) if (0..=i64::from(MAX_EXPONENT)).contains(&i) => i as u32,
-                        Kind::UInt(u) if u <= u64::from(MAX_EXPONENT) => u as u32,
-                        _ => {
-                            ctx.expected(
-                                value,
-                                "from_minor_units.exponents",
-                                &format!("a number of decimal places from 0 to {MAX_EXPONENT}"),
-                            );
-                            ok = false;
-                            continue;
-                        }
-                    };
-                    if exponents.insert(code.clone(), exponent).is_some() {
-                        ctx.error(
-                            key.loc,
-                            format!("from_minor_units.exponents: `{code}` is given twice"),
-                        );
-                        ok = false;
-                    }
-                }
-            }
-            None => {
-                ctx.expected(
-                    e,
-                    "from_minor_units.exponents",
-                    "a map of currency codes to decimal places",
-                );
-                ok = false;
-            }
-        }
-    }
+    let exponents = match f.get("exponents") {
+        Some(e) => compile_exponents(ctx, e),
+        None => Some(HashMap::new()),
+    };
+    let ok = !f.unknown && exponents.is_some();
     let minor = MinorUnits {
         currency: currency?,
-        exponents,
+        exponents: exponents.unwrap_or_default(),
     };
     (constant_currency(ctx, c, &minor) && ok).then_some(minor)
+}
+
+/// `exponents: { isk: 2, usdc: 6 }`: decimal places by currency code (any case); every problem
+/// reported.
+fn compile_exponents(ctx: &mut Ctx, e: &Node) -> Option<HashMap<String, u32>> {
+    let Some(entries) = e.as_map() else {
+        ctx.expected(
+            e,
+            "from_minor_units.exponents",
+            "a map of currency codes to decimal places",
+        );
+        return None;
+    };
+    let mut exponents = HashMap::new();
+    let mut ok = true;
+    for (key, value) in entries {
+        let code = key.name.trim().to_ascii_uppercase();
+        if code.is_empty() || code.len() > 12 || !code.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            ctx.error(
+                key.loc,
+                format!(
+                    "from_minor_units.exponents: `{}` is not a currency code",
+                    key.name
+                ),
+            )
+            .hint = Some("write codes such as isk or USD: letters and digits".to_owned());
+            ok = false;
+            continue;
+        }
+        let exponent = match value.kind {
+            Kind::Int(i) if (0..=i64::from(MAX_EXPONENT)).contains(&i) => i as u32,
+            Kind::UInt(u) if u <= u64::from(MAX_EXPONENT) => u as u32,
+            _ => {
+                ctx.expected(
+                    value,
+                    "from_minor_units.exponents",
+                    &format!("a number of decimal places from 0 to {MAX_EXPONENT}"),
+                );
+                ok = false;
+                continue;
+            }
+        };
+        if exponents.insert(code.clone(), exponent).is_some() {
+            ctx.error(
+                key.loc,
+                format!("from_minor_units.exponents: `{code}` is given twice"),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(exponents)
 }
 
 /// A currency written as a constant (`{ from_minor_units: JPY }`) is checked at load, so that a path
