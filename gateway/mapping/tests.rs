@@ -416,10 +416,10 @@ pub fn unreached_rules(file: &SourceFile, outcomes: &[Outcome]) -> Vec<super::Di
         .collect();
     let file_name = file.path.display().to_string();
     // Rules after one that matches every event and stops are dead, and warned about as such.
-    let mut live = true;
-    file.mapping
-        .rules()
-        .take_while(|r| std::mem::replace(&mut live, !r.always_stops()))
+    let rules: Vec<_> = file.mapping.rules().collect();
+    let live = (rules.iter().position(|r| r.always_stops())).map_or(rules.len(), |i| i + 1);
+    rules[..live]
+        .iter()
         .filter(|r| !reached.contains(r.name.as_str()))
         .map(|r| {
             let mut d = r.site.warning(
